@@ -1,0 +1,3 @@
+//! tianping-net: see the crate description; its issue builds it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

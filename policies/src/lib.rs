@@ -1,0 +1,3 @@
+//! tianping-policies: see the crate description; its issue builds it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]

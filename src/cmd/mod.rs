@@ -1,0 +1,7 @@
+//! One module per command group; each parses its arguments and calls the crates.
+
+pub(crate) mod audit;
+pub(crate) mod certs;
+pub(crate) mod init;
+pub(crate) mod policy;
+pub(crate) mod up;

@@ -1,0 +1,62 @@
+//! `tianping`: the command line of the court network security fabric.
+//!
+//! The binary is thin: each command parses its arguments and calls the crates (DESIGN §4).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Tianping: one identity, hardened gateways and audited one-way exchange for the court's networks.
+#[derive(Debug, Parser)]
+#[command(name = "tianping", version, about, propagate_version = true)]
+struct Cli {
+    /// The data folder of the installation.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./tianping-data",
+        env = "TIANPING_DATA"
+    )]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every zone on this machine (creates the data folder on first run).
+    Up(cmd::up::UpArgs),
+    /// Create the data folder: fabric.toml, PKI, every component's certificate, the default policy.
+    Init(cmd::init::InitArgs),
+    /// The court PKI: CAs, certificates, revocation, inspection.
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCmd),
+    /// The policy language: check, test, explain, diff, graph, replay.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => cmd::up::run(&cli.data, args),
+        Command::Init(args) => cmd::init::run(&cli.data, args),
+        Command::Certs(c) => cmd::certs::run(&cli.data, c),
+        Command::Audit(c) => cmd::audit::run(&cli.data, c),
+        Command::Policy(c) => cmd::policy::run(&cli.data, c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(2)
+        }
+    }
+}
