@@ -1,0 +1,2 @@
+//! Benchmarks of `audit`, written by its issue.
+fn main() {}
