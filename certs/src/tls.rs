@@ -1,0 +1,330 @@
+//! rustls configurations built from the PKI's files: a reloadable server configuration with
+//! client certificates checked against the trust bundle and CRLs, and a client configuration.
+//!
+//! Defaults and why: TLS 1.3 only (1.2 only when asked, and then only ECDHE with AEAD suites);
+//! no 0-RTT data (it can be replayed); client certificates verified by `webpki` with CRLs, then
+//! mapped to a court identity whose zone must be its issuing CA's zone.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
+};
+use rustls_pki_types::pem::PemObject;
+use tianping_core::ZoneName;
+
+use crate::verify::{TrustStore, verify_client};
+use crate::{CertError, certs_from_pem};
+
+/// Whether a server asks TLS clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// It does not ask.
+    #[default]
+    None,
+    /// It asks, and accepts clients that send none; a certificate sent must validate.
+    Optional,
+    /// It asks, and refuses clients without a valid certificate.
+    Required,
+}
+
+/// The ring provider restricted to TLS 1.3 suites and TLS 1.2 ECDHE+AEAD suites.
+fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = vec![
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ];
+    Arc::new(p)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, CertError> {
+    std::fs::read(path).map_err(|e| CertError::io("read", path, &e))
+}
+
+/// Parses a PKCS#8 (or SEC1) private key from PEM.
+pub fn key_from_pem(key_pem: &[u8]) -> Result<PrivateKeyDer<'static>, CertError> {
+    PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| CertError::malformed(format!("bad private key pem ({e})")))
+}
+
+fn tls_err(e: impl std::fmt::Display) -> CertError {
+    CertError::Tls(e.to_string().to_lowercase())
+}
+
+/// Builds a [`ReloadableServerConfig`] from the paths of a certificate chain, its key, and
+/// (for client certificates) the trust bundle and CRLs.
+#[derive(Debug, Clone)]
+pub struct ServerTlsBuilder {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    client_auth: ClientAuth,
+    trust_path: Option<PathBuf>,
+    crl_paths: Vec<PathBuf>,
+    client_zone: Option<ZoneName>,
+    tls12: bool,
+    alpn: Vec<Vec<u8>>,
+}
+
+impl ServerTlsBuilder {
+    /// A server presenting the chain at `cert_chain_pem_path` (leaf first) with the key at
+    /// `key_pem_path`; TLS 1.3 only, no client certificates, no ALPN.
+    pub fn new(cert_chain_pem_path: impl Into<PathBuf>, key_pem_path: impl Into<PathBuf>) -> Self {
+        Self {
+            cert_path: cert_chain_pem_path.into(),
+            key_path: key_pem_path.into(),
+            client_auth: ClientAuth::None,
+            trust_path: None,
+            crl_paths: Vec::new(),
+            client_zone: None,
+            tls12: false,
+            alpn: Vec::new(),
+        }
+    }
+
+    /// Asks clients for certificates per `mode`, validated against the trust bundle at
+    /// `trust_pem_path` and the CRLs at `crl_paths`. An empty path means no bundle, which
+    /// [`ServerTlsBuilder::build`] refuses unless `mode` is [`ClientAuth::None`].
+    pub fn client_auth(
+        mut self,
+        mode: ClientAuth,
+        trust_pem_path: impl Into<PathBuf>,
+        crl_paths: Vec<PathBuf>,
+    ) -> Self {
+        let p: PathBuf = trust_pem_path.into();
+        self.client_auth = mode;
+        self.trust_path = (!p.as_os_str().is_empty()).then_some(p);
+        self.crl_paths = crl_paths;
+        self
+    }
+
+    /// Accepts only client certificates issued by `zone`'s CA.
+    pub fn client_zone(mut self, zone: ZoneName) -> Self {
+        self.client_zone = Some(zone);
+        self
+    }
+
+    /// Also offers TLS 1.2 (ECDHE with AEAD suites only).
+    pub fn tls12(mut self, on: bool) -> Self {
+        self.tls12 = on;
+        self
+    }
+
+    /// The ALPN protocols offered, most preferred first.
+    pub fn alpn(mut self, protocols: Vec<Vec<u8>>) -> Self {
+        self.alpn = protocols;
+        self
+    }
+
+    /// Reads the files and builds the configuration.
+    pub fn build(self) -> Result<ReloadableServerConfig, CertError> {
+        let config = self.load()?;
+        Ok(ReloadableServerConfig {
+            inner: Arc::new(Reloadable {
+                builder: self,
+                current: ArcSwap::from(config),
+            }),
+        })
+    }
+
+    fn trust(&self) -> Result<Option<TrustStore>, CertError> {
+        let Some(path) = &self.trust_path else {
+            return Ok(None);
+        };
+        let trust_pem = read(path)?;
+        let crls = self
+            .crl_paths
+            .iter()
+            .map(|p| read(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let crl_refs: Vec<&[u8]> = crls.iter().map(Vec::as_slice).collect();
+        let trust = TrustStore::from_pem(&trust_pem, &crl_refs)?;
+        Ok(Some(match &self.client_zone {
+            Some(z) => trust.for_zone(z)?,
+            None => trust,
+        }))
+    }
+
+    fn load(&self) -> Result<Arc<ServerConfig>, CertError> {
+        let chain = certs_from_pem(&read(&self.cert_path)?)?;
+        let key = key_from_pem(&read(&self.key_path)?)?;
+        let provider = provider();
+        let versions: &[&'static SupportedProtocolVersion] = if self.tls12 {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(tls_err)?;
+        let builder = match (self.client_auth, self.trust()?) {
+            (ClientAuth::None, _) => builder.with_no_client_auth(),
+            (_, None) => {
+                return Err(CertError::Tls(
+                    "client certificates are asked for but no trust bundle is given".to_owned(),
+                ));
+            }
+            (mode, Some(trust)) => {
+                builder.with_client_cert_verifier(court_verifier(mode, trust, provider)?)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(tls_err)?;
+        config.max_early_data_size = 0;
+        config.alpn_protocols.clone_from(&self.alpn);
+        Ok(Arc::new(config))
+    }
+}
+
+fn court_verifier(
+    mode: ClientAuth,
+    trust: TrustStore,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, CertError> {
+    let mut roots = RootCertStore::empty();
+    for der in trust.anchor_certs() {
+        roots.add(der).map_err(tls_err)?;
+    }
+    let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if !trust.crl_ders().is_empty() {
+        b = b
+            .with_crls(trust.crl_ders().to_vec())
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    if mode == ClientAuth::Optional {
+        b = b.allow_unauthenticated();
+    }
+    let inner = b.build().map_err(tls_err)?;
+    Ok(Arc::new(CourtClientVerifier { inner, trust }))
+}
+
+/// The webpki verifier, then the court checks of [`verify_client`] (identity, zone, kind).
+#[derive(Debug)]
+struct CourtClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    trust: TrustStore,
+}
+
+impl ClientCertVerifier for CourtClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let mut chain = Vec::with_capacity(intermediates.len() + 1);
+        chain.push(end_entity.clone());
+        chain.extend(intermediates.iter().cloned());
+        verify_client(&chain, &self.trust, now).map_err(to_rustls)?;
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn to_rustls(e: CertError) -> rustls::Error {
+    use rustls::CertificateError as C;
+    rustls::Error::InvalidCertificate(match e {
+        CertError::Expired { .. } => C::Expired,
+        CertError::NotYetValid { .. } => C::NotValidYet,
+        CertError::Revoked => C::Revoked,
+        CertError::UnknownIssuer(_) => C::UnknownIssuer,
+        CertError::WrongUsage(_) => C::InvalidPurpose,
+        CertError::Malformed(_) => C::BadEncoding,
+        other => C::Other(rustls::OtherError(Arc::new(other))),
+    })
+}
+
+#[derive(Debug)]
+struct Reloadable {
+    builder: ServerTlsBuilder,
+    current: ArcSwap<ServerConfig>,
+}
+
+/// A server configuration that can be re-read from its files while connections go on; each
+/// new connection takes [`ReloadableServerConfig::current`].
+#[derive(Debug, Clone)]
+pub struct ReloadableServerConfig {
+    inner: Arc<Reloadable>,
+}
+
+impl ReloadableServerConfig {
+    /// The configuration to accept the next connection with.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.inner.current.load_full()
+    }
+
+    /// Re-reads the certificate, key, trust bundle and CRLs; on any error keeps the old
+    /// configuration and returns the error.
+    pub fn reload(&self) -> Result<(), CertError> {
+        let config = self.inner.builder.load()?;
+        self.inner.current.store(config);
+        Ok(())
+    }
+}
+
+/// A client configuration trusting the CAs of `trust_pem` (TLS 1.3 and 1.2), presenting
+/// `client_cert` (chain PEM, key PEM) when given.
+pub fn client_config(
+    trust_pem: &[u8],
+    client_cert: Option<(&[u8], &[u8])>,
+) -> Result<ClientConfig, CertError> {
+    let mut roots = RootCertStore::empty();
+    for der in certs_from_pem(trust_pem)? {
+        roots.add(der).map_err(tls_err)?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_root_certificates(roots);
+    match client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain_pem, key_pem)) => builder
+            .with_client_auth_cert(certs_from_pem(chain_pem)?, key_from_pem(key_pem)?)
+            .map_err(tls_err),
+    }
+}

@@ -1,0 +1,268 @@
+//! Validating a presented chain against the court's trust bundle and CRLs, then reading its
+//! court identity.
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
+use tianping_core::ZoneName;
+use webpki::{
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
+    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+
+use crate::error::from_webpki;
+use crate::identity::{CertKind, CourtIdentity, identity_from_summary, summarize, zone_of};
+use crate::{CertError, certs_from_pem};
+
+/// The most certificates a presented chain may hold.
+const MAX_CHAIN: usize = 8;
+
+/// A validation time, in unix seconds. Made from either `tianping_core::UnixTime` (what a
+/// [`tianping_core::Clock`] gives) or `rustls_pki_types::UnixTime` (what rustls gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VerifyTime(pub u64);
+
+impl From<tianping_core::UnixTime> for VerifyTime {
+    fn from(t: tianping_core::UnixTime) -> Self {
+        VerifyTime(t.as_secs())
+    }
+}
+
+impl From<rustls_pki_types::UnixTime> for VerifyTime {
+    fn from(t: rustls_pki_types::UnixTime) -> Self {
+        VerifyTime(t.as_secs())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TrustedCa {
+    der: CertificateDer<'static>,
+    subject_raw: Vec<u8>,
+    zone: Option<ZoneName>,
+}
+
+/// The court's trust bundle (root and zone CAs, from `trust.pem`) and the zones' CRLs,
+/// optionally narrowed to one zone.
+#[derive(Debug, Clone)]
+pub struct TrustStore {
+    cas: Vec<TrustedCa>,
+    crls: Vec<OwnedCertRevocationList>,
+    crl_ders: Vec<CertificateRevocationListDer<'static>>,
+    zone: Option<ZoneName>,
+}
+
+/// What a validated leaf is about to be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertUsage {
+    /// Authenticating a TLS client (`clientAuth`; kinds client, device, node).
+    Client,
+    /// Authenticating a TLS server (`serverAuth`; kinds server, node).
+    Server,
+    /// Whatever the certificate's own kind is for.
+    OwnKind,
+}
+
+impl TrustStore {
+    /// A trust store from the PEM trust bundle and any number of PEM (or DER) CRLs.
+    pub fn from_pem(trust_pem: &[u8], crls_pem: &[&[u8]]) -> Result<Self, CertError> {
+        let mut cas = Vec::new();
+        for der in certs_from_pem(trust_pem)? {
+            let s = summarize(&der)?;
+            if !s.is_ca {
+                return Err(CertError::malformed(format!(
+                    "`{}` in the trust bundle is not a CA",
+                    s.name
+                )));
+            }
+            let (_, parsed) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+            let subject_raw = parsed.subject().as_raw().to_vec();
+            cas.push(TrustedCa {
+                zone: zone_of(&s)?,
+                subject_raw,
+                der,
+            });
+        }
+        let mut crls = Vec::new();
+        let mut crl_ders = Vec::new();
+        for text in crls_pem {
+            let ders: Vec<CertificateRevocationListDer<'static>> =
+                if text.windows(10).any(|w| w == b"-----BEGIN") {
+                    CertificateRevocationListDer::pem_slice_iter(text)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| CertError::malformed(format!("bad crl pem ({e})")))?
+                } else {
+                    vec![CertificateRevocationListDer::from(text.to_vec())]
+                };
+            if ders.is_empty() {
+                return Err(CertError::malformed("no crl in the pem text"));
+            }
+            for der in ders {
+                let owned = OwnedCertRevocationList::from_der(&der)
+                    .map_err(|e| CertError::malformed(format!("bad crl ({e:?})").to_lowercase()))?;
+                crls.push(owned);
+                crl_ders.push(der);
+            }
+        }
+        Ok(Self {
+            cas,
+            crls,
+            crl_ders,
+            zone: None,
+        })
+    }
+
+    /// The same store accepting only leaves issued by `zone`'s CA.
+    pub fn for_zone(&self, zone: &ZoneName) -> Result<Self, CertError> {
+        if !self.cas.iter().any(|c| c.zone.as_ref() == Some(zone)) {
+            return Err(CertError::Invalid(format!(
+                "the trust bundle has no CA for zone `{zone}`"
+            )));
+        }
+        let mut s = self.clone();
+        s.zone = Some(zone.clone());
+        Ok(s)
+    }
+
+    /// The zone this store is narrowed to, if any.
+    pub fn zone(&self) -> Option<&ZoneName> {
+        self.zone.as_ref()
+    }
+
+    /// The zones whose CAs are in the bundle.
+    pub fn zones(&self) -> Vec<ZoneName> {
+        self.cas.iter().filter_map(|c| c.zone.clone()).collect()
+    }
+
+    /// The CA certificates a leaf may be issued by (every CA, or only the zone's CA).
+    pub fn anchor_certs(&self) -> Vec<CertificateDer<'static>> {
+        self.accepted().map(|c| c.der.clone()).collect()
+    }
+
+    /// The CRLs, DER.
+    pub fn crl_ders(&self) -> &[CertificateRevocationListDer<'static>] {
+        &self.crl_ders
+    }
+
+    fn accepted(&self) -> impl Iterator<Item = &TrustedCa> {
+        self.cas
+            .iter()
+            .filter(|c| self.zone.is_none() || c.zone == self.zone)
+    }
+}
+
+/// Validates a client's chain (leaf first) at `now`: issuer, time, `clientAuth`, revocation, and
+/// that the leaf's zone is its issuing CA's zone; then returns its court identity.
+pub fn verify_client(
+    chain: &[CertificateDer<'_>],
+    trust: &TrustStore,
+    now: impl Into<VerifyTime>,
+) -> Result<CourtIdentity, CertError> {
+    verify_chain(chain, trust, now, CertUsage::Client)
+}
+
+/// Validates a chain (leaf first) for `usage` at `now`, and returns the leaf's court identity.
+pub fn verify_chain(
+    chain: &[CertificateDer<'_>],
+    trust: &TrustStore,
+    now: impl Into<VerifyTime>,
+    usage: CertUsage,
+) -> Result<CourtIdentity, CertError> {
+    let now = now.into();
+    let (leaf, rest) = chain
+        .split_first()
+        .ok_or_else(|| CertError::malformed("no certificate was presented"))?;
+    if chain.len() > MAX_CHAIN {
+        return Err(CertError::malformed(format!(
+            "a chain of {} certificates, more than the {MAX_CHAIN} allowed",
+            chain.len()
+        )));
+    }
+    let summary = summarize(leaf)?;
+    // Own-kind checks need the kind before the path; the others report path errors first.
+    let early = if usage == CertUsage::OwnKind {
+        Some(identity_from_summary(&summary)?)
+    } else {
+        None
+    };
+    let kind = early.as_ref().map(|i| i.kind);
+    let eku = match (usage, kind) {
+        (CertUsage::Server, _) | (CertUsage::OwnKind, Some(CertKind::Server)) => {
+            KeyUsage::server_auth()
+        }
+        _ => KeyUsage::client_auth(),
+    };
+    let accepted: Vec<&TrustedCa> = trust.accepted().collect();
+    let anchors = accepted
+        .iter()
+        .map(|c| {
+            webpki::anchor_from_trusted_cert(&c.der)
+                .map(|a| a.to_owned())
+                .map_err(|e| from_webpki(&e))
+        })
+        .collect::<Result<Vec<TrustAnchor<'static>>, _>>()?;
+    let ee = EndEntityCert::try_from(leaf).map_err(|e| from_webpki(&e))?;
+    let crl_refs: Vec<CertRevocationList<'_>> = trust
+        .crls
+        .iter()
+        .map(|c| CertRevocationList::Owned(c.clone()))
+        .collect();
+    let crl_ptrs: Vec<&CertRevocationList<'_>> = crl_refs.iter().collect();
+    let revocation = RevocationOptionsBuilder::new(&crl_ptrs).ok().map(|b| {
+        b.with_depth(RevocationCheckDepth::EndEntity)
+            .with_status_policy(UnknownStatusPolicy::Allow)
+            .with_expiration_policy(ExpirationPolicy::Ignore)
+            .build()
+    });
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    ee.verify_for_usage(
+        algs,
+        &anchors,
+        rest,
+        rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.0)),
+        eku,
+        revocation,
+        None,
+    )
+    .map_err(|e| match (&e, &trust.zone) {
+        (webpki::Error::UnknownIssuer, Some(z)) => {
+            CertError::UnknownIssuer(format!(" of zone `{z}`"))
+        }
+        _ => from_webpki(&e),
+    })?;
+    let identity = match early {
+        Some(i) => i,
+        None => identity_from_summary(&summary)?,
+    };
+    // The issuing CA must be the CA of the zone the leaf names.
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+    let issuer = parsed.issuer().as_raw();
+    let issued_by_own_zone = accepted
+        .iter()
+        .any(|c| c.subject_raw == issuer && c.zone.as_ref() == Some(&identity.zone));
+    if !issued_by_own_zone {
+        return Err(CertError::UnknownIssuer(format!(
+            ": names zone `{}` but was not issued by that zone's CA",
+            identity.zone
+        )));
+    }
+    let kind_fits = match usage {
+        CertUsage::Client => identity.kind.is_client(),
+        CertUsage::Server => identity.kind.is_server(),
+        CertUsage::OwnKind => true,
+    };
+    if !kind_fits {
+        return Err(CertError::WrongUsage(format!(
+            "{} use (it is a {} certificate)",
+            if usage == CertUsage::Client {
+                "client"
+            } else {
+                "server"
+            },
+            identity.kind
+        )));
+    }
+    Ok(identity)
+}
