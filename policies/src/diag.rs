@@ -1,0 +1,183 @@
+//! Errors and warnings with the place in the policy text they point at, rendered by `miette`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
+};
+
+/// A byte range of the policy text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    /// Byte offset of the first byte.
+    pub offset: usize,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Span {
+    /// The range of `len` bytes from `offset`.
+    pub const fn new(offset: usize, len: usize) -> Self {
+        Self { offset, len }
+    }
+}
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The policy still checks; something is probably not what its author meant.
+    Warning,
+    /// The policy is refused.
+    Error,
+}
+
+/// One error or warning found in a policy, with where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Error or warning.
+    pub severity: Severity,
+    /// What is wrong, in one lowercase sentence.
+    pub message: String,
+    /// The offending text.
+    pub span: Span,
+    /// The label printed under the offending text.
+    pub label: String,
+    /// A hint or a counterexample, when one helps.
+    pub help: Option<String>,
+    /// 1-based line of the span's start (filled in by [`crate::check`]).
+    pub line: usize,
+    /// 1-based column (in characters) of the span's start.
+    pub column: usize,
+}
+
+impl Problem {
+    pub(crate) fn error(message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            message: message.into(),
+            span,
+            label: label.into(),
+            help: None,
+            line: 0,
+            column: 0,
+        }
+    }
+
+    pub(crate) fn warning(
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(message, span, label)
+        }
+    }
+
+    pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Fills in line and column from the text.
+    pub(crate) fn locate(&mut self, src: &str) {
+        let offset = self.span.offset.min(src.len());
+        let before = src.get(..offset).unwrap_or_default();
+        self.line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        self.column = before.get(line_start..).unwrap_or_default().chars().count() + 1;
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A problem together with the named source it points into, as a `miette` diagnostic.
+#[derive(Debug)]
+pub struct SourceProblem {
+    problem: Problem,
+    source: NamedSource<Arc<str>>,
+}
+
+impl SourceProblem {
+    /// The problem and the file it points into.
+    pub fn new(problem: Problem, file: &str, source: Arc<str>) -> Self {
+        Self {
+            problem,
+            source: NamedSource::new(file, source),
+        }
+    }
+
+    /// The problem itself.
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+
+    /// The diagnostic drawn as text, the offending text underlined (no colours).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let handler =
+            GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+        if handler.render_report(&mut out, self).is_err() {
+            out = format!(
+                "{}: {} at line {}, column {}\n",
+                self.problem.severity_word(),
+                self.problem.message,
+                self.problem.line,
+                self.problem.column
+            );
+        }
+        out
+    }
+}
+
+impl Problem {
+    fn severity_word(&self) -> &'static str {
+        match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl fmt::Display for SourceProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problem.message)
+    }
+}
+
+impl std::error::Error for SourceProblem {}
+
+impl Diagnostic for SourceProblem {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.problem.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.problem
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(&self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let span = self.problem.span;
+        Some(Box::new(std::iter::once(
+            LabeledSpan::new_primary_with_span(
+                Some(self.problem.label.clone()),
+                (span.offset, span.len),
+            ),
+        )))
+    }
+}

@@ -1,0 +1,465 @@
+//! The checked policy: zones, services, routes and flows resolved to indexes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tianping_core::{Acr, Clearance, CourtCode, Role, ZoneName};
+
+use crate::diag::Span;
+use crate::paths::{Node, Seg};
+
+/// Number of core roles; role sets are bit masks over [`Role::ALL`].
+pub(crate) const ROLES: usize = 16;
+
+/// The bit of a role in a role mask.
+pub(crate) fn role_bit(r: Role) -> u32 {
+    let i = Role::ALL.iter().position(|x| *x == r).unwrap_or(0);
+    1u32 << i
+}
+
+/// The mask of a list of roles.
+pub(crate) fn role_mask(roles: &[Role]) -> u32 {
+    roles.iter().fold(0, |m, r| m | role_bit(*r))
+}
+
+/// The roles of a mask, in [`Role::ALL`] order.
+pub(crate) fn mask_roles(mask: u32) -> impl Iterator<Item = Role> {
+    Role::ALL
+        .iter()
+        .enumerate()
+        .filter(move |(i, _)| mask & (1 << i) != 0)
+        .map(|(_, r)| *r)
+}
+
+/// The mask holding every role.
+pub(crate) const ALL_ROLES: u32 = (1 << ROLES) - 1;
+
+/// HTTP methods a route may name, in index order.
+pub(crate) const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+pub(crate) fn method_index(m: &str) -> Option<usize> {
+    METHODS.iter().position(|x| *x == m)
+}
+
+/// A content kind a flow may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// PDF document.
+    Pdf,
+    /// OFD document (GB/T 33190).
+    Ofd,
+    /// JSON of a named schema.
+    Json,
+    /// PNG image.
+    Png,
+    /// JPEG image.
+    Jpeg,
+    /// MP4 video.
+    Mp4,
+    /// Plain UTF-8 text.
+    Text,
+    /// A receipt made by an exchange node or a service (machine-made).
+    Receipt,
+    /// Directory replication records (machine-made).
+    DirectoryUpdate,
+    /// A batch of audit events (machine-made).
+    AuditBatch,
+    /// A policy update (machine-made).
+    PolicyUpdate,
+    /// A certificate revocation list (machine-made).
+    Crl,
+    /// A trust bundle (machine-made).
+    TrustBundle,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 13] = [
+        Kind::Pdf,
+        Kind::Ofd,
+        Kind::Json,
+        Kind::Png,
+        Kind::Jpeg,
+        Kind::Mp4,
+        Kind::Text,
+        Kind::Receipt,
+        Kind::DirectoryUpdate,
+        Kind::AuditBatch,
+        Kind::PolicyUpdate,
+        Kind::Crl,
+        Kind::TrustBundle,
+    ];
+
+    /// The kind's name in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pdf => "pdf",
+            Kind::Ofd => "ofd",
+            Kind::Json => "json",
+            Kind::Png => "png",
+            Kind::Jpeg => "jpeg",
+            Kind::Mp4 => "mp4",
+            Kind::Text => "text",
+            Kind::Receipt => "receipt",
+            Kind::DirectoryUpdate => "directory-update",
+            Kind::AuditBatch => "audit-batch",
+            Kind::PolicyUpdate => "policy-update",
+            Kind::Crl => "crl",
+            Kind::TrustBundle => "trust-bundle",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.as_str() == s)
+    }
+
+    /// Whether records of this kind are made by machines, so a release may need no approver.
+    pub fn is_machine_made(self) -> bool {
+        matches!(
+            self,
+            Kind::Receipt
+                | Kind::DirectoryUpdate
+                | Kind::AuditBatch
+                | Kind::PolicyUpdate
+                | Kind::Crl
+                | Kind::TrustBundle
+        )
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A zone of the policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Zone {
+    pub(crate) name: ZoneName,
+    pub(crate) conf: usize,
+    pub(crate) integ: usize,
+    pub(crate) sealed: bool,
+    /// The least `acr` per role (by [`Role::ALL`] index); `None`: the role cannot sign in here.
+    pub(crate) acr: [Option<Acr>; ROLES],
+    pub(crate) signin: u32,
+}
+
+impl Zone {
+    /// The least `acr` a subject holding the roles of `mask` (already limited to `signin`) needs.
+    pub(crate) fn need_acr(&self, mask: u32) -> Acr {
+        let mut need = Acr::Pwd;
+        for (i, a) in self.acr.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                if let Some(a) = a {
+                    need = need.max(*a);
+                }
+            }
+        }
+        need
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Service {
+    pub(crate) name: String,
+    pub(crate) zone: usize,
+    pub(crate) span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Service(usize),
+    Flow(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CourtCheck {
+    Same,
+    Within,
+    In(CourtCode),
+}
+
+/// A daily window in minutes after midnight at an offset from UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+    pub(crate) offset_min: i32,
+}
+
+impl Window {
+    pub(crate) fn contains_ms(&self, ms: u64) -> bool {
+        let minute = ((ms / 60_000) % 1440) as i64;
+        let local = (minute + i64::from(self.offset_min)).rem_euclid(1440) as u32;
+        if self.start <= self.end {
+            self.start <= local && local < self.end
+        } else {
+            local >= self.start || local < self.end
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Whether every minute of `other` is in `self`.
+    pub(crate) fn covers(&self, other: &Window) -> bool {
+        if self.offset_min != other.offset_min {
+            return false;
+        }
+        let minutes = |w: &Window| -> Vec<u32> {
+            (0..1440)
+                .filter(|m| {
+                    if w.start <= w.end {
+                        w.start <= *m && *m < w.end
+                    } else {
+                        *m >= w.start || *m < w.end
+                    }
+                })
+                .collect()
+        };
+        let mine = minutes(self);
+        minutes(other).iter().all(|m| mine.contains(m))
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}-{:02}:{:02}",
+            self.start / 60,
+            self.start % 60,
+            self.end / 60,
+            self.end % 60
+        )?;
+        if self.offset_min != 0 {
+            let sign = if self.offset_min < 0 { '-' } else { '+' };
+            let o = self.offset_min.unsigned_abs();
+            write!(f, " {sign}{:02}:{:02}", o / 60, o % 60)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub(crate) name: String,
+    pub(crate) span: Span,
+    pub(crate) zone: usize,
+    pub(crate) patterns: Vec<(String, Vec<Seg>)>,
+    pub(crate) methods: u8,
+    pub(crate) target: Target,
+    /// `ALL_ROLES` when the route names no roles.
+    pub(crate) roles: u32,
+    pub(crate) court: Option<CourtCheck>,
+    pub(crate) clearance: Clearance,
+    pub(crate) acr: Acr,
+    pub(crate) time: Option<Window>,
+}
+
+/// How many transfers one submitter may make per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rate {
+    /// Transfers allowed per period.
+    pub count: u32,
+    /// The period in seconds.
+    pub per_secs: u64,
+}
+
+/// What a flow to a lower confidentiality demands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Release {
+    pub(crate) redact: bool,
+    pub(crate) refuse: Vec<String>,
+    pub(crate) approvers: u32,
+    pub(crate) approver_roles: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Flow {
+    pub(crate) name: String,
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+    pub(crate) from_name: ZoneName,
+    pub(crate) to_name: ZoneName,
+    pub(crate) kinds: Vec<(Kind, Option<String>)>,
+    pub(crate) max_size: u64,
+    pub(crate) submitters: u32,
+    pub(crate) machine: bool,
+    pub(crate) deliver: usize,
+    pub(crate) rate: Option<Rate>,
+    pub(crate) sanitize: Vec<String>,
+    pub(crate) release: Option<Release>,
+    pub(crate) reply: Option<usize>,
+    pub(crate) accounts: u32,
+    pub(crate) attributes: Vec<String>,
+    pub(crate) credentials: Vec<(String, u32)>,
+}
+
+/// A policy that passed the verifier, compiled for decisions.
+#[derive(Debug)]
+pub struct Policy {
+    pub(crate) file: String,
+    pub(crate) source: Arc<str>,
+    pub(crate) hash: String,
+    pub(crate) conf_levels: Vec<String>,
+    pub(crate) integ_levels: Vec<String>,
+    pub(crate) zones: Vec<Zone>,
+    pub(crate) zone_index: HashMap<Box<str>, usize>,
+    pub(crate) services: Vec<Service>,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) flows: Vec<Flow>,
+    pub(crate) flow_index: HashMap<Box<str>, usize>,
+    /// One trie per zone and method.
+    pub(crate) tries: Vec<[Node; METHODS.len()]>,
+}
+
+/// A flow of a checked policy, as the exchange reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowInfo<'p> {
+    policy: &'p Policy,
+    flow: &'p Flow,
+}
+
+impl<'p> FlowInfo<'p> {
+    /// The flow's name.
+    pub fn name(&self) -> &'p str {
+        &self.flow.name
+    }
+    /// The source zone.
+    pub fn from(&self) -> &'p ZoneName {
+        &self.flow.from_name
+    }
+    /// The destination zone.
+    pub fn to(&self) -> &'p ZoneName {
+        &self.flow.to_name
+    }
+    /// The service of the destination zone the transfers are delivered to.
+    pub fn deliver(&self) -> &'p str {
+        self.policy
+            .services
+            .get(self.flow.deliver)
+            .map_or("", |s| s.name.as_str())
+    }
+    /// The content kinds, each with its schema for `json`.
+    pub fn kinds(&self) -> impl Iterator<Item = (Kind, Option<&'p str>)> + 'p {
+        self.flow.kinds.iter().map(|(k, s)| (*k, s.as_deref()))
+    }
+    /// The size limit in bytes.
+    pub fn max_size(&self) -> u64 {
+        self.flow.max_size
+    }
+    /// The admission limit per submitter, if any.
+    pub fn rate(&self) -> Option<Rate> {
+        self.flow.rate
+    }
+    /// The sanitize steps, in order.
+    pub fn sanitize(&self) -> impl Iterator<Item = &'p str> + 'p {
+        self.flow.sanitize.iter().map(String::as_str)
+    }
+    /// The number of approvers a release needs (0 when the flow has no release).
+    pub fn approvers(&self) -> u32 {
+        self.flow.release.as_ref().map_or(0, |r| r.approvers)
+    }
+    /// The roles that may approve a release.
+    pub fn approver_roles(&self) -> impl Iterator<Item = Role> + 'p {
+        mask_roles(self.flow.release.as_ref().map_or(0, |r| r.approver_roles))
+    }
+    /// Whether the release demands redaction.
+    pub fn redact(&self) -> bool {
+        self.flow.release.as_ref().is_some_and(|r| r.redact)
+    }
+    /// The flow carrying this flow's replies.
+    pub fn reply(&self) -> Option<&'p str> {
+        self.flow
+            .reply
+            .and_then(|i| self.policy.flows.get(i))
+            .map(|f| f.name.as_str())
+    }
+    /// For directory flows: the accounts (by role) that may replicate.
+    pub fn accounts(&self) -> impl Iterator<Item = Role> + 'p {
+        mask_roles(self.flow.accounts)
+    }
+    /// For directory flows: the attributes that may go.
+    pub fn attributes(&self) -> impl Iterator<Item = &'p str> + 'p {
+        self.flow.attributes.iter().map(String::as_str)
+    }
+    /// For directory flows: whether credential `cred` (`password-hash`, `otp-seed`, `cert`) of
+    /// an account holding `role` may go.
+    pub fn credential_allowed(&self, cred: &str, role: Role) -> bool {
+        let bit = role_bit(role);
+        self.flow
+            .credentials
+            .iter()
+            .any(|(c, m)| c == cred && m & bit != 0)
+    }
+}
+
+impl Policy {
+    /// The file name the policy was read from.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The policy text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// SHA-256 of the policy text, lowercase hex; named in every decision.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub(crate) fn zone_name(&self, i: usize) -> Option<&ZoneName> {
+        self.zones.get(i).map(|z| &z.name)
+    }
+
+    /// The zones, in declaration order.
+    pub fn zones(&self) -> impl Iterator<Item = &ZoneName> {
+        self.zones.iter().map(|z| &z.name)
+    }
+
+    /// Whether zone `name` is sealed (no flow leaves it).
+    pub fn is_sealed(&self, name: &str) -> bool {
+        self.zone_index
+            .get(name)
+            .and_then(|i| self.zones.get(*i))
+            .is_some_and(|z| z.sealed)
+    }
+
+    /// Every service as (name, zone), in declaration order; `tianping init` binds each to a
+    /// delivery folder.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &ZoneName)> {
+        self.services
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), self.zone_name(s.zone)?)))
+    }
+
+    /// Every flow, in declaration order.
+    pub fn flows(&self) -> impl Iterator<Item = FlowInfo<'_>> {
+        self.flows.iter().map(|f| FlowInfo {
+            policy: self,
+            flow: f,
+        })
+    }
+
+    /// The flow named `name`.
+    pub fn flow(&self, name: &str) -> Option<FlowInfo<'_>> {
+        let i = *self.flow_index.get(name)?;
+        Some(FlowInfo {
+            policy: self,
+            flow: self.flows.get(i)?,
+        })
+    }
+
+    /// Route names, in policy order.
+    pub fn routes(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.name.as_str())
+    }
+}
