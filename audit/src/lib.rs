@@ -1,3 +1,66 @@
-//! tianping-audit: see the crate description; its issue builds it.
+//! Tianping's tamper-evident audit log (DESIGN §7).
+//!
+//! - [`Event`]: one audited decision, with one canonical, versioned encoding (the Merkle leaf)
+//!   and a JSON form for the command line;
+//! - [`merkle`]-style functions free of I/O: RFC 9162 hashing ([`leaf_hash`], [`root_of`]),
+//!   inclusion and consistency proofs and their verification ([`verify_inclusion`],
+//!   [`verify_consistency`]) that any party can use without the log's key;
+//! - [`Checkpoint`] / [`SignedCheckpoint`]: C2SP `tlog-checkpoint` bodies in `signed-note`
+//!   envelopes, signed through [`tianping_core::Signer`];
+//! - [`AuditBatch`]: the `audit-batch` shipping format, checked against a mirror's tree;
+//! - with the `store` feature, [`AuditLog`]: the `sled` store with group commit, checkpoints,
+//!   search, export, proofs, verification, shipping and mirrors.
+//!
+//! ```
+//! use tianping_audit::{Checkpoint, Event, SignedCheckpoint, leaf_hash, root_of, inclusion_proof, verify_inclusion};
+//! use tianping_core::{Algorithm, RingSigner, Signer, UnixTime};
+//!
+//! let events: Vec<Event> = (0..5)
+//!     .map(|i| Event::new(UnixTime::from_millis(i), "sign-in"))
+//!     .collect();
+//! let leaves: Vec<_> = events.iter().map(|e| leaf_hash(&e.encode())).collect();
+//! let root = root_of(&leaves);
+//! let proof = inclusion_proof(&leaves, 3, 5)?;
+//! verify_inclusion(&leaves[3], 3, 5, &proof, &root)?;
+//!
+//! let (signer, _pkcs8) = RingSigner::generate(Algorithm::Ed25519).unwrap();
+//! let cp = Checkpoint { origin: "tianping.localhost/audit/n1".into(), size: 5, root };
+//! let note = cp.sign(&signer).unwrap();
+//! let checked = SignedCheckpoint::verify(note.note(), &signer.public_key()).unwrap();
+//! assert_eq!(checked.checkpoint().root, root);
+//! # Ok::<(), tianping_audit::ProofError>(())
+//! ```
+//!
+//! # Threat model
+//!
+//! Verification needs no secret: whoever holds the log's public key checks every signed
+//! checkpoint and recomputes every root. An attacker who can write the store can change entries
+//! after the last signed checkpoint and can delete checkpoints with the entries they cover;
+//! checkpoints shipped to a mirror (or held by the verifier) catch both. Retention that
+//! archives whole segments is not built yet: nothing in this crate deletes entries.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod batch;
+mod checkpoint;
+mod event;
+mod hexhash;
+#[doc(hidden)]
+pub mod internal;
+mod merkle;
+mod query;
+#[cfg(feature = "store")]
+mod store;
+
+pub use batch::{AuditBatch, BatchError};
+pub use checkpoint::{
+    Checkpoint, CheckpointError, MAX_NOTE_BYTES, SignedCheckpoint, key_id, key_name,
+};
+pub use event::{EVENT_VERSION, Event, EventError, MAX_EVENT_BYTES};
+pub use merkle::{
+    Frontier, Hash, ProofError, consistency_proof, empty_root, inclusion_proof, leaf_hash,
+    node_hash, root_of, verify_consistency, verify_inclusion,
+};
+pub use query::{Query, Receipt, Record};
+#[cfg(feature = "store")]
+pub use store::{AuditLog, Entries, StoreError, VerifyReport};

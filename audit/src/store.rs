@@ -1,0 +1,926 @@
+//! The `sled` store: group commit, checkpoints, reading, proofs, verification and mirrors.
+//!
+//! Layout of a log folder (one `sled` database, which only one process can open):
+//!
+//! - tree `batches`: key = the big-endian `u64` index of a group's first entry; value = `0x01`,
+//!   a `u32` count, then per entry its 32-byte leaf hash, a `u32` length and its canonical
+//!   bytes. One record and one `flush` per commit group.
+//! - tree `checkpoints`: key = the big-endian `u64` size; value = the signed note.
+//! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key).
+//!
+//! Leaf hashes are kept in memory for proofs (32 bytes per entry); [`AuditLog::verify`]
+//! recomputes everything from the stored bytes and trusts none of them.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use sled::Transactional as _;
+use tianping_core::{PublicKey, Signer};
+
+use crate::batch::{AuditBatch, BatchError};
+use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
+use crate::event::{Event, EventError};
+use crate::merkle::{self, Frontier, Hash, ProofError};
+use crate::query::{Query, Receipt, Record};
+
+const RECORD_VERSION: u8 = 1;
+const KIND_LOG: &[u8] = b"log";
+const KIND_MIRROR: &[u8] = b"mirror";
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed (or the folder is open in another process).
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The folder holds no audit log.
+    #[error("`{0}` is not an audit log")]
+    NotALog(String),
+    /// A log already exists there.
+    #[error("`{0}` already holds an audit log")]
+    Exists(String),
+    /// Appends go to the origin log, never to a mirror.
+    #[error("this log is a mirror: it only accepts shipped batches")]
+    IsMirror,
+    /// Batches go to mirrors only.
+    #[error("this log is not a mirror")]
+    NotMirror,
+    /// The stored log cannot be read from this index on.
+    #[error("the stored log is damaged at entry `{index}`: {reason}")]
+    Damaged {
+        /// The first entry affected.
+        index: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Verification found the log altered.
+    #[error("verification failed at entry `{index}`: {reason}")]
+    Tampered {
+        /// The first index that does not verify.
+        index: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A commit failed; the log refuses appends until reopened.
+    #[error("a commit failed ({0}); reopen the log")]
+    Poisoned(String),
+    /// An event could not be read.
+    #[error(transparent)]
+    Event(#[from] EventError),
+    /// A checkpoint was refused.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A batch was refused.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// A proof could not be made.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// A different key than the log's pinned checkpoint key.
+    #[error("the log's checkpoints are signed by `{pinned}`, not `{given}`")]
+    KeyMismatch {
+        /// The key the log pinned with its first checkpoint.
+        pinned: String,
+        /// The key offered.
+        given: String,
+    },
+    /// Nothing to ship or verify against.
+    #[error("no checkpoint covers entry `{0}`; write one with `tianping audit checkpoint`")]
+    NoCheckpoint(u64),
+    /// Checkpoints exist but no key was given or pinned.
+    #[error("no key to check the checkpoints; pass `--key`")]
+    NoKey,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+/// What a successful [`AuditLog::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries recomputed.
+    pub entries: u64,
+    /// The root over all of them.
+    pub root: Hash,
+    /// Signed checkpoints checked.
+    pub checkpoints: u64,
+    /// The size of the latest checkpoint (entries beyond it are covered by no signature yet).
+    pub signed_size: u64,
+    /// The key the checkpoints were checked with.
+    pub key: Option<PublicKey>,
+}
+
+#[derive(Default)]
+struct Group {
+    /// The index of the group's first entry, or why the commit failed.
+    done: OnceLock<Result<u64, String>>,
+}
+
+struct State {
+    leaves: Vec<Hash>,
+    frontier: Frontier,
+    pending: Vec<(Vec<u8>, Hash)>,
+    group: Arc<Group>,
+    committing: bool,
+    poisoned: Option<String>,
+    damaged: Option<(u64, String)>,
+}
+
+struct AutoCheckpoint {
+    signer: Arc<dyn Signer>,
+    every: u64,
+    last_error: Option<String>,
+}
+
+/// An audit log (or a mirror of one) in a folder, open by this process only.
+///
+/// `append` may be called from many threads at once: appends that arrive while a commit is
+/// running are written together as one record with one `flush`, and each call returns only once
+/// its events are durable. From async code call it inside `spawn_blocking`.
+pub struct AuditLog {
+    db: sled::Db,
+    batches: sled::Tree,
+    checkpoints: sled::Tree,
+    meta: sled::Tree,
+    mirror: bool,
+    origin: Mutex<String>,
+    state: Mutex<State>,
+    cv: Condvar,
+    checkpoint_lock: Mutex<Option<AutoCheckpoint>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("origin", &self.origin())
+            .field("mirror", &self.mirror)
+            .field("size", &self.size())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (every update is one assignment).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn is_log_folder(dir: &Path) -> bool {
+    dir.join("conf").is_file() && dir.join("db").is_file()
+}
+
+/// One stored group record, parsed.
+fn parse_record(value: &[u8]) -> Result<Vec<(Hash, &[u8])>, &'static str> {
+    let (&version, mut r) = value.split_first().ok_or("empty record")?;
+    if version != RECORD_VERSION {
+        return Err("unknown record version");
+    }
+    let count = take_u32(&mut r).ok_or("truncated record")? as usize;
+    if count.saturating_mul(36) > r.len() {
+        return Err("record count larger than the record");
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        if r.len() < 32 {
+            return Err("truncated record");
+        }
+        let (h, rest) = r.split_at(32);
+        r = rest;
+        let h: Hash = h.try_into().map_err(|_| "truncated record")?;
+        let len = take_u32(&mut r).ok_or("truncated record")? as usize;
+        if r.len() < len {
+            return Err("truncated record");
+        }
+        let (bytes, rest) = r.split_at(len);
+        r = rest;
+        out.push((h, bytes));
+    }
+    if !r.is_empty() {
+        return Err("bytes after the last entry of a record");
+    }
+    Ok(out)
+}
+
+fn take_u32(r: &mut &[u8]) -> Option<u32> {
+    if r.len() < 4 {
+        return None;
+    }
+    let (h, rest) = r.split_at(4);
+    *r = rest;
+    Some(u32::from_be_bytes(h.try_into().ok()?))
+}
+
+fn encode_record(entries: &[(Vec<u8>, Hash)]) -> Vec<u8> {
+    let len: usize = entries.iter().map(|(b, _)| b.len() + 36).sum();
+    let mut v = Vec::with_capacity(5 + len);
+    v.push(RECORD_VERSION);
+    v.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for (bytes, h) in entries {
+        v.extend_from_slice(h);
+        v.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        v.extend_from_slice(bytes);
+    }
+    v
+}
+
+fn key_of(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn index_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+impl AuditLog {
+    /// Creates a new log named `origin` in `dir` (refuses a folder that already holds one).
+    pub fn create(dir: &Path, origin: &str) -> Result<Self, StoreError> {
+        if is_log_folder(dir) {
+            return Err(StoreError::Exists(dir.display().to_string()));
+        }
+        // The origin must be usable in a checkpoint before anything is written.
+        if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+') {
+            return Err(CheckpointError::Malformed("origin must be non-empty with no spaces or `+`").into());
+        }
+        let log = Self::open_db(dir)?;
+        log.meta.insert("origin", origin.as_bytes())?;
+        log.meta.insert("kind", KIND_LOG)?;
+        log.db.flush()?;
+        Self::load(log)
+    }
+
+    /// Opens an existing log or mirror.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        if !is_log_folder(dir) {
+            return Err(StoreError::NotALog(dir.display().to_string()));
+        }
+        let log = Self::open_db(dir)?;
+        if log.meta.get("kind")?.is_none() {
+            return Err(StoreError::NotALog(dir.display().to_string()));
+        }
+        Self::load(log)
+    }
+
+    /// Opens the log in `dir`, creating it with `origin` if the folder holds none.
+    pub fn open_or_create(dir: &Path, origin: &str) -> Result<Self, StoreError> {
+        if is_log_folder(dir) {
+            Self::open(dir)
+        } else {
+            Self::create(dir, origin)
+        }
+    }
+
+    /// Opens the mirror in `dir`, creating an empty one if the folder holds none. Its origin
+    /// and key are set by the first batch (or by `key` here).
+    pub fn open_mirror(dir: &Path, key: Option<&PublicKey>) -> Result<Self, StoreError> {
+        let log = if is_log_folder(dir) {
+            Self::open(dir)?
+        } else {
+            let log = Self::open_db(dir)?;
+            log.meta.insert("kind", KIND_MIRROR)?;
+            log.db.flush()?;
+            Self::load(log)?
+        };
+        if !log.mirror {
+            return Err(StoreError::NotMirror);
+        }
+        if let Some(k) = key {
+            match log.pinned_key()? {
+                Some(p) if &p != k => {
+                    return Err(StoreError::KeyMismatch {
+                        pinned: p.to_string(),
+                        given: k.to_string(),
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    log.meta.insert("key", k.to_string().as_bytes())?;
+                    log.db.flush()?;
+                }
+            }
+        }
+        Ok(log)
+    }
+
+    fn open_db(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let batches = db.open_tree("batches")?;
+        let checkpoints = db.open_tree("checkpoints")?;
+        let meta = db.open_tree("meta")?;
+        Ok(Self {
+            db,
+            batches,
+            checkpoints,
+            meta,
+            mirror: false,
+            origin: Mutex::new(String::new()),
+            state: Mutex::new(State {
+                leaves: Vec::new(),
+                frontier: Frontier::new(),
+                pending: Vec::new(),
+                group: Arc::new(Group::default()),
+                committing: false,
+                poisoned: None,
+                damaged: None,
+            }),
+            cv: Condvar::new(),
+            checkpoint_lock: Mutex::new(None),
+        })
+    }
+
+    /// Reads the stored leaf hashes (not recomputed: [`verify`](Self::verify) does that).
+    fn load(mut self) -> Result<Self, StoreError> {
+        self.mirror = self.meta.get("kind")?.as_deref() == Some(KIND_MIRROR);
+        if let Some(o) = self.meta.get("origin")? {
+            *lock(&self.origin) = String::from_utf8_lossy(&o).into_owned();
+        }
+        let mut leaves = Vec::new();
+        let mut frontier = Frontier::new();
+        let mut damaged = None;
+        for item in self.batches.iter() {
+            let (k, v) = item?;
+            let at = leaves.len() as u64;
+            if index_of(&k) != Some(at) {
+                damaged = Some((at, "a group of entries is missing or out of place".to_owned()));
+                break;
+            }
+            match parse_record(&v) {
+                Ok(entries) => {
+                    for (h, _) in entries {
+                        leaves.push(h);
+                        frontier.push(h);
+                    }
+                }
+                Err(e) => {
+                    damaged = Some((at, e.to_owned()));
+                    break;
+                }
+            }
+        }
+        {
+            let st = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.leaves = leaves;
+            st.frontier = frontier;
+            st.damaged = damaged;
+        }
+        Ok(self)
+    }
+
+    /// The log's origin (the first line of its checkpoints); empty for a new mirror.
+    pub fn origin(&self) -> String {
+        lock(&self.origin).clone()
+    }
+
+    /// Whether this is a mirror.
+    pub fn is_mirror(&self) -> bool {
+        self.mirror
+    }
+
+    /// The number of durable entries.
+    pub fn size(&self) -> u64 {
+        lock(&self.state).leaves.len() as u64
+    }
+
+    /// The root over all durable entries.
+    pub fn root(&self) -> Hash {
+        lock(&self.state).frontier.root()
+    }
+
+    /// The root of the tree of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Result<Hash, StoreError> {
+        let st = lock(&self.state);
+        let n = usize::try_from(size).ok().filter(|n| *n <= st.leaves.len());
+        let n = n.ok_or(ProofError::IndexOutOfRange {
+            index: size,
+            size: st.leaves.len() as u64,
+        })?;
+        Ok(merkle::root_of(st.leaves.get(..n).unwrap_or_default()))
+    }
+
+    /// The leaf hash of entry `index`.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        let st = lock(&self.state);
+        usize::try_from(index).ok().and_then(|i| st.leaves.get(i).copied())
+    }
+
+    /// The key the log's checkpoints are signed with (pinned by the first checkpoint).
+    pub fn pinned_key(&self) -> Result<Option<PublicKey>, StoreError> {
+        let Some(v) = self.meta.get("key")? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&v);
+        text.parse()
+            .map(Some)
+            .map_err(|_| StoreError::Storage("the stored checkpoint key is unreadable".into()))
+    }
+
+    /// Appends one event; returns once it is durable.
+    pub fn append(&self, event: &Event) -> Result<Receipt, StoreError> {
+        let mut r = self.append_many(std::slice::from_ref(event))?;
+        r.pop()
+            .ok_or_else(|| StoreError::Storage("no receipt for an appended event".into()))
+    }
+
+    /// Appends events in order, committed together with whatever other threads append at the
+    /// same time; returns their receipts once all are durable.
+    pub fn append_many(&self, events: &[Event]) -> Result<Vec<Receipt>, StoreError> {
+        if self.mirror {
+            return Err(StoreError::IsMirror);
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded: Vec<(Vec<u8>, Hash)> = events
+            .iter()
+            .map(|e| {
+                let b = e.encode();
+                let h = merkle::leaf_hash(&b);
+                (b, h)
+            })
+            .collect();
+        let hashes: Vec<Hash> = encoded.iter().map(|(_, h)| *h).collect();
+        let mut st = lock(&self.state);
+        if let Some(p) = &st.poisoned {
+            return Err(StoreError::Poisoned(p.clone()));
+        }
+        if let Some((index, reason)) = &st.damaged {
+            return Err(StoreError::Damaged {
+                index: *index,
+                reason: reason.clone(),
+            });
+        }
+        let group = st.group.clone();
+        let offset = st.pending.len() as u64;
+        st.pending.extend(encoded);
+        loop {
+            if let Some(result) = group.done.get() {
+                let first = result.clone().map_err(StoreError::Poisoned)?;
+                drop(st);
+                return Ok(hashes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, leaf)| Receipt {
+                        index: first + offset + i as u64,
+                        leaf,
+                    })
+                    .collect());
+            }
+            if st.committing {
+                st = self.cv.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            // Lead: commit everything pending (our own events are among them).
+            st.committing = true;
+            let batch = std::mem::take(&mut st.pending);
+            let this = std::mem::take(&mut st.group);
+            let first = st.leaves.len() as u64;
+            drop(st);
+            let result = self.write_group(first, &batch);
+            st = lock(&self.state);
+            st.committing = false;
+            match result {
+                Ok(()) => {
+                    for (_, h) in &batch {
+                        st.leaves.push(*h);
+                        st.frontier.push(*h);
+                    }
+                    let _ = this.done.set(Ok(first));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    st.poisoned = Some(msg.clone());
+                    let _ = this.done.set(Err(msg.clone()));
+                    // Whatever queued meanwhile can no longer be given indices safely.
+                    st.pending.clear();
+                    let _ = st.group.done.set(Err(msg));
+                }
+            }
+            self.cv.notify_all();
+            drop(st);
+            self.auto_checkpoint();
+            st = lock(&self.state);
+        }
+    }
+
+    fn write_group(&self, first: u64, batch: &[(Vec<u8>, Hash)]) -> Result<(), StoreError> {
+        self.batches.insert(key_of(first), encode_record(batch))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Signs a checkpoint every `every` entries from now on, from the thread that commits.
+    pub fn set_auto_checkpoint(&self, signer: Arc<dyn Signer>, every: u64) {
+        *lock(&self.checkpoint_lock) = Some(AutoCheckpoint {
+            signer,
+            every: every.max(1),
+            last_error: None,
+        });
+    }
+
+    /// Why the last automatic checkpoint failed, if it did.
+    pub fn auto_checkpoint_error(&self) -> Option<String> {
+        lock(&self.checkpoint_lock)
+            .as_ref()
+            .and_then(|a| a.last_error.clone())
+    }
+
+    fn auto_checkpoint(&self) {
+        let mut guard = lock(&self.checkpoint_lock);
+        let Some(auto) = guard.as_mut() else {
+            return;
+        };
+        let last = self.latest_size().unwrap_or(0);
+        if self.size() >= last.saturating_add(auto.every) {
+            let signer = auto.signer.clone();
+            auto.last_error = self
+                .checkpoint_locked(signer.as_ref())
+                .err()
+                .map(|e| e.to_string());
+        }
+    }
+
+    fn latest_size(&self) -> Result<u64, StoreError> {
+        Ok(match self.checkpoints.last()? {
+            Some((k, _)) => index_of(&k).unwrap_or(0),
+            None => 0,
+        })
+    }
+
+    /// Signs and stores a checkpoint of every durable entry (the first one pins the key; later
+    /// ones must use the same key). Returns the latest checkpoint if nothing was added since.
+    pub fn checkpoint(&self, signer: &dyn Signer) -> Result<SignedCheckpoint, StoreError> {
+        let _guard = lock(&self.checkpoint_lock);
+        self.checkpoint_locked(signer)
+    }
+
+    fn checkpoint_locked(&self, signer: &dyn Signer) -> Result<SignedCheckpoint, StoreError> {
+        if self.mirror {
+            return Err(StoreError::IsMirror);
+        }
+        let key = signer.public_key();
+        match self.pinned_key()? {
+            Some(p) if p != key => {
+                return Err(StoreError::KeyMismatch {
+                    pinned: p.to_string(),
+                    given: key.to_string(),
+                });
+            }
+            _ => {}
+        }
+        let (size, root) = {
+            let st = lock(&self.state);
+            (st.leaves.len() as u64, st.frontier.root())
+        };
+        if let Some((k, v)) = self.checkpoints.last()? {
+            if index_of(&k) == Some(size) {
+                let note = String::from_utf8_lossy(&v).into_owned();
+                return Ok(SignedCheckpoint::verify(&note, &key)?);
+            }
+        }
+        let cp = Checkpoint {
+            origin: self.origin(),
+            size,
+            root,
+        }
+        .sign(signer)?;
+        self.meta.insert("key", key.to_string().as_bytes())?;
+        self.checkpoints.insert(key_of(size), cp.note().as_bytes())?;
+        self.db.flush()?;
+        Ok(cp)
+    }
+
+    /// Every stored checkpoint note, oldest first, with its size (unverified).
+    pub fn checkpoint_notes(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.checkpoints.iter() {
+            let (k, v) = item?;
+            let size = index_of(&k).ok_or_else(|| StoreError::Tampered {
+                index: 0,
+                reason: "a checkpoint key is malformed".into(),
+            })?;
+            out.push((size, String::from_utf8_lossy(&v).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// The inclusion proof of entry `index` in the tree of the first `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let st = lock(&self.state);
+        Ok(merkle::inclusion_proof(&st.leaves, index, size)?)
+    }
+
+    /// The consistency proof from size `first` to size `second`.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, StoreError> {
+        let st = lock(&self.state);
+        Ok(merkle::consistency_proof(&st.leaves, first, second)?)
+    }
+
+    /// Reads entries in order from index `from`, with their stored leaf hashes.
+    pub fn entries(&self, from: u64) -> Entries {
+        // Start at the group that holds `from`.
+        let start = self
+            .batches
+            .range(..=key_of(from))
+            .next_back()
+            .and_then(Result::ok)
+            .and_then(|(k, _)| index_of(&k))
+            .unwrap_or(0);
+        Entries {
+            iter: self.batches.range(key_of(start)..),
+            buffered: Vec::new().into_iter(),
+            from,
+            next: start,
+            failed: false,
+        }
+    }
+
+    /// The entry at `index`.
+    pub fn get(&self, index: u64) -> Result<Option<Record>, StoreError> {
+        match self.entries(index).next() {
+            Some(Ok(r)) if r.index == index => Ok(Some(r)),
+            Some(Err(e)) => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    /// The entries matching `query`, in order.
+    pub fn search<'a>(
+        &'a self,
+        query: &'a Query,
+    ) -> impl Iterator<Item = Result<Record, StoreError>> + 'a {
+        self.entries(0)
+            .filter(move |r| r.as_ref().map_or(true, |r| query.matches(&r.event)))
+    }
+
+    /// Recomputes the whole tree from the stored bytes, checks every checkpoint's signature with
+    /// `key` (or the key the log pinned) and that each checkpoint's root is the root of the
+    /// entries up to its size; so each extends the one before. Names the first bad index.
+    /// `progress` is called now and then with (entries done, entries stored).
+    pub fn verify(
+        &self,
+        key: Option<&PublicKey>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<VerifyReport, StoreError> {
+        let origin = self.origin();
+        let pinned = self.pinned_key()?;
+        if let (Some(k), Some(p)) = (key, &pinned) {
+            if k != p {
+                return Err(StoreError::KeyMismatch {
+                    pinned: p.to_string(),
+                    given: k.to_string(),
+                });
+            }
+        }
+        let key = key.cloned().or(pinned);
+        let notes = self.checkpoint_notes()?;
+        let mut cps: Vec<Checkpoint> = Vec::with_capacity(notes.len());
+        if !notes.is_empty() {
+            let key = key.as_ref().ok_or(StoreError::NoKey)?;
+            for (size, note) in &notes {
+                let cp = SignedCheckpoint::verify_for(note, &origin, key).map_err(|e| {
+                    StoreError::Tampered {
+                        index: *size,
+                        reason: format!("checkpoint at size `{size}`: {e}"),
+                    }
+                })?;
+                if cp.checkpoint().size != *size {
+                    return Err(StoreError::Tampered {
+                        index: *size,
+                        reason: format!("checkpoint stored at size `{size}` says `{}`", cp.checkpoint().size),
+                    });
+                }
+                cps.push(cp.checkpoint().clone());
+            }
+        }
+        let stored = self.size();
+        let mut tree = Frontier::new();
+        let mut next_cp = cps.iter().peekable();
+        let mut last_ok = 0u64;
+        let check = |tree: &Frontier,
+                     next_cp: &mut std::iter::Peekable<std::slice::Iter<'_, Checkpoint>>,
+                     last_ok: &mut u64|
+         -> Result<(), StoreError> {
+            while let Some(cp) = next_cp.peek() {
+                if cp.size != tree.size() {
+                    break;
+                }
+                if cp.root != tree.root() {
+                    return Err(StoreError::Tampered {
+                        index: *last_ok,
+                        reason: format!(
+                            "entries from `{}` to `{}` do not match the signed checkpoint at size `{}`",
+                            last_ok,
+                            cp.size.saturating_sub(1),
+                            cp.size
+                        ),
+                    });
+                }
+                *last_ok = cp.size;
+                next_cp.next();
+            }
+            Ok(())
+        };
+        check(&tree, &mut next_cp, &mut last_ok)?;
+        for item in self.batches.iter() {
+            let (k, v) = item?;
+            let at = tree.size();
+            if index_of(&k) != Some(at) {
+                return Err(StoreError::Tampered {
+                    index: at,
+                    reason: "entries are missing or out of order".into(),
+                });
+            }
+            let entries = parse_record(&v).map_err(|e| StoreError::Tampered {
+                index: at,
+                reason: e.to_owned(),
+            })?;
+            for (stored_hash, bytes) in entries {
+                let i = tree.size();
+                let h = merkle::leaf_hash(bytes);
+                if h != stored_hash {
+                    return Err(StoreError::Tampered {
+                        index: i,
+                        reason: "the stored bytes do not match their leaf hash".into(),
+                    });
+                }
+                Event::decode(bytes).map_err(|e| StoreError::Tampered {
+                    index: i,
+                    reason: format!("not a canonical event: {e}"),
+                })?;
+                tree.push(h);
+                check(&tree, &mut next_cp, &mut last_ok)?;
+                if tree.size() % 65_536 == 0 {
+                    progress(tree.size(), stored);
+                }
+            }
+        }
+        if let Some(cp) = next_cp.next() {
+            return Err(StoreError::Tampered {
+                index: tree.size(),
+                reason: format!(
+                    "the log was truncated: a checkpoint covers `{}` entries but only `{}` are stored",
+                    cp.size,
+                    tree.size()
+                ),
+            });
+        }
+        progress(tree.size(), stored);
+        Ok(VerifyReport {
+            entries: tree.size(),
+            root: tree.root(),
+            checkpoints: cps.len() as u64,
+            signed_size: last_ok,
+            key,
+        })
+    }
+
+    /// A batch of the entries from `since` up to the latest checkpoint, with that checkpoint and
+    /// a consistency proof from size `since`.
+    pub fn ship(&self, since: u64) -> Result<AuditBatch, StoreError> {
+        let (size, note) = self
+            .checkpoint_notes()?
+            .pop()
+            .ok_or(StoreError::NoCheckpoint(since))?;
+        if since > size {
+            return Err(StoreError::NoCheckpoint(since));
+        }
+        let signer = self.pinned_key()?.ok_or(StoreError::NoKey)?;
+        let proof = self.consistency_proof(since, size)?;
+        let mut entries = Vec::new();
+        for r in self.entries(since) {
+            let r = r?;
+            if r.index >= size {
+                break;
+            }
+            entries.push(r.event.encode());
+        }
+        Ok(AuditBatch {
+            signer,
+            old_size: since,
+            proof,
+            note,
+            entries,
+        })
+    }
+
+    /// Adds a shipped batch to this mirror if it extends it (see [`AuditBatch::check`]);
+    /// otherwise refuses it and changes nothing. The first batch pins the origin and, unless a
+    /// key was given when the mirror was opened, the batch's signer key.
+    pub fn apply_batch(&self, batch: &AuditBatch) -> Result<SignedCheckpoint, StoreError> {
+        if !self.mirror {
+            return Err(StoreError::NotMirror);
+        }
+        let _guard = lock(&self.checkpoint_lock);
+        let key = self.pinned_key()?.unwrap_or_else(|| batch.signer.clone());
+        let origin = self.origin();
+        let mut st = lock(&self.state);
+        if let Some((index, reason)) = &st.damaged {
+            return Err(StoreError::Damaged {
+                index: *index,
+                reason: reason.clone(),
+            });
+        }
+        let (cp, hashes) = batch.check(
+            &st.frontier,
+            (!origin.is_empty()).then_some(origin.as_str()),
+            &key,
+        )?;
+        let size = cp.checkpoint().size;
+        let group: Vec<(Vec<u8>, Hash)> = batch.entries.iter().cloned().zip(hashes).collect();
+        let record = encode_record(&group);
+        let cp_origin = cp.checkpoint().origin.clone();
+        let key_text = key.to_string();
+        (&self.batches, &self.checkpoints, &self.meta)
+            .transaction(|(b, c, m)| {
+                if !group.is_empty() {
+                    b.insert(&key_of(batch.old_size), record.as_slice())?;
+                }
+                c.insert(&key_of(size), cp.note().as_bytes())?;
+                m.insert("origin", cp_origin.as_bytes())?;
+                m.insert("key", key_text.as_bytes())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Storage(format!("{e:?}")))?;
+        self.db.flush()?;
+        for (_, h) in &group {
+            st.leaves.push(*h);
+            st.frontier.push(*h);
+        }
+        *lock(&self.origin) = cp_origin;
+        Ok(cp)
+    }
+}
+
+/// Entries of a log in order (see [`AuditLog::entries`]).
+pub struct Entries {
+    iter: sled::Iter,
+    buffered: std::vec::IntoIter<Result<Record, StoreError>>,
+    from: u64,
+    next: u64,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Entries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries").field("next", &self.next).finish()
+    }
+}
+
+impl Iterator for Entries {
+    type Item = Result<Record, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            match self.buffered.next() {
+                Some(Ok(r)) if r.index < self.from => continue,
+                Some(Ok(r)) => return Some(Ok(r)),
+                Some(Err(e)) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+                None => {}
+            }
+            let (k, v) = match self.iter.next()? {
+                Ok(kv) => kv,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e.into()));
+                }
+            };
+            let at = self.next;
+            let damaged = |reason: String| StoreError::Damaged { index: at, reason };
+            if index_of(&k) != Some(at) {
+                self.failed = true;
+                return Some(Err(damaged("entries are missing or out of order".into())));
+            }
+            let parsed = match parse_record(&v) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(damaged(e.into())));
+                }
+            };
+            let mut out = Vec::with_capacity(parsed.len());
+            for (i, (leaf, bytes)) in parsed.into_iter().enumerate() {
+                let index = at + i as u64;
+                match Event::decode(bytes) {
+                    Ok(event) => out.push(Ok(Record { index, leaf, event })),
+                    Err(e) => {
+                        // Yield what decoded, then the error.
+                        out.push(Err(StoreError::Damaged {
+                            index,
+                            reason: e.to_string(),
+                        }));
+                        break;
+                    }
+                }
+            }
+            self.next = at + out.len() as u64;
+            self.buffered = out.into_iter();
+        }
+    }
+}
