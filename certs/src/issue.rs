@@ -119,11 +119,15 @@ fn ca_params(
     not_before: i64,
     not_after: i64,
     path_len: u8,
+    zone: Option<&ZoneName>,
 ) -> Result<CertificateParams, CertError> {
     text_field(org, "the organization", 64)?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, org);
+    if let Some(z) = zone {
+        dn.push(DnType::OrganizationalUnitName, z.as_str());
+    }
     dn.push(DnType::CommonName, cn);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
@@ -151,6 +155,7 @@ impl CaCert {
             now - BACKDATE_SECS,
             now + 20 * 365 * DAY,
             1,
+            None,
         )?;
         let cert = p.self_signed(&key)?;
         Self::from_pem(&cert.pem(), &key.serialize_pem())
@@ -173,9 +178,8 @@ impl CaCert {
             now - BACKDATE_SECS,
             (now + 10 * 365 * DAY).min(self.not_after),
             0,
+            Some(zone),
         )?;
-        p.distinguished_name
-            .push(DnType::OrganizationalUnitName, zone.as_str());
         p.subject_alt_names = vec![uri("zone", zone.as_str())?];
         let cert = p.signed_by(&key, &self.issuer()?)?;
         Self::from_pem(&cert.pem(), &key.serialize_pem())

@@ -1,8 +1,4 @@
-//! Placeholder until its crate's parser exists; replaced by the crate's issue.
+//! `identity_of`, the PEM reader and the trust-bundle and CRL loaders over any bytes.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = data;
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tianping_certs::internal::fuzz_cert_identity(data));
