@@ -47,6 +47,7 @@ mod event;
 mod hexhash;
 #[doc(hidden)]
 pub mod internal;
+mod keys;
 mod merkle;
 mod query;
 #[cfg(feature = "store")]
@@ -61,6 +62,7 @@ pub use merkle::{
     Frontier, Hash, ProofError, consistency_proof, empty_root, inclusion_proof, leaf_hash,
     node_hash, root_of, verify_consistency, verify_inclusion,
 };
-pub use query::{Query, Receipt, Record};
+pub use keys::{KeyFileError, pkcs8_to_pem, signer_from_pem};
+pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 #[cfg(feature = "store")]
 pub use store::{AuditLog, Entries, StoreError, VerifyReport};

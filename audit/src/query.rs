@@ -62,3 +62,63 @@ pub struct Receipt {
     #[serde(with = "crate::hexhash")]
     pub leaf: Hash,
 }
+
+/// An inclusion proof as `tianping audit prove --index` prints it; [`verify`](Self::verify)
+/// needs nothing but this value (and, to trust `root`, a signed checkpoint of that size).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    /// The entry's index.
+    pub index: u64,
+    /// The tree size.
+    pub size: u64,
+    /// The entry's leaf hash.
+    #[serde(with = "crate::hexhash")]
+    pub leaf: Hash,
+    /// The root of the tree of `size` entries.
+    #[serde(with = "crate::hexhash")]
+    pub root: Hash,
+    /// The audit path.
+    #[serde(with = "crate::hexhash::list")]
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint of that size, when the log has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+}
+
+impl InclusionProof {
+    /// Checks the path from the leaf to the root.
+    pub fn verify(&self) -> Result<(), crate::ProofError> {
+        crate::verify_inclusion(&self.leaf, self.index, self.size, &self.proof, &self.root)
+    }
+}
+
+/// A consistency proof as `tianping audit prove --from --to` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub from: u64,
+    /// The newer size.
+    pub to: u64,
+    /// The root at the older size.
+    #[serde(with = "crate::hexhash")]
+    pub old_root: Hash,
+    /// The root at the newer size.
+    #[serde(with = "crate::hexhash")]
+    pub new_root: Hash,
+    /// The proof.
+    #[serde(with = "crate::hexhash::list")]
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint of the older size, when the log has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_checkpoint: Option<String>,
+    /// The signed checkpoint of the newer size, when the log has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_checkpoint: Option<String>,
+}
+
+impl ConsistencyProof {
+    /// Checks that the newer tree extends the older one.
+    pub fn verify(&self) -> Result<(), crate::ProofError> {
+        crate::verify_consistency(self.from, self.to, &self.old_root, &self.new_root, &self.proof)
+    }
+}

@@ -21,7 +21,7 @@ use crate::batch::{AuditBatch, BatchError};
 use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 use crate::event::{Event, EventError};
 use crate::merkle::{self, Frontier, Hash, ProofError};
-use crate::query::{Query, Receipt, Record};
+use crate::query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 
 const RECORD_VERSION: u8 = 1;
 const KIND_LOG: &[u8] = b"log";
@@ -614,6 +614,53 @@ impl AuditLog {
     pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, StoreError> {
         let st = lock(&self.state);
         Ok(merkle::consistency_proof(&st.leaves, first, second)?)
+    }
+
+    /// The signed checkpoint note of exactly `size` entries, if the log has one.
+    pub fn checkpoint_note_at(&self, size: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .checkpoints
+            .get(key_of(size))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// A self-contained inclusion proof of entry `index` in the tree of `size` entries, with
+    /// the checkpoint of that size when there is one.
+    pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<InclusionProof, StoreError> {
+        let (proof, root, leaf) = {
+            let st = lock(&self.state);
+            let proof = merkle::inclusion_proof(&st.leaves, index, size)?;
+            let n = usize::try_from(size).unwrap_or(usize::MAX);
+            let root = merkle::root_of(st.leaves.get(..n).unwrap_or_default());
+            let leaf = usize::try_from(index)
+                .ok()
+                .and_then(|i| st.leaves.get(i).copied())
+                .ok_or(ProofError::IndexOutOfRange { index, size })?;
+            (proof, root, leaf)
+        };
+        Ok(InclusionProof {
+            index,
+            size,
+            leaf,
+            root,
+            proof,
+            checkpoint: self.checkpoint_note_at(size)?,
+        })
+    }
+
+    /// A self-contained consistency proof from `from` to `to` entries, with the checkpoints
+    /// of those sizes when there are some.
+    pub fn prove_consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, StoreError> {
+        let proof = self.consistency_proof(from, to)?;
+        Ok(ConsistencyProof {
+            from,
+            to,
+            old_root: self.root_at(from)?,
+            new_root: self.root_at(to)?,
+            proof,
+            old_checkpoint: self.checkpoint_note_at(from)?,
+            new_checkpoint: self.checkpoint_note_at(to)?,
+        })
     }
 
     /// Reads entries in order from index `from`, with their stored leaf hashes.

@@ -1,19 +1,467 @@
-//! `tianping audit`.
+//! `tianping audit`: append to, verify, prove, search, export, ship and mirror an audit log
+//! folder directly (the log's owner must be stopped; a live log is served on its control
+//! socket).
 
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use miette::{IntoDiagnostic, WrapErr, miette};
+use tianping_audit::{AuditBatch, AuditLog, Event, Query, SignedCheckpoint};
+use tianping_core::{Algorithm, PublicKey, RingSigner, Signer, UnixTime};
+
+/// The longest JSON line `append` reads.
+const MAX_LINE: u64 = 1 << 20;
+/// The most events committed as one group.
+const MAX_GROUP: usize = 8192;
 
 /// `tianping audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCmd {
-    /// Not built yet.
-    Todo,
+    /// Make a checkpoint signing key (PKCS#8 PEM) and print its public key.
+    Keygen {
+        /// Where to write the private key (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+        /// `es256` or `ed25519`.
+        #[arg(long, default_value = "ed25519")]
+        alg: String,
+    },
+    /// Append events read as JSON lines on stdin; print a receipt line per event once durable.
+    Append {
+        #[command(flatten)]
+        log: LogArg,
+        /// A PKCS#8 PEM key: sign a checkpoint every `--every` entries and at the end.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Entries between checkpoints when `--key` is given.
+        #[arg(long, default_value_t = 1000)]
+        every: u64,
+        /// The log's name, when this creates it (default `tianping.localhost/audit/<folder>`).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// Recompute the tree and check every checkpoint; exit 0 only if all holds.
+    Verify {
+        #[command(flatten)]
+        log: LogArg,
+        /// The checkpoint key (`es256:...` / `ed25519:...`, or a file holding it); default the
+        /// key the log pinned.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Sign a checkpoint of every entry now.
+    Checkpoint {
+        #[command(flatten)]
+        log: LogArg,
+        /// The PKCS#8 PEM signing key.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print an inclusion proof (`--index`) or a consistency proof (`--from`, `--to`) as JSON.
+    Prove {
+        #[command(flatten)]
+        log: LogArg,
+        /// The entry to prove.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        index: Option<u64>,
+        /// The tree size to prove it in (default: the whole log).
+        #[arg(long, requires = "index")]
+        size: Option<u64>,
+        /// The older size.
+        #[arg(long, requires = "to")]
+        from: Option<u64>,
+        /// The newer size.
+        #[arg(long, requires = "from")]
+        to: Option<u64>,
+    },
+    /// Print matching entries as JSON lines.
+    Search {
+        #[command(flatten)]
+        log: LogArg,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
+    /// Print every entry as JSON lines.
+    Export {
+        #[command(flatten)]
+        log: LogArg,
+    },
+    /// Write an audit batch: entries from `--since` up to the latest checkpoint.
+    Ship {
+        #[command(flatten)]
+        log: LogArg,
+        /// The batch file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The first entry (the size the mirror has).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Add shipped batches to a mirror log (created if missing), refusing any that does not
+    /// extend it.
+    Mirror {
+        #[command(flatten)]
+        log: LogArg,
+        /// The key the origin log signs with; default: pinned by the first batch.
+        #[arg(long)]
+        key: Option<String>,
+        /// Batch files, in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `--log DIR`.
+#[derive(Debug, Args)]
+pub(crate) struct LogArg {
+    /// The log folder.
+    #[arg(long = "log", value_name = "DIR")]
+    dir: PathBuf,
+}
+
+/// Search filters.
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    /// The actor.
+    #[arg(long)]
+    actor: Option<String>,
+    /// The action.
+    #[arg(long)]
+    action: Option<String>,
+    /// The outcome.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// The object.
+    #[arg(long)]
+    object: Option<String>,
+    /// The flow.
+    #[arg(long)]
+    flow: Option<String>,
+    /// Not before (milliseconds since the epoch).
+    #[arg(long)]
+    since: Option<u64>,
+    /// Not after (milliseconds since the epoch).
+    #[arg(long)]
+    until: Option<u64>,
 }
 
 pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
     match cmd {
-        AuditCmd::Todo => Err(miette::miette!("`tianping audit` is not built yet")),
+        AuditCmd::Keygen { out, alg } => keygen(&out, &alg),
+        AuditCmd::Append {
+            log,
+            key,
+            every,
+            origin,
+        } => append(&log.dir, key.as_deref(), every, origin),
+        AuditCmd::Verify { log, key } => verify(&log.dir, key.as_deref()),
+        AuditCmd::Checkpoint { log, key } => {
+            let signer = read_signer(&key)?;
+            let log = open(&log.dir)?;
+            let cp = log.checkpoint(&signer).into_diagnostic()?;
+            print!("{}", cp.note());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Prove {
+            log,
+            index,
+            size,
+            from,
+            to,
+        } => prove(&log.dir, index, size, from.zip(to)),
+        AuditCmd::Search { log, query } => {
+            let q = Query {
+                actor: query.actor,
+                action: query.action,
+                outcome: query.outcome,
+                object: query.object,
+                flow: query.flow,
+                since: query.since.map(UnixTime::from_millis),
+                until: query.until.map(UnixTime::from_millis),
+            };
+            let log = open(&log.dir)?;
+            print_records(log.search(&q))
+        }
+        AuditCmd::Export { log } => {
+            let log = open(&log.dir)?;
+            print_records(log.entries(0))
+        }
+        AuditCmd::Ship { log, out, since } => {
+            let log = open(&log.dir)?;
+            let batch = log.ship(since).into_diagnostic()?;
+            write_new(&out, &batch.encode())?;
+            let cp = SignedCheckpoint::parse_unverified(&batch.note).into_diagnostic()?;
+            println!(
+                "{}",
+                serde_json::json!({"from": batch.old_size, "to": cp.size, "entries": batch.entries.len()})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Mirror { log, key, files } => mirror(&log.dir, key.as_deref(), &files),
     }
+}
+
+fn open(dir: &Path) -> miette::Result<AuditLog> {
+    AuditLog::open(dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("opening the log `{}`", dir.display()))
+}
+
+fn keygen(out: &Path, alg: &str) -> miette::Result<ExitCode> {
+    let alg: Algorithm = alg.parse().into_diagnostic()?;
+    let (signer, pkcs8) = RingSigner::generate(alg).into_diagnostic()?;
+    write_new(out, tianping_audit::pkcs8_to_pem(pkcs8.expose()).as_bytes())?;
+    println!("{}", signer.public_key());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a file that must not exist yet (mode 0600 on Unix), fully or not at all.
+fn write_new(path: &Path, bytes: &[u8]) -> miette::Result<()> {
+    if path.exists() {
+        return Err(miette!("`{}` already exists", path.display()));
+    }
+    let tmp = path.with_extension("tmp-write");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&tmp)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("creating `{}`", tmp.display()))?;
+    f.write_all(bytes).into_diagnostic()?;
+    f.sync_all().into_diagnostic()?;
+    std::fs::rename(&tmp, path).into_diagnostic()?;
+    Ok(())
+}
+
+/// A PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`), ES256 or Ed25519.
+fn read_signer(path: &Path) -> miette::Result<RingSigner> {
+    let text = std::fs::read_to_string(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", path.display()))?;
+    tianping_audit::signer_from_pem(&text)
+        .map_err(|e| miette!("`{}`: {e}", path.display()))
+}
+
+/// A public key as text, or a file holding it.
+fn read_public_key(arg: &str) -> miette::Result<PublicKey> {
+    if let Ok(k) = arg.parse() {
+        return Ok(k);
+    }
+    let text = std::fs::read_to_string(arg)
+        .map_err(|_| miette!("`{arg}` is neither a public key nor a readable file"))?;
+    text.trim()
+        .parse()
+        .map_err(|e| miette!("`{arg}` does not hold a public key: {e}"))
+}
+
+fn default_origin(dir: &Path) -> String {
+    let name: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_whitespace() || c == '+' { '-' } else { c })
+        .collect();
+    format!(
+        "tianping.localhost/audit/{}",
+        if name.is_empty() { "log" } else { &name }
+    )
+}
+
+fn append(
+    dir: &Path,
+    key: Option<&Path>,
+    every: u64,
+    origin: Option<String>,
+) -> miette::Result<ExitCode> {
+    let signer: Option<Arc<dyn Signer>> = match key {
+        Some(k) => Some(Arc::new(read_signer(k)?)),
+        None => None,
+    };
+    let origin = origin.unwrap_or_else(|| default_origin(dir));
+    let log = AuditLog::open_or_create(dir, &origin)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("opening the log `{}`", dir.display()))?;
+    if let Some(s) = &signer {
+        log.set_auto_checkpoint(s.clone(), every);
+    }
+    let stdin = std::io::stdin();
+    let mut reader = BufReader::with_capacity(1 << 20, stdin.lock());
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut line_no = 0u64;
+    let mut appended = 0u64;
+    let mut failure = None;
+    loop {
+        // Block for one line, then take every complete line already buffered: one commit.
+        let mut events = Vec::new();
+        let mut eof = false;
+        loop {
+            let mut line = String::new();
+            let n = (&mut reader)
+                .take(MAX_LINE + 1)
+                .read_line(&mut line)
+                .into_diagnostic()
+                .wrap_err("reading stdin")?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            line_no += 1;
+            if n as u64 > MAX_LINE {
+                failure = Some(miette!("line {line_no}: longer than {MAX_LINE} bytes"));
+                break;
+            }
+            if !line.trim().is_empty() {
+                match serde_json::from_str::<Event>(&line) {
+                    Ok(e) => events.push(e),
+                    Err(e) => {
+                        failure = Some(miette!("line {line_no}: not an event: {e}"));
+                        break;
+                    }
+                }
+            }
+            if events.len() >= MAX_GROUP || !reader.buffer().contains(&b'\n') {
+                break;
+            }
+        }
+        if !events.is_empty() {
+            let receipts = log.append_many(&events).into_diagnostic()?;
+            appended += receipts.len() as u64;
+            for r in receipts {
+                serde_json::to_writer(&mut out, &r).into_diagnostic()?;
+                out.write_all(b"\n").into_diagnostic()?;
+            }
+            out.flush().into_diagnostic()?;
+            if let Some(e) = log.auto_checkpoint_error() {
+                eprintln!("warning: checkpoint failed: {e}");
+            }
+        }
+        if failure.is_some() || eof {
+            break;
+        }
+    }
+    if let Some(s) = &signer {
+        if appended > 0 || failure.is_none() {
+            log.checkpoint(s.as_ref()).into_diagnostic()?;
+        }
+    }
+    match failure {
+        Some(e) => Err(e.wrap_err("events before this line were appended; nothing after it")),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn verify(dir: &Path, key: Option<&str>) -> miette::Result<ExitCode> {
+    let key = key.map(read_public_key).transpose()?;
+    let log = open(dir)?;
+    let stored = log.size();
+    let mut progress = |done: u64, total: u64| {
+        if total >= 100_000 {
+            eprintln!("verified {done}/{total} entries");
+        }
+    };
+    match log.verify(key.as_ref(), &mut progress) {
+        Ok(r) => {
+            println!(
+                "verified {} entries, root {}, {} checkpoints (signed up to {}{})",
+                r.entries,
+                r.root.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                r.checkpoints,
+                r.signed_size,
+                match &r.key {
+                    Some(k) => format!(", key {k}"),
+                    None => String::new(),
+                }
+            );
+            if r.signed_size < r.entries {
+                eprintln!(
+                    "warning: {} entries after the last checkpoint are covered by no signature",
+                    r.entries - r.signed_size
+                );
+            }
+            if key.is_none() && r.key.is_some() {
+                eprintln!(
+                    "warning: checked with the key stored in the log; pass `--key` to check against a key you hold"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("verification FAILED ({stored} entries stored): {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn prove(
+    dir: &Path,
+    index: Option<u64>,
+    size: Option<u64>,
+    range: Option<(u64, u64)>,
+) -> miette::Result<ExitCode> {
+    let log = open(dir)?;
+    let out = match (index, range) {
+        (Some(index), None) => {
+            let p = log
+                .prove_inclusion(index, size.unwrap_or_else(|| log.size()))
+                .into_diagnostic()?;
+            p.verify().into_diagnostic()?;
+            serde_json::to_string(&p).into_diagnostic()?
+        }
+        (None, Some((from, to))) => {
+            let p = log.prove_consistency(from, to).into_diagnostic()?;
+            p.verify().into_diagnostic()?;
+            serde_json::to_string(&p).into_diagnostic()?
+        }
+        _ => return Err(miette!("give `--index N` or `--from M --to N`")),
+    };
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_records(
+    records: impl Iterator<Item = Result<tianping_audit::Record, tianping_audit::StoreError>>,
+) -> miette::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for r in records {
+        let r = r.into_diagnostic()?;
+        serde_json::to_writer(&mut out, &r).into_diagnostic()?;
+        out.write_all(b"\n").into_diagnostic()?;
+    }
+    out.flush().into_diagnostic()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mirror(dir: &Path, key: Option<&str>, files: &[PathBuf]) -> miette::Result<ExitCode> {
+    let key = key.map(read_public_key).transpose()?;
+    let log = AuditLog::open_mirror(dir, key.as_ref())
+        .into_diagnostic()
+        .wrap_err_with(|| format!("opening the mirror `{}`", dir.display()))?;
+    for f in files {
+        let bytes = std::fs::read(f)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading `{}`", f.display()))?;
+        let batch = AuditBatch::decode(&bytes)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("`{}`", f.display()))?;
+        let cp = log
+            .apply_batch(&batch)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("`{}` refused; the mirror is unchanged", f.display()))?;
+        println!(
+            "{}",
+            serde_json::json!({"file": f.display().to_string(), "size": cp.checkpoint().size})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
