@@ -52,7 +52,7 @@ impl Policy {
                 (false, true) => ("red", "downgrade"),
                 (false, false) => ("gray40", "lateral"),
             };
-            let mut label = f.name.clone();
+            let mut label = esc(&f.name);
             if !f.sanitize.is_empty() {
                 label.push_str(&format!("\\nsanitize {}", f.sanitize.join(",")));
             }
@@ -64,7 +64,7 @@ impl Policy {
                 "  \"{}\" -> \"{}\" [label=\"{}\", color={colour}, fontcolor={colour}, tooltip=\"{what}\"];",
                 esc(a.name.as_str()),
                 esc(b.name.as_str()),
-                esc(&label)
+                label
             );
         }
         let _ = writeln!(s, "}}");

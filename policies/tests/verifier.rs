@@ -1,0 +1,438 @@
+//! Every error and warning of the verifier: its message and the text it underlines.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
+
+use tianping_policies::{Problem, Severity, check};
+
+const BASE: &str = "\
+levels confidentiality low < high
+levels integrity dirty < clean
+zone outside {
+  confidentiality low
+  integrity dirty
+  acr lawyer >= pwd
+}
+zone inside {
+  confidentiality high
+  integrity clean
+  acr judge, clerk >= otp
+}
+zone vault {
+  confidentiality high
+  integrity clean
+  sealed
+  acr judge >= cert
+}
+service intake in inside
+service portal in outside
+route read in inside {
+  path /cases/**
+  methods GET
+  to service intake
+  roles judge
+}
+route see in outside {
+  path /portal/**
+  methods GET
+  to service portal
+  roles lawyer
+}
+flow upload outside -> inside {
+  kinds pdf
+  max-size 1MiB
+  submitters lawyer
+  deliver intake
+  sanitize validate
+}
+flow publish inside -> outside {
+  kinds pdf
+  max-size 1MiB
+  submitters judge
+  deliver portal
+  release {
+    approvers 1 of judge
+  }
+}
+";
+
+/// 1-based line and column of the `nth` occurrence of `needle`, counted independently.
+fn position(src: &str, needle: &str, nth: usize) -> (usize, usize) {
+    let at = src
+        .match_indices(needle)
+        .nth(nth)
+        .expect("needle in source")
+        .0;
+    let line = src[..at].lines().count() + usize::from(src[..at].ends_with('\n') || at == 0);
+    let line_start = src[..at].rfind('\n').map_or(0, |i| i + 1);
+    (line, src[line_start..at].chars().count() + 1)
+}
+
+fn edit(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "{from}");
+    BASE.replacen(from, to, 1)
+}
+
+/// Checks `src`, finds the one problem whose message contains `msg`, and asserts it underlines
+/// the `nth` occurrence of `text`.
+fn expect(src: &str, severity: Severity, msg: &str, text: &str, nth: usize) -> Problem {
+    let c = check("t.tp", src);
+    let found: Vec<&Problem> = c
+        .problems()
+        .iter()
+        .filter(|p| p.message.contains(msg))
+        .collect();
+    assert_eq!(found.len(), 1, "want `{msg}` once in:\n{}", c.render());
+    let p = found[0].clone();
+    assert_eq!(p.severity, severity, "{}", p.message);
+    assert_eq!(&src[p.span.offset..p.span.offset + p.span.len], text);
+    assert_eq!(
+        (p.line, p.column),
+        position(src, text, nth),
+        "{}",
+        p.message
+    );
+    if severity == Severity::Error {
+        assert!(!c.is_ok());
+        assert!(c.policy().is_none());
+    }
+    // The rendered diagnostic names the file and underlines the text.
+    let r = c.render();
+    assert!(r.contains("t.tp"), "{r}");
+    assert!(r.contains(&"─".repeat(text.chars().count().min(3))), "{r}");
+    p
+}
+
+#[test]
+fn base_is_clean() {
+    let c = check("t.tp", BASE);
+    assert!(c.problems().is_empty(), "{}", c.render());
+}
+
+#[test]
+fn syntax_errors() {
+    let src = edit("zone outside {", "zone outside [");
+    expect(&src, Severity::Error, "unexpected character `[`", "[", 0);
+    let src = edit("service intake in inside", "service intake inside");
+    expect(
+        &src,
+        Severity::Error,
+        "expected `in`, found `inside`",
+        "inside",
+        1,
+    );
+    let src = edit("  sealed\n", "  sealed\n  locked\n");
+    expect(
+        &src,
+        Severity::Error,
+        "unknown zone statement `locked`",
+        "locked",
+        0,
+    );
+    let src = edit("kinds pdf", "kinds pdf png");
+    expect(
+        &src,
+        Severity::Error,
+        "expected the end of the statement, found `png`",
+        "png",
+        0,
+    );
+}
+
+#[test]
+fn unknown_names() {
+    expect(
+        &edit("service intake in inside", "service intake in insde"),
+        Severity::Error,
+        "unknown zone `insde`",
+        "insde",
+        0,
+    );
+    expect(
+        &edit("to service intake", "to service intak"),
+        Severity::Error,
+        "unknown service `intak`",
+        "intak",
+        1,
+    );
+    expect(
+        &edit(
+            "  sanitize validate\n",
+            "  sanitize validate\n  reply uplod\n",
+        ),
+        Severity::Error,
+        "unknown flow `uplod`",
+        "uplod",
+        0,
+    );
+    expect(
+        &edit("  roles judge\n", "  roles juge\n"),
+        Severity::Error,
+        "unknown role `juge`",
+        "juge",
+        0,
+    );
+    expect(
+        &edit("kinds pdf", "kinds pfd"),
+        Severity::Error,
+        "unknown kind `pfd`",
+        "pfd",
+        0,
+    );
+    expect(
+        &edit(
+            "confidentiality high\n  integrity clean\n  acr judge, clerk",
+            "confidentiality hgh\n  integrity clean\n  acr judge, clerk",
+        ),
+        Severity::Error,
+        "unknown confidentiality level `hgh`",
+        "hgh",
+        0,
+    );
+}
+
+#[test]
+fn route_to_another_zones_service() {
+    let p = expect(
+        &edit("to service intake", "to service portal"),
+        Severity::Error,
+        "route `read` in zone `inside` leads to service `portal` of zone `outside`",
+        "portal",
+        1,
+    );
+    assert!(p.help.unwrap().contains("to flow"));
+}
+
+#[test]
+fn flow_out_of_sealed_zone_and_its_chain() {
+    let src = format!(
+        "{BASE}flow leak vault -> inside {{\n  kinds pdf\n  max-size 1MiB\n  submitters judge\n  deliver intake\n}}\n"
+    );
+    let p = expect(
+        &src,
+        Severity::Error,
+        "flow `leak` carries data out of sealed zone `vault`",
+        "vault",
+        1,
+    );
+    // The chain goes on through `publish` to `outside`.
+    assert_eq!(
+        p.help.unwrap(),
+        "data could travel vault -> inside (flow `leak`) -> outside (flow `publish`)"
+    );
+}
+
+#[test]
+fn downgrade_needs_release() {
+    let src = edit("  release {\n    approvers 1 of judge\n  }\n", "");
+    expect(
+        &src,
+        Severity::Error,
+        "flow `publish` goes to lower confidentiality (`high` to `low`) without `release`",
+        "publish",
+        0,
+    );
+}
+
+#[test]
+fn upgrade_needs_sanitize() {
+    let src = edit("  sanitize validate\n", "");
+    expect(
+        &src,
+        Severity::Error,
+        "flow `upload` goes to higher integrity (`dirty` to `clean`) without `sanitize`",
+        "upload",
+        0,
+    );
+}
+
+#[test]
+fn approvers_must_sign_in_to_the_source_zone() {
+    let src = edit("approvers 1 of judge", "approvers 1 of judge, president");
+    expect(
+        &src,
+        Severity::Error,
+        "approver role `president` cannot sign in to source zone `inside`",
+        "president",
+        0,
+    );
+}
+
+#[test]
+fn zero_approvers_only_for_machine_made_kinds() {
+    let src = edit("approvers 1 of judge", "approvers 0");
+    expect(
+        &src,
+        Severity::Error,
+        "flow `publish` releases `pdf` with no approver",
+        "0",
+        0,
+    );
+    // A receipt may go with none.
+    let src = edit("approvers 1 of judge", "approvers 0").replacen(
+        "  kinds pdf\n  max-size 1MiB\n  submitters judge",
+        "  kinds receipt\n  max-size 1MiB\n  submitters judge",
+        1,
+    );
+    assert!(
+        check("t.tp", &src).is_ok(),
+        "{}",
+        check("t.tp", &src).render()
+    );
+}
+
+#[test]
+fn failed_expectations_print_a_counterexample() {
+    let src = format!("{BASE}expect no path from outside to inside\n");
+    let p = expect(
+        &src,
+        Severity::Error,
+        "expectation failed: a path leads from `outside` to `inside`",
+        "expect no path from outside to inside",
+        0,
+    );
+    assert_eq!(
+        p.help.unwrap(),
+        "counterexample: outside -> inside (flow `upload`)"
+    );
+    let src = format!("{BASE}expect only flows publish from outside to inside\n");
+    let p = expect(
+        &src,
+        Severity::Error,
+        "flow `upload` also goes from `outside` to `inside`",
+        "expect only flows publish from outside to inside",
+        0,
+    );
+    assert!(p.help.unwrap().contains("via `upload`"));
+    let src = format!("{BASE}expect route read needs acr >= cert\n");
+    let p = expect(
+        &src,
+        Severity::Error,
+        "route `read` admits acr `otp`, below `cert`",
+        "expect route read needs acr >= cert",
+        0,
+    );
+    assert_eq!(
+        p.help.unwrap(),
+        "counterexample: a `judge` signed in with `otp` in zone `inside`"
+    );
+    // The ones that hold pass.
+    let src = format!(
+        "{BASE}expect no path from vault to outside\nexpect route read needs acr >= otp\nexpect only flows upload from outside to inside\n"
+    );
+    assert!(
+        check("t.tp", &src).is_ok(),
+        "{}",
+        check("t.tp", &src).render()
+    );
+}
+
+#[test]
+fn failing_test_is_an_error() {
+    let line = "test request inside GET /cases/1 roles judge acr otp expect deny";
+    let src = format!("{BASE}{line}\n");
+    expect(
+        &src,
+        Severity::Error,
+        "test failed: expected deny, got allow by `read` (to service `intake`)",
+        line,
+        0,
+    );
+    let ok =
+        format!("{BASE}test request inside GET /cases/1 roles judge acr otp expect allow read\n");
+    let c = check("t.tp", &ok);
+    assert!(c.is_ok(), "{}", c.render());
+    assert_eq!(c.tests().len(), 1);
+    assert!(c.tests()[0].passed);
+}
+
+#[test]
+fn warning_shadowed_route() {
+    let src = format!(
+        "{BASE}route read-one in inside {{\n  path /cases/7\n  methods GET\n  to service intake\n  roles judge\n  acr >= cert\n}}\n"
+    );
+    let p = expect(
+        &src,
+        Severity::Warning,
+        "route `read-one` is shadowed by route `read`",
+        "read-one",
+        0,
+    );
+    assert_eq!(p.help.unwrap(), "move it above `read` or remove it");
+    assert!(check("t.tp", &src).is_ok());
+}
+
+#[test]
+fn warning_unsatisfiable_route() {
+    let src = format!(
+        "{BASE}route nobody in inside {{\n  path /x\n  methods GET\n  to service intake\n  roles lawyer\n}}\n"
+    );
+    expect(
+        &src,
+        Severity::Warning,
+        "no subject can satisfy route `nobody`: none of its roles may sign in to zone `inside`",
+        "nobody",
+        0,
+    );
+}
+
+#[test]
+fn warning_unreached_service() {
+    let src = edit(
+        "service portal in outside",
+        "service portal in outside\nservice orphan in inside",
+    );
+    expect(
+        &src,
+        Severity::Warning,
+        "no route or flow reaches service `orphan`",
+        "orphan",
+        0,
+    );
+}
+
+#[test]
+fn more_errors() {
+    expect(
+        &edit("deliver intake", "deliver portal"),
+        Severity::Error,
+        "flow `upload` delivers to service `portal` of zone `outside`",
+        "portal",
+        3,
+    );
+    expect(
+        &edit("path /cases/**", "path /cases/**/x"),
+        Severity::Error,
+        "bad path pattern `/cases/**/x`",
+        "/cases/**/x",
+        0,
+    );
+    expect(
+        &edit("kinds pdf", "kinds json"),
+        Severity::Error,
+        "`json` needs a schema name",
+        "json",
+        0,
+    );
+    expect(
+        &edit("  roles judge\n", "  roles judge\n  court same\n"),
+        Severity::Error,
+        "need a `{court}` segment",
+        "same",
+        0,
+    );
+    expect(
+        &edit(
+            "  sanitize validate\n",
+            "  sanitize validate\n  reply upload\n",
+        ),
+        Severity::Error,
+        "reply flow `upload` goes from `outside` to `inside`, not back",
+        "upload",
+        1,
+    );
+}
