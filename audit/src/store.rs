@@ -8,6 +8,10 @@
 //! - tree `checkpoints`: key = the big-endian `u64` size; value = the signed note.
 //! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key).
 //!
+//! - file `checkpoint.note`: a copy of the latest signed checkpoint, replaced atomically. `sled`
+//!   treats a damaged record as the torn end of its log and silently drops it and everything
+//!   after it on reopening; this copy, kept outside the database, lets `verify` see that loss.
+//!
 //! Leaf hashes are kept in memory for proofs (32 bytes per entry); [`AuditLog::verify`]
 //! recomputes everything from the stored bytes and trusts none of them.
 
@@ -26,6 +30,7 @@ use crate::query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 const RECORD_VERSION: u8 = 1;
 const KIND_LOG: &[u8] = b"log";
 const KIND_MIRROR: &[u8] = b"mirror";
+const SIDECAR: &str = "checkpoint.note";
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +146,7 @@ struct AutoCheckpoint {
 /// running are written together as one record with one `flush`, and each call returns only once
 /// its events are durable. From async code call it inside `spawn_blocking`.
 pub struct AuditLog {
+    dir: std::path::PathBuf,
     db: sled::Db,
     batches: sled::Tree,
     checkpoints: sled::Tree,
@@ -309,6 +315,7 @@ impl AuditLog {
         let checkpoints = db.open_tree("checkpoints")?;
         let meta = db.open_tree("meta")?;
         Ok(Self {
+            dir: dir.to_path_buf(),
             db,
             batches,
             checkpoints,
@@ -587,7 +594,30 @@ impl AuditLog {
         self.meta.insert("key", key.to_string().as_bytes())?;
         self.checkpoints.insert(key_of(size), cp.note().as_bytes())?;
         self.db.flush()?;
+        self.write_sidecar(cp.note())?;
         Ok(cp)
+    }
+
+    /// Replaces `checkpoint.note` atomically (write, sync, rename, sync the folder).
+    fn write_sidecar(&self, note: &str) -> Result<(), StoreError> {
+        use std::io::Write as _;
+        let io = |e: std::io::Error| StoreError::Storage(format!("writing `{SIDECAR}`: {e}"));
+        let tmp = self.dir.join(format!("{SIDECAR}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(note.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, self.dir.join(SIDECAR)).map_err(io)?;
+        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+
+    /// The copy of the latest checkpoint kept beside the database, if any.
+    fn read_sidecar(&self) -> Result<Option<String>, StoreError> {
+        match std::fs::read(self.dir.join(SIDECAR)) {
+            Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Storage(format!("reading `{SIDECAR}`: {e}"))),
+        }
     }
 
     /// Every stored checkpoint note, oldest first, with its size (unverified).
@@ -720,7 +750,29 @@ impl AuditLog {
             }
         }
         let key = key.cloned().or(pinned);
-        let notes = self.checkpoint_notes()?;
+        let mut notes = self.checkpoint_notes()?;
+        if let Some(note) = self.read_sidecar()? {
+            // The copy outside the database: a checkpoint the database may have lost.
+            let size = SignedCheckpoint::parse_unverified(&note)
+                .map_err(|e| StoreError::Tampered {
+                    index: 0,
+                    reason: format!("`{SIDECAR}`: {e}"),
+                })?
+                .size;
+            match notes.iter().find(|(s, _)| *s == size) {
+                Some((_, n)) if *n == note => {}
+                Some(_) => {
+                    return Err(StoreError::Tampered {
+                        index: size,
+                        reason: format!("`{SIDECAR}` differs from the stored checkpoint at size `{size}`"),
+                    });
+                }
+                None => {
+                    notes.push((size, note));
+                    notes.sort_by_key(|(s, _)| *s);
+                }
+            }
+        }
         let mut cps: Vec<Checkpoint> = Vec::with_capacity(notes.len());
         if !notes.is_empty() {
             let key = key.as_ref().ok_or(StoreError::NoKey)?;
@@ -890,6 +942,7 @@ impl AuditLog {
             })
             .map_err(|e| StoreError::Storage(format!("{e:?}")))?;
         self.db.flush()?;
+        self.write_sidecar(cp.note())?;
         for (_, h) in &group {
             st.leaves.push(*h);
             st.frontier.push(*h);
