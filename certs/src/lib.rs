@@ -45,6 +45,9 @@ pub use identity::{
     identity_of, summarize,
 };
 pub use issue::{CaCert, IssuedCert, KeyAlg, LeafRequest, MAX_LEAF_DAYS, Revocation, RevokeReason};
-pub use pki::{DEFAULT_CRL_DAYS, Pki, PkiInit, write_private};
+pub use pki::{
+    DEFAULT_CRL_DAYS, Pki, PkiInit, format_time, pem_encode, random_secret, write_private,
+};
+pub use rustls_pki_types::{CertificateDer, UnixTime as PkiUnixTime};
 pub use tls::{ClientAuth, ReloadableServerConfig, ServerTlsBuilder, client_config, key_from_pem};
 pub use verify::{CertUsage, TrustStore, VerifyTime, verify_chain, verify_client};

@@ -396,3 +396,42 @@ fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {
     s.push(ext);
     PathBuf::from(s)
 }
+
+/// `len` random bytes from the operating system (for cookie and similar symmetric keys).
+pub fn random_secret(len: usize) -> Result<tianping_core::Secret<Vec<u8>>, CertError> {
+    use ring::rand::SecureRandom as _;
+    let mut b = vec![0u8; len];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| CertError::Generate("no randomness available".to_owned()))?;
+    Ok(tianping_core::Secret::new(b))
+}
+
+/// `der` as a PEM block labelled `label` (`PRIVATE KEY`, `CERTIFICATE`).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_time(unix_secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix_secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{unix_secs} (unix seconds)"),
+    }
+}
