@@ -1,19 +1,364 @@
-//! `tianping policy`.
+//! `tianping policy`: check, test, explain, diff, graph and replay a policy file.
 
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
+use miette::{IntoDiagnostic, WrapErr, miette};
+use tianping_core::{Acr, Clearance, CourtCode, Role, SubjectId, UnixTime};
+use tianping_policies::{
+    Approval, Checked, DecisionInput, Policy, Subject, Submitter, TransferRequest, check, diff,
+};
 
 /// `tianping policy` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCmd {
-    /// Not built yet.
-    Todo,
+    /// Verify a policy: errors and warnings with the offending text underlined; exit 0 when
+    /// there is no error.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Run the tests written beside the policy.
+    Test {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Decide one request or transfer and print `{"decision","rule","reason",...}`.
+    Explain(ExplainArgs),
+    /// What changed between two policies: routes, flows, zone-to-zone reachability.
+    Diff {
+        /// The policy in force.
+        old: PathBuf,
+        /// The candidate.
+        new: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the zones and flows (Graphviz).
+    Graph {
+        /// The policy file.
+        file: PathBuf,
+        /// `dot` text, or `svg` rendered by Graphviz's `dot` when it is installed.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Re-decide recorded inputs (JSON lines of `DecisionInput`) and list every flip.
+    Replay {
+        /// The policy file.
+        file: PathBuf,
+        /// The recorded inputs, one JSON object a line.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Output formats of `policy graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GraphFormat {
+    /// Graphviz source.
+    Dot,
+    /// SVG, rendered by `dot -Tsvg`.
+    Svg,
+}
+
+/// `tianping policy explain`: a request (`--zone`, `--method`, `--path`) or a transfer
+/// (`--flow`, `--kind`, `--size`).
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    /// The policy file.
+    file: PathBuf,
+    /// The zone whose gateway receives the request.
+    #[arg(long, conflicts_with = "flow", requires_all = ["method", "path"])]
+    zone: Option<String>,
+    /// The request's method.
+    #[arg(long)]
+    method: Option<String>,
+    /// The request's normalized path.
+    #[arg(long)]
+    path: Option<String>,
+    /// The flow of the transfer.
+    #[arg(long, requires_all = ["kind", "size"])]
+    flow: Option<String>,
+    /// The subject's (or submitter's) roles.
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<Role>,
+    /// The subject's court.
+    #[arg(long)]
+    court: Option<CourtCode>,
+    /// The subject's authentication strength.
+    #[arg(long, default_value = "pwd")]
+    acr: Acr,
+    /// The subject's clearance.
+    #[arg(long, default_value = "none")]
+    clearance: Clearance,
+    /// The time of the request, `HH:MM` UTC (for time windows; default 12:00).
+    #[arg(long)]
+    at: Option<String>,
+    /// The transfer's content kind.
+    #[arg(long)]
+    kind: Option<String>,
+    /// For `json`, the schema name.
+    #[arg(long)]
+    schema: Option<String>,
+    /// The transfer's size in bytes.
+    #[arg(long)]
+    size: Option<u64>,
+    /// Labels on the content.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// The content was redacted.
+    #[arg(long)]
+    redacted: bool,
+    /// Roles of the approvers, one distinct approver each.
+    #[arg(long, value_delimiter = ',')]
+    approvals: Vec<Role>,
+    /// The node itself submits (receipts, directory updates, audit batches).
+    #[arg(long)]
+    machine: bool,
+}
+
+fn read(file: &Path) -> miette::Result<String> {
+    std::fs::read_to_string(file)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read `{}`", file.display()))
+}
+
+fn checked(file: &Path) -> miette::Result<Checked> {
+    let text = read(file)?;
+    Ok(check(&file.display().to_string(), &text))
+}
+
+/// Checks `file`; prints its problems; the policy only when there is no error.
+fn load(file: &Path) -> miette::Result<Policy> {
+    let c = checked(file)?;
+    if !c.is_ok() {
+        eprint!("{}", c.render());
+        return Err(miette!(
+            "`{}` has {} error(s)",
+            file.display(),
+            c.errors().count()
+        ));
+    }
+    c.into_policy()
+        .ok_or_else(|| miette!("`{}` did not compile", file.display()))
+}
+
+fn summary(c: &Checked) -> String {
+    let e = c.errors().count();
+    let w = c.warnings().count();
+    format!("{e} error(s), {w} warning(s)")
 }
 
 pub(crate) fn run(_data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
     match cmd {
-        PolicyCmd::Todo => Err(miette::miette!("`tianping policy` is not built yet")),
+        PolicyCmd::Check { file } => {
+            let c = checked(&file)?;
+            eprint!("{}", c.render());
+            if c.is_ok() {
+                let p = c.policy().map_or("", Policy::hash);
+                println!("{}: ok, {}; sha256 {p}", file.display(), summary(&c));
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("{}: {}", file.display(), summary(&c));
+                Ok(ExitCode::from(1))
+            }
+        }
+        PolicyCmd::Test { file } => {
+            let c = checked(&file)?;
+            let failed_checks: Vec<_> = c
+                .errors()
+                .filter(|e| !e.message.starts_with("test failed"))
+                .collect();
+            if !failed_checks.is_empty() || c.tests().is_empty() && !c.is_ok() {
+                eprint!("{}", c.render());
+                println!("{}: {}; tests not run", file.display(), summary(&c));
+                return Ok(ExitCode::from(1));
+            }
+            let mut failed = 0;
+            for t in c.tests() {
+                if t.passed {
+                    println!("ok    line {}: {}", t.line, t.text);
+                } else {
+                    failed += 1;
+                    println!("FAIL  line {}: {}\n      got {}", t.line, t.text, t.got);
+                }
+            }
+            let n = c.tests().len();
+            println!("{} passed, {failed} failed, {n} total", n - failed);
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        PolicyCmd::Explain(a) => explain(a),
+        PolicyCmd::Diff { old, new, json } => {
+            let (o, n) = (load(&old)?, load(&new)?);
+            let d = diff(&o, &n);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d).into_diagnostic()?);
+            } else {
+                print!("{d}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCmd::Graph { file, format } => {
+            let p = load(&file)?;
+            let dot = p.to_dot();
+            match format {
+                GraphFormat::Dot => print!("{dot}"),
+                GraphFormat::Svg => print!("{}", render_svg(&dot)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCmd::Replay { file, inputs, json } => replay(&file, &inputs, json),
     }
+}
+
+fn render_svg(dot: &str) -> miette::Result<String> {
+    let child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(miette!(
+                "Graphviz `dot` is not installed, so no svg can be drawn; use `--format dot` and render it elsewhere"
+            ));
+        }
+        Err(e) => return Err(e).into_diagnostic().wrap_err("cannot run `dot`"),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(dot.as_bytes()).into_diagnostic()?;
+    }
+    let out = child.wait_with_output().into_diagnostic()?;
+    if !out.status.success() {
+        return Err(miette!(
+            "`dot -Tsvg` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8(out.stdout).into_diagnostic()
+}
+
+fn explain(a: ExplainArgs) -> miette::Result<ExitCode> {
+    let p = load(&a.file)?;
+    let json = if let Some(zone) = &a.zone {
+        let (Some(method), Some(path)) = (&a.method, &a.path) else {
+            return Err(miette!("a request needs `--method` and `--path`"));
+        };
+        let minutes = match &a.at {
+            None => 12 * 60,
+            Some(t) => parse_hhmm(t).ok_or_else(|| miette!("`{t}` is not a time `HH:MM`"))?,
+        };
+        let subject = Subject {
+            roles: a.roles.clone(),
+            court: a.court.clone(),
+            clearance: a.clearance,
+            acr: a.acr,
+        };
+        p.decide_request(
+            zone,
+            &subject,
+            method,
+            path,
+            UnixTime::from_secs(u64::from(minutes) * 60),
+        )
+        .to_json()
+    } else if let Some(flow) = &a.flow {
+        let (Some(kind), Some(size)) = (&a.kind, a.size) else {
+            return Err(miette!("a transfer needs `--kind` and `--size`"));
+        };
+        let mut approvals = Vec::new();
+        for (i, role) in a.approvals.iter().enumerate() {
+            let by: SubjectId = format!("approver-{i}")
+                .parse()
+                .map_err(|e| miette!("{e}"))?;
+            approvals.push(Approval { by, role: *role });
+        }
+        let t = TransferRequest {
+            kind: kind.clone(),
+            schema: a.schema.clone(),
+            size,
+            submitter: Submitter {
+                id: "submitter".parse().ok(),
+                roles: a.roles.clone(),
+                machine: a.machine,
+            },
+            labels: a.labels.clone(),
+            redacted: a.redacted,
+            approvals,
+        };
+        p.decide_transfer(flow, &t).to_json()
+    } else {
+        return Err(miette!(
+            "say what to decide: `--zone Z --method M --path P` or `--flow F --kind K --size BYTES`"
+        ));
+    };
+    println!("{json}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_hhmm(s: &str) -> Option<u32> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+fn replay(file: &Path, inputs: &Path, json: bool) -> miette::Result<ExitCode> {
+    let p = load(file)?;
+    let text = read(inputs)?;
+    let mut list = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let di: DecisionInput = serde_json::from_str(line).map_err(|e| {
+            miette!(
+                "`{}` line {}: not a decision input: {e}",
+                inputs.display(),
+                i + 1
+            )
+        })?;
+        list.push(di);
+    }
+    let r = p.replay(&list);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).into_diagnostic()?);
+    } else {
+        for f in &r.flips {
+            println!(
+                "flip #{}: {}: was {}, now {} ({}{})",
+                f.index,
+                f.what,
+                f.was,
+                f.now,
+                f.rule
+                    .as_deref()
+                    .map(|r| format!("rule `{r}`: "))
+                    .unwrap_or_default(),
+                f.reason
+            );
+        }
+        println!(
+            "{} input(s): {} same, {} flipped ({} allow->deny, {} deny->allow, {} retargeted); policy sha256 {}",
+            r.total,
+            r.same,
+            r.flips.len(),
+            r.allow_to_deny,
+            r.deny_to_allow,
+            r.retargeted,
+            p.hash()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,220 @@
+//! `tianping policy`: check, test, explain, diff, graph and replay through the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn default_policy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.tp")
+}
+
+fn tianping(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_default_policy_exits_zero() {
+    let p = default_policy();
+    let out = tianping(&["policy", "check", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok, 0 error(s), 0 warning(s); sha256 "));
+}
+
+#[test]
+fn broken_policy_exits_nonzero_with_the_line_underlined() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.tp");
+    let src = std::fs::read_to_string(default_policy()).unwrap().replacen(
+        "  deliver filing-intake\n",
+        "  deliver filing-intak\n",
+        1,
+    );
+    std::fs::write(&bad, &src).unwrap();
+    let out = tianping(&["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let line = src
+        .lines()
+        .position(|l| l == "  deliver filing-intak")
+        .unwrap()
+        + 1;
+    assert!(err.contains("unknown service `filing-intak`"), "{err}");
+    assert!(err.contains(&format!("bad.tp:{line}:11]")), "{err}");
+    assert!(
+        err.contains(&format!("{line} │   deliver filing-intak")),
+        "{err}"
+    );
+    assert!(err.contains("·           ──────┬─────"), "{err}");
+    assert!(text(&out.stdout).contains("1 error(s)"));
+}
+
+#[test]
+fn test_runs_the_policys_tests() {
+    let p = default_policy();
+    let out = tianping(&["policy", "test", p.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    let o = text(&out.stdout);
+    assert!(o.contains(" passed, 0 failed, "), "{o}");
+    assert!(o.contains("ok    line "));
+}
+
+#[test]
+fn explain_prints_one_json_object() {
+    let p = default_policy();
+    let p = p.to_str().unwrap();
+    let out = tianping(&[
+        "policy",
+        "explain",
+        p,
+        "--zone",
+        "private",
+        "--method",
+        "GET",
+        "--path",
+        "/courts/bj.01.03/cases/7",
+        "--roles",
+        "judge",
+        "--court",
+        "bj.01",
+        "--acr",
+        "otp",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["rule"], "case-read");
+    assert_eq!(v["service"], "case-management");
+    assert_eq!(v["policy"].as_str().unwrap().len(), 64);
+
+    let out = tianping(&[
+        "policy",
+        "explain",
+        p,
+        "--flow",
+        "judgment-publication",
+        "--roles",
+        "clerk",
+        "--kind",
+        "pdf",
+        "--size",
+        "1000",
+        "--approvals",
+        "judge,judge",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["rule"], "judgment-publication");
+    assert_eq!(v["reason"], "the release needs redacted content");
+}
+
+#[test]
+fn diff_shows_changes_and_reachability() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.tp");
+    let new = dir.path().join("new.tp");
+    let base = "levels confidentiality c\nlevels integrity i\nzone a {\n  confidentiality c\n  integrity i\n  acr judge >= pwd\n}\nzone b {\n  confidentiality c\n  integrity i\n}\nservice s in b\n";
+    std::fs::write(&old, base).unwrap();
+    std::fs::write(
+        &new,
+        format!("{base}flow f a -> b {{\n  kinds pdf\n  max-size 1MiB\n  submitters judge\n  deliver s\n}}\n"),
+    )
+    .unwrap();
+    let out = tianping(&[
+        "policy",
+        "diff",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    assert!(o.contains("+ flow f a -> b: kinds pdf"), "{o}");
+    assert!(o.contains("+ reach a -> b"), "{o}");
+    let out = tianping(&[
+        "policy",
+        "diff",
+        new.to_str().unwrap(),
+        old.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reach_removed"][0], "a -> b");
+}
+
+#[test]
+fn graph_dot() {
+    let p = default_policy();
+    let out = tianping(&["policy", "graph", p.to_str().unwrap(), "--format", "dot"]);
+    assert!(out.status.success());
+    let o = text(&out.stdout);
+    assert!(o.starts_with("digraph policy {"));
+    assert!(o.contains("\"private\" -> \"classified\""));
+    assert!(o.contains("sealed"));
+    // svg needs Graphviz: either it renders, or the command says it is missing.
+    let out = tianping(&["policy", "graph", p.to_str().unwrap(), "--format", "svg"]);
+    if out.status.success() {
+        assert!(text(&out.stdout).contains("<svg"));
+    } else {
+        assert!(text(&out.stderr).contains("Graphviz `dot` is not installed"));
+    }
+}
+
+#[test]
+fn replay_lists_flips() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in.jsonl");
+    let lines = [
+        r#"{"type":"request","zone":"internet","method":"POST","path":"/filings","subject":{"roles":["lawyer"]},"recorded":{"decision":"allow","rule":"file-case"}}"#,
+        r#"{"type":"request","zone":"internet","method":"POST","path":"/filings","subject":{"roles":["public"]},"recorded":{"decision":"allow"}}"#,
+        r#"{"type":"transfer","flow":"online-filing","transfer":{"kind":"pdf","size":1000,"submitter":{"roles":["lawyer"]}},"recorded":{"decision":"deny"}}"#,
+    ];
+    std::fs::write(&inputs, lines.join("\n")).unwrap();
+    let p = default_policy();
+    let out = tianping(&[
+        "policy",
+        "replay",
+        p.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    assert!(
+        o.contains("flip #1: request internet POST /filings: was allow, now deny"),
+        "{o}"
+    );
+    assert!(
+        o.contains("flip #2: transfer online-filing pdf 1000 bytes: was deny, now allow"),
+        "{o}"
+    );
+    assert!(
+        o.contains("3 input(s): 1 same, 2 flipped (1 allow->deny, 1 deny->allow, 0 retargeted)"),
+        "{o}"
+    );
+    // A bad line is refused with its number.
+    std::fs::write(&inputs, format!("{}\nnot json\n", lines[0])).unwrap();
+    let out = tianping(&[
+        "policy",
+        "replay",
+        p.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("line 2: not a decision input"));
+}
