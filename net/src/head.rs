@@ -257,7 +257,8 @@ pub fn parse_head(
             if lengths > 1 {
                 return Err(HeadError::DuplicateLength);
             }
-            let digits = value.len() <= 19 && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+            let digits =
+                value.len() <= 19 && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
             let n: u64 = if digits { value.parse().ok() } else { None }
                 .ok_or_else(|| HeadError::BadLength(value.to_string()))?;
             length = Some(n);
@@ -280,10 +281,17 @@ pub fn parse_head(
             if n > limits.max_body {
                 return Err(HeadError::BodyTooLarge(limits.max_body));
             }
-            if n == 0 { Framing::None } else { Framing::Length(n) }
+            if n == 0 {
+                Framing::None
+            } else {
+                Framing::Length(n)
+            }
         }
         (None, false) => {
-            if !http11 || codings.len() != 1 || codings.first().map(String::as_str) != Some("chunked") {
+            if !http11
+                || codings.len() != 1
+                || codings.first().map(String::as_str) != Some("chunked")
+            {
                 return Err(HeadError::BadTransferEncoding(codings.join(", ")));
             }
             Framing::Chunked
@@ -291,14 +299,22 @@ pub fn parse_head(
         (None, true) => Framing::None,
     };
     Ok(Some((
-        RequestHead { method, target, http11, host, framing, header_count: count },
+        RequestHead {
+            method,
+            target,
+            http11,
+            host,
+            framing,
+            header_count: count,
+        },
         pos,
     )))
 }
 
 fn parse_request_line(line: &[u8]) -> Result<(String, String, bool), HeadError> {
     let mut parts = line.split(|&b| b == b' ');
-    let (Some(m), Some(t), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(m), Some(t), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(HeadError::BadRequestLine);
     };
@@ -321,14 +337,20 @@ fn parse_field(field: &[u8]) -> Result<(&str, &str), HeadError> {
     if matches!(field.first(), Some(b' ' | b'\t')) {
         return Err(HeadError::ObsFold);
     }
-    let colon = field.iter().position(|&b| b == b':').ok_or(HeadError::BadHeaderName)?;
+    let colon = field
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(HeadError::BadHeaderName)?;
     let (name, rest) = field.split_at(colon);
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Err(HeadError::BadHeaderName);
     }
     let name = std::str::from_utf8(name).map_err(|_| HeadError::BadHeaderName)?;
     let value = rest.get(1..).unwrap_or_default();
-    if !value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80) {
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+    {
         return Err(HeadError::BadHeaderValue(name.to_string()));
     }
     let value = std::str::from_utf8(value)
@@ -368,7 +390,10 @@ impl ChunkedChecker {
     /// A checker for one chunked body of at most `max_body` data bytes.
     pub fn new(max_body: u64) -> Self {
         Self {
-            state: ChunkState::Size { digits: 0, value: 0 },
+            state: ChunkState::Size {
+                digits: 0,
+                value: 0,
+            },
             total: 0,
             max_body,
             trailer_lines: 0,
@@ -386,7 +411,11 @@ impl ChunkedChecker {
                 let avail = (data.len() - i) as u64;
                 let take = avail.min(left);
                 i += take as usize;
-                self.state = if take == left { ChunkState::DataCr } else { ChunkState::Data { left: left - take } };
+                self.state = if take == left {
+                    ChunkState::DataCr
+                } else {
+                    ChunkState::Data { left: left - take }
+                };
                 continue;
             }
             self.state = match self.state {
@@ -396,9 +425,14 @@ impl ChunkedChecker {
                             return Err(HeadError::ChunkSizeOverflow);
                         }
                         let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                        let value = value.checked_mul(16).and_then(|v| v.checked_add(d))
+                        let value = value
+                            .checked_mul(16)
+                            .and_then(|v| v.checked_add(d))
                             .ok_or(HeadError::ChunkSizeOverflow)?;
-                        ChunkState::Size { digits: digits + 1, value }
+                        ChunkState::Size {
+                            digits: digits + 1,
+                            value,
+                        }
                     }
                     b';' if digits > 0 => {
                         self.check_size(value)?;
@@ -421,7 +455,11 @@ impl ChunkedChecker {
                     if b != b'\n' {
                         return Err(HeadError::BadChunk);
                     }
-                    if size == 0 { ChunkState::TrailerStart } else { ChunkState::Data { left: size } }
+                    if size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data { left: size }
+                    }
                 }
                 ChunkState::Data { .. } => return Err(HeadError::BadChunk),
                 ChunkState::DataCr => {
@@ -434,7 +472,10 @@ impl ChunkedChecker {
                     if b != b'\n' {
                         return Err(HeadError::BadChunk);
                     }
-                    ChunkState::Size { digits: 0, value: 0 }
+                    ChunkState::Size {
+                        digits: 0,
+                        value: 0,
+                    }
                 }
                 ChunkState::TrailerStart => match b {
                     b'\r' => ChunkState::TrailerLf { empty: true },
@@ -465,11 +506,18 @@ impl ChunkedChecker {
             };
             i += 1;
         }
-        Ok(if self.state == ChunkState::Done { Some(i.min(data.len())) } else { None })
+        Ok(if self.state == ChunkState::Done {
+            Some(i.min(data.len()))
+        } else {
+            None
+        })
     }
 
     fn check_size(&mut self, size: u64) -> Result<(), HeadError> {
-        self.total = self.total.checked_add(size).ok_or(HeadError::ChunkSizeOverflow)?;
+        self.total = self
+            .total
+            .checked_add(size)
+            .ok_or(HeadError::ChunkSizeOverflow)?;
         if self.total > self.max_body {
             return Err(HeadError::BodyTooLarge(self.max_body));
         }
@@ -492,11 +540,20 @@ mod tests {
 
     #[test]
     fn accepts_plain_requests() {
-        let (h, n) = p("GET /a HTTP/1.1\r\nHost: x\r\n\r\nrest").unwrap().unwrap();
-        assert_eq!((h.method.as_str(), h.target.as_str(), h.framing, n), ("GET", "/a", Framing::None, 28));
-        let (h, _) = p("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc").unwrap().unwrap();
+        let (h, n) = p("GET /a HTTP/1.1\r\nHost: x\r\n\r\nrest")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.method.as_str(), h.target.as_str(), h.framing, n),
+            ("GET", "/a", Framing::None, 28)
+        );
+        let (h, _) = p("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Framing::Length(3));
-        let (h, _) = p("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap().unwrap();
+        let (h, _) = p("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert_eq!(p("GET / HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
     }
@@ -504,22 +561,61 @@ mod tests {
     #[test]
     fn refuses_smuggling_shapes() {
         let cases = [
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::LengthAndChunked),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n", HeadError::BadLength("+3".into())),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3 ,3\r\n\r\n", HeadError::BadLength("3 ,3".into())),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", HeadError::DuplicateLength),
-            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", HeadError::BadTransferEncoding("chunked, identity".into())),
-            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", HeadError::BadTransferEncoding("gzip".into())),
-            ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\n", HeadError::BadHeaderName),
-            ("GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", HeadError::ObsFold),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::LengthAndChunked,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n",
+                HeadError::BadLength("+3".into()),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3 ,3\r\n\r\n",
+                HeadError::BadLength("3 ,3".into()),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+                HeadError::DuplicateLength,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                HeadError::BadTransferEncoding("chunked, identity".into()),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                HeadError::BadTransferEncoding("gzip".into()),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\n",
+                HeadError::BadHeaderName,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+                HeadError::ObsFold,
+            ),
             ("GET / HTTP/1.1\nHost: x\r\n\r\n", HeadError::BareCrLf),
-            ("GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n", HeadError::BareCrLf),
-            ("GET / HTTP/1.1\r\nX: a\0b\r\nHost: x\r\n\r\n", HeadError::BadHeaderValue("X".into())),
+            (
+                "GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",
+                HeadError::BareCrLf,
+            ),
+            (
+                "GET / HTTP/1.1\r\nX: a\0b\r\nHost: x\r\n\r\n",
+                HeadError::BadHeaderValue("X".into()),
+            ),
             ("GET / HTTP/1.1\r\n\r\n", HeadError::BadHost),
-            ("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", HeadError::BadHost),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+                HeadError::BadHost,
+            ),
             ("GET / HTTP/2.0\r\nHost: x\r\n\r\n", HeadError::BadVersion),
-            ("GET  / HTTP/1.1\r\nHost: x\r\n\r\n", HeadError::BadRequestLine),
-            ("GET / HTTP/1.1\r\nHost: x\r\nTianping-Refused: 1\r\n\r\n", HeadError::ReservedHeader),
+            (
+                "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+                HeadError::BadRequestLine,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: x\r\nTianping-Refused: 1\r\n\r\n",
+                HeadError::ReservedHeader,
+            ),
         ];
         for (req, want) in cases {
             assert_eq!(p(req).unwrap_err(), want, "{req:?}");
@@ -531,9 +627,15 @@ mod tests {
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100_000));
         assert_eq!(p(&long).unwrap_err().status(), 414);
         assert_eq!(p(&long[..9000]).unwrap_err().status(), 414);
-        let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(200_000));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(200_000)
+        );
         assert_eq!(p(&big).unwrap_err().status(), 431);
-        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "A: b\r\n".repeat(2000));
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            "A: b\r\n".repeat(2000)
+        );
         assert_eq!(p(&many).unwrap_err().status(), 431);
         let body = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n";
         assert_eq!(p(body).unwrap_err().status(), 413);
@@ -547,12 +649,33 @@ mod tests {
         assert_eq!(c.feed(b"3;ext=1\r\nab"), Ok(None));
         assert_eq!(c.feed(b"c\r\n0\r\nT: v\r\n\r\n"), Ok(Some(14)));
         assert!(c.is_done());
-        assert_eq!(ChunkedChecker::new(u64::MAX).feed(b"fffffffffffffffff\r\n"), Err(HeadError::ChunkSizeOverflow));
-        assert_eq!(ChunkedChecker::new(100).feed(b"ffff\r\n"), Err(HeadError::BodyTooLarge(100)));
-        assert_eq!(ChunkedChecker::new(100).feed(b"3 \r\n"), Err(HeadError::BadChunk));
-        assert_eq!(ChunkedChecker::new(100).feed(b"\r\n"), Err(HeadError::BadChunk));
-        assert_eq!(ChunkedChecker::new(100).feed(b"3\nabc"), Err(HeadError::BadChunk));
-        assert_eq!(ChunkedChecker::new(100).feed(b"3\r\nabcX"), Err(HeadError::BadChunk));
-        assert_eq!(ChunkedChecker::new(100).feed(b"-3\r\n"), Err(HeadError::BadChunk));
+        assert_eq!(
+            ChunkedChecker::new(u64::MAX).feed(b"fffffffffffffffff\r\n"),
+            Err(HeadError::ChunkSizeOverflow)
+        );
+        assert_eq!(
+            ChunkedChecker::new(100).feed(b"ffff\r\n"),
+            Err(HeadError::BodyTooLarge(100))
+        );
+        assert_eq!(
+            ChunkedChecker::new(100).feed(b"3 \r\n"),
+            Err(HeadError::BadChunk)
+        );
+        assert_eq!(
+            ChunkedChecker::new(100).feed(b"\r\n"),
+            Err(HeadError::BadChunk)
+        );
+        assert_eq!(
+            ChunkedChecker::new(100).feed(b"3\nabc"),
+            Err(HeadError::BadChunk)
+        );
+        assert_eq!(
+            ChunkedChecker::new(100).feed(b"3\r\nabcX"),
+            Err(HeadError::BadChunk)
+        );
+        assert_eq!(
+            ChunkedChecker::new(100).feed(b"-3\r\n"),
+            Err(HeadError::BadChunk)
+        );
     }
 }

@@ -51,7 +51,12 @@ impl HostSet {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        Self { names: names.into_iter().map(|s| s.as_ref().to_ascii_lowercase()).collect() }
+        Self {
+            names: names
+                .into_iter()
+                .map(|s| s.as_ref().to_ascii_lowercase())
+                .collect(),
+        }
     }
 
     /// `true` when `name` (without port) is served.
@@ -69,7 +74,10 @@ impl HostSet {
         }
         if let Some(sni) = sni {
             if !sni.eq_ignore_ascii_case(&host) {
-                return Err(HostError::SniMismatch { sni: sni.to_ascii_lowercase(), host });
+                return Err(HostError::SniMismatch {
+                    sni: sni.to_ascii_lowercase(),
+                    host,
+                });
             }
         }
         Ok(host)
@@ -81,7 +89,10 @@ pub fn host_of(authority: &str) -> Result<String, HostError> {
     let bad = || HostError::Malformed(authority.to_string());
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or_else(bad)?;
-        if !h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if !h
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(bad());
         }
         let port = match after {
@@ -103,7 +114,9 @@ pub fn host_of(authority: &str) -> Result<String, HostError> {
     let name_ok = !host.is_empty()
         && host.len() <= 253
         && (host.starts_with('[')
-            || host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'));
     if !name_ok {
         return Err(bad());
     }
@@ -117,12 +130,35 @@ mod tests {
     #[test]
     fn checks() {
         let set = HostSet::new(["gw.a.tianping.localhost", "localhost"]);
-        assert_eq!(set.check(Some("gw.a.tianping.localhost"), Some("GW.a.tianping.localhost:8443")).unwrap(), "gw.a.tianping.localhost");
+        assert_eq!(
+            set.check(
+                Some("gw.a.tianping.localhost"),
+                Some("GW.a.tianping.localhost:8443")
+            )
+            .unwrap(),
+            "gw.a.tianping.localhost"
+        );
         assert_eq!(set.check(None, Some("localhost")).unwrap(), "localhost");
-        assert_eq!(set.check(Some("localhost"), Some("gw.a.tianping.localhost")).unwrap_err().status(), 421);
-        assert_eq!(set.check(None, Some("evil.example")).unwrap_err().status(), 421);
+        assert_eq!(
+            set.check(Some("localhost"), Some("gw.a.tianping.localhost"))
+                .unwrap_err()
+                .status(),
+            421
+        );
+        assert_eq!(
+            set.check(None, Some("evil.example")).unwrap_err().status(),
+            421
+        );
         assert_eq!(set.check(None, None).unwrap_err().status(), 400);
-        assert_eq!(set.check(None, Some("user@localhost")).unwrap_err().status(), 400);
-        assert_eq!(set.check(None, Some("localhost:x")).unwrap_err().status(), 400);
+        assert_eq!(
+            set.check(None, Some("user@localhost"))
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            set.check(None, Some("localhost:x")).unwrap_err().status(),
+            400
+        );
     }
 }

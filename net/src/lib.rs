@@ -19,15 +19,54 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "server")]
+mod admin;
+#[cfg(feature = "server")]
+mod body;
+#[cfg(feature = "server")]
+mod config;
+#[cfg(feature = "server")]
+mod control;
+#[cfg(feature = "server")]
+mod h1;
 mod head;
 mod host;
+#[cfg(feature = "server")]
+mod metrics;
 mod path;
+#[cfg(feature = "server")]
+mod quic;
 mod rate;
+#[cfg(feature = "server")]
+mod server;
+#[cfg(feature = "server")]
+mod service;
+#[cfg(feature = "server")]
+mod tls;
 
 #[doc(hidden)]
 pub mod internal;
 
-pub use head::{ChunkedChecker, Framing, HeadError, HeadLimits, REFUSAL_MARKER, RequestHead, parse_head};
+pub use head::{
+    ChunkedChecker, Framing, HeadError, HeadLimits, REFUSAL_MARKER, RequestHead, parse_head,
+};
 pub use host::{HostError, HostSet, host_of};
 pub use path::{NormalizedPath, PathError, normalize_path};
 pub use rate::{Rate, RateLimiter, TokenBucket, retry_after_secs};
+
+#[cfg(feature = "server")]
+pub use admin::{AdminHandle, serve_admin};
+#[cfg(feature = "server")]
+pub use body::{Body, BodyError, BoxError, ResponseBody, empty, full};
+#[cfg(feature = "server")]
+pub use config::{Limits, ServerOptions};
+#[cfg(feature = "server")]
+pub use control::{ControlHandle, control_request, serve_control};
+#[cfg(feature = "server")]
+pub use metrics::Metrics;
+#[cfg(feature = "server")]
+pub use server::{NetError, ServerHandle, serve_tls};
+#[cfg(feature = "server")]
+pub use service::{BoxFuture, ConnInfo, Handler, Protocol};
+#[cfg(feature = "server")]
+pub use tls::{SwapTls, TlsSource};

@@ -166,7 +166,10 @@ pub fn normalize_path(target: &str) -> Result<NormalizedPath, PathError> {
     if trailing || out.is_empty() {
         path.push('/');
     }
-    Ok(NormalizedPath { path, query: query.map(str::to_string) })
+    Ok(NormalizedPath {
+        path,
+        query: query.map(str::to_string),
+    })
 }
 
 #[cfg(test)]

@@ -29,13 +29,22 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket at time `now`.
     pub fn new(rate: Rate, now: UnixTime) -> Self {
-        Self { rate, milli_tokens: u64::from(rate.burst) * 1000, last: now }
+        Self {
+            rate,
+            milli_tokens: u64::from(rate.burst) * 1000,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: UnixTime) {
         let ms = now.saturating_since(self.last).as_millis();
-        let add = u64::try_from(ms).unwrap_or(u64::MAX).saturating_mul(u64::from(self.rate.per_second));
-        self.milli_tokens = self.milli_tokens.saturating_add(add).min(u64::from(self.rate.burst) * 1000);
+        let add = u64::try_from(ms)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(u64::from(self.rate.per_second));
+        self.milli_tokens = self
+            .milli_tokens
+            .saturating_add(add)
+            .min(u64::from(self.rate.burst) * 1000);
         if now > self.last {
             self.last = now;
         }
@@ -52,7 +61,9 @@ impl TokenBucket {
             return Err(Duration::from_secs(3600));
         }
         let missing = 1000 - self.milli_tokens;
-        Err(Duration::from_millis(missing.div_ceil(u64::from(self.rate.per_second))))
+        Err(Duration::from_millis(
+            missing.div_ceil(u64::from(self.rate.per_second)),
+        ))
     }
 
     /// `true` when the bucket is full at `now` (an idle key that can be forgotten).
@@ -73,7 +84,11 @@ pub struct RateLimiter<K> {
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// A limiter giving each key `rate`, remembering at most `max_keys` keys.
     pub fn new(rate: Rate, max_keys: usize) -> Self {
-        Self { rate, max_keys: max_keys.max(1), buckets: HashMap::new() }
+        Self {
+            rate,
+            max_keys: max_keys.max(1),
+            buckets: HashMap::new(),
+        }
     }
 
     /// Takes one token for `key` at `now`; `Err(retry_after)` when the key is over its rate.
@@ -87,13 +102,20 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             }
         }
         let rate = self.rate;
-        self.buckets.entry(key.clone()).or_insert_with(|| TokenBucket::new(rate, now)).try_take(now)
+        self.buckets
+            .entry(key.clone())
+            .or_insert_with(|| TokenBucket::new(rate, now))
+            .try_take(now)
     }
 }
 
 /// `Retry-After` seconds for a wait (rounded up, at least 1).
 pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_millis().div_ceil(1000).max(1).try_into().unwrap_or(u64::MAX)
+    wait.as_millis()
+        .div_ceil(1000)
+        .max(1)
+        .try_into()
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -103,7 +125,13 @@ mod tests {
     #[test]
     fn bucket_refills_by_the_clock() {
         let t0 = UnixTime::from_secs(1000);
-        let mut l = RateLimiter::new(Rate { per_second: 2, burst: 3 }, 10);
+        let mut l = RateLimiter::new(
+            Rate {
+                per_second: 2,
+                burst: 3,
+            },
+            10,
+        );
         for _ in 0..3 {
             l.check(&"a", t0).unwrap();
         }
@@ -111,18 +139,29 @@ mod tests {
         assert_eq!(wait, Duration::from_millis(500));
         assert_eq!(retry_after_secs(wait), 1);
         l.check(&"b", t0).unwrap();
-        l.check(&"a", t0.saturating_add(Duration::from_millis(500))).unwrap();
-        assert!(l.check(&"a", t0.saturating_add(Duration::from_millis(600))).is_err());
+        l.check(&"a", t0.saturating_add(Duration::from_millis(500)))
+            .unwrap();
+        assert!(
+            l.check(&"a", t0.saturating_add(Duration::from_millis(600)))
+                .is_err()
+        );
     }
 
     #[test]
     fn key_table_is_bounded() {
         let t0 = UnixTime::from_secs(0);
-        let mut l = RateLimiter::new(Rate { per_second: 1, burst: 1 }, 2);
+        let mut l = RateLimiter::new(
+            Rate {
+                per_second: 1,
+                burst: 1,
+            },
+            2,
+        );
         l.check(&1, t0).unwrap();
         l.check(&2, t0).unwrap();
         assert!(l.check(&3, t0).is_err());
         // Once key 1 and 2 are idle again they are forgotten.
-        l.check(&3, t0.saturating_add(Duration::from_secs(2))).unwrap();
+        l.check(&3, t0.saturating_add(Duration::from_secs(2)))
+            .unwrap();
     }
 }

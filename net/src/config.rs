@@ -1,0 +1,104 @@
+//! Listener settings: limits and timeouts with strict defaults, and the reasons for them.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tianping_core::{Clock, SystemClock};
+
+use crate::head::HeadLimits;
+use crate::host::HostSet;
+use crate::rate::Rate;
+
+/// Limits and timeouts of one listener. Every default is chosen so that one client cannot hold
+/// more than a small, bounded share of the process (memory, connections, streams, time).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request-head limits for HTTP/1.1 (request line, header count and size, body size); the body
+    /// limit applies to every protocol.
+    pub head: HeadLimits,
+    /// Time to finish the TLS handshake (default 10 s): a connection that does not is closed.
+    pub handshake_timeout: Duration,
+    /// Time to receive a whole request head, and the keep-alive idle time between requests
+    /// (default 10 s; slowloris defence: a client trickling a head is closed).
+    pub header_read_timeout: Duration,
+    /// Longest wait for the next bytes of a request body (default 30 s; slow-body defence).
+    pub body_idle_timeout: Duration,
+    /// Most open connections in total (default 10,000).
+    pub max_connections: usize,
+    /// Most open connections from one IP address (default 256; many NATed clerks share one).
+    pub max_connections_per_addr: usize,
+    /// HTTP/2 and HTTP/3: most concurrent streams per connection (default 100).
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 rapid-reset defence (CVE-2023-44487): streams the client reset before the server
+    /// accepted them; above this the connection ends with GOAWAY (default 20).
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 "made you reset" defence (CVE-2025-8671): streams the server had to reset because of
+    /// client errors; above this GOAWAY (default 20).
+    pub h2_max_local_error_reset_streams: usize,
+    /// HTTP/2 and HTTP/3 header list size, which also bounds CONTINUATION floods (default 32 KiB).
+    pub max_header_list_size: u32,
+    /// QUIC idle timeout (default 30 s).
+    pub quic_idle_timeout: Duration,
+    /// QUIC per-stream receive window in bytes (default 256 KiB).
+    pub quic_stream_window: u32,
+    /// QUIC per-connection receive window in bytes (default 1 MiB).
+    pub quic_connection_window: u32,
+    /// QUIC connection migration (default off: a zone's clients do not roam, and migration makes
+    /// per-address limits moot).
+    pub quic_migration: bool,
+    /// QUIC address validation with a Retry before any state is kept (default on: stops spoofed
+    /// source addresses from using the server as an amplifier or filling its tables).
+    pub quic_retry: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            head: HeadLimits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_addr: 256,
+            max_concurrent_streams: 100,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 20,
+            max_header_list_size: 32 * 1024,
+            quic_idle_timeout: Duration::from_secs(30),
+            quic_stream_window: 256 * 1024,
+            quic_connection_window: 1024 * 1024,
+            quic_migration: false,
+            quic_retry: true,
+        }
+    }
+}
+
+/// Everything a listener needs besides its TLS source and handler.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Host names this listener serves (SNI, `Host`, `:authority`); others get 421.
+    pub hosts: HostSet,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Requests per client address, if limited (429 above).
+    pub rate_per_addr: Option<Rate>,
+    /// Requests per client-certificate identity, if limited (429 above).
+    pub rate_per_identity: Option<Rate>,
+    /// Also serve HTTP/3 on the same port number over UDP and advertise it with `Alt-Svc`.
+    pub http3: bool,
+    /// Where rate limits read the time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServerOptions {
+    /// Options serving `hosts` with the default limits, HTTP/3 on, no rate limits.
+    pub fn new(hosts: HostSet) -> Self {
+        Self {
+            hosts,
+            limits: Limits::default(),
+            rate_per_addr: None,
+            rate_per_identity: None,
+            http3: true,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The local control socket (DESIGN §9): HTTP/1.1 over a Unix socket, file mode 0600, and the
+//! peer's user id checked on every connection; components offer their administrative API on it
+//! with the same [`Handler`] interface. [`control_request`] is the client the CLI uses.
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::body::{Body, Source};
+use crate::config::ServerOptions;
+use crate::host::HostSet;
+use crate::metrics::Metrics;
+use crate::server::{NetError, io_err};
+use crate::service::{ConnInfo, Handler, Protocol, Shared, serve};
+
+/// A running control socket.
+#[derive(Debug)]
+pub struct ControlHandle {
+    path: PathBuf,
+    shutdown: watch::Sender<bool>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ControlHandle {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting, finishes in-flight requests, removes the socket file.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(d) = self.done.take() {
+            let _ = d.await;
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves `handler` on a Unix socket at `path` (mode 0600), accepting peers whose uid is in
+/// `allowed_uids`, or — when empty — this process's own uid and root.
+pub async fn serve_control(
+    path: &Path,
+    allowed_uids: &[u32],
+    handler: impl Handler,
+) -> Result<ControlHandle, NetError> {
+    if path.exists() {
+        // A stale socket from a previous run; a live one would still be refused by `bind`'s owner.
+        std::fs::remove_file(path)
+            .map_err(io_err(format!("remove stale socket `{}`", path.display())))?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(io_err(format!("bind `{}`", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_err(format!("chmod `{}`", path.display())))?;
+    // The socket file was just created by this process: its owner is our effective uid.
+    let own = std::fs::metadata(path)
+        .map_err(io_err(format!("stat `{}`", path.display())))?
+        .uid();
+    let allowed: Vec<u32> = if allowed_uids.is_empty() {
+        vec![own, 0]
+    } else {
+        allowed_uids.to_vec()
+    };
+    let mut options = ServerOptions::new(HostSet::new(["localhost"]));
+    options.http3 = false;
+    let mut shared = Shared::new(
+        Arc::new(handler),
+        options,
+        Arc::new(Metrics::default()),
+        None,
+    );
+    shared.checks = false;
+    let shared = Arc::new(shared);
+    let (tx, mut rx) = watch::channel(false);
+    let done = tokio::spawn(async move {
+        let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+        loop {
+            tokio::select! {
+                _ = rx.changed() => break,
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let uid = match stream.peer_cred() {
+                        Ok(c) if allowed.contains(&c.uid()) => c.uid(),
+                        _ => {
+                            shared.metrics.refusal("peer_uid");
+                            continue;
+                        }
+                    };
+                    let (shared, alive, mut stop) = (shared.clone(), alive_tx.clone(), rx.clone());
+                    tokio::spawn(async move {
+                        let _alive = alive;
+                        let mut info = ConnInfo::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), Protocol::Control);
+                        info.peer_uid = Some(uid);
+                        let info = Arc::new(info);
+                        let limits = shared.options.limits.clone();
+                        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                            let (shared, info) = (shared.clone(), info.clone());
+                            let (max, idle) = (limits.head.max_body, limits.body_idle_timeout);
+                            async move {
+                                let req = req.map(|b| Body::new(Source::Hyper(b), max, idle));
+                                Ok::<_, std::convert::Infallible>(serve(shared, info, req, None).await)
+                            }
+                        });
+                        let mut b = hyper::server::conn::http1::Builder::new();
+                        b.timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
+                        let conn = b.serve_connection(TokioIo::new(stream), svc);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => return,
+                            _ = stop.changed() => {}
+                        }
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    });
+                }
+            }
+        }
+        drop(alive_tx);
+        let _ = alive_rx.recv().await;
+    });
+    Ok(ControlHandle {
+        path: path.to_path_buf(),
+        shutdown: tx,
+        done: Some(done),
+    })
+}
+
+/// Sends one request to a control socket and returns the status and body.
+pub async fn control_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: impl Into<Bytes>,
+) -> Result<(u16, Bytes), NetError> {
+    let err = |e: &dyn std::fmt::Display| NetError::Control(e.to_string());
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(io_err(format!("connect `{}`", socket.display())))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| err(&e))?;
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "localhost")
+        .body(Full::new(body.into()))
+        .map_err(|e| err(&e))?;
+    let resp = sender.send_request(req).await.map_err(|e| err(&e))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| err(&e))?
+        .to_bytes();
+    Ok((status, body))
+}

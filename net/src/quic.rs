@@ -1,0 +1,203 @@
+//! HTTP/3 over QUIC on the TCP listener's port number: address validation by Retry, no 0-RTT,
+//! idle timeout, stream and window limits, migration off unless configured; certificates reload
+//! through `Endpoint::set_server_config` without touching live connections.
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use h3::server::RequestStream;
+use http_body_util::BodyExt;
+use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
+use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
+use tokio::sync::mpsc;
+
+use crate::body::{Body, Source};
+use crate::config::Limits;
+use crate::server::{ConnCounter, NetError, io_err};
+use crate::service::{ConnInfo, Protocol, Shared, serve};
+use crate::tls::TlsSource;
+
+pub(crate) struct QuicSide {
+    endpoint: Endpoint,
+    source: Arc<dyn TlsSource>,
+    limits: Limits,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn quinn_config(source: &dyn TlsSource, limits: &Limits) -> Result<quinn::ServerConfig, NetError> {
+    let mut tls = (*source.current()).clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    // No 0-RTT: early data can be replayed, and the handlers here change state.
+    tls.max_early_data_size = 0;
+    let crypto =
+        QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| NetError::Quic(e.to_string()))?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Some(
+        IdleTimeout::try_from(limits.quic_idle_timeout)
+            .map_err(|e| NetError::Quic(e.to_string()))?,
+    ))
+    .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_concurrent_streams))
+    .max_concurrent_uni_streams(VarInt::from_u32(8))
+    .stream_receive_window(VarInt::from_u32(limits.quic_stream_window))
+    .receive_window(VarInt::from_u32(limits.quic_connection_window));
+    sc.transport_config(Arc::new(t));
+    sc.migration(limits.quic_migration);
+    sc.max_incoming(limits.max_connections.max(1));
+    Ok(sc)
+}
+
+impl QuicSide {
+    pub(crate) fn start(
+        addr: SocketAddr,
+        source: Arc<dyn TlsSource>,
+        shared: Arc<Shared>,
+    ) -> Result<Self, NetError> {
+        let limits = shared.options.limits.clone();
+        let config = quinn_config(source.as_ref(), &limits)?;
+        let endpoint =
+            Endpoint::server(config, addr).map_err(io_err(format!("bind udp `{addr}`")))?;
+        let task = tokio::spawn(accept_loop(endpoint.clone(), shared));
+        Ok(Self {
+            endpoint,
+            source,
+            limits,
+            task,
+        })
+    }
+
+    pub(crate) fn reload(&self) -> Result<(), NetError> {
+        self.endpoint
+            .set_server_config(Some(quinn_config(self.source.as_ref(), &self.limits)?));
+        Ok(())
+    }
+
+    pub(crate) async fn shutdown(self) {
+        self.task.abort();
+        self.endpoint.close(VarInt::from_u32(0x100), b"shutdown"); // H3_NO_ERROR
+        self.endpoint.wait_idle().await;
+    }
+}
+
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+    let counter = Arc::new(ConnCounter::default());
+    while let Some(incoming) = endpoint.accept().await {
+        let limits = &shared.options.limits;
+        if limits.quic_retry && !incoming.remote_address_validated() {
+            // Address validation: a Retry costs the server no state.
+            let _ = incoming.retry();
+            continue;
+        }
+        let peer = incoming.remote_address();
+        let Some(slot) = counter.acquire(
+            peer.ip(),
+            limits.max_connections_per_addr,
+            limits.max_connections,
+        ) else {
+            shared.metrics.refusal("connection_limit");
+            incoming.refuse();
+            continue;
+        };
+        shared.metrics.connection();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Ok(conn) = incoming.accept() else { return };
+            let conn =
+                match tokio::time::timeout(shared.options.limits.handshake_timeout, conn).await {
+                    Ok(Ok(c)) => {
+                        shared.metrics.handshake(true);
+                        c
+                    }
+                    _ => {
+                        shared.metrics.handshake(false);
+                        return;
+                    }
+                };
+            let mut info = ConnInfo::new(peer, Protocol::Http3);
+            info.sni = conn
+                .handshake_data()
+                .and_then(|h| h.downcast::<HandshakeData>().ok())
+                .and_then(|h| h.server_name)
+                .map(|s| s.to_ascii_lowercase());
+            let leaf = conn
+                .peer_identity()
+                .and_then(|p| {
+                    p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                        .ok()
+                })
+                .and_then(|v| v.first().cloned());
+            let info = Arc::new(info.with_cert(leaf));
+            serve_h3(conn, shared, info).await;
+        });
+    }
+}
+
+async fn serve_h3(conn: quinn::Connection, shared: Arc<Shared>, info: Arc<ConnInfo>) {
+    let limits = &shared.options.limits;
+    let built = h3::server::builder()
+        .max_field_section_size(u64::from(limits.max_header_list_size))
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .await;
+    let Ok(mut h3c) = built else { return };
+    while let Ok(Some(resolver)) = h3c.accept().await {
+        let (shared, info) = (shared.clone(), info.clone());
+        tokio::spawn(async move {
+            let Ok((req, stream)) = resolver.resolve_request().await else {
+                return;
+            };
+            let _ = answer(shared, info, req, stream).await;
+        });
+    }
+}
+
+async fn answer<S>(
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    req: http::Request<()>,
+    stream: RequestStream<S, Bytes>,
+) -> Result<(), h3::error::StreamError>
+where
+    S: h3::quic::BidiStream<Bytes> + Send + 'static,
+    S::RecvStream: Send + 'static,
+{
+    let limits = &shared.options.limits;
+    let (mut send, mut recv) = stream.split();
+    // The body is pumped through a small channel: back-pressure, never buffered whole.
+    let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(2);
+    tokio::spawn(async move {
+        loop {
+            match recv.recv_data().await {
+                Ok(Some(mut chunk)) => {
+                    let b = chunk.copy_to_bytes(chunk.remaining());
+                    if tx.send(Ok(b)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string())).await;
+                    break;
+                }
+            }
+        }
+    });
+    let req = req.map(|()| {
+        Body::new(
+            Source::Channel(rx),
+            limits.head.max_body,
+            limits.body_idle_timeout,
+        )
+    });
+    let resp = serve(shared, info, req, None).await;
+    let (parts, mut body) = resp.into_parts();
+    send.send_response(http::Response::from_parts(parts, ()))
+        .await?;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            send.send_data(data).await?;
+        }
+    }
+    send.finish().await
+}

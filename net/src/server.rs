@@ -1,0 +1,345 @@
+//! The TLS listener (TCP: HTTP/1.1 and HTTP/2 by ALPN) and its handle: connection limits,
+//! handshake timeout, hyper settings, graceful shutdown.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ServerConfig;
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::{Body, Source};
+use crate::config::ServerOptions;
+use crate::h1::H1Guard;
+use crate::metrics::Metrics;
+use crate::quic::QuicSide;
+use crate::service::{BodyRefusal, ConnInfo, Handler, Protocol, Shared, serve};
+use crate::tls::{TlsSource, with_tcp_alpn};
+
+/// Why a listener could not start.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// Binding or reading a socket failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TLS configuration cannot serve QUIC (HTTP/3 needs TLS 1.3 and the `h3` protocol).
+    #[error("tls configuration unusable for quic: {0}")]
+    Quic(String),
+    /// A request to the control socket failed.
+    #[error("control request: {0}")]
+    Control(String),
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {
+    let what = what.into();
+    move |source| NetError::Io { what, source }
+}
+
+/// Counts open connections per address and in total; a slot is freed when its guard drops.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounter {
+    per_addr: Mutex<HashMap<IpAddr, usize>>,
+}
+
+pub(crate) struct ConnSlot {
+    counter: Arc<ConnCounter>,
+    ip: IpAddr,
+}
+
+impl ConnCounter {
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        per_addr: usize,
+        total: usize,
+    ) -> Option<ConnSlot> {
+        let mut g = self.per_addr.lock().ok()?;
+        let all: usize = g.values().sum();
+        let n = g.entry(ip).or_insert(0);
+        if *n >= per_addr || all >= total {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot {
+            counter: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.counter.per_addr.lock() {
+            if let Some(n) = g.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    g.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Caches the listener's view of the source's config (with ALPN) until the source changes.
+struct TlsCache {
+    source: Arc<dyn TlsSource>,
+    last: Mutex<Option<(Arc<ServerConfig>, Arc<ServerConfig>)>>,
+}
+
+impl TlsCache {
+    fn current(&self) -> Arc<ServerConfig> {
+        let cur = self.source.current();
+        if let Ok(mut g) = self.last.lock() {
+            if let Some((src, derived)) = g.as_ref() {
+                if Arc::ptr_eq(src, &cur) {
+                    return derived.clone();
+                }
+            }
+            let derived = with_tcp_alpn(cur.clone());
+            *g = Some((cur, derived.clone()));
+            return derived;
+        }
+        with_tcp_alpn(cur)
+    }
+}
+
+/// A running listener: its address, counters, reload and shutdown.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    done: Option<tokio::task::JoinHandle<()>>,
+    quic: Option<QuicSide>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The TCP address (the QUIC socket has the same port number on UDP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The listener's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Applies the TLS source's current configuration to QUIC (TCP reads it per connection
+    /// already); call after reloading certificates or CRLs. Live connections are kept.
+    pub fn reload(&self) -> Result<(), NetError> {
+        match &self.quic {
+            Some(q) => q.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish, closes idle connections, then returns.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+        if let Some(q) = self.quic.take() {
+            q.shutdown().await;
+        }
+    }
+}
+
+/// Starts a listener on `addr` (TCP, and UDP on the same port number when HTTP/3 is on).
+///
+/// With port 0 the OS picks a TCP port and the same number is then bound on UDP (retried a few
+/// times if that UDP port is taken).
+pub async fn serve_tls(
+    addr: SocketAddr,
+    tls: Arc<dyn TlsSource>,
+    options: ServerOptions,
+    handler: impl Handler,
+) -> Result<ServerHandle, NetError> {
+    let handler: Arc<dyn Handler> = Arc::new(handler);
+    let metrics = Arc::new(Metrics::default());
+    let mut attempt = 0;
+    let (listener, quic) = loop {
+        attempt += 1;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(io_err(format!("bind tcp `{addr}`")))?;
+        let local = listener.local_addr().map_err(io_err("tcp local address"))?;
+        if !options.http3 {
+            break (listener, None);
+        }
+        let shared = Arc::new(Shared::new(
+            handler.clone(),
+            options.clone(),
+            metrics.clone(),
+            Some(local.port()),
+        ));
+        match QuicSide::start(local, tls.clone(), shared) {
+            Ok(q) => break (listener, Some(q)),
+            Err(e) if addr.port() == 0 && attempt < 8 => {
+                tracing::debug!("udp port {} taken, retrying: {e}", local.port());
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let local = listener.local_addr().map_err(io_err("tcp local address"))?;
+    let shared = Arc::new(Shared::new(
+        handler,
+        options,
+        metrics.clone(),
+        Some(local.port()),
+    ));
+    let (tx, rx) = watch::channel(false);
+    let cache = Arc::new(TlsCache {
+        source: tls,
+        last: Mutex::new(None),
+    });
+    let done = tokio::spawn(accept_loop(listener, cache, shared, rx));
+    Ok(ServerHandle {
+        addr: local,
+        metrics,
+        shutdown: tx,
+        done: Some(done),
+        quic,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<TlsCache>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let counter = Arc::new(ConnCounter::default());
+    // Each connection task holds a sender; when all are dropped, every connection has finished.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((tcp, peer)) = accepted else { continue };
+                let limits = &shared.options.limits;
+                let Some(slot) = counter.acquire(peer.ip(), limits.max_connections_per_addr, limits.max_connections) else {
+                    shared.metrics.refusal("connection_limit");
+                    drop(tcp);
+                    continue;
+                };
+                shared.metrics.connection();
+                let _ = tcp.set_nodelay(true);
+                let conn = Conn { tls: tls.current(), shared: shared.clone(), stop: stop.clone(), _alive: alive_tx.clone(), _slot: slot };
+                tokio::spawn(conn.run(tcp, peer));
+            }
+        }
+    }
+    drop(listener);
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
+}
+
+struct Conn {
+    tls: Arc<ServerConfig>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+    _slot: ConnSlot,
+}
+
+impl Conn {
+    async fn run(mut self, tcp: TcpStream, peer: SocketAddr) {
+        let limits = self.shared.options.limits.clone();
+        let accept = TlsAcceptor::from(self.tls.clone()).accept(tcp);
+        let stream = match tokio::time::timeout(limits.handshake_timeout, accept).await {
+            Ok(Ok(s)) => {
+                self.shared.metrics.handshake(true);
+                s
+            }
+            _ => {
+                self.shared.metrics.handshake(false);
+                return;
+            }
+        };
+        let (_, session) = stream.get_ref();
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let mut info = ConnInfo::new(peer, if h2 { Protocol::Http2 } else { Protocol::Http1 });
+        info.sni = session.server_name().map(str::to_ascii_lowercase);
+        let info = Arc::new(
+            info.with_cert(
+                session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.clone().into_owned()),
+            ),
+        );
+        let shared = self.shared.clone();
+        let max_body = limits.head.max_body;
+        let idle = limits.body_idle_timeout;
+        if h2 {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (shared, info) = (shared.clone(), info.clone());
+                async move {
+                    let req = req.map(|b| Body::new(Source::Hyper(b), max_body, idle));
+                    Ok::<_, std::convert::Infallible>(serve(shared, info, req, None).await)
+                }
+            });
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_concurrent_streams(limits.max_concurrent_streams)
+                .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+                .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+                .max_header_list_size(limits.max_header_list_size)
+                .keep_alive_interval(Some(limits.header_read_timeout))
+                .keep_alive_timeout(limits.header_read_timeout);
+            let conn = b.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.stop.changed() => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        } else {
+            let refusal = Arc::new(BodyRefusal::default());
+            let guard = H1Guard::new(
+                stream,
+                limits.head.clone(),
+                refusal.clone(),
+                self.shared.metrics.clone(),
+            );
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (shared, info, refusal) = (shared.clone(), info.clone(), refusal.clone());
+                async move {
+                    let req = req.map(|b| Body::new(Source::Hyper(b), max_body, idle));
+                    Ok::<_, std::convert::Infallible>(serve(shared, info, req, Some(refusal)).await)
+                }
+            });
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true)
+                .max_headers(limits.head.max_headers.max(1));
+            let conn = b.serve_connection(TokioIo::new(guard), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.stop.changed() => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The request pipeline shared by HTTP/1.1, HTTP/2, HTTP/3 and the control socket: refusals
+//! marked by the framing check, host check, path normalization, rate limits, the application's
+//! handler, `Alt-Svc`, metrics and the access log.
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use rustls::pki_types::CertificateDer;
+use tianping_certs::CourtIdentity;
+
+use crate::body::{Body, ResponseBody, full};
+use crate::config::ServerOptions;
+use crate::head::{HeadError, REFUSAL_MARKER};
+use crate::metrics::Metrics;
+use crate::path::normalize_path;
+use crate::rate::{RateLimiter, retry_after_secs};
+
+/// The protocol a request arrived over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (or 1.0) over TLS.
+    Http1,
+    /// HTTP/2 over TLS.
+    Http2,
+    /// HTTP/3 over QUIC.
+    Http3,
+    /// HTTP/1.1 over the local control socket.
+    Control,
+    /// Plain HTTP/1.1 on the loopback admin listener.
+    Admin,
+}
+
+impl Protocol {
+    /// A short name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Http3 => "http3",
+            Self::Control => "control",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// What the server knows about the connection a request came on; every request carries one
+/// as a request extension (`req.extensions().get::<ConnInfo>()`).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The client's address (unspecified for the control socket).
+    pub peer: SocketAddr,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The TLS server name the client asked for, lower case.
+    pub sni: Option<String>,
+    /// The client certificate's leaf, when one was presented (and validated by TLS).
+    pub client_cert: Option<CertificateDer<'static>>,
+    /// The court identity read from the client certificate, when it names one.
+    pub identity: Option<Arc<CourtIdentity>>,
+    /// The peer's user id, on the control socket.
+    pub peer_uid: Option<u32>,
+}
+
+impl ConnInfo {
+    pub(crate) fn new(peer: SocketAddr, protocol: Protocol) -> Self {
+        Self {
+            peer,
+            protocol,
+            sni: None,
+            client_cert: None,
+            identity: None,
+            peer_uid: None,
+        }
+    }
+
+    pub(crate) fn with_cert(mut self, leaf: Option<CertificateDer<'static>>) -> Self {
+        self.identity = leaf
+            .as_ref()
+            .and_then(|c| tianping_certs::identity_of(c).ok())
+            .map(Arc::new);
+        self.client_cert = leaf;
+        self
+    }
+}
+
+/// A boxed response future.
+pub type BoxFuture = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
+
+/// The application: takes a request whose URI path is already normalized (the
+/// [`crate::NormalizedPath`] and [`ConnInfo`] are request extensions), returns a response.
+/// Any `Fn(Request<Body>) -> impl Future<Output = Response<ResponseBody>>` is a handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn call(&self, req: Request<Body>) -> BoxFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request<Body>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        Box::pin(self(req))
+    }
+}
+
+/// State shared by every connection of one listener.
+pub(crate) struct Shared {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) options: ServerOptions,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) by_addr: Option<Mutex<RateLimiter<IpAddr>>>,
+    pub(crate) by_identity: Option<Mutex<RateLimiter<[u8; 32]>>>,
+    pub(crate) alt_svc: Option<HeaderValue>,
+    /// Host and path checks apply (not on the control socket and admin listener).
+    pub(crate) checks: bool,
+}
+
+const MAX_RATE_KEYS: usize = 100_000;
+
+impl Shared {
+    pub(crate) fn new(
+        handler: Arc<dyn Handler>,
+        options: ServerOptions,
+        metrics: Arc<Metrics>,
+        port: Option<u16>,
+    ) -> Self {
+        let by_addr = options
+            .rate_per_addr
+            .map(|r| Mutex::new(RateLimiter::new(r, MAX_RATE_KEYS)));
+        let by_identity = options
+            .rate_per_identity
+            .map(|r| Mutex::new(RateLimiter::new(r, MAX_RATE_KEYS)));
+        let alt_svc = match (options.http3, port) {
+            (true, Some(p)) => HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok(),
+            _ => None,
+        };
+        Self {
+            handler,
+            options,
+            metrics,
+            by_addr,
+            by_identity,
+            alt_svc,
+            checks: true,
+        }
+    }
+}
+
+/// A plain response with a short text body.
+pub(crate) fn status_response(status: u16, close: bool) -> Response<ResponseBody> {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = Response::new(full(
+        code.canonical_reason().unwrap_or("refused").to_string(),
+    ));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if close {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+/// Per-connection flag set by the HTTP/1.1 framing check when a body turned out malformed.
+#[derive(Debug, Default)]
+pub(crate) struct BodyRefusal(pub(crate) Mutex<Option<HeadError>>);
+
+impl BodyRefusal {
+    fn take(&self) -> Option<HeadError> {
+        self.0.lock().ok().and_then(|mut g| g.take())
+    }
+}
+
+/// Runs one request through the pipeline.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Body>,
+    body_refusal: Option<Arc<BodyRefusal>>,
+) -> Response<ResponseBody> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let mut resp = match check(&shared, &conn, &mut req) {
+        Err(resp) => resp,
+        Ok(()) => {
+            let mut resp = shared.handler.call(req).await;
+            if let Some(e) = body_refusal.as_ref().and_then(|b| b.take()) {
+                // Counted by the framing check already.
+                resp = status_response(e.status(), true);
+            }
+            resp
+        }
+    };
+    if conn.protocol != Protocol::Http3 {
+        if let Some(v) = &shared.alt_svc {
+            resp.headers_mut().insert(header::ALT_SVC, v.clone());
+        }
+    }
+    let status = resp.status().as_u16();
+    let took = start.elapsed();
+    shared.metrics.request(conn.protocol.as_str(), status, took);
+    // The access log names the method, path, status and who; never headers, cookies or tokens.
+    tracing::info!(
+        target: "tianping_net::access",
+        protocol = conn.protocol.as_str(),
+        peer = %conn.peer,
+        identity = conn.identity.as_ref().map(|i| i.name.as_str()).unwrap_or("-"),
+        method = %method,
+        path = %raw_path.get(..raw_path.len().min(256)).unwrap_or(""),
+        status,
+        micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+    );
+    resp
+}
+
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is the response, built once per refused request"
+)]
+fn check(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: &mut Request<Body>,
+) -> Result<(), Response<ResponseBody>> {
+    let metrics = &shared.metrics;
+    if let Some(marker) = req.headers().get(REFUSAL_MARKER) {
+        // Only the framing check puts this header in (clients' copies are refused by it).
+        let status = marker
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(400);
+        return Err(status_response(status, true));
+    }
+    req.extensions_mut().insert(conn.clone());
+    // Host: `:authority` (HTTP/2, HTTP/3) and `Host` must agree when both are present.
+    let host_header = req
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().map_err(|_| ()));
+    let authority = req.uri().authority().map(|a| a.as_str().to_string());
+    let host = match (authority, host_header) {
+        (_, Some(Err(()))) => Err(400),
+        (Some(a), Some(Ok(h))) if !a.eq_ignore_ascii_case(h) => Err(400),
+        (Some(a), _) => Ok(a),
+        (None, Some(Ok(h))) => Ok(h.to_string()),
+        (None, None) => Err(400),
+    };
+    let host = host.and_then(|h| {
+        shared
+            .options
+            .hosts
+            .check(conn.sni.as_deref(), Some(&h))
+            .map_err(|e| e.status())
+    });
+    let host = match host {
+        _ if !shared.checks => "localhost".to_string(),
+        Ok(h) => h,
+        Err(status) => {
+            metrics.refusal("host");
+            return Err(status_response(status, conn.protocol == Protocol::Http1));
+        }
+    };
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let normalized = match normalize_path(target) {
+        Ok(p) => p,
+        Err(_) => {
+            metrics.refusal("path");
+            return Err(status_response(400, conn.protocol == Protocol::Http1));
+        }
+    };
+    let now = shared.options.clock.now();
+    let limited = |wait| {
+        metrics.refusal("rate");
+        let mut r = status_response(429, false);
+        if let Ok(v) = HeaderValue::from_str(&retry_after_secs(wait).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    };
+    if let Some(l) = &shared.by_addr {
+        if let Ok(mut l) = l.lock() {
+            l.check(&conn.peer.ip(), now).map_err(limited)?;
+        }
+    }
+    if let (Some(l), Some(id)) = (&shared.by_identity, &conn.identity) {
+        if let Ok(mut l) = l.lock() {
+            l.check(&id.fingerprint, now).map_err(limited)?;
+        }
+    }
+    // The handler sees only the normalized path.
+    let uri = Uri::builder()
+        .scheme("https")
+        .authority(host.as_str())
+        .path_and_query(normalized.path_and_query())
+        .build()
+        .map_err(|_| status_response(400, true))?;
+    *req.uri_mut() = uri;
+    req.extensions_mut().insert(normalized);
+    Ok(())
+}

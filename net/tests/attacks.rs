@@ -1,0 +1,342 @@
+//! Raw-socket attacks over real TLS: request smuggling shapes, path confusion, oversize heads,
+//! SNI/Host mismatch, slow-header clients and an HTTP/2 rapid-reset flood.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tianping_certs::ClientAuth;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn smuggling_shapes_are_refused_with_400_and_close() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    let addr = server.local_addr();
+    let h = format!("Host: {HOST}\r\n");
+    let cases = [
+        (
+            "cl_te",
+            format!(
+                "POST / HTTP/1.1\r\n{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            ),
+            400,
+        ),
+        (
+            "plus",
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: +3\r\n\r\nabc"),
+            400,
+        ),
+        (
+            "list",
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 3 ,3\r\n\r\nabc"),
+            400,
+        ),
+        (
+            "dup",
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc"),
+            400,
+        ),
+        (
+            "te_identity",
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "te_unknown",
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: xchunked\r\n\r\n"),
+            400,
+        ),
+        (
+            "space_colon",
+            format!("POST / HTTP/1.1\r\n{h}Content-Length : 3\r\n\r\nabc"),
+            400,
+        ),
+        (
+            "obs_fold",
+            format!("GET / HTTP/1.1\r\n{h}X-A: a\r\n b\r\n\r\n"),
+            400,
+        ),
+        ("bare_lf", format!("GET / HTTP/1.1\n{h}\r\n"), 400),
+        (
+            "marker",
+            format!("GET / HTTP/1.1\r\n{h}tianping-refused: 200\r\n\r\n"),
+            400,
+        ),
+        (
+            "long_line",
+            format!("GET /{} HTTP/1.1\r\n{h}\r\n", "a".repeat(100_000)),
+            414,
+        ),
+        (
+            "big_header",
+            format!(
+                "GET / HTTP/1.1\r\n{h}X-Big: {}\r\n\r\n",
+                "a".repeat(200_000)
+            ),
+            431,
+        ),
+        (
+            "many_headers",
+            format!("GET / HTTP/1.1\r\n{h}{}\r\n", "X-A: b\r\n".repeat(2000)),
+            431,
+        ),
+    ];
+    for (name, req, want) in cases {
+        let out = raw(&pki, addr, req.as_bytes()).await;
+        assert_eq!(statuses(&out), vec![want], "{name}: {out}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{name}: {out}"
+        );
+    }
+    // The same shape as the second request on a kept-alive connection is refused too, after the
+    // first is answered.
+    let two = format!(
+        "GET / HTTP/1.1\r\n{h}\r\nPOST / HTTP/1.1\r\n{h}Content-Length: 1\r\nContent-Length: 1\r\n\r\na"
+    );
+    let out = raw(&pki, addr, two.as_bytes()).await;
+    assert_eq!(statuses(&out), vec![200, 400], "{out}");
+    // A smuggled request hidden after a chunked body never reaches the handler as a request.
+    assert!(server.metrics().refusals("duplicate_length") >= 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn overflowing_chunk_size_is_refused() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000001\r\naaaa\r\n0\r\n\r\n"
+    );
+    let out = raw(&pki, server.local_addr(), req.as_bytes()).await;
+    assert_eq!(statuses(&out), vec![400], "{out}");
+    assert!(
+        !out.contains("proto="),
+        "the handler must not answer: {out}"
+    );
+    assert_eq!(server.metrics().refusals("chunk_size_overflow"), 1);
+    // A well-formed chunked body with a pipelined request after it is served, both requests.
+    let ok = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /x HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+    );
+    let out = raw(&pki, server.local_addr(), ok.as_bytes()).await;
+    assert_eq!(statuses(&out), vec![200, 200], "{out}");
+    assert!(out.contains("body=3") && out.contains("path=/x"), "{out}");
+    server.shutdown().await;
+
+    // A chunked body over the size limit is refused while streaming.
+    let mut opts = options();
+    opts.limits.head.max_body = 10;
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let big = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\n\r\n8\r\naaaaaaaa\r\n8\r\naaaaaaaa\r\n0\r\n\r\n"
+    );
+    let out = raw(&pki, server.local_addr(), big.as_bytes()).await;
+    assert_eq!(statuses(&out), vec![413], "{out}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_path_variants_are_refused_or_normalized() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    let cases = [
+        ("/admin#x", 400),
+        ("/a/../admin", 200),
+        ("/%2e%2e/admin", 400),
+        ("/a/%2e%2e/admin", 200),
+        ("/admin%2F", 400),
+        ("//admin", 200),
+        ("/admin;x=1", 400),
+        ("\\admin", 400),
+        ("/\\admin", 400),
+        ("/%2561dmin", 400),
+        ("/%61dmin", 200),
+        ("/adm%00in", 400),
+    ];
+    for (target, want) in cases {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n");
+        let out = raw(&pki, server.local_addr(), req.as_bytes()).await;
+        assert_eq!(statuses(&out), vec![want], "{target}: {out}");
+        if want == 200 {
+            // Normalized before the handler saw it: the handler answers `admin` only for `/admin`.
+            assert!(out.ends_with("admin"), "{target}: {out}");
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sni_of_one_host_with_host_of_another_is_421() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    let addr = server.local_addr();
+    let mut s = raw_connect(&pki, addr, HOST).await;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {OTHER}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(statuses(&read_to_close(&mut s).await), vec![421]);
+    let mut s = raw_connect(&pki, addr, OTHER).await;
+    s.write_all(
+        format!("GET / HTTP/1.1\r\nHost: {OTHER}:443\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(statuses(&read_to_close(&mut s).await), vec![200]);
+    let mut s = raw_connect(&pki, addr, "localhost").await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&read_to_close(&mut s).await),
+        vec![421],
+        "a name the certificate has but the listener does not serve"
+    );
+    assert!(server.metrics().refusals("host") >= 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_header_clients_do_not_starve_a_normal_client() {
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.header_read_timeout = Duration::from_millis(300);
+    opts.limits.max_connections_per_addr = 1000;
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let addr = server.local_addr();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut s = raw_connect(&pki, addr, HOST).await;
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ").as_bytes())
+            .await
+            .unwrap();
+        s.flush().await.unwrap();
+        slow.push(s);
+    }
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(pki.client_config(false, &[b"http/1.1"]))
+        .resolve(HOST, addr)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://{HOST}:{}/ok", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("path=/ok"));
+    // Every slow client is cut off by the header timeout without an answer to its request.
+    for mut s in slow {
+        let out = read_to_close(&mut s).await;
+        assert!(!out.contains("200 OK"), "{out}");
+    }
+    server.shutdown().await;
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn http2_rapid_reset_flood_ends_in_goaway_while_others_are_served() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    let addr = server.local_addr();
+    let cfg = Arc::new(pki.client_config(false, &[b"h2"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let seen_goaway = Arc::new(AtomicBool::new(false));
+    // Hand-written frames: HEADERS (GET /, END_STREAM) then RST_STREAM(CANCEL), as fast as the
+    // socket takes them, until the server answers GOAWAY.
+    let writer = {
+        let seen = seen_goaway.clone();
+        tokio::spawn(async move {
+            let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
+            block.extend_from_slice(HOST.as_bytes());
+            let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            out.extend(frame(4, 0, 0, &[]));
+            let mut sent = 0u32;
+            for batch in 0..200u32 {
+                for i in 0..50u32 {
+                    let id = 2 * (batch * 50 + i) + 1;
+                    out.extend(frame(1, 0x5, id, &block));
+                    out.extend(frame(3, 0, id, &8u32.to_be_bytes()));
+                    sent += 1;
+                }
+                if seen.load(Ordering::SeqCst) || wr.write_all(&out).await.is_err() {
+                    break;
+                }
+                out.clear();
+                tokio::task::yield_now().await;
+            }
+            sent
+        })
+    };
+    // Read frames until GOAWAY or the end of the connection.
+    let mut buf = Vec::new();
+    let mut goaway_code = None;
+    let mut chunk = [0u8; 16384];
+    'read: loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == 7 {
+                goaway_code = Some(u32::from_be_bytes(buf[13..17].try_into().unwrap()));
+                seen_goaway.store(true, Ordering::SeqCst);
+                break 'read;
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    let sent = writer.await.unwrap();
+    assert_eq!(
+        goaway_code,
+        Some(11),
+        "ENHANCE_YOUR_CALM expected after {sent} resets"
+    );
+    assert!(sent < 10_000, "the flood was never stopped");
+    // Another client is still served.
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(pki.client_config(false, &[b"h2"]))
+        .resolve(HOST, addr)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://{HOST}:{}/after", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert!(resp.text().await.unwrap().contains("path=/after"));
+    server.shutdown().await;
+}

@@ -1,0 +1,187 @@
+//! A real PKI, a test handler and raw clients shared by the integration tests.
+#![allow(dead_code, unreachable_pub, reason = "each test binary uses a part")]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use tianping_certs::{
+    CaCert, CertKind, ClientAuth, KeyAlg, LeafRequest, ReloadableServerConfig, ServerTlsBuilder,
+};
+use tianping_core::UnixTime;
+use tianping_net::{
+    Body, ConnInfo, HostSet, NormalizedPath, ResponseBody, ServerHandle, ServerOptions, full,
+    serve_tls,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const HOST: &str = "gw.a.tianping.localhost";
+pub const OTHER: &str = "idp.a.tianping.localhost";
+
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub root: CaCert,
+    pub zone: CaCert,
+    pub trust_pem: String,
+    pub client_chain: String,
+    pub client_key: String,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let now = UnixTime::from_system_time(std::time::SystemTime::now());
+        let root = CaCert::new_root("Court", KeyAlg::EcP256, now).unwrap();
+        let zone = root
+            .new_zone(&"private".parse().unwrap(), "Court", KeyAlg::EcP256, now)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let trust_pem = format!("{}{}", root.cert_pem(), zone.cert_pem());
+        std::fs::write(dir.path().join("trust.pem"), &trust_pem).unwrap();
+        let mut req = LeafRequest::new(CertKind::Client, "Judge Li");
+        req.subject = Some("u-1001".parse().unwrap());
+        req.court = Some("bj.01".parse().unwrap());
+        let client = zone.issue(&req, now).unwrap();
+        let pki = Self {
+            dir,
+            root,
+            zone,
+            trust_pem,
+            client_chain: client.chain_pem.clone(),
+            client_key: client.key_pem.expose().clone(),
+        };
+        pki.issue_server("server-1");
+        pki
+    }
+
+    /// Issues a server certificate named `cn` and writes it as the served one.
+    pub fn issue_server(&self, cn: &str) -> Vec<u8> {
+        let now = UnixTime::from_system_time(std::time::SystemTime::now());
+        let mut req = LeafRequest::new(CertKind::Server, cn);
+        req.dns = vec![HOST.into(), OTHER.into(), "localhost".into()];
+        let leaf = self.zone.issue(&req, now).unwrap();
+        std::fs::write(self.path("tls.pem"), &leaf.chain_pem).unwrap();
+        std::fs::write(self.path("tls.key"), leaf.key_pem.expose()).unwrap();
+        leaf.leaf_der
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn server_config(&self, auth: ClientAuth) -> ReloadableServerConfig {
+        ServerTlsBuilder::new(self.path("tls.pem"), self.path("tls.key"))
+            .client_auth(auth, self.path("trust.pem"), vec![])
+            .build()
+            .unwrap()
+    }
+
+    pub fn client_config(&self, with_cert: bool, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let cert = with_cert.then_some((self.client_chain.as_bytes(), self.client_key.as_bytes()));
+        let mut c = tianping_certs::client_config(self.trust_pem.as_bytes(), cert).unwrap();
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        c
+    }
+}
+
+/// Answers `proto=.. path=.. identity=.. body=<bytes read>`; `/admin` answers `admin`.
+pub async fn handler(req: Request<Body>) -> Response<ResponseBody> {
+    let info = req.extensions().get::<ConnInfo>().cloned().unwrap();
+    let normalized = req.extensions().get::<NormalizedPath>().cloned();
+    let path = req.uri().path().to_string();
+    assert_eq!(normalized.map(|n| n.path().to_string()), Some(path.clone()));
+    let body = match req.into_body().bytes().await {
+        Ok(b) => b.len().to_string(),
+        Err(e) => {
+            let mut r = Response::new(full(e.to_string()));
+            *r.status_mut() = http::StatusCode::from_u16(e.status()).unwrap();
+            return r;
+        }
+    };
+    if path == "/admin" {
+        return Response::new(full("admin"));
+    }
+    let identity = info
+        .identity
+        .as_ref()
+        .map(|i| {
+            format!(
+                "{}@{}",
+                i.subject.as_ref().map(|s| s.as_str()).unwrap_or("-"),
+                i.court.as_ref().map(|c| c.as_str()).unwrap_or("-")
+            )
+        })
+        .unwrap_or_else(|| "-".into());
+    Response::new(full(format!(
+        "proto={} path={path} identity={identity} body={body}",
+        info.protocol.as_str()
+    )))
+}
+
+pub fn options() -> ServerOptions {
+    ServerOptions::new(HostSet::new([HOST, OTHER]))
+}
+
+pub async fn start(
+    pki: &Pki,
+    auth: ClientAuth,
+    options: ServerOptions,
+) -> (ServerHandle, ReloadableServerConfig) {
+    let tls = pki.server_config(auth);
+    let server = serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(tls.clone()),
+        options,
+        handler,
+    )
+    .await
+    .unwrap();
+    (server, tls)
+}
+
+pub type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection with SNI `sni` and ALPN http/1.1.
+pub async fn raw_connect(pki: &Pki, addr: SocketAddr, sni: &str) -> Tls {
+    let cfg = Arc::new(pki.client_config(false, &[b"http/1.1"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Writes `bytes` on a fresh connection and reads until the server closes it.
+pub async fn raw(pki: &Pki, addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = raw_connect(pki, addr, HOST).await;
+    // The server may close before reading everything it was sent (a refused head).
+    let _ = s.write_all(bytes).await;
+    read_to_close(&mut s).await
+}
+
+pub async fn read_to_close(s: &mut Tls) -> String {
+    let mut out = Vec::new();
+    // A guard against a hung test, not a timing assertion.
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Status codes of every response in a raw HTTP/1.1 transcript.
+pub fn statuses(transcript: &str) -> Vec<u16> {
+    transcript
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .filter_map(|s| s.get(..3)?.parse().ok())
+        .collect()
+}

@@ -1,0 +1,475 @@
+//! Real clients against the listener: reqwest over HTTP/1.1 and HTTP/2, quinn + h3, curl and
+//! openssl s_client; client-certificate identities, Alt-Svc, certificate reload with a live
+//! connection, rate limits, the admin listener, the control socket and graceful shutdown.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use common::*;
+use tianping_certs::ClientAuth;
+use tianping_core::{ManualClock, UnixTime};
+use tianping_net::{Rate, control_request, full, serve_admin, serve_control};
+use tokio::io::AsyncWriteExt;
+
+fn reqwest_client(pki: &Pki, addr: SocketAddr, cert: bool, alpn: &[&[u8]]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(pki.client_config(cert, alpn))
+        .resolve(HOST, addr)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reqwest_http1_and_http2_with_identities_and_alt_svc() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::Optional, options()).await;
+    let addr = server.local_addr();
+    let url = format!("https://{HOST}:{}/a/./b?q=1", addr.port());
+
+    let r = reqwest_client(&pki, addr, false, &[b"http/1.1"])
+        .post(&url)
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_11);
+    assert_eq!(
+        r.headers()["alt-svc"],
+        format!("h3=\":{}\"; ma=86400", addr.port())
+    );
+    assert_eq!(
+        r.text().await.unwrap(),
+        "proto=http1 path=/a/b identity=- body=5"
+    );
+
+    let r = reqwest_client(&pki, addr, true, &[b"h2", b"http/1.1"])
+        .post(&url)
+        .body("hello!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert!(r.headers().contains_key("alt-svc"));
+    assert_eq!(
+        r.text().await.unwrap(),
+        "proto=http2 path=/a/b identity=u-1001@bj.01 body=6"
+    );
+
+    // HTTP/2 with a wrong :authority for the connection's SNI.
+    let r = reqwest::Client::builder()
+        .use_preconfigured_tls(pki.client_config(false, &[b"h2"]))
+        .resolve(OTHER, addr)
+        .build()
+        .unwrap()
+        .get(format!("https://{OTHER}:{}/", addr.port()))
+        .header("host", HOST)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 421 || r.status() == 400, "{}", r.status());
+
+    // A body over the limit is refused.
+    server.shutdown().await;
+    let mut opts = options();
+    opts.limits.head.max_body = 10;
+    let (server, _) = start(&pki, ClientAuth::Optional, opts).await;
+    let url = format!("https://{HOST}:{}/", server.local_addr().port());
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let r = reqwest_client(&pki, server.local_addr(), false, &[alpn])
+            .post(&url)
+            .body("x".repeat(11))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{alpn:?}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn required_client_certificates() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::Required, options()).await;
+    let addr = server.local_addr();
+    let url = format!("https://{HOST}:{}/", addr.port());
+    assert!(
+        reqwest_client(&pki, addr, false, &[b"http/1.1"])
+            .get(&url)
+            .send()
+            .await
+            .is_err()
+    );
+    let r = reqwest_client(&pki, addr, true, &[b"http/1.1"])
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "proto=http1 path=/ identity=u-1001@bj.01 body=0"
+    );
+    server.shutdown().await;
+}
+
+async fn h3_get(pki: &Pki, addr: SocketAddr, path: &str, cert: bool) -> (u16, String) {
+    let mut tls = pki.client_config(cert, &[b"h3"]);
+    tls.enable_early_data = false;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let req = http::Request::get(format!("https://{HOST}{path}"))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    drop(send);
+    drive.abort();
+    ep.close(0u32.into(), b"done");
+    (resp.status().as_u16(), String::from_utf8(body).unwrap())
+}
+
+#[tokio::test]
+async fn http3_with_quinn_and_h3() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::Optional, options()).await;
+    let addr = server.local_addr();
+    let (status, body) = h3_get(&pki, addr, "/x//y/../z", true).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "proto=http3 path=/x/z identity=u-1001@bj.01 body=3");
+    let (status, _) = h3_get(&pki, addr, "/admin%2F", false).await;
+    assert_eq!(status, 400);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn reload_swaps_the_certificate_and_keeps_live_connections() {
+    let pki = Pki::new();
+    let (server, tls) = start(&pki, ClientAuth::None, options()).await;
+    let addr = server.local_addr();
+    // A live keep-alive connection on the first certificate.
+    let mut live = raw_connect(&pki, addr, HOST).await;
+    let first = live.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    live.write_all(format!("GET /one HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+
+    let second = pki.issue_server("server-2");
+    assert_ne!(first, second);
+    tls.reload().unwrap();
+    server.reload().unwrap();
+
+    let fresh = raw_connect(&pki, addr, HOST).await;
+    assert_eq!(
+        fresh.get_ref().1.peer_certificates().unwrap()[0].to_vec(),
+        second
+    );
+    // HTTP/3 picks up the new certificate too.
+    let (status, _) = h3_get(&pki, addr, "/", false).await;
+    assert_eq!(status, 200);
+
+    live.write_all(
+        format!("GET /two HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let out = read_to_close(&mut live).await;
+    assert_eq!(statuses(&out), vec![200, 200], "{out}");
+    assert!(out.contains("path=/two"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn curl_and_openssl() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::Optional, options()).await;
+    let port = server.local_addr().port();
+    let ca = pki.path("trust.pem");
+    std::fs::write(pki.path("client.pem"), &pki.client_chain).unwrap();
+    std::fs::write(pki.path("client.key"), &pki.client_key).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(&ca)
+        .arg("--resolve")
+        .arg(format!("{HOST}:{port}:127.0.0.1"))
+        .arg("--cert")
+        .arg(pki.path("client.pem"))
+        .arg("--key")
+        .arg(pki.path("client.key"))
+        .args(["-w", " %{http_version}", "-d", "abcd"])
+        .arg(format!("https://{HOST}:{port}/c/../curl"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "proto=http2 path=/curl identity=u-1001@bj.01 body=4 2"
+    );
+
+    // curl --path-as-is sends the dot segments raw; the server normalizes or refuses.
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "--path-as-is",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg("--resolve")
+        .arg(format!("{HOST}:{port}:127.0.0.1"))
+        .arg(format!("https://{HOST}:{port}/../admin"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
+
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-tls1_3", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", HOST, "-CAfile"])
+        .arg(&ca)
+        .args(["-verify_return_error", "-alpn", "http/1.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            format!("GET /ossl HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    drop(stdin);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("HTTP/1.1 200"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("path=/ossl"));
+
+    // TLS 1.2 is not offered by default.
+    let out = tokio::process::Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", HOST])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let pki = Pki::new();
+    let clock = ManualClock::new(UnixTime::from_secs(1_000));
+    let mut opts = options();
+    opts.rate_per_addr = Some(Rate {
+        per_second: 1,
+        burst: 2,
+    });
+    opts.clock = Arc::new(clock.clone());
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let addr = server.local_addr();
+    let c = reqwest_client(&pki, addr, false, &[b"h2"]);
+    let url = format!("https://{HOST}:{}/", addr.port());
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(server.metrics().refusals("rate"), 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_listener_serves_health_and_metrics() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    let addr = server.local_addr();
+    let c = reqwest_client(&pki, addr, false, &[b"http/1.1"]);
+    c.get(format!("https://{HOST}:{}/", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    c.get(format!("https://{HOST}:{}/%2561", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    let admin = serve_admin("127.0.0.1:0".parse().unwrap(), vec![server.metrics()])
+        .await
+        .unwrap();
+    assert!(
+        serve_admin("0.0.0.0:0".parse().unwrap(), vec![])
+            .await
+            .is_err()
+    );
+    let plain = reqwest::Client::new();
+    let base = format!("http://{}", admin.local_addr());
+    assert_eq!(
+        plain
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok\n"
+    );
+    let m = plain
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("tianping_http_requests_total{protocol=\"http1\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tianping_refusals_total{reason=\"path\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tianping_tls_handshakes_total{result=\"ok\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tianping_http_request_duration_seconds_count 2"),
+        "{m}"
+    );
+    admin.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let pki = Pki::new();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let release = Arc::new(tokio::sync::Mutex::new(Some(release_rx)));
+    let tls = pki.server_config(ClientAuth::None);
+    let handler = move |_req: http::Request<tianping_net::Body>| {
+        let (started, release) = (started.clone(), release.clone());
+        async move {
+            if let Some(tx) = started.lock().unwrap().take() {
+                tx.send(()).unwrap();
+            }
+            if let Some(rx) = release.lock().await.take() {
+                rx.await.unwrap();
+            }
+            http::Response::new(full("finished"))
+        }
+    };
+    let server = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(tls),
+        options(),
+        handler,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let c = reqwest_client(&pki, addr, false, &[b"http/1.1"]);
+    let req = tokio::spawn(c.get(format!("https://{HOST}:{}/", addr.port())).send());
+    started_rx.await.unwrap();
+    let shutdown = tokio::spawn(server.shutdown());
+    release_tx.send(()).unwrap();
+    let resp = req.await.unwrap().unwrap();
+    assert_eq!(resp.text().await.unwrap(), "finished");
+    shutdown.await.unwrap();
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn control_socket_checks_mode_and_answers() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a-gateway.sock");
+    let handler = |req: http::Request<tianping_net::Body>| async move {
+        let info = req
+            .extensions()
+            .get::<tianping_net::ConnInfo>()
+            .cloned()
+            .unwrap();
+        let path = req.uri().path().to_string();
+        let body = req.into_body().bytes().await.unwrap();
+        http::Response::new(full(format!(
+            "{} {path} {} uid={}",
+            info.protocol.as_str(),
+            body.len(),
+            info.peer_uid.is_some()
+        )))
+    };
+    let ctl = serve_control(&path, &[], handler).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (status, body) = control_request(&path, "POST", "/users/../users", "abc")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "control /users 3 uid=true");
+    let (status, _) = control_request(&path, "GET", "/a%2Fb", "").await.unwrap();
+    assert_eq!(status, 400);
+    ctl.shutdown().await;
+    assert!(!path.exists());
+
+    // A socket allowing only another uid refuses this process.
+    let ctl = serve_control(
+        &path,
+        &[4_000_000_000],
+        |_req: http::Request<tianping_net::Body>| async { http::Response::new(full("no")) },
+    )
+    .await
+    .unwrap();
+    assert!(control_request(&path, "GET", "/", "").await.is_err());
+    ctl.shutdown().await;
+}
