@@ -362,7 +362,19 @@ fn append(
 
 fn verify(dir: &Path, key: Option<&str>) -> miette::Result<ExitCode> {
     let key = key.map(read_public_key).transpose()?;
-    let log = open(dir)?;
+    let log = match AuditLog::open(dir) {
+        Ok(log) => log,
+        Err(e @ tianping_audit::StoreError::Storage(_)) => {
+            // `sled` refuses a database whose checksums fail: that is a failed verification.
+            eprintln!("verification FAILED: the store cannot be read: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => {
+            return Err(e)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("opening the log `{}`", dir.display()));
+        }
+    };
     let stored = log.size();
     let mut progress = |done: u64, total: u64| {
         if total >= 100_000 {
