@@ -1,8 +1,4 @@
-//! Placeholder until its crate's parser exists; replaced by the crate's issue.
+//! The strict HTTP/1.1 request-head parser and chunked-body checker of `net`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = data;
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tianping_net::internal::fuzz_http_head(data));
