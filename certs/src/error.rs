@@ -7,7 +7,7 @@ pub enum CertError {
     #[error("the certificate was not issued by a trusted CA{0}")]
     UnknownIssuer(String),
     /// The validation time is after the certificate's `notAfter`.
-    #[error("the certificate expired at {not_after} (checked at {at}, unix seconds)")]
+    #[error("the certificate expired at {} (checked at {})", t(*not_after), t(*at))]
     Expired {
         /// The certificate's `notAfter`, unix seconds.
         not_after: u64,
@@ -15,7 +15,7 @@ pub enum CertError {
         at: u64,
     },
     /// The validation time is before the certificate's `notBefore`.
-    #[error("the certificate is not valid before {not_before} (checked at {at}, unix seconds)")]
+    #[error("the certificate is not valid before {} (checked at {})", t(*not_before), t(*at))]
     NotYetValid {
         /// The certificate's `notBefore`, unix seconds.
         not_before: u64,
@@ -53,6 +53,10 @@ pub enum CertError {
     /// The TLS configuration could not be built.
     #[error("cannot build the tls configuration: {0}")]
     Tls(String),
+}
+
+fn t(unix_secs: u64) -> String {
+    crate::format_time(i64::try_from(unix_secs).unwrap_or(i64::MAX))
 }
 
 impl CertError {

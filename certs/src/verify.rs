@@ -1,6 +1,8 @@
 //! Validating a presented chain against the court's trust bundle and CRLs, then reading its
 //! court identity.
 
+use std::sync::Arc;
+
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 use tianping_core::ZoneName;
@@ -36,6 +38,7 @@ impl From<rustls_pki_types::UnixTime> for VerifyTime {
 #[derive(Debug, Clone)]
 struct TrustedCa {
     der: CertificateDer<'static>,
+    anchor: TrustAnchor<'static>,
     subject_raw: Vec<u8>,
     zone: Option<ZoneName>,
 }
@@ -45,7 +48,7 @@ struct TrustedCa {
 #[derive(Debug, Clone)]
 pub struct TrustStore {
     cas: Vec<TrustedCa>,
-    crls: Vec<OwnedCertRevocationList>,
+    crls: Arc<Vec<CertRevocationList<'static>>>,
     crl_ders: Vec<CertificateRevocationListDer<'static>>,
     zone: Option<ZoneName>,
 }
@@ -76,7 +79,11 @@ impl TrustStore {
             let (_, parsed) = x509_parser::parse_x509_certificate(&der)
                 .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
             let subject_raw = parsed.subject().as_raw().to_vec();
+            let anchor = webpki::anchor_from_trusted_cert(&der)
+                .map_err(|e| from_webpki(&e))?
+                .to_owned();
             cas.push(TrustedCa {
+                anchor,
                 zone: zone_of(&s)?,
                 subject_raw,
                 der,
@@ -99,13 +106,13 @@ impl TrustStore {
             for der in ders {
                 let owned = OwnedCertRevocationList::from_der(&der)
                     .map_err(|e| CertError::malformed(format!("bad crl ({e:?})").to_lowercase()))?;
-                crls.push(owned);
+                crls.push(CertRevocationList::Owned(owned));
                 crl_ders.push(der);
             }
         }
         Ok(Self {
             cas,
-            crls,
+            crls: Arc::new(crls),
             crl_ders,
             zone: None,
         })
@@ -192,21 +199,9 @@ pub fn verify_chain(
         _ => KeyUsage::client_auth(),
     };
     let accepted: Vec<&TrustedCa> = trust.accepted().collect();
-    let anchors = accepted
-        .iter()
-        .map(|c| {
-            webpki::anchor_from_trusted_cert(&c.der)
-                .map(|a| a.to_owned())
-                .map_err(|e| from_webpki(&e))
-        })
-        .collect::<Result<Vec<TrustAnchor<'static>>, _>>()?;
+    let anchors: Vec<TrustAnchor<'static>> = accepted.iter().map(|c| c.anchor.clone()).collect();
     let ee = EndEntityCert::try_from(leaf).map_err(|e| from_webpki(&e))?;
-    let crl_refs: Vec<CertRevocationList<'_>> = trust
-        .crls
-        .iter()
-        .map(|c| CertRevocationList::Owned(c.clone()))
-        .collect();
-    let crl_ptrs: Vec<&CertRevocationList<'_>> = crl_refs.iter().collect();
+    let crl_ptrs: Vec<&CertRevocationList<'_>> = trust.crls.iter().collect();
     let revocation = RevocationOptionsBuilder::new(&crl_ptrs).ok().map(|b| {
         b.with_depth(RevocationCheckDepth::EndEntity)
             .with_status_policy(UnknownStatusPolicy::Allow)

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use rustls::pki_types::ServerName;
 use tempfile::TempDir;
 use tianping_certs::{
-    CertError, CertKind, ClientAuth, CourtIdentity, LeafRequest, Pki, PkiInit,
+    CertError, CertKind, ClientAuth, CourtIdentity, KeyAlg, LeafRequest, Pki, PkiInit,
     ReloadableServerConfig, RevokeReason, ServerTlsBuilder, client_config, identity_of,
 };
 use tianping_core::{UnixTime, ZoneName};
@@ -58,7 +58,12 @@ impl Env {
     }
 
     fn server_cert(&self, name: &str) -> (PathBuf, PathBuf) {
+        self.server_cert_with(name, KeyAlg::EcP256)
+    }
+
+    fn server_cert_with(&self, name: &str, key: KeyAlg) -> (PathBuf, PathBuf) {
         let mut req = LeafRequest::new(CertKind::Server, name);
+        req.key = key;
         req.dns = vec![HOST.into()];
         req.ips = vec!["127.0.0.1".parse().unwrap()];
         self.issue("private", &req, now(), name)
@@ -285,7 +290,8 @@ fn leaf_fp(path: &Path) -> [u8; 32] {
 async fn reload_swaps_the_certificate_and_keeps_the_old_on_error() {
     let e = env();
     let live = e.server_cert("live");
-    let next = e.server_cert("next");
+    // The next certificate has an Ed25519 key: rustls serves it as well.
+    let next = e.server_cert_with("next", KeyAlg::Ed25519);
     let srv = ServerTlsBuilder::new(&live.0, &live.1).build().unwrap();
     let first = connect(&srv, e.client(None)).await.client_saw.unwrap();
     assert_eq!(first, leaf_fp(&live.0));
