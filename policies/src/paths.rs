@@ -71,7 +71,7 @@ pub(crate) fn covers(a: &[Seg], b: &[Seg]) -> bool {
 
 /// Whether the pattern has a `{court}` segment.
 pub(crate) fn has_court(p: &[Seg]) -> bool {
-    p.iter().any(|s| *s == Seg::Court)
+    p.contains(&Seg::Court)
 }
 
 /// A node of the segment trie; route ids in each list are ascending (policy order).
