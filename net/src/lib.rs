@@ -1,20 +1,57 @@
 //! tianping-net: the hardened server every Tianping listener is built from.
 //!
 //! Each zone's gateway and IdP face people and programs Tianping does not control, so the
-//! hardening lives here, once: TLS 1.3 over TCP (HTTP/1.1 and HTTP/2 by ALPN) and HTTP/3 over QUIC on
-//! the same port number, strict request framing ([`parse_head`], checked before hyper sees a byte),
-//! one path normalization ([`normalize_path`]), SNI/`Host` checks ([`HostSet`]), client-certificate
-//! identities handed to the application, per-address and per-identity rate limits ([`RateLimiter`]),
-//! limits and timeouts with strict defaults, the local control socket, and an admin listener with
-//! `/healthz` and `/metrics`.
+//! hardening lives here, once, and is tested once:
+//!
+//! - [`serve_tls`]: TLS 1.3 over TCP (HTTP/1.1 and HTTP/2 chosen by ALPN; TLS 1.2 with ECDHE+AEAD
+//!   only where the [`TlsSource`] offers it) and HTTP/3 over QUIC on the same port number, advertised
+//!   with `Alt-Svc`. The TLS configuration is read from a [`TlsSource`] per accepted connection
+//!   (`tianping_certs::ReloadableServerConfig` is one), so a reload never drops live connections;
+//!   [`ServerHandle::reload`] applies it to QUIC.
+//! - The application is a [`Handler`]: `Fn(Request<Body>) -> impl Future<Output =
+//!   Response<ResponseBody>>`. Each request carries a [`ConnInfo`] (peer address, protocol, SNI,
+//!   client certificate and the court identity read from it) and the [`NormalizedPath`] as
+//!   extensions; its URI path is already normalized. The [`Body`] streams with the size limit and
+//!   idle timeout enforced; the server never buffers it whole.
+//! - [`serve_control`] / [`control_request`]: the local control socket (HTTP/1.1 over a Unix socket,
+//!   mode 0600, peer uid checked) with the same handler interface.
+//! - [`serve_admin`]: `/healthz` and Prometheus `/metrics` on loopback.
+//!
+//! # Threat model and defaults
+//!
+//! - **Request smuggling** (two readers framing one byte stream differently): every HTTP/1.1 head on
+//!   a connection, the first and each keep-alive one, is checked by [`parse_head`] before hyper sees
+//!   it, and chunked bodies by [`ChunkedChecker`] as they stream. Refused with 400 and the connection
+//!   closed: `Content-Length` with `Transfer-Encoding`, a malformed (`+3`, `3 ,3`) or repeated
+//!   `Content-Length`, any coding but exactly one `chunked`, whitespace before a colon, obs-fold, bare
+//!   CR or LF, control bytes, bad or overflowing chunk sizes. 414 for a request line over 8 KiB, 431
+//!   for more than 100 headers or a head over 32 KiB, 413 for a body over 8 MiB ([`HeadLimits`]).
+//! - **Path confusion** (the proxy checks `/public/..%2Fadmin`, the backend serves `/admin`):
+//!   [`normalize_path`] is the only reading of a path; it decodes unreserved bytes once, resolves dot
+//!   segments, collapses slashes, and refuses encoded slashes, `%25`, backslashes, `;` parameters,
+//!   fragments, control bytes and paths above the root. The handler and anything forwarded see only
+//!   its output.
+//! - **Virtual-host confusion**: SNI, `Host` and `:authority` must name a host of the listener's
+//!   [`HostSet`] and agree with each other; otherwise 421.
+//! - **Resource exhaustion**: handshake timeout 10 s, header read / keep-alive timeout 10 s
+//!   (slowloris), body idle timeout 30 s, 256 connections per address and 10,000 in all, HTTP/2 and
+//!   HTTP/3 at 100 concurrent streams, a 32 KiB header list (bounds CONTINUATION floods), HTTP/2
+//!   rapid reset (CVE-2023-44487) and "made you reset" (CVE-2025-8671) ended by GOAWAY after 20
+//!   streams, QUIC with Retry address validation, no 0-RTT (replayable), 30 s idle timeout, bounded
+//!   windows and no migration. Per-address and per-identity token buckets ([`RateLimiter`]) answer
+//!   429 with `Retry-After`. Every limit is a field of [`Limits`] with its reason.
+//! - **Secrets in logs**: the access log (`tracing` target `tianping_net::access`) records method,
+//!   path, status, protocol, peer, identity name and duration; never headers, cookies or tokens.
 //!
 //! The parts that read outside bytes — the head and chunk parser, the path normalizer, the host
 //! check, the token bucket — are I/O-free and compile without the `server` feature (the fuzz build).
 //!
 //! ```
-//! use tianping_net::{normalize_path, PathError};
+//! use tianping_net::{HeadError, HeadLimits, PathError, normalize_path, parse_head};
 //! assert_eq!(normalize_path("/a/../%61dmin?x=1").unwrap().path(), "/admin");
 //! assert_eq!(normalize_path("/admin%2F"), Err(PathError::EncodedSlash));
+//! let smuggle = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
+//! assert_eq!(parse_head(smuggle, &HeadLimits::default()), Err(HeadError::DuplicateLength));
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

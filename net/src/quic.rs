@@ -9,7 +9,7 @@ use h3::server::RequestStream;
 use http_body_util::BodyExt;
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::body::{Body, Source};
 use crate::config::Limits;
@@ -22,6 +22,7 @@ pub(crate) struct QuicSide {
     source: Arc<dyn TlsSource>,
     limits: Limits,
     task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
 }
 
 fn quinn_config(source: &dyn TlsSource, limits: &Limits) -> Result<quinn::ServerConfig, NetError> {
@@ -57,12 +58,14 @@ impl QuicSide {
         let config = quinn_config(source.as_ref(), &limits)?;
         let endpoint =
             Endpoint::server(config, addr).map_err(io_err(format!("bind udp `{addr}`")))?;
-        let task = tokio::spawn(accept_loop(endpoint.clone(), shared));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(endpoint.clone(), shared, stop_rx));
         Ok(Self {
             endpoint,
             source,
             limits,
             task,
+            stop,
         })
     }
 
@@ -72,16 +75,28 @@ impl QuicSide {
         Ok(())
     }
 
+    /// Stops accepting connections, sends GOAWAY on live ones, waits for their in-flight
+    /// requests, then closes the endpoint.
     pub(crate) async fn shutdown(self) {
-        self.task.abort();
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
         self.endpoint.close(VarInt::from_u32(0x100), b"shutdown"); // H3_NO_ERROR
         self.endpoint.wait_idle().await;
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
+async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let counter = Arc::new(ConnCounter::default());
-    while let Some(incoming) = endpoint.accept().await {
+    // Each connection and request task holds a sender; all dropped means all finished.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        let incoming = tokio::select! {
+            _ = stop.changed() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
         let limits = &shared.options.limits;
         if limits.quic_retry && !incoming.remote_address_validated() {
             // Address validation: a Retry costs the server no state.
@@ -99,7 +114,7 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
             continue;
         };
         shared.metrics.connection();
-        let shared = shared.clone();
+        let (shared, alive, stop) = (shared.clone(), alive_tx.clone(), stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let Ok(conn) = incoming.accept() else { return };
@@ -128,21 +143,40 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>) {
                 })
                 .and_then(|v| v.first().cloned());
             let info = Arc::new(info.with_cert(leaf));
-            serve_h3(conn, shared, info).await;
+            serve_h3(conn, shared, info, alive, stop).await;
         });
     }
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
 }
 
-async fn serve_h3(conn: quinn::Connection, shared: Arc<Shared>, info: Arc<ConnInfo>) {
+async fn serve_h3(
+    conn: quinn::Connection,
+    shared: Arc<Shared>,
+    info: Arc<ConnInfo>,
+    alive: mpsc::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) {
     let limits = &shared.options.limits;
     let built = h3::server::builder()
         .max_field_section_size(u64::from(limits.max_header_list_size))
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await;
     let Ok(mut h3c) = built else { return };
-    while let Ok(Some(resolver)) = h3c.accept().await {
-        let (shared, info) = (shared.clone(), info.clone());
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => {
+                // GOAWAY: no new requests; requests already accepted hold their streams (and so
+                // the connection) until answered.
+                let _ = h3c.shutdown(0).await;
+                break;
+            }
+            a = h3c.accept() => a,
+        };
+        let Ok(Some(resolver)) = accepted else { break };
+        let (shared, info, alive) = (shared.clone(), info.clone(), alive.clone());
         tokio::spawn(async move {
+            let _alive = alive;
             let Ok((req, stream)) = resolver.resolve_request().await else {
                 return;
             };

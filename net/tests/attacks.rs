@@ -340,3 +340,79 @@ async fn http2_rapid_reset_flood_ends_in_goaway_while_others_are_served() {
     assert!(resp.text().await.unwrap().contains("path=/after"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn http2_continuation_flood_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    let addr = server.local_addr();
+    let cfg = Arc::new(pki.client_config(false, &[b"h2"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    // HEADERS without END_HEADERS, then CONTINUATION frames of 16 KiB literal headers, endlessly.
+    let writer = tokio::spawn(async move {
+        let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
+        block.extend_from_slice(HOST.as_bytes());
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(frame(4, 0, 0, &[]));
+        out.extend(frame(1, 0x1, 1, &block));
+        // Literal header without indexing, new name `x` (1 byte), value of 16,000 bytes.
+        let mut lit = vec![0x00, 0x01, b'x', 0x7f];
+        let mut n = 16_000u32 - 127;
+        while n >= 128 {
+            lit.push((n % 128) as u8 | 0x80);
+            n /= 128;
+        }
+        lit.push(n as u8);
+        lit.extend(std::iter::repeat_n(b'a', 16_000));
+        let mut frames = 0u32;
+        for _ in 0..2_000 {
+            out.extend(frame(9, 0, 1, &lit));
+            frames += 1;
+            if wr.write_all(&out).await.is_err() {
+                break;
+            }
+            out.clear();
+        }
+        frames
+    });
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let mut answer = None;
+    'read: loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            match buf[3] {
+                1 => panic!("the server answered a flooded header block"),
+                3 | 7 => {
+                    answer = Some(buf[3]);
+                    break 'read;
+                }
+                _ => {}
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    let frames = writer.await.unwrap();
+    // The server resets the stream or the connection long before 32 MB of headers.
+    assert!(
+        answer.is_some() || frames < 2_000,
+        "no answer after {frames} frames"
+    );
+    server.shutdown().await;
+}

@@ -1,10 +1,18 @@
 //! Replays the checked-in fuzz corpora of this crate's targets on stable.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
 
 use std::path::Path;
 
 fn replay(target: &str, f: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -21,7 +29,10 @@ fn http_head_corpus() {
 
 #[test]
 fn path_normalize_corpus() {
-    replay("path_normalize", tianping_net::internal::fuzz_path_normalize);
+    replay(
+        "path_normalize",
+        tianping_net::internal::fuzz_path_normalize,
+    );
 }
 
 #[test]

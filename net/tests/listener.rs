@@ -473,3 +473,122 @@ async fn control_socket_checks_mode_and_answers() {
     assert!(control_request(&path, "GET", "/", "").await.is_err());
     ctl.shutdown().await;
 }
+
+#[tokio::test]
+async fn identity_rate_limit_and_connection_limit() {
+    let pki = Pki::new();
+    let clock = ManualClock::new(UnixTime::from_secs(1_000));
+    let mut opts = options();
+    opts.rate_per_identity = Some(Rate {
+        per_second: 1,
+        burst: 1,
+    });
+    opts.clock = Arc::new(clock.clone());
+    let (server, _) = start(&pki, ClientAuth::Optional, opts).await;
+    let addr = server.local_addr();
+    let url = format!("https://{HOST}:{}/", addr.port());
+    let judge = reqwest_client(&pki, addr, true, &[b"h2"]);
+    assert_eq!(judge.get(&url).send().await.unwrap().status(), 200);
+    let r = judge.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // Without a certificate there is no identity to limit.
+    let anon = reqwest_client(&pki, addr, false, &[b"h2"]);
+    for _ in 0..3 {
+        assert_eq!(anon.get(&url).send().await.unwrap().status(), 200);
+    }
+    server.shutdown().await;
+
+    let mut opts = options();
+    opts.limits.max_connections_per_addr = 1;
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let addr = server.local_addr();
+    let mut first = raw_connect(&pki, addr, HOST).await;
+    let cfg = Arc::new(pki.client_config(false, &[b"http/1.1"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+    assert!(
+        tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .is_err()
+    );
+    assert_eq!(server.metrics().refusals("connection_limit"), 1);
+    first
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(statuses(&read_to_close(&mut first).await), vec![200]);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_body_is_cut_off() {
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.body_idle_timeout = Duration::from_millis(200);
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let mut s = raw_connect(&pki, server.local_addr(), HOST).await;
+    s.write_all(
+        format!("POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 10\r\n\r\nab").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let out = read_to_close(&mut s).await;
+    assert_eq!(statuses(&out), vec![408], "{out}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls12_only_where_configured_and_only_aead() {
+    let pki = Pki::new();
+    let tls = tianping_certs::ServerTlsBuilder::new(pki.path("tls.pem"), pki.path("tls.key"))
+        .tls12(true)
+        .build()
+        .unwrap();
+    let server = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(tls),
+        options(),
+        handler,
+    )
+    .await
+    .unwrap();
+    let port = server.local_addr().port();
+    let s_client = |extra: &'static [&'static str]| {
+        let mut c = tokio::process::Command::new("openssl");
+        c.args(["s_client", "-quiet", "-tls1_2", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-servername", HOST])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let mut child = s_client(&[]).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            format!("GET /t12 HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    drop(stdin);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("path=/t12"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A CBC suite is never negotiated.
+    let out = s_client(&["-cipher", "ECDHE-ECDSA-AES128-SHA256"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    server.shutdown().await;
+}

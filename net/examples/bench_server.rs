@@ -1,0 +1,50 @@
+//! The benchmark server: the listener with default limits answering every request with the same
+//! 100-byte body as the nginx baseline. Usage: `bench_server CERT KEY PORT [ADMIN_PORT]`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a benchmark tool fails loudly"
+)]
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tianping_certs::ServerTlsBuilder;
+use tianping_net::{Body, HostSet, ResponseBody, ServerOptions, full, serve_admin, serve_tls};
+
+const BODY: &[u8; 100] = b"tianping-bench-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ab\n";
+
+async fn handler(_req: Request<Body>) -> Response<ResponseBody> {
+    Response::new(full(&BODY[..]))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (cert, key, port) = (&args[1], &args[2], args[3].parse::<u16>().unwrap());
+    let tls = ServerTlsBuilder::new(cert, key).build().unwrap();
+    let mut options = ServerOptions::new(HostSet::new(["localhost", "127.0.0.1"]));
+    // The load clients open 64 connections and many handshakes from one address.
+    options.limits.max_connections_per_addr = 100_000;
+    let server = serve_tls(
+        ([127, 0, 0, 1], port).into(),
+        Arc::new(tls),
+        options,
+        handler,
+    )
+    .await
+    .unwrap();
+    if let Some(p) = args.get(4) {
+        let admin = serve_admin(
+            ([127, 0, 0, 1], p.parse().unwrap()).into(),
+            vec![server.metrics()],
+        )
+        .await
+        .unwrap();
+        std::mem::forget(admin);
+    }
+    println!("listening on {}", server.local_addr());
+    tokio::signal::ctrl_c().await.unwrap();
+    server.shutdown().await;
+}
