@@ -41,6 +41,8 @@ struct TrustedCa {
     anchor: TrustAnchor<'static>,
     subject_raw: Vec<u8>,
     zone: Option<ZoneName>,
+    not_before: i64,
+    not_after: i64,
 }
 
 /// The court's trust bundle (root and zone CAs, from `trust.pem`) and the zones' CRLs,
@@ -84,6 +86,8 @@ impl TrustStore {
                 .to_owned();
             cas.push(TrustedCa {
                 anchor,
+                not_before: s.not_before,
+                not_after: s.not_after,
                 zone: zone_of(&s)?,
                 subject_raw,
                 der,
@@ -234,13 +238,29 @@ pub fn verify_chain(
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
     let issuer = parsed.issuer().as_raw();
-    let issued_by_own_zone = accepted
+    let ca = accepted
         .iter()
-        .any(|c| c.subject_raw == issuer && c.zone.as_ref() == Some(&identity.zone));
-    if !issued_by_own_zone {
+        .find(|c| c.subject_raw == issuer && c.zone.as_ref() == Some(&identity.zone))
+        .ok_or_else(|| {
+            CertError::UnknownIssuer(format!(
+                ": names zone `{}` but was not issued by that zone's CA",
+                identity.zone
+            ))
+        })?;
+    // Trust anchors carry no validity of their own in webpki; the zone CA's is checked here.
+    let at = i64::try_from(now.0).unwrap_or(i64::MAX);
+    if at > ca.not_after {
         return Err(CertError::UnknownIssuer(format!(
-            ": names zone `{}` but was not issued by that zone's CA",
-            identity.zone
+            ": the `{}` zone CA expired at {}",
+            identity.zone,
+            crate::format_time(ca.not_after)
+        )));
+    }
+    if at < ca.not_before {
+        return Err(CertError::UnknownIssuer(format!(
+            ": the `{}` zone CA is not valid before {}",
+            identity.zone,
+            crate::format_time(ca.not_before)
         )));
     }
     let kind_fits = match usage {

@@ -403,3 +403,26 @@ proptest! {
         tianping_certs::internal::fuzz_cert_identity(&d);
     }
 }
+
+#[test]
+fn an_expired_zone_ca_fails_its_leaves() {
+    let f = fixture();
+    // rcgen's default validity runs to 4096, past the zone CA's ten years.
+    let leaf = raw_leaf(
+        &f,
+        vec![
+            urn("urn:tianping:zone:private"),
+            urn("urn:tianping:kind:device"),
+        ],
+    );
+    let ca = certs_from_pem(f.private.cert_pem().as_bytes()).unwrap();
+    let chain = vec![CertificateDer::from(leaf), ca[0].clone()];
+    assert!(verify_client(&chain, &f.trust(&[]), UnixTime::from_secs(T0 + DAY)).is_ok());
+    let err = verify_client(
+        &chain,
+        &f.trust(&[]),
+        UnixTime::from_secs(T0 + 11 * 365 * DAY),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("zone CA expired"), "{err}");
+}
