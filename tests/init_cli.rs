@@ -88,8 +88,8 @@ fn init_makes_the_whole_layout() {
             let s = summarize(&chain[0]).unwrap();
             assert!(s.ips.contains(&"127.0.0.1".parse().unwrap()), "{s:?}");
             match c {
-                Component::Gateway => assert_eq!(s.dns, [zl.gateway_host.clone()]),
-                Component::Idp => assert_eq!(s.dns, [zl.idp_host.clone()]),
+                Component::Gateway => assert_eq!(s.dns, std::slice::from_ref(&zl.gateway_host)),
+                Component::Idp => assert_eq!(s.dns, std::slice::from_ref(&zl.idp_host)),
                 _ => {}
             }
             leaves += 1;
