@@ -372,6 +372,59 @@ fn layout_modes_and_offline_root_key() {
     assert!(stderr(&again).contains("already exists"));
     assert_eq!(std::fs::read(pki.join("trust.pem")).unwrap(), before);
 
+    // A new zone needs the offline root key, and then issues like the others.
+    let out = tianping(&["certs", "add-zone", "--dir", s(&pki), "--zone", "archive"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not here"), "{}", stderr(&out));
+    ok(&[
+        "certs",
+        "add-zone",
+        "--dir",
+        s(&pki),
+        "--zone",
+        "archive",
+        "--root-key",
+        s(&offline),
+    ]);
+    let trust = std::fs::read(pki.join("trust.pem")).unwrap();
+    assert_eq!(certs_from_pem(&trust).unwrap().len(), 7);
+    let arch = tmp.path().join("arch");
+    ok(&[
+        "certs",
+        "issue",
+        "--dir",
+        s(&pki),
+        "--zone",
+        "archive",
+        "--kind",
+        "device",
+        "--name",
+        "scanner",
+        "--out",
+        s(&arch),
+    ]);
+    let arch_pem = tmp.path().join("arch.pem");
+    let inspected = tianping(&["certs", "inspect", s(&arch_pem), "--dir", s(&pki)]);
+    assert_eq!(
+        inspected.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&inspected.stdout)
+    );
+    let again = tianping(&[
+        "certs",
+        "add-zone",
+        "--dir",
+        s(&pki),
+        "--zone",
+        "archive",
+        "--root-key",
+        s(&offline),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(stderr(&again).contains("already has a CA"));
+    assert_eq!(std::fs::read(pki.join("trust.pem")).unwrap(), trust);
+
     let leaf = tmp.path().join("dev");
     ok(&[
         "certs",

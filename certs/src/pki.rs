@@ -232,6 +232,53 @@ impl Pki {
         zones
     }
 
+    /// Adds a CA for a new `zone`, signed by the root (whose key, PKCS#8 PEM, is only needed
+    /// here), and appends it to the trust bundle. Refuses a zone that already has a CA.
+    pub fn add_zone(
+        &self,
+        zone: &ZoneName,
+        root_key_pem: &str,
+        key: KeyAlg,
+        now: UnixTime,
+    ) -> Result<(), CertError> {
+        let dir = self.zone_dir(zone);
+        if dir.exists() {
+            return Err(CertError::Invalid(format!(
+                "zone `{zone}` already has a CA; nothing was changed"
+            )));
+        }
+        let root_pem = read_text(&self.root_cert_path())?;
+        let root = CaCert::from_pem(&root_pem, root_key_pem)?;
+        let org = root_org(&root_pem).unwrap_or_else(|| PkiInit::default().org);
+        let ca = root.new_zone(zone, &org, key, now)?;
+        let tmp = self
+            .dir
+            .join("zones")
+            .join(format!(".{zone}.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let made = (|| {
+            mkdir(&tmp)?;
+            write_public(&tmp.join("ca.pem"), ca.cert_pem().as_bytes())?;
+            write_private(&tmp.join("ca.key"), ca.key_pem().expose().as_bytes())?;
+            write_public(&tmp.join("revoked.txt"), b"")?;
+            write_public(
+                &tmp.join("crl.pem"),
+                ca.crl(&[], now, DEFAULT_CRL_DAYS)?.as_bytes(),
+            )?;
+            fs::rename(&tmp, &dir).map_err(|e| CertError::io("create", &dir, &e))
+        })();
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+            return made;
+        }
+        let mut trust = read_text(&self.trust_pem_path())?;
+        if !trust.ends_with('\n') {
+            trust.push('\n');
+        }
+        trust.push_str(ca.cert_pem());
+        replace(&self.trust_pem_path(), trust.as_bytes())
+    }
+
     /// The CA of `zone`, with its key.
     pub fn zone_ca(&self, zone: &ZoneName) -> Result<CaCert, CertError> {
         let cert_path = self.zone_ca_path(zone);
@@ -388,6 +435,20 @@ impl Pki {
         }
         Ok((pem, key))
     }
+}
+
+/// The organization named in the root certificate.
+fn root_org(root_pem: &str) -> Option<String> {
+    let der = certs_from_pem(root_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.first()?).ok()?;
+    let org = cert
+        .subject()
+        .iter_organization()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(org)
 }
 
 fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {

@@ -18,6 +18,8 @@ use tianping_core::{CourtCode, DataDir, Role, SubjectId, UnixTime, ZoneName};
 pub(crate) enum CertsCmd {
     /// Create the root CA, a CA for each zone and the trust bundle in a new folder.
     Init(InitArgs),
+    /// Add a CA for a new zone (needs the root key, which may be kept offline).
+    AddZone(AddZoneArgs),
     /// Issue a server, client (person), device or node certificate from a zone's CA.
     Issue(IssueArgs),
     /// Record a certificate's revocation in its zone and refresh the zone's CRL.
@@ -54,6 +56,22 @@ pub(crate) struct InitArgs {
     #[arg(long, value_name = "FILE")]
     root_key: Option<PathBuf>,
     /// The CAs' key algorithm.
+    #[arg(long, default_value = "ec-p256", value_name = "ALG")]
+    key: KeyAlg,
+}
+
+/// Options of `certs add-zone`.
+#[derive(Debug, Args)]
+pub(crate) struct AddZoneArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The new zone.
+    #[arg(long)]
+    zone: ZoneName,
+    /// The root CA's key [default: DIR/root-ca.key].
+    #[arg(long, value_name = "FILE")]
+    root_key: Option<PathBuf>,
+    /// The new CA's key algorithm.
     #[arg(long, default_value = "ec-p256", value_name = "ALG")]
     key: KeyAlg,
 }
@@ -151,6 +169,7 @@ fn now() -> UnixTime {
 pub(crate) fn run(data: &Path, cmd: CertsCmd) -> miette::Result<ExitCode> {
     match cmd {
         CertsCmd::Init(a) => init(data, a),
+        CertsCmd::AddZone(a) => add_zone(data, a),
         CertsCmd::Issue(a) => issue(data, a),
         CertsCmd::Revoke(a) => revoke(data, a),
         CertsCmd::Crl(a) => crl(data, a),
@@ -177,6 +196,29 @@ fn init(data: &Path, a: InitArgs) -> miette::Result<ExitCode> {
     for z in pki.zones() {
         println!("  zones/{z}/ ca.pem ca.key crl.pem revoked.txt");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add_zone(data: &Path, a: AddZoneArgs) -> miette::Result<ExitCode> {
+    let pki = Pki::open(&a.dir.path(data)).into_diagnostic()?;
+    let key_path = a.root_key.unwrap_or_else(|| pki.dir().join("root-ca.key"));
+    if !key_path.is_file() {
+        return Err(miette!(
+            "the root key `{}` is not here; pass `--root-key FILE` where it is kept",
+            key_path.display()
+        ));
+    }
+    let root_key = std::fs::read_to_string(&key_path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read `{}`", key_path.display()))?;
+    pki.add_zone(&a.zone, &root_key, a.key, now())
+        .into_diagnostic()?;
+    println!(
+        "added the {} zone CA: {}; {} updated",
+        a.zone,
+        pki.zone_ca_path(&a.zone).display(),
+        pki.trust_pem_path().display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
