@@ -529,3 +529,35 @@ pub struct Revocation {
     /// Why.
     pub reason: RevokeReason,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for k in [KeyAlg::EcP256, KeyAlg::Ed25519] {
+            assert_eq!(k.as_str().parse::<KeyAlg>().unwrap(), k);
+        }
+        for (r, n) in RevokeReason::ALL {
+            assert_eq!(n.parse::<RevokeReason>().unwrap(), r);
+            assert_eq!(r.to_string(), n);
+        }
+        for k in CertKind::ALL {
+            assert_eq!(k.as_str().parse::<CertKind>().unwrap(), k);
+        }
+        let err = "rsa".parse::<KeyAlg>().unwrap_err().to_string();
+        assert!(err.contains("`rsa`"), "{err}");
+        assert!("because".parse::<RevokeReason>().is_err());
+        assert!("Server".parse::<CertKind>().is_err());
+    }
+
+    #[test]
+    fn serials_are_sixteen_positive_bytes() {
+        let a = random_serial().unwrap().to_bytes();
+        let b = random_serial().unwrap().to_bytes();
+        assert_eq!(a.len(), 16);
+        assert!(a[0] >= 0x40 && a[0] < 0x80);
+        assert_ne!(a, b);
+    }
+}

@@ -426,3 +426,58 @@ fn an_expired_zone_ca_fails_its_leaves() {
     .unwrap_err();
     assert!(err.to_string().contains("zone CA expired"), "{err}");
 }
+
+fn subject_strategy() -> impl Strategy<Value = String> {
+    "[a-z0-9-]{3,20}"
+}
+
+fn court_strategy() -> impl Strategy<Value = String> {
+    (
+        "[a-z]{2,8}",
+        proptest::collection::vec("[a-z0-9]{1,8}", 0..4),
+    )
+        .prop_map(|(first, rest)| {
+            std::iter::once(first)
+                .chain(rest)
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .prop_filter("spc has no sub-codes in this grammar", |c| {
+            !c.starts_with("spc.")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, rng_seed: proptest::test_runner::RngSeed::Fixed(11), ..ProptestConfig::default() })]
+
+    /// What is issued is what `identity_of` and `verify_client` read back.
+    #[test]
+    fn issue_then_read_is_identity(
+        subject in subject_strategy(),
+        court in court_strategy(),
+        role_mask in 0u16..(1 << 10),
+        name in "[A-Za-z][A-Za-z .-]{0,30}",
+    ) {
+        static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        let f = F.get_or_init(fixture);
+        let all = ["judge", "assistant", "clerk", "enforcement", "police", "assessor", "president", "division-chief", "committee", "lawyer"];
+        let roles: Vec<tianping_core::Role> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| role_mask & (1 << i) != 0)
+            .map(|(_, r)| r.parse().unwrap())
+            .collect();
+        let mut req = LeafRequest::new(CertKind::Client, name.clone());
+        req.subject = Some(subject.parse().unwrap());
+        req.court = Some(court.parse().unwrap());
+        req.roles = roles.clone();
+        let leaf = f.private.issue(&req, UnixTime::from_secs(T0)).unwrap();
+        let id = identity_of(&leaf.leaf_der).unwrap();
+        prop_assert_eq!(id.subject.as_ref().map(|s| s.as_str()), Some(subject.as_str()));
+        prop_assert_eq!(id.court.as_ref().map(|c| c.as_str()), Some(court.as_str()));
+        prop_assert_eq!(&id.roles, &roles);
+        prop_assert_eq!(&id.name, &name);
+        let verified = verify_client(&chain(&leaf.chain_pem), &f.trust(&[]), UnixTime::from_secs(T0)).unwrap();
+        prop_assert_eq!(verified, id);
+    }
+}
