@@ -496,3 +496,17 @@ pub fn format_time(unix_secs: i64) -> String {
         Err(_) => format!("{unix_secs} (unix seconds)"),
     }
 }
+
+impl TrustStore {
+    /// A trust store from the trust bundle file and CRL files (PEM or DER).
+    pub fn load(trust_pem_path: &Path, crl_paths: &[PathBuf]) -> Result<Self, CertError> {
+        let trust =
+            fs::read(trust_pem_path).map_err(|e| CertError::io("read", trust_pem_path, &e))?;
+        let crls = crl_paths
+            .iter()
+            .map(|p| fs::read(p).map_err(|e| CertError::io("read", p, &e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&[u8]> = crls.iter().map(Vec::as_slice).collect();
+        Self::from_pem(&trust, &refs)
+    }
+}

@@ -147,14 +147,7 @@ impl ServerTlsBuilder {
         let Some(path) = &self.trust_path else {
             return Ok(None);
         };
-        let trust_pem = read(path)?;
-        let crls = self
-            .crl_paths
-            .iter()
-            .map(|p| read(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let crl_refs: Vec<&[u8]> = crls.iter().map(Vec::as_slice).collect();
-        let trust = TrustStore::from_pem(&trust_pem, &crl_refs)?;
+        let trust = TrustStore::load(path, &self.crl_paths)?;
         Ok(Some(match &self.client_zone {
             Some(z) => trust.for_zone(z)?,
             None => trust,

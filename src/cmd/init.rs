@@ -37,6 +37,18 @@ pub(crate) const ASSERTION_KEY: &str = "assertion.key";
 /// 32 random bytes sealing the gateway's session cookies.
 pub(crate) const COOKIE_KEY: &str = "cookie.key";
 
+/// Makes the data folder unless it already holds a `fabric.toml`; returns whether it made it.
+#[allow(
+    dead_code,
+    reason = "for `tianping up`, which creates the folder only on first run"
+)]
+pub(crate) fn init_if_missing(data: &Path) -> miette::Result<bool> {
+    if DataDir::new(data).fabric().is_file() {
+        return Ok(false);
+    }
+    run(data, InitArgs {}).map(|_| true)
+}
+
 pub(crate) fn run(data: &Path, _args: InitArgs) -> miette::Result<ExitCode> {
     if data.exists() {
         return Err(miette!(
