@@ -23,7 +23,12 @@ fn tianping(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -57,7 +62,10 @@ fn keygen(dir: &Path) -> (String, PublicKey) {
     let out = ok(&["audit", "keygen", "--out", key.to_str().unwrap()], "");
     let text = std::fs::read_to_string(&key).unwrap();
     assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"));
-    (key.to_str().unwrap().to_owned(), out.trim().parse().unwrap())
+    (
+        key.to_str().unwrap().to_owned(),
+        out.trim().parse().unwrap(),
+    )
 }
 
 #[test]
@@ -66,10 +74,22 @@ fn append_verify_prove_search_export_ship_mirror() {
     let (key, public) = keygen(tmp.path());
     let log = tmp.path().join("log");
     let log = log.to_str().unwrap();
-    let mut out = ok(&["audit", "append", "--log", log, "--key", &key], &events(0..10));
-    out += &ok(&["audit", "append", "--log", log, "--key", &key], &events(10..25));
-    let receipts: Vec<Receipt> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(receipts.iter().map(|r| r.index).collect::<Vec<_>>(), (0..25).collect::<Vec<_>>());
+    let mut out = ok(
+        &["audit", "append", "--log", log, "--key", &key],
+        &events(0..10),
+    );
+    out += &ok(
+        &["audit", "append", "--log", log, "--key", &key],
+        &events(10..25),
+    );
+    let receipts: Vec<Receipt> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        receipts.iter().map(|r| r.index).collect::<Vec<_>>(),
+        (0..25).collect::<Vec<_>>()
+    );
 
     let pk = public.to_string();
     let out = ok(&["audit", "verify", "--log", log, "--key", &pk], "");
@@ -82,66 +102,171 @@ fn append_verify_prove_search_export_ship_mirror() {
     assert_eq!(p.leaf, receipts[7].leaf);
     let cp = SignedCheckpoint::verify(p.checkpoint.as_deref().unwrap(), &public).unwrap();
     assert_eq!((cp.checkpoint().size, cp.checkpoint().root), (25, p.root));
-    let out = ok(&["audit", "prove", "--log", log, "--index", "3", "--size", "10"], "");
+    let out = ok(
+        &[
+            "audit", "prove", "--log", log, "--index", "3", "--size", "10",
+        ],
+        "",
+    );
     let p: InclusionProof = serde_json::from_str(&out).unwrap();
     p.verify().unwrap();
-    assert!(p.checkpoint.is_some(), "a checkpoint was written at 10 entries");
-    let out = ok(&["audit", "prove", "--log", log, "--from", "10", "--to", "25"], "");
+    assert!(
+        p.checkpoint.is_some(),
+        "a checkpoint was written at 10 entries"
+    );
+    let out = ok(
+        &["audit", "prove", "--log", log, "--from", "10", "--to", "25"],
+        "",
+    );
     let c: ConsistencyProof = serde_json::from_str(&out).unwrap();
     c.verify().unwrap();
     let old = SignedCheckpoint::verify(c.old_checkpoint.as_deref().unwrap(), &public).unwrap();
     assert_eq!(old.checkpoint().root, c.old_root);
-    assert!(!tianping(&["audit", "prove", "--log", log, "--index", "25"], "").status.success());
+    assert!(
+        !tianping(&["audit", "prove", "--log", log, "--index", "25"], "")
+            .status
+            .success()
+    );
 
     // Search and export.
     let out = ok(
-        &["audit", "search", "--log", log, "--actor", "u-1", "--outcome", "allow", "--flow", "filing"],
+        &[
+            "audit",
+            "search",
+            "--log",
+            log,
+            "--actor",
+            "u-1",
+            "--outcome",
+            "allow",
+            "--flow",
+            "filing",
+        ],
         "",
     );
     let found: Vec<u64> = out
         .lines()
         .map(|l| serde_json::from_str::<Record>(l).unwrap().index)
         .collect();
-    let want: Vec<u64> = (0..25).filter(|i| i % 3 == 1 && i % 5 != 0 && i % 2 == 1).collect();
+    let want: Vec<u64> = (0..25)
+        .filter(|i| i % 3 == 1 && i % 5 != 0 && i % 2 == 1)
+        .collect();
     assert_eq!(found, want);
     let out = ok(
-        &["audit", "search", "--log", log, "--since", "1700000000005", "--until", "1700000000007"],
+        &[
+            "audit",
+            "search",
+            "--log",
+            log,
+            "--since",
+            "1700000000005",
+            "--until",
+            "1700000000007",
+        ],
         "",
     );
     assert_eq!(out.lines().count(), 3);
     let out = ok(&["audit", "export", "--log", log], "");
-    let all: Vec<Record> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let all: Vec<Record> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(all.len(), 25);
     assert_eq!(all[24].event.object, "marker-0024-object");
 
     // Ship in two batches; the mirror refuses them out of order and accepts them in order.
     let b1 = tmp.path().join("b1.batch");
-    ok(&["audit", "ship", "--log", log, "--out", b1.to_str().unwrap()], "");
-    ok(&["audit", "append", "--log", log, "--key", &key], &events(25..31));
+    ok(
+        &["audit", "ship", "--log", log, "--out", b1.to_str().unwrap()],
+        "",
+    );
+    ok(
+        &["audit", "append", "--log", log, "--key", &key],
+        &events(25..31),
+    );
     let b2 = tmp.path().join("b2.batch");
-    ok(&["audit", "ship", "--log", log, "--out", b2.to_str().unwrap(), "--since", "25"], "");
+    ok(
+        &[
+            "audit",
+            "ship",
+            "--log",
+            log,
+            "--out",
+            b2.to_str().unwrap(),
+            "--since",
+            "25",
+        ],
+        "",
+    );
     let mirror = tmp.path().join("mirror");
     let mirror = mirror.to_str().unwrap();
-    let refused = tianping(&["audit", "mirror", "--log", mirror, "--key", &pk, b2.to_str().unwrap()], "");
+    let refused = tianping(
+        &[
+            "audit",
+            "mirror",
+            "--log",
+            mirror,
+            "--key",
+            &pk,
+            b2.to_str().unwrap(),
+        ],
+        "",
+    );
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"));
     let out = ok(&["audit", "verify", "--log", mirror, "--key", &pk], "");
     assert!(out.starts_with("verified 0 entries"), "{out}");
-    ok(&["audit", "mirror", "--log", mirror, "--key", &pk, b1.to_str().unwrap(), b2.to_str().unwrap()], "");
+    ok(
+        &[
+            "audit",
+            "mirror",
+            "--log",
+            mirror,
+            "--key",
+            &pk,
+            b1.to_str().unwrap(),
+            b2.to_str().unwrap(),
+        ],
+        "",
+    );
     let out = ok(&["audit", "verify", "--log", mirror, "--key", &pk], "");
     let local = ok(&["audit", "verify", "--log", log, "--key", &pk], "");
     assert!(out.starts_with("verified 31 entries"), "{out}");
     assert_eq!(out.split(',').next(), local.split(',').next());
     assert_eq!(out.split(", ").nth(0), local.split(", ").nth(0));
     // Shipping b1 again does not extend the mirror.
-    assert!(!tianping(&["audit", "mirror", "--log", mirror, b1.to_str().unwrap()], "").status.success());
+    assert!(
+        !tianping(
+            &["audit", "mirror", "--log", mirror, b1.to_str().unwrap()],
+            ""
+        )
+        .status
+        .success()
+    );
 
     // A checkpoint by another key is refused; a wrong key fails verify.
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).unwrap();
     let (other_key, other_pub) = keygen(&other);
-    assert!(!tianping(&["audit", "checkpoint", "--log", log, "--key", &other_key], "").status.success());
-    let bad = tianping(&["audit", "verify", "--log", log, "--key", &other_pub.to_string()], "");
+    assert!(
+        !tianping(
+            &["audit", "checkpoint", "--log", log, "--key", &other_key],
+            ""
+        )
+        .status
+        .success()
+    );
+    let bad = tianping(
+        &[
+            "audit",
+            "verify",
+            "--log",
+            log,
+            "--key",
+            &other_pub.to_string(),
+        ],
+        "",
+    );
     assert_eq!(bad.status.code(), Some(1));
 }
 
@@ -159,7 +284,19 @@ fn bad_lines_are_refused_and_change_nothing_after_them() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
     let out = ok(&["audit", "export", "--log", log], "");
     assert_eq!(out.lines().count(), 3);
-    assert!(!tianping(&["audit", "verify", "--log", tmp.path().join("none").to_str().unwrap()], "").status.success());
+    assert!(
+        !tianping(
+            &[
+                "audit",
+                "verify",
+                "--log",
+                tmp.path().join("none").to_str().unwrap()
+            ],
+            ""
+        )
+        .status
+        .success()
+    );
 }
 
 #[test]
@@ -171,14 +308,19 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
     let p = pristine.to_str().unwrap();
     // Several commits, so the store holds several records.
     for chunk in [0..20u64, 20..45, 45..60] {
-        ok(&["audit", "append", "--log", p, "--key", &key], &events(chunk));
+        ok(
+            &["audit", "append", "--log", p, "--key", &key],
+            &events(chunk),
+        );
     }
     ok(&["audit", "verify", "--log", p, "--key", &pk], "");
     let db = std::fs::read(pristine.join("db")).unwrap();
     let mut seed = 0x00c0_ffee_u64;
     let mut named_rounds = 0;
     for round in 0..8 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let target = (seed >> 33) % 60;
         let marker = format!("marker-{target:04}-object");
         let at = db
@@ -198,8 +340,22 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
         let mut bytes = db.clone();
         bytes[at + 7 + (seed as usize >> 5) % 4] ^= 1 << ((seed >> 9) % 8);
         std::fs::write(work.join("db"), bytes).unwrap();
-        let out = tianping(&["audit", "verify", "--log", work.to_str().unwrap(), "--key", &pk], "");
-        assert_eq!(out.status.code(), Some(1), "flip in entry {target} went unnoticed");
+        let out = tianping(
+            &[
+                "audit",
+                "verify",
+                "--log",
+                work.to_str().unwrap(),
+                "--key",
+                &pk,
+            ],
+            "",
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "flip in entry {target} went unnoticed"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         if err.contains("the store cannot be read") {
             // The storage engine's own checksums caught it before any entry could be read.
@@ -217,6 +373,7 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
         named_rounds += 1;
     }
     // (Exact naming after a rewrite through the storage API is shown in `audit/tests/store.rs`.)
-    eprintln!("{named_rounds} of 8 flips named an entry; the rest failed sled's checksums on opening");
-
+    eprintln!(
+        "{named_rounds} of 8 flips named an entry; the rest failed sled's checksums on opening"
+    );
 }

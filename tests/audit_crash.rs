@@ -45,7 +45,9 @@ fn receipts_survive_sigkill() {
     let mut sent = 0u64;
     for round in 0..20 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tianping"))
-            .args(["audit", "append", "--log", log, "--key", key, "--every", "64"])
+            .args([
+                "audit", "append", "--log", log, "--key", key, "--every", "64",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -83,7 +85,11 @@ fn receipts_survive_sigkill() {
                 break;
             }
             let r: Receipt = serde_json::from_str(line.trim()).unwrap();
-            assert!(acked.insert(r.index, r).is_none(), "index {} given twice", r.index);
+            assert!(
+                acked.insert(r.index, r).is_none(),
+                "index {} given twice",
+                r.index
+            );
             got += 1;
         }
         child.kill().unwrap(); // SIGKILL
@@ -97,7 +103,11 @@ fn receipts_survive_sigkill() {
             String::from_utf8_lossy(&v.stderr)
         );
     }
-    assert!(acked.len() > 500, "only {} receipts in 20 rounds", acked.len());
+    assert!(
+        acked.len() > 500,
+        "only {} receipts in 20 rounds",
+        acked.len()
+    );
 
     let out = run(&["audit", "export", "--log", log]);
     assert!(out.status.success());
@@ -110,7 +120,9 @@ fn receipts_survive_sigkill() {
         })
         .collect();
     for (index, r) in &acked {
-        let s = stored.get(index).unwrap_or_else(|| panic!("acknowledged entry {index} lost"));
+        let s = stored
+            .get(index)
+            .unwrap_or_else(|| panic!("acknowledged entry {index} lost"));
         assert_eq!(s.leaf, r.leaf, "entry {index} changed");
     }
     // Indices are dense: nothing acknowledged was skipped or reused.

@@ -64,7 +64,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The note text this checkpoint signs: origin, size and base64 root, each ending in a newline.
     pub fn body(&self) -> String {
-        format!("{}\n{}\n{}\n", self.origin, self.size, STANDARD.encode(self.root))
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            STANDARD.encode(self.root)
+        )
     }
 
     /// Signs the body with `signer` and returns the whole note.
@@ -148,7 +153,9 @@ impl SignedCheckpoint {
         let name = key_name(&checkpoint.origin, key.algorithm());
         let id = key_id(&name, key);
         let body_len = note.len() - sigs.1;
-        let body = note.get(..body_len).ok_or(CheckpointError::Malformed("body"))?;
+        let body = note
+            .get(..body_len)
+            .ok_or(CheckpointError::Malformed("body"))?;
         let mut found = false;
         for s in sigs.0.iter().filter(|s| s.name == name && s.id == id) {
             let sig = Signature::new(key.algorithm(), s.sig.clone())
@@ -298,9 +305,7 @@ mod tests {
                 SignedCheckpoint::verify(&forged, &signer.public_key()),
                 Err(CheckpointError::BadSignature(_))
             ));
-            assert!(
-                SignedCheckpoint::verify_for(s.note(), "other", &signer.public_key()).is_err()
-            );
+            assert!(SignedCheckpoint::verify_for(s.note(), "other", &signer.public_key()).is_err());
         }
     }
 

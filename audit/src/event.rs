@@ -202,7 +202,13 @@ impl Event {
             put_str(&mut out, s);
         }
         put_list(&mut out, &self.roles);
-        for s in [&self.court, &self.clearance, &self.acr, &self.flow, &self.kind] {
+        for s in [
+            &self.court,
+            &self.clearance,
+            &self.acr,
+            &self.flow,
+            &self.kind,
+        ] {
             put_str(&mut out, s);
         }
         match self.size {
@@ -386,7 +392,8 @@ mod tests {
         e.submitter = "p-alice".into();
         e.transfer_id = "t-1".into();
         e.content_hash = "cd".repeat(32);
-        e.attributes.insert("case".into(), "(2026)京01民初1号".into());
+        e.attributes
+            .insert("case".into(), "(2026)京01民初1号".into());
         e
     }
 

@@ -58,9 +58,13 @@ mod tests {
             let pem = pkcs8_to_pem(der.expose());
             assert_eq!(signer_from_pem(&pem).unwrap().public_key(), s.public_key());
         }
-        assert_eq!(signer_from_pem("nothing").unwrap_err(), KeyFileError::NoBlock);
         assert_eq!(
-            signer_from_pem("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n").unwrap_err(),
+            signer_from_pem("nothing").unwrap_err(),
+            KeyFileError::NoBlock
+        );
+        assert_eq!(
+            signer_from_pem("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n")
+                .unwrap_err(),
             KeyFileError::Base64
         );
     }

@@ -58,11 +58,11 @@ pub use checkpoint::{
     Checkpoint, CheckpointError, MAX_NOTE_BYTES, SignedCheckpoint, key_id, key_name,
 };
 pub use event::{EVENT_VERSION, Event, EventError, MAX_EVENT_BYTES};
+pub use keys::{KeyFileError, pkcs8_to_pem, signer_from_pem};
 pub use merkle::{
     Frontier, Hash, ProofError, consistency_proof, empty_root, inclusion_proof, leaf_hash,
     node_hash, root_of, verify_consistency, verify_inclusion,
 };
-pub use keys::{KeyFileError, pkcs8_to_pem, signer_from_pem};
 pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 #[cfg(feature = "store")]
 pub use store::{AuditLog, Entries, StoreError, VerifyReport};

@@ -18,7 +18,9 @@ pub enum ProofError {
         size: u64,
     },
     /// The sizes of a consistency proof are out of order or beyond the tree.
-    #[error("no consistency proof from size `{first}` to size `{second}` in a tree of size `{size}`")]
+    #[error(
+        "no consistency proof from size `{first}` to size `{second}` in a tree of size `{size}`"
+    )]
     BadSizes {
         /// The older size.
         first: u64,

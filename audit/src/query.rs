@@ -119,6 +119,12 @@ pub struct ConsistencyProof {
 impl ConsistencyProof {
     /// Checks that the newer tree extends the older one.
     pub fn verify(&self) -> Result<(), crate::ProofError> {
-        crate::verify_consistency(self.from, self.to, &self.old_root, &self.new_root, &self.proof)
+        crate::verify_consistency(
+            self.from,
+            self.to,
+            &self.old_root,
+            &self.new_root,
+            &self.proof,
+        )
     }
 }

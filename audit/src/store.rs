@@ -247,7 +247,10 @@ impl AuditLog {
         }
         // The origin must be usable in a checkpoint before anything is written.
         if origin.is_empty() || origin.chars().any(|c| c.is_whitespace() || c == '+') {
-            return Err(CheckpointError::Malformed("origin must be non-empty with no spaces or `+`").into());
+            return Err(CheckpointError::Malformed(
+                "origin must be non-empty with no spaces or `+`",
+            )
+            .into());
         }
         let log = Self::open_db(dir)?;
         log.meta.insert("origin", origin.as_bytes())?;
@@ -349,7 +352,10 @@ impl AuditLog {
             let (k, v) = item?;
             let at = leaves.len() as u64;
             if index_of(&k) != Some(at) {
-                damaged = Some((at, "a group of entries is missing or out of place".to_owned()));
+                damaged = Some((
+                    at,
+                    "a group of entries is missing or out of place".to_owned(),
+                ));
                 break;
             }
             match parse_record(&v) {
@@ -366,7 +372,10 @@ impl AuditLog {
             }
         }
         {
-            let st = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let st = self
+                .state
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.leaves = leaves;
             st.frontier = frontier;
             st.damaged = damaged;
@@ -408,7 +417,9 @@ impl AuditLog {
     /// The leaf hash of entry `index`.
     pub fn leaf(&self, index: u64) -> Option<Hash> {
         let st = lock(&self.state);
-        usize::try_from(index).ok().and_then(|i| st.leaves.get(i).copied())
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| st.leaves.get(i).copied())
     }
 
     /// The key the log's checkpoints are signed with (pinned by the first checkpoint).
@@ -474,7 +485,10 @@ impl AuditLog {
                     .collect());
             }
             if st.committing {
-                st = self.cv.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                st = self
+                    .cv
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
             }
             // Lead: commit everything pending (our own events are among them).
@@ -592,7 +606,8 @@ impl AuditLog {
         }
         .sign(signer)?;
         self.meta.insert("key", key.to_string().as_bytes())?;
-        self.checkpoints.insert(key_of(size), cp.note().as_bytes())?;
+        self.checkpoints
+            .insert(key_of(size), cp.note().as_bytes())?;
         self.db.flush()?;
         self.write_sidecar(cp.note())?;
         Ok(cp)
@@ -607,7 +622,9 @@ impl AuditLog {
         f.write_all(note.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, self.dir.join(SIDECAR)).map_err(io)?;
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
         Ok(())
     }
 
@@ -764,7 +781,9 @@ impl AuditLog {
                 Some(_) => {
                     return Err(StoreError::Tampered {
                         index: size,
-                        reason: format!("`{SIDECAR}` differs from the stored checkpoint at size `{size}`"),
+                        reason: format!(
+                            "`{SIDECAR}` differs from the stored checkpoint at size `{size}`"
+                        ),
                     });
                 }
                 None => {
@@ -786,7 +805,10 @@ impl AuditLog {
                 if cp.checkpoint().size != *size {
                     return Err(StoreError::Tampered {
                         index: *size,
-                        reason: format!("checkpoint stored at size `{size}` says `{}`", cp.checkpoint().size),
+                        reason: format!(
+                            "checkpoint stored at size `{size}` says `{}`",
+                            cp.checkpoint().size
+                        ),
                     });
                 }
                 cps.push(cp.checkpoint().clone());

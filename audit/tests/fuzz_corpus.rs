@@ -42,7 +42,8 @@ fn sample_event(i: u64) -> Event {
     e.flow = "filing".into();
     e.size = Some(4096);
     e.roles = vec!["litigant".into()];
-    e.attributes.insert("case".into(), "(2026)京01民初1号".into());
+    e.attributes
+        .insert("case".into(), "(2026)京01民初1号".into());
     e
 }
 
@@ -52,8 +53,16 @@ fn write_seeds() {
         std::fs::write(corpus(target).join(name), bytes).unwrap();
     };
     w("audit_event", "full.bin", &sample_event(1).encode());
-    w("audit_event", "minimal.bin", &Event::new(UnixTime::from_millis(0), "sign-in").encode());
-    w("audit_event", "event.json", serde_json::to_string(&sample_event(2)).unwrap().as_bytes());
+    w(
+        "audit_event",
+        "minimal.bin",
+        &Event::new(UnixTime::from_millis(0), "sign-in").encode(),
+    );
+    w(
+        "audit_event",
+        "event.json",
+        serde_json::to_string(&sample_event(2)).unwrap().as_bytes(),
+    );
     let mut cut = sample_event(3).encode();
     cut.truncate(40);
     w("audit_event", "truncated.bin", &cut);
@@ -61,8 +70,18 @@ fn write_seeds() {
     let origin = "tianping.localhost/audit/n1";
     for alg in Algorithm::ALL {
         let (s, _) = RingSigner::generate(*alg).unwrap();
-        let cp = Checkpoint { origin: origin.into(), size: 5, root: [9; 32] }.sign(&s).unwrap();
-        w("audit_checkpoint", &format!("{alg}.note"), cp.note().as_bytes());
+        let cp = Checkpoint {
+            origin: origin.into(),
+            size: 5,
+            root: [9; 32],
+        }
+        .sign(&s)
+        .unwrap();
+        w(
+            "audit_checkpoint",
+            &format!("{alg}.note"),
+            cp.note().as_bytes(),
+        );
     }
     w(
         "audit_checkpoint",
@@ -72,10 +91,17 @@ fn write_seeds() {
 
     let (s, _) = RingSigner::generate(Algorithm::Ed25519).unwrap();
     let entries: Vec<Vec<u8>> = (0..5).map(|i| sample_event(i).encode()).collect();
-    let leaves: Vec<_> = entries.iter().map(|e| tianping_audit::leaf_hash(e)).collect();
-    let cp = Checkpoint { origin: origin.into(), size: 5, root: tianping_audit::root_of(&leaves) }
-        .sign(&s)
-        .unwrap();
+    let leaves: Vec<_> = entries
+        .iter()
+        .map(|e| tianping_audit::leaf_hash(e))
+        .collect();
+    let cp = Checkpoint {
+        origin: origin.into(),
+        size: 5,
+        root: tianping_audit::root_of(&leaves),
+    }
+    .sign(&s)
+    .unwrap();
     let full = AuditBatch {
         signer: tianping_core::Signer::public_key(&s),
         old_size: 0,
@@ -117,7 +143,8 @@ fn audit_batch_corpus() {
         let b = std::fs::read(corpus("audit_batch").join(name)).unwrap();
         let b = AuditBatch::decode(&b).unwrap_or_else(|e| panic!("{name}: {e}"));
         if b.old_size == 0 {
-            b.check(&tianping_audit::Frontier::new(), None, &b.signer).unwrap();
+            b.check(&tianping_audit::Frontier::new(), None, &b.signer)
+                .unwrap();
         }
     }
 }

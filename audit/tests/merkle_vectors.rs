@@ -79,12 +79,28 @@ fn rfc6962_reference_tree() {
         let size = case["size"].as_u64().unwrap();
         let want = hashes(&case["path"]);
         assert_eq!(inclusion_proof(&leaves, index, size).unwrap(), want);
-        verify_inclusion(&leaves[index as usize], index, size, &want, &roots[size as usize])
-            .unwrap();
+        verify_inclusion(
+            &leaves[index as usize],
+            index,
+            size,
+            &want,
+            &roots[size as usize],
+        )
+        .unwrap();
         // the wrong leaf, a wrong index, a wrong root all fail
         let other = leaf_hash(b"WrongLeaf");
         assert!(verify_inclusion(&other, index, size, &want, &roots[size as usize]).is_err());
-        assert!(verify_inclusion(&leaves[index as usize], index ^ 1, size, &want, &roots[size as usize]).is_err() || size == 1);
+        assert!(
+            verify_inclusion(
+                &leaves[index as usize],
+                index ^ 1,
+                size,
+                &want,
+                &roots[size as usize]
+            )
+            .is_err()
+                || size == 1
+        );
         assert!(verify_inclusion(&leaves[index as usize], index, size, &want, &roots[0]).is_err());
         checked += 1;
     }
@@ -139,7 +155,10 @@ fn roots_and_proofs_match_ct_merkle_on_seeded_random_trees() {
         for _ in 0..20 {
             let i = next() % n as u64;
             let ours = inclusion_proof(&leaves, i, n as u64).unwrap().concat();
-            assert_eq!(theirs.prove_inclusion(i as usize).as_bytes(), ours.as_slice());
+            assert_eq!(
+                theirs.prove_inclusion(i as usize).as_bytes(),
+                ours.as_slice()
+            );
             let m = next() % n as u64 + 1;
             let ours = consistency_proof(&leaves, m, n as u64).unwrap();
             assert_eq!(

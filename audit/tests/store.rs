@@ -20,11 +20,18 @@ use tianping_core::{Algorithm, RingSigner, Signer, UnixTime};
 const ORIGIN: &str = "tianping.localhost/audit/test";
 
 fn event(i: u64) -> Event {
-    let mut e = Event::new(UnixTime::from_millis(1_000 + i), if i % 3 == 0 { "sign-in" } else { "request" });
+    let mut e = Event::new(
+        UnixTime::from_millis(1_000 + i),
+        if i % 3 == 0 { "sign-in" } else { "request" },
+    );
     e.actor = format!("u-{}", i % 5);
     e.outcome = if i % 4 == 0 { "deny" } else { "allow" }.into();
     e.object = format!("/cases/{i}");
-    e.flow = if i % 7 == 0 { "filing".into() } else { String::new() };
+    e.flow = if i % 7 == 0 {
+        "filing".into()
+    } else {
+        String::new()
+    };
     e.attributes.insert("n".into(), i.to_string());
     e
 }
@@ -58,7 +65,10 @@ fn concurrent_appends_are_grouped_and_all_durable() {
             })
         })
         .collect();
-    let receipts: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let receipts: Vec<_> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     assert_eq!(log.size(), 800);
     let mut seen: Vec<u64> = receipts.iter().map(|(_, r)| r.index).collect();
     seen.sort_unstable();
@@ -90,13 +100,19 @@ fn concurrent_appends_are_grouped_and_all_durable() {
 fn one_process_per_log_folder() {
     let dir = tempfile::tempdir().unwrap();
     let _log = AuditLog::create(dir.path(), ORIGIN).unwrap();
-    assert!(matches!(AuditLog::open(dir.path()), Err(StoreError::Storage(_))));
+    assert!(matches!(
+        AuditLog::open(dir.path()),
+        Err(StoreError::Storage(_))
+    ));
     assert!(matches!(
         AuditLog::create(dir.path(), ORIGIN),
         Err(StoreError::Exists(_))
     ));
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(AuditLog::open(empty.path()), Err(StoreError::NotALog(_))));
+    assert!(matches!(
+        AuditLog::open(empty.path()),
+        Err(StoreError::NotALog(_))
+    ));
     assert!(AuditLog::create(&empty.path().join("x"), "bad origin").is_err());
 }
 
@@ -108,7 +124,10 @@ fn checkpoints_proofs_and_search() {
     let cp = log.checkpoint(&s).unwrap();
     assert_eq!(cp.checkpoint().size, 40);
     let notes = log.checkpoint_notes().unwrap();
-    assert_eq!(notes.iter().map(|n| n.0).collect::<Vec<_>>(), vec![16, 32, 40]);
+    assert_eq!(
+        notes.iter().map(|n| n.0).collect::<Vec<_>>(),
+        vec![16, 32, 40]
+    );
     // Same size again: the same checkpoint, not a new one.
     assert_eq!(log.checkpoint(&s).unwrap().checkpoint(), cp.checkpoint());
     // Another key is refused.
@@ -126,7 +145,10 @@ fn checkpoints_proofs_and_search() {
     let p = log.consistency_proof(16, 40).unwrap();
     verify_consistency(16, 40, &old.checkpoint().root, &cp.checkpoint().root, &p).unwrap();
     let report = log.verify(Some(&key), &mut |_, _| {}).unwrap();
-    assert_eq!((report.entries, report.checkpoints, report.signed_size), (40, 3, 40));
+    assert_eq!(
+        (report.entries, report.checkpoints, report.signed_size),
+        (40, 3, 40)
+    );
     // Search.
     let q = Query {
         actor: Some("u-1".into()),
@@ -138,11 +160,20 @@ fn checkpoints_proofs_and_search() {
     let want: Vec<u64> = (10..40).filter(|i| i % 5 == 1 && i % 4 != 0).collect();
     assert_eq!(found, want);
     let flows: Vec<u64> = log
-        .search(&Query { flow: Some("filing".into()), until: Some(UnixTime::from_millis(1_020)), ..Query::default() })
+        .search(&Query {
+            flow: Some("filing".into()),
+            until: Some(UnixTime::from_millis(1_020)),
+            ..Query::default()
+        })
         .map(|r| r.unwrap().index)
         .collect();
     assert_eq!(flows, vec![0, 7, 14]);
-    assert_eq!(log.entries(37).map(|r| r.unwrap().index).collect::<Vec<_>>(), vec![37, 38, 39]);
+    assert_eq!(
+        log.entries(37)
+            .map(|r| r.unwrap().index)
+            .collect::<Vec<_>>(),
+        vec![37, 38, 39]
+    );
 }
 
 #[test]
@@ -154,7 +185,12 @@ fn auto_checkpoints_every_n_entries() {
     for i in 0..35 {
         log.append(&event(i)).unwrap();
     }
-    let sizes: Vec<u64> = log.checkpoint_notes().unwrap().iter().map(|n| n.0).collect();
+    let sizes: Vec<u64> = log
+        .checkpoint_notes()
+        .unwrap()
+        .iter()
+        .map(|n| n.0)
+        .collect();
     assert_eq!(sizes, vec![10, 20, 30]);
     assert!(log.auto_checkpoint_error().is_none());
     log.verify(Some(&s.public_key()), &mut |_, _| {}).unwrap();
@@ -207,11 +243,17 @@ fn flipping_any_byte_of_any_event_is_named_by_verify() {
     let mut state = 0x5eed_u64;
     let mut checked = 0;
     for _ in 0..24 {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let target = (state >> 33) % 30;
         let work = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), work.path());
-        let (group, local) = if target < 12 { (0u64, target) } else { (12, target - 12) };
+        let (group, local) = if target < 12 {
+            (0u64, target)
+        } else {
+            (12, target - 12)
+        };
         let flip_hash = (state >> 20) % 4 == 0;
         tamper(work.path(), |t| {
             let mut v = t.get(group.to_be_bytes()).unwrap().unwrap().to_vec();
@@ -230,7 +272,10 @@ fn flipping_any_byte_of_any_event_is_named_by_verify() {
     }
     assert_eq!(checked, 24);
     // The untouched copy verifies.
-    AuditLog::open(pristine.path()).unwrap().verify(Some(&key), &mut |_, _| {}).unwrap();
+    AuditLog::open(pristine.path())
+        .unwrap()
+        .verify(Some(&key), &mut |_, _| {})
+        .unwrap();
 }
 
 #[test]
@@ -266,7 +311,10 @@ fn reordering_truncating_and_rewriting_are_found() {
     });
     let (index, reason) = verify_fails_at(d.path(), &key);
     assert_eq!(index, 10, "{reason}");
-    assert!(reason.contains("signed checkpoint at size `30`"), "{reason}");
+    assert!(
+        reason.contains("signed checkpoint at size `30`"),
+        "{reason}"
+    );
 
     // Two records swapped.
     let d = fresh();
@@ -319,7 +367,9 @@ fn reordering_truncating_and_rewriting_are_found() {
         let db = sled::open(d.path()).unwrap();
         let t = db.open_tree("checkpoints").unwrap();
         let v = t.get(30u64.to_be_bytes()).unwrap().unwrap().to_vec();
-        let text = String::from_utf8(v).unwrap().replacen("\n30\n", "\n31\n", 1);
+        let text = String::from_utf8(v)
+            .unwrap()
+            .replacen("\n30\n", "\n31\n", 1);
         t.insert(30u64.to_be_bytes(), text.as_bytes()).unwrap();
         db.flush().unwrap();
     }
@@ -366,7 +416,10 @@ fn mirror_rebuilds_from_batches_and_refuses_what_does_not_extend_it() {
     // Out of order: refused, nothing changes.
     assert!(matches!(
         mirror.apply_batch(&b2),
-        Err(StoreError::Batch(BatchError::Gap { expected: 0, found: 20 }))
+        Err(StoreError::Batch(BatchError::Gap {
+            expected: 0,
+            found: 20
+        }))
     ));
     assert_eq!(mirror.size(), 0);
     mirror.apply_batch(&b1).unwrap();

@@ -246,8 +246,7 @@ fn read_signer(path: &Path) -> miette::Result<RingSigner> {
     let text = std::fs::read_to_string(path)
         .into_diagnostic()
         .wrap_err_with(|| format!("reading `{}`", path.display()))?;
-    tianping_audit::signer_from_pem(&text)
-        .map_err(|e| miette!("`{}`: {e}", path.display()))
+    tianping_audit::signer_from_pem(&text).map_err(|e| miette!("`{}`: {e}", path.display()))
 }
 
 /// A public key as text, or a file holding it.
@@ -268,7 +267,13 @@ fn default_origin(dir: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_whitespace() || c == '+' { '-' } else { c })
+        .map(|c| {
+            if c.is_whitespace() || c == '+' {
+                '-'
+            } else {
+                c
+            }
+        })
         .collect();
     format!(
         "tianping.localhost/audit/{}",
@@ -386,7 +391,10 @@ fn verify(dir: &Path, key: Option<&str>) -> miette::Result<ExitCode> {
             println!(
                 "verified {} entries, root {}, {} checkpoints (signed up to {}{})",
                 r.entries,
-                r.root.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                r.root
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
                 r.checkpoints,
                 r.signed_size,
                 match &r.key {
