@@ -174,23 +174,24 @@ pub async fn serve_tls(
     let handler: Arc<dyn Handler> = Arc::new(handler);
     let metrics = Arc::new(Metrics::default());
     let mut attempt = 0;
-    let (listener, quic) = loop {
+    // One `Shared` for TCP and QUIC: the rate limits count a client's requests over both.
+    let (listener, shared, quic) = loop {
         attempt += 1;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(io_err(format!("bind tcp `{addr}`")))?;
         let local = listener.local_addr().map_err(io_err("tcp local address"))?;
-        if !options.http3 {
-            break (listener, None);
-        }
         let shared = Arc::new(Shared::new(
             handler.clone(),
             options.clone(),
             metrics.clone(),
             Some(local.port()),
         ));
-        match QuicSide::start(local, tls.clone(), shared) {
-            Ok(q) => break (listener, Some(q)),
+        if !options.http3 {
+            break (listener, shared, None);
+        }
+        match QuicSide::start(local, tls.clone(), shared.clone()) {
+            Ok(q) => break (listener, shared, Some(q)),
             Err(e) if addr.port() == 0 && attempt < 8 => {
                 tracing::debug!("udp port {} taken, retrying: {e}", local.port());
             }
@@ -198,12 +199,6 @@ pub async fn serve_tls(
         }
     };
     let local = listener.local_addr().map_err(io_err("tcp local address"))?;
-    let shared = Arc::new(Shared::new(
-        handler,
-        options,
-        metrics.clone(),
-        Some(local.port()),
-    ));
     let (tx, rx) = watch::channel(false);
     let cache = Arc::new(TlsCache {
         source: tls,

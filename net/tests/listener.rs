@@ -66,18 +66,29 @@ async fn reqwest_http1_and_http2_with_identities_and_alt_svc() {
         "proto=http2 path=/a/b identity=u-1001@bj.01 body=6"
     );
 
-    // HTTP/2 with a wrong :authority for the connection's SNI.
-    let r = reqwest::Client::builder()
-        .use_preconfigured_tls(pki.client_config(false, &[b"h2"]))
-        .resolve(OTHER, addr)
-        .build()
-        .unwrap()
-        .get(format!("https://{OTHER}:{}/", addr.port()))
-        .header("host", HOST)
-        .send()
+    // HTTP/2: a connection opened for one host (SNI) asking for another (:authority): 421.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(pki.client_config(false, &[b"h2"])))
+        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
         .await
         .unwrap();
-    assert!(r.status() == 421 || r.status() == 400, "{}", r.status());
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (authority, want) in [(OTHER, 421), (HOST, 200), ("evil.example", 421)] {
+        let req = http::Request::get(format!("https://{authority}/"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert_eq!(
+            send.send_request(req).await.unwrap().status(),
+            want,
+            "{authority}"
+        );
+    }
 
     // A body over the limit is refused.
     server.shutdown().await;
