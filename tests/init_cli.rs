@@ -68,6 +68,22 @@ fn init_makes_the_whole_layout() {
     let fabric = Fabric::load(&dd.fabric()).unwrap();
     assert_eq!(fabric.zones().count(), 5);
     assert_eq!(mode(&dd.run()), 0o700);
+
+    // the policy in force is the default one, and each of its services is bound to a folder
+    let source = std::fs::read_to_string(dd.policy()).unwrap();
+    assert_eq!(source, tianping_policies::DEFAULT_POLICY);
+    let checked = tianping_policies::check("policy.tp", &source);
+    let policy = checked.policy().unwrap();
+    let services: Vec<_> = policy.services().collect();
+    assert!(services.len() > 10);
+    for (name, zone) in services {
+        let binding = &fabric.services()[name];
+        assert_eq!(&binding.zone, zone, "{name}");
+        match &binding.target {
+            tianping_core::ServiceTarget::Folder(f) => assert!(data.join(f).is_dir(), "{name}"),
+            other => panic!("{name} bound to {other:?}"),
+        }
+    }
     assert!(dd.root().join("zones").is_dir());
 
     let pki = Pki::open(&dd.pki()).unwrap();

@@ -22,14 +22,21 @@ use tianping_core::{
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {}
 
-/// The services bound in the default `fabric.toml`: `(service, zone)`.
-pub(crate) fn default_services() -> Vec<(String, ZoneName)> {
-    Vec::new()
+/// The services of the default policy, each bound in the default `fabric.toml`: `(service, zone)`.
+pub(crate) fn default_services() -> miette::Result<Vec<(String, ZoneName)>> {
+    let checked = tianping_policies::check("default.tp", tianping_policies::DEFAULT_POLICY);
+    let policy = checked
+        .policy()
+        .ok_or_else(|| miette!("the built-in default policy does not pass its check"))?;
+    Ok(policy
+        .services()
+        .map(|(name, zone)| (name.to_owned(), zone.clone()))
+        .collect())
 }
 
-/// The default policy written to `DIR/policy.tp`, when there is one.
-pub(crate) fn default_policy_text() -> Option<&'static str> {
-    None
+/// The default policy, written to `DIR/policy.tp`.
+pub(crate) fn default_policy_text() -> &'static str {
+    tianping_policies::DEFAULT_POLICY
 }
 
 /// The file names of the gateway's keys under `DataDir::keys`.
@@ -38,10 +45,6 @@ pub(crate) const ASSERTION_KEY: &str = "assertion.key";
 pub(crate) const COOKIE_KEY: &str = "cookie.key";
 
 /// Makes the data folder unless it already holds a `fabric.toml`; returns whether it made it.
-#[allow(
-    dead_code,
-    reason = "for `tianping up`, which creates the folder only on first run"
-)]
 pub(crate) fn init_if_missing(data: &Path) -> miette::Result<bool> {
     if DataDir::new(data).fabric().is_file() {
         return Ok(false);
@@ -116,14 +119,12 @@ fn build(root: &Path) -> miette::Result<Vec<String>> {
     mkdir(root)?;
     let mut made = Vec::new();
 
-    let fabric_text = Fabric::default_text(&default_services());
+    let fabric_text = Fabric::default_text(&default_services()?);
     let fabric = Fabric::parse(&fabric_text).into_diagnostic()?;
     write(&dd.fabric(), fabric_text.as_bytes())?;
     made.push("fabric.toml".to_owned());
-    if let Some(policy) = default_policy_text() {
-        write(&dd.policy(), policy.as_bytes())?;
-        made.push("policy.tp".to_owned());
-    }
+    write(&dd.policy(), default_policy_text().as_bytes())?;
+    made.push("policy.tp".to_owned());
 
     let pki = Pki::init(&dd.pki(), &PkiInit::default(), now).into_diagnostic()?;
     made.push(
@@ -135,6 +136,18 @@ fn build(root: &Path) -> miette::Result<Vec<String>> {
     for zl in fabric.zones() {
         made.extend(zone(&dd, &pki, &fabric, zl, now)?);
     }
+    let mut folders = 0;
+    for binding in fabric.services().values() {
+        if let tianping_core::ServiceTarget::Folder(folder) = &binding.target {
+            fs::create_dir_all(root.join(folder))
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot create `{}`", folder.display()))?;
+            folders += 1;
+        }
+    }
+    made.push(format!(
+        "zones/<zone>/delivery/<service>/  {folders} delivery folders"
+    ));
     private_dir(&dd.run())?;
     made.push("run/            (mode 0700: control sockets, admin tokens)".to_owned());
     Ok(made)
