@@ -143,8 +143,13 @@ pub fn check(file: &str, source: &str) -> Checked {
     for p in &mut cx.problems {
         p.locate(source);
     }
-    cx.problems
-        .sort_by(|a, b| (a.span.offset, b.severity).cmp(&(b.span.offset, a.severity)));
+    // Source order; at one place, errors before warnings.
+    cx.problems.sort_by(|a, b| {
+        a.span
+            .offset
+            .cmp(&b.span.offset)
+            .then(b.severity.cmp(&a.severity))
+    });
     Checked {
         file: file.to_owned(),
         source: src,
@@ -327,7 +332,8 @@ fn parse_window(w: &str, off: Option<&str>) -> Option<Window> {
     };
     Some(Window {
         start: parse_hhmm(a)? % 1440,
-        end: parse_hhmm(b)? % 1440,
+        // `24:00` may end a window.
+        end: parse_hhmm(b)?,
         offset_min,
     })
 }

@@ -119,7 +119,9 @@ pub fn cedar_policies(p: &crate::Policy) -> String {
         if let Some(w) = r.time {
             let shift = |m: u32| (i64::from(m) - i64::from(w.offset_min)).rem_euclid(1440);
             let (s, e) = (shift(w.start), shift(w.end));
-            conds.push(if s <= e {
+            conds.push(if s == e && w.start != w.end {
+                "true".to_owned()
+            } else if s <= e {
                 format!("(context.minute >= {s} && context.minute < {e})")
             } else {
                 format!("(context.minute >= {s} || context.minute < {e})")

@@ -15,6 +15,9 @@ pub(crate) enum Seg {
     Rest,
 }
 
+/// The most segments a pattern may have (keeps matching shallow).
+pub(crate) const MAX_SEGMENTS: usize = 64;
+
 /// Parses `/cases/*/files/**`; `Err` says what is wrong.
 pub(crate) fn parse_pattern(p: &str) -> Result<Vec<Seg>, String> {
     let Some(body) = p.strip_prefix('/') else {
@@ -28,6 +31,11 @@ pub(crate) fn parse_pattern(p: &str) -> Result<Vec<Seg>, String> {
         body.split('/').collect()
     };
     let n = parts.len();
+    if n > MAX_SEGMENTS {
+        return Err(format!(
+            "a path pattern has at most {MAX_SEGMENTS} segments"
+        ));
+    }
     for (i, part) in parts.into_iter().enumerate() {
         let seg = match part {
             "" => return Err("empty segment (`//` or a trailing `/`)".to_owned()),

@@ -436,3 +436,43 @@ fn more_errors() {
         1,
     );
 }
+
+#[test]
+fn windows_and_pattern_limits() {
+    // A window may end at 24:00; an empty window is a warning.
+    let src = edit("  roles judge\n", "  roles judge\n  time 00:00-24:00\n");
+    let c = check("t.tp", &src);
+    assert!(c.problems().is_empty(), "{}", c.render());
+    let p = c.policy().unwrap();
+    let judge = tianping_policies::Subject {
+        acr: tianping_core::Acr::Otp,
+        ..tianping_policies::Subject::new(&[tianping_core::Role::Judge])
+    };
+    for h in [0u64, 12, 23] {
+        let at = tianping_core::UnixTime::from_secs(h * 3600 + 59 * 60);
+        assert!(
+            p.decide_request("inside", &judge, "GET", "/cases/1", at)
+                .is_allow()
+        );
+    }
+    let src = edit("  roles judge\n", "  roles judge\n  time 09:00-09:00\n");
+    expect(
+        &src,
+        Severity::Warning,
+        "its time window is empty",
+        "read",
+        0,
+    );
+    let src = edit("  roles judge\n", "  roles judge\n  time 25:00-09:00\n");
+    expect(
+        &src,
+        Severity::Error,
+        "`25:00-09:00` is not a time window",
+        "25:00-09:00",
+        0,
+    );
+    // Patterns stay shallow.
+    let deep = format!("/{}", vec!["a"; 65].join("/"));
+    let src = edit("path /cases/**", &format!("path {deep}"));
+    expect(&src, Severity::Error, "bad path pattern", &deep, 0);
+}
