@@ -34,9 +34,14 @@ fi
 (cd "$ROOT" && cargo build --release -p tianping-net --examples)
 BIN="$ROOT/target/release/examples"
 
+# A CA and a leaf (rustls refuses a self-signed CA certificate as a server's end entity).
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
+    -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -subj /CN=bench-ca 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$WORK/key.pem" -out "$WORK/leaf.csr" -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > "$WORK/leaf.ext"
+openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/cert.pem" 2>/dev/null
 
 BODY='tianping-bench-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ab'
 mkdir -p "$WORK/nginx/logs"
@@ -106,7 +111,7 @@ n_h2=$(h2_run "$NGINX_PORT")
 t_h2=$(h2_run "$TP_PORT")
 read -r n_hs n_hs_p99 n_hs_err <<<"$(wrk_run "$NGINX_PORT" -H 'Connection: close')" || true
 read -r t_hs t_hs_p99 t_hs_err <<<"$(wrk_run "$TP_PORT" -H 'Connection: close')" || true
-t_h3=$("$BIN/h3_load" "127.0.0.1:$TP_PORT" "$WORK/cert.pem" localhost 64 10 "$DUR")
+t_h3=$("$BIN/h3_load" "127.0.0.1:$TP_PORT" "$WORK/ca.pem" localhost 64 10 "$DUR" || echo failed)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 cat <<TABLE

@@ -15,6 +15,25 @@ use tianping_net::{Body, HostSet, ResponseBody, ServerOptions, full, serve_admin
 
 const BODY: &[u8; 100] = b"tianping-bench-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ab\n";
 
+/// The certificate source with session tickets off, as nginx is configured in the same run
+/// (`ssl_session_cache off; ssl_session_tickets off;`): every handshake is a full one.
+struct NoTickets(Arc<rustls::ServerConfig>);
+
+impl tianping_net::TlsSource for NoTickets {
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.0.clone()
+    }
+}
+
+impl NoTickets {
+    fn new(source: &tianping_certs::ReloadableServerConfig) -> Self {
+        let mut c = (*source.current()).clone();
+        c.send_tls13_tickets = 0;
+        c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        Self(Arc::new(c))
+    }
+}
+
 async fn handler(_req: Request<Body>) -> Response<ResponseBody> {
     Response::new(full(&BODY[..]))
 }
@@ -29,7 +48,7 @@ async fn main() {
     options.limits.max_connections_per_addr = 100_000;
     let server = serve_tls(
         ([127, 0, 0, 1], port).into(),
-        Arc::new(tls),
+        Arc::new(NoTickets::new(&tls)),
         options,
         handler,
     )

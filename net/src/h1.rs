@@ -32,14 +32,24 @@ enum State {
 pub(crate) struct H1Guard<S> {
     inner: S,
     limits: HeadLimits,
-    raw: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Bytes read from the client: `buf[pos..checked]` passed the check and await hyper,
+    /// `buf[checked..]` are not checked yet.
+    buf: Vec<u8>,
+    pos: usize,
+    checked: usize,
+    /// The internal refusal request, handed to hyper after the checked bytes.
+    refusal_req: Vec<u8>,
+    refusal_pos: usize,
+    /// Read buffer, zeroed once per connection.
+    scratch: Box<[u8]>,
     state: State,
     eof: bool,
     refusal: Arc<BodyRefusal>,
     metrics: Arc<Metrics>,
 }
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 impl<S> H1Guard<S> {
     pub(crate) fn new(
@@ -51,9 +61,12 @@ impl<S> H1Guard<S> {
         Self {
             inner,
             limits,
-            raw: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            buf: Vec::new(),
+            pos: 0,
+            checked: 0,
+            refusal_req: Vec::new(),
+            refusal_pos: 0,
+            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
             state: State::Head,
             eof: false,
             refusal,
@@ -67,28 +80,28 @@ impl<S> H1Guard<S> {
 
     fn refuse_with(&mut self, reason: &'static str, status: u16) {
         self.metrics.refusal(reason);
-        // Appended: requests checked before this one in the same read are still answered first.
-        let marker = format!(
-            "GET / HTTP/1.1\r\nhost: refused.invalid\r\n{REFUSAL_MARKER}: {}\r\nconnection: close\r\n\r\n",
-            status
-        );
-        self.out.extend_from_slice(marker.as_bytes());
-        self.raw = Vec::new();
+        // Handed over after the checked bytes: requests before this one are answered first.
+        self.refusal_req = format!(
+            "GET / HTTP/1.1\r\nhost: refused.invalid\r\n{REFUSAL_MARKER}: {status}\r\nconnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        self.buf.truncate(self.checked);
         self.state = State::Refused;
     }
 
-    /// Moves checked bytes from `raw` to `out`, as far as the buffered bytes allow.
+    /// Checks the unchecked bytes, as far as they allow.
     fn process(&mut self) {
-        while !self.raw.is_empty() {
+        while self.checked < self.buf.len() {
+            let rest = self.buf.get(self.checked..).unwrap_or_default();
             match &mut self.state {
-                State::Head => match parse_head(&self.raw, &self.limits) {
+                State::Head => match parse_head(rest, &self.limits) {
                     Ok(None) => return,
                     Ok(Some((head, n))) => {
                         if normalize_path(&head.target).is_err() {
                             self.refuse_with("path", 400);
                             return;
                         }
-                        self.out.extend(self.raw.drain(..n));
+                        self.checked += n;
                         self.state = match head.framing {
                             Framing::None => State::Head,
                             Framing::Length(l) => State::Length(l),
@@ -103,33 +116,31 @@ impl<S> H1Guard<S> {
                     }
                 },
                 State::Length(left) => {
-                    let take = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(self.raw.len());
-                    self.out.extend(self.raw.drain(..take));
+                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(rest.len());
+                    self.checked += take;
                     *left -= take as u64;
                     if *left == 0 {
                         self.state = State::Head;
                     }
                 }
-                State::Chunked(c) => match c.feed(&self.raw) {
+                State::Chunked(c) => match c.feed(rest) {
                     Ok(Some(n)) => {
-                        self.out.extend(self.raw.drain(..n));
+                        self.checked += n;
                         self.state = State::Head;
                     }
-                    Ok(None) => self.out.append(&mut self.raw),
+                    Ok(None) => self.checked = self.buf.len(),
                     Err(e) => {
                         self.metrics.refusal(e.reason());
                         if let Ok(mut g) = self.refusal.0.lock() {
                             *g = Some(e);
                         }
-                        self.raw = Vec::new();
+                        self.buf.truncate(self.checked);
                         self.state = State::Failed;
                         return;
                     }
                 },
                 State::Refused | State::Failed => {
-                    self.raw.clear();
+                    self.buf.truncate(self.checked);
                     return;
                 }
             }
@@ -141,25 +152,35 @@ impl<S: AsyncRead + Unpin> AsyncRead for H1Guard<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+        out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            if this.out_pos < this.out.len() {
-                let avail = this.out.get(this.out_pos..).unwrap_or_default();
-                let n = avail.len().min(buf.remaining());
-                buf.put_slice(avail.get(..n).unwrap_or_default());
-                this.out_pos += n;
-                if this.out_pos == this.out.len() {
-                    this.out.clear();
-                    this.out_pos = 0;
+            if this.pos < this.checked {
+                let avail = this.buf.get(this.pos..this.checked).unwrap_or_default();
+                let n = avail.len().min(out.remaining());
+                out.put_slice(avail.get(..n).unwrap_or_default());
+                this.pos += n;
+                if this.pos == this.buf.len() {
+                    this.buf.clear();
+                    this.pos = 0;
+                    this.checked = 0;
                 }
                 return Poll::Ready(Ok(()));
             }
             match this.state {
-                // Not EOF: hyper would drop the connection before answering the refusal; it
-                // closes the connection itself after the `connection: close` answer.
-                State::Refused => return Poll::Pending,
+                State::Refused => {
+                    if this.refusal_pos < this.refusal_req.len() {
+                        let avail = this.refusal_req.get(this.refusal_pos..).unwrap_or_default();
+                        let n = avail.len().min(out.remaining());
+                        out.put_slice(avail.get(..n).unwrap_or_default());
+                        this.refusal_pos += n;
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Not EOF: hyper would drop the connection before answering the refusal;
+                    // it closes the connection itself after the `connection: close` answer.
+                    return Poll::Pending;
+                }
                 State::Failed => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -168,24 +189,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for H1Guard<S> {
                 }
                 _ => {}
             }
-            if !this.raw.is_empty() {
+            if this.checked < this.buf.len() {
                 this.process();
-                if this.out_pos < this.out.len()
-                    || matches!(this.state, State::Refused | State::Failed)
-                {
+                if this.pos < this.checked || matches!(this.state, State::Refused | State::Failed) {
                     continue;
                 }
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut tmp = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut tmp);
+            // Drop what hyper has taken, then read more after the unchecked bytes.
+            if this.pos > 0 {
+                this.buf.drain(..this.pos);
+                this.checked -= this.pos;
+                this.pos = 0;
+            }
+            let mut rb = ReadBuf::new(&mut this.scratch);
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
                 this.eof = true;
             } else {
-                this.raw.extend_from_slice(rb.filled());
+                this.buf.extend_from_slice(rb.filled());
             }
         }
     }

@@ -10,10 +10,13 @@ const BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+const PROTOCOLS: [&str; 5] = ["http1", "http2", "http3", "control", "admin"];
+
 /// The counters of one listener (shared by its TCP, QUIC and control sides).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Per protocol and status 100..=599, lock-free: this is on every request's path.
+    requests: Box<[AtomicU64]>,
     latency: [AtomicU64; 11],
     latency_sum_us: AtomicU64,
     latency_count: AtomicU64,
@@ -29,9 +32,34 @@ fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: (0..PROTOCOLS.len() * 500)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency: Default::default(),
+            latency_sum_us: AtomicU64::new(0),
+            latency_count: AtomicU64::new(0),
+            handshakes: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+            refusals: Mutex::new(BTreeMap::new()),
+            connections: AtomicU64::new(0),
+        }
+    }
+}
+
+fn slot(protocol: &str, status: u16) -> Option<usize> {
+    let p = PROTOCOLS.iter().position(|x| *x == protocol)?;
+    let s = usize::from(status.checked_sub(100)?);
+    (s < 500).then_some(p * 500 + s)
+}
+
 impl Metrics {
     pub(crate) fn request(&self, protocol: &'static str, status: u16, took: Duration) {
-        bump(&self.requests, (protocol, status));
+        if let Some(c) = slot(protocol, status).and_then(|i| self.requests.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
         let s = took.as_secs_f64();
         let i = BUCKETS
             .iter()
@@ -85,15 +113,21 @@ impl Metrics {
 
     /// Requests answered, all protocols and statuses.
     pub fn requests(&self) -> u64 {
-        self.requests.lock().map(|g| g.values().sum()).unwrap_or(0)
+        self.requests
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The counters in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# TYPE tianping_http_requests_total counter");
-        if let Ok(g) = self.requests.lock() {
-            for ((p, s), v) in g.iter() {
+        for (i, c) in self.requests.iter().enumerate() {
+            let v = c.load(Ordering::Relaxed);
+            if v > 0 {
+                let p = PROTOCOLS.get(i / 500).unwrap_or(&"other");
+                let s = 100 + i % 500;
                 let _ = writeln!(
                     o,
                     "tianping_http_requests_total{{protocol=\"{p}\",status=\"{s}\"}} {v}"

@@ -134,7 +134,7 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut stop: watch::R
                 .handshake_data()
                 .and_then(|h| h.downcast::<HandshakeData>().ok())
                 .and_then(|h| h.server_name)
-                .map(|s| s.to_ascii_lowercase());
+                .map(|s| Arc::from(s.to_ascii_lowercase()));
             let leaf = conn
                 .peer_identity()
                 .and_then(|p| {

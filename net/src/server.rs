@@ -271,7 +271,9 @@ impl Conn {
         let (_, session) = stream.get_ref();
         let h2 = session.alpn_protocol() == Some(b"h2");
         let mut info = ConnInfo::new(peer, if h2 { Protocol::Http2 } else { Protocol::Http1 });
-        info.sni = session.server_name().map(str::to_ascii_lowercase);
+        info.sni = session
+            .server_name()
+            .map(|s| Arc::from(s.to_ascii_lowercase()));
         let info = Arc::new(
             info.with_cert(
                 session

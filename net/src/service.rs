@@ -55,9 +55,9 @@ pub struct ConnInfo {
     /// The protocol.
     pub protocol: Protocol,
     /// The TLS server name the client asked for, lower case.
-    pub sni: Option<String>,
+    pub sni: Option<Arc<str>>,
     /// The client certificate's leaf, when one was presented (and validated by TLS).
-    pub client_cert: Option<CertificateDer<'static>>,
+    pub client_cert: Option<Arc<CertificateDer<'static>>>,
     /// The court identity read from the client certificate, when it names one.
     pub identity: Option<Arc<CourtIdentity>>,
     /// The peer's user id, on the control socket.
@@ -81,7 +81,7 @@ impl ConnInfo {
             .as_ref()
             .and_then(|c| tianping_certs::identity_of(c).ok())
             .map(Arc::new);
-        self.client_cert = leaf;
+        self.client_cert = leaf.map(Arc::new);
         self
     }
 }
