@@ -181,7 +181,7 @@ impl Event {
 
     /// The canonical bytes: what the Merkle leaf commits to.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
+        let mut out = Vec::with_capacity(self.encoded_len());
         out.push(EVENT_VERSION);
         out.extend_from_slice(&self.time.as_millis().to_be_bytes());
         for s in [
@@ -229,6 +229,107 @@ impl Event {
             put_str(&mut out, v);
         }
         out
+    }
+
+    /// The length of [`encode`](Self::encode)'s output.
+    pub fn encoded_len(&self) -> usize {
+        let strs = [
+            &self.node,
+            &self.zone,
+            &self.component,
+            &self.actor,
+            &self.source,
+            &self.action,
+            &self.object,
+            &self.outcome,
+            &self.reason,
+            &self.request_id,
+            &self.policy_hash,
+            &self.method,
+            &self.path,
+            &self.court,
+            &self.clearance,
+            &self.acr,
+            &self.flow,
+            &self.kind,
+            &self.submitter,
+            &self.transfer_id,
+            &self.content_hash,
+        ];
+        let lists = [&self.roles, &self.labels, &self.approvals];
+        1 + 8
+            + strs.iter().map(|s| 4 + s.len()).sum::<usize>()
+            + lists
+                .iter()
+                .map(|l| 4 + l.iter().map(|s| 4 + s.len()).sum::<usize>())
+                .sum::<usize>()
+            + if self.size.is_some() { 9 } else { 1 }
+            + 4
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>()
+    }
+
+    /// Checks that `bytes` are a canonical event without building it (what `decode` accepts).
+    pub fn validate(bytes: &[u8]) -> Result<(), EventError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge(bytes.len()));
+        }
+        let mut r = Reader { rest: bytes };
+        let version = r.u8("version").map_err(|_| EventError::Empty)?;
+        if version != EVENT_VERSION {
+            return Err(EventError::Version(version));
+        }
+        r.u64("time")?;
+        for f in [
+            "node",
+            "zone",
+            "component",
+            "actor",
+            "source",
+            "action",
+            "object",
+            "outcome",
+            "reason",
+            "request_id",
+            "policy_hash",
+            "method",
+            "path",
+        ] {
+            r.str(f)?;
+        }
+        r.skip_list("roles")?;
+        for f in ["court", "clearance", "acr", "flow", "kind"] {
+            r.str(f)?;
+        }
+        match r.u8("size")? {
+            0 => {}
+            1 => {
+                r.u64("size")?;
+            }
+            _ => return Err(EventError::NotCanonical("size")),
+        }
+        r.skip_list("labels")?;
+        r.skip_list("approvals")?;
+        for f in ["submitter", "transfer_id", "content_hash"] {
+            r.str(f)?;
+        }
+        let n = r.count("attributes", 8)?;
+        let mut last: Option<&str> = None;
+        for _ in 0..n {
+            let k = r.str("attributes")?;
+            r.str("attributes")?;
+            if last.is_some_and(|l| l >= k) {
+                return Err(EventError::NotCanonical("attributes"));
+            }
+            last = Some(k);
+        }
+        if !r.rest.is_empty() {
+            return Err(EventError::Trailing(r.rest.len()));
+        }
+        Ok(())
     }
 
     /// Reads canonical bytes; refuses anything [`encode`](Self::encode) would not write.
@@ -349,10 +450,22 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn string(&mut self, field: &'static str) -> Result<String, EventError> {
+    fn str(&mut self, field: &'static str) -> Result<&'a str, EventError> {
         let n = self.u32(field)? as usize;
         let b = self.take(n, field)?;
-        String::from_utf8(b.to_vec()).map_err(|_| EventError::Utf8(field))
+        std::str::from_utf8(b).map_err(|_| EventError::Utf8(field))
+    }
+
+    fn string(&mut self, field: &'static str) -> Result<String, EventError> {
+        self.str(field).map(str::to_owned)
+    }
+
+    fn skip_list(&mut self, field: &'static str) -> Result<(), EventError> {
+        let n = self.count(field, 4)?;
+        for _ in 0..n {
+            self.str(field)?;
+        }
+        Ok(())
     }
 
     fn list(&mut self, field: &'static str) -> Result<Vec<String>, EventError> {
@@ -401,6 +514,7 @@ mod tests {
     fn round_trips_and_refuses_damage() {
         let e = full_event();
         let b = e.encode();
+        assert_eq!(b.len(), e.encoded_len());
         assert_eq!(Event::decode(&b).unwrap(), e);
         let mut longer = b.clone();
         longer.push(0);
@@ -442,7 +556,9 @@ mod tests {
         fn decode_encode_is_identity(e in arb_event()) {
             let b = e.encode();
             prop_assert_eq!(Event::decode(&b).unwrap(), e.clone());
-            prop_assert_eq!(Event::decode(&b).unwrap().encode(), b);
+            prop_assert_eq!(Event::decode(&b).unwrap().encode(), b.clone());
+            prop_assert_eq!(b.len(), e.encoded_len());
+            prop_assert!(Event::validate(&b).is_ok());
         }
     }
 }

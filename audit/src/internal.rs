@@ -4,6 +4,7 @@ use crate::{AuditBatch, Event, Frontier, SignedCheckpoint};
 
 /// Event decoding: never panics; whatever decodes re-encodes to the same bytes.
 pub fn fuzz_event(data: &[u8]) {
+    assert_eq!(Event::validate(data).is_ok(), Event::decode(data).is_ok());
     if let Ok(e) = Event::decode(data) {
         assert_eq!(e.encode(), data);
     }

@@ -31,6 +31,12 @@ const RECORD_VERSION: u8 = 1;
 const KIND_LOG: &[u8] = b"log";
 const KIND_MIRROR: &[u8] = b"mirror";
 const SIDECAR: &str = "checkpoint.note";
+/// sled's segment size; nodes over a quarter of it go to separate blob files.
+const SEGMENT_SIZE: usize = 8 << 20;
+/// How many stored bytes `verify` reads before hashing them on every core.
+const VERIFY_CHUNK: usize = 8 << 20;
+/// The size a stored record is cut at.
+const RECORD_TARGET: usize = 16 * 1024;
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -313,7 +319,11 @@ impl AuditLog {
     }
 
     fn open_db(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // Large segments keep tree nodes in the log instead of one blob file per rewrite.
+        let db = sled::Config::new()
+            .path(dir)
+            .segment_size(SEGMENT_SIZE)
+            .open()?;
         let batches = db.open_tree("batches")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let meta = db.open_tree("meta")?;
@@ -525,7 +535,23 @@ impl AuditLog {
     }
 
     fn write_group(&self, first: u64, batch: &[(Vec<u8>, Hash)]) -> Result<(), StoreError> {
-        self.batches.insert(key_of(first), encode_record(batch))?;
+        // A group becomes records of at most `RECORD_TARGET` bytes, written as one atomic sled
+        // batch: sled rewrites a whole tree node per change, so huge values cost quadratically.
+        let mut sb = sled::Batch::default();
+        let mut at = first;
+        let mut start = 0;
+        let mut bytes = 0;
+        for (i, (b, _)) in batch.iter().enumerate() {
+            bytes += b.len() + 36;
+            if bytes >= RECORD_TARGET || i + 1 == batch.len() {
+                let part = batch.get(start..=i).unwrap_or_default();
+                sb.insert(&key_of(at), encode_record(part));
+                at += part.len() as u64;
+                start = i + 1;
+                bytes = 0;
+            }
+        }
+        self.batches.apply_batch(sb)?;
         self.db.flush()?;
         Ok(())
     }
@@ -843,37 +869,92 @@ impl AuditLog {
             Ok(())
         };
         check(&tree, &mut next_cp, &mut last_ok)?;
-        for item in self.batches.iter() {
-            let (k, v) = item?;
-            let at = tree.size();
-            if index_of(&k) != Some(at) {
-                return Err(StoreError::Tampered {
-                    index: at,
-                    reason: "entries are missing or out of order".into(),
-                });
+        // Records are read in chunks; leaf hashes and event checks of a chunk run on every core,
+        // then the tree is folded in order so the first bad index is the one reported.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let mut iter = self.batches.iter();
+        let mut done = false;
+        while !done {
+            let mut chunk: Vec<(sled::IVec, sled::IVec)> = Vec::new();
+            let mut chunk_bytes = 0usize;
+            while chunk_bytes < VERIFY_CHUNK {
+                match iter.next() {
+                    Some(item) => {
+                        let (k, v) = item?;
+                        chunk_bytes += v.len();
+                        chunk.push((k, v));
+                    }
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
             }
-            let entries = parse_record(&v).map_err(|e| StoreError::Tampered {
-                index: at,
-                reason: e.to_owned(),
-            })?;
-            for (stored_hash, bytes) in entries {
+            // In order: record keys must continue the log; a record that cannot be read stops
+            // the chunk (entries before it are still checked first).
+            let mut entries: Vec<(Hash, &[u8])> = Vec::new();
+            let mut stop: Option<StoreError> = None;
+            for (k, v) in &chunk {
+                let at = tree.size() + entries.len() as u64;
+                if index_of(k) != Some(at) {
+                    stop = Some(StoreError::Tampered {
+                        index: at,
+                        reason: "entries are missing or out of order".into(),
+                    });
+                    break;
+                }
+                match parse_record(v) {
+                    Ok(e) => entries.extend(e),
+                    Err(e) => {
+                        stop = Some(StoreError::Tampered {
+                            index: at,
+                            reason: e.to_owned(),
+                        });
+                        break;
+                    }
+                }
+            }
+            let per = entries.len().div_ceil(workers).max(1);
+            let computed: Vec<Result<Hash, String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = entries
+                    .chunks(per)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|(_, bytes)| {
+                                    Event::validate(bytes)
+                                        .map(|()| merkle::leaf_hash(bytes))
+                                        .map_err(|e| format!("not a canonical event: {e}"))
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| vec![Err("a verification thread failed".into())])
+                    })
+                    .collect()
+            });
+            for ((stored_hash, _), result) in entries.iter().zip(computed) {
                 let i = tree.size();
-                let h = merkle::leaf_hash(bytes);
-                if h != stored_hash {
+                let h = result.map_err(|reason| StoreError::Tampered { index: i, reason })?;
+                if h != *stored_hash {
                     return Err(StoreError::Tampered {
                         index: i,
                         reason: "the stored bytes do not match their leaf hash".into(),
                     });
                 }
-                Event::decode(bytes).map_err(|e| StoreError::Tampered {
-                    index: i,
-                    reason: format!("not a canonical event: {e}"),
-                })?;
                 tree.push(h);
                 check(&tree, &mut next_cp, &mut last_ok)?;
                 if tree.size() % 65_536 == 0 {
                     progress(tree.size(), stored);
                 }
+            }
+            if let Some(e) = stop {
+                return Err(e);
             }
         }
         if let Some(cp) = next_cp.next() {

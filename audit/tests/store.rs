@@ -91,7 +91,7 @@ fn concurrent_appends_are_grouped_and_all_durable() {
     assert_eq!(report.entries, 850);
     assert_eq!(report.root, log.root());
     drop(log);
-    let db = sled::open(dir.path()).unwrap();
+    let db = sled_open(dir.path());
     let records = db.open_tree("batches").unwrap().len();
     assert!(records < 850, "{records} records for 850 events");
 }
@@ -198,7 +198,7 @@ fn auto_checkpoints_every_n_entries() {
 
 /// Rewrites the stored group records with `f` (as an attacker with the files would).
 fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap();
+    let db = sled_open(dir);
     let t = db.open_tree("batches").unwrap();
     f(&t);
     db.flush().unwrap();
@@ -364,7 +364,7 @@ fn reordering_truncating_and_rewriting_are_found() {
     // A checkpoint note altered.
     let d = fresh();
     {
-        let db = sled::open(d.path()).unwrap();
+        let db = sled_open(d.path());
         let t = db.open_tree("checkpoints").unwrap();
         let v = t.get(30u64.to_be_bytes()).unwrap().unwrap().to_vec();
         let text = String::from_utf8(v)
@@ -465,4 +465,14 @@ fn mirror_rebuilds_from_batches_and_refuses_what_does_not_extend_it() {
     assert!(mirror.is_mirror());
     let r = mirror.verify(Some(&key), &mut |_, _| {}).unwrap();
     assert_eq!((r.entries, r.signed_size), (25, 25));
+}
+
+/// Opens a log folder's database directly, as an attacker with the files could (the store uses
+/// 8 MiB segments).
+fn sled_open(dir: &Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir)
+        .segment_size(8 << 20)
+        .open()
+        .unwrap()
 }
