@@ -92,7 +92,7 @@ wrk_run() { # port, extra args... -> "req/s p99"
     out=$(wrk -t2 -c64 -d"${DUR}s" --latency "$@" "https://127.0.0.1:$port/")
     local rps p99
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" { v=$2; if (v ~ /us$/) { sub(/us$/,"",v); v=v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v=v*1000 }; print v }' <<<"$out")
     local errs
     errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
     echo "$rps $p99 $errs"
@@ -104,23 +104,37 @@ h2_run() { # port -> "req/s"
     awk '/^requests:/ {print "#", $0}' <<<"$out" >&2
 }
 
-echo "== duration ${DUR}s per measurement, nginx $(nginx -v 2>&1 | sed 's/.*\///'), 2 cores shared with the load client"
-read -r n_h1 n_h1_p99 n_h1_err <<<"$(wrk_run "$NGINX_PORT")" || true
-read -r t_h1 t_h1_p99 t_h1_err <<<"$(wrk_run "$TP_PORT")" || true
-n_h2=$(h2_run "$NGINX_PORT")
-t_h2=$(h2_run "$TP_PORT")
-read -r n_hs n_hs_p99 n_hs_err <<<"$(wrk_run "$NGINX_PORT" -H 'Connection: close')" || true
-read -r t_hs t_hs_p99 t_hs_err <<<"$(wrk_run "$TP_PORT" -H 'Connection: close')" || true
+ROUNDS=${ROUNDS:-3}
+echo "== ${ROUNDS} rounds, ${DUR}s per measurement, nginx $(nginx -v 2>&1 | sed 's/.*\///'), 2 cores shared with the load client"
+echo "== each round measures nginx then tianping-net back to back; the table shows medians"
+declare -A R M
+for round in $(seq 1 "$ROUNDS"); do
+    for who in nginx tp; do
+        if [ "$who" = nginx ]; then port=$NGINX_PORT; else port=$TP_PORT; fi
+        read -r rps p99 _ <<<"$(wrk_run "$port")"
+        R[$who,h1]+="$rps "; R[$who,h1p99]+="$p99 "
+        R[$who,h2]+="$(h2_run "$port") "
+        read -r rps _ <<<"$(wrk_run "$port" -H 'Connection: close')"
+        R[$who,hs]+="$rps "
+        echo "round $round $who: h1 ${R[$who,h1]} h2 ${R[$who,h2]} handshakes ${R[$who,hs]}" >&2
+    done
+done
 t_h3=$("$BIN/h3_load" "127.0.0.1:$TP_PORT" "$WORK/ca.pem" localhost 64 10 "$DUR" || echo failed)
 
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+for k in h1 h1p99 h2 hs; do
+    for who in nginx tp; do
+        M[$who,$k]=$(echo "${R[$who,$k]}" | sed 's/ms//g' | median)
+    done
+done
 cat <<TABLE
 
-| measurement | nginx | tianping-net | ratio |
+| measurement (median of $ROUNDS) | nginx | tianping-net | ratio |
 |---|---|---|---|
-| HTTP/1.1 keep-alive req/s (wrk -t2 -c64) | $n_h1 (p99 $n_h1_p99) | $t_h1 (p99 $t_h1_p99) | $(ratio "$t_h1" "$n_h1") |
-| HTTP/2 req/s (h2load -c64 -m10) | $n_h2 | $t_h2 | $(ratio "$t_h2" "$n_h2") |
-| full TLS 1.3 handshakes/s (wrk, Connection: close) | $n_hs | $t_hs | $(ratio "$t_hs" "$n_hs") |
-| HTTP/3 req/s (h3_load 64 conns x 10 streams) | n/a | $t_h3 | - |
+| HTTP/1.1 keep-alive req/s (wrk -t2 -c64) | ${M[nginx,h1]} | ${M[tp,h1]} | $(ratio "${M[tp,h1]}" "${M[nginx,h1]}") |
+| HTTP/1.1 p99 latency, ms | ${M[nginx,h1p99]} | ${M[tp,h1p99]} | |
+| HTTP/2 req/s (h2load -c64 -m10) | ${M[nginx,h2]} | ${M[tp,h2]} | $(ratio "${M[tp,h2]}" "${M[nginx,h2]}") |
+| full TLS 1.3 handshakes/s (wrk -t2 -c64, Connection: close) | ${M[nginx,hs]} | ${M[tp,hs]} | $(ratio "${M[tp,hs]}" "${M[nginx,hs]}") |
+| HTTP/3 (h3_load, 64 connections x 10 streams) | n/a | $t_h3 | |
 TABLE
-[ -z "$n_h1_err$t_h1_err$n_hs_err$t_hs_err" ] || echo "wrk notes: nginx h1: $n_h1_err tianping h1: $t_h1_err nginx hs: $n_hs_err tianping hs: $t_hs_err"
