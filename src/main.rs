@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod decision_log;
 
 /// Tianping: one identity, hardened gateways and audited one-way exchange for the court's networks.
 #[derive(Debug, Parser)]

@@ -51,8 +51,12 @@ pub(crate) enum PolicyCmd {
         /// The policy file.
         file: PathBuf,
         /// The recorded inputs, one JSON object a line.
+        #[arg(long, required_unless_present = "log", conflicts_with = "log")]
+        inputs: Option<PathBuf>,
+        /// An audit log folder: every recorded request and transfer decision in it, after the
+        /// log verifies.
         #[arg(long)]
-        inputs: PathBuf,
+        log: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -218,7 +222,19 @@ pub(crate) fn run(_data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCmd::Replay { file, inputs, json } => replay(&file, &inputs, json),
+        PolicyCmd::Replay {
+            file,
+            inputs,
+            log,
+            json,
+        } => {
+            let list = match (inputs, log) {
+                (Some(inputs), _) => inputs_from_file(&inputs)?,
+                (None, Some(log)) => inputs_from_log(&log)?,
+                (None, None) => return Err(miette!("give `--inputs FILE` or `--log DIR`")),
+            };
+            replay(&file, &list, json)
+        }
     }
 }
 
@@ -315,8 +331,7 @@ fn parse_hhmm(s: &str) -> Option<u32> {
     (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
-fn replay(file: &Path, inputs: &Path, json: bool) -> miette::Result<ExitCode> {
-    let p = load(file)?;
+fn inputs_from_file(inputs: &Path) -> miette::Result<Vec<DecisionInput>> {
     let text = read(inputs)?;
     let mut list = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -332,7 +347,49 @@ fn replay(file: &Path, inputs: &Path, json: bool) -> miette::Result<ExitCode> {
         })?;
         list.push(di);
     }
-    let r = p.replay(&list);
+    Ok(list)
+}
+
+/// Every decision recorded in a stopped audit log, after the whole log verifies.
+fn inputs_from_log(dir: &Path) -> miette::Result<Vec<DecisionInput>> {
+    let log = tianping_audit::AuditLog::open(dir)
+        .map_err(|e| miette!("cannot open the audit log `{}`: {e}", dir.display()))?;
+    let report = log
+        .verify(None, &mut |_, _| {})
+        .map_err(|e| miette!("the audit log `{}` does not verify: {e}", dir.display()))?;
+    let mut list = Vec::new();
+    let mut skipped = 0u64;
+    for record in log.entries(0) {
+        let record = record.map_err(|e| miette!("cannot read `{}`: {e}", dir.display()))?;
+        match crate::decision_log::decision_input(&record.event) {
+            Some(Ok(di)) => list.push(di),
+            Some(Err(e)) => {
+                return Err(miette!(
+                    "audit entry {} ({}) is not a replayable decision: {e}",
+                    record.index,
+                    record.event.action
+                ));
+            }
+            None => skipped += 1,
+        }
+    }
+    eprintln!(
+        "audit log `{}`: {} entries verified (root {}), {} decisions to replay, {skipped} other events",
+        dir.display(),
+        report.entries,
+        hex_root(&report.root),
+        list.len()
+    );
+    Ok(list)
+}
+
+fn hex_root(root: &[u8]) -> String {
+    root.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn replay(file: &Path, list: &[DecisionInput], json: bool) -> miette::Result<ExitCode> {
+    let p = load(file)?;
+    let r = p.replay(list);
     if json {
         println!("{}", serde_json::to_string_pretty(&r).into_diagnostic()?);
     } else {
