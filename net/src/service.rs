@@ -267,11 +267,8 @@ fn check(
             return Err(status_response(status, conn.protocol == Protocol::Http1));
         }
     };
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    // No path (an HTTP/2 or HTTP/3 CONNECT) is refused like a bad path: nothing here tunnels.
+    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
     let normalized = match normalize_path(target) {
         Ok(p) => p,
         Err(_) => {

@@ -603,3 +603,80 @@ async fn tls12_only_where_configured_and_only_aead() {
     assert!(!out.status.success());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn crl_reload_refuses_a_revoked_client_and_keeps_live_connections() {
+    let pki = Pki::new();
+    let now = UnixTime::from_system_time(std::time::SystemTime::now());
+    let crl = pki.path("crl.pem");
+    std::fs::write(&crl, pki.zone.crl(&[], now, 7).unwrap()).unwrap();
+    let tls = tianping_certs::ServerTlsBuilder::new(pki.path("tls.pem"), pki.path("tls.key"))
+        .client_auth(
+            ClientAuth::Optional,
+            pki.path("trust.pem"),
+            vec![crl.clone()],
+        )
+        .build()
+        .unwrap();
+    let server = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(tls.clone()),
+        options(),
+        handler,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let url = format!("https://{HOST}:{}/", addr.port());
+    let live = reqwest_client(&pki, addr, true, &[b"h2"]);
+    assert!(
+        live.get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("identity=u-1001@bj.01")
+    );
+
+    let revoked = tianping_certs::Revocation {
+        serial: pki.client_serial.clone(),
+        at: i64::try_from(now.as_secs()).unwrap(),
+        reason: tianping_certs::RevokeReason::KeyCompromise,
+    };
+    std::fs::write(&crl, pki.zone.crl(&[revoked], now, 7).unwrap()).unwrap();
+    tls.reload().unwrap();
+    server.reload().unwrap();
+
+    // A new connection with the revoked certificate is refused in the handshake.
+    assert!(
+        reqwest_client(&pki, addr, true, &[b"h2"])
+            .get(&url)
+            .send()
+            .await
+            .is_err()
+    );
+    // The live HTTP/2 connection, authenticated before the revocation, goes on.
+    assert!(
+        live.get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("identity=u-1001@bj.01")
+    );
+    // Clients without a certificate are still served.
+    assert_eq!(
+        reqwest_client(&pki, addr, false, &[b"h2"])
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    server.shutdown().await;
+}

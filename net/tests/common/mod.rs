@@ -27,6 +27,7 @@ pub struct Pki {
     pub trust_pem: String,
     pub client_chain: String,
     pub client_key: String,
+    pub client_serial: String,
 }
 
 impl Pki {
@@ -50,6 +51,7 @@ impl Pki {
             trust_pem,
             client_chain: client.chain_pem.clone(),
             client_key: client.key_pem.expose().clone(),
+            client_serial: client.serial.clone(),
         };
         pki.issue_server("server-1");
         pki
