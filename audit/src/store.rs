@@ -323,6 +323,7 @@ impl AuditLog {
         let db = sled::Config::new()
             .path(dir)
             .segment_size(SEGMENT_SIZE)
+            .mode(sled::Mode::HighThroughput)
             .open()?;
         let batches = db.open_tree("batches")?;
         let checkpoints = db.open_tree("checkpoints")?;
@@ -869,94 +870,42 @@ impl AuditLog {
             Ok(())
         };
         check(&tree, &mut next_cp, &mut last_ok)?;
-        // Records are read in chunks; leaf hashes and event checks of a chunk run on every core,
-        // then the tree is folded in order so the first bad index is the one reported.
+        // A reader thread takes records in chunks and hashes and checks their entries on every
+        // core, while this thread folds the previous chunk into the tree in order, so the first
+        // bad index is the one reported.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let mut iter = self.batches.iter();
-        let mut done = false;
-        while !done {
-            let mut chunk: Vec<(sled::IVec, sled::IVec)> = Vec::new();
-            let mut chunk_bytes = 0usize;
-            while chunk_bytes < VERIFY_CHUNK {
-                match iter.next() {
-                    Some(item) => {
-                        let (k, v) = item?;
-                        chunk_bytes += v.len();
-                        chunk.push((k, v));
-                    }
-                    None => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            // In order: record keys must continue the log; a record that cannot be read stops
-            // the chunk (entries before it are still checked first).
-            let mut entries: Vec<(Hash, &[u8])> = Vec::new();
-            let mut stop: Option<StoreError> = None;
-            for (k, v) in &chunk {
-                let at = tree.size() + entries.len() as u64;
-                if index_of(k) != Some(at) {
-                    stop = Some(StoreError::Tampered {
-                        index: at,
-                        reason: "entries are missing or out of order".into(),
-                    });
-                    break;
-                }
-                match parse_record(v) {
-                    Ok(e) => entries.extend(e),
-                    Err(e) => {
-                        stop = Some(StoreError::Tampered {
-                            index: at,
-                            reason: e.to_owned(),
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        let batches = self.batches.clone();
+        std::thread::scope(|scope| -> Result<(), StoreError> {
+            scope.spawn(move || read_chunks(batches, workers, tx));
+            for chunk in rx {
+                for (stored_hash, result) in chunk.entries {
+                    let i = tree.size();
+                    let h = result.map_err(|reason| StoreError::Tampered { index: i, reason })?;
+                    if h != stored_hash {
+                        return Err(StoreError::Tampered {
+                            index: i,
+                            reason: "the stored bytes do not match their leaf hash".into(),
                         });
-                        break;
+                    }
+                    tree.push(h);
+                    check(&tree, &mut next_cp, &mut last_ok)?;
+                    if tree.size() % 65_536 == 0 {
+                        progress(tree.size(), stored);
                     }
                 }
-            }
-            let per = entries.len().div_ceil(workers).max(1);
-            let computed: Vec<Result<Hash, String>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = entries
-                    .chunks(per)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|(_, bytes)| {
-                                    Event::validate(bytes)
-                                        .map(|()| merkle::leaf_hash(bytes))
-                                        .map_err(|e| format!("not a canonical event: {e}"))
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| vec![Err("a verification thread failed".into())])
-                    })
-                    .collect()
-            });
-            for ((stored_hash, _), result) in entries.iter().zip(computed) {
-                let i = tree.size();
-                let h = result.map_err(|reason| StoreError::Tampered { index: i, reason })?;
-                if h != *stored_hash {
-                    return Err(StoreError::Tampered {
-                        index: i,
-                        reason: "the stored bytes do not match their leaf hash".into(),
+                if let Some(e) = chunk.stop {
+                    return Err(match e {
+                        ChunkStop::Storage(e) => e,
+                        ChunkStop::Bad(reason) => StoreError::Tampered {
+                            index: tree.size(),
+                            reason,
+                        },
                     });
                 }
-                tree.push(h);
-                check(&tree, &mut next_cp, &mut last_ok)?;
-                if tree.size() % 65_536 == 0 {
-                    progress(tree.size(), stored);
-                }
             }
-            if let Some(e) = stop {
-                return Err(e);
-            }
-        }
+            Ok(())
+        })?;
         if let Some(cp) = next_cp.next() {
             return Err(StoreError::Tampered {
                 index: tree.size(),
@@ -1052,6 +1001,100 @@ impl AuditLog {
         }
         *lock(&self.origin) = cp_origin;
         Ok(cp)
+    }
+}
+
+/// Why the reader stopped early.
+enum ChunkStop {
+    Storage(StoreError),
+    /// A record out of place or unreadable, at the index after the chunk's entries.
+    Bad(String),
+}
+
+/// Entries read, hashed and checked by the verification reader.
+struct Chunk {
+    entries: Vec<(Hash, Result<Hash, String>)>,
+    stop: Option<ChunkStop>,
+}
+
+/// Reads every record in order, hashes and checks entries on `workers` threads, and sends them
+/// in chunks; stops at the first record it cannot place or read (or when the receiver is gone).
+fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSender<Chunk>) {
+    let mut iter = batches.iter();
+    let mut next_at = 0u64;
+    loop {
+        let mut records: Vec<sled::IVec> = Vec::new();
+        let mut bytes = 0usize;
+        let mut stop = None;
+        let mut end = false;
+        while bytes < VERIFY_CHUNK {
+            match iter.next() {
+                Some(Ok((k, v))) => {
+                    if index_of(&k) != Some(next_at) {
+                        stop = Some(ChunkStop::Bad("entries are missing or out of order".into()));
+                        break;
+                    }
+                    match parse_record(&v) {
+                        Ok(e) => next_at += e.len() as u64,
+                        Err(e) => {
+                            stop = Some(ChunkStop::Bad(e.to_owned()));
+                            break;
+                        }
+                    }
+                    bytes += v.len();
+                    records.push(v);
+                }
+                Some(Err(e)) => {
+                    stop = Some(ChunkStop::Storage(e.into()));
+                    break;
+                }
+                None => {
+                    end = true;
+                    break;
+                }
+            }
+        }
+        let entries: Vec<(Hash, &[u8])> = records
+            .iter()
+            .flat_map(|v| parse_record(v).unwrap_or_default())
+            .collect();
+        let per = entries.len().div_ceil(workers).max(1);
+        let computed: Vec<(Hash, Result<Hash, String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = entries
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(stored, bytes)| {
+                                let r = Event::validate(bytes)
+                                    .map(|()| merkle::leaf_hash(bytes))
+                                    .map_err(|e| format!("not a canonical event: {e}"));
+                                (*stored, r)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        vec![([0; 32], Err("a verification thread failed".into()))]
+                    })
+                })
+                .collect()
+        });
+        let last = stop.is_some() || end;
+        if tx
+            .send(Chunk {
+                entries: computed,
+                stop,
+            })
+            .is_err()
+            || last
+        {
+            return;
+        }
     }
 }
 
