@@ -73,7 +73,9 @@ http {
 CONF
 nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" &
 PIDS+=($!)
-"$BIN/bench_server" "$WORK/cert.pem" "$WORK/key.pem" "$TP_PORT" &
+# Two single-threaded runtimes on SO_REUSEPORT listeners, as nginx runs two worker processes
+# (`worker_processes auto` on two cores); TP_THREADS=1 runs one multi-threaded tokio runtime.
+TP_THREADS=${TP_THREADS:-2} "$BIN/bench_server" "$WORK/cert.pem" "$WORK/key.pem" "$TP_PORT" &
 PIDS+=($!)
 
 # Readiness: both answer once before measuring.

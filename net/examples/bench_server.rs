@@ -38,14 +38,15 @@ async fn handler(_req: Request<Body>) -> Response<ResponseBody> {
     Response::new(full(&BODY[..]))
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
+/// Serves on this thread's own runtime; `first` also serves HTTP/3 and the admin listener.
+async fn serve(args: Vec<String>, first: bool, reuse_port: bool) {
     let (cert, key, port) = (&args[1], &args[2], args[3].parse::<u16>().unwrap());
     let tls = ServerTlsBuilder::new(cert, key).build().unwrap();
     let mut options = ServerOptions::new(HostSet::new(["localhost", "127.0.0.1"]));
     // The load clients open 64 connections and many handshakes from one address.
     options.limits.max_connections_per_addr = 100_000;
+    options.reuse_port = reuse_port;
+    options.http3 = first;
     let server = serve_tls(
         ([127, 0, 0, 1], port).into(),
         Arc::new(NoTickets::new(&tls)),
@@ -54,7 +55,7 @@ async fn main() {
     )
     .await
     .unwrap();
-    if let Some(p) = args.get(4) {
+    if let (true, Some(p)) = (first, args.get(4)) {
         let admin = serve_admin(
             ([127, 0, 0, 1], p.parse().unwrap()).into(),
             vec![server.metrics()],
@@ -63,7 +64,39 @@ async fn main() {
         .unwrap();
         std::mem::forget(admin);
     }
-    println!("listening on {}", server.local_addr());
+    if first {
+        println!("listening on {}", server.local_addr());
+    }
     tokio::signal::ctrl_c().await.unwrap();
     server.shutdown().await;
+}
+
+/// `TP_THREADS=N` (default 1): N single-threaded runtimes, each with its own `SO_REUSEPORT`
+/// listener, like nginx's worker processes; 1 means one multi-threaded runtime.
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let threads: usize = std::env::var("TP_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    if threads <= 1 {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(serve(args, true, false));
+        return;
+    }
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let args = args.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(serve(args, i == 0, true));
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
 }

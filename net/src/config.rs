@@ -85,6 +85,9 @@ pub struct ServerOptions {
     pub rate_per_identity: Option<Rate>,
     /// Also serve HTTP/3 on the same port number over UDP and advertise it with `Alt-Svc`.
     pub http3: bool,
+    /// Bind the TCP port with `SO_REUSEPORT`, so several runtimes (one per core, each with its
+    /// own listener on the same port) share the connections; off by default.
+    pub reuse_port: bool,
     /// Where rate limits read the time.
     pub clock: Arc<dyn Clock>,
 }
@@ -98,6 +101,7 @@ impl ServerOptions {
             rate_per_addr: None,
             rate_per_identity: None,
             http3: true,
+            reuse_port: false,
             clock: Arc::new(SystemClock),
         }
     }

@@ -177,9 +177,8 @@ pub async fn serve_tls(
     // One `Shared` for TCP and QUIC: the rate limits count a client's requests over both.
     let (listener, shared, quic) = loop {
         attempt += 1;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(io_err(format!("bind tcp `{addr}`")))?;
+        let listener =
+            bind_tcp(addr, options.reuse_port).map_err(io_err(format!("bind tcp `{addr}`")))?;
         let local = listener.local_addr().map_err(io_err("tcp local address"))?;
         let shared = Arc::new(Shared::new(
             handler.clone(),
@@ -212,6 +211,20 @@ pub async fn serve_tls(
         done: Some(done),
         quic,
     })
+}
+
+fn bind_tcp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn accept_loop(
