@@ -320,11 +320,25 @@ impl AuditLog {
 
     fn open_db(dir: &Path) -> Result<Self, StoreError> {
         // Large segments keep tree nodes in the log instead of one blob file per rewrite.
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .segment_size(SEGMENT_SIZE)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        // sled's I/O threads may hold the folder's lock for a moment after the same process
+        // closed the log; another process holding it is still refused, after a second.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock") && tries < 50 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let batches = db.open_tree("batches")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let meta = db.open_tree("meta")?;
