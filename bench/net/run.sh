@@ -72,11 +72,13 @@ http {
 }
 CONF
 nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
 # Two single-threaded runtimes on SO_REUSEPORT listeners, as nginx runs two worker processes
 # (`worker_processes auto` on two cores); TP_THREADS=1 runs one multi-threaded tokio runtime.
 TP_THREADS=${TP_THREADS:-2} "$BIN/bench_server" "$WORK/cert.pem" "$WORK/key.pem" "$TP_PORT" &
-PIDS+=($!)
+TP_PID=$!
+PIDS+=($TP_PID)
 
 # Readiness: both answer once before measuring.
 for port in "$NGINX_PORT" "$TP_PORT"; do
@@ -87,6 +89,16 @@ for port in "$NGINX_PORT" "$TP_PORT"; do
     len=$(curl -sk "https://127.0.0.1:$port/" | wc -c)
     [ "$len" = 100 ] || { echo "port $port answers $len bytes, not 100" >&2; exit 1; }
 done
+
+# CPU time (user + system, in clock ticks) of a process and its children processes (nginx workers).
+cpu_ticks() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+TCK=$(getconf CLK_TCK)
 
 wrk_run() { # port, extra args... -> "req/s p99"
     local port=$1; shift
@@ -116,8 +128,13 @@ for round in $(seq 1 "$ROUNDS"); do
         read -r rps p99 _ <<<"$(wrk_run "$port")"
         R[$who,h1]+="$rps "; R[$who,h1p99]+="$p99 "
         R[$who,h2]+="$(h2_run "$port") "
+        if [ "$who" = nginx ]; then pid=$NGINX_PID; else pid=$TP_PID; fi
+        before=$(cpu_ticks "$pid")
         read -r rps _ <<<"$(wrk_run "$port" -H 'Connection: close')"
+        after=$(cpu_ticks "$pid")
         R[$who,hs]+="$rps "
+        # Handshakes per second of the server's own CPU time: the load client's share removed.
+        R[$who,hscpu]+="$(awk -v r="$rps" -v d="$DUR" -v t=$((after - before)) -v k="$TCK" 'BEGIN { if (t > 0) printf "%.0f", r * d / (t / k); else print 0 }') "
         echo "round $round $who: h1 ${R[$who,h1]} h2 ${R[$who,h2]} handshakes ${R[$who,hs]}" >&2
     done
 done
@@ -125,7 +142,7 @@ t_h3=$("$BIN/h3_load" "127.0.0.1:$TP_PORT" "$WORK/ca.pem" localhost 64 10 "$DUR"
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-for k in h1 h1p99 h2 hs; do
+for k in h1 h1p99 h2 hs hscpu; do
     for who in nginx tp; do
         M[$who,$k]=$(echo "${R[$who,$k]}" | sed 's/ms//g' | median)
     done
@@ -138,5 +155,6 @@ cat <<TABLE
 | HTTP/1.1 p99 latency, ms | ${M[nginx,h1p99]} | ${M[tp,h1p99]} | |
 | HTTP/2 req/s (h2load -c64 -m10) | ${M[nginx,h2]} | ${M[tp,h2]} | $(ratio "${M[tp,h2]}" "${M[nginx,h2]}") |
 | full TLS 1.3 handshakes/s (wrk -t2 -c64, Connection: close) | ${M[nginx,hs]} | ${M[tp,hs]} | $(ratio "${M[tp,hs]}" "${M[nginx,hs]}") |
+| full TLS 1.3 handshakes per server CPU-second | ${M[nginx,hscpu]} | ${M[tp,hscpu]} | $(ratio "${M[tp,hscpu]}" "${M[nginx,hscpu]}") |
 | HTTP/3 (h3_load, 64 connections x 10 streams) | n/a | $t_h3 | |
 TABLE

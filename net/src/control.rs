@@ -51,10 +51,22 @@ pub async fn serve_control(
     handler: impl Handler,
 ) -> Result<ControlHandle, NetError> {
     if path.exists() {
-        // A stale socket from a previous run; a live one would still be refused by `bind`'s owner.
+        // A socket someone still answers on belongs to a running process: never take it over.
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(NetError::Io {
+                what: format!("bind `{}`", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process serves this control socket",
+                ),
+            });
+        }
+        // A stale socket left by a process that ended.
         std::fs::remove_file(path)
             .map_err(io_err(format!("remove stale socket `{}`", path.display())))?;
     }
+    // Between `bind` and `chmod` the file has the umask's mode; the peer-uid check below holds
+    // in that window too.
     let listener =
         UnixListener::bind(path).map_err(io_err(format!("bind `{}`", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

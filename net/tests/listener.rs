@@ -459,6 +459,14 @@ async fn control_socket_checks_mode_and_answers() {
         )))
     };
     let ctl = serve_control(&path, &[], handler).await.unwrap();
+    // A second server on a live socket is refused; the first keeps it.
+    let second = serve_control(
+        &path,
+        &[],
+        |_req: http::Request<tianping_net::Body>| async { http::Response::new(full("second")) },
+    )
+    .await;
+    assert!(second.is_err());
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
