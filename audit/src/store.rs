@@ -1048,13 +1048,13 @@ fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSen
                         stop = Some(ChunkStop::Bad("entries are missing or out of order".into()));
                         break;
                     }
-                    match parse_record(&v) {
-                        Ok(e) => next_at += e.len() as u64,
-                        Err(e) => {
-                            stop = Some(ChunkStop::Bad(e.to_owned()));
-                            break;
-                        }
-                    }
+                    // The count in the header places the next record; a record whose body
+                    // does not parse is found below.
+                    let count = v
+                        .get(1..5)
+                        .and_then(|c| c.try_into().ok())
+                        .map_or(0, u32::from_be_bytes);
+                    next_at += u64::from(count);
                     bytes += v.len();
                     records.push(v);
                 }
@@ -1068,10 +1068,16 @@ fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSen
                 }
             }
         }
-        let entries: Vec<(Hash, &[u8])> = records
-            .iter()
-            .flat_map(|v| parse_record(v).unwrap_or_default())
-            .collect();
+        let mut entries: Vec<(Hash, &[u8])> = Vec::new();
+        for v in &records {
+            match parse_record(v) {
+                Ok(e) => entries.extend(e),
+                Err(e) => {
+                    stop = Some(ChunkStop::Bad(e.to_owned()));
+                    break;
+                }
+            }
+        }
         let per = entries.len().div_ceil(workers).max(1);
         let computed: Vec<(Hash, Result<Hash, String>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = entries
