@@ -14,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::{Body, Source};
 use crate::config::ServerOptions;
-use crate::h1::H1Guard;
+use crate::h1::{FirstBytesDeadline, H1Guard};
 use crate::metrics::Metrics;
 use crate::quic::QuicSide;
 use crate::service::{BodyRefusal, ConnInfo, Handler, Protocol, Shared, serve};
@@ -314,7 +314,9 @@ impl Conn {
                 .max_header_list_size(limits.max_header_list_size)
                 .keep_alive_interval(Some(limits.header_read_timeout))
                 .keep_alive_timeout(limits.header_read_timeout);
-            let conn = b.serve_connection(TokioIo::new(stream), svc);
+            // The 24-byte client preface must arrive within the header timeout (slowloris).
+            let io = FirstBytesDeadline::new(stream, 24, limits.header_read_timeout);
+            let conn = b.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,

@@ -416,3 +416,42 @@ async fn http2_continuation_flood_is_cut_off() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_clients_are_closed_before_and_after_the_handshake() {
+    use tokio::io::AsyncReadExt;
+
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.handshake_timeout = Duration::from_millis(200);
+    opts.limits.header_read_timeout = Duration::from_millis(200);
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let addr = server.local_addr();
+    // TCP only, no ClientHello: closed by the handshake timeout.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // HTTP/2 negotiated, then no preface: closed by the header timeout.
+    let cfg = Arc::new(pki.client_config(false, &[b"h2"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let out = read_to_close(&mut tls).await;
+    assert!(!out.contains("HTTP/"), "{out}");
+    // HTTP/1.1 keep-alive connection left idle after a request: closed by the header timeout.
+    let mut s = raw_connect(&pki, addr, HOST).await;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let out = read_to_close(&mut s).await;
+    assert_eq!(statuses(&out), vec![200], "{out}");
+    assert_eq!(server.metrics().handshakes(), 2);
+    server.shutdown().await;
+}
