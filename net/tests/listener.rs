@@ -397,9 +397,8 @@ async fn admin_listener_serves_health_and_metrics() {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn graceful_shutdown_finishes_in_flight_requests() {
-    let pki = Pki::new();
+async fn graceful_shutdown(http3: bool) {
+    let pki = Arc::new(Pki::new());
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let started = Arc::new(std::sync::Mutex::new(Some(started_tx)));
@@ -426,16 +425,31 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     .await
     .unwrap();
     let addr = server.local_addr();
-    let c = reqwest_client(&pki, addr, false, &[b"http/1.1"]);
-    let req = tokio::spawn(c.get(format!("https://{HOST}:{}/", addr.port())).send());
+    let req = if http3 {
+        let pki = pki.clone();
+        tokio::spawn(async move { h3_get(&pki, addr, "/", false).await.1 })
+    } else {
+        let c = reqwest_client(&pki, addr, false, &[b"http/1.1"]);
+        let url = format!("https://{HOST}:{}/", addr.port());
+        tokio::spawn(async move { c.get(url).send().await.unwrap().text().await.unwrap() })
+    };
     started_rx.await.unwrap();
     let shutdown = tokio::spawn(server.shutdown());
     release_tx.send(()).unwrap();
-    let resp = req.await.unwrap().unwrap();
-    assert_eq!(resp.text().await.unwrap(), "finished");
+    assert_eq!(req.await.unwrap(), "finished");
     shutdown.await.unwrap();
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    graceful_shutdown(false).await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_http3_requests() {
+    graceful_shutdown(true).await;
 }
 
 #[tokio::test]
