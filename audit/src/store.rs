@@ -2,18 +2,19 @@
 //!
 //! Layout of a log folder (one `sled` database, which only one process can open):
 //!
-//! - tree `batches`: key = the big-endian `u64` index of a group's first entry; value = `0x01`,
+//! - tree `batches`: key = the big-endian `u64` index of a record's first entry; value = `0x01`,
 //!   a `u32` count, then per entry its 32-byte leaf hash, a `u32` length and its canonical
-//!   bytes. One record and one `flush` per commit group.
+//!   bytes. A commit group is cut into records of about 16 KiB, written as one atomic `sled`
+//!   batch, then one `flush` (fsync) for the whole group.
 //! - tree `checkpoints`: key = the big-endian `u64` size; value = the signed note.
 //! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key).
-//!
 //! - file `checkpoint.note`: a copy of the latest signed checkpoint, replaced atomically. `sled`
 //!   treats a damaged record as the torn end of its log and silently drops it and everything
 //!   after it on reopening; this copy, kept outside the database, lets `verify` see that loss.
 //!
-//! Leaf hashes are kept in memory for proofs (32 bytes per entry); [`AuditLog::verify`]
-//! recomputes everything from the stored bytes and trusts none of them.
+//! Opening reads the stored leaf hashes into memory (32 bytes per entry) for appends and proofs,
+//! without rehashing; [`AuditLog::verify`] recomputes everything from the stored bytes and trusts
+//! none of them (the stored hashes only let it name the exact entry whose bytes changed).
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
