@@ -2,7 +2,7 @@
 //!
 //! - [`Event`]: one audited decision, with one canonical, versioned encoding (the Merkle leaf)
 //!   and a JSON form for the command line;
-//! - [`merkle`]-style functions free of I/O: RFC 9162 hashing ([`leaf_hash`], [`root_of`]),
+//! - Merkle functions free of I/O: RFC 9162 hashing ([`leaf_hash`], [`root_of`]),
 //!   inclusion and consistency proofs and their verification ([`verify_inclusion`],
 //!   [`verify_consistency`]) that any party can use without the log's key;
 //! - [`Checkpoint`] / [`SignedCheckpoint`]: C2SP `tlog-checkpoint` bodies in `signed-note`
