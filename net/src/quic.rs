@@ -20,19 +20,34 @@ use crate::tls::TlsSource;
 pub(crate) struct QuicSide {
     endpoint: Endpoint,
     source: Arc<dyn TlsSource>,
-    limits: Limits,
+    base: Arc<quinn::ServerConfig>,
     task: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
 
-fn quinn_config(source: &dyn TlsSource, limits: &Limits) -> Result<quinn::ServerConfig, NetError> {
+fn quic_crypto(source: &dyn TlsSource) -> Result<Arc<QuicServerConfig>, NetError> {
     let mut tls = (*source.current()).clone();
     tls.alpn_protocols = vec![b"h3".to_vec()];
     // No 0-RTT: early data can be replayed, and the handlers here change state.
     tls.max_early_data_size = 0;
-    let crypto =
-        QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| NetError::Quic(e.to_string()))?;
-    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    Ok(Arc::new(
+        QuicServerConfig::try_from(Arc::new(tls)).map_err(|e| NetError::Quic(e.to_string()))?,
+    ))
+}
+
+/// The endpoint's config with the source's current certificates; the rest (and the Retry token
+/// key, so tokens issued before a reload stay valid) is kept from `base`.
+fn reloaded(
+    base: &quinn::ServerConfig,
+    source: &dyn TlsSource,
+) -> Result<quinn::ServerConfig, NetError> {
+    let mut c = base.clone();
+    c.crypto = quic_crypto(source)?;
+    Ok(c)
+}
+
+fn quinn_config(source: &dyn TlsSource, limits: &Limits) -> Result<quinn::ServerConfig, NetError> {
+    let mut sc = quinn::ServerConfig::with_crypto(quic_crypto(source)?);
     let mut t = TransportConfig::default();
     t.max_idle_timeout(Some(
         IdleTimeout::try_from(limits.quic_idle_timeout)
@@ -55,15 +70,21 @@ impl QuicSide {
         shared: Arc<Shared>,
     ) -> Result<Self, NetError> {
         let limits = shared.options.limits.clone();
-        let config = quinn_config(source.as_ref(), &limits)?;
-        let endpoint =
-            Endpoint::server(config, addr).map_err(io_err(format!("bind udp `{addr}`")))?;
+        let base = Arc::new(quinn_config(source.as_ref(), &limits)?);
+        let endpoint = Endpoint::server((*base).clone(), addr)
+            .map_err(io_err(format!("bind udp `{addr}`")))?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(endpoint.clone(), shared, stop_rx));
+        let task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            source.clone(),
+            base.clone(),
+            shared,
+            stop_rx,
+        ));
         Ok(Self {
             endpoint,
             source,
-            limits,
+            base,
             task,
             stop,
         })
@@ -71,7 +92,7 @@ impl QuicSide {
 
     pub(crate) fn reload(&self) -> Result<(), NetError> {
         self.endpoint
-            .set_server_config(Some(quinn_config(self.source.as_ref(), &self.limits)?));
+            .set_server_config(Some(reloaded(&self.base, self.source.as_ref())?));
         Ok(())
     }
 
@@ -85,8 +106,17 @@ impl QuicSide {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    endpoint: Endpoint,
+    source: Arc<dyn TlsSource>,
+    base: Arc<quinn::ServerConfig>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let counter = Arc::new(ConnCounter::default());
+    // The source's config the endpoint was last given: a change (a reload) is applied before the
+    // next connection is accepted, as TCP reads the source per connection.
+    let mut last = source.current();
     // Each connection and request task holds a sender; all dropped means all finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     loop {
@@ -98,6 +128,14 @@ async fn accept_loop(endpoint: Endpoint, shared: Arc<Shared>, mut stop: watch::R
             },
         };
         let limits = &shared.options.limits;
+        let current = source.current();
+        if !Arc::ptr_eq(&current, &last) {
+            match reloaded(&base, source.as_ref()) {
+                Ok(c) => endpoint.set_server_config(Some(c)),
+                Err(e) => tracing::warn!("quic keeps its previous tls configuration: {e}"),
+            }
+            last = current;
+        }
         if limits.quic_retry && !incoming.remote_address_validated() {
             // Address validation: a Retry costs the server no state.
             let _ = incoming.retry();

@@ -140,8 +140,9 @@ impl ServerHandle {
         self.metrics.clone()
     }
 
-    /// Applies the TLS source's current configuration to QUIC (TCP reads it per connection
-    /// already); call after reloading certificates or CRLs. Live connections are kept.
+    /// Applies the TLS source's current configuration to QUIC now. Without this call it is
+    /// applied before the next QUIC connection is accepted, as TCP reads the source per
+    /// connection; live connections are kept either way.
     pub fn reload(&self) -> Result<(), NetError> {
         match &self.quic {
             Some(q) => q.reload(),

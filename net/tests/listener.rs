@@ -134,12 +134,29 @@ async fn required_client_certificates() {
 }
 
 async fn h3_get(pki: &Pki, addr: SocketAddr, path: &str, cert: bool) -> (u16, String) {
+    let (status, body, _) = h3_get_leaf(pki, addr, path, cert).await;
+    (status, body)
+}
+
+/// An HTTP/3 request; also returns the server's leaf certificate.
+async fn h3_get_leaf(
+    pki: &Pki,
+    addr: SocketAddr,
+    path: &str,
+    cert: bool,
+) -> (u16, String, Vec<u8>) {
     let mut tls = pki.client_config(cert, &[b"h3"]);
     tls.enable_early_data = false;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
     let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
+    let leaf = conn
+        .peer_identity()
+        .unwrap()
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .unwrap()[0]
+        .to_vec();
     let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
         .await
         .unwrap();
@@ -161,7 +178,11 @@ async fn h3_get(pki: &Pki, addr: SocketAddr, path: &str, cert: bool) -> (u16, St
     drop(send);
     drive.abort();
     ep.close(0u32.into(), b"done");
-    (resp.status().as_u16(), String::from_utf8(body).unwrap())
+    (
+        resp.status().as_u16(),
+        String::from_utf8(body).unwrap(),
+        leaf,
+    )
 }
 
 #[tokio::test]
@@ -189,10 +210,12 @@ async fn reload_swaps_the_certificate_and_keeps_live_connections() {
         .await
         .unwrap();
 
+    let (_, _, quic_first) = h3_get_leaf(&pki, addr, "/", false).await;
+    assert_eq!(quic_first, first);
     let second = pki.issue_server("server-2");
     assert_ne!(first, second);
+    // Only the source is reloaded: TCP and QUIC both read it for their next connection.
     tls.reload().unwrap();
-    server.reload().unwrap();
 
     let fresh = raw_connect(&pki, addr, HOST).await;
     assert_eq!(
@@ -200,8 +223,9 @@ async fn reload_swaps_the_certificate_and_keeps_live_connections() {
         second
     );
     // HTTP/3 picks up the new certificate too.
-    let (status, _) = h3_get(&pki, addr, "/", false).await;
+    let (status, _, quic_second) = h3_get_leaf(&pki, addr, "/", false).await;
     assert_eq!(status, 200);
+    assert_eq!(quic_second, second);
 
     live.write_all(
         format!("GET /two HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n").as_bytes(),
