@@ -44,6 +44,13 @@ openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" 
     -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/cert.pem" 2>/dev/null
 
 BODY='tianping-bench-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ab'
+# TP_SUITE=aes128: both servers prefer TLS_AES_128_GCM_SHA256 (default: both prefer AES-256,
+# as the certs crate and OpenSSL do).
+NGINX_SUITES=""
+if [ "${TP_SUITE:-}" = aes128 ]; then
+    NGINX_SUITES="ssl_prefer_server_ciphers on; ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;"
+fi
+export TP_SUITE
 mkdir -p "$WORK/nginx/logs"
 cat > "$WORK/nginx.conf" <<CONF
 worker_processes auto;
@@ -67,6 +74,7 @@ http {
         ssl_protocols TLSv1.3;
         ssl_session_cache off;
         ssl_session_tickets off;
+        $NGINX_SUITES
         location / { return 200 "$BODY\n"; }
     }
 }
