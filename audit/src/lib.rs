@@ -36,11 +36,24 @@
 //! Verification needs no secret: whoever holds the log's public key checks every signed
 //! checkpoint and recomputes every root. An attacker who can write the store can change entries
 //! after the last signed checkpoint and can delete checkpoints with the entries they cover;
-//! checkpoints shipped to a mirror (or held by the verifier) catch both. Retention that
-//! archives whole segments is not built yet: nothing in this crate deletes entries.
+//! checkpoints shipped to a mirror (or held by the verifier) catch both.
+//!
+//! # Retention
+//!
+//! Nothing in this crate deletes entries. [`AuditLog::archive`] moves whole leading records
+//! whose every entry is older than a cutoff (never newer than now minus a [`Retention`] of at
+//! least [`MIN_RETENTION_DAYS`], unless [`danger::short_retention`] says otherwise) into an
+//! [`Archive`] file that verifies on its own against a signed checkpoint of exactly the archived
+//! prefix. The live log keeps their leaf hashes, so roots, checkpoints and proofs of retained
+//! entries still verify; [`AuditLog::verify_with_archives`] recomputes the archived leaves from
+//! the files. Each archive appends an `audit.archive` event naming the range and the file's
+//! SHA-256. An attacker who can write the store could replace retained records by their leaf
+//! hashes as if archived: `verify` reports the archived count, and the `audit.archive` events
+//! and the archive files show what was archived legitimately.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod archive;
 mod batch;
 mod checkpoint;
 mod event;
@@ -53,6 +66,7 @@ mod query;
 #[cfg(feature = "store")]
 mod store;
 
+pub use archive::{Archive, CheckedArchive, MIN_RETENTION_DAYS, Retention, RetentionError, danger};
 pub use batch::{AuditBatch, BatchError};
 pub use checkpoint::{
     Checkpoint, CheckpointError, MAX_NOTE_BYTES, SignedCheckpoint, key_id, key_name,
@@ -65,4 +79,4 @@ pub use merkle::{
 };
 pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 #[cfg(feature = "store")]
-pub use store::{AuditLog, Entries, StoreError, VerifyReport};
+pub use store::{ArchiveReport, AuditLog, Entries, PreparedArchive, StoreError, VerifyReport};

@@ -299,6 +299,25 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The roots of the tree's perfect subtrees, largest (leftmost) first: what a verifier
+    /// needs, with [`size`](Self::size), to go on from this tree without its leaves.
+    pub fn subtrees(&self) -> Vec<Hash> {
+        self.stack.iter().map(|(_, h)| *h).collect()
+    }
+
+    /// The tree of `size` leaves whose perfect subtrees have the roots `subtrees` (as given by
+    /// [`subtrees`](Self::subtrees)); `None` when their number does not fit `size`.
+    pub fn from_subtrees(size: u64, subtrees: &[Hash]) -> Option<Self> {
+        if subtrees.len() != size.count_ones() as usize {
+            return None;
+        }
+        let heights = (0..64u32).rev().filter(|b| size >> b & 1 == 1);
+        Some(Self {
+            size,
+            stack: heights.zip(subtrees.iter().copied()).collect(),
+        })
+    }
+
     /// The root of the tree so far.
     pub fn root(&self) -> Hash {
         let mut it = self.stack.iter().rev();
@@ -318,6 +337,24 @@ mod tests {
 
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    #[test]
+    fn frontier_rebuilt_from_its_subtrees_goes_on_the_same() {
+        let l = leaves(40);
+        for n in 0..30usize {
+            let mut f = Frontier::new();
+            for h in &l[..n] {
+                f.push(*h);
+            }
+            let mut g = Frontier::from_subtrees(n as u64, &f.subtrees()).unwrap();
+            assert_eq!(g.root(), f.root());
+            for h in &l[n..] {
+                g.push(*h);
+            }
+            assert_eq!(g.root(), root_of(&l));
+            assert!(Frontier::from_subtrees(n as u64 + 1, &f.subtrees()).is_none() || n % 2 == 1);
+        }
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //!   a `u32` count, then per entry its 32-byte leaf hash, a `u32` length and its canonical
 //!   bytes. A commit group is cut into records of about 16 KiB, written as one atomic `sled`
 //!   batch, then one `flush` (fsync) for the whole group.
+//!   An archived record (see [`AuditLog::archive`]) keeps only its leaf hashes: `0x02`, a `u32`
+//!   count, then count × 32-byte leaf hash; archived records are always a prefix of the tree.
+//! - tree `archives`: key = the big-endian `u64` first index of an archive; value = the `u64`
+//!   index after its last entry and the SHA-256 of the archive file.
 //! - tree `checkpoints`: key = the big-endian `u64` size; value = the signed note.
 //! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key).
 //! - file `checkpoint.note`: a copy of the latest signed checkpoint, replaced atomically. `sled`
@@ -22,13 +26,20 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use sled::Transactional as _;
 use tianping_core::{PublicKey, Signer};
 
+use crate::archive::RetentionError;
 use crate::batch::{AuditBatch, BatchError};
 use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 use crate::event::{Event, EventError};
 use crate::merkle::{self, Frontier, Hash, ProofError};
 use crate::query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 
+mod retention;
+
+pub use retention::{ArchiveReport, PreparedArchive};
+
 const RECORD_VERSION: u8 = 1;
+/// An archived record: leaf hashes only.
+const RECORD_ARCHIVED: u8 = 2;
 const KIND_LOG: &[u8] = b"log";
 const KIND_MIRROR: &[u8] = b"mirror";
 const SIDECAR: &str = "checkpoint.note";
@@ -102,6 +113,22 @@ pub enum StoreError {
     /// Checkpoints exist but no key was given or pinned.
     #[error("no key to check the checkpoints; pass `--key`")]
     NoKey,
+    /// The retention setting refused an archive.
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
+    /// The entries asked for were archived.
+    #[error(
+        "entry `{index}` is archived (the first `{archived}` entries are); read the archive files"
+    )]
+    Archived {
+        /// The entry asked for.
+        index: u64,
+        /// How many entries are archived.
+        archived: u64,
+    },
+    /// An archive was refused; nothing was removed.
+    #[error("archive refused: {0}")]
+    ArchiveRefused(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -113,8 +140,12 @@ impl From<sled::Error> for StoreError {
 /// What a successful [`AuditLog::verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Entries recomputed.
+    /// Entries in the tree (archived ones included).
     pub entries: u64,
+    /// Of those, entries archived: the live log holds only their leaf hashes.
+    pub archived: u64,
+    /// Of the archived entries, those recomputed from the archive files given.
+    pub archived_checked: u64,
     /// The root over all of them.
     pub root: Hash,
     /// Signed checkpoints checked.
@@ -139,6 +170,8 @@ struct State {
     committing: bool,
     poisoned: Option<String>,
     damaged: Option<(u64, String)>,
+    /// How many leading entries are archived.
+    archived: u64,
 }
 
 struct AutoCheckpoint {
@@ -158,6 +191,7 @@ pub struct AuditLog {
     batches: sled::Tree,
     checkpoints: sled::Tree,
     meta: sled::Tree,
+    archives: sled::Tree,
     mirror: bool,
     origin: Mutex<String>,
     state: Mutex<State>,
@@ -184,9 +218,28 @@ fn is_log_folder(dir: &Path) -> bool {
     dir.join("conf").is_file() && dir.join("db").is_file()
 }
 
+/// One stored record, parsed: whether it is archived (its entries' bytes are then empty) and
+/// its entries with their stored leaf hashes.
+type ParsedRecord<'a> = (bool, Vec<(Hash, &'a [u8])>);
+
 /// One stored group record, parsed.
-fn parse_record(value: &[u8]) -> Result<Vec<(Hash, &[u8])>, &'static str> {
+fn parse_record(value: &[u8]) -> Result<ParsedRecord<'_>, &'static str> {
     let (&version, mut r) = value.split_first().ok_or("empty record")?;
+    if version == RECORD_ARCHIVED {
+        let count = take_u32(&mut r).ok_or("truncated record")? as usize;
+        if Some(r.len()) != count.checked_mul(32) {
+            return Err("archived record length does not match its count");
+        }
+        let out = r
+            .chunks_exact(32)
+            .map(|h| {
+                let mut a = [0u8; 32];
+                a.copy_from_slice(h);
+                (a, &[][..])
+            })
+            .collect();
+        return Ok((true, out));
+    }
     if version != RECORD_VERSION {
         return Err("unknown record version");
     }
@@ -213,7 +266,18 @@ fn parse_record(value: &[u8]) -> Result<Vec<(Hash, &[u8])>, &'static str> {
     if !r.is_empty() {
         return Err("bytes after the last entry of a record");
     }
-    Ok(out)
+    Ok((false, out))
+}
+
+/// The stored form of an archived record: its leaf hashes.
+fn encode_archived(leaves: &[Hash]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + 32 * leaves.len());
+    v.push(RECORD_ARCHIVED);
+    v.extend_from_slice(&(leaves.len() as u32).to_be_bytes());
+    for h in leaves {
+        v.extend_from_slice(h);
+    }
+    v
 }
 
 fn take_u32(r: &mut &[u8]) -> Option<u32> {
@@ -343,12 +407,14 @@ impl AuditLog {
         let batches = db.open_tree("batches")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let meta = db.open_tree("meta")?;
+        let archives = db.open_tree("archives")?;
         Ok(Self {
             dir: dir.to_path_buf(),
             db,
             batches,
             checkpoints,
             meta,
+            archives,
             mirror: false,
             origin: Mutex::new(String::new()),
             state: Mutex::new(State {
@@ -359,6 +425,7 @@ impl AuditLog {
                 committing: false,
                 poisoned: None,
                 damaged: None,
+                archived: 0,
             }),
             cv: Condvar::new(),
             checkpoint_lock: Mutex::new(None),
@@ -374,6 +441,7 @@ impl AuditLog {
         let mut leaves = Vec::new();
         let mut frontier = Frontier::new();
         let mut damaged = None;
+        let mut archived = 0u64;
         for item in self.batches.iter() {
             let (k, v) = item?;
             let at = leaves.len() as u64;
@@ -385,7 +453,14 @@ impl AuditLog {
                 break;
             }
             match parse_record(&v) {
-                Ok(entries) => {
+                Ok((is_archived, entries)) => {
+                    if is_archived {
+                        if archived != at {
+                            damaged = Some((at, "an archived record after retained ones".into()));
+                            break;
+                        }
+                        archived += entries.len() as u64;
+                    }
                     for (h, _) in entries {
                         leaves.push(h);
                         frontier.push(h);
@@ -405,6 +480,7 @@ impl AuditLog {
             st.leaves = leaves;
             st.frontier = frontier;
             st.damaged = damaged;
+            st.archived = archived;
         }
         Ok(self)
     }
@@ -793,9 +869,24 @@ impl AuditLog {
     /// `key` (or the key the log pinned) and that each checkpoint's root is the root of the
     /// entries up to its size; so each extends the one before. Names the first bad index.
     /// `progress` is called now and then with (entries done, entries stored).
+    ///
+    /// Archived entries are checked by their stored leaf hashes only (the roots still cover
+    /// them); [`verify_with_archives`](Self::verify_with_archives) recomputes them too.
     pub fn verify(
         &self,
         key: Option<&PublicKey>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<VerifyReport, StoreError> {
+        self.verify_with_archives(key, &[], progress)
+    }
+
+    /// [`verify`](Self::verify), and also checks each archive file on its own (signature,
+    /// root, cutoff) and that its entries are the archived entries of this log: their leaf
+    /// hashes match and the tree up to its end has its checkpoint's root.
+    pub fn verify_with_archives(
+        &self,
+        key: Option<&PublicKey>,
+        archives: &[crate::archive::Archive],
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<VerifyReport, StoreError> {
         let origin = self.origin();
@@ -856,7 +947,28 @@ impl AuditLog {
                 cps.push(cp.checkpoint().clone());
             }
         }
+        // Leaf hashes recomputed from the archive files, and the roots they were signed with.
+        let mut from_archives: std::collections::HashMap<u64, Hash> =
+            std::collections::HashMap::new();
+        let mut archive_roots: Vec<(u64, Hash)> = Vec::new();
+        if !archives.is_empty() {
+            let key = key.as_ref().ok_or(StoreError::NoKey)?;
+            for (n, a) in archives.iter().enumerate() {
+                let checked = a
+                    .check(Some(&origin), key)
+                    .map_err(|e| StoreError::Tampered {
+                        index: a.batch.old_size,
+                        reason: format!("archive file {}: {e}", n + 1),
+                    })?;
+                for (i, h) in checked.leaves.iter().enumerate() {
+                    from_archives.insert(checked.from + i as u64, *h);
+                }
+                archive_roots.push((checked.to, checked.checkpoint.checkpoint().root));
+            }
+        }
         let stored = self.size();
+        let mut archived = 0u64;
+        let mut archived_checked = 0u64;
         let mut tree = Frontier::new();
         let mut next_cp = cps.iter().peekable();
         let mut last_ok = 0u64;
@@ -894,7 +1006,7 @@ impl AuditLog {
         std::thread::scope(|scope| -> Result<(), StoreError> {
             scope.spawn(move || read_chunks(batches, workers, tx));
             for chunk in rx {
-                for (stored_hash, result) in chunk.entries {
+                for (stored_hash, result, is_archived) in chunk.entries {
                     let i = tree.size();
                     let h = result.map_err(|reason| StoreError::Tampered { index: i, reason })?;
                     if h != stored_hash {
@@ -903,7 +1015,39 @@ impl AuditLog {
                             reason: "the stored bytes do not match their leaf hash".into(),
                         });
                     }
+                    if is_archived {
+                        if archived != i {
+                            return Err(StoreError::Tampered {
+                                index: i,
+                                reason: "an archived entry after retained ones".into(),
+                            });
+                        }
+                        archived += 1;
+                    }
+                    if let Some(a) = from_archives.get(&i) {
+                        if *a != h {
+                            return Err(StoreError::Tampered {
+                                index: i,
+                                reason:
+                                    "the archive file's entry does not match the log's leaf hash"
+                                        .into(),
+                            });
+                        }
+                        if is_archived {
+                            archived_checked += 1;
+                        }
+                    }
                     tree.push(h);
+                    for (end, root) in &archive_roots {
+                        if *end == tree.size() && *root != tree.root() {
+                            return Err(StoreError::Tampered {
+                                index: i,
+                                reason: format!(
+                                    "the log's root at size `{end}` is not the archive's"
+                                ),
+                            });
+                        }
+                    }
                     check(&tree, &mut next_cp, &mut last_ok)?;
                     if tree.size() % 65_536 == 0 {
                         progress(tree.size(), stored);
@@ -932,8 +1076,16 @@ impl AuditLog {
             });
         }
         progress(tree.size(), stored);
+        if let Some((end, _)) = archive_roots.iter().find(|(end, _)| *end > tree.size()) {
+            return Err(StoreError::Tampered {
+                index: tree.size(),
+                reason: format!("an archive ends at `{end}`, beyond the log"),
+            });
+        }
         Ok(VerifyReport {
             entries: tree.size(),
+            archived,
+            archived_checked,
             root: tree.root(),
             checkpoints: cps.len() as u64,
             signed_size: last_ok,
@@ -950,6 +1102,13 @@ impl AuditLog {
             .ok_or(StoreError::NoCheckpoint(since))?;
         if since > size {
             return Err(StoreError::NoCheckpoint(since));
+        }
+        let archived = self.archived_size();
+        if since < archived {
+            return Err(StoreError::Archived {
+                index: since,
+                archived,
+            });
         }
         let signer = self.pinned_key()?.ok_or(StoreError::NoKey)?;
         let proof = self.consistency_proof(since, size)?;
@@ -1028,7 +1187,8 @@ enum ChunkStop {
 
 /// Entries read, hashed and checked by the verification reader.
 struct Chunk {
-    entries: Vec<(Hash, Result<Hash, String>)>,
+    /// Per entry: the stored leaf hash, the recomputed one, whether it is archived.
+    entries: Vec<(Hash, Result<Hash, String>, bool)>,
     stop: Option<ChunkStop>,
 }
 
@@ -1069,10 +1229,10 @@ fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSen
                 }
             }
         }
-        let mut entries: Vec<(Hash, &[u8])> = Vec::new();
+        let mut entries: Vec<(Hash, &[u8], bool)> = Vec::new();
         for v in &records {
             match parse_record(v) {
-                Ok(e) => entries.extend(e),
+                Ok((archived, e)) => entries.extend(e.into_iter().map(|(h, b)| (h, b, archived))),
                 Err(e) => {
                     stop = Some(ChunkStop::Bad(e.to_owned()));
                     break;
@@ -1080,17 +1240,20 @@ fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSen
             }
         }
         let per = entries.len().div_ceil(workers).max(1);
-        let computed: Vec<(Hash, Result<Hash, String>)> = std::thread::scope(|scope| {
+        let computed: Vec<(Hash, Result<Hash, String>, bool)> = std::thread::scope(|scope| {
             let handles: Vec<_> = entries
                 .chunks(per)
                 .map(|part| {
                     scope.spawn(move || {
                         part.iter()
-                            .map(|(stored, bytes)| {
+                            .map(|(stored, bytes, archived)| {
+                                if *archived {
+                                    return (*stored, Ok(*stored), true);
+                                }
                                 let r = Event::validate(bytes)
                                     .map(|()| merkle::leaf_hash(bytes))
                                     .map_err(|e| format!("not a canonical event: {e}"));
-                                (*stored, r)
+                                (*stored, r, false)
                             })
                             .collect::<Vec<_>>()
                     })
@@ -1100,7 +1263,7 @@ fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSen
                 .into_iter()
                 .flat_map(|h| {
                     h.join().unwrap_or_else(|_| {
-                        vec![([0; 32], Err("a verification thread failed".into()))]
+                        vec![([0; 32], Err("a verification thread failed".into()), false)]
                     })
                 })
                 .collect()
@@ -1165,7 +1328,12 @@ impl Iterator for Entries {
                 return Some(Err(damaged("entries are missing or out of order".into())));
             }
             let parsed = match parse_record(&v) {
-                Ok(p) => p,
+                Ok((false, p)) => p,
+                Ok((true, p)) => {
+                    // Archived: only leaf hashes are left here.
+                    self.next = at + p.len() as u64;
+                    continue;
+                }
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(damaged(e.into())));
