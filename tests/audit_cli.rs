@@ -378,3 +378,152 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
         "{named_rounds} of 8 flips named an entry; the rest failed sled's checksums on opening"
     );
 }
+
+#[test]
+fn archive_keeps_verify_passing_refuses_short_retention_and_tampered_archives() {
+    const DAY: u64 = 24 * 60 * 60 * 1000;
+    const T0: u64 = 1_700_000_000_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(tmp.path());
+    let pk = public.to_string();
+    let log = tmp.path().join("log");
+    let log = log.to_str().unwrap();
+    // Two records: ten old events, then five from 100 days later.
+    ok(
+        &["audit", "append", "--log", log, "--key", &key],
+        &events(0..10),
+    );
+    let newer: String = (0..5)
+        .map(|i| {
+            format!(
+                "{{\"time\":{},\"action\":\"sign-in\"}}\n",
+                T0 + 100 * DAY + i
+            )
+        })
+        .collect();
+    ok(&["audit", "append", "--log", log, "--key", &key], &newer);
+    let a1 = tmp.path().join("a1.tpa");
+    let a1s = a1.to_str().unwrap();
+    // Now is day 200: a 180-day retention archives the first record only.
+    let now = (T0 + 200 * DAY).to_string();
+    let archive = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "audit", "archive", "--log", log, "--key", &key, "--out", out, "--now", &now,
+        ];
+        args.extend_from_slice(extra);
+        tianping(&args, "")
+    };
+
+    let short = archive(a1s, &["--retention-days", "179"]);
+    assert!(!short.status.success());
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        err.contains("179") && err.contains("--danger-allow-short-retention"),
+        "{err}"
+    );
+    assert!(!a1.exists());
+
+    let out = archive(a1s, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["from"].as_u64(), report["to"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(report["event"].as_u64(), Some(15));
+
+    let out = ok(&["audit", "verify", "--log", log, "--key", &pk], "");
+    assert!(out.starts_with("verified 16 entries, root "), "{out}");
+    assert!(
+        out.contains("6 entries verified in full, 10 archived (0 recomputed from archive files)"),
+        "{out}"
+    );
+    let out = ok(
+        &[
+            "audit",
+            "verify",
+            "--log",
+            log,
+            "--key",
+            &pk,
+            "--archive",
+            a1s,
+        ],
+        "",
+    );
+    assert!(out.contains("10 archived (10 recomputed"), "{out}");
+    let exported = ok(&["audit", "export", "--log", log], "");
+    let first: Record = serde_json::from_str(exported.lines().next().unwrap()).unwrap();
+    assert_eq!(first.index, 10);
+    let last: Record = serde_json::from_str(exported.lines().last().unwrap()).unwrap();
+    assert_eq!(last.event.action, "audit.archive");
+
+    // A changed byte in an archived entry is reported.
+    let good = std::fs::read(&a1).unwrap();
+    let at = good
+        .windows(16)
+        .position(|w| w == b"marker-0003-obje")
+        .unwrap();
+    let mut bad = good.clone();
+    bad[at + 10] = b'4';
+    let tampered = tmp.path().join("tampered.tpa");
+    std::fs::write(&tampered, &bad).unwrap();
+    let out = tianping(
+        &[
+            "audit",
+            "verify",
+            "--log",
+            log,
+            "--key",
+            &pk,
+            "--archive",
+            tampered.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("verification FAILED") && err.contains("archive file 1"),
+        "{err}"
+    );
+
+    // Only with the danger flag does a shorter retention archive the rest.
+    let a2 = tmp.path().join("a2.tpa");
+    let a2s = a2.to_str().unwrap();
+    let out = archive(
+        a2s,
+        &["--retention-days", "0", "--danger-allow-short-retention"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The first archive's event is as new as the cutoff: it stays.
+    assert_eq!(
+        (report["from"].as_u64(), report["to"].as_u64()),
+        (Some(10), Some(15))
+    );
+    let out = ok(
+        &[
+            "audit",
+            "verify",
+            "--log",
+            log,
+            "--key",
+            &pk,
+            "--archive",
+            a1s,
+            a2s,
+        ],
+        "",
+    );
+    assert!(out.starts_with("verified 17 entries"), "{out}");
+    assert!(out.contains("15 archived (15 recomputed"), "{out}");
+}

@@ -1,5 +1,5 @@
-//! `tianping audit`: append to, verify, prove, search, export, ship and mirror an audit log
-//! folder directly (the log's owner must be stopped; a live log is served on its control
+//! `tianping audit`: append to, verify, prove, search, export, ship, mirror and archive an
+//! audit log folder directly (the log's owner must be stopped; a live log is served on its control
 //! socket).
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_audit::{AuditBatch, AuditLog, Event, Query, SignedCheckpoint};
+use tianping_audit::{
+    Archive, AuditBatch, AuditLog, Event, Query, Retention, SignedCheckpoint, danger,
+};
 use tianping_core::{Algorithm, PublicKey, RingSigner, Signer, UnixTime};
 
 /// The longest JSON line `append` reads.
@@ -51,6 +53,31 @@ pub(crate) enum AuditCmd {
         /// key the log pinned.
         #[arg(long)]
         key: Option<String>,
+        /// Archive files of this log: their entries are recomputed and checked too.
+        #[arg(long = "archive", value_name = "FILE", num_args = 1..)]
+        archives: Vec<PathBuf>,
+    },
+    /// Move whole leading records older than the retention period into an archive file (with a
+    /// signed checkpoint proving what was archived); the log keeps their leaf hashes.
+    Archive {
+        #[command(flatten)]
+        log: LogArg,
+        /// The log's PKCS#8 PEM signing key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The archive file to write (refused if it exists, unless it is an unfinished archive
+        /// of this log).
+        #[arg(long)]
+        out: PathBuf,
+        /// Entries younger than this many days stay in the log (at least 180).
+        #[arg(long, default_value_t = tianping_audit::MIN_RETENTION_DAYS)]
+        retention_days: u64,
+        /// Allow a retention shorter than 180 days (below the legal minimum for network logs).
+        #[arg(long)]
+        danger_allow_short_retention: bool,
+        /// The current time in milliseconds since the epoch (for tests).
+        #[arg(long, hide = true)]
+        now: Option<u64>,
     },
     /// Sign a checkpoint of every entry now.
     Checkpoint {
@@ -157,7 +184,22 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
             every,
             origin,
         } => append(&log.dir, key.as_deref(), every, origin),
-        AuditCmd::Verify { log, key } => verify(&log.dir, key.as_deref()),
+        AuditCmd::Verify { log, key, archives } => verify(&log.dir, key.as_deref(), &archives),
+        AuditCmd::Archive {
+            log,
+            key,
+            out,
+            retention_days,
+            danger_allow_short_retention,
+            now,
+        } => archive(
+            &log.dir,
+            &key,
+            &out,
+            retention_days,
+            danger_allow_short_retention,
+            now,
+        ),
         AuditCmd::Checkpoint { log, key } => {
             let signer = read_signer(&key)?;
             let log = open(&log.dir)?;
@@ -365,8 +407,71 @@ fn append(
     }
 }
 
-fn verify(dir: &Path, key: Option<&str>) -> miette::Result<ExitCode> {
+fn archive(
+    dir: &Path,
+    key: &Path,
+    out: &Path,
+    days: u64,
+    allow_short: bool,
+    now: Option<u64>,
+) -> miette::Result<ExitCode> {
+    let retention = match Retention::days(days) {
+        Ok(r) => r,
+        Err(_) if allow_short => danger::short_retention(days),
+        Err(e) => {
+            return Err(e)
+                .into_diagnostic()
+                .wrap_err("pass `--danger-allow-short-retention` only where the law allows it");
+        }
+    };
+    let signer = read_signer(key)?;
+    let now = match now {
+        Some(ms) => UnixTime::from_millis(ms),
+        None => tianping_core::Clock::now(&tianping_core::SystemClock),
+    };
+    let log = open(dir)?;
+    let cutoff = retention.cutoff(now);
+    let r = log
+        .archive(cutoff, now, retention, out, &signer)
+        .into_diagnostic()
+        .wrap_err("nothing was removed from the log")?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "from": r.from,
+            "to": r.to,
+            "archived": r.to - r.from,
+            "cutoff": cutoff.as_millis(),
+            "file": r.sha256.map(|_| out.display().to_string()),
+            "sha256": r.sha256.map(|h| to_hex(&h)),
+            "event": r.event,
+        })
+    );
+    if r.sha256.is_none() {
+        eprintln!("nothing to archive: no whole record is older than the cutoff");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verify(dir: &Path, key: Option<&str>, archive_files: &[PathBuf]) -> miette::Result<ExitCode> {
     let key = key.map(read_public_key).transpose()?;
+    let mut archives = Vec::with_capacity(archive_files.len());
+    for f in archive_files {
+        let bytes = std::fs::read(f)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading `{}`", f.display()))?;
+        match Archive::decode(&bytes) {
+            Ok(a) => archives.push(a),
+            Err(e) => {
+                eprintln!("verification FAILED: `{}`: {e}", f.display());
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
     let log = match AuditLog::open(dir) {
         Ok(log) => log,
         Err(e @ tianping_audit::StoreError::Storage(_)) => {
@@ -386,7 +491,7 @@ fn verify(dir: &Path, key: Option<&str>) -> miette::Result<ExitCode> {
             eprintln!("verified {done}/{total} entries");
         }
     };
-    match log.verify(key.as_ref(), &mut progress) {
+    match log.verify_with_archives(key.as_ref(), &archives, &mut progress) {
         Ok(r) => {
             println!(
                 "verified {} entries, root {}, {} checkpoints (signed up to {}{})",
@@ -402,6 +507,20 @@ fn verify(dir: &Path, key: Option<&str>) -> miette::Result<ExitCode> {
                     None => String::new(),
                 }
             );
+            if r.archived > 0 {
+                println!(
+                    "{} entries verified in full, {} archived ({} recomputed from archive files)",
+                    r.entries - r.archived,
+                    r.archived,
+                    r.archived_checked
+                );
+            }
+            if r.archived > r.archived_checked {
+                eprintln!(
+                    "warning: {} archived entries were checked by their leaf hashes only; pass `--archive FILE...` to recompute them",
+                    r.archived - r.archived_checked
+                );
+            }
             if r.signed_size < r.entries {
                 eprintln!(
                     "warning: {} entries after the last checkpoint are covered by no signature",
