@@ -37,3 +37,30 @@ pub fn fuzz_fabric(data: &[u8]) {
         assert!(line >= 1 && line <= s.lines().count() + 1);
     }
 }
+
+/// The folder of a fuzz target's checked-in seed corpus (`fuzz/corpus/<target>`).
+pub fn corpus_dir(target: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+/// Every file of a fuzz target's seed corpus, so ordinary tests on stable replay what the fuzzer
+/// starts from; an empty or missing corpus is an error.
+pub fn corpus(target: &str) -> Result<Vec<(std::path::PathBuf, Vec<u8>)>, String> {
+    let dir = corpus_dir(target);
+    let mut files = Vec::new();
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        files.push((path, bytes));
+    }
+    if files.is_empty() {
+        return Err(format!("no corpus in `{}`", dir.display()));
+    }
+    files.sort();
+    Ok(files)
+}

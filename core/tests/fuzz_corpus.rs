@@ -1,37 +1,27 @@
 //! Replays the checked-in fuzz corpora of this crate's targets on stable.
 #![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
-use std::path::Path;
-
-fn replay(target: &str, f: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        f(&std::fs::read(&path).unwrap());
-        n += 1;
-    }
-    assert!(n > 0, "no corpus in {}", dir.display());
-}
+use tianping_core::internal::{corpus, fuzz_fabric, fuzz_ids};
 
 #[test]
 fn core_ids_corpus() {
-    replay("core_ids", tianping_core::internal::fuzz_ids);
+    for (_, data) in corpus("core_ids").unwrap() {
+        fuzz_ids(&data);
+    }
 }
 
 #[test]
 fn fabric_corpus() {
-    replay("fabric", tianping_core::internal::fuzz_fabric);
+    for (_, data) in corpus("fabric").unwrap() {
+        fuzz_fabric(&data);
+    }
 }
 
 #[test]
 fn default_fabric_seed_is_current() {
     // The seed is the default text, so the fuzzer starts from a valid file.
-    let seed = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/fabric/default.toml"),
-    )
-    .unwrap();
+    let seed =
+        std::fs::read_to_string(tianping_core::internal::corpus_dir("fabric").join("default.toml"))
+            .unwrap();
     assert!(tianping_core::Fabric::parse(&seed).is_ok());
 }

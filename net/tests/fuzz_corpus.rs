@@ -7,19 +7,12 @@
     reason = "tests fail loudly"
 )]
 
-use std::path::Path;
+use tianping_core::internal::corpus;
 
 fn replay(target: &str, f: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        f(&std::fs::read(&path).unwrap());
-        n += 1;
+    for (_, data) in corpus(target).unwrap() {
+        f(&data);
     }
-    assert!(n > 0, "no corpus in {}", dir.display());
 }
 
 #[test]
@@ -38,13 +31,10 @@ fn path_normalize_corpus() {
 #[test]
 fn seeds_cover_both_answers() {
     // The seeds hold accepted and refused inputs, so the fuzzer starts on both sides.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/path_normalize");
-    let results: Vec<bool> = std::fs::read_dir(dir)
+    let results: Vec<bool> = corpus("path_normalize")
         .unwrap()
-        .map(|e| {
-            let s = std::fs::read_to_string(e.unwrap().path()).unwrap();
-            tianping_net::normalize_path(&s).is_ok()
-        })
+        .into_iter()
+        .map(|(_, data)| tianping_net::normalize_path(&String::from_utf8_lossy(&data)).is_ok())
         .collect();
     assert!(results.contains(&true) && results.contains(&false));
 }
