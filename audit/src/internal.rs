@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets, shared with the tests that replay their corpora on stable.
 
-use crate::{AuditBatch, Event, Frontier, SignedCheckpoint};
+use crate::{Archive, AuditBatch, Event, Frontier, SignedCheckpoint};
 
 /// Event decoding: never panics; whatever decodes re-encodes to the same bytes.
 pub fn fuzz_event(data: &[u8]) {
@@ -26,11 +26,15 @@ pub fn fuzz_checkpoint(data: &[u8]) {
     }
 }
 
-/// Batch decoding: never panics; a decoded batch re-encodes to the same bytes, and checking
-/// it against an empty mirror never panics.
+/// Batch and archive decoding: never panics; a decoded batch or archive re-encodes to the same
+/// bytes, and checking it (against an empty mirror, or on its own) never panics.
 pub fn fuzz_batch(data: &[u8]) {
     if let Ok(b) = AuditBatch::decode(data) {
         assert_eq!(b.encode(), data);
         let _ = b.check(&Frontier::new(), None, &b.signer);
+    }
+    if let Ok(a) = Archive::decode(data) {
+        assert_eq!(a.encode(), data);
+        let _ = a.check(None, &a.batch.signer);
     }
 }

@@ -1076,6 +1076,28 @@ impl AuditLog {
             });
         }
         progress(tree.size(), stored);
+        // The archived prefix must be exactly what the recorded archives cover, each ending at
+        // a signed checkpoint.
+        let mut covered = 0u64;
+        for (from, to, _) in self.archives()? {
+            if from != covered || to <= from || !cps.iter().any(|c| c.size == to) {
+                return Err(StoreError::Tampered {
+                    index: from,
+                    reason: format!(
+                        "the recorded archive of entries `{from}` to `{to}` does not follow the one before or has no checkpoint"
+                    ),
+                });
+            }
+            covered = to;
+        }
+        if covered != archived {
+            return Err(StoreError::Tampered {
+                index: covered.min(archived),
+                reason: format!(
+                    "`{archived}` entries are archived but the recorded archives cover `{covered}`"
+                ),
+            });
+        }
         if let Some((end, _)) = archive_roots.iter().find(|(end, _)| *end > tree.size()) {
             return Err(StoreError::Tampered {
                 index: tree.size(),

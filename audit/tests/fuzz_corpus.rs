@@ -11,26 +11,19 @@
     reason = "tests fail loudly"
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tianping_audit::{AuditBatch, Checkpoint, Event, SignedCheckpoint, internal};
 use tianping_core::{Algorithm, RingSigner, UnixTime};
 
 fn corpus(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target)
+    tianping_core::internal::corpus_dir(target)
 }
 
 fn replay(target: &str, f: fn(&[u8])) {
-    let dir = corpus(target);
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        f(&std::fs::read(&path).unwrap());
-        n += 1;
+    for (_, data) in tianping_core::internal::corpus(target).unwrap() {
+        f(&data);
     }
-    assert!(n > 0, "no corpus in {}", dir.display());
 }
 
 fn sample_event(i: u64) -> Event {
@@ -117,6 +110,16 @@ fn write_seeds() {
         ..full
     };
     w("audit_batch", "extends.batch", &tail.encode());
+    let mut prefix = tianping_audit::Frontier::new();
+    for h in &leaves[..3] {
+        prefix.push(*h);
+    }
+    let archive = tianping_audit::Archive {
+        cutoff: UnixTime::from_millis(1_764_000_000_100),
+        prefix: prefix.subtrees(),
+        batch: tail,
+    };
+    w("audit_batch", "tail.archive", &archive.encode());
 }
 
 #[test]
@@ -147,4 +150,8 @@ fn audit_batch_corpus() {
                 .unwrap();
         }
     }
+    let a = std::fs::read(corpus("audit_batch").join("tail.archive")).unwrap();
+    let a = tianping_audit::Archive::decode(&a).unwrap();
+    let checked = a.check(None, &a.batch.signer).unwrap();
+    assert_eq!((checked.from, checked.to), (3, 5));
 }

@@ -410,3 +410,51 @@ fn mirrors_cannot_archive() {
         Err(StoreError::IsMirror)
     ));
 }
+
+#[test]
+fn retained_records_passed_off_as_archived_fail_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let s = signer();
+    let log = log_with_records(&dir, &[&[1, 2], &[3, 4], &[300]], &s);
+    log.archive(
+        day(3),
+        day(400),
+        Retention::default(),
+        &tmp.path().join("a.tpa"),
+        &s,
+    )
+    .unwrap();
+    assert_eq!(log.archived_size(), 2);
+    drop(log);
+    {
+        // Replace the retained record at entry 2 by its leaf hashes only, as archiving would.
+        let db = sled::Config::new()
+            .path(&dir)
+            .segment_size(8 << 20)
+            .open()
+            .unwrap();
+        let batches = db.open_tree("batches").unwrap();
+        let v = batches.get(2u64.to_be_bytes()).unwrap().unwrap();
+        assert_eq!(v[0], 1);
+        let count = u32::from_be_bytes(v[1..5].try_into().unwrap()) as usize;
+        let mut stub = vec![2u8];
+        stub.extend_from_slice(&(count as u32).to_be_bytes());
+        let mut r = &v[5..];
+        for _ in 0..count {
+            stub.extend_from_slice(&r[..32]);
+            let len = u32::from_be_bytes(r[32..36].try_into().unwrap()) as usize;
+            r = &r[36 + len..];
+        }
+        batches.insert(2u64.to_be_bytes(), stub).unwrap();
+        db.flush().unwrap();
+    }
+    let log = AuditLog::open(&dir).unwrap();
+    assert_eq!(log.archived_size(), 4);
+    match log.verify(None, &mut |_, _| {}) {
+        Err(StoreError::Tampered { reason, .. }) => {
+            assert!(reason.contains("recorded archives cover `2`"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
