@@ -11,7 +11,8 @@
 //! - tree `archives`: key = the big-endian `u64` first index of an archive; value = the `u64`
 //!   index after its last entry and the SHA-256 of the archive file.
 //! - tree `checkpoints`: key = the big-endian `u64` size; value = the signed note.
-//! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key).
+//! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key), and
+//!   `archive.event` (the `audit.archive` event of an archive, until it is appended).
 //! - file `checkpoint.note`: a copy of the latest signed checkpoint, replaced atomically. `sled`
 //!   treats a damaged record as the torn end of its log and silently drops it and everything
 //!   after it on reopening; this copy, kept outside the database, lets `verify` see that loss.
