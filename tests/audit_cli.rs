@@ -423,6 +423,19 @@ fn archive_keeps_verify_passing_refuses_short_retention_and_tampered_archives() 
     );
     assert!(!a1.exists());
 
+    // A clock set ahead of the system's would archive entries still in retention.
+    let future = (u64::MAX / 2).to_string();
+    let ahead = tianping(
+        &[
+            "audit", "archive", "--log", log, "--key", &key, "--out", a1s, "--now", &future,
+        ],
+        "",
+    );
+    assert!(!ahead.status.success());
+    let err = String::from_utf8_lossy(&ahead.stderr);
+    assert!(err.contains("later than the system clock"), "{err}");
+    assert!(!a1.exists());
+
     let out = archive(a1s, &[]);
     assert!(
         out.status.success(),

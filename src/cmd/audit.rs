@@ -75,7 +75,8 @@ pub(crate) enum AuditCmd {
         /// Allow a retention shorter than 180 days (below the legal minimum for network logs).
         #[arg(long)]
         danger_allow_short_retention: bool,
-        /// The current time in milliseconds since the epoch (for tests).
+        /// The current time in milliseconds since the epoch, for tests; never later than the
+        /// system clock.
         #[arg(long, hide = true)]
         now: Option<u64>,
     },
@@ -425,9 +426,16 @@ fn archive(
         }
     };
     let signer = read_signer(key)?;
-    let now = match now {
-        Some(ms) => UnixTime::from_millis(ms),
-        None => tianping_core::Clock::now(&tianping_core::SystemClock),
+    let system_now = tianping_core::Clock::now(&tianping_core::SystemClock);
+    // An earlier `--now` only archives less; a later one would archive entries still in retention.
+    let now = match now.map(UnixTime::from_millis) {
+        Some(t) if t > system_now => {
+            return Err(miette::miette!(
+                "`--now` may not be later than the system clock; nothing was archived"
+            ));
+        }
+        Some(t) => t,
+        None => system_now,
     };
     let log = open(dir)?;
     let cutoff = retention.cutoff(now);
