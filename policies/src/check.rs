@@ -169,6 +169,22 @@ impl Cx {
         self.problems.push(Problem::error(message, span, label));
     }
 
+    /// Looks `n` up in one of the policy's name indexes; an unknown name is an error at its span.
+    fn resolve<K>(&mut self, index: &HashMap<K, usize>, what: &str, n: &Name) -> Option<usize>
+    where
+        K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+    {
+        let found = index.get(n.text.as_str()).copied();
+        if found.is_none() {
+            self.err(
+                format!("unknown {what} `{}`", n.text),
+                n.span,
+                format!("no {what} of this name is declared"),
+            );
+        }
+        found
+    }
+
     fn role(&mut self, n: &Name) -> Option<Role> {
         match n.text.parse::<Role>() {
             Ok(r) => Some(r),
@@ -470,17 +486,7 @@ fn build(cx: &mut Cx, ast: &syntax::Ast, file: &str, src: &Arc<str>) -> Option<P
             signin,
         });
     }
-    let zone_of = |cx: &mut Cx, n: &Name| -> Option<usize> {
-        let z = zone_index.get(n.text.as_str()).copied();
-        if z.is_none() {
-            cx.err(
-                format!("unknown zone `{}`", n.text),
-                n.span,
-                "no zone of this name is declared",
-            );
-        }
-        z
-    };
+    let zone_of = |cx: &mut Cx, n: &Name| cx.resolve(&zone_index, "zone", n);
 
     // Services.
     let mut services: Vec<Service> = Vec::new();
@@ -507,17 +513,7 @@ fn build(cx: &mut Cx, ast: &syntax::Ast, file: &str, src: &Arc<str>) -> Option<P
             span: s.name.span,
         });
     }
-    let service_of = |cx: &mut Cx, n: &Name| -> Option<usize> {
-        let s = service_index.get(n.text.as_str()).copied();
-        if s.is_none() {
-            cx.err(
-                format!("unknown service `{}`", n.text),
-                n.span,
-                "no service of this name is declared",
-            );
-        }
-        s
-    };
+    let service_of = |cx: &mut Cx, n: &Name| cx.resolve(&service_index, "service", n);
 
     // Flows (names first, so replies and routes may refer to any flow).
     let mut flow_index: HashMap<Box<str>, usize> = HashMap::new();
@@ -532,17 +528,7 @@ fn build(cx: &mut Cx, ast: &syntax::Ast, file: &str, src: &Arc<str>) -> Option<P
             );
         }
     }
-    let flow_of = |cx: &mut Cx, n: &Name| -> Option<usize> {
-        let f = flow_index.get(n.text.as_str()).copied();
-        if f.is_none() {
-            cx.err(
-                format!("unknown flow `{}`", n.text),
-                n.span,
-                "no flow of this name is declared",
-            );
-        }
-        f
-    };
+    let flow_of = |cx: &mut Cx, n: &Name| cx.resolve(&flow_index, "flow", n);
     let mut flows: Vec<Flow> = Vec::new();
     for f in &ast.flows {
         let from = zone_of(cx, &f.from);
