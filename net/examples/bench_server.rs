@@ -26,38 +26,12 @@ impl tianping_net::TlsSource for NoTickets {
 }
 
 impl NoTickets {
-    fn new(source: &tianping_certs::ReloadableServerConfig, cert: &str, key: &str) -> Self {
-        let mut c = if std::env::var("TP_SUITE").as_deref() == Ok("aes128") {
-            aes128_first(cert, key)
-        } else {
-            (*source.current()).clone()
-        };
+    fn new(source: &tianping_certs::ReloadableServerConfig) -> Self {
+        let mut c = (*source.current()).clone();
         c.send_tls13_tickets = 0;
         c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Self(Arc::new(c))
     }
-}
-
-/// The same certificate with TLS_AES_128_GCM_SHA256 preferred (SHA-256 has CPU instructions
-/// here, SHA-384 does not), for `TP_SUITE=aes128` runs against an nginx configured alike.
-fn aes128_first(cert: &str, key: &str) -> rustls::ServerConfig {
-    use rustls::crypto::ring::cipher_suite as cs;
-    let mut p = rustls::crypto::ring::default_provider();
-    p.cipher_suites = vec![
-        cs::TLS13_AES_128_GCM_SHA256,
-        cs::TLS13_AES_256_GCM_SHA384,
-        cs::TLS13_CHACHA20_POLY1305_SHA256,
-    ];
-    let chain = tianping_certs::certs_from_pem(&std::fs::read(cert).unwrap()).unwrap();
-    let key = tianping_certs::key_from_pem(&std::fs::read(key).unwrap()).unwrap();
-    let mut c = rustls::ServerConfig::builder_with_provider(Arc::new(p))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    c.ignore_client_order = true;
-    c
 }
 
 async fn handler(_req: Request<Body>) -> Response<ResponseBody> {
@@ -75,7 +49,7 @@ async fn serve(args: Vec<String>, first: bool, reuse_port: bool) {
     options.http3 = first;
     let server = serve_tls(
         ([127, 0, 0, 1], port).into(),
-        Arc::new(NoTickets::new(&tls, cert, key)),
+        Arc::new(NoTickets::new(&tls)),
         options,
         handler,
     )
@@ -97,19 +71,22 @@ async fn serve(args: Vec<String>, first: bool, reuse_port: bool) {
     server.shutdown().await;
 }
 
-/// `TP_THREADS=N` (default 1): N single-threaded runtimes, each with its own `SO_REUSEPORT`
-/// listener, like nginx's worker processes; 1 means one multi-threaded runtime.
+/// `TP_THREADS=N` (default 1): N single-threaded runtimes on threads of their own, each with its
+/// own `SO_REUSEPORT` listener, like nginx's worker processes (`TP_THREADS=1` is one thread,
+/// comparable to `worker_processes 1`). `TP_RUNTIME=multi` runs one multi-threaded runtime
+/// instead (tokio's default worker count; `TP_THREADS` is then ignored).
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let threads: usize = std::env::var("TP_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(1);
-    if threads <= 1 {
+    if std::env::var("TP_RUNTIME").as_deref() == Ok("multi") {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(serve(args, true, false));
         return;
     }
+    let threads: usize = std::env::var("TP_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let args = args.clone();
@@ -118,7 +95,7 @@ fn main() {
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(serve(args, i == 0, true));
+                rt.block_on(serve(args, i == 0, threads > 1));
             })
         })
         .collect();
