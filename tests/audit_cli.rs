@@ -307,13 +307,25 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
     let pk = public.to_string();
     let pristine = tmp.path().join("pristine");
     let p = pristine.to_str().unwrap();
-    // Several commits, so the store holds several records.
+    // Several commits, so the store holds several records. Entries' bytes are packed (LZ4)
+    // in the store, their leaf hashes are not: the receipts say where each entry is.
+    let mut leaves: Vec<Vec<u8>> = Vec::new();
     for chunk in [0..20u64, 20..45, 45..60] {
-        ok(
+        let out = ok(
             &["audit", "append", "--log", p, "--key", &key],
             &events(chunk),
         );
+        for line in out.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            let hex = r["leaf"].as_str().unwrap();
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            leaves.push(bytes);
+        }
     }
+    assert_eq!(leaves.len(), 60);
     ok(&["audit", "verify", "--log", p, "--key", &pk], "");
     let db = std::fs::read(pristine.join("db")).unwrap();
     let mut seed = 0x00c0_ffee_u64;
@@ -323,11 +335,11 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let target = (seed >> 33) % 60;
-        let marker = format!("marker-{target:04}-object");
+        let leaf = &leaves[target as usize];
         let at = db
-            .windows(marker.len())
-            .position(|w| w == marker.as_bytes())
-            .expect("the event's bytes are in the store");
+            .windows(32)
+            .position(|w| w == leaf.as_slice())
+            .expect("the entry's leaf hash is in the store");
         let work = tmp.path().join(format!("work{round}"));
         std::fs::create_dir(&work).unwrap();
         for e in std::fs::read_dir(&pristine).unwrap() {
@@ -339,7 +351,7 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
             }
         }
         let mut bytes = db.clone();
-        bytes[at + 7 + (seed as usize >> 5) % 4] ^= 1 << ((seed >> 9) % 8);
+        bytes[at + (seed as usize >> 5) % 32] ^= 1 << ((seed >> 9) % 8);
         std::fs::write(work.join("db"), bytes).unwrap();
         let out = tianping(
             &[

@@ -182,6 +182,12 @@ impl Event {
     /// The canonical bytes: what the Merkle leaf commits to.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the canonical encoding to `out` (as [`encode`](Self::encode) returns it).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(EVENT_VERSION);
         out.extend_from_slice(&self.time.as_millis().to_be_bytes());
         for s in [
@@ -199,9 +205,9 @@ impl Event {
             &self.method,
             &self.path,
         ] {
-            put_str(&mut out, s);
+            put_str(out, s);
         }
-        put_list(&mut out, &self.roles);
+        put_list(out, &self.roles);
         for s in [
             &self.court,
             &self.clearance,
@@ -209,7 +215,7 @@ impl Event {
             &self.flow,
             &self.kind,
         ] {
-            put_str(&mut out, s);
+            put_str(out, s);
         }
         match self.size {
             None => out.push(0),
@@ -218,17 +224,16 @@ impl Event {
                 out.extend_from_slice(&n.to_be_bytes());
             }
         }
-        put_list(&mut out, &self.labels);
-        put_list(&mut out, &self.approvals);
+        put_list(out, &self.labels);
+        put_list(out, &self.approvals);
         for s in [&self.submitter, &self.transfer_id, &self.content_hash] {
-            put_str(&mut out, s);
+            put_str(out, s);
         }
-        put_len(&mut out, self.attributes.len());
+        put_len(out, self.attributes.len());
         for (k, v) in &self.attributes {
-            put_str(&mut out, k);
-            put_str(&mut out, v);
+            put_str(out, k);
+            put_str(out, v);
         }
-        out
     }
 
     /// The length of [`encode`](Self::encode)'s output.

@@ -63,6 +63,7 @@ pub mod internal;
 mod keys;
 mod merkle;
 mod query;
+mod record;
 #[cfg(feature = "store")]
 mod store;
 
@@ -75,7 +76,7 @@ pub use event::{EVENT_VERSION, Event, EventError, MAX_EVENT_BYTES};
 pub use keys::{KeyFileError, pkcs8_to_pem, signer_from_pem};
 pub use merkle::{
     Frontier, Hash, ProofError, consistency_proof, empty_root, inclusion_proof, leaf_hash,
-    node_hash, root_of, verify_consistency, verify_inclusion,
+    node_hash, root_of, subtree_root, verify_consistency, verify_inclusion,
 };
 pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 #[cfg(feature = "store")]

@@ -51,6 +51,24 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     finish(ctx)
 }
 
+/// The root of the perfect subtree over `leaves`, whose number must be a power of two (`None`
+/// otherwise). Hashes in place: `leaves` is left holding intermediate nodes.
+pub fn subtree_root(leaves: &mut [Hash]) -> Option<Hash> {
+    let mut n = leaves.len();
+    if !n.is_power_of_two() {
+        return None;
+    }
+    while n > 1 {
+        for i in 0..n / 2 {
+            let (l, r) = (leaves.get(2 * i)?, leaves.get(2 * i + 1)?);
+            let h = node_hash(l, r);
+            *leaves.get_mut(i)? = h;
+        }
+        n /= 2;
+    }
+    leaves.first().copied()
+}
+
 /// The root of the empty tree: SHA-256 of no bytes.
 pub fn empty_root() -> Hash {
     finish(Context::new(&SHA256))
@@ -287,7 +305,27 @@ impl Frontier {
 
     /// Appends one leaf hash.
     pub fn push(&mut self, leaf: Hash) {
-        let mut cur = (0u32, leaf);
+        self.merge(0, leaf);
+        self.size += 1;
+    }
+
+    /// Appends the root of a perfect subtree of `2^height` leaves (see [`subtree_root`]), as
+    /// if its leaves were pushed one by one. Refused (`false`, nothing changed) unless the size
+    /// is a multiple of `2^height`: only then is that subtree a node of the tree.
+    pub fn push_subtree(&mut self, height: u32, root: Hash) -> bool {
+        let Some(leaves) = 1u64.checked_shl(height) else {
+            return false;
+        };
+        if height >= 63 || self.size % leaves != 0 {
+            return false;
+        }
+        self.merge(height, root);
+        self.size += leaves;
+        true
+    }
+
+    fn merge(&mut self, height: u32, hash: Hash) {
+        let mut cur = (height, hash);
         while let Some(&(h, ref left)) = self.stack.last() {
             if h != cur.0 {
                 break;
@@ -296,7 +334,6 @@ impl Frontier {
             self.stack.pop();
         }
         self.stack.push(cur);
-        self.size += 1;
     }
 
     /// The roots of the tree's perfect subtrees, largest (leftmost) first: what a verifier
@@ -355,6 +392,42 @@ mod tests {
             assert_eq!(g.root(), root_of(&l));
             assert!(Frontier::from_subtrees(n as u64 + 1, &f.subtrees()).is_none() || n % 2 == 1);
         }
+    }
+
+    #[test]
+    fn subtrees_pushed_whole_give_the_roots_of_leaves_pushed_one_by_one() {
+        let all = leaves(300);
+        for start in [0usize, 1, 2, 3, 8, 12, 100] {
+            let mut one = Frontier::new();
+            let mut whole = Frontier::new();
+            for h in &all[..start] {
+                one.push(*h);
+                whole.push(*h);
+            }
+            let mut at = start;
+            while at < all.len() {
+                // The largest aligned subtree that fits, as verification cuts them.
+                let mut height = (at as u64).trailing_zeros().min(10);
+                while at + (1 << height) > all.len() {
+                    height -= 1;
+                }
+                let mut part = all[at..at + (1 << height)].to_vec();
+                assert!(whole.push_subtree(height, subtree_root(&mut part).unwrap()));
+                for h in &all[at..at + (1 << height)] {
+                    one.push(*h);
+                }
+                at += 1 << height;
+                assert_eq!((whole.size(), whole.root()), (one.size(), one.root()));
+            }
+        }
+        // Out of place: refused, nothing changed.
+        let mut f = Frontier::new();
+        f.push(all[0]);
+        let before = f.root();
+        assert!(!f.push_subtree(1, all[1]));
+        assert!(!f.push_subtree(64, all[1]));
+        assert_eq!((f.size(), f.root()), (1, before));
+        assert_eq!(subtree_root(&mut all[..3].to_vec()), None);
     }
 
     #[test]

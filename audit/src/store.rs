@@ -2,10 +2,11 @@
 //!
 //! Layout of a log folder (one `sled` database, which only one process can open):
 //!
-//! - tree `batches`: key = the big-endian `u64` index of a record's first entry; value = `0x01`,
-//!   a `u32` count, then per entry its 32-byte leaf hash, a `u32` length and its canonical
-//!   bytes. A commit group is cut into records of about 16 KiB, written as one atomic `sled`
-//!   batch, then one `flush` (fsync) for the whole group.
+//! - tree `batches`: key = the big-endian `u64` index of a record's first entry; value = a
+//!   record of consecutive entries (see `record.rs`): a packed record holds the entries' leaf
+//!   hashes as they are and their canonical bytes as one LZ4 block. A commit group is cut into
+//!   records of about 64 KiB before packing, written as one atomic `sled` batch, then one
+//!   `flush` (fsync) for the whole group.
 //!   An archived record (see [`AuditLog::archive`]) keeps only its leaf hashes: `0x02`, a `u32`
 //!   count, then count × 32-byte leaf hash; archived records are always a prefix of the tree.
 //! - tree `archives`: key = the big-endian `u64` first index of an archive; value = the `u64`
@@ -30,26 +31,22 @@ use tianping_core::{PublicKey, Signer};
 use crate::archive::RetentionError;
 use crate::batch::{AuditBatch, BatchError};
 use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
-use crate::event::{Event, EventError};
+use crate::event::{Event, EventError, MAX_EVENT_BYTES};
 use crate::merkle::{self, Frontier, Hash, ProofError};
 use crate::query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
+use crate::record;
 
 mod retention;
 
 pub use retention::{ArchiveReport, PreparedArchive};
 
-const RECORD_VERSION: u8 = 1;
-/// An archived record: leaf hashes only.
-const RECORD_ARCHIVED: u8 = 2;
 const KIND_LOG: &[u8] = b"log";
 const KIND_MIRROR: &[u8] = b"mirror";
 const SIDECAR: &str = "checkpoint.note";
 /// sled's segment size; nodes over a quarter of it go to separate blob files.
 const SEGMENT_SIZE: usize = 8 << 20;
-/// How many stored bytes `verify` reads before hashing them on every core.
-const VERIFY_CHUNK: usize = 8 << 20;
-/// The size a stored record is cut at.
-const RECORD_TARGET: usize = 16 * 1024;
+/// The entry bytes a stored record is cut at (before packing: see [`crate::record`]).
+const RECORD_TARGET: usize = 64 * 1024;
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,10 +160,71 @@ struct Group {
     done: OnceLock<Result<u64, String>>,
 }
 
+/// The events of one `append_many` call, encoded back to back.
+struct Encoded {
+    bytes: Vec<u8>,
+    /// Where each event's bytes end in `bytes`.
+    ends: Vec<usize>,
+    leaves: Vec<Hash>,
+    /// The call's own records (entry count, stored value), packed on the caller's thread when
+    /// the call is large enough to fill records alone; empty for the committer to pack.
+    packed: Vec<(u64, Vec<u8>)>,
+}
+
+impl Encoded {
+    fn new(events: &[Event]) -> Self {
+        let mut bytes = Vec::with_capacity(events.len() * 320);
+        let mut ends = Vec::with_capacity(events.len());
+        let mut leaves = Vec::with_capacity(events.len());
+        for e in events {
+            let start = bytes.len();
+            e.encode_into(&mut bytes);
+            leaves.push(merkle::leaf_hash(bytes.get(start..).unwrap_or_default()));
+            ends.push(bytes.len());
+        }
+        Self {
+            bytes,
+            ends,
+            leaves,
+            packed: Vec::new(),
+        }
+    }
+
+    /// Packs the call's own records when it holds at least half a record, so that packing
+    /// runs on every caller's thread instead of only the committer's.
+    fn pack(&mut self) {
+        if self.bytes.len() < RECORD_TARGET / 2 {
+            return;
+        }
+        let mut packer = record::Packer::default();
+        let mut packed = Vec::new();
+        let total = self.leaves.len();
+        for (i, (bytes, leaf)) in self.entries().enumerate() {
+            packer.push(bytes, leaf);
+            if packer.body_len() >= RECORD_TARGET || i + 1 == total {
+                let n = packer.len() as u64;
+                packed.push((n, packer.finish().to_vec()));
+            }
+        }
+        self.packed = packed;
+    }
+
+    /// Each event's bytes and leaf hash, in order.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &Hash)> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| self.bytes.get(a..b).unwrap_or_default())
+            .zip(&self.leaves)
+    }
+}
+
 struct State {
     leaves: Vec<Hash>,
     frontier: Frontier,
-    pending: Vec<(Vec<u8>, Hash)>,
+    /// Calls waiting for the next commit, and how many events they hold.
+    pending: Vec<Encoded>,
+    pending_len: u64,
     group: Arc<Group>,
     committing: bool,
     poisoned: Option<String>,
@@ -217,90 +275,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn is_log_folder(dir: &Path) -> bool {
     dir.join("conf").is_file() && dir.join("db").is_file()
-}
-
-/// One stored record, parsed: whether it is archived (its entries' bytes are then empty) and
-/// its entries with their stored leaf hashes.
-type ParsedRecord<'a> = (bool, Vec<(Hash, &'a [u8])>);
-
-/// One stored group record, parsed.
-fn parse_record(value: &[u8]) -> Result<ParsedRecord<'_>, &'static str> {
-    let (&version, mut r) = value.split_first().ok_or("empty record")?;
-    if version == RECORD_ARCHIVED {
-        let count = take_u32(&mut r).ok_or("truncated record")? as usize;
-        if Some(r.len()) != count.checked_mul(32) {
-            return Err("archived record length does not match its count");
-        }
-        let out = r
-            .chunks_exact(32)
-            .map(|h| {
-                let mut a = [0u8; 32];
-                a.copy_from_slice(h);
-                (a, &[][..])
-            })
-            .collect();
-        return Ok((true, out));
-    }
-    if version != RECORD_VERSION {
-        return Err("unknown record version");
-    }
-    let count = take_u32(&mut r).ok_or("truncated record")? as usize;
-    if count.saturating_mul(36) > r.len() {
-        return Err("record count larger than the record");
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        if r.len() < 32 {
-            return Err("truncated record");
-        }
-        let (h, rest) = r.split_at(32);
-        r = rest;
-        let h: Hash = h.try_into().map_err(|_| "truncated record")?;
-        let len = take_u32(&mut r).ok_or("truncated record")? as usize;
-        if r.len() < len {
-            return Err("truncated record");
-        }
-        let (bytes, rest) = r.split_at(len);
-        r = rest;
-        out.push((h, bytes));
-    }
-    if !r.is_empty() {
-        return Err("bytes after the last entry of a record");
-    }
-    Ok((false, out))
-}
-
-/// The stored form of an archived record: its leaf hashes.
-fn encode_archived(leaves: &[Hash]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(5 + 32 * leaves.len());
-    v.push(RECORD_ARCHIVED);
-    v.extend_from_slice(&(leaves.len() as u32).to_be_bytes());
-    for h in leaves {
-        v.extend_from_slice(h);
-    }
-    v
-}
-
-fn take_u32(r: &mut &[u8]) -> Option<u32> {
-    if r.len() < 4 {
-        return None;
-    }
-    let (h, rest) = r.split_at(4);
-    *r = rest;
-    Some(u32::from_be_bytes(h.try_into().ok()?))
-}
-
-fn encode_record(entries: &[(Vec<u8>, Hash)]) -> Vec<u8> {
-    let len: usize = entries.iter().map(|(b, _)| b.len() + 36).sum();
-    let mut v = Vec::with_capacity(5 + len);
-    v.push(RECORD_VERSION);
-    v.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-    for (bytes, h) in entries {
-        v.extend_from_slice(h);
-        v.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        v.extend_from_slice(bytes);
-    }
-    v
 }
 
 fn key_of(index: u64) -> [u8; 8] {
@@ -422,6 +396,7 @@ impl AuditLog {
                 leaves: Vec::new(),
                 frontier: Frontier::new(),
                 pending: Vec::new(),
+                pending_len: 0,
                 group: Arc::new(Group::default()),
                 committing: false,
                 poisoned: None,
@@ -453,16 +428,17 @@ impl AuditLog {
                 ));
                 break;
             }
-            match parse_record(&v) {
-                Ok((is_archived, entries)) => {
-                    if is_archived {
+            // Leaf hashes only: packed bodies stay packed until read or verified.
+            match record::open(&v, false) {
+                Ok(rec) => {
+                    if rec.is_archived() {
                         if archived != at {
                             damaged = Some((at, "an archived record after retained ones".into()));
                             break;
                         }
-                        archived += entries.len() as u64;
+                        archived += rec.len() as u64;
                     }
-                    for (h, _) in entries {
+                    for h in rec.leaves() {
                         leaves.push(h);
                         frontier.push(h);
                     }
@@ -552,15 +528,19 @@ impl AuditLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let encoded: Vec<(Vec<u8>, Hash)> = events
-            .iter()
-            .map(|e| {
-                let b = e.encode();
-                let h = merkle::leaf_hash(&b);
-                (b, h)
-            })
-            .collect();
-        let hashes: Vec<Hash> = encoded.iter().map(|(_, h)| *h).collect();
+        // Encoding and hashing happen here, on the caller's thread, outside the lock.
+        let mut encoded = Encoded::new(events);
+        // One event too large for `verify` to accept refuses the whole call, before any of
+        // it is queued.
+        let mut start = 0;
+        for end in &encoded.ends {
+            if end - start > MAX_EVENT_BYTES {
+                return Err(EventError::TooLarge(end - start).into());
+            }
+            start = *end;
+        }
+        encoded.pack();
+        let hashes = encoded.leaves.clone();
         let mut st = lock(&self.state);
         if let Some(p) = &st.poisoned {
             return Err(StoreError::Poisoned(p.clone()));
@@ -572,8 +552,9 @@ impl AuditLog {
             });
         }
         let group = st.group.clone();
-        let offset = st.pending.len() as u64;
-        st.pending.extend(encoded);
+        let offset = st.pending_len;
+        st.pending_len += hashes.len() as u64;
+        st.pending.push(encoded);
         loop {
             if let Some(result) = group.done.get() {
                 let first = result.clone().map_err(StoreError::Poisoned)?;
@@ -597,6 +578,7 @@ impl AuditLog {
             // Lead: commit everything pending (our own events are among them).
             st.committing = true;
             let batch = std::mem::take(&mut st.pending);
+            st.pending_len = 0;
             let this = std::mem::take(&mut st.group);
             let first = st.leaves.len() as u64;
             drop(st);
@@ -605,7 +587,7 @@ impl AuditLog {
             st.committing = false;
             match result {
                 Ok(()) => {
-                    for (_, h) in &batch {
+                    for h in batch.iter().flat_map(|e| &e.leaves) {
                         st.leaves.push(*h);
                         st.frontier.push(*h);
                     }
@@ -617,6 +599,7 @@ impl AuditLog {
                     let _ = this.done.set(Err(msg.clone()));
                     // Whatever queued meanwhile can no longer be given indices safely.
                     st.pending.clear();
+                    st.pending_len = 0;
                     let _ = st.group.done.set(Err(msg));
                 }
             }
@@ -627,22 +610,38 @@ impl AuditLog {
         }
     }
 
-    fn write_group(&self, first: u64, batch: &[(Vec<u8>, Hash)]) -> Result<(), StoreError> {
-        // A group becomes records of at most `RECORD_TARGET` bytes, written as one atomic sled
-        // batch: sled rewrites a whole tree node per change, so huge values cost quadratically.
+    fn write_group(&self, first: u64, batch: &[Encoded]) -> Result<(), StoreError> {
+        // A group becomes records of about `RECORD_TARGET` bytes before packing, written as
+        // one atomic sled batch: sled rewrites a whole tree node per change, so huge values
+        // cost quadratically.
+        // Calls packed by their callers keep their records; the others are packed together.
         let mut sb = sled::Batch::default();
+        let mut packer = record::Packer::default();
         let mut at = first;
-        let mut start = 0;
-        let mut bytes = 0;
-        for (i, (b, _)) in batch.iter().enumerate() {
-            bytes += b.len() + 36;
-            if bytes >= RECORD_TARGET || i + 1 == batch.len() {
-                let part = batch.get(start..=i).unwrap_or_default();
-                sb.insert(&key_of(at), encode_record(part));
-                at += part.len() as u64;
-                start = i + 1;
-                bytes = 0;
+        for call in batch {
+            if call.packed.is_empty() {
+                for (bytes, leaf) in call.entries() {
+                    packer.push(bytes, leaf);
+                    if packer.body_len() >= RECORD_TARGET {
+                        let n = packer.len() as u64;
+                        sb.insert(&key_of(at), packer.finish());
+                        at += n;
+                    }
+                }
+                continue;
             }
+            if packer.len() > 0 {
+                let n = packer.len() as u64;
+                sb.insert(&key_of(at), packer.finish());
+                at += n;
+            }
+            for (n, value) in &call.packed {
+                sb.insert(&key_of(at), value.as_slice());
+                at += n;
+            }
+        }
+        if packer.len() > 0 {
+            sb.insert(&key_of(at), packer.finish());
         }
         self.batches.apply_batch(sb)?;
         self.db.flush()?;
@@ -998,63 +997,85 @@ impl AuditLog {
             Ok(())
         };
         check(&tree, &mut next_cp, &mut last_ok)?;
-        // A reader thread takes records in chunks and hashes and checks their entries on every
-        // core, while this thread folds the previous chunk into the tree in order, so the first
-        // bad index is the one reported.
+        // A reader thread hands runs of records to one worker per core in turn; each worker
+        // decompresses, checks and hashes its records' entries, and hashes them further into
+        // the largest whole subtrees that end at no checkpoint or archive boundary. This thread
+        // folds the results into the tree in order, so the first bad index is the one reported.
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(2);
+        let mut bounds: Vec<u64> = cps
+            .iter()
+            .map(|c| c.size)
+            .chain(archive_roots.iter().map(|(end, _)| *end))
+            .collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        let ctx = VerifyContext {
+            bounds: &bounds,
+            from_archives: &from_archives,
+        };
         let batches = self.batches.clone();
+        let mut next_progress = 65_536u64;
         std::thread::scope(|scope| -> Result<(), StoreError> {
-            scope.spawn(move || read_chunks(batches, workers, tx));
-            for chunk in rx {
-                for (stored_hash, result, is_archived) in chunk.entries {
-                    let i = tree.size();
-                    let h = result.map_err(|reason| StoreError::Tampered { index: i, reason })?;
-                    if h != stored_hash {
-                        return Err(StoreError::Tampered {
-                            index: i,
-                            reason: "the stored bytes do not match their leaf hash".into(),
-                        });
+            let mut job_txs = Vec::with_capacity(workers);
+            let mut done_rxs = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<VerifyJob>(2);
+                let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<VerifyDone>(2);
+                let ctx = &ctx;
+                scope.spawn(move || {
+                    for job in job_rx {
+                        if done_tx.send(ctx.check_job(job)).is_err() {
+                            return;
+                        }
                     }
-                    if is_archived {
-                        if archived != i {
+                });
+                job_txs.push(job_tx);
+                done_rxs.push(done_rx);
+            }
+            scope.spawn(move || read_jobs(batches, job_txs));
+            for done_rx in done_rxs.iter().cycle() {
+                // The reader hands job `n` to worker `n % workers`: taking results in the same
+                // turn keeps them in order. A closed channel is the end of the log.
+                let Ok(done) = done_rx.recv() else { break };
+                for rec in done.records {
+                    if rec.archived {
+                        if archived != rec.first {
                             return Err(StoreError::Tampered {
-                                index: i,
+                                index: rec.first,
                                 reason: "an archived entry after retained ones".into(),
                             });
                         }
-                        archived += 1;
+                        archived += rec.count;
                     }
-                    if let Some(a) = from_archives.get(&i) {
-                        if *a != h {
-                            return Err(StoreError::Tampered {
-                                index: i,
-                                reason:
-                                    "the archive file's entry does not match the log's leaf hash"
-                                        .into(),
-                            });
+                    archived_checked += rec.archived_checked;
+                    for (height, hash) in rec.subtrees {
+                        if !tree.push_subtree(height, hash) {
+                            return Err(StoreError::Storage(
+                                "verification folded a subtree out of place".into(),
+                            ));
                         }
-                        if is_archived {
-                            archived_checked += 1;
+                        let last = tree.size().saturating_sub(1);
+                        for (end, root) in &archive_roots {
+                            if *end == tree.size() && *root != tree.root() {
+                                return Err(StoreError::Tampered {
+                                    index: last,
+                                    reason: format!(
+                                        "the log's root at size `{end}` is not the archive's"
+                                    ),
+                                });
+                            }
+                        }
+                        check(&tree, &mut next_cp, &mut last_ok)?;
+                        if tree.size() >= next_progress {
+                            progress(tree.size(), stored);
+                            next_progress = (tree.size() / 65_536 + 1) * 65_536;
                         }
                     }
-                    tree.push(h);
-                    for (end, root) in &archive_roots {
-                        if *end == tree.size() && *root != tree.root() {
-                            return Err(StoreError::Tampered {
-                                index: i,
-                                reason: format!(
-                                    "the log's root at size `{end}` is not the archive's"
-                                ),
-                            });
-                        }
-                    }
-                    check(&tree, &mut next_cp, &mut last_ok)?;
-                    if tree.size() % 65_536 == 0 {
-                        progress(tree.size(), stored);
+                    if let Some((index, reason)) = rec.bad {
+                        return Err(StoreError::Tampered { index, reason });
                     }
                 }
-                if let Some(e) = chunk.stop {
+                if let Some(e) = done.stop {
                     return Err(match e {
                         ChunkStop::Storage(e) => e,
                         ChunkStop::Bad(reason) => StoreError::Tampered {
@@ -1176,13 +1197,13 @@ impl AuditLog {
         )?;
         let size = cp.checkpoint().size;
         let group: Vec<(Vec<u8>, Hash)> = batch.entries.iter().cloned().zip(hashes).collect();
-        let record = encode_record(&group);
+        let value = record::encode(&group);
         let cp_origin = cp.checkpoint().origin.clone();
         let key_text = key.to_string();
         (&self.batches, &self.checkpoints, &self.meta)
             .transaction(|(b, c, m)| {
                 if !group.is_empty() {
-                    b.insert(&key_of(batch.old_size), record.as_slice())?;
+                    b.insert(&key_of(batch.old_size), value.as_slice())?;
                 }
                 c.insert(&key_of(size), cp.note().as_bytes())?;
                 m.insert("origin", cp_origin.as_bytes())?;
@@ -1204,28 +1225,165 @@ impl AuditLog {
 /// Why the reader stopped early.
 enum ChunkStop {
     Storage(StoreError),
-    /// A record out of place or unreadable, at the index after the chunk's entries.
+    /// A record out of place, at the index after the entries before it.
     Bad(String),
 }
 
-/// Entries read, hashed and checked by the verification reader.
-struct Chunk {
-    /// Per entry: the stored leaf hash, the recomputed one, whether it is archived.
-    entries: Vec<(Hash, Result<Hash, String>, bool)>,
+/// Stored bytes the verification reader hands to one worker at a time.
+const VERIFY_JOB: usize = 1 << 20;
+
+/// Consecutive records for one verification worker (key, value).
+struct VerifyJob {
+    records: Vec<(u64, sled::IVec)>,
+    /// Why reading stopped after these records, if it did.
     stop: Option<ChunkStop>,
 }
 
-/// Reads every record in order, hashes and checks entries on `workers` threads, and sends them
-/// in chunks; stops at the first record it cannot place or read (or when the receiver is gone).
-fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSender<Chunk>) {
+/// What a worker found in one job.
+struct VerifyDone {
+    records: Vec<CheckedRecord>,
+    stop: Option<ChunkStop>,
+}
+
+/// One record, checked: its entries folded into subtree roots (up to the first bad entry).
+struct CheckedRecord {
+    first: u64,
+    count: u64,
+    archived: bool,
+    /// Entries also found in an archive file, and equal there.
+    archived_checked: u64,
+    /// (height, root) of consecutive perfect subtrees, in order, from `first`.
+    subtrees: Vec<(u32, Hash)>,
+    /// The first bad entry (after those the subtrees cover), and why.
+    bad: Option<(u64, String)>,
+}
+
+/// What every verification worker checks against.
+struct VerifyContext<'a> {
+    /// Sizes at which the root is checked (checkpoints, archive ends), sorted: no subtree
+    /// crosses one.
+    bounds: &'a [u64],
+    /// Leaf hashes recomputed from archive files.
+    from_archives: &'a std::collections::HashMap<u64, Hash>,
+}
+
+impl VerifyContext<'_> {
+    fn check_job(&self, job: VerifyJob) -> VerifyDone {
+        let mut records = Vec::with_capacity(job.records.len());
+        let mut stop = job.stop;
+        for (first, value) in &job.records {
+            match self.check_record(*first, value) {
+                Ok(rec) => {
+                    let bad = rec.bad.is_some();
+                    records.push(rec);
+                    if bad {
+                        break;
+                    }
+                }
+                Err(reason) => {
+                    stop = Some(ChunkStop::Bad(reason.to_owned()));
+                    break;
+                }
+            }
+        }
+        VerifyDone { records, stop }
+    }
+
+    fn check_record(&self, first: u64, value: &[u8]) -> Result<CheckedRecord, &'static str> {
+        let opened = record::open(value, true)?;
+        let entries = opened.entries()?;
+        let archived = opened.is_archived();
+        let mut leaves: Vec<Hash> = Vec::with_capacity(entries.len());
+        let mut bad = None;
+        let mut archived_checked = 0;
+        for (i, (stored, bytes)) in entries.iter().enumerate() {
+            let index = first + i as u64;
+            let h = if archived {
+                *stored
+            } else {
+                if let Err(e) = Event::validate(bytes) {
+                    bad = Some((index, format!("not a canonical event: {e}")));
+                    break;
+                }
+                let h = merkle::leaf_hash(bytes);
+                if h != *stored {
+                    bad = Some((
+                        index,
+                        "the stored bytes do not match their leaf hash".into(),
+                    ));
+                    break;
+                }
+                h
+            };
+            if !self.from_archives.is_empty() {
+                if let Some(a) = self.from_archives.get(&index) {
+                    if *a != h {
+                        bad = Some((
+                            index,
+                            "the archive file's entry does not match the log's leaf hash".into(),
+                        ));
+                        break;
+                    }
+                    if archived {
+                        archived_checked += 1;
+                    }
+                }
+            }
+            leaves.push(h);
+        }
+        Ok(CheckedRecord {
+            first,
+            count: entries.len() as u64,
+            archived,
+            archived_checked,
+            subtrees: self.subtrees(first, &mut leaves),
+            bad,
+        })
+    }
+
+    /// Cuts the leaves from index `first` into the largest aligned perfect subtrees that cross
+    /// no bound, and hashes each.
+    fn subtrees(&self, first: u64, leaves: &mut [Hash]) -> Vec<(u32, Hash)> {
+        let end = first + leaves.len() as u64;
+        let mut out = Vec::new();
+        let mut at = first;
+        let mut bounds = self
+            .bounds
+            .iter()
+            .copied()
+            .filter(|b| *b > first)
+            .peekable();
+        while at < end {
+            while bounds.next_if(|b| *b <= at).is_some() {}
+            let limit = bounds.peek().map_or(end, |b| (*b).min(end));
+            let mut height = at.trailing_zeros().min(62);
+            while (1u64 << height) > limit - at {
+                height -= 1;
+            }
+            let from = (at - first) as usize;
+            let to = from + (1usize << height);
+            let Some(root) = leaves.get_mut(from..to).and_then(merkle::subtree_root) else {
+                break;
+            };
+            out.push((height, root));
+            at += 1u64 << height;
+        }
+        out
+    }
+}
+
+/// Reads every record in order and hands runs of them to the workers in turn (job `n` to
+/// worker `n % workers`); stops at the first record out of place or unreadable, or when a
+/// worker is gone.
+fn read_jobs(batches: sled::Tree, workers: Vec<std::sync::mpsc::SyncSender<VerifyJob>>) {
     let mut iter = batches.iter();
     let mut next_at = 0u64;
-    loop {
-        let mut records: Vec<sled::IVec> = Vec::new();
+    for worker in workers.iter().cycle() {
+        let mut records = Vec::new();
         let mut bytes = 0usize;
         let mut stop = None;
         let mut end = false;
-        while bytes < VERIFY_CHUNK {
+        while bytes < VERIFY_JOB {
             match iter.next() {
                 Some(Ok((k, v))) => {
                     if index_of(&k) != Some(next_at) {
@@ -1233,14 +1391,11 @@ fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSen
                         break;
                     }
                     // The count in the header places the next record; a record whose body
-                    // does not parse is found below.
-                    let count = v
-                        .get(1..5)
-                        .and_then(|c| c.try_into().ok())
-                        .map_or(0, u32::from_be_bytes);
-                    next_at += u64::from(count);
+                    // does not parse is found by the worker.
+                    let first = next_at;
+                    next_at += u64::from(record::count(&v).unwrap_or(0));
                     bytes += v.len();
-                    records.push(v);
+                    records.push((first, v));
                 }
                 Some(Err(e)) => {
                     stop = Some(ChunkStop::Storage(e.into()));
@@ -1252,54 +1407,8 @@ fn read_chunks(batches: sled::Tree, workers: usize, tx: std::sync::mpsc::SyncSen
                 }
             }
         }
-        let mut entries: Vec<(Hash, &[u8], bool)> = Vec::new();
-        for v in &records {
-            match parse_record(v) {
-                Ok((archived, e)) => entries.extend(e.into_iter().map(|(h, b)| (h, b, archived))),
-                Err(e) => {
-                    stop = Some(ChunkStop::Bad(e.to_owned()));
-                    break;
-                }
-            }
-        }
-        let per = entries.len().div_ceil(workers).max(1);
-        let computed: Vec<(Hash, Result<Hash, String>, bool)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = entries
-                .chunks(per)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(stored, bytes, archived)| {
-                                if *archived {
-                                    return (*stored, Ok(*stored), true);
-                                }
-                                let r = Event::validate(bytes)
-                                    .map(|()| merkle::leaf_hash(bytes))
-                                    .map_err(|e| format!("not a canonical event: {e}"));
-                                (*stored, r, false)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        vec![([0; 32], Err("a verification thread failed".into()), false)]
-                    })
-                })
-                .collect()
-        });
         let last = stop.is_some() || end;
-        if tx
-            .send(Chunk {
-                entries: computed,
-                stop,
-            })
-            .is_err()
-            || last
-        {
+        if worker.send(VerifyJob { records, stop }).is_err() || last {
             return;
         }
     }
@@ -1350,13 +1459,20 @@ impl Iterator for Entries {
                 self.failed = true;
                 return Some(Err(damaged("entries are missing or out of order".into())));
             }
-            let parsed = match parse_record(&v) {
-                Ok((false, p)) => p,
-                Ok((true, p)) => {
+            let opened = match record::open(&v, true) {
+                Ok(r) if r.is_archived() => {
                     // Archived: only leaf hashes are left here.
-                    self.next = at + p.len() as u64;
+                    self.next = at + r.len() as u64;
                     continue;
                 }
+                Ok(r) => r,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(damaged(e.into())));
+                }
+            };
+            let parsed = match opened.entries() {
+                Ok(p) => p,
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(damaged(e.into())));

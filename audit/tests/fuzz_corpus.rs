@@ -120,6 +120,21 @@ fn write_seeds() {
         batch: tail,
     };
     w("audit_batch", "tail.archive", &archive.encode());
+
+    let record: Vec<(Vec<u8>, tianping_audit::Hash)> = entries.into_iter().zip(leaves).collect();
+    w(
+        "audit_record",
+        "five.packed",
+        &internal::packed_record(&record),
+    );
+    w(
+        "audit_record",
+        "one.packed",
+        &internal::packed_record(&record[..1]),
+    );
+    let mut archived = vec![2u8, 0, 0, 0, 2];
+    archived.extend_from_slice(&[7u8; 64]);
+    w("audit_record", "two.archived", &archived);
 }
 
 #[test]
@@ -154,4 +169,12 @@ fn audit_batch_corpus() {
     let a = tianping_audit::Archive::decode(&a).unwrap();
     let checked = a.check(None, &a.batch.signer).unwrap();
     assert_eq!((checked.from, checked.to), (3, 5));
+}
+
+#[test]
+fn audit_record_corpus() {
+    replay("audit_record", internal::fuzz_record);
+    let five = std::fs::read(corpus("audit_record").join("five.packed")).unwrap();
+    assert_eq!(five[0], 3, "the record seed is stale");
+    assert_eq!(u32::from_be_bytes(five[1..5].try_into().unwrap()), 5);
 }

@@ -204,7 +204,48 @@ fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
     db.flush().unwrap();
 }
 
-/// Offsets of each entry's (hash, bytes) within a group record.
+/// A stored packed record (`0x03`, count, leaf hashes, body length, LZ4 body) in the plain
+/// form (`0x01`, count, then per entry hash, length, bytes), which the tests edit.
+fn unpack(packed: &[u8]) -> Vec<u8> {
+    assert_eq!(packed[0], 3);
+    let count = u32::from_be_bytes(packed[1..5].try_into().unwrap()) as usize;
+    let hashes = &packed[5..5 + 32 * count];
+    let at = 5 + 32 * count;
+    let body_len = u32::from_be_bytes(packed[at..at + 4].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; body_len];
+    let n = lz4_flex::block::decompress_into(&packed[at + 4..], &mut body).unwrap();
+    assert_eq!(n, body_len);
+    let mut out = packed[..5].to_vec();
+    out[0] = 1;
+    let mut r = &body[..];
+    for h in hashes.chunks(32) {
+        let len = u32::from_be_bytes(r[..4].try_into().unwrap()) as usize;
+        out.extend_from_slice(h);
+        out.extend_from_slice(&r[..4 + len]);
+        r = &r[4 + len..];
+    }
+    assert!(r.is_empty());
+    out
+}
+
+/// The packed form of a plain record, as the store writes it.
+fn pack(plain: &[u8]) -> Vec<u8> {
+    let spans = entry_spans(plain);
+    let mut hashes = Vec::new();
+    let mut body = Vec::new();
+    for (hash_at, bytes_at, len) in &spans {
+        hashes.extend_from_slice(&plain[*hash_at..hash_at + 32]);
+        body.extend_from_slice(&plain[bytes_at - 4..bytes_at + len]);
+    }
+    let mut out = vec![3u8];
+    out.extend_from_slice(&(spans.len() as u32).to_be_bytes());
+    out.extend_from_slice(&hashes);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&lz4_flex::block::compress(&body));
+    out
+}
+
+/// Offsets of each entry's (hash, bytes) within a plain group record.
 fn entry_spans(record: &[u8]) -> Vec<(usize, usize, usize)> {
     let count = u32::from_be_bytes(record[1..5].try_into().unwrap()) as usize;
     let mut at = 5;
@@ -256,7 +297,7 @@ fn flipping_any_byte_of_any_event_is_named_by_verify() {
         };
         let flip_hash = (state >> 20) % 4 == 0;
         tamper(work.path(), |t| {
-            let mut v = t.get(group.to_be_bytes()).unwrap().unwrap().to_vec();
+            let mut v = unpack(&t.get(group.to_be_bytes()).unwrap().unwrap());
             let (hash_at, bytes_at, len) = entry_spans(&v)[local as usize];
             let pos = if flip_hash {
                 hash_at + (state as usize >> 8) % 32
@@ -264,7 +305,7 @@ fn flipping_any_byte_of_any_event_is_named_by_verify() {
                 bytes_at + (state as usize >> 8) % len
             };
             v[pos] ^= 1 << ((state >> 3) % 8);
-            t.insert(group.to_be_bytes(), v).unwrap();
+            t.insert(group.to_be_bytes(), pack(&v)).unwrap();
         });
         let (index, reason) = verify_fails_at(work.path(), &key);
         assert_eq!(index, target, "{reason}");
@@ -276,6 +317,64 @@ fn flipping_any_byte_of_any_event_is_named_by_verify() {
         .unwrap()
         .verify(Some(&key), &mut |_, _| {})
         .unwrap();
+}
+
+#[test]
+fn flipping_any_stored_byte_of_a_packed_record_is_found_or_changes_no_event() {
+    let s = signer();
+    let key = s.public_key();
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::create(dir.path(), ORIGIN).unwrap();
+    let evs: Vec<Event> = (0..40).map(event).collect();
+    log.append_many(&evs).unwrap();
+    log.checkpoint(&s).unwrap();
+    drop(log);
+    let pristine = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), pristine.path());
+    let stored = {
+        let db = sled_open(pristine.path());
+        db.open_tree("batches")
+            .unwrap()
+            .get(0u64.to_be_bytes())
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    };
+    let mut state = 0xf11b_u64;
+    let (mut found, mut same) = (0, 0);
+    for _ in 0..64 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pos = (state >> 33) as usize % stored.len();
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), work.path());
+        tamper(work.path(), |t| {
+            let mut v = stored.clone();
+            v[pos] ^= 1 << ((state >> 3) % 8);
+            t.insert(0u64.to_be_bytes(), v).unwrap();
+        });
+        let log = AuditLog::open(work.path());
+        let outcome = log.map(|l| l.verify(Some(&key), &mut |_, _| {}));
+        match outcome {
+            Ok(Err(StoreError::Tampered { index, .. }))
+            | Err(StoreError::Damaged { index, .. }) => {
+                assert!(index < 40, "byte {pos}: index {index}");
+                found += 1;
+            }
+            Ok(Ok(_)) => {
+                // LZ4 may copy the same bytes from another place: then every event reads back
+                // exactly as appended, and nothing the log asserts changed.
+                let log = AuditLog::open(work.path()).unwrap();
+                let back: Vec<Event> = log.entries(0).map(|r| r.unwrap().event).collect();
+                assert_eq!(back, evs, "byte {pos} changed events but verify passed");
+                same += 1;
+            }
+            other => panic!("byte {pos}: {other:?}"),
+        }
+    }
+    assert_eq!(found + same, 64);
+    assert!(found > same, "{found} found, {same} unchanged");
 }
 
 #[test]
@@ -300,14 +399,14 @@ fn reordering_truncating_and_rewriting_are_found() {
     // Two entries swapped inside a record (hashes moved with them): the signed root breaks.
     let d = fresh();
     tamper(d.path(), |t| {
-        let v = t.get(10u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let v = unpack(&t.get(10u64.to_be_bytes()).unwrap().unwrap());
         let spans = entry_spans(&v);
         let (a, b) = (spans[2], spans[3]);
         let mut out = v[..a.0].to_vec();
         out.extend_from_slice(&v[b.0..b.1 + b.2]);
         out.extend_from_slice(&v[a.0..a.1 + a.2]);
         out.extend_from_slice(&v[b.1 + b.2..]);
-        t.insert(10u64.to_be_bytes(), out).unwrap();
+        t.insert(10u64.to_be_bytes(), pack(&out)).unwrap();
     });
     let (index, reason) = verify_fails_at(d.path(), &key);
     assert_eq!(index, 10, "{reason}");
@@ -346,7 +445,7 @@ fn reordering_truncating_and_rewriting_are_found() {
     // An event rewritten with a freshly computed hash: the stored hash agrees, the root does not.
     let d = fresh();
     tamper(d.path(), |t| {
-        let v = t.get(0u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let v = unpack(&t.get(0u64.to_be_bytes()).unwrap().unwrap());
         let spans = entry_spans(&v);
         let mut forged = event(4);
         forged.outcome = "allow".into();
@@ -356,7 +455,7 @@ fn reordering_truncating_and_rewriting_are_found() {
         out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
         out.extend_from_slice(&bytes);
         out.extend_from_slice(&v[spans[4].1 + spans[4].2..]);
-        t.insert(0u64.to_be_bytes(), out).unwrap();
+        t.insert(0u64.to_be_bytes(), pack(&out)).unwrap();
     });
     let (index, reason) = verify_fails_at(d.path(), &key);
     assert_eq!(index, 0, "{reason}");
@@ -475,4 +574,24 @@ fn sled_open(dir: &Path) -> sled::Db {
         .segment_size(8 << 20)
         .open()
         .unwrap()
+}
+
+#[test]
+fn an_event_too_large_refuses_the_whole_call_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::create(dir.path(), ORIGIN).unwrap();
+    log.append(&event(0)).unwrap();
+    let mut big = event(1);
+    big.reason = "x".repeat(tianping_audit::MAX_EVENT_BYTES);
+    let r = log.append_many(&[event(2), big, event(3)]);
+    assert!(
+        matches!(
+            r,
+            Err(StoreError::Event(tianping_audit::EventError::TooLarge(_)))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(log.size(), 1);
+    log.append(&event(4)).unwrap();
+    assert_eq!(log.verify(None, &mut |_, _| {}).unwrap().entries, 2);
 }

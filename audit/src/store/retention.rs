@@ -13,12 +13,13 @@ use tianping_core::{Signer, UnixTime};
 
 use sled::Transactional as _;
 
-use super::{AuditLog, StoreError, encode_archived, index_of, key_of, lock, parse_record};
+use super::{AuditLog, StoreError, index_of, key_of, lock};
 use crate::archive::{Archive, Retention};
 use crate::batch::AuditBatch;
 use crate::checkpoint::{Checkpoint, SignedCheckpoint};
 use crate::event::Event;
 use crate::merkle::{self, Frontier, Hash};
+use crate::record;
 
 /// The `meta` key of an `audit.archive` event not appended yet.
 const PENDING_EVENT: &str = "archive.event";
@@ -189,16 +190,17 @@ impl AuditLog {
             if index_of(&k) != Some(to) {
                 return Err(damaged("entries are missing or out of order"));
             }
-            let (archived, record) = parse_record(&v).map_err(damaged)?;
-            if archived {
+            let opened = record::open(&v, true).map_err(damaged)?;
+            if opened.is_archived() {
                 return Err(damaged("an archived record after retained ones"));
             }
-            let end = to + record.len() as u64;
+            let rec = opened.entries().map_err(damaged)?;
+            let end = to + rec.len() as u64;
             if end > size {
                 break;
             }
-            let mut old = Vec::with_capacity(record.len());
-            for (_, bytes) in record {
+            let mut old = Vec::with_capacity(rec.len());
+            for (_, bytes) in rec {
                 if Event::decode(bytes)?.time >= cutoff {
                     break 'records;
                 }
@@ -333,16 +335,16 @@ impl AuditLog {
                     reason: "entries are missing or out of order".into(),
                 });
             }
-            let (archived, record) = parse_record(&v).map_err(|e| StoreError::Damaged {
+            let opened = record::open(&v, false).map_err(|e| StoreError::Damaged {
                 index: at,
                 reason: e.into(),
             })?;
-            if archived {
+            if opened.is_archived() {
                 return Err(refused("a record in the range is archived already"));
             }
-            let hashes: Vec<Hash> = record.iter().map(|(h, _)| *h).collect();
+            let hashes: Vec<Hash> = opened.leaves().collect();
             at += hashes.len() as u64;
-            stubs.push((k, encode_archived(&hashes)));
+            stubs.push((k, record::encode_archived(&hashes)));
         }
         if at != to {
             return Err(refused(format!(
