@@ -33,6 +33,25 @@ fn event(i: u64) -> Event {
     e
 }
 
+/// An event whose every variable field differs from its neighbours' (hex digests), so that the
+/// store's LZ4 packing finds little to share: the worst case for it.
+fn varied_event(i: u64) -> Event {
+    let hex = |tag: &str| {
+        ring::digest::digest(&ring::digest::SHA256, format!("{tag}{i}").as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut e = event(i);
+    e.actor = format!("u-{}", &hex("actor")[..12]);
+    e.source = format!("10.{}.{}.{}:{}", i % 251, i % 241, i % 239, 1024 + i % 60_000);
+    e.object = format!("/cases/{}", &hex("object")[..24]);
+    e.request_id = hex("request")[..32].to_owned();
+    e.policy_hash = hex("policy");
+    e
+}
+
 fn sha256_all(bytes: &[Vec<u8>]) -> u8 {
     let mut x = 0u8;
     for b in bytes {
@@ -62,11 +81,28 @@ fn append(c: &mut Criterion) {
         })
     });
 
-    for (writers, per_call) in [(64u64, 1u64), (8, 1024), (2, 4096)] {
+    for (writers, per_call, varied) in [
+        (64u64, 1u64, false),
+        (8, 1024, false),
+        (2, 4096, false),
+        (8, 1024, true),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(AuditLog::create(dir.path(), "bench.localhost/audit").unwrap());
-        let events: Arc<Vec<Event>> = Arc::new((0..PER_ITER).map(event).collect());
-        let (work, name) = if per_call == 1 {
+        let make = if varied { varied_event } else { event };
+        let events: Arc<Vec<Event>> = Arc::new((0..PER_ITER).map(make).collect());
+        if varied {
+            let encoded: Vec<Vec<u8>> = events.iter().map(Event::encode).collect();
+            g.bench_function("raw_sha256_same_bytes_varied", |b| {
+                b.iter(|| std::hint::black_box(sha256_all(&encoded)))
+            });
+        }
+        let (work, name) = if varied {
+            (
+                PER_ITER,
+                format!("durable_{writers}_writers_{per_call}_events_per_call_varied"),
+            )
+        } else if per_call == 1 {
             // One event per call: 64 writers, 2,048 events each would take minutes per sample
             // at one flush per group, so this case appends fewer events per iteration.
             (
@@ -111,9 +147,31 @@ fn append(c: &mut Criterion) {
                 total
             })
         });
+        let event_bytes: usize = events.iter().map(|e| e.encode().len()).sum();
+        eprintln!(
+            "{name}: {} entries, {} bytes of events each, {} bytes on disk each (sled files)",
+            log.size(),
+            event_bytes / events.len(),
+            folder_bytes(dir.path()) / log.size().max(1)
+        );
         g.throughput(Throughput::Elements(PER_ITER));
     }
     g.finish();
+}
+
+fn folder_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                folder_bytes(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
 }
 
 fn verify(c: &mut Criterion) {
