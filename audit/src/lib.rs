@@ -9,7 +9,8 @@
 //!   envelopes, signed through [`tianping_core::Signer`];
 //! - [`AuditBatch`]: the `audit-batch` shipping format, checked against a mirror's tree;
 //! - with the `store` feature, [`AuditLog`]: the `sled` store with group commit, checkpoints,
-//!   search, export, proofs, verification, shipping and mirrors.
+//!   search, export, proofs, verification, shipping and mirrors; and [`service`]: the read API
+//!   a live log's owner serves on its control socket, and the `owner.sock` record naming it.
 //!
 //! ```
 //! use tianping_audit::{Checkpoint, Event, SignedCheckpoint, leaf_hash, root_of, inclusion_proof, verify_inclusion};
@@ -64,6 +65,8 @@ mod keys;
 mod merkle;
 mod query;
 mod record;
+#[cfg(feature = "store")]
+pub mod service;
 #[cfg(feature = "store")]
 mod store;
 

@@ -769,6 +769,18 @@ impl AuditLog {
         Ok(out)
     }
 
+    /// The latest stored checkpoint note with its size (unverified).
+    pub fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let Some((k, v)) = self.checkpoints.last()? else {
+            return Ok(None);
+        };
+        let size = index_of(&k).ok_or_else(|| StoreError::Tampered {
+            index: 0,
+            reason: "a checkpoint key is malformed".into(),
+        })?;
+        Ok(Some((size, String::from_utf8_lossy(&v).into_owned())))
+    }
+
     /// The inclusion proof of entry `index` in the tree of the first `size` entries.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         let st = lock(&self.state);
