@@ -1,6 +1,11 @@
 //! `tianping audit`: append to, verify, prove, search, export, ship, mirror and archive an
-//! audit log folder directly (the log's owner must be stopped; a live log is served on its control
-//! socket).
+//! audit log folder.
+//!
+//! A log whose owner runs (its folder's `owner.sock` names a control socket that answers) is
+//! read through the owner (`tianping_audit::service`): `verify`, `search`, `export`, `prove`,
+//! `checkpoint` (printing the latest) and `ship` print what they print on a stopped log;
+//! `append`, `mirror`, `archive` and signing a checkpoint are refused, since only the owner
+//! writes its log. A stale record (nothing answers) is ignored and the store opened here.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -9,8 +14,10 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
+use tianping_audit::service::{self, ErrorBody, Request, VerifyAnswer};
 use tianping_audit::{
-    Archive, AuditBatch, AuditLog, Event, Query, Retention, SignedCheckpoint, danger,
+    Archive, AuditBatch, AuditLog, ConsistencyProof, Event, InclusionProof, Query, Retention,
+    SignedCheckpoint, danger,
 };
 use tianping_core::{Algorithm, PublicKey, RingSigner, Signer, UnixTime};
 
@@ -80,13 +87,14 @@ pub(crate) enum AuditCmd {
         #[arg(long, hide = true)]
         now: Option<u64>,
     },
-    /// Sign a checkpoint of every entry now.
+    /// Sign a checkpoint of every entry now (with `--key`), or print the latest one.
     Checkpoint {
         #[command(flatten)]
         log: LogArg,
-        /// The PKCS#8 PEM signing key.
+        /// The PKCS#8 PEM signing key; without it, print the latest checkpoint (a live log's
+        /// owner signs on its own schedule).
         #[arg(long)]
-        key: PathBuf,
+        key: Option<PathBuf>,
     },
     /// Print an inclusion proof (`--index`) or a consistency proof (`--from`, `--to`) as JSON.
     Prove {
@@ -201,13 +209,7 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
             danger_allow_short_retention,
             now,
         ),
-        AuditCmd::Checkpoint { log, key } => {
-            let signer = read_signer(&key)?;
-            let log = open(&log.dir)?;
-            let cp = log.checkpoint(&signer).into_diagnostic()?;
-            print!("{}", cp.note());
-            Ok(ExitCode::SUCCESS)
-        }
+        AuditCmd::Checkpoint { log, key } => checkpoint(&log.dir, key.as_deref()),
         AuditCmd::Prove {
             log,
             index,
@@ -225,17 +227,16 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
                 since: query.since.map(UnixTime::from_millis),
                 until: query.until.map(UnixTime::from_millis),
             };
-            let log = open(&log.dir)?;
-            print_records(log.search(&q))
+            search(&log.dir, q)
         }
-        AuditCmd::Export { log } => {
-            let log = open(&log.dir)?;
-            print_records(log.entries(0))
-        }
+        AuditCmd::Export { log } => search(&log.dir, Query::default()),
         AuditCmd::Ship { log, out, since } => {
-            let log = open(&log.dir)?;
-            let batch = log.ship(since).into_diagnostic()?;
-            write_new(&out, &batch.encode())?;
+            let bytes = match Owner::find(&log.dir)? {
+                Some(owner) => owner.get(&Request::Ship { since })?,
+                None => open(&log.dir)?.ship(since).into_diagnostic()?.encode(),
+            };
+            let batch = AuditBatch::decode(&bytes).into_diagnostic()?;
+            write_new(&out, &bytes)?;
             let cp = SignedCheckpoint::parse_unverified(&batch.note).into_diagnostic()?;
             println!(
                 "{}",
@@ -245,6 +246,152 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
         }
         AuditCmd::Mirror { log, key, files } => mirror(&log.dir, key.as_deref(), &files),
     }
+}
+
+/// The running owner of a log, reached on its control socket.
+struct Owner {
+    socket: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Owner {
+    /// The owner of `dir` if its folder records one and the socket answers the audit API;
+    /// `None` with no record or a stale one (nothing listens there any more).
+    fn find(dir: &Path) -> miette::Result<Option<Self>> {
+        let Some(socket) = service::owner_socket(dir) else {
+            return Ok(None);
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .into_diagnostic()?;
+        let owner = Self { socket, rt };
+        match owner.request(&Request::Status) {
+            Ok((200, _)) => Ok(Some(owner)),
+            Ok((status, _)) => Err(miette!(
+                "`{}` (the owner recorded in `{}`) does not serve the audit log (status {status})",
+                owner.socket.display(),
+                dir.display()
+            )),
+            Err(tianping_net::NetError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(miette!(
+                "the log's owner at `{}` does not answer: {e}",
+                owner.socket.display()
+            )),
+        }
+    }
+
+    fn request(&self, req: &Request) -> Result<(u16, Vec<u8>), tianping_net::NetError> {
+        let (status, body) = self.rt.block_on(tianping_net::control_request(
+            &self.socket,
+            req.method(),
+            &req.target(),
+            "",
+        ))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// The body of a 200 answer; the owner's error otherwise.
+    fn get(&self, req: &Request) -> miette::Result<Vec<u8>> {
+        match self.request(req) {
+            Ok((200, body)) => Ok(body),
+            Ok((status, body)) => Err(owner_error(status, &body)),
+            Err(e) => Err(miette!(
+                "asking the log's owner at `{}`: {e}",
+                self.socket.display()
+            )),
+        }
+    }
+}
+
+fn owner_error(status: u16, body: &[u8]) -> miette::Report {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => miette!("{}", e.error),
+        Err(_) => miette!("the log's owner answered status {status}"),
+    }
+}
+
+/// Refuses a command that writes the log while its owner runs.
+fn refuse_if_live(dir: &Path, what: &str) -> miette::Result<()> {
+    match Owner::find(dir)? {
+        Some(owner) => Err(miette!(
+            "`{}` is live: its owner serves it on `{}`; `{what}` needs the owner stopped (only the owner writes its log)",
+            dir.display(),
+            owner.socket.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+fn checkpoint(dir: &Path, key: Option<&Path>) -> miette::Result<ExitCode> {
+    let note = match (key, Owner::find(dir)?) {
+        (Some(_), Some(owner)) => {
+            return Err(miette!(
+                "`{}` is live: its owner at `{}` signs checkpoints on its own schedule; run without `--key` to print the latest",
+                dir.display(),
+                owner.socket.display()
+            ));
+        }
+        (None, Some(owner)) => String::from_utf8(owner.get(&Request::Checkpoint)?)
+            .map_err(|_| miette!("the owner's checkpoint is not UTF-8"))?,
+        (Some(key), None) => {
+            let signer = read_signer(key)?;
+            open(dir)?
+                .checkpoint(&signer)
+                .into_diagnostic()?
+                .note()
+                .to_string()
+        }
+        (None, None) => open(dir)?
+            .latest_checkpoint()
+            .into_diagnostic()?
+            .map(|(_, note)| note)
+            .ok_or_else(|| miette!("the log has no checkpoint yet"))?,
+    };
+    print!("{note}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `search` and `export`: from the owner page by page, or from the store.
+fn search(dir: &Path, query: Query) -> miette::Result<ExitCode> {
+    let Some(owner) = Owner::find(dir)? else {
+        let log = open(dir)?;
+        return print_records(log.search(&query));
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let limit = service::MAX_SEARCH_LIMIT;
+    let mut from = 0;
+    loop {
+        let page = owner.get(&Request::Search {
+            query: query.clone(),
+            from,
+            limit,
+        })?;
+        out.write_all(&page).into_diagnostic()?;
+        let lines = page.iter().filter(|b| **b == b'\n').count() as u64;
+        if lines < limit {
+            break;
+        }
+        let last = page
+            .trim_ascii_end()
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap_or_default();
+        let last: tianping_audit::Record = serde_json::from_slice(last)
+            .into_diagnostic()
+            .wrap_err("reading the owner's answer")?;
+        from = last.index + 1;
+    }
+    out.flush().into_diagnostic()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn open(dir: &Path) -> miette::Result<AuditLog> {
@@ -334,6 +481,7 @@ fn append(
         Some(k) => Some(Arc::new(read_signer(k)?)),
         None => None,
     };
+    refuse_if_live(dir, "audit append")?;
     let origin = origin.unwrap_or_else(|| default_origin(dir));
     let log = AuditLog::open_or_create(dir, &origin)
         .into_diagnostic()
@@ -437,6 +585,7 @@ fn archive(
         Some(t) => t,
         None => system_now,
     };
+    refuse_if_live(dir, "audit archive")?;
     let log = open(dir)?;
     let cutoff = retention.cutoff(now);
     let r = log
@@ -467,6 +616,38 @@ fn to_hex(bytes: &[u8]) -> String {
 
 fn verify(dir: &Path, key: Option<&str>, archive_files: &[PathBuf]) -> miette::Result<ExitCode> {
     let key = key.map(read_public_key).transpose()?;
+    if let Some(owner) = Owner::find(dir)? {
+        if !archive_files.is_empty() {
+            return Err(miette!(
+                "`--archive` needs the log stopped: its owner at `{}` does not read archive files",
+                owner.socket.display()
+            ));
+        }
+        let given = key.is_some();
+        return match owner.request(&Request::Verify { key }) {
+            Ok((200, body)) => {
+                let r: VerifyAnswer = serde_json::from_slice(&body)
+                    .into_diagnostic()
+                    .wrap_err("reading the owner's answer")?;
+                Ok(print_verified(&r, given))
+            }
+            Ok((status, body)) => match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(ErrorBody {
+                    error,
+                    stored: Some(stored),
+                    ..
+                }) => {
+                    eprintln!("verification FAILED ({stored} entries stored): {error}");
+                    Ok(ExitCode::from(1))
+                }
+                _ => Err(owner_error(status, &body)),
+            },
+            Err(e) => Err(miette!(
+                "asking the log's owner at `{}`: {e}",
+                owner.socket.display()
+            )),
+        };
+    }
     let mut archives = Vec::with_capacity(archive_files.len());
     for f in archive_files {
         let bytes = std::fs::read(f)
@@ -500,53 +681,53 @@ fn verify(dir: &Path, key: Option<&str>, archive_files: &[PathBuf]) -> miette::R
         }
     };
     match log.verify_with_archives(key.as_ref(), &archives, &mut progress) {
-        Ok(r) => {
-            println!(
-                "verified {} entries, root {}, {} checkpoints (signed up to {}{})",
-                r.entries,
-                r.root
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>(),
-                r.checkpoints,
-                r.signed_size,
-                match &r.key {
-                    Some(k) => format!(", key {k}"),
-                    None => String::new(),
-                }
-            );
-            if r.archived > 0 {
-                println!(
-                    "{} entries verified in full, {} archived ({} recomputed from archive files)",
-                    r.entries - r.archived,
-                    r.archived,
-                    r.archived_checked
-                );
-            }
-            if r.archived > r.archived_checked {
-                eprintln!(
-                    "warning: {} archived entries were checked by their leaf hashes only; pass `--archive FILE...` to recompute them",
-                    r.archived - r.archived_checked
-                );
-            }
-            if r.signed_size < r.entries {
-                eprintln!(
-                    "warning: {} entries after the last checkpoint are covered by no signature",
-                    r.entries - r.signed_size
-                );
-            }
-            if key.is_none() && r.key.is_some() {
-                eprintln!(
-                    "warning: checked with the key stored in the log; pass `--key` to check against a key you hold"
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Ok(r) => Ok(print_verified(&VerifyAnswer::from(&r), key.is_some())),
         Err(e) => {
             eprintln!("verification FAILED ({stored} entries stored): {e}");
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Prints a successful verification and its warnings.
+fn print_verified(r: &VerifyAnswer, key_given: bool) -> ExitCode {
+    println!(
+        "verified {} entries, root {}, {} checkpoints (signed up to {}{})",
+        r.entries,
+        to_hex(&r.root),
+        r.checkpoints,
+        r.signed_size,
+        match &r.key {
+            Some(k) => format!(", key {k}"),
+            None => String::new(),
+        }
+    );
+    if r.archived > 0 {
+        println!(
+            "{} entries verified in full, {} archived ({} recomputed from archive files)",
+            r.entries.saturating_sub(r.archived),
+            r.archived,
+            r.archived_checked
+        );
+    }
+    if r.archived > r.archived_checked {
+        eprintln!(
+            "warning: {} archived entries were checked by their leaf hashes only; pass `--archive FILE...` to recompute them",
+            r.archived.saturating_sub(r.archived_checked)
+        );
+    }
+    if r.signed_size < r.entries {
+        eprintln!(
+            "warning: {} entries after the last checkpoint are covered by no signature",
+            r.entries.saturating_sub(r.signed_size)
+        );
+    }
+    if !key_given && r.key.is_some() {
+        eprintln!(
+            "warning: checked with the key stored in the log; pass `--key` to check against a key you hold"
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn prove(
@@ -555,6 +736,25 @@ fn prove(
     size: Option<u64>,
     range: Option<(u64, u64)>,
 ) -> miette::Result<ExitCode> {
+    if let Some(owner) = Owner::find(dir)? {
+        let out = match (index, range) {
+            (Some(index), None) => {
+                let body = owner.get(&Request::ProveInclusion { index, size })?;
+                let p: InclusionProof = serde_json::from_slice(&body).into_diagnostic()?;
+                p.verify().into_diagnostic()?;
+                serde_json::to_string(&p).into_diagnostic()?
+            }
+            (None, Some((from, to))) => {
+                let body = owner.get(&Request::ProveConsistency { from, to })?;
+                let p: ConsistencyProof = serde_json::from_slice(&body).into_diagnostic()?;
+                p.verify().into_diagnostic()?;
+                serde_json::to_string(&p).into_diagnostic()?
+            }
+            _ => return Err(miette!("give `--index N` or `--from M --to N`")),
+        };
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let log = open(dir)?;
     let out = match (index, range) {
         (Some(index), None) => {
@@ -591,6 +791,7 @@ fn print_records(
 
 fn mirror(dir: &Path, key: Option<&str>, files: &[PathBuf]) -> miette::Result<ExitCode> {
     let key = key.map(read_public_key).transpose()?;
+    refuse_if_live(dir, "audit mirror")?;
     let log = AuditLog::open_mirror(dir, key.as_ref())
         .into_diagnostic()
         .wrap_err_with(|| format!("opening the mirror `{}`", dir.display()))?;
