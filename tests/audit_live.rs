@@ -162,6 +162,15 @@ fn live_log_is_read_through_its_owner() {
     assert!(stopped[0].stdout.starts_with("verified 12 entries"));
     assert_eq!(stopped[2].stdout.lines().count(), 4);
     assert_eq!(stopped[5].stdout.lines().count(), 12);
+    for i in [1, 3, 4, 6, 7, 8, 10, 11] {
+        assert_eq!(stopped[i].code, Some(0), "{:?}", stopped[i]);
+        assert!(!stopped[i].stdout.is_empty());
+    }
+    assert!(
+        stopped[10]
+            .stdout
+            .starts_with("tianping.localhost/audit/log\n12\n")
+    );
     assert_eq!(
         stopped[9].code,
         Some(2),
