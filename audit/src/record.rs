@@ -83,6 +83,7 @@ impl Opened<'_> {
 }
 
 /// The entry count in a record's header: where the next record starts, read before the rest.
+#[cfg_attr(not(feature = "store"), allow(dead_code, reason = "used by the store"))]
 pub(crate) fn count(value: &[u8]) -> Option<u32> {
     value
         .get(1..5)
@@ -212,6 +213,7 @@ impl Packer {
     }
 
     /// Bytes of entries added since the last [`finish`](Self::finish), before packing.
+    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "used by the store"))]
     pub(crate) fn body_len(&self) -> usize {
         self.body.len()
     }
@@ -227,8 +229,7 @@ impl Packer {
             return true;
         }
         let mut scratch = vec![0u8; lz4_flex::block::get_maximum_output_size(SAMPLE)];
-        lz4_flex::block::compress_into(sample, &mut scratch)
-            .is_ok_and(|n| n < SAMPLE - SAMPLE / 16)
+        lz4_flex::block::compress_into(sample, &mut scratch).is_ok_and(|n| n < SAMPLE - SAMPLE / 16)
     }
 
     /// The packed record of the entries added since the last call; starts the next one.
@@ -295,6 +296,7 @@ pub(crate) fn encode_plain<B: AsRef<[u8]>>(entries: &[(B, Hash)]) -> Vec<u8> {
 }
 
 /// The archived record of `leaves`: their hashes only.
+#[cfg_attr(not(feature = "store"), allow(dead_code, reason = "used by the store"))]
 pub(crate) fn encode_archived(leaves: &[Hash]) -> Vec<u8> {
     let mut v = Vec::with_capacity(5 + 32 * leaves.len());
     v.push(ARCHIVED);
@@ -375,7 +377,11 @@ mod tests {
         assert_eq!(value[0], STORED);
         let opened = open(&value, true).unwrap();
         let got = opened.entries().unwrap();
-        assert!(e.iter().zip(&got).all(|((b, h), (gh, gb))| h == gh && b == gb));
+        assert!(
+            e.iter()
+                .zip(&got)
+                .all(|((b, h), (gh, gb))| h == gh && b == gb)
+        );
         let mut cut = value.clone();
         cut.pop();
         assert!(open(&cut, true).is_err());
