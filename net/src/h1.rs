@@ -75,8 +75,9 @@ pub(crate) struct H1Guard<S> {
     /// The internal refusal request, handed to hyper after the checked bytes.
     refusal_req: Vec<u8>,
     refusal_pos: usize,
-    /// Read buffer, zeroed once per connection.
-    scratch: Box<[u8]>,
+    /// Read buffer: only its spare capacity is used, through `ReadBuf::uninit`, so it is never
+    /// zeroed (its length stays 0; only the bytes a read filled are looked at).
+    scratch: Vec<u8>,
     state: State,
     eof: bool,
     refusal: Arc<BodyRefusal>,
@@ -101,7 +102,7 @@ impl<S> H1Guard<S> {
             checked: 0,
             refusal_req: Vec::new(),
             refusal_pos: 0,
-            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            scratch: Vec::with_capacity(READ_CHUNK),
             state: State::Head,
             eof: false,
             refusal,
@@ -239,7 +240,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for H1Guard<S> {
                 this.checked -= this.pos;
                 this.pos = 0;
             }
-            let mut rb = ReadBuf::new(&mut this.scratch);
+            let mut rb = ReadBuf::uninit(this.scratch.spare_capacity_mut());
             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
             if rb.filled().is_empty() {
                 this.eof = true;
