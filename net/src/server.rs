@@ -47,7 +47,15 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
 /// Counts open connections per address and in total; a slot is freed when its guard drops.
 #[derive(Debug, Default)]
 pub(crate) struct ConnCounter {
-    per_addr: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<Open>,
+}
+
+/// The open connections: per address, and their sum (kept, not summed per accept, so an accept
+/// costs the same with one client address or a hundred thousand).
+#[derive(Debug, Default)]
+struct Open {
+    per_addr: HashMap<IpAddr, usize>,
+    total: usize,
 }
 
 pub(crate) struct ConnSlot {
@@ -62,13 +70,19 @@ impl ConnCounter {
         per_addr: usize,
         total: usize,
     ) -> Option<ConnSlot> {
-        let mut g = self.per_addr.lock().ok()?;
-        let all: usize = g.values().sum();
-        let n = g.entry(ip).or_insert(0);
-        if *n >= per_addr || all >= total {
+        let mut g = self.open.lock().ok()?;
+        if g.total >= total {
+            return None;
+        }
+        let n = g.per_addr.entry(ip).or_insert(0);
+        if *n >= per_addr {
+            if *n == 0 {
+                g.per_addr.remove(&ip);
+            }
             return None;
         }
         *n += 1;
+        g.total += 1;
         Some(ConnSlot {
             counter: self.clone(),
             ip,
@@ -78,12 +92,13 @@ impl ConnCounter {
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        if let Ok(mut g) = self.counter.per_addr.lock() {
-            if let Some(n) = g.get_mut(&self.ip) {
+        if let Ok(mut g) = self.counter.open.lock() {
+            if let Some(n) = g.per_addr.get_mut(&self.ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    g.remove(&self.ip);
+                    g.per_addr.remove(&self.ip);
                 }
+                g.total = g.total.saturating_sub(1);
             }
         }
     }
@@ -354,5 +369,30 @@ impl Conn {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_count_per_address_and_in_total() {
+        let c = Arc::new(ConnCounter::default());
+        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let a1 = c.acquire(a, 2, 3).unwrap();
+        let a2 = c.acquire(a, 2, 3).unwrap();
+        assert!(c.acquire(a, 2, 3).is_none(), "per-address limit");
+        let b1 = c.acquire(b, 2, 3).unwrap();
+        assert!(c.acquire(b, 2, 3).is_none(), "total limit");
+        drop(a1);
+        let b2 = c.acquire(b, 2, 3).unwrap();
+        drop((a2, b1, b2));
+        let open = c.open.lock().unwrap();
+        assert_eq!((open.total, open.per_addr.len()), (0, 0));
+        drop(open);
+        // A refused address leaves no entry behind.
+        assert!(c.acquire(a, 0, 3).is_none());
+        assert!(c.open.lock().unwrap().per_addr.is_empty());
     }
 }
