@@ -93,7 +93,7 @@ NGINX_PID=$!
 PIDS+=($NGINX_PID)
 # Two single-threaded runtimes on SO_REUSEPORT listeners, as nginx runs two worker processes
 # (`worker_processes auto` on two cores).
-TP_THREADS=2 "$BIN/bench_server" "$WORK/cert.pem" "$WORK/key.pem" "$TP_PORT" &
+TP_THREADS=${TP_THREADS:-2} "$BIN/bench_server" "$WORK/cert.pem" "$WORK/key.pem" "$TP_PORT" &
 TP_PID=$!
 PIDS+=($TP_PID)
 # One worker process / one single-threaded runtime, on core 1.
