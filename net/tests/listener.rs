@@ -1,6 +1,7 @@
 //! Real clients against the listener: reqwest over HTTP/1.1 and HTTP/2, quinn + h3, curl and
 //! openssl s_client; client-certificate identities, Alt-Svc, certificate reload with a live
-//! connection, rate limits, the admin listener, the control socket and graceful shutdown.
+//! connection, rate limits, the admin listener, the control socket, graceful shutdown, and the
+//! server choosing the cipher suite.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -724,5 +725,50 @@ async fn crl_reload_refuses_a_revoked_client_and_keeps_live_connections() {
             .status(),
         200
     );
+    server.shutdown().await;
+}
+
+/// The server picks TLS_AES_128_GCM_SHA256 by its own order, even from a client that prefers
+/// AES-256 (as OpenSSL's clients do), and still agrees to AES-256 with a client offering only that.
+#[tokio::test]
+async fn server_picks_the_suite_by_its_own_order() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::None, options()).await;
+    for (offer, want) in [
+        (
+            vec![
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_128_GCM_SHA256,
+            ],
+            cs::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384],
+            cs::TLS13_AES_256_GCM_SHA384,
+        ),
+    ] {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = offer;
+        let mut roots = rustls::RootCertStore::empty();
+        for der in tianping_certs::certs_from_pem(pki.trust_pem.as_bytes()).unwrap() {
+            roots.add(der).unwrap();
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+            .await
+            .unwrap();
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, want.suite());
+    }
     server.shutdown().await;
 }
