@@ -17,8 +17,10 @@ pub struct Limits {
     pub head: HeadLimits,
     /// Time to finish the TLS handshake (default 10 s): a connection that does not is closed.
     pub handshake_timeout: Duration,
-    /// Time to receive a whole request head, and the keep-alive idle time between requests
-    /// (default 10 s; slowloris defence: a client trickling a head is closed).
+    /// Time to receive a whole request head, and the idle time after which a connection with no
+    /// request in progress is closed: HTTP/1.1 between requests, HTTP/2 when no frame but PINGs
+    /// arrived (so also the time to send the preface), counted from the handshake on (default
+    /// 10 s; slowloris defence: a client trickling a head or holding an idle connection is closed).
     pub header_read_timeout: Duration,
     /// Longest wait for the next bytes of a request body (default 30 s; slow-body defence).
     pub body_idle_timeout: Duration,

@@ -7,7 +7,6 @@
 //! [`crate::REFUSAL_MARKER`] header, so hyper answers it in order (after any pipelined requests
 //! before it) and closes the connection; no byte of the refused request reaches hyper. A malformed
 //! chunked body, found mid-stream, fails the body read and the pipeline answers 400 and closes.
-use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,6 +52,7 @@ macro_rules! forward_write {
         }
     };
 }
+pub(crate) use forward_write;
 
 enum State {
     Head,
@@ -252,55 +252,3 @@ impl<S: AsyncRead + Unpin> AsyncRead for H1Guard<S> {
 }
 
 forward_write!(H1Guard);
-
-/// Closes a connection whose first `needed` bytes (the HTTP/2 preface) do not arrive within the
-/// deadline: hyper's HTTP/2 server has no timeout of its own before the preface.
-pub(crate) struct FirstBytesDeadline<S> {
-    inner: S,
-    needed: usize,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl<S> FirstBytesDeadline<S> {
-    pub(crate) fn new(inner: S, needed: usize, within: std::time::Duration) -> Self {
-        Self {
-            inner,
-            needed,
-            timer: Some(Box::pin(tokio::time::sleep(within))),
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FirstBytesDeadline<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                let got = buf.filled().len() - before;
-                this.needed = this.needed.saturating_sub(got);
-                if this.needed == 0 {
-                    this.timer = None;
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if let Some(t) = this.timer.as_mut() {
-                    if t.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no http/2 preface in time",
-                        )));
-                    }
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-forward_write!(FirstBytesDeadline);

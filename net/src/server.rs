@@ -14,7 +14,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::{Body, Source};
 use crate::config::ServerOptions;
-use crate::h1::{FirstBytesDeadline, H1Guard};
+use crate::h1::H1Guard;
+use crate::idle::{Activity, Tracked, Watched};
 use crate::metrics::Metrics;
 use crate::quic::QuicSide;
 use crate::service::{BodyRefusal, ConnInfo, Handler, Protocol, Shared, serve};
@@ -315,11 +316,15 @@ impl Conn {
         let max_body = limits.head.max_body;
         let idle = limits.body_idle_timeout;
         if h2 {
+            let activity = Activity::new();
+            let watched = activity.clone();
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let (shared, info) = (shared.clone(), info.clone());
+                let in_flight = watched.begin();
                 async move {
                     let req = req.map(|b| Body::new(Source::Hyper(b), max_body, idle));
-                    Ok::<_, std::convert::Infallible>(serve(shared, info, req, None).await)
+                    let resp = serve(shared, info, req, None).await;
+                    Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
                 }
             });
             let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -330,16 +335,23 @@ impl Conn {
                 .max_header_list_size(limits.max_header_list_size)
                 .keep_alive_interval(Some(limits.header_read_timeout))
                 .keep_alive_timeout(limits.header_read_timeout);
-            // The 24-byte client preface must arrive within the header timeout (slowloris).
-            let io = FirstBytesDeadline::new(stream, 24, limits.header_read_timeout);
+            // Idle (no request in progress, no frame but PINGs received) for the header timeout,
+            // from the handshake on: ended with GOAWAY. This also bounds a missing preface.
+            let io = Watched::new(stream, activity.clone());
             let conn = b.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
-            tokio::select! {
+            let idle_close = tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = self.stop.changed() => {}
-            }
+                _ = self.stop.changed() => false,
+                _ = activity.idle(limits.header_read_timeout) => true,
+            };
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            if idle_close {
+                // A silent peer never acknowledges the GOAWAY's PING: do not wait on it for long.
+                let _ = tokio::time::timeout(limits.header_read_timeout, conn).await;
+            } else {
+                let _ = conn.await;
+            }
         } else {
             let refusal = Arc::new(BodyRefusal::default());
             let guard = H1Guard::new(

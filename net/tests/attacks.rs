@@ -1,5 +1,5 @@
 //! Raw-socket attacks over real TLS: request smuggling shapes, path confusion, oversize heads,
-//! SNI/Host mismatch, slow-header clients and an HTTP/2 rapid-reset flood.
+//! SNI/Host mismatch, slow-header clients, idle connections and an HTTP/2 rapid-reset flood.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -453,5 +453,159 @@ async fn silent_clients_are_closed_before_and_after_the_handshake() {
     let out = read_to_close(&mut s).await;
     assert_eq!(statuses(&out), vec![200], "{out}");
     assert_eq!(server.metrics().handshakes(), 2);
+    server.shutdown().await;
+}
+
+/// A TLS connection negotiating HTTP/2.
+async fn h2_connect(pki: &Pki, addr: std::net::SocketAddr) -> Tls {
+    let cfg = Arc::new(pki.client_config(false, &[b"h2"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    tls
+}
+
+/// Reads frames until the server closes the connection, acknowledging its PINGs as a live client
+/// stack does; panics if the connection is still open after a generous deadline.
+async fn ack_pings_until_closed(tls: &mut Tls) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kinds = Vec::new();
+    let run = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        loop {
+            let n = match tls.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            while buf.len() >= 9 {
+                let len =
+                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (buf[3], buf[4]);
+                kinds.push(kind);
+                let reply = match (kind, flags & 1) {
+                    (6, 0) => Some(frame(6, 1, 0, &buf[9..9 + len])),
+                    (4, 0) => Some(frame(4, 1, 0, &[])),
+                    _ => None,
+                };
+                if let Some(r) = reply {
+                    if tls.write_all(&r).await.is_err() {
+                        return;
+                    }
+                }
+                buf.drain(..9 + len);
+            }
+        }
+    };
+    // A guard against a connection held forever, not a timing assertion.
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the server held an idle connection open");
+    kinds
+}
+
+#[tokio::test]
+async fn idle_http2_and_http1_connections_are_closed() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.header_read_timeout = Duration::from_millis(200);
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let addr = server.local_addr();
+    // HTTP/2 preface and SETTINGS, then silence, answering the server's PINGs: closed.
+    let mut tls = h2_connect(&pki, addr).await;
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[]));
+    tls.write_all(&hello).await.unwrap();
+    let kinds = ack_pings_until_closed(&mut tls).await;
+    assert!(!kinds.contains(&1), "no HEADERS were asked for: {kinds:?}");
+    // A real HTTP/2 client idle after its request is answered: closed, with GOAWAY.
+    let tls = h2_connect(&pki, addr).await;
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("https://{HOST}/first"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("path=/first"));
+    tokio::time::timeout(Duration::from_secs(30), conn)
+        .await
+        .expect("the server held an idle HTTP/2 connection open")
+        .unwrap()
+        .unwrap();
+    // HTTP/1.1 negotiated, then nothing at all: closed by the header timeout.
+    let mut s = raw_connect(&pki, addr, HOST).await;
+    let out = read_to_close(&mut s).await;
+    assert!(out.is_empty(), "{out}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_live_http2_requests_are_not_cut_by_the_idle_timeout() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    const SIZE: usize = 320 * 1024;
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.header_read_timeout = Duration::from_millis(200);
+    opts.http3 = false;
+    // `/big` is a large download; `/slow` answers after three idle timeouts of thinking.
+    let handler = |req: http::Request<tianping_net::Body>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            return http::Response::new(tianping_net::full("slow"));
+        }
+        http::Response::new(tianping_net::full(vec![7u8; SIZE]))
+    };
+    let server = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(pki.server_config(ClientAuth::None)),
+        opts,
+        handler,
+    )
+    .await
+    .unwrap();
+    let tls = h2_connect(&pki, server.local_addr()).await;
+    // A small window: the server can send 16 KiB, then waits for the client's WINDOW_UPDATE.
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(16 * 1024)
+        .adaptive_window(false)
+        .handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = |path: &str| {
+        http::Request::get(format!("https://{HOST}{path}"))
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let resp = send.send_request(get("/slow")).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "slow");
+    // A reader taking 50 ms per frame: the whole download lasts several idle timeouts.
+    let resp = send.send_request(get("/big")).await.unwrap();
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().into_data().map(|d| d.len()).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, SIZE);
+    drop(send);
+    let _ = conn.await;
     server.shutdown().await;
 }
