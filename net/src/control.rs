@@ -1,9 +1,10 @@
 //! The local control socket (DESIGN §9): HTTP/1.1 over a Unix socket, file mode 0600, and the
 //! peer's user id checked on every connection; components offer their administrative API on it
 //! with the same [`Handler`] interface. [`control_request`] is the client the CLI uses.
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -65,12 +66,7 @@ pub async fn serve_control(
         std::fs::remove_file(path)
             .map_err(io_err(format!("remove stale socket `{}`", path.display())))?;
     }
-    // Between `bind` and `chmod` the file has the umask's mode; the peer-uid check below holds
-    // in that window too.
-    let listener =
-        UnixListener::bind(path).map_err(io_err(format!("bind `{}`", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io_err(format!("chmod `{}`", path.display())))?;
+    let listener = bind_0600(path)?;
     // The socket file was just created by this process: its owner is our effective uid.
     let own = std::fs::metadata(path)
         .map_err(io_err(format!("stat `{}`", path.display())))?
@@ -142,6 +138,54 @@ pub async fn serve_control(
         shutdown: tx,
         done: Some(done),
     })
+}
+
+/// Binds a Unix socket at `path` that never has another mode than 0600 there: it is bound inside
+/// a fresh directory of mode 0700 beside `path` (`bind` gives it the umask's mode), made 0600,
+/// then linked at `path`. Linking, unlike renaming, fails if `path` appeared meanwhile: a socket
+/// another process has just bound is not replaced. No process-wide umask change (threads).
+fn bind_0600(path: &Path) -> Result<UnixListener, NetError> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(0o700);
+    let mut attempts = 0;
+    let private = loop {
+        // Short names: a Unix socket path is limited to 107 bytes.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = parent.join(format!(".tpc{}-{n}", std::process::id()));
+        attempts += 1;
+        match builder.create(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 64 => {}
+            Err(e) => return Err(io_err(format!("create `{}`", dir.display()))(e)),
+        }
+    };
+    let tmp = private.join("s");
+    let bound = (|| {
+        let listener =
+            UnixListener::bind(&tmp).map_err(io_err(format!("bind `{}`", tmp.display())))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(format!("chmod `{}`", tmp.display())))?;
+        std::fs::hard_link(&tmp, path).map_err(|e| {
+            let e = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process serves this control socket",
+                )
+            } else {
+                e
+            };
+            io_err(format!("bind `{}`", path.display()))(e)
+        })?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// Sends one request to a control socket and returns the status and body.

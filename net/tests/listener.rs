@@ -772,3 +772,59 @@ async fn server_picks_the_suite_by_its_own_order() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn control_socket_path_only_ever_has_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    let handler =
+        |_req: http::Request<tianping_net::Body>| async { http::Response::new(full("ok")) };
+    let entries = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    // A watcher looks at the path as often as it can while sockets come and go.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, path) = (stop.clone(), path.clone());
+        std::thread::spawn(move || {
+            let mut modes = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    modes.insert(m.permissions().mode() & 0o777);
+                }
+            }
+            modes
+        })
+    };
+    for _ in 0..200 {
+        let ctl = serve_control(&path, &[], handler).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(entries(dir.path()), vec!["c.sock".to_string()]);
+        ctl.shutdown().await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let modes = watcher.join().unwrap();
+    assert!(
+        modes.iter().all(|m| *m == 0o600),
+        "modes seen: {:?}",
+        modes.iter().map(|m| format!("{m:o}")).collect::<Vec<_>>()
+    );
+
+    // A stale socket (its process gone) is replaced, and the new one answers.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let ctl = serve_control(&path, &[], handler).await.unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(entries(dir.path()), vec!["c.sock".to_string()]);
+    let (status, body) = control_request(&path, "GET", "/", "").await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"ok"[..]));
+    ctl.shutdown().await;
+}
