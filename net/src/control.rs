@@ -5,6 +5,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -188,12 +189,46 @@ fn bind_0600(path: &Path) -> Result<UnixListener, NetError> {
     bound
 }
 
-/// Sends one request to a control socket and returns the status and body.
+/// How long [`control_request`] waits for a control socket: connecting, sending, and the whole
+/// answer (a stuck owner must not hang the CLI).
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one request to a control socket and returns the status and body, within
+/// [`CONTROL_TIMEOUT`].
 pub async fn control_request(
     socket: &Path,
     method: &str,
     path: &str,
     body: impl Into<Bytes>,
+) -> Result<(u16, Bytes), NetError> {
+    control_request_within(socket, method, path, body, CONTROL_TIMEOUT).await
+}
+
+/// Sends one request to a control socket and returns the status and body; an exchange not done
+/// within `timeout` (connect included) fails with [`NetError::ControlTimeout`].
+pub async fn control_request_within(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: impl Into<Bytes>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), NetError> {
+    let exchange = exchange(socket, method, path, body.into());
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(NetError::ControlTimeout {
+                socket: socket.to_path_buf(),
+                after: timeout,
+            })
+        })
+}
+
+async fn exchange(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Bytes,
 ) -> Result<(u16, Bytes), NetError> {
     let err = |e: &dyn std::fmt::Display| NetError::Control(e.to_string());
     let stream = tokio::net::UnixStream::connect(socket)
@@ -202,20 +237,28 @@ pub async fn control_request(
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| err(&e))?;
-    tokio::spawn(conn);
     let req = http::Request::builder()
         .method(method)
         .uri(path)
         .header(http::header::HOST, "localhost")
-        .body(Full::new(body.into()))
+        .body(Full::new(body))
         .map_err(|e| err(&e))?;
-    let resp = sender.send_request(req).await.map_err(|e| err(&e))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| err(&e))?
-        .to_bytes();
-    Ok((status, body))
+    let ask = async move {
+        let resp = sender.send_request(req).await.map_err(|e| err(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| err(&e))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    // The connection is driven here, not in a task of its own: a timeout drops it with the rest.
+    tokio::pin!(ask, conn);
+    tokio::select! {
+        r = &mut ask => r,
+        // Closed after answering (or not): the answer is complete, or the exchange fails.
+        _ = &mut conn => ask.await,
+    }
 }

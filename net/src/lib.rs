@@ -14,7 +14,7 @@
 //!   extensions; its URI path is already normalized. The [`Body`] streams with the size limit and
 //!   idle timeout enforced; the server never buffers it whole.
 //! - [`serve_control`] / [`control_request`]: the local control socket (HTTP/1.1 over a Unix socket,
-//!   mode 0600, peer uid checked) with the same handler interface.
+//!   mode 0600, peer uid checked) with the same handler interface; requests time out (30 s).
 //! - [`serve_admin`]: `/healthz` and Prometheus `/metrics` on loopback.
 //!
 //! # Threat model and defaults
@@ -101,7 +101,9 @@ pub use body::{Body, BodyError, BoxError, ResponseBody, empty, full};
 #[cfg(feature = "server")]
 pub use config::{Limits, ServerOptions};
 #[cfg(feature = "server")]
-pub use control::{ControlHandle, control_request, serve_control};
+pub use control::{
+    CONTROL_TIMEOUT, ControlHandle, control_request, control_request_within, serve_control,
+};
 #[cfg(feature = "server")]
 pub use metrics::Metrics;
 #[cfg(feature = "server")]

@@ -38,6 +38,14 @@ pub enum NetError {
     /// A request to the control socket failed.
     #[error("control request: {0}")]
     Control(String),
+    /// The control socket did not answer in time (its owner is stuck).
+    #[error("control socket `{}` did not answer within {after:?}", socket.display())]
+    ControlTimeout {
+        /// The socket's path.
+        socket: std::path::PathBuf,
+        /// How long the request waited.
+        after: std::time::Duration,
+    },
 }
 
 pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetError {

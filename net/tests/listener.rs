@@ -828,3 +828,37 @@ async fn control_socket_path_only_ever_has_mode_0600() {
     assert_eq!((status, &body[..]), (200, &b"ok"[..]));
     ctl.shutdown().await;
 }
+
+#[tokio::test]
+async fn control_request_to_a_stuck_owner_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stuck.sock");
+    // An owner that accepts and never answers.
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let owner = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let asked = tianping_net::control_request_within(
+        &path,
+        "GET",
+        "/status",
+        "",
+        Duration::from_millis(200),
+    );
+    // A guard against a hung test, not a timing assertion.
+    let err = tokio::time::timeout(Duration::from_secs(30), asked)
+        .await
+        .expect("control_request_within did not time out")
+        .unwrap_err();
+    assert!(
+        matches!(&err, tianping_net::NetError::ControlTimeout { socket, .. } if *socket == path),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("`{}`", path.display())), "{msg}");
+    assert!(msg.contains("did not answer"), "{msg}");
+    owner.abort();
+}
