@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use tianping_certs::ServerTlsBuilder;
-use tianping_net::{Body, HostSet, ResponseBody, ServerOptions, full, serve_admin, serve_tls};
+use tianping_net::{
+    Body, ConnectionTable, HostSet, ResponseBody, ServerOptions, full, serve_admin, serve_tls,
+};
 
 const BODY: &[u8; 100] = b"tianping-bench-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ab\n";
 
@@ -39,13 +41,16 @@ async fn handler(_req: Request<Body>) -> Response<ResponseBody> {
 }
 
 /// Serves on this thread's own runtime; `first` also serves HTTP/3 and the admin listener.
-async fn serve(args: Vec<String>, first: bool, reuse_port: bool) {
+/// The runtimes of one `SO_REUSEPORT` port share one connection table, so the limits hold for
+/// the port as they would with one runtime.
+async fn serve(args: Vec<String>, first: bool, reuse_port: bool, table: Arc<ConnectionTable>) {
     let (cert, key, port) = (&args[1], &args[2], args[3].parse::<u16>().unwrap());
     let tls = ServerTlsBuilder::new(cert, key).build().unwrap();
     let mut options = ServerOptions::new(HostSet::new(["localhost", "127.0.0.1"]));
     // The load clients open 64 connections and many handshakes from one address.
     options.limits.max_connections_per_addr = 100_000;
     options.reuse_port = reuse_port;
+    options.connections = Some(table);
     options.http3 = first;
     let server = serve_tls(
         ([127, 0, 0, 1], port).into(),
@@ -79,7 +84,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if std::env::var("TP_RUNTIME").as_deref() == Ok("multi") {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(serve(args, true, false));
+        rt.block_on(serve(args, true, false, ConnectionTable::new()));
         return;
     }
     let threads: usize = std::env::var("TP_THREADS")
@@ -87,15 +92,16 @@ fn main() {
         .and_then(|t| t.parse().ok())
         .unwrap_or(1)
         .max(1);
+    let table = ConnectionTable::new();
     let handles: Vec<_> = (0..threads)
         .map(|i| {
-            let args = args.clone();
+            let (args, table) = (args.clone(), table.clone());
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
-                rt.block_on(serve(args, i == 0, threads > 1));
+                rt.block_on(serve(args, i == 0, threads > 1, table));
             })
         })
         .collect();

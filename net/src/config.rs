@@ -7,6 +7,7 @@ use tianping_core::{Clock, SystemClock};
 use crate::head::HeadLimits;
 use crate::host::HostSet;
 use crate::rate::Rate;
+use crate::server::ConnectionTable;
 
 /// Limits and timeouts of one listener. Every default is chosen so that one client cannot hold
 /// more than a small, bounded share of the process (memory, connections, streams, time).
@@ -24,9 +25,11 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Longest wait for the next bytes of a request body (default 30 s; slow-body defence).
     pub body_idle_timeout: Duration,
-    /// Most open connections in total (default 10,000).
+    /// Most open connections in total (default 10,000), TCP and QUIC together, counted per
+    /// listener or per shared [`ServerOptions::connections`] table.
     pub max_connections: usize,
-    /// Most open connections from one IP address (default 256; many NATed clerks share one).
+    /// Most open connections from one IP address (default 256; many NATed clerks share one),
+    /// counted like `max_connections`.
     pub max_connections_per_addr: usize,
     /// HTTP/2 and HTTP/3: most concurrent streams per connection (default 100).
     pub max_concurrent_streams: u32,
@@ -88,8 +91,12 @@ pub struct ServerOptions {
     /// Also serve HTTP/3 on the same port number over UDP and advertise it with `Alt-Svc`.
     pub http3: bool,
     /// Bind the TCP port with `SO_REUSEPORT`, so several runtimes (one per core, each with its
-    /// own listener on the same port) share the connections; off by default.
+    /// own listener on the same port) share the connections; off by default. Give them one
+    /// [`connections`](Self::connections) table too, so the connection limits hold for the port.
     pub reuse_port: bool,
+    /// The table counting open connections against the limits, when shared with other listeners
+    /// (the runtimes of a `reuse_port` port); `None` (the default): this listener's own.
+    pub connections: Option<Arc<ConnectionTable>>,
     /// Where rate limits read the time.
     pub clock: Arc<dyn Clock>,
 }
@@ -104,6 +111,7 @@ impl ServerOptions {
             rate_per_identity: None,
             http3: true,
             reuse_port: false,
+            connections: None,
             clock: Arc::new(SystemClock),
         }
     }

@@ -35,8 +35,8 @@
 //!   [`HostSet`] and agree with each other; otherwise 421.
 //! - **Resource exhaustion**: handshake timeout 10 s, header read / keep-alive timeout 10 s
 //!   (slowloris; also ends an HTTP/2 connection idle that long, answered PINGs or not), body idle
-//!   timeout 30 s, 256 connections per address and 10,000 in all, HTTP/2 and
-//!   HTTP/3 at 100 concurrent streams, a 32 KiB header list (bounds CONTINUATION floods), HTTP/2
+//!   timeout 30 s, 256 connections per address and 10,000 in all (per listener, TCP and QUIC
+//!   together, or per [`ConnectionTable`] shared by listeners), HTTP/2 and HTTP/3 at 100 concurrent streams, a 32 KiB header list (bounds CONTINUATION floods), HTTP/2
 //!   rapid reset (CVE-2023-44487) and "made you reset" (CVE-2025-8671) ended by GOAWAY after 20
 //!   streams, QUIC with Retry address validation, no 0-RTT (replayable), 30 s idle timeout, bounded
 //!   windows and no migration. Per-address and per-identity token buckets ([`RateLimiter`]) answer
@@ -107,7 +107,7 @@ pub use control::{
 #[cfg(feature = "server")]
 pub use metrics::Metrics;
 #[cfg(feature = "server")]
-pub use server::{NetError, ServerHandle, serve_tls};
+pub use server::{ConnectionTable, NetError, ServerHandle, serve_tls};
 #[cfg(feature = "server")]
 pub use service::{BoxFuture, ConnInfo, Handler, Protocol};
 #[cfg(feature = "server")]

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{Body, Source};
 use crate::config::Limits;
-use crate::server::{ConnCounter, NetError, io_err};
+use crate::server::{NetError, io_err};
 use crate::service::{ConnInfo, Protocol, Shared, serve};
 use crate::tls::TlsSource;
 
@@ -113,7 +113,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let counter = Arc::new(ConnCounter::default());
+    let counter = shared.connections.clone();
     // The source's config the endpoint was last given: a change (a reload) is applied before the
     // next connection is accepted, as TCP reads the source per connection.
     let mut last = source.current();

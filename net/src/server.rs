@@ -53,9 +53,16 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| NetError::Io { what, source }
 }
 
-/// Counts open connections per address and in total; a slot is freed when its guard drops.
+/// The open connections of one or more listeners, per client address and in total, checked
+/// against [`crate::Limits::max_connections_per_addr`] and [`crate::Limits::max_connections`] at
+/// each accept.
+///
+/// Each listener counts its own (TCP and QUIC together) unless [`ServerOptions::connections`]
+/// gives it a table: listeners given the same table share the limits. Give one table to every
+/// runtime's listener of a port bound with [`ServerOptions::reuse_port`], or each runtime would
+/// let a client address hold the per-address limit once per runtime.
 #[derive(Debug, Default)]
-pub(crate) struct ConnCounter {
+pub struct ConnectionTable {
     open: Mutex<Open>,
 }
 
@@ -68,11 +75,16 @@ struct Open {
 }
 
 pub(crate) struct ConnSlot {
-    counter: Arc<ConnCounter>,
+    counter: Arc<ConnectionTable>,
     ip: IpAddr,
 }
 
-impl ConnCounter {
+impl ConnectionTable {
+    /// An empty table, to share between listeners.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
     pub(crate) fn acquire(
         self: &Arc<Self>,
         ip: IpAddr,
@@ -258,7 +270,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let counter = Arc::new(ConnCounter::default());
+    let counter = shared.connections.clone();
     // Each connection task holds a sender; when all are dropped, every connection has finished.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     loop {
@@ -398,7 +410,7 @@ mod tests {
 
     #[test]
     fn connection_slots_count_per_address_and_in_total() {
-        let c = Arc::new(ConnCounter::default());
+        let c = Arc::new(ConnectionTable::default());
         let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
         let a1 = c.acquire(a, 2, 3).unwrap();
         let a2 = c.acquire(a, 2, 3).unwrap();

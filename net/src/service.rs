@@ -17,6 +17,7 @@ use crate::head::{HeadError, REFUSAL_MARKER};
 use crate::metrics::Metrics;
 use crate::path::normalize_path;
 use crate::rate::{RateLimiter, retry_after_secs};
+use crate::server::ConnectionTable;
 
 /// The protocol a request arrived over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,6 +116,8 @@ pub(crate) struct Shared {
     pub(crate) by_addr: Option<Mutex<RateLimiter<IpAddr>>>,
     pub(crate) by_identity: Option<Mutex<RateLimiter<[u8; 32]>>>,
     pub(crate) alt_svc: Option<HeaderValue>,
+    /// Open connections, TCP and QUIC together (shared with other listeners if the options say).
+    pub(crate) connections: Arc<ConnectionTable>,
     /// Host and path checks apply (not on the control socket and admin listener).
     pub(crate) checks: bool,
 }
@@ -138,6 +141,7 @@ impl Shared {
             (true, Some(p)) => HeaderValue::from_str(&format!("h3=\":{p}\"; ma=86400")).ok(),
             _ => None,
         };
+        let connections: Arc<ConnectionTable> = options.connections.clone().unwrap_or_default();
         Self {
             handler,
             options,
@@ -145,6 +149,7 @@ impl Shared {
             by_addr,
             by_identity,
             alt_svc,
+            connections,
             checks: true,
         }
     }

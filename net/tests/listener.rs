@@ -862,3 +862,81 @@ async fn control_request_to_a_stuck_owner_times_out() {
     assert!(msg.contains("did not answer"), "{msg}");
     owner.abort();
 }
+
+/// TLS handshakes that completed, of `n` tried one after another (each held open).
+async fn hold_connections(pki: &Pki, addr: SocketAddr, n: usize) -> (usize, Vec<Tls>) {
+    let cfg = Arc::new(pki.client_config(false, &[b"http/1.1"]));
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+        if let Ok(s) = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(name, tcp)
+            .await
+        {
+            held.push(s);
+        }
+    }
+    (held.len(), held)
+}
+
+#[tokio::test]
+async fn connection_limits_hold_across_listeners_sharing_a_table() {
+    let pki = Pki::new();
+    let tls = Arc::new(pki.server_config(ClientAuth::None));
+    let shared_options = |table: &Arc<tianping_net::ConnectionTable>, reuse_port: bool| {
+        let mut o = options();
+        o.http3 = false;
+        o.reuse_port = reuse_port;
+        o.limits.max_connections_per_addr = 2;
+        o.connections = Some(table.clone());
+        o
+    };
+    // Two listeners of one table on two ports: two connections to the first fill the address's
+    // share; the second listener refuses the third.
+    let table = tianping_net::ConnectionTable::new();
+    let a = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        tls.clone(),
+        shared_options(&table, false),
+        handler,
+    )
+    .await
+    .unwrap();
+    let b = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        tls.clone(),
+        shared_options(&table, false),
+        handler,
+    )
+    .await
+    .unwrap();
+    let (on_a, held_a) = hold_connections(&pki, a.local_addr(), 2).await;
+    let (on_b, held_b) = hold_connections(&pki, b.local_addr(), 1).await;
+    assert_eq!((on_a, on_b), (2, 0));
+    assert_eq!(b.metrics().refusals("connection_limit"), 1);
+    drop((held_a, held_b));
+    a.shutdown().await;
+    b.shutdown().await;
+
+    // Two runtimes' listeners on one `SO_REUSEPORT` port, one table: two connections in all,
+    // whichever listener the kernel hands each to.
+    let table = tianping_net::ConnectionTable::new();
+    let first = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        tls.clone(),
+        shared_options(&table, true),
+        handler,
+    )
+    .await
+    .unwrap();
+    let addr = first.local_addr();
+    let second = tianping_net::serve_tls(addr, tls, shared_options(&table, true), handler)
+        .await
+        .unwrap();
+    let (opened, held) = hold_connections(&pki, addr, 6).await;
+    assert_eq!(opened, 2);
+    drop(held);
+    first.shutdown().await;
+    second.shutdown().await;
+}
