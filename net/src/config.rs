@@ -20,8 +20,11 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Time to receive a whole request head, and the idle time after which a connection with no
     /// request in progress is closed: HTTP/1.1 between requests, HTTP/2 when no frame but PINGs
-    /// arrived (so also the time to send the preface), counted from the handshake on (default
-    /// 10 s; slowloris defence: a client trickling a head or holding an idle connection is closed).
+    /// arrived (so also the time to send the preface), HTTP/3 when no request stream was opened
+    /// (QUIC PINGs and keep-alives do not count), counted from the handshake or the end of the
+    /// last request (default 10 s; slowloris defence: a client trickling a head or holding an
+    /// idle connection is closed). HTTP/2 and HTTP/3 end it with GOAWAY, then close it after one
+    /// more timeout if the client has not gone away.
     pub header_read_timeout: Duration,
     /// Longest wait for the next bytes of a request body (default 30 s; slow-body defence).
     pub body_idle_timeout: Duration,
@@ -41,7 +44,8 @@ pub struct Limits {
     pub h2_max_local_error_reset_streams: usize,
     /// HTTP/2 and HTTP/3 header list size, which also bounds CONTINUATION floods (default 32 KiB).
     pub max_header_list_size: u32,
-    /// QUIC idle timeout (default 30 s).
+    /// QUIC idle timeout (default 30 s): a peer silent this long is gone. Any packet restarts it,
+    /// so it does not end a connection kept alive by PINGs; `header_read_timeout` does.
     pub quic_idle_timeout: Duration,
     /// QUIC per-stream receive window in bytes (default 256 KiB).
     pub quic_stream_window: u32,

@@ -1,7 +1,8 @@
-//! The HTTP/2 idle timeout: a connection with no request in progress that has received no frame
-//! (PINGs aside) for the timeout is ended with GOAWAY. hyper's HTTP/2 server has no such timeout:
-//! its keep-alive PINGs only prove the peer alive, so a client stack that answers them (every
-//! one does) could otherwise hold an idle connection, and its slot, forever.
+//! The HTTP/2 and HTTP/3 idle timeout: a connection with no request in progress that has received
+//! no frame (PINGs aside; on HTTP/3 no new request stream) for the timeout is ended with GOAWAY.
+//! hyper's HTTP/2 server has no such timeout: its keep-alive PINGs only prove the peer alive, and
+//! quinn's idle timeout restarts on any packet, PINGs included, so a client stack that answers or
+//! sends them (every one does) could otherwise hold an idle connection, and its slot, forever.
 //!
 //! PINGs do not count as activity either way: the server's own keep-alive PINGs are answered by
 //! every live client, and a client's PINGs alone are not use of the connection.
@@ -15,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// When the connection was last used, and how many requests are in progress on it.
@@ -22,6 +24,8 @@ use tokio::time::Instant;
 pub(crate) struct Activity {
     last: Mutex<Instant>,
     in_flight: AtomicUsize,
+    /// Woken when the last request in progress ends.
+    drained: Notify,
 }
 
 impl Activity {
@@ -29,6 +33,7 @@ impl Activity {
         Arc::new(Self {
             last: Mutex::new(Instant::now()),
             in_flight: AtomicUsize::new(0),
+            drained: Notify::new(),
         })
     }
 
@@ -67,6 +72,17 @@ impl Activity {
             }
         }
     }
+
+    /// Resolves once no request is in progress.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A request in progress; dropped with its response body, once that is sent or abandoned.
@@ -75,7 +91,9 @@ pub(crate) struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.drained.notify_waiters();
+        }
     }
 }
 

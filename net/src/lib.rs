@@ -34,7 +34,8 @@
 //! - **Virtual-host confusion**: SNI, `Host` and `:authority` must name a host of the listener's
 //!   [`HostSet`] and agree with each other; otherwise 421.
 //! - **Resource exhaustion**: handshake timeout 10 s, header read / keep-alive timeout 10 s
-//!   (slowloris; also ends an HTTP/2 connection idle that long, answered PINGs or not), body idle
+//!   (slowloris; also ends an HTTP/2 or HTTP/3 connection with no request in progress that long,
+//!   with GOAWAY, whatever PINGs or QUIC keep-alives it carries), body idle
 //!   timeout 30 s, 256 connections per address and 10,000 in all (per listener, TCP and QUIC
 //!   together, or per [`ConnectionTable`] shared by listeners), HTTP/2 and HTTP/3 at 100 concurrent streams, a 32 KiB header list (bounds CONTINUATION floods), HTTP/2
 //!   rapid reset (CVE-2023-44487) and "made you reset" (CVE-2025-8671) ended by GOAWAY after 20

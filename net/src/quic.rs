@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
-use h3::server::RequestStream;
+use h3::server::{RequestResolver, RequestStream};
 use http_body_util::BodyExt;
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use quinn::{Endpoint, IdleTimeout, TransportConfig, VarInt};
@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{Body, Source};
 use crate::config::Limits;
+use crate::idle::Activity;
 use crate::server::{NetError, io_err};
 use crate::service::{ConnInfo, Protocol, Shared, serve};
 use crate::tls::TlsSource;
@@ -195,32 +196,55 @@ async fn serve_h3(
     alive: mpsc::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = &shared.options.limits;
+    let limits = shared.options.limits.clone();
     let built = h3::server::builder()
         .max_field_section_size(u64::from(limits.max_header_list_size))
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await;
     let Ok(mut h3c) = built else { return };
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.changed() => {
-                // GOAWAY: no new requests; requests already accepted hold their streams (and so
-                // the connection) until answered.
-                let _ = h3c.shutdown(0).await;
-                break;
-            }
-            a = h3c.accept() => a,
-        };
-        let Ok(Some(resolver)) = accepted else { break };
+    // Idle from the handshake on: quinn's own idle timeout restarts on every packet, PINGs
+    // included, so it alone would let a client holding no request keep the connection.
+    let activity = Activity::new();
+    let spawn = |resolver: RequestResolver<h3_quinn::Connection, Bytes>| {
         let (shared, info, alive) = (shared.clone(), info.clone(), alive.clone());
+        let in_flight = activity.begin();
         tokio::spawn(async move {
-            let _alive = alive;
+            let (_alive, _in_flight) = (alive, in_flight);
             let Ok((req, stream)) = resolver.resolve_request().await else {
                 return;
             };
             let _ = answer(shared, info, req, stream).await;
         });
+    };
+    let idle_close = loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break false,
+            () = activity.idle(limits.header_read_timeout) => break true,
+            a = h3c.accept() => a,
+        };
+        match accepted {
+            Ok(Some(resolver)) => spawn(resolver),
+            _ => return,
+        }
+    };
+    // GOAWAY: no new requests; requests already accepted are answered, then the connection is
+    // closed (with H3_NO_ERROR, as `h3c` drops) unless the client has gone away first.
+    let _ = h3c.shutdown(0).await;
+    let gone = async {
+        while let Ok(Some(resolver)) = h3c.accept().await {
+            spawn(resolver);
+        }
+    };
+    if idle_close {
+        // A client that does not go away is closed after one more timeout.
+        let _ = tokio::time::timeout(limits.header_read_timeout, gone).await;
+    } else {
+        tokio::select! {
+            () = gone => {}
+            () = activity.drained() => {}
+        }
     }
+    activity.drained().await;
 }
 
 async fn answer<S>(

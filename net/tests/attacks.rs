@@ -609,3 +609,110 @@ async fn slow_live_http2_requests_are_not_cut_by_the_idle_timeout() {
     let _ = conn.await;
     server.shutdown().await;
 }
+
+/// An HTTP/3 client connection sending QUIC PINGs every 50 ms, with its h3 driver running; the
+/// driver's task ends when the connection is closed.
+async fn h3_keep_alive_client(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    tokio::task::JoinHandle<h3::error::ConnectionError>,
+    h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+) {
+    let mut tls = pki.client_config(false, &[b"h3"]);
+    tls.enable_early_data = false;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_millis(50)));
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(Arc::new(transport));
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(cfg);
+    let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn.clone()))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    (ep, conn, drive, send)
+}
+
+async fn h3_request(
+    send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+    path: &str,
+) -> String {
+    use bytes::Buf;
+    let req = http::Request::get(format!("https://{HOST}{path}"))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    String::from_utf8(body).unwrap()
+}
+
+/// Waits for the server to close an HTTP/3 connection and checks it did so gracefully.
+async fn closed_by_server(
+    conn: &quinn::Connection,
+    drive: tokio::task::JoinHandle<h3::error::ConnectionError>,
+) {
+    // A guard against a connection held forever, not a timing assertion.
+    tokio::time::timeout(Duration::from_secs(30), drive)
+        .await
+        .expect("the server held an idle HTTP/3 connection open")
+        .unwrap();
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            assert_eq!(c.error_code, quinn::VarInt::from_u32(0x100), "H3_NO_ERROR");
+        }
+        other => panic!("not closed by the server with H3_NO_ERROR: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn idle_http3_connections_are_closed_despite_quic_pings() {
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.header_read_timeout = Duration::from_millis(300);
+    // `/slow` answers after three idle timeouts of thinking.
+    let handler = |req: http::Request<tianping_net::Body>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            return http::Response::new(tianping_net::full("slow"));
+        }
+        http::Response::new(tianping_net::full("ok"))
+    };
+    let server = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(pki.server_config(ClientAuth::None)),
+        opts,
+        handler,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    // Keep-alive PINGs and no request stream at all: closed.
+    let (ep, conn, drive, send) = h3_keep_alive_client(&pki, addr).await;
+    closed_by_server(&conn, drive).await;
+    drop(send);
+    ep.wait_idle().await;
+    // One request, then keep-alive PINGs only: closed.
+    let (ep, conn, drive, mut send) = h3_keep_alive_client(&pki, addr).await;
+    assert_eq!(h3_request(&mut send, "/first").await, "ok");
+    closed_by_server(&conn, drive).await;
+    drop(send);
+    ep.wait_idle().await;
+    // A slow but live request is answered, not cut.
+    let (ep, conn, drive, mut send) = h3_keep_alive_client(&pki, addr).await;
+    assert_eq!(h3_request(&mut send, "/slow").await, "slow");
+    closed_by_server(&conn, drive).await;
+    drop(send);
+    ep.wait_idle().await;
+    server.shutdown().await;
+}
