@@ -45,6 +45,9 @@ const KIND_MIRROR: &[u8] = b"mirror";
 const SIDECAR: &str = "checkpoint.note";
 /// sled's segment size; nodes over a quarter of it go to separate blob files.
 const SEGMENT_SIZE: usize = 8 << 20;
+/// Encoding buffers kept for reuse, and the largest kept: at most 32 MiB held.
+const SPARE_BUFFERS: usize = 16;
+const SPARE_CAPACITY: usize = 2 << 20;
 /// The entry bytes a stored record is cut at (before packing: see [`crate::record`]).
 const RECORD_TARGET: usize = 64 * 1024;
 
@@ -172,8 +175,10 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(events: &[Event]) -> Self {
-        let mut bytes = Vec::with_capacity(events.len() * 320);
+    /// Encodes `events` into `bytes` (a spare buffer, emptied here).
+    fn new(events: &[Event], mut bytes: Vec<u8>) -> Self {
+        bytes.clear();
+        bytes.reserve(events.len() * 320);
         let mut ends = Vec::with_capacity(events.len());
         let mut leaves = Vec::with_capacity(events.len());
         for e in events {
@@ -256,6 +261,9 @@ pub struct AuditLog {
     state: Mutex<State>,
     cv: Condvar,
     checkpoint_lock: Mutex<Option<AutoCheckpoint>>,
+    /// Encoding buffers of committed calls, reused by the next ones: a fresh buffer of a few
+    /// hundred KiB costs the kernel a page fault and a zeroed page per 4 KiB.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -405,6 +413,7 @@ impl AuditLog {
             }),
             cv: Condvar::new(),
             checkpoint_lock: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -529,7 +538,8 @@ impl AuditLog {
             return Ok(Vec::new());
         }
         // Encoding and hashing happen here, on the caller's thread, outside the lock.
-        let mut encoded = Encoded::new(events);
+        let buffer = lock(&self.spare).pop().unwrap_or_default();
+        let mut encoded = Encoded::new(events, buffer);
         // One event too large for `verify` to accept refuses the whole call, before any of
         // it is queued.
         let mut start = 0;
@@ -605,6 +615,14 @@ impl AuditLog {
             }
             self.cv.notify_all();
             drop(st);
+            {
+                let mut spare = lock(&self.spare);
+                for call in batch {
+                    if spare.len() < SPARE_BUFFERS && call.bytes.capacity() <= SPARE_CAPACITY {
+                        spare.push(call.bytes);
+                    }
+                }
+            }
             self.auto_checkpoint();
             st = lock(&self.state);
         }
