@@ -26,7 +26,11 @@ pub struct Limits {
     /// idle connection is closed). HTTP/2 and HTTP/3 end it with GOAWAY, then close it after one
     /// more timeout if the client has not gone away.
     pub header_read_timeout: Duration,
-    /// Longest wait for the next bytes of a request body (default 30 s; slow-body defence).
+    /// Longest wait for the next bytes of a request body (default 30 s; slow-body defence), and
+    /// for the client to take the next piece (16 KiB) of a response (slow-read defence): an HTTP/2
+    /// stream whose window stays shut or an HTTP/3 stream the client does not read is reset, a
+    /// TCP connection whose writes are blocked that long is closed. A response is thus refused
+    /// to a reader slower than 16 KiB per timeout, PINGs answered or not.
     pub body_idle_timeout: Duration,
     /// Most open connections in total (default 10,000), TCP and QUIC together, counted per
     /// listener or per shared [`ServerOptions::connections`] table.

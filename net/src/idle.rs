@@ -10,7 +10,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,8 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::stall::{PIECE, SendProgress};
 
 /// When the connection was last used, and how many requests are in progress on it.
 #[derive(Debug)]
@@ -97,17 +99,35 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request counted as in progress until it is dropped.
+/// A response body that keeps its request counted as in progress until it is dropped, and
+/// hands its data to the connection in pieces of at most [`PIECE`] bytes, reporting each to the
+/// stream's [`SendProgress`] (the send-stall timeout).
 pub(crate) struct Tracked<B> {
     inner: B,
+    /// The part of the inner body's last frame not handed on yet.
+    rest: Bytes,
+    progress: Option<Arc<SendProgress>>,
     _in_flight: InFlight,
 }
 
 impl<B> Tracked<B> {
-    pub(crate) fn new(inner: B, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: B, in_flight: InFlight, progress: Option<Arc<SendProgress>>) -> Self {
         Self {
             inner,
+            rest: Bytes::new(),
+            progress,
             _in_flight: in_flight,
+        }
+    }
+
+    fn piece(&mut self) -> Bytes {
+        if let Some(p) = &self.progress {
+            p.handed();
+        }
+        if self.rest.len() > PIECE {
+            self.rest.split_to(PIECE)
+        } else {
+            std::mem::take(&mut self.rest)
         }
     }
 }
@@ -120,15 +140,35 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let this = &mut *self;
+        if let Some(p) = &this.progress {
+            p.taken();
+        }
+        if this.rest.is_empty() {
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => this.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return Poll::Ready(other),
+            }
+        }
+        Poll::Ready(Some(Ok(Frame::data(this.piece()))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
@@ -255,6 +295,25 @@ mod tests {
         ];
         f.resize(FRAME_HEAD + len, 0);
         f
+    }
+
+    #[tokio::test]
+    async fn responses_are_handed_on_in_pieces_with_their_size_kept() {
+        use http_body_util::BodyExt;
+        let full = http_body_util::Full::new(Bytes::from(vec![1u8; 2 * PIECE + 8]));
+        let progress = Arc::new(SendProgress::default());
+        let mut body = Tracked::new(full, Activity::new().begin(), Some(progress));
+        assert_eq!(body.size_hint().exact(), Some(2 * PIECE as u64 + 8));
+        let mut sizes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            sizes.push(frame.unwrap().into_data().unwrap().len());
+            assert_eq!(
+                body.size_hint().lower(),
+                (2 * PIECE + 8 - sizes.iter().sum::<usize>()) as u64
+            );
+        }
+        assert_eq!(sizes, vec![PIECE, PIECE, 8]);
+        assert!(body.is_end_stream());
     }
 
     #[test]

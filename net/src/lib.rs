@@ -35,13 +35,16 @@
 //!   [`HostSet`] and agree with each other; otherwise 421.
 //! - **Resource exhaustion**: handshake timeout 10 s, header read / keep-alive timeout 10 s
 //!   (slowloris; also ends an HTTP/2 or HTTP/3 connection with no request in progress that long,
-//!   with GOAWAY, whatever PINGs or QUIC keep-alives it carries), body idle
-//!   timeout 30 s, 256 connections per address and 10,000 in all (per listener, TCP and QUIC
-//!   together, or per [`ConnectionTable`] shared by listeners), HTTP/2 and HTTP/3 at 100 concurrent streams, a 32 KiB header list (bounds CONTINUATION floods), HTTP/2
-//!   rapid reset (CVE-2023-44487) and "made you reset" (CVE-2025-8671) ended by GOAWAY after 20
-//!   streams, QUIC with Retry address validation, no 0-RTT (replayable), 30 s idle timeout, bounded
-//!   windows and no migration. Per-address and per-identity token buckets ([`RateLimiter`]) answer
-//!   429 with `Retry-After`. Every limit is a field of [`Limits`] with its reason.
+//!   with GOAWAY, whatever PINGs or QUIC keep-alives it carries), body idle timeout 30 s both ways
+//!   (slow body; slow read: a response of which the client takes nothing that long, by a shut
+//!   HTTP/2 window, an unread HTTP/3 stream or an unread socket, has its stream reset or its TCP
+//!   connection closed), 256 connections per address and 10,000 in all (per listener, TCP and
+//!   QUIC together, or per [`ConnectionTable`] shared by listeners), HTTP/2 and HTTP/3 at 100
+//!   concurrent streams, a 32 KiB header list (bounds CONTINUATION floods), HTTP/2 rapid reset
+//!   (CVE-2023-44487) and "made you reset" (CVE-2025-8671) ended by GOAWAY after 20 streams, QUIC
+//!   with Retry address validation, no 0-RTT (replayable), 30 s idle timeout, bounded windows and
+//!   no migration. Per-address and per-identity token buckets ([`RateLimiter`]) answer 429 with
+//!   `Retry-After`. Every limit is a field of [`Limits`] with its reason.
 //! - **Secrets in logs**: the access log (`tracing` target `tianping_net::access`) records method,
 //!   path, status, protocol, peer, identity name and duration; never headers, cookies or tokens.
 //!
@@ -82,6 +85,8 @@ mod rate;
 mod server;
 #[cfg(feature = "server")]
 mod service;
+#[cfg(feature = "server")]
+mod stall;
 #[cfg(feature = "server")]
 mod tls;
 

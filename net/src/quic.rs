@@ -16,6 +16,7 @@ use crate::config::Limits;
 use crate::idle::Activity;
 use crate::server::{NetError, io_err};
 use crate::service::{ConnInfo, Protocol, Shared, serve};
+use crate::stall::PIECE;
 use crate::tls::TlsSource;
 
 pub(crate) struct QuicSide {
@@ -285,15 +286,53 @@ where
             limits.body_idle_timeout,
         )
     });
+    let stall = limits.body_idle_timeout;
+    let metrics = shared.metrics.clone();
     let resp = serve(shared, info, req, None).await;
     let (parts, mut body) = resp.into_parts();
-    send.send_response(http::Response::from_parts(parts, ()))
-        .await?;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { break };
-        if let Ok(data) = frame.into_data() {
-            send.send_data(data).await?;
+    // Each write must be taken by the client's flow control within the body idle timeout, or the
+    // stream is reset (the send-stall timeout); data goes in pieces, so a steady reader keeps up.
+    let sent = async {
+        let timed_out = |_| StreamErrorOrStall::Stall;
+        tokio::time::timeout(
+            stall,
+            send.send_response(http::Response::from_parts(parts, ())),
+        )
+        .await
+        .map_err(timed_out)??;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(mut data) = frame.into_data() {
+                while !data.is_empty() {
+                    let piece = data.split_to(data.len().min(PIECE));
+                    tokio::time::timeout(stall, send.send_data(piece))
+                        .await
+                        .map_err(timed_out)??;
+                }
+            }
+        }
+        Ok(())
+    };
+    match sent.await {
+        Ok(()) => send.finish().await,
+        Err(StreamErrorOrStall::Stream(e)) => Err(e),
+        Err(StreamErrorOrStall::Stall) => {
+            metrics.refusal("send_stall");
+            send.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+            Ok(())
         }
     }
-    send.finish().await
+}
+
+/// Why sending a response ended early.
+enum StreamErrorOrStall {
+    Stream(h3::error::StreamError),
+    /// The client took nothing for the body idle timeout.
+    Stall,
+}
+
+impl From<h3::error::StreamError> for StreamErrorOrStall {
+    fn from(e: h3::error::StreamError) -> Self {
+        Self::Stream(e)
+    }
 }

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use thiserror::Error;
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +19,7 @@ use crate::idle::{Activity, Tracked, Watched};
 use crate::metrics::Metrics;
 use crate::quic::QuicSide;
 use crate::service::{BodyRefusal, ConnInfo, Handler, Protocol, Shared, serve};
+use crate::stall::{SendProgress, SendStallExec, WriteStall};
 use crate::tls::{TlsSource, with_tcp_alpn};
 
 /// Why a listener could not start.
@@ -332,6 +333,8 @@ impl Conn {
                     .map(|c| c.clone().into_owned()),
             ),
         );
+        // A client that stops reading the socket: its connection is closed.
+        let stream = WriteStall::new(stream, limits.body_idle_timeout);
         let shared = self.shared.clone();
         let max_body = limits.head.max_body;
         let idle = limits.body_idle_timeout;
@@ -342,12 +345,21 @@ impl Conn {
                 let (shared, info) = (shared.clone(), info.clone());
                 let in_flight = watched.begin();
                 async move {
+                    // Polled in the stream's own task, which runs under `SendStallExec`.
+                    let progress = SendProgress::current();
                     let req = req.map(|b| Body::new(Source::Hyper(b), max_body, idle));
                     let resp = serve(shared, info, req, None).await;
-                    Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
+                    Ok::<_, std::convert::Infallible>(
+                        resp.map(|b| Tracked::new(b, in_flight, progress)),
+                    )
                 }
             });
-            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            // A response the client takes nothing of for the body idle timeout (a window never
+            // opened) has its stream reset.
+            let mut b = hyper::server::conn::http2::Builder::new(SendStallExec {
+                within: limits.body_idle_timeout,
+                metrics: self.shared.metrics.clone(),
+            });
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(limits.max_concurrent_streams)
                 .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)

@@ -1,5 +1,6 @@
 //! Raw-socket attacks over real TLS: request smuggling shapes, path confusion, oversize heads,
-//! SNI/Host mismatch, slow-header clients, idle connections and an HTTP/2 rapid-reset flood.
+//! SNI/Host mismatch, slow-header clients, idle connections, clients that take no response and an
+//! HTTP/2 rapid-reset flood.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -562,6 +563,8 @@ async fn slow_live_http2_requests_are_not_cut_by_the_idle_timeout() {
     let pki = Pki::new();
     let mut opts = options();
     opts.limits.header_read_timeout = Duration::from_millis(200);
+    // Shorter than the whole download, far longer than one frame's wait: a steady reader is kept.
+    opts.limits.body_idle_timeout = Duration::from_secs(1);
     opts.http3 = false;
     // `/big` is a large download; `/slow` answers after three idle timeouts of thinking.
     let handler = |req: http::Request<tianping_net::Body>| async move {
@@ -714,5 +717,157 @@ async fn idle_http3_connections_are_closed_despite_quic_pings() {
     closed_by_server(&conn, drive).await;
     drop(send);
     ep.wait_idle().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http2_client_never_opening_its_window_has_the_stream_reset() {
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.header_read_timeout = Duration::from_millis(300);
+    opts.limits.body_idle_timeout = Duration::from_millis(300);
+    opts.http3 = false;
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let mut tls = h2_connect(&pki, server.local_addr()).await;
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0, then GET / on stream 1; no WINDOW_UPDATE ever, but every
+    // PING answered.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
+    block.extend_from_slice(HOST.as_bytes());
+    hello.extend(frame(1, 0x5, 1, &block));
+    tls.write_all(&hello).await.unwrap();
+    let kinds = ack_pings_until_closed(&mut tls).await;
+    assert!(kinds.contains(&1), "the response head was sent: {kinds:?}");
+    assert!(!kinds.contains(&0), "no DATA fits a zero window: {kinds:?}");
+    assert!(
+        kinds.contains(&3),
+        "the stalled stream was reset: {kinds:?}"
+    );
+    assert_eq!(server.metrics().refusals("send_stall"), 1);
+    server.shutdown().await;
+}
+
+/// A response body of `chunks` chunks of 64 KiB that reports being dropped.
+struct Endless {
+    chunks: usize,
+    _dropped: tokio::sync::oneshot::Sender<()>,
+}
+
+impl hyper::body::Body for Endless {
+    type Data = bytes::Bytes;
+    type Error = tianping_net::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.chunks -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+            vec![b'a'; 64 * 1024],
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn http1_client_that_stops_reading_is_closed() {
+    use http_body_util::BodyExt;
+
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.body_idle_timeout = Duration::from_millis(300);
+    opts.http3 = false;
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+    let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    // 64 MiB: far more than the socket buffers on both sides hold.
+    let handler = move |_req: http::Request<tianping_net::Body>| {
+        let tx = dropped_tx.lock().unwrap().take().unwrap();
+        async move {
+            let body = Endless {
+                chunks: 1024,
+                _dropped: tx,
+            };
+            http::Response::new(body.boxed())
+        }
+    };
+    let server = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(pki.server_config(ClientAuth::None)),
+        opts,
+        handler,
+    )
+    .await
+    .unwrap();
+    let mut s = raw_connect(&pki, server.local_addr(), HOST).await;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The client never reads: the server's writes block, and the response is given up.
+    // A guard against a connection held forever, not a timing assertion.
+    let _ = tokio::time::timeout(Duration::from_secs(30), dropped_rx)
+        .await
+        .expect("the server kept writing to a client that reads nothing");
+    let out = read_to_close(&mut s).await;
+    assert!(out.len() < 64 * 1024 * 1024, "the whole body was sent");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn http3_client_that_stops_reading_has_the_stream_reset() {
+    use bytes::Buf;
+    use http_body_util::BodyExt;
+
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.body_idle_timeout = Duration::from_millis(300);
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+    let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    let handler = move |_req: http::Request<tianping_net::Body>| {
+        let tx = dropped_tx.lock().unwrap().take().unwrap();
+        async move {
+            let body = Endless {
+                chunks: 64,
+                _dropped: tx,
+            };
+            http::Response::new(body.boxed())
+        }
+    };
+    let server = tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(pki.server_config(ClientAuth::None)),
+        opts,
+        handler,
+    )
+    .await
+    .unwrap();
+    let (ep, _conn, _drive, mut send) = h3_keep_alive_client(&pki, server.local_addr()).await;
+    let req = http::Request::get(format!("https://{HOST}/"))
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 200);
+    // The client reads no body: once its stream window (quinn's default, 1.25 MB) is full the
+    // server's writes wait, and the response is given up.
+    // A guard against a stream held forever, not a timing assertion.
+    let _ = tokio::time::timeout(Duration::from_secs(30), dropped_rx)
+        .await
+        .expect("the server kept a response the client reads nothing of");
+    let mut got = 0;
+    let ended = loop {
+        match stream.recv_data().await {
+            Ok(Some(mut chunk)) => got += chunk.copy_to_bytes(chunk.remaining()).len(),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(ended.is_err(), "the stream was reset, after {got} bytes");
+    assert!(got < 64 * 64 * 1024);
+    assert_eq!(server.metrics().refusals("send_stall"), 1);
+    drop(send);
+    ep.close(0u32.into(), b"done");
     server.shutdown().await;
 }
