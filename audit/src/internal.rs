@@ -71,3 +71,17 @@ pub fn fuzz_record(data: &[u8]) {
 pub fn packed_record(entries: &[(Vec<u8>, crate::Hash)]) -> Vec<u8> {
     crate::record::encode(entries)
 }
+
+/// Control-socket request parsing (method on the first line, target after it): never panics,
+/// and a request that parses is rebuilt by [`Request::target`](crate::service::Request::target)
+/// into a target that parses to the same request.
+pub fn fuzz_service_request(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (method, target) = text.split_once('\n').unwrap_or(("GET", text));
+    if let Ok(req) = crate::service::Request::parse(method, target) {
+        let again = crate::service::Request::parse(req.method(), &req.target());
+        assert_eq!(again.ok(), Some(req));
+    }
+}

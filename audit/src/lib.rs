@@ -65,7 +65,6 @@ mod keys;
 mod merkle;
 mod query;
 mod record;
-#[cfg(feature = "store")]
 pub mod service;
 #[cfg(feature = "store")]
 mod store;

@@ -46,6 +46,15 @@
 //! its owner, verify a mirror or a stopped copy. Only the peer's uid is checked by the socket;
 //! audit data is meant for the `auditor` role (DESIGN §9), which the owner checks once
 //! administrators present tokens.
+#![cfg_attr(
+    not(feature = "store"),
+    allow(
+        dead_code,
+        unused_imports,
+        reason = "without the store only requests are read"
+    )
+)]
+
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -54,6 +63,7 @@ use tianping_core::{PublicKey, UnixTime};
 
 use crate::merkle::Hash;
 use crate::query::{Query, Record};
+#[cfg(feature = "store")]
 use crate::store::{AuditLog, StoreError, VerifyReport};
 
 /// The file in a log folder that names the owner's control socket.
@@ -174,6 +184,7 @@ pub struct VerifyAnswer {
     pub key: Option<String>,
 }
 
+#[cfg(feature = "store")]
 impl From<&VerifyReport> for VerifyAnswer {
     fn from(r: &VerifyReport) -> Self {
         Self {
@@ -190,7 +201,7 @@ impl From<&VerifyReport> for VerifyAnswer {
 
 /// A refused or failed request: its status and body.
 #[derive(Debug)]
-struct Failure {
+pub(crate) struct Failure {
     status: u16,
     body: ErrorBody,
 }
@@ -216,6 +227,7 @@ impl Failure {
     }
 }
 
+#[cfg(feature = "store")]
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         let (status, index) = match &e {
@@ -251,6 +263,7 @@ fn json<T: Serialize>(status: u16, value: &T) -> ServiceResponse {
     }
 }
 
+#[cfg(feature = "store")]
 /// Answers one request on `log`; never panics, whatever the input.
 pub fn handle(log: &AuditLog, method: &str, path_and_query: &str, body: &[u8]) -> ServiceResponse {
     let answered = Request::parse(method, path_and_query).and_then(|req| {
@@ -263,6 +276,7 @@ pub fn handle(log: &AuditLog, method: &str, path_and_query: &str, body: &[u8]) -
     answered.unwrap_or_else(|f| f.response())
 }
 
+#[cfg(feature = "store")]
 fn answer(log: &AuditLog, req: &Request) -> Result<ServiceResponse, Failure> {
     Ok(match req {
         Request::Status => json(
@@ -381,7 +395,7 @@ impl Request {
     }
 
     /// Reads a request from its method and target.
-    fn parse(method: &str, path_and_query: &str) -> Result<Self, Failure> {
+    pub(crate) fn parse(method: &str, path_and_query: &str) -> Result<Self, Failure> {
         let (path, raw_query) = match path_and_query.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
@@ -609,7 +623,7 @@ pub fn clear_owner(log_dir: &Path) -> io::Result<()> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "store"))]
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,

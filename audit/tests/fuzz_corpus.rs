@@ -178,3 +178,9 @@ fn audit_record_corpus() {
     assert_eq!(five[0], 3, "the record seed is stale");
     assert_eq!(u32::from_be_bytes(five[1..5].try_into().unwrap()), 5);
 }
+
+#[test]
+fn audit_service_request_corpus() {
+    replay("audit_service_request", internal::fuzz_service_request);
+    assert!(corpus("audit_service_request").join("search").exists());
+}
