@@ -772,22 +772,25 @@ impl hyper::body::Body for Endless {
     }
 }
 
-#[tokio::test]
-async fn http1_client_that_stops_reading_is_closed() {
+/// A server answering its first request with `chunks` × 64 KiB of [`Endless`]; the receiver
+/// hears when that body is dropped (given up or done).
+async fn serve_endless(
+    pki: &Pki,
+    opts: tianping_net::ServerOptions,
+    chunks: usize,
+) -> (
+    tianping_net::ServerHandle,
+    tokio::sync::oneshot::Receiver<()>,
+) {
     use http_body_util::BodyExt;
 
-    let pki = Pki::new();
-    let mut opts = options();
-    opts.limits.body_idle_timeout = Duration::from_millis(300);
-    opts.http3 = false;
     let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
     let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
-    // 64 MiB: far more than the socket buffers on both sides hold.
     let handler = move |_req: http::Request<tianping_net::Body>| {
         let tx = dropped_tx.lock().unwrap().take().unwrap();
         async move {
             let body = Endless {
-                chunks: 1024,
+                chunks,
                 _dropped: tx,
             };
             http::Response::new(body.boxed())
@@ -801,6 +804,17 @@ async fn http1_client_that_stops_reading_is_closed() {
     )
     .await
     .unwrap();
+    (server, dropped_rx)
+}
+
+#[tokio::test]
+async fn http1_client_that_stops_reading_is_closed() {
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.body_idle_timeout = Duration::from_millis(300);
+    opts.http3 = false;
+    // 64 MiB: far more than the socket buffers on both sides hold.
+    let (server, dropped_rx) = serve_endless(&pki, opts, 1024).await;
     let mut s = raw_connect(&pki, server.local_addr(), HOST).await;
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n").as_bytes())
         .await
@@ -818,31 +832,11 @@ async fn http1_client_that_stops_reading_is_closed() {
 #[tokio::test]
 async fn http3_client_that_stops_reading_has_the_stream_reset() {
     use bytes::Buf;
-    use http_body_util::BodyExt;
 
     let pki = Pki::new();
     let mut opts = options();
     opts.limits.body_idle_timeout = Duration::from_millis(300);
-    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
-    let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
-    let handler = move |_req: http::Request<tianping_net::Body>| {
-        let tx = dropped_tx.lock().unwrap().take().unwrap();
-        async move {
-            let body = Endless {
-                chunks: 64,
-                _dropped: tx,
-            };
-            http::Response::new(body.boxed())
-        }
-    };
-    let server = tianping_net::serve_tls(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(pki.server_config(ClientAuth::None)),
-        opts,
-        handler,
-    )
-    .await
-    .unwrap();
+    let (server, dropped_rx) = serve_endless(&pki, opts, 64).await;
     let (ep, _conn, _drive, mut send) = h3_keep_alive_client(&pki, server.local_addr()).await;
     let req = http::Request::get(format!("https://{HOST}/"))
         .body(())
