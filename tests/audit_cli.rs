@@ -8,29 +8,13 @@
     reason = "tests fail loudly"
 )]
 
-use std::io::Write;
+mod common;
+use common::tianping;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use tianping_audit::{ConsistencyProof, InclusionProof, Receipt, Record, SignedCheckpoint};
 use tianping_core::PublicKey;
-
-fn tianping(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tianping"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn ok(args: &[&str], stdin: &str) -> String {
     let out = tianping(args, stdin);

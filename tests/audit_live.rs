@@ -10,29 +10,13 @@
     reason = "tests fail loudly"
 )]
 
-use std::io::Write;
+mod common;
+use common::tianping;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use tianping_audit::{AuditLog, Checkpoint, service};
-
-fn tianping(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tianping"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 fn events(range: std::ops::Range<u64>) -> String {
     range

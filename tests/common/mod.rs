@@ -1,0 +1,23 @@
+//! What the command-line tests share.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+/// Runs the `tianping` binary with `args`, `stdin` on its standard input; its whole output.
+pub(crate) fn tianping(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
