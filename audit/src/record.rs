@@ -242,15 +242,26 @@ impl Packer {
         self.out
             .extend_from_slice(&(self.body.len() as u32).to_be_bytes());
         let head = self.out.len();
-        if !self.worth_packing() {
+        let packed = if self.worth_packing() {
+            self.pack_body(head)
+        } else {
+            false
+        };
+        if !packed {
+            self.out.truncate(head);
             self.out.extend_from_slice(&self.body);
             if let Some(v) = self.out.first_mut() {
                 *v = STORED;
             }
-            self.hashes.clear();
-            self.body.clear();
-            return &self.out;
         }
+        self.hashes.clear();
+        self.body.clear();
+        &self.out
+    }
+
+    /// Packs the body after the header's `head` bytes of `out`; `false` when that would not
+    /// save a sixteenth (reading it back would cost decompression for no gain).
+    fn pack_body(&mut self, head: usize) -> bool {
         self.out.resize(
             head + lz4_flex::block::get_maximum_output_size(self.body.len()),
             0,
@@ -260,22 +271,12 @@ impl Packer {
             .get_mut(head..)
             .and_then(|out| lz4_flex::block::compress_into(&self.body, out).ok());
         match written {
-            // Packing must save a sixteenth, or the body is stored as it is: reading it back
-            // then costs no decompression for no gain.
             Some(n) if n < self.body.len() - self.body.len() / 16 => {
                 self.out.truncate(head + n);
+                true
             }
-            _ => {
-                self.out.truncate(head);
-                self.out.extend_from_slice(&self.body);
-                if let Some(v) = self.out.first_mut() {
-                    *v = STORED;
-                }
-            }
+            _ => false,
         }
-        self.hashes.clear();
-        self.body.clear();
-        &self.out
     }
 }
 

@@ -203,14 +203,9 @@ impl Encoded {
         }
         let mut packer = record::Packer::default();
         let mut packed = Vec::new();
-        let total = self.leaves.len();
-        for (i, (bytes, leaf)) in self.entries().enumerate() {
-            packer.push(bytes, leaf);
-            if packer.body_len() >= RECORD_TARGET || i + 1 == total {
-                let n = packer.len() as u64;
-                packed.push((n, packer.finish().to_vec()));
-            }
-        }
+        let mut keep = |n: u64, value: &[u8]| packed.push((n, value.to_vec()));
+        pack_entries(&mut packer, self.entries(), &mut keep);
+        pack_rest(&mut packer, &mut keep);
         self.packed = packed;
     }
 
@@ -283,6 +278,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn is_log_folder(dir: &Path) -> bool {
     dir.join("conf").is_file() && dir.join("db").is_file()
+}
+
+/// Adds entries to `packer`, handing each record that reaches [`RECORD_TARGET`] bytes to `emit`
+/// (its entry count and stored value); the rest stays in the packer.
+fn pack_entries<'a>(
+    packer: &mut record::Packer,
+    entries: impl Iterator<Item = (&'a [u8], &'a Hash)>,
+    emit: &mut impl FnMut(u64, &[u8]),
+) {
+    for (bytes, leaf) in entries {
+        packer.push(bytes, leaf);
+        if packer.body_len() >= RECORD_TARGET {
+            pack_rest(packer, emit);
+        }
+    }
+}
+
+/// Hands what is in `packer` to `emit` as one record, if anything is.
+fn pack_rest(packer: &mut record::Packer, emit: &mut impl FnMut(u64, &[u8])) {
+    if packer.len() > 0 {
+        let n = packer.len() as u64;
+        emit(n, packer.finish());
+    }
 }
 
 fn key_of(index: u64) -> [u8; 8] {
@@ -636,31 +654,21 @@ impl AuditLog {
         let mut sb = sled::Batch::default();
         let mut packer = record::Packer::default();
         let mut at = first;
+        let mut put = |n: u64, value: &[u8]| {
+            sb.insert(&key_of(at), value);
+            at += n;
+        };
         for call in batch {
             if call.packed.is_empty() {
-                for (bytes, leaf) in call.entries() {
-                    packer.push(bytes, leaf);
-                    if packer.body_len() >= RECORD_TARGET {
-                        let n = packer.len() as u64;
-                        sb.insert(&key_of(at), packer.finish());
-                        at += n;
-                    }
-                }
+                pack_entries(&mut packer, call.entries(), &mut put);
                 continue;
             }
-            if packer.len() > 0 {
-                let n = packer.len() as u64;
-                sb.insert(&key_of(at), packer.finish());
-                at += n;
-            }
+            pack_rest(&mut packer, &mut put);
             for (n, value) in &call.packed {
-                sb.insert(&key_of(at), value.as_slice());
-                at += n;
+                put(*n, value);
             }
         }
-        if packer.len() > 0 {
-            sb.insert(&key_of(at), packer.finish());
-        }
+        pack_rest(&mut packer, &mut put);
         self.batches.apply_batch(sb)?;
         self.db.flush()?;
         Ok(())
