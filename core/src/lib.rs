@@ -7,7 +7,10 @@
 //! - signatures: the [`Signer`] trait and [`PublicKey`] / [`Signature`] values that always carry
 //!   their [`Algorithm`] id, with a `ring` implementation ([`RingSigner`]);
 //! - secrets: [`Secret`] (zeroized on drop, `Debug` prints `[redacted]`) and [`ct_eq`];
-//! - the installation's `fabric.toml` ([`Fabric`]), loaded strictly with the line of any error.
+//! - the installation's `fabric.toml` ([`Fabric`]), loaded strictly with the line of any error;
+//! - one checked binary codec ([`WireReader`], [`WireWriter`]) that every binary format is
+//!   written with;
+//! - what a decision carries into the audit log: [`PolicyHash`] and [`Verdict`].
 //!
 //! ```
 //! use tianping_core::{CourtCode, Role, SubjectId};
@@ -29,6 +32,8 @@ mod ids;
 pub mod internal;
 mod secret;
 mod sign;
+mod verdict;
+mod wire;
 
 pub use clock::{Clock, ManualClock, SystemClock, UnixTime};
 pub use fabric::{
@@ -37,3 +42,5 @@ pub use fabric::{
 pub use ids::{Acr, Amr, Clearance, CourtCode, DEFAULT_ZONES, IdError, Role, SubjectId, ZoneName};
 pub use secret::{Secret, ct_eq};
 pub use sign::{Algorithm, PublicKey, RingSigner, SignError, Signature, Signer, VerifyError};
+pub use verdict::{PolicyHash, Verdict, VerdictError};
+pub use wire::{WireError, WireReader, WireWriter, len16_size, len32_size};
