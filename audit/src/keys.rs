@@ -1,8 +1,7 @@
-//! Checkpoint keys in files: PKCS#8 PEM private keys (as `certs` writes them).
+//! Checkpoint keys in files: PKCS#8 PEM private keys (as `certs` writes them), read and written
+//! through `tianping_core`'s one PEM module.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use tianping_core::RingSigner;
+use tianping_core::{PRIVATE_KEY_LABEL, PemError, RingSigner, pem_encode, private_key_from_pem};
 
 /// Why a key file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,30 +19,16 @@ pub enum KeyFileError {
 
 /// A signer from PKCS#8 PEM text (`-----BEGIN PRIVATE KEY-----`), ES256 or Ed25519.
 pub fn signer_from_pem(text: &str) -> Result<RingSigner, KeyFileError> {
-    let body = text
-        .split("-----BEGIN PRIVATE KEY-----")
-        .nth(1)
-        .and_then(|rest| rest.split("-----END PRIVATE KEY-----").next())
-        .ok_or(KeyFileError::NoBlock)?;
-    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
-    let der = zeroizing(STANDARD.decode(b64).map_err(|_| KeyFileError::Base64)?);
+    let der = private_key_from_pem(text).map_err(|e| match e {
+        PemError::Base64 { .. } => KeyFileError::Base64,
+        _ => KeyFileError::NoBlock,
+    })?;
     RingSigner::from_pkcs8_any(der.expose()).map_err(|_| KeyFileError::Unsupported)
-}
-
-fn zeroizing(v: Vec<u8>) -> tianping_core::Secret<Vec<u8>> {
-    tianping_core::Secret::new(v)
 }
 
 /// PKCS#8 DER as PEM text.
 pub fn pkcs8_to_pem(der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        pem.push_str(&String::from_utf8_lossy(chunk));
-        pem.push('\n');
-    }
-    pem.push_str("-----END PRIVATE KEY-----\n");
-    pem
+    pem_encode(PRIVATE_KEY_LABEL, der)
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 //! - signatures: the [`Signer`] trait and [`PublicKey`] / [`Signature`] values that always carry
 //!   their [`Algorithm`] id, with a `ring` implementation ([`RingSigner`]);
 //! - secrets: [`Secret`] (zeroized on drop, `Debug` prints `[redacted]`) and [`ct_eq`];
+//! - files: PEM text ([`pem_encode`], [`pem_blocks`]), private-key files read into a [`Secret`]
+//!   and written at mode 0600 ([`read_private_key`], [`write_private_key`]), and files written
+//!   whole or not at all ([`write_atomic`]);
 //! - the installation's `fabric.toml` ([`Fabric`]), loaded strictly with the line of any error;
 //! - one checked binary codec ([`WireReader`], [`WireWriter`]) that every binary format is
 //!   written with;
@@ -27,9 +30,11 @@
 
 mod clock;
 mod fabric;
+mod files;
 mod ids;
 #[doc(hidden)]
 pub mod internal;
+mod pem;
 mod secret;
 mod sign;
 mod verdict;
@@ -39,7 +44,12 @@ pub use clock::{Clock, ManualClock, SystemClock, UnixTime};
 pub use fabric::{
     Component, DataDir, Fabric, FabricError, Link, ServiceBinding, ServiceTarget, ZoneListeners,
 };
+pub use files::{Existing, FileError, FileMode, write_atomic, write_private_file};
 pub use ids::{Acr, Amr, Clearance, CourtCode, DEFAULT_ZONES, IdError, Role, SubjectId, ZoneName};
+pub use pem::{
+    PRIVATE_KEY_LABEL, PemBlock, PemError, pem_blocks, pem_encode, private_key_from_pem, read_pem,
+    read_private_key, write_private_key,
+};
 pub use secret::{Secret, ct_eq};
 pub use sign::{Algorithm, PublicKey, RingSigner, SignError, Signature, Signer, VerifyError};
 pub use verdict::{PolicyHash, Verdict, VerdictError};
