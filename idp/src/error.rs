@@ -287,6 +287,15 @@ impl IdpError {
     }
 }
 
+/// Shortens user input quoted in an error so a huge value cannot flood a log or a page.
+pub(crate) fn quoted(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}…", s.get(..end).unwrap_or_default()),
+        None => s.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,12 @@
 //! `store` features. The pieces:
 //!
 //! - one error enum, [`IdpError`], each variant mapped to exactly one OAuth/OIDC `error` code
-//!   ([`ErrorCode`]) and one HTTP status.
+//!   ([`ErrorCode`]) and one HTTP status;
+//! - PKCE, `S256` only ([`CodeChallenge`], [`check_verifier`], [`verify_pkce`]);
+//! - TOTP (RFC 6238) with a window of one step and each code accepted once ([`TotpConfig`]),
+//!   its `otpauth://` URI and QR code as inline SVG ([`TotpEnrolment`]);
+//! - strict form decoding, duplicates refused ([`Params`]);
+//! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
 //! ```
 //! use tianping_idp::{ErrorCode, IdpError};
@@ -18,5 +23,18 @@
 #![deny(missing_docs)]
 
 mod error;
+mod form;
+mod pkce;
+mod random;
+mod totp;
 
 pub use error::{ErrorCode, IdpError};
+pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
+pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
+pub use random::{OsRandom, Random};
+pub use totp::{TotpAlgorithm, TotpConfig, TotpEnrolment, TotpSecret, qr_svg};
+
+/// What weakens security and exists for tests only.
+pub mod danger {
+    pub use crate::random::SeededRandom;
+}
