@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{ResponseBody, full};
+use crate::error::{NetError, io_err};
 use crate::metrics::Metrics;
-use crate::server::{NetError, io_err};
 
 /// A running admin listener.
 #[derive(Debug)]

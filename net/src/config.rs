@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use tianping_core::{Clock, SystemClock};
 
+use crate::conns::ConnectionTable;
 use crate::head::HeadLimits;
 use crate::host::HostSet;
 use crate::rate::Rate;
-use crate::server::ConnectionTable;
 
 /// Limits and timeouts of one listener. Every default is chosen so that one client cannot hold
 /// more than a small, bounded share of the process (memory, connections, streams, time).

@@ -16,9 +16,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{Body, Source};
 use crate::config::ServerOptions;
+use crate::error::{NetError, io_err};
 use crate::host::HostSet;
 use crate::metrics::Metrics;
-use crate::server::{NetError, io_err};
 use crate::service::{ConnInfo, Handler, Protocol, Shared, serve};
 
 /// A running control socket.

@@ -3,56 +3,52 @@
 //! [`crate::parse_head`] before hyper sees a byte of it; bodies pass through counted
 //! (`Content-Length`) or checked chunk by chunk ([`crate::ChunkedChecker`]).
 //!
-//! A refused head is replaced by a fixed internal request carrying the refusal status in the
-//! [`crate::REFUSAL_MARKER`] header, so hyper answers it in order (after any pipelined requests
-//! before it) and closes the connection; no byte of the refused request reaches hyper. A malformed
-//! chunked body, found mid-stream, fails the body read and the pipeline answers 400 and closes.
+//! A refused head is replaced by a fixed internal request, so hyper answers it in order (after any
+//! pipelined requests before it) and closes the connection; no byte of the refused request reaches
+//! hyper. Which request that is, and its status, travel out of band in [`H1Refusals`] (by its
+//! place in the connection's order), never in a header a client could forge. A malformed chunked
+//! body, found mid-stream, fails the body read and the pipeline answers 400 and closes.
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::head::{ChunkedChecker, Framing, HeadError, HeadLimits, REFUSAL_MARKER, parse_head};
+use crate::forward::forward_write;
+use crate::head::{ChunkedChecker, Framing, HeadError, HeadLimits, parse_head};
 use crate::metrics::Metrics;
 use crate::path::normalize_path;
-use crate::service::BodyRefusal;
 
-/// Writes pass straight through the read-side wrappers below to the stream they wrap.
-macro_rules! forward_write {
-    ($wrapper:ident) => {
-        impl<S: AsyncWrite + Unpin> AsyncWrite for $wrapper<S> {
-            fn poll_write(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write(cx, buf)
-            }
-            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.inner).poll_flush(cx)
-            }
-            fn poll_shutdown(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-            ) -> Poll<io::Result<()>> {
-                Pin::new(&mut self.inner).poll_shutdown(cx)
-            }
-            fn poll_write_vectored(
-                mut self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-            }
-            fn is_write_vectored(&self) -> bool {
-                self.inner.is_write_vectored()
-            }
-        }
-    };
+/// What the framing check refused on one connection, for the request pipeline to answer.
+#[derive(Debug, Default)]
+pub(crate) struct H1Refusals {
+    /// The refused head: the place (from 0, in the connection's order) of the internal request
+    /// standing for it, and its status.
+    head: Mutex<Option<(u64, u16)>>,
+    /// A body found malformed mid-stream.
+    body: Mutex<Option<HeadError>>,
+    /// Requests hyper has handed to the pipeline so far.
+    served: AtomicU64,
 }
-pub(crate) use forward_write;
+
+impl H1Refusals {
+    /// Called once per request, in order: the refusal status if this request stands for a
+    /// refused head.
+    pub(crate) fn next_request(&self) -> Option<u16> {
+        let n = self.served.fetch_add(1, Ordering::Relaxed);
+        match self.head.lock().ok().and_then(|g| *g) {
+            Some((at, status)) if at == n => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The malformed-body refusal, once.
+    pub(crate) fn take_body(&self) -> Option<HeadError> {
+        self.body.lock().ok().and_then(|mut g| g.take())
+    }
+}
 
 enum State {
     Head,
@@ -80,7 +76,9 @@ pub(crate) struct H1Guard<S> {
     scratch: Vec<u8>,
     state: State,
     eof: bool,
-    refusal: Arc<BodyRefusal>,
+    /// Heads handed to hyper so far.
+    heads: u64,
+    refusal: Arc<H1Refusals>,
     metrics: Arc<Metrics>,
 }
 
@@ -91,7 +89,7 @@ impl<S> H1Guard<S> {
     pub(crate) fn new(
         inner: S,
         limits: HeadLimits,
-        refusal: Arc<BodyRefusal>,
+        refusal: Arc<H1Refusals>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -105,6 +103,7 @@ impl<S> H1Guard<S> {
             scratch: Vec::with_capacity(READ_CHUNK),
             state: State::Head,
             eof: false,
+            heads: 0,
             refusal,
             metrics,
         }
@@ -117,10 +116,11 @@ impl<S> H1Guard<S> {
     fn refuse_with(&mut self, reason: &'static str, status: u16) {
         self.metrics.refusal(reason);
         // Handed over after the checked bytes: requests before this one are answered first.
-        self.refusal_req = format!(
-            "GET / HTTP/1.1\r\nhost: refused.invalid\r\n{REFUSAL_MARKER}: {status}\r\nconnection: close\r\n\r\n"
-        )
-        .into_bytes();
+        self.refusal_req =
+            b"GET / HTTP/1.1\r\nhost: refused.invalid\r\nconnection: close\r\n\r\n".to_vec();
+        if let Ok(mut g) = self.refusal.head.lock() {
+            *g = Some((self.heads, status));
+        }
         self.buf.truncate(self.checked);
         self.state = State::Refused;
     }
@@ -138,6 +138,7 @@ impl<S> H1Guard<S> {
                             return;
                         }
                         self.checked += n;
+                        self.heads += 1;
                         self.state = match head.framing {
                             Framing::None => State::Head,
                             Framing::Length(l) => State::Length(l),
@@ -167,7 +168,7 @@ impl<S> H1Guard<S> {
                     Ok(None) => self.checked = self.buf.len(),
                     Err(e) => {
                         self.metrics.refusal(e.reason());
-                        if let Ok(mut g) = self.refusal.0.lock() {
+                        if let Ok(mut g) = self.refusal.body.lock() {
                             *g = Some(e);
                         }
                         self.buf.truncate(self.checked);

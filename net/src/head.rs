@@ -15,7 +15,8 @@
 //!   a body over [`HeadLimits::max_body`] (413).
 use thiserror::Error;
 
-/// Name of the header the server uses internally to mark a refused request; refused from clients.
+/// A header name reserved by the server (it once marked refused requests in band; refusals now
+/// travel as a request extension). Refused from HTTP/1.1 clients, dropped unread on the others.
 pub const REFUSAL_MARKER: &str = "tianping-refused";
 
 /// Limits applied while reading a request head. Defaults are strict: browsers and API clients

@@ -275,7 +275,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-crate::h1::forward_write!(Watched);
+crate::forward::forward_write!(Watched);
 
 #[cfg(test)]
 mod tests {

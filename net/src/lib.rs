@@ -68,7 +68,13 @@ mod body;
 #[cfg(feature = "server")]
 mod config;
 #[cfg(feature = "server")]
+mod conns;
+#[cfg(feature = "server")]
 mod control;
+#[cfg(feature = "server")]
+mod error;
+#[cfg(feature = "server")]
+mod forward;
 #[cfg(feature = "server")]
 mod h1;
 mod head;
@@ -107,13 +113,17 @@ pub use body::{Body, BodyError, BoxError, ResponseBody, empty, full};
 #[cfg(feature = "server")]
 pub use config::{Limits, ServerOptions};
 #[cfg(feature = "server")]
+pub use conns::ConnectionTable;
+#[cfg(feature = "server")]
 pub use control::{
     CONTROL_TIMEOUT, ControlHandle, control_request, control_request_within, serve_control,
 };
 #[cfg(feature = "server")]
+pub use error::NetError;
+#[cfg(feature = "server")]
 pub use metrics::Metrics;
 #[cfg(feature = "server")]
-pub use server::{ConnectionTable, NetError, ServerHandle, serve_tls};
+pub use server::{ServerHandle, serve_tls};
 #[cfg(feature = "server")]
 pub use service::{BoxFuture, ConnInfo, Handler, Protocol};
 #[cfg(feature = "server")]

@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::{Body, Source};
 use crate::config::Limits;
+use crate::error::{NetError, io_err};
 use crate::idle::Activity;
-use crate::server::{NetError, io_err};
 use crate::service::{ConnInfo, Protocol, Shared, serve};
 use crate::stall::PIECE;
 use crate::tls::TlsSource;

@@ -1,5 +1,6 @@
 //! The request pipeline shared by HTTP/1.1, HTTP/2, HTTP/3 and the control socket: refusals
-//! marked by the framing check, host check, path normalization, rate limits, the application's
+//! made by the framing check (carried as a request extension only this crate can build), host
+//! check, path normalization, rate limits, the application's
 //! handler, `Alt-Svc`, metrics and the access log.
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -13,11 +14,12 @@ use tianping_certs::CourtIdentity;
 
 use crate::body::{Body, ResponseBody, full};
 use crate::config::ServerOptions;
-use crate::head::{HeadError, REFUSAL_MARKER};
+use crate::conns::ConnectionTable;
+use crate::h1::H1Refusals;
+use crate::head::REFUSAL_MARKER;
 use crate::metrics::Metrics;
 use crate::path::normalize_path;
 use crate::rate::{RateLimiter, retry_after_secs};
-use crate::server::ConnectionTable;
 
 /// The protocol a request arrived over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -171,23 +173,21 @@ pub(crate) fn status_response(status: u16, close: bool) -> Response<ResponseBody
     r
 }
 
-/// Per-connection flag set by the HTTP/1.1 framing check when a body turned out malformed.
-#[derive(Debug, Default)]
-pub(crate) struct BodyRefusal(pub(crate) Mutex<Option<HeadError>>);
-
-impl BodyRefusal {
-    fn take(&self) -> Option<HeadError> {
-        self.0.lock().ok().and_then(|mut g| g.take())
-    }
-}
+/// A refusal decided by the server's own code before the pipeline (the HTTP/1.1 framing check),
+/// as a request extension: no client can build one, unlike a header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refused(pub(crate) u16);
 
 /// Runs one request through the pipeline.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     mut req: Request<Body>,
-    body_refusal: Option<Arc<BodyRefusal>>,
+    h1: Option<Arc<H1Refusals>>,
 ) -> Response<ResponseBody> {
+    if let Some(status) = h1.as_ref().and_then(|r| r.next_request()) {
+        req.extensions_mut().insert(Refused(status));
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
@@ -195,7 +195,7 @@ pub(crate) async fn serve(
         Err(resp) => resp,
         Ok(()) => {
             let mut resp = shared.handler.call(req).await;
-            if let Some(e) = body_refusal.as_ref().and_then(|b| b.take()) {
+            if let Some(e) = h1.as_ref().and_then(|b| b.take_body()) {
                 // Counted by the framing check already.
                 resp = status_response(e.status(), true);
             }
@@ -224,7 +224,7 @@ pub(crate) async fn serve(
     resp
 }
 
-#[allow(
+#[expect(
     clippy::result_large_err,
     reason = "the refusal is the response, built once per refused request"
 )]
@@ -234,15 +234,11 @@ fn check(
     req: &mut Request<Body>,
 ) -> Result<(), Response<ResponseBody>> {
     let metrics = &shared.metrics;
-    if let Some(marker) = req.headers().get(REFUSAL_MARKER) {
-        // Only the framing check puts this header in (clients' copies are refused by it).
-        let status = marker
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(400);
+    if let Some(Refused(status)) = req.extensions().get::<Refused>().copied() {
         return Err(status_response(status, true));
     }
+    // The old in-band marker means nothing now; a client's copy is dropped unread.
+    req.headers_mut().remove(REFUSAL_MARKER);
     req.extensions_mut().insert(conn.clone());
     // Host: `:authority` (HTTP/2, HTTP/3) and `Host` must agree when both are present.
     let host_header = req
