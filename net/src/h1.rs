@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::forward::forward_write;
-use crate::head::{ChunkedChecker, Framing, HeadError, HeadLimits, parse_head};
+use crate::head::{ChunkedChecker, Framing, HeadError, HeadLimits, HeadParser};
 use crate::metrics::Metrics;
 use crate::path::normalize_path;
 
@@ -63,6 +63,8 @@ enum State {
 pub(crate) struct H1Guard<S> {
     inner: S,
     limits: HeadLimits,
+    /// The check of the head being received, resumed as its bytes arrive.
+    head: HeadParser,
     /// Bytes read from the client: `buf[pos..checked]` passed the check and await hyper,
     /// `buf[checked..]` are not checked yet.
     buf: Vec<u8>,
@@ -94,6 +96,7 @@ impl<S> H1Guard<S> {
     ) -> Self {
         Self {
             inner,
+            head: HeadParser::new(limits.clone()),
             limits,
             buf: Vec::new(),
             pos: 0,
@@ -130,9 +133,10 @@ impl<S> H1Guard<S> {
         while self.checked < self.buf.len() {
             let rest = self.buf.get(self.checked..).unwrap_or_default();
             match &mut self.state {
-                State::Head => match parse_head(rest, &self.limits) {
+                State::Head => match self.head.feed(rest) {
                     Ok(None) => return,
                     Ok(Some((head, n))) => {
+                        self.head = HeadParser::new(self.limits.clone());
                         if normalize_path(&head.target).is_err() {
                             self.refuse_with("path", 400);
                             return;

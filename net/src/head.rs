@@ -171,145 +171,221 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn find_crlf(buf: &[u8], from: usize) -> Result<Option<usize>, HeadError> {
-    // Returns the index of the CR of the first CRLF at or after `from`; refuses bare CR/LF on the way.
-    let mut i = from;
-    while let Some(&b) = buf.get(i) {
-        if b == b'\n' {
-            return Err(HeadError::BareCrLf);
-        }
-        if b == b'\r' {
-            return match buf.get(i + 1) {
-                Some(b'\n') => Ok(Some(i)),
-                Some(_) => Err(HeadError::BareCrLf),
-                None => Ok(None),
-            };
-        }
-        i += 1;
-    }
-    Ok(None)
-}
-
 /// Checks the start of `buf` as one HTTP/1.x request head.
 ///
 /// Returns `Ok(None)` when more bytes are needed (and the limits are not yet exceeded),
 /// `Ok(Some((head, n)))` when the first `n` bytes are a complete head that passed every check.
+/// A reader that receives a head piece by piece uses a [`HeadParser`] instead, which does not
+/// look at the same bytes twice.
 pub fn parse_head(
     buf: &[u8],
     limits: &HeadLimits,
 ) -> Result<Option<(RequestHead, usize)>, HeadError> {
-    // One or two empty lines before a request are tolerated (RFC 9112 §2.2, a client's stray CRLF).
-    let mut start = 0;
-    while start < 4 && buf.get(start..start + 2) == Some(b"\r\n") {
-        start += 2;
-    }
-    let Some(line_end) = find_crlf(buf, start)? else {
-        let len = buf.len().saturating_sub(start);
-        if len > limits.max_request_line {
-            return Err(HeadError::RequestLineTooLong(limits.max_request_line));
-        }
-        if buf.len() > limits.max_head_bytes {
-            return Err(HeadError::HeadTooLarge(limits.max_head_bytes));
-        }
-        return Ok(None);
-    };
-    if line_end - start > limits.max_request_line {
-        return Err(HeadError::RequestLineTooLong(limits.max_request_line));
-    }
-    let line = buf.get(start..line_end).ok_or(HeadError::BadRequestLine)?;
-    let (method, target, http11) = parse_request_line(line)?;
+    HeadParser::new(limits.clone()).feed(buf)
+}
 
-    let mut pos = line_end + 2;
-    let mut count = 0usize;
-    let mut host: Option<String> = None;
-    let mut hosts = 0usize;
-    let mut length: Option<u64> = None;
-    let mut lengths = 0usize;
-    let mut codings: Vec<String> = Vec::new();
-    loop {
-        let Some(end) = find_crlf(buf, pos)? else {
-            if buf.len() > limits.max_head_bytes {
+/// The request-head check of [`parse_head`], resumable: fed the bytes of a head received so far
+/// (the same buffer each time, grown at its end), it goes on where it stopped, so a head that
+/// arrives a byte at a time costs time linear in its size, not quadratic. Its answers are those
+/// [`parse_head`] gives for the same buffer.
+#[derive(Clone, Debug)]
+pub struct HeadParser {
+    limits: HeadLimits,
+    /// The request line once complete: method, target, HTTP/1.1.
+    line: Option<(String, String, bool)>,
+    /// Start of the first line not yet complete.
+    pos: usize,
+    /// Where the search for that line's CRLF goes on.
+    scan: usize,
+    count: usize,
+    host: Option<String>,
+    hosts: usize,
+    length: Option<u64>,
+    lengths: usize,
+    codings: Vec<String>,
+    scanned: u64,
+}
+
+impl HeadParser {
+    /// A parser for one request head.
+    pub fn new(limits: HeadLimits) -> Self {
+        Self {
+            limits,
+            line: None,
+            pos: 0,
+            scan: 0,
+            count: 0,
+            host: None,
+            hosts: 0,
+            length: None,
+            lengths: 0,
+            codings: Vec::new(),
+            scanned: 0,
+        }
+    }
+
+    /// The work done so far: bytes looked at, counting each time a byte is looked at again.
+    pub fn bytes_scanned(&self) -> u64 {
+        self.scanned
+    }
+
+    fn count(&mut self, bytes: usize) {
+        self.scanned = self
+            .scanned
+            .saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
+    }
+
+    /// The index of the CR of the first CRLF at or after `from`, refusing bare CR or LF on the
+    /// way; when there is none yet, remembers where to go on (a final CR waits for its LF).
+    fn find_crlf(&mut self, buf: &[u8], from: usize) -> Result<Option<usize>, HeadError> {
+        let mut i = from;
+        let found = loop {
+            let Some(&b) = buf.get(i) else {
+                break Ok(None);
+            };
+            if b == b'\n' {
+                break Err(HeadError::BareCrLf);
+            }
+            if b == b'\r' {
+                break match buf.get(i + 1) {
+                    Some(b'\n') => Ok(Some(i)),
+                    Some(_) => Err(HeadError::BareCrLf),
+                    None => Ok(None),
+                };
+            }
+            i += 1;
+        };
+        self.count(i.saturating_sub(from) + 1);
+        if let Ok(None) = found {
+            self.scan = i;
+        }
+        found
+    }
+
+    /// Checks `buf`, the bytes of the head received so far; see [`parse_head`] for the answers.
+    /// After an answer other than `Ok(None)` the parser is spent: make a new one.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+        let limits = self.limits.clone();
+        if self.line.is_none() {
+            // One or two empty lines before a request are tolerated (RFC 9112 §2.2).
+            let mut start = 0;
+            while start < 4 && buf.get(start..start + 2) == Some(b"\r\n") {
+                start += 2;
+            }
+            let Some(line_end) = self.find_crlf(buf, self.scan.max(start))? else {
+                let len = buf.len().saturating_sub(start);
+                if len > limits.max_request_line {
+                    return Err(HeadError::RequestLineTooLong(limits.max_request_line));
+                }
+                if buf.len() > limits.max_head_bytes {
+                    return Err(HeadError::HeadTooLarge(limits.max_head_bytes));
+                }
+                return Ok(None);
+            };
+            if line_end - start > limits.max_request_line {
+                return Err(HeadError::RequestLineTooLong(limits.max_request_line));
+            }
+            let line = buf.get(start..line_end).ok_or(HeadError::BadRequestLine)?;
+            self.count(line.len());
+            self.line = Some(parse_request_line(line)?);
+            self.pos = line_end + 2;
+            self.scan = self.pos;
+        }
+        loop {
+            let Some(end) = self.find_crlf(buf, self.scan.max(self.pos))? else {
+                if buf.len() > limits.max_head_bytes {
+                    return Err(HeadError::HeadTooLarge(limits.max_head_bytes));
+                }
+                // Count the complete lines seen so far, so 2,000 small headers are refused early.
+                if self.count > limits.max_headers {
+                    return Err(HeadError::TooManyHeaders(limits.max_headers));
+                }
+                return Ok(None);
+            };
+            if end + 2 > limits.max_head_bytes {
                 return Err(HeadError::HeadTooLarge(limits.max_head_bytes));
             }
-            // Count the complete lines seen so far, so 2,000 small headers are refused early.
-            if count > limits.max_headers {
+            let pos = self.pos;
+            self.pos = end + 2;
+            self.scan = self.pos;
+            if end == pos {
+                return self.finish().map(|head| Some((head, end + 2)));
+            }
+            self.count += 1;
+            if self.count > limits.max_headers {
                 return Err(HeadError::TooManyHeaders(limits.max_headers));
             }
-            return Ok(None);
-        };
-        if end + 2 > limits.max_head_bytes {
-            return Err(HeadError::HeadTooLarge(limits.max_head_bytes));
+            let field = buf.get(pos..end).ok_or(HeadError::BadHeaderName)?;
+            self.count(field.len());
+            self.field(field)?;
         }
-        if end == pos {
-            pos = end + 2;
-            break;
-        }
-        count += 1;
-        if count > limits.max_headers {
-            return Err(HeadError::TooManyHeaders(limits.max_headers));
-        }
-        let field = buf.get(pos..end).ok_or(HeadError::BadHeaderName)?;
+    }
+
+    fn field(&mut self, field: &[u8]) -> Result<(), HeadError> {
         let (name, value) = parse_field(field)?;
         if name.eq_ignore_ascii_case(REFUSAL_MARKER) {
             return Err(HeadError::ReservedHeader);
         }
         if name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            if lengths > 1 {
+            self.lengths += 1;
+            if self.lengths > 1 {
                 return Err(HeadError::DuplicateLength);
             }
             let digits =
                 value.len() <= 19 && !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
             let n: u64 = if digits { value.parse().ok() } else { None }
                 .ok_or_else(|| HeadError::BadLength(value.to_string()))?;
-            length = Some(n);
+            self.length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             for c in value.split(',') {
-                codings.push(c.trim_matches([' ', '\t']).to_ascii_lowercase());
+                self.codings
+                    .push(c.trim_matches([' ', '\t']).to_ascii_lowercase());
             }
         } else if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-            host = Some(value.to_string());
+            self.hosts += 1;
+            self.host = Some(value.to_string());
         }
-        pos = end + 2;
+        Ok(())
     }
-    if hosts > 1 || (http11 && hosts == 0) {
-        return Err(HeadError::BadHost);
-    }
-    let framing = match (length, codings.is_empty()) {
-        (Some(_), false) => return Err(HeadError::LengthAndChunked),
-        (Some(n), true) => {
-            if n > limits.max_body {
-                return Err(HeadError::BodyTooLarge(limits.max_body));
-            }
-            if n == 0 {
-                Framing::None
-            } else {
-                Framing::Length(n)
-            }
+
+    fn finish(&mut self) -> Result<RequestHead, HeadError> {
+        let (method, target, http11) = self.line.take().ok_or(HeadError::BadRequestLine)?;
+        if self.hosts > 1 || (http11 && self.hosts == 0) {
+            return Err(HeadError::BadHost);
         }
-        (None, false) => {
-            if !http11
-                || codings.len() != 1
-                || codings.first().map(String::as_str) != Some("chunked")
-            {
-                return Err(HeadError::BadTransferEncoding(codings.join(", ")));
+        let codings = std::mem::take(&mut self.codings);
+        let framing = match (self.length, codings.is_empty()) {
+            (Some(_), false) => return Err(HeadError::LengthAndChunked),
+            (Some(n), true) => {
+                if n > self.limits.max_body {
+                    return Err(HeadError::BodyTooLarge(self.limits.max_body));
+                }
+                if n == 0 {
+                    Framing::None
+                } else {
+                    Framing::Length(n)
+                }
             }
-            Framing::Chunked
-        }
-        (None, true) => Framing::None,
-    };
-    Ok(Some((
-        RequestHead {
+            (None, false) => {
+                if !http11
+                    || codings.len() != 1
+                    || codings.first().map(String::as_str) != Some("chunked")
+                {
+                    return Err(HeadError::BadTransferEncoding(codings.join(", ")));
+                }
+                Framing::Chunked
+            }
+            (None, true) => Framing::None,
+        };
+        Ok(RequestHead {
             method,
             target,
             http11,
-            host,
+            host: self.host.take(),
             framing,
-            header_count: count,
-        },
-        pos,
-    )))
+            header_count: self.count,
+        })
+    }
 }
 
 fn parse_request_line(line: &[u8]) -> Result<(String, String, bool), HeadError> {
@@ -640,6 +716,59 @@ mod tests {
         assert_eq!(p(&many).unwrap_err().status(), 431);
         let body = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n";
         assert_eq!(p(body).unwrap_err().status(), 413);
+    }
+
+    #[test]
+    fn a_head_sent_a_byte_at_a_time_is_scanned_in_linear_time() {
+        let mut head = String::from("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n");
+        while head.len() < 29 * 1024 {
+            head.push_str(&format!("X-Filler-{}: {}\r\n", head.len(), "v".repeat(300)));
+        }
+        head.push_str("\r\n");
+        let bytes = head.as_bytes();
+        let n = bytes.len();
+        assert!(n > 29 * 1024 && n < 32 * 1024);
+        let mut parser = HeadParser::new(HeadLimits::default());
+        let mut answer = None;
+        for k in 1..=n {
+            match parser.feed(&bytes[..k]).unwrap() {
+                None => assert!(k < n, "complete at {k} of {n}"),
+                Some(got) => answer = Some(got),
+            }
+        }
+        let (got, len) = answer.unwrap();
+        assert_eq!(len, n);
+        assert_eq!(Some((got, len)), p(&head).unwrap());
+        // Each byte looked at about twice (the CRLF search, then the line's own check), never
+        // once per byte that arrived after it: a quadratic scan would be about n * n / 2.
+        let work = parser.bytes_scanned();
+        assert!(work <= 3 * n as u64, "{work} for {n} bytes");
+        assert!(work >= n as u64, "{work} for {n} bytes");
+    }
+
+    #[test]
+    fn a_parser_fed_in_pieces_answers_as_the_whole() {
+        let cases = [
+            "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\rY: z\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+        ];
+        for case in cases {
+            let b = case.as_bytes();
+            let whole = p(case);
+            let mut parser = HeadParser::new(HeadLimits::default());
+            let mut last = Ok(None);
+            for k in 1..=b.len() {
+                last = parser.feed(&b[..k]);
+                if !matches!(last, Ok(None)) {
+                    break;
+                }
+            }
+            assert_eq!(last, whole, "{case:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets, shared with the tests that replay their corpora on stable.
 
-use crate::head::{ChunkedChecker, Framing, HeadLimits, parse_head};
+use crate::head::{ChunkedChecker, Framing, HeadLimits, HeadParser, parse_head};
 use crate::path::normalize_path;
 
 /// The strict head parser and, after a head, the chunked-body checker over the rest of the input;
@@ -15,6 +15,13 @@ pub fn fuzz_http_head(data: &[u8]) {
     // Feeding the same bytes in two pieces must give the same answer as feeding them at once.
     let whole = parse_head(data, &limits);
     if let Ok(Some((head, n))) = &whole {
+        // A resumed parser, fed a prefix and then all of it, reaches the same head.
+        let mut resumed = HeadParser::new(limits.clone());
+        let mid = *n / 2;
+        let first = resumed.feed(data.get(..mid).unwrap_or_default());
+        if let Ok(None) = first {
+            assert_eq!(resumed.feed(data).ok().flatten(), Some((head.clone(), *n)));
+        }
         assert!(*n <= data.len());
         assert!(head.header_count <= limits.max_headers);
         let prefix = data.get(..*n).unwrap_or_default();

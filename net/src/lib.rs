@@ -100,7 +100,8 @@ mod tls;
 pub mod internal;
 
 pub use head::{
-    ChunkedChecker, Framing, HeadError, HeadLimits, REFUSAL_MARKER, RequestHead, parse_head,
+    ChunkedChecker, Framing, HeadError, HeadLimits, HeadParser, REFUSAL_MARKER, RequestHead,
+    parse_head,
 };
 pub use host::{HostError, HostSet, host_of};
 pub use path::{NormalizedPath, PathError, normalize_path};
