@@ -566,3 +566,65 @@ fn bad_input_gets_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not a pki folder"));
 }
+
+#[test]
+fn a_hardware_key_is_marked_and_shown() {
+    let t = Setup::new();
+    let out = t.path("clerk");
+    let issue = |extra: &[&str]| {
+        let mut args = vec![
+            "certs",
+            "issue",
+            "--dir",
+            s(&t.pki),
+            "--zone",
+            "private",
+            "--kind",
+            "client",
+            "--name",
+            "Clerk Wu",
+            "--subject-id",
+            "u-2002",
+            "--court",
+            "bj.01",
+        ];
+        args.extend_from_slice(extra);
+        tianping(&args)
+    };
+    assert!(issue(&["--out", s(&out), "--hardware"]).status.success());
+    let text = ok(&["certs", "inspect", s(&out.with_extension("pem"))]);
+    assert!(
+        text.contains("uri:          urn:tianping:key:hardware"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key:          hardware token with a pin"),
+        "{text}"
+    );
+    let pem = std::fs::read(out.with_extension("pem")).unwrap();
+    let id = tianping_certs::identity_of(&certs_from_pem(&pem).unwrap()[0]).unwrap();
+    assert!(id.hardware);
+
+    let soft = t.person("private", "soft", "30");
+    let text = ok(&["certs", "inspect", s(&soft)]);
+    assert!(text.contains("key:          software"), "{text}");
+
+    // Only client certificates carry the mark.
+    let node = tianping(&[
+        "certs",
+        "issue",
+        "--dir",
+        s(&t.pki),
+        "--zone",
+        "private",
+        "--kind",
+        "node",
+        "--name",
+        "gw",
+        "--out",
+        s(&t.path("gw")),
+        "--hardware",
+    ]);
+    assert_eq!(node.status.code(), Some(2), "{}", stderr(&node));
+    assert!(stderr(&node).contains("--hardware"), "{}", stderr(&node));
+}

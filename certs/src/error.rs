@@ -25,6 +25,17 @@ pub enum CertError {
     /// The certificate's serial is on its CA's revocation list.
     #[error("the certificate has been revoked")]
     Revoked,
+    /// The trust store holds CRLs, but none of the certificate's issuing CA.
+    #[error("the revocation status is unknown: no crl of the issuing CA was loaded")]
+    RevocationUnknown,
+    /// The issuing CA's CRL is past its `nextUpdate`, so a newer revocation may be missing.
+    #[error("the crl expired at {} (checked at {})", t(*next_update), t(*at))]
+    StaleCrl {
+        /// The CRL's `nextUpdate`, unix seconds.
+        next_update: u64,
+        /// The validation time, unix seconds.
+        at: u64,
+    },
     /// The certificate's key usages do not allow what it was presented for.
     #[error("the certificate is not allowed for {0}")]
     WrongUsage(String),
@@ -56,7 +67,7 @@ pub enum CertError {
 }
 
 fn t(unix_secs: u64) -> String {
-    crate::format_time(i64::try_from(unix_secs).unwrap_or(i64::MAX))
+    format_time(i64::try_from(unix_secs).unwrap_or(i64::MAX))
 }
 
 impl CertError {
@@ -93,7 +104,12 @@ pub(crate) fn from_webpki(e: &webpki::Error) -> CertError {
             at: time.as_secs(),
         },
         W::CertRevoked => CertError::Revoked,
-        #[allow(deprecated, reason = "older webpki versions still return it")]
+        W::UnknownRevocationStatus => CertError::RevocationUnknown,
+        W::CrlExpired { time, next_update } => CertError::StaleCrl {
+            next_update: next_update.as_secs(),
+            at: time.as_secs(),
+        },
+        #[expect(deprecated, reason = "older webpki versions still return it")]
         W::RequiredEkuNotFound => CertError::WrongUsage("this use (extended key usage)".to_owned()),
         W::RequiredEkuNotFoundContext(_) => {
             CertError::WrongUsage("this use (extended key usage)".to_owned())
@@ -104,5 +120,21 @@ pub(crate) fn from_webpki(e: &webpki::Error) -> CertError {
             CertError::UnknownIssuer(": the signature does not match the issuer".to_owned())
         }
         other => CertError::Malformed(format!("{other:?}").to_lowercase()),
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_time(unix_secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix_secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{unix_secs} (unix seconds)"),
     }
 }

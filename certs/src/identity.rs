@@ -2,14 +2,13 @@
 //!
 //! Every Tianping leaf carries its identity as SAN URIs: `urn:tianping:zone:<zone>` and
 //! `urn:tianping:kind:<kind>` always; a person's `urn:tianping:subject:<id>`,
-//! `urn:tianping:court:<code>` and any number of `urn:tianping:role:<role>`.
+//! `urn:tianping:court:<code>` and any number of `urn:tianping:role:<role>`; and
+//! [`HARDWARE_KEY_URI`] on a client certificate whose key the issuer put on a PIN-guarded token.
 
 use std::fmt;
 use std::str::FromStr;
 
 use ring::digest;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tianping_core::{CourtCode, Role, SubjectId, ZoneName};
 use x509_parser::extensions::GeneralName;
 
@@ -17,6 +16,9 @@ use crate::CertError;
 
 /// The URN prefix of every Tianping SAN.
 pub(crate) const URN: &str = "urn:tianping:";
+/// The SAN URI marking a client certificate whose key the issuer put on a hardware token with
+/// a PIN (`certs issue --hardware`).
+pub const HARDWARE_KEY_URI: &str = "urn:tianping:key:hardware";
 /// The largest certificate accepted, in bytes of DER.
 pub const MAX_CERT_DER: usize = 64 * 1024;
 /// The most subject alternative names a certificate may carry.
@@ -102,6 +104,13 @@ pub struct CourtIdentity {
     pub name: String,
     /// SHA-256 of the leaf's DER (the `x5t#S256` of certificate-bound tokens).
     pub fingerprint: [u8; 32],
+    /// Whether the issuer put the key on a hardware token with a PIN ([`HARDWARE_KEY_URI`]).
+    ///
+    /// Only such a client certificate counts as `acr=cert` on its own: the key cannot be copied
+    /// off the token and using it needs the PIN, so the certificate is two factors (something
+    /// held, something known). A software key in a file can be copied with the file, so a
+    /// certificate without the mark is one factor and needs a second one to reach `acr=cert`.
+    pub hardware: bool,
 }
 
 impl CourtIdentity {
@@ -319,6 +328,15 @@ pub(crate) fn identity_from_summary(s: &CertSummary) -> Result<CourtIdentity, Ce
     let roles = urn_values(&s.uris, "role")
         .map(|v| parse_field(v, "role"))
         .collect::<Result<Vec<Role>, _>>()?;
+    let hardware = match at_most_one(urn_values(&s.uris, "key"), "key")? {
+        None => false,
+        Some("hardware") if kind == CertKind::Client => true,
+        Some(v) => {
+            return Err(CertError::MissingIdentity(format!(
+                "`{URN}key:{v}` is not valid on a {kind} certificate"
+            )));
+        }
+    };
     if kind == CertKind::Client && (subject.is_none() || court.is_none()) {
         return Err(CertError::MissingIdentity(
             "a client certificate must name its subject and court".to_owned(),
@@ -332,16 +350,6 @@ pub(crate) fn identity_from_summary(s: &CertSummary) -> Result<CourtIdentity, Ce
         kind,
         name: s.name.clone(),
         fingerprint: s.fingerprint,
+        hardware,
     })
-}
-
-/// Every certificate in a PEM text, in order; refuses text with none or with a bad block.
-pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError::malformed(format!("bad pem ({e})")))?;
-    if certs.is_empty() {
-        return Err(CertError::malformed("no certificate in the pem text"));
-    }
-    Ok(certs)
 }

@@ -1,12 +1,13 @@
 //! Entry points for the fuzz targets, shared with the test that replays their corpora on stable.
 
-use crate::{certs_from_pem, identity_of, summarize};
+use crate::identity::{fingerprint, identity_of, summarize};
+use crate::pem::certs_from_pem;
 
 /// [`identity_of`] and the PEM reader over any bytes: never panics, and an identity it returns
 /// is consistent with the certificate.
 pub fn fuzz_cert_identity(data: &[u8]) {
     if let Ok(id) = identity_of(data) {
-        assert_eq!(id.fingerprint, crate::fingerprint(data));
+        assert_eq!(id.fingerprint, fingerprint(data));
         assert!(summarize(data).is_ok());
         if id.kind == crate::CertKind::Client {
             assert!(id.subject.is_some() && id.court.is_some());

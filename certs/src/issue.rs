@@ -15,14 +15,15 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tianping_core::{CourtCode, Role, Secret, SubjectId, UnixTime, ZoneName};
 use time::OffsetDateTime;
 
-use crate::identity::{CertKind, MAX_SANS, URN, summarize, zone_of};
-use crate::{CertError, certs_from_pem};
+use crate::CertError;
+use crate::identity::{CertKind, HARDWARE_KEY_URI, MAX_SANS, URN, summarize, zone_of};
+use crate::pem::{certs_from_pem, pem_encode};
 
 const DAY: i64 = 24 * 3600;
 /// Leaves are valid from a little before they are made, for clocks a little behind.
 const BACKDATE_SECS: i64 = 300;
 /// The longest a leaf may be valid, in days.
-pub const MAX_LEAF_DAYS: u32 = 3650;
+pub(crate) const MAX_LEAF_DAYS: u32 = 3650;
 
 /// The key algorithm of a new certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -291,7 +292,7 @@ impl CaCert {
 }
 
 fn pem_of(der: &[u8]) -> String {
-    crate::pki::pem_encode("CERTIFICATE", der)
+    pem_encode("CERTIFICATE", der)
 }
 
 /// What to put in a new leaf certificate.
@@ -315,6 +316,9 @@ pub struct LeafRequest {
     pub days: u32,
     /// The new key's algorithm.
     pub key: KeyAlg,
+    /// Marks a client certificate whose key the issuer puts on a hardware token with a PIN
+    /// ([`crate::HARDWARE_KEY_URI`]); see [`crate::CourtIdentity::hardware`].
+    pub hardware: bool,
 }
 
 impl LeafRequest {
@@ -330,6 +334,7 @@ impl LeafRequest {
             roles: Vec::new(),
             days: 365,
             key: KeyAlg::EcP256,
+            hardware: false,
         }
     }
 
@@ -379,7 +384,13 @@ impl LeafRequest {
             }
             _ => {}
         }
-        let count = self.dns.len() + self.ips.len() + self.roles.len() + 4;
+        if self.hardware && self.kind != CertKind::Client {
+            return Err(CertError::Invalid(format!(
+                "`--hardware` marks a client certificate's key, not a {} one's",
+                self.kind
+            )));
+        }
+        let count = self.dns.len() + self.ips.len() + self.roles.len() + 5;
         if count > MAX_SANS {
             return Err(CertError::Invalid(format!(
                 "{count} names in one certificate, more than the {MAX_SANS} allowed"
@@ -410,6 +421,9 @@ impl LeafRequest {
         }
         for r in &self.roles {
             sans.push(uri("role", r.as_str())?);
+        }
+        if self.hardware {
+            sans.push(SanType::URI(HARDWARE_KEY_URI.try_into()?));
         }
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();

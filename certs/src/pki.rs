@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 
 use tianping_core::{UnixTime, ZoneName};
 
+use crate::CertError;
 use crate::identity::{summarize, zone_of};
 use crate::issue::{CaCert, IssuedCert, KeyAlg, LeafRequest, Revocation, RevokeReason};
+use crate::pem::certs_from_pem;
 use crate::verify::TrustStore;
-use crate::{CertError, certs_from_pem};
 
 /// How long the CRLs written by this module are valid, in days.
 pub const DEFAULT_CRL_DAYS: u32 = 30;
@@ -466,35 +467,6 @@ pub fn random_secret(len: usize) -> Result<tianping_core::Secret<Vec<u8>>, CertE
         .fill(&mut b)
         .map_err(|_| CertError::Generate("no randomness available".to_owned()))?;
     Ok(tianping_core::Secret::new(b))
-}
-
-/// `der` as a PEM block labelled `label` (`PRIVATE KEY`, `CERTIFICATE`).
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn format_time(unix_secs: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(unix_secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => format!("{unix_secs} (unix seconds)"),
-    }
 }
 
 impl TrustStore {

@@ -5,18 +5,21 @@ use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
-use tianping_core::ZoneName;
+use tianping_core::{PublicKey, ZoneName};
 use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
     RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
 };
 
-use crate::error::from_webpki;
+use crate::CertError;
+use crate::danger::RevocationLeniency;
+use crate::error::{format_time, from_webpki};
 use crate::identity::{CertKind, CourtIdentity, identity_from_summary, summarize, zone_of};
-use crate::{CertError, certs_from_pem};
+use crate::pem::certs_from_pem;
+use crate::sig::{check_ca_signature, key_of_spki};
 
 /// The most certificates a presented chain may hold.
-const MAX_CHAIN: usize = 8;
+pub(crate) const MAX_CHAIN: usize = 8;
 
 /// A validation time, in unix seconds. Made from either `tianping_core::UnixTime` (what a
 /// [`tianping_core::Clock`] gives) or `rustls_pki_types::UnixTime` (what rustls gives).
@@ -36,23 +39,31 @@ impl From<rustls_pki_types::UnixTime> for VerifyTime {
 }
 
 #[derive(Debug, Clone)]
-struct TrustedCa {
-    der: CertificateDer<'static>,
+pub(crate) struct TrustedCa {
+    pub(crate) der: CertificateDer<'static>,
+    pub(crate) key: PublicKey,
     anchor: TrustAnchor<'static>,
-    subject_raw: Vec<u8>,
-    zone: Option<ZoneName>,
+    pub(crate) subject_raw: Vec<u8>,
+    pub(crate) zone: Option<ZoneName>,
     not_before: i64,
     not_after: i64,
 }
 
 /// The court's trust bundle (root and zone CAs, from `trust.pem`) and the zones' CRLs,
 /// optionally narrowed to one zone.
+///
+/// Revocation: a store given no CRL checks none (it was asked to); a store given CRLs refuses a
+/// leaf whose issuing CA has none among them, and refuses every leaf of a CA whose CRL is past
+/// its `nextUpdate` — a missing or stale list could hide a revocation. Each CRL's signature is
+/// checked against its CA in the bundle when the store is made, so a forged list is refused.
+/// Giving way on either is [`crate::danger::RevocationLeniency`].
 #[derive(Debug, Clone)]
 pub struct TrustStore {
-    cas: Vec<TrustedCa>,
+    pub(crate) cas: Vec<TrustedCa>,
     crls: Arc<Vec<CertRevocationList<'static>>>,
     crl_ders: Vec<CertificateRevocationListDer<'static>>,
     zone: Option<ZoneName>,
+    pub(crate) leniency: RevocationLeniency,
 }
 
 /// What a validated leaf is about to be used for.
@@ -81,11 +92,13 @@ impl TrustStore {
             let (_, parsed) = x509_parser::parse_x509_certificate(&der)
                 .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
             let subject_raw = parsed.subject().as_raw().to_vec();
+            let key = key_of_spki(parsed.public_key())?;
             let anchor = webpki::anchor_from_trusted_cert(&der)
                 .map_err(|e| from_webpki(&e))?
                 .to_owned();
             cas.push(TrustedCa {
                 anchor,
+                key,
                 not_before: s.not_before,
                 not_after: s.not_after,
                 zone: zone_of(&s)?,
@@ -108,6 +121,7 @@ impl TrustStore {
                 return Err(CertError::malformed("no crl in the pem text"));
             }
             for der in ders {
+                check_crl_signature(&der, &cas)?;
                 let owned = OwnedCertRevocationList::from_der(&der)
                     .map_err(|e| CertError::malformed(format!("bad crl ({e:?})").to_lowercase()))?;
                 crls.push(CertRevocationList::Owned(owned));
@@ -119,6 +133,7 @@ impl TrustStore {
             crls: Arc::new(crls),
             crl_ders,
             zone: None,
+            leniency: RevocationLeniency::default(),
         })
     }
 
@@ -154,11 +169,43 @@ impl TrustStore {
         &self.crl_ders
     }
 
-    fn accepted(&self) -> impl Iterator<Item = &TrustedCa> {
+    pub(crate) fn accepted(&self) -> impl Iterator<Item = &TrustedCa> {
         self.cas
             .iter()
             .filter(|c| self.zone.is_none() || c.zone == self.zone)
     }
+}
+
+/// Checks a CRL's signature against the CA of `cas` that issued it; refuses a CRL whose issuer
+/// is not among them.
+fn check_crl_signature(der: &[u8], cas: &[TrustedCa]) -> Result<(), CertError> {
+    let (rest, crl) = x509_parser::parse_x509_crl(der)
+        .map_err(|e| CertError::malformed(format!("bad crl ({e})")))?;
+    if !rest.is_empty() {
+        return Err(CertError::malformed("trailing bytes after the crl"));
+    }
+    let issuer = crl.tbs_cert_list.issuer.as_raw();
+    let ca = cas
+        .iter()
+        .find(|c| c.subject_raw == issuer)
+        .ok_or_else(|| {
+            CertError::UnknownIssuer(format!(
+                ": the crl of `{}` is not of a CA in the trust bundle",
+                crl.tbs_cert_list.issuer
+            ))
+        })?;
+    check_ca_signature(
+        &ca.key,
+        &crl.signature_algorithm,
+        crl.tbs_cert_list.as_ref(),
+        &crl.signature_value.data,
+    )
+    .map_err(|_| {
+        CertError::UnknownIssuer(format!(
+            ": the crl of `{}` is not signed by that CA (forged or damaged)",
+            crl.tbs_cert_list.issuer
+        ))
+    })
 }
 
 /// Validates a client's chain (leaf first) at `now`: issuer, time, `clientAuth`, revocation, and
@@ -208,8 +255,16 @@ pub fn verify_chain(
     let crl_ptrs: Vec<&CertRevocationList<'_>> = trust.crls.iter().collect();
     let revocation = RevocationOptionsBuilder::new(&crl_ptrs).ok().map(|b| {
         b.with_depth(RevocationCheckDepth::EndEntity)
-            .with_status_policy(UnknownStatusPolicy::Allow)
-            .with_expiration_policy(ExpirationPolicy::Ignore)
+            .with_status_policy(if trust.leniency.allow_unknown_status {
+                UnknownStatusPolicy::Allow
+            } else {
+                UnknownStatusPolicy::Deny
+            })
+            .with_expiration_policy(if trust.leniency.accept_stale_crls {
+                ExpirationPolicy::Ignore
+            } else {
+                ExpirationPolicy::Enforce
+            })
             .build()
     });
     let algs = rustls::crypto::ring::default_provider()
@@ -253,14 +308,14 @@ pub fn verify_chain(
         return Err(CertError::UnknownIssuer(format!(
             ": the `{}` zone CA expired at {}",
             identity.zone,
-            crate::format_time(ca.not_after)
+            format_time(ca.not_after)
         )));
     }
     if at < ca.not_before {
         return Err(CertError::UnknownIssuer(format!(
             ": the `{}` zone CA is not valid before {}",
             identity.zone,
-            crate::format_time(ca.not_before)
+            format_time(ca.not_before)
         )));
     }
     let kind_fits = match usage {

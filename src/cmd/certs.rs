@@ -114,6 +114,10 @@ pub(crate) struct IssueArgs {
     /// Days of validity.
     #[arg(long, default_value_t = 365, value_name = "N")]
     days: u32,
+    /// Mark a client certificate whose key the issuer puts on a hardware token with a PIN
+    /// (SAN `urn:tianping:key:hardware`); only such certificates count as `acr=cert` alone.
+    #[arg(long)]
+    hardware: bool,
 }
 
 /// Options of `certs revoke`.
@@ -234,6 +238,7 @@ fn issue(data: &Path, a: IssueArgs) -> miette::Result<ExitCode> {
         roles: a.roles,
         days: a.days,
         key: a.key,
+        hardware: a.hardware,
     };
     let issued = pki.issue(&a.zone, &req, now()).into_diagnostic()?;
     let (pem, key) = Pki::write_issued(&issued, &a.out).into_diagnostic()?;
@@ -319,6 +324,14 @@ fn inspect(a: InspectArgs) -> miette::Result<ExitCode> {
             if !id.roles.is_empty() {
                 let roles: Vec<&str> = id.roles.iter().map(|r| r.as_str()).collect();
                 println!("roles:        {}", roles.join(", "));
+            }
+            if id.kind == CertKind::Client {
+                let how = if id.hardware {
+                    "hardware token with a pin (counts as acr=cert alone)"
+                } else {
+                    "software (not acr=cert alone)"
+                };
+                println!("key:          {how}");
             }
         }
         Err(e) if !s.is_ca => println!("identity:     none ({e})"),

@@ -1,0 +1,113 @@
+//! Signing identities: the key of a certificate, a `node` certificate of a zone verified as a
+//! signer, and a trust bundle checked against a pinned root before it is believed.
+
+use rustls_pki_types::CertificateDer;
+use tianping_core::{PublicKey, ZoneName};
+
+use crate::CertError;
+use crate::identity::{CertKind, CourtIdentity};
+use crate::pem::certs_from_pem;
+use crate::sig::{check_ca_signature, key_of_spki};
+use crate::verify::{CertUsage, TrustStore, VerifyTime, verify_chain};
+
+/// The [`PublicKey`] of a certificate (DER): P-256 as [`tianping_core::Algorithm::Es256`],
+/// Ed25519 as [`tianping_core::Algorithm::Ed25519`]; other keys are refused.
+pub fn public_key_of(der: &[u8]) -> Result<PublicKey, CertError> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+    if !rest.is_empty() {
+        return Err(CertError::malformed("trailing bytes after the certificate"));
+    }
+    key_of_spki(cert.public_key())
+}
+
+/// A component that signs for its zone: its `node` certificate's identity and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerIdentity {
+    /// The node certificate's identity (zone, name, fingerprint).
+    pub identity: CourtIdentity,
+    /// The key its signatures verify under.
+    pub key: PublicKey,
+}
+
+/// Validates `chain` (leaf first) at `now` as a signer of `zone`: it must chain to `zone`'s CA
+/// in `trust` (not another zone's), be valid and unrevoked, and be a `node` certificate. Returns
+/// the identity and the key that verifies what it signs.
+pub fn verify_signer(
+    chain: &[CertificateDer<'_>],
+    trust: &TrustStore,
+    zone: &ZoneName,
+    now: impl Into<VerifyTime>,
+) -> Result<SignerIdentity, CertError> {
+    let store = trust.for_zone(zone)?;
+    let identity = verify_chain(chain, &store, now, CertUsage::OwnKind)?;
+    if identity.kind != CertKind::Node {
+        return Err(CertError::WrongUsage(format!(
+            "signing for zone `{zone}` (it is a {} certificate, not a node one)",
+            identity.kind
+        )));
+    }
+    let leaf = chain
+        .first()
+        .ok_or_else(|| CertError::malformed("no certificate was presented"))?;
+    Ok(SignerIdentity {
+        key: public_key_of(leaf)?,
+        identity,
+    })
+}
+
+impl TrustStore {
+    /// A trust store from a bundle that must be rooted in `pinned_root` (PEM or DER): every CA
+    /// in it is that root or a CA the root signed, and the root is in it. A bundle bringing
+    /// another root, or a zone CA signed by anything else, is refused whole. This is how an
+    /// update to the bundle is checked before it replaces the installed one.
+    pub fn from_pinned(
+        trust_pem: &[u8],
+        crls_pem: &[&[u8]],
+        pinned_root: &[u8],
+    ) -> Result<Self, CertError> {
+        let root_der = match certs_from_pem(pinned_root) {
+            Ok(mut v) if v.len() == 1 => v.pop().map(|c| c.to_vec()).unwrap_or_default(),
+            Ok(_) => {
+                return Err(CertError::Invalid(
+                    "the pinned root must be one certificate".to_owned(),
+                ));
+            }
+            Err(_) => pinned_root.to_vec(),
+        };
+        let (_, root) = x509_parser::parse_x509_certificate(&root_der).map_err(|e| {
+            CertError::malformed(format!("the pinned root is not a certificate ({e})"))
+        })?;
+        let root_key = key_of_spki(root.public_key())?;
+        let store = Self::from_pem(trust_pem, crls_pem)?;
+        let mut has_root = false;
+        for ca in &store.cas {
+            if ca.der.as_ref() == root_der.as_slice() {
+                has_root = true;
+                continue;
+            }
+            let (_, cert) = x509_parser::parse_x509_certificate(&ca.der)
+                .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+            let signed_by_root = cert.issuer().as_raw() == root.subject().as_raw()
+                && check_ca_signature(
+                    &root_key,
+                    &cert.signature_algorithm,
+                    cert.tbs_certificate.as_ref(),
+                    &cert.signature_value.data,
+                )
+                .is_ok();
+            if !signed_by_root {
+                return Err(CertError::UnknownIssuer(format!(
+                    ": `{}` in the trust bundle is not the pinned root nor signed by it",
+                    cert.subject()
+                )));
+            }
+        }
+        if !has_root {
+            return Err(CertError::UnknownIssuer(
+                ": the trust bundle does not hold the pinned root".to_owned(),
+            ));
+        }
+        Ok(store)
+    }
+}
