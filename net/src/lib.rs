@@ -29,8 +29,11 @@
 //! - **Path confusion** (the proxy checks `/public/..%2Fadmin`, the backend serves `/admin`):
 //!   [`normalize_path`] is the only reading of a path; it decodes unreserved bytes once, resolves dot
 //!   segments, collapses slashes, and refuses encoded slashes, `%25`, backslashes, `;` parameters,
-//!   fragments, control bytes and paths above the root. The handler and anything forwarded see only
-//!   its output.
+//!   `;`, `?` and `#` percent-encoded, encoded bytes that are not strict UTF-8 (overlong `%C0%AF`),
+//!   fragments, control bytes and paths above the root, on every protocol. The handler and
+//!   anything forwarded see only its output. (A `#fragment` in an HTTP/2 or HTTP/3 `:path` is cut
+//!   off by the `http` crate's parser before the server sees the request: it is served as the
+//!   path without it, never decoded into it.)
 //! - **Virtual-host confusion**: SNI, `Host` and `:authority` must name a host of the listener's
 //!   [`HostSet`] and agree with each other; otherwise 421.
 //! - **Resource exhaustion**: handshake timeout 10 s, header read / keep-alive timeout 10 s

@@ -10,8 +10,12 @@
 //! - dot segments are resolved and duplicate slashes collapsed; a path that climbs above the root is
 //!   refused (it means an attack, never a link);
 //! - refused: an encoded `/` or `\`, a second level of encoding (`%25`), raw `\`, `;` parameters
-//!   (Tomcat and Spring read them, others do not), a fragment, NUL and control characters (raw or
-//!   encoded), raw non-ASCII, a target that is not origin-form.
+//!   (Tomcat and Spring read them, others do not) and `;`, `?` or `#` encoded (`%3B`, `%3F`, `%23`:
+//!   a service that decodes before routing would read `/admin%3B` as `/admin;`), a fragment, NUL
+//!   and control characters (raw or encoded), raw non-ASCII, encoded bytes that are not valid UTF-8
+//!   (overlong forms such as `%C0%AF` for `/`, surrogates, stray continuation bytes, truncated
+//!   sequences: a lenient decoder reads some of them as `/` or `.`), a target that is not
+//!   origin-form.
 //!
 //! The query is kept as sent (it is the application's to parse), after a check for control bytes.
 use thiserror::Error;
@@ -37,6 +41,12 @@ pub enum PathError {
     /// A `;` path parameter.
     #[error("path parameter")]
     Parameter,
+    /// `;`, `?` or `#` percent-encoded in the path.
+    #[error("encoded `;`, `?` or `#` in path")]
+    EncodedDelimiter,
+    /// Percent-encoded bytes that are not valid UTF-8 (overlong, surrogate, truncated).
+    #[error("encoded bytes that are not valid utf-8")]
+    BadUtf8,
     /// A `#` fragment in a request target.
     #[error("fragment in request target")]
     Fragment,
@@ -90,6 +100,35 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// The byte encoded as `%XX` at `bytes[i..i + 3]`.
+fn decode_at(bytes: &[u8], i: usize) -> Result<u8, PathError> {
+    match (
+        bytes.get(i + 1).copied().and_then(hex),
+        bytes.get(i + 2).copied().and_then(hex),
+    ) {
+        (Some(h), Some(l)) => Ok(h * 16 + l),
+        _ => Err(PathError::BadEncoding),
+    }
+}
+
+fn push_encoded(out: &mut String, d: u8) {
+    out.push('%');
+    out.push_str(&format!("{d:02X}"));
+}
+
+/// Ends a run of encoded bytes above 0x7f: strict UTF-8 (no overlong form, surrogate or
+/// truncated sequence), kept encoded. Raw ASCII never continues a sequence, so a run is whole.
+fn end_run(high: &mut Vec<u8>, out: &mut String) -> Result<(), PathError> {
+    if high.is_empty() {
+        return Ok(());
+    }
+    std::str::from_utf8(high).map_err(|_| PathError::BadUtf8)?;
+    for d in high.drain(..) {
+        push_encoded(out, d);
+    }
+    Ok(())
+}
+
 /// Normalizes an origin-form request target (`/path?query`); see the module docs for the rules.
 pub fn normalize_path(target: &str) -> Result<NormalizedPath, PathError> {
     let (raw_path, query) = match target.split_once('?') {
@@ -110,39 +149,41 @@ pub fn normalize_path(target: &str) -> Result<NormalizedPath, PathError> {
     // First pass: decode unreserved bytes once, keep the rest encoded, refuse the dangerous ones.
     let bytes = raw_path.as_bytes();
     let mut decoded = String::with_capacity(raw_path.len());
+    // A run of encoded bytes above 0x7f, checked as UTF-8 when it ends.
+    let mut high: Vec<u8> = Vec::new();
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        match b {
-            b'%' => {
-                let (Some(h), Some(l)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                ) else {
-                    return Err(PathError::BadEncoding);
-                };
-                let d = h * 16 + l;
+        let d = match b {
+            b'%' => Some(decode_at(bytes, i)?),
+            _ => None,
+        };
+        if !matches!(d, Some(0x80..)) {
+            end_run(&mut high, &mut decoded)?;
+        }
+        match (b, d) {
+            (_, Some(d)) => {
                 match d {
                     b'/' | b'\\' => return Err(PathError::EncodedSlash),
                     b'%' => return Err(PathError::DoubleEncoding),
+                    b';' | b'?' | b'#' => return Err(PathError::EncodedDelimiter),
                     0..=0x20 | 0x7f => return Err(PathError::Control),
+                    0x80.. => high.push(d),
                     _ if is_unreserved(d) => decoded.push(char::from(d)),
-                    _ => {
-                        decoded.push('%');
-                        decoded.push_str(&format!("{d:02X}"));
-                    }
+                    _ => push_encoded(&mut decoded, d),
                 }
                 i += 3;
             }
-            b'\\' => return Err(PathError::Backslash),
-            b';' => return Err(PathError::Parameter),
-            b'#' => return Err(PathError::Fragment),
-            0x21..=0x7e => {
+            (b'\\', None) => return Err(PathError::Backslash),
+            (b';', None) => return Err(PathError::Parameter),
+            (b'#', None) => return Err(PathError::Fragment),
+            (0x21..=0x7e, None) => {
                 decoded.push(char::from(b));
                 i += 1;
             }
             _ => return Err(PathError::Control),
         }
     }
+    end_run(&mut high, &mut decoded)?;
     // Second pass: segments.
     let mut out: Vec<&str> = Vec::new();
     let mut trailing = false;
@@ -207,5 +248,52 @@ mod tests {
         assert_eq!(n("/é"), Err(PathError::Control));
         assert_eq!(n("*"), Err(PathError::NotOrigin));
         assert_eq!(n("http://x/"), Err(PathError::NotOrigin));
+    }
+
+    #[test]
+    fn refuses_encoded_delimiters_in_any_case() {
+        for form in ["%3B", "%3b", "%3F", "%3f", "%23"] {
+            for path in [
+                format!("/admin{form}"),
+                format!("/a{form}b/c"),
+                format!("/{form}"),
+            ] {
+                assert_eq!(n(&path), Err(PathError::EncodedDelimiter), "{path}");
+            }
+        }
+        // In the query they are the application's to read.
+        assert_eq!(n("/a?x=%3B%3F%23").unwrap(), "/a?x=%3B%3F%23");
+    }
+
+    #[test]
+    fn keeps_encoded_utf8_and_refuses_every_invalid_form() {
+        assert_eq!(n("/%e6%b3%95/%C3%A9").unwrap(), "/%E6%B3%95/%C3%A9");
+        assert_eq!(n("/%F0%9F%98%80").unwrap(), "/%F0%9F%98%80");
+        let invalid = [
+            "%C0%AF",          // overlong `/`
+            "%c0%ae",          // overlong `.`
+            "%C1%9C",          // overlong `\`
+            "%E0%80%AF",       // three-byte overlong `/`
+            "%F0%80%80%AF",    // four-byte overlong `/`
+            "%ED%A0%80",       // a surrogate
+            "%F4%90%80%80",    // above U+10FFFF
+            "%F8%88%80%80%80", // five-byte form
+            "%FF",
+            "%80",       // a stray continuation byte
+            "%C3",       // truncated
+            "%E6%B3",    // truncated
+            "%C3%A9%A9", // a continuation too many
+        ];
+        for form in invalid {
+            for path in [
+                format!("/{form}"),
+                format!("/a{form}/b"),
+                format!("/a/{form}x"),
+            ] {
+                assert_eq!(n(&path), Err(PathError::BadUtf8), "{path}");
+            }
+        }
+        // A sequence cut by a raw byte is two truncated runs.
+        assert_eq!(n("/%C3x%A9"), Err(PathError::BadUtf8));
     }
 }

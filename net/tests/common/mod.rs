@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Buf;
 use http::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tianping_certs::{
     CaCert, CertKind, ClientAuth, KeyAlg, LeafRequest, ReloadableServerConfig, ServerTlsBuilder,
 };
@@ -19,6 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const HOST: &str = "gw.a.tianping.localhost";
 pub const OTHER: &str = "idp.a.tianping.localhost";
+/// A host of another zone: not served by the test listener, so 421.
+pub const OTHER_ZONE: &str = "gw.b.tianping.localhost";
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -186,4 +191,86 @@ pub fn statuses(transcript: &str) -> Vec<u16> {
         .skip(1)
         .filter_map(|s| s.get(..3)?.parse().ok())
         .collect()
+}
+
+/// One HTTP/2 request on a fresh TLS connection with SNI [`HOST`], to `authority` and `path`
+/// with the extra `headers`: the status and body.
+pub async fn h2_request(
+    pki: &Pki,
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let cfg = Arc::new(pki.client_config(false, &[b"h2"]));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let drive = tokio::spawn(conn);
+    let mut req = http::Request::get(format!("https://{authority}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    drop(send);
+    let _ = drive.await;
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One HTTP/3 request on a fresh QUIC connection with SNI [`HOST`], to `authority` and `path`
+/// with the extra `headers`: the status and body.
+pub async fn h3_request_once(
+    pki: &Pki,
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut tls = pki.client_config(false, &[b"h3"]);
+    tls.enable_early_data = false;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let mut req = http::Request::get(format!("https://{authority}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut stream = send.send_request(req.body(()).unwrap()).await.unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    drop(send);
+    drive.abort();
+    ep.close(0u32.into(), b"done");
+    (resp.status().as_u16(), String::from_utf8(body).unwrap())
+}
+
+/// Writes `bytes` on a fresh connection to the control socket at `socket` and reads until it
+/// is closed.
+pub async fn control_raw(socket: &std::path::Path, bytes: &[u8]) -> String {
+    let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
 }
