@@ -9,6 +9,10 @@
 //! - PKCE, `S256` only ([`CodeChallenge`], [`check_verifier`], [`verify_pkce`]);
 //! - TOTP (RFC 6238) with a window of one step and each code accepted once ([`TotpConfig`]),
 //!   its `otpauth://` URI and QR code as inline SVG ([`TotpEnrolment`]);
+//! - passwords: argon2id, MLPS complexity, history, expiry, a dummy hash for unknown accounts
+//!   ([`Passwords`], [`PasswordRecord`]);
+//! - lockout after repeated password or TOTP failures, as a "not before" time
+//!   ([`LockoutPolicy`], [`LockoutState`]);
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -24,12 +28,16 @@
 
 mod error;
 mod form;
+mod lockout;
+mod password;
 mod pkce;
 mod random;
 mod totp;
 
 pub use error::{ErrorCode, IdpError};
 pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
+pub use lockout::{Factor, LockoutPolicy, LockoutState};
+pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
 pub use totp::{TotpAlgorithm, TotpConfig, TotpEnrolment, TotpSecret, qr_svg};
