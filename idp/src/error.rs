@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::jwt::JwtError;
+
 /// An OAuth 2.0 / OpenID Connect `error` code (RFC 6749 §4.1.2.1 and §5.2, OIDC Core §3.1.2.6,
 /// RFC 6750 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -221,6 +223,14 @@ pub enum IdpError {
     #[error("the form's CSRF token is missing or wrong")]
     CsrfMismatch,
 
+    // ---- tokens presented to the provider
+    /// A bearer access token that does not check (RFC 6750).
+    #[error("invalid access token: {0}")]
+    InvalidToken(JwtError),
+    /// An `id_token_hint` that does not check.
+    #[error("invalid `id_token_hint`: {0}")]
+    IdTokenHintInvalid(JwtError),
+
     // ---- the provider itself
     /// Randomness, hashing or signing failed.
     #[error("internal failure: {0}")]
@@ -247,7 +257,9 @@ impl IdpError {
             | E::PkceVerifierMalformed
             | E::PasswordTooWeak(_)
             | E::PasswordReused
-            | E::CsrfMismatch => ErrorCode::InvalidRequest,
+            | E::CsrfMismatch
+            | E::IdTokenHintInvalid(_) => ErrorCode::InvalidRequest,
+            E::InvalidToken(_) => ErrorCode::InvalidToken,
             E::UnsupportedResponseType(_) => ErrorCode::UnsupportedResponseType,
             E::RequestObjectNotSupported => ErrorCode::RequestNotSupported,
             E::RequestUriNotSupported => ErrorCode::RequestUriNotSupported,

@@ -13,6 +13,10 @@
 //!   ([`Passwords`], [`PasswordRecord`]);
 //! - lockout after repeated password or TOTP failures, as a "not before" time
 //!   ([`LockoutPolicy`], [`LockoutState`]);
+//! - signed JWTs over [`tianping_core::Signer`]s (ES256 default, EdDSA), a JWKS with `kid`s and
+//!   rotation ([`KeySet`]), incoming JWTs checked against the published keys only;
+//! - access tokens (RFC 9068) and ID tokens with the identity claims ([`TokenIssuer`],
+//!   [`Identity`]);
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -28,18 +32,26 @@
 
 mod error;
 mod form;
+mod jwt;
 mod lockout;
 mod password;
 mod pkce;
 mod random;
+mod tokens;
 mod totp;
 
 pub use error::{ErrorCode, IdpError};
 pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
+pub use jwt::{
+    JwtError, KeySet, MAX_JWT_BYTES, PublishedKey, VerifiedJwt, jwk, jws_alg, kid_of, verify_with,
+};
 pub use lockout::{Factor, LockoutPolicy, LockoutState};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
+pub use tokens::{
+    AccessClaims, IdTokenHint, Identity, IdentityClaims, IssuedAccessToken, TokenIssuer, at_hash,
+};
 pub use totp::{TotpAlgorithm, TotpConfig, TotpEnrolment, TotpSecret, qr_svg};
 
 /// What weakens security and exists for tests only.
