@@ -33,8 +33,10 @@ pub fn fuzz_fabric(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(FabricError::Invalid { line, .. }) = Fabric::parse(s) {
-        assert!(line >= 1 && line <= s.lines().count() + 1);
+    if let Err(FabricError::Invalid(p)) = Fabric::parse(s) {
+        assert!(p.line >= 1 && p.line <= s.lines().count() + 1);
+        assert!(p.span.offset() + p.span.len() <= s.len());
+        assert!(!p.message.is_empty());
     }
 }
 

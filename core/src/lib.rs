@@ -10,7 +10,10 @@
 //! - files: PEM text ([`pem_encode`], [`pem_blocks`]), private-key files read into a [`Secret`]
 //!   and written at mode 0600 ([`read_private_key`], [`write_private_key`]), and files written
 //!   whole or not at all ([`write_atomic`]);
-//! - the installation's `fabric.toml` ([`Fabric`]), loaded strictly with the line of any error;
+//! - the installation: its components ([`Component`]), the data folder's layout ([`DataDir`]),
+//!   its `fabric.toml` ([`Fabric`]: zones, links and their datagram settings, service bindings),
+//!   loaded strictly with a diagnostic pointing at any error ([`FabricError`]), and the
+//!   addresses listeners bound when their port is 0 ([`publish_addr`], [`listener_addr`]);
 //! - one checked binary codec ([`WireReader`], [`WireWriter`]) that every binary format is
 //!   written with;
 //! - what a decision carries into the audit log: [`PolicyHash`] and [`Verdict`].
@@ -28,7 +31,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod addr;
 mod clock;
+mod component;
+mod data_dir;
 mod fabric;
 mod files;
 mod ids;
@@ -40,9 +46,18 @@ mod sign;
 mod verdict;
 mod wire;
 
+pub use addr::{
+    AddrError, Listener, clear_published_addrs, listener_addr, publish_addr, published_addrs,
+};
 pub use clock::{Clock, ManualClock, SystemClock, UnixTime};
+pub use component::{Component, UnknownComponent};
+pub use data_dir::DataDir;
 pub use fabric::{
-    Component, DataDir, Fabric, FabricError, Link, ServiceBinding, ServiceTarget, ZoneListeners,
+    AUDIT_STORE_ZONE, DATAGRAM_HEADER, DEFAULT_BLOCK_SYMBOLS, DEFAULT_MTU, DEFAULT_REPAIR_PERCENT,
+    Fabric, FabricError, FabricProblem, IP_UDP_HEADER, Link, MAX_BLOCK_SIZE, MAX_BLOCK_SYMBOLS,
+    MAX_MTU, MAX_REPAIR_PERCENT, MIN_BLOCK_SYMBOLS, MIN_MTU, MIN_SYMBOL_SIZE, RATE_MBPS,
+    SYMBOL_ALIGNMENT, ServiceBinding, ServiceTarget, ZoneListeners, block_size_range,
+    default_binding, default_block_size, symbol_size,
 };
 pub use files::{Existing, FileError, FileMode, write_atomic, write_private_file};
 pub use ids::{Acr, Amr, Clearance, CourtCode, DEFAULT_ZONES, IdError, Role, SubjectId, ZoneName};

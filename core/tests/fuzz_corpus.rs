@@ -1,5 +1,4 @@
 //! Replays the checked-in fuzz corpora of this crate's targets on stable.
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
 use tianping_core::internal::{corpus, fuzz_fabric, fuzz_ids};
 
@@ -24,4 +23,11 @@ fn default_fabric_seed_is_current() {
         std::fs::read_to_string(tianping_core::internal::corpus_dir("fabric").join("default.toml"))
             .unwrap();
     assert!(tianping_core::Fabric::parse(&seed).is_ok());
+    // and the seed of link settings and component bindings loads too
+    let seed =
+        std::fs::read_to_string(tianping_core::internal::corpus_dir("fabric").join("links.toml"))
+            .unwrap();
+    let fabric = tianping_core::Fabric::parse(&seed).unwrap();
+    assert_eq!(fabric.links()[0].mtu, 9000);
+    assert_eq!(fabric.services().len(), 4);
 }

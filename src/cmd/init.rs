@@ -11,37 +11,41 @@ use std::time::SystemTime;
 
 use clap::Args;
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_certs::{
-    CertKind, LeafRequest, Pki, PkiInit, pem_encode, random_secret, write_private,
-};
+use tianping_certs::{CertKind, LeafRequest, Pki, PkiInit, random_secret};
 use tianping_core::{
-    Algorithm, Component, DataDir, Fabric, RingSigner, UnixTime, ZoneListeners, ZoneName,
+    Component, DataDir, Existing, Fabric, FileMode, ServiceTarget, UnixTime, ZoneListeners,
+    ZoneName, write_atomic, write_private_file,
 };
 
 /// Options of `tianping init`.
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {}
 
-/// The services of the default policy, each bound in the default `fabric.toml`: `(service, zone)`.
-pub(crate) fn default_services() -> miette::Result<Vec<(String, ZoneName)>> {
+/// What the default `fabric.toml` is made from: the default policy's services `(service, zone)`
+/// and its sealed zones.
+pub(crate) fn default_fabric_text() -> miette::Result<String> {
     let checked = tianping_policies::check("default.tp", tianping_policies::DEFAULT_POLICY);
     let policy = checked
         .policy()
         .ok_or_else(|| miette!("the built-in default policy does not pass its check"))?;
-    Ok(policy
+    let services: Vec<(String, ZoneName)> = policy
         .services()
         .map(|(name, zone)| (name.to_owned(), zone.clone()))
-        .collect())
+        .collect();
+    let sealed: Vec<ZoneName> = policy
+        .zones()
+        .filter(|z| policy.is_sealed(z.as_str()))
+        .cloned()
+        .collect();
+    Ok(Fabric::default_text(&services, &sealed))
 }
 
-/// The default policy, written to `DIR/policy.tp`.
+/// The default policy, written to `DIR/policy.tp` and each zone's `zones/<zone>/policy.tp`.
 pub(crate) fn default_policy_text() -> &'static str {
     tianping_policies::DEFAULT_POLICY
 }
 
-/// The file names of the gateway's keys under `DataDir::keys`.
-pub(crate) const ASSERTION_KEY: &str = "assertion.key";
-/// 32 random bytes sealing the gateway's session cookies.
+/// 32 random bytes sealing the gateway's session cookies, under `DataDir::keys`.
 pub(crate) const COOKIE_KEY: &str = "cookie.key";
 
 /// Makes the data folder unless it already holds a `fabric.toml`; returns whether it made it.
@@ -99,9 +103,14 @@ fn mkdir(path: &Path) -> miette::Result<()> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> miette::Result<()> {
-    fs::write(path, bytes)
+    write_atomic(path, bytes, FileMode::Public, Existing::Refuse).into_diagnostic()
+}
+
+fn copy(from: &Path, to: &Path) -> miette::Result<()> {
+    let bytes = fs::read(from)
         .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write `{}`", path.display()))
+        .wrap_err_with(|| format!("cannot read `{}`", from.display()))?;
+    write(to, &bytes)
 }
 
 fn private_dir(path: &Path) -> miette::Result<()> {
@@ -119,8 +128,8 @@ fn build(root: &Path) -> miette::Result<Vec<String>> {
     mkdir(root)?;
     let mut made = Vec::new();
 
-    let fabric_text = Fabric::default_text(&default_services()?);
-    let fabric = Fabric::parse(&fabric_text).into_diagnostic()?;
+    let fabric_text = default_fabric_text()?;
+    let fabric = Fabric::parse(&fabric_text).map_err(miette::Report::new)?;
     write(&dd.fabric(), fabric_text.as_bytes())?;
     made.push("fabric.toml".to_owned());
     write(&dd.policy(), default_policy_text().as_bytes())?;
@@ -134,23 +143,54 @@ fn build(root: &Path) -> miette::Result<Vec<String>> {
 
     mkdir(&root.join("zones"))?;
     for zl in fabric.zones() {
+        installed_copies(&dd, &fabric, &zl.zone)?;
         made.extend(zone(&dd, &pki, &fabric, zl, now)?);
     }
-    let mut folders = 0;
+    made.push(
+        "zones/<zone>/   policy.tp trust.pem crl/<zone>.pem schemas/  (the zone's installed copies)"
+            .to_owned(),
+    );
+    let (mut folders, mut components) = (0, 0);
     for binding in fabric.services().values() {
-        if let tianping_core::ServiceTarget::Folder(folder) = &binding.target {
-            fs::create_dir_all(root.join(folder))
-                .into_diagnostic()
-                .wrap_err_with(|| format!("cannot create `{}`", folder.display()))?;
-            folders += 1;
+        match &binding.target {
+            ServiceTarget::Folder(folder) => {
+                mkdir(&root.join(folder))?;
+                folders += 1;
+            }
+            ServiceTarget::Component(_) => components += 1,
+            ServiceTarget::Url { .. } => {}
         }
     }
     made.push(format!(
-        "zones/<zone>/delivery/<service>/  {folders} delivery folders"
+        "zones/<zone>/delivery/<service>/  {folders} delivery folders; \
+         {components} services bound to components"
     ));
     private_dir(&dd.run())?;
-    made.push("run/            (mode 0700: control sockets, admin tokens)".to_owned());
+    made.push("run/            (mode 0700: control sockets, addresses, admin tokens)".to_owned());
     Ok(made)
+}
+
+/// A zone's own copies of what updates change, from the authority's: the policy, the trust
+/// bundle, every zone's CRL (a zone verifies signers of other zones too) and the JSON schemas.
+fn installed_copies(dd: &DataDir, fabric: &Fabric, z: &ZoneName) -> miette::Result<()> {
+    mkdir(&dd.zone(z))?;
+    copy(&dd.policy(), &dd.zone_policy(z))?;
+    copy(&dd.trust_bundle(), &dd.zone_trust_bundle(z))?;
+    mkdir(&dd.zone_crls(z))?;
+    for of in fabric.zones() {
+        copy(&dd.crl(&of.zone), &dd.zone_crl(z, &of.zone))?;
+    }
+    let schemas = dd.zone_schemas(z);
+    mkdir(&schemas)?;
+    if let Ok(entries) = fs::read_dir(dd.schemas()) {
+        for e in entries {
+            let path = e.into_diagnostic()?.path();
+            if let Some(name) = path.file_name().filter(|_| path.is_file()) {
+                copy(&path, &schemas.join(name))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn host(component: Component, zl: &ZoneListeners, domain: &str) -> String {
@@ -161,19 +201,27 @@ fn host(component: Component, zl: &ZoneListeners, domain: &str) -> String {
     }
 }
 
+/// Issues a leaf of the zone for `name` (and the zone's addresses) into `(pem, key)`.
 fn write_leaf(
     pki: &Pki,
-    zone: &ZoneName,
-    req: &LeafRequest,
+    zl: &ZoneListeners,
+    kind: CertKind,
+    name: &str,
     now: UnixTime,
     (pem, key): (PathBuf, PathBuf),
 ) -> miette::Result<()> {
-    let issued = pki.issue(zone, req, now).into_diagnostic()?;
-    write_private(&key, issued.key_pem.expose().as_bytes()).into_diagnostic()?;
+    let mut req = LeafRequest::new(kind, name);
+    req.dns = vec![name.to_owned()];
+    req.ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    if !req.ips.contains(&zl.address) {
+        req.ips.push(zl.address);
+    }
+    let issued = pki.issue(&zl.zone, &req, now).into_diagnostic()?;
+    write_private_file(&key, issued.key_pem.expose().as_bytes()).into_diagnostic()?;
     write(&pem, issued.chain_pem.as_bytes())
 }
 
-/// Every component's certificates of one zone, and the gateway's keys.
+/// Every component's TLS certificate and signing identity of one zone, and the gateway's keys.
 fn zone(
     dd: &DataDir,
     pki: &Pki,
@@ -182,35 +230,19 @@ fn zone(
     now: UnixTime,
 ) -> miette::Result<Vec<String>> {
     let z = &zl.zone;
-    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    if !ips.contains(&zl.address) {
-        ips.push(zl.address);
-    }
     let mut made = Vec::new();
-    for c in Component::ALL {
+    for c in zl.components() {
         mkdir(&dd.component(z, c))?;
         let name = host(c, zl, &fabric.domain);
-        let mut req = LeafRequest::new(CertKind::Server, &name);
-        req.dns = vec![name.clone()];
-        req.ips.clone_from(&ips);
-        write_leaf(pki, z, &req, now, dd.tls(z, c))?;
-        let mut files = vec!["tls.{pem,key}"];
-        if c.is_exchange_node() {
-            let mut node = LeafRequest::new(CertKind::Node, &name);
-            node.dns = vec![name.clone()];
-            node.ips.clone_from(&ips);
-            write_leaf(pki, z, &node, now, dd.node(z, c))?;
-            files.push("node.{pem,key}");
-        }
+        write_leaf(pki, zl, CertKind::Server, &name, now, dd.tls(z, c))?;
+        write_leaf(pki, zl, CertKind::Node, &name, now, dd.node(z, c))?;
+        let mut files = vec!["tls.{pem,key}", "node.{pem,key}"];
         if c == Component::Gateway {
             let keys = dd.keys(z, c);
             private_dir(&keys)?;
-            let (_, pkcs8) = RingSigner::generate(Algorithm::Es256).into_diagnostic()?;
-            let pem = tianping_core::Secret::new(pem_encode("PRIVATE KEY", pkcs8.expose()));
-            write_private(&keys.join(ASSERTION_KEY), pem.expose().as_bytes()).into_diagnostic()?;
             let cookie = random_secret(32).into_diagnostic()?;
-            write_private(&keys.join(COOKIE_KEY), cookie.expose()).into_diagnostic()?;
-            files.push("keys/{assertion.key,cookie.key}");
+            write_private_file(&keys.join(COOKIE_KEY), cookie.expose()).into_diagnostic()?;
+            files.push("keys/cookie.key");
         }
         made.push(format!("zones/{z}/{c}/ {}", files.join(" ")));
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_core::{DataDir, Fabric};
+use tianping_core::{Component, DataDir, Fabric, ServiceTarget};
 
 /// Options of `tianping up`.
 #[derive(Debug, Args)]
@@ -14,7 +14,8 @@ pub(crate) struct UpArgs {}
 pub(crate) fn run(data: &Path, _args: UpArgs) -> miette::Result<ExitCode> {
     let made = super::init::init_if_missing(data)?;
     let dir = DataDir::new(data);
-    let fabric = Fabric::load(&dir.fabric()).map_err(|e| miette!("{e}"))?;
+    // A refused `fabric.toml` is shown as a diagnostic pointing at the offending text.
+    let fabric = Fabric::load(&dir.fabric()).map_err(miette::Report::new)?;
     let policy_path = dir.policy();
     let source = std::fs::read_to_string(&policy_path)
         .into_diagnostic()
@@ -35,23 +36,31 @@ pub(crate) fn run(data: &Path, _args: UpArgs) -> miette::Result<ExitCode> {
     );
     println!("policy `{}` checked", policy_path.display());
     for z in fabric.zones() {
+        let components: Vec<&str> = z.components().map(Component::as_str).collect();
         println!(
-            "zone {:<11} gateway https://{}:{}  idp https://{}:{}  on {}",
+            "zone {:<11} gateway https://{}:{}  idp https://{}:{}  on {}  ({})",
             z.zone.as_str(),
             z.gateway_host,
             z.gateway_port,
             z.idp_host,
             z.idp_port,
-            z.address
+            z.address,
+            components.join(", ")
         );
     }
+    let to_components = fabric
+        .services()
+        .values()
+        .filter(|b| matches!(b.target, ServiceTarget::Component(_)))
+        .count();
     println!(
-        "{} one-way links, {} services bound",
+        "{} one-way links, {} services bound ({to_components} to components)",
         fabric.links().len(),
         fabric.services().len()
     );
     println!(
-        "the zones' components (IdP, gateway, exchange) are not built yet: nothing was started"
+        "the zones' components (IdP, gateway, exchange, audit store) are not built yet: nothing \
+         was started"
     );
     Ok(ExitCode::SUCCESS)
 }
