@@ -1,0 +1,56 @@
+//! The one-way link between two zones (DESIGN §6): signed bundles carried as UDP datagrams with
+//! RaptorQ repair, paced, and reassembled on the far side, which never answers.
+//!
+//! Everything here but the sockets is I/O-free: bytes and a time in, bytes and events out.
+//!
+//! - bundles: a [`Manifest`], approvals and a chunk table in a signed [`BundleHeader`], then the
+//!   payload; [`ChunkHasher`] builds the table in one pass, [`BundleReader`] checks the signature
+//!   (asking a [`SignerTrust`] about the signer) and each chunk as bytes arrive;
+//! - datagrams: [`Datagram`] (a RaptorQ symbol or a [`Heartbeat`] of the sender's counters), each
+//!   with a check so flipped bits are dropped;
+//! - the sending end: [`Sender`] cuts transfers into blocks, encodes them (RFC 6330, the
+//!   `raptorq` crate) with the link's repair, and lets transfers take turns; [`Pacer`] holds it
+//!   to the link's rate;
+//! - the receiving end: [`Receiver`] decodes blocks in any order and reports each transfer once,
+//!   complete or lost ([`LinkEvent`]).
+//!
+//! ```
+//! use tianping_core::UnixTime;
+//! use tianping_crossdomain::{LinkConfig, LinkEvent, Receiver, ReceiverConfig, Sender};
+//!
+//! let mut sender = Sender::new(LinkConfig::new(7), 1)?;
+//! sender.submit(1, Box::new(b"an order of the court".to_vec()))?;
+//! let mut receiver = Receiver::new(ReceiverConfig::new(7), None);
+//! let (mut datagram, mut events) = (Vec::new(), Vec::new());
+//! while sender.next_datagram(&mut datagram)?.is_some() {
+//!     receiver.receive(&datagram, UnixTime::from_secs(0), &mut events);
+//! }
+//! assert!(matches!(&events[..], [LinkEvent::Data { bytes, .. }, LinkEvent::Complete { .. }]
+//!     if bytes == b"an order of the court"));
+//! # Ok::<(), tianping_crossdomain::LinkError>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod bundle;
+mod datagram;
+#[doc(hidden)]
+pub mod internal;
+mod manifest;
+mod pacing;
+mod receiver;
+mod sender;
+
+pub use bundle::{
+    BundleError, BundleHeader, BundleReader, ChunkHasher, MAX_APPROVAL, MAX_APPROVALS,
+    MAX_CERTIFICATE, MAX_CHUNK, MAX_CHUNKS, MAX_HEADER, PinnedKeys, SIGNING_CONTEXT, SignerTrust,
+    Verified, chunk_hash, table_hash,
+};
+pub use datagram::{
+    Datagram, DatagramError, DatagramHeader, Heartbeat, MAX_BLOCK_SYMBOLS, MAX_TRANSFER, MIN_MTU,
+    SYMBOL_ALIGN, SymbolHeader, symbol_size_for,
+};
+pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
+pub use pacing::Pacer;
+pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
+pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
