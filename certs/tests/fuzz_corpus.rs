@@ -1,5 +1,5 @@
-//! Replays the checked-in `cert_identity` fuzz corpus on stable.
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on any error")]
+//! Replays the checked-in `cert_identity` and `component_token` fuzz corpora on stable.
+#![expect(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
 #[test]
 fn cert_identity_corpus() {
@@ -13,4 +13,18 @@ fn cert_identity_corpus() {
         identities >= 3,
         "only {identities} seeds parse as identities"
     );
+}
+
+#[test]
+fn component_token_corpus() {
+    let mut accepted = Vec::new();
+    for (name, data) in tianping_core::internal::corpus("component_token").unwrap() {
+        if tianping_certs::internal::fuzz_component_token(&data) > 0 {
+            accepted.push(name.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    accepted.sort();
+    // One valid seed of each kind (and the bearer form), so the fuzzer starts past the
+    // signature; the other-zone, expired, other-audience and `alg` seeds are refused.
+    assert_eq!(accepted, ["delivery", "node", "node-bearer", "user"]);
 }
