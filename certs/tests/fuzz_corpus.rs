@@ -1,5 +1,4 @@
 //! Replays the checked-in `cert_identity` and `component_token` fuzz corpora on stable.
-#![expect(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 
 #[test]
 fn cert_identity_corpus() {
