@@ -1,8 +1,7 @@
 //! The benchmark server: the listener with default limits answering every request with the same
 //! 100-byte body as the nginx baseline. Usage: `bench_server CERT KEY PORT [ADMIN_PORT]`.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::indexing_slicing,
     reason = "a benchmark tool fails loudly"
 )]

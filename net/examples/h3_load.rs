@@ -1,8 +1,7 @@
 //! A small HTTP/3 load client: C connections, M concurrent requests each, for D seconds.
 //! Usage: `h3_load ADDR CA_PEM HOST CONNECTIONS STREAMS SECONDS`; prints requests/s and p99.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::indexing_slicing,
     reason = "a benchmark tool fails loudly"
 )]

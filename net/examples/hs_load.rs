@@ -13,11 +13,9 @@
 //!
 //! Usage: `hs_load ADDR CA_PEM HOST CONNECTIONS SECONDS [THREADS [BODY_LEN]]` (THREADS single-threaded
 //! runtimes, default 1; BODY_LEN default 100). Prints one line of `key=value` figures.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic,
     reason = "a benchmark tool fails loudly"
 )]
 

@@ -485,9 +485,10 @@ impl ChunkedChecker {
         while i < data.len() {
             let Some(&b) = data.get(i) else { break };
             if let ChunkState::Data { left } = self.state {
-                let avail = (data.len() - i) as u64;
-                let take = avail.min(left);
-                i += take as usize;
+                let avail = data.len() - i;
+                let take = usize::try_from(left).map_or(avail, |l| l.min(avail));
+                i += take;
+                let take = take as u64;
                 self.state = if take == left {
                     ChunkState::DataCr
                 } else {

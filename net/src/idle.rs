@@ -282,17 +282,8 @@ mod tests {
     use super::*;
 
     fn frame(kind: u8, len: usize) -> Vec<u8> {
-        let mut f = vec![
-            (len >> 16) as u8,
-            (len >> 8) as u8,
-            len as u8,
-            kind,
-            0,
-            0,
-            0,
-            0,
-            1,
-        ];
+        let [_, a, b, c] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+        let mut f = vec![a, b, c, kind, 0, 0, 0, 0, 1];
         f.resize(FRAME_HEAD + len, 0);
         f
     }

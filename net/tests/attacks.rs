@@ -1,7 +1,7 @@
 //! Raw-socket attacks over real TLS: request smuggling shapes, path confusion, oversize heads,
 //! SNI/Host mismatch, slow-header clients, idle connections, clients that take no response and an
 //! HTTP/2 rapid-reset flood.
-#![allow(
+#![expect(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
@@ -245,8 +245,8 @@ async fn slow_header_clients_do_not_starve_a_normal_client() {
 }
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    let [_, a, b, c] = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut f = vec![a, b, c, kind, flags];
     f.extend_from_slice(&stream.to_be_bytes());
     f.extend_from_slice(payload);
     f
@@ -274,7 +274,7 @@ async fn http2_rapid_reset_flood_ends_in_goaway_while_others_are_served() {
     let writer = {
         let seen = seen_goaway.clone();
         tokio::spawn(async move {
-            let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
+            let mut block = vec![0x82, 0x87, 0x84, 0x01, u8::try_from(HOST.len()).unwrap()];
             block.extend_from_slice(HOST.as_bytes());
             let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
             out.extend(frame(4, 0, 0, &[]));
@@ -358,7 +358,7 @@ async fn http2_continuation_flood_is_cut_off() {
     let (mut rd, mut wr) = tokio::io::split(tls);
     // HEADERS without END_HEADERS, then CONTINUATION frames of 16 KiB literal headers, endlessly.
     let writer = tokio::spawn(async move {
-        let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
+        let mut block = vec![0x82, 0x87, 0x84, 0x01, u8::try_from(HOST.len()).unwrap()];
         block.extend_from_slice(HOST.as_bytes());
         let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         out.extend(frame(4, 0, 0, &[]));
@@ -367,10 +367,10 @@ async fn http2_continuation_flood_is_cut_off() {
         let mut lit = vec![0x00, 0x01, b'x', 0x7f];
         let mut n = 16_000u32 - 127;
         while n >= 128 {
-            lit.push((n % 128) as u8 | 0x80);
+            lit.push(u8::try_from(n % 128).unwrap() | 0x80);
             n /= 128;
         }
-        lit.push(n as u8);
+        lit.push(u8::try_from(n).unwrap());
         lit.extend(std::iter::repeat_n(b'a', 16_000));
         let mut frames = 0u32;
         for _ in 0..2_000 {
@@ -733,7 +733,7 @@ async fn http2_client_never_opening_its_window_has_the_stream_reset() {
     // PING answered.
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
-    let mut block = vec![0x82, 0x87, 0x84, 0x01, HOST.len() as u8];
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, u8::try_from(HOST.len()).unwrap()];
     block.extend_from_slice(HOST.as_bytes());
     hello.extend(frame(1, 0x5, 1, &block));
     tls.write_all(&hello).await.unwrap();

@@ -2,11 +2,7 @@
 //! the status it is answered with, on any protocol or on the control socket: HTTP/1.1 refuses the
 //! header (400), the others ignore it, and the host check still answers another zone's authority
 //! with 421.
-#![expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 

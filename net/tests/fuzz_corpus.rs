@@ -1,11 +1,5 @@
 //! Replays the checked-in fuzz corpora of this crate's targets on stable.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use tianping_core::internal::corpus;
 

@@ -2,10 +2,8 @@
 //! openssl s_client; client-certificate identities, Alt-Svc, certificate reload with a live
 //! connection, rate limits, the admin listener, the control socket, graceful shutdown, and the
 //! server choosing the cipher suite.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::indexing_slicing,
     reason = "tests fail loudly"
 )]

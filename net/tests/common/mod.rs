@@ -1,5 +1,5 @@
 //! A real PKI, a test handler and raw clients shared by the integration tests.
-#![allow(dead_code, unreachable_pub, reason = "each test binary uses a part")]
+#![expect(dead_code, unreachable_pub, reason = "each test binary uses a part")]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -176,7 +176,7 @@ pub async fn read_to_close(s: &mut Tls) -> String {
         loop {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Ok(n) => out.extend_from_slice(buf.get(..n).unwrap_or_default()),
             }
         }
     })
