@@ -17,6 +17,11 @@
 //!   rotation ([`KeySet`]), incoming JWTs checked against the published keys only;
 //! - access tokens (RFC 9068) and ID tokens with the identity claims ([`TokenIssuer`],
 //!   [`Identity`]);
+//! - clients with exact redirect-URI matching (RFC 8252 loopback ports for native clients
+//!   registered so) ([`Client`]);
+//! - the authorization request, errors shown as a page or redirected with `iss` (RFC 9207)
+//!   ([`parse_authorization`], [`AuthorizeError`]), and the token request, credentials by
+//!   `client_secret_basic` or `client_secret_post` ([`parse_token_request`]);
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -30,6 +35,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod authorize;
+mod client;
 mod error;
 mod form;
 mod jwt;
@@ -37,9 +44,15 @@ mod lockout;
 mod password;
 mod pkce;
 mod random;
+mod token_request;
 mod tokens;
 mod totp;
 
+pub use authorize::{
+    AuthorizationRequest, AuthorizeError, ClaimsRequest, ErrorRedirect, MAX_PARAM_BYTES, Prompt,
+    RequestedClaim, UiLocale, parse_authorization, success_location,
+};
+pub use client::{Client, ClientAuthMethod, ClientCredentials, GrantType, STANDARD_SCOPES};
 pub use error::{ErrorCode, IdpError};
 pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
 pub use jwt::{
@@ -49,6 +62,7 @@ pub use lockout::{Factor, LockoutPolicy, LockoutState};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
+pub use token_request::{TokenGrant, TokenRequest, parse_token_request};
 pub use tokens::{
     AccessClaims, IdTokenHint, Identity, IdentityClaims, IssuedAccessToken, TokenIssuer, at_hash,
 };

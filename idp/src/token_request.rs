@@ -1,0 +1,263 @@
+//! Token requests (RFC 6749 §4.1.3, §6, §4.4): the grant and the client's credentials, sent by
+//! `client_secret_basic` or `client_secret_post` but never both, and never disagreeing.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use tianping_core::Secret;
+
+use crate::IdpError;
+use crate::client::{ClientAuthMethod, ClientCredentials, GrantType};
+use crate::error::quoted;
+use crate::form::{Params, decode};
+
+/// What is being exchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenGrant {
+    /// `authorization_code`.
+    AuthorizationCode {
+        /// The code.
+        code: String,
+        /// The redirect URI, when the authorization request carried one.
+        redirect_uri: Option<String>,
+        /// The PKCE verifier.
+        code_verifier: Option<String>,
+    },
+    /// `refresh_token`.
+    RefreshToken {
+        /// The refresh token.
+        refresh_token: String,
+        /// A narrower scope, if asked.
+        scope: Option<Vec<String>>,
+    },
+    /// `client_credentials`.
+    ClientCredentials {
+        /// The scopes asked for.
+        scope: Vec<String>,
+    },
+}
+
+impl TokenGrant {
+    /// The grant type.
+    pub fn grant_type(&self) -> GrantType {
+        match self {
+            TokenGrant::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            TokenGrant::RefreshToken { .. } => GrantType::RefreshToken,
+            TokenGrant::ClientCredentials { .. } => GrantType::ClientCredentials,
+        }
+    }
+}
+
+/// A parsed token request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Who is asking, as they said (not yet checked: see `Client::authenticate`).
+    pub client: ClientCredentials,
+    /// What for.
+    pub grant: TokenGrant,
+}
+
+fn basic(header: &str) -> Result<(String, Secret<String>), IdpError> {
+    let (scheme, value) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(IdpError::ClientAuthFailed)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(IdpError::ClientAuthFailed);
+    }
+    let raw = STANDARD
+        .decode(value.trim())
+        .map_err(|_| IdpError::ClientAuthFailed)?;
+    let raw = Secret::new(raw);
+    let colon = raw
+        .expose()
+        .iter()
+        .position(|b| *b == b':')
+        .ok_or(IdpError::ClientAuthFailed)?;
+    let (id, secret) = raw.expose().split_at(colon);
+    // RFC 6749 §2.3.1: both halves are form-encoded before being joined.
+    let id = decode(id).map_err(|_| IdpError::ClientAuthFailed)?;
+    let secret =
+        decode(secret.get(1..).unwrap_or_default()).map_err(|_| IdpError::ClientAuthFailed)?;
+    if id.is_empty() {
+        return Err(IdpError::ClientAuthFailed);
+    }
+    Ok((id, Secret::new(secret)))
+}
+
+fn scopes(v: Option<&str>) -> Vec<String> {
+    v.map(|s| {
+        s.split(' ')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Parses a token request from its form body and its `Authorization` header, if any.
+pub fn parse_token_request(
+    body: &[u8],
+    authorization: Option<&str>,
+) -> Result<TokenRequest, IdpError> {
+    let p = Params::parse(body)?;
+    let body_id = p.get("client_id")?;
+    let body_secret = p.get("client_secret")?;
+    let client = match authorization {
+        Some(h) => {
+            let (id, secret) = basic(h)?;
+            if body_secret.is_some() || body_id.is_some_and(|b| b != id) {
+                return Err(IdpError::ConflictingCredentials);
+            }
+            ClientCredentials {
+                client_id: id,
+                secret: Some(secret),
+                method: ClientAuthMethod::ClientSecretBasic,
+            }
+        }
+        None => {
+            let id = body_id.ok_or(IdpError::ClientAuthFailed)?;
+            ClientCredentials {
+                client_id: id.to_owned(),
+                secret: body_secret.map(|s| Secret::new(s.to_owned())),
+                method: if body_secret.is_some() {
+                    ClientAuthMethod::ClientSecretPost
+                } else {
+                    ClientAuthMethod::None
+                },
+            }
+        }
+    };
+    let grant_type = p.require("grant_type")?;
+    let grant = match GrantType::parse(grant_type) {
+        Some(GrantType::AuthorizationCode) => TokenGrant::AuthorizationCode {
+            code: p.require("code")?.to_owned(),
+            redirect_uri: p.get("redirect_uri")?.map(str::to_owned),
+            code_verifier: p.get("code_verifier")?.map(str::to_owned),
+        },
+        Some(GrantType::RefreshToken) => TokenGrant::RefreshToken {
+            refresh_token: p.require("refresh_token")?.to_owned(),
+            scope: p.get("scope")?.map(|s| scopes(Some(s))),
+        },
+        Some(GrantType::ClientCredentials) => TokenGrant::ClientCredentials {
+            scope: scopes(p.get("scope")?),
+        },
+        None => return Err(IdpError::UnsupportedGrantType(quoted(grant_type))),
+    };
+    Ok(TokenRequest { client, grant })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic_header(id: &str, secret: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    #[test]
+    fn authorization_code_with_basic() {
+        let h = basic_header("case-app", "s3cret%3Aa");
+        let r = parse_token_request(
+            b"grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_verifier=v",
+            Some(&h),
+        )
+        .unwrap();
+        assert_eq!(r.client.client_id, "case-app");
+        assert_eq!(r.client.secret.as_ref().unwrap().expose(), "s3cret:a");
+        assert_eq!(r.client.method, ClientAuthMethod::ClientSecretBasic);
+        assert_eq!(
+            r.grant,
+            TokenGrant::AuthorizationCode {
+                code: "abc".into(),
+                redirect_uri: Some("https://case.example/cb".into()),
+                code_verifier: Some("v".into()),
+            }
+        );
+        // the same client_id in the body is allowed
+        parse_token_request(
+            b"grant_type=client_credentials&client_id=case-app",
+            Some(&h),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn post_and_public_clients() {
+        let r = parse_token_request(
+            b"grant_type=refresh_token&refresh_token=rt&client_id=case-app&client_secret=s&scope=openid",
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.client.method, ClientAuthMethod::ClientSecretPost);
+        assert_eq!(
+            r.grant,
+            TokenGrant::RefreshToken {
+                refresh_token: "rt".into(),
+                scope: Some(vec!["openid".into()])
+            }
+        );
+        let r = parse_token_request(b"grant_type=client_credentials&client_id=desk", None).unwrap();
+        assert_eq!(r.client.method, ClientAuthMethod::None);
+        assert_eq!(r.grant.grant_type(), GrantType::ClientCredentials);
+    }
+
+    #[test]
+    fn duplicate_or_conflicting_credentials_are_refused() {
+        let h = basic_header("case-app", "s");
+        assert_eq!(
+            parse_token_request(b"grant_type=client_credentials&client_secret=s", Some(&h)),
+            Err(IdpError::ConflictingCredentials)
+        );
+        assert_eq!(
+            parse_token_request(b"grant_type=client_credentials&client_id=other", Some(&h)),
+            Err(IdpError::ConflictingCredentials)
+        );
+        assert!(matches!(
+            parse_token_request(
+                b"grant_type=client_credentials&client_id=a&client_id=a&client_secret=s",
+                None
+            ),
+            Err(IdpError::DuplicateParameter(_))
+        ));
+        assert!(matches!(
+            parse_token_request(
+                b"grant_type=authorization_code&code=a&code=b&client_id=a",
+                None
+            ),
+            Err(IdpError::DuplicateParameter(_))
+        ));
+        for bad in [
+            "Bearer abc",
+            "Basic !!!",
+            "Basic Y2FzZS1hcHA=",
+            "Basic OnM=",
+            "Basic",
+        ] {
+            assert_eq!(
+                parse_token_request(b"grant_type=client_credentials", Some(bad)),
+                Err(IdpError::ClientAuthFailed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_token_request(b"grant_type=client_credentials", None),
+            Err(IdpError::ClientAuthFailed)
+        );
+    }
+
+    #[test]
+    fn grant_errors() {
+        assert_eq!(
+            parse_token_request(b"grant_type=password&client_id=a", None),
+            Err(IdpError::UnsupportedGrantType("password".into()))
+        );
+        assert_eq!(
+            parse_token_request(b"client_id=a", None),
+            Err(IdpError::MissingParameter("grant_type"))
+        );
+        assert_eq!(
+            parse_token_request(b"grant_type=authorization_code&client_id=a", None),
+            Err(IdpError::MissingParameter("code"))
+        );
+    }
+}
