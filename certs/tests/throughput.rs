@@ -1,12 +1,5 @@
 //! Rough throughput of the hot paths, printed, never asserted on time. Run with
 //! `cargo test -p tianping-certs --release --test throughput -- --ignored --nocapture`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
 
 use std::time::Instant;
 

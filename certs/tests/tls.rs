@@ -1,10 +1,8 @@
 //! Real TLS handshakes over loopback between a rustls client and a server built by
 //! `ServerTlsBuilder`: valid, revoked, expired, other-zone and missing client certificates,
 //! the identity the server reads from its peer, protocol versions, and reloading.
-#![allow(
+#![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
     clippy::indexing_slicing,
     reason = "tests fail loudly"
 )]

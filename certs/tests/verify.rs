@@ -1,12 +1,6 @@
 //! Validating chains and reading identities: valid, expired, not yet valid, revoked, other zone,
 //! wrong usage, foreign CA, and bad input that must be refused without a panic.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use proptest::prelude::*;
 use rustls_pki_types::CertificateDer;
