@@ -80,13 +80,41 @@ impl Problem {
         self
     }
 
-    /// Fills in line and column from the text.
-    pub(crate) fn locate(&mut self, src: &str) {
-        let offset = self.span.offset.min(src.len());
-        let before = src.get(..offset).unwrap_or_default();
-        self.line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        self.column = before.get(line_start..).unwrap_or_default().chars().count() + 1;
+    /// Fills in line and column from the text's line index.
+    pub(crate) fn locate(&mut self, lines: &Lines<'_>) {
+        (self.line, self.column) = lines.line_col(self.span.offset);
+    }
+}
+
+/// Where each line of a text starts, so that locating a problem costs a search, not a scan of
+/// the text before it.
+pub(crate) struct Lines<'s> {
+    text: &'s str,
+    starts: Vec<usize>,
+}
+
+impl<'s> Lines<'s> {
+    pub(crate) fn new(text: &'s str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { text, starts }
+    }
+
+    pub(crate) fn text(&self) -> &'s str {
+        self.text
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`, clamped to the text.
+    pub(crate) fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(0, |t| t.chars().count());
+        (line, column + 1)
     }
 }
 

@@ -94,26 +94,33 @@
 #![deny(missing_docs)]
 
 mod check;
+mod compile;
+mod cx;
 mod diag;
 mod diff;
 mod engine;
+mod expect;
 mod graph;
 #[doc(hidden)]
 pub mod internal;
+mod lint;
 mod model;
 mod paths;
 mod reach;
 mod replay;
+mod selftest;
 mod shared;
 mod syntax;
 
 /// The default five-zone policy of the court networks (`policies/default.tp`).
 pub const DEFAULT_POLICY: &str = include_str!("../default.tp");
 
-pub use check::{ATTRIBUTES, CREDENTIALS, Checked, SANITIZE_STEPS, TestResult, check};
+pub use check::{Checked, check};
+pub use compile::{ATTRIBUTES, CREDENTIALS, SANITIZE_STEPS};
 pub use diag::{Problem, Severity, SourceProblem, Span};
 pub use diff::{Changed, PolicyDiff, diff};
 pub use engine::{Approval, Decision, Outcome, Reason, Subject, Submitter, TransferRequest};
 pub use model::{FlowInfo, Kind, Policy, Rate};
 pub use replay::{DecisionInput, Flip, Input, Recorded, ReplayReport};
+pub use selftest::TestResult;
 pub use shared::{LoadError, SharedPolicy};

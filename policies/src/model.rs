@@ -194,7 +194,7 @@ pub(crate) struct Window {
 impl Window {
     pub(crate) fn contains_ms(&self, ms: u64) -> bool {
         let minute = ((ms / 60_000) % 1440) as i64;
-        let local = (minute + i64::from(self.offset_min)).rem_euclid(1440) as u32;
+        let local = u32::try_from((minute + i64::from(self.offset_min)).rem_euclid(1440)).unwrap_or(0);
         if self.start <= self.end {
             self.start <= local && local < self.end
         } else {
@@ -211,19 +211,14 @@ impl Window {
         if self.offset_min != other.offset_min {
             return false;
         }
-        let minutes = |w: &Window| -> Vec<u32> {
-            (0..1440)
-                .filter(|m| {
-                    if w.start <= w.end {
-                        w.start <= *m && *m < w.end
-                    } else {
-                        *m >= w.start || *m < w.end
-                    }
-                })
-                .collect()
+        let holds = |w: &Window, m: u32| {
+            if w.start <= w.end {
+                w.start <= m && m < w.end
+            } else {
+                m >= w.start || m < w.end
+            }
         };
-        let mine = minutes(self);
-        minutes(other).iter().all(|m| mine.contains(m))
+        (0..1440).all(|m| !holds(other, m) || holds(self, m))
     }
 }
 

@@ -142,6 +142,27 @@ impl Node {
         }
         false
     }
+
+    /// Collects every route with a pattern that [`covers`] `b` (each route once per such
+    /// pattern, in no order), walking only the branches such a pattern can take.
+    pub(crate) fn covering(&self, b: &[Seg], out: &mut Vec<u32>) {
+        // A `**` here covers whatever `b` still holds.
+        out.extend_from_slice(&self.rest);
+        let Some((first, tail)) = b.split_first() else {
+            out.extend_from_slice(&self.end);
+            return;
+        };
+        if let Seg::Lit(s) = first {
+            if let Some(n) = self.lit.get(s) {
+                n.covering(tail, out);
+            }
+        }
+        if !matches!(first, Seg::Rest) {
+            for n in [&self.any, &self.court].into_iter().flatten() {
+                n.covering(tail, out);
+            }
+        }
+    }
 }
 
 fn push_sorted(v: &mut Vec<u32>, id: u32) {
@@ -176,6 +197,26 @@ mod tests {
         assert!(!covers(&p("/a/b"), &p("/a/*")));
         assert!(!covers(&p("/a/*"), &p("/a/**")));
         assert!(covers(&p("/**"), &p("/x/**")));
+    }
+
+    #[test]
+    fn covering_finds_what_covers() {
+        let pats = ["/a/**", "/a/b", "/*/b", "/{court}/*", "/a/*/c", "/**", "/x"];
+        let mut root = Node::default();
+        for (i, s) in (0u32..).zip(pats) {
+            root.insert(&p(s), i);
+        }
+        for b in ["/a/b", "/a", "/q/b", "/a/*", "/a/**", "/", "/a/z/c", "/x"] {
+            let mut got = Vec::new();
+            root.covering(&p(b), &mut got);
+            got.sort_unstable();
+            let want: Vec<u32> = (0u32..)
+                .zip(pats)
+                .filter(|(_, a)| covers(&p(a), &p(b)))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(got, want, "{b}");
+        }
     }
 
     #[test]
