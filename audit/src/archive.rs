@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use tianping_core::{PublicKey, UnixTime};
+use tianping_core::{PublicKey, UnixTime, WireReader, WireWriter};
 
 use crate::batch::{AuditBatch, BatchError};
 use crate::checkpoint::SignedCheckpoint;
@@ -139,49 +139,44 @@ pub struct CheckedArchive {
 
 impl Archive {
     /// The file's bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let batch = self.batch.encode();
-        let mut out = Vec::with_capacity(batch.len() + 64 + 32 * self.prefix.len());
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        out.extend_from_slice(&self.cutoff.as_millis().to_be_bytes());
-        out.extend_from_slice(&(self.prefix.len() as u16).to_be_bytes());
+    pub fn encode(&self) -> Result<Vec<u8>, BatchError> {
+        let batch = self.batch.encode()?;
+        let mut w = WireWriter::with_capacity(batch.len() + 64 + 32 * self.prefix.len());
+        w.raw(MAGIC);
+        w.u8(VERSION);
+        w.u64(self.cutoff.as_millis());
+        w.len16(self.prefix.len(), "prefix subtrees")?;
         for h in &self.prefix {
-            out.extend_from_slice(h);
+            w.raw(h);
         }
-        out.extend_from_slice(&(batch.len() as u32).to_be_bytes());
-        out.extend_from_slice(&batch);
-        out
+        w.bytes32(&batch, "batch")?;
+        Ok(w.into_bytes())
     }
 
     /// Reads an archive's structure (and its batch's, see [`AuditBatch::decode`]); signatures
     /// and hashes are checked by [`check`](Self::check).
     pub fn decode(bytes: &[u8]) -> Result<Self, BatchError> {
         use BatchError::Malformed;
-        let mut r = bytes;
-        if take(&mut r, 8)? != MAGIC {
+        let mut r = WireReader::new(bytes);
+        if r.take(8, "magic")? != MAGIC {
             return Err(Malformed("not an audit archive"));
         }
-        if take(&mut r, 1)? != [VERSION] {
+        if r.u8("version")? != VERSION {
             return Err(Malformed("unknown archive version"));
         }
-        let cutoff = UnixTime::from_millis(be(take(&mut r, 8)?));
-        let n = be(take(&mut r, 2)?) as usize;
+        let cutoff = UnixTime::from_millis(r.u64("cutoff")?);
+        let n = r.count16("prefix subtrees", 32)?;
         if n > 64 {
             return Err(Malformed("too many prefix subtrees"));
         }
-        let mut prefix = Vec::with_capacity(n);
-        for _ in 0..n {
-            let h: Hash = take(&mut r, 32)?
-                .try_into()
-                .map_err(|_| Malformed("prefix subtree"))?;
-            prefix.push(h);
-        }
-        let len = be(take(&mut r, 4)?) as usize;
-        if len != r.len() {
+        let prefix = (0..n)
+            .map(|_| r.array::<32>("prefix subtree"))
+            .collect::<Result<Vec<Hash>, _>>()?;
+        let len = r.len32("batch", usize::MAX)?;
+        if len != r.remaining() {
             return Err(Malformed("archive length does not match its batch"));
         }
-        let batch = AuditBatch::decode(r)?;
+        let batch = AuditBatch::decode(r.rest())?;
         Ok(Self {
             cutoff,
             prefix,
@@ -224,19 +219,6 @@ impl Archive {
             leaves,
         })
     }
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], BatchError> {
-    if r.len() < n {
-        return Err(BatchError::Malformed("truncated"));
-    }
-    let (head, tail) = r.split_at(n);
-    *r = tail;
-    Ok(head)
-}
-
-fn be(b: &[u8]) -> u64 {
-    b.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x))
 }
 
 #[cfg(test)]

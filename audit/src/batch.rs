@@ -12,7 +12,9 @@
 //! u32 count, count × (u32 len, canonical event bytes)
 //! ```
 
-use tianping_core::PublicKey;
+use std::io::Read;
+
+use tianping_core::{PublicKey, WireError, WireReader, WireWriter};
 
 use crate::checkpoint::{CheckpointError, MAX_NOTE_BYTES, SignedCheckpoint};
 use crate::event::{Event, EventError, MAX_EVENT_BYTES};
@@ -20,6 +22,8 @@ use crate::merkle::{Frontier, Hash, ProofError, leaf_hash, verify_consistency};
 
 const MAGIC: &[u8; 8] = b"TPAUDITB";
 const VERSION: u8 = 1;
+/// The most consistency-proof hashes a batch may carry (a proof has at most 2 per tree level).
+const MAX_PROOF: usize = 128;
 
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +56,197 @@ pub enum BatchError {
     /// The consistency proof does not show the checkpoint extends the mirror.
     #[error("checkpoint does not extend the mirror: {0}")]
     NotExtending(ProofError),
+    /// A field is truncated, too long or not UTF-8.
+    #[error("malformed audit batch: {0}")]
+    Wire(#[from] WireError),
+    /// The batch could not be read from its source.
+    #[error("reading the audit batch: {0}")]
+    Read(String),
+}
+
+/// What comes before a batch's entries: enough to check its checkpoint before any entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchHead {
+    /// The key that signed the checkpoint (a hint: mirrors check it against the key they trust).
+    pub signer: PublicKey,
+    /// The index of the first entry (the size the receiving mirror must have).
+    pub old_size: u64,
+    /// The consistency proof from `old_size` to the checkpoint's size.
+    pub proof: Vec<Hash>,
+    /// The checkpoint note covering the entries.
+    pub note: String,
+}
+
+impl BatchHead {
+    /// Writes the head and the entry count that follows it.
+    pub fn encode(&self, count: usize) -> Result<Vec<u8>, BatchError> {
+        let mut w = WireWriter::with_capacity(128 + self.note.len() + 32 * self.proof.len());
+        w.raw(MAGIC);
+        w.u8(VERSION);
+        w.bytes16(self.signer.to_string().as_bytes(), "signer key")?;
+        w.u64(self.old_size);
+        if self.proof.len() > MAX_PROOF {
+            return Err(WireError::TooLong {
+                field: "proof",
+                len: self.proof.len(),
+                max: MAX_PROOF,
+            }
+            .into());
+        }
+        w.len16(self.proof.len(), "proof")?;
+        for h in &self.proof {
+            w.raw(h);
+        }
+        w.bytes32(self.note.as_bytes(), "note")?;
+        w.len32(count, "entries")?;
+        Ok(w.into_bytes())
+    }
+
+    /// The entry count the checkpoint implies (its size less `old_size`).
+    fn count(&self) -> Result<u64, BatchError> {
+        let cp = SignedCheckpoint::parse_unverified(&self.note)?;
+        cp.size
+            .checked_sub(self.old_size)
+            .ok_or(BatchError::Malformed(
+                "the checkpoint is older than the first entry",
+            ))
+    }
+}
+
+/// Reads a batch from a stream, one entry at a time, so memory stays bounded whatever the
+/// batch's size: the head first, then each entry checked to be a canonical event, then the end.
+#[derive(Debug)]
+pub struct BatchReader<R> {
+    input: R,
+    head: BatchHead,
+    left: u64,
+    next: u64,
+}
+
+impl<R: Read> BatchReader<R> {
+    /// Reads and checks the head (structure, key, note syntax, entry count against the
+    /// checkpoint's size); signatures are checked by whoever applies the batch.
+    pub fn new(mut input: R) -> Result<Self, BatchError> {
+        use BatchError::Malformed;
+        let fixed: [u8; 11] = read_array(&mut input, "magic")?;
+        let mut r = WireReader::new(&fixed);
+        if r.take(8, "magic")? != MAGIC {
+            return Err(Malformed("not an audit batch"));
+        }
+        if r.u8("version")? != VERSION {
+            return Err(Malformed("unknown version"));
+        }
+        let klen = usize::from(r.u16("signer key")?);
+        let key = read_vec(&mut input, klen, "signer key")?;
+        let signer: PublicKey = std::str::from_utf8(&key)
+            .ok()
+            .and_then(|k| k.parse().ok())
+            .ok_or(Malformed("signer key"))?;
+        let fixed: [u8; 10] = read_array(&mut input, "old size")?;
+        let mut r = WireReader::new(&fixed);
+        let old_size = r.u64("old size")?;
+        let plen = usize::from(r.u16("proof")?);
+        if plen > MAX_PROOF {
+            return Err(Malformed("proof too long"));
+        }
+        let hashes = read_vec(&mut input, plen * 32, "proof")?;
+        let mut r = WireReader::new(&hashes);
+        let proof = (0..plen)
+            .map(|_| r.array::<32>("proof"))
+            .collect::<Result<Vec<Hash>, _>>()?;
+        let nlen = read_u32(&mut input, "note")?;
+        if nlen > MAX_NOTE_BYTES {
+            return Err(Malformed("note too large"));
+        }
+        let note = String::from_utf8(read_vec(&mut input, nlen, "note")?)
+            .map_err(|_| Malformed("note is not UTF-8"))?;
+        let head = BatchHead {
+            signer,
+            old_size,
+            proof,
+            note,
+        };
+        let wanted = head.count()?;
+        let count = read_u32(&mut input, "entries")? as u64;
+        if count != wanted {
+            return Err(Malformed("entry count does not match the checkpoint size"));
+        }
+        Ok(Self {
+            input,
+            head,
+            left: count,
+            next: old_size,
+        })
+    }
+
+    /// The head read by [`new`](Self::new).
+    pub fn head(&self) -> &BatchHead {
+        &self.head
+    }
+
+    /// How many entries are still to be read.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// Reads the next entry into `buf` (emptied first), checked to be a canonical event;
+    /// `false` once every entry is read and nothing follows the last.
+    pub fn next_entry(&mut self, buf: &mut Vec<u8>) -> Result<bool, BatchError> {
+        if self.left == 0 {
+            let mut one = [0u8; 1];
+            return match self.input.read(&mut one) {
+                Ok(0) => Ok(false),
+                Ok(_) => Err(BatchError::Malformed("bytes after the last entry")),
+                Err(e) => Err(BatchError::Read(e.to_string())),
+            };
+        }
+        let len = read_u32(&mut self.input, "entry")?;
+        if len > MAX_EVENT_BYTES {
+            return Err(BatchError::Malformed("entry too large"));
+        }
+        buf.clear();
+        buf.resize(len, 0);
+        read_exact(&mut self.input, buf, "entry")?;
+        Event::validate(buf).map_err(|source| BatchError::Entry {
+            index: self.next,
+            source,
+        })?;
+        self.left -= 1;
+        self.next += 1;
+        Ok(true)
+    }
+}
+
+fn read_exact(
+    input: &mut impl Read,
+    buf: &mut [u8],
+    field: &'static str,
+) -> Result<(), BatchError> {
+    input.read_exact(buf).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => WireError::Truncated(field).into(),
+        _ => BatchError::Read(e.to_string()),
+    })
+}
+
+fn read_array<const N: usize>(
+    input: &mut impl Read,
+    field: &'static str,
+) -> Result<[u8; N], BatchError> {
+    let mut b = [0u8; N];
+    read_exact(input, &mut b, field)?;
+    Ok(b)
+}
+
+fn read_vec(input: &mut impl Read, n: usize, field: &'static str) -> Result<Vec<u8>, BatchError> {
+    let mut b = vec![0u8; n];
+    read_exact(input, &mut b, field)?;
+    Ok(b)
+}
+
+/// A `u32` length as `usize`.
+fn read_u32(input: &mut impl Read, field: &'static str) -> Result<usize, BatchError> {
+    let b: [u8; 4] = read_array(input, field)?;
+    Ok(WireReader::new(&b).len32(field, usize::MAX)?)
 }
 
 /// A decoded `audit-batch`.
@@ -70,93 +265,45 @@ pub struct AuditBatch {
 }
 
 impl AuditBatch {
+    /// The head of this batch.
+    pub fn head(&self) -> BatchHead {
+        BatchHead {
+            signer: self.signer.clone(),
+            old_size: self.old_size,
+            proof: self.proof.clone(),
+            note: self.note.clone(),
+        }
+    }
+
     /// The batch's bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.push(VERSION);
-        let key = self.signer.to_string();
-        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(&self.old_size.to_be_bytes());
-        out.extend_from_slice(&(self.proof.len() as u16).to_be_bytes());
-        for h in &self.proof {
-            out.extend_from_slice(h);
-        }
-        out.extend_from_slice(&(self.note.len() as u32).to_be_bytes());
-        out.extend_from_slice(self.note.as_bytes());
-        out.extend_from_slice(&(self.entries.len() as u32).to_be_bytes());
+    pub fn encode(&self) -> Result<Vec<u8>, BatchError> {
+        let mut w = WireWriter::from_vec(self.head().encode(self.entries.len())?);
         for e in &self.entries {
-            out.extend_from_slice(&(e.len() as u32).to_be_bytes());
-            out.extend_from_slice(e);
+            w.bytes32(e, "entry")?;
         }
-        out
+        Ok(w.into_bytes())
     }
 
     /// Reads a batch: structure, key, note syntax, and that every entry is a canonical event
     /// and that their number is what the checkpoint says. Signatures are checked by
     /// [`check`](Self::check).
     pub fn decode(bytes: &[u8]) -> Result<Self, BatchError> {
-        use BatchError::Malformed;
-        let mut r = bytes;
-        if take(&mut r, 8)? != MAGIC {
-            return Err(Malformed("not an audit batch"));
+        let mut r = BatchReader::new(bytes)?;
+        let mut entries = Vec::with_capacity(
+            usize::try_from(r.remaining())
+                .unwrap_or(0)
+                .min(bytes.len() / 4),
+        );
+        let mut buf = Vec::new();
+        while r.next_entry(&mut buf)? {
+            entries.push(std::mem::take(&mut buf));
         }
-        if take(&mut r, 1)? != [VERSION] {
-            return Err(Malformed("unknown version"));
-        }
-        let klen = u16_be(take(&mut r, 2)?) as usize;
-        let key_text =
-            std::str::from_utf8(take(&mut r, klen)?).map_err(|_| Malformed("signer key"))?;
-        let signer: PublicKey = key_text.parse().map_err(|_| Malformed("signer key"))?;
-        let old_size = u64_be(take(&mut r, 8)?);
-        let plen = u16_be(take(&mut r, 2)?) as usize;
-        if plen > 128 {
-            return Err(Malformed("proof too long"));
-        }
-        let mut proof = Vec::with_capacity(plen);
-        for _ in 0..plen {
-            let h: Hash = take(&mut r, 32)?
-                .try_into()
-                .map_err(|_| Malformed("proof"))?;
-            proof.push(h);
-        }
-        let nlen = u32_be(take(&mut r, 4)?) as usize;
-        if nlen > MAX_NOTE_BYTES {
-            return Err(Malformed("note too large"));
-        }
-        let note = std::str::from_utf8(take(&mut r, nlen)?)
-            .map_err(|_| Malformed("note is not UTF-8"))?
-            .to_owned();
-        let cp = SignedCheckpoint::parse_unverified(&note)?;
-        let count = u32_be(take(&mut r, 4)?) as usize;
-        if count.saturating_mul(4) > r.len() {
-            return Err(Malformed("entry count larger than the batch"));
-        }
-        if Some(count as u64) != cp.size.checked_sub(old_size) {
-            return Err(Malformed("entry count does not match the checkpoint size"));
-        }
-        let mut entries = Vec::with_capacity(count);
-        for i in 0..count as u64 {
-            let len = u32_be(take(&mut r, 4)?) as usize;
-            if len > MAX_EVENT_BYTES {
-                return Err(Malformed("entry too large"));
-            }
-            let e = take(&mut r, len)?;
-            Event::decode(e).map_err(|source| BatchError::Entry {
-                index: old_size + i,
-                source,
-            })?;
-            entries.push(e.to_vec());
-        }
-        if !r.is_empty() {
-            return Err(Malformed("bytes after the last entry"));
-        }
+        let head = r.head;
         Ok(Self {
-            signer,
-            old_size,
-            proof,
-            note,
+            signer: head.signer,
+            old_size: head.old_size,
+            proof: head.proof,
+            note: head.note,
             entries,
         })
     }
@@ -194,25 +341,4 @@ impl AuditBatch {
             .map_err(BatchError::NotExtending)?;
         Ok((cp, hashes))
     }
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], BatchError> {
-    if r.len() < n {
-        return Err(BatchError::Malformed("truncated"));
-    }
-    let (head, tail) = r.split_at(n);
-    *r = tail;
-    Ok(head)
-}
-
-fn u16_be(b: &[u8]) -> u16 {
-    b.iter().fold(0u16, |a, x| (a << 8) | u16::from(*x))
-}
-
-fn u32_be(b: &[u8]) -> u32 {
-    b.iter().fold(0u32, |a, x| (a << 8) | u32::from(*x))
-}
-
-fn u64_be(b: &[u8]) -> u64 {
-    b.iter().fold(0u64, |a, x| (a << 8) | u64::from(*x))
 }

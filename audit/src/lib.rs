@@ -70,7 +70,7 @@ pub mod service;
 mod store;
 
 pub use archive::{Archive, CheckedArchive, MIN_RETENTION_DAYS, Retention, RetentionError, danger};
-pub use batch::{AuditBatch, BatchError};
+pub use batch::{AuditBatch, BatchError, BatchHead, BatchReader};
 pub use checkpoint::{
     Checkpoint, CheckpointError, MAX_NOTE_BYTES, SignedCheckpoint, key_id, key_name,
 };

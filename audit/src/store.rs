@@ -25,11 +25,10 @@
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
-use sled::Transactional as _;
 use tianping_core::{PublicKey, Signer};
 
 use crate::archive::RetentionError;
-use crate::batch::{AuditBatch, BatchError};
+use crate::batch::BatchError;
 use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 use crate::event::{Event, EventError, MAX_EVENT_BYTES};
 use crate::merkle::{self, Frontier, Hash, ProofError};
@@ -362,6 +361,11 @@ impl AuditLog {
         self.mirror = self.meta.get("kind")?.as_deref() == Some(KIND_MIRROR);
         if let Some(o) = self.meta.get("origin")? {
             *lock(&self.origin) = String::from_utf8_lossy(&o).into_owned();
+        }
+        if self.mirror {
+            if let Some(signed) = self.unfinished_batch()? {
+                self.remove_from(signed)?;
+            }
         }
         let mut leaves = Vec::new();
         let mut frontier = Frontier::new();

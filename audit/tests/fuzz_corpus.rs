@@ -102,14 +102,14 @@ fn write_seeds() {
         note: cp.note().to_owned(),
         entries: entries.clone(),
     };
-    w("audit_batch", "first.batch", &full.encode());
+    w("audit_batch", "first.batch", &full.encode().unwrap());
     let tail = AuditBatch {
         old_size: 3,
         proof: tianping_audit::consistency_proof(&leaves, 3, 5).unwrap(),
         entries: entries[3..].to_vec(),
         ..full
     };
-    w("audit_batch", "extends.batch", &tail.encode());
+    w("audit_batch", "extends.batch", &tail.encode().unwrap());
     let mut prefix = tianping_audit::Frontier::new();
     for h in &leaves[..3] {
         prefix.push(*h);
@@ -119,7 +119,7 @@ fn write_seeds() {
         prefix: prefix.subtrees(),
         batch: tail,
     };
-    w("audit_batch", "tail.archive", &archive.encode());
+    w("audit_batch", "tail.archive", &archive.encode().unwrap());
 
     let record: Vec<(Vec<u8>, tianping_audit::Hash)> = entries.into_iter().zip(leaves).collect();
     w(

@@ -507,8 +507,8 @@ fn mirror_rebuilds_from_batches_and_refuses_what_does_not_extend_it() {
     let b2 = log.ship(20).unwrap(); // 20..25
     assert_eq!((b2.old_size, b2.entries.len()), (20, 5));
     // Through bytes, as shipped.
-    let b1 = AuditBatch::decode(&b1.encode()).unwrap();
-    let b2 = AuditBatch::decode(&b2.encode()).unwrap();
+    let b1 = AuditBatch::decode(&b1.encode().unwrap()).unwrap();
+    let b2 = AuditBatch::decode(&b2.encode().unwrap()).unwrap();
 
     let mdir = tempfile::tempdir().unwrap();
     let mirror = AuditLog::open_mirror(mdir.path(), Some(&key)).unwrap();

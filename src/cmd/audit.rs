@@ -16,7 +16,7 @@ use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_audit::service::{self, ErrorBody, Request, VerifyAnswer};
 use tianping_audit::{
-    Archive, AuditBatch, AuditLog, ConsistencyProof, Event, InclusionProof, Query, Retention,
+    Archive, AuditLog, BatchReader, ConsistencyProof, Event, InclusionProof, Query, Retention,
     SignedCheckpoint, danger,
 };
 use tianping_core::{Algorithm, PublicKey, RingSigner, Signer, UnixTime};
@@ -231,16 +231,30 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
         }
         AuditCmd::Export { log } => search(&log.dir, Query::default()),
         AuditCmd::Ship { log, out, since } => {
-            let bytes = match Owner::find(&log.dir)? {
-                Some(owner) => owner.get(&Request::Ship { since })?,
-                None => open(&log.dir)?.ship(since).into_diagnostic()?.encode(),
+            let head = match Owner::find(&log.dir)? {
+                Some(owner) => {
+                    let bytes = owner.get(&Request::Ship { since })?;
+                    let mut batch = BatchReader::new(bytes.as_slice()).into_diagnostic()?;
+                    let mut buf = Vec::new();
+                    while batch.next_entry(&mut buf).into_diagnostic()? {}
+                    write_new(&out, &bytes)?;
+                    batch.head().clone()
+                }
+                None => {
+                    let log = open(&log.dir)?;
+                    let mut shipped = None;
+                    write_new_with(&out, &mut |f| {
+                        let mut w = std::io::BufWriter::new(f);
+                        shipped = Some(log.ship_to(since, &mut w).into_diagnostic()?.0);
+                        Ok(())
+                    })?;
+                    shipped.ok_or_else(|| miette!("nothing was shipped"))?
+                }
             };
-            let batch = AuditBatch::decode(&bytes).into_diagnostic()?;
-            write_new(&out, &bytes)?;
-            let cp = SignedCheckpoint::parse_unverified(&batch.note).into_diagnostic()?;
+            let cp = SignedCheckpoint::parse_unverified(&head.note).into_diagnostic()?;
             println!(
                 "{}",
-                serde_json::json!({"from": batch.old_size, "to": cp.size, "entries": batch.entries.len()})
+                serde_json::json!({"from": head.old_size, "to": cp.size, "entries": cp.size - head.old_size})
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -410,6 +424,15 @@ fn keygen(out: &Path, alg: &str) -> miette::Result<ExitCode> {
 
 /// Writes a file that must not exist yet (mode 0600 on Unix), fully or not at all.
 fn write_new(path: &Path, bytes: &[u8]) -> miette::Result<()> {
+    write_new_with(path, &mut |f| f.write_all(bytes).into_diagnostic())
+}
+
+/// Creates `path` (mode 0600, refused if it exists) from what `fill` writes, durably and
+/// atomically: nothing is left at `path` or beside it if `fill` fails.
+fn write_new_with(
+    path: &Path,
+    fill: &mut dyn FnMut(&mut std::fs::File) -> miette::Result<()>,
+) -> miette::Result<()> {
     if path.exists() {
         return Err(miette!("`{}` already exists", path.display()));
     }
@@ -425,8 +448,11 @@ fn write_new(path: &Path, bytes: &[u8]) -> miette::Result<()> {
         .open(&tmp)
         .into_diagnostic()
         .wrap_err_with(|| format!("creating `{}`", tmp.display()))?;
-    f.write_all(bytes).into_diagnostic()?;
-    f.sync_all().into_diagnostic()?;
+    let written = fill(&mut f).and_then(|()| f.sync_all().into_diagnostic());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path).into_diagnostic()?;
     Ok(())
 }
@@ -796,14 +822,11 @@ fn mirror(dir: &Path, key: Option<&str>, files: &[PathBuf]) -> miette::Result<Ex
         .into_diagnostic()
         .wrap_err_with(|| format!("opening the mirror `{}`", dir.display()))?;
     for f in files {
-        let bytes = std::fs::read(f)
+        let file = std::fs::File::open(f)
             .into_diagnostic()
             .wrap_err_with(|| format!("reading `{}`", f.display()))?;
-        let batch = AuditBatch::decode(&bytes)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("`{}`", f.display()))?;
         let cp = log
-            .apply_batch(&batch)
+            .apply_batch_from(std::io::BufReader::new(file))
             .into_diagnostic()
             .wrap_err_with(|| format!("`{}` refused; the mirror is unchanged", f.display()))?;
         println!(

@@ -67,7 +67,7 @@ impl Encoded {
 
 /// Adds entries to `packer`, handing each record that reaches [`RECORD_TARGET`] bytes to `emit`
 /// (its entry count and stored value); the rest stays in the packer.
-fn pack_entries<'a>(
+pub(super) fn pack_entries<'a>(
     packer: &mut record::Packer,
     entries: impl Iterator<Item = (&'a [u8], &'a Hash)>,
     emit: &mut impl FnMut(u64, &[u8]),
@@ -81,7 +81,7 @@ fn pack_entries<'a>(
 }
 
 /// Hands what is in `packer` to `emit` as one record, if anything is.
-fn pack_rest(packer: &mut record::Packer, emit: &mut impl FnMut(u64, &[u8])) {
+pub(super) fn pack_rest(packer: &mut record::Packer, emit: &mut impl FnMut(u64, &[u8])) {
     if packer.len() > 0 {
         let n = packer.len() as u64;
         emit(n, packer.finish());

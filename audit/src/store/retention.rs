@@ -260,7 +260,7 @@ impl AuditLog {
                 entries,
             },
         };
-        let bytes = archive.encode();
+        let bytes = archive.encode()?;
         match std::fs::read(out) {
             Ok(old) => match Archive::decode(&old) {
                 // An archive that stopped before removing its entries: write it again.
