@@ -12,7 +12,7 @@
 //! it and `policy_hash` the policy in force. Other events are not decisions and are skipped.
 
 use tianping_audit::Event;
-use tianping_core::{Acr, Clearance, Role, SubjectId};
+use tianping_core::{Acr, Clearance, PolicyHash, Role, SubjectId, Verdict};
 use tianping_policies::{
     Approval, DecisionInput, Input, Recorded, Subject, Submitter, TransferRequest,
 };
@@ -64,24 +64,27 @@ pub(crate) fn decision_input(event: &Event) -> Option<Result<DecisionInput, MapE
     };
     Some(input.and_then(|input| {
         let decision = match event.outcome.as_str() {
-            "allow" | "deny" => event.outcome.clone(),
             "" => return Err(MapError::Missing("outcome")),
-            other => {
-                return Err(MapError::Field {
-                    field: "outcome",
-                    reason: format!("`{other}` is not `allow` or `deny`"),
-                });
-            }
+            outcome => field::<Verdict>("outcome", outcome)?,
         };
         Ok(DecisionInput {
             input,
             recorded: Recorded {
                 decision,
                 rule: event.attributes.get("rule").cloned(),
-                policy: (!event.policy_hash.is_empty()).then(|| event.policy_hash.clone()),
+                policy: policy_hash(event)?,
             },
         })
     }))
+}
+
+/// The recorded policy hash. The audit event still carries it as text (empty when unrecorded);
+/// when its field becomes a `PolicyHash` this is where the conversion goes.
+fn policy_hash(event: &Event) -> Result<Option<PolicyHash>, MapError> {
+    if event.policy_hash.is_empty() {
+        return Ok(None);
+    }
+    field("policy_hash", &event.policy_hash).map(Some)
 }
 
 fn request(event: &Event) -> Result<Input, MapError> {
@@ -184,6 +187,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(di.recorded.rule.as_deref(), Some("file-online"));
+        assert_eq!(di.recorded.decision, Verdict::Allow);
+        assert_eq!(di.recorded.policy, None);
     }
 
     #[test]
@@ -218,6 +223,29 @@ mod tests {
         assert!(matches!(
             decision_input(&e).unwrap(),
             Err(MapError::Field { field: "roles", .. })
+        ));
+        e.roles = vec!["judge".into()];
+        e.policy_hash = "not-a-hash".into();
+        assert!(matches!(
+            decision_input(&e).unwrap(),
+            Err(MapError::Field {
+                field: "policy_hash",
+                ..
+            })
+        ));
+        e.policy_hash = "ab".repeat(32);
+        let di = decision_input(&e).unwrap().unwrap();
+        assert_eq!(
+            di.recorded.policy.map(|h| h.to_hex()),
+            Some("ab".repeat(32))
+        );
+        e.outcome = "maybe".into();
+        assert!(matches!(
+            decision_input(&e).unwrap(),
+            Err(MapError::Field {
+                field: "outcome",
+                ..
+            })
         ));
         let sign_in = Event::new(UnixTime::from_secs(1), "sign-in");
         assert!(decision_input(&sign_in).is_none());

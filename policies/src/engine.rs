@@ -3,7 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use tianping_core::{Acr, Clearance, CourtCode, Role, SubjectId, UnixTime};
+use tianping_core::{Acr, Clearance, CourtCode, PolicyHash, Role, SubjectId, UnixTime, Verdict};
 
 use crate::model::{
     CourtCheck, Kind, Policy, Route, Target, mask_roles, method_index, role_bit, role_mask,
@@ -212,7 +212,7 @@ pub struct Decision<'p> {
     /// Why.
     pub reason: Reason,
     /// SHA-256 of the policy text.
-    pub policy: &'p str,
+    pub policy: PolicyHash,
 }
 
 impl Decision<'_> {
@@ -221,19 +221,23 @@ impl Decision<'_> {
         !matches!(self.outcome, Outcome::Deny)
     }
 
-    /// `"allow"` or `"deny"`.
-    pub fn verdict(&self) -> &'static str {
-        if self.is_allow() { "allow" } else { "deny" }
+    /// Allow or deny.
+    pub fn verdict(&self) -> Verdict {
+        if self.is_allow() {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        }
     }
 
     /// The decision as one JSON object
     /// `{"decision","rule","reason","service"|"flow","policy"}`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
-            "decision": self.verdict(),
+            "decision": self.verdict().as_str(),
             "rule": self.rule,
             "reason": self.reason.to_string(),
-            "policy": self.policy,
+            "policy": self.policy.to_hex(),
         });
         if let Some(obj) = v.as_object_mut() {
             match self.outcome {
@@ -265,7 +269,7 @@ impl Policy {
             outcome: Outcome::Deny,
             rule,
             reason,
-            policy: &self.hash,
+            policy: self.hash,
         }
     }
 
@@ -390,7 +394,7 @@ impl Policy {
             outcome,
             rule: Some(&route.name),
             reason: Reason::Allowed,
-            policy: &self.hash,
+            policy: self.hash,
         }
     }
 
@@ -449,7 +453,7 @@ impl Policy {
             outcome: Outcome::Service(self.services.get(f.deliver).map_or("", |s| s.name.as_str())),
             rule,
             reason: Reason::Allowed,
-            policy: &self.hash,
+            policy: self.hash,
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
-use tianping_core::{Acr, Clearance, CourtCode, Role, ZoneName};
+use tianping_core::{Acr, Clearance, CourtCode, PolicyHash, Role, ZoneName};
 
 use crate::diag::Span;
 use crate::paths::{Node, Seg};
@@ -194,7 +194,8 @@ pub(crate) struct Window {
 impl Window {
     pub(crate) fn contains_ms(&self, ms: u64) -> bool {
         let minute = ((ms / 60_000) % 1440) as i64;
-        let local = u32::try_from((minute + i64::from(self.offset_min)).rem_euclid(1440)).unwrap_or(0);
+        let local =
+            u32::try_from((minute + i64::from(self.offset_min)).rem_euclid(1440)).unwrap_or(0);
         if self.start <= self.end {
             self.start <= local && local < self.end
         } else {
@@ -301,7 +302,7 @@ pub(crate) struct Flow {
 pub struct Policy {
     pub(crate) file: String,
     pub(crate) source: Arc<str>,
-    pub(crate) hash: String,
+    pub(crate) hash: PolicyHash,
     pub(crate) conf_levels: Vec<String>,
     pub(crate) integ_levels: Vec<String>,
     pub(crate) zones: Vec<Zone>,
@@ -406,9 +407,9 @@ impl Policy {
         &self.source
     }
 
-    /// SHA-256 of the policy text, lowercase hex; named in every decision.
-    pub fn hash(&self) -> &str {
-        &self.hash
+    /// SHA-256 of the policy text; named in every decision.
+    pub fn hash(&self) -> PolicyHash {
+        self.hash
     }
 
     pub(crate) fn zone_name(&self, i: usize) -> Option<&ZoneName> {

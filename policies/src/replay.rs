@@ -1,7 +1,7 @@
 //! Replay: re-decide recorded inputs against a policy and report the decisions that flip.
 
 use serde::{Deserialize, Serialize};
-use tianping_core::UnixTime;
+use tianping_core::{PolicyHash, UnixTime, Verdict};
 
 use crate::engine::{Decision, Outcome, Subject, TransferRequest};
 use crate::model::Policy;
@@ -9,14 +9,14 @@ use crate::model::Policy;
 /// A decision as it was recorded (by the gateway, the exchange, or the audit log).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recorded {
-    /// `"allow"` or `"deny"`.
-    pub decision: String,
+    /// Allow or deny (`"allow"` or `"deny"` in JSON).
+    pub decision: Verdict,
     /// The rule that decided then, if recorded.
     #[serde(default)]
     pub rule: Option<String>,
     /// The hash of the policy in force then, if recorded.
     #[serde(default)]
-    pub policy: Option<String>,
+    pub policy: Option<PolicyHash>,
 }
 
 /// What was asked: a request inside a zone or a transfer on a flow.
@@ -120,7 +120,7 @@ impl Policy {
         for (index, di) in inputs.into_iter().enumerate() {
             r.total += 1;
             let d = self.decide_input(&di.input);
-            let was_allow = di.recorded.decision == "allow";
+            let was_allow = di.recorded.decision.is_allow();
             let now_allow = d.is_allow();
             let retargeted = was_allow
                 && now_allow
@@ -155,7 +155,7 @@ impl Policy {
                 what,
                 was: match &di.recorded.rule {
                     Some(rule) => format!("{} ({rule})", di.recorded.decision),
-                    None => di.recorded.decision.clone(),
+                    None => di.recorded.decision.to_string(),
                 },
                 now,
                 rule: d.rule.map(str::to_owned),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tianping_core::PolicyHash;
 
 use crate::check::{Checked, check};
 use crate::model::Policy;
@@ -47,7 +48,7 @@ impl SharedPolicy {
     }
 
     /// Checks `source` and, only if it has no error, puts it in force; returns the new hash.
-    pub fn reload(&self, file: &str, source: &str) -> Result<String, LoadError> {
+    pub fn reload(&self, file: &str, source: &str) -> Result<PolicyHash, LoadError> {
         let checked = check(file, source);
         let count = checked.errors().count();
         if count > 0 {
@@ -64,7 +65,7 @@ impl SharedPolicy {
                 checked: Box::new(check(file, source)),
             });
         };
-        let hash = p.hash().to_owned();
+        let hash = p.hash();
         self.store(p);
         Ok(hash)
     }

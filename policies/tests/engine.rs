@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tianping_core::{Acr, Clearance, Role, UnixTime};
+use tianping_core::{Acr, Clearance, PolicyHash, Role, UnixTime, Verdict};
 use tianping_policies::{
     Approval, DEFAULT_POLICY, DecisionInput, Input, Outcome, Policy, Reason, Recorded,
     SharedPolicy, Subject, Submitter, TransferRequest, check, diff,
@@ -34,7 +34,7 @@ const NOON: UnixTime = UnixTime::from_secs(12 * 3600);
 #[test]
 fn requests_name_rule_reason_and_hash() {
     let p = default();
-    let hash = hex_sha256(DEFAULT_POLICY);
+    let hash = PolicyHash::of(DEFAULT_POLICY.as_bytes());
     let judge = subject(&[Role::Judge], "bj.01", Acr::Otp);
     let d = p.decide_request("private", &judge, "GET", "/courts/bj.01.03/cases/9", NOON);
     assert_eq!(d.outcome, Outcome::Service("case-management"));
@@ -247,7 +247,7 @@ fn replay_reports_flips() {
             at_ms: 0,
         },
         recorded: Recorded {
-            decision: "allow".into(),
+            decision: Verdict::Allow,
             rule: Some("file-case".into()),
             policy: None,
         },
@@ -331,18 +331,17 @@ fn graph_marks_sealed_zones_and_colours_flows() {
 #[test]
 fn reload_is_atomic_and_refuses_bad_text() {
     let shared = Arc::new(SharedPolicy::new(default()));
-    let old_hash = shared.load().hash().to_owned();
+    let old_hash = shared.load().hash();
     let err = shared.reload("bad.tp", "zone {").unwrap_err();
     assert!(err.to_string().contains("unchanged"));
     assert_eq!(shared.load().hash(), old_hash);
     let v2 = DEFAULT_POLICY.replacen("roles lawyer, litigant\n}", "roles lawyer\n}", 1);
-    let v2_hash = hex_sha256(&v2);
+    let v2_hash = PolicyHash::of(v2.as_bytes());
     // Readers see either policy whole: the hash and the decision always agree.
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let shared = shared.clone();
         let stop = stop.clone();
-        let (old_hash, v2_hash) = (old_hash.clone(), v2_hash.clone());
         std::thread::spawn(move || {
             let litigant = Subject::new(&[Role::Litigant]);
             let mut seen = 0u32;
@@ -371,8 +370,4 @@ fn reload_is_atomic_and_refuses_bad_text() {
     stop.store(true, Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
     assert_eq!(shared.load().hash(), old_hash);
-}
-
-fn hex_sha256(s: &str) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()))
 }

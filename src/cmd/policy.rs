@@ -166,7 +166,11 @@ pub(crate) fn run(_data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
             let c = checked(&file)?;
             eprint!("{}", c.render());
             if c.is_ok() {
-                let p = c.policy().map_or("", Policy::hash);
+                let p = c
+                    .policy()
+                    .map(Policy::hash)
+                    .map(|h| h.to_hex())
+                    .unwrap_or_default();
                 println!("{}: ok, {}; sha256 {p}", file.display(), summary(&c));
                 Ok(ExitCode::SUCCESS)
             } else {

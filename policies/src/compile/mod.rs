@@ -9,6 +9,8 @@ mod zones;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tianping_core::PolicyHash;
+
 use crate::cx::Cx;
 use crate::model::{METHODS, Policy, Service, Window, Zone};
 use crate::paths::Node;
@@ -99,7 +101,7 @@ pub(crate) fn build(cx: &mut Cx, ast: &Ast, file: &str, src: &Arc<str>) -> Optio
     Some(Policy {
         file: file.to_owned(),
         source: src.clone(),
-        hash: hex::encode(ring::digest::digest(&ring::digest::SHA256, src.as_bytes())),
+        hash: PolicyHash::of(src.as_bytes()),
         conf_levels: levels.conf,
         integ_levels: levels.integ,
         zones,
