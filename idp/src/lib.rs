@@ -22,6 +22,11 @@
 //! - the authorization request, errors shown as a page or redirected with `iss` (RFC 9207)
 //!   ([`parse_authorization`], [`AuthorizeError`]), and the token request, credentials by
 //!   `client_secret_basic` or `client_secret_post` ([`parse_token_request`]);
+//! - codes (single use, 60 s, reuse revokes) and refresh-token families (rotated, reuse revokes
+//!   the family, bound to the client) as state machines ([`Grants`]);
+//! - sessions rotated at sign-in and logout with idle and absolute timeouts, and CSRF tokens
+//!   ([`Sessions`]);
+//! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`]);
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -39,11 +44,14 @@ mod authorize;
 mod client;
 mod error;
 mod form;
+mod grants;
 mod jwt;
 mod lockout;
 mod password;
 mod pkce;
 mod random;
+mod session;
+mod store;
 mod token_request;
 mod tokens;
 mod totp;
@@ -55,6 +63,7 @@ pub use authorize::{
 pub use client::{Client, ClientAuthMethod, ClientCredentials, GrantType, STANDARD_SCOPES};
 pub use error::{ErrorCode, IdpError};
 pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
+pub use grants::{CodeRecord, FamilyId, GrantPolicy, Grants, MAX_ROTATED, RefreshFamily};
 pub use jwt::{
     JwtError, KeySet, MAX_JWT_BYTES, PublishedKey, VerifiedJwt, jwk, jws_alg, kid_of, verify_with,
 };
@@ -62,6 +71,10 @@ pub use lockout::{Factor, LockoutPolicy, LockoutState};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
+pub use session::{
+    SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
+};
+pub use store::{MemoryStore, Store, Update};
 pub use token_request::{TokenGrant, TokenRequest, parse_token_request};
 pub use tokens::{
     AccessClaims, IdTokenHint, Identity, IdentityClaims, IssuedAccessToken, TokenIssuer, at_hash,

@@ -292,7 +292,7 @@ pub fn at_hash(alg: Algorithm, access_token: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use tianping_core::RingSigner;

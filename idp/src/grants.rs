@@ -1,0 +1,394 @@
+//! Authorization codes and refresh-token families as state machines over a [`Store`].
+//!
+//! - A code lives 60 seconds and is redeemed once. Its record stays after use (until the tokens
+//!   issued from it have expired), so a second redemption is recognised: it fails with
+//!   `invalid_grant` and revokes every token issued from the code (RFC 6749 §4.1.2).
+//! - A refresh token is rotated at every use. Reusing a rotated one revokes its whole family
+//!   (OAuth 2.0 Security BCP §4.14.2). A family is bound to its client.
+//!
+//! Codes and refresh tokens are 256-bit random values; the store keeps only their SHA-256.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tianping_core::UnixTime;
+
+use crate::IdpError;
+use crate::authorize::AuthorizationRequest;
+use crate::pkce::{self, CodeChallenge};
+use crate::random::{Random, bytes};
+use crate::store::Store;
+use crate::tokens::{Identity, IssuedAccessToken};
+
+/// A refresh-token family's id.
+pub type FamilyId = [u8; 16];
+
+/// How long codes and refresh tokens live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantPolicy {
+    /// An authorization code's life.
+    pub code_life: Duration,
+    /// A refresh-token family's life from sign-in (no rotation extends it).
+    pub refresh_life: Duration,
+}
+
+impl Default for GrantPolicy {
+    fn default() -> Self {
+        Self {
+            code_life: Duration::from_secs(60),
+            refresh_life: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+/// What the store keeps for an authorization code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRecord {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The redirect URI it was sent to.
+    pub redirect_uri: String,
+    /// Whether the authorization request named the redirect URI (the token request must then).
+    pub redirect_uri_sent: bool,
+    /// The PKCE challenge (always present for codes issued here).
+    pub challenge: Option<CodeChallenge>,
+    /// Who signed in.
+    pub identity: Identity,
+    /// The scopes granted.
+    pub scope: Vec<String>,
+    /// The request's `nonce`.
+    pub nonce: Option<String>,
+    /// When it stops being redeemable.
+    pub expires_at: UnixTime,
+    /// Whether it was redeemed.
+    pub used: bool,
+    /// Whether a redemption came after the first.
+    pub reused: bool,
+    /// Access tokens issued from it, with their expiry.
+    pub access_tokens: Vec<(String, UnixTime)>,
+    /// The refresh-token family started from it.
+    pub family: Option<FamilyId>,
+}
+
+/// A chain of refresh tokens from one sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshFamily {
+    /// Its id (the first 16 bytes of each of its tokens).
+    pub id: FamilyId,
+    /// The client it is bound to.
+    pub client_id: String,
+    /// Who signed in.
+    pub identity: Identity,
+    /// The scopes granted.
+    pub scope: Vec<String>,
+    /// SHA-256 of the one usable token.
+    pub current: [u8; 32],
+    /// SHA-256 of the tokens rotated out, newest last (at most [`MAX_ROTATED`]).
+    pub rotated: Vec<[u8; 32]>,
+    /// When the family ends.
+    pub expires_at: UnixTime,
+    /// Whether it was revoked.
+    pub revoked: bool,
+    /// Access tokens issued from it, with their expiry.
+    pub access_tokens: Vec<(String, UnixTime)>,
+}
+
+/// How many rotated-out tokens a family remembers for reuse detection.
+pub const MAX_ROTATED: usize = 256;
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    out
+}
+
+/// The outcome of presenting a refresh token to a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rotation {
+    Rotated,
+    Reused,
+    Refused(RefreshRefusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshRefusal {
+    Invalid,
+    WrongClient,
+}
+
+fn rotation(f: &RefreshFamily, presented: &[u8; 32], client_id: &str, now: UnixTime) -> Rotation {
+    if f.revoked || now >= f.expires_at {
+        Rotation::Refused(RefreshRefusal::Invalid)
+    } else if f.client_id != client_id {
+        Rotation::Refused(RefreshRefusal::WrongClient)
+    } else if &f.current == presented {
+        Rotation::Rotated
+    } else if f.rotated.contains(presented) {
+        Rotation::Reused
+    } else {
+        Rotation::Refused(RefreshRefusal::Invalid)
+    }
+}
+
+/// The family after `presented` is shown to it: rotated, revoked on reuse, else unchanged.
+fn apply(
+    f: &RefreshFamily,
+    presented: &[u8; 32],
+    client_id: &str,
+    now: UnixTime,
+    next_hash: [u8; 32],
+) -> RefreshFamily {
+    let mut n = f.clone();
+    match rotation(f, presented, client_id, now) {
+        Rotation::Rotated => {
+            n.rotated.push(f.current);
+            if n.rotated.len() > MAX_ROTATED {
+                n.rotated.remove(0);
+            }
+            n.current = next_hash;
+        }
+        Rotation::Reused => n.revoked = true,
+        Rotation::Refused(_) => {}
+    }
+    n
+}
+
+/// Codes and refresh tokens over a store.
+#[derive(Clone, Copy)]
+pub struct Grants<'a> {
+    store: &'a dyn Store,
+    policy: GrantPolicy,
+}
+
+impl std::fmt::Debug for Grants<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grants")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Grants<'a> {
+    /// Grants kept in `store`.
+    pub fn new(store: &'a dyn Store, policy: GrantPolicy) -> Self {
+        Self { store, policy }
+    }
+
+    /// A new code for a checked authorization request and the identity that signed in.
+    pub fn issue_code(
+        &self,
+        request: &AuthorizationRequest,
+        identity: Identity,
+        now: UnixTime,
+        rng: &dyn Random,
+    ) -> Result<String, IdpError> {
+        let code = URL_SAFE_NO_PAD.encode(bytes::<32>(rng)?);
+        self.store.put_code(
+            sha256(code.as_bytes()),
+            CodeRecord {
+                client_id: request.client_id.clone(),
+                redirect_uri: request.redirect_uri.clone(),
+                redirect_uri_sent: request.redirect_uri_sent,
+                challenge: Some(request.code_challenge.clone()),
+                identity,
+                scope: request.scope.clone(),
+                nonce: request.nonce.clone(),
+                expires_at: now.saturating_add(self.policy.code_life),
+                used: false,
+                reused: false,
+                access_tokens: Vec::new(),
+                family: None,
+            },
+        )?;
+        Ok(code)
+    }
+
+    /// Redeems a code once. A second redemption revokes every token issued from it and fails
+    /// with [`IdpError::CodeReused`]; a wrong client, redirect URI or PKCE verifier fails without
+    /// using the code up.
+    pub fn redeem_code(
+        &self,
+        code: &str,
+        client_id: &str,
+        redirect_uri: Option<&str>,
+        verifier: Option<&str>,
+        now: UnixTime,
+    ) -> Result<CodeRecord, IdpError> {
+        let key = sha256(code.as_bytes());
+        let check = |r: &CodeRecord| -> Result<(), IdpError> {
+            if r.client_id != client_id {
+                return Err(IdpError::CodeMismatch);
+            }
+            match redirect_uri {
+                Some(u) if u != r.redirect_uri => return Err(IdpError::CodeMismatch),
+                None if r.redirect_uri_sent => {
+                    return Err(IdpError::MissingParameter("redirect_uri"));
+                }
+                _ => {}
+            }
+            pkce::verify(r.challenge.as_ref(), verifier)
+        };
+        let ok = |r: &CodeRecord| !r.used && now < r.expires_at && check(r).is_ok();
+        let before = self
+            .store
+            .update_code(&key, &mut |r| {
+                let mut next = r.clone();
+                next.reused |= r.used;
+                next.used |= ok(r);
+                next
+            })?
+            .ok_or(IdpError::CodeInvalid)?;
+        if before.used {
+            self.revoke_issued(&before.access_tokens, before.family)?;
+            return Err(IdpError::CodeReused);
+        }
+        if now >= before.expires_at {
+            return Err(IdpError::CodeInvalid);
+        }
+        check(&before)?;
+        Ok(before)
+    }
+
+    /// Notes the tokens issued from a redeemed code, so that a reuse of the code revokes them.
+    pub fn record_code_tokens(
+        &self,
+        code: &str,
+        access: &IssuedAccessToken,
+        family: Option<FamilyId>,
+    ) -> Result<(), IdpError> {
+        let key = sha256(code.as_bytes());
+        let entry = (access.jti.clone(), access.expires_at);
+        let before = self.store.update_code(&key, &mut |r| {
+            let mut next = r.clone();
+            if !next.access_tokens.contains(&entry) {
+                next.access_tokens.push(entry.clone());
+            }
+            next.family = family.or(r.family);
+            next
+        })?;
+        // A reuse that landed between redemption and now found nothing to revoke: revoke here.
+        if before.is_some_and(|b| b.reused) {
+            self.revoke_issued(&[entry], family)?;
+        }
+        Ok(())
+    }
+
+    fn revoke_issued(
+        &self,
+        access: &[(String, UnixTime)],
+        family: Option<FamilyId>,
+    ) -> Result<(), IdpError> {
+        for (jti, until) in access {
+            self.store.revoke_token(jti, *until)?;
+        }
+        if let Some(id) = family {
+            self.revoke_family(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a refresh-token family; returns its first token and its id.
+    pub fn start_family(
+        &self,
+        client_id: &str,
+        identity: Identity,
+        scope: Vec<String>,
+        now: UnixTime,
+        rng: &dyn Random,
+    ) -> Result<(String, FamilyId), IdpError> {
+        let id = bytes::<16>(rng)?;
+        let (token, hash) = refresh_token(&id, rng)?;
+        self.store.put_family(RefreshFamily {
+            id,
+            client_id: client_id.to_owned(),
+            identity,
+            scope,
+            current: hash,
+            rotated: Vec::new(),
+            expires_at: now.saturating_add(self.policy.refresh_life),
+            revoked: false,
+            access_tokens: Vec::new(),
+        })?;
+        Ok((token, id))
+    }
+
+    /// Uses a refresh token: returns the family and the token that replaces it. Reusing a rotated
+    /// token revokes the family; a token of another client is refused.
+    pub fn use_refresh(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: UnixTime,
+        rng: &dyn Random,
+    ) -> Result<(RefreshFamily, String), IdpError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .filter(|r| r.len() == 48)
+            .ok_or(IdpError::RefreshInvalid)?;
+        let (id, _) = raw.split_at(16);
+        let id: FamilyId = id.try_into().map_err(|_| IdpError::RefreshInvalid)?;
+        let presented = sha256(token.as_bytes());
+        let (next, next_hash) = refresh_token(&id, rng)?;
+        let before = self
+            .store
+            .update_family(&id, &mut |f| {
+                apply(f, &presented, client_id, now, next_hash)
+            })?
+            .ok_or(IdpError::RefreshInvalid)?;
+        match rotation(&before, &presented, client_id, now) {
+            Rotation::Rotated => {
+                let after = apply(&before, &presented, client_id, now, next_hash);
+                Ok((after, next))
+            }
+            Rotation::Reused => {
+                for (jti, until) in &before.access_tokens {
+                    self.store.revoke_token(jti, *until)?;
+                }
+                Err(IdpError::RefreshReused)
+            }
+            Rotation::Refused(RefreshRefusal::WrongClient) => Err(IdpError::RefreshWrongClient),
+            Rotation::Refused(RefreshRefusal::Invalid) => Err(IdpError::RefreshInvalid),
+        }
+    }
+
+    /// Notes an access token issued from a family, so revoking the family revokes it.
+    pub fn record_family_token(
+        &self,
+        id: &FamilyId,
+        access: &IssuedAccessToken,
+    ) -> Result<(), IdpError> {
+        let entry = (access.jti.clone(), access.expires_at);
+        self.store.update_family(id, &mut |f| {
+            let mut n = f.clone();
+            if !n.access_tokens.contains(&entry) {
+                n.access_tokens.push(entry.clone());
+            }
+            n
+        })?;
+        Ok(())
+    }
+
+    /// Revokes a family and the access tokens issued from it (RFC 7009, logout, reuse).
+    pub fn revoke_family(&self, id: &FamilyId) -> Result<(), IdpError> {
+        let before = self.store.update_family(id, &mut |f| {
+            let mut n = f.clone();
+            n.revoked = true;
+            n
+        })?;
+        for (jti, until) in before.map(|f| f.access_tokens).unwrap_or_default() {
+            self.store.revoke_token(&jti, until)?;
+        }
+        Ok(())
+    }
+}
+
+fn refresh_token(id: &FamilyId, rng: &dyn Random) -> Result<(String, [u8; 32]), IdpError> {
+    let mut raw = Vec::with_capacity(48);
+    raw.extend_from_slice(id);
+    raw.extend_from_slice(&bytes::<32>(rng)?);
+    let token = URL_SAFE_NO_PAD.encode(&raw);
+    let hash = sha256(token.as_bytes());
+    Ok((token, hash))
+}
