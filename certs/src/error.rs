@@ -84,6 +84,16 @@ impl CertError {
     }
 }
 
+impl From<tianping_core::FileError> for CertError {
+    fn from(e: tianping_core::FileError) -> Self {
+        CertError::Io {
+            action: e.action,
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}
+
 impl From<rcgen::Error> for CertError {
     fn from(e: rcgen::Error) -> Self {
         CertError::Generate(e.to_string())

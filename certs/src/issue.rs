@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use crate::CertError;
 use crate::identity::{CertKind, HARDWARE_KEY_URI, MAX_SANS, URN, summarize, zone_of};
-use crate::pem::{certs_from_pem, pem_encode};
+use crate::pem::certs_from_pem;
 
 const DAY: i64 = 24 * 3600;
 /// Leaves are valid from a little before they are made, for clocks a little behind.
@@ -292,7 +292,7 @@ impl CaCert {
 }
 
 fn pem_of(der: &[u8]) -> String {
-    pem_encode("CERTIFICATE", der)
+    tianping_core::pem_encode("CERTIFICATE", der)
 }
 
 /// What to put in a new leaf certificate.

@@ -86,8 +86,8 @@ pub use identity::{
     identity_of, summarize,
 };
 pub use issue::{CaCert, IssuedCert, KeyAlg, LeafRequest, Revocation, RevokeReason};
-pub use pem::{certs_from_pem, pem_encode};
-pub use pki::{DEFAULT_CRL_DAYS, Pki, PkiInit, random_secret, write_private};
+pub use pem::certs_from_pem;
+pub use pki::{DEFAULT_CRL_DAYS, Pki, PkiInit, random_secret};
 pub use replay::ReplayCache;
 pub use rustls_pki_types::CertificateDer;
 pub use signer::{SignerIdentity, public_key_of, verify_signer};

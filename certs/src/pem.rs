@@ -1,30 +1,43 @@
-//! PEM text in and out: certificates read from a PEM text, DER written as a PEM block.
+//! Certificates and CRLs read from PEM text, through `tianping_core`'s one PEM reader.
 
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use tianping_core::pem_blocks;
 
 use crate::CertError;
 
-/// Every certificate in a PEM text, in order; refuses text with none or with a bad block.
-pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError::malformed(format!("bad pem ({e})")))?;
-    if certs.is_empty() {
-        return Err(CertError::malformed("no certificate in the pem text"));
+/// The DER of every block labelled `label`, in order; refuses text with none or a bad block.
+fn blocks(pem: &[u8], label: &str, what: &str) -> Result<Vec<Vec<u8>>, CertError> {
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| CertError::malformed(format!("bad {what} pem (not text)")))?;
+    let ders: Vec<Vec<u8>> = pem_blocks(text)
+        .map_err(|e| CertError::malformed(format!("bad {what} pem ({e})")))?
+        .into_iter()
+        .filter(|b| b.label == label)
+        .map(|b| b.der)
+        .collect();
+    if ders.is_empty() {
+        return Err(CertError::malformed(format!("no {what} in the pem text")));
     }
-    Ok(certs)
+    Ok(ders)
 }
 
-/// `der` as a PEM block labelled `label` (`PRIVATE KEY`, `CERTIFICATE`).
-pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
+/// Every certificate in a PEM text, in order; refuses text with none or with a bad block.
+pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    Ok(blocks(pem, "CERTIFICATE", "certificate")?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect())
+}
+
+/// Every CRL in a PEM text, or the one CRL of a DER file.
+pub(crate) fn crls_from_pem_or_der(
+    text: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, CertError> {
+    if !text.windows(10).any(|w| w == b"-----BEGIN") {
+        return Ok(vec![CertificateRevocationListDer::from(text.to_vec())]);
     }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    Ok(blocks(text, "X509 CRL", "crl")?
+        .into_iter()
+        .map(CertificateRevocationListDer::from)
+        .collect())
 }

@@ -6,7 +6,6 @@
 //! ```
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use tianping_core::{UnixTime, ZoneName};
@@ -20,37 +19,40 @@ use crate::verify::TrustStore;
 /// How long the CRLs written by this module are valid, in days.
 pub const DEFAULT_CRL_DAYS: u32 = 30;
 
-/// Writes `bytes` to a new file at `path` with mode 0600; refuses an existing file.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| CertError::io("create", path, &e))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| CertError::io("write", path, &e))
+/// Writes `bytes` to a new file at `path` with mode 0600, whole or not at all; refuses an
+/// existing file.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
+    Ok(tianping_core::write_private_file(path, bytes)?)
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
     fs::write(path, bytes).map_err(|e| CertError::io("write", path, &e))
 }
 
-/// Replaces `path` with `bytes` through a temporary file and a rename.
+/// Replaces `path` with `bytes` in one rename: a reader sees the old file or the new one.
 fn replace(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    write_public(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(|e| CertError::io("replace", path, &e))
+    Ok(tianping_core::write_atomic(
+        path,
+        bytes,
+        tianping_core::FileMode::Public,
+        tianping_core::Existing::Replace,
+    )?)
 }
 
 fn read_text(path: &Path) -> Result<String, CertError> {
     fs::read_to_string(path).map_err(|e| CertError::io("read", path, &e))
+}
+
+/// A PKCS#8 key file, read through `tianping_core`'s key reader and held only in secrets.
+fn read_key_pem(path: &Path) -> Result<tianping_core::Secret<String>, CertError> {
+    let der = tianping_core::read_private_key(path).map_err(|e| match e {
+        tianping_core::PemError::File(f) => CertError::from(f),
+        other => CertError::malformed(format!("`{}`: {other}", path.display())),
+    })?;
+    Ok(tianping_core::Secret::new(tianping_core::pem_encode(
+        tianping_core::PRIVATE_KEY_LABEL,
+        der.expose(),
+    )))
 }
 
 fn mkdir(path: &Path) -> Result<(), CertError> {
@@ -291,7 +293,7 @@ impl Pki {
         }
         CaCert::from_pem(
             &read_text(&cert_path)?,
-            &read_text(&self.zone_key_path(zone))?,
+            read_key_pem(&self.zone_key_path(zone))?.expose(),
         )
     }
 

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 use tianping_core::{PublicKey, ZoneName};
 use webpki::{
@@ -15,7 +14,7 @@ use crate::CertError;
 use crate::danger::RevocationLeniency;
 use crate::error::{format_time, from_webpki};
 use crate::identity::{CertKind, CourtIdentity, identity_from_summary, summarize, zone_of};
-use crate::pem::certs_from_pem;
+use crate::pem::{certs_from_pem, crls_from_pem_or_der};
 use crate::sig::{check_ca_signature, key_of_spki};
 
 /// The most certificates a presented chain may hold.
@@ -109,17 +108,7 @@ impl TrustStore {
         let mut crls = Vec::new();
         let mut crl_ders = Vec::new();
         for text in crls_pem {
-            let ders: Vec<CertificateRevocationListDer<'static>> =
-                if text.windows(10).any(|w| w == b"-----BEGIN") {
-                    CertificateRevocationListDer::pem_slice_iter(text)
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| CertError::malformed(format!("bad crl pem ({e})")))?
-                } else {
-                    vec![CertificateRevocationListDer::from(text.to_vec())]
-                };
-            if ders.is_empty() {
-                return Err(CertError::malformed("no crl in the pem text"));
-            }
+            let ders = crls_from_pem_or_der(text)?;
             for der in ders {
                 check_crl_signature(&der, &cas)?;
                 let owned = OwnedCertRevocationList::from_der(&der)
