@@ -12,7 +12,8 @@
 //!   `raptorq` crate) with the link's repair, and lets transfers take turns; [`Pacer`] holds it
 //!   to the link's rate;
 //! - the receiving end: [`Receiver`] decodes blocks in any order and reports each transfer once,
-//!   complete or lost ([`LinkEvent`]).
+//!   complete or lost ([`LinkEvent`]); [`Assembler`] reads its transfers as bundles, so a
+//!   transfer is complete only when its signature and every chunk hash checked ([`Arrival`]).
 //!
 //! ```
 //! use tianping_core::UnixTime;
@@ -32,6 +33,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod assemble;
 mod bundle;
 mod datagram;
 #[doc(hidden)]
@@ -41,6 +43,7 @@ mod pacing;
 mod receiver;
 mod sender;
 
+pub use assemble::{Arrival, Assembler};
 pub use bundle::{
     BundleError, BundleHeader, BundleReader, ChunkHasher, MAX_APPROVAL, MAX_APPROVALS,
     MAX_CERTIFICATE, MAX_CHUNK, MAX_CHUNKS, MAX_HEADER, PinnedKeys, SIGNING_CONTEXT, SignerTrust,

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use common::{Rng, Wire, outcome, run, start};
 use proptest::prelude::*;
-use tianping_core::{Algorithm, PolicyHash, RingSigner, Role, Signer, UnixTime};
+use tianping_core::{Algorithm, Clock as _, PolicyHash, RingSigner, Role, Signer, UnixTime};
 use tianping_crossdomain::{
-    BundleError, BundleHeader, BundleReader, ChunkHasher, Datagram, DatagramHeader, Heartbeat,
-    LinkConfig, Manifest, PinnedKeys, Receiver, ReceiverConfig, Sender, Submitter, SymbolHeader,
-    Verified,
+    Arrival, Assembler, BundleError, BundleHeader, BundleReader, ChunkHasher, Datagram,
+    DatagramHeader, Heartbeat, LinkConfig, Manifest, PinnedKeys, Receiver, ReceiverConfig, Sender,
+    Submitter, SymbolHeader, Verified,
 };
 
 fn manifest(size: u64, chunk_size: u32) -> Manifest {
@@ -304,4 +304,64 @@ fn a_bundle_over_a_lossy_link_arrives_intact_and_verified() {
     let (out, done) = read(&o.complete[&1], 65_536, PinnedKeys(vec![s.public_key()]));
     assert_eq!(done.unwrap(), header);
     assert!(out == payload);
+}
+
+#[test]
+fn the_assembler_hands_on_checked_bundles_and_refuses_the_rest() {
+    let (good, bad) = (signer(), signer());
+    let mut rng = Rng::new(6);
+    let payloads: Vec<Vec<u8>> = (0..3).map(|_| rng.bytes(300_000)).collect();
+    let mut sender = Sender::new(LinkConfig::new(4), 1).unwrap();
+    let mut headers = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        // transfer 2 is signed by a key the receiver does not trust
+        let s: &dyn Signer = if i == 1 { &bad } else { &good };
+        let (h, bytes) = bundle(p, 65_536, s);
+        headers.push(h);
+        sender.submit(i as u64 + 1, Box::new(bytes)).unwrap();
+    }
+    let mut asm = Assembler::new(
+        Receiver::new(ReceiverConfig::new(4), Some(1)),
+        Arc::new(PinnedKeys(vec![good.public_key()])),
+    );
+    let (mut out, mut arrivals) = (Vec::new(), Vec::new());
+    let now = start().now();
+    while let Some(sent) = sender.next_datagram(&mut out).unwrap() {
+        // transfer 3 loses one datagram in four, more than its 5 % repair
+        if sent.transfer == 3 && rng.chance(250) {
+            continue;
+        }
+        asm.receive(&out, now, &mut arrivals);
+    }
+    for _ in 0..5000 {
+        sender.heartbeat(&mut out).unwrap();
+        asm.receive(&out, now, &mut arrivals);
+    }
+    let mut staged: Vec<u8> = Vec::new();
+    let mut ends = Vec::new();
+    for a in arrivals {
+        match a {
+            Arrival::Chunk {
+                transfer, bytes, ..
+            } => {
+                assert_eq!(transfer, 1, "only the trusted transfer hands on chunks");
+                staged.extend_from_slice(&bytes);
+            }
+            Arrival::Header { transfer, .. } => assert_eq!(transfer, 1),
+            Arrival::Complete { transfer, header } => {
+                assert_eq!(*header, headers[0]);
+                ends.push((transfer, "complete"));
+            }
+            Arrival::Refused { transfer, error } => {
+                assert!(matches!(error, BundleError::Untrusted(_)));
+                ends.push((transfer, "refused"));
+            }
+            Arrival::Lost { transfer, .. } => ends.push((transfer, "lost")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    ends.sort_unstable();
+    assert_eq!(ends, vec![(1, "complete"), (2, "refused"), (3, "lost")]);
+    assert!(staged == payloads[0]);
+    assert_eq!(asm.receiver().floor(), Some(4));
 }

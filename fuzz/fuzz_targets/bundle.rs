@@ -1,0 +1,5 @@
+//! `crossdomain` bundle decoding, whole and streamed: never panics, and what decodes re-encodes
+//! the same.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tianping_crossdomain::internal::fuzz_bundle(data));
