@@ -82,4 +82,6 @@ pub use merkle::{
 };
 pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 #[cfg(feature = "store")]
-pub use store::{ArchiveReport, AuditLog, Entries, PreparedArchive, StoreError, VerifyReport};
+pub use store::{
+    ArchiveReport, AuditLog, Entries, PreparedArchive, Queued, StoreError, VerifyReport,
+};

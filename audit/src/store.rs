@@ -41,6 +41,7 @@ mod mirror;
 mod retention;
 mod verify;
 
+pub use commit::Queued;
 use commit::{Encoded, Group};
 pub use entries::Entries;
 
@@ -56,6 +57,8 @@ const SPARE_BUFFERS: usize = 16;
 const SPARE_CAPACITY: usize = 2 << 20;
 /// The entry bytes a stored record is cut at (before packing: see [`crate::record`]).
 const RECORD_TARGET: usize = 64 * 1024;
+/// The longest a queued event waits for its commit to start, by default.
+const QUEUE_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,10 @@ struct State {
     /// Calls waiting for the next commit, and how many events they hold.
     pending: Vec<Encoded>,
     pending_len: u64,
+    /// Entries of the group being committed.
+    in_flight: u64,
+    /// When the oldest queued event still pending was queued.
+    queued_since: Option<std::time::Instant>,
     group: Arc<Group>,
     committing: bool,
     poisoned: Option<String>,
@@ -203,6 +210,16 @@ pub struct AuditLog {
     /// Encoding buffers of committed calls, reused by the next ones: a fresh buffer of a few
     /// hundred KiB costs the kernel a page fault and a zeroed page per 4 KiB.
     spare: Mutex<Vec<Vec<u8>>>,
+    /// The longest a queued event waits for its commit to start.
+    queue_window: Mutex<std::time::Duration>,
+    /// Whether the queue's committer thread runs.
+    flusher: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.commit_queued_on_drop();
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -344,6 +361,8 @@ impl AuditLog {
                 frontier: Frontier::new(),
                 pending: Vec::new(),
                 pending_len: 0,
+                in_flight: 0,
+                queued_since: None,
                 group: Arc::new(Group::default()),
                 committing: false,
                 poisoned: None,
@@ -353,6 +372,8 @@ impl AuditLog {
             cv: Condvar::new(),
             checkpoint_lock: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
+            queue_window: Mutex::new(QUEUE_WINDOW),
+            flusher: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -1,7 +1,9 @@
 //! Audit log throughput, each beside raw SHA-256 over the same bytes in the same run:
 //!
 //! - `audit_append`: durable appends (each call returns once its events are flushed) from many
-//!   concurrent writers, one event per call and batches per call;
+//!   concurrent writers, one event per call and batches per call; and queued appends (each
+//!   call returns at once with its index; a commit within 20 ms makes it durable) from 64
+//!   writers, one event per call, timed until every event is durable;
 //! - `audit_verify`: recomputing a stored log (every leaf and node hash, decoding every event,
 //!   checking every checkpoint).
 //!
@@ -45,7 +47,13 @@ fn varied_event(i: u64) -> Event {
     };
     let mut e = event(i);
     e.actor = format!("u-{}", &hex("actor")[..12]);
-    e.source = format!("10.{}.{}.{}:{}", i % 251, i % 241, i % 239, 1024 + i % 60_000);
+    e.source = format!(
+        "10.{}.{}.{}:{}",
+        i % 251,
+        i % 241,
+        i % 239,
+        1024 + i % 60_000
+    );
     e.object = format!("/cases/{}", &hex("object")[..24]);
     e.request_id = hex("request")[..32].to_owned();
     e.policy_hash = hex("policy");
@@ -156,7 +164,48 @@ fn append(c: &mut Criterion) {
         );
         g.throughput(Throughput::Elements(PER_ITER));
     }
+    queued(&mut g, PER_ITER);
     g.finish();
+}
+
+/// Queued appends, 64 writers × 1 event per call, beside the durable case above: each writer
+/// queues its share, then waits until its last event is durable (commits are in order, so all
+/// of its events are), so the time counts every event made durable.
+fn queued(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, work: u64) {
+    let writers = 64u64;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(AuditLog::create(dir.path(), "bench.localhost/audit").unwrap());
+    let events: Arc<Vec<Event>> = Arc::new((0..work).map(event).collect());
+    g.throughput(Throughput::Elements(work));
+    g.bench_function("queued_64_writers_1_event_per_call", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let handles: Vec<_> = (0..writers)
+                    .map(|w| {
+                        let log = log.clone();
+                        let events = events.clone();
+                        std::thread::spawn(move || {
+                            let share = work / writers;
+                            let mine = &events[(w * share) as usize..((w + 1) * share) as usize];
+                            let mut last = None;
+                            for e in mine {
+                                last = Some(log.append_queued(e).unwrap());
+                            }
+                            last.unwrap().wait().unwrap();
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join().unwrap();
+                }
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    eprintln!("queued_64_writers_1_event_per_call: {} entries", log.size());
 }
 
 fn folder_bytes(dir: &std::path::Path) -> u64 {

@@ -3,10 +3,73 @@
 
 use super::*;
 
+/// One commit group: the calls committed by one sled batch and one `flush`.
 #[derive(Default)]
 pub(super) struct Group {
     /// The index of the group's first entry, or why the commit failed.
     done: OnceLock<Result<u64, String>>,
+    /// For waiting on `done` without the log's lock (queued appends' tickets).
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Group {
+    fn finish(&self, result: Result<u64, String>) {
+        let _ = self.done.set(result);
+        let _guard = lock(&self.lock);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> &Result<u64, String> {
+        let mut guard = lock(&self.lock);
+        loop {
+            if let Some(r) = self.done.get() {
+                return r;
+            }
+            guard = self
+                .cv
+                .wait(guard)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+/// Queued events, each placed in the log's order with its index, on their way to being
+/// durable (see [`AuditLog::append_queued`]).
+#[must_use = "a queued event may not be durable yet: wait() says when it is"]
+pub struct Queued {
+    receipts: Vec<Receipt>,
+    group: Arc<Group>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("receipts", &self.receipts)
+            .field("durable", &self.is_durable())
+            .finish()
+    }
+}
+
+impl Queued {
+    /// The events' indices and leaf hashes, given when they were queued.
+    pub fn receipts(&self) -> &[Receipt] {
+        &self.receipts
+    }
+
+    /// Whether the events are durable now (`false` also if their commit failed).
+    pub fn is_durable(&self) -> bool {
+        matches!(self.group.done.get(), Some(Ok(_)))
+    }
+
+    /// Blocks until the events are durable, or says why their commit failed (the log then
+    /// refuses appends until reopened). From async code call it inside `spawn_blocking`.
+    pub fn wait(&self) -> Result<(), StoreError> {
+        match self.group.wait() {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StoreError::Poisoned(e.clone())),
+        }
+    }
 }
 
 /// The events of one `append_many` call, encoded back to back.
@@ -99,11 +162,89 @@ impl AuditLog {
     /// Appends events in order, committed together with whatever other threads append at the
     /// same time; returns their receipts once all are durable.
     pub fn append_many(&self, events: &[Event]) -> Result<Vec<Receipt>, StoreError> {
+        let (receipts, group) = self.enqueue(events, false)?;
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(result) = group.done.get() {
+                result.clone().map_err(StoreError::Poisoned)?;
+                return Ok(receipts);
+            }
+            if st.committing {
+                st = self
+                    .cv
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            // Lead: commit everything pending (our own events are among them).
+            st = self.commit_pending(st);
+        }
+    }
+
+    /// Appends one event without waiting for it to be durable: it takes its index and its
+    /// place in the log's order at once, and a commit that starts within the queue window
+    /// (20 ms unless [`set_queue_window`](Self::set_queue_window) says otherwise) makes it
+    /// durable together with everything queued or appended meanwhile. A crash loses at most
+    /// the events not yet committed, never part of a record; [`Queued::wait`] blocks until the
+    /// event is durable. Dropping the log commits what is still queued.
+    ///
+    /// For events whose effect may follow before they are durable (DESIGN §2 rule 6: the
+    /// gateway's requests); sign-ins, tokens, transfers and administrative actions use
+    /// [`append`](Self::append).
+    pub fn append_queued(self: &Arc<Self>, event: &Event) -> Result<Queued, StoreError> {
+        self.append_many_queued(std::slice::from_ref(event))
+    }
+
+    /// [`append_queued`](Self::append_queued) for several events in order.
+    pub fn append_many_queued(self: &Arc<Self>, events: &[Event]) -> Result<Queued, StoreError> {
+        let (receipts, group) = self.enqueue(events, true)?;
+        if !self.flusher.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let log = Arc::downgrade(self);
+            std::thread::Builder::new()
+                .name("audit-queue".into())
+                .spawn(move || flusher(&log))
+                .map_err(|e| StoreError::Storage(format!("starting the queue's committer: {e}")))?;
+        }
+        Ok(Queued { receipts, group })
+    }
+
+    /// The longest a queued event waits before its commit starts (20 ms by default; at
+    /// least 1 ms).
+    pub fn set_queue_window(&self, window: std::time::Duration) {
+        *lock(&self.queue_window) = window.max(std::time::Duration::from_millis(1));
+    }
+
+    /// Makes every event queued so far durable before returning.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut st = lock(&self.state);
+        let group = st.group.clone();
+        while group.done.get().is_none() && (st.committing || !st.pending.is_empty()) {
+            st = if st.committing {
+                self.cv
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            } else {
+                self.commit_pending(st)
+            };
+        }
+        match &st.poisoned {
+            Some(p) => Err(StoreError::Poisoned(p.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Encodes `events` on the caller's thread and queues them for the next commit; their
+    /// receipts (indices given now) and the group that will commit them.
+    fn enqueue(
+        &self,
+        events: &[Event],
+        queued: bool,
+    ) -> Result<(Vec<Receipt>, Arc<Group>), StoreError> {
         if self.mirror {
             return Err(StoreError::IsMirror);
         }
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Arc::new(Group::default()).finished()));
         }
         // Encoding and hashing happen here, on the caller's thread, outside the lock.
         let buffer = lock(&self.spare).pop().unwrap_or_default();
@@ -118,7 +259,6 @@ impl AuditLog {
             start = *end;
         }
         encoded.pack();
-        let hashes = encoded.leaves.clone();
         let mut st = lock(&self.state);
         if let Some(p) = &st.poisoned {
             return Err(StoreError::Poisoned(p.clone()));
@@ -129,70 +269,76 @@ impl AuditLog {
                 reason: reason.clone(),
             });
         }
-        let group = st.group.clone();
-        let offset = st.pending_len;
-        st.pending_len += hashes.len() as u64;
+        // Every earlier group is durable or being committed: this one starts after them.
+        let first = st.leaves.len() as u64 + st.in_flight + st.pending_len;
+        let receipts = encoded
+            .leaves
+            .iter()
+            .zip(first..)
+            .map(|(leaf, index)| Receipt { index, leaf: *leaf })
+            .collect();
+        st.pending_len += encoded.leaves.len() as u64;
         st.pending.push(encoded);
-        loop {
-            if let Some(result) = group.done.get() {
-                let first = result.clone().map_err(StoreError::Poisoned)?;
-                drop(st);
-                return Ok(hashes
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, leaf)| Receipt {
-                        index: first + offset + i as u64,
-                        leaf,
-                    })
-                    .collect());
-            }
-            if st.committing {
-                st = self
-                    .cv
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                continue;
-            }
-            // Lead: commit everything pending (our own events are among them).
-            st.committing = true;
-            let batch = std::mem::take(&mut st.pending);
-            st.pending_len = 0;
-            let this = std::mem::take(&mut st.group);
-            let first = st.leaves.len() as u64;
-            drop(st);
-            let result = self.write_group(first, &batch);
-            st = lock(&self.state);
-            st.committing = false;
-            match result {
-                Ok(()) => {
-                    for h in batch.iter().flat_map(|e| &e.leaves) {
-                        st.leaves.push(*h);
-                        st.frontier.push(*h);
-                    }
-                    let _ = this.done.set(Ok(first));
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    st.poisoned = Some(msg.clone());
-                    let _ = this.done.set(Err(msg.clone()));
-                    // Whatever queued meanwhile can no longer be given indices safely.
-                    st.pending.clear();
-                    st.pending_len = 0;
-                    let _ = st.group.done.set(Err(msg));
-                }
-            }
+        if queued && st.queued_since.is_none() {
+            st.queued_since = Some(std::time::Instant::now());
             self.cv.notify_all();
-            drop(st);
-            {
-                let mut spare = lock(&self.spare);
-                for call in batch {
-                    if spare.len() < SPARE_BUFFERS && call.bytes.capacity() <= SPARE_CAPACITY {
-                        spare.push(call.bytes);
-                    }
+        }
+        Ok((receipts, st.group.clone()))
+    }
+
+    /// Commits everything pending as one group, this thread leading; returns with the lock
+    /// held again. Called only when no commit is running.
+    fn commit_pending<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        st.committing = true;
+        let batch = std::mem::take(&mut st.pending);
+        st.in_flight = st.pending_len;
+        st.pending_len = 0;
+        st.queued_since = None;
+        let this = std::mem::take(&mut st.group);
+        let first = st.leaves.len() as u64;
+        drop(st);
+        let result = self.write_group(first, &batch);
+        st = lock(&self.state);
+        st.committing = false;
+        st.in_flight = 0;
+        match result {
+            Ok(()) => {
+                for h in batch.iter().flat_map(|e| &e.leaves) {
+                    st.leaves.push(*h);
+                    st.frontier.push(*h);
+                }
+                this.finish(Ok(first));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                st.poisoned = Some(msg.clone());
+                this.finish(Err(msg.clone()));
+                // Whatever queued meanwhile can no longer be given indices safely.
+                st.pending.clear();
+                st.pending_len = 0;
+                st.queued_since = None;
+                st.group.finish(Err(msg));
+            }
+        }
+        self.cv.notify_all();
+        drop(st);
+        {
+            let mut spare = lock(&self.spare);
+            for call in batch {
+                if spare.len() < SPARE_BUFFERS && call.bytes.capacity() <= SPARE_CAPACITY {
+                    spare.push(call.bytes);
                 }
             }
-            self.auto_checkpoint();
-            st = lock(&self.state);
+        }
+        self.auto_checkpoint();
+        lock(&self.state)
+    }
+
+    /// On drop: commits what is still queued (a crash instead loses it).
+    pub(super) fn commit_queued_on_drop(&self) {
+        let st = lock(&self.state);
+        if !st.pending.is_empty() && !st.committing && st.poisoned.is_none() {
+            drop(self.commit_pending(st));
         }
     }
 
@@ -222,5 +368,38 @@ impl AuditLog {
         self.batches.apply_batch(sb)?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+impl Group {
+    /// A group with nothing to commit, already done.
+    fn finished(self: Arc<Self>) -> Arc<Self> {
+        self.finish(Ok(0));
+        self
+    }
+}
+
+/// The queue's committer: starts a commit at the latest a window after the oldest queued
+/// event, once no other commit runs. Holds the log only while it works or waits one window,
+/// and ends once the log is dropped.
+fn flusher(log: &std::sync::Weak<AuditLog>) {
+    while let Some(log) = log.upgrade() {
+        let window = *lock(&log.queue_window);
+        let st = lock(&log.state);
+        if st.poisoned.is_some() {
+            return;
+        }
+        let due = st.queued_since.map(|t| t + window);
+        let now = std::time::Instant::now();
+        match due {
+            Some(due) if due <= now && !st.committing => drop(log.commit_pending(st)),
+            _ => {
+                let wait = due.map_or(window, |d| d.saturating_duration_since(now).max(window / 8));
+                let _ = log
+                    .cv
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
     }
 }
