@@ -1,5 +1,11 @@
 //! Request and response bodies: the request body is streamed to the application with the size
 //! limit and the idle timeout enforced frame by frame; the server never buffers it whole.
+//!
+//! The size limit is the listener's small default ([`crate::HeadLimits::max_body`]) until the
+//! application, having routed the request, sets the route's own with [`Body::set_limit`] (up to
+//! [`crate::Limits::body_ceiling`]). A body over its limit fails with [`BodyError::TooLarge`] as
+//! soon as that is known (at once for a declared `Content-Length`), never after reading it whole,
+//! and the 413 that answers it ends an HTTP/1.1 connection rather than read the rest.
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -11,6 +17,8 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
+
+use crate::config::Limits;
 
 /// Why reading a request body failed.
 #[derive(Debug, Error)]
@@ -48,6 +56,9 @@ pub struct Body {
     source: Source,
     seen: u64,
     limit: u64,
+    ceiling: u64,
+    /// The declared length was compared with the limit.
+    hint_checked: bool,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -62,11 +73,28 @@ impl std::fmt::Debug for Body {
 }
 
 impl Body {
-    pub(crate) fn new(source: Source, limit: u64, idle: Duration) -> Self {
+    /// A body with the listener's default limit and ceiling.
+    pub(crate) fn new(source: Source, limits: &Limits) -> Self {
+        Self::with(
+            source,
+            limits.head.max_body,
+            limits.body_ceiling,
+            limits.body_idle_timeout,
+        )
+    }
+
+    /// A body with no size limit (a control-socket client's answer), only the idle timeout.
+    pub(crate) fn unlimited(source: Source, idle: Duration) -> Self {
+        Self::with(source, u64::MAX, u64::MAX, idle)
+    }
+
+    fn with(source: Source, limit: u64, ceiling: u64, idle: Duration) -> Self {
         Self {
             source,
             seen: 0,
-            limit,
+            limit: limit.min(ceiling),
+            ceiling,
+            hint_checked: false,
             idle,
             timer: None,
         }
@@ -74,7 +102,21 @@ impl Body {
 
     /// An empty body.
     pub fn empty() -> Self {
-        Self::new(Source::Empty, 0, Duration::from_secs(1))
+        Self::with(Source::Empty, 0, 0, Duration::from_secs(1))
+    }
+
+    /// Sets this request's body limit, after routing (a flow's `max-size`, an endpoint's own
+    /// bound), up to the listener's [`crate::Limits::body_ceiling`]; returns the limit now in
+    /// force (`limit`, or the ceiling when `limit` is above it). Bytes already read count.
+    pub fn set_limit(&mut self, limit: u64) -> u64 {
+        self.limit = limit.min(self.ceiling);
+        self.hint_checked = false;
+        self.limit
+    }
+
+    /// The limit in force: the listener's default until [`Body::set_limit`].
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Reads the whole body into memory, within the listener's size limit (the application's
@@ -92,6 +134,13 @@ impl HttpBody for Body {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if !self.hint_checked {
+            self.hint_checked = true;
+            // A declared length over the limit is refused before a byte of it is read.
+            if self.seen.saturating_add(self.size_hint().lower()) > self.limit {
+                return Poll::Ready(Some(Err(BodyError::TooLarge(self.limit))));
+            }
+        }
         let this = &mut *self;
         let polled = match &mut this.source {
             Source::Empty => Poll::Ready(None),

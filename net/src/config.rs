@@ -14,8 +14,14 @@ use crate::rate::Rate;
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Request-head limits for HTTP/1.1 (request line, header count and size, body size); the body
-    /// limit applies to every protocol.
+    /// limit (`head.max_body`, 8 MiB) is every request's default on every protocol, until the
+    /// application sets the route's own with [`crate::Body::set_limit`].
     pub head: HeadLimits,
+    /// The largest body limit a route may set with [`crate::Body::set_limit`] (default: the same
+    /// as `head.max_body`, so nothing is larger unless the owner says so). The HTTP/1.1 framing
+    /// check lets declared lengths and chunked bodies up to this through, for the route to
+    /// decide; a gateway with 2 GiB uploads sets it to 2 GiB and keeps the small default.
+    pub body_ceiling: u64,
     /// Time to finish the TLS handshake (default 10 s): a connection that does not is closed.
     pub handshake_timeout: Duration,
     /// Time to receive a whole request head, and the idle time after which a connection with no
@@ -67,6 +73,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             head: HeadLimits::default(),
+            body_ceiling: HeadLimits::default().max_body,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),

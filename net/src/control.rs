@@ -1,29 +1,107 @@
 //! The local control socket (DESIGN §9): HTTP/1.1 over a Unix socket, file mode 0600, and the
-//! peer's user id checked on every connection; components offer their administrative API on it
-//! with the same [`Handler`] interface. [`control_request`] is the client the CLI uses.
+//! peer's user id checked on every connection before a byte is read; components offer their
+//! administrative API on it with the same [`Handler`] interface. Each request carries a
+//! [`crate::Caller`] (peer uid and pid, the credential and the identity the owner's verifier read
+//! from it). Bodies stream both ways; each endpoint's limit is the handler's to set
+//! ([`crate::Body::set_limit`]) over a small default ([`ControlOptions::body_limit`]).
+//! [`crate::control_request`] is the client the CLI uses.
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tianping_core::{Clock, SystemClock};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::{Body, Source};
+use crate::caller::{CallerCheck, CallerVerifier};
 use crate::config::ServerOptions;
 use crate::error::{NetError, io_err};
 use crate::host::HostSet;
 use crate::metrics::Metrics;
-use crate::service::{ConnInfo, Handler, Protocol, Shared, serve};
+use crate::service::{BoxFuture, ConnInfo, Handler, Protocol, Shared, serve};
+
+/// Who may call a control socket and how much a request may send.
+#[derive(Clone)]
+pub struct ControlOptions {
+    /// Peer uids allowed to connect, checked at accept before anything is read; empty: this
+    /// process's own uid and root.
+    pub allowed_uids: Vec<u32>,
+    /// Turns a presented credential into a court identity ([`crate::Caller::identity`]); a
+    /// request without a credential, or with one it refuses, is answered 401 unless its path is
+    /// open. `None`: no credential is asked for (every path open, no identity).
+    pub verifier: Option<Arc<dyn CallerVerifier>>,
+    /// Normalized paths answered without a credential (status, health).
+    pub open_paths: Vec<String>,
+    /// Every endpoint's body limit until its handler sets its own with
+    /// [`crate::Body::set_limit`] (default 64 KiB; no ceiling: the owner decides per endpoint).
+    pub body_limit: u64,
+    /// Where the verifier reads the time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ControlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlOptions")
+            .field("allowed_uids", &self.allowed_uids)
+            .field("verifier", &self.verifier.is_some())
+            .field("open_paths", &self.open_paths)
+            .field("body_limit", &self.body_limit)
+            .finish()
+    }
+}
+
+impl ControlOptions {
+    /// Peers with these uids (empty: ours and root), no verifier, a 64 KiB body limit.
+    pub fn new(allowed_uids: &[u32]) -> Self {
+        Self {
+            allowed_uids: allowed_uids.to_vec(),
+            verifier: None,
+            open_paths: Vec::new(),
+            body_limit: 64 * 1024,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Verifies credentials with `verifier`; every path but `open_paths` needs one.
+    pub fn verified(
+        mut self,
+        verifier: Arc<dyn CallerVerifier>,
+        open_paths: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.verifier = Some(verifier);
+        self.open_paths = open_paths.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// The owner's handler behind the caller check.
+struct Checked<H> {
+    check: CallerCheck,
+    inner: H,
+}
+
+impl<H: Handler> Handler for Checked<H> {
+    fn call(&self, mut req: http::Request<Body>) -> BoxFuture {
+        let peer = req
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|c| (c.peer_uid, c.peer_pid));
+        let (uid, pid) = peer.unwrap_or_default();
+        match self.check.admit(&mut req, uid.unwrap_or(u32::MAX), pid) {
+            Ok(()) => self.inner.call(req),
+            Err(resp) => Box::pin(async move { resp }),
+        }
+    }
+}
 
 /// A running control socket.
 #[derive(Debug)]
 pub struct ControlHandle {
+    metrics: Arc<Metrics>,
     path: PathBuf,
     shutdown: watch::Sender<bool>,
     done: Option<tokio::task::JoinHandle<()>>,
@@ -33,6 +111,11 @@ impl ControlHandle {
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The socket's counters (refusals such as `peer_uid`, requests).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Stops accepting, finishes in-flight requests, removes the socket file.
@@ -46,12 +129,24 @@ impl ControlHandle {
 }
 
 /// Serves `handler` on a Unix socket at `path` (mode 0600), accepting peers whose uid is in
-/// `allowed_uids`, or — when empty — this process's own uid and root.
+/// `allowed_uids`, or — when empty — this process's own uid and root; no credential is asked
+/// for. [`serve_control_with`] takes a verifier and the other [`ControlOptions`].
 pub async fn serve_control(
     path: &Path,
     allowed_uids: &[u32],
     handler: impl Handler,
 ) -> Result<ControlHandle, NetError> {
+    serve_control_with(path, ControlOptions::new(allowed_uids), handler).await
+}
+
+/// Serves `handler` on a Unix socket at `path` (mode 0600) with `control`'s peer uids, caller
+/// verification and body limit.
+pub async fn serve_control_with(
+    path: &Path,
+    control: ControlOptions,
+    handler: impl Handler,
+) -> Result<ControlHandle, NetError> {
+    let allowed_uids = control.allowed_uids.as_slice();
     if path.exists() {
         // A socket someone still answers on belongs to a running process: never take it over.
         if tokio::net::UnixStream::connect(path).await.is_ok() {
@@ -79,12 +174,18 @@ pub async fn serve_control(
     };
     let mut options = ServerOptions::new(HostSet::new(["localhost"]));
     options.http3 = false;
-    let mut shared = Shared::new(
-        Arc::new(handler),
-        options,
-        Arc::new(Metrics::default()),
-        None,
-    );
+    options.limits.head.max_body = control.body_limit;
+    options.limits.body_ceiling = u64::MAX;
+    let handler = Checked {
+        check: CallerCheck {
+            verifier: control.verifier.clone(),
+            open_paths: control.open_paths.clone().into(),
+            clock: control.clock.clone(),
+        },
+        inner: handler,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let mut shared = Shared::new(Arc::new(handler), options, metrics.clone(), None);
     shared.checks = false;
     let shared = Arc::new(shared);
     let (tx, mut rx) = watch::channel(false);
@@ -95,8 +196,8 @@ pub async fn serve_control(
                 _ = rx.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    let uid = match stream.peer_cred() {
-                        Ok(c) if allowed.contains(&c.uid()) => c.uid(),
+                    let (uid, pid) = match stream.peer_cred() {
+                        Ok(c) if allowed.contains(&c.uid()) => (c.uid(), c.pid()),
                         _ => {
                             shared.metrics.refusal("peer_uid");
                             continue;
@@ -107,13 +208,14 @@ pub async fn serve_control(
                         let _alive = alive;
                         let mut info = ConnInfo::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), Protocol::Control);
                         info.peer_uid = Some(uid);
+                        info.peer_pid = pid;
                         let info = Arc::new(info);
                         let limits = shared.options.limits.clone();
                         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                             let (shared, info) = (shared.clone(), info.clone());
-                            let (max, idle) = (limits.head.max_body, limits.body_idle_timeout);
+                            let limits = limits.clone();
                             async move {
-                                let req = req.map(|b| Body::new(Source::Hyper(b), max, idle));
+                                let req = req.map(|b| Body::new(Source::Hyper(b), &limits));
                                 Ok::<_, std::convert::Infallible>(serve(shared, info, req, None).await)
                             }
                         });
@@ -135,6 +237,7 @@ pub async fn serve_control(
         let _ = alive_rx.recv().await;
     });
     Ok(ControlHandle {
+        metrics,
         path: path.to_path_buf(),
         shutdown: tx,
         done: Some(done),
@@ -187,78 +290,4 @@ fn bind_0600(path: &Path) -> Result<UnixListener, NetError> {
     let _ = std::fs::remove_file(&tmp);
     let _ = std::fs::remove_dir(&private);
     bound
-}
-
-/// How long [`control_request`] waits for a control socket: connecting, sending, and the whole
-/// answer (a stuck owner must not hang the CLI).
-pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Sends one request to a control socket and returns the status and body, within
-/// [`CONTROL_TIMEOUT`].
-pub async fn control_request(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: impl Into<Bytes>,
-) -> Result<(u16, Bytes), NetError> {
-    control_request_within(socket, method, path, body, CONTROL_TIMEOUT).await
-}
-
-/// Sends one request to a control socket and returns the status and body; an exchange not done
-/// within `timeout` (connect included) fails with [`NetError::ControlTimeout`].
-pub async fn control_request_within(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: impl Into<Bytes>,
-    timeout: Duration,
-) -> Result<(u16, Bytes), NetError> {
-    let exchange = exchange(socket, method, path, body.into());
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| {
-            Err(NetError::ControlTimeout {
-                socket: socket.to_path_buf(),
-                after: timeout,
-            })
-        })
-}
-
-async fn exchange(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    body: Bytes,
-) -> Result<(u16, Bytes), NetError> {
-    let err = |e: &dyn std::fmt::Display| NetError::Control(e.to_string());
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(io_err(format!("connect `{}`", socket.display())))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| err(&e))?;
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, "localhost")
-        .body(Full::new(body))
-        .map_err(|e| err(&e))?;
-    let ask = async move {
-        let resp = sender.send_request(req).await.map_err(|e| err(&e))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| err(&e))?
-            .to_bytes();
-        Ok((status, body))
-    };
-    // The connection is driven here, not in a task of its own: a timeout drops it with the rest.
-    tokio::pin!(ask, conn);
-    tokio::select! {
-        r = &mut ask => r,
-        // Closed after answering (or not): the answer is complete, or the exchange fails.
-        _ = &mut conn => ask.await,
-    }
 }

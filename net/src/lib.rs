@@ -14,7 +14,15 @@
 //!   extensions; its URI path is already normalized. The [`Body`] streams with the size limit and
 //!   idle timeout enforced; the server never buffers it whole.
 //! - [`serve_control`] / [`control_request`]: the local control socket (HTTP/1.1 over a Unix socket,
-//!   mode 0600, peer uid checked) with the same handler interface; requests time out (30 s).
+//!   mode 0600, peer uid checked before anything is read) with the same handler interface; each
+//!   request carries a [`Caller`] whose credential (`Authorization: Bearer`, `Tianping-Assertion`)
+//!   the owner's [`CallerVerifier`] turned into a court identity (401 otherwise, but on the paths
+//!   the owner marked open), and [`Caller::require`] answers 403 naming a missing role. Bodies
+//!   stream both ways ([`control_send`], [`ControlBody`]); requests time out (30 s).
+//!   [`testing::StaticVerifier`] is a fixed token table for other crates' tests.
+//! - Body limits: a small default per listener; the application raises it per request after
+//!   routing with [`Body::set_limit`], up to [`Limits::body_ceiling`]; over it, 413 and the
+//!   connection is not read further.
 //! - [`serve_admin`]: `/healthz` and Prometheus `/metrics` on loopback.
 //!
 //! # Threat model and defaults
@@ -69,11 +77,15 @@ mod admin;
 #[cfg(feature = "server")]
 mod body;
 #[cfg(feature = "server")]
+mod caller;
+#[cfg(feature = "server")]
 mod config;
 #[cfg(feature = "server")]
 mod conns;
 #[cfg(feature = "server")]
 mod control;
+#[cfg(feature = "server")]
+mod control_client;
 #[cfg(feature = "server")]
 mod error;
 #[cfg(feature = "server")]
@@ -115,12 +127,16 @@ pub use admin::{AdminHandle, serve_admin};
 #[cfg(feature = "server")]
 pub use body::{Body, BodyError, BoxError, ResponseBody, empty, full};
 #[cfg(feature = "server")]
+pub use caller::{ASSERTION_HEADER, Caller, CallerRefusal, CallerVerifier, Credential, testing};
+#[cfg(feature = "server")]
 pub use config::{Limits, ServerOptions};
 #[cfg(feature = "server")]
 pub use conns::ConnectionTable;
 #[cfg(feature = "server")]
-pub use control::{
-    CONTROL_TIMEOUT, ControlHandle, control_request, control_request_within, serve_control,
+pub use control::{ControlHandle, ControlOptions, serve_control, serve_control_with};
+#[cfg(feature = "server")]
+pub use control_client::{
+    CONTROL_TIMEOUT, ControlBody, control_request, control_request_within, control_send,
 };
 #[cfg(feature = "server")]
 pub use error::NetError;

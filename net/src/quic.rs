@@ -279,13 +279,7 @@ where
             }
         }
     });
-    let req = req.map(|()| {
-        Body::new(
-            Source::Channel(rx),
-            limits.head.max_body,
-            limits.body_idle_timeout,
-        )
-    });
+    let req = req.map(|()| Body::new(Source::Channel(rx), limits));
     let stall = limits.body_idle_timeout;
     let metrics = shared.metrics.clone();
     let resp = serve(shared, info, req, None).await;

@@ -232,18 +232,18 @@ impl Conn {
         // A client that stops reading the socket: its connection is closed.
         let stream = WriteStall::new(stream, limits.body_idle_timeout);
         let shared = self.shared.clone();
-        let max_body = limits.head.max_body;
-        let idle = limits.body_idle_timeout;
+        let body_limits = limits.clone();
         if h2 {
             let activity = Activity::new();
             let watched = activity.clone();
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let (shared, info) = (shared.clone(), info.clone());
+                let body_limits = body_limits.clone();
                 let in_flight = watched.begin();
                 async move {
                     // Polled in the stream's own task, which runs under `SendStallExec`.
                     let progress = SendProgress::current();
-                    let req = req.map(|b| Body::new(Source::Hyper(b), max_body, idle));
+                    let req = req.map(|b| Body::new(Source::Hyper(b), &body_limits));
                     let resp = serve(shared, info, req, None).await;
                     Ok::<_, std::convert::Infallible>(
                         resp.map(|b| Tracked::new(b, in_flight, progress)),
@@ -282,16 +282,20 @@ impl Conn {
             }
         } else {
             let refusal = Arc::new(H1Refusals::default());
+            // Bodies up to the ceiling pass the framing check; the route's limit decides.
+            let mut framing = limits.head.clone();
+            framing.max_body = framing.max_body.max(limits.body_ceiling);
             let guard = H1Guard::new(
                 stream,
-                limits.head.clone(),
+                framing,
                 refusal.clone(),
                 self.shared.metrics.clone(),
             );
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let (shared, info, refusal) = (shared.clone(), info.clone(), refusal.clone());
+                let body_limits = body_limits.clone();
                 async move {
-                    let req = req.map(|b| Body::new(Source::Hyper(b), max_body, idle));
+                    let req = req.map(|b| Body::new(Source::Hyper(b), &body_limits));
                     Ok::<_, std::convert::Infallible>(serve(shared, info, req, Some(refusal)).await)
                 }
             });

@@ -65,6 +65,8 @@ pub struct ConnInfo {
     pub identity: Option<Arc<CourtIdentity>>,
     /// The peer's user id, on the control socket.
     pub peer_uid: Option<u32>,
+    /// The peer's process id, on the control socket (when the kernel gives it).
+    pub peer_pid: Option<i32>,
 }
 
 impl ConnInfo {
@@ -76,6 +78,7 @@ impl ConnInfo {
             client_cert: None,
             identity: None,
             peer_uid: None,
+            peer_pid: None,
         }
     }
 
@@ -202,6 +205,13 @@ pub(crate) async fn serve(
             resp
         }
     };
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && matches!(conn.protocol, Protocol::Http1 | Protocol::Control)
+    {
+        // The rest of an over-limit body is not read: the connection ends after the answer.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if conn.protocol != Protocol::Http3 {
         if let Some(v) = &shared.alt_svc {
             resp.headers_mut().insert(header::ALT_SVC, v.clone());
