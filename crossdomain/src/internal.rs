@@ -16,12 +16,16 @@ pub fn fuzz_manifest(data: &[u8]) {
 /// Bundle decoding, whole and streamed: never panics; a header that decodes re-encodes to the
 /// same bytes; the streaming reader agrees with the whole-header decoder.
 pub fn fuzz_bundle(data: &[u8]) {
-    let header = data
-        .get(4..)
-        .and_then(|rest| BundleHeader::decode(rest).ok());
-    if let Some(h) = &header {
-        assert_eq!(h.encode().ok().as_deref(), Some(data));
+    let mut r = tianping_core::WireReader::new(data);
+    let header = r
+        .len32("header", crate::MAX_HEADER)
+        .ok()
+        .and_then(|n| r.take(n, "header").ok())
+        .and_then(|h| BundleHeader::decode(h).ok().map(|d| (d, 4 + h.len())));
+    if let Some((h, len)) = &header {
+        assert_eq!(h.encode().ok().as_deref(), data.get(..*len));
     }
+    let header = header.map(|(h, _)| h);
     let keys: Vec<_> = header.iter().map(|h| h.signer.clone()).collect();
     let mut reader = BundleReader::new(Arc::new(PinnedKeys(keys)), UnixTime::from_millis(0));
     let mut chunks = 0u64;
