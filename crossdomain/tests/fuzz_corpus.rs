@@ -150,7 +150,8 @@ fn mutated_seeds_never_panic() {
         state ^= state << 17;
         state
     };
-    let targets: [(&str, fn(&[u8])); 3] = [
+    type Hook = fn(&[u8]);
+    let targets: [(&str, Hook); 3] = [
         ("manifest", internal::fuzz_manifest),
         ("bundle", internal::fuzz_bundle),
         ("datagram", internal::fuzz_datagram),
