@@ -13,7 +13,8 @@
 //!   to the link's rate;
 //! - the receiving end: [`Receiver`] decodes blocks in any order and reports each transfer once,
 //!   complete or lost ([`LinkEvent`]); [`Assembler`] reads its transfers as bundles, so a
-//!   transfer is complete only when its signature and every chunk hash checked ([`Arrival`]).
+//!   transfer is complete only when its signature and every chunk hash checked ([`Arrival`]);
+//! - with the `io` feature, `UdpSender` and `UdpReceiver`: the loops over real sockets.
 //!
 //! ```
 //! use tianping_core::UnixTime;
@@ -42,6 +43,8 @@ mod manifest;
 mod pacing;
 mod receiver;
 mod sender;
+#[cfg(feature = "io")]
+mod udp;
 
 pub use assemble::{Arrival, Assembler};
 pub use bundle::{
@@ -57,3 +60,5 @@ pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
 pub use pacing::Pacer;
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
 pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
+#[cfg(feature = "io")]
+pub use udp::{SendStats, Submission, UdpReceiver, UdpSender, bind_udp};

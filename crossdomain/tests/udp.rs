@@ -1,0 +1,152 @@
+//! The link over real UDP on loopback (feature `io`): a batch of mixed sizes arrives
+//! byte-identical, and a small transfer submitted after a large one arrives first.
+#![cfg(feature = "io")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    reason = "tests fail loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use tianping_core::{Algorithm, PolicyHash, RingSigner, Signer, SystemClock, UnixTime};
+use tianping_crossdomain::{
+    Arrival, Assembler, BundleHeader, ChunkHasher, LinkConfig, Manifest, Pacer, PinnedKeys,
+    Receiver, ReceiverConfig, Sender, Submission, Submitter, UdpReceiver, UdpSender, bind_udp,
+};
+
+/// `n` bytes that differ from one position to the next (a hash of the position).
+fn bytes(n: u64) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect()
+}
+
+fn bundle(payload: &[u8], signer: &dyn Signer) -> Vec<u8> {
+    let mut h = ChunkHasher::new(256 * 1024).unwrap();
+    h.update(payload);
+    let (size, table) = h.finish();
+    let m = Manifest {
+        flow: "evidence".into(),
+        source: "private".parse().unwrap(),
+        destination: "classified".parse().unwrap(),
+        kind: "file".into(),
+        content_type: "video/mp4".into(),
+        schema: None,
+        size,
+        chunk_size: 256 * 1024,
+        chunks_hash: [0; 32],
+        submitter: Submitter {
+            subject: "clerk-0007".parse().unwrap(),
+            roles: vec![],
+            machine: false,
+        },
+        labels: vec![],
+        redacted: false,
+        correlation: None,
+        time: UnixTime::from_secs(1_764_000_000),
+        sequence: 1,
+        policy_hash: PolicyHash::of(b"p"),
+    };
+    let header = BundleHeader::sign(m, vec![], table, b"der".to_vec(), signer).unwrap();
+    let mut out = header.encode().unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn a_batch_over_loopback_arrives_intact_and_small_before_large() {
+    let (signer, _) = RingSigner::generate(Algorithm::Ed25519).unwrap();
+    // transfer 1 is large; 2 is submitted once 1 is arriving; 3..=6 are mixed
+    let sizes = [24_000_000, 64 * 1024, 1, 1_400, 300_000, 2_000_000];
+    let payloads: Vec<Vec<u8>> = sizes.iter().map(|n| bytes(*n as u64)).collect();
+
+    let rx_socket = bind_udp("127.0.0.1:0".parse().unwrap(), 32 << 20, 0).unwrap();
+    let addr = rx_socket.local_addr().unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let trust = Arc::new(PinnedKeys(vec![signer.public_key()]));
+    let receiving = std::thread::spawn(move || {
+        let mut asm = Assembler::new(Receiver::new(ReceiverConfig::new(9), Some(1)), trust);
+        let mut rx = UdpReceiver::new(rx_socket, Duration::from_millis(50)).unwrap();
+        let mut staged: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut done: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut ended = 0;
+        rx.run(&mut asm, &SystemClock, |a| {
+            match a {
+                Arrival::Header { transfer: 1, .. } => started_tx.send(()).unwrap(),
+                Arrival::Chunk {
+                    transfer, bytes, ..
+                } => staged
+                    .entry(transfer)
+                    .or_default()
+                    .extend_from_slice(&bytes),
+                Arrival::Complete { transfer, .. } => {
+                    done.push((transfer, staged.remove(&transfer).unwrap_or_default()));
+                    ended += 1;
+                }
+                Arrival::Lost { .. } | Arrival::Refused { .. } | Arrival::LostRange { .. } => {
+                    ended += 1;
+                }
+                _ => {}
+            }
+            if ended == sizes.len() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        (done, asm.receiver().stats())
+    });
+
+    let (inbox_tx, inbox) = mpsc::channel::<Submission>();
+    let sending = std::thread::spawn(move || {
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 0, 4 << 20).unwrap();
+        let mut udp = UdpSender::new(socket, addr, Duration::from_millis(10));
+        let mut sender = Sender::new(
+            LinkConfig {
+                repair_percent: 10,
+                ..LinkConfig::new(9)
+            },
+            1,
+        )
+        .unwrap();
+        // 400 Mbit/s: modest for loopback, so nothing is lost to a full buffer
+        let mut pacer = Pacer::for_link(400, tianping_core::Clock::now(&SystemClock));
+        udp.run(&mut sender, &mut pacer, &SystemClock, &inbox)
+            .unwrap()
+    });
+    let bundles: Vec<Vec<u8>> = payloads.iter().map(|p| bundle(p, &signer)).collect();
+    inbox_tx.send((1, Box::new(bundles[0].clone()))).unwrap();
+    started_rx.recv().unwrap();
+    for (i, b) in bundles.iter().enumerate().skip(1) {
+        inbox_tx.send((i as u64 + 1, Box::new(b.clone()))).unwrap();
+    }
+    drop(inbox_tx);
+    let sent = sending.join().unwrap();
+    let (done, stats) = receiving.join().unwrap();
+
+    assert_eq!(
+        done.len(),
+        sizes.len(),
+        "every transfer completed: {stats:?}"
+    );
+    for (id, bytes) in &done {
+        assert!(
+            *bytes == payloads[*id as usize - 1],
+            "transfer {id} differs"
+        );
+    }
+    let order: Vec<u64> = done.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        order.last(),
+        Some(&1),
+        "the large transfer finished last: {order:?}"
+    );
+    assert!(order.iter().position(|id| *id == 2) < order.iter().position(|id| *id == 1));
+    assert_eq!(sent.errors, 0);
+    assert!(sent.datagrams > 18_000);
+}
