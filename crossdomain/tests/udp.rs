@@ -150,3 +150,81 @@ fn a_batch_over_loopback_arrives_intact_and_small_before_large() {
     assert_eq!(sent.errors, 0);
     assert!(sent.datagrams > 18_000);
 }
+
+#[test]
+fn with_no_receiver_the_sender_goes_on_and_ignores_icmp() {
+    // a port with nothing bound: loopback answers every datagram with ICMP port unreachable
+    let closed = bind_udp("127.0.0.1:0".parse().unwrap(), 0, 0).unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 0, 0).unwrap();
+    let mut udp = UdpSender::new(socket, addr, Duration::from_millis(5));
+    let mut sender = Sender::new(LinkConfig::new(9), 1).unwrap();
+    let mut pacer = Pacer::for_link(200, tianping_core::Clock::now(&SystemClock));
+    let (inbox_tx, inbox) = mpsc::channel::<Submission>();
+    for id in 1..=3 {
+        inbox_tx.send((id, Box::new(bytes(500_000)))).unwrap();
+    }
+    drop(inbox_tx);
+    let sent = udp
+        .run(&mut sender, &mut pacer, &SystemClock, &inbox)
+        .unwrap();
+    assert!(sender.is_idle());
+    assert_eq!(sender.counters().transfers_finished, 3);
+    assert_eq!(
+        sent.errors, 0,
+        "no ICMP error reached the unconnected socket"
+    );
+    assert!(sent.datagrams > 1_000);
+}
+
+#[test]
+fn the_receiver_sees_a_sender_restart_and_then_silence() {
+    let rx_socket = bind_udp("127.0.0.1:0".parse().unwrap(), 4 << 20, 0).unwrap();
+    let addr = rx_socket.local_addr().unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let receiving = std::thread::spawn(move || {
+        let config = ReceiverConfig {
+            silence: Duration::from_millis(300),
+            ..ReceiverConfig::new(9)
+        };
+        let mut asm = Assembler::new(Receiver::new(config, None), Arc::new(PinnedKeys(vec![])));
+        let mut rx = UdpReceiver::new(rx_socket, Duration::from_millis(20)).unwrap();
+        let mut seen = Vec::new();
+        rx.run(&mut asm, &SystemClock, |a| {
+            let stop = matches!(a, Arrival::Silent { .. });
+            if matches!(a, Arrival::Restarted { .. }) {
+                ready_tx.send(()).unwrap();
+            }
+            seen.push(format!("{a:?}"));
+            if stop {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        seen
+    });
+    let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 0, 0).unwrap();
+    let mut out = Vec::new();
+    // epoch 1 beats until the receiver has seen epoch 2 (sent after each beat of epoch 1)
+    let mut first = Sender::new(LinkConfig::new(9), 1).unwrap();
+    let mut second = Sender::new(LinkConfig::new(9), 2).unwrap();
+    loop {
+        first.heartbeat(&mut out).unwrap();
+        socket.send_to(&out, addr).unwrap();
+        second.heartbeat(&mut out).unwrap();
+        socket.send_to(&out, addr).unwrap();
+        if ready_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+            break;
+        }
+    }
+    // then nothing: the receiver reports the silence and stops
+    let seen = receiving.join().unwrap();
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with("Restarted { previous: 1, epoch: 2 }"))
+    );
+    assert!(seen.last().unwrap().starts_with("Silent"));
+}
