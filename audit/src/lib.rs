@@ -9,8 +9,10 @@
 //!   envelopes, signed through [`tianping_core::Signer`];
 //! - [`AuditBatch`]: the `audit-batch` shipping format, checked against a mirror's tree;
 //! - with the `store` feature, [`AuditLog`]: the `sled` store with group commit, checkpoints,
-//!   search, export, proofs, verification, shipping and mirrors; and [`service`]: the read API
-//!   a live log's owner serves on its control socket, and the `owner.sock` record naming it.
+//!   search, export, proofs, verification, shipping and mirrors, queued appends ([`Queued`]);
+//!   and [`handle_request`]: the read API a live log's owner serves on its control socket to
+//!   the callers allowed it ([`Reader`]), and the `owner.sock` record naming it
+//!   ([`record_owner`], [`owner_socket`]).
 //!
 //! ```
 //! use tianping_audit::{Checkpoint, Event, SignedCheckpoint, leaf_hash, root_of, inclusion_proof, verify_inclusion};
@@ -65,7 +67,7 @@ mod keys;
 mod merkle;
 mod query;
 mod record;
-pub mod service;
+mod service;
 #[cfg(feature = "store")]
 mod store;
 
@@ -81,6 +83,14 @@ pub use merkle::{
     node_hash, root_of, subtree_root, verify_consistency, verify_inclusion,
 };
 pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
+#[cfg(feature = "store")]
+pub use service::{
+    Access, OWNER_FILE, Reader, StatusAnswer, VerifyAnswer, clear_owner, handle as handle_request,
+    owner_socket, record_owner,
+};
+pub use service::{
+    DEFAULT_SEARCH_LIMIT, ErrorBody, MAX_SEARCH_LIMIT, Request as ServiceRequest, ServiceResponse,
+};
 #[cfg(feature = "store")]
 pub use store::{
     ArchiveReport, AuditLog, Entries, PreparedArchive, Queued, StoreError, VerifyReport,

@@ -2,7 +2,7 @@
 //! audit log folder.
 //!
 //! A log whose owner runs (its folder's `owner.sock` names a control socket that answers) is
-//! read through the owner (`tianping_audit::service`): `verify`, `search`, `export`, `prove`,
+//! read through the owner (`tianping_audit::handle_request`): `verify`, `search`, `export`, `prove`,
 //! `checkpoint` (printing the latest) and `ship` print what they print on a stopped log;
 //! `append`, `mirror`, `archive` and signing a checkpoint are refused, since only the owner
 //! writes its log. A stale record (nothing answers) is ignored and the store opened here.
@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_audit::service::{self, ErrorBody, Request, VerifyAnswer};
 use tianping_audit::{
     Archive, AuditLog, BatchReader, ConsistencyProof, Event, InclusionProof, Query, Retention,
     SignedCheckpoint, danger,
 };
+use tianping_audit::{ErrorBody, ServiceRequest as Request, VerifyAnswer};
 use tianping_core::{Algorithm, PublicKey, RingSigner, Signer, UnixTime};
 
 /// The longest JSON line `append` reads.
@@ -272,7 +272,7 @@ impl Owner {
     /// The owner of `dir` if its folder records one and the socket answers the audit API;
     /// `None` with no record or a stale one (nothing listens there any more).
     fn find(dir: &Path) -> miette::Result<Option<Self>> {
-        let Some(socket) = service::owner_socket(dir) else {
+        let Some(socket) = tianping_audit::owner_socket(dir) else {
             return Ok(None);
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -381,7 +381,7 @@ fn search(dir: &Path, query: Query) -> miette::Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let limit = service::MAX_SEARCH_LIMIT;
+    let limit = tianping_audit::MAX_SEARCH_LIMIT;
     let mut from = 0;
     loop {
         let page = owner.get(&Request::Search {
