@@ -1,5 +1,6 @@
 //! The per-process admin listener: plain HTTP on loopback with `/healthz` and Prometheus
-//! `/metrics`. Plain because it never leaves the machine; loopback-only is enforced.
+//! `/metrics` (the listeners' counters and the components' own [`Registry`]). Plain because it
+//! never leaves the machine; loopback-only is enforced.
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 use crate::body::{ResponseBody, full};
 use crate::error::{NetError, io_err};
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// A running admin listener.
 #[derive(Debug)]
@@ -39,6 +41,7 @@ impl AdminHandle {
 fn answer(
     req: &Request<hyper::body::Incoming>,
     metrics: &[Arc<Metrics>],
+    registry: &Registry,
 ) -> Response<ResponseBody> {
     let (status, ctype, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
@@ -48,6 +51,7 @@ fn answer(
             metrics
                 .iter()
                 .map(|m| m.render())
+                .chain([registry.render()])
                 .collect::<Vec<_>>()
                 .join(""),
         ),
@@ -69,6 +73,16 @@ fn answer(
 pub async fn serve_admin(
     addr: SocketAddr,
     metrics: Vec<Arc<Metrics>>,
+) -> Result<AdminHandle, NetError> {
+    serve_admin_with(addr, metrics, Registry::new()).await
+}
+
+/// Serves `/healthz` and `/metrics` on a loopback address: the given listeners' counters, then
+/// whatever the components register on `registry` (now or later).
+pub async fn serve_admin_with(
+    addr: SocketAddr,
+    metrics: Vec<Arc<Metrics>>,
+    registry: Arc<Registry>,
 ) -> Result<AdminHandle, NetError> {
     if !addr.ip().is_loopback() {
         return Err(NetError::Io {
@@ -93,10 +107,10 @@ pub async fn serve_admin(
                 _ = rx.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((tcp, _)) = accepted else { continue };
-                    let metrics = metrics.clone();
+                    let (metrics, registry) = (metrics.clone(), registry.clone());
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
-                            let r = answer(&req, &metrics);
+                            let r = answer(&req, &metrics, &registry);
                             async move { Ok::<_, std::convert::Infallible>(r) }
                         });
                         let mut b = hyper::server::conn::http1::Builder::new();

@@ -23,7 +23,8 @@
 //! - Body limits: a small default per listener; the application raises it per request after
 //!   routing with [`Body::set_limit`], up to [`Limits::body_ceiling`]; over it, 413 and the
 //!   connection is not read further.
-//! - [`serve_admin`]: `/healthz` and Prometheus `/metrics` on loopback.
+//! - [`serve_admin`]: `/healthz` and Prometheus `/metrics` on loopback; components register their
+//!   own counters, gauges and histograms with labels on a [`Registry`] ([`serve_admin_with`]).
 //!
 //! # Threat model and defaults
 //!
@@ -103,6 +104,8 @@ mod path;
 mod quic;
 mod rate;
 #[cfg(feature = "server")]
+mod registry;
+#[cfg(feature = "server")]
 mod server;
 #[cfg(feature = "server")]
 mod service;
@@ -123,7 +126,7 @@ pub use path::{NormalizedPath, PathError, normalize_path};
 pub use rate::{Rate, RateLimiter, TokenBucket, retry_after_secs};
 
 #[cfg(feature = "server")]
-pub use admin::{AdminHandle, serve_admin};
+pub use admin::{AdminHandle, serve_admin, serve_admin_with};
 #[cfg(feature = "server")]
 pub use body::{Body, BodyError, BoxError, ResponseBody, empty, full};
 #[cfg(feature = "server")]
@@ -142,6 +145,8 @@ pub use control_client::{
 pub use error::NetError;
 #[cfg(feature = "server")]
 pub use metrics::Metrics;
+#[cfg(feature = "server")]
+pub use registry::{Counter, Gauge, Histogram, MetricsError, Registry};
 #[cfg(feature = "server")]
 pub use server::{ServerHandle, serve_tls};
 #[cfg(feature = "server")]

@@ -371,9 +371,23 @@ async fn admin_listener_serves_health_and_metrics() {
         .send()
         .await
         .unwrap();
-    let admin = serve_admin("127.0.0.1:0".parse().unwrap(), vec![server.metrics()])
-        .await
-        .unwrap();
+    let registry = tianping_net::Registry::new();
+    let admin = tianping_net::serve_admin_with(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![server.metrics()],
+        registry.clone(),
+    )
+    .await
+    .unwrap();
+    // A component registers its own after the listener started.
+    registry
+        .counter(
+            "tianping_test_events_total",
+            "Test events.",
+            &[("kind", "x")],
+        )
+        .unwrap()
+        .add(5);
     assert!(
         serve_admin("0.0.0.0:0".parse().unwrap(), vec![])
             .await
@@ -414,6 +428,12 @@ async fn admin_listener_serves_health_and_metrics() {
     );
     assert!(
         m.contains("tianping_http_request_duration_seconds_count 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "# TYPE tianping_test_events_total counter\ntianping_test_events_total{kind=\"x\"} 5\n"
+        ),
         "{m}"
     );
     admin.shutdown().await;
