@@ -35,7 +35,9 @@ pub struct ReceiverConfig {
     /// The most transfers reassembled at once.
     pub max_transfers: usize,
     /// The most blocks of one transfer open (decoding, or decoded and waiting for an earlier
-    /// block) at once.
+    /// block) at once. The sender sends a transfer's blocks one after another, so two are
+    /// open at a time unless one cannot decode; memory is at most about `max_transfers` ×
+    /// `max_open_blocks` × twice a block.
     pub max_open_blocks: usize,
     /// Datagrams to wait, after the sender says a transfer was fully sent, before it is lost.
     pub lost_window: u64,
@@ -50,8 +52,8 @@ impl ReceiverConfig {
     pub fn new(link: u32) -> Self {
         Self {
             link,
-            max_transfers: 64,
-            max_open_blocks: 16,
+            max_transfers: 32,
+            max_open_blocks: 4,
             lost_window: 4096,
             timeout: Duration::from_secs(60),
             silence: Duration::from_secs(5),
@@ -146,7 +148,8 @@ struct Partial {
     /// `None` for a transfer a heartbeat named before any of its symbols arrived.
     geometry: Option<SymbolHeader>,
     next_emit: u32,
-    open: BTreeMap<u32, SourceBlockDecoder>,
+    /// Blocks decoding, with the symbols fed to each.
+    open: BTreeMap<u32, (SourceBlockDecoder, u64)>,
     ready: BTreeMap<u32, Vec<u8>>,
     last_progress: UnixTime,
     /// The sender's datagram count when a heartbeat said it had sent every symbol.
@@ -321,7 +324,7 @@ impl Receiver {
             self.stats.overflow += 1;
             return;
         }
-        let decoder = t.open.entry(block).or_insert_with(|| {
+        let (decoder, fed) = t.open.entry(block).or_insert_with(|| {
             let size = u64::from(geometry.symbol_size);
             let padded = geometry.block_len(block).div_ceil(size) * size;
             let oti = ObjectTransmissionInformation::new(
@@ -331,17 +334,24 @@ impl Receiver {
                 1,
                 SYMBOL_ALIGN,
             );
-            SourceBlockDecoder::new(0, &oti, padded)
+            (SourceBlockDecoder::new(0, &oti, padded), 0)
         });
+        let source = geometry
+            .block_len(block)
+            .div_ceil(u64::from(geometry.symbol_size));
+        // Far more symbols than any repair setting sends mean a block that will not decode
+        // (forged or corrupted symbols); stop spending decode attempts and memory on it.
+        if *fed >= 4 * source + 256 {
+            self.stats.overflow += 1;
+            return;
+        }
+        *fed += 1;
         t.last_progress = now;
         let packet = EncodingPacket::new(PayloadId::new(0, symbol.symbol), data.to_vec());
         let Some(mut bytes) = decoder.decode(std::iter::once(packet)) else {
             return;
         };
         t.open.remove(&block);
-        let source = geometry
-            .block_len(block)
-            .div_ceil(u64::from(geometry.symbol_size));
         if u64::from(symbol.symbol) >= source {
             self.stats.repaired += 1;
         }

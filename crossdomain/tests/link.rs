@@ -314,7 +314,7 @@ fn the_sender_refuses_ids_that_do_not_grow_and_bad_settings() {
 #[ignore = "a measurement, run by hand in release"]
 fn throughput() {
     let payload = Rng::new(81).bytes(256 * 1024 * 1024);
-    for (repair, block) in [(5, 512), (5, 1024), (5, 2048)] {
+    for (repair, block) in [(5, 1024), (5, 512), (5, 2048), (20, 1024)] {
         let mut sender = Sender::new(config(repair, block), 1).unwrap();
         sender.submit(1, Box::new(payload.clone())).unwrap();
         let mut out = Vec::new();
@@ -351,4 +351,20 @@ fn throughput() {
             mb / dec.as_secs_f64()
         );
     }
+}
+
+#[test]
+fn a_block_fed_far_more_symbols_than_any_repair_sends_is_given_up() {
+    let mut sender = Sender::new(config(5, 64), 1).unwrap();
+    sender.submit(1, Box::new(vec![9u8; 200_000])).unwrap();
+    let mut rx = receiver();
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    sender.next_datagram(&mut out).unwrap();
+    for _ in 0..4 * 64 + 256 {
+        rx.receive(&out, start().now(), &mut events);
+    }
+    assert_eq!(rx.stats().overflow, 0);
+    rx.receive(&out, start().now(), &mut events);
+    assert_eq!(rx.stats().overflow, 1);
+    assert!(events.is_empty());
 }
