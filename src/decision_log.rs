@@ -78,13 +78,9 @@ pub(crate) fn decision_input(event: &Event) -> Option<Result<DecisionInput, MapE
     }))
 }
 
-/// The recorded policy hash. The audit event still carries it as text (empty when unrecorded);
-/// when its field becomes a `PolicyHash` this is where the conversion goes.
+/// The recorded policy hash (the audit event reads it typed: a malformed one never decodes).
 fn policy_hash(event: &Event) -> Result<Option<PolicyHash>, MapError> {
-    if event.policy_hash.is_empty() {
-        return Ok(None);
-    }
-    field("policy_hash", &event.policy_hash).map(Some)
+    Ok(event.policy_hash)
 }
 
 fn request(event: &Event) -> Result<Input, MapError> {
@@ -225,15 +221,7 @@ mod tests {
             Err(MapError::Field { field: "roles", .. })
         ));
         e.roles = vec!["judge".into()];
-        e.policy_hash = "not-a-hash".into();
-        assert!(matches!(
-            decision_input(&e).unwrap(),
-            Err(MapError::Field {
-                field: "policy_hash",
-                ..
-            })
-        ));
-        e.policy_hash = "ab".repeat(32);
+        e.policy_hash = Some("ab".repeat(32).parse().unwrap());
         let di = decision_input(&e).unwrap().unwrap();
         assert_eq!(
             di.recorded.policy.map(|h| h.to_hex()),

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use tianping_core::UnixTime;
+use tianping_core::{PolicyHash, UnixTime, Verdict, WireError, WireReader, WireWriter};
 
 /// The encoding version written by this build.
 pub const EVENT_VERSION: u8 = 1;
@@ -42,6 +42,30 @@ pub enum EventError {
     /// The event is empty.
     #[error("empty event")]
     Empty,
+}
+
+impl From<WireError> for EventError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated(f) | WireError::TooLong { field: f, .. } => Self::Truncated(f),
+            WireError::Utf8(f) => Self::Utf8(f),
+            WireError::Trailing(n) => Self::Trailing(n),
+        }
+    }
+}
+
+/// Every field after the time, in encoding order, with its kind: the one list that
+/// [`Event::encode_into`], [`Event::encoded_len`], [`Event::decode`] and [`Event::validate`]
+/// are generated from (`$m!` is called with it).
+macro_rules! event_fields {
+    ($m:ident, $($args:tt)*) => {
+        $m!($($args)*;
+            node: text, zone: text, component: text, actor: text, source: text, action: text,
+            object: text, outcome: text, reason: text, request_id: text, policy_hash: hash,
+            method: text, path: text, roles: list, court: text, clearance: text, acr: text,
+            flow: text, kind: text, size: size, labels: list, approvals: list, submitter: text,
+            transfer_id: text, content_hash: text, attributes: map)
+    };
 }
 
 mod unix_ms {
@@ -95,9 +119,9 @@ pub struct Event {
     /// The request id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub request_id: String,
-    /// The hash of the policy that decided.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub policy_hash: String,
+    /// The hash of the policy that decided (encoded as its 64 hex digits, or empty for none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_hash: Option<PolicyHash>,
     /// The HTTP method.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub method: String,
@@ -160,7 +184,7 @@ impl Event {
             outcome: String::new(),
             reason: String::new(),
             request_id: String::new(),
-            policy_hash: String::new(),
+            policy_hash: None,
             method: String::new(),
             path: String::new(),
             roles: Vec::new(),
@@ -187,307 +211,263 @@ impl Event {
     }
 
     /// Appends the canonical encoding to `out` (as [`encode`](Self::encode) returns it).
+    ///
+    /// A field of 4 GiB or more cannot be said by its length: its length is written as
+    /// `u32::MAX`, so the bytes are no event `decode` accepts (and `append` refuses them, as
+    /// every event over [`MAX_EVENT_BYTES`]).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.push(EVENT_VERSION);
-        out.extend_from_slice(&self.time.as_millis().to_be_bytes());
-        for s in [
-            &self.node,
-            &self.zone,
-            &self.component,
-            &self.actor,
-            &self.source,
-            &self.action,
-            &self.object,
-            &self.outcome,
-            &self.reason,
-            &self.request_id,
-            &self.policy_hash,
-            &self.method,
-            &self.path,
-        ] {
-            put_str(out, s);
+        macro_rules! put {
+            ($w:ident; $($name:ident: $kind:ident),*) => { $( put::$kind(&mut $w, &self.$name); )* };
         }
-        put_list(out, &self.roles);
-        for s in [
-            &self.court,
-            &self.clearance,
-            &self.acr,
-            &self.flow,
-            &self.kind,
-        ] {
-            put_str(out, s);
-        }
-        match self.size {
-            None => out.push(0),
-            Some(n) => {
-                out.push(1);
-                out.extend_from_slice(&n.to_be_bytes());
-            }
-        }
-        put_list(out, &self.labels);
-        put_list(out, &self.approvals);
-        for s in [&self.submitter, &self.transfer_id, &self.content_hash] {
-            put_str(out, s);
-        }
-        put_len(out, self.attributes.len());
-        for (k, v) in &self.attributes {
-            put_str(out, k);
-            put_str(out, v);
-        }
+        let mut w = WireWriter::from_vec(std::mem::take(out));
+        w.u8(EVENT_VERSION);
+        w.u64(self.time.as_millis());
+        event_fields!(put, w);
+        *out = w.into_bytes();
     }
 
     /// The length of [`encode`](Self::encode)'s output.
     pub fn encoded_len(&self) -> usize {
-        let strs = [
-            &self.node,
-            &self.zone,
-            &self.component,
-            &self.actor,
-            &self.source,
-            &self.action,
-            &self.object,
-            &self.outcome,
-            &self.reason,
-            &self.request_id,
-            &self.policy_hash,
-            &self.method,
-            &self.path,
-            &self.court,
-            &self.clearance,
-            &self.acr,
-            &self.flow,
-            &self.kind,
-            &self.submitter,
-            &self.transfer_id,
-            &self.content_hash,
-        ];
-        let lists = [&self.roles, &self.labels, &self.approvals];
-        1 + 8
-            + strs.iter().map(|s| 4 + s.len()).sum::<usize>()
-            + lists
-                .iter()
-                .map(|l| 4 + l.iter().map(|s| 4 + s.len()).sum::<usize>())
-                .sum::<usize>()
-            + if self.size.is_some() { 9 } else { 1 }
-            + 4
-            + self
-                .attributes
-                .iter()
-                .map(|(k, v)| 8 + k.len() + v.len())
-                .sum::<usize>()
+        macro_rules! len {
+            ($n:ident; $($name:ident: $kind:ident),*) => { $( $n += len::$kind(&self.$name); )* };
+        }
+        let mut n = 1 + 8;
+        event_fields!(len, n);
+        n
     }
 
     /// Checks that `bytes` are a canonical event without building it (what `decode` accepts).
     pub fn validate(bytes: &[u8]) -> Result<(), EventError> {
-        if bytes.len() > MAX_EVENT_BYTES {
-            return Err(EventError::TooLarge(bytes.len()));
+        macro_rules! check {
+            ($r:ident; $($name:ident: $kind:ident),*) => { $( check::$kind(&mut $r, stringify!($name))?; )* };
         }
-        let mut r = Reader { rest: bytes };
-        let version = r.u8("version").map_err(|_| EventError::Empty)?;
-        if version != EVENT_VERSION {
-            return Err(EventError::Version(version));
-        }
+        let mut r = Self::start(bytes)?;
         r.u64("time")?;
-        for f in [
-            "node",
-            "zone",
-            "component",
-            "actor",
-            "source",
-            "action",
-            "object",
-            "outcome",
-            "reason",
-            "request_id",
-            "policy_hash",
-            "method",
-            "path",
-        ] {
-            r.utf8(f)?;
-        }
-        r.skip_list("roles")?;
-        for f in ["court", "clearance", "acr", "flow", "kind"] {
-            r.utf8(f)?;
-        }
-        match r.u8("size")? {
-            0 => {}
-            1 => {
-                r.u64("size")?;
-            }
-            _ => return Err(EventError::NotCanonical("size")),
-        }
-        r.skip_list("labels")?;
-        r.skip_list("approvals")?;
-        for f in ["submitter", "transfer_id", "content_hash"] {
-            r.utf8(f)?;
-        }
-        let n = r.count("attributes", 8)?;
-        // Byte order of UTF-8 is the order of `String`s, so keys compare as bytes.
-        let mut last: Option<&[u8]> = None;
-        for _ in 0..n {
-            let k = r.utf8("attributes")?;
-            r.utf8("attributes")?;
-            if last.is_some_and(|l| l >= k) {
-                return Err(EventError::NotCanonical("attributes"));
-            }
-            last = Some(k);
-        }
-        if !r.rest.is_empty() {
-            return Err(EventError::Trailing(r.rest.len()));
-        }
-        Ok(())
+        event_fields!(check, r);
+        Ok(r.finish()?)
     }
 
     /// Reads canonical bytes; refuses anything [`encode`](Self::encode) would not write.
     pub fn decode(bytes: &[u8]) -> Result<Self, EventError> {
+        macro_rules! get {
+            ($r:ident, $e:ident; $($name:ident: $kind:ident),*) => { $( $e.$name = get::$kind(&mut $r, stringify!($name))?; )* };
+        }
+        let mut r = Self::start(bytes)?;
+        let mut e = Event::new(UnixTime::from_millis(r.u64("time")?), String::new());
+        event_fields!(get, r, e);
+        r.finish()?;
+        Ok(e)
+    }
+
+    /// The reader after the version byte, which it checks (and the size limit).
+    fn start(bytes: &[u8]) -> Result<WireReader<'_>, EventError> {
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(EventError::TooLarge(bytes.len()));
         }
-        let mut r = Reader { rest: bytes };
+        let mut r = WireReader::new(bytes);
         let version = r.u8("version").map_err(|_| EventError::Empty)?;
         if version != EVENT_VERSION {
             return Err(EventError::Version(version));
         }
-        let time = UnixTime::from_millis(r.u64("time")?);
-        let mut e = Event::new(time, String::new());
-        e.node = r.string("node")?;
-        e.zone = r.string("zone")?;
-        e.component = r.string("component")?;
-        e.actor = r.string("actor")?;
-        e.source = r.string("source")?;
-        e.action = r.string("action")?;
-        e.object = r.string("object")?;
-        e.outcome = r.string("outcome")?;
-        e.reason = r.string("reason")?;
-        e.request_id = r.string("request_id")?;
-        e.policy_hash = r.string("policy_hash")?;
-        e.method = r.string("method")?;
-        e.path = r.string("path")?;
-        e.roles = r.list("roles")?;
-        e.court = r.string("court")?;
-        e.clearance = r.string("clearance")?;
-        e.acr = r.string("acr")?;
-        e.flow = r.string("flow")?;
-        e.kind = r.string("kind")?;
-        e.size = match r.u8("size")? {
-            0 => None,
-            1 => Some(r.u64("size")?),
-            _ => return Err(EventError::NotCanonical("size")),
-        };
-        e.labels = r.list("labels")?;
-        e.approvals = r.list("approvals")?;
-        e.submitter = r.string("submitter")?;
-        e.transfer_id = r.string("transfer_id")?;
-        e.content_hash = r.string("content_hash")?;
-        let n = r.count("attributes", 8)?;
-        let mut last: Option<String> = None;
-        for _ in 0..n {
-            let k = r.string("attributes")?;
-            let v = r.string("attributes")?;
-            if last.as_ref().is_some_and(|l| *l >= k) {
-                return Err(EventError::NotCanonical("attributes"));
+        Ok(r)
+    }
+
+    /// The verdict of a decision event (`request` or `transfer`, whose `outcome` is `allow`
+    /// or `deny`); `None` for other events and for an outcome that is no verdict.
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self.action.as_str() {
+            "request" | "transfer" => self.outcome.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Writing each kind of field.
+mod put {
+    use std::collections::BTreeMap;
+
+    use tianping_core::{PolicyHash, WireWriter};
+
+    fn len(w: &mut WireWriter, n: usize) {
+        if w.len32(n, "field").is_err() {
+            w.u32(u32::MAX);
+        }
+    }
+
+    pub(super) fn text(w: &mut WireWriter, s: &str) {
+        len(w, s.len());
+        w.raw(s.as_bytes());
+    }
+
+    pub(super) fn hash(w: &mut WireWriter, h: &Option<PolicyHash>) {
+        text(w, &h.map(|h| h.to_hex()).unwrap_or_default());
+    }
+
+    pub(super) fn list(w: &mut WireWriter, l: &[String]) {
+        len(w, l.len());
+        for s in l {
+            text(w, s);
+        }
+    }
+
+    pub(super) fn size(w: &mut WireWriter, n: &Option<u64>) {
+        match n {
+            None => w.u8(0),
+            Some(n) => {
+                w.u8(1);
+                w.u64(*n);
             }
-            e.attributes.insert(k.clone(), v);
-            last = Some(k);
         }
-        if !r.rest.is_empty() {
-            return Err(EventError::Trailing(r.rest.len()));
+    }
+
+    pub(super) fn map(w: &mut WireWriter, m: &BTreeMap<String, String>) {
+        len(w, m.len());
+        for (k, v) in m {
+            text(w, k);
+            text(w, v);
         }
-        Ok(e)
     }
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize) {
-    // Events are bounded far below 4 GiB; saturating keeps `encode` total.
-    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
-}
+/// The encoded length of each kind of field.
+mod len {
+    use std::collections::BTreeMap;
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_len(out, s.len());
-    out.extend_from_slice(s.as_bytes());
-}
+    use tianping_core::{PolicyHash, len32_size};
 
-fn put_list(out: &mut Vec<u8>, l: &[String]) {
-    put_len(out, l.len());
-    for s in l {
-        put_str(out, s);
+    pub(super) fn text(s: &str) -> usize {
+        len32_size(s.len())
+    }
+
+    pub(super) fn hash(h: &Option<PolicyHash>) -> usize {
+        len32_size(if h.is_some() { 64 } else { 0 })
+    }
+
+    pub(super) fn list(l: &[String]) -> usize {
+        4 + l.iter().map(|s| text(s)).sum::<usize>()
+    }
+
+    pub(super) fn size(n: &Option<u64>) -> usize {
+        if n.is_some() { 9 } else { 1 }
+    }
+
+    pub(super) fn map(m: &BTreeMap<String, String>) -> usize {
+        4 + m.iter().map(|(k, v)| text(k) + text(v)).sum::<usize>()
     }
 }
 
-struct Reader<'a> {
-    rest: &'a [u8],
-}
+/// Checking each kind of field without building it.
+mod check {
+    use tianping_core::{PolicyHash, WireReader};
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], EventError> {
-        if self.rest.len() < n {
-            return Err(EventError::Truncated(field));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, EventError> {
-        let b = self.take(1, field)?;
-        b.first().copied().ok_or(EventError::Truncated(field))
-    }
-
-    fn u32(&mut self, field: &'static str) -> Result<u32, EventError> {
-        let b = self.take(4, field)?;
-        Ok(u32::from_be_bytes(
-            b.try_into().map_err(|_| EventError::Truncated(field))?,
-        ))
-    }
-
-    fn u64(&mut self, field: &'static str) -> Result<u64, EventError> {
-        let b = self.take(8, field)?;
-        Ok(u64::from_be_bytes(
-            b.try_into().map_err(|_| EventError::Truncated(field))?,
-        ))
-    }
-
-    /// A count whose items take at least `min_item` bytes each, checked against what is left.
-    fn count(&mut self, field: &'static str, min_item: usize) -> Result<usize, EventError> {
-        let n = self.u32(field)? as usize;
-        if n.saturating_mul(min_item) > self.rest.len() {
-            return Err(EventError::Truncated(field));
-        }
-        Ok(n)
-    }
-
-    fn str(&mut self, field: &'static str) -> Result<&'a str, EventError> {
-        let n = self.u32(field)? as usize;
-        let b = self.take(n, field)?;
-        std::str::from_utf8(b).map_err(|_| EventError::Utf8(field))
-    }
-
-    fn string(&mut self, field: &'static str) -> Result<String, EventError> {
-        self.str(field).map(str::to_owned)
-    }
+    use super::EventError;
 
     /// A string field's bytes, checked to be UTF-8 (ASCII, the common case, checked fastest).
-    fn utf8(&mut self, field: &'static str) -> Result<&'a [u8], EventError> {
-        let n = self.u32(field)? as usize;
-        let b = self.take(n, field)?;
+    pub(super) fn text<'a>(
+        r: &mut WireReader<'a>,
+        f: &'static str,
+    ) -> Result<&'a [u8], EventError> {
+        let b = r.bytes32(f)?;
         if b.is_ascii() || std::str::from_utf8(b).is_ok() {
             Ok(b)
         } else {
-            Err(EventError::Utf8(field))
+            Err(EventError::Utf8(f))
         }
     }
 
-    fn skip_list(&mut self, field: &'static str) -> Result<(), EventError> {
-        let n = self.count(field, 4)?;
-        for _ in 0..n {
-            self.utf8(field)?;
+    pub(super) fn hash(r: &mut WireReader<'_>, f: &'static str) -> Result<(), EventError> {
+        let b = text(r, f)?;
+        if !b.is_empty() {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<PolicyHash>().ok())
+                .ok_or(EventError::NotCanonical(f))?;
         }
         Ok(())
     }
 
-    fn list(&mut self, field: &'static str) -> Result<Vec<String>, EventError> {
-        let n = self.count(field, 4)?;
-        (0..n).map(|_| self.string(field)).collect()
+    pub(super) fn list(r: &mut WireReader<'_>, f: &'static str) -> Result<(), EventError> {
+        for _ in 0..r.count32(f, 4)? {
+            text(r, f)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn size(r: &mut WireReader<'_>, f: &'static str) -> Result<(), EventError> {
+        match r.u8(f)? {
+            0 => Ok(()),
+            1 => Ok(r.u64(f).map(|_| ())?),
+            _ => Err(EventError::NotCanonical(f)),
+        }
+    }
+
+    /// Key/value pairs in strictly ascending key order (byte order of UTF-8 is the order of
+    /// `String`s, so keys compare as bytes).
+    pub(super) fn map(r: &mut WireReader<'_>, f: &'static str) -> Result<(), EventError> {
+        let mut last: Option<&[u8]> = None;
+        for _ in 0..r.count32(f, 8)? {
+            let k = text(r, f)?;
+            text(r, f)?;
+            if last.is_some_and(|l| l >= k) {
+                return Err(EventError::NotCanonical(f));
+            }
+            last = Some(k);
+        }
+        Ok(())
+    }
+}
+
+/// Reading each kind of field.
+mod get {
+    use std::collections::BTreeMap;
+
+    use tianping_core::{PolicyHash, WireReader};
+
+    use super::EventError;
+
+    pub(super) fn text(r: &mut WireReader<'_>, f: &'static str) -> Result<String, EventError> {
+        Ok(r.str32(f)?.to_owned())
+    }
+
+    pub(super) fn hash(
+        r: &mut WireReader<'_>,
+        f: &'static str,
+    ) -> Result<Option<PolicyHash>, EventError> {
+        match r.str32(f)? {
+            "" => Ok(None),
+            s => s.parse().map(Some).map_err(|_| EventError::NotCanonical(f)),
+        }
+    }
+
+    pub(super) fn list(r: &mut WireReader<'_>, f: &'static str) -> Result<Vec<String>, EventError> {
+        let n = r.count32(f, 4)?;
+        (0..n).map(|_| text(r, f)).collect()
+    }
+
+    pub(super) fn size(r: &mut WireReader<'_>, f: &'static str) -> Result<Option<u64>, EventError> {
+        match r.u8(f)? {
+            0 => Ok(None),
+            1 => Ok(Some(r.u64(f)?)),
+            _ => Err(EventError::NotCanonical(f)),
+        }
+    }
+
+    pub(super) fn map(
+        r: &mut WireReader<'_>,
+        f: &'static str,
+    ) -> Result<BTreeMap<String, String>, EventError> {
+        let mut m = BTreeMap::new();
+        let mut last: Option<String> = None;
+        for _ in 0..r.count32(f, 8)? {
+            let k = text(r, f)?;
+            let v = text(r, f)?;
+            if last.as_ref().is_some_and(|l| *l >= k) {
+                return Err(EventError::NotCanonical(f));
+            }
+            m.insert(k.clone(), v);
+            last = Some(k);
+        }
+        Ok(m)
     }
 }
 
@@ -507,7 +487,7 @@ mod tests {
         e.outcome = "allow".into();
         e.reason = "flow `filing` allows litigant".into();
         e.request_id = "req-1".into();
-        e.policy_hash = "ab".repeat(32);
+        e.policy_hash = Some("ab".repeat(32).parse().unwrap());
         e.method = "POST".into();
         e.path = "/filings".into();
         e.roles = vec!["litigant".into()];
@@ -547,6 +527,35 @@ mod tests {
         let min: Event = serde_json::from_str(r#"{"time":5,"action":"sign-in"}"#).unwrap();
         assert_eq!(min, Event::new(UnixTime::from_millis(5), "sign-in"));
         assert!(serde_json::from_str::<Event>(r#"{"time":5,"action":"x","bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn the_policy_hash_is_typed_and_the_verdict_read_from_decisions() {
+        let mut e = full_event();
+        assert_eq!(e.verdict(), Some(Verdict::Allow), "a transfer decision");
+        e.action = "request".into();
+        e.outcome = "deny".into();
+        assert_eq!(e.verdict(), Some(Verdict::Deny));
+        e.outcome = "success".into();
+        assert_eq!(e.verdict(), None);
+        e.action = "sign-in".into();
+        assert_eq!(e.verdict(), None);
+        // Stored as 64 hex digits, as before; anything else there is refused.
+        let b = e.encode();
+        let hex = "ab".repeat(32);
+        let at = b.windows(64).position(|w| w == hex.as_bytes()).unwrap();
+        let mut bad = b.clone();
+        bad[at] = b'A';
+        assert_eq!(
+            Event::decode(&bad),
+            Err(EventError::NotCanonical("policy_hash"))
+        );
+        assert_eq!(
+            Event::validate(&bad),
+            Err(EventError::NotCanonical("policy_hash"))
+        );
+        e.policy_hash = None;
+        assert_eq!(Event::decode(&e.encode()).unwrap().policy_hash, None);
     }
 
     fn arb_event() -> impl Strategy<Value = Event> {

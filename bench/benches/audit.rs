@@ -26,7 +26,7 @@ fn event(i: u64) -> Event {
     e.object = format!("/cases/{i}");
     e.outcome = "allow".into();
     e.request_id = format!("req-{i}");
-    e.policy_hash = "9f2c".repeat(16);
+    e.policy_hash = "9f2c".repeat(16).parse().ok();
     e.method = "GET".into();
     e.path = "/cases".into();
     e.roles = vec!["judge".into()];
@@ -56,7 +56,7 @@ fn varied_event(i: u64) -> Event {
     );
     e.object = format!("/cases/{}", &hex("object")[..24]);
     e.request_id = hex("request")[..32].to_owned();
-    e.policy_hash = hex("policy");
+    e.policy_hash = hex("policy").parse().ok();
     e
 }
 
