@@ -18,6 +18,8 @@
 
 use std::borrow::Cow;
 
+use tianping_core::WireReader;
+
 use crate::event::MAX_EVENT_BYTES;
 use crate::merkle::Hash;
 
@@ -28,6 +30,7 @@ const STORED: u8 = 4;
 
 /// The largest body a packed record may claim: what decompressing it may allocate.
 const MAX_BODY: usize = 64 << 20;
+const TRUNCATED: &str = "truncated record";
 
 /// A stored record, opened: its leaf hashes, and its entries' bytes unless it is archived.
 pub(crate) struct Opened<'a> {
@@ -65,63 +68,55 @@ impl Opened<'_> {
             return Ok(self.leaves().map(|h| (h, &[][..])).collect());
         }
         let mut out = Vec::with_capacity(self.count);
-        let mut r: &[u8] = &self.body;
+        let mut r = WireReader::new(&self.body);
         for h in self.leaves() {
-            let len = take_u32(&mut r).ok_or("truncated record")? as usize;
-            if r.len() < len {
-                return Err("truncated record");
-            }
-            let (bytes, rest) = r.split_at(len);
-            r = rest;
-            out.push((h, bytes));
+            out.push((h, r.bytes32("entry").map_err(|_| TRUNCATED)?));
         }
-        if !r.is_empty() {
-            return Err("bytes after the last entry of a record");
-        }
+        r.finish()
+            .map_err(|_| "bytes after the last entry of a record")?;
         Ok(out)
     }
 }
 
 /// The entry count in a record's header: where the next record starts, read before the rest.
-#[cfg_attr(not(feature = "store"), allow(dead_code, reason = "used by the store"))]
+#[cfg_attr(
+    not(feature = "store"),
+    expect(dead_code, reason = "used by the store")
+)]
 pub(crate) fn count(value: &[u8]) -> Option<u32> {
-    value
-        .get(1..5)
-        .and_then(|c| c.try_into().ok())
-        .map(u32::from_be_bytes)
+    WireReader::new(value.get(1..)?).u32("count").ok()
 }
 
 /// Reads a record's header and leaf hashes; with `bytes`, also its entries' bytes
 /// (decompressing a packed body). Without `bytes`, [`Opened::entries`] of a packed or plain
 /// record finds no bytes and fails.
 pub(crate) fn open(value: &[u8], bytes: bool) -> Result<Opened<'_>, &'static str> {
-    let (&version, mut r) = value.split_first().ok_or("empty record")?;
-    let count = take_u32(&mut r).ok_or("truncated record")? as usize;
+    let mut r = WireReader::new(value);
+    let version = r.u8("version").map_err(|_| "empty record")?;
+    let count = r.len32("count", usize::MAX).map_err(|_| TRUNCATED)?;
     match version {
         ARCHIVED => {
-            if Some(r.len()) != count.checked_mul(32) {
+            if Some(r.remaining()) != count.checked_mul(32) {
                 return Err("archived record length does not match its count");
             }
             Ok(Opened {
                 archived: true,
-                hashes: Cow::Borrowed(r),
+                hashes: Cow::Borrowed(r.rest()),
                 body: Cow::Borrowed(&[]),
                 count,
             })
         }
         PACKED | STORED => {
             let hashes_len = count.checked_mul(32).ok_or("record count too large")?;
-            if r.len() < hashes_len {
-                return Err("truncated record");
-            }
-            let (hashes, mut rest) = r.split_at(hashes_len);
-            let body_len = take_u32(&mut rest).ok_or("truncated record")? as usize;
+            let hashes = r.take(hashes_len, "leaf hashes").map_err(|_| TRUNCATED)?;
+            let body_len = r.len32("body", usize::MAX).map_err(|_| TRUNCATED)?;
             if body_len > MAX_BODY || body_len > count.saturating_mul(4 + MAX_EVENT_BYTES) {
                 return Err("record body larger than its entries can be");
             }
             if body_len < count.saturating_mul(4) {
                 return Err("record body shorter than its count");
             }
+            let rest = r.rest();
             let body = if version == STORED {
                 if rest.len() != body_len {
                     return Err("record body length does not match");
@@ -145,31 +140,21 @@ pub(crate) fn open(value: &[u8], bytes: bool) -> Result<Opened<'_>, &'static str
             })
         }
         PLAIN => {
-            if count.saturating_mul(36) > r.len() {
+            if count.saturating_mul(36) > r.remaining() {
                 return Err("record count larger than the record");
             }
             let mut hashes = Vec::with_capacity(count * 32);
-            let mut body = Vec::with_capacity(if bytes { r.len() } else { 0 });
+            let mut body = Vec::with_capacity(if bytes { r.remaining() } else { 0 });
             for _ in 0..count {
-                if r.len() < 36 {
-                    return Err("truncated record");
-                }
-                let (h, rest) = r.split_at(32);
-                hashes.extend_from_slice(h);
-                r = rest;
-                let head = r;
-                let len = take_u32(&mut r).ok_or("truncated record")? as usize;
-                if r.len() < len {
-                    return Err("truncated record");
-                }
+                hashes.extend_from_slice(r.take(32, "leaf hash").map_err(|_| TRUNCATED)?);
+                let head = r.rest();
+                let entry = r.bytes32("entry").map_err(|_| TRUNCATED)?;
                 if bytes {
-                    body.extend_from_slice(head.get(..4 + len).unwrap_or_default());
+                    body.extend_from_slice(head.get(..4 + entry.len()).unwrap_or_default());
                 }
-                r = r.get(len..).unwrap_or_default();
             }
-            if !r.is_empty() {
-                return Err("bytes after the last entry of a record");
-            }
+            r.finish()
+                .map_err(|_| "bytes after the last entry of a record")?;
             Ok(Opened {
                 archived: false,
                 hashes: Cow::Owned(hashes),
@@ -202,8 +187,7 @@ impl Packer {
     /// Adds an entry to the record being built.
     pub(crate) fn push(&mut self, bytes: &[u8], leaf: &Hash) {
         self.hashes.extend_from_slice(leaf);
-        self.body
-            .extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        self.body.extend_from_slice(&be32(bytes.len()));
         self.body.extend_from_slice(bytes);
     }
 
@@ -213,7 +197,10 @@ impl Packer {
     }
 
     /// Bytes of entries added since the last [`finish`](Self::finish), before packing.
-    #[cfg_attr(not(feature = "store"), allow(dead_code, reason = "used by the store"))]
+    #[cfg_attr(
+        not(feature = "store"),
+        expect(dead_code, reason = "used by the store")
+    )]
     pub(crate) fn body_len(&self) -> usize {
         self.body.len()
     }
@@ -237,10 +224,9 @@ impl Packer {
         let count = self.len();
         self.out.clear();
         self.out.push(PACKED);
-        self.out.extend_from_slice(&(count as u32).to_be_bytes());
+        self.out.extend_from_slice(&be32(count));
         self.out.extend_from_slice(&self.hashes);
-        self.out
-            .extend_from_slice(&(self.body.len() as u32).to_be_bytes());
+        self.out.extend_from_slice(&be32(self.body.len()));
         let head = self.out.len();
         let packed = if self.worth_packing() {
             self.pack_body(head)
@@ -286,35 +272,36 @@ pub(crate) fn encode_plain<B: AsRef<[u8]>>(entries: &[(B, Hash)]) -> Vec<u8> {
     let len: usize = entries.iter().map(|(b, _)| b.as_ref().len() + 36).sum();
     let mut v = Vec::with_capacity(5 + len);
     v.push(PLAIN);
-    v.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    v.extend_from_slice(&be32(entries.len()));
     for (bytes, h) in entries {
         let bytes = bytes.as_ref();
         v.extend_from_slice(h);
-        v.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        v.extend_from_slice(&be32(bytes.len()));
         v.extend_from_slice(bytes);
     }
     v
 }
 
 /// The archived record of `leaves`: their hashes only.
-#[cfg_attr(not(feature = "store"), allow(dead_code, reason = "used by the store"))]
+#[cfg_attr(
+    not(feature = "store"),
+    expect(dead_code, reason = "used by the store")
+)]
 pub(crate) fn encode_archived(leaves: &[Hash]) -> Vec<u8> {
     let mut v = Vec::with_capacity(5 + 32 * leaves.len());
     v.push(ARCHIVED);
-    v.extend_from_slice(&(leaves.len() as u32).to_be_bytes());
+    v.extend_from_slice(&be32(leaves.len()));
     for h in leaves {
         v.extend_from_slice(h);
     }
     v
 }
 
-fn take_u32(r: &mut &[u8]) -> Option<u32> {
-    if r.len() < 4 {
-        return None;
-    }
-    let (h, rest) = r.split_at(4);
-    *r = rest;
-    Some(u32::from_be_bytes(h.try_into().ok()?))
+/// A length or count as the big-endian `u32` of the formats. Callers bound entries to
+/// [`MAX_EVENT_BYTES`] and records to a few MiB, far below 4 GiB; a length that still did not
+/// fit would be written as `u32::MAX`, which no record opens with, never cut short silently.
+fn be32(n: usize) -> [u8; 4] {
+    u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes()
 }
 
 #[cfg(test)]
