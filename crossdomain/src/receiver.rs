@@ -6,7 +6,8 @@
 //! block decoded, or as [`LinkEvent::Lost`] when it can no longer complete:
 //!
 //! - the sender's heartbeat says every symbol of it was sent, and `lost_window` more datagrams
-//!   went by (so reordering has had its chance);
+//!   or `lost_grace` of time went by (so reordering has had its chance, and a sender gone
+//!   quiet after its last transfer does not hold the loss back until the timeout);
 //! - no symbol of it arrived for `timeout` on the [`Clock`](tianping_core::Clock);
 //! - a heartbeat names it (ids are consecutive) but no symbol of it ever arrived.
 //!
@@ -41,6 +42,8 @@ pub struct ReceiverConfig {
     pub max_open_blocks: usize,
     /// Datagrams to wait, after the sender says a transfer was fully sent, before it is lost.
     pub lost_window: u64,
+    /// Time to wait, after the sender says a transfer was fully sent, before it is lost.
+    pub lost_grace: Duration,
     /// A transfer with no symbol for this long is lost.
     pub timeout: Duration,
     /// No datagram for this long is reported as [`LinkEvent::Silent`].
@@ -55,6 +58,7 @@ impl ReceiverConfig {
             max_transfers: 32,
             max_open_blocks: 4,
             lost_window: 4096,
+            lost_grace: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             silence: Duration::from_secs(5),
         }
@@ -152,8 +156,9 @@ struct Partial {
     open: BTreeMap<u32, (SourceBlockDecoder, u64)>,
     ready: BTreeMap<u32, Vec<u8>>,
     last_progress: UnixTime,
-    /// The sender's datagram count when a heartbeat said it had sent every symbol.
-    sent_by: Option<u64>,
+    /// The sender's datagram count, and the time, when a heartbeat said it had sent every
+    /// symbol.
+    sent_by: Option<(u64, UnixTime)>,
 }
 
 impl Partial {
@@ -400,7 +405,7 @@ impl Receiver {
             }
         }
         for (_, t) in self.transfers.range_mut(..beat.done_below) {
-            t.sent_by.get_or_insert(beat.datagrams_sent);
+            t.sent_by.get_or_insert((beat.datagrams_sent, now));
         }
         self.expire(now, events);
     }
@@ -420,14 +425,14 @@ impl Receiver {
     fn expire(&mut self, now: UnixTime, events: &mut Vec<LinkEvent>) {
         let highest = self.highest_seq.unwrap_or(0);
         let window = self.config.lost_window;
-        let timeout = self.config.timeout;
+        let (timeout, grace) = (self.config.timeout, self.config.lost_grace);
         let lost: Vec<(u64, LostReason)> = self
             .transfers
             .iter()
             .filter_map(|(id, t)| {
-                let passed = t
-                    .sent_by
-                    .is_some_and(|s| highest >= s.saturating_add(window));
+                let passed = t.sent_by.is_some_and(|(seq, at)| {
+                    highest >= seq.saturating_add(window) || now.saturating_since(at) >= grace
+                });
                 let reason = if passed && t.geometry.is_none() {
                     LostReason::NeverSeen
                 } else if passed {

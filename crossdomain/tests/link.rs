@@ -368,3 +368,28 @@ fn a_block_fed_far_more_symbols_than_any_repair_sends_is_given_up() {
     assert_eq!(rx.stats().overflow, 1);
     assert!(events.is_empty());
 }
+
+#[test]
+fn a_transfer_short_of_symbols_is_lost_after_the_grace_when_the_sender_goes_quiet() {
+    let clock = start();
+    let mut sender = Sender::new(config(5, 64), 1).unwrap();
+    sender.submit(1, Box::new(vec![3u8; 100_000])).unwrap();
+    let mut rx = receiver();
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    let mut n = 0;
+    while sender.next_datagram(&mut out).unwrap().is_some() {
+        n += 1;
+        if n % 3 != 0 {
+            rx.receive(&out, clock.now(), &mut events);
+        }
+    }
+    // one last heartbeat, then nothing: the window of datagrams never fills
+    sender.heartbeat(&mut out).unwrap();
+    rx.receive(&out, clock.now(), &mut events);
+    clock.advance(Duration::from_millis(1_999));
+    rx.poll(clock.now(), &mut events);
+    assert!(outcome(&events).lost.is_empty());
+    clock.advance(Duration::from_millis(1));
+    rx.poll(clock.now(), &mut events);
+    assert_eq!(outcome(&events).lost.get(&1), Some(&LostReason::Incomplete));
+}

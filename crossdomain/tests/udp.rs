@@ -228,3 +228,71 @@ fn the_receiver_sees_a_sender_restart_and_then_silence() {
     );
     assert!(seen.last().unwrap().starts_with("Silent"));
 }
+
+/// Goodput over loopback at a set rate (`TP_RATE_MBPS`, default 2000) for a 256 MiB bundle with
+/// 5 % repair: `cargo test --release -p tianping-crossdomain --features io --test udp --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand in release"]
+fn loopback_throughput() {
+    let rate: u32 = std::env::var("TP_RATE_MBPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let (signer, _) = RingSigner::generate(Algorithm::Ed25519).unwrap();
+    let payload = bytes(256 << 20);
+    let b = bundle(&payload, &signer);
+    let rx_socket = bind_udp("127.0.0.1:0".parse().unwrap(), 64 << 20, 0).unwrap();
+    let addr = rx_socket.local_addr().unwrap();
+    let trust = Arc::new(PinnedKeys(vec![signer.public_key()]));
+    let receiving = std::thread::spawn(move || {
+        let mut asm = Assembler::new(Receiver::new(ReceiverConfig::new(9), Some(1)), trust);
+        let mut rx = UdpReceiver::new(rx_socket, Duration::from_millis(50)).unwrap();
+        let mut got = 0usize;
+        let mut first = None;
+        let mut outcome = String::new();
+        rx.run(&mut asm, &SystemClock, |a| {
+            first.get_or_insert_with(std::time::Instant::now);
+            match a {
+                Arrival::Chunk { bytes, .. } => got += bytes.len(),
+                Arrival::Complete { .. } | Arrival::Lost { .. } | Arrival::Refused { .. } => {
+                    outcome = format!("{a:?}").chars().take(40).collect();
+                    return ControlFlow::Break(());
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        (
+            got,
+            first.unwrap().elapsed(),
+            outcome,
+            asm.receiver().stats(),
+        )
+    });
+    let (inbox_tx, inbox) = mpsc::channel::<Submission>();
+    inbox_tx.send((1, Box::new(b))).unwrap();
+    drop(inbox_tx);
+    let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 0, 4 << 20).unwrap();
+    let mut udp = UdpSender::new(socket, addr, Duration::from_millis(10));
+    let mut sender = Sender::new(LinkConfig::new(9), 1).unwrap();
+    let mut pacer = Pacer::for_link(rate, tianping_core::Clock::now(&SystemClock));
+    let t = std::time::Instant::now();
+    let sent = udp
+        .run(&mut sender, &mut pacer, &SystemClock, &inbox)
+        .unwrap();
+    let send_time = t.elapsed();
+    let (got, took, outcome, stats) = receiving.join().unwrap();
+    println!(
+        "rate {rate} Mbit/s: sent {} datagrams in {:.2} s ({:.2} Gbit/s on the wire); \
+         received {got} bytes in {:.2} s = {:.2} Gbit/s goodput; {outcome}; missing {}, repaired blocks {}",
+        sent.datagrams,
+        send_time.as_secs_f64(),
+        sent.bytes as f64 * 8e-9 / send_time.as_secs_f64(),
+        took.as_secs_f64(),
+        got as f64 * 8e-9 / took.as_secs_f64(),
+        stats.missing,
+        stats.repaired,
+    );
+}
