@@ -21,6 +21,7 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use tianping_core::ZoneName;
 
+use crate::identity::CourtIdentity;
 use crate::verify::{TrustStore, verify_client};
 use crate::{CertError, certs_from_pem};
 
@@ -31,9 +32,25 @@ pub enum ClientAuth {
     #[default]
     None,
     /// It asks, and accepts clients that send none; a certificate sent must validate.
+    ///
+    /// Why this weakening is safe: it gives up only the refusal of clients with no certificate,
+    /// never the check of one presented (a bad chain still fails the handshake). A connection
+    /// without a certificate carries no identity, so an application that needs one sees none
+    /// and refuses; it must not read "no identity" as anything but anonymous.
     Optional,
     /// It asks, and refuses clients without a valid certificate.
     Required,
+    /// It asks and accepts the handshake whatever chain is presented (or none): the chain is
+    /// handed to the application, verified after the handshake with
+    /// [`ReloadableServerConfig::verify_presented`], so it can show a page ("your certificate
+    /// was revoked") and log the attempt instead of a bare TLS alert.
+    ///
+    /// Why this is safe: the client still proves it holds the presented leaf's key (the
+    /// handshake signature is checked against the leaf's public key), and the chain gives no
+    /// identity unless it verifies against the trust bundle, CRLs and zone the builder was given
+    /// (`tianping_net` fills `ConnInfo::identity` only then). An application must take identity
+    /// only from the verified result, never from the presented chain.
+    Request,
 }
 
 /// The ring provider restricted to TLS 1.3 suites and TLS 1.2 ECDHE+AEAD suites, AES-128-GCM
@@ -129,6 +146,12 @@ impl ServerTlsBuilder {
     }
 
     /// Also offers TLS 1.2 (ECDHE with AEAD suites only).
+    ///
+    /// Why this weakening is safe when asked for: only forward-secret ECDHE key exchange with
+    /// AES-GCM or ChaCha20-Poly1305 is offered (no CBC, no RSA key transport, no renegotiation,
+    /// extended master secret as rustls requires), so what is given up is TLS 1.3's encrypted
+    /// handshake and shorter round trips, not the confidentiality of the session. Off by default;
+    /// for old court clients only.
     pub fn tls12(mut self, on: bool) -> Self {
         self.tls12 = on;
         self
@@ -142,11 +165,11 @@ impl ServerTlsBuilder {
 
     /// Reads the files and builds the configuration.
     pub fn build(self) -> Result<ReloadableServerConfig, CertError> {
-        let config = self.load()?;
+        let loaded = self.load()?;
         Ok(ReloadableServerConfig {
             inner: Arc::new(Reloadable {
                 builder: self,
-                current: ArcSwap::from(config),
+                current: ArcSwap::from_pointee(loaded),
             }),
         })
     }
@@ -162,7 +185,7 @@ impl ServerTlsBuilder {
         }))
     }
 
-    fn load(&self) -> Result<Arc<ServerConfig>, CertError> {
+    fn load(&self) -> Result<Loaded, CertError> {
         let chain = certs_from_pem(&read(&self.cert_path)?)?;
         let key = key_from_pem(&read(&self.key_path)?)?;
         let provider = provider();
@@ -174,7 +197,8 @@ impl ServerTlsBuilder {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(tls_err)?;
-        let builder = match (self.client_auth, self.trust()?) {
+        let trust = self.trust()?;
+        let builder = match (self.client_auth, &trust) {
             (ClientAuth::None, _) => builder.with_no_client_auth(),
             (_, None) => {
                 return Err(CertError::Tls(
@@ -182,7 +206,7 @@ impl ServerTlsBuilder {
                 ));
             }
             (mode, Some(trust)) => {
-                builder.with_client_cert_verifier(court_verifier(mode, trust, provider)?)
+                builder.with_client_cert_verifier(court_verifier(mode, trust.clone(), provider)?)
             }
         };
         let mut config = builder.with_single_cert(chain, key).map_err(tls_err)?;
@@ -190,8 +214,18 @@ impl ServerTlsBuilder {
         // The suite order of `provider()` decides, not the client's.
         config.ignore_client_order = true;
         config.alpn_protocols.clone_from(&self.alpn);
-        Ok(Arc::new(config))
+        Ok(Loaded {
+            config: Arc::new(config),
+            trust,
+        })
     }
+}
+
+/// A loaded configuration and the trust store its client checks use.
+#[derive(Debug)]
+struct Loaded {
+    config: Arc<ServerConfig>,
+    trust: Option<TrustStore>,
 }
 
 fn court_verifier(
@@ -210,11 +244,60 @@ fn court_verifier(
             .only_check_end_entity_revocation()
             .allow_unknown_revocation_status();
     }
-    if mode == ClientAuth::Optional {
+    if matches!(mode, ClientAuth::Optional | ClientAuth::Request) {
         b = b.allow_unauthenticated();
     }
     let inner = b.build().map_err(tls_err)?;
+    if mode == ClientAuth::Request {
+        return Ok(Arc::new(PresentedClientVerifier { inner }));
+    }
     Ok(Arc::new(CourtClientVerifier { inner, trust }))
+}
+
+/// [`ClientAuth::Request`]: any chain (or none) is accepted at the handshake, to be verified
+/// after it; the handshake signature is still checked against the presented leaf's key.
+#[derive(Debug)]
+struct PresentedClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for PresentedClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// The webpki verifier, then the court checks of [`verify_client`] (identity, zone, kind).
@@ -285,7 +368,7 @@ fn to_rustls(e: CertError) -> rustls::Error {
 #[derive(Debug)]
 struct Reloadable {
     builder: ServerTlsBuilder,
-    current: ArcSwap<ServerConfig>,
+    current: ArcSwap<Loaded>,
 }
 
 /// A server configuration that can be re-read from its files while connections go on; each
@@ -298,14 +381,35 @@ pub struct ReloadableServerConfig {
 impl ReloadableServerConfig {
     /// The configuration to accept the next connection with.
     pub fn current(&self) -> Arc<ServerConfig> {
-        self.inner.current.load_full()
+        self.inner.current.load().config.clone()
+    }
+
+    /// How clients are asked for certificates.
+    pub fn client_auth(&self) -> ClientAuth {
+        self.inner.builder.client_auth
+    }
+
+    /// Verifies a chain a client presented (leaf first) against the trust bundle, CRLs and zone
+    /// of the current configuration, at `now`: what [`ClientAuth::Request`] leaves to after the
+    /// handshake. The error is the precise reason (revoked, expired, another zone's CA, …).
+    pub fn verify_presented(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<CourtIdentity, CertError> {
+        match &self.inner.current.load().trust {
+            Some(trust) => verify_client(chain, trust, now),
+            None => Err(CertError::Tls(
+                "no trust bundle to verify a client certificate against".to_owned(),
+            )),
+        }
     }
 
     /// Re-reads the certificate, key, trust bundle and CRLs; on any error keeps the old
     /// configuration and returns the error.
     pub fn reload(&self) -> Result<(), CertError> {
-        let config = self.inner.builder.load()?;
-        self.inner.current.store(config);
+        let loaded = self.inner.builder.load()?;
+        self.inner.current.store(Arc::new(loaded));
         Ok(())
     }
 }

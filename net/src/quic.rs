@@ -155,6 +155,7 @@ async fn accept_loop(
         };
         shared.metrics.connection();
         let (shared, alive, stop) = (shared.clone(), alive_tx.clone(), stop.clone());
+        let source = source.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let Ok(conn) = incoming.accept() else { return };
@@ -175,14 +176,14 @@ async fn accept_loop(
                 .and_then(|h| h.downcast::<HandshakeData>().ok())
                 .and_then(|h| h.server_name)
                 .map(|s| Arc::from(s.to_ascii_lowercase()));
-            let leaf = conn
+            let chain = conn
                 .peer_identity()
                 .and_then(|p| {
                     p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                         .ok()
                 })
-                .and_then(|v| v.first().cloned());
-            let info = Arc::new(info.with_cert(leaf));
+                .map(|v| *v);
+            let info = Arc::new(info.with_chain(chain, source.as_ref()));
             serve_h3(conn, shared, info, alive, stop).await;
         });
     }

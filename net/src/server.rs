@@ -183,7 +183,7 @@ async fn accept_loop(
                 };
                 shared.metrics.connection();
                 let _ = tcp.set_nodelay(true);
-                let conn = Conn { tls: tls.current(), shared: shared.clone(), stop: stop.clone(), _alive: alive_tx.clone(), _slot: slot };
+                let conn = Conn { tls: tls.current(), source: tls.source.clone(), shared: shared.clone(), stop: stop.clone(), _alive: alive_tx.clone(), _slot: slot };
                 tokio::spawn(conn.run(tcp, peer));
             }
         }
@@ -195,6 +195,7 @@ async fn accept_loop(
 
 struct Conn {
     tls: Arc<ServerConfig>,
+    source: Arc<dyn TlsSource>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     _alive: mpsc::Sender<()>,
@@ -221,14 +222,10 @@ impl Conn {
         info.sni = session
             .server_name()
             .map(|s| Arc::from(s.to_ascii_lowercase()));
-        let info = Arc::new(
-            info.with_cert(
-                session
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| c.clone().into_owned()),
-            ),
-        );
+        let chain = session
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+        let info = Arc::new(info.with_chain(chain, self.source.as_ref()));
         // A client that stops reading the socket: its connection is closed.
         let stream = WriteStall::new(stream, limits.body_idle_timeout);
         let shared = self.shared.clone();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use rustls::pki_types::CertificateDer;
-use tianping_certs::CourtIdentity;
+use tianping_certs::{CertError, CourtIdentity};
 
 use crate::body::{Body, ResponseBody, full};
 use crate::config::ServerOptions;
@@ -20,6 +20,7 @@ use crate::head::REFUSAL_MARKER;
 use crate::metrics::Metrics;
 use crate::path::normalize_path;
 use crate::rate::{RateLimiter, retry_after_secs};
+use crate::tls::TlsSource;
 
 /// The protocol a request arrived over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,10 +60,18 @@ pub struct ConnInfo {
     pub protocol: Protocol,
     /// The TLS server name the client asked for, lower case.
     pub sni: Option<Arc<str>>,
-    /// The client certificate's leaf, when one was presented (and validated by TLS).
+    /// The client certificate's leaf, when one was presented (validated by TLS, except under
+    /// [`tianping_certs::ClientAuth::Request`]: see [`ConnInfo::unverified`]).
     pub client_cert: Option<Arc<CertificateDer<'static>>>,
-    /// The court identity read from the client certificate, when it names one.
+    /// The whole chain the client presented, leaf first.
+    pub presented_chain: Option<Arc<[CertificateDer<'static>]>>,
+    /// The court identity of the client certificate: only for a chain that verified (against
+    /// the trust bundle, CRLs and zone of the TLS configuration).
     pub identity: Option<Arc<CourtIdentity>>,
+    /// Under [`tianping_certs::ClientAuth::Request`], why the presented chain did not verify
+    /// (revoked, expired, another zone's, …); the handler can show a page and log it. The chain
+    /// then gives no identity.
+    pub unverified: Option<Arc<CertError>>,
     /// The peer's user id, on the control socket.
     pub peer_uid: Option<u32>,
     /// The peer's process id, on the control socket (when the kernel gives it).
@@ -76,18 +85,38 @@ impl ConnInfo {
             protocol,
             sni: None,
             client_cert: None,
+            presented_chain: None,
             identity: None,
+            unverified: None,
             peer_uid: None,
             peer_pid: None,
         }
     }
 
-    pub(crate) fn with_cert(mut self, leaf: Option<CertificateDer<'static>>) -> Self {
-        self.identity = leaf
-            .as_ref()
-            .and_then(|c| tianping_certs::identity_of(c).ok())
-            .map(Arc::new);
-        self.client_cert = leaf.map(Arc::new);
+    /// Records the chain the client presented (leaf first) and the identity it proves: read
+    /// from the leaf when the handshake verified it, or verified now by `source` when the
+    /// handshake accepted any chain.
+    pub(crate) fn with_chain(
+        mut self,
+        chain: Option<Vec<CertificateDer<'static>>>,
+        source: &dyn TlsSource,
+    ) -> Self {
+        let Some(chain) = chain.filter(|c| !c.is_empty()) else {
+            return self;
+        };
+        let identity = match source.verify_presented(&chain) {
+            None => chain
+                .first()
+                .and_then(|c| tianping_certs::identity_of(c).ok()),
+            Some(Ok(id)) => Some(id),
+            Some(Err(e)) => {
+                self.unverified = Some(Arc::new(e));
+                None
+            }
+        };
+        self.identity = identity.map(Arc::new);
+        self.client_cert = chain.first().cloned().map(Arc::new);
+        self.presented_chain = Some(chain.into());
         self
     }
 }

@@ -4,11 +4,24 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
+use tianping_certs::{CertError, ClientAuth, CourtIdentity};
 
 /// A source of the current server TLS configuration.
 pub trait TlsSource: Send + Sync + 'static {
     /// The configuration for the next accepted connection.
     fn current(&self) -> Arc<ServerConfig>;
+
+    /// For a source whose handshake accepts any presented chain
+    /// ([`tianping_certs::ClientAuth::Request`]): verifies a presented chain (leaf first) after
+    /// the handshake, giving the identity or the precise reason it did not verify. `None` (the
+    /// default): the handshake verified whatever it accepted.
+    fn verify_presented(
+        &self,
+        _chain: &[CertificateDer<'static>],
+    ) -> Option<Result<CourtIdentity, CertError>> {
+        None
+    }
 }
 
 /// A configuration swapped in place by [`SwapTls::set`]; the simplest [`TlsSource`].
@@ -49,5 +62,18 @@ pub(crate) fn with_tcp_alpn(cfg: Arc<ServerConfig>) -> Arc<ServerConfig> {
 impl TlsSource for tianping_certs::ReloadableServerConfig {
     fn current(&self) -> Arc<ServerConfig> {
         tianping_certs::ReloadableServerConfig::current(self)
+    }
+
+    fn verify_presented(
+        &self,
+        chain: &[CertificateDer<'static>],
+    ) -> Option<Result<CourtIdentity, CertError>> {
+        (self.client_auth() == ClientAuth::Request).then(|| {
+            tianping_certs::ReloadableServerConfig::verify_presented(
+                self,
+                chain,
+                rustls::pki_types::UnixTime::now(),
+            )
+        })
     }
 }
