@@ -193,7 +193,6 @@ impl SignedCheckpoint {
 
 /// Parses a note: the checkpoint body and the signature lines, with the length of the
 /// signature part (blank line included).
-#[allow(clippy::type_complexity, reason = "private helper")]
 fn parse(note: &str) -> Result<(Checkpoint, (Vec<NoteSignature<'_>>, usize)), CheckpointError> {
     use CheckpointError::Malformed;
     if note.len() > MAX_NOTE_BYTES {

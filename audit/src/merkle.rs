@@ -369,6 +369,7 @@ impl Frontier {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "small test values")]
 mod tests {
     use super::*;
 

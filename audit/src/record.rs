@@ -305,6 +305,7 @@ fn be32(n: usize) -> [u8; 4] {
 }
 
 #[cfg(test)]
+#[expect(clippy::cast_possible_truncation, reason = "small test values")]
 mod tests {
     use super::*;
 

@@ -7,6 +7,7 @@
     clippy::indexing_slicing,
     reason = "tests fail loudly"
 )]
+#![expect(clippy::cast_possible_truncation, reason = "small test values")]
 
 use ct_merkle::CtMerkleTree;
 use proptest::prelude::*;

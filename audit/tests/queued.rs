@@ -1,12 +1,6 @@
 //! Queued appends: each event takes its index at once, in order with durable appends from
 //! other threads, and becomes durable by a group commit; a child process killed with SIGKILL
 //! at seeded points loses none of the events it was told were durable, and the log verifies.
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -42,7 +36,7 @@ fn queued_events_take_their_index_at_once_and_become_durable() {
                         got.push((log.append(&e).unwrap(), e));
                     } else {
                         let q = log.append_queued(&e).unwrap();
-                        got.push((q.receipts()[0].clone(), e));
+                        got.push((q.receipts()[0], e));
                         if i == 199 {
                             q.wait().unwrap();
                             assert!(q.is_durable());

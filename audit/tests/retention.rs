@@ -9,6 +9,7 @@
     clippy::indexing_slicing,
     reason = "tests fail loudly"
 )]
+#![expect(clippy::cast_possible_truncation, reason = "small test values")]
 
 use std::path::Path;
 

@@ -275,11 +275,6 @@ fn answer(log: &AuditLog, req: &Request) -> Result<ServiceResponse, Failure> {
 }
 
 #[cfg(test)]
-#[expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
 mod tests {
     use super::super::{ErrorBody, JSON};
     use super::*;

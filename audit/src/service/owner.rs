@@ -48,7 +48,6 @@ pub fn clear_owner(log_dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
 

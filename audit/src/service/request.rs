@@ -295,7 +295,6 @@ fn percent_decode(s: &str) -> Result<String, &'static str> {
 }
 
 #[cfg(test)]
-#[expect(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
     use tianping_core::{Algorithm, RingSigner, Signer};

@@ -414,7 +414,9 @@ impl VerifyContext<'_> {
             while (1u64 << height) > limit - at {
                 height -= 1;
             }
-            let from = (at - first) as usize;
+            let Ok(from) = usize::try_from(at - first) else {
+                break;
+            };
             let to = from + (1usize << height);
             let Some(root) = leaves.get_mut(from..to).and_then(merkle::subtree_root) else {
                 break;
