@@ -16,6 +16,14 @@
 //!   transfer is complete only when its signature and every chunk hash checked ([`Arrival`]);
 //! - with the `io` feature, `UdpSender` and `UdpReceiver`: the loops over real sockets.
 //!
+//! What is trusted: nothing on the wire. A datagram's check is a plain hash that keeps flipped
+//! bits from the decoder; the bundle's signature, checked against the receiving zone's trust
+//! (a [`SignerTrust`], implemented by the binary with `tianping-certs`), is what authenticates a
+//! transfer. The receiver bounds what forged datagrams can cost it (transfers and blocks open at
+//! once, symbols per block), and reports every transfer once. Transfer ids on a link are
+//! consecutive (the spool numbers them), which is how a heartbeat names a transfer that never
+//! showed a symbol.
+//!
 //! ```
 //! use tianping_core::UnixTime;
 //! use tianping_crossdomain::{LinkConfig, LinkEvent, Receiver, ReceiverConfig, Sender};
