@@ -20,9 +20,10 @@ use crate::body::{Body, Source};
 use crate::caller::{CallerCheck, CallerVerifier};
 use crate::config::ServerOptions;
 use crate::error::{NetError, io_err};
+use crate::handler::{BoxFuture, ConnInfo, Handler, Protocol};
 use crate::host::HostSet;
 use crate::metrics::Metrics;
-use crate::service::{BoxFuture, ConnInfo, Handler, Protocol, Shared, serve};
+use crate::service::{Shared, serve};
 
 /// Who may call a control socket and how much a request may send.
 #[derive(Clone)]

@@ -93,6 +93,8 @@ mod error;
 mod forward;
 #[cfg(feature = "server")]
 mod h1;
+#[cfg(feature = "server")]
+mod handler;
 mod head;
 mod host;
 #[cfg(feature = "server")]
@@ -144,12 +146,12 @@ pub use control_client::{
 #[cfg(feature = "server")]
 pub use error::NetError;
 #[cfg(feature = "server")]
+pub use handler::{BoxFuture, ConnInfo, Handler, Protocol};
+#[cfg(feature = "server")]
 pub use metrics::Metrics;
 #[cfg(feature = "server")]
 pub use registry::{Counter, Gauge, Histogram, MetricsError, Registry};
 #[cfg(feature = "server")]
 pub use server::{ServerHandle, serve_tls};
-#[cfg(feature = "server")]
-pub use service::{BoxFuture, ConnInfo, Handler, Protocol};
 #[cfg(feature = "server")]
 pub use tls::{SwapTls, TlsSource};

@@ -14,8 +14,9 @@ use tokio::sync::{mpsc, watch};
 use crate::body::{Body, Source};
 use crate::config::Limits;
 use crate::error::{NetError, io_err};
+use crate::handler::{ConnInfo, Protocol};
 use crate::idle::Activity;
-use crate::service::{ConnInfo, Protocol, Shared, serve};
+use crate::service::{Shared, serve};
 use crate::stall::PIECE;
 use crate::tls::TlsSource;
 

@@ -15,10 +15,11 @@ use crate::config::ServerOptions;
 use crate::conns::ConnSlot;
 use crate::error::{NetError, io_err};
 use crate::h1::{H1Guard, H1Refusals};
+use crate::handler::{ConnInfo, Handler, Protocol};
 use crate::idle::{Activity, Tracked, Watched};
 use crate::metrics::Metrics;
 use crate::quic::QuicSide;
-use crate::service::{ConnInfo, Handler, Protocol, Shared, serve};
+use crate::service::{Shared, serve};
 use crate::stall::{SendProgress, SendStallExec, WriteStall};
 use crate::tls::{TlsSource, with_tcp_alpn};
 
