@@ -139,6 +139,14 @@ pub enum StoreError {
     /// An archive was refused; nothing was removed.
     #[error("archive refused: {0}")]
     ArchiveRefused(String),
+    /// The caller's trust refused the key the log's checkpoints are signed with.
+    #[error("the log's checkpoints are signed by `{key}`, which is not trusted: {reason}")]
+    UntrustedKey {
+        /// The log's checkpoint key.
+        key: String,
+        /// Why the caller refused it.
+        reason: String,
+    },
 }
 
 impl From<sled::Error> for StoreError {

@@ -72,9 +72,10 @@ impl From<StoreError> for Failure {
                 (409, Some(*index))
             }
             StoreError::Archived { index, .. } => (409, Some(*index)),
-            StoreError::KeyMismatch { .. } | StoreError::IsMirror | StoreError::NotMirror => {
-                (409, None)
-            }
+            StoreError::KeyMismatch { .. }
+            | StoreError::UntrustedKey { .. }
+            | StoreError::IsMirror
+            | StoreError::NotMirror => (409, None),
             StoreError::NoKey | StoreError::Proof(_) => (400, None),
             StoreError::NoCheckpoint(_) => (404, None),
             _ => (500, None),

@@ -2,7 +2,45 @@
 
 use super::*;
 
+/// The `meta` key of the certificate of the log's checkpoint key (DER), stored once.
+const SIGNER_CERT: &str = "signer.cert";
+
 impl AuditLog {
+    /// Records the certificate (DER) of the key that signs this log's checkpoints, such as a
+    /// component's `node` certificate, so that a verifier holding only the trust bundle can
+    /// decide whether that key may sign the log ([`verify_trusted`](Self::verify_trusted)).
+    pub fn set_signer_certificate(&self, der: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(SIGNER_CERT, der)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The certificate recorded by [`set_signer_certificate`](Self::set_signer_certificate).
+    pub fn signer_certificate(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(SIGNER_CERT)?.map(|v| v.to_vec()))
+    }
+
+    /// [`verify_with_archives`](Self::verify_with_archives) with the key the log pinned, once
+    /// `trust` accepts it: `trust` is given the key and the recorded signer certificate and
+    /// answers `Err(reason)` to refuse (e.g. a certificate that is not a `node` certificate of
+    /// the log's zone, checked against a trust bundle). A log with no checkpoint asks nothing.
+    pub fn verify_trusted(
+        &self,
+        trust: &dyn Fn(&PublicKey, Option<&[u8]>) -> Result<(), String>,
+        archives: &[crate::archive::Archive],
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<VerifyReport, StoreError> {
+        let key = self.pinned_key()?;
+        if let Some(key) = &key {
+            let cert = self.signer_certificate()?;
+            trust(key, cert.as_deref()).map_err(|reason| StoreError::UntrustedKey {
+                key: key.to_string(),
+                reason,
+            })?;
+        }
+        self.verify_with_archives(key.as_ref(), archives, progress)
+    }
+
     /// Recomputes the whole tree from the stored bytes, checks every checkpoint's signature with
     /// `key` (or the key the log pinned) and that each checkpoint's root is the root of the
     /// entries up to its size; so each extends the one before. Names the first bad index.
