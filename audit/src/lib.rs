@@ -93,5 +93,5 @@ pub use service::{
 };
 #[cfg(feature = "store")]
 pub use store::{
-    ArchiveReport, AuditLog, Entries, PreparedArchive, Queued, StoreError, VerifyReport,
+    ArchiveReport, AuditLog, Entries, KeyTrust, PreparedArchive, Queued, StoreError, VerifyReport,
 };

@@ -44,6 +44,7 @@ mod verify;
 pub use commit::Queued;
 use commit::{Encoded, Group};
 pub use entries::Entries;
+pub use verify::KeyTrust;
 
 pub use retention::{ArchiveReport, PreparedArchive};
 

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// A caller's decision about a log's checkpoint key, given the key and the certificate the
+/// log records for it: `Ok` to accept it, `Err(reason)` to refuse it.
+pub type KeyTrust<'a> = dyn Fn(&PublicKey, Option<&[u8]>) -> Result<(), String> + 'a;
+
 /// The `meta` key of the certificate of the log's checkpoint key (DER), stored once.
 const SIGNER_CERT: &str = "signer.cert";
 
@@ -26,7 +30,7 @@ impl AuditLog {
     /// the log's zone, checked against a trust bundle). A log with no checkpoint asks nothing.
     pub fn verify_trusted(
         &self,
-        trust: &dyn Fn(&PublicKey, Option<&[u8]>) -> Result<(), String>,
+        trust: &KeyTrust<'_>,
         archives: &[crate::archive::Archive],
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<VerifyReport, StoreError> {
