@@ -47,6 +47,11 @@
 //! audit data is meant for the `auditor` role (DESIGN §9), which the owner checks once
 //! administrators present tokens.
 
+#![cfg_attr(
+    not(feature = "store"),
+    expect(dead_code, reason = "without the store only requests are read")
+)]
+
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "store")]
