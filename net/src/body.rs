@@ -48,7 +48,8 @@ impl BodyError {
 pub(crate) enum Source {
     Empty,
     Hyper(Incoming),
-    Channel(mpsc::Receiver<Result<Bytes, String>>),
+    /// HTTP/3: frames pumped from the stream, and the declared `Content-Length`, if any.
+    Channel(mpsc::Receiver<Result<Bytes, String>>, Option<u64>),
 }
 
 /// A request body as the application sees it: a stream of [`Bytes`] frames.
@@ -147,7 +148,7 @@ impl HttpBody for Body {
             Source::Hyper(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map_err(|e| BodyError::Transport(e.to_string())),
-            Source::Channel(rx) => rx
+            Source::Channel(rx, _) => rx
                 .poll_recv(cx)
                 .map(|o| o.map(|r| r.map(Frame::data).map_err(BodyError::Transport))),
         };
@@ -181,7 +182,7 @@ impl HttpBody for Body {
         match &self.source {
             Source::Empty => true,
             Source::Hyper(b) => b.is_end_stream(),
-            Source::Channel(_) => false,
+            Source::Channel(..) => false,
         }
     }
 
@@ -189,7 +190,12 @@ impl HttpBody for Body {
         match &self.source {
             Source::Hyper(b) => b.size_hint(),
             Source::Empty => SizeHint::with_exact(0),
-            Source::Channel(_) => SizeHint::default(),
+            // The declared length, as a lower bound only: the stream is not held to it here.
+            Source::Channel(_, declared) => {
+                let mut h = SizeHint::default();
+                h.set_lower(declared.unwrap_or(0).saturating_sub(self.seen));
+                h
+            }
         }
     }
 }

@@ -281,7 +281,13 @@ where
             }
         }
     });
-    let req = req.map(|()| Body::new(Source::Channel(rx), limits));
+    // A declared length lets an over-limit body be refused before it is read.
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let req = req.map(|()| Body::new(Source::Channel(rx, declared), limits));
     let stall = limits.body_idle_timeout;
     let metrics = shared.metrics.clone();
     let resp = serve(shared, info, req, None).await;

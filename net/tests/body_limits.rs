@@ -1,0 +1,125 @@
+//! Per-request body limits on a TLS listener: a route raises the small default after routing
+//! (up to the listener's ceiling); one byte over either is 413, on HTTP/1.1, HTTP/2 and HTTP/3.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Buf;
+use common::*;
+use tianping_certs::ClientAuth;
+use tianping_net::{Body, ResponseBody, full, serve_tls};
+
+const DEFAULT: u64 = 64 * 1024;
+const ROUTE: u64 = 1024 * 1024;
+
+/// `/upload` raises its limit to [`ROUTE`]; every other path keeps the default. Answers the
+/// length read.
+async fn routed(mut req: http::Request<Body>) -> http::Response<ResponseBody> {
+    if req.uri().path() == "/upload" {
+        assert_eq!(req.body_mut().set_limit(ROUTE), ROUTE);
+    }
+    // Above the ceiling is clamped to it.
+    if req.uri().path() == "/greedy" {
+        assert_eq!(req.body_mut().set_limit(u64::MAX), 2 * ROUTE);
+    }
+    match req.into_body().bytes().await {
+        Ok(b) => http::Response::new(full(b.len().to_string())),
+        Err(e) => {
+            let mut r = http::Response::new(full(e.to_string()));
+            *r.status_mut() = http::StatusCode::from_u16(e.status()).unwrap();
+            r
+        }
+    }
+}
+
+async fn h3_post(pki: &Pki, addr: SocketAddr, path: &str, len: u64) -> u16 {
+    let mut tls = pki.client_config(false, &[b"h3"]);
+    tls.enable_early_data = false;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let req = http::Request::post(format!("https://{HOST}{path}"))
+        .header(http::header::CONTENT_LENGTH, len)
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    // The answer may come before the body is sent (a declared length over the limit).
+    let data = bytes::Bytes::from(vec![1u8; usize::try_from(len).unwrap()]);
+    let _ = stream.send_data(data).await;
+    let _ = stream.finish().await;
+    let resp = stream.recv_response().await.unwrap();
+    while let Ok(Some(mut chunk)) = stream.recv_data().await {
+        chunk.advance(chunk.remaining());
+    }
+    drop(send);
+    drive.abort();
+    ep.close(0u32.into(), b"done");
+    resp.status().as_u16()
+}
+
+#[tokio::test]
+async fn a_route_raises_its_limit_and_one_byte_over_is_413_on_every_protocol() {
+    let pki = Pki::new();
+    let mut options = options();
+    options.limits.head.max_body = DEFAULT;
+    options.limits.body_ceiling = 2 * ROUTE;
+    let tls = pki.server_config(ClientAuth::None);
+    let server = serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(tls),
+        options,
+        routed,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    let cases = [
+        ("/upload", ROUTE, 200),
+        ("/upload", ROUTE + 1, 413),
+        ("/other", DEFAULT, 200),
+        ("/other", DEFAULT + 1, 413),
+        ("/greedy", 2 * ROUTE, 200),
+        ("/greedy", 2 * ROUTE + 1, 413),
+    ];
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(pki.client_config(false, &[alpn]))
+            .resolve(HOST, addr)
+            .build()
+            .unwrap();
+        for (path, len, want) in cases {
+            let url = format!("https://{HOST}:{}{path}", addr.port());
+            let body = vec![1u8; usize::try_from(len).unwrap()];
+            let status = match client.post(&url).body(body).send().await {
+                Ok(r) => r.status().as_u16(),
+                // HTTP/1.1: the connection may close before the client has sent it all.
+                Err(_) if want == 413 && alpn == b"http/1.1" => 413,
+                Err(e) => panic!("{path} {len}: {e}"),
+            };
+            assert_eq!(status, want, "{alpn:?} {path} {len}");
+        }
+    }
+    for (path, len, want) in cases {
+        assert_eq!(
+            h3_post(&pki, addr, path, len).await,
+            want,
+            "h3 {path} {len}"
+        );
+    }
+    // Above the ceiling, HTTP/1.1 is refused by the framing check from the declared length.
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {}\r\n\r\n",
+        2 * ROUTE + 1
+    );
+    let out = raw(&pki, addr, head.as_bytes()).await;
+    assert_eq!(statuses(&out), vec![413], "{out}");
+    server.shutdown().await;
+}
