@@ -335,7 +335,7 @@ fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
             }
         }
         let mut bytes = db.clone();
-        bytes[at + (seed as usize >> 5) % 32] ^= 1 << ((seed >> 9) % 8);
+        bytes[at + ((seed >> 5) % 32) as usize] ^= 1 << ((seed >> 9) % 8);
         std::fs::write(work.join("db"), bytes).unwrap();
         let out = tianping(
             &[
