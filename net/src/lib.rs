@@ -10,8 +10,10 @@
 //!   [`ServerHandle::reload`] applies it to QUIC.
 //! - The application is a [`Handler`]: `Fn(Request<Body>) -> impl Future<Output =
 //!   Response<ResponseBody>>`. Each request carries a [`ConnInfo`] (peer address, protocol, SNI,
-//!   client certificate and the court identity read from it) and the [`NormalizedPath`] as
-//!   extensions; its URI path is already normalized. The [`Body`] streams with the size limit and
+//!   the client's presented chain and the court identity it proved — only for a chain that
+//!   verified; under `tianping_certs::ClientAuth::Request` any chain is accepted at the
+//!   handshake and [`ConnInfo::unverified`] says why one did not verify) and the
+//!   [`NormalizedPath`] as extensions; its URI path is already normalized. The [`Body`] streams with the size limit and
 //!   idle timeout enforced; the server never buffers it whole.
 //! - [`serve_control`] / [`control_request`]: the local control socket (HTTP/1.1 over a Unix socket,
 //!   mode 0600, peer uid checked before anything is read) with the same handler interface; each
