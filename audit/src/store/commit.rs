@@ -379,9 +379,12 @@ impl Group {
     }
 }
 
+/// The longest the queue's committer holds the log while it waits.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The queue's committer: starts a commit at the latest a window after the oldest queued
-/// event, once no other commit runs. Holds the log only while it works or waits one window,
-/// and ends once the log is dropped.
+/// event, once no other commit runs. Holds the log only while it works or waits (at most
+/// [`HOLD`]), and ends once the log is dropped.
 fn flusher(log: &std::sync::Weak<AuditLog>) {
     while let Some(log) = log.upgrade() {
         let window = *lock(&log.queue_window);
@@ -394,7 +397,11 @@ fn flusher(log: &std::sync::Weak<AuditLog>) {
         match due {
             Some(due) if due <= now && !st.committing => drop(log.commit_pending(st)),
             _ => {
-                let wait = due.map_or(window, |d| d.saturating_duration_since(now).max(window / 8));
+                // Never long: the log is held while waiting, and is dropped (its queue committed)
+                // only once this lets go of it.
+                let wait = due
+                    .map_or(window, |d| d.saturating_duration_since(now).max(window / 8))
+                    .min(HOLD);
                 let _ = log
                     .cv
                     .wait_timeout(st, wait)
