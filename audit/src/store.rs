@@ -1,4 +1,6 @@
-//! The `sled` store: group commit, checkpoints, reading, proofs, verification and mirrors.
+//! The `sled` store: opening, checkpoints and proofs here; group commit and queued appends in
+//! `commit`, reading in `entries`, verification in `verify`, shipping and mirrors in `mirror`,
+//! archives in `retention`.
 //!
 //! Layout of a log folder (one `sled` database, which only one process can open):
 //!
@@ -9,11 +11,14 @@
 //!   `flush` (fsync) for the whole group.
 //!   An archived record (see [`AuditLog::archive`]) keeps only its leaf hashes: `0x02`, a `u32`
 //!   count, then count × 32-byte leaf hash; archived records are always a prefix of the tree.
+//!   A mirror stores each shipped batch cut into records the same way; records past its latest
+//!   checkpoint are what a crash left of a batch still being stored, removed on opening.
 //! - tree `archives`: key = the big-endian `u64` first index of an archive; value = the `u64`
 //!   index after its last entry and the SHA-256 of the archive file.
 //! - tree `checkpoints`: key = the big-endian `u64` size; value = the signed note.
-//! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key), and
-//!   `archive.event` (the `audit.archive` event of an archive, until it is appended).
+//! - tree `meta`: `origin`, `kind` (`log` or `mirror`), `key` (the pinned checkpoint key),
+//!   `signer.cert` (the DER certificate of that key, when recorded), and `archive.event` (the
+//!   `audit.archive` event of an archive, until it is appended).
 //! - file `checkpoint.note`: a copy of the latest signed checkpoint, replaced atomically. `sled`
 //!   treats a damaged record as the torn end of its log and silently drops it and everything
 //!   after it on reopening; this copy, kept outside the database, lets `verify` see that loss.
