@@ -41,6 +41,16 @@
 //! after the last signed checkpoint and can delete checkpoints with the entries they cover;
 //! checkpoints shipped to a mirror (or held by the verifier) catch both.
 //!
+//! A queued append ([`AuditLog::append_queued`]) is in the log's order at once but durable only
+//! once its group commits (within the queue window, 20 ms by default): a crash loses the
+//! queued events not yet committed, never part of a record, and the log still verifies. Use it
+//! only where an effect may precede its record (DESIGN §2 rule 6), and [`Queued::wait`] where
+//! it may not.
+//!
+//! Through the owner's control socket ([`handle_request`]) audit data goes to the `auditor`
+//! role only and the ship endpoint to the zone's log shipper only; each person's read is
+//! recorded as an `audit.read` event before it is answered.
+//!
 //! # Retention
 //!
 //! Nothing in this crate deletes entries. [`AuditLog::archive`] moves whole leading records
