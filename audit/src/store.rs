@@ -28,16 +28,16 @@
 //! none of them (the stored hashes only let it name the exact entry whose bytes changed).
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tianping_core::{PublicKey, Signer};
 
 use crate::archive::RetentionError;
 use crate::batch::BatchError;
 use crate::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
-use crate::event::{Event, EventError, MAX_EVENT_BYTES};
+use crate::event::EventError;
 use crate::merkle::{self, Frontier, Hash, ProofError};
-use crate::query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
+use crate::query::{ConsistencyProof, InclusionProof};
 use crate::record;
 
 mod commit;

@@ -1,7 +1,15 @@
 //! Appends: events encoded on the callers' threads, committed in groups (one sled batch and one
 //! `flush` per group).
 
-use super::*;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use super::{
+    AuditLog, RECORD_TARGET, SPARE_BUFFERS, SPARE_CAPACITY, State, StoreError, key_of, lock,
+};
+use crate::event::{Event, EventError, MAX_EVENT_BYTES};
+use crate::merkle::{self, Hash};
+use crate::query::Receipt;
+use crate::record;
 
 /// One commit group: the calls committed by one sled batch and one `flush`.
 #[derive(Default)]

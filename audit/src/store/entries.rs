@@ -1,6 +1,9 @@
 //! Reading entries in order.
 
-use super::*;
+use super::{AuditLog, StoreError, index_of, key_of};
+use crate::event::Event;
+use crate::query::{Query, Record};
+use crate::record;
 
 impl AuditLog {
     /// Reads entries in order from index `from`, with their stored leaf hashes.

@@ -1,6 +1,12 @@
 //! Verification: every stored byte rehashed on worker threads, every checkpoint checked.
 
-use super::*;
+use tianping_core::PublicKey;
+
+use super::{AuditLog, SIDECAR, StoreError, VerifyReport, index_of};
+use crate::checkpoint::{Checkpoint, SignedCheckpoint};
+use crate::event::Event;
+use crate::merkle::{self, Frontier, Hash};
+use crate::record;
 
 /// A caller's decision about a log's checkpoint key, given the key and the certificate the
 /// log records for it: `Ok` to accept it, `Err(reason)` to refuse it.
