@@ -103,6 +103,8 @@ mod host;
 mod idle;
 #[cfg(feature = "server")]
 mod metrics;
+#[cfg(feature = "server")]
+mod node_callers;
 mod path;
 #[cfg(feature = "server")]
 mod quic;
@@ -151,6 +153,8 @@ pub use error::NetError;
 pub use handler::{BoxFuture, ConnInfo, Handler, Protocol};
 #[cfg(feature = "server")]
 pub use metrics::Metrics;
+#[cfg(feature = "server")]
+pub use node_callers::NodeCallers;
 #[cfg(feature = "server")]
 pub use registry::{Counter, Gauge, Histogram, MetricsError, Registry};
 #[cfg(feature = "server")]
