@@ -27,6 +27,7 @@ const MAX_LINE: u64 = 1 << 20;
 const MAX_GROUP: usize = 8192;
 
 mod live;
+mod trust;
 
 use live::{Owner, owner_error, refuse_if_live};
 
@@ -52,6 +53,10 @@ pub(crate) enum AuditCmd {
         /// Entries between checkpoints when `--key` is given.
         #[arg(long, default_value_t = 1000)]
         every: u64,
+        /// The certificate (PEM, leaf first) of `--key`, such as a component's `node.pem`,
+        /// recorded in the log so that `verify --trust` can check who signed it.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
         /// The log's name, when this creates it (default `tianping.localhost/audit/<folder>`).
         #[arg(long)]
         origin: Option<String>,
@@ -67,6 +72,13 @@ pub(crate) enum AuditCmd {
         /// Archive files of this log: their entries are recomputed and checked too.
         #[arg(long = "archive", value_name = "FILE", num_args = 1..)]
         archives: Vec<PathBuf>,
+        /// A trust bundle (PEM): the log's key must be that of a `node` certificate of the
+        /// log's zone under it (the certificate `append --cert` recorded).
+        #[arg(long, value_name = "FILE", conflicts_with = "key")]
+        trust: Option<PathBuf>,
+        /// The log's zone, for `--trust` (default: the folder after `zones/` in its path).
+        #[arg(long, requires = "trust")]
+        zone: Option<String>,
     },
     /// Move whole leading records older than the retention period into an archive file (with a
     /// signed checkpoint proving what was archived); the log keeps their leaf hashes.
@@ -195,9 +207,21 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
             log,
             key,
             every,
+            cert,
             origin,
-        } => append(&log.dir, key.as_deref(), every, origin),
-        AuditCmd::Verify { log, key, archives } => verify(&log.dir, key.as_deref(), &archives),
+        } => append(&log.dir, key.as_deref(), cert.as_deref(), every, origin),
+        AuditCmd::Verify {
+            log,
+            key,
+            archives,
+            trust,
+            zone,
+        } => {
+            let trust = trust
+                .map(|t| trust::zone_of(&log.dir, zone.as_deref()).map(|z| (t, z)))
+                .transpose()?;
+            verify(&log.dir, key.as_deref(), &archives, trust)
+        }
         AuditCmd::Archive {
             log,
             key,
@@ -422,6 +446,7 @@ fn default_origin(dir: &Path) -> String {
 fn append(
     dir: &Path,
     key: Option<&Path>,
+    cert: Option<&Path>,
     every: u64,
     origin: Option<String>,
 ) -> miette::Result<ExitCode> {
@@ -435,6 +460,9 @@ fn append(
         .into_diagnostic()
         .wrap_err_with(|| format!("opening the log `{}`", dir.display()))?;
     if let Some(s) = &signer {
+        if let Some(cert) = cert {
+            trust::record_signer_certificate(&log, s.as_ref(), cert)?;
+        }
         log.set_auto_checkpoint(s.clone(), every);
     }
     let stdin = std::io::stdin();
@@ -562,9 +590,20 @@ fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn verify(dir: &Path, key: Option<&str>, archive_files: &[PathBuf]) -> miette::Result<ExitCode> {
+fn verify(
+    dir: &Path,
+    key: Option<&str>,
+    archive_files: &[PathBuf],
+    trust: Option<(PathBuf, tianping_core::ZoneName)>,
+) -> miette::Result<ExitCode> {
     let key = key.map(read_public_key).transpose()?;
     if let Some(owner) = Owner::find(dir)? {
+        if trust.is_some() {
+            return Err(miette!(
+                "`--trust` needs the log stopped: its owner at `{}` checks only its own key",
+                owner.socket.display()
+            ));
+        }
         if !archive_files.is_empty() {
             return Err(miette!(
                 "`--archive` needs the log stopped: its owner at `{}` does not read archive files",
@@ -628,7 +667,18 @@ fn verify(dir: &Path, key: Option<&str>, archive_files: &[PathBuf]) -> miette::R
             eprintln!("verified {done}/{total} entries");
         }
     };
-    match log.verify_with_archives(key.as_ref(), &archives, &mut progress) {
+    let verified = match &trust {
+        Some((bundle, zone)) => {
+            let check = trust::key_trust(bundle, zone.clone())?;
+            if log.pinned_key().into_diagnostic()?.is_none() {
+                eprintln!("verification FAILED: the log has no signed checkpoint to trust");
+                return Ok(ExitCode::from(1));
+            }
+            log.verify_trusted(&check, &archives, &mut progress)
+        }
+        None => log.verify_with_archives(key.as_ref(), &archives, &mut progress),
+    };
+    match verified {
         Ok(r) => Ok(print_verified(&VerifyAnswer::from(&r), key.is_some())),
         Err(e) => {
             eprintln!("verification FAILED ({stored} entries stored): {e}");
