@@ -9,6 +9,8 @@ use tianping_audit::{ErrorBody, ServiceRequest as Request};
 /// The running owner of a log, reached on its control socket.
 pub(super) struct Owner {
     pub(super) socket: PathBuf,
+    /// The administrator's token of the log's zone (`run/admin-<zone>.token`), when there is one.
+    token: Option<tianping_core::Secret<String>>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -23,9 +25,15 @@ impl Owner {
             .enable_all()
             .build()
             .into_diagnostic()?;
-        let owner = Self { socket, rt };
+        let owner = Self {
+            socket,
+            token: admin_token(dir),
+            rt,
+        };
         match owner.request(&Request::Status) {
             Ok((200, _)) => Ok(Some(owner)),
+            // The owner serves the log, but not to this caller: say why, in its words.
+            Ok((status @ (401 | 403), body)) => Err(owner_error(status, &body)),
             Ok((status, _)) => Err(miette!(
                 "`{}` (the owner recorded in `{}`) does not serve the audit log (status {status})",
                 owner.socket.display(),
@@ -47,13 +55,27 @@ impl Owner {
     }
 
     pub(super) fn request(&self, req: &Request) -> Result<(u16, Vec<u8>), tianping_net::NetError> {
-        let (status, body) = self.rt.block_on(tianping_net::control_request(
-            &self.socket,
-            req.method(),
-            &req.target(),
-            "",
-        ))?;
-        Ok((status, body.to_vec()))
+        let err = |e: &dyn std::fmt::Display| tianping_net::NetError::Control(e.to_string());
+        let mut builder = http::Request::builder()
+            .method(req.method())
+            .uri(req.target());
+        if let Some(token) = &self.token {
+            builder = builder.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", token.expose()),
+            );
+        }
+        let request = builder
+            .body(tianping_net::ControlBody::empty())
+            .map_err(|e| err(&e))?;
+        self.rt.block_on(async {
+            let resp =
+                tianping_net::control_send(&self.socket, request, tianping_net::CONTROL_TIMEOUT)
+                    .await?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().bytes().await.map_err(|e| err(&e))?;
+            Ok((status, body.to_vec()))
+        })
     }
 
     /// The body of a 200 answer; the owner's error otherwise.
@@ -69,10 +91,30 @@ impl Owner {
     }
 }
 
+/// The token `tianping login` keeps for the zone a log belongs to (`DATA/zones/<zone>/…`),
+/// if the log sits in a data folder and the token file exists.
+fn admin_token(dir: &Path) -> Option<tianping_core::Secret<String>> {
+    let full = std::path::absolute(dir).ok()?;
+    let parts: Vec<_> = full.components().collect();
+    let at = parts.iter().rposition(|c| c.as_os_str() == "zones")?;
+    let zone: tianping_core::ZoneName = parts.get(at + 1)?.as_os_str().to_str()?.parse().ok()?;
+    let root: PathBuf = parts.get(..at)?.iter().collect();
+    let file = tianping_core::DataDir::new(root).admin_token(&zone);
+    let text = std::fs::read_to_string(file).ok()?;
+    let token = text.trim();
+    (!token.is_empty()).then(|| tianping_core::Secret::new(token.to_owned()))
+}
+
 pub(super) fn owner_error(status: u16, body: &[u8]) -> miette::Report {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => miette!("{}", e.error),
-        Err(_) => miette!("the log's owner answered status {status}"),
+        Err(_) => match std::str::from_utf8(body) {
+            // A refusal from the socket itself (no credential, a refused one) is short text.
+            Ok(text) if !text.is_empty() && text.len() <= 200 => {
+                miette!("the log's owner answered status {status}: {}", text.trim())
+            }
+            _ => miette!("the log's owner answered status {status}"),
+        },
     }
 }
 
