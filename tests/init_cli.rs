@@ -1,12 +1,7 @@
-//! `tianping init`: the data folder's layout, every certificate validating for its zone, keys
-//! private, `fabric.toml` loadable, and a second run refused without a change.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
+//! `tianping init`: the data folder's layout, every certificate validating for its zone, every
+//! component's signing identity, each zone's installed copies, service bindings, keys private,
+//! `fabric.toml` loadable, and a second run refused without a change.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -17,7 +12,10 @@ use std::time::SystemTime;
 use tianping_certs::{
     CertKind, CertUsage, ClientAuth, Pki, ServerTlsBuilder, certs_from_pem, summarize, verify_chain,
 };
-use tianping_core::{Component, DataDir, Fabric, UnixTime};
+use tianping_core::{
+    Component, DataDir, Fabric, Listener, ServiceTarget, UnixTime, default_binding, listener_addr,
+    publish_addr,
+};
 
 fn init(data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tianping"))
@@ -69,21 +67,39 @@ fn init_makes_the_whole_layout() {
     assert_eq!(fabric.zones().count(), 5);
     assert_eq!(mode(&dd.run()), 0o700);
 
-    // the policy in force is the default one, and each of its services is bound to a folder
+    // the policy in force is the default one, and each of its services is bound in its zone: to
+    // the component that serves it, or else to a delivery folder
     let source = std::fs::read_to_string(dd.policy()).unwrap();
     assert_eq!(source, tianping_policies::DEFAULT_POLICY);
     let checked = tianping_policies::check("policy.tp", &source);
     let policy = checked.policy().unwrap();
     let services: Vec<_> = policy.services().collect();
     assert!(services.len() > 10);
+    let mut to_components = 0;
     for (name, zone) in services {
         let binding = &fabric.services()[name];
         assert_eq!(&binding.zone, zone, "{name}");
-        match &binding.target {
-            tianping_core::ServiceTarget::Folder(f) => assert!(data.join(f).is_dir(), "{name}"),
+        match (&binding.target, default_binding(name)) {
+            (ServiceTarget::Folder(f), None) => assert!(data.join(f).is_dir(), "{name}"),
+            (ServiceTarget::Component(c), Some(want)) => {
+                assert_eq!(*c, want, "{name}");
+                assert!(fabric.zone(zone).unwrap().runs(*c), "{name}");
+                to_components += 1;
+            }
             other => panic!("{name} bound to {other:?}"),
         }
     }
+    // directory-authority, audit-store, receipt-store, four directories and four trust stores
+    assert_eq!(to_components, 11);
+    assert_eq!(
+        fabric.services()["audit-store"].target,
+        ServiceTarget::Component(Component::AuditStore)
+    );
+    // no link leaves the sealed zone
+    let classified = "classified".parse().unwrap();
+    assert!(policy.is_sealed("classified"));
+    assert_eq!(fabric.links_from(&classified).count(), 0);
+    assert_eq!(fabric.links().len(), 16);
     assert!(dd.root().join("zones").is_dir());
 
     let pki = Pki::open(&dd.pki()).unwrap();
@@ -95,7 +111,11 @@ fn init_makes_the_whole_layout() {
         let z = &zl.zone;
         assert!(dd.crl(z).is_file(), "crl of {z}");
         let zone_trust = trust.for_zone(z).unwrap();
-        for c in Component::ALL {
+        let components: Vec<Component> = zl.components().collect();
+        // the audit store runs in private only
+        let want = if z.as_str() == "private" { 5 } else { 4 };
+        assert_eq!(components.len(), want, "{z}");
+        for c in components {
             let (pem, key) = dd.tls(z, c);
             assert_eq!(mode(&key), 0o600, "{}", key.display());
             let chain = certs_from_pem(&std::fs::read(&pem).unwrap()).unwrap();
@@ -109,37 +129,33 @@ fn init_makes_the_whole_layout() {
                 _ => {}
             }
             leaves += 1;
-            if c.is_exchange_node() {
-                let (pem, key) = dd.node(z, c);
-                assert_eq!(mode(&key), 0o600);
-                let chain = certs_from_pem(&std::fs::read(&pem).unwrap()).unwrap();
-                for usage in [CertUsage::Client, CertUsage::Server] {
-                    let id = verify_chain(&chain, &zone_trust, now, usage).unwrap();
-                    assert_eq!(id.kind, CertKind::Node);
-                }
-                leaves += 1;
-            } else {
-                assert!(!dd.node(z, c).0.exists());
+            // every component's one signing identity: a `node` certificate of its own zone
+            let (node_pem, node_key) = dd.node(z, c);
+            assert_eq!(mode(&node_key), 0o600, "{}", node_key.display());
+            let node_chain = certs_from_pem(&std::fs::read(&node_pem).unwrap()).unwrap();
+            for usage in [CertUsage::Client, CertUsage::Server] {
+                let id = verify_chain(&node_chain, &zone_trust, now, usage).unwrap();
+                assert_eq!(id.kind, CertKind::Node, "{z} {c}");
+                assert_eq!(&id.zone, z, "{z} {c}");
             }
+            let der = tianping_core::read_private_key(&node_key).unwrap();
+            assert!(tianping_core::RingSigner::from_pkcs8_any(der.expose()).is_ok());
+            leaves += 1;
             // No zone's certificate validates for another zone.
             let other = fabric.zones().find(|o| &o.zone != z).unwrap();
-            assert!(
-                verify_chain(
-                    &chain,
-                    &trust.for_zone(&other.zone).unwrap(),
-                    now,
-                    CertUsage::Server
-                )
-                .is_err()
-            );
+            let other_trust = trust.for_zone(&other.zone).unwrap();
+            for chain in [&chain, &node_chain] {
+                assert!(verify_chain(chain, &other_trust, now, CertUsage::Server).is_err());
+            }
         }
         let keys = dd.keys(z, Component::Gateway);
         assert_eq!(mode(&keys.join("cookie.key")), 0o600);
         assert_eq!(std::fs::read(keys.join("cookie.key")).unwrap().len(), 32);
-        assert_eq!(mode(&keys.join("assertion.key")), 0o600);
+        // the gateway signs with its node key: no separate assertion key
+        assert!(!keys.join("assertion.key").exists());
         let ossl = Command::new("openssl")
             .args(["pkey", "-noout", "-text", "-in"])
-            .arg(keys.join("assertion.key"))
+            .arg(dd.node(z, Component::Gateway).1)
             .output()
             .unwrap();
         assert!(
@@ -149,17 +165,87 @@ fn init_makes_the_whole_layout() {
         );
         assert!(String::from_utf8_lossy(&ossl.stdout).contains("P-256"));
 
-        // The gateway's files build a listener with required client certificates.
+        // The gateway's files build a listener with required client certificates, from the
+        // zone's own installed trust bundle and CRLs.
         let (pem, key) = dd.tls(z, Component::Gateway);
+        let crls = fabric.zones().map(|o| dd.zone_crl(z, &o.zone)).collect();
         ServerTlsBuilder::new(pem, key)
-            .client_auth(ClientAuth::Required, dd.trust_bundle(), vec![dd.crl(z)])
+            .client_auth(ClientAuth::Required, dd.zone_trust_bundle(z), crls)
             .client_zone(z.clone())
             .build()
             .unwrap();
     }
-    assert_eq!(leaves, 5 * 6);
+    assert_eq!(leaves, (4 * 5 + 1) * 2);
     // Nothing is left beside the data folder.
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn each_zone_holds_its_own_installed_copies() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    assert!(init(&data).status.success());
+    let dd = DataDir::new(&data);
+    let fabric = Fabric::load(&dd.fabric()).unwrap();
+    let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for zl in fabric.zones() {
+        let z = &zl.zone;
+        assert_eq!(read(dd.zone_policy(z)), read(dd.policy()), "{z}");
+        assert_eq!(
+            read(dd.zone_trust_bundle(z)),
+            read(dd.trust_bundle()),
+            "{z}"
+        );
+        for of in fabric.zones() {
+            assert_eq!(
+                read(dd.zone_crl(z, &of.zone)),
+                read(dd.crl(&of.zone)),
+                "{z}"
+            );
+        }
+        assert!(dd.zone_schemas(z).is_dir(), "{z}");
+    }
+    // they are copies: replacing one zone's policy changes that zone alone
+    let (internet, mobile) = ("internet".parse().unwrap(), "mobile".parse().unwrap());
+    std::fs::write(dd.zone_policy(&internet), "zone internet {}\n").unwrap();
+    assert_eq!(read(dd.zone_policy(&mobile)), read(dd.policy()));
+    assert_eq!(
+        std::fs::read_to_string(dd.policy()).unwrap(),
+        tianping_policies::DEFAULT_POLICY
+    );
+}
+
+#[test]
+fn bound_addresses_round_trip_through_the_run_folder() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    assert!(init(&data).status.success());
+    let dd = DataDir::new(&data);
+    let fabric = Fabric::load(&dd.fabric()).unwrap();
+    let private = "private".parse().unwrap();
+    let store = Component::AuditStore;
+    // nothing published: the fabric's port
+    let configured = listener_addr(&dd, &fabric, &private, store, &Listener::Admin).unwrap();
+    assert_eq!(configured.port(), 7436);
+    // a real listener on port 0 publishes what it bound, and readers find it
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bound = socket.local_addr().unwrap();
+    publish_addr(&dd, &private, store, &Listener::Admin, bound).unwrap();
+    assert_eq!(mode(&dd.addr_file(&private, store)), 0o644);
+    let found = listener_addr(&dd, &fabric, &private, store, &Listener::Admin).unwrap();
+    assert_eq!(found, bound);
+    std::net::TcpStream::connect(found).unwrap();
+    // and with port 0 in fabric.toml, an unpublished listener is reported, not guessed
+    let text = std::fs::read_to_string(dd.fabric())
+        .unwrap()
+        .replace("audit-store = 7436", "audit-store = 0");
+    let zeroed = Fabric::parse(&text).unwrap();
+    std::fs::remove_file(dd.addr_file(&private, store)).unwrap();
+    let err = listener_addr(&dd, &zeroed, &private, store, &Listener::Admin).unwrap_err();
+    assert!(
+        err.to_string().contains("private-audit-store.addr"),
+        "{err}"
+    );
 }
 
 #[test]

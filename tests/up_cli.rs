@@ -1,11 +1,5 @@
 //! `tianping up`: makes the data folder on first run, reuses it after, refuses a broken policy.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -62,4 +56,62 @@ fn up_refuses_a_policy_that_does_not_check() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing was started"), "{err}");
+}
+
+#[test]
+fn up_shows_a_refused_fabric_as_a_diagnostic_on_its_line() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    assert!(up(&data).status.success());
+    let fabric = data.join("fabric.toml");
+    let good = std::fs::read_to_string(&fabric).unwrap();
+    let cases = [
+        (
+            "mtu = 1500",
+            "mtu = 70000",
+            "mtu 70000 is outside 576..=65535",
+            "576",
+        ),
+        (
+            "repair = 5",
+            "repair = 150",
+            "repair 150 is outside 0..=100",
+            "only adds load",
+        ),
+        (
+            "mtu = 1500",
+            "mtu = 1500\nblock-size = 12",
+            "block-size 12 is outside",
+            "64 MiB",
+        ),
+        (
+            "component = \"audit-store\"",
+            "component = \"gateway\"",
+            "serves no service",
+            "may be bound to",
+        ),
+    ];
+    for (from, to, message, help) in cases {
+        let text = good.replacen(from, to, 1);
+        assert_ne!(text, good, "{from}");
+        std::fs::write(&fabric, &text).unwrap();
+        let line = text
+            .lines()
+            .position(|l| to.lines().last() == Some(l))
+            .unwrap()
+            + 1;
+        let out = up(&data);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        // miette wraps the help: compare with runs of spaces and line breaks as one space
+        let flat = err.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(flat.contains(message), "{err}");
+        assert!(flat.contains(help), "{err}");
+        // the diagnostic names the file and line, and shows the offending text
+        assert!(
+            err.contains(&format!("fabric.toml:{line}:")),
+            "line {line}: {err}"
+        );
+        assert!(err.contains(to.lines().last().unwrap()), "{err}");
+    }
 }

@@ -353,22 +353,26 @@ fn link(
         DEFAULT_REPAIR_PERCENT,
         "repair symbols per block in percent of its source symbols; over 100 only adds load",
     )?;
+    let why = format!(
+        "a datagram holds the IP, UDP and link headers ({} bytes) and a symbol of at least {} \
+         bytes; {MIN_MTU} is the least every IPv4 host accepts",
+        IP_UDP_HEADER + DATAGRAM_HEADER,
+        MIN_SYMBOL_SIZE
+    );
     let mtu = bounded(
         src,
         l.mtu.as_ref(),
         "mtu",
         MIN_MTU..=MAX_MTU,
         DEFAULT_MTU,
-        "a datagram must hold the IP, UDP and link headers (112 bytes) and a 256-byte symbol, and \
-         576 is the least every IPv4 host accepts",
+        &why,
     )?;
     let range = block_size_range(mtu);
     let why = format!(
-        "from {} to {} symbols of {} bytes at mtu {mtu}, and at most 64 MiB, which the receiver \
-         holds in memory until the block decodes",
-        MIN_BLOCK_SYMBOLS,
-        MAX_BLOCK_SYMBOLS,
-        symbol_size(mtu)
+        "from {MIN_BLOCK_SYMBOLS} to {MAX_BLOCK_SYMBOLS} symbols of {} bytes at mtu {mtu}, and at \
+         most {} MiB, which the receiver holds in memory until the block decodes",
+        symbol_size(mtu),
+        MAX_BLOCK_SIZE / (1024 * 1024)
     );
     let block_size = bounded(
         src,
