@@ -45,6 +45,8 @@ mod client;
 mod error;
 mod form;
 mod grants;
+#[doc(hidden)]
+pub mod internal;
 mod jwt;
 mod lockout;
 mod password;

@@ -1,0 +1,160 @@
+//! Entry points for the fuzz targets, shared with the test that replays their corpora on stable.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tianping_core::{Algorithm, RingSigner, UnixTime};
+
+use crate::client::{Client, ClientAuthMethod, GrantType};
+use crate::jwt::{KeySet, jws_alg};
+use crate::tokens::TokenIssuer;
+use crate::{AuthorizeError, parse_authorization, parse_token_request};
+
+/// The issuer the fuzz targets' tokens name.
+pub const FUZZ_ISSUER: &str = "https://idp.fuzz.example";
+/// The time the fuzz targets check tokens at.
+pub const FUZZ_NOW: UnixTime = UnixTime::from_secs(1_800_000_000);
+
+/// PKCS#8 keys for fuzzing only: published here, so never trusted by anything.
+const FUZZ_ES256: &str = "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b02010104208b0a62f1689d1c8ee849db67c70adb03b62fc7ec5f366bd5ff7ff0d020be9896a14403420004e4ae1f7bd6ae7380349542890d3271b356794fb70944c9e8b82ce35b5981df0acf009155323780782a9bc01ce158da691a4660ddaaa4a024e6830d5ec0ec07d3";
+const FUZZ_ED25519: &str = "302e020100300506032b65700422042057c2fca9ae97a589ab775ee7f75b7af09152158b6e77edc085d4db26fe9924f7";
+
+fn fuzz_signer(alg: Algorithm, hex_der: &str) -> Option<Arc<RingSigner>> {
+    let der = hex::decode(hex_der).ok()?;
+    RingSigner::from_pkcs8(alg, &der).ok().map(Arc::new)
+}
+
+/// The token issuers the `idp_jwt` target checks against: signing with ES256 (first) and with
+/// EdDSA, each publishing the other's key as rotated out, so seeds of either algorithm verify.
+pub fn fuzz_issuers() -> &'static [TokenIssuer] {
+    static ISSUERS: LazyLock<Vec<TokenIssuer>> = LazyLock::new(|| {
+        let (Some(ec), Some(ed)) = (
+            fuzz_signer(Algorithm::Es256, FUZZ_ES256),
+            fuzz_signer(Algorithm::Ed25519, FUZZ_ED25519),
+        ) else {
+            return Vec::new();
+        };
+        let life = Duration::from_secs(10 * 365 * 24 * 3600);
+        // signs with ES256, publishes EdDSA as rotated out
+        let mut es256 = KeySet::new(ed.clone());
+        es256.rotate(ec.clone(), FUZZ_NOW, life);
+        // signs with EdDSA, publishes ES256 as rotated out
+        let mut eddsa = KeySet::new(ec);
+        eddsa.rotate(ed, FUZZ_NOW, life);
+        vec![
+            TokenIssuer::new(FUZZ_ISSUER, es256),
+            TokenIssuer::new(FUZZ_ISSUER, eddsa),
+        ]
+    });
+    &ISSUERS
+}
+
+/// The clients the `idp_authorize` target knows: a confidential web client and a native client
+/// with RFC 8252 loopback redirects.
+pub fn fuzz_clients() -> Vec<Client> {
+    vec![
+        Client {
+            id: "case-app".into(),
+            secret_sha256: Some(Client::hash_secret("s3cret")),
+            auth_method: ClientAuthMethod::ClientSecretBasic,
+            redirect_uris: vec![
+                "https://case.example/cb".into(),
+                "https://case.example/cb2?x=1".into(),
+            ],
+            post_logout_redirect_uris: vec![],
+            grants: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            native_loopback: false,
+            extra_scopes: vec!["case.read".into()],
+        },
+        Client {
+            id: "desk-app".into(),
+            secret_sha256: None,
+            auth_method: ClientAuthMethod::None,
+            redirect_uris: vec!["http://127.0.0.1/cb".into()],
+            post_logout_redirect_uris: vec![],
+            grants: vec![GrantType::AuthorizationCode],
+            native_loopback: true,
+            extra_scopes: vec![],
+        },
+    ]
+}
+
+/// The authorization request parser: never panics; what it accepts, and every redirect it
+/// makes, goes to a redirect URI the client registered.
+pub fn fuzz_authorize(data: &[u8]) {
+    let clients = fuzz_clients();
+    let find = |id: &str| clients.iter().find(|c| c.id == id).cloned();
+    match parse_authorization(data, FUZZ_ISSUER, &find) {
+        Ok((req, client)) => {
+            assert!(client.matches_redirect(&req.redirect_uri));
+            assert!(req.scope.iter().any(|s| s == "openid"));
+            let loc =
+                crate::success_location(&req.redirect_uri, "c", req.state.as_deref(), FUZZ_ISSUER);
+            assert!(loc.starts_with(&req.redirect_uri));
+        }
+        Err(AuthorizeError::Redirect(r)) => {
+            assert!(clients.iter().any(|c| c.matches_redirect(&r.redirect_uri)));
+            let loc = r.location();
+            assert!(
+                loc.starts_with(&r.redirect_uri) && loc.contains("&iss=") || loc.contains("?iss=")
+            );
+        }
+        Err(AuthorizeError::Page(e)) => {
+            let _ = (e.code(), e.status(), e.to_string());
+        }
+    }
+}
+
+/// The token request parser. The input is the `Authorization` header (empty for none), a
+/// newline, then the form body. Never panics; credentials by two methods never pass.
+pub fn fuzz_token_request(data: &[u8]) {
+    let (header, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(i) => (
+            data.get(..i).unwrap_or_default(),
+            data.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (&[][..], data),
+    };
+    let Ok(header) = std::str::from_utf8(header) else {
+        return;
+    };
+    let header = (!header.is_empty()).then_some(header);
+    if let Ok(req) = parse_token_request(body, header) {
+        if header.is_some() {
+            assert_eq!(req.client.method, ClientAuthMethod::ClientSecretBasic);
+        } else {
+            assert_ne!(req.client.method, ClientAuthMethod::ClientSecretBasic);
+        }
+    }
+}
+
+/// Incoming JWTs (`id_token_hint`, bearer tokens): never panics; what verifies was signed with
+/// a published algorithm and key.
+pub fn fuzz_jwt(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    for issuer in fuzz_issuers() {
+        if let Ok(v) = issuer.keys().verify(token, FUZZ_NOW) {
+            let alg = v
+                .header
+                .get("alg")
+                .and_then(|a| a.as_str())
+                .unwrap_or_default();
+            let kid = v
+                .header
+                .get("kid")
+                .and_then(|a| a.as_str())
+                .unwrap_or_default();
+            let published = issuer.keys().published(FUZZ_NOW);
+            assert!(
+                published
+                    .iter()
+                    .any(|k| k.kid == kid && jws_alg(k.key.algorithm()) == alg)
+            );
+            let _ = v.check(FUZZ_ISSUER, Some("case-app"), FUZZ_NOW, false);
+        }
+        let _ = issuer.verify_id_token_hint(token, FUZZ_NOW);
+        let _ = issuer.verify_access_token(token, FUZZ_NOW);
+    }
+}
