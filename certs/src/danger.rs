@@ -1,11 +1,10 @@
 //! Settings that weaken certificate checking. Each is off by default, named for what it gives
 //! up, and opted into here alone, so a reader finds every weakening by looking for `danger`.
 //! (The TLS ones — TLS 1.2, optional client certificates — are documented with
-//! [`crate::ServerTlsBuilder`].)
+//! [`crate::ServerTlsBuilder`].) A store takes one with
+//! [`crate::TrustStore::with_revocation_leniency`].
 
-use crate::TrustStore;
-
-/// Where a [`TrustStore`]'s revocation checking gives way. Both default to `false`: refuse.
+/// Where a [`crate::TrustStore`]'s revocation checking gives way. Both default to `false`: refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RevocationLeniency {
     /// Accept a leaf whose issuing CA has no CRL in a store that holds CRLs. Gives up: a zone
@@ -15,12 +14,4 @@ pub struct RevocationLeniency {
     /// the stale list (whose fresh list is being withheld or was never installed) goes unseen.
     /// Keeps a zone's clients working while its CRL cannot be refreshed.
     pub accept_stale_crls: bool,
-}
-
-impl TrustStore {
-    /// The same store with revocation checking relaxed as `leniency` says.
-    pub fn with_revocation_leniency(mut self, leniency: RevocationLeniency) -> Self {
-        self.leniency = leniency;
-        self
-    }
 }

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use ring::digest;
 use tianping_core::{CourtCode, Role, SubjectId, ZoneName};
+use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 use crate::CertError;
@@ -159,6 +160,16 @@ pub struct CertSummary {
     pub fingerprint: [u8; 32],
 }
 
+/// Parses one DER certificate, refusing trailing bytes.
+pub(crate) fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
+    let (rest, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+    if !rest.is_empty() {
+        return Err(CertError::malformed("trailing bytes after the certificate"));
+    }
+    Ok(cert)
+}
+
 /// Parses one DER certificate into a [`CertSummary`]; refuses oversized or malformed input.
 pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
     if der.len() > MAX_CERT_DER {
@@ -167,11 +178,7 @@ pub fn summarize(der: &[u8]) -> Result<CertSummary, CertError> {
             der.len()
         )));
     }
-    let (rest, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
-    if !rest.is_empty() {
-        return Err(CertError::malformed("trailing bytes after the certificate"));
-    }
+    let cert = parse_cert(der)?;
     let name = cert
         .subject()
         .iter_common_name()

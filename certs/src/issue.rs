@@ -16,7 +16,7 @@ use tianping_core::{CourtCode, Role, Secret, SubjectId, UnixTime, ZoneName};
 use time::OffsetDateTime;
 
 use crate::CertError;
-use crate::identity::{CertKind, HARDWARE_KEY_URI, MAX_SANS, URN, summarize, zone_of};
+use crate::identity::{CertKind, HARDWARE_KEY_URI, MAX_SANS, URN, parse_cert, summarize, zone_of};
 use crate::pem::certs_from_pem;
 
 const DAY: i64 = 24 * 3600;
@@ -198,8 +198,7 @@ impl CaCert {
         }
         let key = KeyPair::from_pem(key_pem)
             .map_err(|e| CertError::malformed(format!("bad private key ({e})")))?;
-        let (_, parsed) = x509_parser::parse_x509_certificate(first)
-            .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+        let parsed = parse_cert(first)?;
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(CertError::Invalid(
                 "the private key does not belong to the CA certificate".to_owned(),

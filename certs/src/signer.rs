@@ -5,7 +5,7 @@ use rustls_pki_types::CertificateDer;
 use tianping_core::{PublicKey, ZoneName};
 
 use crate::CertError;
-use crate::identity::{CertKind, CourtIdentity};
+use crate::identity::{CertKind, CourtIdentity, parse_cert};
 use crate::pem::certs_from_pem;
 use crate::sig::{check_ca_signature, key_of_spki};
 use crate::verify::{CertUsage, TrustStore, VerifyTime, verify_chain};
@@ -13,12 +13,7 @@ use crate::verify::{CertUsage, TrustStore, VerifyTime, verify_chain};
 /// The [`PublicKey`] of a certificate (DER): P-256 as [`tianping_core::Algorithm::Es256`],
 /// Ed25519 as [`tianping_core::Algorithm::Ed25519`]; other keys are refused.
 pub fn public_key_of(der: &[u8]) -> Result<PublicKey, CertError> {
-    let (rest, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
-    if !rest.is_empty() {
-        return Err(CertError::malformed("trailing bytes after the certificate"));
-    }
-    key_of_spki(cert.public_key())
+    key_of_spki(parse_cert(der)?.public_key())
 }
 
 /// A component that signs for its zone: its `node` certificate's identity and key.
@@ -86,8 +81,7 @@ impl TrustStore {
                 has_root = true;
                 continue;
             }
-            let (_, cert) = x509_parser::parse_x509_certificate(&ca.der)
-                .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+            let cert = parse_cert(&ca.der)?;
             let signed_by_root = cert.issuer().as_raw() == root.subject().as_raw()
                 && check_ca_signature(
                     &root_key,

@@ -13,7 +13,9 @@ use webpki::{
 use crate::CertError;
 use crate::danger::RevocationLeniency;
 use crate::error::{format_time, from_webpki};
-use crate::identity::{CertKind, CourtIdentity, identity_from_summary, summarize, zone_of};
+use crate::identity::{
+    CertKind, CourtIdentity, identity_from_summary, parse_cert, summarize, zone_of,
+};
 use crate::pem::{certs_from_pem, crls_from_pem_or_der};
 use crate::sig::{check_ca_signature, key_of_spki};
 
@@ -88,8 +90,7 @@ impl TrustStore {
                     s.name
                 )));
             }
-            let (_, parsed) = x509_parser::parse_x509_certificate(&der)
-                .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+            let parsed = parse_cert(&der)?;
             let subject_raw = parsed.subject().as_raw().to_vec();
             let key = key_of_spki(parsed.public_key())?;
             let anchor = webpki::anchor_from_trusted_cert(&der)
@@ -136,6 +137,13 @@ impl TrustStore {
         let mut s = self.clone();
         s.zone = Some(zone.clone());
         Ok(s)
+    }
+
+    /// The same store with revocation checking relaxed as `leniency` says (see
+    /// [`crate::danger`]).
+    pub fn with_revocation_leniency(mut self, leniency: RevocationLeniency) -> Self {
+        self.leniency = leniency;
+        self
     }
 
     /// The zone this store is narrowed to, if any.
@@ -279,8 +287,7 @@ pub fn verify_chain(
         None => identity_from_summary(&summary)?,
     };
     // The issuing CA must be the CA of the zone the leaf names.
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|e| CertError::malformed(format!("not a der certificate ({e})")))?;
+    let parsed = parse_cert(leaf)?;
     let issuer = parsed.issuer().as_raw();
     let ca = accepted
         .iter()
