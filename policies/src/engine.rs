@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tianping_core::{Acr, Clearance, CourtCode, PolicyHash, Role, SubjectId, UnixTime, Verdict};
 
 use crate::model::{
-    CourtCheck, Kind, Policy, Route, Target, mask_roles, method_index, role_bit, role_mask,
+    CourtCheck, Kind, Policy, Route, mask_roles, method_index, role_bit, role_mask,
 };
 
 fn default_clearance() -> Clearance {
@@ -384,14 +384,8 @@ impl Policy {
                 },
             );
         }
-        let outcome = match route.target {
-            Target::Service(s) => {
-                Outcome::Service(self.services.get(s).map_or("", |s| s.name.as_str()))
-            }
-            Target::Flow(f) => Outcome::Flow(self.flows.get(f).map_or("", |f| f.name.as_str())),
-        };
         Decision {
-            outcome,
+            outcome: self.outcome_of(route.target),
             rule: Some(&route.name),
             reason: Reason::Allowed,
             policy: self.hash,

@@ -101,6 +101,7 @@ mod diff;
 mod engine;
 mod expect;
 mod graph;
+mod info;
 #[doc(hidden)]
 pub mod internal;
 mod lint;
@@ -120,7 +121,8 @@ pub use compile::{ATTRIBUTES, CREDENTIALS, SANITIZE_STEPS};
 pub use diag::{Problem, Severity, SourceProblem, Span};
 pub use diff::{Changed, PolicyDiff, diff};
 pub use engine::{Approval, Decision, Outcome, Reason, Subject, Submitter, TransferRequest};
-pub use model::{FlowInfo, Kind, Policy, Rate};
+pub use info::{CourtCondition, FlowInfo, RouteInfo};
+pub use model::{Kind, Policy, Rate, Window};
 pub use replay::{DecisionInput, Flip, Input, Recorded, ReplayReport};
 pub use selftest::TestResult;
 pub use shared::{LoadError, SharedPolicy};

@@ -183,9 +183,9 @@ pub(crate) enum CourtCheck {
     In(CourtCode),
 }
 
-/// A daily window in minutes after midnight at an offset from UTC.
+/// A route's daily time window: minutes after midnight, at an offset from UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Window {
+pub struct Window {
     pub(crate) start: u32,
     pub(crate) end: u32,
     pub(crate) offset_min: i32,
@@ -247,6 +247,7 @@ pub(crate) struct Route {
     pub(crate) name: String,
     pub(crate) span: Span,
     pub(crate) zone: usize,
+    pub(crate) zone_name: ZoneName,
     pub(crate) patterns: Vec<(String, Vec<Seg>)>,
     pub(crate) methods: u8,
     pub(crate) target: Target,
@@ -315,87 +316,6 @@ pub struct Policy {
     pub(crate) tries: Vec<[Node; METHODS.len()]>,
 }
 
-/// A flow of a checked policy, as the exchange reads it.
-#[derive(Debug, Clone, Copy)]
-pub struct FlowInfo<'p> {
-    policy: &'p Policy,
-    flow: &'p Flow,
-}
-
-impl<'p> FlowInfo<'p> {
-    /// The flow's name.
-    pub fn name(&self) -> &'p str {
-        &self.flow.name
-    }
-    /// The source zone.
-    pub fn from(&self) -> &'p ZoneName {
-        &self.flow.from_name
-    }
-    /// The destination zone.
-    pub fn to(&self) -> &'p ZoneName {
-        &self.flow.to_name
-    }
-    /// The service of the destination zone the transfers are delivered to.
-    pub fn deliver(&self) -> &'p str {
-        self.policy
-            .services
-            .get(self.flow.deliver)
-            .map_or("", |s| s.name.as_str())
-    }
-    /// The content kinds, each with its schema for `json`.
-    pub fn kinds(&self) -> impl Iterator<Item = (Kind, Option<&'p str>)> + 'p {
-        self.flow.kinds.iter().map(|(k, s)| (*k, s.as_deref()))
-    }
-    /// The size limit in bytes.
-    pub fn max_size(&self) -> u64 {
-        self.flow.max_size
-    }
-    /// The admission limit per submitter, if any.
-    pub fn rate(&self) -> Option<Rate> {
-        self.flow.rate
-    }
-    /// The sanitize steps, in order.
-    pub fn sanitize(&self) -> impl Iterator<Item = &'p str> + 'p {
-        self.flow.sanitize.iter().map(String::as_str)
-    }
-    /// The number of approvers a release needs (0 when the flow has no release).
-    pub fn approvers(&self) -> u32 {
-        self.flow.release.as_ref().map_or(0, |r| r.approvers)
-    }
-    /// The roles that may approve a release.
-    pub fn approver_roles(&self) -> impl Iterator<Item = Role> + 'p {
-        mask_roles(self.flow.release.as_ref().map_or(0, |r| r.approver_roles))
-    }
-    /// Whether the release demands redaction.
-    pub fn redact(&self) -> bool {
-        self.flow.release.as_ref().is_some_and(|r| r.redact)
-    }
-    /// The flow carrying this flow's replies.
-    pub fn reply(&self) -> Option<&'p str> {
-        self.flow
-            .reply
-            .and_then(|i| self.policy.flows.get(i))
-            .map(|f| f.name.as_str())
-    }
-    /// For directory flows: the accounts (by role) that may replicate.
-    pub fn accounts(&self) -> impl Iterator<Item = Role> + 'p {
-        mask_roles(self.flow.accounts)
-    }
-    /// For directory flows: the attributes that may go.
-    pub fn attributes(&self) -> impl Iterator<Item = &'p str> + 'p {
-        self.flow.attributes.iter().map(String::as_str)
-    }
-    /// For directory flows: whether credential `cred` (`password-hash`, `otp-seed`, `cert`) of
-    /// an account holding `role` may go.
-    pub fn credential_allowed(&self, cred: &str, role: Role) -> bool {
-        let bit = role_bit(role);
-        self.flow
-            .credentials
-            .iter()
-            .any(|(c, m)| c == cred && m & bit != 0)
-    }
-}
-
 impl Policy {
     /// The file name the policy was read from.
     pub fn file(&self) -> &str {
@@ -435,27 +355,5 @@ impl Policy {
         self.services
             .iter()
             .filter_map(|s| Some((s.name.as_str(), self.zone_name(s.zone)?)))
-    }
-
-    /// Every flow, in declaration order.
-    pub fn flows(&self) -> impl Iterator<Item = FlowInfo<'_>> {
-        self.flows.iter().map(|f| FlowInfo {
-            policy: self,
-            flow: f,
-        })
-    }
-
-    /// The flow named `name`.
-    pub fn flow(&self, name: &str) -> Option<FlowInfo<'_>> {
-        let i = *self.flow_index.get(name)?;
-        Some(FlowInfo {
-            policy: self,
-            flow: self.flows.get(i)?,
-        })
-    }
-
-    /// Route names, in policy order.
-    pub fn routes(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.name.as_str())
     }
 }

@@ -181,6 +181,7 @@ fn route(
         name: r.name.text.clone(),
         span: r.name.span,
         zone,
+        zone_name: scope.zones.get(zone)?.name.clone(),
         patterns,
         methods,
         target,
