@@ -14,7 +14,9 @@
 //! - the receiving end: [`Receiver`] decodes blocks in any order and reports each transfer once,
 //!   complete or lost ([`LinkEvent`]); [`Assembler`] reads its transfers as bundles, so a
 //!   transfer is complete only when its signature and every chunk hash checked ([`Arrival`]);
-//! - with the `io` feature, `UdpSender` and `UdpReceiver`: the loops over real sockets.
+//! - with the `io` feature, `UdpSender` and `UdpReceiver`: the loops over real sockets;
+//! - with the `daemon` feature, `Spool` (the sender's durable transfers, numbered per link) and
+//!   `Store` (the receiver's staged bundles, handed to a `Sink` once, complete).
 //!
 //! What is trusted: nothing on the wire. A datagram's check is a plain hash that keeps flipped
 //! bits from the decoder; the bundle's signature, checked against the receiving zone's trust
@@ -51,6 +53,10 @@ mod manifest;
 mod pacing;
 mod receiver;
 mod sender;
+#[cfg(feature = "daemon")]
+mod spool;
+#[cfg(feature = "daemon")]
+mod store;
 #[cfg(feature = "io")]
 mod udp;
 
@@ -68,5 +74,9 @@ pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
 pub use pacing::Pacer;
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
 pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
+#[cfg(feature = "daemon")]
+pub use spool::{Spool, SpoolError, SpooledFile};
+#[cfg(feature = "daemon")]
+pub use store::{Ended, FolderSink, Sink, Store};
 #[cfg(feature = "io")]
 pub use udp::{SendStats, Submission, UdpReceiver, UdpSender, bind_udp};

@@ -90,6 +90,19 @@ impl UdpSender {
         clock: &dyn Clock,
         inbox: &Inbox<Submission>,
     ) -> Result<SendStats, LinkError> {
+        self.run_with(sender, pacer, clock, inbox, |_| Ok(()))
+    }
+
+    /// [`run`](Self::run), telling `on_sent` the id of each transfer whose last datagram was
+    /// sent (a spool drops it then); an error from it stops the loop.
+    pub fn run_with(
+        &mut self,
+        sender: &mut Sender,
+        pacer: &mut Pacer,
+        clock: &dyn Clock,
+        inbox: &Inbox<Submission>,
+        mut on_sent: impl FnMut(u64) -> Result<(), LinkError>,
+    ) -> Result<SendStats, LinkError> {
         let mut out = Vec::new();
         let mut last_beat = clock.now();
         let mut open = true;
@@ -107,8 +120,11 @@ impl UdpSender {
                 sender.heartbeat(&mut out)?;
                 self.paced(pacer, clock, &out);
             }
-            if sender.next_datagram(&mut out)?.is_some() {
+            if let Some(sent) = sender.next_datagram(&mut out)? {
                 self.paced(pacer, clock, &out);
+                if sent.finished {
+                    on_sent(sent.transfer)?;
+                }
             } else if !open {
                 break;
             } else if let Ok((id, source)) = inbox.recv_timeout(self.beat_every) {

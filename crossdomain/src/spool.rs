@@ -1,0 +1,242 @@
+//! The sender's durable spool (feature `daemon`): payload bytes in files, state in `sled`.
+//!
+//! A submission is written to a staging file, fsynced, given the link's next transfer id (kept
+//! in `sled`, flushed), renamed to its place and the folder fsynced, and only then is its id
+//! returned: an id once returned is never lost by a crash of the sender. Ids on a link are
+//! consecutive from 1; an id taken by a submission that crashed before its rename is a gap the
+//! receiver reports lost, which nobody was told of. Every [`Spool::open`] takes a fresh epoch,
+//! and [`Spool::pending`] gives back every transfer not yet sent in full, so a restart resumes
+//! them all. A transfer leaves the spool when its last datagram was sent ([`Spool::sent`]).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::TransferSource;
+
+/// Why the spool or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file could not be read or written.
+    #[error("spool file `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The state database failed.
+    #[error("spool state: {0}")]
+    State(#[from] sled::Error),
+    /// A transfer the link refuses.
+    #[error("transfer refused: {0}")]
+    Refused(&'static str),
+}
+
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Fsyncs a folder so a rename in it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+pub(crate) fn be_u64(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if let Some(src) = bytes.get(..8) {
+        b.copy_from_slice(src);
+    }
+    u64::from_be_bytes(b)
+}
+
+/// Increments the counter at `key` in `tree`, returning the new value.
+pub(crate) fn bump(tree: &sled::Tree, key: &[u8]) -> Result<u64, SpoolError> {
+    let new = tree.update_and_fetch(key, |old| {
+        let n = old.map_or(0, be_u64).saturating_add(1);
+        Some(n.to_be_bytes().to_vec())
+    })?;
+    Ok(new.as_deref().map_or(0, be_u64))
+}
+
+pub(crate) fn link_key(link: u32, id: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    let (l, i) = k.split_at_mut(4);
+    l.copy_from_slice(&link.to_be_bytes());
+    i.copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// A sender's spool in one folder.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    db: sled::Db,
+    /// link ++ id → length, for every transfer not yet sent in full.
+    pending: sled::Tree,
+    epoch: u64,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`, taking a fresh epoch.
+    pub fn open(dir: &Path) -> Result<Self, SpoolError> {
+        let payloads = dir.join("payloads");
+        fs::create_dir_all(&payloads).map_err(io_at(&payloads))?;
+        let db = sled::open(dir.join("state"))?;
+        let pending = db.open_tree("pending")?;
+        let epoch = bump(&db, b"epoch")?;
+        db.flush()?;
+        let spool = Self {
+            dir: dir.to_path_buf(),
+            db,
+            pending,
+            epoch,
+        };
+        spool.reconcile()?;
+        Ok(spool)
+    }
+
+    /// This start's epoch: never used by an earlier start of this spool.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn payload(&self, link: u32, id: u64) -> PathBuf {
+        self.dir.join("payloads").join(format!("{link}-{id}"))
+    }
+
+    /// Payload files renamed into place whose entry a crash kept from `sled` are entered now
+    /// (their id may have been returned); entries without a file are dropped; staging files
+    /// are removed.
+    fn reconcile(&self) -> Result<(), SpoolError> {
+        let payloads = self.dir.join("payloads");
+        for entry in fs::read_dir(&payloads).map_err(io_at(&payloads))? {
+            let entry = entry.map_err(io_at(&payloads))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let parsed = name
+                .split_once('-')
+                .and_then(|(l, i)| Some((l.parse::<u32>().ok()?, i.parse::<u64>().ok()?)));
+            match parsed {
+                Some((link, id)) => {
+                    let len = entry.metadata().map_err(io_at(&entry.path()))?.len();
+                    self.pending
+                        .insert(link_key(link, id), &len.to_be_bytes())?;
+                }
+                None => fs::remove_file(entry.path()).map_err(io_at(&entry.path()))?,
+            }
+        }
+        for item in self.pending.iter() {
+            let (key, _) = item?;
+            let (link, id) = split_key(&key);
+            if !self.payload(link, id).exists() {
+                self.pending.remove(&key)?;
+            }
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Spools the bytes read from `payload` for `link` durably and returns their transfer id.
+    pub fn submit(&self, link: u32, payload: &mut dyn Read) -> Result<u64, SpoolError> {
+        let staging = self.dir.join("payloads").join(format!(
+            "staging.{}.{}",
+            self.epoch,
+            bump(&self.db, b"staging")?
+        ));
+        let len = {
+            let mut file = File::create(&staging).map_err(io_at(&staging))?;
+            let len = io::copy(payload, &mut file).map_err(io_at(&staging))?;
+            file.flush().map_err(io_at(&staging))?;
+            file.sync_all().map_err(io_at(&staging))?;
+            len
+        };
+        if len == 0 {
+            fs::remove_file(&staging).map_err(io_at(&staging))?;
+            return Err(SpoolError::Refused("the payload is empty"));
+        }
+        let id = bump(&self.db, &link.to_be_bytes())?;
+        self.db.flush()?;
+        let target = self.payload(link, id);
+        fs::rename(&staging, &target).map_err(io_at(&target))?;
+        sync_dir(&self.dir.join("payloads"))?;
+        self.pending
+            .insert(link_key(link, id), &len.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(id)
+    }
+
+    /// Every transfer of `link` not yet sent in full, in id order, with its bytes.
+    pub fn pending(&self, link: u32) -> Result<Vec<(u64, SpooledFile)>, SpoolError> {
+        let mut out = Vec::new();
+        for item in self.pending.scan_prefix(link.to_be_bytes()) {
+            let (key, _) = item?;
+            let (_, id) = split_key(&key);
+            out.push((id, SpooledFile::open(&self.payload(link, id))?));
+        }
+        Ok(out)
+    }
+
+    /// The transfer's last datagram was sent: it leaves the spool.
+    pub fn sent(&self, link: u32, id: u64) -> Result<(), SpoolError> {
+        self.pending.remove(link_key(link, id))?;
+        self.db.flush()?;
+        let path = self.payload(link, id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_at(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// How many transfers of every link wait to be sent.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether nothing waits to be sent.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+pub(crate) fn split_key(key: &[u8]) -> (u32, u64) {
+    let mut l = [0u8; 4];
+    if let Some(src) = key.get(..4) {
+        l.copy_from_slice(src);
+    }
+    (
+        u32::from_be_bytes(l),
+        be_u64(key.get(4..).unwrap_or_default()),
+    )
+}
+
+/// A spooled payload, read where the sender asks.
+#[derive(Debug)]
+pub struct SpooledFile {
+    file: File,
+    len: u64,
+}
+
+impl SpooledFile {
+    /// Opens the file at `path`.
+    pub fn open(path: &Path) -> Result<Self, SpoolError> {
+        let file = File::open(path).map_err(io_at(path))?;
+        let len = file.metadata().map_err(io_at(path))?.len();
+        Ok(Self { file, len })
+    }
+}
+
+impl TransferSource for SpooledFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+}

@@ -1,0 +1,281 @@
+//! The receiver's durable store (feature `daemon`): a bundle is staged in a file as it arrives
+//! and handed to a [`Sink`] only once complete and checked, never partly and never twice.
+//!
+//! At [`Arrival::Complete`] the staged file (the bundle: its header, then its payload) is
+//! fsynced and renamed into `complete/`, the transfer is marked complete in `sled`, the
+//! [`Sink`] takes it, and the transfer is marked delivered. A crash between those steps is
+//! finished at the next [`Store::open`] (complete but not delivered: handed to the sink again,
+//! which must take a transfer it already has as a no-op, as [`FolderSink`] does). Lost and
+//! refused transfers are recorded too, and the receiver's floor, so that a restarted receiver
+//! ([`Store::floor`]) neither hands on nor reports again what already ended.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::spool::{be_u64, io_at, link_key, split_key, sync_dir};
+use crate::{Arrival, BundleHeader, SpoolError};
+
+/// Where complete bundles go.
+pub trait Sink: Send {
+    /// Takes the bundle of transfer `transfer` on `link`, stored at `bundle` (the header
+    /// `header` with its length in front, then the payload). Must be a no-op for a transfer it
+    /// already took.
+    fn deliver(
+        &mut self,
+        link: u32,
+        transfer: u64,
+        header: &BundleHeader,
+        bundle: &Path,
+    ) -> io::Result<()>;
+}
+
+/// A sink that moves each bundle into a folder as `<link>-<transfer>.bundle`.
+#[derive(Debug, Clone)]
+pub struct FolderSink {
+    dir: PathBuf,
+}
+
+impl FolderSink {
+    /// Delivers into `dir`, creating it.
+    pub fn new(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Where transfer `transfer` of `link` is delivered.
+    pub fn path(&self, link: u32, transfer: u64) -> PathBuf {
+        self.dir.join(format!("{link}-{transfer}.bundle"))
+    }
+}
+
+impl Sink for FolderSink {
+    fn deliver(
+        &mut self,
+        link: u32,
+        transfer: u64,
+        _: &BundleHeader,
+        bundle: &Path,
+    ) -> io::Result<()> {
+        let target = self.path(link, transfer);
+        if target.exists() {
+            return Ok(());
+        }
+        let part = target.with_extension("part");
+        fs::copy(bundle, &part)?;
+        File::open(&part)?.sync_all()?;
+        fs::rename(&part, &target)?;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// How a transfer ended, as the store recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Handed to the sink.
+    Delivered,
+    /// Lost on the link.
+    Lost,
+    /// Arrived but refused (signature, signer or a chunk hash).
+    Refused,
+}
+
+const COMPLETE: u8 = 0;
+const DELIVERED: u8 = 1;
+const LOST: u8 = 2;
+const REFUSED: u8 = 3;
+
+/// A receiver's store in one folder.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    db: sled::Db,
+    /// link ++ id → state byte.
+    ended: sled::Tree,
+    /// link → floor.
+    floors: sled::Tree,
+    staged: BTreeMap<(u32, u64), (File, Box<BundleHeader>)>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, handing `sink` what a crash left complete but
+    /// not delivered and dropping half-staged files.
+    pub fn open(dir: &Path, sink: &mut dyn Sink) -> Result<Self, SpoolError> {
+        for sub in ["staging", "complete"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_at(&p))?;
+        }
+        let staging = dir.join("staging");
+        for entry in fs::read_dir(&staging).map_err(io_at(&staging))? {
+            let path = entry.map_err(io_at(&staging))?.path();
+            fs::remove_file(&path).map_err(io_at(&path))?;
+        }
+        let db = sled::open(dir.join("state"))?;
+        let store = Self {
+            dir: dir.to_path_buf(),
+            ended: db.open_tree("ended")?,
+            floors: db.open_tree("floors")?,
+            db,
+            staged: BTreeMap::new(),
+        };
+        for item in store.ended.iter() {
+            let (key, state) = item?;
+            if state.first() == Some(&COMPLETE) {
+                let (link, id) = split_key(&key);
+                store.hand_on(link, id, sink)?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The receiver's floor on `link` when the store last recorded it.
+    pub fn floor(&self, link: u32) -> Result<Option<u64>, SpoolError> {
+        Ok(self.floors.get(link.to_be_bytes())?.as_deref().map(be_u64))
+    }
+
+    /// How transfer `id` on `link` ended, if it did.
+    pub fn ended(&self, link: u32, id: u64) -> Result<Option<Ended>, SpoolError> {
+        Ok(
+            match self
+                .ended
+                .get(link_key(link, id))?
+                .as_deref()
+                .and_then(<[u8]>::first)
+            {
+                Some(&DELIVERED | &COMPLETE) => Some(Ended::Delivered),
+                Some(&LOST) => Some(Ended::Lost),
+                Some(&REFUSED) => Some(Ended::Refused),
+                _ => None,
+            },
+        )
+    }
+
+    fn complete_path(&self, link: u32, id: u64) -> PathBuf {
+        self.dir.join("complete").join(format!("{link}-{id}"))
+    }
+
+    fn staging_path(&self, link: u32, id: u64) -> PathBuf {
+        self.dir.join("staging").join(format!("{link}-{id}"))
+    }
+
+    /// Takes one arrival on `link`; `floor` is the receiver's floor after it, recorded with
+    /// any transfer that ended. Returns the transfers that ended now.
+    pub fn accept(
+        &mut self,
+        link: u32,
+        arrival: Arrival,
+        floor: Option<u64>,
+        sink: &mut dyn Sink,
+    ) -> Result<Vec<(u64, Ended)>, SpoolError> {
+        let mut ended = Vec::new();
+        match arrival {
+            Arrival::Header { transfer, header } => {
+                if self.ended(link, transfer)?.is_none() {
+                    let path = self.staging_path(link, transfer);
+                    let mut file = File::create(&path).map_err(io_at(&path))?;
+                    let encoded = header
+                        .encode()
+                        .map_err(|_| SpoolError::Refused("the header cannot be encoded"))?;
+                    file.write_all(&encoded).map_err(io_at(&path))?;
+                    self.staged.insert((link, transfer), (file, header));
+                }
+            }
+            Arrival::Chunk {
+                transfer, bytes, ..
+            } => {
+                if let Some((file, _)) = self.staged.get_mut(&(link, transfer)) {
+                    let path = self.dir.join("staging");
+                    file.write_all(&bytes).map_err(io_at(&path))?;
+                }
+            }
+            Arrival::Complete { transfer, .. } => {
+                if let Some((file, _header)) = self.staged.remove(&(link, transfer)) {
+                    let staged = self.staging_path(link, transfer);
+                    file.sync_all().map_err(io_at(&staged))?;
+                    drop(file);
+                    let target = self.complete_path(link, transfer);
+                    fs::rename(&staged, &target).map_err(io_at(&target))?;
+                    sync_dir(&self.dir.join("complete"))?;
+                    self.mark(link, transfer, COMPLETE, floor)?;
+                    self.hand_on(link, transfer, sink)?;
+                    ended.push((transfer, Ended::Delivered));
+                }
+            }
+            Arrival::Lost { transfer, .. } => {
+                self.drop_staged(link, transfer)?;
+                if self.ended(link, transfer)?.is_none() {
+                    self.mark(link, transfer, LOST, floor)?;
+                    ended.push((transfer, Ended::Lost));
+                }
+            }
+            Arrival::Refused { transfer, .. } => {
+                self.drop_staged(link, transfer)?;
+                if self.ended(link, transfer)?.is_none() {
+                    self.mark(link, transfer, REFUSED, floor)?;
+                    ended.push((transfer, Ended::Refused));
+                }
+            }
+            Arrival::LostRange { from, to } => {
+                for id in from..to {
+                    if self.ended(link, id)?.is_none() {
+                        self.ended.insert(link_key(link, id), &[LOST])?;
+                        ended.push((id, Ended::Lost));
+                    }
+                }
+                self.record_floor(link, floor)?;
+                self.db.flush()?;
+            }
+            Arrival::Restarted { .. } | Arrival::Silent { .. } => {}
+        }
+        Ok(ended)
+    }
+
+    fn drop_staged(&mut self, link: u32, id: u64) -> Result<(), SpoolError> {
+        if self.staged.remove(&(link, id)).is_some() {
+            let path = self.staging_path(link, id);
+            fs::remove_file(&path).map_err(io_at(&path))?;
+        }
+        Ok(())
+    }
+
+    fn record_floor(&self, link: u32, floor: Option<u64>) -> Result<(), SpoolError> {
+        if let Some(f) = floor {
+            self.floors.insert(link.to_be_bytes(), &f.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn mark(&self, link: u32, id: u64, state: u8, floor: Option<u64>) -> Result<(), SpoolError> {
+        self.ended.insert(link_key(link, id), &[state])?;
+        self.record_floor(link, floor)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn hand_on(&self, link: u32, id: u64, sink: &mut dyn Sink) -> Result<(), SpoolError> {
+        let path = self.complete_path(link, id);
+        let header = read_header(&path)?;
+        sink.deliver(link, id, &header, &path)
+            .map_err(io_at(&path))?;
+        self.ended.insert(link_key(link, id), &[DELIVERED])?;
+        self.db.flush()?;
+        fs::remove_file(&path).map_err(io_at(&path))
+    }
+}
+
+fn read_header(path: &Path) -> Result<BundleHeader, SpoolError> {
+    use std::io::Read;
+    let mut file = File::open(path).map_err(io_at(path))?;
+    let mut len = [0u8; 4];
+    file.read_exact(&mut len).map_err(io_at(path))?;
+    let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
+    if len > crate::MAX_HEADER {
+        return Err(SpoolError::Refused("a stored header is too long"));
+    }
+    let mut bytes = vec![0u8; len];
+    file.read_exact(&mut bytes).map_err(io_at(path))?;
+    BundleHeader::decode(&bytes).map_err(|_| SpoolError::Refused("a stored header is unreadable"))
+}

@@ -1,0 +1,166 @@
+//! The sender's spool and the receiver's store (feature `daemon`): ids per link, a fresh epoch
+//! at each start, every spooled transfer resumed, bundles handed on whole and never twice.
+#![cfg(feature = "daemon")]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+
+use tianping_core::{Algorithm, PolicyHash, RingSigner, Signer, UnixTime};
+use tianping_crossdomain::{
+    Arrival, Assembler, BundleHeader, ChunkHasher, Ended, FolderSink, LinkConfig, Manifest,
+    PinnedKeys, Receiver, ReceiverConfig, Sender, Spool, Store, Submitter, TransferSource,
+};
+
+fn bundle(payload: &[u8], signer: &dyn Signer) -> Vec<u8> {
+    let mut h = ChunkHasher::new(64 * 1024).unwrap();
+    h.update(payload);
+    let (size, table) = h.finish();
+    let m = Manifest {
+        flow: "evidence".into(),
+        source: "private".parse().unwrap(),
+        destination: "classified".parse().unwrap(),
+        kind: "file".into(),
+        content_type: "application/pdf".into(),
+        schema: None,
+        size,
+        chunk_size: 64 * 1024,
+        chunks_hash: [0; 32],
+        submitter: Submitter {
+            subject: "clerk-0007".parse().unwrap(),
+            roles: vec![],
+            machine: false,
+        },
+        labels: vec![],
+        redacted: false,
+        correlation: None,
+        time: UnixTime::from_secs(1_764_000_000),
+        sequence: 1,
+        policy_hash: PolicyHash::of(b"p"),
+    };
+    let header = BundleHeader::sign(m, vec![], table, b"der".to_vec(), signer).unwrap();
+    let mut out = header.encode().unwrap();
+    out.extend_from_slice(payload);
+    out
+}
+
+fn read_all(source: &mut dyn TransferSource) -> Vec<u8> {
+    let mut buf = vec![0u8; usize::try_from(source.len()).unwrap()];
+    source.read_at(0, &mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn the_spool_numbers_per_link_takes_fresh_epochs_and_resumes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let first_epoch = spool.epoch();
+    assert_eq!(spool.submit(7, &mut &b"one"[..]).unwrap(), 1);
+    assert_eq!(spool.submit(7, &mut &b"two"[..]).unwrap(), 2);
+    assert_eq!(spool.submit(8, &mut &b"other link"[..]).unwrap(), 1);
+    assert_eq!(spool.submit(7, &mut &b"three"[..]).unwrap(), 3);
+    assert!(
+        spool.submit(7, &mut &b""[..]).is_err(),
+        "empty payloads are refused"
+    );
+    spool.sent(7, 2).unwrap();
+    drop(spool);
+
+    let spool = Spool::open(dir.path()).unwrap();
+    assert!(spool.epoch() > first_epoch);
+    let mut pending = spool.pending(7).unwrap();
+    let ids: Vec<u64> = pending.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, [1, 3]);
+    assert_eq!(read_all(&mut pending[1].1), b"three");
+    assert_eq!(spool.pending(8).unwrap().len(), 1);
+    // numbering goes on after the restart, and an id taken before is never reused
+    assert_eq!(spool.submit(7, &mut &b"four"[..]).unwrap(), 4);
+    assert_eq!(spool.len(), 4);
+}
+
+/// Every datagram of the spooled transfers of link 5, in order, then a few heartbeats.
+fn datagrams(spool: &Spool) -> Vec<Vec<u8>> {
+    let mut sender = Sender::new(LinkConfig::new(5), spool.epoch()).unwrap();
+    for (id, file) in spool.pending(5).unwrap() {
+        sender.submit(id, Box::new(file)).unwrap();
+    }
+    let mut out = Vec::new();
+    let mut all = Vec::new();
+    while let Some(sent) = sender.next_datagram(&mut out).unwrap() {
+        all.push(out.clone());
+        if sent.finished {
+            spool.sent(5, sent.transfer).unwrap();
+        }
+    }
+    for _ in 0..3 {
+        sender.heartbeat(&mut out).unwrap();
+        all.push(out.clone());
+    }
+    all
+}
+
+fn receive(
+    store: &mut Store,
+    trust: &Arc<PinnedKeys>,
+    sink: &mut FolderSink,
+    wire: &[Vec<u8>],
+) -> Vec<(u64, Ended)> {
+    let floor = store.floor(5).unwrap();
+    let mut asm = Assembler::new(Receiver::new(ReceiverConfig::new(5), floor), trust.clone());
+    let mut arrivals: Vec<Arrival> = Vec::new();
+    let mut ended = Vec::new();
+    for d in wire {
+        asm.receive(d, UnixTime::from_secs(1_764_000_000), &mut arrivals);
+        for a in arrivals.drain(..) {
+            let floor = asm.receiver().floor();
+            ended.extend(store.accept(5, a, floor, sink).unwrap());
+        }
+    }
+    ended
+}
+
+#[test]
+fn the_store_hands_on_whole_bundles_once_even_when_the_link_replays() {
+    let (signer, _) = RingSigner::generate(Algorithm::Ed25519).unwrap();
+    let other = RingSigner::generate(Algorithm::Ed25519).unwrap().0;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    let good = [
+        bundle(&[7u8; 200_000], &signer),
+        bundle(b"a ruling", &signer),
+    ];
+    let forged = bundle(b"not from a node of the zone", &other);
+    assert_eq!(spool.submit(5, &mut &good[0][..]).unwrap(), 1);
+    assert_eq!(spool.submit(5, &mut &forged[..]).unwrap(), 2);
+    assert_eq!(spool.submit(5, &mut &good[1][..]).unwrap(), 3);
+    let wire = datagrams(&spool);
+    assert!(spool.is_empty(), "sent transfers leave the spool");
+
+    let trust = Arc::new(PinnedKeys(vec![signer.public_key()]));
+    let mut sink = FolderSink::new(&dir.path().join("delivered")).unwrap();
+    let mut store = Store::open(&dir.path().join("store"), &mut sink).unwrap();
+    let mut ended = receive(&mut store, &trust, &mut sink, &wire);
+    ended.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        ended,
+        [
+            (1, Ended::Delivered),
+            (2, Ended::Refused),
+            (3, Ended::Delivered)
+        ]
+    );
+    assert_eq!(std::fs::read(sink.path(5, 1)).unwrap(), good[0]);
+    assert_eq!(std::fs::read(sink.path(5, 3)).unwrap(), good[1]);
+    assert!(
+        !sink.path(5, 2).exists(),
+        "a refused bundle is never handed on"
+    );
+    std::fs::remove_file(sink.path(5, 1)).unwrap();
+    drop(store);
+
+    // the receiver restarts and the same datagrams come again: nothing is handed on twice
+    let mut store = Store::open(&dir.path().join("store"), &mut sink).unwrap();
+    assert_eq!(store.floor(5).unwrap(), Some(4));
+    assert_eq!(receive(&mut store, &trust, &mut sink, &wire), []);
+    assert!(!sink.path(5, 1).exists());
+    assert_eq!(store.ended(5, 2).unwrap(), Some(Ended::Refused));
+}
