@@ -674,7 +674,7 @@ fn verify(
                 eprintln!("verification FAILED: the log has no signed checkpoint to trust");
                 return Ok(ExitCode::from(1));
             }
-            log.verify_trusted(&check, &archives, &mut progress)
+            log.verify_trusted(check.as_ref(), &archives, &mut progress)
         }
         None => log.verify_with_archives(key.as_ref(), &archives, &mut progress),
     };

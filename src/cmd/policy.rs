@@ -13,7 +13,7 @@ use tianping_policies::{
 
 /// `tianping policy` subcommands.
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant, reason = "parsed once per run")]
+#[expect(clippy::large_enum_variant, reason = "parsed once per run")]
 pub(crate) enum PolicyCmd {
     /// Verify a policy: errors and warnings with the offending text underlined; exit 0 when
     /// there is no error.

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_audit::AuditLog;
+use tianping_audit::{AuditLog, KeyTrust};
 use tianping_certs::{TrustStore, certs_from_pem, public_key_of, verify_signer};
 use tianping_core::{PublicKey, Signer, UnixTime, ZoneName};
 
@@ -62,16 +62,13 @@ pub(super) fn zone_of(dir: &Path, zone: Option<&str>) -> miette::Result<ZoneName
 
 /// The check `AuditLog::verify_trusted` asks: the log's key must be the key of a `node`
 /// certificate of `zone` that verifies under the bundle at `trust` now.
-pub(super) fn key_trust(
-    trust: &Path,
-    zone: ZoneName,
-) -> miette::Result<impl Fn(&PublicKey, Option<&[u8]>) -> Result<(), String>> {
+pub(super) fn key_trust(trust: &Path, zone: ZoneName) -> miette::Result<Box<KeyTrust<'static>>> {
     let pem = std::fs::read(trust)
         .into_diagnostic()
         .wrap_err_with(|| format!("reading `{}`", trust.display()))?;
     let store =
         TrustStore::from_pem(&pem, &[]).map_err(|e| miette!("`{}`: {e}", trust.display()))?;
-    Ok(move |key: &PublicKey, cert: Option<&[u8]>| {
+    Ok(Box::new(move |key: &PublicKey, cert: Option<&[u8]>| {
         let der = cert.ok_or_else(|| {
             "the log records no certificate for its key (append with `--cert`)".to_owned()
         })?;
@@ -83,5 +80,5 @@ pub(super) fn key_trust(
             return Err("its certificate is for another key".to_owned());
         }
         Ok(())
-    })
+    }))
 }
