@@ -14,87 +14,16 @@ use std::time::{Duration, Instant};
 
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, PolicySet, Request};
 use criterion::{Criterion, Throughput, criterion_group};
+use tianping_bench::{
+    Rng, STAFF, cedar_policies, cedar_request_context, cedar_transfer_context, generated_policy,
+};
 use tianping_core::{Acr, Clearance, Role, SubjectId, UnixTime};
-use tianping_policies::internal::{cedar_policies, cedar_request_context, cedar_transfer_context};
 use tianping_policies::{
     Approval, DEFAULT_POLICY, Policy, Subject, Submitter, TransferRequest, check,
 };
 
-/// A small deterministic generator (xorshift64*), so every run decides the same inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-}
-
-const STAFF: [Role; 8] = [
-    Role::Judge,
-    Role::Assistant,
-    Role::Clerk,
-    Role::Enforcement,
-    Role::Police,
-    Role::President,
-    Role::DivisionChief,
-    Role::Auditor,
-];
 const COURTS: [&str; 6] = ["bj", "bj.01", "bj.01.03", "sh", "sh.02", "gd.03.05"];
 const ZONES: usize = 10;
-
-/// A policy with 1,000 routes and 200 flows over ten zones.
-fn generated_policy() -> String {
-    let mut rng = Rng(0x5eed);
-    let mut s = String::from("levels confidentiality internal\nlevels integrity court\n");
-    for z in 0..ZONES {
-        s += &format!(
-            "zone z{z} {{\n  confidentiality internal\n  integrity court\n  acr judge, assistant, clerk, enforcement, police >= pwd\n  acr president, division-chief, auditor >= otp\n}}\n"
-        );
-        for k in 0..10 {
-            s += &format!("service s{z}-{k} in z{z}\n");
-        }
-    }
-    for f in 0..200 {
-        let a = f % ZONES;
-        let b = (a + 1 + rng.below(ZONES - 1)) % ZONES;
-        let r1 = rng.pick(&STAFF).as_str();
-        let r2 = rng.pick(&STAFF).as_str();
-        s += &format!(
-            "flow f{f} z{a} -> z{b} {{\n  kinds pdf, json(form-{f}), png\n  max-size {}MiB\n  submitters {r1}, {r2}, machine\n  deliver s{b}-{}\n  release {{\n    refuse secret\n    approvers 1 of judge, president\n  }}\n}}\n",
-            1 + rng.below(100),
-            f % 10
-        );
-    }
-    for r in 0..1000 {
-        let z = r % ZONES;
-        let roles: Vec<&str> = (0..1 + rng.below(3))
-            .map(|_| rng.pick(&STAFF).as_str())
-            .collect();
-        let (path, court) = match r % 4 {
-            0 => (format!("/app{r}/items/**"), ""),
-            1 => (format!("/app{r}/{{court}}/cases/*"), "  court within\n"),
-            2 => (format!("/app{r}/reports"), ""),
-            _ => (format!("/app{r}/{{court}}/files/**"), "  court same\n"),
-        };
-        let methods = ["GET, HEAD", "POST", "PUT, PATCH", "GET"][rng.below(4)];
-        let acr = ["pwd", "otp", "cert"][rng.below(3)];
-        s += &format!(
-            "route r{r} in z{z} {{\n  path {path}\n  methods {methods}\n  to service s{z}-{}\n  roles {}\n  acr >= {acr}\n{court}}}\n",
-            r % 10,
-            roles.join(", ")
-        );
-    }
-    s
-}
 
 struct Req {
     zone: String,
@@ -338,7 +267,7 @@ fn agree(c: &Case) {
 fn cases() -> Vec<Case> {
     let mut rng = Rng(42);
     let default_reqs = default_requests(&mut rng, 1000);
-    let gen_src = generated_policy();
+    let gen_src = generated_policy(ZONES, 1000, 200);
     let gen_reqs = generated_requests(&mut rng, 1000);
     vec![
         build("default", DEFAULT_POLICY, default_reqs, 1000, 7),
