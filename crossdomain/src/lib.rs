@@ -20,7 +20,7 @@
 //!
 //! What is trusted: nothing on the wire. A datagram's check is a plain hash that keeps flipped
 //! bits from the decoder; the bundle's signature, checked against the receiving zone's trust
-//! (a [`SignerTrust`], implemented by the binary with `tianping-certs`), is what authenticates a
+//! (a [`SignerTrust`]; with the `daemon` feature, `ZoneTrust` over `tianping-certs`), is what authenticates a
 //! transfer. The receiver bounds what forged datagrams can cost it (transfers and blocks open at
 //! once, symbols per block), and reports every transfer once. Transfer ids on a link are
 //! consecutive (the spool numbers them), which is how a heartbeat names a transfer that never
@@ -57,6 +57,8 @@ mod sender;
 mod spool;
 #[cfg(feature = "daemon")]
 mod store;
+#[cfg(feature = "daemon")]
+mod trust;
 #[cfg(feature = "io")]
 mod udp;
 
@@ -78,5 +80,7 @@ pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
 pub use spool::{Spool, SpoolError, SpooledFile};
 #[cfg(feature = "daemon")]
 pub use store::{Ended, FolderSink, Sink, Store};
+#[cfg(feature = "daemon")]
+pub use trust::ZoneTrust;
 #[cfg(feature = "io")]
 pub use udp::{SendStats, Submission, UdpReceiver, UdpSender, bind_udp};
