@@ -240,6 +240,12 @@ pub enum IdpError {
     Store(String),
 }
 
+impl From<tianping_core::WireError> for IdpError {
+    fn from(e: tianping_core::WireError) -> Self {
+        Self::Store(format!("a stored record is damaged: {e}"))
+    }
+}
+
 impl IdpError {
     /// The one OAuth/OIDC `error` code for this refusal.
     pub fn code(&self) -> ErrorCode {

@@ -26,7 +26,8 @@
 //!   the family, bound to the client) as state machines ([`Grants`]);
 //! - sessions rotated at sign-in and logout with idle and absolute timeouts, and CSRF tokens
 //!   ([`Sessions`]);
-//! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`]);
+//! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`])
+//!   and, with the `store` feature, the sled one (`SledStore`), records on the wire codec;
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -52,7 +53,11 @@ mod lockout;
 mod password;
 mod pkce;
 mod random;
+#[cfg(feature = "store")]
+mod records;
 mod session;
+#[cfg(feature = "store")]
+mod sled_store;
 mod store;
 mod token_request;
 mod tokens;
@@ -76,6 +81,8 @@ pub use random::{OsRandom, Random};
 pub use session::{
     SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
 };
+#[cfg(feature = "store")]
+pub use sled_store::SledStore;
 pub use store::{MemoryStore, Store, Update};
 pub use token_request::{TokenGrant, TokenRequest, parse_token_request};
 pub use tokens::{

@@ -51,6 +51,12 @@ impl CodeChallenge {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A challenge read back from the store (checked when it was first made).
+    #[cfg(feature = "store")]
+    pub(crate) fn from_stored(s: &str) -> Self {
+        Self(s.to_owned())
+    }
 }
 
 /// Checks the verifier grammar: 43 to 128 of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).

@@ -50,6 +50,28 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session read back from the store.
+    #[cfg(feature = "store")]
+    pub(crate) fn from_parts(
+        identity: Option<Identity>,
+        created_at: UnixTime,
+        last_seen: UnixTime,
+        csrf_key: Secret<Vec<u8>>,
+    ) -> Self {
+        Self {
+            identity,
+            created_at,
+            last_seen,
+            csrf_key,
+        }
+    }
+
+    /// The key CSRF tokens are made with (for the store).
+    #[cfg(feature = "store")]
+    pub(crate) fn csrf_key(&self) -> &Secret<Vec<u8>> {
+        &self.csrf_key
+    }
+
     /// The CSRF token for the form named `form` in this session.
     pub fn csrf_token(&self, form: &str) -> String {
         let key = hmac::Key::new(hmac::HMAC_SHA256, self.csrf_key.expose());

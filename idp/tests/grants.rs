@@ -1,5 +1,5 @@
-//! Codes and refresh-token families as state machines over the in-memory store, with a manual
-//! clock: single use, 60-second life, reuse revoking what was issued, rotation, client binding.
+//! Codes and refresh-token families as state machines over each store (memory, and sled with the
+//! `store` feature), with a manual clock: single use, 60-second life, reuse revoking what was issued, rotation, client binding.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use tianping_core::{
 use tianping_idp::danger::SeededRandom;
 use tianping_idp::{
     AuthorizationRequest, Client, ClientAuthMethod, GrantPolicy, GrantType, Grants, Identity,
-    IdpError, KeySet, MemoryStore, Store as _, TokenIssuer, parse_authorization,
+    IdpError, KeySet, MemoryStore, Store, TokenIssuer, parse_authorization,
 };
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -56,26 +56,26 @@ fn judge(now: UnixTime) -> Identity {
 }
 
 struct World {
-    store: MemoryStore,
+    store: Box<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
     clock: ManualClock,
     rng: SeededRandom,
     issuer: TokenIssuer,
 }
 
-fn world() -> World {
+fn world(store: Box<dyn Store>, dir: Option<tempfile::TempDir>) -> World {
     let signer = Arc::new(RingSigner::generate(Algorithm::Es256).unwrap().0);
     World {
-        store: MemoryStore::new(),
+        store,
+        _dir: dir,
         clock: ManualClock::new(UnixTime::from_secs(1_800_000_000)),
         rng: SeededRandom::new(11),
         issuer: TokenIssuer::new(ISS, KeySet::new(signer)),
     }
 }
 
-#[test]
-fn code_is_single_use_and_reuse_revokes_its_tokens() {
-    let w = world();
-    let g = Grants::new(&w.store, GrantPolicy::default());
+fn code_is_single_use_and_reuse_revokes_its_tokens(w: World) {
+    let g = Grants::new(&*w.store, GrantPolicy::default());
     let now = w.clock.now();
     let code = g.issue_code(&request(), judge(now), now, &w.rng).unwrap();
     let rec = g
@@ -118,10 +118,8 @@ fn code_is_single_use_and_reuse_revokes_its_tokens() {
     );
 }
 
-#[test]
-fn a_reuse_racing_the_first_redemption_still_revokes() {
-    let w = world();
-    let g = Grants::new(&w.store, GrantPolicy::default());
+fn a_reuse_racing_the_first_redemption_still_revokes(w: World) {
+    let g = Grants::new(&*w.store, GrantPolicy::default());
     let now = w.clock.now();
     let code = g.issue_code(&request(), judge(now), now, &w.rng).unwrap();
     g.redeem_code(&code, "case-app", Some(CB), Some(VERIFIER), now)
@@ -139,10 +137,8 @@ fn a_reuse_racing_the_first_redemption_still_revokes() {
     assert!(w.store.is_token_revoked(&at.jti).unwrap());
 }
 
-#[test]
-fn code_lives_sixty_seconds() {
-    let w = world();
-    let g = Grants::new(&w.store, GrantPolicy::default());
+fn code_lives_sixty_seconds(w: World) {
+    let g = Grants::new(&*w.store, GrantPolicy::default());
     let now = w.clock.now();
     let code = g.issue_code(&request(), judge(now), now, &w.rng).unwrap();
     w.clock.advance(Duration::from_secs(60));
@@ -156,10 +152,8 @@ fn code_lives_sixty_seconds() {
     );
 }
 
-#[test]
-fn wrong_client_redirect_or_pkce_does_not_use_the_code_up() {
-    let w = world();
-    let g = Grants::new(&w.store, GrantPolicy::default());
+fn wrong_client_redirect_or_pkce_does_not_use_the_code_up(w: World) {
+    let g = Grants::new(&*w.store, GrantPolicy::default());
     let now = w.clock.now();
     let code = g.issue_code(&request(), judge(now), now, &w.rng).unwrap();
     let wrong = "a".repeat(43);
@@ -201,10 +195,8 @@ fn wrong_client_redirect_or_pkce_does_not_use_the_code_up() {
         .unwrap();
 }
 
-#[test]
-fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
-    let w = world();
-    let g = Grants::new(&w.store, GrantPolicy::default());
+fn refresh_tokens_rotate_and_reuse_revokes_the_family(w: World) {
+    let g = Grants::new(&*w.store, GrantPolicy::default());
     let now = w.clock.now();
     let (rt0, family) = g
         .start_family("case-app", judge(now), vec!["openid".into()], now, &w.rng)
@@ -230,11 +222,9 @@ fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     assert!(w.store.is_token_revoked(&at.jti).unwrap());
 }
 
-#[test]
-fn refresh_tokens_are_bound_to_their_client_and_expire() {
-    let w = world();
+fn refresh_tokens_are_bound_to_their_client_and_expire(w: World) {
     let g = Grants::new(
-        &w.store,
+        &*w.store,
         GrantPolicy {
             refresh_life: Duration::from_secs(3600),
             ..GrantPolicy::default()
@@ -263,10 +253,8 @@ fn refresh_tokens_are_bound_to_their_client_and_expire() {
     }
 }
 
-#[test]
-fn a_guessed_token_of_a_known_family_does_not_revoke_it() {
-    let w = world();
-    let g = Grants::new(&w.store, GrantPolicy::default());
+fn a_guessed_token_of_a_known_family_does_not_revoke_it(w: World) {
+    let g = Grants::new(&*w.store, GrantPolicy::default());
     let now = w.clock.now();
     let (rt, _) = g
         .start_family("case-app", judge(now), vec![], now, &w.rng)
@@ -280,10 +268,8 @@ fn a_guessed_token_of_a_known_family_does_not_revoke_it() {
     g.use_refresh(&rt, "case-app", now, &w.rng).unwrap();
 }
 
-#[test]
-fn revoking_a_family_revokes_its_access_tokens() {
-    let w = world();
-    let g = Grants::new(&w.store, GrantPolicy::default());
+fn revoking_a_family_revokes_its_access_tokens(w: World) {
+    let g = Grants::new(&*w.store, GrantPolicy::default());
     let now = w.clock.now();
     let (rt, family) = g
         .start_family("case-app", judge(now), vec![], now, &w.rng)
@@ -300,3 +286,35 @@ fn revoking_a_family_revokes_its_access_tokens() {
         IdpError::RefreshInvalid
     );
 }
+
+/// Runs each behaviour test against every backend.
+macro_rules! on_every_store {
+    ($($name:ident),+ $(,)?) => {
+        mod memory {
+            $(#[test]
+            fn $name() {
+                super::$name(super::world(Box::new(super::MemoryStore::new()), None));
+            })+
+        }
+        #[cfg(feature = "store")]
+        mod sled {
+            $(#[test]
+            fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = tianping_idp::SledStore::open(dir.path()).unwrap();
+                super::$name(super::world(Box::new(store), Some(dir)));
+            })+
+        }
+    };
+}
+
+on_every_store!(
+    code_is_single_use_and_reuse_revokes_its_tokens,
+    a_reuse_racing_the_first_redemption_still_revokes,
+    code_lives_sixty_seconds,
+    wrong_client_redirect_or_pkce_does_not_use_the_code_up,
+    refresh_tokens_rotate_and_reuse_revokes_the_family,
+    refresh_tokens_are_bound_to_their_client_and_expire,
+    a_guessed_token_of_a_known_family_does_not_revoke_it,
+    revoking_a_family_revokes_its_access_tokens,
+);
