@@ -46,6 +46,8 @@
 
 mod assemble;
 mod bundle;
+#[cfg(feature = "daemon")]
+mod daemon;
 mod datagram;
 #[doc(hidden)]
 pub mod internal;
@@ -68,6 +70,8 @@ pub use bundle::{
     MAX_CERTIFICATE, MAX_CHUNK, MAX_CHUNKS, MAX_HEADER, PinnedKeys, SIGNING_CONTEXT, SignerTrust,
     Verified, chunk_hash, table_hash,
 };
+#[cfg(feature = "daemon")]
+pub use daemon::{receive_into, send_spooled};
 pub use datagram::{
     Datagram, DatagramError, DatagramHeader, Heartbeat, MAX_BLOCK_SYMBOLS, MAX_TRANSFER, MIN_MTU,
     SYMBOL_ALIGN, SymbolHeader, symbol_size_for,

@@ -131,9 +131,15 @@ impl Store {
         Ok(store)
     }
 
-    /// The receiver's floor on `link` when the store last recorded it.
-    pub fn floor(&self, link: u32) -> Result<Option<u64>, SpoolError> {
-        Ok(self.floors.get(link.to_be_bytes())?.as_deref().map(be_u64))
+    /// The first transfer id on `link` that has not ended (ids start at 1): what a restarted
+    /// [`Receiver`](crate::Receiver) is given, so it neither waits for nor reports again what
+    /// already ended.
+    pub fn floor(&self, link: u32) -> Result<u64, SpoolError> {
+        Ok(self
+            .floors
+            .get(link.to_be_bytes())?
+            .as_deref()
+            .map_or(1, be_u64))
     }
 
     /// How transfer `id` on `link` ended, if it did.
@@ -161,13 +167,11 @@ impl Store {
         self.dir.join("staging").join(format!("{link}-{id}"))
     }
 
-    /// Takes one arrival on `link`; `floor` is the receiver's floor after it, recorded with
-    /// any transfer that ended. Returns the transfers that ended now.
+    /// Takes one arrival on `link`. Returns the transfers that ended now.
     pub fn accept(
         &mut self,
         link: u32,
         arrival: Arrival,
-        floor: Option<u64>,
         sink: &mut dyn Sink,
     ) -> Result<Vec<(u64, Ended)>, SpoolError> {
         let mut ended = Vec::new();
@@ -199,7 +203,7 @@ impl Store {
                     let target = self.complete_path(link, transfer);
                     fs::rename(&staged, &target).map_err(io_at(&target))?;
                     sync_dir(&self.dir.join("complete"))?;
-                    self.mark(link, transfer, COMPLETE, floor)?;
+                    self.mark(link, transfer, COMPLETE)?;
                     self.hand_on(link, transfer, sink)?;
                     ended.push((transfer, Ended::Delivered));
                 }
@@ -207,14 +211,14 @@ impl Store {
             Arrival::Lost { transfer, .. } => {
                 self.drop_staged(link, transfer)?;
                 if self.ended(link, transfer)?.is_none() {
-                    self.mark(link, transfer, LOST, floor)?;
+                    self.mark(link, transfer, LOST)?;
                     ended.push((transfer, Ended::Lost));
                 }
             }
             Arrival::Refused { transfer, .. } => {
                 self.drop_staged(link, transfer)?;
                 if self.ended(link, transfer)?.is_none() {
-                    self.mark(link, transfer, REFUSED, floor)?;
+                    self.mark(link, transfer, REFUSED)?;
                     ended.push((transfer, Ended::Refused));
                 }
             }
@@ -225,7 +229,7 @@ impl Store {
                         ended.push((id, Ended::Lost));
                     }
                 }
-                self.record_floor(link, floor)?;
+                self.record_floor(link)?;
                 self.db.flush()?;
             }
             Arrival::Restarted { .. } | Arrival::Silent { .. } => {}
@@ -241,16 +245,23 @@ impl Store {
         Ok(())
     }
 
-    fn record_floor(&self, link: u32, floor: Option<u64>) -> Result<(), SpoolError> {
-        if let Some(f) = floor {
-            self.floors.insert(link.to_be_bytes(), &f.to_be_bytes())?;
+    /// Moves the floor past the transfers that ended.
+    fn record_floor(&self, link: u32) -> Result<(), SpoolError> {
+        let old = self.floor(link)?;
+        let mut floor = old;
+        while self.ended.contains_key(link_key(link, floor))? {
+            floor += 1;
+        }
+        if floor != old {
+            self.floors
+                .insert(link.to_be_bytes(), &floor.to_be_bytes())?;
         }
         Ok(())
     }
 
-    fn mark(&self, link: u32, id: u64, state: u8, floor: Option<u64>) -> Result<(), SpoolError> {
+    fn mark(&self, link: u32, id: u64, state: u8) -> Result<(), SpoolError> {
         self.ended.insert(link_key(link, id), &[state])?;
-        self.record_floor(link, floor)?;
+        self.record_floor(link)?;
         self.db.flush()?;
         Ok(())
     }

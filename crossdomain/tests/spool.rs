@@ -105,14 +105,16 @@ fn receive(
     wire: &[Vec<u8>],
 ) -> Vec<(u64, Ended)> {
     let floor = store.floor(5).unwrap();
-    let mut asm = Assembler::new(Receiver::new(ReceiverConfig::new(5), floor), trust.clone());
+    let mut asm = Assembler::new(
+        Receiver::new(ReceiverConfig::new(5), Some(floor)),
+        trust.clone(),
+    );
     let mut arrivals: Vec<Arrival> = Vec::new();
     let mut ended = Vec::new();
     for d in wire {
         asm.receive(d, UnixTime::from_secs(1_764_000_000), &mut arrivals);
         for a in arrivals.drain(..) {
-            let floor = asm.receiver().floor();
-            ended.extend(store.accept(5, a, floor, sink).unwrap());
+            ended.extend(store.accept(5, a, sink).unwrap());
         }
     }
     ended
@@ -159,7 +161,7 @@ fn the_store_hands_on_whole_bundles_once_even_when_the_link_replays() {
 
     // the receiver restarts and the same datagrams come again: nothing is handed on twice
     let mut store = Store::open(&dir.path().join("store"), &mut sink).unwrap();
-    assert_eq!(store.floor(5).unwrap(), Some(4));
+    assert_eq!(store.floor(5).unwrap(), 4);
     assert_eq!(receive(&mut store, &trust, &mut sink, &wire), []);
     assert!(!sink.path(5, 1).exists());
     assert_eq!(store.ended(5, 2).unwrap(), Some(Ended::Refused));
