@@ -2,11 +2,7 @@
 //! sizes arrive in the store byte-identical; after both ends restart, numbering goes on in a
 //! fresh epoch and nothing already delivered is handed on again.
 #![cfg(feature = "daemon")]
-#![expect(
-    clippy::unwrap_used,
-    clippy::cast_possible_truncation,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::ops::ControlFlow;
 use std::path::Path;
