@@ -11,6 +11,7 @@
 )]
 
 mod common;
+mod live_owner;
 use common::tianping;
 
 use std::path::Path;
@@ -81,11 +82,7 @@ async fn serve(log: Arc<AuditLog>, socket: &Path) -> tianping_net::ControlHandle
             })
             .await
             .unwrap();
-            http::Response::builder()
-                .status(r.status)
-                .header(http::header::CONTENT_TYPE, r.content_type)
-                .body(tianping_net::full(r.body))
-                .unwrap()
+            live_owner::audit_answer(r)
         }
     };
     tianping_net::serve_control(socket, &[uid], handler)

@@ -5,6 +5,7 @@
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
+mod live_owner;
 use common::tianping;
 
 use std::path::Path;
@@ -56,11 +57,7 @@ async fn serve(log: Arc<AuditLog>, socket: &Path, zone: &CaCert) -> tianping_net
             })
             .await
             .unwrap();
-            http::Response::builder()
-                .status(r.status)
-                .header(http::header::CONTENT_TYPE, r.content_type)
-                .body(tianping_net::full(r.body))
-                .unwrap()
+            live_owner::audit_answer(r)
         }
     };
     // Every path needs a credential: the owner's status too.

@@ -50,20 +50,7 @@ async fn handler(req: http::Request<Body>) -> http::Response<tianping_net::Respo
 }
 
 async fn send(socket: &std::path::Path, path: &str, header: Option<(&str, &str)>) -> (u16, String) {
-    let mut req = http::Request::get(path);
-    if let Some((k, v)) = header {
-        req = req.header(k, v);
-    }
-    let resp = control_send(
-        socket,
-        req.body(ControlBody::empty()).unwrap(),
-        tianping_net::CONTROL_TIMEOUT,
-    )
-    .await
-    .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().bytes().await.unwrap();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    control_get(socket, path, header.as_slice()).await
 }
 
 #[tokio::test]

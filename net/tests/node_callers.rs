@@ -17,9 +17,7 @@ use tianping_certs::{
 };
 use tianping_core::{Algorithm, RingSigner, UnixTime};
 use tianping_net::testing::StaticVerifier;
-use tianping_net::{
-    Body, Caller, ControlBody, ControlOptions, NodeCallers, control_send, full, serve_control_with,
-};
+use tianping_net::{Body, Caller, ControlOptions, NodeCallers, full, serve_control_with};
 
 fn now() -> UnixTime {
     UnixTime::from_system_time(std::time::SystemTime::now())
@@ -42,16 +40,8 @@ async fn who(req: http::Request<Body>) -> http::Response<tianping_net::ResponseB
 }
 
 async fn send(socket: &std::path::Path, bearer: &str) -> (u16, String) {
-    let req = http::Request::get("/who")
-        .header("authorization", format!("Bearer {bearer}"))
-        .body(ControlBody::empty())
-        .unwrap();
-    let resp = control_send(socket, req, tianping_net::CONTROL_TIMEOUT)
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().bytes().await.unwrap();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    let bearer = format!("Bearer {bearer}");
+    control_get(socket, "/who", &[("authorization", bearer.as_str())]).await
 }
 
 #[tokio::test]

@@ -274,3 +274,23 @@ pub async fn control_raw(socket: &std::path::Path, bytes: &[u8]) -> String {
     let _ = s.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A `GET` of `path` on the control socket at `socket` with `headers`: the status and the body
+/// as text.
+pub async fn control_get(
+    socket: &std::path::Path,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = Request::get(path);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(tianping_net::ControlBody::empty()).unwrap();
+    let resp = tianping_net::control_send(socket, req, tianping_net::CONTROL_TIMEOUT)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().bytes().await.unwrap();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
