@@ -84,10 +84,11 @@
 //! - **Transfers**: the flow's kinds, size, submitters, and release terms (refused labels,
 //!   redaction, distinct approvers of the named roles, never the submitter) must all hold.
 //! - **Verifier** (errors): syntax; unknown zone, service, flow, role, kind or level; a route to
-//!   a service of another zone; a flow out of a sealed zone (and the chain it opens); a flow to
-//!   lower confidentiality without `release`; a flow to higher integrity without `sanitize`;
-//!   zero approvers for a kind not made by machines; approvers of a role that cannot sign in to
-//!   the source zone; a failed `expect` (with a counterexample); a failing test.
+//!   a service of another zone; a route path under the gateway's reserved `/.tianping/`; a flow
+//!   out of a sealed zone (and the chain it opens); a flow to lower confidentiality without
+//!   `release`; a flow to higher integrity without `sanitize`; zero approvers for a kind not
+//!   made by machines; approvers of a role that cannot sign in to the source zone; a failed
+//!   `expect` (with a counterexample); a failing test.
 //!   Warnings: a route shadowed by an earlier one; a route no subject can satisfy; a service no
 //!   route or flow reaches.
 #![forbid(unsafe_code)]

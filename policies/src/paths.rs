@@ -18,6 +18,14 @@ pub(crate) enum Seg {
 /// The most segments a pattern may have (keeps matching shallow).
 pub(crate) const MAX_SEGMENTS: usize = 64;
 
+/// The first segment of the gateway's own endpoints, which no route may declare (DESIGN §9).
+pub(crate) const RESERVED_SEGMENT: &str = ".tianping";
+
+/// Whether a pattern names a path under `/.tianping/` (its first segment is that literal).
+pub(crate) fn is_reserved(segs: &[Seg]) -> bool {
+    matches!(segs.first(), Some(Seg::Lit(s)) if &**s == RESERVED_SEGMENT)
+}
+
 /// Parses `/cases/*/files/**`; `Err` says what is wrong.
 pub(crate) fn parse_pattern(p: &str) -> Result<Vec<Seg>, String> {
     let Some(body) = p.strip_prefix('/') else {

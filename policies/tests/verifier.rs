@@ -208,6 +208,28 @@ fn route_to_another_zones_service() {
 }
 
 #[test]
+fn route_under_the_reserved_prefix() {
+    for path in ["/.tianping/login", "/.tianping/**", "/.tianping"] {
+        let p = expect(
+            &edit("path /cases/**", &format!("path /cases/**, {path}")),
+            Severity::Error,
+            "is under the gateway's reserved `/.tianping/`",
+            path,
+            0,
+        );
+        assert!(p.message.contains(&format!("`{path}`")), "{}", p.message);
+        assert!(p.help.unwrap().contains("choose another first segment"));
+    }
+    // A segment merely starting with the name, or the name further down, is an ordinary path.
+    let src = edit(
+        "path /cases/**",
+        "path /cases/**, /.tianping-docs/**, /cases/.tianping",
+    );
+    let c = check("t.tp", &src);
+    assert!(c.is_ok(), "{}", c.render());
+}
+
+#[test]
 fn flow_out_of_sealed_zone_and_its_chain() {
     let src = format!(
         "{BASE}flow leak vault -> inside {{\n  kinds pdf\n  max-size 1MiB\n  submitters judge\n  deliver intake\n}}\n"

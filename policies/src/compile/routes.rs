@@ -46,6 +46,20 @@ fn route(
     let mut patterns = Vec::new();
     for p in &r.paths {
         match paths::parse_pattern(&p.text) {
+            Ok(segs) if paths::is_reserved(&segs) => cx.problems.push(
+                Problem::error(
+                    format!(
+                        "path `{}` is under the gateway's reserved `/.tianping/`",
+                        p.text
+                    ),
+                    p.span,
+                    "reserved for the gateway",
+                )
+                .with_help(
+                    "the gateway's own endpoints (sign-in, logout, transfers, approvals) live \
+                     under `/.tianping/`; choose another first segment",
+                ),
+            ),
             Ok(segs) => patterns.push((p.text.clone(), segs)),
             Err(why) => cx.err(format!("bad path pattern `{}`", p.text), p.span, why),
         }
