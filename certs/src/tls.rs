@@ -248,71 +248,27 @@ fn court_verifier(
         b = b.allow_unauthenticated();
     }
     let inner = b.build().map_err(tls_err)?;
-    if mode == ClientAuth::Request {
-        return Ok(Arc::new(PresentedClientVerifier { inner }));
-    }
+    // `Request`: any chain (or none) is accepted at the handshake, to be verified after it by
+    // the handler; the handshake signature is still checked against the presented leaf's key.
+    let trust = (mode != ClientAuth::Request).then_some(trust);
     Ok(Arc::new(CourtClientVerifier { inner, trust }))
 }
 
-/// [`ClientAuth::Request`]: any chain (or none) is accepted at the handshake, to be verified
-/// after it; the handshake signature is still checked against the presented leaf's key.
-#[derive(Debug)]
-struct PresentedClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
-}
-
-impl ClientCertVerifier for PresentedClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The webpki verifier, then the court checks of [`verify_client`] (identity, zone, kind).
+/// The webpki verifier, then the court checks of [`verify_client`] (identity, zone, kind); with
+/// no trust ([`ClientAuth::Request`]) it asks for a certificate and accepts whatever comes, only
+/// the handshake signature checked.
 #[derive(Debug)]
 struct CourtClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    trust: TrustStore,
+    trust: Option<TrustStore>,
 }
 
 impl ClientCertVerifier for CourtClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
+        self.trust.is_none() || self.inner.offer_client_auth()
     }
     fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
+        self.trust.is_some() && self.inner.client_auth_mandatory()
     }
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
@@ -323,12 +279,15 @@ impl ClientCertVerifier for CourtClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        let Some(trust) = &self.trust else {
+            return Ok(ClientCertVerified::assertion());
+        };
         self.inner
             .verify_client_cert(end_entity, intermediates, now)?;
         let mut chain = Vec::with_capacity(intermediates.len() + 1);
         chain.push(end_entity.clone());
         chain.extend(intermediates.iter().cloned());
-        verify_client(&chain, &self.trust, now).map_err(to_rustls)?;
+        verify_client(&chain, trust, now).map_err(to_rustls)?;
         Ok(ClientCertVerified::assertion())
     }
     fn verify_tls12_signature(
