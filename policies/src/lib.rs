@@ -7,6 +7,7 @@
 //!   [`Policy::decide_request`] and [`Policy::decide_transfer`];
 //! - [`Policy::replay`] re-decides recorded [`DecisionInput`]s and reports flips; [`diff`]
 //!   compares two policies; [`Policy::to_dot`] draws the zone graph;
+//! - [`Policy::check_fabric`] checks a `fabric.toml`'s service bindings against the policy;
 //! - [`SharedPolicy`] swaps a new policy in atomically.
 //!
 //! ```
@@ -101,6 +102,7 @@ mod diag;
 mod diff;
 mod engine;
 mod expect;
+mod fabric;
 mod graph;
 mod info;
 #[doc(hidden)]
@@ -122,6 +124,7 @@ pub use compile::{ATTRIBUTES, CREDENTIALS, SANITIZE_STEPS};
 pub use diag::{Problem, Severity, SourceProblem, Span};
 pub use diff::{Changed, PolicyDiff, diff};
 pub use engine::{Approval, Decision, Outcome, Reason, Subject, Submitter, TransferRequest};
+pub use fabric::FabricMismatch;
 pub use info::{CourtCondition, FlowInfo, RouteInfo};
 pub use model::{Kind, Policy, Rate, Window};
 pub use replay::{DecisionInput, Flip, Input, Recorded, ReplayReport};
