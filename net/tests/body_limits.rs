@@ -36,21 +36,12 @@ async fn routed(mut req: http::Request<Body>) -> http::Response<ResponseBody> {
 }
 
 async fn h3_post(pki: &Pki, addr: SocketAddr, path: &str, len: u64) -> u16 {
-    let mut tls = pki.client_config(false, &[b"h3"]);
-    tls.enable_early_data = false;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
-        .await
-        .unwrap();
-    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let mut h3 = H3Client::connect(pki, addr).await;
     let req = http::Request::post(format!("https://{HOST}{path}"))
         .header(http::header::CONTENT_LENGTH, len)
         .body(())
         .unwrap();
-    let mut stream = send.send_request(req).await.unwrap();
+    let mut stream = h3.send.send_request(req).await.unwrap();
     // The answer may come before the body is sent (a declared length over the limit).
     let data = bytes::Bytes::from(vec![1u8; usize::try_from(len).unwrap()]);
     let _ = stream.send_data(data).await;
@@ -59,9 +50,7 @@ async fn h3_post(pki: &Pki, addr: SocketAddr, path: &str, len: u64) -> u16 {
     while let Ok(Some(mut chunk)) = stream.recv_data().await {
         chunk.advance(chunk.remaining());
     }
-    drop(send);
-    drive.abort();
-    ep.close(0u32.into(), b"done");
+    h3.close();
     resp.status().as_u16()
 }
 

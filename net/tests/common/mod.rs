@@ -238,31 +238,52 @@ pub async fn h3_request_once(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
-    let mut tls = pki.client_config(false, &[b"h3"]);
-    tls.enable_early_data = false;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
-        .await
-        .unwrap();
-    let drive = tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let mut h3 = H3Client::connect(pki, addr).await;
     let mut req = http::Request::get(format!("https://{authority}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let mut stream = send.send_request(req.body(()).unwrap()).await.unwrap();
+    let mut stream = h3.send.send_request(req.body(()).unwrap()).await.unwrap();
     stream.finish().await.unwrap();
     let resp = stream.recv_response().await.unwrap();
     let mut body = Vec::new();
     while let Some(mut chunk) = stream.recv_data().await.unwrap() {
         body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
     }
-    drop(send);
-    drive.abort();
-    ep.close(0u32.into(), b"done");
+    h3.close();
     (resp.status().as_u16(), String::from_utf8(body).unwrap())
+}
+
+/// An HTTP/3 client on a fresh QUIC connection with SNI [`HOST`] (no 0-RTT).
+pub struct H3Client {
+    pub send: h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+    drive: tokio::task::JoinHandle<()>,
+    ep: quinn::Endpoint,
+}
+
+impl H3Client {
+    pub async fn connect(pki: &Pki, addr: SocketAddr) -> Self {
+        let mut tls = pki.client_config(false, &[b"h3"]);
+        tls.enable_early_data = false;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let conn = ep.connect(addr, HOST).unwrap().await.unwrap();
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+            .await
+            .unwrap();
+        let drive = tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Self { send, drive, ep }
+    }
+
+    /// Ends the connection.
+    pub fn close(self) {
+        drop(self.send);
+        self.drive.abort();
+        self.ep.close(0u32.into(), b"done");
+    }
 }
 
 /// Writes `bytes` on a fresh connection to the control socket at `socket` and reads until it
