@@ -86,6 +86,51 @@ pub fn jwk(key: &PublicKey, kid: &str) -> Value {
     }
 }
 
+/// The keys of a JWKS document (the inverse of [`jwk`]), as a relying party reads them: EC
+/// P-256 and OKP Ed25519 keys with a `kid`; keys of other types are skipped.
+pub fn keys_from_jwks(jwks: &Value) -> Result<Vec<PublishedKey>, JwtError> {
+    let keys = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(JwtError::Malformed("jwks"))?;
+    let field = |k: &Value, name: &str| -> Result<Vec<u8>, JwtError> {
+        let v = k
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or(JwtError::Malformed("jwk"))?;
+        URL_SAFE_NO_PAD
+            .decode(v)
+            .map_err(|_| JwtError::Malformed("jwk"))
+    };
+    let mut out = Vec::new();
+    for k in keys {
+        let (algorithm, bytes) = match (
+            k.get("kty").and_then(Value::as_str),
+            k.get("crv").and_then(Value::as_str),
+        ) {
+            (Some("EC"), Some("P-256")) => {
+                let mut b = vec![4u8];
+                b.extend(field(k, "x")?);
+                b.extend(field(k, "y")?);
+                (Algorithm::Es256, b)
+            }
+            (Some("OKP"), Some("Ed25519")) => (Algorithm::Ed25519, field(k, "x")?),
+            _ => continue,
+        };
+        let kid = k
+            .get("kid")
+            .and_then(Value::as_str)
+            .ok_or(JwtError::Malformed("jwk"))?;
+        let key = PublicKey::new(algorithm, bytes).map_err(|_| JwtError::Malformed("jwk"))?;
+        out.push(PublishedKey {
+            kid: kid.to_owned(),
+            key,
+            until: None,
+        });
+    }
+    Ok(out)
+}
+
 /// A key the set publishes, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedKey {

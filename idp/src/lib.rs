@@ -28,6 +28,7 @@
 //!   ([`Sessions`]);
 //! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`])
 //!   and, with the `store` feature, the sled one (`SledStore`), records on the wire codec;
+//! - with the `server` feature, the HTTP endpoints (`Idp`): discovery, JWKS, token;
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -55,6 +56,8 @@ mod pkce;
 mod random;
 #[cfg(feature = "store")]
 mod records;
+#[cfg(feature = "server")]
+mod server;
 mod session;
 #[cfg(feature = "store")]
 mod sled_store;
@@ -72,12 +75,15 @@ pub use error::{ErrorCode, IdpError};
 pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
 pub use grants::{CodeRecord, FamilyId, GrantPolicy, Grants, MAX_ROTATED, RefreshFamily};
 pub use jwt::{
-    JwtError, KeySet, MAX_JWT_BYTES, PublishedKey, VerifiedJwt, jwk, jws_alg, kid_of, verify_with,
+    JwtError, KeySet, MAX_JWT_BYTES, PublishedKey, VerifiedJwt, jwk, jws_alg, keys_from_jwks,
+    kid_of, verify_with,
 };
 pub use lockout::{Factor, LockoutPolicy, LockoutState};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
+#[cfg(feature = "server")]
+pub use server::{Idp, IdpParts};
 pub use session::{
     SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
 };

@@ -1,0 +1,266 @@
+//! The provider over HTTP (the `server` feature): an [`Idp`] is a [`tianping_net::Handler`]
+//! serving discovery, the JWKS and the token endpoint; `tianping_net::serve_tls` puts it on a
+//! listener. Every grant is in the audit log, durably, before the response that carries it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode, header};
+use serde_json::{Value, json};
+use tianping_audit::{AuditLog, Event};
+use tianping_core::{Clock, UnixTime};
+use tianping_net::{Body, BoxFuture, Handler, ResponseBody, full};
+
+use crate::client::Client;
+use crate::error::IdpError;
+use crate::grants::{GrantPolicy, Grants};
+use crate::random::Random;
+use crate::store::Store;
+use crate::token_request::{TokenGrant, parse_token_request};
+use crate::tokens::{IssuedAccessToken, TokenIssuer};
+
+/// What an [`Idp`] is made of.
+pub struct IdpParts {
+    /// Signs the tokens; its issuer is the base of every endpoint URL.
+    pub issuer: TokenIssuer,
+    /// The `aud` of access tokens.
+    pub audience: String,
+    /// Codes, refresh families, sessions, lockouts.
+    pub store: Arc<dyn Store>,
+    /// The registered clients.
+    pub clients: Vec<Client>,
+    /// Where grants are recorded.
+    pub audit: Arc<AuditLog>,
+    /// The zone, as audit events name it.
+    pub zone: String,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Token and family randomness.
+    pub rng: Arc<dyn Random>,
+    /// Code and refresh-token lives.
+    pub grants: GrantPolicy,
+}
+
+/// The provider's HTTP handler; cheap to clone.
+#[derive(Clone)]
+pub struct Idp {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    parts: IdpParts,
+    clients: HashMap<String, Client>,
+}
+
+impl std::fmt::Debug for Idp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idp")
+            .field("issuer", &self.inner.parts.issuer.issuer())
+            .field("clients", &self.inner.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Idp {
+    /// A provider from its parts.
+    pub fn new(parts: IdpParts) -> Self {
+        let clients = parts
+            .clients
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
+        Self {
+            inner: Arc::new(Inner { parts, clients }),
+        }
+    }
+}
+
+impl Handler for Idp {
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { inner.handle(req).await })
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value, no_store: bool) -> Response<ResponseBody> {
+    let mut r = Response::new(full(value.to_string()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if no_store {
+        h.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = status;
+    r
+}
+
+/// An OAuth error response: the variant's code and its one status.
+fn error_response(e: &IdpError) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = json!({ "error": e.code().as_str(), "error_description": e.to_string() });
+    let mut r = json_response(status, &body, true);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"tianping\""),
+        );
+    }
+    r
+}
+
+impl Inner {
+    async fn handle(self: Arc<Self>, req: Request<Body>) -> Response<ResponseBody> {
+        let now = self.parts.clock.now();
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/.well-known/openid-configuration") => {
+                json_response(StatusCode::OK, &self.discovery(now), false)
+            }
+            (&Method::GET, "/jwks") => {
+                json_response(StatusCode::OK, &self.parts.issuer.keys().jwks(now), false)
+            }
+            (&Method::POST, "/token") => match self.token(req, now).await {
+                Ok(v) => json_response(StatusCode::OK, &v, true),
+                Err(e) => error_response(&e),
+            },
+            (_, "/.well-known/openid-configuration" | "/jwks" | "/token") => {
+                plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn discovery(&self, now: UnixTime) -> Value {
+        let iss = self.parts.issuer.issuer();
+        json!({
+            "issuer": iss,
+            "authorization_endpoint": format!("{iss}/authorize"),
+            "token_endpoint": format!("{iss}/token"),
+            "jwks_uri": format!("{iss}/jwks"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": self.parts.issuer.keys().algorithms(now),
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": crate::client::STANDARD_SCOPES,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "authorization_response_iss_parameter_supported": true,
+            "ui_locales_supported": ["zh-CN", "en"],
+        })
+    }
+
+    async fn token(&self, req: Request<Body>, now: UnixTime) -> Result<Value, IdpError> {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| IdpError::ClientAuthFailed)?;
+        let body = req
+            .into_body()
+            .bytes()
+            .await
+            .map_err(|_| IdpError::MissingParameter("grant_type"))?;
+        let request = parse_token_request(&body, authorization.as_deref())?;
+        let client = self
+            .clients
+            .get(&request.client.client_id)
+            .ok_or(IdpError::ClientAuthFailed)?;
+        client.authenticate(&request.client)?;
+        client.allows(request.grant.grant_type())?;
+        let p = &self.parts;
+        match request.grant {
+            TokenGrant::ClientCredentials { scope } => {
+                if let Some(s) = scope.iter().find(|s| !client.may_ask(s)) {
+                    return Err(IdpError::ScopeNotAllowed(s.clone()));
+                }
+                let scope = scope.join(" ");
+                let at =
+                    p.issuer
+                        .access_token(None, &client.id, &p.audience, &scope, now, &*p.rng)?;
+                self.audit(now, "token.client_credentials", &client.id, &at)
+                    .await?;
+                Ok(token_json(&at, now, &scope, None))
+            }
+            TokenGrant::RefreshToken {
+                refresh_token,
+                scope,
+            } => {
+                let grants = Grants::new(&*p.store, p.grants);
+                let (family, next) =
+                    grants.use_refresh(&refresh_token, &client.id, now, &*p.rng)?;
+                let scope = match scope {
+                    Some(asked) => {
+                        if let Some(s) = asked.iter().find(|s| !family.scope.contains(s)) {
+                            return Err(IdpError::ScopeNotAllowed(s.clone()));
+                        }
+                        asked
+                    }
+                    None => family.scope.clone(),
+                };
+                let scope = scope.join(" ");
+                let at = p.issuer.access_token(
+                    Some(&family.identity),
+                    &client.id,
+                    &p.audience,
+                    &scope,
+                    now,
+                    &*p.rng,
+                )?;
+                grants.record_family_token(&family.id, &at)?;
+                self.audit(now, "token.refresh", &client.id, &at).await?;
+                Ok(token_json(&at, now, &scope, Some(&next)))
+            }
+            TokenGrant::AuthorizationCode { .. } => {
+                Err(IdpError::UnsupportedGrantType("authorization_code".into()))
+            }
+        }
+    }
+
+    /// Records a grant durably; the response waits for it.
+    async fn audit(
+        &self,
+        now: UnixTime,
+        action: &str,
+        client_id: &str,
+        at: &IssuedAccessToken,
+    ) -> Result<(), IdpError> {
+        let mut e = Event::new(now, action);
+        e.zone.clone_from(&self.parts.zone);
+        e.component = "idp".into();
+        e.actor = client_id.to_owned();
+        e.object = at.jti.clone();
+        e.outcome = "ok".into();
+        let log = Arc::clone(&self.parts.audit);
+        tokio::task::spawn_blocking(move || log.append(&e).map(drop))
+            .await
+            .map_err(|_| IdpError::Internal("audit task"))?
+            .map_err(|e| IdpError::Store(format!("audit: {e}")))
+    }
+}
+
+fn token_json(at: &IssuedAccessToken, now: UnixTime, scope: &str, refresh: Option<&str>) -> Value {
+    let mut v = json!({
+        "access_token": at.token,
+        "token_type": "Bearer",
+        "expires_in": at.expires_at.saturating_since(now).as_secs(),
+        "scope": scope,
+    });
+    if let (Some(rt), Some(obj)) = (refresh, v.as_object_mut()) {
+        obj.insert("refresh_token".into(), rt.into());
+    }
+    v
+}

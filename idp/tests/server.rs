@@ -1,0 +1,330 @@
+//! The provider over real TLS on loopback port 0 (a test PKI), spoken to by `reqwest`:
+//! discovery, the JWKS, client_credentials and refresh_token grants, the access token verified
+//! against the fetched JWKS, every grant in the audit log, and OAuth errors with their status.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tianping_audit::AuditLog;
+use tianping_certs::{CaCert, CertKind, ClientAuth, KeyAlg, LeafRequest, ServerTlsBuilder};
+use tianping_core::{
+    Acr, Algorithm, Amr, Clearance, Clock as _, ManualClock, RingSigner, Role, UnixTime,
+};
+use tianping_idp::danger::SeededRandom;
+use tianping_idp::{
+    Client, ClientAuthMethod, GrantPolicy, GrantType, Grants, Identity, Idp, IdpParts, KeySet,
+    SledStore, Store, TokenIssuer, keys_from_jwks, verify_with,
+};
+use tianping_net::{HostSet, ServerHandle, ServerOptions, serve_tls};
+
+const HOST: &str = "idp.private.tianping.localhost";
+const ISS: &str = "https://idp.private.tianping.localhost";
+
+fn client(id: &str, method: ClientAuthMethod) -> Client {
+    Client {
+        id: id.into(),
+        secret_sha256: Some(Client::hash_secret("s3cret")),
+        auth_method: method,
+        redirect_uris: vec!["https://case.example/cb".into()],
+        post_logout_redirect_uris: vec![],
+        grants: vec![GrantType::ClientCredentials, GrantType::RefreshToken],
+        native_loopback: false,
+        extra_scopes: vec!["cases.read".into()],
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    server: ServerHandle,
+    http: reqwest::Client,
+    audit: Arc<AuditLog>,
+    clock: Arc<ManualClock>,
+    refresh_token: String,
+}
+
+impl World {
+    fn url(&self, path: &str) -> String {
+        format!("https://{HOST}:{}{path}", self.server.local_addr().port())
+    }
+
+    async fn token(&self, form: &str, basic: Option<(&str, &str)>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(self.url("/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned());
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        if status.is_success() {
+            assert_eq!(resp.headers()["cache-control"], "no-store");
+        }
+        (status, resp.json().await.unwrap())
+    }
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let real_now = UnixTime::from_system_time(std::time::SystemTime::now());
+    let root = CaCert::new_root("Court", KeyAlg::EcP256, real_now).unwrap();
+    let zone = root
+        .new_zone(
+            &"private".parse().unwrap(),
+            "Court",
+            KeyAlg::EcP256,
+            real_now,
+        )
+        .unwrap();
+    let mut req = LeafRequest::new(CertKind::Server, "idp");
+    req.dns = vec![HOST.into()];
+    let leaf = zone.issue(&req, real_now).unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("tls.pem"), &leaf.chain_pem).unwrap();
+    std::fs::write(p("tls.key"), leaf.key_pem.expose()).unwrap();
+    std::fs::write(p("trust.pem"), root.cert_pem()).unwrap();
+    let tls = ServerTlsBuilder::new(p("tls.pem"), p("tls.key"))
+        .client_auth(ClientAuth::None, p("trust.pem"), vec![])
+        .build()
+        .unwrap();
+
+    let clock = Arc::new(ManualClock::new(UnixTime::from_secs(1_800_000_000)));
+    let store = Arc::new(SledStore::open(&p("store")).unwrap());
+    let identity = Identity {
+        sub: "judge-0001".parse().unwrap(),
+        court: Some("bj.01.03".parse().unwrap()),
+        roles: vec![Role::Judge],
+        clearance: Clearance::Secret,
+        acr: Acr::Otp,
+        amr: vec![Amr::Pwd, Amr::Otp],
+        zone: "private".parse().unwrap(),
+        auth_time: clock.now(),
+    };
+    let (refresh_token, _) = Grants::new(&*store, GrantPolicy::default())
+        .start_family(
+            "case-app",
+            identity,
+            vec!["openid".into(), "profile".into()],
+            clock.now(),
+            &SeededRandom::new(1),
+        )
+        .unwrap();
+    let audit = Arc::new(AuditLog::create(&p("audit"), "idp.private").unwrap());
+    let signer = Arc::new(RingSigner::generate(Algorithm::Es256).unwrap().0);
+    let idp = Idp::new(IdpParts {
+        issuer: TokenIssuer::new(ISS, KeySet::new(signer)),
+        audience: "tianping".into(),
+        store: store as Arc<dyn Store>,
+        clients: vec![
+            client("case-app", ClientAuthMethod::ClientSecretBasic),
+            client("post-app", ClientAuthMethod::ClientSecretPost),
+        ],
+        audit: Arc::clone(&audit),
+        zone: "private".into(),
+        clock: clock.clone(),
+        rng: Arc::new(SeededRandom::new(2)),
+        grants: GrantPolicy::default(),
+    });
+    let mut options = ServerOptions::new(HostSet::new([HOST]));
+    options.http3 = false;
+    let server = serve_tls("127.0.0.1:0".parse().unwrap(), Arc::new(tls), options, idp)
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root.cert_pem().as_bytes()).unwrap())
+        .resolve(HOST, server.local_addr())
+        .build()
+        .unwrap();
+    World {
+        _dir: dir,
+        server,
+        http,
+        audit,
+        clock,
+        refresh_token,
+    }
+}
+
+#[tokio::test]
+async fn discovery_and_jwks_describe_the_provider() {
+    let w = world().await;
+    let d: Value = w
+        .http
+        .get(w.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], ISS);
+    assert_eq!(d["token_endpoint"], format!("{ISS}/token"));
+    assert_eq!(d["jwks_uri"], format!("{ISS}/jwks"));
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(d["request_parameter_supported"], false);
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(
+        d["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256"])
+    );
+    let jwks: Value = w
+        .http
+        .get(w.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = keys_from_jwks(&jwks).unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].key.algorithm(), Algorithm::Es256);
+    let missing = w.http.get(w.url("/nothing")).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let wrong = w.http.get(w.url("/token")).send().await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_credentials_token_verifies_against_the_jwks_and_is_audited() {
+    let w = world().await;
+    let before = w.audit.size();
+    let form = "grant_type=client_credentials&scope=cases.read";
+    let (status, body) = w.token(form, Some(("case-app", "s3cret"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "cases.read");
+    assert!(body.get("refresh_token").is_none());
+    let jwks: Value = w
+        .http
+        .get(w.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let at = body["access_token"].as_str().unwrap();
+    let v = verify_with(at, &keys_from_jwks(&jwks).unwrap()).unwrap();
+    assert_eq!(v.typ(), Some("at+jwt"));
+    assert_eq!(v.str_claim("iss"), Some(ISS));
+    assert_eq!(v.str_claim("sub"), Some("case-app"));
+    assert_eq!(v.str_claim("client_id"), Some("case-app"));
+    assert_eq!(
+        v.claims["exp"].as_u64().unwrap() - w.clock.now().as_secs(),
+        body["expires_in"].as_u64().unwrap()
+    );
+    // durable before the response: already in the log
+    assert_eq!(w.audit.size(), before + 1);
+    let rec = w.audit.get(before).unwrap().unwrap();
+    assert_eq!(rec.event.action, "token.client_credentials");
+    assert_eq!(rec.event.actor, "case-app");
+    assert_eq!(Some(rec.event.object.as_str()), v.str_claim("jti"));
+    // client_secret_post for a client registered so
+    let form = "grant_type=client_credentials&client_id=post-app&client_secret=s3cret";
+    let (status, body) = w.token(form, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(w.audit.size(), before + 2);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn refresh_token_rotates_and_reuse_is_refused() {
+    let w = world().await;
+    let form = format!("grant_type=refresh_token&refresh_token={}", w.refresh_token);
+    let (status, body) = w.token(&form, Some(("case-app", "s3cret"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let next = body["refresh_token"].as_str().unwrap();
+    assert_ne!(next, w.refresh_token);
+    assert_eq!(body["scope"], "openid profile");
+    let rec = w.audit.get(w.audit.size() - 1).unwrap().unwrap();
+    assert_eq!(rec.event.action, "token.refresh");
+    // the old token again: the family is revoked, the new one dies with it
+    let (status, body) = w.token(&form, Some(("case-app", "s3cret"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    let form = format!("grant_type=refresh_token&refresh_token={next}");
+    let (_, body) = w.token(&form, Some(("case-app", "s3cret"))).await;
+    assert_eq!(body["error"], "invalid_grant");
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_are_oauth_json_with_their_status() {
+    let w = world().await;
+    let before = w.audit.size();
+    let cc = "grant_type=client_credentials";
+    let cases = [
+        (
+            cc.to_owned(),
+            Some(("case-app", "wrong")),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            cc.to_owned(),
+            Some(("nobody", "s3cret")),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            "grant_type=password&username=a&password=b".to_owned(),
+            Some(("case-app", "s3cret")),
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
+        (
+            format!("{cc}&client_secret=s3cret"),
+            Some(("case-app", "s3cret")),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            format!("{cc}&scope=admin.all"),
+            Some(("case-app", "s3cret")),
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+        ),
+        (
+            format!("{cc}&client_id=case-app&client_secret=s3cret"),
+            None,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+    ];
+    for (form, basic, status, code) in cases {
+        let (got, body) = w.token(&form, basic).await;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{form}"
+        );
+    }
+    let resp = w
+        .http
+        .post(w.url("/token"))
+        .basic_auth("case-app", Some("wrong"))
+        .body(cc)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert_eq!(w.audit.size(), before, "no grant, no event");
+    w.server.shutdown().await;
+}
