@@ -36,6 +36,119 @@ fn check_default_policy_exits_zero() {
     assert!(text(&out.stdout).contains("ok, 0 error(s), 0 warning(s); sha256 "));
 }
 
+/// A data folder made by `tianping init`, its `fabric.toml` rewritten by `edit`, and that path.
+fn init_fabric(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(&data)
+        .arg("init")
+        .env_remove("TIANPING_DATA")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let fabric = data.join("fabric.toml");
+    let t = std::fs::read_to_string(&fabric).unwrap();
+    std::fs::write(&fabric, edit(t)).unwrap();
+    (dir, fabric)
+}
+
+/// 1-based line of the first line of `text` starting with `start`.
+fn line_of(text: &str, start: &str) -> usize {
+    text.lines().position(|l| l.starts_with(start)).unwrap() + 1
+}
+
+/// `policy check --fabric FABRIC POLICY` refused, with `want` in the message at `file:line:col`.
+fn refused_at(fabric: &Path, policy: &Path, want: &str, place: &str) {
+    let out = tianping(&[
+        "policy",
+        "check",
+        "--fabric",
+        fabric.to_str().unwrap(),
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(want), "{want} in {err}");
+    assert!(err.contains(place), "{place} in {err}");
+    assert!(
+        text(&out.stdout).contains("1 binding mismatch(es)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn check_with_inits_fabric_passes() {
+    let (_dir, fabric) = init_fabric(|t| t);
+    let p = default_policy();
+    let out = tianping(&[
+        "policy",
+        "check",
+        "--fabric",
+        fabric.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok, 0 error(s), 0 warning(s)"));
+}
+
+#[test]
+fn check_with_fabric_refuses_a_service_without_binding() {
+    let (dir, fabric) = init_fabric(|t| t);
+    let policy = dir.path().join("policy.tp");
+    let src = std::fs::read_to_string(default_policy()).unwrap().replacen(
+        "service filing-intake in private\n",
+        "service filing-intake in private\nservice filing-archive in private\n",
+        1,
+    );
+    std::fs::write(&policy, &src).unwrap();
+    let line = line_of(&src, "service filing-archive ");
+    refused_at(
+        &fabric,
+        &policy,
+        "service `filing-archive` of zone `private` has no binding in the fabric",
+        &format!("policy.tp:{line}:9]"),
+    );
+}
+
+#[test]
+fn check_with_fabric_refuses_a_binding_of_an_unknown_service() {
+    let (_dir, fabric) = init_fabric(|t| {
+        t + "[services.ghost-archive]\nzone = \"private\"\nfolder = \"zones/private/delivery/ghost\"\n"
+    });
+    let line = line_of(
+        &std::fs::read_to_string(&fabric).unwrap(),
+        "[services.ghost-archive]",
+    );
+    refused_at(
+        &fabric,
+        &default_policy(),
+        "the fabric binds service `ghost-archive`, which the policy does not declare",
+        &format!("fabric.toml:{line}:"),
+    );
+}
+
+#[test]
+fn check_with_fabric_refuses_a_binding_in_the_wrong_zone() {
+    let (_dir, fabric) = init_fabric(|t| {
+        t.replacen(
+            "[services.filing-intake]\nzone = \"private\"",
+            "[services.filing-intake]\nzone = \"internet\"",
+            1,
+        )
+    });
+    let src = std::fs::read_to_string(default_policy()).unwrap();
+    let line = line_of(&src, "service filing-intake ");
+    refused_at(
+        &fabric,
+        &default_policy(),
+        "service `filing-intake` is in zone `private` but the fabric binds it in zone `internet`",
+        &format!("default.tp:{line}:9]"),
+    );
+}
+
 #[test]
 fn broken_policy_exits_nonzero_with_the_line_underlined() {
     let dir = tempfile::tempdir().unwrap();

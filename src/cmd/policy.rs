@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_core::{Acr, Clearance, CourtCode, Role, SubjectId, UnixTime};
+use tianping_core::{Acr, Clearance, CourtCode, Fabric, Role, SubjectId, UnixTime};
 use tianping_policies::{
     Approval, Checked, DecisionInput, Policy, Subject, Submitter, TransferRequest, check, diff,
 };
@@ -20,6 +20,10 @@ pub(crate) enum PolicyCmd {
     Check {
         /// The policy file.
         file: PathBuf,
+        /// Also check a `fabric.toml` against the policy: every service bound in its own zone,
+        /// no binding of a service the policy does not declare.
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
     },
     /// Run the tests written beside the policy.
     Test {
@@ -162,9 +166,25 @@ fn summary(c: &Checked) -> String {
 
 pub(crate) fn run(_data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
     match cmd {
-        PolicyCmd::Check { file } => {
+        PolicyCmd::Check { file, fabric } => {
             let c = checked(&file)?;
             eprint!("{}", c.render());
+            if let (Some(fabric), Some(p)) = (fabric, c.policy()) {
+                let fabric = Fabric::load(&fabric).map_err(miette::Report::new)?;
+                let found = p.check_fabric(&fabric);
+                for m in &found {
+                    eprint!("{}", m.render());
+                }
+                if !found.is_empty() {
+                    println!(
+                        "{}: {}; {} binding mismatch(es) with the fabric",
+                        file.display(),
+                        summary(&c),
+                        found.len()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
             if c.is_ok() {
                 let p = c
                     .policy()
