@@ -28,7 +28,8 @@
 //!   ([`Sessions`]);
 //! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`])
 //!   and, with the `store` feature, the sled one (`SledStore`), records on the wire codec;
-//! - with the `server` feature, the HTTP endpoints (`Idp`): discovery, JWKS, token;
+//! - with the `server` feature, the HTTP endpoints (`Idp`): discovery, JWKS, token, the
+//!   sign-in page of `/authorize`;
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -51,6 +52,8 @@ mod grants;
 pub mod internal;
 mod jwt;
 mod lockout;
+#[cfg(feature = "server")]
+mod pages;
 mod password;
 mod pkce;
 mod random;

@@ -1,5 +1,5 @@
 //! The provider over HTTP (the `server` feature): an [`Idp`] is a [`tianping_net::Handler`]
-//! serving discovery, the JWKS and the token endpoint; `tianping_net::serve_tls` puts it on a
+//! serving discovery, the JWKS, the token endpoint and the first step of `/authorize`; `tianping_net::serve_tls` puts it on a
 //! listener. Every grant is in the audit log, durably, before the response that carries it.
 
 use std::collections::HashMap;
@@ -11,10 +11,13 @@ use tianping_audit::{AuditLog, Event};
 use tianping_core::{Clock, UnixTime};
 use tianping_net::{Body, BoxFuture, Handler, ResponseBody, full};
 
+use crate::authorize::{AuthorizeError, parse_authorization};
 use crate::client::Client;
 use crate::error::IdpError;
 use crate::grants::{GrantPolicy, Grants};
+use crate::pages;
 use crate::random::Random;
+use crate::session::{SessionPolicy, Sessions, session_cookie};
 use crate::store::Store;
 use crate::token_request::{TokenGrant, parse_token_request};
 use crate::tokens::{IssuedAccessToken, TokenIssuer};
@@ -39,6 +42,8 @@ pub struct IdpParts {
     pub rng: Arc<dyn Random>,
     /// Code and refresh-token lives.
     pub grants: GrantPolicy,
+    /// Session timeouts.
+    pub sessions: SessionPolicy,
 }
 
 /// The provider's HTTP handler; cheap to clone.
@@ -133,10 +138,47 @@ impl Inner {
                 Ok(v) => json_response(StatusCode::OK, &v, true),
                 Err(e) => error_response(&e),
             },
-            (_, "/.well-known/openid-configuration" | "/jwks" | "/token") => {
+            (&Method::GET, "/authorize") => {
+                let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
+                self.authorize(&query, now)
+            }
+            (&Method::POST, "/authorize") => match req.into_body().bytes().await {
+                Ok(body) => self.authorize(&body, now),
+                Err(_) => pages::error_page(&IdpError::MissingParameter("client_id")),
+            },
+            (_, "/.well-known/openid-configuration" | "/jwks" | "/token" | "/authorize") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// An authorization request: the sign-in page in a new pre-sign-in session, an error page
+    /// when the client or redirect URI cannot be trusted, else an error redirect with `iss`.
+    fn authorize(&self, raw: &[u8], now: UnixTime) -> Response<ResponseBody> {
+        let p = &self.parts;
+        let found =
+            parse_authorization(raw, p.issuer.issuer(), &|id| self.clients.get(id).cloned());
+        match found {
+            Ok((req, _)) => {
+                let sessions = Sessions::new(&*p.store, p.sessions);
+                match sessions.start(now, &*p.rng) {
+                    Ok((id, session)) => pages::sign_in_page(
+                        &req,
+                        &session.csrf_token("login"),
+                        &session_cookie(&id),
+                    ),
+                    Err(e) => pages::error_page(&e),
+                }
+            }
+            Err(AuthorizeError::Page(e)) => pages::error_page(&e),
+            Err(AuthorizeError::Redirect(r)) => {
+                let mut resp = plain(StatusCode::SEE_OTHER, "");
+                if let Ok(v) = header::HeaderValue::from_str(&r.location()) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                resp
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The provider over real TLS on loopback port 0 (a test PKI), spoken to by `reqwest`:
 //! discovery, the JWKS, client_credentials and refresh_token grants, the access token verified
-//! against the fetched JWKS, every grant in the audit log, and OAuth errors with their status.
+//! against the fetched JWKS, every grant in the audit log, OAuth errors with their status, and
+//! `/authorize` answering with the sign-in page or, for an untrusted redirect URI, an error page.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tianping_core::{
 use tianping_idp::danger::SeededRandom;
 use tianping_idp::{
     Client, ClientAuthMethod, GrantPolicy, GrantType, Grants, Identity, Idp, IdpParts, KeySet,
-    SledStore, Store, TokenIssuer, keys_from_jwks, verify_with,
+    SessionPolicy, SledStore, Store, TokenIssuer, keys_from_jwks, verify_with,
 };
 use tianping_net::{HostSet, ServerHandle, ServerOptions, serve_tls};
 
@@ -29,7 +30,11 @@ fn client(id: &str, method: ClientAuthMethod) -> Client {
         auth_method: method,
         redirect_uris: vec!["https://case.example/cb".into()],
         post_logout_redirect_uris: vec![],
-        grants: vec![GrantType::ClientCredentials, GrantType::RefreshToken],
+        grants: vec![
+            GrantType::AuthorizationCode,
+            GrantType::ClientCredentials,
+            GrantType::RefreshToken,
+        ],
         native_loopback: false,
         extra_scopes: vec!["cases.read".into()],
     }
@@ -127,6 +132,7 @@ async fn world() -> World {
         clock: clock.clone(),
         rng: Arc::new(SeededRandom::new(2)),
         grants: GrantPolicy::default(),
+        sessions: SessionPolicy::default(),
     });
     let mut options = ServerOptions::new(HostSet::new([HOST]));
     options.http3 = false;
@@ -326,5 +332,75 @@ async fn errors_are_oauth_json_with_their_status() {
             .starts_with("Basic")
     );
     assert_eq!(w.audit.size(), before, "no grant, no event");
+    w.server.shutdown().await;
+}
+
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn authorize_query(redirect_uri: &str) -> String {
+    tianping_idp::form_encode_pairs([
+        ("response_type", "code"),
+        ("client_id", "case-app"),
+        ("redirect_uri", redirect_uri),
+        ("scope", "openid"),
+        ("state", "<s1>"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("ui_locales", "en"),
+    ])
+}
+
+#[tokio::test]
+async fn authorize_shows_the_sign_in_page_or_an_error_page() {
+    let w = world().await;
+    let good = authorize_query("https://case.example/cb");
+    let get = w
+        .http
+        .get(format!("{}?{good}", w.url("/authorize")))
+        .send()
+        .await
+        .unwrap();
+    let post = w
+        .http
+        .post(w.url("/authorize"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    for resp in [get, post] {
+        assert_eq!(resp.status(), StatusCode::OK);
+        let h = resp.headers();
+        assert_eq!(h["cache-control"], "no-store");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        let cookie = h["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.starts_with("__Host-"), "{cookie}");
+        assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"));
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("<form method=\"post\""), "{html}");
+        assert!(html.contains("name=\"csrf\""));
+        assert!(html.contains("Sign in"));
+        // the state is echoed escaped, never as markup
+        assert!(html.contains("&lt;s1&gt;") && !html.contains("<s1>"));
+        assert!(!html.contains("<script"));
+    }
+    // an unregistered redirect URI: an error page, no redirect
+    let bad = authorize_query("https://evil.example/cb");
+    let resp = w
+        .http
+        .get(format!("{}?{bad}", w.url("/authorize")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.headers().get("location").is_none());
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("invalid_request"), "{html}");
+    assert!(!html.contains("<form"));
     w.server.shutdown().await;
 }
