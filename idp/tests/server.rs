@@ -144,6 +144,7 @@ async fn world() -> World {
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(root.cert_pem().as_bytes()).unwrap())
         .resolve(HOST, server.local_addr())
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     World {
@@ -402,5 +403,21 @@ async fn authorize_shows_the_sign_in_page_or_an_error_page() {
     let html = resp.text().await.unwrap();
     assert!(html.contains("invalid_request"), "{html}");
     assert!(!html.contains("<form"));
+    // a registered redirect URI but `plain` PKCE: redirected there with the error and `iss`
+    let plain = authorize_query("https://case.example/cb").replace("S256", "plain");
+    let resp = w
+        .http
+        .get(format!("{}?{plain}", w.url("/authorize")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with("https://case.example/cb?error=invalid_request"),
+        "{location}"
+    );
+    assert!(location.contains(&format!("iss={}", tianping_idp::form_encode(ISS))));
+    assert!(location.contains("state=%3Cs1%3E"), "{location}");
     w.server.shutdown().await;
 }
