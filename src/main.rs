@@ -42,6 +42,9 @@ enum Command {
     /// The policy language: check, test, explain, diff, graph, replay.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCmd),
+    /// The one-way link: its sending and receiving daemons.
+    #[command(subcommand)]
+    Exchange(cmd::exchange::ExchangeCmd),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Certs(c) => cmd::certs::run(&cli.data, c),
         Command::Audit(c) => cmd::audit::run(&cli.data, c),
         Command::Policy(c) => cmd::policy::run(&cli.data, c),
+        Command::Exchange(c) => cmd::exchange::run(&cli.data, c),
     };
     match result {
         Ok(code) => code,

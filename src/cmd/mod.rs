@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod certs;
+pub(crate) mod exchange;
 pub(crate) mod init;
 pub(crate) mod policy;
 pub(crate) mod up;
