@@ -137,7 +137,13 @@ fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitC
             continue;
         }
         let id = link_id(i)?;
-        let peer = peer_of(dir, link)?;
+        let peer = match peer_of(dir, link) {
+            Ok(peer) => peer,
+            Err(e) => {
+                eprintln!("link `{}` → `{}` not started: {e}", link.from, link.to);
+                continue;
+            }
+        };
         let socket = bind_udp(unspecified(peer), 0, 4 << 20).into_diagnostic()?;
         let (cfg, rate, spool) = (config(id, link), link.rate_mbps, Arc::clone(&spool));
         running.push(std::thread::spawn(move || -> miette::Result<()> {
