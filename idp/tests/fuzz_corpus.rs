@@ -3,7 +3,11 @@
 //!
 //! `IDP_WRITE_SEEDS=1 cargo test -p tianping-idp --test fuzz_corpus -- --test-threads 1`
 //! rewrites the seeds.
-#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests fail loudly")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
 
 use std::path::PathBuf;
 
