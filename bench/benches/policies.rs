@@ -7,6 +7,12 @@
 //! sides. Before timing, both engines must agree on every input's allow/deny.
 //!
 //! `cd bench && cargo bench --bench policies`
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "a benchmark fails loudly on a broken set-up"
+)]
 
 use std::hint::black_box;
 use std::str::FromStr;
@@ -77,7 +83,7 @@ fn default_requests(rng: &mut Rng, n: usize) -> Vec<Req> {
             Req {
                 zone: zone.into(),
                 method: method.into(),
-                path: path.replace("{c}", *rng.pick(&COURTS)),
+                path: path.replace("{c}", rng.pick::<&str>(&COURTS)),
                 subject,
                 at: UnixTime::from_secs(rng.below(86_400) as u64),
             }

@@ -1,4 +1,10 @@
 //! A generator of policies of any size, shared by the decision and verifier benchmarks.
+#![expect(
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    clippy::should_implement_trait,
+    reason = "a benchmark generator over fixed tables, reading no outside input"
+)]
 
 use tianping_core::Role;
 
