@@ -4,53 +4,17 @@
 #![cfg(feature = "daemon")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod bundles;
+
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 
-use tianping_core::{Algorithm, PolicyHash, RingSigner, Signer, SystemClock, UnixTime};
+use tianping_core::{Algorithm, RingSigner, Signer, SystemClock};
 use tianping_crossdomain::{
-    BundleHeader, ChunkHasher, Ended, FolderSink, LinkConfig, Manifest, PinnedKeys, ReceiverConfig,
-    Spool, Store, Submission, Submitter, bind_udp, receive_into, send_spooled,
+    Ended, FolderSink, LinkConfig, PinnedKeys, ReceiverConfig, Spool, Store, Submission, bind_udp,
+    receive_into, send_spooled,
 };
-
-fn bytes(n: u64, seed: u64) -> Vec<u8> {
-    (0..n)
-        .map(|i| ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
-        .collect()
-}
-
-fn bundle(payload: &[u8], signer: &dyn Signer) -> Vec<u8> {
-    let mut h = ChunkHasher::new(256 * 1024).unwrap();
-    h.update(payload);
-    let (size, table) = h.finish();
-    let m = Manifest {
-        flow: "evidence".into(),
-        source: "private".parse().unwrap(),
-        destination: "classified".parse().unwrap(),
-        kind: "file".into(),
-        content_type: "video/mp4".into(),
-        schema: None,
-        size,
-        chunk_size: 256 * 1024,
-        chunks_hash: [0; 32],
-        submitter: Submitter {
-            subject: "clerk-0007".parse().unwrap(),
-            roles: vec![],
-            machine: false,
-        },
-        labels: vec![],
-        redacted: false,
-        correlation: None,
-        time: UnixTime::from_secs(1_764_000_000),
-        sequence: 1,
-        policy_hash: PolicyHash::of(b"p"),
-    };
-    let header = BundleHeader::sign(m, vec![], table, b"der".to_vec(), signer).unwrap();
-    let mut out = header.encode().unwrap();
-    out.extend_from_slice(payload);
-    out
-}
 
 /// Runs both ends once over loopback until `expect` transfers ended; returns how they ended.
 fn run_once(dir: &Path, trust: &Arc<PinnedKeys>, expect: usize) -> Vec<(u64, Ended)> {
@@ -112,7 +76,7 @@ fn spooled_transfers_arrive_whole_and_once_across_restarts() {
     let bundles: Vec<Vec<u8>> = sizes
         .iter()
         .zip(1..)
-        .map(|(n, seed)| bundle(&bytes(*n, seed), &signer))
+        .map(|(n, seed)| bundles::bundle(&bundles::bytes(*n, seed), &signer, 256 * 1024))
         .collect();
     {
         let spool = Spool::open(&dir.path().join("spool")).unwrap();
@@ -133,7 +97,7 @@ fn spooled_transfers_arrive_whole_and_once_across_restarts() {
     }
 
     // both ends restart; a new transfer takes the next id and is the only one handed on
-    let late = bundle(b"filed after the restart", &signer);
+    let late = bundles::bundle(b"filed after the restart", &signer, 256 * 1024);
     {
         let spool = Spool::open(&dir.path().join("spool")).unwrap();
         assert_eq!(spool.submit(3, &mut &late[..]).unwrap(), 6);

@@ -3,45 +3,15 @@
 #![cfg(feature = "daemon")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod bundles;
+
 use std::sync::Arc;
 
-use tianping_core::{Algorithm, PolicyHash, RingSigner, Signer, UnixTime};
+use tianping_core::{Algorithm, RingSigner, Signer, UnixTime};
 use tianping_crossdomain::{
-    Arrival, Assembler, BundleHeader, ChunkHasher, Ended, FolderSink, LinkConfig, Manifest,
-    PinnedKeys, Receiver, ReceiverConfig, Sender, Spool, Store, Submitter, TransferSource,
+    Arrival, Assembler, Ended, FolderSink, LinkConfig, PinnedKeys, Receiver, ReceiverConfig,
+    Sender, Spool, Store, TransferSource,
 };
-
-fn bundle(payload: &[u8], signer: &dyn Signer) -> Vec<u8> {
-    let mut h = ChunkHasher::new(64 * 1024).unwrap();
-    h.update(payload);
-    let (size, table) = h.finish();
-    let m = Manifest {
-        flow: "evidence".into(),
-        source: "private".parse().unwrap(),
-        destination: "classified".parse().unwrap(),
-        kind: "file".into(),
-        content_type: "application/pdf".into(),
-        schema: None,
-        size,
-        chunk_size: 64 * 1024,
-        chunks_hash: [0; 32],
-        submitter: Submitter {
-            subject: "clerk-0007".parse().unwrap(),
-            roles: vec![],
-            machine: false,
-        },
-        labels: vec![],
-        redacted: false,
-        correlation: None,
-        time: UnixTime::from_secs(1_764_000_000),
-        sequence: 1,
-        policy_hash: PolicyHash::of(b"p"),
-    };
-    let header = BundleHeader::sign(m, vec![], table, b"der".to_vec(), signer).unwrap();
-    let mut out = header.encode().unwrap();
-    out.extend_from_slice(payload);
-    out
-}
 
 fn read_all(source: &mut dyn TransferSource) -> Vec<u8> {
     let mut buf = vec![0u8; usize::try_from(source.len()).unwrap()];
@@ -127,10 +97,10 @@ fn the_store_hands_on_whole_bundles_once_even_when_the_link_replays() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(&dir.path().join("spool")).unwrap();
     let good = [
-        bundle(&[7u8; 200_000], &signer),
-        bundle(b"a ruling", &signer),
+        bundles::bundle(&[7u8; 200_000], &signer, 64 * 1024),
+        bundles::bundle(b"a ruling", &signer, 64 * 1024),
     ];
-    let forged = bundle(b"not from a node of the zone", &other);
+    let forged = bundles::bundle(b"not from a node of the zone", &other, 64 * 1024);
     assert_eq!(spool.submit(5, &mut &good[0][..]).unwrap(), 1);
     assert_eq!(spool.submit(5, &mut &forged[..]).unwrap(), 2);
     assert_eq!(spool.submit(5, &mut &good[1][..]).unwrap(), 3);

@@ -4,39 +4,16 @@
 #![cfg(feature = "daemon")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod bundles;
+
 use tianping_certs::{CaCert, CertKind, IssuedCert, KeyAlg, LeafRequest, TrustStore};
-use tianping_core::{Algorithm, PolicyHash, RingSigner, UnixTime};
-use tianping_crossdomain::{BundleHeader, Manifest, Submitter, ZoneTrust};
+use tianping_core::{Algorithm, RingSigner, UnixTime};
+use tianping_crossdomain::{BundleHeader, ZoneTrust};
 
 const T0: u64 = 1_800_000_000;
 
 fn now() -> UnixTime {
     UnixTime::from_secs(T0)
-}
-
-fn manifest(source: &str) -> Manifest {
-    Manifest {
-        flow: "evidence".into(),
-        source: source.parse().unwrap(),
-        destination: "classified".parse().unwrap(),
-        kind: "file".into(),
-        content_type: "application/pdf".into(),
-        schema: None,
-        size: 0,
-        chunk_size: 64 * 1024,
-        chunks_hash: [0; 32],
-        submitter: Submitter {
-            subject: "clerk-0007".parse().unwrap(),
-            roles: vec![],
-            machine: false,
-        },
-        labels: vec![],
-        redacted: false,
-        correlation: None,
-        time: now(),
-        sequence: 1,
-        policy_hash: PolicyHash::of(b"p"),
-    }
 }
 
 fn signer_of(cert: &IssuedCert) -> RingSigner {
@@ -48,7 +25,7 @@ fn signer_of(cert: &IssuedCert) -> RingSigner {
 
 fn header(source: &str, cert: &IssuedCert, signer: &RingSigner) -> BundleHeader {
     BundleHeader::sign(
-        manifest(source),
+        bundles::manifest(source, 64 * 1024),
         vec![],
         vec![],
         cert.leaf_der.clone(),

@@ -1,68 +1,27 @@
 //! The link over real UDP on loopback (feature `io`): a batch of mixed sizes arrives
 //! byte-identical, and a small transfer submitted after a large one arrives first.
 #![cfg(feature = "io")]
-#![expect(
-    clippy::unwrap_used,
-    clippy::cast_possible_truncation,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::cast_possible_truncation, reason = "tests fail loudly")]
+
+mod bundles;
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use tianping_core::{Algorithm, PolicyHash, RingSigner, Signer, SystemClock, UnixTime};
+use tianping_core::{Algorithm, RingSigner, Signer, SystemClock};
 use tianping_crossdomain::{
-    Arrival, Assembler, BundleHeader, ChunkHasher, LinkConfig, Manifest, Pacer, PinnedKeys,
-    Receiver, ReceiverConfig, Sender, Submission, Submitter, UdpReceiver, UdpSender, bind_udp,
+    Arrival, Assembler, LinkConfig, Pacer, PinnedKeys, Receiver, ReceiverConfig, Sender,
+    Submission, UdpReceiver, UdpSender, bind_udp,
 };
-
-/// `n` bytes that differ from one position to the next (a hash of the position).
-fn bytes(n: u64) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
-        .collect()
-}
-
-fn bundle(payload: &[u8], signer: &dyn Signer) -> Vec<u8> {
-    let mut h = ChunkHasher::new(256 * 1024).unwrap();
-    h.update(payload);
-    let (size, table) = h.finish();
-    let m = Manifest {
-        flow: "evidence".into(),
-        source: "private".parse().unwrap(),
-        destination: "classified".parse().unwrap(),
-        kind: "file".into(),
-        content_type: "video/mp4".into(),
-        schema: None,
-        size,
-        chunk_size: 256 * 1024,
-        chunks_hash: [0; 32],
-        submitter: Submitter {
-            subject: "clerk-0007".parse().unwrap(),
-            roles: vec![],
-            machine: false,
-        },
-        labels: vec![],
-        redacted: false,
-        correlation: None,
-        time: UnixTime::from_secs(1_764_000_000),
-        sequence: 1,
-        policy_hash: PolicyHash::of(b"p"),
-    };
-    let header = BundleHeader::sign(m, vec![], table, b"der".to_vec(), signer).unwrap();
-    let mut out = header.encode().unwrap();
-    out.extend_from_slice(payload);
-    out
-}
 
 #[test]
 fn a_batch_over_loopback_arrives_intact_and_small_before_large() {
     let (signer, _) = RingSigner::generate(Algorithm::Ed25519).unwrap();
     // transfer 1 is large; 2 is submitted once 1 is arriving; 3..=6 are mixed
     let sizes = [24_000_000, 64 * 1024, 1, 1_400, 300_000, 2_000_000];
-    let payloads: Vec<Vec<u8>> = sizes.iter().map(|n| bytes(*n as u64)).collect();
+    let payloads: Vec<Vec<u8>> = sizes.iter().map(|n| bundles::bytes(*n as u64, 0)).collect();
 
     let rx_socket = bind_udp("127.0.0.1:0".parse().unwrap(), 32 << 20, 0).unwrap();
     let addr = rx_socket.local_addr().unwrap();
@@ -119,7 +78,10 @@ fn a_batch_over_loopback_arrives_intact_and_small_before_large() {
         udp.run(&mut sender, &mut pacer, &SystemClock, &inbox)
             .unwrap()
     });
-    let bundles: Vec<Vec<u8>> = payloads.iter().map(|p| bundle(p, &signer)).collect();
+    let bundles: Vec<Vec<u8>> = payloads
+        .iter()
+        .map(|p| bundles::bundle(p, &signer, 256 * 1024))
+        .collect();
     inbox_tx.send((1, Box::new(bundles[0].clone()))).unwrap();
     started_rx.recv().unwrap();
     for (i, b) in bundles.iter().enumerate().skip(1) {
@@ -163,7 +125,9 @@ fn with_no_receiver_the_sender_goes_on_and_ignores_icmp() {
     let mut pacer = Pacer::for_link(200, tianping_core::Clock::now(&SystemClock));
     let (inbox_tx, inbox) = mpsc::channel::<Submission>();
     for id in 1..=3 {
-        inbox_tx.send((id, Box::new(bytes(500_000)))).unwrap();
+        inbox_tx
+            .send((id, Box::new(bundles::bytes(500_000, 0))))
+            .unwrap();
     }
     drop(inbox_tx);
     let sent = udp
@@ -240,8 +204,8 @@ fn loopback_throughput() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(2000);
     let (signer, _) = RingSigner::generate(Algorithm::Ed25519).unwrap();
-    let payload = bytes(256 << 20);
-    let b = bundle(&payload, &signer);
+    let payload = bundles::bytes(256 << 20, 0);
+    let b = bundles::bundle(&payload, &signer, 256 * 1024);
     let rx_socket = bind_udp("127.0.0.1:0".parse().unwrap(), 64 << 20, 0).unwrap();
     let addr = rx_socket.local_addr().unwrap();
     let trust = Arc::new(PinnedKeys(vec![signer.public_key()]));
