@@ -98,7 +98,12 @@ impl Fabric {
         let src = FabricSource::new(name, text);
         let raw: RawFabric = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            src.problem(span, e.message().trim().to_owned(), "here", None)
+            // The TOML parser leaves some messages empty (a control character in a string).
+            let message = match e.message().trim() {
+                "" => "not valid TOML here".to_owned(),
+                m => m.to_owned(),
+            };
+            src.problem(span, message, "here", None)
         })?;
         let domain = raw.fabric.domain.get_ref();
         let domain_ok = !domain.is_empty()
