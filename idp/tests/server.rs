@@ -54,6 +54,12 @@ impl World {
         format!("https://{HOST}:{}{path}", self.server.local_addr().port())
     }
 
+    /// The JSON answer to a `GET` of `path`.
+    async fn get_json(&self, path: &str) -> Value {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        resp.json().await.unwrap()
+    }
+
     async fn token(&self, form: &str, basic: Option<(&str, &str)>) -> (StatusCode, Value) {
         let mut req = self
             .http
@@ -160,15 +166,7 @@ async fn world() -> World {
 #[tokio::test]
 async fn discovery_and_jwks_describe_the_provider() {
     let w = world().await;
-    let d: Value = w
-        .http
-        .get(w.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = w.get_json("/.well-known/openid-configuration").await;
     assert_eq!(d["issuer"], ISS);
     assert_eq!(d["token_endpoint"], format!("{ISS}/token"));
     assert_eq!(d["jwks_uri"], format!("{ISS}/jwks"));
@@ -182,15 +180,7 @@ async fn discovery_and_jwks_describe_the_provider() {
         d["id_token_signing_alg_values_supported"],
         serde_json::json!(["ES256"])
     );
-    let jwks: Value = w
-        .http
-        .get(w.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = w.get_json("/jwks").await;
     let keys = keys_from_jwks(&jwks).unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].key.algorithm(), Algorithm::Es256);
@@ -211,15 +201,7 @@ async fn client_credentials_token_verifies_against_the_jwks_and_is_audited() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["scope"], "cases.read");
     assert!(body.get("refresh_token").is_none());
-    let jwks: Value = w
-        .http
-        .get(w.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = w.get_json("/jwks").await;
     let at = body["access_token"].as_str().unwrap();
     let v = verify_with(at, &keys_from_jwks(&jwks).unwrap()).unwrap();
     assert_eq!(v.typ(), Some("at+jwt"));
