@@ -215,6 +215,16 @@ impl KeySet {
         }
     }
 
+    /// A set that signs with `signer` and still publishes `previous` (keys rotated out of
+    /// signing, each until its `until`), as a key folder kept them; those expired at `now`, and
+    /// any without an `until`, are dropped.
+    pub fn restore(signer: Arc<dyn Signer>, previous: Vec<PublishedKey>, now: UnixTime) -> Self {
+        let mut set = Self::new(signer);
+        set.previous = previous.into_iter().filter(|k| k.kid != set.kid).collect();
+        set.prune(now);
+        set
+    }
+
     /// The signing key's id.
     pub fn kid(&self) -> &str {
         &self.kid

@@ -51,6 +51,8 @@ mod grants;
 #[doc(hidden)]
 pub mod internal;
 mod jwt;
+#[cfg(feature = "store")]
+mod keys;
 mod lockout;
 #[cfg(feature = "server")]
 mod pages;
@@ -81,6 +83,8 @@ pub use jwt::{
     JwtError, KeySet, MAX_JWT_BYTES, PublishedKey, VerifiedJwt, jwk, jws_alg, keys_from_jwks,
     kid_of, verify_with,
 };
+#[cfg(feature = "store")]
+pub use keys::{KEYS_FILE, KeyDir, KeyError, KeyInfo};
 pub use lockout::{Factor, LockoutPolicy, LockoutState};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
