@@ -412,10 +412,10 @@ fn run(args: &[String]) -> Res<()> {
                         format!("{name} {grant:?}: {} errors, the first: {e}", out.errors).into(),
                     );
                 }
-                if *grant == Grant::Refresh {
-                    if let Some(n) = refreshed.get_mut(who) {
-                        *n += out.grants;
-                    }
+                if *grant == Grant::Refresh
+                    && let Some(n) = refreshed.get_mut(who)
+                {
+                    *n += out.grants;
                 }
                 if let Some(c) = cols.get_mut(g).and_then(|c| c.get_mut(who)) {
                     c.push(&out);

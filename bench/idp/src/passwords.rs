@@ -1,6 +1,6 @@
 //! Password sign-ins per second: the check tianping's sign-in makes (`Passwords::verify` on the
 //! account's stored PHC string, argon2id with the default parameters) against bare argon2id with
-//! the same parameters, on the same threads, in alternating rounds.
+//! the same parameters, on the same threads, one check of each kind after the other.
 //!
 //! Baselines: the `argon2` crate's `verify_password` on the same PHC string (what any server
 //! storing PHC strings does), and the raw hash (`hash_password_into` with the same salt and
@@ -31,33 +31,61 @@ pub struct Round {
     pub bare_raw: f64,
 }
 
-/// Runs `f` on `threads` threads for `window`; calls per second.
-fn rate(threads: usize, window: Duration, f: &(dyn Fn() -> bool + Sync)) -> Res<f64> {
+/// The checks of one kind, and the wall time they took, summed over the threads.
+#[derive(Default)]
+struct Tally {
+    checks: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// Runs the four checks in turn, one after another on each of `threads` threads, for `window`,
+/// timing each one: all four meet the same load on the shared cores. Rates are checks per second
+/// of the `threads` threads together (threads ÷ mean time per check).
+fn interleaved(
+    threads: usize,
+    window: Duration,
+    checks: &[&(dyn Fn() -> bool + Sync); 4],
+) -> Res<[f64; 4]> {
     let stop = AtomicBool::new(false);
-    let done = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
-    let start = Instant::now();
+    let tallies: [Tally; 4] = Default::default();
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+        for t in 0..threads {
+            let (stop, failed, tallies) = (&stop, &failed, &tallies);
+            s.spawn(move || {
+                // Each thread starts at another check, so none is always first.
+                let mut i = t;
                 while !stop.load(Ordering::Relaxed) {
-                    if f() {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    } else {
+                    let k = i % 4;
+                    i = i.wrapping_add(1);
+                    let (Some(check), Some(tally)) = (checks.get(k), tallies.get(k)) else {
+                        continue;
+                    };
+                    let t0 = Instant::now();
+                    let ok = check();
+                    let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    if !ok {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
+                    tally.checks.fetch_add(1, Ordering::Relaxed);
+                    tally.nanos.fetch_add(ns, Ordering::Relaxed);
                 }
             });
         }
         std::thread::sleep(window);
         stop.store(true, Ordering::Relaxed);
     });
-    let secs = start.elapsed().as_secs_f64();
     if failed.load(Ordering::Relaxed) > 0 {
         return Err("a password check gave the wrong answer".into());
     }
-    let n = u32::try_from(done.load(Ordering::Relaxed))?;
-    Ok(f64::from(n) / secs)
+    let threads = f64::from(u32::try_from(threads)?);
+    let mut out = [0.0; 4];
+    for (o, t) in out.iter_mut().zip(&tallies) {
+        let n = f64::from(u32::try_from(t.checks.load(Ordering::Relaxed))?);
+        let secs = f64::from(u32::try_from(t.nanos.load(Ordering::Relaxed) / 1000)?) / 1e6;
+        *o = if secs > 0.0 { threads * n / secs } else { 0.0 };
+    }
+    Ok(out)
 }
 
 /// `rounds` rounds of the four measurements, each `window` long on `threads` threads.
@@ -100,13 +128,17 @@ pub fn bench(threads: usize, window: Duration, rounds: usize) -> Res<(Vec<Round>
     if pw.verify(None, PASSWORD) || pw.hash_calls() != before + 1 {
         return Err("the unknown-account path does not cost one hash".into());
     }
+    let known = || pw.verify(Some(&stored), PASSWORD);
+    let unknown = || !pw.verify(None, PASSWORD);
     let mut out = Vec::with_capacity(rounds);
     for _ in 0..rounds {
+        let [tianping, unknown, bare_phc, bare_raw] =
+            interleaved(threads, window, &[&known, &unknown, &phc_ok, &raw_ok])?;
         out.push(Round {
-            tianping: rate(threads, window, &|| pw.verify(Some(&stored), PASSWORD))?,
-            bare_phc: rate(threads, window, &phc_ok)?,
-            unknown: rate(threads, window, &|| !pw.verify(None, PASSWORD))?,
-            bare_raw: rate(threads, window, &raw_ok)?,
+            tianping,
+            unknown,
+            bare_phc,
+            bare_raw,
         });
     }
     let shown = stored.rsplitn(3, '$').nth(2).unwrap_or_default().to_owned();
