@@ -45,6 +45,8 @@
 
 mod authorize;
 mod client;
+#[cfg(feature = "server")]
+mod endpoints;
 mod error;
 mod form;
 mod grants;

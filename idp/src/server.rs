@@ -13,6 +13,7 @@ use tianping_net::{Body, BoxFuture, Handler, ResponseBody, full};
 
 use crate::authorize::{AuthorizeError, parse_authorization};
 use crate::client::Client;
+use crate::endpoints::{self, Ctx};
 use crate::error::IdpError;
 use crate::grants::{GrantPolicy, Grants};
 use crate::pages;
@@ -146,6 +147,17 @@ impl Inner {
                 Ok(body) => self.authorize(&body, now),
                 Err(_) => pages::error_page(&IdpError::MissingParameter("client_id")),
             },
+            (&Method::GET | &Method::POST, "/userinfo") => {
+                endpoints::userinfo(self.ctx(), req, now).await
+            }
+            (&Method::POST, "/revoke") => endpoints::revoke(self.ctx(), req, now).await,
+            (&Method::POST, "/introspect") => endpoints::introspect(self.ctx(), req, now).await,
+            (&Method::GET | &Method::POST, "/logout") => {
+                endpoints::logout(self.ctx(), req, now).await
+            }
+            (_, "/userinfo" | "/revoke" | "/introspect" | "/logout") => {
+                plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
             (_, "/.well-known/openid-configuration" | "/jwks" | "/token" | "/authorize") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
@@ -182,9 +194,16 @@ impl Inner {
         }
     }
 
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            parts: &self.parts,
+            clients: &self.clients,
+        }
+    }
+
     fn discovery(&self, now: UnixTime) -> Value {
         let iss = self.parts.issuer.issuer();
-        json!({
+        let mut d = json!({
             "issuer": iss,
             "authorization_endpoint": format!("{iss}/authorize"),
             "token_endpoint": format!("{iss}/token"),
@@ -201,7 +220,11 @@ impl Inner {
             "request_uri_parameter_supported": false,
             "authorization_response_iss_parameter_supported": true,
             "ui_locales_supported": ["zh-CN", "en"],
-        })
+        });
+        if let Some(obj) = d.as_object_mut() {
+            obj.extend(endpoints::discovery_entries(iss));
+        }
+        d
     }
 
     async fn token(&self, req: Request<Body>, now: UnixTime) -> Result<Value, IdpError> {
@@ -243,7 +266,15 @@ impl Inner {
             } => {
                 let grants = Grants::new(&*p.store, p.grants);
                 let (family, next) =
-                    grants.use_refresh(&refresh_token, &client.id, now, &*p.rng)?;
+                    match grants.use_refresh(&refresh_token, &client.id, now, &*p.rng) {
+                        Err(IdpError::RefreshReused) => {
+                            endpoints::audit_refresh_reuse(p, &refresh_token, &client.id, now)
+                                .await?;
+                            return Err(IdpError::RefreshReused);
+                        }
+                        other => other?,
+                    };
+                endpoints::account_may_get_tokens(p, &family.identity.sub, now)?;
                 let scope = match scope {
                     Some(asked) => {
                         if let Some(s) = asked.iter().find(|s| !family.scope.contains(s)) {
@@ -266,8 +297,20 @@ impl Inner {
                 self.audit(now, "token.refresh", &client.id, &at).await?;
                 Ok(token_json(&at, now, &scope, Some(&next)))
             }
-            TokenGrant::AuthorizationCode { .. } => {
-                Err(IdpError::UnsupportedGrantType("authorization_code".into()))
+            TokenGrant::AuthorizationCode {
+                code,
+                redirect_uri,
+                code_verifier,
+            } => {
+                endpoints::authorization_code(
+                    self.ctx(),
+                    client,
+                    &code,
+                    redirect_uri.as_deref(),
+                    code_verifier.as_deref(),
+                    now,
+                )
+                .await
             }
         }
     }

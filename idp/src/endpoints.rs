@@ -1,0 +1,781 @@
+//! The token side of the provider over HTTP (the `server` feature): the `authorization_code`
+//! grant, UserInfo, revocation (RFC 7009), introspection (RFC 7662) and RP-initiated logout
+//! (`end_session_endpoint`), and what discovery says about them.
+//!
+//! # Choices, and why
+//!
+//! - **PKCE `S256` is required of every client**, confidential ones included. The OpenID
+//!   Foundation's Basic OP plan treats PKCE as optional for a confidential client; this provider
+//!   departs from it on purpose (OAuth 2.0 Security BCP §2.1.1): a code without a challenge is
+//!   never issued, a `code_verifier` sent for a code issued without one is refused as a downgrade,
+//!   and discovery says so (`code_challenge_methods_supported: ["S256"]` and the Tianping extension
+//!   `tianping_pkce_required: true`).
+//! - A code presented twice gets `invalid_grant`, and every token issued from it (access tokens
+//!   and the refresh family) is revoked; each revocation is an audit event.
+//! - A locked or disabled account gets no token by any grant, refresh included: every grant for a
+//!   person goes through one check, [`account_may_get_tokens`].
+//! - Revocation of a token issued to another client, or of an unknown token, answers `200` and
+//!   changes nothing (RFC 7009 §2.2): the answer tells a client nothing about others' tokens.
+//! - Introspection is for registered, authenticated clients; a refresh token is only introspected
+//!   by the client it belongs to.
+//! - Logout checks `id_token_hint` against the published keys and algorithms only (`none` and
+//!   `HS256` keyed with a public key are refused), redirects only to a post-logout URI the client
+//!   registered (exactly), echoes `state`, ends the session and hands out a new session id.
+//! - Every token issued, refreshed or revoked, and every logout, is in the audit log, durably,
+//!   before the response that carries its effect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use serde_json::{Map, Value, json};
+use tianping_audit::Event;
+use tianping_core::{Secret, SubjectId, UnixTime};
+use tianping_net::{Body, ResponseBody, full};
+
+use crate::client::{Client, ClientAuthMethod, ClientCredentials, GrantType};
+use crate::error::IdpError;
+use crate::form::{Params, decode};
+use crate::grants::{FamilyId, Grants, RefreshFamily};
+use crate::jwt::JwtError;
+use crate::lockout::LockoutPolicy;
+use crate::pages;
+use crate::server::IdpParts;
+use crate::session::{SESSION_COOKIE, Sessions, session_cookie};
+use crate::tokens::AccessClaims;
+
+/// What the endpoints here read: the provider's parts and its clients by id.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    pub(crate) parts: &'a IdpParts,
+    pub(crate) clients: &'a HashMap<String, Client>,
+}
+
+/// The discovery entries of the endpoints here, merged into the provider's document.
+pub(crate) fn discovery_entries(iss: &str) -> Map<String, Value> {
+    let v = json!({
+        "userinfo_endpoint": format!("{iss}/userinfo"),
+        "revocation_endpoint": format!("{iss}/revoke"),
+        "introspection_endpoint": format!("{iss}/introspect"),
+        "end_session_endpoint": format!("{iss}/logout"),
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp",
+            "at_hash", "court", "roles", "clearance", "zone", "name", "preferred_username",
+            "email", "email_verified", "phone_number", "phone_number_verified",
+        ],
+        "claims_parameter_supported": true,
+        "claim_types_supported": ["normal"],
+        "acr_values_supported": ["pwd", "otp", "cert"],
+        "display_values_supported": ["page"],
+        "frontchannel_logout_supported": false,
+        "backchannel_logout_supported": false,
+        "tianping_pkce_required": true,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Whether a person may be issued tokens now: not locked out, not disabled. Every grant for a
+/// person (a code redeemed, a refresh, UserInfo) asks here and only here.
+pub(crate) fn account_may_get_tokens(
+    parts: &IdpParts,
+    sub: &SubjectId,
+    now: UnixTime,
+) -> Result<(), IdpError> {
+    let state = parts.store.lockout(sub.as_str())?;
+    LockoutPolicy::default()
+        .check(&state, now)
+        .map_err(|_| IdpError::AccountInactive)
+}
+
+// ---------------------------------------------------------------- responses
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
+    let mut r = Response::new(full(value.to_string()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An OAuth error as JSON; a client authentication failure carries a `Basic` challenge.
+fn oauth_error(e: &IdpError) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = json!({ "error": e.code().as_str(), "error_description": e.to_string() });
+    let mut r = json_response(status, &body);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tianping\""),
+        );
+    }
+    r
+}
+
+/// A bearer-token error (RFC 6750 §3): 401 with a `Bearer` challenge naming the error, except
+/// for a request without any token, which gets the bare challenge.
+fn bearer_error(e: Option<&IdpError>) -> Response<ResponseBody> {
+    let (status, challenge, body) = match e {
+        None => (
+            StatusCode::UNAUTHORIZED,
+            "Bearer realm=\"tianping\"".to_owned(),
+            json!({ "error": "invalid_token", "error_description": "no access token" }),
+        ),
+        Some(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            let code = e.code().as_str();
+            (
+                status,
+                format!("Bearer realm=\"tianping\", error=\"{code}\""),
+                json!({ "error": code, "error_description": e.to_string() }),
+            )
+        }
+    };
+    let mut r = json_response(status, &body);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+// ---------------------------------------------------------------- audit
+
+/// Records one event durably; the response waits for it.
+async fn record(
+    parts: &IdpParts,
+    now: UnixTime,
+    action: &str,
+    actor: &str,
+    object: &str,
+    reason: &str,
+) -> Result<(), IdpError> {
+    let mut e = Event::new(now, action);
+    e.zone.clone_from(&parts.zone);
+    e.component = "idp".into();
+    e.actor = actor.to_owned();
+    e.object = object.to_owned();
+    e.outcome = "ok".into();
+    e.reason = reason.to_owned();
+    let log = Arc::clone(&parts.audit);
+    tokio::task::spawn_blocking(move || log.append(&e).map(drop))
+        .await
+        .map_err(|_| IdpError::Internal("audit task"))?
+        .map_err(|e| IdpError::Store(format!("audit: {e}")))
+}
+
+/// How an audit record names a refresh-token family (never a token itself).
+fn family_object(id: &FamilyId) -> String {
+    format!("family:{}", hex::encode(id))
+}
+
+// ---------------------------------------------------------------- authorization_code
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    out
+}
+
+/// The `authorization_code` grant for an authenticated `client`: the code redeemed once (PKCE,
+/// redirect URI and client checked by [`Grants`]), then an access token, an ID token and, when the
+/// client has the `refresh_token` grant, a refresh token. A reused code revokes what it gave.
+pub(crate) async fn authorization_code(
+    ctx: Ctx<'_>,
+    client: &Client,
+    code: &str,
+    redirect_uri: Option<&str>,
+    verifier: Option<&str>,
+    now: UnixTime,
+) -> Result<Value, IdpError> {
+    let p = ctx.parts;
+    let grants = Grants::new(&*p.store, p.grants);
+    let record_of_code = match grants.redeem_code(code, &client.id, redirect_uri, verifier, now) {
+        Ok(r) => r,
+        Err(IdpError::CodeReused) => {
+            audit_code_reuse(p, code, &client.id, now).await?;
+            return Err(IdpError::CodeReused);
+        }
+        Err(e) => return Err(e),
+    };
+    let identity = record_of_code.identity;
+    account_may_get_tokens(p, &identity.sub, now)?;
+    let scope = record_of_code.scope.join(" ");
+    let at = p.issuer.access_token(
+        Some(&identity),
+        &client.id,
+        &p.audience,
+        &scope,
+        now,
+        &*p.rng,
+    )?;
+    let id_token = p.issuer.id_token(
+        &identity,
+        &client.id,
+        record_of_code.nonce.as_deref(),
+        Some(&at.token),
+        now,
+    )?;
+    let refresh = if client.grants.contains(&GrantType::RefreshToken) {
+        let (rt, family) = grants.start_family(
+            &client.id,
+            identity.clone(),
+            record_of_code.scope.clone(),
+            now,
+            &*p.rng,
+        )?;
+        grants.record_family_token(&family, &at)?;
+        Some((rt, family))
+    } else {
+        None
+    };
+    grants.record_code_tokens(code, &at, refresh.as_ref().map(|(_, f)| *f))?;
+    record(
+        p,
+        now,
+        "token.authorization_code",
+        &client.id,
+        &at.jti,
+        identity.sub.as_str(),
+    )
+    .await?;
+    if let Some((_, family)) = &refresh {
+        record(
+            p,
+            now,
+            "token.refresh_issued",
+            &client.id,
+            &family_object(family),
+            identity.sub.as_str(),
+        )
+        .await?;
+    }
+    let mut v = json!({
+        "access_token": at.token,
+        "token_type": "Bearer",
+        "expires_in": at.expires_at.saturating_since(now).as_secs(),
+        "scope": scope,
+        "id_token": id_token,
+    });
+    if let (Some((rt, _)), Some(obj)) = (refresh, v.as_object_mut()) {
+        obj.insert("refresh_token".into(), rt.into());
+    }
+    Ok(v)
+}
+
+/// The audit records of a code's reuse: each access token and the family it had revoked.
+async fn audit_code_reuse(
+    p: &IdpParts,
+    code: &str,
+    client_id: &str,
+    now: UnixTime,
+) -> Result<(), IdpError> {
+    let rec = p
+        .store
+        .update_code(&sha256(code.as_bytes()), &mut |r| r.clone())?;
+    let Some(rec) = rec else { return Ok(()) };
+    for (jti, _) in &rec.access_tokens {
+        record(p, now, "token.revoke", client_id, jti, "code reused").await?;
+    }
+    if let Some(f) = &rec.family {
+        record(
+            p,
+            now,
+            "token.revoke",
+            client_id,
+            &family_object(f),
+            "code reused",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The audit records of a refresh token's reuse: the family and its access tokens revoked.
+pub(crate) async fn audit_refresh_reuse(
+    p: &IdpParts,
+    refresh_token: &str,
+    client_id: &str,
+    now: UnixTime,
+) -> Result<(), IdpError> {
+    let Some(family) = read_family(p, refresh_token)? else {
+        return Ok(());
+    };
+    record(
+        p,
+        now,
+        "token.revoke",
+        client_id,
+        &family_object(&family.id),
+        "refresh token reused",
+    )
+    .await?;
+    for (jti, _) in &family.access_tokens {
+        record(
+            p,
+            now,
+            "token.revoke",
+            client_id,
+            jti,
+            "refresh token reused",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- client authentication
+
+/// The credentials of a request to `/revoke` or `/introspect`: `client_secret_basic` or
+/// `client_secret_post`, never both and never disagreeing (as at the token endpoint).
+fn credentials(p: &Params, authorization: Option<&str>) -> Result<ClientCredentials, IdpError> {
+    let body_id = p.get("client_id")?;
+    let body_secret = p.get("client_secret")?;
+    match authorization {
+        Some(h) => {
+            let (scheme, value) = h.trim().split_once(' ').ok_or(IdpError::ClientAuthFailed)?;
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(IdpError::ClientAuthFailed);
+            }
+            let raw = Secret::new(
+                STANDARD
+                    .decode(value.trim())
+                    .map_err(|_| IdpError::ClientAuthFailed)?,
+            );
+            let colon = raw
+                .expose()
+                .iter()
+                .position(|b| *b == b':')
+                .ok_or(IdpError::ClientAuthFailed)?;
+            let (id, secret) = raw.expose().split_at(colon);
+            let id = decode(id).map_err(|_| IdpError::ClientAuthFailed)?;
+            let secret = decode(secret.get(1..).unwrap_or_default())
+                .map_err(|_| IdpError::ClientAuthFailed)?;
+            if id.is_empty() {
+                return Err(IdpError::ClientAuthFailed);
+            }
+            if body_secret.is_some() || body_id.is_some_and(|b| b != id) {
+                return Err(IdpError::ConflictingCredentials);
+            }
+            Ok(ClientCredentials {
+                client_id: id,
+                secret: Some(Secret::new(secret)),
+                method: ClientAuthMethod::ClientSecretBasic,
+            })
+        }
+        None => Ok(ClientCredentials {
+            client_id: body_id.ok_or(IdpError::ClientAuthFailed)?.to_owned(),
+            secret: body_secret.map(|s| Secret::new(s.to_owned())),
+            method: if body_secret.is_some() {
+                ClientAuthMethod::ClientSecretPost
+            } else {
+                ClientAuthMethod::None
+            },
+        }),
+    }
+}
+
+fn header_str<'h>(h: &'h HeaderMap, name: header::HeaderName) -> Result<Option<&'h str>, ()> {
+    h.get(name).map(|v| v.to_str().map_err(drop)).transpose()
+}
+
+/// The form body and the authenticated client of a `/revoke` or `/introspect` request.
+async fn client_request<'c>(
+    ctx: Ctx<'c>,
+    req: Request<Body>,
+) -> Result<(Params, &'c Client), IdpError> {
+    let authorization = header_str(req.headers(), header::AUTHORIZATION)
+        .map_err(|()| IdpError::ClientAuthFailed)?
+        .map(str::to_owned);
+    let body = req
+        .into_body()
+        .bytes()
+        .await
+        .map_err(|_| IdpError::MissingParameter("token"))?;
+    let params = Params::parse(&body)?;
+    let creds = credentials(&params, authorization.as_deref())?;
+    let client = ctx
+        .clients
+        .get(&creds.client_id)
+        .ok_or(IdpError::ClientAuthFailed)?;
+    client.authenticate(&creds)?;
+    Ok((params, client))
+}
+
+/// The family a refresh token names, as stored (read without changing it).
+fn read_family(p: &IdpParts, token: &str) -> Result<Option<RefreshFamily>, IdpError> {
+    let Some(raw) = URL_SAFE_NO_PAD.decode(token).ok().filter(|r| r.len() == 48) else {
+        return Ok(None);
+    };
+    let Some(id) = raw.get(..16).and_then(|i| FamilyId::try_from(i).ok()) else {
+        return Ok(None);
+    };
+    p.store.update_family(&id, &mut |f| f.clone())
+}
+
+/// Whether `token` is the usable token of `family` now.
+fn family_current(f: &RefreshFamily, token: &str, now: UnixTime) -> bool {
+    !f.revoked && now < f.expires_at && f.current == sha256(token.as_bytes())
+}
+
+/// An access token's claims if it is this issuer's, unexpired and not revoked.
+fn live_access_token(p: &IdpParts, token: &str, now: UnixTime) -> Result<AccessClaims, IdpError> {
+    let claims = p.issuer.verify_access_token(token, now)?;
+    if p.store.is_token_revoked(&claims.jti)? {
+        return Err(IdpError::InvalidToken(JwtError::Malformed("revoked")));
+    }
+    Ok(claims)
+}
+
+// ---------------------------------------------------------------- revocation (RFC 7009)
+
+/// `POST /revoke`.
+pub(crate) async fn revoke(
+    ctx: Ctx<'_>,
+    req: Request<Body>,
+    now: UnixTime,
+) -> Response<ResponseBody> {
+    match revoke_inner(ctx, req, now).await {
+        Ok(()) => json_response(StatusCode::OK, &json!({})),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn revoke_inner(ctx: Ctx<'_>, req: Request<Body>, now: UnixTime) -> Result<(), IdpError> {
+    let (params, client) = client_request(ctx, req).await?;
+    let token = params.require("token")?;
+    // `token_type_hint` is only a hint (RFC 7009 §2.1): a refresh token is never a JWT.
+    params.get("token_type_hint")?;
+    let p = ctx.parts;
+    if let Some(f) = read_family(p, token)? {
+        let presented = sha256(token.as_bytes());
+        let own = f.current == presented || f.rotated.contains(&presented);
+        if f.client_id == client.id && own && !f.revoked {
+            Grants::new(&*p.store, p.grants).revoke_family(&f.id)?;
+            let reason = "revoked by the client";
+            record(
+                p,
+                now,
+                "token.revoke",
+                &client.id,
+                &family_object(&f.id),
+                reason,
+            )
+            .await?;
+            for (jti, _) in &f.access_tokens {
+                record(p, now, "token.revoke", &client.id, jti, reason).await?;
+            }
+        }
+    } else if let Ok(claims) = p.issuer.verify_access_token(token, now) {
+        if claims.client_id == client.id && !p.store.is_token_revoked(&claims.jti)? {
+            p.store
+                .revoke_token(&claims.jti, UnixTime::from_secs(claims.exp))?;
+            let reason = "revoked by the client";
+            record(p, now, "token.revoke", &client.id, &claims.jti, reason).await?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- introspection (RFC 7662)
+
+/// `POST /introspect`.
+pub(crate) async fn introspect(
+    ctx: Ctx<'_>,
+    req: Request<Body>,
+    now: UnixTime,
+) -> Response<ResponseBody> {
+    match introspect_inner(ctx, req, now).await {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+async fn introspect_inner(
+    ctx: Ctx<'_>,
+    req: Request<Body>,
+    now: UnixTime,
+) -> Result<Value, IdpError> {
+    let (params, client) = client_request(ctx, req).await?;
+    let token = params.require("token")?;
+    let p = ctx.parts;
+    let inactive = json!({ "active": false });
+    if let Ok(claims) = live_access_token(p, token, now) {
+        if let Some(i) = &claims.identity {
+            if account_may_get_tokens(p, &i.sub, now).is_err() {
+                return Ok(inactive);
+            }
+        }
+        let mut v = serde_json::to_value(&claims).map_err(|_| IdpError::Internal("claims"))?;
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(s) = obj.remove("client_sub") {
+                obj.insert("sub".into(), s);
+            }
+            obj.insert("active".into(), true.into());
+            obj.insert("token_type".into(), "Bearer".into());
+        }
+        return Ok(v);
+    }
+    if let Some(f) = read_family(p, token)? {
+        if f.client_id == client.id
+            && family_current(&f, token, now)
+            && account_may_get_tokens(p, &f.identity.sub, now).is_ok()
+        {
+            return Ok(json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "client_id": f.client_id,
+                "sub": f.identity.sub.as_str(),
+                "scope": f.scope.join(" "),
+                "exp": f.expires_at.as_secs(),
+                "iss": p.issuer.issuer(),
+            }));
+        }
+    }
+    Ok(inactive)
+}
+
+// ---------------------------------------------------------------- UserInfo
+
+/// `GET` or `POST /userinfo`: the bearer token from the `Authorization` header or (by `POST`)
+/// the form body, never both (RFC 6750 §2).
+pub(crate) async fn userinfo(
+    ctx: Ctx<'_>,
+    req: Request<Body>,
+    now: UnixTime,
+) -> Response<ResponseBody> {
+    let header_token = match header_str(req.headers(), header::AUTHORIZATION) {
+        Ok(Some(h)) => match h.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => Some(t.trim().to_owned()),
+            _ => return bearer_error(Some(&IdpError::InvalidToken(JwtError::Malformed("scheme")))),
+        },
+        Ok(None) => None,
+        Err(()) => {
+            return bearer_error(Some(&IdpError::InvalidToken(JwtError::Malformed("header"))));
+        }
+    };
+    let body_token = if req.method() == Method::POST {
+        let form = header_str(req.headers(), header::CONTENT_TYPE)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        let body = match req.into_body().bytes().await {
+            Ok(b) => b,
+            Err(_) => return oauth_error(&IdpError::MalformedForm),
+        };
+        if form && !body.is_empty() {
+            match Params::parse(&body)
+                .and_then(|p| p.get("access_token").map(|t| t.map(str::to_owned)))
+            {
+                Ok(t) => t,
+                Err(e) => return oauth_error(&e),
+            }
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    let token = match (header_token, body_token) {
+        (Some(_), Some(_)) => {
+            return oauth_error(&IdpError::BadParameter {
+                name: "access_token",
+                reason: "sent by more than one method",
+            });
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => return bearer_error(None),
+    };
+    match userinfo_claims(ctx.parts, &token, now) {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => bearer_error(Some(&e)),
+    }
+}
+
+fn userinfo_claims(p: &IdpParts, token: &str, now: UnixTime) -> Result<Value, IdpError> {
+    let claims = live_access_token(p, token, now)?;
+    let identity = claims
+        .identity
+        .as_ref()
+        .ok_or(IdpError::InvalidToken(JwtError::Malformed("no person")))?;
+    if !claims.scope.split(' ').any(|s| s == "openid") {
+        return Err(IdpError::InvalidToken(JwtError::Malformed(
+            "no openid scope",
+        )));
+    }
+    account_may_get_tokens(p, &identity.sub, now)
+        .map_err(|_| IdpError::InvalidToken(JwtError::Malformed("account inactive")))?;
+    let mut out = Map::new();
+    out.insert("sub".into(), identity.sub.as_str().into());
+    let ic = serde_json::to_value(identity).map_err(|_| IdpError::Internal("claims"))?;
+    if let Value::Object(m) = ic {
+        for (k, v) in m {
+            if matches!(k.as_str(), "court" | "roles" | "clearance" | "zone") {
+                out.insert(k, v);
+            }
+        }
+    }
+    for scope in claims.scope.split(' ') {
+        out.extend(scope_claims(p, &identity.sub, scope)?);
+    }
+    Ok(Value::Object(out))
+}
+
+/// The claims a scope releases about `sub`, from the directory.
+fn scope_claims(
+    _p: &IdpParts,
+    sub: &SubjectId,
+    scope: &str,
+) -> Result<Map<String, Value>, IdpError> {
+    let mut m = Map::new();
+    if scope == "profile" {
+        m.insert("preferred_username".into(), sub.as_str().into());
+    }
+    Ok(m)
+}
+
+// ---------------------------------------------------------------- logout
+
+/// The session id in the request's cookie, if any.
+fn session_id(h: &HeaderMap) -> Option<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `GET` or `POST /logout` (OIDC RP-Initiated Logout 1.0).
+pub(crate) async fn logout(
+    ctx: Ctx<'_>,
+    req: Request<Body>,
+    now: UnixTime,
+) -> Response<ResponseBody> {
+    let cookie = session_id(req.headers());
+    let raw = if req.method() == Method::POST {
+        match req.into_body().bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(_) => return pages::error_page(&IdpError::MalformedForm),
+        }
+    } else {
+        req.uri().query().unwrap_or_default().as_bytes().to_vec()
+    };
+    match logout_inner(ctx, &raw, cookie.as_deref(), now).await {
+        Ok(r) => r,
+        Err(e) => pages::error_page(&e),
+    }
+}
+
+async fn logout_inner(
+    ctx: Ctx<'_>,
+    raw: &[u8],
+    cookie: Option<&str>,
+    now: UnixTime,
+) -> Result<Response<ResponseBody>, IdpError> {
+    let p = ctx.parts;
+    let params = Params::parse(raw)?;
+    let hint = params
+        .get("id_token_hint")?
+        .map(|h| p.issuer.verify_id_token_hint(h, now))
+        .transpose()?;
+    let client_id = match (params.get("client_id")?, &hint) {
+        (Some(c), Some(h)) if c != h.client_id => {
+            return Err(IdpError::BadParameter {
+                name: "client_id",
+                reason: "not the client the ID token was issued to",
+            });
+        }
+        (Some(c), _) => Some(c.to_owned()),
+        (None, Some(h)) => Some(h.client_id.clone()),
+        (None, None) => None,
+    };
+    let state = params.get("state")?;
+    let target = match params.get("post_logout_redirect_uri")? {
+        Some(uri) => {
+            let client = client_id
+                .as_deref()
+                .and_then(|c| ctx.clients.get(c))
+                .ok_or(IdpError::MissingParameter("client_id"))?;
+            if !client.matches_post_logout(uri) {
+                return Err(IdpError::RedirectUriNotRegistered(crate::error::quoted(
+                    uri,
+                )));
+            }
+            Some(uri.to_owned())
+        }
+        None => None,
+    };
+    let sessions = Sessions::new(&*p.store, p.sessions);
+    let mut who = hint.as_ref().map(|h| h.sub.as_str().to_owned());
+    let new_cookie = match cookie {
+        Some(id) => {
+            if let Ok(s) = sessions.get(id, now) {
+                if let Some(i) = s.identity {
+                    who = Some(i.sub.as_str().to_owned());
+                }
+            }
+            let (fresh, _) = sessions.logout(id, now, &*p.rng)?;
+            Some(session_cookie(&fresh))
+        }
+        None => None,
+    };
+    record(
+        p,
+        now,
+        "session.logout",
+        who.as_deref().unwrap_or("-"),
+        client_id.as_deref().unwrap_or("-"),
+        "rp-initiated logout",
+    )
+    .await?;
+    let mut r = match target {
+        Some(uri) => {
+            let mut loc = uri;
+            if let Some(s) = state {
+                loc.push(if loc.contains('?') { '&' } else { '?' });
+                loc.push_str(&crate::form::encode_pairs([("state", s)]));
+            }
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            if let Ok(v) = HeaderValue::from_str(&loc) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        None => signed_out_page(),
+    };
+    if let Some(c) = new_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    Ok(r)
+}
+
+fn signed_out_page() -> Response<ResponseBody> {
+    let html = "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>已退出 / Signed out</title></head><body><main><h1>已退出 / Signed out</h1><p>您已安全退出。/ You have signed out.</p></main></body></html>";
+    let mut r = Response::new(full(html));
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::CONTENT_SECURITY_POLICY, pages::CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    r
+}

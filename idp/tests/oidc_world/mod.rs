@@ -1,0 +1,349 @@
+//! The provider of the token-side tests: real TLS on loopback port 0 (a test PKI) at the zone's
+//! `idp` host name read from a `fabric.toml`, a sled store, an audit log, a clock moved by hand,
+//! seeded randomness, and a few registered clients.
+#![allow(dead_code, unreachable_pub, reason = "each test binary uses a part")]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tianping_audit::AuditLog;
+use tianping_certs::{CaCert, CertKind, ClientAuth, KeyAlg, LeafRequest, ServerTlsBuilder};
+use tianping_core::{
+    Acr, Algorithm, Amr, Clearance, Clock as _, Fabric, ManualClock, RingSigner, Role, UnixTime,
+};
+use tianping_idp::danger::SeededRandom;
+use tianping_idp::{
+    AuthorizationRequest, Client, ClientAuthMethod, CodeChallenge, GrantPolicy, GrantType, Grants,
+    Identity, Idp, IdpParts, KeySet, LockoutState, SessionPolicy, SledStore, Store, TokenIssuer,
+    parse_authorization,
+};
+use tianping_net::{HostSet, ServerHandle, ServerOptions, serve_tls};
+
+/// The secret every test client has.
+pub const SECRET: &str = "s3cret";
+/// The registered redirect URI.
+pub const REDIRECT: &str = "https://case.example/cb";
+/// The registered post-logout redirect URI.
+pub const BYE: &str = "https://case.example/bye";
+/// A PKCE verifier (RFC 7636 appendix B).
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mJ0FuXOpmVFJqGJOzd6qvStTjwH7Sk";
+/// Another well-formed verifier.
+pub const OTHER_VERIFIER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+/// The subject the tests sign in.
+pub const SUB: &str = "judge-0001";
+
+/// The challenge of [`VERIFIER`].
+pub fn challenge() -> String {
+    CodeChallenge::of_verifier(VERIFIER)
+        .unwrap()
+        .as_str()
+        .to_owned()
+}
+
+fn client(id: &str, method: ClientAuthMethod, grants: &[GrantType]) -> Client {
+    Client {
+        id: id.into(),
+        secret_sha256: Some(Client::hash_secret(SECRET)),
+        auth_method: method,
+        redirect_uris: vec![REDIRECT.into()],
+        post_logout_redirect_uris: vec![BYE.into()],
+        grants: grants.to_vec(),
+        native_loopback: false,
+        extra_scopes: vec!["cases.read".into()],
+    }
+}
+
+/// The registered clients: `case-app` (basic, every grant), `post-app` (post, every grant),
+/// `other-app` (basic, every grant), `no-refresh` (basic, codes only).
+pub fn clients() -> Vec<Client> {
+    use ClientAuthMethod::{ClientSecretBasic, ClientSecretPost};
+    use GrantType::{AuthorizationCode, ClientCredentials, RefreshToken};
+    let all = [AuthorizationCode, RefreshToken, ClientCredentials];
+    vec![
+        client("case-app", ClientSecretBasic, &all),
+        client("post-app", ClientSecretPost, &all),
+        client("other-app", ClientSecretBasic, &all),
+        client("no-refresh", ClientSecretBasic, &[AuthorizationCode]),
+    ]
+}
+
+/// A running provider and a client that trusts its zone CA.
+pub struct World {
+    _dir: tempfile::TempDir,
+    /// The listener.
+    pub server: ServerHandle,
+    /// An HTTP client trusting the test root, resolving the host name to the listener,
+    /// following no redirects.
+    pub http: reqwest::Client,
+    /// The provider's audit log.
+    pub audit: Arc<AuditLog>,
+    /// The provider's clock.
+    pub clock: Arc<ManualClock>,
+    /// The provider's store.
+    pub store: Arc<SledStore>,
+    /// The root CA, PEM.
+    pub root_pem: String,
+    /// The `idp` host name of zone `private`, from the fabric.
+    pub host: String,
+    /// The issuer, `https://<host>`.
+    pub iss: String,
+    rng: SeededRandom,
+}
+
+/// The signed-in judge.
+pub fn judge(auth_time: UnixTime) -> Identity {
+    Identity {
+        sub: SUB.parse().unwrap(),
+        court: Some("bj.01.03".parse().unwrap()),
+        roles: vec![Role::Judge],
+        clearance: Clearance::Secret,
+        acr: Acr::Otp,
+        amr: vec![Amr::Pwd, Amr::Otp],
+        zone: "private".parse().unwrap(),
+        auth_time,
+    }
+}
+
+/// The fabric of the tests: the default one with every listener on port 0.
+fn fabric() -> Fabric {
+    let text = Fabric::default_text(&[], &[]);
+    let zero: String = text
+        .lines()
+        .map(|l| {
+            let l = match l.split_once(" = ") {
+                Some((k, v)) if ["gateway", "idp"].contains(&k) && v.parse::<u16>().is_ok() => {
+                    format!("{k} = 0")
+                }
+                _ => l.to_owned(),
+            };
+            l + "\n"
+        })
+        .collect();
+    Fabric::parse(&zero).unwrap()
+}
+
+/// Starts a provider.
+pub async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let fabric = fabric();
+    let zone = fabric.zone(&"private".parse().unwrap()).unwrap();
+    let host = zone.idp_host.clone();
+    let bind = fabric.resolve(&host).unwrap();
+    assert_eq!(bind.port(), 0, "the test fabric leaves the port to the OS");
+    let iss = format!("https://{host}");
+
+    let real_now = UnixTime::from_system_time(std::time::SystemTime::now());
+    let root = CaCert::new_root("Court", KeyAlg::EcP256, real_now).unwrap();
+    let zone_ca = root
+        .new_zone(
+            &"private".parse().unwrap(),
+            "Court",
+            KeyAlg::EcP256,
+            real_now,
+        )
+        .unwrap();
+    let mut req = LeafRequest::new(CertKind::Server, "idp");
+    req.dns = vec![host.clone()];
+    let leaf = zone_ca.issue(&req, real_now).unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::write(p("tls.pem"), &leaf.chain_pem).unwrap();
+    std::fs::write(p("tls.key"), leaf.key_pem.expose()).unwrap();
+    std::fs::write(p("trust.pem"), root.cert_pem()).unwrap();
+    let tls = ServerTlsBuilder::new(p("tls.pem"), p("tls.key"))
+        .client_auth(ClientAuth::None, p("trust.pem"), vec![])
+        .build()
+        .unwrap();
+
+    let clock = Arc::new(ManualClock::new(UnixTime::from_secs(1_800_000_000)));
+    let store = Arc::new(SledStore::open(&p("store")).unwrap());
+    let audit = Arc::new(AuditLog::create(&p("audit"), "idp.private").unwrap());
+    let signer = Arc::new(RingSigner::generate(Algorithm::Es256).unwrap().0);
+    let idp = Idp::new(IdpParts {
+        issuer: TokenIssuer::new(iss.clone(), KeySet::new(signer)),
+        audience: "tianping".into(),
+        store: Arc::clone(&store) as Arc<dyn Store>,
+        clients: clients(),
+        audit: Arc::clone(&audit),
+        zone: "private".into(),
+        clock: clock.clone(),
+        rng: Arc::new(SeededRandom::new(7)),
+        grants: GrantPolicy::default(),
+        sessions: SessionPolicy::default(),
+    });
+    let mut options = ServerOptions::new(HostSet::new([host.as_str()]));
+    options.http3 = false;
+    let server = serve_tls(bind, Arc::new(tls), options, idp).await.unwrap();
+    let root_pem = root.cert_pem().to_owned();
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .resolve(&host, server.local_addr())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    World {
+        _dir: dir,
+        server,
+        http,
+        audit,
+        clock,
+        store,
+        root_pem,
+        host,
+        iss,
+        rng: SeededRandom::new(11),
+    }
+}
+
+impl World {
+    /// The URL of `path` (the listener's port comes from the resolver override).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.iss)
+    }
+
+    /// A checked authorization request from its query.
+    pub fn request(&self, query: &str) -> AuthorizationRequest {
+        let clients = clients();
+        let find = |id: &str| clients.iter().find(|c| c.id == id).cloned();
+        match parse_authorization(query.as_bytes(), &self.iss, &find) {
+            Ok((r, _)) => r,
+            Err(e) => panic!("authorization request refused: {:?}", e.error()),
+        }
+    }
+
+    /// A code for `query` issued to the judge signed in at `auth_time`.
+    pub fn code_at(&self, query: &str, auth_time: UnixTime) -> String {
+        Grants::new(&*self.store, GrantPolicy::default())
+            .issue_code(
+                &self.request(query),
+                judge(auth_time),
+                self.clock.now(),
+                &self.rng,
+            )
+            .unwrap()
+    }
+
+    /// A code for `case-app` with the [`VERIFIER`]'s challenge and `scope`.
+    pub fn code(&self, client_id: &str, scope: &str) -> String {
+        let q = tianping_idp::form_encode_pairs([
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT),
+            ("scope", scope),
+            ("code_challenge", challenge().as_str()),
+            ("code_challenge_method", "S256"),
+            ("nonce", "n-0S6_WzA2Mj"),
+            ("state", "af0ifjsldkj"),
+        ]);
+        self.code_at(&q, self.clock.now())
+    }
+
+    /// `POST` of a form to `path`, with HTTP Basic credentials when given.
+    pub async fn post(
+        &self,
+        path: &str,
+        form: &str,
+        basic: Option<(&str, &str)>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_owned());
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A token request by `client_id` (Basic, the shared secret).
+    pub async fn token(&self, client_id: &str, form: &str) -> (StatusCode, Value) {
+        self.post("/token", form, Some((client_id, SECRET))).await
+    }
+
+    /// Redeems `code` as `client_id` with the [`VERIFIER`].
+    pub async fn redeem(&self, client_id: &str, code: &str) -> (StatusCode, Value) {
+        let form = tianping_idp::form_encode_pairs([
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ]);
+        self.token(client_id, &form).await
+    }
+
+    /// Refreshes as `client_id`.
+    pub async fn refresh(&self, client_id: &str, rt: &str) -> (StatusCode, Value) {
+        let form = tianping_idp::form_encode_pairs([
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+        ]);
+        self.token(client_id, &form).await
+    }
+
+    /// UserInfo by `GET` with the bearer header: the status, the challenge and the body.
+    pub async fn userinfo(&self, at: &str) -> (StatusCode, Option<String>, Value) {
+        let resp = self
+            .http
+            .get(self.url("/userinfo"))
+            .bearer_auth(at)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, challenge, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Introspects `token` as `case-app`: its `active`.
+    pub async fn active(&self, token: &str) -> bool {
+        let form = tianping_idp::form_encode_pairs([("token", token)]);
+        let (status, v) = self
+            .post("/introspect", &form, Some(("case-app", SECRET)))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v["active"].as_bool().unwrap()
+    }
+
+    /// The audit events from `from` on: `(action, object)`.
+    pub fn events_since(&self, from: u64) -> Vec<(String, String)> {
+        (from..self.audit.size())
+            .map(|i| {
+                let e = self.audit.get(i).unwrap().unwrap().event;
+                (e.action, e.object)
+            })
+            .collect()
+    }
+
+    /// Locks the judge's account out until an hour from now.
+    pub fn lock_judge(&self) {
+        let state = LockoutState {
+            failures: vec![],
+            locks: 1,
+            not_before: Some(
+                self.clock
+                    .now()
+                    .saturating_add(std::time::Duration::from_secs(3600)),
+            ),
+        };
+        self.store.put_lockout(SUB, &state).unwrap();
+    }
+}
+
+/// The value of `name` in the query of a `Location`.
+pub fn query_param(location: &str, name: &str) -> Option<String> {
+    let (_, q) = location.split_once('?')?;
+    tianping_idp::Params::parse(q.as_bytes())
+        .ok()?
+        .get(name)
+        .ok()?
+        .map(str::to_owned)
+}
