@@ -238,6 +238,12 @@ pub enum IdpError {
     /// The store failed.
     #[error("store failure: {0}")]
     Store(String),
+
+    // ---- the directory
+    /// A directory change that breaks a rule (a duplicate, an unknown court, two separated
+    /// administrator roles, no such user).
+    #[error("{0}")]
+    Directory(String),
 }
 
 impl From<tianping_core::WireError> for IdpError {
@@ -264,7 +270,8 @@ impl IdpError {
             | E::PasswordTooWeak(_)
             | E::PasswordReused
             | E::CsrfMismatch
-            | E::IdTokenHintInvalid(_) => ErrorCode::InvalidRequest,
+            | E::IdTokenHintInvalid(_)
+            | E::Directory(_) => ErrorCode::InvalidRequest,
             E::InvalidToken(_) => ErrorCode::InvalidToken,
             E::UnsupportedResponseType(_) => ErrorCode::UnsupportedResponseType,
             E::RequestObjectNotSupported => ErrorCode::RequestNotSupported,

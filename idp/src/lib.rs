@@ -26,6 +26,8 @@
 //!   the family, bound to the client) as state machines ([`Grants`]);
 //! - sessions rotated at sign-in and logout with idle and absolute timeouts, and CSRF tokens
 //!   ([`Sessions`]);
+//! - the directory of courts, users and clients, its rules checked before any write
+//!   ([`Directory`], [`User`], [`Court`]);
 //! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`])
 //!   and, with the `store` feature, the sled one (`SledStore`), records on the wire codec;
 //! - with the `server` feature, the HTTP endpoints (`Idp`): discovery, JWKS, token, the
@@ -45,6 +47,7 @@
 
 mod authorize;
 mod client;
+mod directory;
 #[cfg(feature = "server")]
 mod endpoints;
 mod error;
@@ -66,6 +69,8 @@ mod records;
 #[cfg(feature = "server")]
 mod server;
 mod session;
+#[cfg(feature = "server")]
+mod signin;
 #[cfg(feature = "store")]
 mod sled_store;
 mod store;
@@ -78,6 +83,9 @@ pub use authorize::{
     RequestedClaim, UiLocale, parse_authorization, success_location,
 };
 pub use client::{Client, ClientAuthMethod, ClientCredentials, GrantType, STANDARD_SCOPES};
+pub use directory::{
+    Court, Directory, RequiredAction, TotpCredential, User, UserStatus, check_login,
+};
 pub use error::{ErrorCode, IdpError};
 pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
 pub use grants::{CodeRecord, FamilyId, GrantPolicy, Grants, MAX_ROTATED, RefreshFamily};
@@ -93,6 +101,8 @@ pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
 #[cfg(feature = "server")]
 pub use server::{Idp, IdpParts};
+#[cfg(feature = "server")]
+pub use signin::{LeastAcr, SignInParts};
 pub use session::{
     SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
 };

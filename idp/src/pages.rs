@@ -4,8 +4,9 @@
 use http::{HeaderValue, Response, StatusCode, header};
 use tianping_net::{ResponseBody, full};
 
-use crate::authorize::{AuthorizationRequest, UiLocale};
+use crate::authorize::UiLocale;
 use crate::error::IdpError;
+use crate::signin::{Notice, Stage};
 
 /// The Content-Security-Policy of every page: nothing loaded, no script, no framing.
 pub(crate) const CSP: &str =
@@ -58,46 +59,268 @@ pub(crate) fn error_page(e: &IdpError) -> Response<ResponseBody> {
     page(status, "zh-CN", "错误 / Error", &body)
 }
 
-/// The sign-in page for a checked authorization request; `csrf` goes in the form.
-pub(crate) fn sign_in_page(
-    req: &AuthorizationRequest,
-    csrf: &str,
-    session_cookie: &str,
-) -> Response<ResponseBody> {
-    let (lang, title, user, pass, submit) = match req.ui_locale {
-        UiLocale::ZhCn => ("zh-CN", "登录", "用户名", "密码", "登录"),
-        UiLocale::En => ("en", "Sign in", "User name", "Password", "Sign in"),
+/// One field of a form.
+struct Input<'a> {
+    name: &'a str,
+    label: &'a str,
+    kind: &'a str,
+    value: &'a str,
+    autocomplete: &'a str,
+    required: bool,
+}
+
+fn input(i: &Input<'_>) -> String {
+    let required = if i.required { " required" } else { "" };
+    let extra = if i.name == "code" {
+        " inputmode=\"numeric\" pattern=\"[0-9]*\""
+    } else {
+        ""
     };
-    let scope = req.scope.join(" ");
-    let mut hidden = vec![
-        ("csrf", csrf),
-        ("client_id", req.client_id.as_str()),
-        ("redirect_uri", req.redirect_uri.as_str()),
-        ("scope", scope.as_str()),
-        ("code_challenge", req.code_challenge.as_str()),
-        ("code_challenge_method", "S256"),
-    ];
-    for (name, v) in [("state", &req.state), ("nonce", &req.nonce)] {
-        if let Some(v) = v {
-            hidden.push((name, v.as_str()));
+    format!(
+        "<p><label>{} <input type=\"{}\" name=\"{}\" value=\"{}\" autocomplete=\"{}\"{extra}{required}></label></p>",
+        escape(i.label),
+        i.kind,
+        i.name,
+        escape(i.value),
+        i.autocomplete
+    )
+}
+
+/// The text of a notice in the page's language.
+fn notice_text(n: &Notice, zh: bool) -> String {
+    match (n, zh) {
+        (Notice::SignInFailed, true) => "用户名或密码错误。".into(),
+        (Notice::SignInFailed, false) => "The user name or password is wrong.".into(),
+        (Notice::Locked(t), true) => format!("尝试次数过多，请稍后再试（{t} 之后）。"),
+        (Notice::Locked(t), false) => {
+            format!("Too many failed attempts; try again later (after {t}).")
+        }
+        (Notice::TotpWrong, true) => "动态口令错误。".into(),
+        (Notice::TotpWrong, false) => "The one-time code is wrong.".into(),
+        (Notice::TotpReplayed, true) => "该动态口令已使用过，请等待下一个。".into(),
+        (Notice::TotpReplayed, false) => {
+            "That one-time code was already used; wait for the next one.".into()
+        }
+        (Notice::PasswordRule(why), true) => format!("密码不符合要求：{why}。"),
+        (Notice::PasswordRule(why), false) => format!("The password breaks a rule: {why}."),
+        (Notice::PasswordReused, true) => "不能使用最近用过的密码。".into(),
+        (Notice::PasswordReused, false) => "That password was used recently.".into(),
+        (Notice::PasswordsDiffer, true) => "两次输入的密码不一致。".into(),
+        (Notice::PasswordsDiffer, false) => "The two passwords differ.".into(),
+        (Notice::NameTaken, true) => "该用户名已被使用。".into(),
+        (Notice::NameTaken, false) => "That user name is taken.".into(),
+        (Notice::Invalid(why), true) => format!("输入无效：{why}"),
+        (Notice::Invalid(why), false) => format!("Not valid: {why}"),
+        (Notice::CertificateRequired, true) => {
+            "您的角色须以数字证书登录，本页面不能签发凭证。".into()
+        }
+        (Notice::CertificateRequired, false) => {
+            "Your role must sign in with a certificate; this page cannot issue a token.".into()
         }
     }
-    let mut form = String::from("<form method=\"post\" action=\"/login\">");
-    for (name, v) in hidden {
-        form.push_str(&format!(
-            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
-            escape(v)
+}
+
+/// What a sign-in form page shows besides its fields.
+pub(crate) struct FormPage<'a> {
+    /// The request's language.
+    pub locale: UiLocale,
+    /// The step whose form is shown.
+    pub stage: Stage,
+    /// The CSRF token of the step's form.
+    pub csrf: &'a str,
+    /// A message above the form.
+    pub notice: Option<&'a Notice>,
+    /// A cookie to set with the page.
+    pub cookie: Option<&'a str>,
+    /// The sign-in name to fill in.
+    pub login_hint: &'a str,
+    /// Whether to link the registration page.
+    pub register_link: bool,
+    /// On the enrolment page: the QR code (inline SVG) and the secret as text.
+    pub enrolment: Option<(&'a str, &'a str)>,
+}
+
+/// A step of the sign-in as a form posted to `/login`.
+pub(crate) fn form_page(f: &FormPage<'_>) -> Response<ResponseBody> {
+    let zh = f.locale == UiLocale::ZhCn;
+    let lang = f.locale.as_str();
+    let t = |zh_text: &'static str, en_text: &'static str| if zh { zh_text } else { en_text };
+    let (title, fields): (&str, Vec<Input<'_>>) = match f.stage {
+        Stage::Password => (
+            t("登录", "Sign in"),
+            vec![
+                Input {
+                    name: "username",
+                    label: t("用户名", "User name"),
+                    kind: "text",
+                    value: f.login_hint,
+                    autocomplete: "username",
+                    required: true,
+                },
+                Input {
+                    name: "password",
+                    label: t("密码", "Password"),
+                    kind: "password",
+                    value: "",
+                    autocomplete: "current-password",
+                    required: true,
+                },
+            ],
+        ),
+        Stage::Totp | Stage::Enrol => (
+            if f.stage == Stage::Totp {
+                t("动态口令", "One-time code")
+            } else {
+                t("绑定动态口令", "Set up one-time codes")
+            },
+            vec![Input {
+                name: "code",
+                label: t("六位动态口令", "Six-digit code"),
+                kind: "text",
+                value: "",
+                autocomplete: "one-time-code",
+                required: true,
+            }],
+        ),
+        Stage::ChangePassword => (
+            t("修改密码", "Change your password"),
+            vec![
+                Input {
+                    name: "new_password",
+                    label: t("新密码", "New password"),
+                    kind: "password",
+                    value: "",
+                    autocomplete: "new-password",
+                    required: true,
+                },
+                Input {
+                    name: "confirm",
+                    label: t("确认新密码", "New password again"),
+                    kind: "password",
+                    value: "",
+                    autocomplete: "new-password",
+                    required: true,
+                },
+            ],
+        ),
+        Stage::Register => (
+            t("注册", "Register"),
+            vec![
+                Input {
+                    name: "display_name",
+                    label: t("姓名", "Full name"),
+                    kind: "text",
+                    value: "",
+                    autocomplete: "name",
+                    required: true,
+                },
+                Input {
+                    name: "username",
+                    label: t("用户名", "User name"),
+                    kind: "text",
+                    value: "",
+                    autocomplete: "username",
+                    required: true,
+                },
+                Input {
+                    name: "email",
+                    label: t("电子邮箱", "E-mail"),
+                    kind: "email",
+                    value: "",
+                    autocomplete: "email",
+                    required: false,
+                },
+                Input {
+                    name: "password",
+                    label: t("密码", "Password"),
+                    kind: "password",
+                    value: "",
+                    autocomplete: "new-password",
+                    required: true,
+                },
+                Input {
+                    name: "confirm",
+                    label: t("确认密码", "Password again"),
+                    kind: "password",
+                    value: "",
+                    autocomplete: "new-password",
+                    required: true,
+                },
+            ],
+        ),
+    };
+    let mut body = String::new();
+    if let Some(n) = f.notice {
+        body.push_str(&format!(
+            "<p role=\"alert\" class=\"notice\">{}</p>",
+            escape(&notice_text(n, zh))
         ));
     }
-    let login_hint = escape(req.login_hint.as_deref().unwrap_or_default());
-    form.push_str(&format!(
-        "<p><label>{user} <input name=\"username\" value=\"{login_hint}\" autocomplete=\"username\" required></label></p>\
-         <p><label>{pass} <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label></p>\
-         <p><button type=\"submit\">{submit}</button></p></form>"
+    if let Some((svg, secret)) = f.enrolment {
+        body.push_str(t(
+            "<p>用身份验证器应用扫描二维码，或手动输入密钥，然后输入应用显示的口令。</p>",
+            "<p>Scan the QR code with an authenticator app, or type the key in by hand, then enter the code the app shows.</p>",
+        ));
+        // The SVG is made here from the otpauth URI; it holds no script.
+        body.push_str(&format!("<figure class=\"qr\">{svg}</figure>"));
+        body.push_str(&format!(
+            "<p>{} <code id=\"totp-secret\">{}</code></p>",
+            t("密钥：", "Key:"),
+            escape(secret)
+        ));
+    }
+    if f.stage == Stage::ChangePassword {
+        body.push_str(t(
+            "<p>新密码至少 8 个字符，包含大写字母、小写字母、数字和其他字符中的三类，且不能与最近 5 次的密码相同。</p>",
+            "<p>At least 8 characters, with three of: upper case, lower case, digits, other characters; none of your last 5 passwords.</p>",
+        ));
+    }
+    body.push_str("<form method=\"post\" action=\"/login\">");
+    body.push_str(&format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        escape(f.csrf)
     ));
-    let mut r = page(StatusCode::OK, lang, title, &form);
-    if let Ok(v) = HeaderValue::from_str(session_cookie) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
+    for i in &fields {
+        body.push_str(&input(i));
+    }
+    body.push_str(&format!(
+        "<p><button type=\"submit\">{}</button></p></form>",
+        t("继续", "Continue")
+    ));
+    if f.register_link && f.stage == Stage::Password {
+        body.push_str(&format!(
+            "<p><a href=\"/register\">{}</a></p>",
+            t("没有账号？注册", "No account? Register")
+        ));
+    }
+    let mut r = page(StatusCode::OK, lang, title, &body);
+    if let Some(c) = f.cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// The end of a sign-in that gives no code, with why.
+pub(crate) fn refusal_page(locale: UiLocale, notice: &Notice) -> Response<ResponseBody> {
+    let zh = locale == UiLocale::ZhCn;
+    let title = if zh {
+        "无法登录"
+    } else {
+        "Sign-in refused"
+    };
+    let body = format!("<p role=\"alert\">{}</p>", escape(&notice_text(notice, zh)));
+    page(StatusCode::FORBIDDEN, locale.as_str(), title, &body)
+}
+
+/// A redirect (`303 See Other`), with a cookie to set.
+pub(crate) fn redirect(location: &str, cookie: Option<&str>) -> Response<ResponseBody> {
+    let mut r = page(StatusCode::SEE_OTHER, "en", "Redirect", "");
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert(header::SET_COOKIE, c);
     }
     r
 }

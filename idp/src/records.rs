@@ -3,13 +3,17 @@
 
 use std::str::FromStr;
 
-use tianping_core::{Secret, UnixTime, WireError, WireReader, WireWriter};
+use tianping_core::{CourtCode, Secret, UnixTime, WireError, WireReader, WireWriter};
 
 use crate::IdpError;
+use crate::client::{Client, ClientAuthMethod, GrantType};
+use crate::directory::{Court, RequiredAction, TotpCredential, User, UserStatus};
 use crate::grants::{CodeRecord, RefreshFamily};
+use crate::password::PasswordRecord;
 use crate::pkce::CodeChallenge;
 use crate::session::Session;
 use crate::tokens::Identity;
+use crate::totp::TotpSecret;
 
 const VERSION: u8 = 1;
 
@@ -248,4 +252,227 @@ pub(crate) fn decode_session(b: &[u8]) -> Result<Session, IdpError> {
     let key = Secret::new(r.bytes16("csrf_key")?.to_vec());
     r.finish()?;
     Ok(Session::from_parts(identity, created_at, last_seen, key))
+}
+
+fn put_opt_u64(w: &mut WireWriter, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            w.u8(1);
+            w.u64(v);
+        }
+        None => w.u8(0),
+    }
+}
+
+fn get_opt_u64(r: &mut WireReader<'_>, field: &'static str) -> Result<Option<u64>, WireError> {
+    match r.u8(field)? {
+        0 => Ok(None),
+        _ => r.u64(field).map(Some),
+    }
+}
+
+fn get_opt_string(r: &mut WireReader<'_>, field: &'static str) -> Result<Option<String>, IdpError> {
+    Ok(get_opt_str(r, field)?.map(str::to_owned))
+}
+
+/// The stored form of a court.
+pub(crate) fn encode_court(c: &Court) -> Result<Vec<u8>, IdpError> {
+    let mut w = WireWriter::new();
+    w.u8(VERSION);
+    w.str16(c.code.as_str())?;
+    w.str16(&c.name)?;
+    Ok(w.into_bytes())
+}
+
+/// Reads a stored court.
+pub(crate) fn decode_court(b: &[u8]) -> Result<Court, IdpError> {
+    let mut r = WireReader::new(b);
+    check_version(&mut r)?;
+    let code = parse(r.str16("code")?, "code")?;
+    let name = r.str16("name")?.to_owned();
+    r.finish()?;
+    Ok(Court { code, name })
+}
+
+/// The stored form of a user.
+pub(crate) fn encode_user(u: &User) -> Result<Vec<u8>, IdpError> {
+    let mut w = WireWriter::new();
+    w.u8(VERSION);
+    w.str16(u.sub.as_str())?;
+    w.str16(&u.login)?;
+    w.str16(&u.display_name)?;
+    put_opt_str(&mut w, u.given_name.as_deref())?;
+    put_opt_str(&mut w, u.family_name.as_deref())?;
+    put_opt_str(&mut w, u.email.as_deref())?;
+    put_opt_str(&mut w, u.phone.as_deref())?;
+    put_opt_str(&mut w, u.court.as_ref().map(CourtCode::as_str))?;
+    put_strs(&mut w, &u.roles)?;
+    w.str16(u.clearance.as_str())?;
+    w.u8(match u.status {
+        UserStatus::Enabled => 0,
+        UserStatus::Disabled => 1,
+    });
+    match &u.password {
+        Some(p) => {
+            w.u8(1);
+            w.str16(&p.hash)?;
+            put_strs(&mut w, &p.history)?;
+            w.u64(p.changed_at.as_millis());
+        }
+        None => w.u8(0),
+    }
+    match &u.totp {
+        Some(t) => {
+            w.u8(1);
+            w.bytes16(t.secret.expose(), "totp")?;
+            put_opt_u64(&mut w, t.last_step);
+        }
+        None => w.u8(0),
+    }
+    match &u.totp_pending {
+        Some(t) => {
+            w.u8(1);
+            w.bytes16(t.expose(), "totp_pending")?;
+        }
+        None => w.u8(0),
+    }
+    let actions: Vec<&str> = u.required_actions.iter().map(|a| a.as_str()).collect();
+    put_strs(&mut w, &actions)?;
+    w.u64(u.created_at.as_millis());
+    Ok(w.into_bytes())
+}
+
+/// Reads a stored user.
+pub(crate) fn decode_user(b: &[u8]) -> Result<User, IdpError> {
+    let mut r = WireReader::new(b);
+    check_version(&mut r)?;
+    let sub = parse(r.str16("sub")?, "sub")?;
+    let login = r.str16("login")?.to_owned();
+    let display_name = r.str16("display_name")?.to_owned();
+    let given_name = get_opt_string(&mut r, "given_name")?;
+    let family_name = get_opt_string(&mut r, "family_name")?;
+    let email = get_opt_string(&mut r, "email")?;
+    let phone = get_opt_string(&mut r, "phone")?;
+    let court = get_opt_str(&mut r, "court")?
+        .map(|c| parse(c, "court"))
+        .transpose()?;
+    let roles = get_strs(&mut r, "roles")?;
+    let clearance = parse(r.str16("clearance")?, "clearance")?;
+    let status = match r.u8("status")? {
+        0 => UserStatus::Enabled,
+        1 => UserStatus::Disabled,
+        _ => return Err(IdpError::Store("a stored `status` is not valid".into())),
+    };
+    let password = match r.u8("password")? {
+        0 => None,
+        _ => Some(PasswordRecord {
+            hash: r.str16("hash")?.to_owned(),
+            history: get_strs(&mut r, "history")?,
+            changed_at: UnixTime::from_millis(r.u64("changed_at")?),
+        }),
+    };
+    let totp = match r.u8("totp")? {
+        0 => None,
+        _ => Some(TotpCredential {
+            secret: TotpSecret::from_bytes(r.bytes16("totp")?.to_vec()),
+            last_step: get_opt_u64(&mut r, "last_step")?,
+        }),
+    };
+    let totp_pending = match r.u8("totp_pending")? {
+        0 => None,
+        _ => Some(TotpSecret::from_bytes(r.bytes16("totp_pending")?.to_vec())),
+    };
+    let actions: Vec<String> = get_strs(&mut r, "required_actions")?;
+    let required_actions = actions
+        .iter()
+        .map(|a| {
+            RequiredAction::parse(a)
+                .ok_or_else(|| IdpError::Store("a stored required action is not valid".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    let created_at = UnixTime::from_millis(r.u64("created_at")?);
+    r.finish()?;
+    Ok(User {
+        sub,
+        login,
+        display_name,
+        given_name,
+        family_name,
+        email,
+        phone,
+        court,
+        roles,
+        clearance,
+        status,
+        password,
+        totp,
+        totp_pending,
+        required_actions,
+        created_at,
+    })
+}
+
+/// The stored form of a registered client.
+pub(crate) fn encode_client(c: &Client) -> Result<Vec<u8>, IdpError> {
+    let mut w = WireWriter::new();
+    w.u8(VERSION);
+    w.str16(&c.id)?;
+    match &c.secret_sha256 {
+        Some(h) => {
+            w.u8(1);
+            w.raw(h);
+        }
+        None => w.u8(0),
+    }
+    w.str16(c.auth_method.as_str())?;
+    put_strs(&mut w, &c.redirect_uris)?;
+    put_strs(&mut w, &c.post_logout_redirect_uris)?;
+    let grants: Vec<&str> = c.grants.iter().map(|g| g.as_str()).collect();
+    put_strs(&mut w, &grants)?;
+    w.u8(u8::from(c.native_loopback));
+    put_strs(&mut w, &c.extra_scopes)?;
+    Ok(w.into_bytes())
+}
+
+/// Reads a stored client.
+pub(crate) fn decode_client(b: &[u8]) -> Result<Client, IdpError> {
+    let mut r = WireReader::new(b);
+    check_version(&mut r)?;
+    let id = r.str16("id")?.to_owned();
+    let secret_sha256 = match r.u8("secret")? {
+        0 => None,
+        _ => Some(r.array::<32>("secret")?),
+    };
+    let auth_method = match r.str16("auth_method")? {
+        "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
+        "client_secret_post" => ClientAuthMethod::ClientSecretPost,
+        "none" => ClientAuthMethod::None,
+        _ => {
+            return Err(IdpError::Store(
+                "a stored `auth_method` is not valid".into(),
+            ));
+        }
+    };
+    let redirect_uris = get_strs(&mut r, "redirect_uris")?;
+    let post_logout_redirect_uris = get_strs(&mut r, "post_logout_redirect_uris")?;
+    let grant_names: Vec<String> = get_strs(&mut r, "grants")?;
+    let grants = grant_names
+        .iter()
+        .map(|g| {
+            GrantType::parse(g).ok_or_else(|| IdpError::Store("a stored grant is not valid".into()))
+        })
+        .collect::<Result<_, _>>()?;
+    let native_loopback = r.u8("native_loopback")? != 0;
+    let extra_scopes = get_strs(&mut r, "extra_scopes")?;
+    r.finish()?;
+    Ok(Client {
+        id,
+        secret_sha256,
+        auth_method,
+        redirect_uris,
+        post_logout_redirect_uris,
+        grants,
+        native_loopback,
+        extra_scopes,
+    })
 }

@@ -11,17 +11,18 @@ use tianping_audit::{AuditLog, Event};
 use tianping_core::{Clock, UnixTime};
 use tianping_net::{Body, BoxFuture, Handler, ResponseBody, full};
 
-use crate::authorize::{AuthorizeError, parse_authorization};
 use crate::client::Client;
 use crate::endpoints::{self, Ctx};
 use crate::error::IdpError;
 use crate::grants::{GrantPolicy, Grants};
 use crate::pages;
 use crate::random::Random;
-use crate::session::{SessionPolicy, Sessions, session_cookie};
+use crate::session::SessionPolicy;
 use crate::store::Store;
 use crate::token_request::{TokenGrant, parse_token_request};
 use crate::tokens::{IssuedAccessToken, TokenIssuer};
+
+mod login;
 
 /// What an [`Idp`] is made of.
 pub struct IdpParts {
@@ -56,6 +57,8 @@ pub struct Idp {
 struct Inner {
     parts: IdpParts,
     clients: HashMap<String, Client>,
+    /// The interactive sign-in; without it `/login` answers an error page.
+    sign_in: Option<crate::signin::SignInParts>,
 }
 
 impl std::fmt::Debug for Idp {
@@ -76,8 +79,22 @@ impl Idp {
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
         Self {
-            inner: Arc::new(Inner { parts, clients }),
+            inner: Arc::new(Inner {
+                parts,
+                clients,
+                sign_in: None,
+            }),
         }
+    }
+
+    /// A provider from its parts with the interactive sign-in (password, TOTP, required
+    /// actions, registration in `internet`) at `/login` and `/register`.
+    pub fn with_sign_in(parts: IdpParts, sign_in: crate::signin::SignInParts) -> Self {
+        let mut this = Self::new(parts);
+        if let Some(inner) = Arc::get_mut(&mut this.inner) {
+            inner.sign_in = Some(sign_in);
+        }
+        this
     }
 }
 
@@ -141,12 +158,27 @@ impl Inner {
             },
             (&Method::GET, "/authorize") => {
                 let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
-                self.authorize(&query, now)
+                let cookie = login::session_id(req.headers());
+                self.authorize_request(query, cookie, now).await
             }
-            (&Method::POST, "/authorize") => match req.into_body().bytes().await {
-                Ok(body) => self.authorize(&body, now),
-                Err(_) => pages::error_page(&IdpError::MissingParameter("client_id")),
-            },
+            (&Method::POST, "/authorize") => {
+                let cookie = login::session_id(req.headers());
+                match req.into_body().bytes().await {
+                    Ok(body) => self.authorize_request(body.to_vec(), cookie, now).await,
+                    Err(_) => pages::error_page(&IdpError::MissingParameter("client_id")),
+                }
+            }
+            (&Method::POST, "/login") => {
+                let cookie = login::session_id(req.headers());
+                match req.into_body().bytes().await {
+                    Ok(body) => self.login(cookie, &body, now).await,
+                    Err(_) => pages::error_page(&IdpError::MalformedForm),
+                }
+            }
+            (&Method::GET, "/register") => self.register(login::session_id(req.headers()), now),
+            (_, "/login" | "/register") => {
+                plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
             (&Method::GET | &Method::POST, "/userinfo") => {
                 endpoints::userinfo(self.ctx(), req, now).await
             }
@@ -162,35 +194,6 @@ impl Inner {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
-        }
-    }
-
-    /// An authorization request: the sign-in page in a new pre-sign-in session, an error page
-    /// when the client or redirect URI cannot be trusted, else an error redirect with `iss`.
-    fn authorize(&self, raw: &[u8], now: UnixTime) -> Response<ResponseBody> {
-        let p = &self.parts;
-        let found =
-            parse_authorization(raw, p.issuer.issuer(), &|id| self.clients.get(id).cloned());
-        match found {
-            Ok((req, _)) => {
-                let sessions = Sessions::new(&*p.store, p.sessions);
-                match sessions.start(now, &*p.rng) {
-                    Ok((id, session)) => pages::sign_in_page(
-                        &req,
-                        &session.csrf_token("login"),
-                        &session_cookie(&id),
-                    ),
-                    Err(e) => pages::error_page(&e),
-                }
-            }
-            Err(AuthorizeError::Page(e)) => pages::error_page(&e),
-            Err(AuthorizeError::Redirect(r)) => {
-                let mut resp = plain(StatusCode::SEE_OTHER, "");
-                if let Ok(v) = header::HeaderValue::from_str(&r.location()) {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
-                resp
-            }
         }
     }
 

@@ -4,14 +4,18 @@
 
 use std::path::Path;
 
-use tianping_core::UnixTime;
+use sled::Transactional as _;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use tianping_core::{CourtCode, SubjectId, UnixTime};
 
 use crate::IdpError;
+use crate::client::Client;
+use crate::directory::{Court, User};
 use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
 use crate::records;
 use crate::session::Session;
-use crate::store::{Store, Update};
+use crate::store::{Store, Update, keys_changed};
 
 /// A [`Store`] in a sled database folder.
 #[derive(Debug, Clone)]
@@ -22,6 +26,11 @@ pub struct SledStore {
     revoked: sled::Tree,
     sessions: sled::Tree,
     lockouts: sled::Tree,
+    courts: sled::Tree,
+    users: sled::Tree,
+    logins: sled::Tree,
+    clients: sled::Tree,
+    sign_ins: sled::Tree,
 }
 
 fn err(e: sled::Error) -> IdpError {
@@ -39,6 +48,11 @@ impl SledStore {
             revoked: tree("revoked")?,
             sessions: tree("sessions")?,
             lockouts: tree("lockouts")?,
+            courts: tree("courts")?,
+            users: tree("users")?,
+            logins: tree("logins")?,
+            clients: tree("clients")?,
+            sign_ins: tree("sign_ins")?,
             db,
         })
     }
@@ -50,6 +64,24 @@ impl SledStore {
 
     fn flush(&self) -> Result<(), IdpError> {
         self.db.flush().map(drop).map_err(err)
+    }
+
+    fn get<T>(
+        tree: &sled::Tree,
+        key: &[u8],
+        decode: fn(&[u8]) -> Result<T, IdpError>,
+    ) -> Result<Option<T>, IdpError> {
+        tree.get(key).map_err(err)?.map(|b| decode(&b)).transpose()
+    }
+
+    fn all<T>(
+        tree: &sled::Tree,
+        decode: fn(&[u8]) -> Result<T, IdpError>,
+    ) -> Result<Vec<T>, IdpError> {
+        tree.iter()
+            .values()
+            .map(|v| decode(&v.map_err(err)?))
+            .collect()
     }
 
     /// Applies `f` to the record under `key` by compare-and-swap, retrying when another writer
@@ -153,5 +185,115 @@ impl Store for SledStore {
 
     fn put_lockout(&self, account: &str, state: &LockoutState) -> Result<(), IdpError> {
         self.put(&self.lockouts, account.as_bytes(), state.encode())
+    }
+
+    fn put_court(&self, court: &Court) -> Result<(), IdpError> {
+        self.put(
+            &self.courts,
+            court.code.as_str().as_bytes(),
+            records::encode_court(court)?,
+        )
+    }
+
+    fn court(&self, code: &CourtCode) -> Result<Option<Court>, IdpError> {
+        Self::get(
+            &self.courts,
+            code.as_str().as_bytes(),
+            records::decode_court,
+        )
+    }
+
+    fn courts(&self) -> Result<Vec<Court>, IdpError> {
+        Self::all(&self.courts, records::decode_court)
+    }
+
+    fn insert_user(&self, user: &User) -> Result<(), IdpError> {
+        let value = records::encode_user(user)?;
+        let sub = user.sub.as_str().as_bytes();
+        let login = user.login.as_bytes();
+        let done = (&self.users, &self.logins).transaction(|(users, logins)| {
+            let taken =
+                |what: String| ConflictableTransactionError::Abort(IdpError::Directory(what));
+            if users.get(sub)?.is_some() {
+                return Err(taken(format!(
+                    "user `{}` is already in the directory",
+                    user.sub
+                )));
+            }
+            if logins.get(login)?.is_some() {
+                return Err(taken(format!("sign-in name `{}` is taken", user.login)));
+            }
+            users.insert(sub, value.as_slice())?;
+            logins.insert(login, sub)?;
+            Ok(())
+        });
+        match done {
+            Ok(()) => self.flush(),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(err(e)),
+        }
+    }
+
+    fn update_user(&self, sub: &SubjectId, f: Update<'_, User>) -> Result<Option<User>, IdpError> {
+        let mut refused = None;
+        let before = self.update(
+            &self.users,
+            sub.as_str().as_bytes(),
+            &mut |u: &User| {
+                let next = f(u);
+                refused = keys_changed(u, &next);
+                if refused.is_some() { u.clone() } else { next }
+            },
+            records::decode_user,
+            records::encode_user,
+        )?;
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(before),
+        }
+    }
+
+    fn user(&self, sub: &SubjectId) -> Result<Option<User>, IdpError> {
+        Self::get(&self.users, sub.as_str().as_bytes(), records::decode_user)
+    }
+
+    fn user_by_login(&self, login: &str) -> Result<Option<User>, IdpError> {
+        match self.logins.get(login.as_bytes()).map_err(err)? {
+            Some(sub) => Self::get(&self.users, &sub, records::decode_user),
+            None => Ok(None),
+        }
+    }
+
+    fn users(&self) -> Result<Vec<User>, IdpError> {
+        Self::all(&self.users, records::decode_user)
+    }
+
+    fn put_client(&self, client: &Client) -> Result<(), IdpError> {
+        self.put(
+            &self.clients,
+            client.id.as_bytes(),
+            records::encode_client(client)?,
+        )
+    }
+
+    fn client(&self, id: &str) -> Result<Option<Client>, IdpError> {
+        Self::get(&self.clients, id.as_bytes(), records::decode_client)
+    }
+
+    fn clients(&self) -> Result<Vec<Client>, IdpError> {
+        Self::all(&self.clients, records::decode_client)
+    }
+
+    fn put_sign_in(&self, key: [u8; 32], state: Vec<u8>) -> Result<(), IdpError> {
+        self.put(&self.sign_ins, &key, state)
+    }
+
+    fn sign_in_state(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, IdpError> {
+        Ok(self.sign_ins.get(key).map_err(err)?.map(|v| v.to_vec()))
+    }
+
+    fn remove_sign_in(&self, key: &[u8; 32]) -> Result<(), IdpError> {
+        self.sign_ins.remove(key).map_err(err)?;
+        self.flush()
     }
 }

@@ -8,9 +8,11 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use tianping_core::UnixTime;
+use tianping_core::{CourtCode, SubjectId, UnixTime};
 
 use crate::IdpError;
+use crate::client::Client;
+use crate::directory::{Court, User};
 use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
 use crate::session::Session;
@@ -54,6 +56,46 @@ pub trait Store: Send + Sync {
     fn lockout(&self, account: &str) -> Result<LockoutState, IdpError>;
     /// Keeps the lockout state of an account name.
     fn put_lockout(&self, account: &str, state: &LockoutState) -> Result<(), IdpError>;
+
+    /// Keeps a court (replacing one of the same code).
+    fn put_court(&self, court: &Court) -> Result<(), IdpError>;
+    /// A court by code.
+    fn court(&self, code: &CourtCode) -> Result<Option<Court>, IdpError>;
+    /// Every court, in no particular order.
+    fn courts(&self) -> Result<Vec<Court>, IdpError>;
+
+    /// Keeps a new user under its subject id and sign-in name, atomically; refuses (changing
+    /// nothing) when either is taken.
+    fn insert_user(&self, user: &User) -> Result<(), IdpError>;
+    /// Applies `f` to a user atomically; returns the user as it was before, if any. A result
+    /// with another subject id or sign-in name is refused and nothing changes.
+    fn update_user(&self, sub: &SubjectId, f: Update<'_, User>) -> Result<Option<User>, IdpError>;
+    /// A user by subject id.
+    fn user(&self, sub: &SubjectId) -> Result<Option<User>, IdpError>;
+    /// A user by sign-in name (as stored: lower case).
+    fn user_by_login(&self, login: &str) -> Result<Option<User>, IdpError>;
+    /// Every user, in no particular order.
+    fn users(&self) -> Result<Vec<User>, IdpError>;
+
+    /// Keeps a registered client (replacing one of the same id).
+    fn put_client(&self, client: &Client) -> Result<(), IdpError>;
+    /// A client by id.
+    fn client(&self, id: &str) -> Result<Option<Client>, IdpError>;
+    /// Every client, in no particular order.
+    fn clients(&self) -> Result<Vec<Client>, IdpError>;
+
+    /// Keeps where an unfinished sign-in stands, under the SHA-256 of its session id.
+    fn put_sign_in(&self, key: [u8; 32], state: Vec<u8>) -> Result<(), IdpError>;
+    /// Where an unfinished sign-in stands.
+    fn sign_in_state(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, IdpError>;
+    /// Forgets an unfinished sign-in.
+    fn remove_sign_in(&self, key: &[u8; 32]) -> Result<(), IdpError>;
+}
+
+/// The refusal for an update that would change a user's keys.
+pub(crate) fn keys_changed(before: &User, after: &User) -> Option<IdpError> {
+    (before.sub != after.sub || before.login != after.login)
+        .then(|| IdpError::Directory("a user's subject id and sign-in name cannot change".into()))
 }
 
 /// A [`Store`] in memory, for tests: nothing survives the process.
@@ -64,6 +106,11 @@ pub struct MemoryStore {
     revoked: Mutex<HashMap<String, UnixTime>>,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     lockouts: Mutex<HashMap<String, Vec<u8>>>,
+    courts: Mutex<HashMap<CourtCode, Court>>,
+    /// Users by subject id, and subject ids by sign-in name, under one lock.
+    users: Mutex<(HashMap<SubjectId, User>, HashMap<String, SubjectId>)>,
+    clients: Mutex<HashMap<String, Client>>,
+    sign_ins: Mutex<HashMap<[u8; 32], Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, IdpError> {
@@ -155,6 +202,93 @@ impl Store for MemoryStore {
 
     fn put_lockout(&self, account: &str, state: &LockoutState) -> Result<(), IdpError> {
         lock(&self.lockouts)?.insert(account.to_owned(), state.encode());
+        Ok(())
+    }
+
+    fn put_court(&self, court: &Court) -> Result<(), IdpError> {
+        lock(&self.courts)?.insert(court.code.clone(), court.clone());
+        Ok(())
+    }
+
+    fn court(&self, code: &CourtCode) -> Result<Option<Court>, IdpError> {
+        Ok(lock(&self.courts)?.get(code).cloned())
+    }
+
+    fn courts(&self) -> Result<Vec<Court>, IdpError> {
+        Ok(lock(&self.courts)?.values().cloned().collect())
+    }
+
+    fn insert_user(&self, user: &User) -> Result<(), IdpError> {
+        let mut guard = lock(&self.users)?;
+        let (by_sub, by_login) = &mut *guard;
+        if by_sub.contains_key(&user.sub) {
+            return Err(IdpError::Directory(format!(
+                "user `{}` is already in the directory",
+                user.sub
+            )));
+        }
+        if by_login.contains_key(&user.login) {
+            return Err(IdpError::Directory(format!(
+                "sign-in name `{}` is taken",
+                user.login
+            )));
+        }
+        by_login.insert(user.login.clone(), user.sub.clone());
+        by_sub.insert(user.sub.clone(), user.clone());
+        Ok(())
+    }
+
+    fn update_user(&self, sub: &SubjectId, f: Update<'_, User>) -> Result<Option<User>, IdpError> {
+        let mut guard = lock(&self.users)?;
+        let Some(rec) = guard.0.get_mut(sub) else {
+            return Ok(None);
+        };
+        let before = rec.clone();
+        let after = f(&before);
+        if let Some(e) = keys_changed(&before, &after) {
+            return Err(e);
+        }
+        *rec = after;
+        Ok(Some(before))
+    }
+
+    fn user(&self, sub: &SubjectId) -> Result<Option<User>, IdpError> {
+        Ok(lock(&self.users)?.0.get(sub).cloned())
+    }
+
+    fn user_by_login(&self, login: &str) -> Result<Option<User>, IdpError> {
+        let guard = lock(&self.users)?;
+        Ok(guard.1.get(login).and_then(|sub| guard.0.get(sub)).cloned())
+    }
+
+    fn users(&self) -> Result<Vec<User>, IdpError> {
+        Ok(lock(&self.users)?.0.values().cloned().collect())
+    }
+
+    fn put_client(&self, client: &Client) -> Result<(), IdpError> {
+        lock(&self.clients)?.insert(client.id.clone(), client.clone());
+        Ok(())
+    }
+
+    fn client(&self, id: &str) -> Result<Option<Client>, IdpError> {
+        Ok(lock(&self.clients)?.get(id).cloned())
+    }
+
+    fn clients(&self) -> Result<Vec<Client>, IdpError> {
+        Ok(lock(&self.clients)?.values().cloned().collect())
+    }
+
+    fn put_sign_in(&self, key: [u8; 32], state: Vec<u8>) -> Result<(), IdpError> {
+        lock(&self.sign_ins)?.insert(key, state);
+        Ok(())
+    }
+
+    fn sign_in_state(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, IdpError> {
+        Ok(lock(&self.sign_ins)?.get(key).cloned())
+    }
+
+    fn remove_sign_in(&self, key: &[u8; 32]) -> Result<(), IdpError> {
+        lock(&self.sign_ins)?.remove(key);
         Ok(())
     }
 }
