@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cd bench && cargo run --release -p tianping-bench-idp -- [--secs 10] [--warm 2] [--conns 32]
-//!     [--rounds 3] [--families 4096] [--threads 2] [--pw-secs 5] [--pw-rounds 3]
+//!     [--rounds 3] [--families 4096] [--threads 2] [--pw-secs 20] [--pw-rounds 3] [--parts-secs 3]
 //! ```
 //!
 //! Each server runs as a process of its own: tianping's is this binary (`serve-tianping`, a
@@ -16,6 +16,7 @@
 //! `--secs` after `--warm` of warm-up, tianping then node back to back. See README.md.
 
 mod load;
+mod parts;
 mod passwords;
 mod serve;
 
@@ -69,6 +70,7 @@ struct Opts {
     threads: usize,
     pw_secs: u64,
     pw_rounds: usize,
+    parts_secs: u64,
 }
 
 fn opts(args: &[String]) -> Res<Opts> {
@@ -79,8 +81,9 @@ fn opts(args: &[String]) -> Res<Opts> {
         rounds: 3,
         families: 4096,
         threads: 2,
-        pw_secs: 5,
+        pw_secs: 20,
         pw_rounds: 3,
+        parts_secs: 3,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -94,6 +97,7 @@ fn opts(args: &[String]) -> Res<Opts> {
             "--threads" => o.threads = value.parse()?,
             "--pw-secs" => o.pw_secs = value.parse()?,
             "--pw-rounds" => o.pw_rounds = value.parse()?,
+            "--parts-secs" => o.parts_secs = value.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -261,6 +265,9 @@ async fn check_target(target: &Target, connector: &TlsConnector) -> Res<String> 
     ))
 }
 
+/// One figure of a password round.
+type RoundField = fn(&passwords::Round) -> f64;
+
 /// The median of some values.
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -427,6 +434,15 @@ fn run(args: &[String]) -> Res<()> {
     tp.stop();
     node.stop();
 
+    let parts_dir = dir.join("parts");
+    std::fs::create_dir_all(&parts_dir)?;
+    let parts = parts::measure(
+        &parts_dir,
+        Duration::from_secs(o.parts_secs),
+        o.conns,
+        o.threads,
+    )?;
+    eprintln!("parts: {parts:?}");
     eprintln!(
         "== passwords: {} rounds of {} s, {} threads",
         o.pw_rounds, o.pw_secs, o.threads
@@ -491,29 +507,70 @@ fn run(args: &[String]) -> Res<()> {
         to_f64(*refreshed.first().ok_or("r")?) / fam,
         to_f64(*refreshed.get(1).ok_or("r")?) / fam
     )?;
-    let med = |f: fn(&passwords::Round) -> f64| median(pw.iter().map(f).collect());
-    let (t, u, b, r) = (
-        med(|r| r.tianping),
-        med(|r| r.unknown),
-        med(|r| r.bare_phc),
-        med(|r| r.bare_raw),
+    let cc = median(
+        cols.first()
+            .and_then(|c| c.first())
+            .map(|c| c.rate.clone())
+            .unwrap_or_default(),
+    );
+    let rf = median(
+        cols.get(1)
+            .and_then(|c| c.first())
+            .map(|c| c.rate.clone())
+            .unwrap_or_default(),
     );
     writeln!(
         report,
-        "\n| password check, {} threads, `{params}` (median of {}) | checks/s | vs bare hash_password_into |\n|---|---|---|",
+        "\n| tianping's pieces alone, in-process, {} s each ({} tasks, {} workers) | per second | tianping's grants/s above |\n|---|---|---|",
+        o.parts_secs, o.conns, o.threads
+    )?;
+    writeln!(
+        report,
+        "| access tokens issued (claims, JSON, ES256), one thread | {:.0} | |",
+        parts.issue_one_thread
+    )?;
+    writeln!(
+        report,
+        "| durable audit appends from spawn_blocking, as the token endpoint makes them | {:.0} | {cc:.0} (client_credentials) |",
+        parts.audit
+    )?;
+    writeln!(
+        report,
+        "| refresh rotations in the sled store (use_refresh, access token, record_family_token), on the workers | {:.0} | {rf:.0} (refresh_token) |",
+        parts.refresh_store
+    )?;
+    let med = |f: fn(&passwords::Round) -> f64| median(pw.iter().map(f).collect());
+    // Time per check against the raw hash's, round by round (both met the same load in a round).
+    let extra = |f: fn(&passwords::Round) -> f64| {
+        median(
+            pw.iter()
+                .map(|r| (r.bare_raw / f(r).max(1e-9) - 1.0) * 100.0)
+                .collect(),
+        )
+    };
+    writeln!(
+        report,
+        "\n| password check, {} threads, `{params}` (median of {} rounds) | checks/s | time per check vs bare hash_password_into (median of the rounds' ratios) |\n|---|---|---|",
         o.threads, o.pw_rounds
     )?;
-    for (label, v) in [
-        ("tianping `Passwords::verify`, known account", t),
-        ("tianping `Passwords::verify`, unknown account (dummy)", u),
-        ("bare argon2 `verify_password` (same PHC string)", b),
-        ("bare argon2 `hash_password_into` (same salt) + compare", r),
-    ] {
-        writeln!(
-            report,
-            "| {label} | {v:.1} | {:+.1}% time per check |",
-            (r / v.max(1e-9) - 1.0) * 100.0
-        )?;
+    let rows: [(&str, RoundField); 4] = [
+        ("tianping `Passwords::verify`, known account", |r| {
+            r.tianping
+        }),
+        (
+            "tianping `Passwords::verify`, unknown account (dummy)",
+            |r| r.unknown,
+        ),
+        ("bare argon2 `verify_password` (same PHC string)", |r| {
+            r.bare_phc
+        }),
+        (
+            "bare argon2 `hash_password_into` (same salt) + compare",
+            |r| r.bare_raw,
+        ),
+    ];
+    for (label, f) in rows {
+        writeln!(report, "| {label} | {:.1} | {:+.1}% |", med(f), extra(f))?;
     }
     println!("{report}");
     Ok(())
