@@ -1,0 +1,199 @@
+//! The link survives SIGKILL: sender and receiver run as processes and are killed at seeded
+//! points during a batch (the receiver after a few transfers ended, then the sender, then both
+//! at once), with more transfers spooled while the sender is down, and restarted each time.
+//! Every transfer whose id `submit-raw` returned ends exactly once — delivered byte-identical
+//! or reported lost — in the receiver's reports, its store and its delivered folder; nothing
+//! is delivered twice, partly or corrupted, and what is spooled after the last restart arrives.
+#![expect(
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation,
+    reason = "tests fail loudly; sizes are small"
+)]
+
+#[path = "common/exchange.rs"]
+mod exchange;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use exchange::{
+    Daemon, Report, Rng, Setup, deadline, delivered, parse_report, receiver, sender, setup,
+    spool_bytes, store_ended,
+};
+use tianping_core::{Component, Listener};
+use tianping_crossdomain::Ended;
+
+/// Every report of every receiver run, in order, and the bundles spooled by id.
+struct Batch {
+    rng: Rng,
+    bundles: BTreeMap<u64, Vec<u8>>,
+    reports: Vec<Report>,
+    link: Option<u32>,
+}
+
+impl Batch {
+    /// Spools `n` bundles of seeded sizes (the sender must be stopped); ids must follow on.
+    fn spool(&mut self, s: &Setup, n: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let seq = self.bundles.len() as u64 + 1;
+            let size = match self.rng.between(0..=3) {
+                0 => self.rng.between(1..=2_000),
+                1 => self.rng.between(2_000..=200_000),
+                _ => self.rng.between(200_000..=900_000),
+            } as usize;
+            let b = exchange::bundle(&s.dir, &s.link, seq, &self.rng.bytes(size));
+            let id = spool_bytes(s, &format!("bundle-{seq}"), &b);
+            assert_eq!(id, seq, "ids on a link follow on");
+            self.bundles.insert(id, b);
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Reads `r`'s reports until `k` more arrived.
+    fn read(&mut self, r: &Daemon, k: usize, by: Instant) {
+        for _ in 0..k {
+            let line = r.line_by(by).expect("a report in time");
+            let rep = parse_report(&line).unwrap_or_else(|| panic!("{line}"));
+            self.link.get_or_insert(rep.link);
+            self.reports.push(rep);
+        }
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.bundles.keys().copied().collect()
+    }
+}
+
+#[test]
+fn killed_and_restarted_daemons_end_every_spooled_transfer_once() {
+    let s = setup("127.0.0.1:0");
+    // slow enough that the kills land in the middle of the batch
+    exchange::set_first_link_rate(&s.dir.fabric(), 40);
+    let s = Setup {
+        link: tianping_core::Fabric::load(&s.dir.fabric())
+            .unwrap()
+            .links()[0]
+            .clone(),
+        ..s
+    };
+    assert_eq!(s.link.rate_mbps, 40);
+    let mut batch = Batch {
+        rng: Rng::new(0x0063_7261_7368),
+        bundles: BTreeMap::new(),
+        reports: Vec::new(),
+        link: None,
+    };
+    let by = deadline(240);
+    batch.spool(&s, 10);
+
+    // the receiver picks its port once; restarts keep it, so the running sender still reaches it
+    let r = receiver(&s, &[], by);
+    let published =
+        tianping_core::published_addrs(&s.dir, &s.link.to, Component::ExchangeReceiver).unwrap();
+    let addr: SocketAddr = published[&Listener::Link {
+        from: s.link.from.clone(),
+    }];
+    exchange::set_link_addresses(&s.dir.fabric(), &addr.to_string());
+    let snd = sender(&s, &[], by);
+
+    // 1. SIGKILL the receiver after a seeded number of reports, restart it
+    let k = batch.rng.between(1..=3) as usize;
+    batch.read(&r, k, by);
+    r.kill();
+    let r = receiver(&s, &[], by);
+
+    // 2. SIGKILL the sender after more reports; spool more while it is down; restart it
+    let k = batch.rng.between(1..=2) as usize;
+    batch.read(&r, k, by);
+    snd.kill();
+    batch.spool(&s, 4);
+    let snd = sender(&s, &[], by);
+
+    // 3. SIGKILL both at once after more reports; spool more; restart both
+    let k = batch.rng.between(1..=2) as usize;
+    batch.read(&r, k, by);
+    r.kill();
+    snd.kill();
+    let last = batch.spool(&s, 3);
+    let ids = batch.ids();
+    let link = batch.link.unwrap();
+    let before = store_ended(&s, link, &ids);
+    let r = receiver(&s, &[], by);
+    let snd = sender(&s, &[], by);
+
+    // every id ends: in the store before this run, or reported by it
+    let mut open: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| before[id].is_none())
+        .collect();
+    while !open.is_empty() {
+        let line = r.line_by(by).unwrap_or_else(|| {
+            panic!(
+                "transfers {open:?} never ended; reports so far {:?}",
+                batch.reports
+            )
+        });
+        let rep = parse_report(&line).unwrap_or_else(|| panic!("{line}"));
+        open.retain(|id| *id != rep.transfer);
+        batch.reports.push(rep);
+    }
+    r.kill();
+    snd.kill();
+
+    // never reported twice, never both ways
+    let mut reported: BTreeMap<u64, Ended> = BTreeMap::new();
+    for rep in &batch.reports {
+        assert_eq!(rep.link, link);
+        assert!(
+            batch.bundles.contains_key(&rep.transfer),
+            "a transfer nobody spooled: {rep:?}"
+        );
+        let old = reported.insert(rep.transfer, rep.how);
+        assert!(old.is_none(), "transfer {} reported twice", rep.transfer);
+    }
+    // the store, the folder and the reports agree; delivered means byte-identical
+    let after = store_ended(&s, link, &ids);
+    let mut lost = Vec::new();
+    for (id, b) in &batch.bundles {
+        let file = delivered(&s, link, *id);
+        match after[id] {
+            Some(Ended::Delivered) => {
+                let got = std::fs::read(&file).unwrap();
+                assert!(got == *b, "transfer {id} delivered corrupted");
+            }
+            Some(Ended::Lost) => {
+                assert!(!file.exists(), "transfer {id} lost and delivered");
+                lost.push(*id);
+            }
+            other => panic!("transfer {id} ended as {other:?}"),
+        }
+        if let Some(how) = reported.get(id) {
+            assert_eq!(Some(*how), after[id], "transfer {id}");
+        }
+    }
+    let delivered_files = std::fs::read_dir(exchange::delivered_dir(&s))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "bundle")
+        })
+        .count();
+    assert_eq!(delivered_files, ids.len() - lost.len());
+    // what was spooled after the last restart, with both running, all arrived
+    for id in &last {
+        assert_eq!(after[id], Some(Ended::Delivered), "transfer {id}");
+    }
+    eprintln!(
+        "{} transfers: {} delivered, lost {lost:?}",
+        ids.len(),
+        ids.len() - lost.len()
+    );
+}
