@@ -45,6 +45,9 @@ enum Command {
     /// The one-way link: its sending and receiving daemons.
     #[command(subcommand)]
     Exchange(cmd::exchange::ExchangeCmd),
+    /// The zone's identity provider: its store, keys, directory and daemon.
+    #[command(subcommand)]
+    Idp(cmd::idp::IdpCmd),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Audit(c) => cmd::audit::run(&cli.data, c),
         Command::Policy(c) => cmd::policy::run(&cli.data, c),
         Command::Exchange(c) => cmd::exchange::run(&cli.data, c),
+        Command::Idp(c) => cmd::idp::run(&cli.data, c),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,429 @@
+//! `tianping idp serve --zone Z`: the provider on the zone's `idp` host and port from
+//! `fabric.toml` (port 0: the address it got is published in `run/<zone>-idp.addr`), the admin
+//! listener (`/healthz`, `/metrics`) on loopback, and the control socket `run/<zone>-idp.sock`.
+//! Stops on SIGINT or SIGTERM, finishing requests in flight and removing what it published.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, RwLock};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
+use miette::{IntoDiagnostic, WrapErr, miette};
+use serde_json::{Value, json};
+use tianping_audit::AuditLog;
+use tianping_certs::{ClientAuth, ServerTlsBuilder};
+use tianping_core::{
+    Algorithm, Clock, Component, DataDir, Fabric, Listener, SystemClock, clear_published_addrs,
+    publish_addr,
+};
+use tianping_idp::{
+    GrantPolicy, Idp, IdpParts, KeySet, OsRandom, SessionPolicy, Store, TokenIssuer,
+};
+use tianping_net::{
+    Body, BoxFuture, ControlOptions, Handler, HostSet, Registry, ResponseBody, ServerOptions, full,
+    serve_admin_with, serve_control_with, serve_tls,
+};
+
+use super::directory::{Op, audit_event, execute};
+use super::{Alg, Paths, longest_token_life, origin};
+
+/// How many audit events between checkpoints signed with the IdP's node key.
+const CHECKPOINT_EVERY: u64 = 1000;
+
+pub(crate) fn run(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<ExitCode> {
+    p.require_initialised()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    rt.block_on(serve(dir, fabric, p))
+}
+
+/// What the provider is rebuilt from when its keys change.
+struct Template {
+    issuer: String,
+    store: Arc<dyn Store>,
+    audit: Arc<AuditLog>,
+    zone: String,
+    clock: Arc<dyn Clock>,
+    /// The keys in force.
+    keys: KeySet,
+}
+
+/// The provider in force, swapped whole when its keys rotate.
+pub(crate) struct LiveIdp {
+    current: RwLock<Option<Idp>>,
+    template: Mutex<Option<Template>>,
+    key_dir: tianping_idp::KeyDir,
+    metrics: Arc<Registry>,
+}
+
+impl LiveIdp {
+    /// The provider signing with `keys`, serving the clients the directory holds now.
+    fn build(t: &Template, keys: KeySet) -> Result<Idp, String> {
+        let clients = tianping_idp::Directory::new(&*t.store)
+            .clients()
+            .map_err(|e| format!("reading the directory's clients: {e}"))?;
+        Ok(Idp::new(IdpParts {
+            issuer: TokenIssuer::new(t.issuer.clone(), keys),
+            audience: "tianping".into(),
+            store: Arc::clone(&t.store),
+            clients,
+            audit: Arc::clone(&t.audit),
+            zone: t.zone.clone(),
+            clock: Arc::clone(&t.clock),
+            rng: Arc::new(OsRandom::new()),
+            grants: GrantPolicy::default(),
+            sessions: SessionPolicy::default(),
+        }))
+    }
+
+    fn install(&self, t: Template) -> miette::Result<()> {
+        let idp = Self::build(&t, t.keys.clone()).map_err(|e| miette!("{e}"))?;
+        *self.template.lock().map_err(|_| miette!("poisoned"))? = Some(t);
+        *self.current.write().map_err(|_| miette!("poisoned"))? = Some(idp);
+        Ok(())
+    }
+
+    fn current(&self) -> Option<Idp> {
+        self.current.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Rotates the keys on disk and swaps the provider; the old key stays in the JWKS.
+    fn rotate(&self, alg: Algorithm) -> Result<String, String> {
+        // one rotation at a time: the template's lock is held throughout
+        let mut template = self.template.lock().map_err(|_| "poisoned".to_owned())?;
+        let t = template.as_mut().ok_or("the provider is not started yet")?;
+        let now = t.clock.now();
+        let life = longest_token_life(t.keys.clone());
+        let set = self
+            .key_dir
+            .rotate(alg, now, life)
+            .map_err(|e| e.to_string())?;
+        let kid = set.kid().to_owned();
+        let idp = Self::build(t, set.clone())?;
+        t.keys = set;
+        *self.current.write().map_err(|_| "poisoned".to_owned())? = Some(idp);
+        let mut e = tianping_audit::Event::new(now, "idp.keys.rotate");
+        e.zone.clone_from(&t.zone);
+        e.component = "idp".into();
+        e.object.clone_from(&kid);
+        e.outcome = "ok".into();
+        t.audit.append(&e).map_err(|e| format!("audit: {e}"))?;
+        Ok(kid)
+    }
+
+    /// Carries out a directory op on the store; a registered client is served at once.
+    fn directory(&self, op: &Op) -> Result<Value, String> {
+        let template = self.template.lock().map_err(|_| "poisoned".to_owned())?;
+        let t = template.as_ref().ok_or("the provider is not started yet")?;
+        let answer = execute(&*t.store, op)?;
+        if !op.reads() {
+            t.audit
+                .append(&audit_event(&t.zone, op, t.clock.now()))
+                .map_err(|e| format!("audit: {e}"))?;
+        }
+        if matches!(op, Op::ClientAdd { .. }) {
+            let idp = Self::build(t, t.keys.clone())?;
+            *self.current.write().map_err(|_| "poisoned".to_owned())? = Some(idp);
+        }
+        Ok(answer)
+    }
+
+    fn count(&self, name: &str, help: &str, labels: &[(&str, &str)]) {
+        if let Ok(c) = self.metrics.counter(name, help, labels) {
+            c.inc();
+        }
+    }
+}
+
+/// The public listener's handler: the provider in force, counted at its boundary.
+struct Front(Arc<LiveIdp>);
+
+fn endpoint(path: &str) -> &'static str {
+    match path {
+        "/.well-known/openid-configuration" => "discovery",
+        "/jwks" => "jwks",
+        "/token" => "token",
+        "/authorize" => "authorize",
+        "/userinfo" => "userinfo",
+        "/revoke" => "revoke",
+        "/introspect" => "introspect",
+        "/logout" => "logout",
+        "/login" => "login",
+        _ => "other",
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut r = Response::new(full(text));
+    *r.status_mut() = status;
+    r
+}
+
+impl Handler for Front {
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        let live = Arc::clone(&self.0);
+        Box::pin(async move {
+            let ep = endpoint(req.uri().path());
+            let Some(idp) = live.current() else {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+            };
+            let resp = idp.call(req).await;
+            let status = resp.status();
+            live.count(
+                "tianping_idp_requests_total",
+                "Requests to the IdP by endpoint and status.",
+                &[("endpoint", ep), ("status", status.as_str())],
+            );
+            if ep != "token" {
+                return resp;
+            }
+            // token answers are small JSON: read the outcome, then send them on unchanged
+            let (parts, body) = resp.into_parts();
+            let Ok(collected) = body.collect().await else {
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "token answer failed\n");
+            };
+            let bytes = collected.to_bytes();
+            if status.is_success() {
+                let refresh = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .is_some_and(|v| v.get("refresh_token").is_some());
+                live.count(
+                    "tianping_idp_grants_total",
+                    "Tokens issued by the token endpoint, by whether a refresh token came with them.",
+                    &[("refresh_token", if refresh { "yes" } else { "no" })],
+                );
+            } else {
+                let error = serde_json::from_slice::<Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                live.count(
+                    "tianping_idp_grant_failures_total",
+                    "Token requests refused, by OAuth error code.",
+                    &[("error", &error)],
+                );
+            }
+            Response::from_parts(parts, full(bytes))
+        })
+    }
+}
+
+/// The control socket: status (open) and key rotation.
+struct ControlHandler(Arc<LiveIdp>);
+
+fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    let mut r = Response::new(full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+impl Handler for ControlHandler {
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        let live = Arc::clone(&self.0);
+        Box::pin(async move {
+            let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            match (method.as_str(), path.as_str()) {
+                ("GET", "/status") => {
+                    let issuer = live
+                        .template
+                        .lock()
+                        .ok()
+                        .and_then(|t| t.as_ref().map(|t| t.issuer.clone()));
+                    json_answer(
+                        StatusCode::OK,
+                        &json!({ "component": "idp", "issuer": issuer }),
+                    )
+                }
+                ("POST", "/keys/rotate") => {
+                    let body = match req.into_body().bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let status =
+                                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                            return json_answer(status, &json!({ "error": e.to_string() }));
+                        }
+                    };
+                    let alg = serde_json::from_slice::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v.get("alg")?.as_str().and_then(Alg::parse));
+                    let Some(alg) = alg else {
+                        return json_answer(
+                            StatusCode::BAD_REQUEST,
+                            &json!({ "error": "the body must be {\"alg\": \"ES256\" | \"EdDSA\"}" }),
+                        );
+                    };
+                    let answer = tokio::task::spawn_blocking(move || live.rotate(alg.algorithm()))
+                        .await
+                        .unwrap_or_else(|_| Err("the rotation task failed".into()));
+                    match answer {
+                        Ok(kid) => json_answer(StatusCode::OK, &json!({ "kid": kid })),
+                        Err(e) => {
+                            json_answer(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e }))
+                        }
+                    }
+                }
+                ("POST", "/directory") => {
+                    let body = match req.into_body().bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let status =
+                                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                            return json_answer(status, &json!({ "error": e.to_string() }));
+                        }
+                    };
+                    let op: Op = match serde_json::from_slice(&body) {
+                        Ok(op) => op,
+                        Err(e) => {
+                            return json_answer(
+                                StatusCode::BAD_REQUEST,
+                                &json!({ "error": format!("not a directory operation: {e}") }),
+                            );
+                        }
+                    };
+                    let answer = tokio::task::spawn_blocking(move || live.directory(&op))
+                        .await
+                        .unwrap_or_else(|_| Err("the directory task failed".into()));
+                    match answer {
+                        Ok(v) => json_answer(StatusCode::OK, &v),
+                        Err(e) => {
+                            json_answer(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "error": e }))
+                        }
+                    }
+                }
+                _ => json_answer(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "error": "no such endpoint" }),
+                ),
+            }
+        })
+    }
+}
+
+async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<ExitCode> {
+    let zone = &p.zone;
+    let zl = fabric
+        .zone(zone)
+        .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let keys = p
+        .keys
+        .load_or_create(Algorithm::Es256, clock.now())
+        .into_diagnostic()?;
+    let store: Arc<dyn Store> = Arc::new(p.open_store().wrap_err_with(|| {
+        format!(
+            "is zone `{zone}`'s IdP already running? (`{}`)",
+            p.socket.display()
+        )
+    })?);
+    let audit =
+        Arc::new(AuditLog::open_or_create(&p.audit, &origin(fabric, zone)).into_diagnostic()?);
+    let (_, node_key) = dir.node(zone, Component::Idp);
+    let node_pem = std::fs::read_to_string(&node_key)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading the IdP's node key `{}`", node_key.display()))?;
+    let node = tianping_audit::signer_from_pem(&node_pem).into_diagnostic()?;
+    audit.set_auto_checkpoint(Arc::new(node), CHECKPOINT_EVERY);
+
+    let (pem, key) = dir.tls(zone, Component::Idp);
+    let tls = ServerTlsBuilder::new(pem, key)
+        .client_auth(ClientAuth::None, dir.zone_trust_bundle(zone), vec![])
+        .build()
+        .into_diagnostic()
+        .wrap_err("the IdP's TLS certificate")?;
+
+    clear_published_addrs(dir, zone, Component::Idp).into_diagnostic()?;
+    let registry = Registry::new();
+    let live = Arc::new(LiveIdp {
+        current: RwLock::new(None),
+        template: Mutex::new(None),
+        key_dir: p.keys.clone(),
+        metrics: Arc::clone(&registry),
+    });
+    let options = ServerOptions::new(HostSet::new([zl.idp_host.clone()]));
+    let server = serve_tls(
+        SocketAddr::new(zl.address, zl.idp_port),
+        Arc::new(tls),
+        options,
+        Front(Arc::clone(&live)),
+    )
+    .await
+    .into_diagnostic()?;
+    let bound = server.local_addr();
+    let issuer = if bound.port() == 443 {
+        format!("https://{}", zl.idp_host)
+    } else {
+        format!("https://{}:{}", zl.idp_host, bound.port())
+    };
+    live.install(Template {
+        issuer: issuer.clone(),
+        store,
+        audit: Arc::clone(&audit),
+        zone: zone.to_string(),
+        clock,
+        keys,
+    })?;
+
+    let admin_ip = if zl.address.is_loopback() {
+        zl.address
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    let admin_port = zl.admin_ports.get(&Component::Idp).copied().unwrap_or(0);
+    let admin = serve_admin_with(
+        SocketAddr::new(admin_ip, admin_port),
+        vec![server.metrics()],
+        Arc::clone(&registry),
+    )
+    .await
+    .into_diagnostic()?;
+    // Peer uid checked (this user and root); the person-token verifier of "administrators who
+    // are people" plugs in here when it exists.
+    let control = serve_control_with(
+        &p.socket,
+        ControlOptions::new(&[]),
+        ControlHandler(Arc::clone(&live)),
+    )
+    .await
+    .into_diagnostic()?;
+    publish_addr(dir, zone, Component::Idp, &Listener::Public, bound).into_diagnostic()?;
+    publish_addr(
+        dir,
+        zone,
+        Component::Idp,
+        &Listener::Admin,
+        admin.local_addr(),
+    )
+    .into_diagnostic()?;
+    println!(
+        "idp of `{zone}`: {issuer} on {bound}, admin on {}, control socket `{}`",
+        admin.local_addr(),
+        control.path().display()
+    );
+
+    stopped().await?;
+    control.shutdown().await;
+    server.shutdown().await;
+    admin.shutdown().await;
+    clear_published_addrs(dir, zone, Component::Idp).into_diagnostic()?;
+    println!("idp of `{zone}` stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn stopped() -> miette::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).into_diagnostic()?;
+    let mut int = signal(SignalKind::interrupt()).into_diagnostic()?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! `tianping idp` as a user runs it, on a data folder made by `tianping init`: `idp init` once per
+//! zone, the directory on a stopped and on a running IdP, passwords never from a flag, the
+//! separated administrator roles refused, and `idp serve` on port 0 answering discovery over
+//! TLS, `/healthz` and `/metrics` on its admin listener, and keeping a rotated key in `/jwks`.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::indexing_slicing, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tianping_core::{Component, DataDir, Fabric, Listener, ZoneName};
+
+const STRONG: &str = "Court-Passw0rd-2026";
+
+fn run(data: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut all = vec!["--data", data.to_str().unwrap()];
+    all.extend_from_slice(args);
+    common::tianping(&all, stdin)
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a refusal, got: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every listener of every zone and every link on port 0.
+pub(crate) fn ports_to_zero(fabric: &Path) {
+    let text = std::fs::read_to_string(fabric).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let zeroed = if t.starts_with("gateway = ") || t.starts_with("idp = ") {
+            let (k, _) = t.split_once(" = ").unwrap();
+            format!("{k} = 0")
+        } else if t.starts_with("admin = {") {
+            let mut s = String::new();
+            let mut in_num = false;
+            for c in t.chars() {
+                if c.is_ascii_digit() {
+                    if !in_num {
+                        s.push('0');
+                    }
+                    in_num = true;
+                } else {
+                    in_num = false;
+                    s.push(c);
+                }
+            }
+            s
+        } else if t.starts_with("address = \"127.0.0.1:") {
+            "address = \"127.0.0.1:0\"".to_owned()
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&zeroed);
+        out.push('\n');
+    }
+    std::fs::write(fabric, out).unwrap();
+}
+
+fn init_data(tmp: &Path) -> std::path::PathBuf {
+    let data = tmp.join("data");
+    ok(&run(&data, &["init"], ""));
+    data
+}
+
+/// Kills the child when dropped, so a failing test leaves no daemon behind.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(data: &Path, zone: &str) -> Daemon {
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_tianping"))
+            .arg("--data")
+            .arg(data)
+            .args(["idp", "serve", "--zone", zone])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The IdP's public and admin addresses, once both are published (bounded wait).
+fn wait_published(
+    data: &Path,
+    zone: &ZoneName,
+    d: &mut Daemon,
+) -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let dir = DataDir::new(data);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = d.0.try_wait().unwrap() {
+            panic!("idp serve exited early: {status}");
+        }
+        let a = tianping_core::published_addrs(&dir, zone, Component::Idp).unwrap_or_default();
+        if let (Some(p), Some(m)) = (a.get(&Listener::Public), a.get(&Listener::Admin)) {
+            return (*p, *m);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the IdP never published its addresses"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn https(data: &Path, zone: &ZoneName, addr: std::net::SocketAddr) -> (reqwest::Client, String) {
+    let dir = DataDir::new(data);
+    let fabric = Fabric::load(&dir.fabric()).unwrap();
+    let host = fabric.zone(zone).unwrap().idp_host.clone();
+    let trust = std::fs::read(dir.zone_trust_bundle(zone)).unwrap();
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .resolve(&host, addr);
+    for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
+        b = b.add_root_certificate(cert);
+    }
+    (
+        b.build().unwrap(),
+        format!("https://{host}:{}", addr.port()),
+    )
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let resp = http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{url}");
+    serde_json::from_str(&resp.text().await.unwrap()).unwrap()
+}
+
+fn kids(jwks: &Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn idp_init_makes_the_store_once_and_refuses_a_second_time_naming_the_zone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_data(tmp.path());
+    let dir = DataDir::new(&data);
+    let zone: ZoneName = "private".parse().unwrap();
+    let base = dir.component(&zone, Component::Idp);
+    // `tianping init` makes no store and no keys
+    assert!(!base.join("store").exists());
+    assert!(!dir.keys(&zone, Component::Idp).exists());
+    // the commands that need the store say how to make it
+    let err = refused(&run(
+        &data,
+        &["idp", "user", "list", "--zone", "private"],
+        "",
+    ));
+    assert!(err.contains("tianping idp init --zone private"), "{err}");
+
+    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    assert!(base.join("store").is_dir());
+    let keys = dir.keys(&zone, Component::Idp);
+    assert!(keys.join("keys.json").is_file());
+    let key_files: Vec<_> = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    assert_eq!(key_files.len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key_files[0])
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let listed = ok(&run(
+        &data,
+        &["idp", "keys", "list", "--zone", "private"],
+        "",
+    ));
+    assert!(
+        listed.contains("ES256") && listed.contains("signing"),
+        "{listed}"
+    );
+
+    let before = std::fs::read(keys.join("keys.json")).unwrap();
+    let err = refused(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    assert!(
+        err.contains("`private`") && err.contains("already initialised"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(keys.join("keys.json")).unwrap(), before);
+    // another zone is its own
+    ok(&run(
+        &data,
+        &["idp", "init", "--zone", "internet", "--alg", "EdDSA"],
+        "",
+    ));
+    let listed = ok(&run(
+        &data,
+        &["idp", "keys", "list", "--zone", "internet"],
+        "",
+    ));
+    assert!(listed.contains("EdDSA"), "{listed}");
+}
+
+#[test]
+fn the_directory_on_a_stopped_idp_adds_lists_shows_and_disables_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_data(tmp.path());
+    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    let z = ["--zone", "private"];
+    let idp = |args: &[&str], stdin: &str| {
+        let mut all = vec!["idp"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&z);
+        run(&data, &all, stdin)
+    };
+    ok(&idp(
+        &["court", "add", "bj", "--name", "北京市高级人民法院"],
+        "",
+    ));
+    ok(&idp(
+        &["court", "add", "bj.01", "--name", "北京市第一中级人民法院"],
+        "",
+    ));
+    let courts = ok(&idp(&["court", "list"], ""));
+    assert!(courts.contains("bj.01\t北京市第一中级人民法院"), "{courts}");
+    // a court without its parent is refused
+    let err = refused(&idp(&["court", "add", "sh.02", "--name", "上海"], ""));
+    assert!(err.contains("parent"), "{err}");
+
+    // a password on a flag is not a thing the command takes
+    let err = refused(&idp(
+        &[
+            "user",
+            "add",
+            "--sub",
+            "judge-0001",
+            "--login",
+            "wang",
+            "--name",
+            "王法官",
+            "--password",
+            STRONG,
+        ],
+        "",
+    ));
+    assert!(err.contains("--password"), "{err}");
+    // the password from stdin
+    let added = ok(&idp(
+        &[
+            "user",
+            "add",
+            "--sub",
+            "judge-0001",
+            "--login",
+            "Wang.Fang",
+            "--name",
+            "王芳",
+            "--court",
+            "bj.01",
+            "--role",
+            "judge",
+            "--clearance",
+            "secret",
+            "--password-stdin",
+        ],
+        &format!("{STRONG}\n"),
+    ));
+    assert!(
+        added.contains("judge-0001\twang.fang\tenabled\tbj.01\tjudge"),
+        "{added}"
+    );
+    // and from a file
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, format!("{STRONG}-b\n")).unwrap();
+    ok(&idp(
+        &[
+            "user",
+            "add",
+            "--sub",
+            "clerk-0002",
+            "--login",
+            "li.na",
+            "--name",
+            "李书记员",
+            "--role",
+            "clerk",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--temporary",
+        ],
+        "",
+    ));
+    // a weak password is refused and nothing is added
+    let err = refused(&idp(
+        &[
+            "user",
+            "add",
+            "--sub",
+            "clerk-0003",
+            "--login",
+            "zhao",
+            "--name",
+            "赵",
+            "--password-stdin",
+        ],
+        "short\n",
+    ));
+    assert!(!err.is_empty());
+    // separation of the administrator roles
+    let err = refused(&idp(
+        &[
+            "user",
+            "add",
+            "--sub",
+            "admin-0001",
+            "--login",
+            "root",
+            "--name",
+            "管理员",
+            "--role",
+            "sysadmin",
+            "--role",
+            "auditor",
+            "--no-password",
+        ],
+        "",
+    ));
+    assert!(err.contains("sysadmin") && err.contains("auditor"), "{err}");
+
+    let list = ok(&idp(&["user", "list"], ""));
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(
+        !list.contains("clerk-0003") && !list.contains("admin-0001"),
+        "{list}"
+    );
+    let shown: Value = serde_json::from_str(&ok(&idp(&["user", "show", "li.na"], ""))).unwrap();
+    assert_eq!(shown["sub"], "clerk-0002");
+    assert_eq!(shown["password"], true);
+    assert_eq!(
+        shown["required_actions"],
+        serde_json::json!(["change-password"])
+    );
+    // no hash or secret is ever shown
+    assert!(shown.get("password_hash").is_none());
+
+    ok(&idp(&["user", "disable", "judge-0001"], ""));
+    let shown: Value =
+        serde_json::from_str(&ok(&idp(&["user", "show", "judge-0001"], ""))).unwrap();
+    assert_eq!(shown["status"], "disabled");
+    ok(&idp(&["user", "enable", "wang.fang"], ""));
+    ok(&idp(
+        &["user", "require-action", "wang.fang", "enrol-totp"],
+        "",
+    ));
+    let shown: Value =
+        serde_json::from_str(&ok(&idp(&["user", "show", "judge-0001"], ""))).unwrap();
+    assert_eq!(shown["status"], "enabled");
+    assert_eq!(shown["required_actions"], serde_json::json!(["enrol-totp"]));
+    let err = refused(&idp(&["user", "show", "nobody"], ""));
+    assert!(err.contains("nobody"), "{err}");
+
+    // a client's secret is printed once and never again
+    let added = ok(&idp(
+        &[
+            "client",
+            "add",
+            "case-app",
+            "--redirect-uri",
+            "https://case.example/cb",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+        ],
+        "",
+    ));
+    let secret_line = added.lines().find(|l| l.contains("client secret")).unwrap();
+    let secret = secret_line.rsplit(' ').next().unwrap();
+    assert_eq!(secret.len(), 64);
+    let shown = ok(&idp(&["client", "show", "case-app"], ""));
+    assert!(!shown.contains(secret) && shown.contains("https://case.example/cb"));
+    assert!(ok(&idp(&["client", "list"], "")).contains("case-app\tclient_secret_basic"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_serve_on_port_0_answers_over_tls_and_keeps_a_rotated_key_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_data(tmp.path());
+    let dir = DataDir::new(&data);
+    ports_to_zero(&dir.fabric());
+    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    let zone: ZoneName = "private".parse().unwrap();
+    let mut daemon = serve(&data, "private");
+    let (public, admin) = wait_published(&data, &zone, &mut daemon);
+    assert_ne!(public.port(), 0);
+    // a second IdP of the same zone cannot take the store or the socket
+    let second = run(&data, &["idp", "serve", "--zone", "private"], "");
+    refused(&second);
+
+    let (http, base) = https(&data, &zone, public);
+    let d = get_json(&http, &format!("{base}/.well-known/openid-configuration")).await;
+    assert_eq!(d["issuer"], base.as_str());
+    assert_eq!(d["jwks_uri"], format!("{base}/jwks"));
+    let before = kids(&get_json(&http, &format!("{base}/jwks")).await);
+    assert_eq!(before.len(), 1);
+    // a refused grant is counted by its error
+    let refused_grant = http
+        .post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .basic_auth("nobody", Some("wrong"))
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused_grant.status(), 401);
+
+    let plain = reqwest::Client::new();
+    let health = plain
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = plain
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tianping_idp_requests_total{endpoint=\"discovery\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tianping_idp_grant_failures_total{error=\"invalid_client\"} 1"),
+        "{metrics}"
+    );
+
+    // the directory through the running IdP's control socket: a client registered now is
+    // served at once
+    let added = ok(&run(
+        &data,
+        &[
+            "idp",
+            "client",
+            "add",
+            "svc",
+            "--zone",
+            "private",
+            "--grant",
+            "client_credentials",
+        ],
+        "",
+    ));
+    let secret = added
+        .lines()
+        .find(|l| l.contains("client secret"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_owned();
+    let listed = ok(&run(
+        &data,
+        &["idp", "client", "list", "--zone", "private"],
+        "",
+    ));
+    assert!(listed.contains("svc"), "{listed}");
+    let granted = http
+        .post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .basic_auth("svc", Some(&secret))
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
+
+    // rotation through the running IdP: the old key stays in the JWKS
+    ok(&run(
+        &data,
+        &["idp", "keys", "rotate", "--zone", "private"],
+        "",
+    ));
+    let after = kids(&get_json(&http, &format!("{base}/jwks")).await);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_ne!(after[0], before[0]);
+    assert_eq!(after[1], before[0]);
+    let listed = ok(&run(
+        &data,
+        &["idp", "keys", "list", "--zone", "private"],
+        "",
+    ));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+
+    // SIGTERM stops it cleanly: exit 0, addresses and socket gone
+    let pid = daemon.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the IdP did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!dir.addr_file(&zone, Component::Idp).exists());
+    assert!(!dir.socket(&zone, Component::Idp).exists());
+
+    // rotated again while stopped: every key whose tokens may live is still listed
+    ok(&run(
+        &data,
+        &["idp", "keys", "rotate", "--zone", "private"],
+        "",
+    ));
+    let listed = ok(&run(
+        &data,
+        &["idp", "keys", "list", "--zone", "private"],
+        "",
+    ));
+    assert_eq!(listed.lines().count(), 3, "{listed}");
+    // and the user added to the running IdP's store is there for the stopped commands
+    let clients = ok(&run(
+        &data,
+        &["idp", "client", "show", "svc", "--zone", "private"],
+        "",
+    ));
+    assert!(clients.contains("client_credentials"), "{clients}");
+}
