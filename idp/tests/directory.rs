@@ -1,6 +1,7 @@
 //! The directory on both stores: courts, users and clients written through [`Directory`], read
 //! back after the sled store is closed and reopened, and refusals that leave nothing changed.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::indexing_slicing, reason = "tests fail loudly")]
 
 use tianping_core::{Clearance, Role, SubjectId, UnixTime};
 use tianping_idp::danger::SeededRandom;

@@ -3,7 +3,6 @@
 //! TOTP and its enrolment, required actions, lockout, CSRF, replayed codes, the dummy hash, the
 //! least `acr` per role, `prompt=none`, `max_age`, both languages, registration in `internet`.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
-#![expect(clippy::indexing_slicing, reason = "tests fail loudly")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,10 +56,8 @@ impl Answer {
 
     /// The `code` of a successful redirect, after checking `state` and `iss`.
     fn code(&self) -> String {
-        let loc = self
-            .location
-            .as_deref()
-            .unwrap_or_else(|| panic!("{}", self.html));
+        assert!(self.location.is_some(), "{}", self.html);
+        let loc = self.location.as_deref().unwrap();
         assert_eq!(self.status, StatusCode::SEE_OTHER);
         assert!(loc.starts_with("https://case.example/cb?code="), "{loc}");
         assert!(loc.contains("&state=s-1&"), "{loc}");
