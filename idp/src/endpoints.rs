@@ -36,6 +36,7 @@ use tianping_core::{Secret, SubjectId, UnixTime};
 use tianping_net::{Body, ResponseBody, full};
 
 use crate::client::{Client, ClientAuthMethod, ClientCredentials, GrantType};
+use crate::directory::Directory;
 use crate::error::IdpError;
 use crate::form::{Params, decode};
 use crate::grants::{FamilyId, Grants, RefreshFamily};
@@ -53,6 +54,16 @@ pub(crate) struct Ctx<'a> {
     pub(crate) clients: &'a HashMap<String, Client>,
 }
 
+impl Ctx<'_> {
+    /// A client by id: the ones given at start, then the directory's.
+    fn client(&self, id: &str) -> Result<Option<Client>, IdpError> {
+        match self.clients.get(id) {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.parts.store.client(id),
+        }
+    }
+}
+
 /// The discovery entries of the endpoints here, merged into the provider's document.
 pub(crate) fn discovery_entries(iss: &str) -> Map<String, Value> {
     let v = json!({
@@ -64,8 +75,8 @@ pub(crate) fn discovery_entries(iss: &str) -> Map<String, Value> {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp",
-            "at_hash", "court", "roles", "clearance", "zone", "name", "preferred_username",
-            "email", "email_verified", "phone_number", "phone_number_verified",
+            "at_hash", "court", "roles", "clearance", "zone", "name", "given_name",
+            "family_name", "preferred_username", "email", "phone_number",
         ],
         "claims_parameter_supported": true,
         "claim_types_supported": ["normal"],
@@ -81,14 +92,21 @@ pub(crate) fn discovery_entries(iss: &str) -> Map<String, Value> {
     }
 }
 
-/// Whether a person may be issued tokens now: not locked out, not disabled. Every grant for a
-/// person (a code redeemed, a refresh, UserInfo) asks here and only here.
+/// Whether a person may be issued tokens now: the directory's account enabled and not locked
+/// out. Every grant for a person (a code redeemed, a refresh, UserInfo, introspection) asks here
+/// and only here. A subject the directory does not hold (a grant from before the directory, a
+/// test identity) is checked for a lockout under its subject id alone.
 pub(crate) fn account_may_get_tokens(
     parts: &IdpParts,
     sub: &SubjectId,
     now: UnixTime,
 ) -> Result<(), IdpError> {
-    let state = parts.store.lockout(sub.as_str())?;
+    let user = Directory::new(&*parts.store).user(sub)?;
+    if user.as_ref().is_some_and(|u| !u.is_enabled()) {
+        return Err(IdpError::AccountInactive);
+    }
+    let account = user.as_ref().map_or(sub.as_str(), |u| u.login.as_str());
+    let state = parts.store.lockout(account)?;
     LockoutPolicy::default()
         .check(&state, now)
         .map_err(|_| IdpError::AccountInactive)
@@ -384,15 +402,12 @@ fn credentials(p: &Params, authorization: Option<&str>) -> Result<ClientCredenti
     }
 }
 
-fn header_str<'h>(h: &'h HeaderMap, name: header::HeaderName) -> Result<Option<&'h str>, ()> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ()> {
     h.get(name).map(|v| v.to_str().map_err(drop)).transpose()
 }
 
 /// The form body and the authenticated client of a `/revoke` or `/introspect` request.
-async fn client_request<'c>(
-    ctx: Ctx<'c>,
-    req: Request<Body>,
-) -> Result<(Params, &'c Client), IdpError> {
+async fn client_request(ctx: Ctx<'_>, req: Request<Body>) -> Result<(Params, Client), IdpError> {
     let authorization = header_str(req.headers(), header::AUTHORIZATION)
         .map_err(|()| IdpError::ClientAuthFailed)?
         .map(str::to_owned);
@@ -404,8 +419,7 @@ async fn client_request<'c>(
     let params = Params::parse(&body)?;
     let creds = credentials(&params, authorization.as_deref())?;
     let client = ctx
-        .clients
-        .get(&creds.client_id)
+        .client(&creds.client_id)?
         .ok_or(IdpError::ClientAuthFailed)?;
     client.authenticate(&creds)?;
     Ok((params, client))
@@ -630,15 +644,30 @@ fn userinfo_claims(p: &IdpParts, token: &str, now: UnixTime) -> Result<Value, Id
     Ok(Value::Object(out))
 }
 
-/// The claims a scope releases about `sub`, from the directory.
+/// The claims a scope releases about `sub`, from the directory (OIDC Core §5.4).
 fn scope_claims(
-    _p: &IdpParts,
+    p: &IdpParts,
     sub: &SubjectId,
     scope: &str,
 ) -> Result<Map<String, Value>, IdpError> {
     let mut m = Map::new();
-    if scope == "profile" {
-        m.insert("preferred_username".into(), sub.as_str().into());
+    let user = Directory::new(&*p.store).user(sub)?;
+    let mut put = |k: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), v.into());
+        }
+    };
+    match (scope, &user) {
+        ("profile", Some(u)) => {
+            put("name", Some(&u.display_name));
+            put("given_name", u.given_name.as_deref());
+            put("family_name", u.family_name.as_deref());
+            put("preferred_username", Some(&u.login));
+        }
+        ("profile", None) => put("preferred_username", Some(sub.as_str())),
+        ("email", Some(u)) => put("email", u.email.as_deref()),
+        ("phone", Some(u)) => put("phone_number", u.phone.as_deref()),
+        _ => {}
     }
     Ok(m)
 }
@@ -703,10 +732,11 @@ async fn logout_inner(
     let state = params.get("state")?;
     let target = match params.get("post_logout_redirect_uri")? {
         Some(uri) => {
-            let client = client_id
-                .as_deref()
-                .and_then(|c| ctx.clients.get(c))
-                .ok_or(IdpError::MissingParameter("client_id"))?;
+            let client = match client_id.as_deref() {
+                Some(c) => ctx.client(c)?,
+                None => None,
+            }
+            .ok_or(IdpError::MissingParameter("client_id"))?;
             if !client.matches_post_logout(uri) {
                 return Err(IdpError::RedirectUriNotRegistered(crate::error::quoted(
                     uri,

@@ -11,7 +11,9 @@ mod oidc_world;
 
 use std::time::Duration;
 
-use oidc_world::{BYE, REDIRECT, SECRET, SUB, VERIFIER, World, challenge, query_param, world};
+use oidc_world::{
+    BYE, EMAIL, LOGIN, PHONE, REDIRECT, SECRET, SUB, VERIFIER, World, challenge, query_param, world,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tianping_core::Clock as _;
@@ -306,11 +308,23 @@ async fn scope_profile_email_phone() {
     let (status, _, info) = w.userinfo(at).await;
     assert_eq!(status, StatusCode::OK, "{info}");
     assert_eq!(info["sub"], SUB);
-    assert!(info.get("preferred_username").is_some(), "{info}");
-    // without the scopes, their claims are not released
-    let body = tokens_for(&w, &query("openid", &[])).await;
-    let (_, _, bare) = w.userinfo(body["access_token"].as_str().unwrap()).await;
-    assert!(bare.get("preferred_username").is_none(), "{bare}");
+    assert_eq!(info["name"], "李法官");
+    assert_eq!(info["family_name"], "李");
+    assert_eq!(info["preferred_username"], LOGIN);
+    assert_eq!(info["email"], EMAIL);
+    assert_eq!(info["phone_number"], PHONE);
+    // each scope alone releases its own claims and no others
+    for (scope, has, lacks) in [
+        ("openid profile", "name", "email"),
+        ("openid email", "email", "phone_number"),
+        ("openid phone", "phone_number", "name"),
+        ("openid", "sub", "email"),
+    ] {
+        let body = tokens_for(&w, &query(scope, &[])).await;
+        let (_, _, info) = w.userinfo(body["access_token"].as_str().unwrap()).await;
+        assert!(info.get(has).is_some(), "{scope}: {info}");
+        assert!(info.get(lacks).is_none(), "{scope}: {info}");
+    }
     w.server.shutdown().await;
 }
 
@@ -432,7 +446,7 @@ async fn claims_essential() {
     let v = verify_with(body["id_token"].as_str().unwrap(), &jwks(&w).await).unwrap();
     assert_eq!(v.str_claim("acr"), Some("otp"));
     let (_, _, info) = w.userinfo(body["access_token"].as_str().unwrap()).await;
-    assert!(info.get("preferred_username").is_some(), "{info}");
+    assert_eq!(info["preferred_username"], LOGIN, "{info}");
     w.server.shutdown().await;
 }
 
@@ -529,5 +543,123 @@ async fn rp_initiated_logout() {
     // without a redirect: the signed-out page
     let resp = logout(vec![]).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    w.server.shutdown().await;
+}
+
+/// The judge signs in through the forms; the browser's cookie and the tokens of that sign-in.
+async fn signed_in_browser(w: &World) -> (Option<String>, Value) {
+    let mut cookie = None;
+    let loc = w
+        .sign_in_through_forms(&query("openid", &[("nonce", "n-1")]), &mut cookie)
+        .await;
+    let code = query_param(&loc, "code").unwrap();
+    let (status, body) = w.redeem("case-app", &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (cookie, body)
+}
+
+/// `GET /authorize` in the browser holding `cookie`.
+async fn authorize_in(
+    w: &World,
+    q: &str,
+    cookie: &mut Option<String>,
+) -> (StatusCode, Option<String>, String) {
+    w.browse(w.http.get(w.url(&format!("/authorize?{q}"))), cookie)
+        .await
+}
+
+async fn auth_time_of(w: &World, tokens: &Value) -> u64 {
+    let v = verify_with(tokens["id_token"].as_str().unwrap(), &jwks(w).await).unwrap();
+    v.claims["auth_time"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn prompt_none_without_session_login_required() {
+    let w = world().await;
+    let resp = authorize_get(&w, &query("openid", &[("prompt", "none")])).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        query_param(&loc, "error").as_deref(),
+        Some("login_required")
+    );
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("st-1"));
+    assert_eq!(query_param(&loc, "iss"), Some(w.iss.clone()));
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn prompt_none_with_session_succeeds() {
+    let w = world().await;
+    let (mut cookie, _) = signed_in_browser(&w).await;
+    w.clock.advance(Duration::from_secs(5));
+    let (status, loc, page) =
+        authorize_in(&w, &query("openid", &[("prompt", "none")]), &mut cookie).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let code = query_param(&loc.unwrap(), "code").unwrap();
+    let (status, body) = w.redeem("case-app", &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn prompt_login_forces_sign_in() {
+    let w = world().await;
+    let (mut cookie, _) = signed_in_browser(&w).await;
+    let (status, loc, page) =
+        authorize_in(&w, &query("openid", &[("prompt", "login")]), &mut cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(loc.is_none());
+    assert!(page.contains("name=\"password\""), "{page}");
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_age_1_forces_sign_in_and_returns_auth_time() {
+    let w = world().await;
+    let (mut cookie, first) = signed_in_browser(&w).await;
+    let t0 = auth_time_of(&w, &first).await;
+    // past max_age, and into the next TOTP step (a code is accepted once)
+    w.clock.advance(Duration::from_secs(31));
+    let q = query("openid", &[("max_age", "1")]);
+    let (status, _, page) = authorize_in(&w, &q, &mut cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("name=\"password\""), "{page}");
+    let loc = w.sign_in_through_forms(&q, &mut cookie).await;
+    let (_, again) = w
+        .redeem("case-app", &query_param(&loc, "code").unwrap())
+        .await;
+    let t1 = auth_time_of(&w, &again).await;
+    assert_eq!(t1, w.clock.now().as_secs());
+    assert_eq!(t1, t0 + 31);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_age_10000_does_not_force_sign_in() {
+    let w = world().await;
+    let (mut cookie, first) = signed_in_browser(&w).await;
+    let t0 = auth_time_of(&w, &first).await;
+    w.clock.advance(Duration::from_secs(31));
+    let q = query("openid", &[("max_age", "10000")]);
+    let (status, loc, page) = authorize_in(&w, &q, &mut cookie).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let (_, again) = w
+        .redeem("case-app", &query_param(&loc.unwrap(), "code").unwrap())
+        .await;
+    assert_eq!(auth_time_of(&w, &again).await, t0);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn id_token_hint_with_prompt_none_succeeds() {
+    let w = world().await;
+    let (mut cookie, first) = signed_in_browser(&w).await;
+    let hint = first["id_token"].as_str().unwrap();
+    let q = query("openid", &[("prompt", "none"), ("id_token_hint", hint)]);
+    let (status, loc, page) = authorize_in(&w, &q, &mut cookie).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let loc = loc.unwrap();
+    assert!(query_param(&loc, "code").is_some(), "{loc}");
     w.server.shutdown().await;
 }

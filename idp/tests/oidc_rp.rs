@@ -2,13 +2,11 @@
 //! to the zone's `idp` host name from `fabric.toml`, trusting only the test PKI's root: discovery,
 //! authorization with PKCE, the code redeemed, the ID token verified (signature against the
 //! fetched JWKS, `iss`, `aud`, `nonce`, `at_hash`, `acr`, `amr`), UserInfo, refresh, revocation
-//! and RP-initiated logout. The user's sign-in is a session put into the store.
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
-#![expect(clippy::indexing_slicing, reason = "tests index JSON")]
+//! and RP-initiated logout. The user signs in through the real HTML forms, password then TOTP.
 
 mod oidc_world;
 
-use oidc_world::{BYE, REDIRECT, SECRET, SUB, judge, query_param, world};
+use oidc_world::{BYE, REDIRECT, SECRET, SUB, query_param, world};
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdTokenClaims, CoreRevocableToken, CoreUserInfoClaims,
 };
@@ -20,7 +18,7 @@ use openidconnect::{
 use reqwest::StatusCode;
 use serde_json::Value;
 use tianping_core::Clock as _;
-use tianping_idp::{SESSION_COOKIE, SessionPolicy, Sessions, danger::SeededRandom};
+use tianping_idp::{SESSION_COOKIE, SessionPolicy, Sessions};
 
 #[tokio::test]
 async fn openidconnect_relying_party_runs_the_whole_code_flow() {
@@ -55,17 +53,6 @@ async fn openidconnect_relying_party_runs_the_whole_code_flow() {
         RevocationUrl::new(raw["revocation_endpoint"].as_str().unwrap().into()).unwrap(),
     );
 
-    // the user is signed in: a session in the store, its cookie in the browser
-    let sessions = Sessions::new(&*w.store, SessionPolicy::default());
-    let (session_id, _) = sessions
-        .sign_in(
-            None,
-            judge(w.clock.now()),
-            w.clock.now(),
-            &SeededRandom::new(99),
-        )
-        .unwrap();
-
     // authorization with PKCE
     let (pkce, verifier) = PkceCodeChallenge::new_random_sha256();
     let (auth_url, csrf, nonce) = client
@@ -83,23 +70,12 @@ async fn openidconnect_relying_party_runs_the_whole_code_flow() {
             .as_str()
             .starts_with(&format!("{}/authorize?", w.iss))
     );
-    let resp = http
-        .get(auth_url.as_str())
-        .header("cookie", format!("{SESSION_COOKIE}={session_id}"))
-        .send()
-        .await
-        .unwrap();
-    let location = if resp.status() == StatusCode::SEE_OTHER {
-        resp.headers()["location"].to_str().unwrap().to_owned()
-    } else {
-        // The sign-in page: the user signs in, and the code is issued for this very request.
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert!(resp.text().await.unwrap().contains("<form"));
-        let query = auth_url.query().unwrap();
-        let req = w.request(query);
-        let code = w.code_at(query, w.clock.now());
-        tianping_idp::success_location(&req.redirect_uri, &code, req.state.as_deref(), &w.iss)
-    };
+    // the user signs in through the HTML forms: password, then the one-time code
+    let mut cookie = None;
+    let location = w
+        .sign_in_through_forms(auth_url.query().unwrap(), &mut cookie)
+        .await;
+    let session_id = cookie.clone().unwrap();
     assert!(location.starts_with(REDIRECT), "{location}");
     assert_eq!(
         query_param(&location, "state").as_deref(),
@@ -154,7 +130,11 @@ async fn openidconnect_relying_party_runs_the_whole_code_flow() {
         .await
         .unwrap();
     assert_eq!(info.subject().as_str(), SUB);
-    assert!(info.preferred_username().is_some());
+    assert_eq!(
+        info.preferred_username().unwrap().as_str(),
+        oidc_world::LOGIN
+    );
+    assert_eq!(info.email().unwrap().as_str(), oidc_world::EMAIL);
 
     // refresh: a new access token and a rotated refresh token
     let rt1 = tokens.refresh_token().unwrap().clone();
@@ -225,6 +205,7 @@ async fn openidconnect_relying_party_runs_the_whole_code_flow() {
         !set_cookie.contains(&session_id),
         "the session id is rotated"
     );
+    let sessions = Sessions::new(&*w.store, SessionPolicy::default());
     assert!(
         sessions.get(&session_id, w.clock.now()).is_err(),
         "the session ended"

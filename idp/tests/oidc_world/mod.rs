@@ -2,7 +2,12 @@
 //! `idp` host name read from a `fabric.toml`, a sled store, an audit log, a clock moved by hand,
 //! seeded randomness, and a few registered clients.
 #![allow(dead_code, unreachable_pub, reason = "each test binary uses a part")]
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
 
 use std::sync::Arc;
 
@@ -15,9 +20,13 @@ use tianping_core::{
 };
 use tianping_idp::danger::SeededRandom;
 use tianping_idp::{
-    AuthorizationRequest, Client, ClientAuthMethod, CodeChallenge, GrantPolicy, GrantType, Grants,
-    Identity, Idp, IdpParts, KeySet, LockoutState, SessionPolicy, SledStore, Store, TokenIssuer,
-    parse_authorization,
+    AuthorizationRequest, Client, ClientAuthMethod, CodeChallenge, Court, Directory, GrantPolicy,
+    GrantType, Grants, Identity, Idp, IdpParts, KeySet, LockoutState, SessionPolicy, SledStore,
+    Store, TokenIssuer, User, UserStatus, parse_authorization,
+};
+use tianping_idp::{
+    LockoutPolicy, PasswordParams, PasswordPolicy, Passwords, SESSION_COOKIE, SignInParts,
+    TotpConfig, TotpCredential, TotpSecret,
 };
 use tianping_net::{HostSet, ServerHandle, ServerOptions, serve_tls};
 
@@ -31,8 +40,18 @@ pub const BYE: &str = "https://case.example/bye";
 pub const VERIFIER: &str = "dBjftJeZ4CVP-mJ0FuXOpmVFJqGJOzd6qvStTjwH7Sk";
 /// Another well-formed verifier.
 pub const OTHER_VERIFIER: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+/// The judge's password.
+pub const PASSWORD: &str = "Court-2026a";
+/// The judge's TOTP secret.
+pub const TOTP: [u8; 20] = [7; 20];
 /// The subject the tests sign in.
 pub const SUB: &str = "judge-0001";
+/// Its sign-in name.
+pub const LOGIN: &str = "judge.li";
+/// Its e-mail address.
+pub const EMAIL: &str = "li@bj0103.court.example";
+/// Its telephone number.
+pub const PHONE: &str = "+86 10 5555 0103";
 
 /// The challenge of [`VERIFIER`].
 pub fn challenge() -> String {
@@ -124,6 +143,51 @@ fn fabric() -> Fabric {
     Fabric::parse(&zero).unwrap()
 }
 
+/// The directory: the judge's court and its parents, and the judge with a password and an
+/// enrolled authenticator.
+fn directory(store: &dyn Store, passwords: &Passwords, now: UnixTime) {
+    let dir = Directory::new(store);
+    for (code, name) in [
+        ("bj", "北京市高级人民法院"),
+        ("bj.01", "北京市第一中级人民法院"),
+        ("bj.01.03", "北京市海淀区人民法院"),
+    ] {
+        dir.add_court(Court {
+            code: code.parse().unwrap(),
+            name: name.into(),
+        })
+        .unwrap();
+    }
+    let mut user = User::new(SUB.parse().unwrap(), LOGIN, "李法官", now);
+    user.given_name = Some("法官".into());
+    user.family_name = Some("李".into());
+    user.email = Some(EMAIL.into());
+    user.phone = Some(PHONE.into());
+    user.court = Some("bj.01.03".parse().unwrap());
+    user.roles = vec![Role::Judge];
+    user.clearance = Clearance::Secret;
+    dir.add_user(user).unwrap();
+    let sub = SUB.parse().unwrap();
+    dir.set_password(&sub, passwords, PASSWORD, false, now, &SeededRandom::new(5))
+        .unwrap();
+    dir.update_user(&sub, &mut |u| {
+        u.totp = Some(TotpCredential {
+            secret: TotpSecret::from_bytes(TOTP.to_vec()),
+            last_step: None,
+        });
+    })
+    .unwrap();
+}
+
+/// Judges need `otp`, everyone else a password.
+fn least_acr(roles: &[Role]) -> Acr {
+    if roles.contains(&Role::Judge) {
+        Acr::Otp
+    } else {
+        Acr::Pwd
+    }
+}
+
 /// Starts a provider.
 pub async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
@@ -159,8 +223,26 @@ pub async fn world() -> World {
     let clock = Arc::new(ManualClock::new(UnixTime::from_secs(1_800_000_000)));
     let store = Arc::new(SledStore::open(&p("store")).unwrap());
     let audit = Arc::new(AuditLog::create(&p("audit"), "idp.private").unwrap());
+    // cheap argon2id parameters: the tests are about the protocol, not the hash's cost
+    let params = PasswordParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let passwords =
+        Arc::new(Passwords::new(params, PasswordPolicy::default(), &SeededRandom::new(3)).unwrap());
+    directory(&*store, &passwords, clock.now());
     let signer = Arc::new(RingSigner::generate(Algorithm::Es256).unwrap().0);
-    let idp = Idp::new(IdpParts {
+    let sign_in = SignInParts {
+        passwords,
+        lockout: LockoutPolicy::default(),
+        totp: TotpConfig::default(),
+        least_acr: Arc::new(least_acr),
+        zone: "private".parse().unwrap(),
+        self_registration: false,
+        totp_issuer: "Tianping".into(),
+    };
+    let parts = IdpParts {
         issuer: TokenIssuer::new(iss.clone(), KeySet::new(signer)),
         audience: "tianping".into(),
         store: Arc::clone(&store) as Arc<dyn Store>,
@@ -171,7 +253,8 @@ pub async fn world() -> World {
         rng: Arc::new(SeededRandom::new(7)),
         grants: GrantPolicy::default(),
         sessions: SessionPolicy::default(),
-    });
+    };
+    let idp = Idp::with_sign_in(parts, sign_in);
     let mut options = ServerOptions::new(HostSet::new([host.as_str()]));
     options.http3 = false;
     let server = serve_tls(bind, Arc::new(tls), options, idp).await.unwrap();
@@ -323,6 +406,95 @@ impl World {
             .collect()
     }
 
+    /// The judge signs in through the HTML forms, password then TOTP, for the authorization
+    /// request `query`, in a browser holding `cookie` (updated): the `Location` it ends at.
+    pub async fn sign_in_through_forms(&self, query: &str, cookie: &mut Option<String>) -> String {
+        let page = self
+            .browse(
+                self.http.get(self.url(&format!("/authorize?{query}"))),
+                cookie,
+            )
+            .await;
+        assert_eq!(page.0, StatusCode::OK, "the sign-in page: {}", page.2);
+        let form = [("username", LOGIN), ("password", PASSWORD)];
+        let page = self.post_form_page(&page.2, &form, cookie).await;
+        assert_eq!(page.0, StatusCode::OK, "the one-time code page: {}", page.2);
+        let cfg = TotpConfig::default();
+        let code = cfg.code_at(
+            &TotpSecret::from_bytes(TOTP.to_vec()),
+            cfg.step_at(self.clock.now()),
+        );
+        let done = self
+            .post_form_page(&page.2, &[("code", &code)], cookie)
+            .await;
+        assert_eq!(done.0, StatusCode::SEE_OTHER, "{}", done.2);
+        done.1.unwrap()
+    }
+
+    /// Posts the form of `html` (its action and CSRF token) with `fields`.
+    async fn post_form_page(
+        &self,
+        html: &str,
+        fields: &[(&str, &str)],
+        cookie: &mut Option<String>,
+    ) -> (StatusCode, Option<String>, String) {
+        let attr = |name: &str| {
+            let at = html.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            html[at..at + html[at..].find('"').unwrap()].to_owned()
+        };
+        let action = attr("action");
+        let csrf = {
+            let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+            html[at..at + html[at..].find('"').unwrap()].to_owned()
+        };
+        let mut pairs = vec![("csrf", csrf.as_str())];
+        pairs.extend_from_slice(fields);
+        let req = self
+            .http
+            .post(self.url(&action))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(tianping_idp::form_encode_pairs(pairs));
+        self.browse(req, cookie).await
+    }
+
+    /// Sends `req` with the browser's session cookie and keeps the one it is given.
+    pub async fn browse(
+        &self,
+        req: reqwest::RequestBuilder,
+        cookie: &mut Option<String>,
+    ) -> (StatusCode, Option<String>, String) {
+        let req = match cookie.as_deref() {
+            Some(c) => req.header("cookie", format!("{SESSION_COOKIE}={c}")),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        if let Some(set) = resp.headers().get("set-cookie") {
+            let value = set
+                .to_str()
+                .unwrap()
+                .strip_prefix(&format!("{SESSION_COOKIE}="))
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            *cookie = (!value.is_empty()).then_some(value);
+        }
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_owned());
+        (status, location, resp.text().await.unwrap())
+    }
+
+    /// Disables the judge's account.
+    pub fn disable_judge(&self) {
+        Directory::new(&*self.store)
+            .set_status(&SUB.parse().unwrap(), UserStatus::Disabled)
+            .unwrap();
+    }
+
     /// Locks the judge's account out until an hour from now.
     pub fn lock_judge(&self) {
         let state = LockoutState {
@@ -334,7 +506,7 @@ impl World {
                     .saturating_add(std::time::Duration::from_secs(3600)),
             ),
         };
-        self.store.put_lockout(SUB, &state).unwrap();
+        self.store.put_lockout(LOGIN, &state).unwrap();
     }
 }
 
