@@ -38,6 +38,7 @@ struct World {
     audit: Arc<AuditLog>,
     clock: Arc<ManualClock>,
     passwords: Arc<Passwords>,
+    issuer: TokenIssuer,
 }
 
 /// What a page or redirect answered.
@@ -276,8 +277,9 @@ async fn world(zone: &str) -> World {
     .unwrap();
     let audit = Arc::new(AuditLog::create(&p("audit"), "idp.private").unwrap());
     let signer = Arc::new(RingSigner::generate(Algorithm::Es256).unwrap().0);
+    let issuer = TokenIssuer::new(ISS, KeySet::new(signer));
     let parts = IdpParts {
-        issuer: TokenIssuer::new(ISS, KeySet::new(signer)),
+        issuer: issuer.clone(),
         audience: "tianping".into(),
         store: Arc::clone(&store) as Arc<dyn Store>,
         clients: vec![],
@@ -319,6 +321,7 @@ async fn world(zone: &str) -> World {
         audit,
         clock,
         passwords,
+        issuer,
     };
     // The judge: password and an enrolled authenticator.
     w.add_user("judge-0001", "li.ming", vec![Role::Judge]);
@@ -666,5 +669,48 @@ async fn the_public_registers_in_internet_with_the_same_password_rules() {
     let u = w.dir().user_by_login("liu.yang").unwrap().unwrap();
     assert!(u.sub.is_public_registration(), "{}", u.sub);
     assert_eq!(u.roles, vec![Role::Public]);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn id_token_hint_is_checked_and_must_name_the_sessions_subject() {
+    let w = world("private").await;
+    let mut b = w.browser();
+    judge_signs_in(&mut b, &[]).await;
+    let hint_for = |id: &str| {
+        let mut identity = w.dir().user(&sub("judge-0001")).unwrap().unwrap().identity(
+            Acr::Otp,
+            vec![Amr::Pwd, Amr::Otp],
+            "private".parse().unwrap(),
+            w.clock.now(),
+        );
+        identity.sub = sub(id);
+        w.issuer
+            .id_token(&identity, "case-app", None, None, w.clock.now())
+            .unwrap()
+    };
+    // the session's own subject: a code without interaction
+    let hint = hint_for("judge-0001");
+    b.authorize(&[("prompt", "none"), ("id_token_hint", &hint)])
+        .await
+        .code();
+    // another subject: no silent code
+    let other = hint_for("judge-0009");
+    let a = b
+        .authorize(&[("prompt", "none"), ("id_token_hint", &other)])
+        .await;
+    assert!(
+        a.location
+            .as_deref()
+            .unwrap()
+            .contains("error=login_required")
+    );
+    // an unsigned hint: refused, back to the client with invalid_request
+    let mut parts = hint.split('.');
+    let (_, claims) = (parts.next(), parts.next().unwrap());
+    let none = format!("eyJhbGciOiJub25lIn0.{claims}.");
+    let a = b.authorize(&[("id_token_hint", &none)]).await;
+    let loc = a.location.as_deref().unwrap();
+    assert!(loc.contains("error=invalid_request"), "{loc}");
     w.server.shutdown().await;
 }

@@ -131,6 +131,15 @@ impl Inner {
             };
             pages::redirect(&r.location(), None)
         };
+        // An `id_token_hint` is checked against the published keys and algorithms only; the
+        // session must be the hinted subject's to be used.
+        let hinted = match req.id_token_hint.as_deref() {
+            Some(h) => match p.issuer.verify_id_token_hint(h, now) {
+                Ok(hint) => Some(hint.sub),
+                Err(e) => return back(e),
+            },
+            None => None,
+        };
         let sessions = Sessions::new(&*p.store, p.sessions);
         let existing = cookie
             .as_deref()
@@ -146,6 +155,9 @@ impl Inner {
         {
             let user = Directory::new(&*p.store).user(&identity.sub).ok().flatten();
             verdict = match &self.sign_in {
+                _ if hinted.as_ref().is_some_and(|h| *h != identity.sub) => {
+                    Err(IdpError::LoginRequired)
+                }
                 Some(si) => session_suffices(identity, user.as_ref(), si, req.max_age, now),
                 None => Err(IdpError::LoginRequired),
             };
