@@ -3,7 +3,7 @@
 //! separated administrator roles refused, and `idp serve` on port 0 answering discovery over
 //! TLS, `/healthz` and `/metrics` on its admin listener, and keeping a rotated key in `/jwks`.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
-#![expect(clippy::indexing_slicing, reason = "tests fail loudly")]
+#![expect(clippy::panic, reason = "tests fail loudly")]
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! receiver by the published address, and that no two listeners of the two sets share a port.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 #![expect(clippy::indexing_slicing, reason = "tests fail loudly")]
+#![expect(clippy::panic, reason = "tests fail loudly")]
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

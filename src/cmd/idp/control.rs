@@ -79,15 +79,6 @@ impl Live {
         }
     }
 
-    /// The JSON answer to a `GET`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the directory's read commands use it")
-    )]
-    pub(crate) fn get(&self, target: &str) -> miette::Result<Value> {
-        self.json("GET", target, None)
-    }
-
     /// The JSON answer to a `POST` of `body`.
     pub(crate) fn post(&self, target: &str, body: &Value) -> miette::Result<Value> {
         self.json("POST", target, Some(body))

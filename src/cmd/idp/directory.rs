@@ -391,7 +391,7 @@ fn audit_local(p: &Paths, op: &Op) -> miette::Result<()> {
     let log = tianping_audit::AuditLog::open(&p.audit)
         .into_diagnostic()
         .wrap_err_with(|| format!("opening the IdP's audit log `{}`", p.audit.display()))?;
-    log.append(&audit_event(&p.zone.to_string(), op, SystemClock.now()))
+    log.append(&audit_event(p.zone.as_ref(), op, SystemClock.now()))
         .into_diagnostic()?;
     Ok(())
 }
