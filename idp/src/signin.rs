@@ -202,7 +202,6 @@ pub(crate) struct Flow<'a> {
     pub parts: &'a SignInParts,
     pub rng: &'a dyn Random,
     pub now: UnixTime,
-    pub client_id: &'a str,
     pub notes: Vec<AuditNote>,
 }
 
@@ -516,7 +515,6 @@ impl Flow<'_> {
         self.parts.lockout.record_success(&mut state);
         self.store.put_lockout(&user.login, &state)?;
         self.note("signin.ok", user.sub.as_str(), "ok", acr.as_str());
-        let _ = self.client_id;
         Ok(Outcome::Done(user.identity(
             acr,
             pending.amr.clone(),

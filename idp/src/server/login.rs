@@ -245,7 +245,14 @@ impl Inner {
     ) -> Result<(String, Session, Pending, AuthorizationRequest), IdpError> {
         let p = &self.parts;
         let id = cookie.ok_or(IdpError::SessionExpired)?;
-        let session = Sessions::new(&*p.store, p.sessions).get(id, now)?;
+        let session = match Sessions::new(&*p.store, p.sessions).get(id, now) {
+            Ok(s) => s,
+            Err(e) => {
+                // the session ended: so does the sign-in it carried
+                p.store.remove_sign_in(&key_of(id))?;
+                return Err(e);
+            }
+        };
         let pending = p
             .store
             .sign_in_state(&key_of(id))?
@@ -293,7 +300,6 @@ impl Inner {
             parts: si,
             rng: &*p.rng,
             now,
-            client_id: &req.client_id,
             notes: Vec::new(),
         };
         let outcome = flow.step(&mut pending, &form);
