@@ -30,8 +30,12 @@
 //!   ([`Directory`], [`User`], [`Court`]);
 //! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`])
 //!   and, with the `store` feature, the sled one (`SledStore`), records on the wire codec;
-//! - with the `server` feature, the HTTP endpoints (`Idp`): discovery, JWKS, token, the
-//!   sign-in page of `/authorize`;
+//! - with the `server` feature, the HTTP endpoints (`Idp`): discovery, JWKS, token (the
+//!   `authorization_code`, `refresh_token` and `client_credentials` grants), the sign-in of
+//!   `/authorize`, UserInfo, revocation (RFC 7009), introspection (RFC 7662) and RP-initiated
+//!   logout. PKCE `S256` is required of every client, confidential ones too: a deliberate
+//!   departure from the OpenID Foundation's Basic OP plan, where it is optional, which discovery
+//!   states (`tianping_pkce_required`);
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!

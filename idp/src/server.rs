@@ -243,9 +243,8 @@ impl Inner {
             .await
             .map_err(|_| IdpError::MissingParameter("grant_type"))?;
         let request = parse_token_request(&body, authorization.as_deref())?;
-        let client = self
-            .clients
-            .get(&request.client.client_id)
+        let client = &self
+            .find_client(&request.client.client_id)
             .ok_or(IdpError::ClientAuthFailed)?;
         client.authenticate(&request.client)?;
         client.allows(request.grant.grant_type())?;

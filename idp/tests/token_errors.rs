@@ -387,3 +387,115 @@ async fn a_disabled_account_gets_no_token_by_any_grant() {
     no_grant_for(&w, World::disable_judge).await;
     w.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn introspection_and_revocation_need_the_client_and_touch_only_its_tokens() {
+    let w = world().await;
+    let (_, at, rt) = signed_in(&w, "case-app").await;
+    let form = form_encode_pairs([("token", at.as_str())]);
+    // no credentials, or a wrong secret: invalid_client with a Basic challenge
+    for basic in [None, Some(("case-app", "wrong"))] {
+        for path in ["/introspect", "/revoke"] {
+            let resp = w
+                .http
+                .post(w.url(path))
+                .header("content-type", "application/x-www-form-urlencoded");
+            let resp = match basic {
+                Some((id, s)) => resp.basic_auth(id, Some(s)),
+                None => resp,
+            };
+            let resp = resp.body(form.clone()).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert!(
+                resp.headers()["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic")
+            );
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"], "invalid_client", "{path}");
+        }
+    }
+    // another client's revocation answers 200 and changes nothing
+    for token in [&at, &rt] {
+        let form = form_encode_pairs([("token", token.as_str())]);
+        let (status, _) = w
+            .post("/revoke", &form, Some(("other-app", oidc_world::SECRET)))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(w.active(token).await);
+    }
+    // another client may introspect an access token, not a refresh token it does not hold
+    let form = form_encode_pairs([("token", rt.as_str())]);
+    let (_, v) = w
+        .post(
+            "/introspect",
+            &form,
+            Some(("other-app", oidc_world::SECRET)),
+        )
+        .await;
+    assert_eq!(v, json!({ "active": false }));
+    // the owner revokes the access token: its introspection and UserInfo end at once
+    let before = w.audit.size();
+    let form = form_encode_pairs([("token", at.as_str()), ("token_type_hint", "access_token")]);
+    let (status, _) = w
+        .post("/revoke", &form, Some(("case-app", oidc_world::SECRET)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!w.active(&at).await);
+    assert_eq!(w.events_since(before).first().unwrap().0, "token.revoke");
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_access_token_gets_401_with_a_bearer_challenge() {
+    let w = world().await;
+    let (_, at, _) = signed_in(&w, "case-app").await;
+    assert_eq!(w.userinfo(&at).await.0, StatusCode::OK);
+    w.clock.advance(std::time::Duration::from_secs(300));
+    let (status, challenge, body) = w.userinfo(&at).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        challenge.as_deref(),
+        Some("Bearer realm=\"tianping\", error=\"invalid_token\"")
+    );
+    assert_eq!(
+        body["error_description"],
+        "invalid access token: the token has expired"
+    );
+    assert!(!w.active(&at).await);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_registered_in_the_directory_redeems_its_code() {
+    let w = world().await;
+    let mut client = oidc_world::clients().remove(0);
+    client.id = "dir-app".into();
+    tianping_idp::Directory::new(&*w.store)
+        .add_client(client)
+        .unwrap();
+    let c = challenge();
+    let q = form_encode_pairs([
+        ("response_type", "code"),
+        ("client_id", "dir-app"),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+        ("code_challenge", c.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let mut cookie = None;
+    let loc = w.sign_in_through_forms(&q, &mut cookie).await;
+    let code = oidc_world::query_param(&loc, "code").unwrap();
+    let (status, body) = w.redeem("dir-app", &code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rt = body["refresh_token"].as_str().unwrap();
+    let form = form_encode_pairs([("token", rt)]);
+    let (status, _) = w
+        .post("/revoke", &form, Some(("dir-app", oidc_world::SECRET)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = w.refresh("dir-app", rt).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    w.server.shutdown().await;
+}
