@@ -282,7 +282,6 @@ fn make_private_dir(dir: &Path) -> Result<(), KeyError> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     #[test]
