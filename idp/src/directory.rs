@@ -320,7 +320,8 @@ impl<'a> Directory<'a> {
     }
 
     /// Changes a user by `f` atomically after checking the result; returns the user as it is now.
-    /// The subject id and sign-in name cannot change this way.
+    /// The subject id and sign-in name cannot change this way. `f` runs more than once (a
+    /// check first, then inside the store's atomic update) and must depend only on the record.
     pub fn update_user(
         &self,
         sub: &SubjectId,

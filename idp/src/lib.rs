@@ -36,6 +36,9 @@
 //!   logout. PKCE `S256` is required of every client, confidential ones too: a deliberate
 //!   departure from the OpenID Foundation's Basic OP plan, where it is optional, which discovery
 //!   states (`tianping_pkce_required`);
+//! - with the `server` feature, the interactive sign-in over HTML forms (`SignInParts`,
+//!   `Idp::with_sign_in`): password, TOTP or its enrolment, required actions, lockout counting
+//!   both factors, the least `acr` per role, `prompt`, `max_age`, registration in `internet`;
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!

@@ -714,3 +714,21 @@ async fn id_token_hint_is_checked_and_must_name_the_sessions_subject() {
     assert!(loc.contains("error=invalid_request"), "{loc}");
     w.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_expired_password_must_be_changed_before_a_code() {
+    let w = world("private").await;
+    w.add_user("clerk-0002", "zhao.min", vec![Role::Clerk]);
+    let s = sub("clerk-0002");
+    w.clock.advance(Duration::from_secs(91 * 24 * 3600));
+    let mut b = w.browser();
+    b.authorize(&[]).await;
+    let a = b.password("zhao.min", PASSWORD).await;
+    assert!(a.shows("Change your password"), "{}", a.html);
+    b.submit(&[("new_password", "Court-2026d"), ("confirm", "Court-2026d")])
+        .await
+        .code();
+    let record = w.dir().user(&s).unwrap().unwrap().password.unwrap();
+    assert_eq!(record.changed_at, w.clock.now());
+    w.server.shutdown().await;
+}
