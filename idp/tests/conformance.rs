@@ -663,3 +663,27 @@ async fn id_token_hint_with_prompt_none_succeeds() {
     assert!(query_param(&loc, "code").is_some(), "{loc}");
     w.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn two_registered_redirect_uris_and_none_in_the_request_errors() {
+    let w = world().await;
+    let mut client = oidc_world::clients().remove(0);
+    client.id = "two-uris".into();
+    client.redirect_uris = vec![REDIRECT.into(), "https://case.example/cb2".into()];
+    tianping_idp::Directory::new(&*w.store)
+        .add_client(client)
+        .unwrap();
+    let c = challenge();
+    let q = form_encode_pairs([
+        ("response_type", "code"),
+        ("client_id", "two-uris"),
+        ("scope", "openid"),
+        ("code_challenge", c.as_str()),
+        ("code_challenge_method", "S256"),
+    ]);
+    let resp = authorize_get(&w, &q).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.headers().get("location").is_none());
+    assert!(resp.text().await.unwrap().contains("redirect_uri"));
+    w.server.shutdown().await;
+}
