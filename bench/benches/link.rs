@@ -17,10 +17,10 @@
 //! `cd bench && cargo bench --bench link` (settings by environment: `TP_LINK_TRANSFERS` 10,
 //! `TP_LINK_MIB` 1024, `TP_LINK_SEARCH_TRANSFERS` 2, `TP_LINK_STEPS` 5, `TP_LINK_LOW` 400 and
 //! `TP_LINK_HIGH` (the raw ceiling) Mbit/s bound the search, `TP_LINK_RATE` skips it,
-//! `TP_LINK_RAW_SECS` 3, `TP_LINK_LATENCY` 1000 transfers, `TP_LINK_RCVBUF_MIB` 64).
+//! `TP_LINK_RAW_SECS` 3, `TP_LINK_LATENCY` 1000 transfers, `TP_LINK_RCVBUF_MIB` 64,
+//! `TP_LINK_BURST_MS` the pacer's burst in place of the link's own 2 ms).
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
     clippy::cast_possible_truncation,
@@ -63,7 +63,7 @@ fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
     let mut pos = offset;
     let mut rest = buf;
     // up to the next multiple of 8, byte by byte
-    while pos % 8 != 0 {
+    while !pos.is_multiple_of(8) {
         let Some((first, tail)) = rest.split_first_mut() else {
             return;
         };
@@ -267,6 +267,22 @@ fn link_config(id: u32) -> LinkConfig {
     }
 }
 
+/// The link's pacer at `mbps` (`Pacer::for_link`, a burst of 2 ms of the rate), or, with
+/// `TP_LINK_BURST_MS`, one holding that many milliseconds of the rate.
+fn pacer(mbps: u32) -> Pacer {
+    match burst_ms() {
+        Some(ms) => {
+            let rate = u64::from(mbps) * 125_000;
+            Pacer::new(rate, rate * ms / 1000, SystemClock.now())
+        }
+        None => Pacer::for_link(mbps, SystemClock.now()),
+    }
+}
+
+fn burst_ms() -> Option<u64> {
+    std::env::var("TP_LINK_BURST_MS").ok()?.parse().ok()
+}
+
 /// `bundles` sent in a row over link `id` paced at `mbps`; the receiver stops when each has
 /// ended (complete, lost or refused) or the link went silent.
 fn link_run(
@@ -323,7 +339,7 @@ fn link_run(
     drop(inbox_tx);
     let mut udp = UdpSender::new(tx.try_clone().unwrap(), addr, Duration::from_millis(10));
     let mut sender = Sender::new(link_config(id), 1).unwrap();
-    let mut pacer = Pacer::for_link(mbps, SystemClock.now());
+    let mut pacer = pacer(mbps);
     let t = Instant::now();
     let sent = udp
         .run(&mut sender, &mut pacer, &SystemClock, &inbox)
@@ -415,7 +431,7 @@ fn latency(
     let sending = std::thread::spawn(move || {
         let mut udp = UdpSender::new(tx, addr, Duration::from_millis(10));
         let mut sender = Sender::new(link_config(id), 1).unwrap();
-        let mut pacer = Pacer::for_link(mbps, SystemClock.now());
+        let mut pacer = pacer(mbps);
         udp.run(&mut sender, &mut pacer, &SystemClock, &inbox)
             .unwrap()
     });
@@ -437,6 +453,37 @@ fn latency(
     receiving.join().unwrap();
     times.sort();
     (times, lost)
+}
+
+/// The CPU cost of the link's I/O-free ends, without sockets: microseconds a datagram for the
+/// sender to write every datagram of a 64 MiB bundle, and for an `Assembler` to take them all.
+fn core_costs(signer: &dyn Signer) -> (f64, f64) {
+    let bundle = Generated::new(64 * MIB, 99, signer);
+    let mut sender = Sender::new(link_config(1), 1).unwrap();
+    sender.submit(1, Box::new(bundle)).unwrap();
+    let mut out = Vec::new();
+    let mut all = Vec::new();
+    let t = Instant::now();
+    while sender.next_datagram(&mut out).unwrap().is_some() {
+        all.push(out.clone());
+    }
+    let send = t.elapsed().as_secs_f64();
+    let trust = Arc::new(PinnedKeys(vec![signer.public_key()]));
+    let mut asm = Assembler::new(Receiver::new(ReceiverConfig::new(1), Some(1)), trust);
+    let mut arrivals = Vec::new();
+    let mut complete = false;
+    let t = Instant::now();
+    for d in &all {
+        asm.receive(d, UnixTime::from_secs(1), &mut arrivals);
+        complete |= arrivals
+            .iter()
+            .any(|a| matches!(a, Arrival::Complete { .. }));
+        arrivals.clear();
+    }
+    let receive = t.elapsed().as_secs_f64();
+    assert!(complete, "the I/O-free run completed");
+    let n = all.len() as f64;
+    (send * 1e6 / n, receive * 1e6 / n)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -470,8 +517,9 @@ fn main() {
     };
     println!(
         "link bench: {transfers} × {mib} MiB, MTU 1500 ({datagram}-byte datagrams), 5 % repair, \
-         blocks of 1024 symbols; receive buffer {} MiB; load {}",
+         blocks of 1024 symbols; receive buffer {} MiB; pacer burst {}; load {}",
         rcvbuf >> 20,
+        burst_ms().map_or("2 ms (Pacer::for_link)".into(), |ms| format!("{ms} ms")),
         load()
     );
 
@@ -488,6 +536,13 @@ fn main() {
         "sleep(1 ms) takes p50 {:.2} ms, p99 {:.2} ms",
         percentile(&naps, 0.5).as_secs_f64() * 1e3,
         percentile(&naps, 0.99).as_secs_f64() * 1e3
+    );
+
+    let (send_us, receive_us) = core_costs(&signer);
+    println!(
+        "I/O-free core on one thread, 64 MiB bundle: sender {send_us:.2} µs a datagram (RaptorQ \
+         encoding, check, generated payload), receiver {receive_us:.2} µs (check, decoding, \
+         chunk hashes, signature)"
     );
 
     let raw_before = raw_udp(&rx, &tx, datagram, raw_secs);
@@ -578,13 +633,13 @@ fn main() {
         run.goodput_bps() / raw,
     );
 
-    // fabric.toml's default: half the rate the link reached, in hundreds of Mbit/s, since the
+    // fabric.toml's default: half the rate the link reached, to the nearest 50 Mbit/s, since the
     // default fabric's links share the host's cores and buffers with the rest of the node
     let reached_mbps = (reached / 1e6) as u32;
-    let proposed = ((reached_mbps / 2) / 100 * 100).max(100);
+    let proposed = ((reached_mbps / 2 + 25) / 50 * 50).max(50);
     println!(
         "fabric.toml default proposed: rate-mbps = {proposed} (half of the {reached_mbps} Mbit/s \
-         reached, rounded down to 100)"
+         reached, to the nearest 50)"
     );
     let (times, lost) = latency(&rx, &tx, next_id(), proposed, latency_n, &signer);
     println!(
