@@ -550,6 +550,12 @@ async fn an_unknown_account_costs_the_same_hash_calls_as_a_known_one() {
     // the same page, but for its CSRF token
     let strip = |s: &str| s.split("name=\"csrf\"").next().unwrap().to_owned();
     assert_eq!(strip(&known), strip(&unknown));
+    // and an unknown account locks as a known one does, so the lock tells nothing either
+    for _ in 0..3 {
+        b.password("no.such.person", "Wrong-pass1").await;
+    }
+    let a = b.password("no.such.person", "Wrong-pass1").await;
+    assert!(a.shows("Too many failed attempts"), "{}", a.html);
     w.server.shutdown().await;
 }
 
