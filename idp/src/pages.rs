@@ -8,9 +8,11 @@ use crate::authorize::UiLocale;
 use crate::error::IdpError;
 use crate::signin::{Notice, Stage};
 
-/// The Content-Security-Policy of every page: nothing loaded, no script, no framing.
-pub(crate) const CSP: &str =
-    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every page: nothing loaded, no script, no framing. No
+/// `form-action`: browsers apply it to the redirects that follow a form's submission too, so
+/// `'self'` would block the sign-in's last step, the 303 to the client's redirect URI
+/// (tests/browser.rs shows it in Chromium).
+pub(crate) const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Escapes text for HTML element content and double-quoted attributes.
 pub(crate) fn escape(s: &str) -> String {
