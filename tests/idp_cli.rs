@@ -506,6 +506,96 @@ async fn idp_serve_on_port_0_answers_over_tls_and_keeps_a_rotated_key_published(
         .unwrap();
     assert_eq!(granted.status(), 200);
 
+    // wrong passwords through the real sign-in form: failures and then a lockout, counted
+    // from the audit log
+    ok(&run(
+        &data,
+        &[
+            "idp",
+            "client",
+            "add",
+            "web",
+            "--zone",
+            "private",
+            "--redirect-uri",
+            "https://case.example/cb",
+        ],
+        "",
+    ));
+    ok(&run(
+        &data,
+        &[
+            "idp",
+            "user",
+            "add",
+            "--zone",
+            "private",
+            "--sub",
+            "judge-0009",
+            "--login",
+            "zhou",
+            "--name",
+            "周",
+            "--password-stdin",
+        ],
+        &format!("{STRONG}\n"),
+    ));
+    let authorize = format!(
+        "{base}/authorize?response_type=code&client_id=web&scope=openid&state=s1\
+         &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+    let page = http.get(authorize).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    for _ in 0..5 {
+        let r = http
+            .post(format!("{base}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", &cookie)
+            .body(format!(
+                "csrf={csrf}&username=zhou&password=Wrong-Passw0rd-1"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success() || r.status().is_redirection());
+    }
+    let want = [
+        "tianping_idp_sign_in_failures_total{reason=\"password\"} 5",
+        "tianping_idp_lockouts_total{reason=\"password\"} 1",
+        "tianping_idp_grants_total{grant=\"client_credentials\"} 1",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = plain
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if want.iter().all(|w| m.contains(w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // rotation through the running IdP: the old key stays in the JWKS
     ok(&run(
         &data,

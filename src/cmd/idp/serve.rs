@@ -18,7 +18,8 @@ use tianping_core::{
     publish_addr,
 };
 use tianping_idp::{
-    GrantPolicy, Idp, IdpParts, KeySet, OsRandom, SessionPolicy, Store, TokenIssuer,
+    GrantPolicy, Idp, IdpParts, KeySet, LockoutPolicy, OsRandom, PasswordParams, PasswordPolicy,
+    Passwords, SessionPolicy, SignInParts, Store, TokenIssuer, TotpConfig,
 };
 use tianping_net::{
     Body, BoxFuture, ControlOptions, Handler, HostSet, Registry, ResponseBody, ServerOptions, full,
@@ -49,6 +50,8 @@ struct Template {
     clock: Arc<dyn Clock>,
     /// The keys in force.
     keys: KeySet,
+    /// The interactive sign-in (password, TOTP, required actions).
+    sign_in: SignInParts,
 }
 
 /// The provider in force, swapped whole when its keys rotate.
@@ -65,18 +68,21 @@ impl LiveIdp {
         let clients = tianping_idp::Directory::new(&*t.store)
             .clients()
             .map_err(|e| format!("reading the directory's clients: {e}"))?;
-        Ok(Idp::new(IdpParts {
-            issuer: TokenIssuer::new(t.issuer.clone(), keys),
-            audience: "tianping".into(),
-            store: Arc::clone(&t.store),
-            clients,
-            audit: Arc::clone(&t.audit),
-            zone: t.zone.clone(),
-            clock: Arc::clone(&t.clock),
-            rng: Arc::new(OsRandom::new()),
-            grants: GrantPolicy::default(),
-            sessions: SessionPolicy::default(),
-        }))
+        Ok(Idp::with_sign_in(
+            IdpParts {
+                issuer: TokenIssuer::new(t.issuer.clone(), keys),
+                audience: "tianping".into(),
+                store: Arc::clone(&t.store),
+                clients,
+                audit: Arc::clone(&t.audit),
+                zone: t.zone.clone(),
+                clock: Arc::clone(&t.clock),
+                rng: Arc::new(OsRandom::new()),
+                grants: GrantPolicy::default(),
+                sessions: SessionPolicy::default(),
+            },
+            t.sign_in.clone(),
+        ))
     }
 
     fn install(&self, t: Template) -> miette::Result<()> {
@@ -186,16 +192,7 @@ impl Handler for Front {
                 return plain(StatusCode::INTERNAL_SERVER_ERROR, "token answer failed\n");
             };
             let bytes = collected.to_bytes();
-            if status.is_success() {
-                let refresh = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .is_some_and(|v| v.get("refresh_token").is_some());
-                live.count(
-                    "tianping_idp_grants_total",
-                    "Tokens issued by the token endpoint, by whether a refresh token came with them.",
-                    &[("refresh_token", if refresh { "yes" } else { "no" })],
-                );
-            } else {
+            if !status.is_success() {
                 let error = serde_json::from_slice::<Value>(&bytes)
                     .ok()
                     .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
@@ -338,6 +335,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         .into_diagnostic()
         .wrap_err("the IdP's TLS certificate")?;
 
+    let sign_in = sign_in(dir, zone)?;
     clear_published_addrs(dir, zone, Component::Idp).into_diagnostic()?;
     let registry = Registry::new();
     let live = Arc::new(LiveIdp {
@@ -368,6 +366,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         zone: zone.to_string(),
         clock,
         keys,
+        sign_in,
     })?;
 
     let admin_ip = if zl.address.is_loopback() {
@@ -407,13 +406,144 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         control.path().display()
     );
 
+    let (stop_tail, tail_stopped) = tokio::sync::watch::channel(false);
+    let tail = tail_audit(Arc::clone(&audit), Arc::clone(&registry), tail_stopped);
+
     stopped().await?;
+    let _ = stop_tail.send(true);
+    let _ = tail.await;
     control.shutdown().await;
     server.shutdown().await;
     admin.shutdown().await;
     clear_published_addrs(dir, zone, Component::Idp).into_diagnostic()?;
     println!("idp of `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often the audit log is read for the counters of what it records.
+const TAIL_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Counts what the log recorded from index `from` (sign-ins, their failures and lockouts by
+/// reason, grants by type, revocations by reason); returns the next index to read.
+fn count_audited(log: &AuditLog, from: u64, registry: &Registry) -> u64 {
+    let mut next = from;
+    for r in log.entries(from) {
+        let Ok(r) = r else { break };
+        next = r.index + 1;
+        let e = &r.event;
+        let (name, help, label, value) = match e.action.as_str() {
+            "signin.ok" => (
+                "tianping_idp_sign_ins_total",
+                "Completed sign-ins, by the acr reached.",
+                "acr",
+                e.reason.as_str(),
+            ),
+            "signin.failure" => (
+                "tianping_idp_sign_in_failures_total",
+                "Refused sign-in steps, by reason.",
+                "reason",
+                e.reason.as_str(),
+            ),
+            "signin.lockout" => (
+                "tianping_idp_lockouts_total",
+                "Accounts locked after repeated failures, by the failure that locked them.",
+                "reason",
+                e.reason.as_str(),
+            ),
+            "token.revoke" => (
+                "tianping_idp_revocations_total",
+                "Tokens revoked, by reason.",
+                "reason",
+                e.reason.as_str(),
+            ),
+            a => match a.strip_prefix("token.") {
+                Some(g @ ("client_credentials" | "refresh" | "authorization_code")) => (
+                    "tianping_idp_grants_total",
+                    "Tokens issued by the token endpoint, by grant.",
+                    "grant",
+                    g,
+                ),
+                _ => continue,
+            },
+        };
+        if let Ok(c) = registry.counter(name, help, &[(label, value)]) {
+            c.inc();
+        }
+    }
+    next
+}
+
+/// Keeps the audited counters up to date until the IdP stops.
+fn tail_audit(
+    log: Arc<AuditLog>,
+    registry: Arc<Registry>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut next = log.size();
+        let mut tick = tokio::time::interval(TAIL_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick() => {}
+            }
+            if log.size() <= next {
+                continue;
+            }
+            let (l, r) = (Arc::clone(&log), Arc::clone(&registry));
+            match tokio::task::spawn_blocking(move || count_audited(&l, next, &r)).await {
+                Ok(n) => next = n,
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+/// The sign-in as the zone's policy copy sets it: the least `acr` of an account is the highest
+/// its roles need in the zone (a role that may not sign in there needs `cert`, the strongest).
+fn sign_in(dir: &DataDir, zone: &tianping_core::ZoneName) -> miette::Result<SignInParts> {
+    let path = dir.zone_policy(zone);
+    let source = std::fs::read_to_string(&path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read `{}`", path.display()))?;
+    let policy = tianping_policies::check(&path.display().to_string(), &source)
+        .into_policy()
+        .ok_or_else(|| {
+            miette!(
+                "the zone's policy `{}` does not pass `tianping policy check`",
+                path.display()
+            )
+        })?;
+    let name = zone.to_string();
+    let least_acr = {
+        let name = name.clone();
+        move |roles: &[tianping_core::Role]| {
+            roles
+                .iter()
+                .map(|r| {
+                    policy
+                        .least_acr(&name, *r)
+                        .unwrap_or(tianping_core::Acr::Cert)
+                })
+                .max()
+                .unwrap_or(tianping_core::Acr::Pwd)
+        }
+    };
+    let passwords = Passwords::new(
+        PasswordParams::default(),
+        PasswordPolicy::default(),
+        &OsRandom::new(),
+    )
+    .into_diagnostic()?;
+    Ok(SignInParts {
+        passwords: Arc::new(passwords),
+        lockout: LockoutPolicy::default(),
+        totp: TotpConfig::default(),
+        least_acr: Arc::new(least_acr),
+        zone: zone.clone(),
+        self_registration: name == "internet",
+        totp_issuer: format!("Tianping {name}"),
+    })
 }
 
 /// Waits for SIGINT or SIGTERM.
