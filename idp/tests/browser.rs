@@ -421,11 +421,11 @@ async fn sign_in(test: &str, words: &Words, other: &Words) {
         "000000"
     };
     b.fill("input[name=code]", wrong).await.unwrap();
-    b.screenshot("enrol").await.unwrap();
+    b.screenshot("enrol-wrong-code-typed").await.unwrap();
     b.click("button[type=submit]").await.unwrap();
     assert_page(&b, words, other, words.enrol, &[words.wrong_code]).await;
     b.fill("input[name=code]", &now_code).await.unwrap();
-    b.screenshot("enrol-wrong-code").await.unwrap();
+    b.screenshot("wrong-code-notice").await.unwrap();
     b.click("button[type=submit]").await.unwrap();
     let code = assert_back_at_client(&b, &w, 1).await;
     b.screenshot("back-at-client").await.unwrap();
