@@ -596,6 +596,15 @@ async fn idp_serve_on_port_0_answers_over_tls_and_keeps_a_rotated_key_published(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // the live audit log is the running IdP's: read through its socket, which asks a credential
+    let audit_dir = dir.audit_log(&zone, Component::Idp);
+    let err = refused(&run(
+        &data,
+        &["audit", "verify", "--log", audit_dir.to_str().unwrap()],
+        "",
+    ));
+    assert!(err.contains("a credential is needed"), "{err}");
+
     // rotation through the running IdP: the old key stays in the JWKS
     ok(&run(
         &data,

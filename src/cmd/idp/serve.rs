@@ -266,6 +266,52 @@ impl Handler for ControlHandler {
                         }
                     }
                 }
+                (_, p) if p.starts_with("/audit/v1/") => {
+                    let target = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str().to_owned())
+                        .unwrap_or_default();
+                    let body = req.into_body().bytes().await.unwrap_or_default();
+                    let log =
+                        live.template.lock().ok().and_then(|t| {
+                            t.as_ref().map(|t| (Arc::clone(&t.audit), t.zone.clone()))
+                        });
+                    let Some((log, zone)) = log else {
+                        return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+                    };
+                    let r = tokio::task::spawn_blocking(move || {
+                        // No verifier of people's tokens yet: every read is refused with 401
+                        // until `tianping login` gives the auditor a credential to present.
+                        let access = tianping_audit::Access {
+                            zone: &zone,
+                            reader: None,
+                            clock: &SystemClock,
+                            record_to: Some(&log),
+                        };
+                        tianping_audit::handle_request(
+                            &log,
+                            &access,
+                            method.as_str(),
+                            &target,
+                            &body,
+                        )
+                    })
+                    .await;
+                    match r {
+                        Ok(r) => {
+                            let mut resp = Response::new(full(r.body));
+                            *resp.status_mut() =
+                                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static(r.content_type),
+                            );
+                            resp
+                        }
+                        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "audit task failed\n"),
+                    }
+                }
                 ("POST", "/directory") => {
                     let body = match req.into_body().bytes().await {
                         Ok(b) => b,
@@ -391,6 +437,8 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     )
     .await
     .into_diagnostic()?;
+    // the live log's commands (`tianping audit verify|search`) ask this socket
+    tianping_audit::record_owner(&p.audit, &p.socket).into_diagnostic()?;
     publish_addr(dir, zone, Component::Idp, &Listener::Public, bound).into_diagnostic()?;
     publish_addr(
         dir,
@@ -415,6 +463,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     control.shutdown().await;
     server.shutdown().await;
     admin.shutdown().await;
+    tianping_audit::clear_owner(&p.audit).into_diagnostic()?;
     clear_published_addrs(dir, zone, Component::Idp).into_diagnostic()?;
     println!("idp of `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
