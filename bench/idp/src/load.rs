@@ -396,3 +396,64 @@ pub fn percentile(sorted: &[u32], p: usize) -> u64 {
     let rank = (sorted.len() * p).div_ceil(100).max(1) - 1;
     sorted.get(rank).map_or(0, |v| u64::from(*v))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_complete_only_with_its_whole_body() {
+        let answer =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(head(answer), Ok(Some((answer.len() - 5, 5))));
+        assert_eq!(status(answer), Ok(200));
+        assert_eq!(head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"), Ok(None));
+        assert!(head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        assert_eq!(status(b"HTTP/1.1 400 Bad Request\r\n"), Ok(400));
+        assert!(status(b"HTTP/1.1").is_err());
+    }
+
+    #[test]
+    fn the_refresh_token_is_taken_from_the_answer() {
+        let body = br#"{"access_token":"eyJ.x.y","refresh_token":"abc","token_type":"Bearer"}"#;
+        assert_eq!(refresh_token_of(body), Ok("abc".to_owned()));
+        assert!(refresh_token_of(br#"{"access_token":"eyJ.x.y"}"#).is_err());
+        assert!(refresh_token_of(b"not json").is_err());
+        assert!(body.windows(JWT_FIELD.len()).any(|w| w == JWT_FIELD));
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50), 50);
+        assert_eq!(percentile(&v, 99), 99);
+        assert_eq!(percentile(&[7], 99), 7);
+        assert_eq!(percentile(&[], 50), 0);
+        let v: Vec<u32> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 99), 990);
+    }
+
+    #[test]
+    fn a_token_request_carries_basic_credentials_and_its_length() {
+        let t = Target::new(
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            "idp.example",
+            "app",
+            "s3cret",
+        );
+        let r = String::from_utf8(token_request(&t, "grant_type=client_credentials"))
+            .unwrap_or_default();
+        assert!(
+            r.starts_with("POST /token HTTP/1.1\r\nHost: idp.example\r\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("Authorization: Basic YXBwOnMzY3JldA==\r\n"),
+            "{r}"
+        );
+        assert!(
+            r.ends_with("Content-Length: 29\r\n\r\ngrant_type=client_credentials"),
+            "{r}"
+        );
+    }
+}
