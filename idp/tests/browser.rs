@@ -352,7 +352,8 @@ async fn assert_back_at_client(b: &Browser, w: &World, arrivals: usize) -> Strin
     code
 }
 
-/// The code redeems at `/token` with the PKCE verifier: a signed ID token and access token.
+/// The code redeems at `/token` with the PKCE verifier: an ID token (with the nonce) and an
+/// access token, both verified against the JWKS, for the judge at `acr` `otp`.
 async fn redeem(w: &World, code: &str) {
     let form = tianping_idp::form_encode_pairs([
         ("grant_type", "authorization_code"),
@@ -372,13 +373,30 @@ async fn redeem(w: &World, code: &str) {
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["token_type"], "Bearer");
-    assert!(
-        v["id_token"]
-            .as_str()
-            .is_some_and(|t| t.split('.').count() == 3),
-        "{v}"
+    let jwks: serde_json::Value = w
+        .http
+        .get(w.idp_url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = tianping_idp::keys_from_jwks(&jwks).unwrap();
+    // both tokens signed by the published key, for the judge, after password and one-time code
+    for token in [&v["id_token"], &v["access_token"]] {
+        let t = tianping_idp::verify_with(token.as_str().unwrap(), &keys).unwrap();
+        assert_eq!(t.str_claim("iss"), Some(ISS));
+        assert_eq!(t.str_claim("sub"), Some(SUB));
+        assert_eq!(t.str_claim("acr"), Some("otp"), "{:?}", t.claims);
+        assert_eq!(t.claims["amr"], serde_json::json!(["pwd", "otp"]));
+    }
+    assert_eq!(
+        tianping_idp::verify_with(v["id_token"].as_str().unwrap(), &keys)
+            .unwrap()
+            .str_claim("nonce"),
+        Some("n-1")
     );
-    assert!(v["access_token"].as_str().is_some(), "{v}");
 }
 
 /// Sign-in in `words`' language: password, TOTP enrolment (a wrong code first, then the right
