@@ -98,6 +98,14 @@ impl Alg {
         }
     }
 
+    /// The JWS name (`ES256`, `EdDSA`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Option<Self> {
         <Self as ValueEnum>::from_str(s, true).ok()
     }
@@ -235,7 +243,7 @@ fn init(fabric: &Fabric, p: &Paths, alg: Alg) -> miette::Result<ExitCode> {
 
 fn rotate(p: &Paths, alg: Alg) -> miette::Result<ExitCode> {
     if let Some(live) = control::Live::find(&p.socket)? {
-        let body = serde_json::json!({ "alg": format!("{alg:?}") });
+        let body = serde_json::json!({ "alg": alg.name() });
         let answer = live.post("/keys/rotate", &body)?;
         println!(
             "signing with `{}`; the previous key stays published until its tokens expire",
