@@ -5,7 +5,7 @@
 //! into `submit-raw`'s standard input), hashing the bundle as it writes it, and hashes the
 //! delivered file in pieces.
 //!
-//! Ignored by default: in a debug build on two cores it takes 2 to 2.5 minutes (about 12 s to
+//! Ignored by default: in a debug build on two shared cores it took 97 to 135 s (7 to 12 s to
 //! spool, the rest to cross and be stored). `cargo test --test exchange_memory -- --ignored`.
 #![expect(
     clippy::unwrap_used,
