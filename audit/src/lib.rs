@@ -45,7 +45,8 @@
 //! once its group commits (within the queue window, 20 ms by default): a crash loses the
 //! queued events not yet committed, never part of a record, and the log still verifies. Use it
 //! only where an effect may precede its record (DESIGN §2 rule 6), and [`Queued::wait`] where
-//! it may not.
+//! it may not. Async code whose effect must follow the record (a token, a sign-in) uses
+//! [`AuditLog::append_prompt`], committed at once, and awaits [`Queued::durable`].
 //!
 //! Through the owner's control socket ([`handle_request`]) audit data goes to the `auditor`
 //! role only and the ship endpoint to the zone's log shipper only; each person's read is
@@ -103,5 +104,6 @@ pub use service::{
 };
 #[cfg(feature = "store")]
 pub use store::{
-    ArchiveReport, AuditLog, Entries, KeyTrust, PreparedArchive, Queued, StoreError, VerifyReport,
+    ArchiveReport, AuditLog, Durable, Entries, KeyTrust, PreparedArchive, Queued, StoreError,
+    VerifyReport,
 };

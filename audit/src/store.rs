@@ -46,7 +46,7 @@ mod mirror;
 mod retention;
 mod verify;
 
-pub use commit::Queued;
+pub use commit::{Durable, Queued};
 use commit::{Encoded, Group};
 pub use entries::Entries;
 pub use verify::KeyTrust;
@@ -190,6 +190,8 @@ struct State {
     in_flight: u64,
     /// When the oldest queued event still pending was queued.
     queued_since: Option<std::time::Instant>,
+    /// Whether a prompt append waits: the queue's committer then commits without a window.
+    prompt: bool,
     group: Arc<Group>,
     committing: bool,
     poisoned: Option<String>,
@@ -208,7 +210,8 @@ struct AutoCheckpoint {
 ///
 /// `append` may be called from many threads at once: appends that arrive while a commit is
 /// running are written together as one record with one `flush`, and each call returns only once
-/// its events are durable. From async code call it inside `spawn_blocking`.
+/// its events are durable. From async code use [`AuditLog::append_prompt`] and await
+/// [`Queued::durable`] instead.
 pub struct AuditLog {
     dir: std::path::PathBuf,
     db: sled::Db,
@@ -377,6 +380,7 @@ impl AuditLog {
                 pending_len: 0,
                 in_flight: 0,
                 queued_since: None,
+                prompt: false,
                 group: Arc::new(Group::default()),
                 committing: false,
                 poisoned: None,

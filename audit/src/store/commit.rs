@@ -1,7 +1,10 @@
 //! Appends: events encoded on the callers' threads, committed in groups (one sled batch and one
 //! `flush` per group).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use super::{
     AuditLog, RECORD_TARGET, SPARE_BUFFERS, SPARE_CAPACITY, State, StoreError, key_of, lock,
@@ -16,16 +19,20 @@ use crate::record;
 pub(super) struct Group {
     /// The index of the group's first entry, or why the commit failed.
     done: OnceLock<Result<u64, String>>,
-    /// For waiting on `done` without the log's lock (queued appends' tickets).
-    lock: Mutex<()>,
+    /// For waiting on `done` without the log's lock (queued appends' tickets): the tasks
+    /// awaiting [`Durable`], woken by `finish`.
+    lock: Mutex<Vec<Waker>>,
     cv: Condvar,
 }
 
 impl Group {
     fn finish(&self, result: Result<u64, String>) {
         let _ = self.done.set(result);
-        let _guard = lock(&self.lock);
+        let wakers = std::mem::take(&mut *lock(&self.lock));
         self.cv.notify_all();
+        for w in wakers {
+            w.wake();
+        }
     }
 
     fn wait(&self) -> &Result<u64, String> {
@@ -71,12 +78,59 @@ impl Queued {
     }
 
     /// Blocks until the events are durable, or says why their commit failed (the log then
-    /// refuses appends until reopened). From async code call it inside `spawn_blocking`.
+    /// refuses appends until reopened). From async code await [`durable`](Self::durable).
     pub fn wait(&self) -> Result<(), StoreError> {
-        match self.group.wait() {
-            Ok(_) => Ok(()),
-            Err(e) => Err(StoreError::Poisoned(e.clone())),
+        outcome(self.group.wait())
+    }
+
+    /// A future that completes once the events are durable (or with why their commit failed),
+    /// woken by the thread that commits them: no thread waits for it. It needs no particular
+    /// async runtime.
+    pub fn durable(&self) -> Durable {
+        Durable {
+            group: Arc::clone(&self.group),
         }
+    }
+}
+
+fn outcome(r: &Result<u64, String>) -> Result<(), StoreError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(StoreError::Poisoned(e.clone())),
+    }
+}
+
+/// Completes once queued events are durable (see [`Queued::durable`]).
+#[must_use = "a future does nothing unless awaited"]
+pub struct Durable {
+    group: Arc<Group>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("done", &self.group.done.get().is_some())
+            .finish()
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.group.done.get() {
+            return Poll::Ready(outcome(r));
+        }
+        let mut wakers = lock(&self.group.lock);
+        // `finish` sets `done` before it takes the wakers under this lock: checked again here,
+        // a result set meanwhile is seen, or this waker is among those it takes.
+        if let Some(r) = self.group.done.get() {
+            return Poll::Ready(outcome(r));
+        }
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
@@ -170,7 +224,7 @@ impl AuditLog {
     /// Appends events in order, committed together with whatever other threads append at the
     /// same time; returns their receipts once all are durable.
     pub fn append_many(&self, events: &[Event]) -> Result<Vec<Receipt>, StoreError> {
-        let (receipts, group) = self.enqueue(events, false)?;
+        let (receipts, group) = self.enqueue(events, Mode::Wait)?;
         let mut st = lock(&self.state);
         loop {
             if let Some(result) = group.done.get() {
@@ -205,7 +259,25 @@ impl AuditLog {
 
     /// [`append_queued`](Self::append_queued) for several events in order.
     pub fn append_many_queued(self: &Arc<Self>, events: &[Event]) -> Result<Queued, StoreError> {
-        let (receipts, group) = self.enqueue(events, true)?;
+        self.queue(events, Mode::Window)
+    }
+
+    /// Appends one event for async code that must not answer before it is durable (sign-ins,
+    /// tokens): like [`append`](Self::append), its commit starts as soon as no other commit
+    /// runs (no queue window), grouped with whatever is appended meanwhile; unlike it, nothing
+    /// blocks: await [`Queued::durable`] before acting on the event. The queue's committer
+    /// thread makes the commits.
+    pub fn append_prompt(self: &Arc<Self>, event: &Event) -> Result<Queued, StoreError> {
+        self.append_many_prompt(std::slice::from_ref(event))
+    }
+
+    /// [`append_prompt`](Self::append_prompt) for several events in order.
+    pub fn append_many_prompt(self: &Arc<Self>, events: &[Event]) -> Result<Queued, StoreError> {
+        self.queue(events, Mode::Prompt)
+    }
+
+    fn queue(self: &Arc<Self>, events: &[Event], mode: Mode) -> Result<Queued, StoreError> {
+        let (receipts, group) = self.enqueue(events, mode)?;
         if !self.flusher.swap(true, std::sync::atomic::Ordering::AcqRel) {
             let log = Arc::downgrade(self);
             std::thread::Builder::new()
@@ -246,7 +318,7 @@ impl AuditLog {
     fn enqueue(
         &self,
         events: &[Event],
-        queued: bool,
+        mode: Mode,
     ) -> Result<(Vec<Receipt>, Arc<Group>), StoreError> {
         if self.mirror {
             return Err(StoreError::IsMirror);
@@ -287,8 +359,16 @@ impl AuditLog {
             .collect();
         st.pending_len += encoded.leaves.len() as u64;
         st.pending.push(encoded);
-        if queued && st.queued_since.is_none() {
+        let mut wake = false;
+        if mode != Mode::Wait && st.queued_since.is_none() {
             st.queued_since = Some(std::time::Instant::now());
+            wake = true;
+        }
+        if mode == Mode::Prompt && !st.prompt {
+            st.prompt = true;
+            wake = true;
+        }
+        if wake {
             self.cv.notify_all();
         }
         Ok((receipts, st.group.clone()))
@@ -302,6 +382,7 @@ impl AuditLog {
         st.in_flight = st.pending_len;
         st.pending_len = 0;
         st.queued_since = None;
+        st.prompt = false;
         let this = std::mem::take(&mut st.group);
         let first = st.leaves.len() as u64;
         drop(st);
@@ -325,6 +406,7 @@ impl AuditLog {
                 st.pending.clear();
                 st.pending_len = 0;
                 st.queued_since = None;
+                st.prompt = false;
                 st.group.finish(Err(msg));
             }
         }
@@ -387,6 +469,17 @@ impl Group {
     }
 }
 
+/// How an append waits for its commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The caller commits or waits for the commit, blocking.
+    Wait,
+    /// The queue's committer commits it within the queue window.
+    Window,
+    /// The queue's committer commits it as soon as no other commit runs.
+    Prompt,
+}
+
 /// The longest the queue's committer holds the log while it waits.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -400,8 +493,12 @@ fn flusher(log: &std::sync::Weak<AuditLog>) {
         if st.poisoned.is_some() {
             return;
         }
-        let due = st.queued_since.map(|t| t + window);
         let now = std::time::Instant::now();
+        let due = if st.prompt {
+            Some(now)
+        } else {
+            st.queued_since.map(|t| t + window)
+        };
         match due {
             Some(due) if due <= now && !st.committing => drop(log.commit_pending(st)),
             _ => {
