@@ -433,7 +433,7 @@ fn read_family(p: &IdpParts, token: &str) -> Result<Option<RefreshFamily>, IdpEr
     let Some(id) = raw.get(..16).and_then(|i| FamilyId::try_from(i).ok()) else {
         return Ok(None);
     };
-    p.store.update_family(&id, &mut |f| f.clone())
+    p.store.family(&id)
 }
 
 /// Whether `token` is the usable token of `family` now.

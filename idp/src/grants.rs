@@ -131,6 +131,29 @@ fn rotation(f: &RefreshFamily, presented: &[u8; 32], client_id: &str, now: UnixT
     }
 }
 
+/// The family after `presented` is shown to it with the access token issued for the rotation:
+/// rotated, the token recorded and expired access tokens dropped; revoked on reuse; else
+/// unchanged (also when there is no token: the read before found the token not current).
+fn apply_issued(
+    f: &RefreshFamily,
+    presented: &[u8; 32],
+    client_id: &str,
+    now: UnixTime,
+    next_hash: [u8; 32],
+    issued: Option<&(String, UnixTime)>,
+) -> RefreshFamily {
+    match (rotation(f, presented, client_id, now), issued) {
+        (Rotation::Rotated, Some(entry)) => {
+            let mut n = apply(f, presented, client_id, now, next_hash);
+            n.access_tokens.retain(|(_, until)| *until > now);
+            n.access_tokens.push(entry.clone());
+            n
+        }
+        (Rotation::Rotated, None) => f.clone(),
+        _ => apply(f, presented, client_id, now, next_hash),
+    }
+}
+
 /// The family after `presented` is shown to it: rotated, revoked on reuse, else unchanged.
 fn apply(
     f: &RefreshFamily,
@@ -350,6 +373,71 @@ impl<'a> Grants<'a> {
             }
             Rotation::Refused(RefreshRefusal::WrongClient) => Err(IdpError::RefreshWrongClient),
             Rotation::Refused(RefreshRefusal::Invalid) => Err(IdpError::RefreshInvalid),
+        }
+    }
+
+    /// Uses a refresh token in one atomic store update: reads the family, and when the token is
+    /// its current one calls `issue` with it (the caller checks the account and signs the
+    /// access token there; an error leaves the family unchanged), then rotates the family and
+    /// records the access token together. Returns the family after rotation, the token that
+    /// replaces the one presented, and the access token. Reusing a rotated token (also one
+    /// rotated by a concurrent request meanwhile) revokes the family and its access tokens; a
+    /// token of another client is refused. Access tokens of the family that have expired are
+    /// dropped from it.
+    pub fn rotate_refresh(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: UnixTime,
+        rng: &dyn Random,
+        issue: &mut dyn FnMut(&RefreshFamily) -> Result<IssuedAccessToken, IdpError>,
+    ) -> Result<(RefreshFamily, String, IssuedAccessToken), IdpError> {
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .filter(|r| r.len() == 48)
+            .ok_or(IdpError::RefreshInvalid)?;
+        let (id, _) = raw.split_at(16);
+        let id: FamilyId = id.try_into().map_err(|_| IdpError::RefreshInvalid)?;
+        let presented = sha256(token.as_bytes());
+        let read = self.store.family(&id)?.ok_or(IdpError::RefreshInvalid)?;
+        let at = match rotation(&read, &presented, client_id, now) {
+            Rotation::Rotated => Some(issue(&read)?),
+            _ => None,
+        };
+        let entry = at.as_ref().map(|a| (a.jti.clone(), a.expires_at));
+        let (next, next_hash) = refresh_token(&id, rng)?;
+        let before = self
+            .store
+            .update_family(&id, &mut |f| {
+                apply_issued(f, &presented, client_id, now, next_hash, entry.as_ref())
+            })?
+            .ok_or(IdpError::RefreshInvalid)?;
+        match (rotation(&before, &presented, client_id, now), at) {
+            (Rotation::Rotated, Some(at)) => {
+                let after = apply_issued(
+                    &before,
+                    &presented,
+                    client_id,
+                    now,
+                    next_hash,
+                    entry.as_ref(),
+                );
+                Ok((after, next, at))
+            }
+            // Not current when read, current when updated: cannot happen (a token never
+            // becomes current again); nothing was changed.
+            (Rotation::Rotated, None) => Err(IdpError::RefreshInvalid),
+            (Rotation::Reused, _) => {
+                for (jti, until) in &before.access_tokens {
+                    self.store.revoke_token(jti, *until)?;
+                }
+                Err(IdpError::RefreshReused)
+            }
+            (Rotation::Refused(RefreshRefusal::WrongClient), _) => {
+                Err(IdpError::RefreshWrongClient)
+            }
+            (Rotation::Refused(RefreshRefusal::Invalid), _) => Err(IdpError::RefreshInvalid),
         }
     }
 

@@ -267,35 +267,40 @@ impl Inner {
                 scope,
             } => {
                 let grants = Grants::new(&*p.store, p.grants);
-                let (family, next) =
-                    match grants.use_refresh(&refresh_token, &client.id, now, &*p.rng) {
-                        Err(IdpError::RefreshReused) => {
-                            endpoints::audit_refresh_reuse(p, &refresh_token, &client.id, now)
-                                .await?;
-                            return Err(IdpError::RefreshReused);
+                let mut granted = String::new();
+                // The account is checked and the access token signed before the family
+                // rotates, and recorded in the same store update as the rotation.
+                let mut issue = |family: &crate::grants::RefreshFamily| {
+                    endpoints::account_may_get_tokens(p, &family.identity.sub, now)?;
+                    let asked = match &scope {
+                        Some(asked) => {
+                            if let Some(s) = asked.iter().find(|s| !family.scope.contains(s)) {
+                                return Err(IdpError::ScopeNotAllowed(s.clone()));
+                            }
+                            asked
                         }
-                        other => other?,
+                        None => &family.scope,
                     };
-                endpoints::account_may_get_tokens(p, &family.identity.sub, now)?;
-                let scope = match scope {
-                    Some(asked) => {
-                        if let Some(s) = asked.iter().find(|s| !family.scope.contains(s)) {
-                            return Err(IdpError::ScopeNotAllowed(s.clone()));
-                        }
-                        asked
-                    }
-                    None => family.scope.clone(),
+                    granted = asked.join(" ");
+                    p.issuer.access_token(
+                        Some(&family.identity),
+                        &client.id,
+                        &p.audience,
+                        &granted,
+                        now,
+                        &*p.rng,
+                    )
                 };
-                let scope = scope.join(" ");
-                let at = p.issuer.access_token(
-                    Some(&family.identity),
-                    &client.id,
-                    &p.audience,
-                    &scope,
-                    now,
-                    &*p.rng,
-                )?;
-                grants.record_family_token(&family.id, &at)?;
+                let rotated =
+                    grants.rotate_refresh(&refresh_token, &client.id, now, &*p.rng, &mut issue);
+                let (_, next, at) = match rotated {
+                    Err(IdpError::RefreshReused) => {
+                        endpoints::audit_refresh_reuse(p, &refresh_token, &client.id, now).await?;
+                        return Err(IdpError::RefreshReused);
+                    }
+                    other => other?,
+                };
+                let scope = granted;
                 self.audit(now, "token.refresh", &client.id, &at).await?;
                 Ok(token_json(&at, now, &scope, Some(&next)))
             }
@@ -331,11 +336,16 @@ impl Inner {
         e.actor = client_id.to_owned();
         e.object = at.jti.clone();
         e.outcome = "ok".into();
-        let log = Arc::clone(&self.parts.audit);
-        tokio::task::spawn_blocking(move || log.append(&e).map(drop))
+        // Awaited without a thread of its own: the log's committer wakes this task once the
+        // event's group is durable.
+        let audit_error = |e: tianping_audit::StoreError| IdpError::Store(format!("audit: {e}"));
+        self.parts
+            .audit
+            .append_prompt(&e)
+            .map_err(audit_error)?
+            .durable()
             .await
-            .map_err(|_| IdpError::Internal("audit task"))?
-            .map_err(|e| IdpError::Store(format!("audit: {e}")))
+            .map_err(audit_error)
     }
 }
 

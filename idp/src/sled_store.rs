@@ -151,6 +151,10 @@ impl Store for SledStore {
         )
     }
 
+    fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {
+        Self::get(&self.families, id, records::decode_family)
+    }
+
     fn revoke_token(&self, jti: &str, until: UnixTime) -> Result<(), IdpError> {
         let until = until.as_millis().to_be_bytes().to_vec();
         self.put(&self.revoked, jti.as_bytes(), until)

@@ -39,6 +39,11 @@ pub trait Store: Send + Sync {
         id: &FamilyId,
         f: Update<'_, RefreshFamily>,
     ) -> Result<Option<RefreshFamily>, IdpError>;
+    /// A family as stored now, read without writing (the default reads through
+    /// [`update_family`](Self::update_family) with no change).
+    fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {
+        self.update_family(id, &mut |f| f.clone())
+    }
 
     /// Records an access token as revoked until it would have expired anyway.
     fn revoke_token(&self, jti: &str, until: UnixTime) -> Result<(), IdpError>;
@@ -168,6 +173,10 @@ impl Store for MemoryStore {
         f: Update<'_, RefreshFamily>,
     ) -> Result<Option<RefreshFamily>, IdpError> {
         update(&self.families, id, f)
+    }
+
+    fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {
+        Ok(lock(&self.families)?.get(id).cloned())
     }
 
     fn revoke_token(&self, jti: &str, until: UnixTime) -> Result<(), IdpError> {
