@@ -59,6 +59,7 @@ pub use fabric::{
     SYMBOL_ALIGNMENT, ServiceBinding, ServiceTarget, ZoneListeners, block_size_range,
     default_binding, default_block_size, symbol_size,
 };
+pub use fabric::{DEFAULT_RETAIN, EXPLICIT_LINK_IDS, MAX_RETAIN, derived_link_id, parse_retain};
 pub use files::{Existing, FileError, FileMode, write_atomic, write_private_file};
 pub use ids::{Acr, Amr, Clearance, CourtCode, DEFAULT_ZONES, IdError, Role, SubjectId, ZoneName};
 pub use pem::{

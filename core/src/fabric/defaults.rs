@@ -52,7 +52,9 @@ impl Fabric {
         let _ = writeln!(
             t,
             "# Each link: repair = percent of repair symbols per block, mtu = largest datagram,\n\
-             # block-size = bytes per RaptorQ source block (defaults 5, 1500, 1024 symbols).\n"
+             # block-size = bytes per RaptorQ source block (defaults 5, 1500, 1024 symbols),\n\
+             # retain = how long sent transfers are kept for `tianping exchange resend` (24h),\n\
+             # id = the link's number in datagrams (default: derived from the zone names).\n"
         );
         let mut port = LINK_BASE;
         for from in zones.iter().filter(|z| !sealed.contains(z)) {

@@ -3,6 +3,7 @@
 //! written beside them.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use miette::SourceSpan;
 
@@ -53,9 +54,62 @@ pub const MAX_BLOCK_SIZE: u32 = 64 * 1024 * 1024;
 /// The sender's pacing rate bounds, in megabits per second.
 pub const RATE_MBPS: std::ops::RangeInclusive<u32> = 1..=100_000;
 
+/// Ids a `[[links]]` table may give itself with `id = N`: 1 to 2³¹ − 1. Ids derived from the
+/// zone names ([`derived_link_id`]) have the top bit set, so the two never meet.
+pub const EXPLICIT_LINK_IDS: std::ops::RangeInclusive<u32> = 1..=0x7fff_ffff;
+
+/// The id of the link from `from` to `to` when its table gives none: the FNV-1a hash of
+/// `from>to` with the top bit set. It names the link, not its place in `fabric.toml`, so
+/// reordering the links changes no id, and both ends compute it from the same names.
+pub fn derived_link_id(from: &ZoneName, to: &ZoneName) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in from
+        .as_str()
+        .bytes()
+        .chain(*b">")
+        .chain(to.as_str().bytes())
+    {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    0x8000_0000 | h
+}
+
+/// How long the sender keeps a sent transfer's bytes by default (24 hours), so that a receiver
+/// started late, or one that lost transfers, can be served again (`tianping exchange resend`)
+/// within a working day and a night.
+pub const DEFAULT_RETAIN: Duration = Duration::from_secs(24 * 3600);
+/// The longest retention, 30 days: retained bytes fill the sender's disk.
+pub const MAX_RETAIN: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Reads a retention: a whole number with a unit `s`, `m`, `h` or `d` (`"36h"`), or `"0"` for
+/// none; `None` for anything else or over [`MAX_RETAIN`].
+pub fn parse_retain(text: &str) -> Option<Duration> {
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    let unit = match text.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let digits = text.get(..text.len() - 1)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = digits.parse::<u64>().ok()?.checked_mul(unit)?;
+    let d = Duration::from_secs(secs);
+    (d <= MAX_RETAIN).then_some(d)
+}
+
 /// One one-way link, carrying every flow from one zone to another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
+    /// The link's id in every datagram, the same at both ends: `id = N` in its table, else
+    /// [`derived_link_id`] of its zones. Never its position in `fabric.toml`.
+    pub id: u32,
     /// The sending zone.
     pub from: ZoneName,
     /// The receiving zone.
@@ -71,6 +125,8 @@ pub struct Link {
     pub mtu: u16,
     /// Bytes of a transfer per RaptorQ source block.
     pub block_size: u32,
+    /// How long the sender keeps a sent transfer's bytes for a resend (`retain`).
+    pub retain: Duration,
     pub(crate) span: SourceSpan,
 }
 
@@ -132,6 +188,8 @@ mod tests {
         assert_eq!(*r.end(), MAX_BLOCK_SIZE);
         assert!(block_size_range(1500).contains(&default_block_size(1500)));
         let link = Link {
+            id: 1,
+            retain: DEFAULT_RETAIN,
             from: "internet".parse().unwrap(),
             to: "private".parse().unwrap(),
             address: "127.0.0.1:0".parse().unwrap(),
@@ -144,5 +202,26 @@ mod tests {
         assert_eq!(link.block_symbols(), 1024);
         assert_eq!(link.repair_symbols(1024), 52);
         assert_eq!(link.repair_symbols(1), 1);
+    }
+
+    #[test]
+    fn derived_ids_name_the_zones_and_stay_out_of_explicit_ones() {
+        let (a, b): (ZoneName, ZoneName) =
+            ("internet".parse().unwrap(), "private".parse().unwrap());
+        let (ab, ba) = (derived_link_id(&a, &b), derived_link_id(&b, &a));
+        assert_ne!(ab, ba);
+        assert_eq!(ab, derived_link_id(&a, &b));
+        assert!(!EXPLICIT_LINK_IDS.contains(&ab) && !EXPLICIT_LINK_IDS.contains(&ba));
+    }
+
+    #[test]
+    fn retention_reads_units_and_refuses_the_rest() {
+        assert_eq!(parse_retain("36h"), Some(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_retain("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_retain("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retain("30d"), Some(MAX_RETAIN));
+        for bad in ["31d", "", "h", "1.5h", "-1h", "10", "1w", "+1h"] {
+            assert_eq!(parse_retain(bad), None, "{bad}");
+        }
     }
 }

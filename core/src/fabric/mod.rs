@@ -26,6 +26,7 @@ pub use link::{
     MIN_MTU, MIN_SYMBOL_SIZE, RATE_MBPS, SYMBOL_ALIGNMENT, block_size_range, default_block_size,
     symbol_size,
 };
+pub use link::{DEFAULT_RETAIN, EXPLICIT_LINK_IDS, MAX_RETAIN, derived_link_id, parse_retain};
 use raw::{RawFabric, RawLink, RawService, RawZone};
 pub use service::{ServiceBinding, ServiceTarget, default_binding};
 
@@ -387,7 +388,47 @@ fn link(
         default_block_size(mtu),
         &why,
     )?;
+    let id = match &l.id {
+        Some(v) => bounded(
+            src,
+            Some(v),
+            "id",
+            EXPLICIT_LINK_IDS,
+            1,
+            "ids from 2^31 up are the ones derived from the zone names when a link gives none",
+        )?,
+        None => derived_link_id(&from, &to),
+    };
+    if let Some(other) = earlier.iter().find(|e| e.id == id) {
+        let span = l.id.as_ref().map_or(l.from.span(), Spanned::span);
+        return Err(src.problem(
+            span,
+            format!(
+                "link id {id} is used twice (also by the link from `{}` to `{}`)",
+                other.from, other.to
+            ),
+            "used by another link",
+            Some("give each link its own `id = N`; both ends read the id from here".into()),
+        ));
+    }
+    let retain = match &l.retain {
+        Some(v) => parse_retain(v.get_ref()).ok_or_else(|| {
+            src.problem(
+                v.span(),
+                format!("retain `{}` is not a retention", v.get_ref()),
+                "not a retention",
+                Some(format!(
+                    "a whole number and a unit s, m, h or d (\"36h\"), or \"0\"; at most {} days, \
+                     since retained bytes fill the sender's disk",
+                    MAX_RETAIN.as_secs() / 86_400
+                )),
+            )
+        })?,
+        None => DEFAULT_RETAIN,
+    };
     Ok(Link {
+        id,
+        retain,
         from,
         to,
         address,

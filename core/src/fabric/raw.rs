@@ -53,6 +53,7 @@ pub(super) struct RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawLink {
+    pub(super) id: Option<Spanned<i64>>,
     pub(super) from: Spanned<ZoneName>,
     pub(super) to: Spanned<ZoneName>,
     pub(super) address: Spanned<SocketAddr>,
@@ -60,6 +61,7 @@ pub(super) struct RawLink {
     pub(super) repair: Option<Spanned<i64>>,
     pub(super) mtu: Option<Spanned<i64>>,
     pub(super) block_size: Option<Spanned<i64>>,
+    pub(super) retain: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

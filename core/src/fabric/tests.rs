@@ -239,3 +239,68 @@ fn problems_made_later_point_into_the_file() {
     );
     assert!(err.render().contains("unknown service"));
 }
+
+#[test]
+fn link_ids_follow_the_zones_not_the_order() {
+    let text = default_text();
+    let f = Fabric::parse(&text).unwrap();
+    // The same links, the [[links]] tables in the opposite order.
+    let (head, rest) = text.split_once("[[links]]").unwrap();
+    let (links, tail) = rest.split_once("[services.").unwrap();
+    let mut tables: Vec<&str> = links.split("[[links]]").collect();
+    tables.reverse();
+    let reordered = format!(
+        "{head}[[links]]{}[services.{tail}",
+        tables.join("[[links]]")
+    );
+    let g = Fabric::parse(&reordered).unwrap();
+    assert_ne!(f.links()[0].from, g.links()[0].from);
+    for l in f.links() {
+        let m = g.link(&l.from, &l.to).unwrap();
+        assert_eq!(l.id, m.id);
+        assert_eq!(l.id, derived_link_id(&l.from, &l.to));
+        assert_eq!(l.retain, DEFAULT_RETAIN);
+    }
+    let mut ids: Vec<u32> = f.links().iter().map(|l| l.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), f.links().len());
+    // An explicit id and a retention.
+    let text = default_text().replacen("mtu = 1500", "mtu = 1500\nid = 7\nretain = \"36h\"", 1);
+    let f = Fabric::parse(&text).unwrap();
+    let l = &f.links()[0];
+    assert_eq!((l.id, l.retain.as_secs()), (7, 36 * 3600));
+}
+
+#[test]
+fn link_ids_and_retention_are_checked() {
+    let twice = default_text().replacen("mtu = 1500", "mtu = 1500\nid = 9", 2);
+    let p = problem(&twice);
+    assert!(
+        p.message.contains("link id 9 is used twice"),
+        "{}",
+        p.message
+    );
+    assert_refused(&[
+        (
+            "mtu = 1500",
+            "mtu = 1500\nid = 0",
+            "id 0 is outside 1..=2147483647",
+        ),
+        (
+            "mtu = 1500",
+            "mtu = 1500\nid = 2147483648",
+            "id 2147483648 is outside",
+        ),
+        (
+            "mtu = 1500",
+            "mtu = 1500\nretain = \"2w\"",
+            "retain `2w` is not a retention",
+        ),
+        (
+            "mtu = 1500",
+            "mtu = 1500\nretain = \"31d\"",
+            "not a retention",
+        ),
+    ]);
+}
