@@ -47,6 +47,8 @@
 mod assemble;
 mod bundle;
 #[cfg(feature = "daemon")]
+mod control;
+#[cfg(feature = "daemon")]
 mod daemon;
 mod datagram;
 #[doc(hidden)]
@@ -71,7 +73,12 @@ pub use bundle::{
     Verified, chunk_hash, table_hash,
 };
 #[cfg(feature = "daemon")]
-pub use daemon::{receive_into, send_spooled};
+pub use control::{ReceiverControl, STATUS_PATH, SenderControl, SenderLink};
+#[cfg(feature = "daemon")]
+pub use daemon::{
+    RECENT_IDS, ReceiveDetail, ReceiveStatus, SendOptions, SendStatus, receive_into, run_receiver,
+    run_sender, send_spooled,
+};
 pub use datagram::{
     Datagram, DatagramError, DatagramHeader, Heartbeat, MAX_BLOCK_SYMBOLS, MAX_TRANSFER, MIN_MTU,
     SYMBOL_ALIGN, SymbolHeader, symbol_size_for,
@@ -81,9 +88,9 @@ pub use pacing::Pacer;
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
 pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
 #[cfg(feature = "daemon")]
-pub use spool::{Spool, SpoolError, SpooledFile};
+pub use spool::{Retained, Spool, SpoolError, SpooledFile};
 #[cfg(feature = "daemon")]
-pub use store::{Ended, FolderSink, Sink, Store};
+pub use store::{Ended, FolderSink, KEEP_ENDED, Sink, Store};
 #[cfg(feature = "daemon")]
 pub use trust::ZoneTrust;
 #[cfg(feature = "io")]

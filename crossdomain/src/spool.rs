@@ -7,11 +7,21 @@
 //! receiver reports lost, which nobody was told of. Every [`Spool::open`] takes a fresh epoch,
 //! and [`Spool::pending`] gives back every transfer not yet sent in full, so a restart resumes
 //! them all. A transfer leaves the spool when its last datagram was sent ([`Spool::sent`]).
+//!
+//! Retention: [`Spool::sent_retained`] moves a sent transfer's file into `retained/` instead of
+//! deleting it, with the time it may go (the link's `retain` in `fabric.toml`, 24 hours by
+//! default), and [`Spool::prune`] deletes what has expired. A one-way link cannot tell the
+//! sender that a receiver was not running; within the window an operator can send the
+//! retained transfers again ([`Spool::resend`]): each one is spooled anew under the link's next
+//! id (a hard link, no copy), since the receiver has already ended the old id (reported it
+//! lost) and never hands on an id twice.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use tianping_core::UnixTime;
 
 use crate::TransferSource;
 
@@ -80,22 +90,40 @@ pub struct Spool {
     db: sled::Db,
     /// link ++ id → length, for every transfer not yet sent in full.
     pending: sled::Tree,
+    /// link ++ id → (when it may go, milliseconds since the epoch; length), for every transfer sent
+    /// and kept for a resend.
+    retained: sled::Tree,
     epoch: u64,
+}
+
+/// A sent transfer kept for a resend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    /// Its id.
+    pub id: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// When it may be deleted.
+    pub expires: UnixTime,
 }
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, taking a fresh epoch.
     pub fn open(dir: &Path) -> Result<Self, SpoolError> {
-        let payloads = dir.join("payloads");
-        fs::create_dir_all(&payloads).map_err(io_at(&payloads))?;
+        for sub in ["payloads", "retained"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_at(&p))?;
+        }
         let db = sled::open(dir.join("state"))?;
         let pending = db.open_tree("pending")?;
+        let retained = db.open_tree("retained")?;
         let epoch = bump(&db, b"epoch")?;
         db.flush()?;
         let spool = Self {
             dir: dir.to_path_buf(),
             db,
             pending,
+            retained,
             epoch,
         };
         spool.reconcile()?;
@@ -109,6 +137,10 @@ impl Spool {
 
     fn payload(&self, link: u32, id: u64) -> PathBuf {
         self.dir.join("payloads").join(format!("{link}-{id}"))
+    }
+
+    fn retained_path(&self, link: u32, id: u64) -> PathBuf {
+        self.dir.join("retained").join(format!("{link}-{id}"))
     }
 
     /// Payload files renamed into place whose entry a crash kept from `sled` are entered now
@@ -138,17 +170,42 @@ impl Spool {
                 self.pending.remove(&key)?;
             }
         }
+        // A retained file a crash kept from `sled` is kept for a day; an entry without its
+        // file is dropped.
+        let kept = self.dir.join("retained");
+        for entry in fs::read_dir(&kept).map_err(io_at(&kept))? {
+            let entry = entry.map_err(io_at(&kept))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let parsed = name
+                .split_once('-')
+                .and_then(|(l, i)| Some((l.parse::<u32>().ok()?, i.parse::<u64>().ok()?)));
+            match parsed {
+                Some((link, id)) if !self.retained.contains_key(link_key(link, id))? => {
+                    let len = entry.metadata().map_err(io_at(&entry.path()))?.len();
+                    let until = UnixTime::from_system_time(std::time::SystemTime::now())
+                        .saturating_add(std::time::Duration::from_secs(86_400))
+                        .as_millis();
+                    self.retained
+                        .insert(link_key(link, id), &retained_value(until, len))?;
+                }
+                Some(_) => {}
+                None => fs::remove_file(entry.path()).map_err(io_at(&entry.path()))?,
+            }
+        }
+        for item in self.retained.iter() {
+            let (key, _) = item?;
+            let (link, id) = split_key(&key);
+            if !self.retained_path(link, id).exists() {
+                self.retained.remove(&key)?;
+            }
+        }
         self.db.flush()?;
         Ok(())
     }
 
     /// Spools the bytes read from `payload` for `link` durably and returns their transfer id.
     pub fn submit(&self, link: u32, payload: &mut dyn Read) -> Result<u64, SpoolError> {
-        let staging = self.dir.join("payloads").join(format!(
-            "staging.{}.{}",
-            self.epoch,
-            bump(&self.db, b"staging")?
-        ));
+        let staging = self.staging()?;
         let len = {
             let mut file = File::create(&staging).map_err(io_at(&staging))?;
             let len = io::copy(payload, &mut file).map_err(io_at(&staging))?;
@@ -156,14 +213,32 @@ impl Spool {
             file.sync_all().map_err(io_at(&staging))?;
             len
         };
+        self.commit(link, &staging, len)
+    }
+
+    /// A fresh staging path in the spool's folder, for a caller that writes a submission
+    /// itself (an async body): it writes and fsyncs the file there, then calls
+    /// [`commit`](Self::commit). A staging file left by a crash is removed at the next open.
+    pub fn staging(&self) -> Result<PathBuf, SpoolError> {
+        Ok(self.dir.join("payloads").join(format!(
+            "staging.{}.{}",
+            self.epoch,
+            bump(&self.db, b"staging")?
+        )))
+    }
+
+    /// Gives the fsynced staging file `staging` of `len` bytes the next id of `link`, renames it
+    /// into place and returns the id once all of it is durable. An empty file is refused (and
+    /// removed).
+    pub fn commit(&self, link: u32, staging: &Path, len: u64) -> Result<u64, SpoolError> {
         if len == 0 {
-            fs::remove_file(&staging).map_err(io_at(&staging))?;
+            fs::remove_file(staging).map_err(io_at(staging))?;
             return Err(SpoolError::Refused("the payload is empty"));
         }
         let id = bump(&self.db, &link.to_be_bytes())?;
         self.db.flush()?;
         let target = self.payload(link, id);
-        fs::rename(&staging, &target).map_err(io_at(&target))?;
+        fs::rename(staging, &target).map_err(io_at(&target))?;
         sync_dir(&self.dir.join("payloads"))?;
         self.pending
             .insert(link_key(link, id), &len.to_be_bytes())?;
@@ -193,6 +268,117 @@ impl Spool {
         }
     }
 
+    /// The transfer's last datagram was sent: it leaves the spool, its bytes kept for a resend
+    /// until `expires` (deleted at once when that is not after `now`).
+    pub fn sent_retained(
+        &self,
+        link: u32,
+        id: u64,
+        now: UnixTime,
+        expires: UnixTime,
+    ) -> Result<(), SpoolError> {
+        if expires <= now {
+            return self.sent(link, id);
+        }
+        let (from, to) = (self.payload(link, id), self.retained_path(link, id));
+        match fs::rename(&from, &to) {
+            Ok(()) => {
+                let len = fs::metadata(&to).map_err(io_at(&to))?.len();
+                sync_dir(&self.dir.join("retained"))?;
+                self.retained.insert(
+                    link_key(link, id),
+                    &retained_value(expires.as_millis(), len),
+                )?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(&to)(e)),
+        }
+        self.pending.remove(link_key(link, id))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The transfers of `link` kept for a resend, in id order.
+    pub fn retained(&self, link: u32) -> Result<Vec<Retained>, SpoolError> {
+        let mut out = Vec::new();
+        for item in self.retained.scan_prefix(link.to_be_bytes()) {
+            let (key, value) = item?;
+            let (_, id) = split_key(&key);
+            out.push(Retained {
+                id,
+                len: be_u64(value.get(8..).unwrap_or_default()),
+                expires: UnixTime::from_millis(be_u64(&value)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every retained transfer whose time has come; returns how many.
+    pub fn prune(&self, now: UnixTime) -> Result<usize, SpoolError> {
+        let mut pruned = 0;
+        for item in self.retained.iter() {
+            let (key, value) = item?;
+            if be_u64(&value) > now.as_millis() {
+                continue;
+            }
+            let (link, id) = split_key(&key);
+            let path = self.retained_path(link, id);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&path)(e)),
+                _ => {}
+            }
+            self.retained.remove(&key)?;
+            pruned += 1;
+        }
+        if pruned > 0 {
+            self.db.flush()?;
+        }
+        Ok(pruned)
+    }
+
+    /// Spools every retained transfer of `link` from id `from` on again, each under the link's
+    /// next id, in order; returns the pairs (retained id, new id). Nothing retained from `from`
+    /// on is an error naming what is.
+    pub fn resend(&self, link: u32, from: u64) -> Result<Vec<(u64, u64)>, SpoolError> {
+        let kept: Vec<Retained> = self
+            .retained(link)?
+            .into_iter()
+            .filter(|r| r.id >= from)
+            .collect();
+        if kept.is_empty() {
+            return Err(SpoolError::Refused(
+                "no transfer from that id on is retained (never sent, still spooled, or expired)",
+            ));
+        }
+        let mut out = Vec::new();
+        for r in kept {
+            let staging = self.staging()?;
+            let source = self.retained_path(link, r.id);
+            fs::hard_link(&source, &staging).map_err(io_at(&source))?;
+            out.push((r.id, self.commit(link, &staging, r.len)?));
+        }
+        Ok(out)
+    }
+
+    /// The transfer `id` of `link`, still spooled, with its bytes.
+    pub fn open_pending(&self, link: u32, id: u64) -> Result<SpooledFile, SpoolError> {
+        SpooledFile::open(&self.payload(link, id))
+    }
+
+    /// How many transfers of `link` wait to be sent.
+    pub fn pending_len(&self, link: u32) -> usize {
+        self.pending.scan_prefix(link.to_be_bytes()).count()
+    }
+
+    /// The last id given on `link` (0 for none).
+    pub fn last_id(&self, link: u32) -> Result<u64, SpoolError> {
+        Ok(self
+            .db
+            .get(link.to_be_bytes())?
+            .as_deref()
+            .map_or(0, be_u64))
+    }
+
     /// How many transfers of every link wait to be sent.
     pub fn len(&self) -> usize {
         self.pending.len()
@@ -202,6 +388,14 @@ impl Spool {
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
+}
+
+fn retained_value(expires_ms: u64, len: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    let (e, l) = v.split_at_mut(8);
+    e.copy_from_slice(&expires_ms.to_be_bytes());
+    l.copy_from_slice(&len.to_be_bytes());
+    v
 }
 
 pub(crate) fn split_key(key: &[u8]) -> (u32, u64) {

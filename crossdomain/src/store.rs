@@ -8,6 +8,13 @@
 //! which must take a transfer it already has as a no-op, as [`FolderSink`] does). Lost and
 //! refused transfers are recorded too, and the receiver's floor, so that a restarted receiver
 //! ([`Store::floor`]) neither hands on nor reports again what already ended.
+//!
+//! Memory and disk stay bounded over a long run. A transfer below the floor is refused by the
+//! floor alone (the [`Receiver`](crate::Receiver) drops its symbols as late), so the store
+//! keeps the record of how each ended only for the last [`KEEP_ENDED`] ids below the floor of
+//! each link (for status and [`Store::ended`]) and prunes older ones as the floor moves; the
+//! receiver's own set of ended ids holds only ids above its floor, which moves up as transfers
+//! end (every transfer ends: complete, lost, or lost by timeout).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -83,6 +90,10 @@ pub enum Ended {
     Refused,
 }
 
+/// Records of ended transfers kept per link below its floor; older ones are pruned. Any id
+/// below the floor is refused whether or not its record is kept.
+pub const KEEP_ENDED: u64 = 65_536;
+
 const COMPLETE: u8 = 0;
 const DELIVERED: u8 = 1;
 const LOST: u8 = 2;
@@ -142,7 +153,19 @@ impl Store {
             .map_or(1, be_u64))
     }
 
-    /// How transfer `id` on `link` ended, if it did.
+    /// Whether transfer `id` on `link` has ended (below the floor, or recorded as ended): such a
+    /// transfer is never handed on again.
+    pub fn is_ended(&self, link: u32, id: u64) -> Result<bool, SpoolError> {
+        Ok(id < self.floor(link)? || self.ended(link, id)?.is_some())
+    }
+
+    /// How many records of ended transfers the store keeps for `link`.
+    pub fn recorded(&self, link: u32) -> usize {
+        self.ended.scan_prefix(link.to_be_bytes()).count()
+    }
+
+    /// How transfer `id` on `link` ended, if it did and its record was not pruned (see
+    /// [`KEEP_ENDED`]; [`is_ended`](Self::is_ended) answers for pruned ones too).
     pub fn ended(&self, link: u32, id: u64) -> Result<Option<Ended>, SpoolError> {
         Ok(
             match self
@@ -177,7 +200,7 @@ impl Store {
         let mut ended = Vec::new();
         match arrival {
             Arrival::Header { transfer, header } => {
-                if self.ended(link, transfer)?.is_none() {
+                if !self.is_ended(link, transfer)? {
                     let path = self.staging_path(link, transfer);
                     let mut file = File::create(&path).map_err(io_at(&path))?;
                     let encoded = header
@@ -210,21 +233,21 @@ impl Store {
             }
             Arrival::Lost { transfer, .. } => {
                 self.drop_staged(link, transfer)?;
-                if self.ended(link, transfer)?.is_none() {
+                if !self.is_ended(link, transfer)? {
                     self.mark(link, transfer, LOST)?;
                     ended.push((transfer, Ended::Lost));
                 }
             }
             Arrival::Refused { transfer, .. } => {
                 self.drop_staged(link, transfer)?;
-                if self.ended(link, transfer)?.is_none() {
+                if !self.is_ended(link, transfer)? {
                     self.mark(link, transfer, REFUSED)?;
                     ended.push((transfer, Ended::Refused));
                 }
             }
             Arrival::LostRange { from, to } => {
                 for id in from..to {
-                    if self.ended(link, id)?.is_none() {
+                    if !self.is_ended(link, id)? {
                         self.ended.insert(link_key(link, id), &[LOST])?;
                         ended.push((id, Ended::Lost));
                     }
@@ -255,6 +278,23 @@ impl Store {
         if floor != old {
             self.floors
                 .insert(link.to_be_bytes(), &floor.to_be_bytes())?;
+            self.prune(link, floor)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the records of ended transfers more than [`KEEP_ENDED`] below the floor (a
+    /// complete one not yet handed on stays until it is).
+    fn prune(&self, link: u32, floor: u64) -> Result<(), SpoolError> {
+        let below = floor.saturating_sub(KEEP_ENDED);
+        if below == 0 {
+            return Ok(());
+        }
+        for item in self.ended.range(link_key(link, 0)..link_key(link, below)) {
+            let (key, state) = item?;
+            if state.first() != Some(&COMPLETE) {
+                self.ended.remove(key)?;
+            }
         }
         Ok(())
     }
