@@ -156,7 +156,7 @@ fn a_spooled_batch_arrives_byte_identical_over_loopback() {
         .component(&link.to, Component::ExchangeReceiver)
         .join("delivered");
     for (b, id) in bundles.iter().zip(1..) {
-        let got = std::fs::read(folder.join(format!("0-{id}.bundle"))).unwrap();
+        let got = std::fs::read(folder.join(format!("{}-{id}.bundle", link.id))).unwrap();
         assert!(got == *b, "transfer {id} differs");
     }
 }

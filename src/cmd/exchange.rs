@@ -1,27 +1,35 @@
-//! `tianping exchange`: the one-way link's daemons (`send`, `receive`) and, for tests,
-//! `submit-raw`, which spools a file as a transfer without policy checks. The spool's state is
-//! one `sled` database, which one process opens at a time: `submit-raw` works while the sender
-//! is stopped (the sender sends what is spooled when it starts); submitting to a running sender
-//! is its control socket's `submit`, still to come.
+//! `tianping exchange`: the one-way link's daemons (`send`, `receive`), `status` (both
+//! daemons' control sockets), `submit` (a bundle streamed to the running sender's socket,
+//! with a node token of the zone's gateway), `resend` (retained transfers sent again, with the
+//! sender's own node token) and, for tests, `submit-raw`, which spools a file as a transfer
+//! without policy checks. The spool's state is one `sled` database, which one process opens at a
+//! time: `submit-raw` works while the sender is stopped (the sender sends what is spooled when it
+//! starts); `submit` goes through the running sender.
 //!
-//! Links come from `fabric.toml` (rate, repair, MTU); a link's id is its position there, the
-//! same on both sides. No link starts out of a zone its policy copy seals, whatever
+//! Each daemon serves its control socket (`run/<zone>-exchange-sender.sock`,
+//! `run/<zone>-exchange-receiver.sock`, see `tianping_crossdomain`'s control module) and its
+//! admin listener (`/healthz`, `/metrics` with the link counters; on port 0 its address is
+//! published in `run/<zone>-<component>.addr`).
+//!
+//! Links come from `fabric.toml` (rate, repair, MTU, retain); a link's id is its `id` there or
+//! one derived from its zone names, the same on both sides whatever the order of the links. No link starts out of a zone its policy copy seals, whatever
 //! `fabric.toml` says. The sender's spool is `zones/<zone>/exchange-sender/spool/`, the
 //! receiver's store `zones/<zone>/exchange-receiver/store/` with bundles delivered into
 //! `zones/<zone>/exchange-receiver/delivered/` (a folder sink until delivery comes).
 
 use std::net::SocketAddr;
-use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, mpsc};
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_core::{Component, DataDir, Fabric, Link, Listener, SystemClock, ZoneName};
 use tianping_crossdomain::{
-    Ended, FolderSink, LinkConfig, ReceiverConfig, Spool, Store, Submission, ZoneTrust, bind_udp,
-    receive_into, send_spooled,
+    Ended, FolderSink, LinkConfig, ReceiveStatus, ReceiverConfig, ReceiverControl, SendOptions,
+    SendStatus, SenderControl, SenderLink, Spool, Store, ZoneTrust, bind_udp, run_receiver,
+    run_sender,
 };
 
 /// `tianping exchange ...`
@@ -34,6 +42,27 @@ pub(crate) enum ExchangeCmd {
     /// Spool a file as a transfer to another zone, without policy checks (tests only).
     #[command(hide = true)]
     SubmitRaw(SubmitRaw),
+    /// Show the zone's sender and receiver: per link, what is spooled, sent, received, lost.
+    Status(ZoneArg),
+    /// Submit a bundle to the running sender of the zone, through its control socket.
+    Submit(SubmitRaw),
+    /// Send again the retained transfers of a link from an id on (an operator's action, when a
+    /// receiver started late or lost transfers).
+    Resend(Resend),
+}
+
+/// `resend`.
+#[derive(Debug, Args)]
+pub(crate) struct Resend {
+    /// The sending zone.
+    #[arg(long)]
+    zone: ZoneName,
+    /// The receiving zone.
+    #[arg(long)]
+    to: ZoneName,
+    /// The first transfer id to send again.
+    #[arg(long)]
+    from: u64,
 }
 
 /// A zone.
@@ -64,6 +93,36 @@ pub(crate) fn run(data: &Path, cmd: ExchangeCmd) -> miette::Result<ExitCode> {
     match cmd {
         ExchangeCmd::Send(z) => send(&dir, &fabric, &z.zone),
         ExchangeCmd::Receive(z) => receive(&dir, &fabric, &z.zone),
+        ExchangeCmd::Status(z) => status(&dir, &z.zone),
+        ExchangeCmd::Submit(s) => {
+            link_between(&fabric, &s.zone, &s.to)?;
+            let token = node_token(&dir, &s.zone, Component::Gateway)?;
+            let target = format!("/exchange/v1/submit?to={}", s.to);
+            let file = s.file.clone();
+            let body = control(&dir, &s.zone, "POST", &target, &token, Some(&file))?;
+            let transfer = body.get("transfer").and_then(serde_json::Value::as_u64);
+            println!("{}", transfer.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        ExchangeCmd::Resend(r) => {
+            link_between(&fabric, &r.zone, &r.to)?;
+            let token = node_token(&dir, &r.zone, Component::ExchangeSender)?;
+            let target = format!("/exchange/v1/resend?to={}&from={}", r.to, r.from);
+            let body = control(&dir, &r.zone, "POST", &target, &token, None)?;
+            for pair in body
+                .get("resent")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "{} -> {}",
+                    pair.get(0).unwrap_or(&serde_json::Value::Null),
+                    pair.get(1).unwrap_or(&serde_json::Value::Null)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ExchangeCmd::SubmitRaw(s) => {
             let (id, _) = link_between(&fabric, &s.zone, &s.to)?;
             let spool = open_spool(&dir, &s.zone)?;
@@ -77,19 +136,13 @@ pub(crate) fn run(data: &Path, cmd: ExchangeCmd) -> miette::Result<ExitCode> {
     }
 }
 
-fn link_id(i: usize) -> miette::Result<u32> {
-    u32::try_from(i).map_err(|_| miette!("too many links"))
-}
-
 fn link_between<'a>(
     fabric: &'a Fabric,
     from: &ZoneName,
     to: &ZoneName,
 ) -> miette::Result<(u32, &'a Link)> {
-    for (i, l) in fabric.links().iter().enumerate() {
-        if &l.from == from && &l.to == to {
-            return Ok((link_id(i)?, l));
-        }
+    if let Some(l) = fabric.link(from, to) {
+        return Ok((l.id, l));
     }
     Err(miette!("`fabric.toml` has no link from `{from}` to `{to}`"))
 }
@@ -108,8 +161,12 @@ fn config(id: u32, link: &Link) -> LinkConfig {
     }
 }
 
-/// Whether the zone's policy copy seals it.
-fn sealed(dir: &DataDir, zone: &ZoneName) -> miette::Result<bool> {
+/// Whether the zone's policy copy seals it, and the body limit of a submission to each zone:
+/// the largest flow to it and room for a bundle header.
+fn zone_policy(
+    dir: &DataDir,
+    zone: &ZoneName,
+) -> miette::Result<(bool, std::collections::BTreeMap<String, u64>)> {
     let path = dir.zone_policy(zone);
     let source = std::fs::read_to_string(&path)
         .into_diagnostic()
@@ -121,52 +178,173 @@ fn sealed(dir: &DataDir, zone: &ZoneName) -> miette::Result<bool> {
             path.display()
         )
     })?;
-    Ok(policy.is_sealed(zone.as_str()))
+    let mut limits = std::collections::BTreeMap::new();
+    for f in policy.flows().filter(|f| f.from() == zone) {
+        let limit = f
+            .max_size()
+            .saturating_add(tianping_crossdomain::MAX_HEADER as u64 + 4)
+            .min(tianping_crossdomain::MAX_TRANSFER);
+        let e = limits.entry(f.to().to_string()).or_insert(0);
+        *e = limit.max(*e);
+    }
+    Ok((policy.is_sealed(zone.as_str()), limits))
+}
+
+fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .into_diagnostic()
+}
+
+/// The control socket's verifier: node tokens of the zone for `audience`.
+fn node_callers(
+    dir: &DataDir,
+    zone: &ZoneName,
+    audience: &str,
+) -> miette::Result<tianping_net::NodeCallers> {
+    let trust = zone_trust(dir, zone)?;
+    let nodes =
+        tianping_certs::TokenVerifier::new(&trust, zone, audience, tianping_certs::TokenKind::Node)
+            .into_diagnostic()?;
+    tianping_net::NodeCallers::new(nodes).map_err(|e| miette!("{e}"))
+}
+
+fn zone_trust(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_certs::TrustStore> {
+    let trust_path = dir.zone_trust_bundle(zone);
+    let trust_pem = std::fs::read(&trust_path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", trust_path.display()))?;
+    tianping_certs::TrustStore::from_pem(&trust_pem, &[]).into_diagnostic()
+}
+
+/// Serves the admin listener of `component` and publishes its address.
+async fn admin(
+    dir: &DataDir,
+    fabric: &Fabric,
+    zone: &ZoneName,
+    component: Component,
+    metrics: Vec<Arc<tianping_net::Metrics>>,
+    registry: Arc<tianping_net::Registry>,
+) -> miette::Result<tianping_net::AdminHandle> {
+    let addr = fabric
+        .configured_addr(zone, component, &Listener::Admin)
+        .ok_or_else(|| {
+            miette!(
+                "`fabric.toml` gives zone `{zone}` no admin port for `{}`",
+                component.as_str()
+            )
+        })?;
+    let handle = tianping_net::serve_admin_with(addr, metrics, registry)
+        .await
+        .into_diagnostic()?;
+    tianping_core::publish_addr(dir, zone, component, &Listener::Admin, handle.local_addr())
+        .into_diagnostic()?;
+    Ok(handle)
 }
 
 fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
-    if sealed(dir, zone)? {
+    let (is_sealed, limits) = zone_policy(dir, zone)?;
+    if is_sealed {
         return Err(miette!(
             "zone `{zone}` is sealed: no link starts out of it, whatever `fabric.toml` says"
         ));
     }
+    let rt = runtime()?;
     let spool = Arc::new(open_spool(dir, zone)?);
+    let registry = tianping_net::Registry::new();
+    let stop = Arc::new(AtomicBool::new(false));
     let mut running = Vec::new();
-    for (i, link) in fabric.links().iter().enumerate() {
-        if &link.from != zone {
-            continue;
-        }
-        let id = link_id(i)?;
-        let peer = match peer_of(dir, link) {
-            Ok(peer) => peer,
-            Err(e) => {
-                eprintln!("link `{}` → `{}` not started: {e}", link.from, link.to);
-                continue;
-            }
+    let mut links = Vec::new();
+    for link in fabric.links_from(zone) {
+        let status = Arc::new(
+            SendStatus::new(
+                &registry,
+                link.id,
+                link.from.as_str(),
+                link.to.as_str(),
+                link.rate_mbps,
+                spool.epoch(),
+            )
+            .map_err(|e| miette!("{e}"))?,
+        );
+        let (tx, inbox) = mpsc::channel::<u64>();
+        links.push(SenderLink {
+            to: link.to.to_string(),
+            id: link.id,
+            inbox: std::sync::Mutex::new(tx),
+            status: Arc::clone(&status),
+            limit: limits
+                .get(link.to.as_str())
+                .copied()
+                .unwrap_or(tianping_crossdomain::MAX_TRANSFER),
+        });
+        let family = if link.address.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
         };
-        let socket = bind_udp(unspecified(peer), 0, 4 << 20).into_diagnostic()?;
-        let (cfg, rate, spool) = (config(id, link), link.rate_mbps, Arc::clone(&spool));
+        let local: SocketAddr = family.parse().into_diagnostic()?;
+        let socket = bind_udp(local, 0, 4 << 20).into_diagnostic()?;
+        let options = SendOptions {
+            config: config(link.id, link),
+            mbps: link.rate_mbps,
+            retain: link.retain,
+            beat_every: std::time::Duration::from_millis(200),
+        };
+        let (spool, stop, dir, link) = (
+            Arc::clone(&spool),
+            Arc::clone(&stop),
+            dir.clone(),
+            link.clone(),
+        );
         running.push(std::thread::spawn(move || -> miette::Result<()> {
-            // the inbox stays open: the link keeps beating after the spool is sent
-            let (_keep, inbox) = mpsc::channel::<Submission>();
-            send_spooled(&spool, cfg, rate, socket, peer, &SystemClock, &inbox)
-                .into_diagnostic()?;
-            Ok(())
+            let mut peer = || peer_of(&dir, &link).ok();
+            run_sender(
+                &spool,
+                options,
+                &socket,
+                &mut peer,
+                &SystemClock,
+                &inbox,
+                &status,
+                &stop,
+            )
+            .into_diagnostic()
         }));
     }
-    println!("sending from `{zone}` on {} links", running.len());
+    let count = links.len();
+    let hook: Box<dyn Fn(&tianping_net::Caller, &str, &[(u64, u64)]) + Send + Sync> =
+        Box::new(|caller, to, pairs| {
+            let who = caller.identity.as_ref().map_or("?", |i| i.name.as_str());
+            println!("resend to `{to}` asked by `{who}`: {pairs:?}");
+        });
+    let handler = SenderControl::new(zone.as_str(), Arc::clone(&spool), links, Some(hook));
+    let _serving = rt.block_on(async {
+        let callers = node_callers(dir, zone, "exchange-sender")?;
+        let options = tianping_net::ControlOptions::new(&[])
+            .verified(Arc::new(callers), SenderControl::open_paths());
+        let path = dir.socket(zone, Component::ExchangeSender);
+        let ctl = tianping_net::serve_control_with(&path, options, handler)
+            .await
+            .into_diagnostic()?;
+        let adm = admin(
+            dir,
+            fabric,
+            zone,
+            Component::ExchangeSender,
+            vec![ctl.metrics()],
+            Arc::clone(&registry),
+        )
+        .await?;
+        miette::Result::<_>::Ok((ctl, adm))
+    })?;
+    println!("sending from `{zone}` on {count} links");
     for t in running {
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn unspecified(peer: SocketAddr) -> SocketAddr {
-    if peer.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap_or(peer)
-    } else {
-        "[::]:0".parse().unwrap_or(peer)
-    }
 }
 
 /// Where the link's receiver listens: `fabric.toml`'s address, or, on port 0, what the
@@ -192,19 +370,15 @@ fn peer_of(dir: &DataDir, link: &Link) -> miette::Result<SocketAddr> {
 }
 
 fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
-    let trust_path = dir.zone_trust_bundle(zone);
-    let trust_pem = std::fs::read(&trust_path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading `{}`", trust_path.display()))?;
-    let store = tianping_certs::TrustStore::from_pem(&trust_pem, &[]).into_diagnostic()?;
-    let trust = Arc::new(ZoneTrust::new(store));
+    let trust = Arc::new(ZoneTrust::new(zone_trust(dir, zone)?));
     let base = dir.component(zone, Component::ExchangeReceiver);
+    let rt = runtime()?;
+    let registry = tianping_net::Registry::new();
+    let stop = Arc::new(AtomicBool::new(false));
     let mut running = Vec::new();
-    for (i, link) in fabric.links().iter().enumerate() {
-        if &link.to != zone {
-            continue;
-        }
-        let id = link_id(i)?;
+    let mut statuses = Vec::new();
+    for link in fabric.links().iter().filter(|l| &l.to == zone) {
+        let id = link.id;
         let socket = bind_udp(link.address, 64 << 20, 0).into_diagnostic()?;
         let bound = socket.local_addr().into_diagnostic()?;
         tianping_core::publish_addr(
@@ -217,18 +391,25 @@ fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<Ex
             bound,
         )
         .into_diagnostic()?;
-        let (trust, base) = (Arc::clone(&trust), base.clone());
+        let status = Arc::new(
+            ReceiveStatus::new(&registry, id, link.from.as_str(), link.to.as_str())
+                .map_err(|e| miette!("{e}"))?,
+        );
+        statuses.push(Arc::clone(&status));
+        let (trust, base, stop) = (Arc::clone(&trust), base.clone(), Arc::clone(&stop));
         running.push(std::thread::spawn(move || -> miette::Result<()> {
             let mut sink = FolderSink::new(&base.join("delivered")).into_diagnostic()?;
             let mut store = Store::open(&base.join("store").join(id.to_string()), &mut sink)
                 .into_diagnostic()?;
-            receive_into(
+            run_receiver(
                 &mut store,
                 ReceiverConfig::new(id),
                 trust,
-                socket,
+                &socket,
                 &SystemClock,
                 &mut sink,
+                &status,
+                &stop,
                 |transfer, how| {
                     let how = match how {
                         Ended::Delivered => "delivered",
@@ -236,15 +417,144 @@ fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<Ex
                         Ended::Refused => "refused",
                     };
                     println!("link {id} transfer {transfer} {how}");
-                    ControlFlow::Continue(())
                 },
             )
             .into_diagnostic()
         }));
     }
-    println!("receiving into `{zone}` on {} links", running.len());
+    let count = statuses.len();
+    let handler = ReceiverControl::new(zone.as_str(), statuses);
+    let _serving = rt.block_on(async {
+        let callers = node_callers(dir, zone, "exchange-receiver")?;
+        let options = tianping_net::ControlOptions::new(&[])
+            .verified(Arc::new(callers), ReceiverControl::open_paths());
+        let path = dir.socket(zone, Component::ExchangeReceiver);
+        let ctl = tianping_net::serve_control_with(&path, options, handler)
+            .await
+            .into_diagnostic()?;
+        let adm = admin(
+            dir,
+            fabric,
+            zone,
+            Component::ExchangeReceiver,
+            vec![ctl.metrics()],
+            Arc::clone(&registry),
+        )
+        .await?;
+        miette::Result::<_>::Ok((ctl, adm))
+    })?;
+    println!("receiving into `{zone}` on {count} links");
     for t in running {
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A node token of `component` of the zone for the sender's socket (audience
+/// `exchange-sender`), signed with its node key.
+fn node_token(dir: &DataDir, zone: &ZoneName, component: Component) -> miette::Result<String> {
+    let (cert, key) = dir.node(zone, component);
+    let key_pem = std::fs::read_to_string(&key)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", key.display()))?;
+    let signer = tianping_audit::signer_from_pem(&key_pem)
+        .map_err(|e| miette!("`{}`: {e}", key.display()))?;
+    let chain_pem = std::fs::read(&cert)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", cert.display()))?;
+    let chain = tianping_certs::certs_from_pem(&chain_pem).into_diagnostic()?;
+    let signer = tianping_certs::TokenSigner::new(Arc::new(signer), &chain).into_diagnostic()?;
+    signer
+        .sign(
+            &tianping_certs::TokenClaims::Node,
+            "exchange-sender",
+            tianping_core::Clock::now(&SystemClock),
+            std::time::Duration::from_secs(30),
+        )
+        .into_diagnostic()
+}
+
+/// One request to the zone's sender socket, the answer's JSON on 200, its error otherwise.
+fn control(
+    dir: &DataDir,
+    zone: &ZoneName,
+    method: &str,
+    target: &str,
+    token: &str,
+    file: Option<&Path>,
+) -> miette::Result<serde_json::Value> {
+    let socket = dir.socket(zone, Component::ExchangeSender);
+    let rt = runtime()?;
+    let (status, body) = rt.block_on(async {
+        let body = match file {
+            Some(f) => tianping_net::ControlBody::file(f).await.into_diagnostic()?,
+            None => tianping_net::ControlBody::empty(),
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(target)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(body)
+            .into_diagnostic()?;
+        let resp = tianping_net::control_send(&socket, req, tianping_net::CONTROL_TIMEOUT)
+            .await
+            .map_err(|e| not_running(&socket, "exchange-sender", zone, &e))?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().bytes().await.map_err(|e| miette!("{e}"))?;
+        miette::Result::<_>::Ok((status, body))
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != 200 {
+        let why = value
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        return Err(miette!("the sender refused ({status}): {why}"));
+    }
+    Ok(value)
+}
+
+fn not_running(
+    socket: &Path,
+    what: &str,
+    zone: &ZoneName,
+    e: &tianping_net::NetError,
+) -> miette::Report {
+    miette!(
+        "the {what} of `{zone}` is not running (`{}`: {e})",
+        socket.display()
+    )
+}
+
+/// Prints both daemons' status, saying which is not running.
+fn status(dir: &DataDir, zone: &ZoneName) -> miette::Result<ExitCode> {
+    let rt = runtime()?;
+    let mut code = ExitCode::SUCCESS;
+    for (component, what) in [
+        (Component::ExchangeSender, "exchange-sender"),
+        (Component::ExchangeReceiver, "exchange-receiver"),
+    ] {
+        let socket = dir.socket(zone, component);
+        let got = rt.block_on(tianping_net::control_request(
+            &socket,
+            "GET",
+            tianping_crossdomain::STATUS_PATH,
+            Vec::<u8>::new(),
+        ));
+        match got {
+            Ok((200, body)) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            Ok((s, _)) => {
+                println!("{what} of `{zone}`: status {s}");
+                code = ExitCode::FAILURE;
+            }
+            Err(e) => {
+                println!("{}", not_running(&socket, what, zone, &e));
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
 }
