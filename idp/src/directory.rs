@@ -472,8 +472,6 @@ impl<'a> Directory<'a> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
-
     use super::*;
     use crate::client::{ClientAuthMethod, GrantType};
     use crate::password::{PasswordParams, PasswordPolicy};

@@ -35,6 +35,7 @@ use tianping_audit::Event;
 use tianping_core::{Secret, SubjectId, UnixTime};
 use tianping_net::{Body, ResponseBody, full};
 
+use crate::authorize::RequestedClaim;
 use crate::client::{Client, ClientAuthMethod, ClientCredentials, GrantType};
 use crate::directory::Directory;
 use crate::error::IdpError;
@@ -228,20 +229,28 @@ pub(crate) async fn authorization_code(
     let identity = record_of_code.identity;
     account_may_get_tokens(p, &identity.sub, now)?;
     let scope = record_of_code.scope.join(" ");
-    let at = p.issuer.access_token(
+    let mut at_extra = Map::new();
+    if !record_of_code.claims.userinfo.is_empty() {
+        let names = record_of_code.claims.userinfo.iter();
+        let names: Vec<Value> = names.map(|c| c.name.clone().into()).collect();
+        at_extra.insert(USERINFO_CLAIMS.into(), names.into());
+    }
+    let at = p.issuer.access_token_with(
         Some(&identity),
         &client.id,
         &p.audience,
         &scope,
         now,
         &*p.rng,
+        at_extra,
     )?;
-    let id_token = p.issuer.id_token(
+    let id_token = p.issuer.id_token_with(
         &identity,
         &client.id,
         record_of_code.nonce.as_deref(),
         Some(&at.token),
         now,
+        requested_claims(p, &identity.sub, &record_of_code.claims.id_token)?,
     )?;
     let refresh = if client.grants.contains(&GrantType::RefreshToken) {
         let (rt, family) = grants.start_family(
@@ -641,7 +650,54 @@ fn userinfo_claims(p: &IdpParts, token: &str, now: UnixTime) -> Result<Value, Id
     for scope in claims.scope.split(' ') {
         out.extend(scope_claims(p, &identity.sub, scope)?);
     }
+    // the claims the `claims` parameter asked for, named in the token when it was issued
+    let verified = p
+        .issuer
+        .keys()
+        .verify(token, now)
+        .map_err(IdpError::InvalidToken)?;
+    if let Some(Value::Array(names)) = verified.claims.get(USERINFO_CLAIMS) {
+        let asked: Vec<RequestedClaim> = names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|n| RequestedClaim {
+                name: n.to_owned(),
+                essential: true,
+            })
+            .collect();
+        for (k, v) in requested_claims(p, &identity.sub, &asked)? {
+            out.entry(k).or_insert(v);
+        }
+    }
     Ok(Value::Object(out))
+}
+
+/// The access-token member naming the claims UserInfo releases beyond the scopes' claims (the
+/// `userinfo` part of the request's `claims` parameter).
+const USERINFO_CLAIMS: &str = "tianping_userinfo_claims";
+
+/// The directory's values of the claims `asked` for about `sub` (OIDC Core §5.5): profile, email
+/// and phone claims whatever the scopes. A claim the directory has no value for is left out (an
+/// essential claim too: §5.5.1 makes that no error); identity claims are in every token already.
+fn requested_claims(
+    p: &IdpParts,
+    sub: &SubjectId,
+    asked: &[RequestedClaim],
+) -> Result<Map<String, Value>, IdpError> {
+    let mut out = Map::new();
+    if asked.is_empty() {
+        return Ok(out);
+    }
+    let mut all = Map::new();
+    for scope in ["profile", "email", "phone"] {
+        all.extend(scope_claims(p, sub, scope)?);
+    }
+    for c in asked {
+        if let Some(v) = all.get(&c.name) {
+            out.insert(c.name.clone(), v.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// The claims a scope releases about `sub`, from the directory (OIDC Core §5.4).

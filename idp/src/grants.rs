@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tianping_core::UnixTime;
 
 use crate::IdpError;
-use crate::authorize::AuthorizationRequest;
+use crate::authorize::{AuthorizationRequest, ClaimsRequest};
 use crate::pkce::{self, CodeChallenge};
 use crate::random::{Random, bytes};
 use crate::store::Store;
@@ -69,6 +69,9 @@ pub struct CodeRecord {
     pub access_tokens: Vec<(String, UnixTime)>,
     /// The refresh-token family started from it.
     pub family: Option<FamilyId>,
+    /// The request's `claims` parameter: what the ID token and UserInfo release beyond the
+    /// scopes' claims.
+    pub claims: ClaimsRequest,
 }
 
 /// A chain of refresh tokens from one sign-in.
@@ -222,6 +225,7 @@ impl<'a> Grants<'a> {
                 reused: false,
                 access_tokens: Vec::new(),
                 family: None,
+                claims: request.claims.clone(),
             },
         )?;
         Ok(code)

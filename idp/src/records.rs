@@ -6,6 +6,7 @@ use std::str::FromStr;
 use tianping_core::{CourtCode, Secret, UnixTime, WireError, WireReader, WireWriter};
 
 use crate::IdpError;
+use crate::authorize::{ClaimsRequest, RequestedClaim};
 use crate::client::{Client, ClientAuthMethod, GrantType};
 use crate::directory::{Court, RequiredAction, TotpCredential, User, UserStatus};
 use crate::grants::{CodeRecord, RefreshFamily};
@@ -114,10 +115,36 @@ fn get_tokens(r: &mut WireReader<'_>) -> Result<Vec<(String, UnixTime)>, IdpErro
         .map_err(IdpError::from)
 }
 
+/// A code record's version: 2 adds the `claims` request (a version 1 record has none).
+const CODE_VERSION: u8 = 2;
+
+fn put_claims(w: &mut WireWriter, list: &[RequestedClaim]) -> Result<(), WireError> {
+    w.len16(list.len(), "claims")?;
+    for c in list {
+        w.str16(&c.name)?;
+        w.u8(u8::from(c.essential));
+    }
+    Ok(())
+}
+
+fn get_claims(r: &mut WireReader<'_>) -> Result<Vec<RequestedClaim>, IdpError> {
+    let n = r.count16("claims", 3)?;
+    (0..n)
+        .map(|_| {
+            let name = r.str16("claim")?.to_owned();
+            Ok::<_, WireError>(RequestedClaim {
+                name,
+                essential: r.u8("essential")? != 0,
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(IdpError::from)
+}
+
 /// The stored form of a code record.
 pub(crate) fn encode_code(c: &CodeRecord) -> Result<Vec<u8>, IdpError> {
     let mut w = WireWriter::new();
-    w.u8(VERSION);
+    w.u8(CODE_VERSION);
     w.str16(&c.client_id)?;
     w.str16(&c.redirect_uri)?;
     w.u8(u8::from(c.redirect_uri_sent));
@@ -135,13 +162,20 @@ pub(crate) fn encode_code(c: &CodeRecord) -> Result<Vec<u8>, IdpError> {
         }
         None => w.u8(0),
     }
+    put_claims(&mut w, &c.claims.id_token)?;
+    put_claims(&mut w, &c.claims.userinfo)?;
     Ok(w.into_bytes())
 }
 
-/// Reads a stored code record.
+/// Reads a stored code record (version 1 or 2).
 pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
     let mut r = WireReader::new(b);
-    check_version(&mut r)?;
+    let version = r.u8("version")?;
+    if version != VERSION && version != CODE_VERSION {
+        return Err(IdpError::Store(format!(
+            "a stored record has version `{version}`"
+        )));
+    }
     let client_id = r.str16("client_id")?.to_owned();
     let redirect_uri = r.str16("redirect_uri")?.to_owned();
     let redirect_uri_sent = r.u8("redirect_uri_sent")? != 0;
@@ -155,6 +189,14 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
     let family = match r.u8("family")? {
         0 => None,
         _ => Some(r.array::<16>("family")?),
+    };
+    let claims = if version == CODE_VERSION {
+        ClaimsRequest {
+            id_token: get_claims(&mut r)?,
+            userinfo: get_claims(&mut r)?,
+        }
+    } else {
+        ClaimsRequest::default()
     };
     r.finish()?;
     Ok(CodeRecord {
@@ -170,6 +212,7 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
         reused: flags & 2 != 0,
         access_tokens,
         family,
+        claims,
     })
 }
 
@@ -475,4 +518,58 @@ pub(crate) fn decode_client(b: &[u8]) -> Result<Client, IdpError> {
         native_loopback,
         extra_scopes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authorize::RequestedClaim;
+
+    fn code() -> CodeRecord {
+        CodeRecord {
+            client_id: "case-app".into(),
+            redirect_uri: "https://case.example/cb".into(),
+            redirect_uri_sent: true,
+            challenge: None,
+            identity: crate::tokens::tests::judge(),
+            scope: vec!["openid".into()],
+            nonce: Some("n-1".into()),
+            expires_at: UnixTime::from_secs(1_800_000_060),
+            used: false,
+            reused: false,
+            access_tokens: vec![("jti-1".into(), UnixTime::from_secs(1_800_000_300))],
+            family: Some([7; 16]),
+            claims: ClaimsRequest {
+                id_token: vec![RequestedClaim {
+                    name: "email".into(),
+                    essential: true,
+                }],
+                userinfo: vec![RequestedClaim {
+                    name: "phone_number".into(),
+                    essential: false,
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn code_records_keep_their_claims_request() {
+        let c = code();
+        let b = encode_code(&c).unwrap();
+        assert_eq!(b.first(), Some(&CODE_VERSION));
+        assert_eq!(decode_code(&b).unwrap(), c);
+    }
+
+    #[test]
+    fn version_1_code_records_still_read_with_no_claims_request() {
+        let mut c = code();
+        c.claims = ClaimsRequest::default();
+        let mut b = encode_code(&c).unwrap();
+        // version 1 ended after the family: no claims lists (two empty ones are 4 bytes)
+        b.truncate(b.len() - 4);
+        *b.first_mut().unwrap() = 1;
+        assert_eq!(decode_code(&b).unwrap(), c);
+        *b.first_mut().unwrap() = 3;
+        assert!(decode_code(&b).is_err());
+    }
 }

@@ -557,8 +557,6 @@ pub(crate) fn key_of(session_id: &str) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
-
     use super::*;
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tianping_core::{
     Acr, Algorithm, Amr, Clearance, CourtCode, Role, SubjectId, UnixTime, ZoneName,
 };
@@ -167,6 +167,22 @@ impl TokenIssuer {
         now: UnixTime,
         rng: &dyn Random,
     ) -> Result<IssuedAccessToken, IdpError> {
+        self.access_token_with(identity, client_id, audience, scope, now, rng, Map::new())
+    }
+
+    /// [`Self::access_token`] with `extra` members in its claims (none may replace a standard
+    /// one).
+    #[expect(clippy::too_many_arguments, reason = "the token's parts, each named")]
+    pub fn access_token_with(
+        &self,
+        identity: Option<&Identity>,
+        client_id: &str,
+        audience: &str,
+        scope: &str,
+        now: UnixTime,
+        rng: &dyn Random,
+        extra: Map<String, Value>,
+    ) -> Result<IssuedAccessToken, IdpError> {
         let jti = URL_SAFE_NO_PAD.encode(bytes::<16>(rng)?);
         let expires_at = now.saturating_add(self.access_life);
         let claims = AccessClaims {
@@ -185,6 +201,9 @@ impl TokenIssuer {
             if let Some(s) = obj.remove("client_sub") {
                 obj.insert("sub".into(), s);
             }
+            for (k, v) in extra {
+                obj.entry(k).or_insert(v);
+            }
         }
         Ok(IssuedAccessToken {
             token: self.keys.sign("at+jwt", &value)?,
@@ -201,6 +220,19 @@ impl TokenIssuer {
         nonce: Option<&str>,
         access_token: Option<&str>,
         now: UnixTime,
+    ) -> Result<String, IdpError> {
+        self.id_token_with(identity, client_id, nonce, access_token, now, Map::new())
+    }
+
+    /// [`Self::id_token`] with `requested` claims (none may replace a standard one).
+    pub fn id_token_with(
+        &self,
+        identity: &Identity,
+        client_id: &str,
+        nonce: Option<&str>,
+        access_token: Option<&str>,
+        now: UnixTime,
+        requested: Map<String, Value>,
     ) -> Result<String, IdpError> {
         let mut claims = serde_json::to_value(IdentityClaims::from(identity))
             .map_err(|_| IdpError::Internal("claims"))?;
@@ -219,6 +251,9 @@ impl TokenIssuer {
             if let Some(at) = access_token {
                 let h = at_hash(self.keys.signing_algorithm(), at);
                 obj.insert("at_hash".into(), Value::String(h));
+            }
+            for (k, v) in requested {
+                obj.entry(k).or_insert(v);
             }
         }
         self.keys.sign("JWT", &claims)

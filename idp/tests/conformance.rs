@@ -447,6 +447,20 @@ async fn claims_essential() {
     assert_eq!(v.str_claim("acr"), Some("otp"));
     let (_, _, info) = w.userinfo(body["access_token"].as_str().unwrap()).await;
     assert_eq!(info["preferred_username"], LOGIN, "{info}");
+
+    // claims no scope asked for: released where they were asked, and nowhere else
+    let claims = r#"{"id_token":{"email":{"essential":true},"name":null},"userinfo":{"phone_number":{"essential":true}}}"#;
+    let q = query("openid", &[("claims", claims)]);
+    let body = tokens_for(&w, &q).await;
+    let v = verify_with(body["id_token"].as_str().unwrap(), &jwks(&w).await).unwrap();
+    assert_eq!(v.str_claim("email"), Some(EMAIL));
+    assert_eq!(v.str_claim("name"), Some("李法官"));
+    assert!(!v.claims.contains_key("phone_number"));
+    let (status, _, info) = w.userinfo(body["access_token"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["phone_number"], PHONE, "{info}");
+    assert!(info.get("email").is_none(), "{info}");
+    assert!(info.get("name").is_none(), "{info}");
     w.server.shutdown().await;
 }
 

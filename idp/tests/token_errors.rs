@@ -128,6 +128,7 @@ async fn pkce_missing_wrong_and_downgraded_are_refused() {
         reused: false,
         access_tokens: vec![],
         family: None,
+        claims: Default::default(),
     };
     w.store.put_code(key, record).unwrap();
     let downgrade = form_encode_pairs([
