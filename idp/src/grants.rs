@@ -387,7 +387,8 @@ impl<'a> Grants<'a> {
     /// replaces the one presented, and the access token. Reusing a rotated token (also one
     /// rotated by a concurrent request meanwhile) revokes the family and its access tokens; a
     /// token of another client is refused. Access tokens of the family that have expired are
-    /// dropped from it.
+    /// dropped from it. The rotation is durable when this returns; see
+    /// [`rotate_refresh_deferred`](Self::rotate_refresh_deferred) for async callers.
     pub fn rotate_refresh(
         &self,
         token: &str,
@@ -395,6 +396,33 @@ impl<'a> Grants<'a> {
         now: UnixTime,
         rng: &dyn Random,
         issue: &mut dyn FnMut(&RefreshFamily) -> Result<IssuedAccessToken, IdpError>,
+    ) -> Result<(RefreshFamily, String, IssuedAccessToken), IdpError> {
+        self.rotate(token, client_id, now, rng, issue, false)
+    }
+
+    /// [`rotate_refresh`](Self::rotate_refresh) whose rotation is durable only once
+    /// [`Store::flushed`] (called after this returns) completes: the caller awaits it before
+    /// answering, and concurrent rotations share one flush. A reuse's revocation is durable
+    /// when this returns.
+    pub fn rotate_refresh_deferred(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: UnixTime,
+        rng: &dyn Random,
+        issue: &mut dyn FnMut(&RefreshFamily) -> Result<IssuedAccessToken, IdpError>,
+    ) -> Result<(RefreshFamily, String, IssuedAccessToken), IdpError> {
+        self.rotate(token, client_id, now, rng, issue, true)
+    }
+
+    fn rotate(
+        &self,
+        token: &str,
+        client_id: &str,
+        now: UnixTime,
+        rng: &dyn Random,
+        issue: &mut dyn FnMut(&RefreshFamily) -> Result<IssuedAccessToken, IdpError>,
+        deferred: bool,
     ) -> Result<(RefreshFamily, String, IssuedAccessToken), IdpError> {
         let raw = URL_SAFE_NO_PAD
             .decode(token)
@@ -411,12 +439,15 @@ impl<'a> Grants<'a> {
         };
         let entry = at.as_ref().map(|a| (a.jti.clone(), a.expires_at));
         let (next, next_hash) = refresh_token(&id, rng)?;
-        let before = self
-            .store
-            .update_family(&id, &mut |f| {
-                apply_issued(f, &presented, client_id, now, next_hash, entry.as_ref())
-            })?
-            .ok_or(IdpError::RefreshInvalid)?;
+        let mut change = |f: &RefreshFamily| {
+            apply_issued(f, &presented, client_id, now, next_hash, entry.as_ref())
+        };
+        let before = if deferred {
+            self.store.update_family_deferred(&id, &mut change)?
+        } else {
+            self.store.update_family(&id, &mut change)?
+        }
+        .ok_or(IdpError::RefreshInvalid)?;
         match (rotation(&before, &presented, client_id, now), at) {
             (Rotation::Rotated, Some(at)) => {
                 let after = apply_issued(
@@ -432,6 +463,12 @@ impl<'a> Grants<'a> {
             // Not current when read, current when updated: cannot happen (a token never
             // becomes current again); nothing was changed.
             (Rotation::Rotated, None) => Err(IdpError::RefreshInvalid),
+            (Rotation::Reused, _) if deferred => {
+                // The revocation is made durable here, not left to the caller's flush: again
+                // through a flushed update, with the family's access tokens.
+                self.revoke_family(&id)?;
+                Err(IdpError::RefreshReused)
+            }
             (Rotation::Reused, _) => {
                 for (jti, until) in &before.access_tokens {
                     self.store.revoke_token(jti, *until)?;

@@ -115,7 +115,7 @@ pub use session::{
 };
 #[cfg(feature = "store")]
 pub use sled_store::SledStore;
-pub use store::{MemoryStore, Store, Update};
+pub use store::{Flushed, MemoryStore, Store, Update};
 pub use token_request::{TokenGrant, TokenRequest, parse_token_request};
 pub use tokens::{
     AccessClaims, IdTokenHint, Identity, IdentityClaims, IssuedAccessToken, TokenIssuer, at_hash,

@@ -291,8 +291,13 @@ impl Inner {
                         &*p.rng,
                     )
                 };
-                let rotated =
-                    grants.rotate_refresh(&refresh_token, &client.id, now, &*p.rng, &mut issue);
+                let rotated = grants.rotate_refresh_deferred(
+                    &refresh_token,
+                    &client.id,
+                    now,
+                    &*p.rng,
+                    &mut issue,
+                );
                 let (_, next, at) = match rotated {
                     Err(IdpError::RefreshReused) => {
                         endpoints::audit_refresh_reuse(p, &refresh_token, &client.id, now).await?;
@@ -301,7 +306,14 @@ impl Inner {
                     other => other?,
                 };
                 let scope = granted;
-                self.audit(now, "token.refresh", &client.id, &at).await?;
+                // The rotation (one flush shared with concurrent ones) and the audit record are
+                // both durable before the answer.
+                let (stored, audited) = tokio::join!(
+                    p.store.flushed(),
+                    self.audit(now, "token.refresh", &client.id, &at)
+                );
+                stored?;
+                audited?;
                 Ok(token_json(&at, now, &scope, Some(&next)))
             }
             TokenGrant::AuthorizationCode {

@@ -1,8 +1,15 @@
 //! The [`Store`] on sled (the `store` feature): one database, a tree per record kind, records
 //! on the core wire codec, races decided by compare-and-swap, every write flushed before it
-//! returns.
+//! returns (refresh rotations may instead share a group flush, see
+//! [`Store::update_family_deferred`]).
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use sled::Transactional as _;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -15,7 +22,7 @@ use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
 use crate::records;
 use crate::session::Session;
-use crate::store::{Store, Update, keys_changed};
+use crate::store::{Flushed, Store, Update, keys_changed};
 
 /// A [`Store`] in a sled database folder.
 #[derive(Debug, Clone)]
@@ -31,6 +38,96 @@ pub struct SledStore {
     logins: sled::Tree,
     clients: sled::Tree,
     sign_ins: sled::Tree,
+    group: Arc<GroupFlush>,
+}
+
+/// Flushes shared by deferred updates: one thread runs sled's flush while anyone waits for
+/// one, and wakes every waiter whose writes came before that flush started.
+#[derive(Debug)]
+struct GroupFlush {
+    db: sled::Db,
+    state: Mutex<FlushState>,
+    cv: Condvar,
+    running: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// Flushes started and finished so far.
+    started: u64,
+    finished: u64,
+    /// The highest flush number a waiter needs.
+    wanted: u64,
+    /// Why a flush failed (every later wait fails too).
+    failed: Option<String>,
+    waiters: Vec<(u64, Waker)>,
+}
+
+fn lock_state(m: &Mutex<FlushState>) -> MutexGuard<'_, FlushState> {
+    // Every update under the lock leaves the state consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The longest the flush thread keeps the store open while nobody waits.
+const IDLE: Duration = Duration::from_millis(20);
+
+fn run_flushes(group: &Weak<GroupFlush>) {
+    while let Some(g) = group.upgrade() {
+        let mut st = lock_state(&g.state);
+        if st.wanted <= st.started {
+            drop(g.cv.wait_timeout(st, IDLE));
+            continue;
+        }
+        st.started += 1;
+        let n = st.started;
+        drop(st);
+        let result = g.db.flush();
+        let mut st = lock_state(&g.state);
+        st.finished = n;
+        if let Err(e) = result {
+            st.failed = Some(e.to_string());
+        }
+        let failed = st.failed.is_some();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut st.waiters)
+            .into_iter()
+            .partition(|(target, _)| failed || *target <= n);
+        st.waiters = waiting;
+        drop(st);
+        for (_, w) in ready {
+            w.wake();
+        }
+    }
+}
+
+/// Completes once the flush numbered `target` has finished.
+struct FlushWait {
+    group: Arc<GroupFlush>,
+    target: u64,
+}
+
+impl Future for FlushWait {
+    type Output = Result<(), IdpError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = lock_state(&self.group.state);
+        if let Some(e) = &st.failed {
+            return Poll::Ready(Err(IdpError::Store(format!("flush: {e}"))));
+        }
+        if st.finished >= self.target {
+            return Poll::Ready(Ok(()));
+        }
+        st.wanted = st.wanted.max(self.target);
+        if !st
+            .waiters
+            .iter()
+            .any(|(t, w)| *t == self.target && w.will_wake(cx.waker()))
+        {
+            st.waiters.push((self.target, cx.waker().clone()));
+        }
+        drop(st);
+        self.group.cv.notify_one();
+        Poll::Pending
+    }
 }
 
 fn err(e: sled::Error) -> IdpError {
@@ -53,6 +150,12 @@ impl SledStore {
             logins: tree("logins")?,
             clients: tree("clients")?,
             sign_ins: tree("sign_ins")?,
+            group: Arc::new(GroupFlush {
+                db: db.clone(),
+                state: Mutex::new(FlushState::default()),
+                cv: Condvar::new(),
+                running: AtomicBool::new(false),
+            }),
             db,
         })
     }
@@ -94,6 +197,22 @@ impl SledStore {
         decode: fn(&[u8]) -> Result<T, IdpError>,
         encode: fn(&T) -> Result<Vec<u8>, IdpError>,
     ) -> Result<Option<T>, IdpError> {
+        let before = self.update_unflushed(tree, key, f, decode, encode)?;
+        if before.is_some() {
+            self.flush()?;
+        }
+        Ok(before)
+    }
+
+    /// [`update`](Self::update) without the flush.
+    fn update_unflushed<T>(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        f: Update<'_, T>,
+        decode: fn(&[u8]) -> Result<T, IdpError>,
+        encode: fn(&T) -> Result<Vec<u8>, IdpError>,
+    ) -> Result<Option<T>, IdpError> {
         loop {
             let Some(old) = tree.get(key).map_err(err)? else {
                 return Ok(None);
@@ -104,10 +223,7 @@ impl SledStore {
                 .compare_and_swap(key, Some(&old), Some(new))
                 .map_err(err)?
             {
-                Ok(()) => {
-                    self.flush()?;
-                    return Ok(Some(before));
-                }
+                Ok(()) => return Ok(Some(before)),
                 Err(_) => continue,
             }
         }
@@ -149,6 +265,41 @@ impl Store for SledStore {
             records::decode_family,
             records::encode_family,
         )
+    }
+
+    fn update_family_deferred(
+        &self,
+        id: &FamilyId,
+        f: Update<'_, RefreshFamily>,
+    ) -> Result<Option<RefreshFamily>, IdpError> {
+        self.update_unflushed(
+            &self.families,
+            id,
+            f,
+            records::decode_family,
+            records::encode_family,
+        )
+    }
+
+    fn flushed(&self) -> Flushed {
+        let g = &self.group;
+        if !g.running.swap(true, Ordering::AcqRel) {
+            let weak = Arc::downgrade(g);
+            let spawned = std::thread::Builder::new()
+                .name("idp-store-flush".into())
+                .spawn(move || run_flushes(&weak));
+            if let Err(e) = spawned {
+                g.running.store(false, Ordering::Release);
+                let e = IdpError::Store(format!("starting the store's flush thread: {e}"));
+                return Box::pin(std::future::ready(Err(e)));
+            }
+        }
+        // A flush that starts after this call covers every write made before it.
+        let target = lock_state(&g.state).started + 1;
+        Box::pin(FlushWait {
+            group: Arc::clone(g),
+            target,
+        })
     }
 
     fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {

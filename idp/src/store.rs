@@ -17,6 +17,9 @@ use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
 use crate::session::Session;
 
+/// What [`Store::flushed`] returns: completes once earlier updates are durable.
+pub type Flushed = std::pin::Pin<Box<dyn Future<Output = Result<(), IdpError>> + Send>>;
+
 /// An atomic update: the new record from the old.
 pub type Update<'a, T> = &'a mut dyn FnMut(&T) -> T;
 
@@ -39,6 +42,21 @@ pub trait Store: Send + Sync {
         id: &FamilyId,
         f: Update<'_, RefreshFamily>,
     ) -> Result<Option<RefreshFamily>, IdpError>;
+    /// [`update_family`](Self::update_family), durable only once a later
+    /// [`flushed`](Self::flushed) completes (the default is durable at once). For async
+    /// callers that answer only after awaiting it: concurrent updates share one flush.
+    fn update_family_deferred(
+        &self,
+        id: &FamilyId,
+        f: Update<'_, RefreshFamily>,
+    ) -> Result<Option<RefreshFamily>, IdpError> {
+        self.update_family(id, f)
+    }
+    /// Completes once every update made before the call is durable, without blocking a thread
+    /// (the default: at once, every write being durable when it returns).
+    fn flushed(&self) -> Flushed {
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// A family as stored now, read without writing (the default reads through
     /// [`update_family`](Self::update_family) with no change).
     fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {

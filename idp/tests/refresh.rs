@@ -278,3 +278,60 @@ async fn the_rotation_records_its_access_token_drops_expired_ones_and_reuse_revo
     assert!(body.get("refresh_token").is_none());
     w.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rotations_share_flushes_and_each_chain_ends_at_its_last_token() {
+    let w = Arc::new(world().await);
+    let first = w.store.family(&w.family).unwrap().unwrap();
+    let grants = Grants::new(&*w.store, GrantPolicy::default());
+    let rng = SeededRandom::new(7);
+    let mut chains = Vec::new();
+    for _ in 0..12 {
+        let (rt, id) = grants
+            .start_family(
+                "case-app",
+                first.identity.clone(),
+                first.scope.clone(),
+                w.clock.now(),
+                &rng,
+            )
+            .unwrap();
+        chains.push((rt, id));
+    }
+    let tasks: Vec<_> = chains
+        .into_iter()
+        .map(|(mut rt, id)| {
+            let w = Arc::clone(&w);
+            tokio::spawn(async move {
+                let mut jtis = Vec::new();
+                for _ in 0..8 {
+                    let (status, body) = w.refresh(&rt, None).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                    rt = body["refresh_token"].as_str().unwrap().to_owned();
+                    jtis.push(jti(body["access_token"].as_str().unwrap()));
+                }
+                (id, rt, jtis)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (id, rt, jtis) = t.await.unwrap();
+        let f = w.store.family(&id).unwrap().unwrap();
+        let current = ring::digest::digest(&ring::digest::SHA256, rt.as_bytes());
+        assert_eq!(f.current.as_slice(), current.as_ref());
+        assert_eq!(f.rotated.len(), 8);
+        assert_eq!(
+            f.access_tokens
+                .iter()
+                .map(|(j, _)| j.clone())
+                .collect::<Vec<_>>(),
+            jtis
+        );
+    }
+    let refreshes = (0..w.audit.size())
+        .filter(|i| w.audit.get(*i).unwrap().unwrap().event.action == "token.refresh")
+        .count();
+    assert_eq!(refreshes, 12 * 8);
+    let w = Arc::into_inner(w).unwrap();
+    w.server.shutdown().await;
+}
