@@ -8,11 +8,56 @@ use crate::authorize::UiLocale;
 use crate::error::IdpError;
 use crate::signin::{Notice, Stage};
 
-/// The Content-Security-Policy of every page: nothing loaded, no script, no framing. No
-/// `form-action`: browsers apply it to the redirects that follow a form's submission too, so
-/// `'self'` would block the sign-in's last step, the 303 to the client's redirect URI
-/// (tests/browser.rs shows it in Chromium).
-pub(crate) const CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every page: nothing loaded, no script, no framing, forms
+/// posted here only. Browsers apply `form-action` to the redirects that follow a form's
+/// submission too, so a sign-in page, whose form may end in the 303 to the client's redirect
+/// URI, carries [`csp_for_redirect`] instead (tests/browser.rs shows it in Chromium).
+pub(crate) const CSP: &str =
+    "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The CSP of a sign-in page whose form may redirect to `redirect_uri`: [`CSP`] with the URI's
+/// origin also allowed as a `form-action` (any port of a loopback address, RFC 8252 §7.3; the
+/// scheme alone for a private-use scheme). A URI whose origin cannot be written safely as a
+/// source expression gets [`CSP`] unchanged.
+pub(crate) fn csp_for_redirect(redirect_uri: &str) -> String {
+    match redirect_source(redirect_uri) {
+        Some(src) => format!(
+            "default-src 'none'; form-action 'self' {src}; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        None => CSP.to_owned(),
+    }
+}
+
+/// The CSP source expression of a redirect URI's origin.
+fn redirect_source(uri: &str) -> Option<String> {
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | ':' | '[' | ']')
+            })
+    };
+    let (scheme, rest) = uri.split_once(':')?;
+    if !safe(scheme) || scheme.contains(':') {
+        return None;
+    }
+    let Some(after) = rest.strip_prefix("//") else {
+        return Some(format!("{}:", scheme.to_ascii_lowercase()));
+    };
+    let authority = after.split(['/', '?', '#']).next()?;
+    if authority.contains('@') || !safe(authority) {
+        return None;
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.is_empty() && port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    if matches!(host, "127.0.0.1" | "[::1]") {
+        Some(format!("{scheme}://{host}:*"))
+    } else {
+        Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+    }
+}
 
 /// Escapes text for HTML element content and double-quoted attributes.
 pub(crate) fn escape(s: &str) -> String {
@@ -330,6 +375,36 @@ pub(crate) fn redirect(location: &str, cookie: Option<&str>) -> Response<Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_action_allows_self_and_the_redirect_origin_only() {
+        assert!(CSP.contains("form-action 'self';"));
+        for (uri, src) in [
+            (
+                "https://Case.example:8443/cb?x=1",
+                "https://case.example:8443",
+            ),
+            ("https://case.example/cb", "https://case.example"),
+            ("http://127.0.0.1:5000/cb", "http://127.0.0.1:*"),
+            ("http://[::1]/cb", "http://[::1]:*"),
+            ("cn.court.app:/cb", "cn.court.app:"),
+        ] {
+            let csp = csp_for_redirect(uri);
+            assert!(
+                csp.contains(&format!("form-action 'self' {src};")),
+                "{uri}: {csp}"
+            );
+            assert!(csp.starts_with("default-src 'none';"), "{csp}");
+        }
+        for bad in [
+            "https://a.example;script-src *",
+            "https://u@a.example/cb",
+            "https://a example/cb",
+            "no-scheme",
+        ] {
+            assert_eq!(csp_for_redirect(bad), CSP, "{bad}");
+        }
+    }
 
     #[test]
     fn escape_neutralises_markup() {

@@ -46,6 +46,7 @@ struct Answer {
     status: StatusCode,
     location: Option<String>,
     html: String,
+    csp: Option<String>,
 }
 
 impl Answer {
@@ -104,11 +105,16 @@ impl Browser<'_> {
             .headers()
             .get("location")
             .map(|l| l.to_str().unwrap().to_owned());
+        let csp = resp
+            .headers()
+            .get("content-security-policy")
+            .map(|l| l.to_str().unwrap().to_owned());
         let html = resp.text().await.unwrap();
         self.last = Some(Answer {
             status,
             location,
             html,
+            csp,
         });
         self.last.as_ref().unwrap()
     }
@@ -624,6 +630,26 @@ async fn max_age_1_forces_sign_in_again() {
     // prompt=login does
     let a = b.authorize(&[("prompt", "login")]).await;
     assert!(a.shows("Sign in"), "{}", a.html);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_in_pages_may_post_only_here_and_redirect_only_to_the_client() {
+    let w = world("private").await;
+    let mut b = w.browser();
+    let want = "form-action 'self' https://case.example;";
+    // each step's page of an authorization request: its forms and the client's origin
+    let a = b.authorize(&[]).await;
+    assert!(a.csp.as_deref().unwrap().contains(want), "{:?}", a.csp);
+    let a = b.password("li.ming", PASSWORD).await;
+    assert!(a.shows("One-time code"), "{}", a.html);
+    assert!(a.csp.as_deref().unwrap().contains(want), "{:?}", a.csp);
+    assert!(a.csp.as_deref().unwrap().contains("default-src 'none'"));
+    // a page no redirect to a client follows: 'self' alone
+    let resp = w.http.get(w.url("/logout")).send().await.unwrap();
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("form-action 'self';"), "{csp}");
+    assert!(!csp.contains("case.example"), "{csp}");
     w.server.shutdown().await;
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderValue, header};
 use tianping_audit::Event;
 use tianping_core::UnixTime;
 use tianping_net::ResponseBody;
@@ -223,7 +223,7 @@ impl Inner {
                 }
             }
         }
-        pages::form_page(&FormPage {
+        let mut page = pages::form_page(&FormPage {
             locale: req.ui_locale,
             stage: pending.stage,
             csrf: &csrf,
@@ -234,7 +234,13 @@ impl Inner {
             enrolment: enrolment
                 .as_ref()
                 .map(|(svg, secret)| (svg.as_str(), secret.expose().as_str())),
-        })
+        });
+        // the form's submission may end in the 303 to the client: its origin is a form-action
+        if let Ok(v) = HeaderValue::from_str(&pages::csp_for_redirect(&req.redirect_uri)) {
+            page.headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+        page
     }
 
     /// The live pre-sign-in session of a request, where its sign-in stands, and its request.
