@@ -261,6 +261,9 @@ pub(crate) async fn authorization_code(
             &*p.rng,
         )?;
         grants.record_family_token(&family, &at)?;
+        if let Some(session) = &record_of_code.session {
+            grants.note_session_family(session, &family)?;
+        }
         Some((rt, family))
     } else {
         None
@@ -810,6 +813,13 @@ async fn logout_inner(
                 if let Some(i) = s.identity {
                     who = Some(i.sub.as_str().to_owned());
                 }
+            }
+            // the refresh families started in the session end with it (and their tokens)
+            let ended = Grants::new(&*p.store, p.grants).end_session_families(id)?;
+            for f in &ended {
+                let object = family_object(f);
+                let actor = client_id.as_deref().unwrap_or("-");
+                record(p, now, "token.revoke", actor, &object, "logout").await?;
             }
             let (fresh, _) = sessions.logout(id, now, &*p.rng)?;
             Some(session_cookie(&fresh))

@@ -72,6 +72,9 @@ pub struct CodeRecord {
     /// The request's `claims` parameter: what the ID token and UserInfo release beyond the
     /// scopes' claims.
     pub claims: ClaimsRequest,
+    /// The store key (SHA-256 of the id) of the browser session it was issued in: the families
+    /// it starts end when that session logs out.
+    pub session: Option<[u8; 32]>,
 }
 
 /// A chain of refresh tokens from one sign-in.
@@ -209,6 +212,19 @@ impl<'a> Grants<'a> {
         now: UnixTime,
         rng: &dyn Random,
     ) -> Result<String, IdpError> {
+        self.issue_code_in_session(request, identity, None, now, rng)
+    }
+
+    /// [`Self::issue_code`] in the browser session whose id is `session_id`: the refresh
+    /// families the code starts are noted on the session, and its logout revokes them.
+    pub fn issue_code_in_session(
+        &self,
+        request: &AuthorizationRequest,
+        identity: Identity,
+        session_id: Option<&str>,
+        now: UnixTime,
+        rng: &dyn Random,
+    ) -> Result<String, IdpError> {
         let code = URL_SAFE_NO_PAD.encode(bytes::<32>(rng)?);
         self.store.put_code(
             sha256(code.as_bytes()),
@@ -226,6 +242,7 @@ impl<'a> Grants<'a> {
                 access_tokens: Vec::new(),
                 family: None,
                 claims: request.claims.clone(),
+                session: session_id.map(|id| sha256(id.as_bytes())),
             },
         )?;
         Ok(code)
@@ -510,6 +527,57 @@ impl<'a> Grants<'a> {
             self.store.revoke_token(&jti, until)?;
         }
         Ok(())
+    }
+}
+
+/// Where the families started in a session are kept (beside the sign-in states, under a key
+/// no session id hashes to: a hash of the session's key with a label).
+fn session_families_key(session: &[u8; 32]) -> [u8; 32] {
+    let mut b = b"tianping-idp session families\0".to_vec();
+    b.extend_from_slice(session);
+    sha256(&b)
+}
+
+fn decode_families(b: &[u8]) -> Result<Vec<FamilyId>, IdpError> {
+    let chunks = b.chunks_exact(16);
+    if !chunks.remainder().is_empty() {
+        return Err(IdpError::Store("a session's families are not whole".into()));
+    }
+    chunks
+        .map(|c| {
+            FamilyId::try_from(c)
+                .map_err(|_| IdpError::Store("a session's families are not whole".into()))
+        })
+        .collect()
+}
+
+impl Grants<'_> {
+    /// Notes `family` as started in the session whose store key is `session`.
+    pub fn note_session_family(
+        &self,
+        session: &[u8; 32],
+        family: &FamilyId,
+    ) -> Result<(), IdpError> {
+        let key = session_families_key(session);
+        let mut list = self.store.sign_in_state(&key)?.unwrap_or_default();
+        decode_families(&list)?;
+        list.extend_from_slice(family);
+        self.store.put_sign_in(key, list)
+    }
+
+    /// Revokes every family started in the session whose id is `session_id` (its logout) and
+    /// forgets them; the families revoked.
+    pub fn end_session_families(&self, session_id: &str) -> Result<Vec<FamilyId>, IdpError> {
+        let key = session_families_key(&sha256(session_id.as_bytes()));
+        let Some(list) = self.store.sign_in_state(&key)? else {
+            return Ok(Vec::new());
+        };
+        let families = decode_families(&list)?;
+        for f in &families {
+            self.revoke_family(f)?;
+        }
+        self.store.remove_sign_in(&key)?;
+        Ok(families)
     }
 }
 

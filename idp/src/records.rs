@@ -115,7 +115,8 @@ fn get_tokens(r: &mut WireReader<'_>) -> Result<Vec<(String, UnixTime)>, IdpErro
         .map_err(IdpError::from)
 }
 
-/// A code record's version: 2 adds the `claims` request (a version 1 record has none).
+/// A code record's version: 2 adds the `claims` request and the session (a version 1 record has
+/// neither).
 const CODE_VERSION: u8 = 2;
 
 fn put_claims(w: &mut WireWriter, list: &[RequestedClaim]) -> Result<(), WireError> {
@@ -164,6 +165,13 @@ pub(crate) fn encode_code(c: &CodeRecord) -> Result<Vec<u8>, IdpError> {
     }
     put_claims(&mut w, &c.claims.id_token)?;
     put_claims(&mut w, &c.claims.userinfo)?;
+    match &c.session {
+        Some(k) => {
+            w.u8(1);
+            w.raw(k);
+        }
+        None => w.u8(0),
+    }
     Ok(w.into_bytes())
 }
 
@@ -190,13 +198,18 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
         0 => None,
         _ => Some(r.array::<16>("family")?),
     };
-    let claims = if version == CODE_VERSION {
-        ClaimsRequest {
+    let (claims, session) = if version == CODE_VERSION {
+        let claims = ClaimsRequest {
             id_token: get_claims(&mut r)?,
             userinfo: get_claims(&mut r)?,
-        }
+        };
+        let session = match r.u8("session")? {
+            0 => None,
+            _ => Some(r.array::<32>("session")?),
+        };
+        (claims, session)
     } else {
-        ClaimsRequest::default()
+        (ClaimsRequest::default(), None)
     };
     r.finish()?;
     Ok(CodeRecord {
@@ -213,6 +226,7 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
         access_tokens,
         family,
         claims,
+        session,
     })
 }
 
@@ -549,6 +563,7 @@ mod tests {
                     essential: false,
                 }],
             },
+            session: Some([9; 32]),
         }
     }
 
@@ -564,9 +579,11 @@ mod tests {
     fn version_1_code_records_still_read_with_no_claims_request() {
         let mut c = code();
         c.claims = ClaimsRequest::default();
+        c.session = None;
         let mut b = encode_code(&c).unwrap();
-        // version 1 ended after the family: no claims lists (two empty ones are 4 bytes)
-        b.truncate(b.len() - 4);
+        // version 1 ended after the family: no claims lists (two empty ones are 4 bytes), no
+        // session (1 byte)
+        b.truncate(b.len() - 5);
         *b.first_mut().unwrap() = 1;
         assert_eq!(decode_code(&b).unwrap(), c);
         *b.first_mut().unwrap() = 3;

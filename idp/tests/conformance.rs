@@ -560,6 +560,42 @@ async fn rp_initiated_logout() {
     w.server.shutdown().await;
 }
 
+#[tokio::test]
+async fn rp_initiated_logout_revokes_the_sessions_refresh_families() {
+    let w = world().await;
+    let (mut cookie, first) = signed_in_browser(&w).await;
+    // a second code from the same session, and one issued outside it
+    let (status, loc, page) =
+        authorize_in(&w, &query("openid", &[("prompt", "none")]), &mut cookie).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+    let code = query_param(&loc.unwrap(), "code").unwrap();
+    let (status, second) = w.redeem("case-app", &code).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let other = tokens_for(&w, &query("openid", &[])).await;
+    let rt = |v: &Value| v["refresh_token"].as_str().unwrap().to_owned();
+    // the first family rotated once before the logout: its newest token ends too
+    let (status, rotated) = w.refresh("case-app", &rt(&first)).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+
+    let (status, _, page) = w.browse(w.http.get(w.url("/logout")), &mut cookie).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for (name, v) in [("rotated", &rotated), ("second", &second)] {
+        let (status, body) = w.refresh("case-app", &rt(v)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{name}");
+        // and the access tokens issued from the family
+        let (status, _, _) = w.userinfo(v["access_token"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}");
+    }
+    // a family of no session (or another) is untouched
+    let (status, body) = w.refresh("case-app", &rt(&other)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // a second logout of the same (now ended) session revokes nothing and still answers
+    let (status, _, _) = w.browse(w.http.get(w.url("/logout")), &mut cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    w.server.shutdown().await;
+}
+
 /// The judge signs in through the forms; the browser's cookie and the tokens of that sign-in.
 async fn signed_in_browser(w: &World) -> (Option<String>, Value) {
     let mut cookie = None;

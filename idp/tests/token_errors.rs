@@ -129,6 +129,7 @@ async fn pkce_missing_wrong_and_downgraded_are_refused() {
         access_tokens: vec![],
         family: None,
         claims: Default::default(),
+        session: None,
     };
     w.store.put_code(key, record).unwrap();
     let downgrade = form_encode_pairs([

@@ -85,12 +85,19 @@ impl Inner {
         &self,
         req: &AuthorizationRequest,
         identity: crate::tokens::Identity,
+        session_id: &str,
         cookie: Option<&str>,
         now: UnixTime,
     ) -> Result<Answer, IdpError> {
         let p = &self.parts;
         let sub = identity.sub.to_string();
-        let code = Grants::new(&*p.store, p.grants).issue_code(req, identity, now, &*p.rng)?;
+        let code = Grants::new(&*p.store, p.grants).issue_code_in_session(
+            req,
+            identity,
+            Some(session_id),
+            now,
+            &*p.rng,
+        )?;
         let note = AuditNote {
             action: "authorize.code",
             actor: sub,
@@ -146,7 +153,7 @@ impl Inner {
             .and_then(|id| sessions.get(id, now).ok().map(|s| (id, s)));
         let mut verdict = Err(IdpError::LoginRequired);
         if let Some((
-            _,
+            session_id,
             Session {
                 identity: Some(identity),
                 ..
@@ -169,7 +176,7 @@ impl Inner {
                     identity.zone.clone(),
                     identity.auth_time,
                 );
-                return match self.code_redirect(&req, fresh, None, now).await {
+                return match self.code_redirect(&req, fresh, session_id, None, now).await {
                     Ok(r) => r,
                     Err(e) => pages::error_page(&e),
                 };
@@ -336,7 +343,8 @@ impl Inner {
                 match rotated {
                     Ok((new_id, _)) => {
                         let cookie = session_cookie(&new_id);
-                        self.code_redirect(&req, identity, Some(&cookie), now).await
+                        self.code_redirect(&req, identity, &new_id, Some(&cookie), now)
+                            .await
                     }
                     Err(e) => Err(e),
                 }
