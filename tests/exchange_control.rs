@@ -3,7 +3,7 @@
 //! daemons with the counts; `/metrics` shows the link counters; a submit without a node token
 //! is refused; a transfer sent while the receiver was down is reported lost and, resent from
 //! the sender's retention, arrives under a new id.
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;

@@ -55,7 +55,8 @@ pub struct SenderLink {
     pub limit: u64,
 }
 
-type ResendHook = Box<dyn Fn(&Caller, &str, &[(u64, u64)]) + Send + Sync>;
+/// Told of every resend: who asked, the receiving zone, the (retained, new) ids.
+pub type ResendHook = Box<dyn Fn(&Caller, &str, &[(u64, u64)]) + Send + Sync>;
 
 struct SenderInner {
     zone: String,

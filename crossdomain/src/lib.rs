@@ -73,7 +73,7 @@ pub use bundle::{
     Verified, chunk_hash, table_hash,
 };
 #[cfg(feature = "daemon")]
-pub use control::{ReceiverControl, STATUS_PATH, SenderControl, SenderLink};
+pub use control::{ReceiverControl, ResendHook, STATUS_PATH, SenderControl, SenderLink};
 #[cfg(feature = "daemon")]
 pub use daemon::{
     RECENT_IDS, ReceiveDetail, ReceiveStatus, SendOptions, SendStatus, receive_into, run_receiver,

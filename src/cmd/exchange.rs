@@ -315,11 +315,10 @@ fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitC
         }));
     }
     let count = links.len();
-    let hook: Box<dyn Fn(&tianping_net::Caller, &str, &[(u64, u64)]) + Send + Sync> =
-        Box::new(|caller, to, pairs| {
-            let who = caller.identity.as_ref().map_or("?", |i| i.name.as_str());
-            println!("resend to `{to}` asked by `{who}`: {pairs:?}");
-        });
+    let hook: tianping_crossdomain::ResendHook = Box::new(|caller, to, pairs| {
+        let who = caller.identity.as_ref().map_or("?", |i| i.name.as_str());
+        println!("resend to `{to}` asked by `{who}`: {pairs:?}");
+    });
     let handler = SenderControl::new(zone.as_str(), Arc::clone(&spool), links, Some(hook));
     let _serving = rt.block_on(async {
         let callers = node_callers(dir, zone, "exchange-sender")?;
