@@ -136,3 +136,46 @@ fn the_store_hands_on_whole_bundles_once_even_when_the_link_replays() {
     assert!(!sink.path(5, 1).exists());
     assert_eq!(store.ended(5, 2).unwrap(), Some(Ended::Refused));
 }
+
+#[test]
+fn sent_transfers_are_retained_for_their_window_resent_under_new_ids_and_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = UnixTime::from_secs(1_000_000);
+    let day = std::time::Duration::from_secs(86_400);
+    {
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.submit(7, &mut &b"first"[..]).unwrap(), 1);
+        assert_eq!(spool.submit(7, &mut &b"second"[..]).unwrap(), 2);
+        spool
+            .sent_retained(7, 1, t0, t0.saturating_add(day))
+            .unwrap();
+        spool
+            .sent_retained(7, 2, t0, t0.saturating_add(day))
+            .unwrap();
+        // retention 0: gone at once
+        assert_eq!(spool.submit(7, &mut &b"third"[..]).unwrap(), 3);
+        spool.sent_retained(7, 3, t0, t0).unwrap();
+        assert!(spool.is_empty());
+    }
+    // kept across a restart
+    let spool = Spool::open(dir.path()).unwrap();
+    let kept: Vec<u64> = spool.retained(7).unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(kept, [1, 2]);
+    assert!(spool.resend(7, 3).is_err(), "3 was not retained");
+    assert!(spool.resend(8, 1).is_err(), "nothing on another link");
+    // resent from 2 on: spooled anew under the next id, the same bytes
+    assert_eq!(spool.resend(7, 2).unwrap(), [(2, 4)]);
+    let mut pending = spool.pending(7).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].0, 4);
+    assert_eq!(read_all(&mut pending[0].1), b"second");
+    assert_eq!(spool.last_id(7).unwrap(), 4);
+    // pruned once the window passed, not before
+    assert_eq!(spool.prune(t0).unwrap(), 0);
+    assert_eq!(spool.prune(t0.saturating_add(day)).unwrap(), 2);
+    assert!(spool.retained(7).unwrap().is_empty());
+    assert!(spool.resend(7, 1).is_err(), "expired");
+    // the resent copy is still whole after its original went
+    let mut again = spool.open_pending(7, 4).unwrap();
+    assert_eq!(read_all(&mut again), b"second");
+}
