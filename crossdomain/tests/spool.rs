@@ -179,3 +179,27 @@ fn sent_transfers_are_retained_for_their_window_resent_under_new_ids_and_pruned(
     let mut again = spool.open_pending(7, 4).unwrap();
     assert_eq!(read_all(&mut again), b"second");
 }
+
+#[test]
+fn the_store_keeps_a_bounded_record_of_ended_ids_and_still_refuses_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = FolderSink::new(&dir.path().join("delivered")).unwrap();
+    let mut store = Store::open(&dir.path().join("store"), &mut sink).unwrap();
+    let to = tianping_crossdomain::KEEP_ENDED + 5_001;
+    let ended = store
+        .accept(4, Arrival::LostRange { from: 1, to }, &mut sink)
+        .unwrap();
+    assert_eq!(ended.len() as u64, to - 1);
+    assert_eq!(store.floor(4).unwrap(), to);
+    assert!(store.recorded(4) as u64 <= tianping_crossdomain::KEEP_ENDED);
+    // old ids: record pruned, still ended; recent ones keep how they ended
+    assert_eq!(store.ended(4, 1).unwrap(), None);
+    assert!(store.is_ended(4, 1).unwrap());
+    assert_eq!(store.ended(4, to - 1).unwrap(), Some(Ended::Lost));
+    assert!(!store.is_ended(4, to).unwrap());
+    // a late lost report of a pruned id changes nothing
+    let again = store
+        .accept(4, Arrival::LostRange { from: 1, to: 3 }, &mut sink)
+        .unwrap();
+    assert!(again.is_empty());
+}
