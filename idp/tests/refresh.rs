@@ -1,7 +1,8 @@
 //! The refresh grant over real TLS on loopback port 0: the account is checked before the token
 //! rotates (a locked account keeps its refresh token for when it is unlocked), a scope refused
 //! leaves the token usable, the access token is recorded with the rotation in one update and
-//! expired ones are dropped from the family, and reuse still revokes the family and its tokens.
+//! expired ones are dropped from the family, reuse still revokes the family and its tokens, and
+//! concurrent rotations sharing flushes each end where their answers say.
 #![expect(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -22,8 +23,8 @@ use tianping_core::{
 };
 use tianping_idp::danger::SeededRandom;
 use tianping_idp::{
-    Client, ClientAuthMethod, FamilyId, GrantPolicy, GrantType, Grants, Identity, Idp, IdpParts,
-    KeySet, LockoutState, SessionPolicy, SledStore, Store, TokenIssuer,
+    Client, ClientAuthMethod, FamilyId, GrantPolicy, GrantType, Grants, Identity, Idp, IdpError,
+    IdpParts, KeySet, LockoutState, SessionPolicy, SledStore, Store, TokenIssuer,
 };
 use tianping_net::{HostSet, ServerHandle, ServerOptions, serve_tls};
 
@@ -334,4 +335,70 @@ async fn concurrent_rotations_share_flushes_and_each_chain_ends_at_its_last_toke
     assert_eq!(refreshes, 12 * 8);
     let w = Arc::into_inner(w).unwrap();
     w.server.shutdown().await;
+}
+
+#[test]
+fn rotate_refresh_on_the_memory_store_changes_nothing_when_issuing_fails_and_reuse_revokes() {
+    let store = tianping_idp::MemoryStore::new();
+    let grants = Grants::new(&store, GrantPolicy::default());
+    let rng = SeededRandom::new(5);
+    let now = UnixTime::from_secs(1_800_000_000);
+    let identity = Identity {
+        sub: "clerk-0002".parse().unwrap(),
+        court: Some("bj.01.03".parse().unwrap()),
+        roles: vec![Role::Judge],
+        clearance: Clearance::Secret,
+        acr: Acr::Otp,
+        amr: vec![Amr::Pwd, Amr::Otp],
+        zone: "private".parse().unwrap(),
+        auth_time: now,
+    };
+    let (rt, id) = grants
+        .start_family("case-app", identity, vec!["openid".into()], now, &rng)
+        .unwrap();
+    let before = store.family(&id).unwrap().unwrap();
+    let mut refuse = |_: &tianping_idp::RefreshFamily| Err(IdpError::AccountInactive);
+    assert_eq!(
+        grants
+            .rotate_refresh(&rt, "case-app", now, &rng, &mut refuse)
+            .unwrap_err(),
+        IdpError::AccountInactive
+    );
+    assert_eq!(store.family(&id).unwrap().unwrap(), before);
+    let calls = std::cell::Cell::new(0);
+    let mut issue = |f: &tianping_idp::RefreshFamily| {
+        calls.set(calls.get() + 1);
+        Ok(tianping_idp::IssuedAccessToken {
+            token: String::new(),
+            jti: format!("jti-{}", f.rotated.len()),
+            expires_at: now.saturating_add(Duration::from_secs(300)),
+        })
+    };
+    let (after, next, at) = grants
+        .rotate_refresh(&rt, "case-app", now, &rng, &mut issue)
+        .unwrap();
+    assert_eq!(after, store.family(&id).unwrap().unwrap());
+    assert_eq!(after.access_tokens, vec![(at.jti.clone(), at.expires_at)]);
+    // Another client's token, a reused one: `issue` is not called for either.
+    assert_eq!(
+        grants
+            .rotate_refresh(&next, "post-app", now, &rng, &mut issue)
+            .unwrap_err(),
+        IdpError::RefreshWrongClient
+    );
+    assert_eq!(
+        grants
+            .rotate_refresh(&rt, "case-app", now, &rng, &mut issue)
+            .unwrap_err(),
+        IdpError::RefreshReused
+    );
+    assert_eq!(calls.get(), 1);
+    assert!(store.family(&id).unwrap().unwrap().revoked);
+    assert!(store.is_token_revoked(&at.jti).unwrap());
+    assert_eq!(
+        grants
+            .rotate_refresh(&next, "case-app", now, &rng, &mut issue)
+            .unwrap_err(),
+        IdpError::RefreshInvalid
+    );
 }
