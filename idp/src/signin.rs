@@ -203,6 +203,15 @@ pub(crate) struct Flow<'a> {
     pub rng: &'a dyn Random,
     pub now: UnixTime,
     pub notes: Vec<AuditNote>,
+    /// The least `acr` the request's `acr_values` accept (`None`: the roles' least alone).
+    pub requested_acr: Option<Acr>,
+}
+
+/// The `acr` a sign-in must reach: the roles' least, raised to the least one the request's
+/// `acr_values` name (any of them is acceptable, so the least of them binds).
+pub(crate) fn needed_acr(parts: &SignInParts, roles: &[Role], requested: Option<Acr>) -> Acr {
+    let least = (parts.least_acr)(roles);
+    requested.map_or(least, |r| least.max(r))
 }
 
 fn field<'p>(form: &'p Params, name: &str) -> &'p str {
@@ -465,14 +474,14 @@ impl Flow<'_> {
 
     /// After a factor or an action: the next thing the user must do, or done.
     fn next(&mut self, pending: &mut Pending, user: User) -> Result<Outcome, IdpError> {
-        let need = (self.parts.least_acr)(&user.roles);
+        let need = needed_acr(self.parts, &user.roles, self.requested_acr);
         if need > Acr::Otp {
-            self.note(
-                "signin.failure",
-                user.sub.as_str(),
-                "denied",
-                &format!("acr {need} needs a certificate"),
-            );
+            let why = if (self.parts.least_acr)(&user.roles) < need {
+                format!("acr_values {need} needs a certificate")
+            } else {
+                format!("acr {need} needs a certificate")
+            };
+            self.note("signin.failure", user.sub.as_str(), "denied", &why);
             return Ok(Outcome::Refuse(Notice::CertificateRequired));
         }
         if !pending.amr.contains(&Amr::Otp) {
@@ -530,6 +539,7 @@ pub(crate) fn session_suffices(
     user: Option<&User>,
     parts: &SignInParts,
     max_age: Option<u64>,
+    requested_acr: Option<Acr>,
     now: UnixTime,
 ) -> Result<(), IdpError> {
     let Some(user) = user.filter(|u| u.is_enabled()) else {
@@ -540,7 +550,9 @@ pub(crate) fn session_suffices(
             return Err(IdpError::LoginRequired);
         }
     }
-    if identity.acr < (parts.least_acr)(&user.roles) || !user.required_actions.is_empty() {
+    if identity.acr < needed_acr(parts, &user.roles, requested_acr)
+        || !user.required_actions.is_empty()
+    {
         return Err(IdpError::InteractionRequired);
     }
     Ok(())

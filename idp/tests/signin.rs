@@ -587,6 +587,46 @@ async fn an_account_below_its_roles_acr_gets_no_code() {
 }
 
 #[tokio::test]
+async fn acr_values_above_the_roles_least_ask_for_the_next_factor_or_refuse() {
+    let w = world("private").await;
+    // a clerk (pwd) without acr_values: a code after the password alone
+    w.add_user("clerk-0003", "wu.fang", vec![Role::Clerk]);
+    let mut b = w.browser();
+    b.authorize(&[]).await;
+    b.password("wu.fang", PASSWORD).await.code();
+    // the session (pwd) does not suffice for otp: prompt=none is interaction_required
+    let a = b
+        .authorize(&[("acr_values", "otp"), ("prompt", "none")])
+        .await;
+    let loc = a.location.clone().unwrap();
+    assert!(
+        loc.starts_with("https://case.example/cb?error=interaction_required"),
+        "{loc}"
+    );
+    // asked for otp (the least of the values named): sent to enrol an authenticator, no code
+    let mut b = w.browser();
+    b.authorize(&[("acr_values", "cert otp")]).await;
+    let a = b.password("wu.fang", PASSWORD).await;
+    assert!(a.location.is_none(), "{:?}", a.location);
+    assert!(a.shows("Set up one-time codes"), "{}", a.html);
+    // asked for cert only: cannot be met here, refused with no redirect and no code
+    let mut b = w.browser();
+    b.authorize(&[("acr_values", "cert")]).await;
+    let before = w.audit.size();
+    let a = b.password("wu.fang", PASSWORD).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.location.is_none());
+    assert!(a.html.contains("certificate"), "{}", a.html);
+    assert_eq!(w.actions_since(before), vec!["signin.failure"]);
+    // asked for pwd, below the judge's otp: the roles' least still binds
+    let mut b = w.browser();
+    b.authorize(&[("acr_values", "pwd")]).await;
+    let a = b.password("li.ming", PASSWORD).await;
+    assert!(a.shows("One-time code"), "{}", a.html);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn prompt_none_without_a_session_is_login_required() {
     let w = world("private").await;
     let mut b = w.browser();

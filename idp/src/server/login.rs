@@ -165,7 +165,14 @@ impl Inner {
                 _ if hinted.as_ref().is_some_and(|h| *h != identity.sub) => {
                     Err(IdpError::LoginRequired)
                 }
-                Some(si) => session_suffices(identity, user.as_ref(), si, req.max_age, now),
+                Some(si) => session_suffices(
+                    identity,
+                    user.as_ref(),
+                    si,
+                    req.max_age,
+                    req.acr_values.iter().min().copied(),
+                    now,
+                ),
                 None => Err(IdpError::LoginRequired),
             };
             if let (Ok(()), Some(user), false) = (&verdict, &user, req.prompt.login) {
@@ -314,6 +321,7 @@ impl Inner {
             rng: &*p.rng,
             now,
             notes: Vec::new(),
+            requested_acr: req.acr_values.iter().min().copied(),
         };
         let outcome = flow.step(&mut pending, &form);
         let notes = std::mem::take(&mut flow.notes);
