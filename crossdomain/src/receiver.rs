@@ -13,7 +13,9 @@
 //!
 //! A consumer stages `Data` and hands a transfer on only at `Complete`; `Lost` means drop
 //! the staged bytes. A new epoch in the datagrams is a sender restart: transfers in flight stay
-//! open, since the restarted sender resends them and their symbols are the same.
+//! open, since the restarted sender resends them and their symbols are the same; what they
+//! handed on stays handed on, and their blocks not handed on yet start over. The block a
+//! transfer waits for is never refused for want of open slots: it displaces the highest one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -264,8 +266,13 @@ impl Receiver {
                 self.epoch = Some(epoch);
                 self.highest_seq = None;
                 self.seen_in_epoch = 0;
+                // The restarted sender resends each transfer from its first block: what was
+                // handed on stays handed on, the rest starts over, so blocks seen mid-way
+                // before the restart cannot hold the open slots against the resent ones.
                 for t in self.transfers.values_mut() {
                     t.sent_by = None;
+                    t.open.clear();
+                    t.ready.clear();
                 }
             }
         }
@@ -326,8 +333,21 @@ impl Receiver {
             return;
         }
         if !t.open.contains_key(&block) && t.open.len() + t.ready.len() >= max_open {
-            self.stats.overflow += 1;
-            return;
+            // The block the transfer waits for is never refused: it displaces the highest
+            // open or waiting one (which is resent, or the transfer is lost), so the slots
+            // stay bounded and a transfer can always move on.
+            let highest = t.open.keys().last().max(t.ready.keys().last()).copied();
+            match highest {
+                Some(h) if block == t.next_emit && h > block => {
+                    t.open.remove(&h);
+                    t.ready.remove(&h);
+                    self.stats.overflow += 1;
+                }
+                _ => {
+                    self.stats.overflow += 1;
+                    return;
+                }
+            }
         }
         let (decoder, fed) = t.open.entry(block).or_insert_with(|| {
             let size = u64::from(geometry.symbol_size);
