@@ -36,6 +36,7 @@ pub fn send_spooled(
 ) -> Result<SendStats, LinkError> {
     let link = config.link;
     let mut sender = Sender::new(config, spool.epoch())?;
+    let last = spool.last_id(link).map_err(spool_err(0))?;
     let pending = spool.pending(link).map_err(|e| LinkError::Read {
         id: 0,
         source: std::io::Error::other(e.to_string()),
@@ -43,6 +44,7 @@ pub fn send_spooled(
     for (id, file) in pending {
         sender.submit(id, Box::new(file))?;
     }
+    sender.resume_after(last);
     let mut pacer = Pacer::for_link(mbps, clock.now());
     let mut udp = UdpSender::new(socket, peer, Duration::from_millis(20));
     udp.run_with(&mut sender, &mut pacer, clock, inbox, |id| {

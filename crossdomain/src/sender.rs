@@ -215,6 +215,20 @@ impl Sender {
         Ok(())
     }
 
+    /// Tells the sender that every id up to `last` was given out by its spool (the spool's
+    /// counter for the link), so its heartbeats name them: a transfer fully sent before a
+    /// restart, while the receiver was down, is then reported lost at once rather than only
+    /// when something new is submitted. Call it after submitting the spooled transfers; it
+    /// changes nothing if `last` is not above the last id submitted, and the next id
+    /// submitted must be above `last`.
+    pub fn resume_after(&mut self, last: u64) {
+        if last <= self.counters.last_transfer {
+            return;
+        }
+        self.counters.last_transfer = last;
+        self.counters.done_below = self.unfinished.first().copied().unwrap_or(last + 1);
+    }
+
     /// Whether nothing is left to send.
     pub fn is_idle(&self) -> bool {
         self.active.is_empty() && self.waiting.is_empty()
