@@ -33,7 +33,7 @@ fn bytes(n: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Every link's address on port 0, so the receiver picks one and publishes it.
+/// Every link's address and every admin port 0, so the daemons pick them and publish them.
 fn ports_to_zero(fabric: &Path) {
     let text = std::fs::read_to_string(fabric).unwrap();
     let mut in_link = false;
@@ -44,6 +44,17 @@ fn ports_to_zero(fabric: &Path) {
         }
         if in_link && line.trim_start().starts_with("address") {
             out.push_str("address = \"127.0.0.1:0\"\n");
+        } else if line.starts_with("admin = {") {
+            let zeroed: Vec<String> = line
+                .trim_end_matches(" }")
+                .split(", ")
+                .map(|kv| match kv.rsplit_once(" = ") {
+                    Some((k, _)) => format!("{k} = 0"),
+                    None => kv.to_owned(),
+                })
+                .collect();
+            out.push_str(&zeroed.join(", "));
+            out.push_str(" }\n");
         } else {
             out.push_str(line);
             out.push('\n');
