@@ -15,8 +15,12 @@
 //!   complete or lost ([`LinkEvent`]); [`Assembler`] reads its transfers as bundles, so a
 //!   transfer is complete only when its signature and every chunk hash checked ([`Arrival`]);
 //! - with the `io` feature, `UdpSender` and `UdpReceiver`: the loops over real sockets;
-//! - with the `daemon` feature, `Spool` (the sender's durable transfers, numbered per link) and
-//!   `Store` (the receiver's staged bundles, handed to a `Sink` once, complete).
+//! - with the `daemon` feature, `Spool` (the sender's durable transfers, numbered per link,
+//!   sent ones retained for a resend) and `Store` (the receiver's staged bundles, handed to a
+//!   `Sink` once, complete; its record of ended ids bounded by `KEEP_ENDED`); the daemons' loops
+//!   `run_sender` and `run_receiver` with their `SendStatus` / `ReceiveStatus` (the link
+//!   counters on `/metrics`), and the control sockets' handlers `SenderControl` (status, a
+//!   streamed submit, resend) and `ReceiverControl` (status).
 //!
 //! What is trusted: nothing on the wire. A datagram's check is a plain hash that keeps flipped
 //! bits from the decoder; the bundle's signature, checked against the receiving zone's trust
