@@ -2,7 +2,7 @@
 //! sizes arrive in the store byte-identical; after both ends restart, numbering goes on in a
 //! fresh epoch and nothing already delivered is handed on again.
 #![cfg(feature = "daemon")]
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
 mod bundles;
 
@@ -106,4 +106,107 @@ fn spooled_transfers_arrive_whole_and_once_across_restarts() {
     assert_eq!(run_once(dir.path(), &trust, 1), [(6, Ended::Delivered)]);
     assert_eq!(std::fs::read(sink.path(3, 6)).unwrap(), late);
     assert!(!sink.path(3, 1).exists(), "nothing is delivered twice");
+}
+
+/// Polls `done` (bounded) until it holds.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..3000 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("never: {what}");
+}
+
+#[test]
+fn the_daemon_loops_keep_their_status_and_see_a_sender_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tianping_crossdomain::{ReceiveStatus, SendOptions, SendStatus, run_receiver, run_sender};
+
+    let (signer, _) = RingSigner::generate(Algorithm::Ed25519).unwrap();
+    let trust = Arc::new(PinnedKeys(vec![signer.public_key()]));
+    let dir = tempfile::tempdir().unwrap();
+    let registry = tianping_net::Registry::new();
+    let rx_status = Arc::new(ReceiveStatus::new(&registry, 3, "a", "b").unwrap());
+    let rx_socket = bind_udp("127.0.0.1:0".parse().unwrap(), 32 << 20, 0).unwrap();
+    let peer = rx_socket.local_addr().unwrap();
+    let rx_stop = Arc::new(AtomicBool::new(false));
+    let receiving = {
+        let (status, stop, dir) = (rx_status.clone(), rx_stop.clone(), dir.path().to_owned());
+        let trust: Arc<dyn tianping_crossdomain::SignerTrust> = trust.clone();
+        std::thread::spawn(move || {
+            let mut sink = FolderSink::new(&dir.join("delivered")).unwrap();
+            let mut store = Store::open(&dir.join("store"), &mut sink).unwrap();
+            let config = ReceiverConfig::new(3);
+            run_receiver(
+                &mut store,
+                config,
+                trust,
+                &rx_socket,
+                &SystemClock,
+                &mut sink,
+                &status,
+                &stop,
+                |_, _| {},
+            )
+            .unwrap();
+        })
+    };
+    let send_once = |payload: &[u8], want_received: u64| {
+        let spool = Arc::new(Spool::open(&dir.path().join("spool")).unwrap());
+        spool
+            .submit(3, &mut &bundles::bundle(payload, &signer, 256 * 1024)[..])
+            .unwrap();
+        let status = Arc::new(SendStatus::new(&registry, 3, "a", "b", 300, spool.epoch()).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (_tx, inbox) = mpsc::channel::<u64>();
+        let options = SendOptions {
+            config: LinkConfig::new(3),
+            mbps: 300,
+            retain: std::time::Duration::from_secs(3600),
+            beat_every: std::time::Duration::from_millis(20),
+        };
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 0, 4 << 20).unwrap();
+        let sending = {
+            let (spool, status, stop) = (spool.clone(), status.clone(), stop.clone());
+            std::thread::spawn(move || {
+                run_sender(
+                    &spool,
+                    options,
+                    &socket,
+                    &mut || Some(peer),
+                    &SystemClock,
+                    &inbox,
+                    &status,
+                    &stop,
+                )
+                .unwrap();
+            })
+        };
+        eventually("received", || rx_status.received.get() == want_received);
+        eventually("sent", || status.sent.get() == want_received);
+        assert_eq!(status.peer(), Some(peer));
+        stop.store(true, Ordering::Relaxed);
+        sending.join().unwrap();
+        assert_eq!(spool.retained(3).unwrap().len() as u64, want_received);
+        assert!(spool.is_empty());
+        spool.epoch()
+    };
+    let first = send_once(b"before the restart", 1);
+    let second = send_once(b"after the restart", 2);
+    eventually("both epochs seen", || {
+        rx_status.detail().epochs == [first, second]
+    });
+    let detail = rx_status.detail();
+    assert_eq!(detail.last_received, Some(2));
+    assert!(detail.last_beat.is_some());
+    assert!(detail.lost_ids.is_empty());
+    assert!(
+        registry
+            .render()
+            .contains("tianping_exchange_received_total{from=\"a\",link=\"3\",to=\"b\"} 2")
+    );
+    rx_stop.store(true, Ordering::Relaxed);
+    receiving.join().unwrap();
 }
