@@ -66,6 +66,7 @@ mod jwt;
 #[cfg(feature = "store")]
 mod keys;
 mod lockout;
+mod metrics;
 #[cfg(feature = "server")]
 mod pages;
 mod password;
@@ -103,6 +104,7 @@ pub use jwt::{
 #[cfg(feature = "store")]
 pub use keys::{KEYS_FILE, KeyDir, KeyError, KeyInfo};
 pub use lockout::{Factor, LockoutPolicy, LockoutState};
+pub use metrics::{IdpMetrics, NoMetrics};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};

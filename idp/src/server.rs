@@ -59,6 +59,8 @@ struct Inner {
     clients: HashMap<String, Client>,
     /// The interactive sign-in; without it `/login` answers an error page.
     sign_in: Option<crate::signin::SignInParts>,
+    /// Counts grants, sign-ins, failures and lockouts.
+    metrics: Arc<dyn crate::metrics::IdpMetrics>,
 }
 
 impl std::fmt::Debug for Idp {
@@ -83,6 +85,7 @@ impl Idp {
                 parts,
                 clients,
                 sign_in: None,
+                metrics: Arc::new(crate::metrics::NoMetrics),
             }),
         }
     }
@@ -95,6 +98,16 @@ impl Idp {
             inner.sign_in = Some(sign_in);
         }
         this
+    }
+
+    /// This provider reporting its grants, sign-ins, failures and lockouts to `metrics`
+    /// (before it is cloned or served; a clone keeps the hook it was made with).
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn crate::metrics::IdpMetrics>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
+        }
+        self
     }
 }
 
@@ -248,8 +261,9 @@ impl Inner {
             .ok_or(IdpError::ClientAuthFailed)?;
         client.authenticate(&request.client)?;
         client.allows(request.grant.grant_type())?;
+        let kind = request.grant.grant_type();
         let p = &self.parts;
-        match request.grant {
+        let answer = match request.grant {
             TokenGrant::ClientCredentials { scope } => {
                 if let Some(s) = scope.iter().find(|s| !client.may_ask(s)) {
                     return Err(IdpError::ScopeNotAllowed(s.clone()));
@@ -331,7 +345,11 @@ impl Inner {
                 )
                 .await
             }
+        };
+        if answer.is_ok() {
+            self.metrics.grant(kind.as_str());
         }
+        answer
     }
 
     /// Records a grant durably; the response waits for it.

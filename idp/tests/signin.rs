@@ -39,6 +39,32 @@ struct World {
     clock: Arc<ManualClock>,
     passwords: Arc<Passwords>,
     issuer: TokenIssuer,
+    metrics: Arc<Tally>,
+}
+
+/// What the provider counted, in order.
+#[derive(Default)]
+struct Tally(std::sync::Mutex<Vec<String>>);
+
+impl tianping_idp::IdpMetrics for Tally {
+    fn grant(&self, kind: &str) {
+        self.0.lock().unwrap().push(format!("grant {kind}"));
+    }
+    fn sign_in(&self, outcome: &str) {
+        self.0.lock().unwrap().push(format!("sign_in {outcome}"));
+    }
+    fn failure(&self, reason: &str) {
+        self.0.lock().unwrap().push(format!("failure {reason}"));
+    }
+    fn lockout(&self, reason: &str) {
+        self.0.lock().unwrap().push(format!("lockout {reason}"));
+    }
+}
+
+impl Tally {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
 }
 
 /// What a page or redirect answered.
@@ -305,7 +331,8 @@ async fn world(zone: &str) -> World {
         self_registration: true,
         totp_issuer: "Tianping".into(),
     };
-    let idp = Idp::with_sign_in(parts, sign_in);
+    let metrics = Arc::new(Tally::default());
+    let idp = Idp::with_sign_in(parts, sign_in).with_metrics(metrics.clone());
     let mut options = ServerOptions::new(HostSet::new([HOST]));
     options.http3 = false;
     let server = serve_tls("127.0.0.1:0".parse().unwrap(), Arc::new(tls), options, idp)
@@ -328,6 +355,7 @@ async fn world(zone: &str) -> World {
         clock,
         passwords,
         issuer,
+        metrics,
     };
     // The judge: password and an enrolled authenticator.
     w.add_user("judge-0001", "li.ming", vec![Role::Judge]);
@@ -623,6 +651,63 @@ async fn acr_values_above_the_roles_least_ask_for_the_next_factor_or_refuse() {
     b.authorize(&[("acr_values", "pwd")]).await;
     let a = b.password("li.ming", PASSWORD).await;
     assert!(a.shows("One-time code"), "{}", a.html);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sign_ins_failures_lockouts_and_grants_are_counted() {
+    let w = world("private").await;
+    let mut b = w.browser();
+    b.authorize(&[]).await;
+    b.password("li.ming", "Wrong-pass1").await;
+    b.password("nobody", "Wrong-pass1").await;
+    let a = b.password("li.ming", PASSWORD).await;
+    assert!(a.shows("One-time code"), "{}", a.html);
+    let code = totp_now(&w, &JUDGE_TOTP);
+    let code = b.submit(&[("code", &code)]).await.code();
+    let counted = w.metrics.take();
+    assert_eq!(counted.len(), 5, "{counted:?}");
+    assert_eq!(counted.first().unwrap(), "sign_in failure");
+    assert!(
+        counted.get(1).unwrap().starts_with("failure "),
+        "{counted:?}"
+    );
+    assert_eq!(counted.last().unwrap(), "sign_in ok");
+    // the code redeemed at the token endpoint: one authorization_code grant; a bad one: none
+    let redeem = |code: String| {
+        let body = tianping_idp::form_encode_pairs([
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "https://case.example/cb"),
+            ("code_verifier", VERIFIER),
+        ]);
+        w.http
+            .post(w.url("/token"))
+            .basic_auth("case-app", Some("s3cret"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(redeem(code.clone()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        redeem(code).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(w.metrics.take(), ["grant authorization_code"]);
+    // five failures: the fifth locks, counted once by its reason
+    let mut b = w.browser();
+    b.authorize(&[]).await;
+    for _ in 0..5 {
+        b.password("li.ming", "Wrong-pass1").await;
+    }
+    let counted = w.metrics.take();
+    let locks: Vec<_> = counted
+        .iter()
+        .filter(|c| c.starts_with("lockout "))
+        .collect();
+    assert_eq!(locks.len(), 1, "{counted:?}");
+    let failures = counted.iter().filter(|c| c.starts_with("failure ")).count();
+    assert_eq!(failures, 5, "{counted:?}");
     w.server.shutdown().await;
 }
 

@@ -325,6 +325,8 @@ impl Inner {
         };
         let outcome = flow.step(&mut pending, &form);
         let notes = std::mem::take(&mut flow.notes);
+        let counted = notes.iter().map(|n| (n.action, n.reason.as_str()));
+        crate::metrics::report_sign_in(&*self.metrics, counted);
         if let Err(e) = self.append_notes(now, notes, &req.client_id).await {
             return pages::error_page(&e);
         }
