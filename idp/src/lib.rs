@@ -110,11 +110,11 @@ pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
 #[cfg(feature = "server")]
 pub use server::{Idp, IdpParts};
-#[cfg(feature = "server")]
-pub use signin::{LeastAcr, SignInParts};
 pub use session::{
     SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
 };
+#[cfg(feature = "server")]
+pub use signin::{LeastAcr, SignInParts};
 #[cfg(feature = "store")]
 pub use sled_store::SledStore;
 pub use store::{Flushed, MemoryStore, Store, Update};
