@@ -189,7 +189,9 @@ fn the_daemon_loops_keep_their_status_and_see_a_sender_restart() {
         assert_eq!(status.peer(), Some(peer));
         // The sender beats every 20 ms while it runs; wait for one to arrive before stopping it.
         let beats_before = rx_status.detail().last_beat;
-        eventually("a heartbeat", || rx_status.detail().last_beat != beats_before);
+        eventually("a heartbeat", || {
+            rx_status.detail().last_beat != beats_before
+        });
         stop.store(true, Ordering::Relaxed);
         sending.join().unwrap();
         assert_eq!(spool.retained(3).unwrap().len() as u64, want_received);
