@@ -59,8 +59,9 @@ pub(crate) fn run(data: &Path, _args: UpArgs) -> miette::Result<ExitCode> {
         fabric.services().len()
     );
     println!(
-        "the zones' components (IdP, gateway, exchange, audit store) are not built yet: nothing \
-         was started"
+        "nothing was started: each zone's IdP (`tianping idp serve`) and link daemons \
+         (`tianping exchange send|receive`) run on their own for now; the gateway, the audit \
+         store and `up` starting them all are still to come"
     );
     Ok(ExitCode::SUCCESS)
 }
