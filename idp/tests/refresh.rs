@@ -9,6 +9,8 @@
     reason = "tests fail loudly"
 )]
 
+mod zone_tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tianping_audit::AuditLog;
-use tianping_certs::{CaCert, CertKind, ClientAuth, KeyAlg, LeafRequest, ServerTlsBuilder};
 use tianping_core::{
     Acr, Algorithm, Amr, Clearance, Clock as _, ManualClock, RingSigner, Role, UnixTime,
 };
@@ -93,27 +94,8 @@ impl World {
 
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let real_now = UnixTime::from_system_time(std::time::SystemTime::now());
-    let root = CaCert::new_root("Court", KeyAlg::EcP256, real_now).unwrap();
-    let zone = root
-        .new_zone(
-            &"private".parse().unwrap(),
-            "Court",
-            KeyAlg::EcP256,
-            real_now,
-        )
-        .unwrap();
-    let mut req = LeafRequest::new(CertKind::Server, "idp");
-    req.dns = vec![HOST.into()];
-    let leaf = zone.issue(&req, real_now).unwrap();
+    let (tls, root_pem) = zone_tls::zone_tls(dir.path(), HOST);
     let p = |n: &str| dir.path().join(n);
-    std::fs::write(p("tls.pem"), &leaf.chain_pem).unwrap();
-    std::fs::write(p("tls.key"), leaf.key_pem.expose()).unwrap();
-    std::fs::write(p("trust.pem"), root.cert_pem()).unwrap();
-    let tls = ServerTlsBuilder::new(p("tls.pem"), p("tls.key"))
-        .client_auth(ClientAuth::None, p("trust.pem"), vec![])
-        .build()
-        .unwrap();
 
     let clock = Arc::new(ManualClock::new(UnixTime::from_secs(1_800_000_000)));
     let store = Arc::new(SledStore::open(&p("store")).unwrap());
@@ -161,7 +143,7 @@ async fn world() -> World {
     let http = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(root.cert_pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
         .resolve(HOST, server.local_addr())
         .redirect(reqwest::redirect::Policy::none())
         .build()

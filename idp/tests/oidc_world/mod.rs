@@ -9,12 +9,14 @@
     reason = "tests fail loudly"
 )]
 
+#[path = "../zone_tls/mod.rs"]
+mod zone_tls;
+
 use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 use tianping_audit::AuditLog;
-use tianping_certs::{CaCert, CertKind, ClientAuth, KeyAlg, LeafRequest, ServerTlsBuilder};
 use tianping_core::{
     Acr, Algorithm, Amr, Clearance, Clock as _, Fabric, ManualClock, RingSigner, Role, UnixTime,
 };
@@ -198,27 +200,8 @@ pub async fn world() -> World {
     assert_eq!(bind.port(), 0, "the test fabric leaves the port to the OS");
     let iss = format!("https://{host}");
 
-    let real_now = UnixTime::from_system_time(std::time::SystemTime::now());
-    let root = CaCert::new_root("Court", KeyAlg::EcP256, real_now).unwrap();
-    let zone_ca = root
-        .new_zone(
-            &"private".parse().unwrap(),
-            "Court",
-            KeyAlg::EcP256,
-            real_now,
-        )
-        .unwrap();
-    let mut req = LeafRequest::new(CertKind::Server, "idp");
-    req.dns = vec![host.clone()];
-    let leaf = zone_ca.issue(&req, real_now).unwrap();
+    let (tls, root_pem) = zone_tls::zone_tls(dir.path(), &host);
     let p = |n: &str| dir.path().join(n);
-    std::fs::write(p("tls.pem"), &leaf.chain_pem).unwrap();
-    std::fs::write(p("tls.key"), leaf.key_pem.expose()).unwrap();
-    std::fs::write(p("trust.pem"), root.cert_pem()).unwrap();
-    let tls = ServerTlsBuilder::new(p("tls.pem"), p("tls.key"))
-        .client_auth(ClientAuth::None, p("trust.pem"), vec![])
-        .build()
-        .unwrap();
 
     let clock = Arc::new(ManualClock::new(UnixTime::from_secs(1_800_000_000)));
     let store = Arc::new(SledStore::open(&p("store")).unwrap());
@@ -258,7 +241,6 @@ pub async fn world() -> World {
     let mut options = ServerOptions::new(HostSet::new([host.as_str()]));
     options.http3 = false;
     let server = serve_tls(bind, Arc::new(tls), options, idp).await.unwrap();
-    let root_pem = root.cert_pem().to_owned();
     let http = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
