@@ -6,6 +6,8 @@
 //! - bundles: a [`Manifest`], approvals and a chunk table in a signed [`BundleHeader`], then the
 //!   payload; [`ChunkHasher`] builds the table in one pass, [`BundleReader`] checks the signature
 //!   (asking a [`SignerTrust`] about the signer) and each chunk as bytes arrive;
+//! - filters: a [`Filter`] per kind validates and rebuilds every payload on both sides,
+//!   registered in [`Filters`] by the binary; a [`Refusal`] says what to fix;
 //! - datagrams: [`Datagram`] (a RaptorQ symbol or a [`Heartbeat`] of the sender's counters), each
 //!   with a check so flipped bits are dropped;
 //! - the sending end: [`Sender`] cuts transfers into blocks, encodes them (RFC 6330, the
@@ -55,6 +57,7 @@ mod control;
 #[cfg(feature = "daemon")]
 mod daemon;
 mod datagram;
+mod filter;
 #[doc(hidden)]
 pub mod internal;
 mod manifest;
@@ -87,6 +90,7 @@ pub use datagram::{
     Datagram, DatagramError, DatagramHeader, Heartbeat, MAX_BLOCK_SYMBOLS, MAX_TRANSFER, MIN_MTU,
     SYMBOL_ALIGN, SymbolHeader, symbol_size_for,
 };
+pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
 pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
 pub use pacing::Pacer;
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};

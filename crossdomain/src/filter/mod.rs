@@ -1,0 +1,273 @@
+//! Content filters: every payload that crosses is validated and rebuilt by a filter that
+//! understands its kind, on both sides of the link (DESIGN §6).
+//!
+//! A [`Filter`] takes the bytes that arrived and either refuses them with a reason a person can
+//! act on ([`Refusal`]) or returns a rebuilt copy ([`Filtered`]): bytes made again from an
+//! allow-list of what the format may hold, never the bytes that arrived with a deny-list applied.
+//! The sending side spools the rebuilt copy; the receiving side runs its own filter again and
+//! delivers only when that run reproduces the signed bytes, so a filter's rebuild must be
+//! deterministic and idempotent (its output passes it again unchanged).
+//!
+//! Each filter reports every sanitize step the flow asks ([`Step`]): done, not applicable (there
+//! is no metadata in plain text to strip) or unsupported; [`Filters::run`] refuses when any
+//! asked step is unsupported, and when no filter is registered for the kind: a format no filter
+//! can rebuild is refused, never passed through.
+//!
+//! Filters are pure functions of bytes and limits. The binary registers them ([`Filters`]),
+//! including other crates' validators (the audit log's `audit-batch`, the IdP's
+//! `directory-update`), which this crate knows only through the trait.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// How far a filter got with one sanitize step of the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// The step was carried out.
+    Done,
+    /// The step has nothing to do on this kind (no metadata in plain text).
+    NotApplicable,
+    /// The filter cannot carry out the step on this kind: the transfer is refused.
+    Unsupported,
+}
+
+impl StepState {
+    /// The state's name in audit records and answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Done => "done",
+            StepState::NotApplicable => "not-applicable",
+            StepState::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One sanitize step (`validate`, `rebuild`, `strip-metadata`, `scan`, `transcode`, `flatten`)
+/// and how far the filter got with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The step's name, as the policy's `sanitize` line spells it.
+    pub name: String,
+    /// What the filter did.
+    pub state: StepState,
+}
+
+impl Step {
+    /// A step in `state`.
+    pub fn new(name: impl Into<String>, state: StepState) -> Self {
+        Self {
+            name: name.into(),
+            state,
+        }
+    }
+}
+
+/// Why a filter refused a payload: what is wrong, said so that the submitter can fix it
+/// ("PDF holds JavaScript in object 12; remove the script and export again").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{filter} filter refused it: {reason}")]
+pub struct Refusal {
+    /// The filter that refused (its kind), or `filters` when none could run.
+    pub filter: String,
+    /// What is wrong with the payload.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal by the filter of `filter`.
+    pub fn new(filter: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            filter: filter.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The memory a filter needs at most, so `policy check` can warn when a flow's `max-size`
+/// exceeds what a filter of its kind holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBound {
+    /// The filter streams: a fixed number of bytes whatever the input's size.
+    Streaming(u64),
+    /// The filter holds the whole input: at most this many times its length.
+    Proportional(u32),
+}
+
+/// What the flow asks of a filter run.
+#[derive(Debug, Clone, Copy)]
+pub struct FilterInput<'a> {
+    /// The payload's kind (`pdf`, `json`, `text`, ...), as the manifest declares it.
+    pub kind: &'a str,
+    /// For `json`, the schema the payload must follow.
+    pub schema: Option<&'a str>,
+    /// The sanitize steps the flow asks, in its order.
+    pub steps: &'a [&'a str],
+    /// The flow's `max-size`: no output may be longer.
+    pub max_size: u64,
+    /// Whether the flow is a release (to lower confidentiality): the filter must extract the
+    /// text a marking check reads, and refuse content whose text it cannot decode.
+    pub release: bool,
+}
+
+/// What a filter made of a payload it accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filtered {
+    /// The rebuilt payload: what is spooled and delivered.
+    pub bytes: Vec<u8>,
+    /// Every step the flow asked, with how far the filter got (`validate` and `rebuild` are
+    /// reported too, even when the flow does not name them).
+    pub steps: Vec<Step>,
+    /// The text the content carries (document text, JSON strings, file names), for the marking
+    /// check; empty when the kind carries none.
+    pub text: Vec<String>,
+}
+
+/// A content filter for one kind.
+pub trait Filter: Send + Sync + fmt::Debug {
+    /// The kind it filters, as the policy spells it (`pdf`, `json`, `receipt`...).
+    fn kind(&self) -> &str;
+
+    /// The most memory a run holds.
+    fn memory(&self) -> MemoryBound;
+
+    /// Validates and rebuilds `bytes`, or refuses them.
+    fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal>;
+}
+
+/// The filters a node runs, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    by_kind: BTreeMap<String, Arc<dyn Filter>>,
+}
+
+impl Filters {
+    /// No filters: every kind is refused.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `filter` for its kind, replacing one registered before for the same kind.
+    pub fn register(&mut self, filter: Arc<dyn Filter>) -> &mut Self {
+        self.by_kind.insert(filter.kind().to_owned(), filter);
+        self
+    }
+
+    /// The filter for `kind`, if one is registered.
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Filter>> {
+        self.by_kind.get(kind)
+    }
+
+    /// The kinds with a filter, in order.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.by_kind.keys().map(String::as_str)
+    }
+
+    /// Runs the filter of `input.kind` over `bytes`: refused when no filter is registered for
+    /// the kind, when the filter refuses, when any step the flow asks is unsupported or not
+    /// reported, or when the rebuilt copy is longer than the flow allows.
+    pub fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
+        let Some(filter) = self.get(input.kind) else {
+            return Err(Refusal::new(
+                "filters",
+                format!(
+                    "no filter can rebuild kind `{}`, so it cannot cross",
+                    input.kind
+                ),
+            ));
+        };
+        let out = filter.run(input, bytes)?;
+        for asked in input.steps {
+            match out.steps.iter().find(|s| s.name == *asked) {
+                Some(s) if s.state != StepState::Unsupported => {}
+                Some(_) => {
+                    return Err(Refusal::new(
+                        input.kind,
+                        format!("the flow asks `{asked}`, which this filter cannot do"),
+                    ));
+                }
+                None => {
+                    return Err(Refusal::new(
+                        input.kind,
+                        format!("the flow asks `{asked}`, and the filter did not report it"),
+                    ));
+                }
+            }
+        }
+        if u64::try_from(out.bytes.len()).map_or(true, |n| n > input.max_size) {
+            return Err(Refusal::new(
+                input.kind,
+                format!(
+                    "the rebuilt copy is {} bytes, over the flow's max-size of {}",
+                    out.bytes.len(),
+                    input.max_size
+                ),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Upper;
+
+    impl Filter for Upper {
+        fn kind(&self) -> &str {
+            "upper"
+        }
+        fn memory(&self) -> MemoryBound {
+            MemoryBound::Proportional(1)
+        }
+        fn run(&self, _: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
+            if bytes.is_empty() {
+                return Err(Refusal::new("upper", "empty"));
+            }
+            Ok(Filtered {
+                bytes: bytes.to_ascii_uppercase(),
+                steps: vec![
+                    Step::new("validate", StepState::Done),
+                    Step::new("rebuild", StepState::Done),
+                    Step::new("strip-metadata", StepState::NotApplicable),
+                    Step::new("scan", StepState::Unsupported),
+                ],
+                text: Vec::new(),
+            })
+        }
+    }
+
+    fn input<'a>(kind: &'a str, steps: &'a [&'a str]) -> FilterInput<'a> {
+        FilterInput {
+            kind,
+            schema: None,
+            steps,
+            max_size: 8,
+            release: false,
+        }
+    }
+
+    #[test]
+    fn runs_the_kinds_filter_and_checks_its_steps() {
+        let mut filters = Filters::new();
+        filters.register(Arc::new(Upper));
+        let ok = filters.run(&input("upper", &["validate", "strip-metadata"]), b"abc");
+        assert_eq!(ok.map(|f| f.bytes), Ok(b"ABC".to_vec()));
+
+        let unknown = filters.run(&input("pdf", &[]), b"abc");
+        assert!(unknown.is_err_and(|r| r.filter == "filters"));
+
+        let unsupported = filters.run(&input("upper", &["scan"]), b"abc");
+        assert!(unsupported.is_err_and(|r| r.reason.contains("`scan`")));
+
+        let unreported = filters.run(&input("upper", &["flatten"]), b"abc");
+        assert!(unreported.is_err_and(|r| r.reason.contains("did not report")));
+
+        let long = filters.run(&input("upper", &[]), b"abcdefghij");
+        assert!(long.is_err_and(|r| r.reason.contains("max-size")));
+
+        assert!(filters.run(&input("upper", &[]), b"").is_err());
+    }
+}
