@@ -1,42 +1,19 @@
-//! The exchange daemons' control sockets (feature `daemon`): `run/<zone>-exchange-sender.sock`
-//! and `run/<zone>-exchange-receiver.sock`, served with `tianping_net::serve_control_with`.
-//!
-//! The sender's ([`SenderControl`]):
-//! - `GET /exchange/v1/status` (open: no credential): per link, what is spooled, being sent,
-//!   sent since the start and retained, the last transfer id, the epoch, the rate and the peer;
-//! - `POST /exchange/v1/submit?to=ZONE` (a node token of the zone): the body, a bundle, is
-//!   streamed into the spool (a limit per link: the largest flow to that zone and a header, given
-//!   by the daemon; over it 413 before more is read), fsynced and renamed, and only then is the
-//!   transfer id answered (`{"link": L, "transfer": N}`);
-//! - `POST /exchange/v1/resend?to=ZONE&from=ID` (a node token of the zone): every retained
-//!   transfer of the link from `ID` on is spooled again under new ids (`{"resent": [[old,
-//!   new], …]}`), and the daemon's `on_resend` hook records it (an audit event when the daemon
-//!   has a log).
-//!
-//! The receiver's ([`ReceiverControl`]): `GET /exchange/v1/status` (open): per link, transfers
-//! received, lost (the recent ids), refused, late symbols, repaired blocks, the sender's last
-//! heartbeat and when it came, whether the link is silent, and the sender epochs seen.
-//!
-//! The peer's uid is checked by the socket before a byte is read; a credential is then checked
-//! by the socket's verifier (node tokens of the zone), and the handler asks for a node identity.
+//! The sender's control socket: status, a streamed submit, resend.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc::Sender as Outbox;
 use std::sync::{Arc, Mutex};
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
-use tianping_certs::CertKind;
-use tianping_core::{Clock, SystemClock};
-use tianping_net::{Body, BoxFuture, Caller, Handler, ResponseBody, full};
+use tianping_net::{Body, BoxFuture, Caller, Handler, ResponseBody};
 use tokio::io::AsyncWriteExt as _;
 
-use crate::{ReceiveStatus, SendStatus, Spool, SpoolError};
+use super::{STATUS_PATH, answer, error, node_caller, query};
+use crate::{SendStatus, Spool, SpoolError};
 
-/// The status path, open on both sockets.
-pub const STATUS_PATH: &str = "/exchange/v1/status";
 const SUBMIT_PATH: &str = "/exchange/v1/submit";
 const RESEND_PATH: &str = "/exchange/v1/resend";
 
@@ -98,51 +75,6 @@ impl SenderControl {
     /// The paths answered without a credential.
     pub fn open_paths() -> Vec<String> {
         vec![STATUS_PATH.to_owned()]
-    }
-}
-
-fn answer(status: StatusCode, body: &Value) -> Response<ResponseBody> {
-    let mut r = Response::new(full(format!("{body}\n")));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<ResponseBody> {
-    answer(status, &json!({ "error": message.to_string() }))
-}
-
-/// The value of `key` in the request's query.
-fn query<'a>(req: &'a Request<Body>, key: &str) -> Option<&'a str> {
-    req.uri()
-        .query()?
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-}
-
-/// The caller's identity when it is a node of the zone (the socket's verifier admits only
-/// node tokens of the zone); else the answer.
-#[expect(clippy::result_large_err, reason = "the answer is sent at once")]
-fn node_caller(req: &Request<Body>) -> Result<Caller, Response<ResponseBody>> {
-    let caller = req.extensions().get::<Caller>().cloned();
-    match caller {
-        Some(c)
-            if c.identity
-                .as_ref()
-                .is_some_and(|i| i.kind == CertKind::Node) =>
-        {
-            Ok(c)
-        }
-        Some(c) if c.identity.is_some() => Err(error(
-            StatusCode::FORBIDDEN,
-            "only a node of the zone may submit or resend",
-        )),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "a node token is required")),
     }
 }
 
@@ -308,80 +240,4 @@ async fn resend(inner: &Arc<SenderInner>, req: Request<Body>) -> Response<Respon
         hook(&caller, &link.to, &pairs);
     }
     answer(StatusCode::OK, &json!({ "link": id, "resent": pairs }))
-}
-
-/// The receiver's control socket handler: its status.
-#[derive(Debug, Clone)]
-pub struct ReceiverControl {
-    zone: String,
-    links: Arc<Vec<Arc<ReceiveStatus>>>,
-}
-
-impl ReceiverControl {
-    /// The handler for the receiver of `zone` with its running links.
-    pub fn new(zone: &str, links: Vec<Arc<ReceiveStatus>>) -> Self {
-        Self {
-            zone: zone.to_owned(),
-            links: Arc::new(links),
-        }
-    }
-
-    /// The paths answered without a credential.
-    pub fn open_paths() -> Vec<String> {
-        vec![STATUS_PATH.to_owned()]
-    }
-
-    fn status(&self) -> Value {
-        let now = SystemClock.now();
-        let links: Vec<Value> = self
-            .links
-            .iter()
-            .map(|s| {
-                let d = s.detail();
-                let beat = d.last_beat.map(|(at, b)| {
-                    json!({
-                        "at_ms": at.as_millis(),
-                        "ago_ms": u64::try_from(now.saturating_since(at).as_millis()).unwrap_or(u64::MAX),
-                        "transfers_started": b.transfers_started,
-                        "transfers_finished": b.transfers_finished,
-                        "last_transfer": b.last_transfer,
-                        "done_below": b.done_below,
-                        "datagrams_sent": b.datagrams_sent,
-                    })
-                });
-                json!({
-                    "link": s.link,
-                    "from": s.from,
-                    "received": s.received.get(),
-                    "last_received": d.last_received,
-                    "lost": s.lost.get(),
-                    "lost_ids": d.lost_ids,
-                    "refused": s.refused.get(),
-                    "refused_ids": d.refused_ids,
-                    "late": s.late.get(),
-                    "repaired": s.repaired.get(),
-                    "datagrams": s.datagrams.get(),
-                    "malformed": s.malformed.get(),
-                    "last_heartbeat": beat,
-                    "silent": d.silent_since.is_some(),
-                    "silent_since_ms": d.silent_since.map(|t| t.as_millis()),
-                    "epochs": d.epochs,
-                })
-            })
-            .collect();
-        json!({ "zone": self.zone, "component": "exchange-receiver", "links": links })
-    }
-}
-
-impl Handler for ReceiverControl {
-    fn call(&self, req: Request<Body>) -> BoxFuture {
-        let this = self.clone();
-        Box::pin(async move {
-            match (req.method(), req.uri().path()) {
-                (&Method::GET, STATUS_PATH) => answer(StatusCode::OK, &this.status()),
-                (_, STATUS_PATH) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-                (_, path) => error(StatusCode::NOT_FOUND, format!("no endpoint `{path}`")),
-            }
-        })
-    }
 }
