@@ -17,20 +17,17 @@
 //! receiver's store `zones/<zone>/exchange-receiver/store/` with bundles delivered into
 //! `zones/<zone>/exchange-receiver/delivered/` (a folder sink until delivery comes).
 
-use std::net::SocketAddr;
+mod receive;
+mod send;
+
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_core::{Component, DataDir, Fabric, Link, Listener, SystemClock, ZoneName};
-use tianping_crossdomain::{
-    Ended, FolderSink, LinkConfig, ReceiveStatus, ReceiverConfig, ReceiverControl, SendOptions,
-    SendStatus, SenderControl, SenderLink, Spool, Store, ZoneTrust, bind_udp, run_receiver,
-    run_sender,
-};
+use tianping_crossdomain::{LinkConfig, Spool};
 
 /// `tianping exchange ...`
 #[derive(Debug, Subcommand)]
@@ -91,8 +88,8 @@ pub(crate) fn run(data: &Path, cmd: ExchangeCmd) -> miette::Result<ExitCode> {
     let dir = DataDir::new(data);
     let fabric = Fabric::load(&dir.fabric()).into_diagnostic()?;
     match cmd {
-        ExchangeCmd::Send(z) => send(&dir, &fabric, &z.zone),
-        ExchangeCmd::Receive(z) => receive(&dir, &fabric, &z.zone),
+        ExchangeCmd::Send(z) => send::send(&dir, &fabric, &z.zone),
+        ExchangeCmd::Receive(z) => receive::receive(&dir, &fabric, &z.zone),
         ExchangeCmd::Status(z) => status(&dir, &z.zone),
         ExchangeCmd::Submit(s) => {
             link_between(&fabric, &s.zone, &s.to)?;
@@ -147,11 +144,11 @@ fn link_between<'a>(
     Err(miette!("`fabric.toml` has no link from `{from}` to `{to}`"))
 }
 
-fn open_spool(dir: &DataDir, zone: &ZoneName) -> miette::Result<Spool> {
+pub(super) fn open_spool(dir: &DataDir, zone: &ZoneName) -> miette::Result<Spool> {
     Spool::open(&dir.component(zone, Component::ExchangeSender).join("spool")).into_diagnostic()
 }
 
-fn config(id: u32, link: &Link) -> LinkConfig {
+pub(super) fn config(id: u32, link: &Link) -> LinkConfig {
     LinkConfig {
         link: id,
         mtu: link.mtu,
@@ -163,7 +160,7 @@ fn config(id: u32, link: &Link) -> LinkConfig {
 
 /// Whether the zone's policy copy seals it, and the body limit of a submission to each zone:
 /// the largest flow to it and room for a bundle header.
-fn zone_policy(
+pub(super) fn zone_policy(
     dir: &DataDir,
     zone: &ZoneName,
 ) -> miette::Result<(bool, std::collections::BTreeMap<String, u64>)> {
@@ -190,7 +187,7 @@ fn zone_policy(
     Ok((policy.is_sealed(zone.as_str()), limits))
 }
 
-fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -199,7 +196,7 @@ fn runtime() -> miette::Result<tokio::runtime::Runtime> {
 }
 
 /// The control socket's verifier: node tokens of the zone for `audience`.
-fn node_callers(
+pub(super) fn node_callers(
     dir: &DataDir,
     zone: &ZoneName,
     audience: &str,
@@ -211,7 +208,10 @@ fn node_callers(
     tianping_net::NodeCallers::new(nodes).map_err(|e| miette!("{e}"))
 }
 
-fn zone_trust(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_certs::TrustStore> {
+pub(super) fn zone_trust(
+    dir: &DataDir,
+    zone: &ZoneName,
+) -> miette::Result<tianping_certs::TrustStore> {
     let trust_path = dir.zone_trust_bundle(zone);
     let trust_pem = std::fs::read(&trust_path)
         .into_diagnostic()
@@ -220,7 +220,7 @@ fn zone_trust(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_certs::
 }
 
 /// Serves the admin listener of `component` and publishes its address.
-async fn admin(
+pub(super) async fn admin(
     dir: &DataDir,
     fabric: &Fabric,
     zone: &ZoneName,
@@ -242,211 +242,6 @@ async fn admin(
     tianping_core::publish_addr(dir, zone, component, &Listener::Admin, handle.local_addr())
         .into_diagnostic()?;
     Ok(handle)
-}
-
-fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
-    let (is_sealed, limits) = zone_policy(dir, zone)?;
-    if is_sealed {
-        return Err(miette!(
-            "zone `{zone}` is sealed: no link starts out of it, whatever `fabric.toml` says"
-        ));
-    }
-    let rt = runtime()?;
-    let spool = Arc::new(open_spool(dir, zone)?);
-    let registry = tianping_net::Registry::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut running = Vec::new();
-    let mut links = Vec::new();
-    for link in fabric.links_from(zone) {
-        let status = Arc::new(
-            SendStatus::new(
-                &registry,
-                link.id,
-                link.from.as_str(),
-                link.to.as_str(),
-                link.rate_mbps,
-                spool.epoch(),
-            )
-            .map_err(|e| miette!("{e}"))?,
-        );
-        let (tx, inbox) = mpsc::channel::<u64>();
-        links.push(SenderLink {
-            to: link.to.to_string(),
-            id: link.id,
-            inbox: std::sync::Mutex::new(tx),
-            status: Arc::clone(&status),
-            limit: limits
-                .get(link.to.as_str())
-                .copied()
-                .unwrap_or(tianping_crossdomain::MAX_TRANSFER),
-        });
-        let family = if link.address.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        };
-        let local: SocketAddr = family.parse().into_diagnostic()?;
-        let socket = bind_udp(local, 0, 4 << 20).into_diagnostic()?;
-        let options = SendOptions {
-            config: config(link.id, link),
-            mbps: link.rate_mbps,
-            retain: link.retain,
-            beat_every: std::time::Duration::from_millis(200),
-        };
-        let (spool, stop, dir, link) = (
-            Arc::clone(&spool),
-            Arc::clone(&stop),
-            dir.clone(),
-            link.clone(),
-        );
-        running.push(std::thread::spawn(move || -> miette::Result<()> {
-            let mut peer = || peer_of(&dir, &link).ok();
-            run_sender(
-                &spool,
-                options,
-                &socket,
-                &mut peer,
-                &SystemClock,
-                &inbox,
-                &status,
-                &stop,
-            )
-            .into_diagnostic()
-        }));
-    }
-    let count = links.len();
-    let hook: tianping_crossdomain::ResendHook = Box::new(|caller, to, pairs| {
-        let who = caller.identity.as_ref().map_or("?", |i| i.name.as_str());
-        println!("resend to `{to}` asked by `{who}`: {pairs:?}");
-    });
-    let handler = SenderControl::new(zone.as_str(), Arc::clone(&spool), links, Some(hook));
-    let _serving = rt.block_on(async {
-        let callers = node_callers(dir, zone, "exchange-sender")?;
-        let options = tianping_net::ControlOptions::new(&[])
-            .verified(Arc::new(callers), SenderControl::open_paths());
-        let path = dir.socket(zone, Component::ExchangeSender);
-        let ctl = tianping_net::serve_control_with(&path, options, handler)
-            .await
-            .into_diagnostic()?;
-        let adm = admin(
-            dir,
-            fabric,
-            zone,
-            Component::ExchangeSender,
-            vec![ctl.metrics()],
-            Arc::clone(&registry),
-        )
-        .await?;
-        miette::Result::<_>::Ok((ctl, adm))
-    })?;
-    println!("sending from `{zone}` on {count} links");
-    for t in running {
-        t.join().map_err(|_| miette!("a link's thread failed"))??;
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Where the link's receiver listens: `fabric.toml`'s address, or, on port 0, what the
-/// receiver published.
-fn peer_of(dir: &DataDir, link: &Link) -> miette::Result<SocketAddr> {
-    if link.address.port() != 0 {
-        return Ok(link.address);
-    }
-    let published = tianping_core::published_addrs(dir, &link.to, Component::ExchangeReceiver)
-        .into_diagnostic()?;
-    published
-        .get(&Listener::Link {
-            from: link.from.clone(),
-        })
-        .copied()
-        .ok_or_else(|| {
-            miette!(
-                "the receiver of the link `{}` → `{}` has not published its address",
-                link.from,
-                link.to
-            )
-        })
-}
-
-fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
-    let trust = Arc::new(ZoneTrust::new(zone_trust(dir, zone)?));
-    let base = dir.component(zone, Component::ExchangeReceiver);
-    let rt = runtime()?;
-    let registry = tianping_net::Registry::new();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut running = Vec::new();
-    let mut statuses = Vec::new();
-    for link in fabric.links().iter().filter(|l| &l.to == zone) {
-        let id = link.id;
-        let socket = bind_udp(link.address, 64 << 20, 0).into_diagnostic()?;
-        let bound = socket.local_addr().into_diagnostic()?;
-        tianping_core::publish_addr(
-            dir,
-            zone,
-            Component::ExchangeReceiver,
-            &Listener::Link {
-                from: link.from.clone(),
-            },
-            bound,
-        )
-        .into_diagnostic()?;
-        let status = Arc::new(
-            ReceiveStatus::new(&registry, id, link.from.as_str(), link.to.as_str())
-                .map_err(|e| miette!("{e}"))?,
-        );
-        statuses.push(Arc::clone(&status));
-        let (trust, base, stop) = (Arc::clone(&trust), base.clone(), Arc::clone(&stop));
-        running.push(std::thread::spawn(move || -> miette::Result<()> {
-            let mut sink = FolderSink::new(&base.join("delivered")).into_diagnostic()?;
-            let mut store = Store::open(&base.join("store").join(id.to_string()), &mut sink)
-                .into_diagnostic()?;
-            run_receiver(
-                &mut store,
-                ReceiverConfig::new(id),
-                trust,
-                &socket,
-                &SystemClock,
-                &mut sink,
-                &status,
-                &stop,
-                |transfer, how| {
-                    let how = match how {
-                        Ended::Delivered => "delivered",
-                        Ended::Lost => "lost",
-                        Ended::Refused => "refused",
-                    };
-                    println!("link {id} transfer {transfer} {how}");
-                },
-            )
-            .into_diagnostic()
-        }));
-    }
-    let count = statuses.len();
-    let handler = ReceiverControl::new(zone.as_str(), statuses);
-    let _serving = rt.block_on(async {
-        let callers = node_callers(dir, zone, "exchange-receiver")?;
-        let options = tianping_net::ControlOptions::new(&[])
-            .verified(Arc::new(callers), ReceiverControl::open_paths());
-        let path = dir.socket(zone, Component::ExchangeReceiver);
-        let ctl = tianping_net::serve_control_with(&path, options, handler)
-            .await
-            .into_diagnostic()?;
-        let adm = admin(
-            dir,
-            fabric,
-            zone,
-            Component::ExchangeReceiver,
-            vec![ctl.metrics()],
-            Arc::clone(&registry),
-        )
-        .await?;
-        miette::Result::<_>::Ok((ctl, adm))
-    })?;
-    println!("receiving into `{zone}` on {count} links");
-    for t in running {
-        t.join().map_err(|_| miette!("a link's thread failed"))??;
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// A node token of `component` of the zone for the sender's socket (audience
