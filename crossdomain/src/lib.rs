@@ -58,6 +58,7 @@ mod control;
 mod daemon;
 mod datagram;
 mod filter;
+mod inbound;
 #[doc(hidden)]
 pub mod internal;
 mod manifest;
@@ -91,6 +92,7 @@ pub use datagram::{
     SYMBOL_ALIGN, SymbolHeader, symbol_size_for,
 };
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
+pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
 pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
 pub use pacing::Pacer;
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
