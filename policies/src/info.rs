@@ -89,6 +89,14 @@ impl<'p> FlowInfo<'p> {
             .iter()
             .flat_map(|r| r.refuse.iter().map(String::as_str))
     }
+    /// The labels the release refuses that the policy marks, each with its words (from the
+    /// policy's `marking` lines): the exchange refuses content whose text carries any of them.
+    pub fn refused_markings(&self) -> impl Iterator<Item = (&'p str, &'p [String])> + 'p {
+        let policy = self.policy;
+        self.refused_labels()
+            .map(move |l| (l, policy.marking_words(l)))
+            .filter(|(_, words)| !words.is_empty())
+    }
     /// For directory flows: the accounts (by role) that may replicate.
     pub fn accounts(&self) -> impl Iterator<Item = Role> + 'p {
         mask_roles(self.flow.accounts)

@@ -31,7 +31,7 @@
 //! are lowercase-kebab (`filing-intake`).
 //!
 //! ```text
-//! policy      = { levels | zone | service | route | flow | expect | test }
+//! policy      = { levels | zone | service | route | flow | marking | expect | test }
 //! levels      = "levels" ("confidentiality" | "integrity") LEVEL { "<" LEVEL }     (low to high)
 //! zone        = "zone" ZONE "{" { zone-stmt } "}"
 //! zone-stmt   = "confidentiality" LEVEL | "integrity" LEVEL | "sealed"
@@ -66,6 +66,8 @@
 //!             | "accounts" roles                      (directory flows: whose accounts go)
 //!             | "attributes" ATTR { "," ATTR }        sub name court roles clearance phone email status
 //!             | "credentials" CRED { "," CRED } ["for" roles]   password-hash otp-seed cert
+//! marking     = "marking" LABEL "words" STRING { "," STRING }   ("秘密", "机密★": content whose
+//!                                                    text carries a word carries LABEL)
 //! expect      = "expect" "no" "path" "from" ZONE "to" ZONE
 //!             | "expect" "only" "flows" FLOW { "," FLOW } "from" ZONE "to" ZONE
 //!             | "expect" "route" NAME "needs" "acr" ">=" ACR
@@ -84,14 +86,19 @@
 //!   where the zone lets them sign in, and the zone's `acr` floor of those roles applies too.
 //! - **Transfers**: the flow's kinds, size, submitters, and release terms (refused labels,
 //!   redaction, distinct approvers of the named roles, never the submitter) must all hold.
+//! - **Markings**: a release that refuses a label also refuses content whose text (document
+//!   text, JSON strings, plain text) carries any word of that label's `marking`, compared with
+//!   full-width forms folded to half-width, case folded and whitespace ignored (the exchange's
+//!   marking check; the engine decides on the declared labels alone).
 //! - **Verifier** (errors): syntax; unknown zone, service, flow, role, kind or level; a route to
 //!   a service of another zone; a route path under the gateway's reserved `/.tianping/`; a flow
 //!   out of a sealed zone (and the chain it opens); a flow to lower confidentiality without
 //!   `release`; a flow to higher integrity without `sanitize`; zero approvers for a kind not
 //!   made by machines; approvers of a role that cannot sign in to the source zone; a failed
-//!   `expect` (with a counterexample); a failing test.
+//!   `expect` (with a counterexample); a failing test; a label marked twice, an empty or
+//!   repeated marking word.
 //!   Warnings: a route shadowed by an earlier one; a route no subject can satisfy; a service no
-//!   route or flow reaches.
+//!   route or flow reaches; a marking no release refuses.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -118,6 +125,25 @@ mod syntax;
 
 /// The default five-zone policy of the court networks (`policies/default.tp`).
 pub const DEFAULT_POLICY: &str = include_str!("../default.tp");
+
+/// The JSON Schemas of the default policy's `json(NAME)` kinds (`policies/schemas/NAME.json`),
+/// as (name, schema text); `tianping init` installs them beside each zone's policy copy.
+pub const DEFAULT_SCHEMAS: [(&str, &str); 5] = [
+    (
+        "assistance-notice",
+        include_str!("../schemas/assistance-notice.json"),
+    ),
+    ("case-file", include_str!("../schemas/case-file.json")),
+    (
+        "casework-form",
+        include_str!("../schemas/casework-form.json"),
+    ),
+    ("filing-form", include_str!("../schemas/filing-form.json")),
+    (
+        "inquiry-result",
+        include_str!("../schemas/inquiry-result.json"),
+    ),
+];
 
 pub use check::{Checked, check};
 pub use compile::{ATTRIBUTES, CREDENTIALS, SANITIZE_STEPS};

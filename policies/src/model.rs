@@ -298,6 +298,13 @@ pub(crate) struct Flow {
     pub(crate) credentials: Vec<(String, u32)>,
 }
 
+/// `marking LABEL words ...`: the words that mark content as carrying a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Marking {
+    pub(crate) label: String,
+    pub(crate) words: Vec<String>,
+}
+
 /// A policy that passed the verifier, compiled for decisions.
 #[derive(Debug)]
 pub struct Policy {
@@ -312,6 +319,8 @@ pub struct Policy {
     pub(crate) routes: Vec<Route>,
     pub(crate) flows: Vec<Flow>,
     pub(crate) flow_index: HashMap<Box<str>, usize>,
+    /// The `marking` declarations, in declaration order.
+    pub(crate) markings: Vec<Marking>,
     /// One trie per zone and method.
     pub(crate) tries: Vec<[Node; METHODS.len()]>,
 }
@@ -347,6 +356,22 @@ impl Policy {
             .get(name)
             .and_then(|i| self.zones.get(*i))
             .is_some_and(|z| z.sealed)
+    }
+
+    /// Every `marking` as (label, its words), in declaration order: a release that refuses the
+    /// label refuses content whose text carries any of the words.
+    pub fn markings(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.markings
+            .iter()
+            .map(|m| (m.label.as_str(), m.words.as_slice()))
+    }
+
+    /// The words marking `label`; empty when the policy has no `marking` of it.
+    pub fn marking_words(&self, label: &str) -> &[String] {
+        self.markings
+            .iter()
+            .find(|m| m.label == label)
+            .map_or(&[], |m| m.words.as_slice())
     }
 
     /// Every service as (name, zone), in declaration order; `tianping init` binds each to a

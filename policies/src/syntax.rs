@@ -137,6 +137,15 @@ pub(crate) struct Ast {
     pub(crate) flows: Vec<FlowDecl>,
     pub(crate) expects: Vec<ExpectDecl>,
     pub(crate) tests: Vec<TestDecl>,
+    pub(crate) markings: Vec<MarkingDecl>,
+}
+
+/// `marking LABEL words "...", "..."`: the words that mark content as carrying `LABEL`.
+#[derive(Debug)]
+pub(crate) struct MarkingDecl {
+    pub(crate) label: Name,
+    /// Each word as written (without its quotes), its span covering the quotes.
+    pub(crate) words: Vec<Name>,
 }
 
 /// Which of the two level lists.
@@ -423,6 +432,27 @@ impl<'s> Parser<'s> {
         Ok(out)
     }
 
+    /// `"a", "b"` (a newline may follow a comma).
+    fn strings(&mut self, what: &str) -> PResult<Vec<Name>> {
+        let mut out = Vec::new();
+        loop {
+            match self.peek() {
+                (Tok::Str(text), span) => {
+                    self.pos += 1;
+                    out.push(Name {
+                        text: text.to_owned(),
+                        span,
+                    });
+                }
+                _ => return self.unexpected(what),
+            }
+            if !self.eat_punct(",") {
+                return Ok(out);
+            }
+            self.skip_newlines();
+        }
+    }
+
     fn role_set(&mut self) -> PResult<RoleSet> {
         if self.is_word("any") {
             self.bump();
@@ -496,7 +526,7 @@ impl<'s> Parser<'s> {
                     return Ok(ast);
                 }
                 return self.unexpected(
-                    "`levels`, `zone`, `service`, `route`, `flow`, `expect` or `test`",
+                    "`levels`, `zone`, `service`, `route`, `flow`, `marking`, `expect` or `test`",
                 );
             };
             match w {
@@ -761,11 +791,19 @@ impl<'s> Parser<'s> {
                     let t = self.test(span)?;
                     ast.tests.push(t);
                 }
+                "marking" => {
+                    self.pos += 1;
+                    let label = self.word("a label")?;
+                    self.keyword("words")?;
+                    let words = self.strings("a quoted word such as `\"秘密\"`")?;
+                    self.end_of_statement()?;
+                    ast.markings.push(MarkingDecl { label, words });
+                }
                 _ => {
                     return Err(Problem::error(
                         format!("unknown declaration `{w}`"),
                         span,
-                        "expected `levels`, `zone`, `service`, `route`, `flow`, `expect` or `test`",
+                        "expected `levels`, `zone`, `service`, `route`, `flow`, `marking`, `expect` or `test`",
                     ));
                 }
             }

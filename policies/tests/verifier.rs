@@ -498,3 +498,91 @@ fn windows_and_pattern_limits() {
     let src = edit("path /cases/**", &format!("path {deep}"));
     expect(&src, Severity::Error, "bad path pattern", &deep, 0);
 }
+
+/// `BASE` with its release refusing `secret`, and `extra` appended.
+fn with_marking(extra: &str) -> String {
+    let mut src = edit(
+        "    approvers 1 of judge\n",
+        "    refuse secret\n    approvers 1 of judge\n",
+    );
+    src.push_str(extra);
+    src
+}
+
+#[test]
+fn markings_are_read() {
+    let src = with_marking("marking secret words \"秘密\", \"机密★\",\n  \"TOP SECRET\"\n");
+    let c = check("t.tp", &src);
+    assert!(c.problems().is_empty(), "{}", c.render());
+    let p = c.policy().unwrap();
+    let all: Vec<(&str, Vec<&str>)> = p
+        .markings()
+        .map(|(l, w)| (l, w.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(all, vec![("secret", vec!["秘密", "机密★", "TOP SECRET"])]);
+    let publish = p.flow("publish").unwrap();
+    let marked: Vec<&str> = publish.refused_markings().map(|(l, _)| l).collect();
+    assert_eq!(marked, vec!["secret"]);
+    assert_eq!(p.flow("upload").unwrap().refused_markings().count(), 0);
+    assert!(p.marking_words("minor").is_empty());
+}
+
+#[test]
+fn marking_errors() {
+    expect(
+        &with_marking("marking secret words \"秘密\"\nmarking secret words \"机密\"\n"),
+        Severity::Error,
+        "label `secret` is marked twice",
+        "secret",
+        2,
+    );
+    expect(
+        &with_marking("marking secret words \"秘密\", \" \"\n"),
+        Severity::Error,
+        "a marking word is empty",
+        "\" \"",
+        0,
+    );
+    expect(
+        &with_marking("marking secret words \"秘密\", \"秘密\"\n"),
+        Severity::Error,
+        "marking word `秘密` is listed twice",
+        "\"秘密\"",
+        1,
+    );
+    expect(
+        &with_marking("marking secret \"秘密\"\n"),
+        Severity::Error,
+        "expected `words`, found `\"秘密\"`",
+        "\"秘密\"",
+        0,
+    );
+    expect(
+        &with_marking("marking secret words 秘密\n"),
+        Severity::Error,
+        "unexpected character `秘`",
+        "秘",
+        0,
+    );
+    expect(
+        &with_marking("marking secret words secret\n"),
+        Severity::Error,
+        "expected a quoted word",
+        "secret",
+        2,
+    );
+}
+
+#[test]
+fn marking_no_release_refuses_is_a_warning() {
+    let src = format!("{BASE}marking minor words \"未成年\"\n");
+    let p = expect(
+        &src,
+        Severity::Warning,
+        "marking `minor` is never checked",
+        "minor",
+        0,
+    );
+    assert!(p.help.unwrap().contains("refuse minor"));
+    assert!(check("t.tp", &src).is_ok());
+}

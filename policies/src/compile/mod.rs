@@ -2,6 +2,7 @@
 //! rules of DESIGN §2, then the per-zone tries the engine walks.
 
 mod flows;
+mod markings;
 mod routes;
 mod rules;
 mod zones;
@@ -79,6 +80,7 @@ pub(crate) fn build(cx: &mut Cx, ast: &Ast, file: &str, src: &Arc<str>) -> Optio
             .and_then(|fd| fd.reply.as_ref())
             .and_then(|r| flow_index.get(r.text.as_str()).copied());
     }
+    let markings = markings::markings(cx, ast, &flows);
     let Scope {
         zones,
         zone_index,
@@ -110,6 +112,7 @@ pub(crate) fn build(cx: &mut Cx, ast: &Ast, file: &str, src: &Arc<str>) -> Optio
         routes,
         flows,
         flow_index,
+        markings,
         tries,
     })
 }
