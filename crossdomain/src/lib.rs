@@ -50,6 +50,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod approval;
 mod assemble;
 mod bundle;
 #[cfg(feature = "daemon")]
@@ -74,6 +75,10 @@ mod trust;
 #[cfg(feature = "io")]
 mod udp;
 
+pub use approval::{
+    APPROVAL_CONTEXT, ApprovalError, ApprovalStatement, Approving, count_approvals,
+    manifest_transfer_id,
+};
 pub use assemble::{Arrival, Assembler};
 pub use bundle::{
     BundleError, BundleHeader, BundleReader, ChunkHasher, MAX_APPROVAL, MAX_APPROVALS,
