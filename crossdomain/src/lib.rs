@@ -63,6 +63,7 @@ mod inbound;
 #[doc(hidden)]
 pub mod internal;
 mod manifest;
+mod outbound;
 mod pacing;
 mod receiver;
 mod sender;
@@ -99,6 +100,9 @@ pub use datagram::{
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
 pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
+pub use outbound::{
+    Decided, Outbound, OutboundRefusal, Outgoing, RateWindow, rate_admit, request,
+};
 pub use pacing::Pacer;
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
 pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
