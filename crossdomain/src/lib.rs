@@ -58,8 +58,12 @@ mod control;
 #[cfg(feature = "daemon")]
 mod daemon;
 mod datagram;
+#[cfg(feature = "daemon")]
+mod deliver;
 mod filter;
 mod inbound;
+#[cfg(feature = "daemon")]
+mod install;
 #[doc(hidden)]
 pub mod internal;
 mod manifest;
@@ -90,15 +94,23 @@ pub use bundle::{
 pub use control::{ReceiverControl, ResendHook, STATUS_PATH, SenderControl, SenderLink};
 #[cfg(feature = "daemon")]
 pub use daemon::{
-    RECENT_IDS, ReceiveDetail, ReceiveStatus, SendOptions, SendStatus, receive_into, run_receiver,
-    run_sender, send_spooled,
+    LinkEnd, RECENT_IDS, ReceiveDetail, ReceiveStatus, SendOptions, SendStatus, receive_into,
+    run_receiver, run_receiver_reporting, run_sender, send_spooled,
 };
 pub use datagram::{
     Datagram, DatagramError, DatagramHeader, Heartbeat, MAX_BLOCK_SYMBOLS, MAX_TRANSFER, MIN_MTU,
     SYMBOL_ALIGN, SymbolHeader, symbol_size_for,
 };
+#[cfg(feature = "daemon")]
+pub use deliver::{
+    ATTEMPT_TIMEOUT, Counter, Deliver, Deliverer, Delivery, Failure, Install, Intake, NetDeliver,
+    Queue, Queued, RETRY_FIRST, RETRY_MAX, ReceiverEvent, Report, Target, Zone, backoff,
+    component_path, folder_name, hex, manifest_headers, manifest_json, percent, sha256, targets,
+};
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
+#[cfg(feature = "daemon")]
+pub use install::{Installer, Receipts, replace};
 pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
 pub use outbound::{
     Decided, Outbound, OutboundRefusal, Outgoing, RateWindow, rate_admit, request,

@@ -115,6 +115,15 @@ impl Store {
     /// Opens (or creates) the store in `dir`, handing `sink` what a crash left complete but
     /// not delivered and dropping half-staged files.
     pub fn open(dir: &Path, sink: &mut dyn Sink) -> Result<Self, SpoolError> {
+        let store = Self::open_deferred(dir)?;
+        store.hand_on_pending(sink)?;
+        Ok(store)
+    }
+
+    /// Opens (or creates) the store in `dir` as [`open`](Self::open) does, but hands nothing
+    /// on yet: for a sink made from the store's own trees ([`tree`](Self::tree)), which then
+    /// takes what a crash left complete through [`hand_on_pending`](Self::hand_on_pending).
+    pub fn open_deferred(dir: &Path) -> Result<Self, SpoolError> {
         for sub in ["staging", "complete"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_at(&p))?;
@@ -132,14 +141,35 @@ impl Store {
             db,
             staged: BTreeMap::new(),
         };
-        for item in store.ended.iter() {
+        Ok(store)
+    }
+
+    /// Hands `sink` every transfer a crash left complete but not handed on.
+    pub fn hand_on_pending(&self, sink: &mut dyn Sink) -> Result<(), SpoolError> {
+        for item in self.ended.iter() {
             let (key, state) = item?;
             if state.first() == Some(&COMPLETE) {
                 let (link, id) = split_key(&key);
-                store.hand_on(link, id, sink)?;
+                self.hand_on(link, id, sink)?;
             }
         }
-        Ok(store)
+        Ok(())
+    }
+
+    /// The tree `name` of the store's database (the delivery queue, the record of transfer ids
+    /// that arrived, receipts), created when new; the store's own trees are not given out.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, SpoolError> {
+        if matches!(name, "ended" | "floors" | "__sled__default") {
+            return Err(SpoolError::Refused(
+                "the store's own trees are not given out",
+            ));
+        }
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// The store's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The first transfer id on `link` that has not ended (ids start at 1): what a restarted
@@ -317,7 +347,14 @@ impl Store {
     }
 }
 
-fn read_header(path: &Path) -> Result<BundleHeader, SpoolError> {
+/// The header of a stored bundle (its `u32` length, then the header) and where its payload
+/// starts.
+pub(crate) fn read_header(path: &Path) -> Result<BundleHeader, SpoolError> {
+    read_header_at(path).map(|(h, _)| h)
+}
+
+/// The header of a stored bundle and the offset of its payload.
+pub(crate) fn read_header_at(path: &Path) -> Result<(BundleHeader, u64), SpoolError> {
     use std::io::Read;
     let mut file = File::open(path).map_err(io_at(path))?;
     let mut len = [0u8; 4];
@@ -328,5 +365,7 @@ fn read_header(path: &Path) -> Result<BundleHeader, SpoolError> {
     }
     let mut bytes = vec![0u8; len];
     file.read_exact(&mut bytes).map_err(io_at(path))?;
-    BundleHeader::decode(&bytes).map_err(|_| SpoolError::Refused("a stored header is unreadable"))
+    let header = BundleHeader::decode(&bytes)
+        .map_err(|_| SpoolError::Refused("a stored header is unreadable"))?;
+    Ok((header, 4 + len as u64))
 }

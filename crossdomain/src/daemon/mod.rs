@@ -7,7 +7,10 @@
 mod receive;
 mod send;
 
-pub use receive::{RECENT_IDS, ReceiveDetail, ReceiveStatus, receive_into, run_receiver};
+pub use receive::{
+    LinkEnd, RECENT_IDS, ReceiveDetail, ReceiveStatus, receive_into, run_receiver,
+    run_receiver_reporting,
+};
 pub use send::{SendOptions, SendStatus, run_sender, send_spooled};
 
 /// A count as a gauge's value.

@@ -159,6 +159,20 @@ impl ReceiveStatus {
     }
 }
 
+/// How a transfer ended on a link, as the receiving loop tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkEnd {
+    /// The transfer's id on the link.
+    pub transfer: u64,
+    /// How it ended.
+    pub how: Ended,
+    /// Why, when it was refused (the bundle's error) or lost (`incomplete`, `timeout`,
+    /// `never-seen`).
+    pub reason: Option<String>,
+    /// The sender's epoch last seen on the link.
+    pub epoch: Option<u64>,
+}
+
 /// Receives `config.link` on `socket` into `store` until `stop` is set, as [`receive_into`]
 /// does, keeping `status` up to date and telling `on_ended` of every transfer that ended.
 #[expect(clippy::too_many_arguments, reason = "the loop's parts, each its own")]
@@ -172,6 +186,33 @@ pub fn run_receiver(
     status: &ReceiveStatus,
     stop: &AtomicBool,
     mut on_ended: impl FnMut(u64, Ended),
+) -> Result<(), SpoolError> {
+    run_receiver_reporting(
+        store,
+        config,
+        trust,
+        socket,
+        clock,
+        sink,
+        status,
+        stop,
+        |end: &LinkEnd| on_ended(end.transfer, end.how),
+    )
+}
+
+/// [`run_receiver`], telling `on_ended` also why a transfer was refused or lost and the
+/// sender's epoch (what the receiver's audit events record).
+#[expect(clippy::too_many_arguments, reason = "the loop's parts, each its own")]
+pub fn run_receiver_reporting(
+    store: &mut Store,
+    config: ReceiverConfig,
+    trust: Arc<dyn SignerTrust>,
+    socket: &UdpSocket,
+    clock: &dyn Clock,
+    sink: &mut dyn Sink,
+    status: &ReceiveStatus,
+    stop: &AtomicBool,
+    mut on_ended: impl FnMut(&LinkEnd),
 ) -> Result<(), SpoolError> {
     let link = config.link;
     let floor = store.floor(link)?;
@@ -254,7 +295,7 @@ fn receive_loop(
     sink: &mut dyn Sink,
     status: &ReceiveStatus,
     stop: &AtomicBool,
-    on_ended: &mut impl FnMut(u64, Ended),
+    on_ended: &mut impl FnMut(&LinkEnd),
     link: u32,
     poll_every: Duration,
     inbox: &std::sync::mpsc::Receiver<Vec<u8>>,
@@ -295,6 +336,19 @@ fn receive_loop(
                 Arrival::Silent { since } => status.with(|d| d.silent_since = Some(*since)),
                 _ => {}
             }
+            let why = match &a {
+                Arrival::Refused { transfer, error } => Some((*transfer, error.to_string())),
+                Arrival::Lost { transfer, reason } => Some((
+                    *transfer,
+                    match reason {
+                        crate::LostReason::Incomplete => "incomplete",
+                        crate::LostReason::Timeout => "timeout",
+                        crate::LostReason::NeverSeen => "never-seen",
+                    }
+                    .to_owned(),
+                )),
+                _ => None,
+            };
             for (id, how) in store.accept(link, a, sink)? {
                 match how {
                     Ended::Delivered => {
@@ -310,7 +364,18 @@ fn receive_loop(
                         status.with(|d| push_recent(&mut d.refused_ids, id));
                     }
                 }
-                on_ended(id, how);
+                let reason = match (&why, how) {
+                    (Some((t, r)), _) if *t == id => Some(r.clone()),
+                    (_, Ended::Lost) => Some("never-seen".to_owned()),
+                    _ => None,
+                };
+                let epoch = status.detail().epochs.last().copied();
+                on_ended(&LinkEnd {
+                    transfer: id,
+                    how,
+                    reason,
+                    epoch,
+                });
             }
         }
         let stats = asm.receiver().stats();

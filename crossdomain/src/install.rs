@@ -1,0 +1,166 @@
+//! What the receiver installs itself (feature `daemon`): `policy-update`, `trust-bundle` and
+//! `crl` deliveries to the services bound to the receiver (`*-trust-store`) replace the zone's
+//! copies in the data folder, and `receipt` deliveries (`receipt-store`) are kept.
+//!
+//! Each is checked before anything changes, and a refusal is final (the transfer is refused,
+//! the installed copy stays):
+//! - a policy update must pass `tianping policy check`, and may not unseal a zone the installed
+//!   policy seals; it replaces `zones/<zone>/policy.tp` and is put in force for the receiver's
+//!   own decisions at once;
+//! - a trust bundle must parse and hold this zone's CA; it replaces `zones/<zone>/trust.pem`;
+//! - a CRL must be signed by a CA of the installed trust bundle; it replaces
+//!   `zones/<zone>/crl/<of>.pem`, `of` being the manifest's first label when that is a zone
+//!   name, else the sending zone.
+//!
+//! A file is replaced atomically: written under a temporary name beside it, fsynced, renamed,
+//! and the folder fsynced. The zone's other components read these files when they start and
+//! when they reload (the gateway and the IdP watch `trust.pem` and the CRLs; policy changes
+//! reach them through `tianping policy apply` or a restart): writing the file is how the
+//! receiver tells them.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use tianping_core::{DataDir, ZoneName};
+use tianping_policies::SharedPolicy;
+
+use crate::deliver::{Delivery, Failure, Install};
+
+/// Keeps receipts the receiver is delivered (see [`Installer::with_receipts`]).
+pub trait Receipts: Send {
+    /// Keeps the receipt `d` carries; a refusal is final.
+    fn keep(&mut self, d: &Delivery<'_>) -> Result<(), Failure>;
+}
+
+/// The receiver's own installs into the zone's copies.
+pub struct Installer {
+    dir: DataDir,
+    zone: ZoneName,
+    policy: Arc<SharedPolicy>,
+    receipts: Option<Box<dyn Receipts>>,
+}
+
+impl std::fmt::Debug for Installer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Installer({})", self.zone)
+    }
+}
+
+impl Installer {
+    /// Installs into `zone`'s copies under `dir`, putting policy updates in force in `policy`.
+    pub fn new(dir: DataDir, zone: ZoneName, policy: Arc<SharedPolicy>) -> Self {
+        Self {
+            dir,
+            zone,
+            policy,
+            receipts: None,
+        }
+    }
+
+    /// Keeps `receipt` deliveries with `receipts`.
+    pub fn with_receipts(mut self, receipts: Box<dyn Receipts>) -> Self {
+        self.receipts = Some(receipts);
+        self
+    }
+
+    /// Checks and installs a policy update.
+    pub fn install_policy(&self, bytes: &[u8]) -> Result<(), Failure> {
+        let refuse = |why: String| Failure::Refuse(format!("the policy update is refused: {why}"));
+        let text = std::str::from_utf8(bytes).map_err(|_| refuse("it is not UTF-8".into()))?;
+        let path = self.dir.zone_policy(&self.zone);
+        let checked = tianping_policies::check(&path.display().to_string(), text);
+        let errors = checked.errors().count();
+        let new = checked
+            .into_policy()
+            .filter(|_| errors == 0)
+            .ok_or_else(|| refuse(format!("it does not check ({errors} errors)")))?;
+        let old = self.policy.load();
+        if let Some(z) = old
+            .zones()
+            .find(|z| old.is_sealed(z.as_str()) && !new.is_sealed(z.as_str()))
+        {
+            return Err(refuse(format!(
+                "it unseals zone `{z}`, which the installed policy seals"
+            )));
+        }
+        if new.zones().all(|z| z != &self.zone) {
+            return Err(refuse(format!("it has no zone `{}`", self.zone)));
+        }
+        replace(&path, bytes).map_err(|e| Failure::Retry(e.to_string()))?;
+        self.policy.store(new);
+        Ok(())
+    }
+
+    /// Checks and installs a trust bundle.
+    pub fn install_trust(&self, bytes: &[u8]) -> Result<(), Failure> {
+        let refuse = |why: String| Failure::Refuse(format!("the trust bundle is refused: {why}"));
+        let store =
+            tianping_certs::TrustStore::from_pem(bytes, &[]).map_err(|e| refuse(e.to_string()))?;
+        store
+            .for_zone(&self.zone)
+            .map_err(|e| refuse(format!("no CA of zone `{}`: {e}", self.zone)))?;
+        replace(&self.dir.zone_trust_bundle(&self.zone), bytes)
+            .map_err(|e| Failure::Retry(e.to_string()))
+    }
+
+    /// Checks and installs a CRL of zone `of`.
+    pub fn install_crl(&self, of: &ZoneName, bytes: &[u8]) -> Result<(), Failure> {
+        let refuse = |why: String| Failure::Refuse(format!("the CRL is refused: {why}"));
+        let trust_path = self.dir.zone_trust_bundle(&self.zone);
+        let trust = fs::read(&trust_path).map_err(|e| Failure::Retry(e.to_string()))?;
+        tianping_certs::TrustStore::from_pem(&trust, &[bytes])
+            .map_err(|e| refuse(e.to_string()))?;
+        let path = self.dir.zone_crl(&self.zone, of);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Failure::Retry(e.to_string()))?;
+        }
+        replace(&path, bytes).map_err(|e| Failure::Retry(e.to_string()))
+    }
+}
+
+impl Install for Installer {
+    fn install(&mut self, d: &Delivery<'_>) -> Result<(), Failure> {
+        let m = &d.header.manifest;
+        match m.kind.as_str() {
+            "policy-update" => self.install_policy(d.payload),
+            "trust-bundle" => self.install_trust(d.payload),
+            "crl" => {
+                let of = m
+                    .labels
+                    .first()
+                    .and_then(|l| l.parse::<ZoneName>().ok())
+                    .unwrap_or_else(|| m.source.clone());
+                self.install_crl(&of, d.payload)
+            }
+            "receipt" => match self.receipts.as_mut() {
+                Some(r) => r.keep(d),
+                None => Err(Failure::Refuse(
+                    "this receiver keeps no receipts".to_owned(),
+                )),
+            },
+            k => Err(Failure::Refuse(format!(
+                "the receiver installs no kind `{k}` (service `{}`)",
+                d.queued.service
+            ))),
+        }
+    }
+}
+
+/// Replaces `path` with `bytes` atomically.
+pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("a file with no folder"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("a folder, not a file"))?;
+    let tmp = dir.join(format!(".{}.new", name.to_string_lossy()));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
