@@ -1,21 +1,223 @@
-//! `tianping exchange receive`: the receiving daemon.
+//! `tianping exchange receive`: the receiving daemon, and `tianping exchange receipts`.
+//!
+//! Per link into the zone, a thread receives the link into its store
+//! (`zones/<zone>/exchange-receiver/store/<link>/`), whose intake checks every complete bundle
+//! again against the zone's policy copy, its filters and the approvals, and queues what it
+//! accepts; a second thread delivers the queue to the services' bindings in `fabric.toml`,
+//! retrying until each is taken. The daemon writes its audit log
+//! (`zones/<zone>/exchange-receiver/audit/`, checkpoints signed with its node key):
+//! `transfer.received`, `transfer.refused`, `transfer.delivered`, `transfer.lost`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 
-use miette::{IntoDiagnostic, miette};
-use tianping_core::{Component, DataDir, Fabric, Listener, SystemClock, ZoneName};
+use miette::{IntoDiagnostic, WrapErr, miette};
+use tianping_audit::{AuditLog, Event};
+use tianping_core::{Clock, Component, DataDir, Fabric, Listener, SystemClock, ZoneName};
 use tianping_crossdomain::{
-    Ended, FolderSink, ReceiveStatus, ReceiverConfig, ReceiverControl, Store, ZoneTrust, bind_udp,
-    run_receiver,
+    BundleHeader, Counter, Deliverer, Ended, Filters, Installer, Intake, LinkEnd, NetDeliver,
+    Queue, ReceiveStatus, ReceiverConfig, ReceiverControl, ReceiverEvent, Report, SignerTrust,
+    Store, ZoneTrust, bind_udp, count_approvals, hex, run_receiver_reporting, targets,
 };
 
 use super::{admin, node_callers, runtime, zone_trust};
 
+/// How many audit events between checkpoints signed with the receiver's node key.
+const CHECKPOINT_EVERY: u64 = 256;
+
+/// The receiver's audit log, and its lines on standard output.
+struct Audit {
+    log: Arc<AuditLog>,
+    zone: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl Audit {
+    fn event(&self, action: &str) -> Event {
+        let mut e = Event::new(self.clock.now(), action);
+        e.zone = self.zone.clone();
+        e.component = "exchange-receiver".to_owned();
+        e.node = format!("exchange-receiver.{}", self.zone);
+        e
+    }
+
+    fn append(&self, e: &Event) {
+        if let Err(err) = self.log.append(e) {
+            eprintln!("audit: {err}");
+        }
+    }
+}
+
+fn with_manifest(e: &mut Event, h: &BundleHeader) {
+    let m = &h.manifest;
+    e.transfer_id = tianping_crossdomain::transfer_id(h);
+    e.flow = m.flow.clone();
+    e.kind = m.kind.clone();
+    e.size = Some(m.size);
+    e.content_hash = hex(&m.chunks_hash);
+    e.submitter = if m.submitter.machine {
+        "machine".to_owned()
+    } else {
+        m.submitter.subject.to_string()
+    };
+    e.labels = m.labels.clone();
+    e.policy_hash = Some(m.policy_hash);
+    e.attributes.insert("from".into(), m.source.to_string());
+    if let Some(c) = &m.correlation {
+        e.attributes.insert("correlation".into(), c.clone());
+    }
+}
+
+impl Report for Audit {
+    fn report(&self, event: &ReceiverEvent<'_>) {
+        match event {
+            ReceiverEvent::Received {
+                header,
+                link,
+                link_transfer,
+            } => {
+                let mut e = self.event("transfer.received");
+                with_manifest(&mut e, header);
+                e.outcome = "ok".into();
+                e.attributes.insert("link".into(), link.to_string());
+                e.attributes
+                    .insert("link_transfer".into(), link_transfer.to_string());
+                self.append(&e);
+            }
+            ReceiverEvent::Refused {
+                header,
+                link,
+                link_transfer,
+                reason,
+            } => {
+                let mut e = self.event("transfer.refused");
+                with_manifest(&mut e, header);
+                e.outcome = "fail".into();
+                e.reason = reason.clone();
+                e.attributes.insert("link".into(), link.to_string());
+                e.attributes
+                    .insert("link_transfer".into(), link_transfer.to_string());
+                self.append(&e);
+                println!(
+                    "transfer {} refused: {reason}",
+                    tianping_crossdomain::transfer_id(header)
+                );
+            }
+            ReceiverEvent::Delivered { delivery, target } => {
+                let mut e = self.event("transfer.delivered");
+                e.transfer_id = delivery.transfer_id.clone();
+                e.flow = delivery.flow.clone();
+                e.kind = delivery.kind.clone();
+                e.content_hash = delivery.content_hash.clone();
+                e.outcome = "ok".into();
+                e.attributes
+                    .insert("service".into(), delivery.service.clone());
+                e.attributes.insert("target".into(), (*target).to_owned());
+                e.attributes
+                    .insert("attempts".into(), delivery.attempts.to_string());
+                e.attributes
+                    .insert("link".into(), delivery.link.to_string());
+                e.attributes
+                    .insert("link_transfer".into(), delivery.link_transfer.to_string());
+                self.append(&e);
+                println!(
+                    "transfer {} delivered to {} after {} attempts",
+                    delivery.transfer_id, delivery.service, delivery.attempts
+                );
+            }
+            ReceiverEvent::Failed { delivery, reason } => {
+                eprintln!(
+                    "transfer {} to {}: attempt {} failed: {reason}",
+                    delivery.transfer_id, delivery.service, delivery.attempts
+                );
+            }
+        }
+    }
+}
+
+/// The filters the receiving zone runs (the binary's registry).
+fn zone_filters(_dir: &DataDir, _zone: &ZoneName) -> Filters {
+    Filters::new()
+}
+
+fn origin(fabric: &Fabric, zone: &ZoneName) -> String {
+    format!("{}/audit/{zone}/exchange-receiver", fabric.domain)
+}
+
+fn token_signer(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_certs::TokenSigner> {
+    let (cert, key) = dir.node(zone, Component::ExchangeReceiver);
+    let key_pem = std::fs::read_to_string(&key)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", key.display()))?;
+    let signer = tianping_audit::signer_from_pem(&key_pem)
+        .map_err(|e| miette!("`{}`: {e}", key.display()))?;
+    let chain_pem = std::fs::read(&cert)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", cert.display()))?;
+    let chain = tianping_certs::certs_from_pem(&chain_pem).into_diagnostic()?;
+    tianping_certs::TokenSigner::new(Arc::new(signer), &chain).into_diagnostic()
+}
+
+fn zone_policy(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_policies::Policy> {
+    let path = dir.zone_policy(zone);
+    let source = std::fs::read_to_string(&path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read `{}`", path.display()))?;
+    let checked = tianping_policies::check(&path.display().to_string(), &source);
+    if checked.errors().count() > 0 {
+        return Err(miette!(
+            "the zone's policy `{}` does not pass `tianping policy check`",
+            path.display()
+        ));
+    }
+    checked
+        .into_policy()
+        .ok_or_else(|| miette!("the zone's policy `{}` does not check", path.display()))
+}
+
 pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
-    let trust = Arc::new(ZoneTrust::new(zone_trust(dir, zone)?));
+    let trust: Arc<dyn SignerTrust> = Arc::new(ZoneTrust::new(zone_trust(dir, zone)?));
     let base = dir.component(zone, Component::ExchangeReceiver);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let audit_dir = dir.audit_log(zone, Component::ExchangeReceiver);
+    let log = Arc::new(
+        AuditLog::open_or_create(&audit_dir, &origin(fabric, zone))
+            .into_diagnostic()
+            .wrap_err_with(|| format!("opening the audit log `{}`", audit_dir.display()))?,
+    );
+    let (_, node_key) = dir.node(zone, Component::ExchangeReceiver);
+    let node_pem = std::fs::read_to_string(&node_key)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", node_key.display()))?;
+    let node = tianping_audit::signer_from_pem(&node_pem).into_diagnostic()?;
+    log.set_auto_checkpoint(Arc::new(node), CHECKPOINT_EVERY);
+    let audit = Arc::new(Audit {
+        log: Arc::clone(&log),
+        zone: zone.to_string(),
+        clock: Arc::clone(&clock),
+    });
+    let policy = Arc::new(tianping_policies::SharedPolicy::new(zone_policy(
+        dir, zone,
+    )?));
+    let tokens = Arc::new(token_signer(dir, zone)?);
+    let count: Counter = {
+        let trust = Arc::clone(&trust);
+        Arc::new(
+            move |h: &BundleHeader, f: &tianping_policies::FlowInfo<'_>| {
+                count_approvals(&h.approvals, &*trust, &h.manifest, f).map_err(|e| e.to_string())
+            },
+        )
+    };
+    let the_zone = tianping_crossdomain::Zone {
+        zone: zone.clone(),
+        policy: Arc::clone(&policy),
+        filters: Arc::new(zone_filters(dir, zone)),
+        count,
+        report: Arc::clone(&audit) as Arc<dyn Report>,
+        clock: Arc::clone(&clock),
+    };
+    let services = targets(fabric, dir, zone);
     let rt = runtime()?;
     let registry = tianping_net::Registry::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -40,28 +242,35 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
                 .map_err(|e| miette!("{e}"))?,
         );
         statuses.push(Arc::clone(&status));
-        let (trust, base, stop) = (Arc::clone(&trust), base.clone(), Arc::clone(&stop));
+        let store =
+            Store::open_deferred(&base.join("store").join(id.to_string())).into_diagnostic()?;
+        let queue = Queue::open(&store).into_diagnostic()?;
+        let mut intake = Intake::new(the_zone.clone(), queue.clone());
+        let (wake, woken) = mpsc::channel();
+        intake.wake(wake);
+        store.hand_on_pending(&mut intake).into_diagnostic()?;
+        let installer = Installer::new(dir.clone(), zone.clone(), Arc::clone(&policy));
+        let net = NetDeliver::new(Arc::clone(&tokens), Arc::clone(&clock), Box::new(installer))
+            .into_diagnostic()?;
+        let mut deliverer =
+            Deliverer::new(the_zone.clone(), queue, services.clone(), Box::new(net));
+        let stop_d = Arc::clone(&stop);
         running.push(std::thread::spawn(move || -> miette::Result<()> {
-            let mut sink = FolderSink::new(&base.join("delivered")).into_diagnostic()?;
-            let mut store = Store::open(&base.join("store").join(id.to_string()), &mut sink)
-                .into_diagnostic()?;
-            run_receiver(
+            deliverer.run(&woken, &stop_d).into_diagnostic()
+        }));
+        let (trust, stop, audit) = (Arc::clone(&trust), Arc::clone(&stop), Arc::clone(&audit));
+        running.push(std::thread::spawn(move || -> miette::Result<()> {
+            let mut store = store;
+            run_receiver_reporting(
                 &mut store,
                 ReceiverConfig::new(id),
                 trust,
                 &socket,
                 &SystemClock,
-                &mut sink,
+                &mut intake,
                 &status,
                 &stop,
-                |transfer, how| {
-                    let how = match how {
-                        Ended::Delivered => "delivered",
-                        Ended::Lost => "lost",
-                        Ended::Refused => "refused",
-                    };
-                    println!("link {id} transfer {transfer} {how}");
-                },
+                |end: &LinkEnd| on_link_end(&audit, id, end),
             )
             .into_diagnostic()
         }));
@@ -92,4 +301,30 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints how a transfer ended on the link and audits a loss or a refusal by the link (a
+/// refusal by the zone is audited by the intake).
+fn on_link_end(audit: &Audit, link: u32, end: &LinkEnd) {
+    let how = match end.how {
+        Ended::Delivered => "delivered",
+        Ended::Lost => "lost",
+        Ended::Refused => "refused",
+    };
+    println!("link {link} transfer {} {how}", end.transfer);
+    let action = match end.how {
+        Ended::Delivered => return,
+        Ended::Lost => "transfer.lost",
+        Ended::Refused => "transfer.refused",
+    };
+    let mut e = audit.event(action);
+    e.outcome = "fail".into();
+    e.reason = end.reason.clone().unwrap_or_default();
+    e.attributes.insert("link".into(), link.to_string());
+    e.attributes
+        .insert("link_transfer".into(), end.transfer.to_string());
+    if let Some(epoch) = end.epoch {
+        e.attributes.insert("epoch".into(), epoch.to_string());
+    }
+    audit.append(&e);
 }
