@@ -108,6 +108,10 @@ pub use deliver::{
     component_path, folder_name, hex, manifest_headers, manifest_json, percent, sha256, targets,
 };
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
+pub use filter::{
+    ImageLimits, JpegFilter, JsonFilter, PngFilter, SchemaError, TextFilter, marking_check,
+    normalize_marking,
+};
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
 #[cfg(feature = "daemon")]
 pub use install::{Installer, Receipts, replace};

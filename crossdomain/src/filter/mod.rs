@@ -17,6 +17,16 @@
 //! including other crates' validators (the audit log's `audit-batch`, the IdP's
 //! `directory-update`), which this crate knows only through the trait.
 
+mod image;
+mod json;
+mod marking;
+mod text;
+
+pub use self::image::{ImageLimits, JpegFilter, PngFilter};
+pub use json::{JsonFilter, SchemaError};
+pub use marking::{marking_check, normalize_marking};
+pub use text::TextFilter;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
