@@ -61,6 +61,8 @@ mod datagram;
 #[cfg(feature = "daemon")]
 mod deliver;
 mod filter;
+#[cfg(feature = "daemon")]
+mod held;
 mod inbound;
 #[cfg(feature = "daemon")]
 mod install;
@@ -69,6 +71,8 @@ pub mod internal;
 mod manifest;
 mod outbound;
 mod pacing;
+#[cfg(feature = "daemon")]
+mod rate;
 mod receiver;
 mod sender;
 #[cfg(feature = "daemon")]
@@ -112,14 +116,16 @@ pub use filter::{
     ImageLimits, JpegFilter, JsonFilter, PngFilter, SchemaError, TextFilter, marking_check,
     normalize_marking,
 };
+#[cfg(feature = "daemon")]
+pub use held::Held;
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
 #[cfg(feature = "daemon")]
 pub use install::{Installer, Receipts, replace};
 pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
-pub use outbound::{
-    Decided, Outbound, OutboundRefusal, Outgoing, RateWindow, rate_admit, request,
-};
+pub use outbound::{Decided, Outbound, OutboundRefusal, Outgoing, RateWindow, rate_admit, request};
 pub use pacing::Pacer;
+#[cfg(feature = "daemon")]
+pub use rate::AdmitError;
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
 pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
 #[cfg(feature = "daemon")]

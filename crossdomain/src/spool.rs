@@ -130,6 +130,22 @@ impl Spool {
         Ok(spool)
     }
 
+    /// A named tree of the spool's database (the sender's counters and held transfers).
+    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, SpoolError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// Makes every change to the spool's database durable.
+    pub(crate) fn flush(&self) -> Result<(), SpoolError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The spool's folder.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// This start's epoch: never used by an earlier start of this spool.
     pub fn epoch(&self) -> u64 {
         self.epoch
