@@ -331,3 +331,53 @@ fn replay_lists_flips() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("line 2: not a decision input"));
 }
+
+#[test]
+fn check_reports_a_json_kind_without_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.tp");
+    std::fs::copy(default_policy(), &policy).unwrap();
+    let schemas = dir.path().join("schemas");
+    std::fs::create_dir(&schemas).unwrap();
+    let shipped = default_policy().parent().unwrap().join("schemas");
+    for name in [
+        "assistance-notice",
+        "case-file",
+        "casework-form",
+        "inquiry-result",
+    ] {
+        let f = format!("{name}.json");
+        std::fs::copy(shipped.join(&f), schemas.join(&f)).unwrap();
+    }
+    let out = tianping(&["policy", "check", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("flow `online-filing` carries `json(filing-form)`"),
+        "{err}"
+    );
+    assert!(err.contains("filing-form.json"), "{err}");
+    assert!(text(&out.stdout).contains("1 schema problem(s)"));
+
+    // A schema that would need a network fetch is refused too.
+    std::fs::write(
+        schemas.join("filing-form.json"),
+        r#"{"$ref": "https://schemas.example/filing-form.json"}"#,
+    )
+    .unwrap();
+    let out = tianping(&["policy", "check", policy.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("schema `filing-form` cannot be used"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::copy(
+        shipped.join("filing-form.json"),
+        schemas.join("filing-form.json"),
+    )
+    .unwrap();
+    let out = tianping(&["policy", "check", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -158,6 +158,50 @@ fn load(file: &Path) -> miette::Result<Policy> {
         .ok_or_else(|| miette!("`{}` did not compile", file.display()))
 }
 
+/// The JSON Schemas of a policy's `json(NAME)` kinds are read beside it, from
+/// `schemas/NAME.json` in the policy's folder (as `policies/default.tp` and `policies/schemas/`
+/// ship): each named schema must be there, parse, and load as a JSON Schema that refers to
+/// nothing outside itself. One message per problem.
+fn schema_problems(file: &Path, p: &Policy) -> Vec<String> {
+    let dir = file
+        .parent()
+        .map_or_else(|| PathBuf::from("schemas"), |d| d.join("schemas"));
+    let mut named: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for f in p.flows() {
+        for (_, schema) in f.kinds() {
+            if let Some(s) = schema {
+                named.entry(s).or_insert(f.name());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, flow) in named {
+        let path = dir.join(format!("{name}.json"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                out.push(format!(
+                    "flow `{flow}` carries `json({name})`, but its schema `{}` cannot be read: {e}",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        let schema = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                out.push(format!("schema `{}` is not JSON: {e}", path.display()));
+                continue;
+            }
+        };
+        let one = std::collections::BTreeMap::from([(name.to_owned(), schema)]);
+        if let Err(e) = tianping_crossdomain::JsonFilter::new(one) {
+            out.push(format!("`{}`: {e}", path.display()));
+        }
+    }
+    out
+}
+
 fn summary(c: &Checked) -> String {
     let e = c.errors().count();
     let w = c.warnings().count();
@@ -181,6 +225,21 @@ pub(crate) fn run(_data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
                         file.display(),
                         summary(&c),
                         found.len()
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            if let Some(p) = c.policy() {
+                let problems = schema_problems(&file, p);
+                for m in &problems {
+                    eprintln!("error: {m}");
+                }
+                if !problems.is_empty() {
+                    println!(
+                        "{}: {}; {} schema problem(s)",
+                        file.display(),
+                        summary(&c),
+                        problems.len()
                     );
                     return Ok(ExitCode::from(1));
                 }
