@@ -127,7 +127,7 @@ impl Report for Audit {
                 );
             }
             ReceiverEvent::Failed { delivery, reason } => {
-                eprintln!(
+                println!(
                     "transfer {} to {}: attempt {} failed: {reason}",
                     delivery.transfer_id, delivery.service, delivery.attempts
                 );
@@ -136,9 +136,15 @@ impl Report for Audit {
     }
 }
 
-/// The filters the receiving zone runs (the binary's registry).
+/// The filters the receiving zone runs: `text`, and `json` with the zone's schemas when they
+/// load.
 fn zone_filters(_dir: &DataDir, _zone: &ZoneName) -> Filters {
-    Filters::new()
+    let mut f = Filters::new();
+    f.register(Arc::new(tianping_crossdomain::TextFilter::new()));
+    if let Ok(json) = tianping_crossdomain::JsonFilter::with_default_schemas() {
+        f.register(Arc::new(json));
+    }
+    f
 }
 
 fn origin(fabric: &Fabric, zone: &ZoneName) -> String {
