@@ -273,7 +273,8 @@ async fn serve_intake(s: &Setup, addr: SocketAddr, seen: Seen) -> tianping_net::
 }
 
 #[test]
-fn an_https_service_down_for_a_while_gets_the_transfer_once_with_its_token_and_headers() {
+fn an_https_service_down_for_a_while_across_a_receiver_restart_gets_the_transfer_once_with_its_token_and_headers()
+ {
     let s = setup("127.0.0.1:0");
     add_flow(&s);
     // a port no one listens on yet
@@ -298,6 +299,10 @@ fn an_https_service_down_for_a_while_gets_the_transfer_once_with_its_token_and_h
     let (mut r, snd) = start(&s, by);
     // the service is down: attempts fail and are retried
     line_where(&mut r, by, |l| l.contains("attempt 2 failed"));
+    // and the receiver restarts meanwhile: the queue is on disk
+    r.kill();
+    let mut r = receiver(&s, &[], by);
+    line_where(&mut r, by, |l| l.contains("attempt 3 failed"));
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(serve_intake(
@@ -311,7 +316,7 @@ fn an_https_service_down_for_a_while_gets_the_transfer_once_with_its_token_and_h
     rt.block_on(server.shutdown());
 
     let attempts: u32 = line.rsplit(' ').nth(1).unwrap().parse().unwrap();
-    assert!(attempts >= 3, "{line}");
+    assert!(attempts >= 4, "{line}");
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "delivered more than once");
     let (headers, body) = &seen[0];
@@ -335,4 +340,83 @@ fn an_https_service_down_for_a_while_gets_the_transfer_once_with_its_token_and_h
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["attributes"]["target"], "url");
     assert_eq!(done[0]["attributes"]["attempts"], attempts.to_string());
+}
+
+#[test]
+fn a_component_socket_gets_the_transfer_with_the_receivers_node_token() {
+    let s = setup("127.0.0.1:0");
+    add_flow(&s);
+    let zone = s.link.to.clone();
+    bind(&s.dir.fabric(), SERVICE, "component = \"idp\"");
+    let text = b"a directory notice\n".to_vec();
+    let bundle = signed(&s.dir, &s.link.from, manifest(&s.link, FLOW, 1), &text);
+    spool_bytes(&s, "good", &bundle);
+
+    // the zone's IdP socket, served by the test: node tokens of the zone for `idp` only
+    let trust = tianping_certs::TrustStore::from_pem(
+        &std::fs::read(s.dir.zone_trust_bundle(&zone)).unwrap(),
+        &[],
+    )
+    .unwrap();
+    let nodes =
+        tianping_certs::TokenVerifier::new(&trust, &zone, "idp", tianping_certs::TokenKind::Node)
+            .unwrap();
+    let callers = tianping_net::NodeCallers::new(nodes).unwrap();
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let seen = Arc::clone(&seen);
+        move |req: http::Request<tianping_net::Body>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let caller = req.extensions().get::<tianping_net::Caller>().cloned();
+                let who = caller
+                    .and_then(|c| c.identity)
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default();
+                let mut headers: BTreeMap<String, String> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                headers.insert(":path".into(), req.uri().path().to_owned());
+                headers.insert(":caller".into(), who);
+                let body = req.into_body().bytes().await.unwrap().to_vec();
+                seen.lock().unwrap().push((headers, body));
+                http::Response::new(tianping_net::full("{}"))
+            }
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let socket = s.dir.socket(&zone, Component::Idp);
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let ctl = rt.block_on(async {
+        let options = tianping_net::ControlOptions::new(&[])
+            .verified(Arc::new(callers), Vec::<String>::new());
+        tianping_net::serve_control_with(&socket, options, handler)
+            .await
+            .unwrap()
+    });
+
+    let by = deadline(120);
+    let (mut r, snd) = start(&s, by);
+    let line = line_where(&mut r, by, |l| l.contains(" delivered to "));
+    drop(snd);
+    r.kill();
+    drop(ctl);
+    assert!(line.ends_with("after 1 attempts"), "{line}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let (headers, body) = &seen[0];
+    assert_eq!(body, &text);
+    assert_eq!(headers[":path"], "/exchange/v1/deliver");
+    assert!(
+        headers[":caller"].contains("exchange-receiver"),
+        "{:?}",
+        headers[":caller"]
+    );
+    assert_eq!(headers["tianping-transfer"], "internet:1");
+    let events = audit_events(&s);
+    let done = of_action(&events, "transfer.delivered");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0]["attributes"]["target"], "component");
 }

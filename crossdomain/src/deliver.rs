@@ -31,8 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod net;
+mod receipts;
 
 pub use net::{Install, NetDeliver};
+pub use receipts::{KeptReceipt, ReceiptBook};
 
 use ring::digest::{Context, SHA256};
 use serde_json::{Value, json};

@@ -1,20 +1,25 @@
-//! The receiver's control socket: its status.
+//! The receiver's control socket: its status (open), and the receipts it keeps
+//! (`GET /exchange/v1/receipts?transfer=ID|correlation=ID`, a node token of the zone).
 
 use std::sync::Arc;
 
-use http::{Method, Request, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tianping_core::{Clock, SystemClock};
-use tianping_net::{Body, BoxFuture, Handler};
+use tianping_net::{Body, BoxFuture, Handler, ResponseBody};
 
-use super::{STATUS_PATH, answer, error};
-use crate::ReceiveStatus;
+use super::{STATUS_PATH, answer, error, node_caller, query};
+use crate::{ReceiptBook, ReceiveStatus};
+
+/// The receipts path.
+pub(crate) const RECEIPTS_PATH: &str = "/exchange/v1/receipts";
 
 /// The receiver's control socket handler: its status.
 #[derive(Debug, Clone)]
 pub struct ReceiverControl {
     zone: String,
     links: Arc<Vec<Arc<ReceiveStatus>>>,
+    receipts: Option<Arc<ReceiptBook>>,
 }
 
 impl ReceiverControl {
@@ -23,6 +28,36 @@ impl ReceiverControl {
         Self {
             zone: zone.to_owned(),
             links: Arc::new(links),
+            receipts: None,
+        }
+    }
+
+    /// Serves the receipts of `book` too.
+    pub fn with_receipts(mut self, book: Arc<ReceiptBook>) -> Self {
+        self.receipts = Some(book);
+        self
+    }
+
+    fn receipts(&self, req: &Request<Body>) -> Response<ResponseBody> {
+        if let Err(refused) = node_caller(req) {
+            return refused;
+        }
+        let Some(book) = &self.receipts else {
+            return error(StatusCode::NOT_FOUND, "this receiver keeps no receipts");
+        };
+        let found = match (query(req, "transfer"), query(req, "correlation")) {
+            (Some(id), None) => book.by_transfer(id),
+            (None, Some(id)) => book.by_correlation(id),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "ask with `transfer=ID` or `correlation=ID`",
+                );
+            }
+        };
+        match found {
+            Ok(list) => answer(StatusCode::OK, &json!({ "receipts": list })),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         }
     }
 
@@ -79,6 +114,8 @@ impl Handler for ReceiverControl {
         Box::pin(async move {
             match (req.method(), req.uri().path()) {
                 (&Method::GET, STATUS_PATH) => answer(StatusCode::OK, &this.status()),
+                (&Method::GET, RECEIPTS_PATH) => this.receipts(&req),
+                (_, RECEIPTS_PATH) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
                 (_, STATUS_PATH) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
                 (_, path) => error(StatusCode::NOT_FOUND, format!("no endpoint `{path}`")),
             }

@@ -46,6 +46,8 @@ pub(crate) enum ExchangeCmd {
     /// Send again the retained transfers of a link from an id on (an operator's action, when a
     /// receiver started late or lost transfers).
     Resend(Resend),
+    /// The receipts the zone keeps, of a transfer or with a correlation id.
+    Receipts(receive::ReceiptsArg),
 }
 
 /// `resend`.
@@ -89,6 +91,7 @@ pub(crate) fn run(data: &Path, cmd: ExchangeCmd) -> miette::Result<ExitCode> {
     let fabric = Fabric::load(&dir.fabric()).into_diagnostic()?;
     match cmd {
         ExchangeCmd::Send(z) => send::send(&dir, &fabric, &z.zone),
+        ExchangeCmd::Receipts(r) => receive::receipts(&dir, &r),
         ExchangeCmd::Receive(z) => receive::receive(&dir, &fabric, &z.zone),
         ExchangeCmd::Status(z) => status(&dir, &z.zone),
         ExchangeCmd::Submit(s) => {

@@ -16,9 +16,10 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_audit::{AuditLog, Event};
 use tianping_core::{Clock, Component, DataDir, Fabric, Listener, SystemClock, ZoneName};
 use tianping_crossdomain::{
-    BundleHeader, Counter, Deliverer, Ended, Filters, Installer, Intake, LinkEnd, NetDeliver,
-    Queue, ReceiveStatus, ReceiverConfig, ReceiverControl, ReceiverEvent, Report, SignerTrust,
-    Store, ZoneTrust, bind_udp, count_approvals, hex, run_receiver_reporting, targets,
+    BundleHeader, Counter, Deliverer, Delivery, Ended, Failure, Filters, Installer, Intake,
+    LinkEnd, NetDeliver, Queue, ReceiptBook, Receipts, ReceiveStatus, ReceiverConfig,
+    ReceiverControl, ReceiverEvent, Report, SignerTrust, Store, ZoneTrust, bind_udp,
+    count_approvals, hex, run_receiver_reporting, targets,
 };
 
 use super::{admin, node_callers, runtime, zone_trust};
@@ -136,6 +137,26 @@ impl Report for Audit {
     }
 }
 
+/// Keeps the receipts delivered to the zone's `receipt-store`, audited as `receipt.received`.
+struct KeepReceipts {
+    book: Arc<ReceiptBook>,
+    audit: Arc<Audit>,
+}
+
+impl Receipts for KeepReceipts {
+    fn keep(&mut self, d: &Delivery<'_>) -> Result<(), Failure> {
+        let kept = self.book.keep(d)?;
+        let mut e = self.audit.event("receipt.received");
+        e.transfer_id = kept.correlation.clone();
+        e.flow = d.queued.flow.clone();
+        e.outcome = "ok".into();
+        e.attributes.insert("receipt".into(), kept.receipt.clone());
+        e.attributes.insert("correlation".into(), kept.correlation);
+        self.audit.append(&e);
+        Ok(())
+    }
+}
+
 /// The filters the receiving zone runs: `text`, and `json` with the zone's schemas when they
 /// load.
 fn zone_filters(_dir: &DataDir, _zone: &ZoneName) -> Filters {
@@ -224,11 +245,13 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         clock: Arc::clone(&clock),
     };
     let services = targets(fabric, dir, zone);
+    let book = Arc::new(ReceiptBook::open(&base.join("receipts")).into_diagnostic()?);
     let rt = runtime()?;
     let registry = tianping_net::Registry::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Vec::new();
     let mut statuses = Vec::new();
+    let mut delivering = Vec::new();
     for link in fabric.links().iter().filter(|l| &l.to == zone) {
         let id = link.id;
         let socket = bind_udp(link.address, 64 << 20, 0).into_diagnostic()?;
@@ -255,15 +278,19 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         let (wake, woken) = mpsc::channel();
         intake.wake(wake);
         store.hand_on_pending(&mut intake).into_diagnostic()?;
-        let installer = Installer::new(dir.clone(), zone.clone(), Arc::clone(&policy));
+        let installer = Installer::new(dir.clone(), zone.clone(), Arc::clone(&policy))
+            .with_receipts(Box::new(KeepReceipts {
+                book: Arc::clone(&book),
+                audit: Arc::clone(&audit),
+            }));
         let net = NetDeliver::new(Arc::clone(&tokens), Arc::clone(&clock), Box::new(installer))
             .into_diagnostic()?;
         let mut deliverer =
             Deliverer::new(the_zone.clone(), queue, services.clone(), Box::new(net));
         let stop_d = Arc::clone(&stop);
-        running.push(std::thread::spawn(move || -> miette::Result<()> {
+        delivering.push(move || -> miette::Result<()> {
             deliverer.run(&woken, &stop_d).into_diagnostic()
-        }));
+        });
         let (trust, stop, audit) = (Arc::clone(&trust), Arc::clone(&stop), Arc::clone(&audit));
         running.push(std::thread::spawn(move || -> miette::Result<()> {
             let mut store = store;
@@ -282,7 +309,7 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         }));
     }
     let count = statuses.len();
-    let handler = ReceiverControl::new(zone.as_str(), statuses);
+    let handler = ReceiverControl::new(zone.as_str(), statuses).with_receipts(book);
     let _serving = rt.block_on(async {
         let callers = node_callers(dir, zone, "exchange-receiver")?;
         let options = tianping_net::ControlOptions::new(&[])
@@ -303,6 +330,10 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         miette::Result::<_>::Ok((ctl, adm))
     })?;
     println!("receiving into `{zone}` on {count} links");
+    // the queues are delivered once the daemon said it is ready, so its first line is that
+    for d in delivering {
+        running.push(std::thread::spawn(d));
+    }
     for t in running {
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
@@ -333,4 +364,86 @@ fn on_link_end(audit: &Audit, link: u32, end: &LinkEnd) {
         e.attributes.insert("epoch".into(), epoch.to_string());
     }
     audit.append(&e);
+}
+
+/// `receipts`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct ReceiptsArg {
+    /// The zone that keeps the receipts.
+    #[arg(long)]
+    zone: ZoneName,
+    /// The receipts of this transfer (`<zone>:<sequence>`): those receipting it, or the
+    /// receipt transfer itself.
+    #[arg(long, group = "by")]
+    transfer: Option<String>,
+    /// The receipts with this correlation id.
+    #[arg(long, group = "by")]
+    correlation: Option<String>,
+}
+
+/// `tianping exchange receipts`: asks the running receiver's socket, prints one JSON receipt a
+/// line.
+pub(super) fn receipts(dir: &DataDir, r: &ReceiptsArg) -> miette::Result<ExitCode> {
+    let (key, id) = match (&r.transfer, &r.correlation) {
+        (Some(t), None) => ("transfer", t),
+        (None, Some(c)) => ("correlation", c),
+        _ => return Err(miette!("give `--transfer ID` or `--correlation ID`")),
+    };
+    let signer = token_signer(dir, &r.zone)?;
+    let token = signer
+        .sign(
+            &tianping_certs::TokenClaims::Node,
+            "exchange-receiver",
+            SystemClock.now(),
+            std::time::Duration::from_secs(30),
+        )
+        .into_diagnostic()?;
+    if id.is_empty()
+        || id
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b"&#%?+".contains(&b))
+    {
+        return Err(miette!("`{id}` is not a transfer or correlation id"));
+    }
+    let target = format!("/exchange/v1/receipts?{key}={id}");
+    let socket = dir.socket(&r.zone, Component::ExchangeReceiver);
+    let rt = runtime()?;
+    let (status, body) = rt.block_on(async {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(&target)
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(tianping_net::ControlBody::empty())
+            .into_diagnostic()?;
+        let resp = tianping_net::control_send(&socket, req, tianping_net::CONTROL_TIMEOUT)
+            .await
+            .map_err(|e| {
+                miette!(
+                    "the exchange-receiver of `{}` is not running (`{}`: {e})",
+                    r.zone,
+                    socket.display()
+                )
+            })?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().bytes().await.map_err(|e| miette!("{e}"))?;
+        miette::Result::<_>::Ok((status, body))
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != 200 {
+        let why = value
+            .get("error")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        return Err(miette!("the receiver refused ({status}): {why}"));
+    }
+    for receipt in value
+        .get("receipts")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!("{receipt}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
