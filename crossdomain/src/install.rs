@@ -164,3 +164,94 @@ pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use tianping_policies::DEFAULT_POLICY;
+
+    use super::*;
+
+    fn installer() -> (tempfile::TempDir, Installer, Arc<SharedPolicy>, DataDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let zone: ZoneName = "private".parse().unwrap();
+        fs::create_dir_all(dir.zone(&zone)).unwrap();
+        fs::write(dir.zone_policy(&zone), DEFAULT_POLICY).unwrap();
+        let policy = tianping_policies::check("policy.tp", DEFAULT_POLICY)
+            .into_policy()
+            .unwrap();
+        let shared = Arc::new(SharedPolicy::new(policy));
+        let i = Installer::new(dir.clone(), zone, Arc::clone(&shared));
+        (tmp, i, shared, dir)
+    }
+
+    #[test]
+    fn a_policy_update_that_checks_replaces_the_zones_copy_and_is_in_force() {
+        let (_tmp, i, shared, dir) = installer();
+        let zone: ZoneName = "private".parse().unwrap();
+        let before = shared.load().hash();
+        let new = format!("{DEFAULT_POLICY}\n# amended\n");
+        i.install_policy(new.as_bytes()).unwrap();
+        assert_eq!(fs::read_to_string(dir.zone_policy(&zone)).unwrap(), new);
+        assert_ne!(shared.load().hash(), before);
+        // no temporary file is left beside it
+        let names: Vec<_> = fs::read_dir(dir.zone(&zone))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("policy.tp")]);
+    }
+
+    #[test]
+    fn a_policy_that_does_not_check_or_unseals_a_zone_is_refused_and_nothing_changes() {
+        let (_tmp, i, shared, dir) = installer();
+        let zone: ZoneName = "private".parse().unwrap();
+        let before = shared.load().hash();
+        let broken = i.install_policy(b"zone private {\n  nonsense\n");
+        assert!(
+            matches!(&broken, Err(Failure::Refuse(r)) if r.contains("does not check")),
+            "{broken:?}"
+        );
+        let unsealed = DEFAULT_POLICY.replacen("\n  sealed\n", "\n", 1);
+        assert_ne!(unsealed, DEFAULT_POLICY);
+        let got = i.install_policy(unsealed.as_bytes());
+        assert!(
+            matches!(&got, Err(Failure::Refuse(r)) if r.contains("unseals zone `classified`")),
+            "{got:?}"
+        );
+        assert!(matches!(
+            i.install_policy(&[0xff, 0xfe]),
+            Err(Failure::Refuse(_))
+        ));
+        assert_eq!(
+            fs::read_to_string(dir.zone_policy(&zone)).unwrap(),
+            DEFAULT_POLICY
+        );
+        assert_eq!(shared.load().hash(), before);
+    }
+
+    #[test]
+    fn a_trust_bundle_that_does_not_parse_is_refused() {
+        let (_tmp, i, _, dir) = installer();
+        let zone: ZoneName = "private".parse().unwrap();
+        assert!(matches!(
+            i.install_trust(b"not a bundle"),
+            Err(Failure::Refuse(_))
+        ));
+        assert!(!dir.zone_trust_bundle(&zone).exists());
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use crate::deliver::{RETRY_FIRST, RETRY_MAX, backoff};
+
+    #[test]
+    fn the_wait_doubles_from_the_first_up_to_the_longest() {
+        assert_eq!(backoff(1), RETRY_FIRST);
+        assert_eq!(backoff(2), RETRY_FIRST * 2);
+        assert_eq!(backoff(3), RETRY_FIRST * 4);
+        assert_eq!(backoff(100), RETRY_MAX);
+        assert!((1..200).all(|n| backoff(n) <= backoff(n + 1)));
+    }
+}
