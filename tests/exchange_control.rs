@@ -133,6 +133,22 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     out
 }
 
+/// A flow over the first link (`internet` to `external`, which the default policy lacks) in
+/// the policy and every zone's copy, for the bundles `submit-bundle` checks against it.
+fn add_link_test_flow(data: &Path) {
+    let flow = "\nflow link-test internet -> external {\n  kinds text\n  max-size 1GiB\n  \
+                submitters machine\n  deliver bank-gateway\n  sanitize validate, rebuild\n}\n";
+    let mut files = vec![data.join("policy.tp")];
+    for zone in std::fs::read_dir(data.join("zones")).unwrap() {
+        files.push(zone.unwrap().path().join("policy.tp"));
+    }
+    for f in files.into_iter().filter(|f| f.exists()) {
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text.push_str(flow);
+        std::fs::write(&f, text).unwrap();
+    }
+}
+
 #[test]
 fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
     let tmp = tempfile::tempdir().unwrap();
@@ -141,6 +157,7 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
     assert!(ok, "{out}");
     let dir = DataDir::new(&data);
     ports_to_zero(&dir.fabric());
+    add_link_test_flow(&data);
     let fabric = Fabric::load(&dir.fabric()).unwrap();
     let link = fabric.links()[0].clone();
     let (from, to) = (link.from.to_string(), link.to.to_string());
@@ -154,19 +171,19 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
         h.update(&payload);
         let (size, table) = h.finish();
         let m = Manifest {
-            flow: "evidence".into(),
+            flow: "link-test".into(),
             source: link.from.clone(),
             destination: link.to.clone(),
-            kind: "file".into(),
-            content_type: "application/octet-stream".into(),
+            kind: "text".into(),
+            content_type: "text/plain; charset=utf-8".into(),
             schema: None,
             size,
             chunk_size: 256 * 1024,
             chunks_hash: [0; 32],
             submitter: Submitter {
-                subject: "clerk-0007".parse().unwrap(),
+                subject: "exchange-sender".parse().unwrap(),
                 roles: vec![],
-                machine: false,
+                machine: true,
             },
             labels: vec![],
             redacted: false,
@@ -187,7 +204,7 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
             &data,
             &[
                 "exchange",
-                "submit",
+                "submit-bundle",
                 "--zone",
                 &from,
                 "--to",
@@ -269,7 +286,7 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
         let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
         write!(
             s,
-            "POST /exchange/v1/submit?to={to} HTTP/1.1\r\nHost: localhost\r\n{auth}\
+            "POST /exchange/v1/submit-bundle?to={to} HTTP/1.1\r\nHost: localhost\r\n{auth}\
              Content-Length: 3\r\nConnection: close\r\n\r\nabc"
         )
         .unwrap();

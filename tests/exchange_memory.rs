@@ -147,7 +147,7 @@ fn a_gibibyte_crosses_in_bounded_memory() {
 fn submit_through_socket(s: &exchange::Setup, file: &std::path::Path, by: Instant) -> String {
     loop {
         let out = exchange::tianping(&s.data)
-            .args(["exchange", "submit", "--zone", s.link.from.as_str()])
+            .args(["exchange", "submit-bundle", "--zone", s.link.from.as_str()])
             .args(["--to", s.link.to.as_str()])
             .arg("--file")
             .arg(file)

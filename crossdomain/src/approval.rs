@@ -358,8 +358,6 @@ fn algorithm(r: &mut WireReader<'_>) -> Result<Algorithm, BundleError> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
-
     use tianping_core::{PolicyHash, RingSigner};
     use tianping_policies::{DEFAULT_POLICY, Policy, check};
 

@@ -95,7 +95,10 @@ pub use bundle::{
     Verified, chunk_hash, table_hash,
 };
 #[cfg(feature = "daemon")]
-pub use control::{ReceiverControl, ResendHook, STATUS_PATH, SenderControl, SenderLink};
+pub use control::{
+    BUNDLE_CHUNK, ReceiverControl, ResendHook, STATUS_PATH, SenderControl, SenderLink,
+    SenderOutbound, content_type, percent_decode,
+};
 #[cfg(feature = "daemon")]
 pub use daemon::{
     LinkEnd, RECENT_IDS, ReceiveDetail, ReceiveStatus, SendOptions, SendStatus, receive_into,

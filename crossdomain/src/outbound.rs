@@ -291,8 +291,6 @@ pub fn rate_admit(rate: Rate, was: RateWindow, now: UnixTime) -> Result<RateWind
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
-
     use super::*;
 
     #[test]

@@ -143,7 +143,7 @@ fn two_judges_release_a_judgment() {
     let one = ours.approve(&m, &id, "p-judge-1", &[Role::Judge]);
     let two = ours.approve(&m, &id, "p-judge-2", &[Role::Clerk, Role::Judge]);
 
-    let counted = count_approvals(&[one.clone()], &trust, &m, &flow).unwrap();
+    let counted = count_approvals(std::slice::from_ref(&one), &trust, &m, &flow).unwrap();
     let d = policy.decide_transfer(&m.flow, &request(&m, counted));
     assert!(!d.is_allow(), "one judge of two is too few");
 

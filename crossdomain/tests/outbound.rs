@@ -139,7 +139,7 @@ fn kind_size_submitter_and_labels() {
         by: "p-judge-1".parse().unwrap(),
         role: Role::Judge,
     };
-    assert!(!out.decide(&ok, &[judge.clone()]).unwrap().held);
+    assert!(!out.decide(&ok, std::slice::from_ref(&judge)).unwrap().held);
     let own = Approval {
         by: "p-clerk-1".parse().unwrap(),
         role: Role::Judge,

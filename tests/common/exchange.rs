@@ -1,5 +1,5 @@
 //! What the `tianping exchange` process tests share: a data folder with the link's addresses
-//! rewritten, signed bundles (whole or streamed), `submit-raw`, daemons as children that are
+//! rewritten (and a test flow over the first link), signed bundles (whole or streamed), `submit-raw`, daemons as children that are
 //! killed when dropped, their report lines, the receiver's store and peak memory.
 //!
 //! Included with `#[path = "common/exchange.rs"] mod exchange;`: each test file uses a part.
@@ -98,6 +98,7 @@ pub fn setup(first: &str) -> Setup {
         String::from_utf8_lossy(&init.stderr)
     );
     let dir = DataDir::new(&data);
+    add_link_test_flow(&data);
     isolate_zone_ports(&dir.fabric());
     set_link_addresses(&dir.fabric(), first);
     let link = Fabric::load(&dir.fabric()).unwrap().links()[0].clone();
@@ -106,6 +107,31 @@ pub fn setup(first: &str) -> Setup {
         data,
         dir,
         link,
+    }
+}
+
+/// The flow the bundles of [`signed_header`] travel on: the first link's zones (`internet` to
+/// `external`), text, submitted by a machine. The default policy has no flow there.
+pub const LINK_TEST_FLOW: &str = "\n# the exchange tests' flow over the first link
+flow link-test internet -> external {
+  kinds text
+  max-size 1GiB
+  submitters machine
+  deliver bank-gateway
+  sanitize validate, rebuild
+}
+";
+
+/// [`LINK_TEST_FLOW`] appended to the policy and to every zone's copy of it.
+fn add_link_test_flow(data: &Path) {
+    let mut files = vec![data.join("policy.tp")];
+    for zone in std::fs::read_dir(data.join("zones")).unwrap() {
+        files.push(zone.unwrap().path().join("policy.tp"));
+    }
+    for f in files.into_iter().filter(|f| f.exists()) {
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text.push_str(LINK_TEST_FLOW);
+        std::fs::write(&f, text).unwrap();
     }
 }
 
@@ -201,19 +227,19 @@ pub fn signed_header(
     let signer = tianping_audit::signer_from_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
     let der = tianping_certs::certs_from_pem(&std::fs::read(cert).unwrap()).unwrap()[0].to_vec();
     let m = Manifest {
-        flow: "evidence".into(),
+        flow: "link-test".into(),
         source: link.from.clone(),
         destination: link.to.clone(),
-        kind: "file".into(),
-        content_type: "application/octet-stream".into(),
+        kind: "text".into(),
+        content_type: "text/plain; charset=utf-8".into(),
         schema: None,
         size,
         chunk_size: CHUNK,
         chunks_hash: [0; 32],
         submitter: Submitter {
-            subject: "clerk-0007".parse().unwrap(),
+            subject: "exchange-sender".parse().unwrap(),
             roles: vec![],
-            machine: false,
+            machine: true,
         },
         labels: vec![],
         redacted: false,

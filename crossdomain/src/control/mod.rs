@@ -29,7 +29,10 @@ use tianping_certs::CertKind;
 use tianping_net::{Body, Caller, ResponseBody, full};
 
 pub use receiver::ReceiverControl;
-pub use sender::{ResendHook, SenderControl, SenderLink};
+pub use sender::{
+    BUNDLE_CHUNK, ResendHook, SenderControl, SenderLink, SenderOutbound, content_type,
+    percent_decode,
+};
 
 /// The status path, open on both sockets.
 pub const STATUS_PATH: &str = "/exchange/v1/status";

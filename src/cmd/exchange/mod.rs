@@ -1,6 +1,11 @@
 //! `tianping exchange`: the one-way link's daemons (`send`, `receive`), `status` (both
-//! daemons' control sockets), `submit` (a bundle streamed to the running sender's socket,
-//! with a node token of the zone's gateway), `resend` (retained transfers sent again, with the
+//! daemons' control sockets), `submit` (a payload streamed to the running sender, which decides
+//! on it with the zone's policy and filters, bundles, signs and spools it, and answers the
+//! transfer id `<zone>:<sequence>`; the submitter is a user asserted by the gateway, `--as-user
+//! TOKEN-FILE`, or else the gateway itself as a machine), `held` and `approve` (releases waiting
+//! for approvals), `submit-bundle` (a ready-made bundle streamed to the sender's socket with a
+//! node token of the zone's gateway: its manifest is checked against the policy, no filter runs),
+//! `resend` (retained transfers sent again, with the
 //! sender's own node token) and, for tests, `submit-raw`, which spools a file as a transfer
 //! without policy checks. The spool's state is one `sled` database, which one process opens at a
 //! time: `submit-raw` works while the sender is stopped (the sender sends what is spooled when it
@@ -41,8 +46,16 @@ pub(crate) enum ExchangeCmd {
     SubmitRaw(SubmitRaw),
     /// Show the zone's sender and receiver: per link, what is spooled, sent, received, lost.
     Status(ZoneArg),
-    /// Submit a bundle to the running sender of the zone, through its control socket.
-    Submit(SubmitRaw),
+    /// Submit a payload to the running sender: checked against the zone's policy and filters,
+    /// bundled, signed and spooled; prints the transfer id.
+    Submit(Submit),
+    /// Stream a ready-made bundle to the running sender (its manifest checked against the
+    /// policy; no filter runs).
+    SubmitBundle(SubmitRaw),
+    /// The transfers held for approval.
+    Held(Held),
+    /// Approve a held transfer (as the user of `--as-user`).
+    Approve(Approve),
     /// Send again the retained transfers of a link from an id on (an operator's action, when a
     /// receiver started late or lost transfers).
     Resend(Resend),
@@ -95,9 +108,69 @@ pub(crate) fn run(data: &Path, cmd: ExchangeCmd) -> miette::Result<ExitCode> {
         ExchangeCmd::Receive(z) => receive::receive(&dir, &fabric, &z.zone),
         ExchangeCmd::Status(z) => status(&dir, &z.zone),
         ExchangeCmd::Submit(s) => {
+            let c = cred(&dir, &s.zone, s.as_user.as_deref())?;
+            let mut target = format!(
+                "/exchange/v1/submit?flow={}&kind={}",
+                enc(&s.flow),
+                enc(&s.kind)
+            );
+            for (k, v) in [("schema", &s.schema), ("correlation", &s.correlation)] {
+                if let Some(v) = v {
+                    target.push_str(&format!("&{k}={}", enc(v)));
+                }
+            }
+            for l in &s.labels {
+                target.push_str(&format!("&label={}", enc(l)));
+            }
+            if s.redacted {
+                target.push_str("&redacted=1");
+            }
+            let body = control(&dir, &s.zone, "POST", &target, &c, Some(&s.file))?;
+            let id = body
+                .get("transfer")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            println!("{id}");
+            if body.get("held").and_then(serde_json::Value::as_bool) == Some(true) {
+                let need = body.get("need").and_then(serde_json::Value::as_u64);
+                eprintln!(
+                    "held for approval: {} more approvals needed (`tianping exchange approve --zone {} --transfer {id}`)",
+                    need.unwrap_or_default(),
+                    s.zone
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExchangeCmd::Held(h) => {
+            let c = cred(&dir, &h.zone, h.as_user.as_deref())?;
+            let body = control(&dir, &h.zone, "GET", "/exchange/v1/held", &c, None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ExchangeCmd::Approve(a) => {
+            let c = cred(&dir, &a.zone, Some(&a.as_user))?;
+            let target = format!("/exchange/v1/approve?transfer={}", enc(&a.transfer));
+            let body = control(&dir, &a.zone, "POST", &target, &c, None)?;
+            let released = body.get("released").and_then(serde_json::Value::as_bool);
+            if released == Some(true) {
+                println!("{} released", a.transfer);
+            } else {
+                let need = body.get("need").and_then(serde_json::Value::as_u64);
+                println!(
+                    "{} approved; {} more approvals needed",
+                    a.transfer,
+                    need.unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ExchangeCmd::SubmitBundle(s) => {
             link_between(&fabric, &s.zone, &s.to)?;
-            let token = node_token(&dir, &s.zone, Component::Gateway)?;
-            let target = format!("/exchange/v1/submit?to={}", s.to);
+            let token = Cred::Bearer(node_token(&dir, &s.zone, Component::Gateway)?);
+            let target = format!("/exchange/v1/submit-bundle?to={}", s.to);
             let file = s.file.clone();
             let body = control(&dir, &s.zone, "POST", &target, &token, Some(&file))?;
             let transfer = body.get("transfer").and_then(serde_json::Value::as_u64);
@@ -106,7 +179,7 @@ pub(crate) fn run(data: &Path, cmd: ExchangeCmd) -> miette::Result<ExitCode> {
         }
         ExchangeCmd::Resend(r) => {
             link_between(&fabric, &r.zone, &r.to)?;
-            let token = node_token(&dir, &r.zone, Component::ExchangeSender)?;
+            let token = Cred::Bearer(node_token(&dir, &r.zone, Component::ExchangeSender)?);
             let target = format!("/exchange/v1/resend?to={}&from={}", r.to, r.from);
             let body = control(&dir, &r.zone, "POST", &target, &token, None)?;
             for pair in body
@@ -277,7 +350,7 @@ fn control(
     zone: &ZoneName,
     method: &str,
     target: &str,
-    token: &str,
+    token: &Cred,
     file: Option<&Path>,
 ) -> miette::Result<serde_json::Value> {
     let socket = dir.socket(zone, Component::ExchangeSender);
@@ -287,12 +360,12 @@ fn control(
             Some(f) => tianping_net::ControlBody::file(f).await.into_diagnostic()?,
             None => tianping_net::ControlBody::empty(),
         };
-        let req = http::Request::builder()
-            .method(method)
-            .uri(target)
-            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(body)
-            .into_diagnostic()?;
+        let req = http::Request::builder().method(method).uri(target);
+        let req = match token {
+            Cred::Bearer(t) => req.header(http::header::AUTHORIZATION, format!("Bearer {t}")),
+            Cred::Assertion(t) => req.header(tianping_net::ASSERTION_HEADER, t.as_str()),
+        };
+        let req = req.body(body).into_diagnostic()?;
         let resp = tianping_net::control_send(&socket, req, tianping_net::CONTROL_TIMEOUT)
             .await
             .map_err(|e| not_running(&socket, "exchange-sender", zone, &e))?;
@@ -301,7 +374,7 @@ fn control(
         miette::Result::<_>::Ok((status, body))
     })?;
     let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    if status != 200 {
+    if !(200..300).contains(&status) {
         let why = value
             .get("error")
             .and_then(serde_json::Value::as_str)
@@ -354,4 +427,93 @@ fn status(dir: &DataDir, zone: &ZoneName) -> miette::Result<ExitCode> {
         }
     }
     Ok(code)
+}
+
+/// `submit`.
+#[derive(Debug, Args)]
+pub(crate) struct Submit {
+    /// The sending zone.
+    #[arg(long)]
+    zone: ZoneName,
+    /// The policy's flow.
+    #[arg(long)]
+    flow: String,
+    /// The payload's kind.
+    #[arg(long)]
+    kind: String,
+    /// The payload.
+    #[arg(long)]
+    file: std::path::PathBuf,
+    /// The schema a `json` payload follows.
+    #[arg(long)]
+    schema: Option<String>,
+    /// A label of the payload (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// The transfer this one answers.
+    #[arg(long)]
+    correlation: Option<String>,
+    /// The payload is redacted for the destination.
+    #[arg(long)]
+    redacted: bool,
+    /// A file holding a user token the gateway asserted: the submitter (else the gateway
+    /// submits, as a machine).
+    #[arg(long)]
+    as_user: Option<std::path::PathBuf>,
+}
+
+/// `held`.
+#[derive(Debug, Args)]
+pub(crate) struct Held {
+    /// The sending zone.
+    #[arg(long)]
+    zone: ZoneName,
+    /// A file holding a user token the gateway asserted (else the gateway's node token).
+    #[arg(long)]
+    as_user: Option<std::path::PathBuf>,
+}
+
+/// `approve`.
+#[derive(Debug, Args)]
+pub(crate) struct Approve {
+    /// The sending zone.
+    #[arg(long)]
+    zone: ZoneName,
+    /// The held transfer's id (`<zone>:<sequence>`).
+    #[arg(long)]
+    transfer: String,
+    /// A file holding the approver's user token, as the gateway asserted it.
+    #[arg(long)]
+    as_user: std::path::PathBuf,
+}
+
+/// How the CLI presents itself to the sender's socket.
+enum Cred {
+    Bearer(String),
+    Assertion(String),
+}
+
+fn cred(dir: &DataDir, zone: &ZoneName, as_user: Option<&Path>) -> miette::Result<Cred> {
+    match as_user {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("reading `{}`", f.display()))?;
+            Ok(Cred::Assertion(t.trim().to_owned()))
+        }
+        None => Ok(Cred::Bearer(node_token(dir, zone, Component::Gateway)?)),
+    }
+}
+
+/// `s` percent-encoded for a query value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -1,17 +1,124 @@
 //! `tianping exchange send`: the sending daemon.
+//!
+//! It decides on every submission with the zone's policy copy and filters (see
+//! `tianping_crossdomain`'s `SenderControl`), signs bundles and approvals with its node key
+//! (`zones/<zone>/exchange-sender/node.{pem,key}`), and writes its decisions and the held /
+//! approved / released / resent events to its audit log (`zones/<zone>/exchange-sender/audit`,
+//! checkpoints signed with its node key). Callers: node tokens of the zone, and users asserted
+//! by the zone's gateway (`Tianping-Assertion: <user token>` for audience `exchange-sender`,
+//! signed by the gateway's node key).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, mpsc};
 
-use miette::{IntoDiagnostic, miette};
-use tianping_core::{Component, DataDir, Fabric, Link, Listener, SystemClock, ZoneName};
+use miette::{IntoDiagnostic, WrapErr, miette};
+use tianping_audit::AuditLog;
+use tianping_certs::{CertKind, CourtIdentity, TokenClaims, TokenKind, TokenVerifier};
+use tianping_core::{Clock, Component, DataDir, Fabric, Link, Listener, SystemClock, ZoneName};
 use tianping_crossdomain::{
-    SendOptions, SendStatus, SenderControl, SenderLink, bind_udp, run_sender,
+    SendOptions, SendStatus, SenderControl, SenderLink, SenderOutbound, ZoneTrust, bind_udp,
+    run_sender,
 };
+use tianping_net::{CallerRefusal, CallerVerifier, Credential};
 
-use super::{admin, config, node_callers, open_spool, runtime, zone_policy};
+use super::{admin, config, node_callers, open_spool, runtime, zone_policy, zone_trust};
+
+/// How many audit events between checkpoints signed with the sender's node key.
+const CHECKPOINT_EVERY: u64 = 64;
+
+/// Users asserted by the zone's gateway: a `user` token for audience `exchange-sender`,
+/// signed by the gateway's node certificate, in `Tianping-Assertion`.
+struct UserAssertions {
+    users: TokenVerifier,
+    gateway: String,
+}
+
+impl CallerVerifier for UserAssertions {
+    fn verify(
+        &self,
+        credential: &Credential,
+        now: tianping_core::UnixTime,
+    ) -> Result<CourtIdentity, CallerRefusal> {
+        let Credential::Assertion(token) = credential else {
+            return Err(CallerRefusal::Refused(
+                "only a node token of the zone, or a user asserted by its gateway".into(),
+            ));
+        };
+        let v = self
+            .users
+            .verify_at(token.expose().as_bytes(), now)
+            .map_err(|e| CallerRefusal::Refused(e.to_string()))?;
+        if v.signer.name != self.gateway {
+            return Err(CallerRefusal::Refused(format!(
+                "user assertions come from the zone's gateway, not from `{}`",
+                v.signer.name
+            )));
+        }
+        let TokenClaims::User(u) = v.claims else {
+            return Err(CallerRefusal::Refused("not a user token".into()));
+        };
+        Ok(CourtIdentity {
+            name: u.sub.to_string(),
+            subject: Some(u.sub),
+            court: Some(u.court),
+            roles: u.roles,
+            zone: v.signer.zone,
+            kind: CertKind::Client,
+            fingerprint: v.signer.fingerprint,
+            hardware: false,
+        })
+    }
+}
+
+/// The sender's node key, certificate, audit log and decision inputs.
+fn outbound(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<SenderOutbound> {
+    let path = dir.zone_policy(zone);
+    let source = std::fs::read_to_string(&path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read `{}`", path.display()))?;
+    let policy = tianping_policies::check(&path.display().to_string(), &source)
+        .into_policy()
+        .ok_or_else(|| {
+            miette!(
+                "the zone's policy `{}` does not pass `tianping policy check`",
+                path.display()
+            )
+        })?;
+    let (cert, key) = dir.node(zone, Component::ExchangeSender);
+    let key_pem = std::fs::read_to_string(&key)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", key.display()))?;
+    let signer = Arc::new(tianping_audit::signer_from_pem(&key_pem).into_diagnostic()?);
+    let chain = tianping_certs::certs_from_pem(
+        &std::fs::read(&cert)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading `{}`", cert.display()))?,
+    )
+    .into_diagnostic()?;
+    let certificate = chain
+        .first()
+        .map(|c| c.to_vec())
+        .ok_or_else(|| miette!("`{}` holds no certificate", cert.display()))?;
+    let audit = Arc::new(
+        AuditLog::open_or_create(
+            &dir.audit_log(zone, Component::ExchangeSender),
+            &crate::cmd::idp::origin(fabric, zone),
+        )
+        .into_diagnostic()?,
+    );
+    audit.set_auto_checkpoint(signer.clone(), CHECKPOINT_EVERY);
+    Ok(SenderOutbound {
+        policy: Arc::new(policy),
+        filters: Arc::new(crate::filters::zone_filters(dir, zone)?),
+        signer,
+        certificate,
+        trust: Arc::new(ZoneTrust::new(zone_trust(dir, zone)?)),
+        clock: Arc::new(SystemClock),
+        audit: Some(audit),
+    })
+}
 
 pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
     let (is_sealed, limits) = zone_policy(dir, zone)?;
@@ -22,6 +129,8 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
     }
     let rt = runtime()?;
     let spool = Arc::new(open_spool(dir, zone)?);
+    let outbound = outbound(dir, fabric, zone)?;
+    let audit = outbound.audit.clone();
     let registry = tianping_net::Registry::new();
     let stop = Arc::new(AtomicBool::new(false));
     let mut running = Vec::new();
@@ -84,13 +193,47 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
         }));
     }
     let count = links.len();
-    let hook: tianping_crossdomain::ResendHook = Box::new(|caller, to, pairs| {
+    let link_ids: std::collections::BTreeMap<String, u32> =
+        links.iter().map(|l| (l.to.clone(), l.id)).collect();
+    let (hook_zone, epoch) = (zone.to_string(), spool.epoch());
+    let hook: tianping_crossdomain::ResendHook = Box::new(move |caller, to, pairs| {
         let who = caller.identity.as_ref().map_or("?", |i| i.name.as_str());
         println!("resend to `{to}` asked by `{who}`: {pairs:?}");
+        let Some(log) = &audit else { return };
+        for (from, new) in pairs {
+            let mut e = tianping_audit::Event::new(SystemClock.now(), "transfer.resent");
+            e.zone = hook_zone.clone();
+            e.component = "exchange-sender".into();
+            e.node = "exchange-sender".into();
+            e.actor = who.to_owned();
+            e.outcome = "ok".into();
+            let link = link_ids.get(to).copied().unwrap_or_default();
+            e.attributes.insert("link".into(), link.to_string());
+            e.attributes.insert("epoch".into(), epoch.to_string());
+            e.attributes.insert("to".into(), to.to_owned());
+            e.attributes.insert("from".into(), from.to_string());
+            e.attributes
+                .insert("to_link_transfer".into(), new.to_string());
+            if let Err(err) = log.append(&e) {
+                eprintln!("audit: {err}");
+            }
+        }
     });
-    let handler = SenderControl::new(zone.as_str(), Arc::clone(&spool), links, Some(hook));
+    let handler = SenderControl::new(zone, Arc::clone(&spool), links, Some(hook), Some(outbound));
+    let gateway = fabric
+        .zone(zone)
+        .map(|z| z.gateway_host.clone())
+        .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
+    let users = TokenVerifier::new(
+        &zone_trust(dir, zone)?,
+        zone,
+        "exchange-sender",
+        TokenKind::User,
+    )
+    .into_diagnostic()?;
     let _serving = rt.block_on(async {
-        let callers = node_callers(dir, zone, "exchange-sender")?;
+        let callers = node_callers(dir, zone, "exchange-sender")?
+            .or(Arc::new(UserAssertions { users, gateway }));
         let options = tianping_net::ControlOptions::new(&[])
             .verified(Arc::new(callers), SenderControl::open_paths());
         let path = dir.socket(zone, Component::ExchangeSender);
