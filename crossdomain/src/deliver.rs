@@ -33,7 +33,7 @@ use std::time::Duration;
 mod net;
 mod receipts;
 
-pub use net::{Install, NetDeliver};
+pub use net::{Install, MakeReceipt, NetDeliver};
 pub use receipts::{KeptReceipt, ReceiptBook};
 
 use ring::digest::{Context, SHA256};
@@ -151,6 +151,15 @@ pub enum ReceiverEvent<'a> {
         /// `url`, `folder` or `component`.
         target: &'static str,
     },
+    /// The delivery receipt of a delivered transfer was taken by the zone's sender.
+    ReceiptSent {
+        /// The delivered transfer.
+        delivery: &'a Queued,
+        /// The reply flow.
+        reply: String,
+        /// The receipt transfer's id, as the sender answered it.
+        receipt: String,
+    },
     /// A delivery attempt failed; it is tried again.
     Failed {
         /// The transfer.
@@ -193,6 +202,8 @@ pub struct Queued {
     pub attempts: u32,
     /// Not before (ms since the epoch).
     pub next_ms: u64,
+    /// Delivered already; what waits is the delivery receipt on the reply flow.
+    pub delivered: bool,
 }
 
 impl Queued {
@@ -201,7 +212,7 @@ impl Queued {
             "transfer_id": self.transfer_id, "link": self.link,
             "link_transfer": self.link_transfer, "flow": self.flow, "service": self.service,
             "kind": self.kind, "reply": self.reply, "content_hash": self.content_hash,
-            "attempts": self.attempts, "next_ms": self.next_ms,
+            "attempts": self.attempts, "next_ms": self.next_ms, "delivered": self.delivered,
         })
         .to_string()
         .into_bytes()
@@ -222,6 +233,7 @@ impl Queued {
             content_hash: s("content_hash")?,
             attempts: u32::try_from(n("attempts")?).unwrap_or(u32::MAX),
             next_ms: n("next_ms")?,
+            delivered: v.get("delivered").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -392,6 +404,7 @@ impl Intake {
             content_hash: hex(&header.manifest.chunks_hash),
             attempts: 0,
             next_ms: 0,
+            delivered: false,
         };
         q.db.insert(record.key(), record.to_json())?;
         q.arrived
@@ -470,6 +483,20 @@ impl From<String> for Failure {
 pub trait Deliver: Send {
     /// Hands `d` to `target`.
     fn deliver(&mut self, target: &Target, d: &Delivery<'_>) -> Result<(), Failure>;
+
+    /// Whether it makes and sends delivery receipts.
+    fn makes_receipts(&self) -> bool {
+        false
+    }
+
+    /// Sends the delivery receipt of `d` on flow `reply` through the zone's sender; the
+    /// receipt transfer's id.
+    fn send_receipt(&mut self, d: &Delivery<'_>, reply: &str) -> Result<String, Failure> {
+        let _ = (d, reply);
+        Err(Failure::Refuse(
+            "this receiver makes no receipts".to_owned(),
+        ))
+    }
 }
 
 /// Takes queued transfers to their targets, retrying until each is taken.
@@ -524,16 +551,54 @@ impl Deliverer {
                 continue;
             }
             q.attempts = q.attempts.saturating_add(1);
+            if q.delivered {
+                let Some(reply) = self.receipt_flow(&q) else {
+                    self.forget(&q)?;
+                    continue;
+                };
+                match self.receipt(&q, &reply) {
+                    Ok(receipt) => {
+                        self.zone.report.report(&ReceiverEvent::ReceiptSent {
+                            delivery: &q,
+                            reply,
+                            receipt,
+                        });
+                        self.forget(&q)?;
+                    }
+                    Err(Failure::Refuse(reason)) => {
+                        self.zone.report.report(&ReceiverEvent::Failed {
+                            delivery: &q,
+                            reason: format!("the receipt is refused for good: {reason}"),
+                        });
+                        self.forget(&q)?;
+                    }
+                    Err(Failure::Retry(reason)) => {
+                        self.zone.report.report(&ReceiverEvent::Failed {
+                            delivery: &q,
+                            reason: format!("the receipt: {reason}"),
+                        });
+                        self.later(&mut q, &mut next)?;
+                    }
+                }
+                continue;
+            }
             match self.attempt(&q) {
                 Ok(target) => {
                     self.zone.report.report(&ReceiverEvent::Delivered {
                         delivery: &q,
                         target,
                     });
-                    self.queue.db.remove(q.key())?;
-                    self.queue.db.flush()?;
-                    let file = self.queue.file(q.link, q.link_transfer);
-                    fs::remove_file(&file).map_err(io_at(&file))?;
+                    if self.receipt_flow(&q).is_some() {
+                        // the receipt waits in the same record, so it survives a restart
+                        q.delivered = true;
+                        q.attempts = 0;
+                        q.next_ms = 0;
+                        next = Some(0);
+                        self.queue.db.insert(q.key(), q.to_json())?;
+                        self.queue.db.flush()?;
+                    } else {
+                        self.forget(&q)?;
+                    }
                 }
                 Err(Failure::Refuse(reason)) => {
                     let file = self.queue.file(q.link, q.link_transfer);
@@ -554,16 +619,58 @@ impl Deliverer {
                         delivery: &q,
                         reason,
                     });
-                    let wait = u64::try_from(backoff(q.attempts).as_millis()).unwrap_or(u64::MAX);
-                    q.next_ms = self.zone.clock.now().as_millis().saturating_add(wait);
-                    next = Some(next.map_or(q.next_ms, |n| n.min(q.next_ms)));
-                    self.queue.db.insert(q.key(), q.to_json())?;
-                    self.queue.db.flush()?;
+                    self.later(&mut q, &mut next)?;
                 }
             }
         }
         let now = self.zone.clock.now().as_millis();
         Ok(next.map(|n| Duration::from_millis(n.saturating_sub(now))))
+    }
+
+    /// Puts `q` back for its next attempt after its backoff.
+    fn later(&self, q: &mut Queued, next: &mut Option<u64>) -> Result<(), SpoolError> {
+        let wait = u64::try_from(backoff(q.attempts).as_millis()).unwrap_or(u64::MAX);
+        q.next_ms = self.zone.clock.now().as_millis().saturating_add(wait);
+        *next = Some(next.map_or(q.next_ms, |n| n.min(q.next_ms)));
+        self.queue.db.insert(q.key(), q.to_json())?;
+        self.queue.db.flush()?;
+        Ok(())
+    }
+
+    /// Removes `q` from the queue, and its bundle.
+    fn forget(&self, q: &Queued) -> Result<(), SpoolError> {
+        self.queue.db.remove(q.key())?;
+        self.queue.db.flush()?;
+        let file = self.queue.file(q.link, q.link_transfer);
+        fs::remove_file(&file).map_err(io_at(&file))
+    }
+
+    /// The reply flow a delivery receipt of `q` goes on: the flow's `reply`, when it carries
+    /// `receipt` and receipts are made (a receipt is never receipted).
+    fn receipt_flow(&self, q: &Queued) -> Option<String> {
+        if q.kind == "receipt" || !self.how.makes_receipts() {
+            return None;
+        }
+        let reply = q.reply.as_deref()?;
+        let policy = self.zone.policy.load();
+        let carries = policy
+            .flow(reply)?
+            .kinds()
+            .any(|(k, _)| k.as_str() == "receipt");
+        carries.then(|| reply.to_owned())
+    }
+
+    fn receipt(&mut self, q: &Queued, reply: &str) -> Result<String, Failure> {
+        let file = self.queue.file(q.link, q.link_transfer);
+        let (header, _) = read_header_at(&file).map_err(|e| e.to_string())?;
+        let payload = read_payload(&file).map_err(|e| e.to_string())?;
+        let d = Delivery {
+            queued: q,
+            header: &header,
+            payload: &payload,
+            sha256: sha256(&payload),
+        };
+        self.how.send_receipt(&d, reply)
     }
 
     fn attempt(&mut self, q: &Queued) -> Result<&'static str, Failure> {

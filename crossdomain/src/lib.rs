@@ -111,9 +111,9 @@ pub use datagram::{
 #[cfg(feature = "daemon")]
 pub use deliver::{
     ATTEMPT_TIMEOUT, Counter, Deliver, Deliverer, Delivery, Failure, Install, Intake, KeptReceipt,
-    NetDeliver, Queue, Queued, RETRY_FIRST, RETRY_MAX, ReceiptBook, ReceiverEvent, Report, Target,
-    Zone, backoff, component_path, folder_name, hex, manifest_headers, manifest_json, percent,
-    sha256, targets,
+    MakeReceipt, NetDeliver, Queue, Queued, RETRY_FIRST, RETRY_MAX, ReceiptBook, ReceiverEvent,
+    Report, Target, Zone, backoff, component_path, folder_name, hex, manifest_headers,
+    manifest_json, percent, sha256, targets,
 };
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
 pub use filter::{

@@ -18,6 +18,13 @@ pub trait Install: Send {
     fn install(&mut self, d: &Delivery<'_>) -> Result<(), Failure>;
 }
 
+/// Makes the signed delivery receipt of a delivery (`Receipt::sign(..).encode()` of the
+/// receipt format, with the receiver's node key).
+pub trait MakeReceipt: Send {
+    /// The receipt's bytes for `d`, delivered at `at`.
+    fn make(&self, d: &Delivery<'_>, at: tianping_core::UnixTime) -> Result<Vec<u8>, String>;
+}
+
 /// Delivers over HTTPS and control sockets with the receiver's node key, and to the receiver
 /// itself through `install`.
 pub struct NetDeliver {
@@ -25,6 +32,7 @@ pub struct NetDeliver {
     tokens: Arc<TokenSigner>,
     clock: Arc<dyn Clock>,
     install: Box<dyn Install>,
+    receipts: Option<(Box<dyn MakeReceipt>, std::path::PathBuf)>,
 }
 
 impl std::fmt::Debug for NetDeliver {
@@ -48,7 +56,14 @@ impl NetDeliver {
             tokens,
             clock,
             install,
+            receipts: None,
         })
+    }
+
+    /// Sends delivery receipts made by `make` through the zone's sender socket `sender`.
+    pub fn with_receipts(mut self, make: Box<dyn MakeReceipt>, sender: std::path::PathBuf) -> Self {
+        self.receipts = Some((make, sender));
+        self
     }
 
     fn token(&self, claims: &TokenClaims, audience: &str) -> Result<String, String> {
@@ -64,6 +79,61 @@ impl NetDeliver {
 }
 
 impl Deliver for NetDeliver {
+    fn makes_receipts(&self) -> bool {
+        self.receipts.is_some()
+    }
+
+    fn send_receipt(&mut self, d: &Delivery<'_>, reply: &str) -> Result<String, Failure> {
+        let Some((make, socket)) = &self.receipts else {
+            return Err(Failure::Refuse(
+                "this receiver makes no receipts".to_owned(),
+            ));
+        };
+        let bytes = make.make(d, self.clock.now()).map_err(Failure::Refuse)?;
+        let token = self.token(&TokenClaims::Node, "exchange-sender")?;
+        let target = format!(
+            "/exchange/v1/submit?flow={}&kind=receipt&correlation={}",
+            super::percent(reply),
+            super::percent(&d.queued.transfer_id)
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri(target)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(tianping_net::ControlBody::bytes(Bytes::from(bytes)))
+            .map_err(|e| Failure::Retry(e.to_string()))?;
+        let socket = socket.clone();
+        self.rt.block_on(async move {
+            let resp = tianping_net::control_send(&socket, req, ATTEMPT_TIMEOUT)
+                .await
+                .map_err(|e| Failure::Retry(format!("`{}`: {e}", socket.display())))?;
+            let status = resp.status();
+            let body = resp.into_body().bytes().await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let why = || {
+                v.get("error")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            match status.as_u16() {
+                200 => v
+                    .get("transfer")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| Failure::Retry("the sender named no transfer".to_owned())),
+                400 | 403 | 413 | 422 => Err(Failure::Refuse(format!(
+                    "the sender refused the receipt ({status}): {}",
+                    why()
+                ))),
+                _ => Err(Failure::Retry(format!(
+                    "the sender answered {status}: {}",
+                    why()
+                ))),
+            }
+        })
+    }
+
     fn deliver(&mut self, target: &Target, d: &Delivery<'_>) -> Result<(), Failure> {
         match target {
             Target::Url { url, ca } => {

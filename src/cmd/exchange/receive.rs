@@ -127,6 +127,24 @@ impl Report for Audit {
                     delivery.transfer_id, delivery.service, delivery.attempts
                 );
             }
+            ReceiverEvent::ReceiptSent {
+                delivery,
+                reply,
+                receipt,
+            } => {
+                let mut e = self.event("receipt.sent");
+                e.transfer_id = delivery.transfer_id.clone();
+                e.flow = reply.clone();
+                e.outcome = "ok".into();
+                e.attributes.insert("receipt".into(), receipt.clone());
+                e.attributes
+                    .insert("correlation".into(), delivery.transfer_id.clone());
+                self.append(&e);
+                println!(
+                    "transfer {} receipted by {receipt} on {reply}",
+                    delivery.transfer_id
+                );
+            }
             ReceiverEvent::Failed { delivery, reason } => {
                 println!(
                     "transfer {} to {}: attempt {} failed: {reason}",
