@@ -710,6 +710,7 @@ async fn spool_and_audit(
         .insert("epoch".into(), inner.spool.epoch().to_string());
     e.attributes
         .insert("link_transfer".into(), link_transfer.to_string());
+    let released = before.is_some();
     if let Some(b) = before {
         if record(o, &b).is_err() {
             return failed();
@@ -720,7 +721,12 @@ async fn spool_and_audit(
     }
     answer(
         StatusCode::OK,
-        &json!({ "transfer": transfer_id, "link": link.id, "link_transfer": link_transfer }),
+        &json!({
+            "transfer": transfer_id,
+            "link": link.id,
+            "link_transfer": link_transfer,
+            "released": released,
+        }),
     )
 }
 
