@@ -32,6 +32,8 @@ use std::time::Duration;
 
 mod net;
 mod receipts;
+#[cfg(test)]
+mod tests;
 
 pub use net::{Install, MakeReceipt, NetDeliver};
 pub use receipts::{KeptReceipt, ReceiptBook};
