@@ -73,9 +73,16 @@ fn wait_for(lines: &mpsc::Receiver<String>, want: &str) -> String {
     }
 }
 
+/// `n` bytes of text (lowercase letters in lines of 64), as the `text` filter passes unchanged.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
     (0..n as u64)
-        .map(|i| ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .map(|i| {
+            if i % 64 == 63 || i + 1 == n as u64 {
+                b'\n'
+            } else {
+                b'a' + (((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) % 26) as u8
+            }
+        })
         .collect()
 }
 
@@ -197,7 +204,7 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
         b.extend_from_slice(&payload);
         let file = tmp.path().join(format!("bundle-{seq}"));
         std::fs::write(&file, &b).unwrap();
-        (file, b)
+        (file, payload)
     };
     let submit = |file: &Path| {
         let (ok, out) = run(
@@ -216,10 +223,9 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
         assert!(ok, "{out}");
         out.trim().parse::<u64>().unwrap()
     };
-    let delivered = dir
-        .component(&link.to, Component::ExchangeReceiver)
-        .join("delivered");
-    let got = |id: u64| std::fs::read(delivered.join(format!("{}-{id}.bundle", link.id))).unwrap();
+    // delivered into the flow's service, a folder: the payload of transfer `<from>:<seq>`
+    let delivered = data.join("zones").join(&to).join("delivery/bank-gateway");
+    let got = |seq: u64| std::fs::read(delivered.join(format!("{from}-{seq}.text"))).unwrap();
 
     let (receiver, rx_lines) = start(&data, &["exchange", "receive", "--zone", &to]);
     wait_for(&rx_lines, "receiving into");
@@ -231,7 +237,13 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
     let (f2, b2) = bundle(1_500, 2);
     assert_eq!(submit(&f1), 1);
     assert_eq!(submit(&f2), 2);
-    wait_all(&rx_lines, &["transfer 1 delivered", "transfer 2 delivered"]);
+    wait_all(
+        &rx_lines,
+        &[
+            &format!("transfer {from}:1 delivered"),
+            &format!("transfer {from}:2 delivered"),
+        ],
+    );
     assert!(got(1) == b1 && got(2) == b2, "byte-identical");
 
     // status: the receiving zone's receiver counts both; its sender is not running
@@ -317,8 +329,8 @@ fn submit_status_metrics_refusal_and_resend_through_the_sockets() {
     );
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "3 -> 4");
-    wait_for(&rx_lines, "transfer 4 delivered");
-    assert!(got(4) == b3, "the resent bundle is byte-identical");
+    wait_for(&rx_lines, &format!("transfer {from}:3 delivered"));
+    assert!(got(3) == b3, "the resent transfer is byte-identical");
     // nothing retained from an id on that was never sent
     let (ok, out) = run(
         &data,
