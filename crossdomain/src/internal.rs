@@ -62,3 +62,62 @@ pub fn fuzz_datagram(data: &[u8]) {
         r.poll(UnixTime::from_secs(3600), &mut events);
     }
 }
+
+/// Runs `filter` over `data` twice: never panics, never passes on more than the flow's size,
+/// and what it accepts passes it again unchanged (the receiving side's run must reproduce
+/// the sender's bytes).
+fn fuzz_filter(filter: &dyn crate::Filter, schema: Option<&str>, data: &[u8]) {
+    let input = crate::FilterInput {
+        kind: filter.kind(),
+        schema,
+        steps: &["validate", "rebuild", "strip-metadata"],
+        max_size: 1 << 20,
+        release: true,
+    };
+    if let Ok(once) = filter.run(&input, data) {
+        assert!(once.bytes.len() <= 1 << 20);
+        let twice = filter.run(&input, &once.bytes);
+        assert_eq!(twice.map(|t| t.bytes).ok().as_ref(), Some(&once.bytes));
+    }
+}
+
+/// The `text` filter: see [`fuzz_filter`].
+pub fn fuzz_filter_text(data: &[u8]) {
+    fuzz_filter(&crate::TextFilter::new(), None, data);
+}
+
+/// The `json` filter with the default schemas and a permissive one (`any`), the first byte
+/// choosing the schema: see [`fuzz_filter`].
+pub fn fuzz_filter_json(data: &[u8]) {
+    static FILTER: std::sync::OnceLock<Option<crate::JsonFilter>> = std::sync::OnceLock::new();
+    let filter = FILTER.get_or_init(|| {
+        let mut schemas = std::collections::BTreeMap::new();
+        for (name, text) in tianping_policies::DEFAULT_SCHEMAS {
+            schemas.insert(name.to_owned(), serde_json::from_str(text).ok()?);
+        }
+        schemas.insert("any".to_owned(), serde_json::json!({}));
+        crate::JsonFilter::new(schemas).ok()
+    });
+    let Some(filter) = filter else { return };
+    let (pick, data) = data.split_first().unwrap_or((&0, data));
+    let names: Vec<&str> = filter.schemas().collect();
+    let schema = names.get(usize::from(*pick) % names.len().max(1)).copied();
+    fuzz_filter(filter, schema, data);
+}
+
+/// The `png` and `jpeg` filters with small limits, the first byte choosing (even: PNG, odd:
+/// JPEG): see [`fuzz_filter`].
+pub fn fuzz_filter_image(data: &[u8]) {
+    let limits = crate::ImageLimits {
+        max_pixels: 1 << 20,
+        max_side: 4096,
+        max_ratio: 256,
+    };
+    match data.split_first() {
+        Some((pick, rest)) if pick % 2 == 0 => {
+            fuzz_filter(&crate::PngFilter::new(limits), None, rest);
+        }
+        Some((_, rest)) => fuzz_filter(&crate::JpegFilter::new(limits), None, rest),
+        None => {}
+    }
+}

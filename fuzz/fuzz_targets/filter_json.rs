@@ -1,0 +1,5 @@
+//! The `json` content filter: never panics, never passes on more than the flow allows, and what it
+//! accepts passes it again unchanged.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tianping_crossdomain::internal::fuzz_filter_json(data));
