@@ -7,7 +7,6 @@
 #![expect(
     clippy::unwrap_used,
     clippy::indexing_slicing,
-    clippy::panic,
     reason = "tests fail loudly"
 )]
 
@@ -207,6 +206,13 @@ fn a_folder_gets_whole_files_only_and_every_refusal_is_audited_with_nothing_deli
         "no refusal of the truncated bundle: {reasons:?}"
     );
     assert!(refusals.iter().all(|e| e["outcome"] == "fail"));
+    // refused on the link after its header checked: still named by its transfer id
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e["transfer_id"] == "internet:4" && e["attributes"]["link_transfer"] == "4"),
+        "{refusals:?}"
+    );
 }
 
 /// What the test service saw: each request's headers and body.
@@ -419,4 +425,37 @@ fn a_component_socket_gets_the_transfer_with_the_receivers_node_token() {
     let done = of_action(&events, "transfer.delivered");
     assert_eq!(done.len(), 1);
     assert_eq!(done[0]["attributes"]["target"], "component");
+
+    // the receipts command asks a running receiver: none kept here, and a bad id is refused
+    let r = receiver(&s, &[], by);
+    let out = exchange::tianping(&s.data)
+        .args([
+            "exchange",
+            "receipts",
+            "--zone",
+            zone.as_str(),
+            "--transfer",
+            "internet:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    let bad = exchange::tianping(&s.data)
+        .args([
+            "exchange",
+            "receipts",
+            "--zone",
+            zone.as_str(),
+            "--correlation",
+            "a&b",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    r.kill();
 }

@@ -167,6 +167,11 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// The checked header of transfer `id` on `link` while it is being staged.
+    pub fn staged_header(&self, link: u32, id: u64) -> Option<&BundleHeader> {
+        self.staged.get(&(link, id)).map(|(_, h)| &**h)
+    }
+
     /// The store's folder.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -171,6 +171,9 @@ pub struct LinkEnd {
     pub reason: Option<String>,
     /// The sender's epoch last seen on the link.
     pub epoch: Option<u64>,
+    /// The transfer's id `<source>:<sequence>`, when its header had arrived and checked (a
+    /// transfer refused for a chunk, or lost after its header).
+    pub transfer_id: Option<String>,
 }
 
 /// Receives `config.link` on `socket` into `store` until `stop` is set, as [`receive_into`]
@@ -336,6 +339,12 @@ fn receive_loop(
                 Arrival::Silent { since } => status.with(|d| d.silent_since = Some(*since)),
                 _ => {}
             }
+            let known = match &a {
+                Arrival::Refused { transfer, .. } | Arrival::Lost { transfer, .. } => store
+                    .staged_header(link, *transfer)
+                    .map(|h| (*transfer, crate::transfer_id(h))),
+                _ => None,
+            };
             let why = match &a {
                 Arrival::Refused { transfer, error } => Some((*transfer, error.to_string())),
                 Arrival::Lost { transfer, reason } => Some((
@@ -370,11 +379,16 @@ fn receive_loop(
                     _ => None,
                 };
                 let epoch = status.detail().epochs.last().copied();
+                let transfer_id = known
+                    .as_ref()
+                    .filter(|(t, _)| *t == id)
+                    .map(|(_, tid)| tid.clone());
                 on_ended(&LinkEnd {
                     transfer: id,
                     how,
                     reason,
                     epoch,
+                    transfer_id,
                 });
             }
         }

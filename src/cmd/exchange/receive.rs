@@ -378,6 +378,10 @@ fn on_link_end(audit: &Audit, link: u32, end: &LinkEnd) {
     e.attributes.insert("link".into(), link.to_string());
     e.attributes
         .insert("link_transfer".into(), end.transfer.to_string());
+    // a lost transfer's id stays empty (the conventions: its manifest is not relied on)
+    if let (Ended::Refused, Some(id)) = (end.how, &end.transfer_id) {
+        e.transfer_id = id.clone();
+    }
     if let Some(epoch) = end.epoch {
         e.attributes.insert("epoch".into(), epoch.to_string());
     }
@@ -386,17 +390,20 @@ fn on_link_end(audit: &Audit, link: u32, end: &LinkEnd) {
 
 /// `receipts`.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
 pub(crate) struct ReceiptsArg {
     /// The zone that keeps the receipts.
     #[arg(long)]
     zone: ZoneName,
     /// The receipts of this transfer (`<zone>:<sequence>`): those receipting it, or the
     /// receipt transfer itself.
-    #[arg(long, group = "by")]
+    #[arg(
+        long,
+        conflicts_with = "correlation",
+        required_unless_present = "correlation"
+    )]
     transfer: Option<String>,
     /// The receipts with this correlation id.
-    #[arg(long, group = "by")]
+    #[arg(long)]
     correlation: Option<String>,
 }
 
