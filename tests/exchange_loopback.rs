@@ -27,10 +27,33 @@ impl Drop for Daemon {
     }
 }
 
+/// `n` bytes of text (lowercase letters in lines of 64), as the `text` filter passes unchanged.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
     (0..n as u64)
-        .map(|i| ((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .map(|i| {
+            if i % 64 == 63 || i + 1 == n as u64 {
+                b'\n'
+            } else {
+                b'a' + (((i ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) % 26) as u8
+            }
+        })
         .collect()
+}
+
+/// A flow over the first link (`internet` to `external`, which the default policy lacks) in
+/// the policy and every zone's copy: the receiving zone checks each transfer against it.
+fn add_link_test_flow(data: &Path) {
+    let flow = "\nflow link-test internet -> external {\n  kinds text\n  max-size 1GiB\n  \
+                submitters machine\n  deliver bank-gateway\n  sanitize validate, rebuild\n}\n";
+    let mut files = vec![data.join("policy.tp")];
+    for zone in std::fs::read_dir(data.join("zones")).unwrap() {
+        files.push(zone.unwrap().path().join("policy.tp"));
+    }
+    for f in files.into_iter().filter(|f| f.exists()) {
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text.push_str(flow);
+        std::fs::write(&f, text).unwrap();
+    }
 }
 
 /// Every link's address and every admin port 0, so the daemons pick them and publish them.
@@ -75,6 +98,7 @@ fn a_spooled_batch_arrives_byte_identical_over_loopback() {
     );
     let dir = DataDir::new(&data);
     ports_to_zero(&dir.fabric());
+    add_link_test_flow(&data);
     let fabric = Fabric::load(&dir.fabric()).unwrap();
     let link = fabric.links()[0].clone();
 
@@ -90,19 +114,19 @@ fn a_spooled_batch_arrives_byte_identical_over_loopback() {
         h.update(&payload);
         let (size, table) = h.finish();
         let m = Manifest {
-            flow: "evidence".into(),
+            flow: "link-test".into(),
             source: link.from.clone(),
             destination: link.to.clone(),
-            kind: "file".into(),
-            content_type: "application/octet-stream".into(),
+            kind: "text".into(),
+            content_type: "text/plain; charset=utf-8".into(),
             schema: None,
             size,
             chunk_size: 256 * 1024,
             chunks_hash: [0; 32],
             submitter: Submitter {
-                subject: "clerk-0007".parse().unwrap(),
+                subject: "exchange-sender".parse().unwrap(),
                 roles: vec![],
-                machine: false,
+                machine: true,
             },
             labels: vec![],
             redacted: false,
@@ -132,7 +156,7 @@ fn a_spooled_batch_arrives_byte_identical_over_loopback() {
             String::from_utf8(out.stdout).unwrap().trim(),
             (i + 1).to_string()
         );
-        bundles.push(b);
+        bundles.push(payload);
     }
 
     let mut receiver = Daemon(
@@ -153,21 +177,30 @@ fn a_spooled_batch_arrives_byte_identical_over_loopback() {
             .unwrap(),
     );
     let mut delivered = BTreeSet::new();
+    // each transfer delivered once into the flow's service (a folder), as `<from>:<sequence>`
+    let prefix = format!("transfer {}:", link.from);
     while delivered.len() < sizes.len() {
         let line = lines.next().unwrap().unwrap();
-        let words: Vec<&str> = line.split(' ').collect();
-        assert_eq!(words[4], "delivered", "{line}");
+        assert!(!line.contains("refused"), "{line}");
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let words: Vec<&str> = rest.split(' ').collect();
+        if words.get(1) != Some(&"delivered") {
+            continue;
+        }
         assert!(
-            delivered.insert(words[3].parse::<u64>().unwrap()),
+            delivered.insert(words[0].parse::<u64>().unwrap()),
             "twice: {line}"
         );
     }
     assert_eq!(delivered, (1..=sizes.len() as u64).collect());
-    let folder = dir
-        .component(&link.to, Component::ExchangeReceiver)
-        .join("delivered");
+    let folder = data
+        .join("zones")
+        .join(link.to.as_str())
+        .join("delivery/bank-gateway");
     for (b, id) in bundles.iter().zip(1..) {
-        let got = std::fs::read(folder.join(format!("{}-{id}.bundle", link.id))).unwrap();
+        let got = std::fs::read(folder.join(format!("{}-{id}.text", link.from))).unwrap();
         assert!(got == *b, "transfer {id} differs");
     }
 }
