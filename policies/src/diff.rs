@@ -1,4 +1,5 @@
-//! What changed between two policies: routes and flows, and zone-to-zone reachability.
+//! What changed between two policies: routes, flows and markings, and zone-to-zone
+//! reachability.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,6 +39,12 @@ pub struct PolicyDiff {
     pub reach_added: Vec<String>,
     /// Zone pairs data could travel between before and cannot now.
     pub reach_removed: Vec<String>,
+    /// `marking` lines only in the new policy (canonical text).
+    pub markings_added: Vec<String>,
+    /// `marking` lines only in the old policy: releases no longer look for their words.
+    pub markings_removed: Vec<String>,
+    /// Labels marked in both whose words changed.
+    pub markings_changed: Vec<Changed>,
 }
 
 impl PolicyDiff {
@@ -51,6 +58,9 @@ impl PolicyDiff {
             && self.flows_changed.is_empty()
             && self.reach_added.is_empty()
             && self.reach_removed.is_empty()
+            && self.markings_added.is_empty()
+            && self.markings_removed.is_empty()
+            && self.markings_changed.is_empty()
     }
 }
 
@@ -190,6 +200,20 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
     };
     let (routes_added, routes_removed, routes_changed) = compare(routes(old), routes(new));
     let (flows_added, flows_removed, flows_changed) = compare(flows(old), flows(new));
+    let markings = |p: &Policy| -> BTreeMap<String, String> {
+        p.markings
+            .iter()
+            .map(|m| {
+                let words: Vec<String> = m.words.iter().map(|w| format!("{w:?}")).collect();
+                (
+                    m.label.clone(),
+                    format!("marking {} words {}", m.label, words.join(", ")),
+                )
+            })
+            .collect()
+    };
+    let (markings_added, markings_removed, markings_changed) =
+        compare(markings(old), markings(new));
     let ro = reachable_pairs(old);
     let rn = reachable_pairs(new);
     PolicyDiff {
@@ -207,6 +231,9 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
             .difference(&rn)
             .map(|(a, b)| format!("{a} -> {b}"))
             .collect(),
+        markings_added,
+        markings_removed,
+        markings_changed,
     }
 }
 
@@ -246,6 +273,19 @@ impl fmt::Display for PolicyDiff {
         }
         for r in &self.reach_removed {
             writeln!(f, "- reach {r}")?;
+        }
+        for m in &self.markings_added {
+            writeln!(f, "+ {m}")?;
+        }
+        for m in &self.markings_removed {
+            writeln!(f, "- {m}")?;
+        }
+        for c in &self.markings_changed {
+            writeln!(
+                f,
+                "~ marking {}\n    was: {}\n    now: {}",
+                c.name, c.old, c.new
+            )?;
         }
         Ok(())
     }

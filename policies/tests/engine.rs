@@ -318,6 +318,31 @@ fn diff_lists_rules_and_reachability() {
 }
 
 #[test]
+fn diff_shows_marking_changes() {
+    let old = check("old.tp", DEFAULT_POLICY).into_policy().unwrap();
+    let src = DEFAULT_POLICY.replacen("\"绝密\",\n", "\n", 1).replacen(
+        "# ---------------------------------------------------------------------------- flows",
+        "marking minor words \"未成年人\"\n\n# ----------------------------------------------------------------------------- flows",
+        1,
+    );
+    let c = check("new.tp", &src);
+    assert!(c.is_ok(), "{}", c.render());
+    let new = c.into_policy().unwrap();
+    let d = diff(&old, &new);
+    assert_eq!(
+        d.markings_added,
+        vec!["marking minor words \"未成年人\"".to_owned()]
+    );
+    assert_eq!(d.markings_changed.len(), 1);
+    assert_eq!(d.markings_changed[0].name, "secret");
+    assert!(d.markings_changed[0].old.contains("\"绝密\""));
+    assert!(!d.markings_changed[0].new.contains("\"绝密\","));
+    assert!(d.markings_removed.is_empty());
+    assert!(d.to_string().contains("~ marking secret"));
+    assert!(diff(&new, &old).markings_removed.len() == 1);
+}
+
+#[test]
 fn graph_marks_sealed_zones_and_colours_flows() {
     let dot = default().to_dot();
     assert!(dot.starts_with("digraph policy {"));
