@@ -10,7 +10,6 @@
 mod exchange;
 
 #[expect(clippy::unwrap_used, reason = "tests fail loudly")]
-#[expect(clippy::indexing_slicing, reason = "tests fail loudly")]
 mod submit {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;

@@ -4,10 +4,13 @@
 //! The sender's ([`SenderControl`]):
 //! - `GET /exchange/v1/status` (open: no credential): per link, what is spooled, being sent,
 //!   sent since the start and retained, the last transfer id, the epoch, the rate and the peer;
-//! - `POST /exchange/v1/submit?to=ZONE` (a node token of the zone): the body, a bundle, is
-//!   streamed into the spool (a limit per link: the largest flow to that zone and a header, given
-//!   by the daemon; over it 413 before more is read), fsynced and renamed, and only then is the
-//!   transfer id answered (`{"link": L, "transfer": N}`);
+//! - `POST /exchange/v1/submit?flow=F&kind=K[&schema=S][&label=L…][&correlation=C][&redacted=1]`
+//!   (a person asserted by the zone's gateway, or a node of the zone): the payload, decided on
+//!   with the zone's policy and filters, bundled, signed and spooled; `GET /exchange/v1/held`
+//!   and `POST /exchange/v1/approve?transfer=ID` for releases waiting for approvals; and
+//!   `POST /exchange/v1/submit-bundle?to=ZONE` (a node token of the zone): a ready-made bundle,
+//!   its manifest checked against the policy, no filter run (see the sender module's docs);
+//!   each answered only once the transfer is durable in the spool;
 //! - `POST /exchange/v1/resend?to=ZONE&from=ID` (a node token of the zone): every retained
 //!   transfer of the link from `ID` on is spooled again under new ids (`{"resent": [[old,
 //!   new], …]}`), and the daemon's `on_resend` hook records it (an audit event when the daemon
