@@ -13,10 +13,10 @@
 //!   name, else the sending zone.
 //!
 //! A file is replaced atomically: written under a temporary name beside it, fsynced, renamed,
-//! and the folder fsynced. The zone's other components read these files when they start and
-//! when they reload (the gateway and the IdP watch `trust.pem` and the CRLs; policy changes
-//! reach them through `tianping policy apply` or a restart): writing the file is how the
-//! receiver tells them.
+//! and the folder fsynced. The receiver puts an installed policy in force for its own decisions
+//! at once. Writing the file is all it does to tell the zone's other components: none of them
+//! watches these files yet (the TLS configurations can reload, `ReloadableServerConfig::reload`,
+//! but nothing calls it on a change), so they take an update when they next start.
 
 use std::fs::{self, File};
 use std::io::Write;
