@@ -343,10 +343,12 @@ impl<'a> Reader<'a> {
             }
         }
         let lit = self.text.get(start..self.pos).unwrap_or_default();
-        let at = position(self.text, start);
+        // Where it stands, worked out only for a refusal (it scans the text from its start).
+        let at = || position(self.text, start);
         if lit.len() > JsonFilter::MAX_NUMBER {
             return Err(refuse(format!(
-                "the number at {at} is longer than {} characters",
+                "the number at {} is longer than {} characters",
+                at(),
                 JsonFilter::MAX_NUMBER
             )));
         }
@@ -358,22 +360,25 @@ impl<'a> Reader<'a> {
             };
             return n.ok_or_else(|| {
                 refuse(format!(
-                    "the integer `{lit}` at {at} is outside the 64-bit range; send it as a string"
+                    "the integer `{lit}` at {} is outside the 64-bit range; send it as a string",
+                    at()
                 ))
             });
         }
         let x: f64 = lit
             .parse()
-            .map_err(|_| refuse(format!("the number `{lit}` at {at} is malformed")))?;
+            .map_err(|_| refuse(format!("the number `{lit}` at {} is malformed", at())))?;
         let n = Number::from_f64(x).ok_or_else(|| {
             refuse(format!(
-                "the number `{lit}` at {at} is outside the range of a 64-bit float"
+                "the number `{lit}` at {} is outside the range of a 64-bit float",
+                at()
             ))
         })?;
         if decimal(lit) != decimal(&n.to_string()) {
             return Err(refuse(format!(
-                "the number `{lit}` at {at} is not exactly the 64-bit float it reads as ({n}); \
-                 send it as a string"
+                "the number `{lit}` at {} is not exactly the 64-bit float it reads as ({n}); \
+                 send it as a string",
+                at()
             )));
         }
         Ok(n)
