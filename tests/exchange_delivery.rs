@@ -22,14 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use delivery::{
-    FLOW, SERVICE, add_flow, audit_events, bind, line_where, manifest, of_action, signed,
+    FLOW, Receiver, SERVICE, add_flow, audit_events, bind, manifest, of_action, signed,
 };
-use exchange::{Daemon, Setup, deadline, parse_report, receiver, sender, setup, spool_bytes};
+use exchange::{Daemon, Setup, deadline, parse_report, sender, setup, spool_bytes};
 use tianping_core::{Component, Listener, Role, ZoneName};
 
 /// Starts the receiver, points the link at the port it bound, starts the sender.
-fn start(s: &Setup, by: Instant) -> (Daemon, Daemon) {
-    let r = receiver(s, &[], by);
+fn start(s: &Setup, by: Instant) -> (Receiver, Daemon) {
+    let r = Receiver::start(s, by);
     let published =
         tianping_core::published_addrs(&s.dir, &s.link.to, Component::ExchangeReceiver).unwrap();
     let addr: SocketAddr = published[&Listener::Link {
@@ -304,11 +304,11 @@ fn an_https_service_down_for_a_while_across_a_receiver_restart_gets_the_transfer
     let by = deadline(120);
     let (mut r, snd) = start(&s, by);
     // the service is down: attempts fail and are retried
-    line_where(&mut r, by, |l| l.contains("attempt 2 failed"));
+    r.line_where(by, |l| l.contains("attempt 2 failed"));
     // and the receiver restarts meanwhile: the queue is on disk
     r.kill();
-    let mut r = receiver(&s, &[], by);
-    line_where(&mut r, by, |l| l.contains("attempt 3 failed"));
+    let mut r = Receiver::start(&s, by);
+    r.line_where(by, |l| l.contains("attempt 3 failed"));
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(serve_intake(
@@ -316,7 +316,7 @@ fn an_https_service_down_for_a_while_across_a_receiver_restart_gets_the_transfer
         SocketAddr::from(([127, 0, 0, 1], port)),
         Arc::clone(&seen),
     ));
-    let line = line_where(&mut r, by, |l| l.contains(" delivered to "));
+    let line = r.line_where(by, |l| l.contains(" delivered to "));
     drop(snd);
     r.kill();
     rt.block_on(server.shutdown());
@@ -405,7 +405,7 @@ fn a_component_socket_gets_the_transfer_with_the_receivers_node_token() {
 
     let by = deadline(120);
     let (mut r, snd) = start(&s, by);
-    let line = line_where(&mut r, by, |l| l.contains(" delivered to "));
+    let line = r.line_where(by, |l| l.contains(" delivered to "));
     drop(snd);
     r.kill();
     drop(ctl);
@@ -427,7 +427,7 @@ fn a_component_socket_gets_the_transfer_with_the_receivers_node_token() {
     assert_eq!(done[0]["attributes"]["target"], "component");
 
     // the receipts command asks a running receiver: none kept here, and a bad id is refused
-    let r = receiver(&s, &[], by);
+    let r = Receiver::start(&s, by);
     let out = exchange::tianping(&s.data)
         .args([
             "exchange",

@@ -13,13 +13,16 @@
     reason = "tests fail loudly"
 )]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use tianping_core::{Component, DataDir, Link, PolicyHash, Role, ZoneName};
 use tianping_crossdomain::{BundleHeader, ChunkHasher, Manifest, Submitter};
 
-use super::exchange::{CHUNK, Daemon, Setup};
+use super::exchange::{CHUNK, Setup};
 
 /// The flow the tests send on, added to the receiving zone's policy copy only (the sender's
 /// checks are bypassed by `submit-raw`).
@@ -108,13 +111,82 @@ pub fn signed(dir: &DataDir, signer: &ZoneName, mut m: Manifest, payload: &[u8])
     b
 }
 
-/// Reads the daemon's lines until one satisfies `want` (returned), failing at `by`.
-pub fn line_where(d: &mut Daemon, by: Instant, want: impl Fn(&str) -> bool) -> String {
-    loop {
-        let line = d.expect_line(by);
-        if want(&line) {
-            return line;
+/// `tianping exchange receive` with both of its output streams read, line by line, into one
+/// channel (the link's reports on standard output, the intake's and deliverer's lines on
+/// standard error). Killed when dropped.
+pub struct Receiver {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Receiver {
+    /// Starts the receiver of the link's receiving zone and waits for its ready line.
+    pub fn start(s: &Setup, by: Instant) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tianping"))
+            .arg("--data")
+            .arg(&s.data)
+            .args(["exchange", "receive", "--zone", s.link.to.as_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx2.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut r = Self { child, lines };
+        r.line_where(by, |l| l.starts_with("receiving into"));
+        r
+    }
+
+    /// The next line, which must come before `by`.
+    pub fn expect_line(&mut self, by: Instant) -> String {
+        let wait = by.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(wait) {
+            Ok(l) => l,
+            Err(_) => panic!(
+                "receiver: no line in time (exit: {:?})",
+                self.child.try_wait()
+            ),
         }
+    }
+
+    /// Reads lines until one satisfies `want` (returned), failing at `by`.
+    pub fn line_where(&mut self, by: Instant, want: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self.expect_line(by);
+            if want(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
