@@ -8,10 +8,10 @@
 //! (`zones/<zone>/exchange-receiver/audit/`, checkpoints signed with its node key):
 //! `transfer.received`, `transfer.refused`, `transfer.delivered`, `transfer.lost`.
 //!
-//! Its standard output is the link's report lines (`link L transfer T delivered|lost|refused`,
-//! `delivered` meaning handed on by the link to the intake); what the intake and the deliverer
-//! decide (`transfer ID refused: …`, `transfer ID delivered to S after N attempts`, failed
-//! attempts, receipts sent) goes to standard error.
+//! Its standard output: the link's report lines (`link L transfer T delivered|lost|refused`,
+//! `delivered` meaning handed on by the link to the intake), and what the intake and the
+//! deliverer decide (`transfer ID refused: …`, `transfer ID delivered to S after N attempts`,
+//! failed attempts, receipts sent).
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -105,7 +105,7 @@ impl Report for Audit {
                 e.attributes
                     .insert("link_transfer".into(), link_transfer.to_string());
                 self.append(&e);
-                eprintln!(
+                println!(
                     "transfer {} refused: {reason}",
                     tianping_crossdomain::transfer_id(header)
                 );
@@ -127,7 +127,7 @@ impl Report for Audit {
                 e.attributes
                     .insert("link_transfer".into(), delivery.link_transfer.to_string());
                 self.append(&e);
-                eprintln!(
+                println!(
                     "transfer {} delivered to {} after {} attempts",
                     delivery.transfer_id, delivery.service, delivery.attempts
                 );
@@ -145,13 +145,13 @@ impl Report for Audit {
                 e.attributes
                     .insert("correlation".into(), delivery.transfer_id.clone());
                 self.append(&e);
-                eprintln!(
+                println!(
                     "transfer {} receipted by {receipt} on {reply}",
                     delivery.transfer_id
                 );
             }
             ReceiverEvent::Failed { delivery, reason } => {
-                eprintln!(
+                println!(
                     "transfer {} to {}: attempt {} failed: {reason}",
                     delivery.transfer_id, delivery.service, delivery.attempts
                 );
