@@ -9,7 +9,7 @@ use tianping_core::{Clock, SystemClock};
 use tianping_net::{Body, BoxFuture, Handler, ResponseBody};
 
 use super::{STATUS_PATH, answer, error, node_caller, query};
-use crate::{ReceiptBook, ReceiveStatus};
+use crate::{Queue, ReceiptBook, ReceiveStatus};
 
 /// The receipts path.
 pub(crate) const RECEIPTS_PATH: &str = "/exchange/v1/receipts";
@@ -20,6 +20,7 @@ pub struct ReceiverControl {
     zone: String,
     links: Arc<Vec<Arc<ReceiveStatus>>>,
     receipts: Option<Arc<ReceiptBook>>,
+    queues: Arc<Vec<(u32, Queue)>>,
 }
 
 impl ReceiverControl {
@@ -29,7 +30,15 @@ impl ReceiverControl {
             zone: zone.to_owned(),
             links: Arc::new(links),
             receipts: None,
+            queues: Arc::new(Vec::new()),
         }
+    }
+
+    /// Shows each link's delivery queue in the status: transfers waiting for their service,
+    /// and delivered ones waiting for their receipt to be taken.
+    pub fn with_queues(mut self, queues: Vec<(u32, Queue)>) -> Self {
+        self.queues = Arc::new(queues);
+        self
     }
 
     /// Serves the receipts of `book` too.
@@ -84,8 +93,17 @@ impl ReceiverControl {
                         "datagrams_sent": b.datagrams_sent,
                     })
                 });
+                let pending = self
+                    .queues
+                    .iter()
+                    .find(|(l, _)| *l == s.link)
+                    .and_then(|(_, q)| q.pending().ok())
+                    .unwrap_or_default();
+                let receipts = pending.iter().filter(|q| q.delivered).count();
                 json!({
                     "link": s.link,
+                    "deliveries_pending": pending.len() - receipts,
+                    "receipts_pending": receipts,
                     "from": s.from,
                     "received": s.received.get(),
                     "last_received": d.last_received,

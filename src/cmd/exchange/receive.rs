@@ -275,6 +275,7 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     let mut running = Vec::new();
     let mut statuses = Vec::new();
     let mut delivering = Vec::new();
+    let mut queues = Vec::new();
     for link in fabric.links().iter().filter(|l| &l.to == zone) {
         let id = link.id;
         let socket = bind_udp(link.address, 64 << 20, 0).into_diagnostic()?;
@@ -297,6 +298,7 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         let store =
             Store::open_deferred(&base.join("store").join(id.to_string())).into_diagnostic()?;
         let queue = Queue::open(&store).into_diagnostic()?;
+        queues.push((id, queue.clone()));
         let mut intake = Intake::new(the_zone.clone(), queue.clone());
         let (wake, woken) = mpsc::channel();
         intake.wake(wake);
@@ -332,7 +334,9 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         }));
     }
     let count = statuses.len();
-    let handler = ReceiverControl::new(zone.as_str(), statuses).with_receipts(book);
+    let handler = ReceiverControl::new(zone.as_str(), statuses)
+        .with_receipts(book)
+        .with_queues(queues);
     let _serving = rt.block_on(async {
         let callers = node_callers(dir, zone, "exchange-receiver")?;
         let options = tianping_net::ControlOptions::new(&[])
