@@ -1,8 +1,6 @@
 //! `/authorize`, `/login` and `/register`: the interactive sign-in over HTML forms, each event
 //! in the audit log before the answer that carries its effect.
 
-use std::sync::Arc;
-
 use http::{HeaderMap, HeaderValue, header};
 use tianping_audit::Event;
 use tianping_core::UnixTime;
@@ -73,11 +71,16 @@ impl Inner {
                 e
             })
             .collect();
-        let log = Arc::clone(&self.parts.audit);
-        tokio::task::spawn_blocking(move || events.iter().try_for_each(|e| log.append(e).map(drop)))
+        // Awaited without a thread of its own, as the grants are: the log's committer wakes
+        // this task once the events' group is durable.
+        let audit_error = |e: tianping_audit::StoreError| IdpError::Store(format!("audit: {e}"));
+        self.parts
+            .audit
+            .append_many_prompt(&events)
+            .map_err(audit_error)?
+            .durable()
             .await
-            .map_err(|_| IdpError::Internal("audit task"))?
-            .map_err(|e| IdpError::Store(format!("audit: {e}")))
+            .map_err(audit_error)
     }
 
     /// Issues the code for a signed-in identity and redirects to the client with it.
