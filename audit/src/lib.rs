@@ -77,6 +77,7 @@ pub mod internal;
 mod keys;
 mod merkle;
 mod query;
+mod reconcile;
 mod record;
 mod service;
 #[cfg(feature = "store")]
@@ -94,6 +95,7 @@ pub use merkle::{
     node_hash, root_of, subtree_root, verify_consistency, verify_inclusion,
 };
 pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
+pub use reconcile::{Reconcile, Reconciliation, TransferLine, TransferState};
 #[cfg(feature = "store")]
 pub use service::{
     Access, OWNER_FILE, Reader, StatusAnswer, VerifyAnswer, clear_owner, handle as handle_request,
