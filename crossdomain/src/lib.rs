@@ -8,6 +8,8 @@
 //!   (asking a [`SignerTrust`] about the signer) and each chunk as bytes arrive;
 //! - filters: a [`Filter`] per kind validates and rebuilds every payload on both sides,
 //!   registered in [`Filters`] by the binary; a [`Refusal`] says what to fix;
+//! - receipts: a signed [`Receipt`] (transfer, content hash, service, time; delivery or read)
+//!   that the receiving zone sends back on a reply flow, passed by the [`ReceiptFilter`];
 //! - datagrams: [`Datagram`] (a RaptorQ symbol or a [`Heartbeat`] of the sender's counters), each
 //!   with a check so flipped bits are dropped;
 //! - the sending end: [`Sender`] cuts transfers into blocks, encodes them (RFC 6330, the
@@ -73,6 +75,7 @@ mod outbound;
 mod pacing;
 #[cfg(feature = "daemon")]
 mod rate;
+mod receipt;
 mod receiver;
 mod sender;
 #[cfg(feature = "daemon")]
@@ -120,6 +123,7 @@ pub use filter::{
     ImageLimits, JpegFilter, JsonFilter, PngFilter, SchemaError, TextFilter, marking_check,
     normalize_marking,
 };
+pub use filter::ReceiptFilter;
 #[cfg(feature = "daemon")]
 pub use held::Held;
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
@@ -130,6 +134,9 @@ pub use outbound::{Decided, Outbound, OutboundRefusal, Outgoing, RateWindow, rat
 pub use pacing::Pacer;
 #[cfg(feature = "daemon")]
 pub use rate::AdmitError;
+pub use receipt::{
+    MAX_RECEIPT, MAX_RECEIPT_CHAIN, RECEIPT_CONTEXT, Receipt, ReceiptKind, Receipting,
+};
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
 pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
 #[cfg(feature = "daemon")]

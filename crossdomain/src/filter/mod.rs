@@ -20,11 +20,13 @@
 mod image;
 mod json;
 mod marking;
+mod receipt;
 mod text;
 
 pub use self::image::{ImageLimits, JpegFilter, PngFilter};
 pub use json::{JsonFilter, SchemaError};
 pub use marking::{marking_check, normalize_marking};
+pub use receipt::ReceiptFilter;
 pub use text::TextFilter;
 
 use std::collections::BTreeMap;
