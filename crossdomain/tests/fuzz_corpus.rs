@@ -179,18 +179,20 @@ fn mutated_seeds_never_panic() {
     }
 }
 
-/// The content filters' corpora (`filter_text`, `filter_json`, `filter_image`): the hostile
-/// corpus's files of those kinds, the JSON seeds prefixed with the byte that picks their schema
+/// The content filters' corpora (`filter_text`, `filter_json`, `filter_image`, and
+/// `filter_receipt`, whose seeds [`receipt_corpus`] writes): the hostile corpus's files of those
+/// kinds, the JSON seeds prefixed with the byte that picks their schema
 /// (0 `any`, 1 `assistance-notice`, 2 `case-file`, 3 `casework-form`, 4 `filing-form`,
 /// 5 `inquiry-result`) and the image seeds with 0 (PNG) or 1 (JPEG). Replayed, and mutated
 /// with a seeded generator: no filter panics, and what one accepts passes it again unchanged.
 #[test]
 fn filter_corpora() {
     type Hook = fn(&[u8]);
-    let targets: [(&str, Hook, usize); 3] = [
+    let targets: [(&str, Hook, usize); 4] = [
         ("filter_text", internal::fuzz_filter_text, 300),
         ("filter_json", internal::fuzz_filter_json, 100),
         ("filter_image", internal::fuzz_filter_image, 40),
+        ("filter_receipt", fuzz_filter_receipt, 100),
     ];
     let mut state = 0xf11e_u64;
     let mut next = move || {
@@ -223,4 +225,80 @@ fn filter_corpora() {
             }
         }
     }
+}
+
+/// The `receipt` filter, as `fuzz/fuzz_targets/filter_receipt.rs` runs it: never panics, never
+/// passes on more than the flow allows, passes only a receipt in its canonical encoding, and
+/// what it accepts passes it again unchanged.
+fn fuzz_filter_receipt(data: &[u8]) {
+    use tianping_crossdomain::{Filter, FilterInput, Receipt, ReceiptFilter};
+    let input = FilterInput {
+        kind: "receipt",
+        schema: None,
+        steps: &["validate", "rebuild", "strip-metadata"],
+        max_size: 64 * 1024,
+        release: true,
+    };
+    if let Ok(once) = ReceiptFilter::new().run(&input, data) {
+        assert!(once.bytes.len() <= 64 * 1024);
+        assert_eq!(once.bytes, data);
+        let decoded = Receipt::decode(data).ok().and_then(|r| r.encode().ok());
+        assert_eq!(decoded.as_deref(), Some(data));
+        let twice = ReceiptFilter::new().run(&input, &once.bytes);
+        assert_eq!(twice.map(|t| t.bytes).ok().as_ref(), Some(&once.bytes));
+    }
+}
+
+/// The `filter_receipt` seeds: delivery receipts signed with each algorithm, a read receipt, one
+/// cut short, one with a flipped bit, and JSON that is no receipt. Written with
+/// `CROSSDOMAIN_WRITE_SEEDS=1`; the valid ones must still pass the filter.
+#[test]
+fn receipt_corpus() {
+    use tianping_crossdomain::{Receipt, ReceiptKind, Receipting};
+    let sign = |alg: Algorithm, kind: ReceiptKind, reader: Option<&str>| {
+        let (signer, _) = RingSigner::generate(alg).unwrap();
+        let zone = "private".parse().unwrap();
+        let reader: Option<tianping_core::SubjectId> = reader.map(|r| r.parse().unwrap());
+        Receipt::sign(
+            &Receipting {
+                kind,
+                transfer_id: "internet:42",
+                content_hash: [0x5a; 32],
+                service: "filing-intake",
+                zone: &zone,
+                reader: reader.as_ref(),
+                time: UnixTime::from_millis(1_764_000_000_000),
+            },
+            vec![b"node certificate".to_vec(), b"zone ca".to_vec()],
+            &signer,
+        )
+        .unwrap()
+        .encode()
+        .unwrap()
+    };
+    if std::env::var_os("CROSSDOMAIN_WRITE_SEEDS").is_some() {
+        let t = "filter_receipt";
+        for alg in Algorithm::ALL {
+            seed(
+                t,
+                &format!("delivery-{alg}.bin"),
+                &sign(*alg, ReceiptKind::Delivery, None),
+            );
+        }
+        let read = sign(Algorithm::Ed25519, ReceiptKind::Read, Some("i-lawyer-1"));
+        seed(t, "read.bin", &read);
+        seed(t, "truncated.bin", read.get(..read.len() - 5).unwrap());
+        let mut flipped = read.clone();
+        *flipped.get_mut(20).unwrap() ^= 2;
+        seed(t, "flipped.bin", &flipped);
+        seed(t, "not-a-receipt.json", b"{\"receipt\": \"internet:42\"}");
+    }
+    replay("filter_receipt", fuzz_filter_receipt);
+    for alg in Algorithm::ALL {
+        let b =
+            std::fs::read(corpus("filter_receipt").join(format!("delivery-{alg}.bin"))).unwrap();
+        assert!(Receipt::decode(&b).is_ok(), "the receipt seed is stale");
+    }
+    let flipped = std::fs::read(corpus("filter_receipt").join("flipped.bin")).unwrap();
+    assert!(Receipt::decode(&flipped).is_err());
 }
