@@ -311,13 +311,16 @@ fn span(d: Duration) -> String {
     }
 }
 
+/// A copy's epoch (when the sender's log names it) and the entry it is a copy of.
+type CopyOf = (Option<u64>, usize);
+
 /// The entries, by key, in the order they were first seen.
 #[derive(Debug, Default)]
 struct Book {
     entries: Vec<Entry>,
     by_id: BTreeMap<String, usize>,
     /// (link, link transfer) → (epoch, entry) of every copy the sender sent.
-    copies: BTreeMap<(u32, u64), Vec<(Option<u64>, usize)>>,
+    copies: BTreeMap<(u32, u64), Vec<CopyOf>>,
     /// (link, link transfer) → the unexpected entry of a receiver's record naming no id.
     strays: BTreeMap<(u32, u64), usize>,
 }
@@ -426,16 +429,16 @@ impl Book {
         if entry.decided.is_none() {
             entry.decided = Some(e.time);
         }
-        if spooled {
-            if let (Some(link), Some(link_transfer)) = (attr(e, "link"), attr(e, "link_transfer")) {
-                let copy = Sent {
-                    link,
-                    epoch: attr(e, "epoch"),
-                    link_transfer,
-                    time: e.time,
-                };
-                self.add_copy(at, copy);
-            }
+        if spooled
+            && let (Some(link), Some(link_transfer)) = (attr(e, "link"), attr(e, "link_transfer"))
+        {
+            let copy = Sent {
+                link,
+                epoch: attr(e, "epoch"),
+                link_transfer,
+                time: e.time,
+            };
+            self.add_copy(at, copy);
         }
     }
 
@@ -514,15 +517,15 @@ impl Book {
             if entry.to.is_empty() {
                 e.zone.clone_into(&mut entry.to);
             }
-            if entry.copies.is_empty() {
-                if let (Some(link), Some(lt)) = (link, link_transfer) {
-                    entry.copies.push(Sent {
-                        link,
-                        epoch: None,
-                        link_transfer: lt,
-                        time: e.time,
-                    });
-                }
+            if entry.copies.is_empty()
+                && let (Some(link), Some(lt)) = (link, link_transfer)
+            {
+                entry.copies.push(Sent {
+                    link,
+                    epoch: None,
+                    link_transfer: lt,
+                    time: e.time,
+                });
             }
         }
         let seen = &mut entry.seen;
