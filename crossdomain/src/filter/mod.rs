@@ -20,12 +20,16 @@
 mod image;
 mod json;
 mod marking;
+mod ofd;
+mod pdf;
 mod receipt;
 mod text;
 
 pub use self::image::{ImageLimits, JpegFilter, PngFilter};
 pub use json::{JsonFilter, SchemaError};
 pub use marking::{marking_check, normalize_marking};
+pub use ofd::{OfdFilter, OfdLimits};
+pub use pdf::{PdfFilter, PdfLimits};
 pub use receipt::ReceiptFilter;
 pub use text::TextFilter;
 
