@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tianping_core::{DataDir, ZoneName};
+use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
     Filter, FilterInput, Filtered, Filters, ImageLimits, JpegFilter, JsonFilter, MemoryBound,
     PngFilter, Refusal, Step, StepState, TextFilter,
@@ -20,6 +21,7 @@ pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Fil
     ));
     f.register(Arc::new(PngFilter::new(ImageLimits::default())));
     f.register(Arc::new(JpegFilter::new(ImageLimits::default())));
+    f.register(Arc::new(Mp4Filter::default()));
     f.register(Arc::new(AuditBatchFilter));
     Ok(f)
 }

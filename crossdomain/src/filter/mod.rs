@@ -20,16 +20,14 @@
 mod image;
 mod json;
 mod marking;
-mod ofd;
-mod pdf;
+mod mp4;
 mod receipt;
 mod text;
 
 pub use self::image::{ImageLimits, JpegFilter, PngFilter};
 pub use json::{JsonFilter, SchemaError};
 pub use marking::{marking_check, normalize_marking};
-pub use ofd::{OfdFilter, OfdLimits};
-pub use pdf::{PdfFilter, PdfLimits};
+pub use mp4::{Mp4Filter, Mp4Limits};
 pub use receipt::ReceiptFilter;
 pub use text::TextFilter;
 
