@@ -39,6 +39,11 @@
 //! - with the `server` feature, the interactive sign-in over HTML forms (`SignInParts`,
 //!   `Idp::with_sign_in`): password, TOTP or its enrolment, required actions, lockout counting
 //!   both factors, the least `acr` per role, `prompt`, `max_age`, registration in `internet`;
+//! - with the `server` feature, certificate sign-in (`CertSignIn`, `Idp::with_cert_sign_in`):
+//!   a presented client certificate verified against the zone's CA and CRL, mapped to a user by
+//!   its subject id, `acr=cert` from a hardware-token certificate alone or a software one with
+//!   TOTP, each refusal (revoked, expired, other zone, unmapped, stale CRL) a page and an audit
+//!   event;
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -53,6 +58,8 @@
 #![deny(missing_docs)]
 
 mod authorize;
+#[cfg(feature = "server")]
+mod cert_signin;
 mod client;
 mod directory;
 #[cfg(feature = "server")]
@@ -89,6 +96,10 @@ mod totp;
 pub use authorize::{
     AuthorizationRequest, AuthorizeError, ClaimsRequest, ErrorRedirect, MAX_PARAM_BYTES, Prompt,
     RequestedClaim, UiLocale, parse_authorization, success_location,
+};
+#[cfg(feature = "server")]
+pub use cert_signin::{
+    CertFailure, CertHolder, CertSignIn, ClientCertVerifier, SOFTWARE_KEY_AMR, VerifiedCert,
 };
 pub use client::{Client, ClientAuthMethod, ClientCredentials, GrantType, STANDARD_SCOPES};
 pub use directory::{

@@ -5,6 +5,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use tianping_net::{ResponseBody, full};
 
 use crate::authorize::UiLocale;
+use crate::cert_signin::CertRefusal;
 use crate::error::IdpError;
 use crate::signin::{Notice, Stage};
 
@@ -164,6 +165,47 @@ fn notice_text(n: &Notice, zh: bool) -> String {
         (Notice::CertificateRequired, false) => {
             "Your role must sign in with a certificate; this page cannot issue a token.".into()
         }
+        (Notice::Certificate(r), zh) => certificate_text(r, zh).into(),
+    }
+}
+
+/// Why a certificate sign-in was refused, in the page's language.
+fn certificate_text(r: &CertRefusal, zh: bool) -> &'static str {
+    match (r, zh) {
+        (CertRefusal::NonePresented, true) => {
+            "浏览器没有提供数字证书，请插入证书介质后重试，或用密码登录。"
+        }
+        (CertRefusal::NonePresented, false) => {
+            "Your browser presented no certificate: insert your key and try again, or sign in with your password."
+        }
+        (CertRefusal::Revoked, true) => "您的数字证书已被吊销，不能用于登录。请联系证书管理员。",
+        (CertRefusal::Revoked, false) => {
+            "Your certificate has been revoked and cannot be used to sign in. Ask your certificate administrator."
+        }
+        (CertRefusal::Expired, true) => "您的数字证书已过期，请更换证书。",
+        (CertRefusal::Expired, false) => "Your certificate has expired; it must be renewed.",
+        (CertRefusal::NotYetValid, true) => "您的数字证书尚未生效。",
+        (CertRefusal::NotYetValid, false) => "Your certificate is not valid yet.",
+        (CertRefusal::OtherZone, true) => "该数字证书不是本网络的证书机构签发的，不能在此登录。",
+        (CertRefusal::OtherZone, false) => {
+            "This certificate was not issued by this network's certificate authority; it cannot sign in here."
+        }
+        (CertRefusal::StaleCrl, true) => {
+            "证书吊销列表已过期，暂时无法核验证书，证书登录已停止。请用密码登录或联系管理员。"
+        }
+        (CertRefusal::StaleCrl, false) => {
+            "The certificate revocation list is out of date, so certificates cannot be checked and certificate sign-in is stopped. Sign in with your password or tell an administrator."
+        }
+        (CertRefusal::Invalid, true) => "该数字证书无效。",
+        (CertRefusal::Invalid, false) => "This certificate is not valid.",
+        (CertRefusal::Unmapped, true) => "该数字证书不对应任何账号。",
+        (CertRefusal::Unmapped, false) => "This certificate belongs to no account here.",
+        (CertRefusal::Disabled, true) => "该数字证书对应的账号已停用。",
+        (CertRefusal::Disabled, false) => "The account of this certificate is disabled.",
+        (CertRefusal::NotAPerson, true) => "该证书不是个人证书，不能用于登录。",
+        (CertRefusal::NotAPerson, false) => {
+            "This is not a person's certificate; it cannot be used to sign in."
+        }
     }
 }
 
@@ -183,6 +225,8 @@ pub(crate) struct FormPage<'a> {
     pub login_hint: &'a str,
     /// Whether to link the registration page.
     pub register_link: bool,
+    /// Whether to offer "sign in with certificate" (a certificate came with the request).
+    pub cert_button: bool,
     /// On the enrolment page: the QR code (inline SVG) and the secret as text.
     pub enrolment: Option<(&'a str, &'a str)>,
 }
@@ -334,6 +378,17 @@ pub(crate) fn form_page(f: &FormPage<'_>) -> Response<ResponseBody> {
         "<p><button type=\"submit\">{}</button></p></form>",
         t("继续", "Continue")
     ));
+    if f.cert_button && f.stage == Stage::Password {
+        body.push_str("<form method=\"post\" action=\"/login\">");
+        body.push_str(&format!(
+            "<input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"method\" value=\"certificate\">",
+            escape(f.csrf)
+        ));
+        body.push_str(&format!(
+            "<p><button type=\"submit\">{}</button></p></form>",
+            t("使用数字证书登录", "Sign in with certificate")
+        ));
+    }
     if f.register_link && f.stage == Stage::Password {
         body.push_str(&format!(
             "<p><a href=\"/register\">{}</a></p>",

@@ -59,6 +59,8 @@ struct Inner {
     clients: HashMap<String, Client>,
     /// The interactive sign-in; without it `/login` answers an error page.
     sign_in: Option<crate::signin::SignInParts>,
+    /// Certificate sign-in; without it no certificate is offered or taken.
+    cert: Option<crate::cert_signin::CertSignIn>,
     /// Counts grants, sign-ins, failures and lockouts.
     metrics: Arc<dyn crate::metrics::IdpMetrics>,
 }
@@ -85,6 +87,7 @@ impl Idp {
                 parts,
                 clients,
                 sign_in: None,
+                cert: None,
                 metrics: Arc::new(crate::metrics::NoMetrics),
             }),
         }
@@ -98,6 +101,17 @@ impl Idp {
             inner.sign_in = Some(sign_in);
         }
         this
+    }
+
+    /// This provider taking certificate sign-in (before it is cloned or served): the listener
+    /// asks for client certificates (`ClientAuth::Request`) and the sign-in page offers one
+    /// that came with the request. See [`crate::CertSignIn`].
+    #[must_use]
+    pub fn with_cert_sign_in(mut self, cert: crate::cert_signin::CertSignIn) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.cert = Some(cert);
+        }
+        self
     }
 
     /// This provider reporting its grants, sign-ins, failures and lockouts to `metrics`
@@ -172,19 +186,26 @@ impl Inner {
             (&Method::GET, "/authorize") => {
                 let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
                 let cookie = login::session_id(req.headers());
-                self.authorize_request(query, cookie, now).await
+                let chain = login::presented_chain(&req);
+                self.authorize_request(query, cookie, chain.is_some(), now)
+                    .await
             }
             (&Method::POST, "/authorize") => {
                 let cookie = login::session_id(req.headers());
+                let chain = login::presented_chain(&req);
                 match req.into_body().bytes().await {
-                    Ok(body) => self.authorize_request(body.to_vec(), cookie, now).await,
+                    Ok(body) => {
+                        self.authorize_request(body.to_vec(), cookie, chain.is_some(), now)
+                            .await
+                    }
                     Err(_) => pages::error_page(&IdpError::MissingParameter("client_id")),
                 }
             }
             (&Method::POST, "/login") => {
                 let cookie = login::session_id(req.headers());
+                let chain = login::presented_chain(&req);
                 match req.into_body().bytes().await {
-                    Ok(body) => self.login(cookie, &body, now).await,
+                    Ok(body) => self.login(cookie, &body, chain, now).await,
                     Err(_) => pages::error_page(&IdpError::MalformedForm),
                 }
             }

@@ -14,6 +14,9 @@ use std::sync::Arc;
 use tianping_core::{Acr, Amr, Role, SubjectId, UnixTime, WireReader, WireWriter, ZoneName};
 
 use crate::IdpError;
+use crate::cert_signin::{
+    CertFactor, CertRefusal, Mapped, VerifiedCert, acr_of, leaf_actor, map_certificate,
+};
 use crate::directory::{Directory, RequiredAction, TotpCredential, User};
 use crate::form::Params;
 use crate::lockout::{Factor, LockoutPolicy};
@@ -98,12 +101,15 @@ pub(crate) struct Pending {
     /// The authorization request, as sent.
     pub request: Vec<u8>,
     pub stage: Stage,
-    /// Who passed the password step.
+    /// Who passed the password step (or presented a certificate).
     pub sub: Option<SubjectId>,
     pub amr: Vec<Amr>,
+    /// The certificate the sign-in started with, if any.
+    pub cert: CertFactor,
 }
 
-const VERSION: u8 = 1;
+/// Version 2 adds the certificate factor (a version 1 state has none).
+const VERSION: u8 = 2;
 
 impl Pending {
     pub(crate) fn new(request: Vec<u8>) -> Self {
@@ -112,6 +118,7 @@ impl Pending {
             stage: Stage::Password,
             sub: None,
             amr: Vec::new(),
+            cert: CertFactor::None,
         }
     }
 
@@ -125,13 +132,15 @@ impl Pending {
         for a in &self.amr {
             w.str16(a.as_str())?;
         }
+        w.str16(self.cert.as_str())?;
         Ok(w.into_bytes())
     }
 
     pub(crate) fn decode(b: &[u8]) -> Result<Self, IdpError> {
         let bad = || IdpError::Store("a stored sign-in is not valid".into());
         let mut r = WireReader::new(b);
-        if r.u8("version")? != VERSION {
+        let version = r.u8("version")?;
+        if !(1..=VERSION).contains(&version) {
             return Err(bad());
         }
         let request = r.bytes32("request")?.to_vec();
@@ -148,12 +157,17 @@ impl Pending {
         let amr = (0..n)
             .map(|_| r.str16("amr")?.parse().map_err(|_| bad()))
             .collect::<Result<_, _>>()?;
+        let cert = match version {
+            1 => CertFactor::None,
+            _ => CertFactor::parse(r.str16("cert")?).ok_or_else(bad)?,
+        };
         r.finish()?;
         Ok(Self {
             request,
             stage,
             sub,
             amr,
+            cert,
         })
     }
 }
@@ -174,6 +188,8 @@ pub(crate) enum Notice {
     Invalid(String),
     /// The account's roles need a certificate sign-in, which this page cannot give.
     CertificateRequired,
+    /// A certificate sign-in refused, and why.
+    Certificate(CertRefusal),
 }
 
 /// An audit event the server appends before it answers.
@@ -320,6 +336,53 @@ impl Flow<'_> {
         self.next(pending, user)
     }
 
+    /// "Sign in with certificate" on the password page: `checked` is the presented chain as the
+    /// zone's CA and CRL judged it (`relaxed`: through a stale CRL the setting accepts).
+    pub(crate) fn certificate(
+        &mut self,
+        pending: &mut Pending,
+        chain: Option<&[Vec<u8>]>,
+        checked: Result<VerifiedCert, CertRefusal>,
+        relaxed: bool,
+    ) -> Result<Outcome, IdpError> {
+        let actor = chain.map_or_else(|| "-".to_owned(), leaf_actor);
+        let cert = match checked {
+            Ok(c) => c,
+            Err(CertRefusal::NonePresented) => {
+                // nothing was presented: the password form is still there
+                let r = CertRefusal::NonePresented;
+                self.note("signin.failure", &actor, "denied", r.reason());
+                return Ok(Outcome::Show(Some(Notice::Certificate(r))));
+            }
+            Err(r) => {
+                self.note("signin.failure", &actor, "denied", r.reason());
+                return Ok(Outcome::Refuse(Notice::Certificate(r)));
+            }
+        };
+        if relaxed {
+            self.note(
+                "signin.crl_relaxed",
+                &actor,
+                "ok",
+                "crl past next-update accepted by setting",
+            );
+        }
+        let (user, factor) = match map_certificate(&cert, self.store)? {
+            Ok(Mapped::Person(user, factor)) => (user, factor),
+            Err(r) => {
+                self.note("signin.failure", &actor, "denied", r.reason());
+                return Ok(Outcome::Refuse(Notice::Certificate(r)));
+            }
+        };
+        if let Some(n) = self.locked(&user.login)? {
+            return Ok(Outcome::Refuse(n));
+        }
+        pending.sub = Some(user.sub.clone());
+        pending.cert = factor;
+        pending.amr = factor.initial_amr();
+        self.next(pending, user)
+    }
+
     fn totp(&mut self, pending: &mut Pending, form: &Params) -> Result<Outcome, IdpError> {
         let user = self.user(pending)?;
         if let Some(n) = self.locked(&user.login)? {
@@ -362,11 +425,12 @@ impl Flow<'_> {
                         .retain(|a| *a != RequiredAction::EnrolTotp);
                     accepted = true;
                 }
-            } else if let Some(t) = &mut u.totp {
-                if t.secret == secret && t.last_step.is_none_or(|l| l < step) {
-                    t.last_step = Some(step);
-                    accepted = true;
-                }
+            } else if let Some(t) = &mut u.totp
+                && t.secret == secret
+                && t.last_step.is_none_or(|l| l < step)
+            {
+                t.last_step = Some(step);
+                accepted = true;
             }
         })?;
         if !accepted {
@@ -475,7 +539,7 @@ impl Flow<'_> {
     /// After a factor or an action: the next thing the user must do, or done.
     fn next(&mut self, pending: &mut Pending, user: User) -> Result<Outcome, IdpError> {
         let need = needed_acr(self.parts, &user.roles, self.requested_acr);
-        if need > Acr::Otp {
+        if need > Acr::Otp && pending.cert == CertFactor::None {
             let why = if (self.parts.least_acr)(&user.roles) < need {
                 format!("acr_values {need} needs a certificate")
             } else {
@@ -484,12 +548,16 @@ impl Flow<'_> {
             self.note("signin.failure", user.sub.as_str(), "denied", &why);
             return Ok(Outcome::Refuse(Notice::CertificateRequired));
         }
-        if !pending.amr.contains(&Amr::Otp) {
+        // a hardware certificate is two factors already; a software one asks for TOTP
+        if !pending.amr.contains(&Amr::Otp) && pending.cert != CertFactor::Hardware {
             if user.totp.is_some() {
                 pending.stage = Stage::Totp;
                 return Ok(Outcome::Show(None));
             }
-            if need >= Acr::Otp || user.required_actions.contains(&RequiredAction::EnrolTotp) {
+            if need >= Acr::Otp
+                || pending.cert == CertFactor::Software
+                || user.required_actions.contains(&RequiredAction::EnrolTotp)
+            {
                 if user.totp_pending.is_none() {
                     let secret = TotpSecret::generate(self.rng)?;
                     Directory::new(self.store).update_user(&user.sub, &mut |u| {
@@ -512,11 +580,7 @@ impl Flow<'_> {
             pending.stage = Stage::ChangePassword;
             return Ok(Outcome::Show(None));
         }
-        let acr = if pending.amr.contains(&Amr::Otp) {
-            Acr::Otp
-        } else {
-            Acr::Pwd
-        };
+        let acr = acr_of(pending.cert, &pending.amr);
         if acr < need {
             return Ok(Outcome::Refuse(Notice::SignInFailed));
         }
@@ -545,10 +609,10 @@ pub(crate) fn session_suffices(
     let Some(user) = user.filter(|u| u.is_enabled()) else {
         return Err(IdpError::LoginRequired);
     };
-    if let Some(age) = max_age {
-        if now.as_secs().saturating_sub(identity.auth_time.as_secs()) > age {
-            return Err(IdpError::LoginRequired);
-        }
+    if let Some(age) = max_age
+        && now.as_secs().saturating_sub(identity.auth_time.as_secs()) > age
+    {
+        return Err(IdpError::LoginRequired);
     }
     if identity.acr < needed_acr(parts, &user.roles, requested_acr)
         || !user.required_actions.is_empty()
@@ -579,6 +643,15 @@ mod tests {
         p.sub = Some("judge-0001".parse().unwrap());
         p.amr = vec![Amr::Pwd, Amr::Otp];
         assert_eq!(Pending::decode(&p.encode().unwrap()).unwrap(), p);
+        p.cert = CertFactor::Software;
+        assert_eq!(Pending::decode(&p.encode().unwrap()).unwrap(), p);
         assert!(Pending::decode(&[9]).is_err());
+        // a version 1 state (no certificate factor) still reads
+        let mut v1 = p.encode().unwrap();
+        v1[0] = 1;
+        v1.truncate(v1.len() - 2 - "software".len());
+        let back = Pending::decode(&v1).unwrap();
+        assert_eq!(back.cert, CertFactor::None);
+        assert_eq!(back.amr, p.amr);
     }
 }

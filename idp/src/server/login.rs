@@ -10,6 +10,7 @@ use super::Inner;
 use crate::authorize::{
     AuthorizationRequest, AuthorizeError, ErrorRedirect, parse_authorization, success_location,
 };
+use crate::cert_signin::{CertFailure, CertRefusal, VerifiedCert};
 use crate::client::Client;
 use crate::directory::Directory;
 use crate::error::IdpError;
@@ -34,7 +35,46 @@ pub(super) fn session_id(headers: &HeaderMap) -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
+/// The chain (DER, leaf first) the client presented on the request's connection, if any. The
+/// listener asks for one (`ClientAuth::Request`) and accepts any: it is verified here.
+pub(super) fn presented_chain(req: &http::Request<tianping_net::Body>) -> Option<Vec<Vec<u8>>> {
+    let info = req.extensions().get::<tianping_net::ConnInfo>()?;
+    let chain: Vec<Vec<u8>> = info
+        .presented_chain
+        .as_ref()?
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+    (!chain.is_empty()).then_some(chain)
+}
+
 impl Inner {
+    /// Verifies a presented chain against the zone's CA and CRL at `now`: the certificate or
+    /// why it is refused, and whether a stale CRL was accepted by the setting.
+    fn check_certificate(
+        &self,
+        chain: Option<&[Vec<u8>]>,
+        now: UnixTime,
+    ) -> (Result<VerifiedCert, CertRefusal>, bool) {
+        let (Some(cs), Some(chain)) = (&self.cert, chain) else {
+            return (Err(CertRefusal::NonePresented), false);
+        };
+        let (verified, relaxed) = match cs.verifier.verify(chain, now, false) {
+            Err(CertFailure::StaleCrl) if cs.accept_stale_crl => {
+                (cs.verifier.verify(chain, now, true), true)
+            }
+            other => (other, false),
+        };
+        let zone = self.sign_in.as_ref().map(|si| si.zone.as_str());
+        let checked = match verified {
+            // the verifier is the zone's; a certificate of another zone is refused whatever it says
+            Ok(v) if zone.is_some_and(|z| z != v.zone.as_str()) => Err(CertRefusal::OtherZone),
+            Ok(v) => Ok(v),
+            Err(f) => Err(CertRefusal::from(&f)),
+        };
+        (checked, relaxed)
+    }
+
     /// A client by id: the ones given at start, then the directory's.
     pub(super) fn find_client(&self, id: &str) -> Option<Client> {
         self.clients
@@ -124,6 +164,7 @@ impl Inner {
         &self,
         raw: Vec<u8>,
         cookie: Option<String>,
+        presented: bool,
         now: UnixTime,
     ) -> Answer {
         let req = match self.parse(&raw) {
@@ -199,10 +240,10 @@ impl Inner {
             };
             return back(e);
         }
-        if let Some((id, _)) = &existing {
-            if p.store.remove_session(&key_of(id)).is_err() {
-                return pages::error_page(&IdpError::Store("session".into()));
-            }
+        if let Some((id, _)) = &existing
+            && p.store.remove_session(&key_of(id)).is_err()
+        {
+            return pages::error_page(&IdpError::Store("session".into()));
         }
         let started = sessions.start(now, &*p.rng).and_then(|(id, s)| {
             p.store
@@ -212,7 +253,8 @@ impl Inner {
         match started {
             Ok((id, session)) => {
                 let pending = Pending::new(Vec::new());
-                self.stage_page(&req, &pending, &session, None, Some(&session_cookie(&id)))
+                let cookie = session_cookie(&id);
+                self.stage_page(&req, &pending, &session, None, Some(&cookie), presented)
             }
             Err(e) => pages::error_page(&e),
         }
@@ -226,6 +268,7 @@ impl Inner {
         session: &Session,
         notice: Option<&Notice>,
         cookie: Option<&str>,
+        presented: bool,
     ) -> Answer {
         let csrf = session.csrf_token(pending.stage.form());
         let mut enrolment = None;
@@ -248,6 +291,7 @@ impl Inner {
             cookie,
             login_hint: req.login_hint.as_deref().unwrap_or_default(),
             register_link: self.sign_in.as_ref().is_some_and(|s| s.registration_open()),
+            cert_button: presented && self.cert.is_some(),
             enrolment: enrolment
                 .as_ref()
                 .map(|(svg, secret)| (svg.as_str(), secret.expose().as_str())),
@@ -288,7 +332,13 @@ impl Inner {
     }
 
     /// A posted sign-in form (`POST /login`).
-    pub(super) async fn login(&self, cookie: Option<String>, body: &[u8], now: UnixTime) -> Answer {
+    pub(super) async fn login(
+        &self,
+        cookie: Option<String>,
+        body: &[u8],
+        chain: Option<Vec<Vec<u8>>>,
+        now: UnixTime,
+    ) -> Answer {
         let Some(si) = &self.sign_in else {
             return pages::error_page(&IdpError::Internal("sign-in is not configured"));
         };
@@ -326,7 +376,14 @@ impl Inner {
             notes: Vec::new(),
             requested_acr: req.acr_values.iter().min().copied(),
         };
-        let outcome = flow.step(&mut pending, &form);
+        let with_certificate = pending.stage == Stage::Password
+            && form.get("method").ok().flatten() == Some("certificate");
+        let outcome = if with_certificate {
+            let (checked, relaxed) = self.check_certificate(chain.as_deref(), now);
+            flow.certificate(&mut pending, chain.as_deref(), checked, relaxed)
+        } else {
+            flow.step(&mut pending, &form)
+        };
         let notes = std::mem::take(&mut flow.notes);
         let counted = notes.iter().map(|n| (n.action, n.reason.as_str()));
         crate::metrics::report_sign_in(&*self.metrics, counted);
@@ -338,7 +395,8 @@ impl Inner {
             Err(e) => Err(e),
             Ok(Outcome::Show(notice)) => pending.encode().and_then(|b| {
                 p.store.put_sign_in(key, b)?;
-                Ok(self.stage_page(&req, &pending, &session, notice.as_ref(), None))
+                let presented = chain.is_some();
+                Ok(self.stage_page(&req, &pending, &session, notice.as_ref(), None, presented))
             }),
             Ok(Outcome::Refuse(notice)) => p
                 .store
@@ -376,14 +434,14 @@ impl Inner {
             Err(e) => return pages::error_page(&e),
         };
         if pending.stage != Stage::Password {
-            return self.stage_page(&req, &pending, &session, None, None);
+            return self.stage_page(&req, &pending, &session, None, None, false);
         }
         pending.stage = Stage::Register;
         match pending
             .encode()
             .and_then(|b| self.parts.store.put_sign_in(key_of(&id), b))
         {
-            Ok(()) => self.stage_page(&req, &pending, &session, None, None),
+            Ok(()) => self.stage_page(&req, &pending, &session, None, None, false),
             Err(e) => pages::error_page(&e),
         }
     }
