@@ -8,6 +8,9 @@
 //!   (asking a [`SignerTrust`] about the signer) and each chunk as bytes arrive;
 //! - filters: a [`Filter`] per kind validates and rebuilds every payload on both sides,
 //!   registered in [`Filters`] by the binary; a [`Refusal`] says what to fix;
+//!   documents are rebuilt from an allow-list: [`PdfFilter`] (a new PDF from the pages, text,
+//!   fonts and images, active content refused or dropped) and [`OfdFilter`] (a new OFD archive
+//!   of canonical XML parts);
 //! - receipts: a signed [`Receipt`] (transfer, content hash, service, time; delivery or read)
 //!   that the receiving zone sends back on a reply flow, passed by the [`ReceiptFilter`];
 //! - datagrams: [`Datagram`] (a RaptorQ symbol or a [`Heartbeat`] of the sender's counters), each
@@ -120,6 +123,7 @@ pub use deliver::{
 };
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
 pub use filter::{Mp4Filter, Mp4Limits};
+pub use filter::{OfdFilter, OfdLimits, PdfFilter, PdfLimits};
 pub use filter::{
     ImageLimits, JpegFilter, JsonFilter, PngFilter, SchemaError, TextFilter, marking_check,
     normalize_marking,

@@ -21,6 +21,8 @@ mod image;
 mod json;
 mod marking;
 mod mp4;
+mod ofd;
+mod pdf;
 mod receipt;
 mod text;
 
@@ -28,6 +30,8 @@ pub use self::image::{ImageLimits, JpegFilter, PngFilter};
 pub use json::{JsonFilter, SchemaError};
 pub use marking::{marking_check, normalize_marking};
 pub use mp4::{Mp4Filter, Mp4Limits};
+pub use ofd::{OfdFilter, OfdLimits};
+pub use pdf::{PdfFilter, PdfLimits};
 pub use receipt::ReceiptFilter;
 pub use text::TextFilter;
 
