@@ -53,6 +53,12 @@ pub enum ClientAuthMethod {
     ClientSecretPost,
     /// `none`: a public native client, held to PKCE only.
     None,
+    /// `private_key_jwt`: a JWT signed with a key the client registered (RFC 7523 §2.2, OIDC
+    /// Core §9), checked by [`crate::client_auth`].
+    PrivateKeyJwt,
+    /// `tls_client_auth`: the zone node certificate the client registered the subject of, on
+    /// the TLS connection (RFC 8705 §2.1); its access tokens are bound to it.
+    TlsClientAuth,
 }
 
 impl ClientAuthMethod {
@@ -62,7 +68,31 @@ impl ClientAuthMethod {
             ClientAuthMethod::ClientSecretBasic => "client_secret_basic",
             ClientAuthMethod::ClientSecretPost => "client_secret_post",
             ClientAuthMethod::None => "none",
+            ClientAuthMethod::PrivateKeyJwt => "private_key_jwt",
+            ClientAuthMethod::TlsClientAuth => "tls_client_auth",
         }
+    }
+
+    /// Every method, in the order discovery lists them.
+    pub const ALL: [ClientAuthMethod; 5] = [
+        ClientAuthMethod::ClientSecretBasic,
+        ClientAuthMethod::ClientSecretPost,
+        ClientAuthMethod::PrivateKeyJwt,
+        ClientAuthMethod::TlsClientAuth,
+        ClientAuthMethod::None,
+    ];
+
+    /// The method named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Whether the client holds a secret the provider made (the `client_secret_*` methods).
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost
+        )
     }
 }
 
@@ -115,7 +145,7 @@ pub const STANDARD_SCOPES: &[&str] = &[
 pub struct ClientCredentials {
     /// The client id.
     pub client_id: String,
-    /// The secret, if one was sent.
+    /// The secret, if one was sent; for `private_key_jwt`, the client assertion.
     pub secret: Option<Secret<String>>,
     /// How they were sent.
     pub method: ClientAuthMethod,
@@ -189,12 +219,16 @@ impl Client {
         self.post_logout_redirect_uris.iter().any(|r| r == uri)
     }
 
-    /// Checks credentials: the registered method, and the secret in constant time.
+    /// Checks credentials: the registered method, and the secret in constant time. A client
+    /// authenticating by key or certificate never passes here: see [`crate::client_auth`].
     pub fn authenticate(&self, creds: &ClientCredentials) -> Result<(), IdpError> {
         if creds.client_id != self.id || creds.method != self.auth_method {
             return Err(IdpError::ClientAuthFailed);
         }
         match (self.auth_method, &self.secret_sha256, &creds.secret) {
+            (ClientAuthMethod::PrivateKeyJwt | ClientAuthMethod::TlsClientAuth, _, _) => {
+                Err(IdpError::ClientAuthFailed)
+            }
             (ClientAuthMethod::None, _, None) => Ok(()),
             (ClientAuthMethod::None, _, Some(_)) => Err(IdpError::ClientAuthFailed),
             (_, Some(stored), Some(sent)) => {
@@ -382,5 +416,27 @@ pub(crate) mod tests {
         );
         c.allows(GrantType::RefreshToken).unwrap();
         assert!(!format!("{c:?}").contains("secret_sha256"));
+    }
+
+    #[test]
+    fn key_and_certificate_methods_never_pass_by_secret() {
+        for m in ClientAuthMethod::ALL {
+            assert_eq!(ClientAuthMethod::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(ClientAuthMethod::parse("client_secret_jwt"), None);
+        for method in [
+            ClientAuthMethod::PrivateKeyJwt,
+            ClientAuthMethod::TlsClientAuth,
+        ] {
+            let mut c = web_client();
+            c.auth_method = method;
+            let creds = ClientCredentials {
+                client_id: "case-app".into(),
+                secret: Some(Secret::new("s3cret-case-app".to_owned())),
+                method,
+            };
+            assert_eq!(c.authenticate(&creds), Err(IdpError::ClientAuthFailed));
+            assert!(!method.uses_secret());
+        }
     }
 }

@@ -425,6 +425,19 @@ impl<'a> Directory<'a> {
 
     /// Registers a client: its redirect URIs checked, its id not yet taken.
     pub fn add_client(&self, client: Client) -> Result<(), IdpError> {
+        self.add_client_with_keys(client, None)
+    }
+
+    /// Registers a client with what it authenticates with beyond a secret: a JWKS or JWKS URI
+    /// for `private_key_jwt`, its certificate's subject for `tls_client_auth`
+    /// ([`ClientKeys::check_for`](crate::ClientKeys::check_for)); the keys are kept first, so a
+    /// client is never registered without them.
+    pub fn add_client_with_keys(
+        &self,
+        client: Client,
+        keys: Option<crate::client_auth::ClientKeys>,
+    ) -> Result<(), IdpError> {
+        crate::client_auth::ClientKeys::check_for(keys.as_ref(), client.auth_method)?;
         let id_ok = (1..=128).contains(&client.id.len())
             && client
                 .id
@@ -442,7 +455,7 @@ impl<'a> Directory<'a> {
         {
             Client::check_registered_uri(uri)?;
         }
-        let needs_secret = client.auth_method != crate::client::ClientAuthMethod::None;
+        let needs_secret = client.auth_method.uses_secret();
         if needs_secret != client.secret_sha256.is_some() {
             return Err(IdpError::Directory(
                 "a client has a secret exactly when it authenticates by one".into(),
@@ -453,6 +466,9 @@ impl<'a> Directory<'a> {
                 "client `{}` is already registered",
                 client.id
             )));
+        }
+        if let Some(k) = &keys {
+            self.store.put_client_keys(&client.id, k)?;
         }
         self.store.put_client(&client)
     }

@@ -28,18 +28,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
 use tianping_audit::Event;
-use tianping_core::{Secret, SubjectId, UnixTime};
-use tianping_net::{Body, ResponseBody, full};
+use tianping_core::{SubjectId, UnixTime};
+use tianping_net::{Body, ConnInfo, ResponseBody, full};
 
 use crate::authorize::RequestedClaim;
-use crate::client::{Client, ClientAuthMethod, ClientCredentials, GrantType};
+use crate::client::{Client, ClientCredentials, GrantType};
 use crate::directory::Directory;
 use crate::error::IdpError;
-use crate::form::{Params, decode};
+use crate::form::Params;
 use crate::grants::{FamilyId, Grants, RefreshFamily};
 use crate::jwt::JwtError;
 use crate::lockout::LockoutPolicy;
@@ -53,11 +53,13 @@ use crate::tokens::AccessClaims;
 pub(crate) struct Ctx<'a> {
     pub(crate) parts: &'a IdpParts,
     pub(crate) clients: &'a HashMap<String, Client>,
+    /// The JWKS of clients registered by URI, when the provider fetches them.
+    pub(crate) jwks: Option<&'a crate::client_auth::JwksCache>,
 }
 
 impl Ctx<'_> {
     /// A client by id: the ones given at start, then the directory's.
-    fn client(&self, id: &str) -> Result<Option<Client>, IdpError> {
+    pub(crate) fn client(&self, id: &str) -> Result<Option<Client>, IdpError> {
         match self.clients.get(id) {
             Some(c) => Ok(Some(c.clone())),
             None => self.parts.store.client(id),
@@ -72,8 +74,14 @@ pub(crate) fn discovery_entries(iss: &str) -> Map<String, Value> {
         "revocation_endpoint": format!("{iss}/revoke"),
         "introspection_endpoint": format!("{iss}/introspect"),
         "end_session_endpoint": format!("{iss}/logout"),
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth",
+        ],
+        "revocation_endpoint_auth_signing_alg_values_supported": crate::client_auth::ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth",
+        ],
+        "introspection_endpoint_auth_signing_alg_values_supported": crate::client_auth::ASSERTION_ALGS,
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp",
             "at_hash", "court", "roles", "clearance", "zone", "name", "given_name",
@@ -206,14 +214,16 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 /// The `authorization_code` grant for an authenticated `client`: the code redeemed once (PKCE,
-/// redirect URI and client checked by [`Grants`]), then an access token, an ID token and, when the
-/// client has the `refresh_token` grant, a refresh token. A reused code revokes what it gave.
+/// redirect URI and client checked by [`Grants`]), then an access token (with the members of
+/// `bound`: the `cnf` of a client authenticated by certificate), an ID token and, when the client
+/// has the `refresh_token` grant, a refresh token. A reused code revokes what it gave.
 pub(crate) async fn authorization_code(
     ctx: Ctx<'_>,
     client: &Client,
     code: &str,
     redirect_uri: Option<&str>,
     verifier: Option<&str>,
+    bound: Map<String, Value>,
     now: UnixTime,
 ) -> Result<Value, IdpError> {
     let p = ctx.parts;
@@ -229,7 +239,7 @@ pub(crate) async fn authorization_code(
     let identity = record_of_code.identity;
     account_may_get_tokens(p, &identity.sub, now)?;
     let scope = record_of_code.scope.join(" ");
-    let mut at_extra = Map::new();
+    let mut at_extra = bound;
     if !record_of_code.claims.userinfo.is_empty() {
         let names = record_of_code.claims.userinfo.iter();
         let names: Vec<Value> = names.map(|c| c.name.clone().into()).collect();
@@ -365,64 +375,27 @@ pub(crate) async fn audit_refresh_reuse(
 
 // ---------------------------------------------------------------- client authentication
 
-/// The credentials of a request to `/revoke` or `/introspect`: `client_secret_basic` or
-/// `client_secret_post`, never both and never disagreeing (as at the token endpoint).
+/// The credentials of a request to `/revoke` or `/introspect`: as at the token endpoint, by one
+/// method only and never disagreeing.
 fn credentials(p: &Params, authorization: Option<&str>) -> Result<ClientCredentials, IdpError> {
-    let body_id = p.get("client_id")?;
-    let body_secret = p.get("client_secret")?;
-    match authorization {
-        Some(h) => {
-            let (scheme, value) = h.trim().split_once(' ').ok_or(IdpError::ClientAuthFailed)?;
-            if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(IdpError::ClientAuthFailed);
-            }
-            let raw = Secret::new(
-                STANDARD
-                    .decode(value.trim())
-                    .map_err(|_| IdpError::ClientAuthFailed)?,
-            );
-            let colon = raw
-                .expose()
-                .iter()
-                .position(|b| *b == b':')
-                .ok_or(IdpError::ClientAuthFailed)?;
-            let (id, secret) = raw.expose().split_at(colon);
-            let id = decode(id).map_err(|_| IdpError::ClientAuthFailed)?;
-            let secret = decode(secret.get(1..).unwrap_or_default())
-                .map_err(|_| IdpError::ClientAuthFailed)?;
-            if id.is_empty() {
-                return Err(IdpError::ClientAuthFailed);
-            }
-            if body_secret.is_some() || body_id.is_some_and(|b| b != id) {
-                return Err(IdpError::ConflictingCredentials);
-            }
-            Ok(ClientCredentials {
-                client_id: id,
-                secret: Some(Secret::new(secret)),
-                method: ClientAuthMethod::ClientSecretBasic,
-            })
-        }
-        None => Ok(ClientCredentials {
-            client_id: body_id.ok_or(IdpError::ClientAuthFailed)?.to_owned(),
-            secret: body_secret.map(|s| Secret::new(s.to_owned())),
-            method: if body_secret.is_some() {
-                ClientAuthMethod::ClientSecretPost
-            } else {
-                ClientAuthMethod::None
-            },
-        }),
-    }
+    crate::token_request::client_credentials(p, authorization)
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ()> {
     h.get(name).map(|v| v.to_str().map_err(drop)).transpose()
 }
 
-/// The form body and the authenticated client of a `/revoke` or `/introspect` request.
-async fn client_request(ctx: Ctx<'_>, req: Request<Body>) -> Result<(Params, Client), IdpError> {
+/// The form body and the authenticated client of a `/revoke` or `/introspect` request, and the
+/// connection it came on.
+async fn client_request(
+    ctx: Ctx<'_>,
+    req: Request<Body>,
+    now: UnixTime,
+) -> Result<(Params, Client, Option<ConnInfo>), IdpError> {
     let authorization = header_str(req.headers(), header::AUTHORIZATION)
         .map_err(|()| IdpError::ClientAuthFailed)?
         .map(str::to_owned);
+    let conn = req.extensions().get::<ConnInfo>().cloned();
     let body = req
         .into_body()
         .bytes()
@@ -430,11 +403,8 @@ async fn client_request(ctx: Ctx<'_>, req: Request<Body>) -> Result<(Params, Cli
         .map_err(|_| IdpError::MissingParameter("token"))?;
     let params = Params::parse(&body)?;
     let creds = credentials(&params, authorization.as_deref())?;
-    let client = ctx
-        .client(&creds.client_id)?
-        .ok_or(IdpError::ClientAuthFailed)?;
-    client.authenticate(&creds)?;
-    Ok((params, client))
+    let authenticated = crate::client_auth::authenticate(ctx, &creds, conn.as_ref(), now).await?;
+    Ok((params, authenticated.client, conn))
 }
 
 /// The family a refresh token names, as stored (read without changing it).
@@ -477,7 +447,7 @@ pub(crate) async fn revoke(
 }
 
 async fn revoke_inner(ctx: Ctx<'_>, req: Request<Body>, now: UnixTime) -> Result<(), IdpError> {
-    let (params, client) = client_request(ctx, req).await?;
+    let (params, client, _) = client_request(ctx, req, now).await?;
     let token = params.require("token")?;
     // `token_type_hint` is only a hint (RFC 7009 §2.1): a refresh token is never a JWT.
     params.get("token_type_hint")?;
@@ -531,11 +501,18 @@ async fn introspect_inner(
     req: Request<Body>,
     now: UnixTime,
 ) -> Result<Value, IdpError> {
-    let (params, client) = client_request(ctx, req).await?;
+    let (params, client, conn) = client_request(ctx, req, now).await?;
     let token = params.require("token")?;
     let p = ctx.parts;
     let inactive = json!({ "active": false });
     if let Ok(claims) = live_access_token(p, token, now) {
+        // a token bound to a certificate (RFC 8705 §3) is active only over a connection that
+        // presents that certificate
+        let cnf = crate::client_auth::token_cnf(p, token, now);
+        let cert = crate::client_auth::presented(conn.as_ref()).map(|c| c.der);
+        if !crate::client_auth::binding_holds(cnf.as_ref(), cert) {
+            return Ok(inactive);
+        }
         if let Some(i) = &claims.identity {
             if account_may_get_tokens(p, &i.sub, now).is_err() {
                 return Ok(inactive);
@@ -548,6 +525,9 @@ async fn introspect_inner(
             }
             obj.insert("active".into(), true.into());
             obj.insert("token_type".into(), "Bearer".into());
+            if let Some(c) = cnf {
+                obj.insert("cnf".into(), c);
+            }
         }
         return Ok(v);
     }
@@ -579,6 +559,7 @@ pub(crate) async fn userinfo(
     req: Request<Body>,
     now: UnixTime,
 ) -> Response<ResponseBody> {
+    let conn = req.extensions().get::<ConnInfo>().cloned();
     let header_token = match header_str(req.headers(), header::AUTHORIZATION) {
         Ok(Some(h)) => match h.split_once(' ') {
             Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => Some(t.trim().to_owned()),
@@ -621,14 +602,26 @@ pub(crate) async fn userinfo(
         (Some(t), None) | (None, Some(t)) => t,
         (None, None) => return bearer_error(None),
     };
-    match userinfo_claims(ctx.parts, &token, now) {
+    let cert = crate::client_auth::presented(conn.as_ref()).map(|c| c.der);
+    match userinfo_claims(ctx.parts, &token, cert, now) {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => bearer_error(Some(&e)),
     }
 }
 
-fn userinfo_claims(p: &IdpParts, token: &str, now: UnixTime) -> Result<Value, IdpError> {
+fn userinfo_claims(
+    p: &IdpParts,
+    token: &str,
+    cert: Option<&[u8]>,
+    now: UnixTime,
+) -> Result<Value, IdpError> {
     let claims = live_access_token(p, token, now)?;
+    let cnf = crate::client_auth::token_cnf(p, token, now);
+    if !crate::client_auth::binding_holds(cnf.as_ref(), cert) {
+        return Err(IdpError::InvalidToken(JwtError::Malformed(
+            "bound to a certificate this request did not present",
+        )));
+    }
     let identity = claims
         .identity
         .as_ref()

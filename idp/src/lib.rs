@@ -21,7 +21,11 @@
 //!   registered so) ([`Client`]);
 //! - the authorization request, errors shown as a page or redirected with `iss` (RFC 9207)
 //!   ([`parse_authorization`], [`AuthorizeError`]), and the token request, credentials by
-//!   `client_secret_basic` or `client_secret_post` ([`parse_token_request`]);
+//!   `client_secret_basic`, `client_secret_post` or a client assertion ([`parse_token_request`]);
+//! - client authentication by key (`private_key_jwt`: a JWKS or a JWKS URI, each assertion's
+//!   `jti` used once) and by the zone node certificate (`tls_client_auth`), whose access tokens
+//!   are bound to it (`cnf` `x5t#S256`) ([`verify_assertion`], [`verify_tls_client`],
+//!   [`JwksCache`]);
 //! - codes (single use, 60 s, reuse revokes) and refresh-token families (rotated, reuse revokes
 //!   the family, bound to the client) as state machines ([`Grants`]);
 //! - sessions rotated at sign-in and logout with idle and absolute timeouts, and CSRF tokens
@@ -61,6 +65,7 @@ mod authorize;
 #[cfg(feature = "server")]
 mod cert_signin;
 mod client;
+mod client_auth;
 mod directory;
 #[cfg(feature = "server")]
 mod endpoints;
@@ -102,6 +107,12 @@ pub use cert_signin::{
     CertFailure, CertHolder, CertSignIn, ClientCertVerifier, SOFTWARE_KEY_AMR, VerifiedCert,
 };
 pub use client::{Client, ClientAuthMethod, ClientCredentials, GrantType, STANDARD_SCOPES};
+pub use client_auth::{
+    ASSERTION_ALGS, AssertionPolicy, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAuthError,
+    ClientKeys, FetchFuture, JwksCache, JwksFetch, MAX_JTI_BYTES, MAX_JWKS_BYTES, PresentedCert,
+    X5T_S256, assertion_kid, assertion_subject, binding_holds, cnf_claim, parse_jwks,
+    verify_assertion, verify_tls_client, x5t_s256,
+};
 pub use directory::{
     Court, Directory, RequiredAction, TotpCredential, User, UserStatus, check_login,
 };

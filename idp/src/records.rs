@@ -8,6 +8,7 @@ use tianping_core::{CourtCode, Secret, UnixTime, WireError, WireReader, WireWrit
 use crate::IdpError;
 use crate::authorize::{ClaimsRequest, RequestedClaim};
 use crate::client::{Client, ClientAuthMethod, GrantType};
+use crate::client_auth::ClientKeys;
 use crate::directory::{Court, RequiredAction, TotpCredential, User, UserStatus};
 use crate::grants::{CodeRecord, RefreshFamily};
 use crate::password::PasswordRecord;
@@ -500,16 +501,8 @@ pub(crate) fn decode_client(b: &[u8]) -> Result<Client, IdpError> {
         0 => None,
         _ => Some(r.array::<32>("secret")?),
     };
-    let auth_method = match r.str16("auth_method")? {
-        "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
-        "client_secret_post" => ClientAuthMethod::ClientSecretPost,
-        "none" => ClientAuthMethod::None,
-        _ => {
-            return Err(IdpError::Store(
-                "a stored `auth_method` is not valid".into(),
-            ));
-        }
-    };
+    let auth_method = ClientAuthMethod::parse(r.str16("auth_method")?)
+        .ok_or_else(|| IdpError::Store("a stored `auth_method` is not valid".into()))?;
     let redirect_uris = get_strs(&mut r, "redirect_uris")?;
     let post_logout_redirect_uris = get_strs(&mut r, "post_logout_redirect_uris")?;
     let grant_names: Vec<String> = get_strs(&mut r, "grants")?;
@@ -532,6 +525,35 @@ pub(crate) fn decode_client(b: &[u8]) -> Result<Client, IdpError> {
         native_loopback,
         extra_scopes,
     })
+}
+
+/// The stored form of what a client authenticates with beyond a secret.
+pub(crate) fn encode_client_keys(k: &ClientKeys) -> Result<Vec<u8>, IdpError> {
+    let mut w = WireWriter::new();
+    w.u8(VERSION);
+    let (tag, text) = match k {
+        ClientKeys::Jwks(t) => (1, t),
+        ClientKeys::JwksUri(u) => (2, u),
+        ClientKeys::TlsSubject(s) => (3, s),
+    };
+    w.u8(tag);
+    w.str32(text)?;
+    Ok(w.into_bytes())
+}
+
+/// Reads what a client authenticates with beyond a secret.
+pub(crate) fn decode_client_keys(b: &[u8]) -> Result<ClientKeys, IdpError> {
+    let mut r = WireReader::new(b);
+    check_version(&mut r)?;
+    let tag = r.u8("keys")?;
+    let text = r.str32("keys")?.to_owned();
+    r.finish()?;
+    match tag {
+        1 => Ok(ClientKeys::Jwks(text)),
+        2 => Ok(ClientKeys::JwksUri(text)),
+        3 => Ok(ClientKeys::TlsSubject(text)),
+        _ => Err(IdpError::Store("stored client keys are not valid".into())),
+    }
 }
 
 #[cfg(test)]
@@ -588,5 +610,22 @@ mod tests {
         assert_eq!(decode_code(&b).unwrap(), c);
         *b.first_mut().unwrap() = 3;
         assert!(decode_code(&b).is_err());
+    }
+
+    #[test]
+    fn client_keys_round_trip() {
+        for k in [
+            ClientKeys::Jwks(r#"{"keys":[]}"#.into()),
+            ClientKeys::JwksUri("https://rp.example/jwks".into()),
+            ClientKeys::TlsSubject("exchange-n1".into()),
+        ] {
+            let b = encode_client_keys(&k).unwrap();
+            assert_eq!(decode_client_keys(&b).unwrap(), k);
+        }
+        assert!(decode_client_keys(&[VERSION, 9, 0, 0, 0, 0]).is_err());
+        let mut c = crate::client::tests::web_client();
+        c.auth_method = ClientAuthMethod::PrivateKeyJwt;
+        c.secret_sha256 = None;
+        assert_eq!(decode_client(&encode_client(&c).unwrap()).unwrap(), c);
     }
 }

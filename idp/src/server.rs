@@ -63,6 +63,9 @@ struct Inner {
     cert: Option<crate::cert_signin::CertSignIn>,
     /// Counts grants, sign-ins, failures and lockouts.
     metrics: Arc<dyn crate::metrics::IdpMetrics>,
+    /// The JWKS of `private_key_jwt` clients registered by URI; without it they cannot
+    /// authenticate.
+    jwks: Option<crate::client_auth::JwksCache>,
 }
 
 impl std::fmt::Debug for Idp {
@@ -89,6 +92,7 @@ impl Idp {
                 sign_in: None,
                 cert: None,
                 metrics: Arc::new(crate::metrics::NoMetrics),
+                jwks: None,
             }),
         }
     }
@@ -110,6 +114,21 @@ impl Idp {
     pub fn with_cert_sign_in(mut self, cert: crate::cert_signin::CertSignIn) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.cert = Some(cert);
+        }
+        self
+    }
+
+    /// This provider fetching the JWKS of clients registered by URI with `fetch` (over HTTPS
+    /// with the zone's trust), refetching on an unknown `kid` at most once per
+    /// `refetch_interval` (before it is cloned or served).
+    #[must_use]
+    pub fn with_jwks_fetch(
+        mut self,
+        fetch: Arc<dyn crate::client_auth::JwksFetch>,
+        refetch_interval: std::time::Duration,
+    ) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.jwks = Some(crate::client_auth::JwksCache::new(fetch, refetch_interval));
         }
         self
     }
@@ -235,6 +254,7 @@ impl Inner {
         Ctx {
             parts: &self.parts,
             clients: &self.clients,
+            jwks: self.jwks.as_ref(),
         }
     }
 
@@ -250,7 +270,11 @@ impl Inner {
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": self.parts.issuer.keys().algorithms(now),
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth",
+            ],
+            "token_endpoint_auth_signing_alg_values_supported": crate::client_auth::ASSERTION_ALGS,
+            "tls_client_certificate_bound_access_tokens": true,
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": crate::client::STANDARD_SCOPES,
             "request_parameter_supported": false,
@@ -271,17 +295,24 @@ impl Inner {
             .map(|v| v.to_str().map(str::to_owned))
             .transpose()
             .map_err(|_| IdpError::ClientAuthFailed)?;
+        let conn = req.extensions().get::<tianping_net::ConnInfo>().cloned();
         let body = req
             .into_body()
             .bytes()
             .await
             .map_err(|_| IdpError::MissingParameter("grant_type"))?;
         let request = parse_token_request(&body, authorization.as_deref())?;
-        let client = &self
-            .find_client(&request.client.client_id)
-            .ok_or(IdpError::ClientAuthFailed)?;
-        client.authenticate(&request.client)?;
+        let authenticated =
+            crate::client_auth::authenticate(self.ctx(), &request.client, conn.as_ref(), now)
+                .await?;
+        let client = &authenticated.client;
         client.allows(request.grant.grant_type())?;
+        // RFC 8705 §3: the access tokens of a client that authenticated by its certificate are
+        // bound to it
+        let mut bound = serde_json::Map::new();
+        if let Some(x5t) = &authenticated.x5t {
+            bound.insert("cnf".into(), crate::client_auth::cnf_claim(x5t));
+        }
         let kind = request.grant.grant_type();
         let p = &self.parts;
         let answer = match request.grant {
@@ -290,9 +321,15 @@ impl Inner {
                     return Err(IdpError::ScopeNotAllowed(s.clone()));
                 }
                 let scope = scope.join(" ");
-                let at =
-                    p.issuer
-                        .access_token(None, &client.id, &p.audience, &scope, now, &*p.rng)?;
+                let at = p.issuer.access_token_with(
+                    None,
+                    &client.id,
+                    &p.audience,
+                    &scope,
+                    now,
+                    &*p.rng,
+                    bound.clone(),
+                )?;
                 self.audit(now, "token.client_credentials", &client.id, &at)
                     .await?;
                 Ok(token_json(&at, now, &scope, None))
@@ -317,13 +354,14 @@ impl Inner {
                         None => &family.scope,
                     };
                     granted = asked.join(" ");
-                    p.issuer.access_token(
+                    p.issuer.access_token_with(
                         Some(&family.identity),
                         &client.id,
                         &p.audience,
                         &granted,
                         now,
                         &*p.rng,
+                        bound.clone(),
                     )
                 };
                 let rotated = grants.rotate_refresh_deferred(
@@ -362,6 +400,7 @@ impl Inner {
                     &code,
                     redirect_uri.as_deref(),
                     code_verifier.as_deref(),
+                    bound,
                     now,
                 )
                 .await

@@ -17,6 +17,7 @@ use tianping_core::{CourtCode, SubjectId, UnixTime};
 
 use crate::IdpError;
 use crate::client::Client;
+use crate::client_auth::ClientKeys;
 use crate::directory::{Court, User};
 use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
@@ -37,6 +38,10 @@ pub struct SledStore {
     users: sled::Tree,
     logins: sled::Tree,
     clients: sled::Tree,
+    client_keys: sled::Tree,
+    /// Client assertions' `jti`s: client id, a zero byte, the `jti`; the value is when the
+    /// entry may be forgotten (milliseconds, big-endian).
+    assertions: sled::Tree,
     sign_ins: sled::Tree,
     group: Arc<GroupFlush>,
 }
@@ -149,6 +154,8 @@ impl SledStore {
             users: tree("users")?,
             logins: tree("logins")?,
             clients: tree("clients")?,
+            client_keys: tree("client_keys")?,
+            assertions: tree("assertions")?,
             sign_ins: tree("sign_ins")?,
             group: Arc::new(GroupFlush {
                 db: db.clone(),
@@ -437,6 +444,63 @@ impl Store for SledStore {
 
     fn clients(&self) -> Result<Vec<Client>, IdpError> {
         Self::all(&self.clients, records::decode_client)
+    }
+
+    fn put_client_keys(&self, client_id: &str, keys: &ClientKeys) -> Result<(), IdpError> {
+        self.put(
+            &self.client_keys,
+            client_id.as_bytes(),
+            records::encode_client_keys(keys)?,
+        )
+    }
+
+    fn client_keys(&self, client_id: &str) -> Result<Option<ClientKeys>, IdpError> {
+        Self::get(
+            &self.client_keys,
+            client_id.as_bytes(),
+            records::decode_client_keys,
+        )
+    }
+
+    fn note_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, IdpError> {
+        let mut prefix = client_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut key = prefix.clone();
+        key.extend_from_slice(jti.as_bytes());
+        let value = until.as_millis().to_be_bytes();
+        let passed = |v: &[u8]| {
+            <[u8; 8]>::try_from(v).map_or(true, |b| u64::from_be_bytes(b) <= now.as_millis())
+        };
+        // the client's entries past their time go (there are as many as it made in an
+        // assertion's life)
+        for entry in self.assertions.scan_prefix(&prefix) {
+            let (k, v) = entry.map_err(err)?;
+            if passed(&v) && *k != *key {
+                self.assertions.remove(k).map_err(err)?;
+            }
+        }
+        let mut current: Option<sled::IVec> = None;
+        loop {
+            match self
+                .assertions
+                .compare_and_swap(&key, current.as_ref(), Some(&value[..]))
+                .map_err(err)?
+            {
+                Ok(()) => break,
+                Err(e) => match e.current {
+                    Some(v) if !passed(&v) => return Ok(false),
+                    other => current = other,
+                },
+            }
+        }
+        self.flush()?;
+        Ok(true)
     }
 
     fn put_sign_in(&self, key: [u8; 32], state: Vec<u8>) -> Result<(), IdpError> {

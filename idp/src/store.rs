@@ -12,6 +12,7 @@ use tianping_core::{CourtCode, SubjectId, UnixTime};
 
 use crate::IdpError;
 use crate::client::Client;
+use crate::client_auth::ClientKeys;
 use crate::directory::{Court, User};
 use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
@@ -106,6 +107,21 @@ pub trait Store: Send + Sync {
     fn client(&self, id: &str) -> Result<Option<Client>, IdpError>;
     /// Every client, in no particular order.
     fn clients(&self) -> Result<Vec<Client>, IdpError>;
+    /// Keeps what a client authenticates with beyond a secret (its JWKS, JWKS URI or
+    /// certificate subject), replacing what it had.
+    fn put_client_keys(&self, client_id: &str, keys: &ClientKeys) -> Result<(), IdpError>;
+    /// What a client authenticates with beyond a secret, if anything.
+    fn client_keys(&self, client_id: &str) -> Result<Option<ClientKeys>, IdpError>;
+    /// Remembers the `jti` of a client's assertion until `until`, atomically and durably:
+    /// `false` (changing nothing) when it is remembered already, which is a replay. Entries whose
+    /// `until` has passed at `now` may be forgotten.
+    fn note_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, IdpError>;
 
     /// Keeps where an unfinished sign-in stands, under the SHA-256 of its session id.
     fn put_sign_in(&self, key: [u8; 32], state: Vec<u8>) -> Result<(), IdpError>;
@@ -133,6 +149,9 @@ pub struct MemoryStore {
     /// Users by subject id, and subject ids by sign-in name, under one lock.
     users: Mutex<(HashMap<SubjectId, User>, HashMap<String, SubjectId>)>,
     clients: Mutex<HashMap<String, Client>>,
+    client_keys: Mutex<HashMap<String, ClientKeys>>,
+    /// Assertion `jti`s by client id and `jti`, with when they may be forgotten.
+    assertions: Mutex<HashMap<(String, String), UnixTime>>,
     sign_ins: Mutex<HashMap<[u8; 32], Vec<u8>>>,
 }
 
@@ -303,6 +322,32 @@ impl Store for MemoryStore {
 
     fn clients(&self) -> Result<Vec<Client>, IdpError> {
         Ok(lock(&self.clients)?.values().cloned().collect())
+    }
+
+    fn put_client_keys(&self, client_id: &str, keys: &ClientKeys) -> Result<(), IdpError> {
+        lock(&self.client_keys)?.insert(client_id.to_owned(), keys.clone());
+        Ok(())
+    }
+
+    fn client_keys(&self, client_id: &str) -> Result<Option<ClientKeys>, IdpError> {
+        Ok(lock(&self.client_keys)?.get(client_id).cloned())
+    }
+
+    fn note_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, IdpError> {
+        let mut seen = lock(&self.assertions)?;
+        seen.retain(|_, u| now < *u);
+        let key = (client_id.to_owned(), jti.to_owned());
+        if seen.contains_key(&key) {
+            return Ok(false);
+        }
+        seen.insert(key, until);
+        Ok(true)
     }
 
     fn put_sign_in(&self, key: [u8; 32], state: Vec<u8>) -> Result<(), IdpError> {

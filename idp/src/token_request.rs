@@ -1,5 +1,8 @@
 //! Token requests (RFC 6749 §4.1.3, §6, §4.4): the grant and the client's credentials, sent by
-//! `client_secret_basic` or `client_secret_post` but never both, and never disagreeing.
+//! `client_secret_basic`, `client_secret_post` or a client assertion (`private_key_jwt`, RFC 7523
+//! §2.2) but never by two of them, and never disagreeing. A request with a `client_id` alone is
+//! a public client's, or one authenticating by its TLS certificate (`tls_client_auth`): which,
+//! the registered client says.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -7,6 +10,7 @@ use tianping_core::Secret;
 
 use crate::IdpError;
 use crate::client::{ClientAuthMethod, ClientCredentials, GrantType};
+use crate::client_auth::{CLIENT_ASSERTION_TYPE, assertion_subject};
 use crate::error::quoted;
 use crate::form::{Params, decode};
 
@@ -94,29 +98,58 @@ fn scopes(v: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-/// Parses a token request from its form body and its `Authorization` header, if any.
-pub fn parse_token_request(
-    body: &[u8],
+/// The client credentials of a request to the token, revocation or introspection endpoint: from
+/// its form parameters and its `Authorization` header, if any.
+pub(crate) fn client_credentials(
+    p: &Params,
     authorization: Option<&str>,
-) -> Result<TokenRequest, IdpError> {
-    let p = Params::parse(body)?;
+) -> Result<ClientCredentials, IdpError> {
     let body_id = p.get("client_id")?;
     let body_secret = p.get("client_secret")?;
-    let client = match authorization {
+    let assertion_type = p.get("client_assertion_type")?;
+    let assertion = p.get("client_assertion")?;
+    if assertion_type.is_some() || assertion.is_some() {
+        if authorization.is_some() || body_secret.is_some() {
+            return Err(IdpError::ConflictingCredentials);
+        }
+        match assertion_type {
+            Some(CLIENT_ASSERTION_TYPE) => {}
+            Some(_) => {
+                return Err(IdpError::BadParameter {
+                    name: "client_assertion_type",
+                    reason: "only `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`",
+                });
+            }
+            None => return Err(IdpError::MissingParameter("client_assertion_type")),
+        }
+        let assertion = assertion.ok_or(IdpError::MissingParameter("client_assertion"))?;
+        // RFC 7523 §3: the assertion's `sub` names the client when no `client_id` is sent; it is
+        // checked against the client once the signature verified.
+        let client_id = match body_id {
+            Some(id) => id.to_owned(),
+            None => assertion_subject(assertion).ok_or(IdpError::ClientAuthFailed)?,
+        };
+        return Ok(ClientCredentials {
+            client_id,
+            secret: Some(Secret::new(assertion.to_owned())),
+            method: ClientAuthMethod::PrivateKeyJwt,
+        });
+    }
+    match authorization {
         Some(h) => {
             let (id, secret) = basic(h)?;
             if body_secret.is_some() || body_id.is_some_and(|b| b != id) {
                 return Err(IdpError::ConflictingCredentials);
             }
-            ClientCredentials {
+            Ok(ClientCredentials {
                 client_id: id,
                 secret: Some(secret),
                 method: ClientAuthMethod::ClientSecretBasic,
-            }
+            })
         }
         None => {
             let id = body_id.ok_or(IdpError::ClientAuthFailed)?;
-            ClientCredentials {
+            Ok(ClientCredentials {
                 client_id: id.to_owned(),
                 secret: body_secret.map(|s| Secret::new(s.to_owned())),
                 method: if body_secret.is_some() {
@@ -124,9 +157,18 @@ pub fn parse_token_request(
                 } else {
                     ClientAuthMethod::None
                 },
-            }
+            })
         }
-    };
+    }
+}
+
+/// Parses a token request from its form body and its `Authorization` header, if any.
+pub fn parse_token_request(
+    body: &[u8],
+    authorization: Option<&str>,
+) -> Result<TokenRequest, IdpError> {
+    let p = Params::parse(body)?;
+    let client = client_credentials(&p, authorization)?;
     let grant_type = p.require("grant_type")?;
     let grant = match GrantType::parse(grant_type) {
         Some(GrantType::AuthorizationCode) => TokenGrant::AuthorizationCode {
@@ -241,6 +283,71 @@ mod tests {
         }
         assert_eq!(
             parse_token_request(b"grant_type=client_credentials", None),
+            Err(IdpError::ClientAuthFailed)
+        );
+    }
+
+    #[test]
+    fn client_assertions() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let part = |v: &str| URL_SAFE_NO_PAD.encode(v);
+        let jwt = format!(
+            "{}.{}.c2ln",
+            part(r#"{"alg":"ES256","kid":"k"}"#),
+            part(r#"{"sub":"rp-1","iss":"rp-1"}"#)
+        );
+        let t = "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer";
+        let body = format!(
+            "grant_type=client_credentials&client_assertion_type={t}&client_assertion={jwt}"
+        );
+        let r = parse_token_request(body.as_bytes(), None).unwrap();
+        assert_eq!(r.client.client_id, "rp-1", "named by the assertion's `sub`");
+        assert_eq!(r.client.method, ClientAuthMethod::PrivateKeyJwt);
+        assert_eq!(r.client.secret.as_ref().unwrap().expose(), &jwt);
+        let named = format!("{body}&client_id=rp-2");
+        let r = parse_token_request(named.as_bytes(), None).unwrap();
+        assert_eq!(
+            r.client.client_id, "rp-2",
+            "the form's `client_id` is checked later"
+        );
+        assert_eq!(
+            parse_token_request(format!("{body}&client_secret=s").as_bytes(), None),
+            Err(IdpError::ConflictingCredentials)
+        );
+        assert_eq!(
+            parse_token_request(body.as_bytes(), Some(&basic_header("rp-1", "s"))),
+            Err(IdpError::ConflictingCredentials)
+        );
+        let other_type = body.replace("jwt-bearer", "saml2-bearer");
+        assert!(matches!(
+            parse_token_request(other_type.as_bytes(), None),
+            Err(IdpError::BadParameter {
+                name: "client_assertion_type",
+                ..
+            })
+        ));
+        assert_eq!(
+            parse_token_request(
+                format!("grant_type=client_credentials&client_assertion={jwt}").as_bytes(),
+                None
+            ),
+            Err(IdpError::MissingParameter("client_assertion_type"))
+        );
+        assert_eq!(
+            parse_token_request(
+                format!("grant_type=client_credentials&client_assertion_type={t}").as_bytes(),
+                None
+            ),
+            Err(IdpError::MissingParameter("client_assertion"))
+        );
+        assert_eq!(
+            parse_token_request(
+                format!(
+                    "grant_type=client_credentials&client_assertion_type={t}&client_assertion=x.y.z"
+                )
+                .as_bytes(),
+                None
+            ),
             Err(IdpError::ClientAuthFailed)
         );
     }
