@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tianping_core::{DataDir, ZoneName};
+use tianping_crossdomain::{OfdFilter, PdfFilter};
 use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
     Filter, FilterInput, Filtered, Filters, ImageLimits, JpegFilter, JsonFilter, MemoryBound,
@@ -21,6 +22,8 @@ pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Fil
     ));
     f.register(Arc::new(PngFilter::new(ImageLimits::default())));
     f.register(Arc::new(JpegFilter::new(ImageLimits::default())));
+    f.register(Arc::new(PdfFilter::default()));
+    f.register(Arc::new(OfdFilter::default()));
     f.register(Arc::new(Mp4Filter::default()));
     f.register(Arc::new(AuditBatchFilter));
     Ok(f)
