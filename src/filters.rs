@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use tianping_core::{DataDir, ZoneName};
-use tianping_crossdomain::{OfdFilter, PdfFilter};
 use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
     Filter, FilterInput, Filtered, Filters, ImageLimits, JpegFilter, JsonFilter, MemoryBound,
     PngFilter, Refusal, Step, StepState, TextFilter,
 };
+use tianping_crossdomain::{OfdFilter, PdfFilter};
 
 /// The filters zone `zone` registers, by kind. `dir` is where zone-local filter settings will
 /// be read from; today every filter runs with its defaults.
