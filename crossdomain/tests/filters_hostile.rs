@@ -22,7 +22,6 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 use tianping_crossdomain::Mp4Filter;
-use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
     FilterInput, Filtered, Filters, JpegFilter, JsonFilter, OfdFilter, PdfFilter, PngFilter,
     TextFilter, marking_check,
@@ -255,7 +254,6 @@ fn filters() -> Filters {
     f.register(Arc::new(JsonFilter::with_default_schemas().unwrap()));
     f.register(Arc::new(PngFilter::default()));
     f.register(Arc::new(JpegFilter::default()));
-    f.register(Arc::new(Mp4Filter::default()));
     f.register(Arc::new(Mp4Filter::default()));
     f.register(Arc::new(PdfFilter::default()));
     f.register(Arc::new(OfdFilter::default()));
