@@ -25,7 +25,6 @@
 //!   before the response that carries its effect.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -92,7 +91,6 @@ pub(crate) fn discovery_entries(iss: &str) -> Map<String, Value> {
         "acr_values_supported": ["pwd", "otp", "cert"],
         "display_values_supported": ["page"],
         "frontchannel_logout_supported": false,
-        "backchannel_logout_supported": false,
         "tianping_pkce_required": true,
     });
     match v {
@@ -193,11 +191,16 @@ async fn record(
     e.object = object.to_owned();
     e.outcome = "ok".into();
     e.reason = reason.to_owned();
-    let log = Arc::clone(&parts.audit);
-    tokio::task::spawn_blocking(move || log.append(&e).map(drop))
+    // Awaited without a thread of its own: the log's committer wakes this task once the event's
+    // group is durable (as the grants' records are).
+    let audit_error = |e: tianping_audit::StoreError| IdpError::Store(format!("audit: {e}"));
+    parts
+        .audit
+        .append_prompt(&e)
+        .map_err(audit_error)?
+        .durable()
         .await
-        .map_err(|_| IdpError::Internal("audit task"))?
-        .map_err(|e| IdpError::Store(format!("audit: {e}")))
+        .map_err(audit_error)
 }
 
 /// How an audit record names a refresh-token family (never a token itself).
@@ -254,13 +257,18 @@ pub(crate) async fn authorization_code(
         &*p.rng,
         at_extra,
     )?;
+    let mut id_claims = requested_claims(p, &identity.sub, &record_of_code.claims.id_token)?;
+    if let Some(session) = &record_of_code.session {
+        // the session's `sid`, as its back-channel logout token names it
+        id_claims.insert("sid".into(), crate::account::session_sid(session).into());
+    }
     let id_token = p.issuer.id_token_with(
         &identity,
         &client.id,
         record_of_code.nonce.as_deref(),
         Some(&at.token),
         now,
-        requested_claims(p, &identity.sub, &record_of_code.claims.id_token)?,
+        id_claims,
     )?;
     let refresh = if client.grants.contains(&GrantType::RefreshToken) {
         let (rt, family) = grants.start_family(
@@ -278,6 +286,9 @@ pub(crate) async fn authorization_code(
     } else {
         None
     };
+    if let Some(session) = &record_of_code.session {
+        crate::account::note_session_client(&*p.store, session, &client.id)?;
+    }
     grants.record_code_tokens(code, &at, refresh.as_ref().map(|(_, f)| *f))?;
     record(
         p,
@@ -808,8 +819,11 @@ async fn logout_inner(
                 }
             }
             // the refresh families started in the session end with it (and their tokens)
-            let ended = Grants::new(&*p.store, p.grants).end_session_families(id)?;
-            for f in &ended {
+            let ended =
+                crate::account::end_session(&*p.store, p.grants, &crate::session::session_key(id))?;
+            // the clients given tokens in it that registered a back-channel URI are told
+            crate::backchannel::queue_logouts(&*p.store, &ended, now, &*p.rng)?;
+            for f in &ended.families {
                 let object = family_object(f);
                 let actor = client_id.as_deref().unwrap_or("-");
                 record(p, now, "token.revoke", actor, &object, "logout").await?;

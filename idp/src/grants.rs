@@ -449,6 +449,9 @@ impl<'a> Grants<'a> {
         let (id, _) = raw.split_at(16);
         let id: FamilyId = id.try_into().map_err(|_| IdpError::RefreshInvalid)?;
         let presented = sha256(token.as_bytes());
+        if deferred {
+            return self.rotate_deferred(id, &presented, client_id, now, rng, issue);
+        }
         let read = self.store.family(&id)?.ok_or(IdpError::RefreshInvalid)?;
         let at = match rotation(&read, &presented, client_id, now) {
             Rotation::Rotated => Some(issue(&read)?),
@@ -490,6 +493,60 @@ impl<'a> Grants<'a> {
                 for (jti, until) in &before.access_tokens {
                     self.store.revoke_token(jti, *until)?;
                 }
+                Err(IdpError::RefreshReused)
+            }
+            (Rotation::Refused(RefreshRefusal::WrongClient), _) => {
+                Err(IdpError::RefreshWrongClient)
+            }
+            (Rotation::Refused(RefreshRefusal::Invalid), _) => Err(IdpError::RefreshInvalid),
+        }
+    }
+
+    /// The deferred rotation in one store update that reads the family once: `issue` runs
+    /// inside it when the token is current (its error changes nothing), the rotation and the
+    /// access token are written together by compare-and-swap.
+    fn rotate_deferred(
+        &self,
+        id: FamilyId,
+        presented: &[u8; 32],
+        client_id: &str,
+        now: UnixTime,
+        rng: &dyn Random,
+        issue: &mut dyn FnMut(&RefreshFamily) -> Result<IssuedAccessToken, IdpError>,
+    ) -> Result<(RefreshFamily, String, IssuedAccessToken), IdpError> {
+        let (next, next_hash) = refresh_token(&id, rng)?;
+        let mut at: Option<IssuedAccessToken> = None;
+        let mut change = |f: &RefreshFamily| -> Result<RefreshFamily, IdpError> {
+            // issued once: a retry after a concurrent writer finds the token rotated (a reuse)
+            if at.is_none() && rotation(f, presented, client_id, now) == Rotation::Rotated {
+                at = Some(issue(f)?);
+            }
+            let entry = at.as_ref().map(|a| (a.jti.clone(), a.expires_at));
+            Ok(apply_issued(
+                f,
+                presented,
+                client_id,
+                now,
+                next_hash,
+                entry.as_ref(),
+            ))
+        };
+        let before = self
+            .store
+            .try_update_family_deferred(&id, &mut change)?
+            .ok_or(IdpError::RefreshInvalid)?;
+        match (rotation(&before, presented, client_id, now), at) {
+            (Rotation::Rotated, Some(at)) => {
+                let entry = (at.jti.clone(), at.expires_at);
+                let after =
+                    apply_issued(&before, presented, client_id, now, next_hash, Some(&entry));
+                Ok((after, next, at))
+            }
+            (Rotation::Rotated, None) => Err(IdpError::RefreshInvalid),
+            (Rotation::Reused, _) => {
+                // The revocation is made durable here, not left to the caller's flush: again
+                // through a flushed update, with the family's access tokens.
+                self.revoke_family(&id)?;
                 Err(IdpError::RefreshReused)
             }
             (Rotation::Refused(RefreshRefusal::WrongClient), _) => {
@@ -558,25 +615,29 @@ impl Grants<'_> {
         session: &[u8; 32],
         family: &FamilyId,
     ) -> Result<(), IdpError> {
-        let key = session_families_key(session);
-        let mut list = self.store.sign_in_state(&key)?.unwrap_or_default();
-        decode_families(&list)?;
-        list.extend_from_slice(family);
-        self.store.put_sign_in(key, list)
+        // one atomic append: two codes of the session redeemed at once both land
+        self.store
+            .append_sign_in(session_families_key(session), family)
     }
 
     /// Revokes every family started in the session whose id is `session_id` (its logout) and
     /// forgets them; the families revoked.
     pub fn end_session_families(&self, session_id: &str) -> Result<Vec<FamilyId>, IdpError> {
-        let key = session_families_key(&sha256(session_id.as_bytes()));
-        let Some(list) = self.store.sign_in_state(&key)? else {
+        self.end_families_of_session(&sha256(session_id.as_bytes()))
+    }
+
+    /// [`end_session_families`](Self::end_session_families) by the session's store key (the
+    /// SHA-256 of its id). The list is taken from the store in one step, so a family noted while
+    /// this runs is either revoked here or kept for the next call, never dropped.
+    pub fn end_families_of_session(&self, session: &[u8; 32]) -> Result<Vec<FamilyId>, IdpError> {
+        let key = session_families_key(session);
+        let Some(list) = self.store.take_sign_in(&key)? else {
             return Ok(Vec::new());
         };
         let families = decode_families(&list)?;
         for f in &families {
             self.revoke_family(f)?;
         }
-        self.store.remove_sign_in(&key)?;
         Ok(families)
     }
 }

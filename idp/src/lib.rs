@@ -29,7 +29,13 @@
 //! - codes (single use, 60 s, reuse revokes) and refresh-token families (rotated, reuse revokes
 //!   the family, bound to the client) as state machines ([`Grants`]);
 //! - sessions rotated at sign-in and logout with idle and absolute timeouts, and CSRF tokens
-//!   ([`Sessions`]);
+//!   ([`Sessions`]); an account's sessions listed and ended by an administrator, each with the
+//!   clients and refresh families it started ([`account_sessions`], [`logout_account`]);
+//! - back-channel logout (OpenID Back-Channel Logout 1.0): logout tokens made and checked
+//!   ([`make_logout_token`], [`verify_logout_token`]) and queued durably for the clients of an
+//!   ended session that registered a URI, retried with bounded backoff ([`queue_logouts`],
+//!   [`retry_delay`]); with the `server` feature, `Idp::deliver_logouts` sends them through a
+//!   `LogoutSender`;
 //! - the directory of courts, users and clients, its rules checked before any write
 //!   ([`Directory`], [`User`], [`Court`]);
 //! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`])
@@ -61,7 +67,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod account;
 mod authorize;
+mod backchannel;
 #[cfg(feature = "server")]
 mod cert_signin;
 mod client;
@@ -78,6 +86,7 @@ mod jwt;
 #[cfg(feature = "store")]
 mod keys;
 mod lockout;
+mod logout_token;
 mod metrics;
 #[cfg(feature = "server")]
 mod pages;
@@ -98,9 +107,19 @@ mod token_request;
 mod tokens;
 mod totp;
 
+pub use account::{
+    AccountSession, EndedSession, account_sessions, end_session, logout_account,
+    note_session_client, session_clients, session_handle, session_sid,
+};
 pub use authorize::{
     AuthorizationRequest, AuthorizeError, ClaimsRequest, ErrorRedirect, MAX_PARAM_BYTES, Prompt,
     RequestedClaim, UiLocale, parse_authorization, success_location,
+};
+#[cfg(feature = "server")]
+pub use backchannel::LogoutSender;
+pub use backchannel::{
+    Attempt, BackchannelRegistration, PendingLogout, backchannel_registration, pending_logouts,
+    queue_logouts, record_attempt, register_backchannel,
 };
 #[cfg(feature = "server")]
 pub use cert_signin::{
@@ -113,6 +132,8 @@ pub use client_auth::{
     X5T_S256, assertion_kid, assertion_subject, binding_holds, cnf_claim, parse_jwks,
     verify_assertion, verify_tls_client, x5t_s256,
 };
+#[doc(hidden)]
+pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
 pub use directory::{
     Court, Directory, RequiredAction, TotpCredential, User, UserStatus, check_login,
 };
@@ -126,6 +147,11 @@ pub use jwt::{
 #[cfg(feature = "store")]
 pub use keys::{KEYS_FILE, KeyDir, KeyError, KeyInfo};
 pub use lockout::{Factor, LockoutPolicy, LockoutState};
+pub use logout_token::{
+    BACKCHANNEL_LOGOUT_EVENT, IAT_SKEW, LOGOUT_TOKEN_LIFE, LOGOUT_TOKEN_TYPE, LogoutClaims,
+    MAX_ATTEMPTS, RETRY_CAP, RETRY_FIRST, logout_form, make_logout_token, retry_delay,
+    verify_logout_token,
+};
 pub use metrics::{IdpMetrics, NoMetrics};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
@@ -134,12 +160,13 @@ pub use random::{OsRandom, Random};
 pub use server::{Idp, IdpParts};
 pub use session::{
     SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
+    session_key,
 };
 #[cfg(feature = "server")]
 pub use signin::{LeastAcr, SignInParts};
 #[cfg(feature = "store")]
 pub use sled_store::SledStore;
-pub use store::{Flushed, MemoryStore, Store, Update};
+pub use store::{Flushed, MemoryStore, Store, TryUpdate, Update};
 pub use token_request::{TokenGrant, TokenRequest, parse_token_request};
 pub use tokens::{
     AccessClaims, IdTokenHint, Identity, IdentityClaims, IssuedAccessToken, TokenIssuer, at_hash,

@@ -56,6 +56,10 @@ pub struct Idp {
 
 struct Inner {
     parts: IdpParts,
+    /// Sends the back-channel logout tokens queued in the store; without it they wait there.
+    backchannel: Option<Arc<dyn crate::backchannel::LogoutSender>>,
+    /// One delivery round at a time.
+    delivering: tokio::sync::Mutex<()>,
     clients: HashMap<String, Client>,
     /// The interactive sign-in; without it `/login` answers an error page.
     sign_in: Option<crate::signin::SignInParts>,
@@ -88,6 +92,8 @@ impl Idp {
         Self {
             inner: Arc::new(Inner {
                 parts,
+                backchannel: None,
+                delivering: tokio::sync::Mutex::new(()),
                 clients,
                 sign_in: None,
                 cert: None,
@@ -131,6 +137,88 @@ impl Idp {
             inner.jwks = Some(crate::client_auth::JwksCache::new(fetch, refetch_interval));
         }
         self
+    }
+
+    /// This provider sending back-channel logout tokens through `sender` (before it is cloned or
+    /// served): discovery then says `backchannel_logout_supported`, and
+    /// [`deliver_logouts`](Self::deliver_logouts) sends what is due.
+    #[must_use]
+    pub fn with_backchannel(mut self, sender: Arc<dyn crate::backchannel::LogoutSender>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.backchannel = Some(sender);
+        }
+        self
+    }
+
+    /// Sends every back-channel logout token due now (one round at a time): each signed anew
+    /// with the keys in force and the same `jti`, POSTed as `logout_token=`, and each attempt
+    /// audited (`logout.backchannel`, outcome `ok` or `failed` with the reason); a failed one is
+    /// due again after its backoff and given up after its last attempt. The deliveries made.
+    /// Without a sender nothing is sent.
+    pub async fn deliver_logouts(&self) -> Result<usize, IdpError> {
+        let inner = &self.inner;
+        let Some(sender) = &inner.backchannel else {
+            return Ok(0);
+        };
+        let _round = inner.delivering.lock().await;
+        let p = &inner.parts;
+        let now = p.clock.now();
+        let mut delivered = 0;
+        for d in crate::backchannel::pending_logouts(&*p.store)? {
+            if d.due_ms > now.as_millis() {
+                continue;
+            }
+            let claims = crate::logout_token::LogoutClaims::new(
+                p.issuer.issuer(),
+                &d.client_id,
+                &d.jti,
+                d.sub.as_deref(),
+                d.sid.as_deref(),
+                now,
+            );
+            let token = crate::logout_token::make_logout_token(p.issuer.keys(), &claims)?;
+            let sent = sender
+                .post(&d.uri, crate::logout_token::logout_form(&token))
+                .await;
+            let why = sent.as_ref().err().cloned();
+            let attempt = crate::backchannel::record_attempt(&*p.store, &d, sent, now)?;
+            let mut e = Event::new(now, "logout.backchannel");
+            e.zone.clone_from(&p.zone);
+            e.component = "idp".into();
+            e.actor.clone_from(&d.client_id);
+            e.object = format!("logout:{}", d.jti);
+            let attempt_no = d.failed.saturating_add(1);
+            match (&attempt, why) {
+                (crate::backchannel::Attempt::Delivered, _) => {
+                    delivered += 1;
+                    e.outcome = "ok".into();
+                    e.reason = format!("delivered at attempt {attempt_no}");
+                }
+                (crate::backchannel::Attempt::Retry(_), why) => {
+                    e.outcome = "failed".into();
+                    e.reason = format!(
+                        "attempt {attempt_no}, tried again later: {}",
+                        why.unwrap_or_default()
+                    );
+                }
+                (crate::backchannel::Attempt::GaveUp, why) => {
+                    e.outcome = "failed".into();
+                    e.reason = format!(
+                        "given up after {attempt_no} attempts: {}",
+                        why.unwrap_or_default()
+                    );
+                }
+            }
+            let audit_error =
+                |e: tianping_audit::StoreError| IdpError::Store(format!("audit: {e}"));
+            p.audit
+                .append_prompt(&e)
+                .map_err(audit_error)?
+                .durable()
+                .await
+                .map_err(audit_error)?;
+        }
+        Ok(delivered)
     }
 
     /// This provider reporting its grants, sign-ins, failures and lockouts to `metrics`
@@ -284,6 +372,9 @@ impl Inner {
         });
         if let Some(obj) = d.as_object_mut() {
             obj.extend(endpoints::discovery_entries(iss));
+            let bcl = self.backchannel.is_some();
+            obj.insert("backchannel_logout_supported".into(), bcl.into());
+            obj.insert("backchannel_logout_session_supported".into(), bcl.into());
         }
         d
     }

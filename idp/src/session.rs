@@ -87,6 +87,11 @@ impl Session {
     }
 }
 
+/// The store key of a session: the SHA-256 of its id (the id itself is never stored).
+pub fn session_key(id: &str) -> [u8; 32] {
+    key_of(id)
+}
+
 fn key_of(id: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, id.as_bytes()).as_ref());
@@ -150,16 +155,28 @@ impl<'a> Sessions<'a> {
     /// forgotten and refused.
     pub fn get(&self, id: &str, now: UnixTime) -> Result<Session, IdpError> {
         let key = key_of(id);
-        let mut s = self.store.session(&key)?.ok_or(IdpError::SessionExpired)?;
-        let idle = now.saturating_since(s.last_seen) >= self.policy.idle;
-        let old = now.saturating_since(s.created_at) >= self.policy.absolute;
-        if idle || old {
+        let s = self.store.session(&key)?.ok_or(IdpError::SessionExpired)?;
+        if !self.live(&s, now) {
             self.store.remove_session(&key)?;
             return Err(IdpError::SessionExpired);
         }
-        s.last_seen = now;
-        self.store.put_session(key, s.clone())?;
-        Ok(s)
+        // an update, not a put: a logout that removed the session meanwhile is not undone
+        let mut touch = |s: &Session| {
+            let mut n = s.clone();
+            n.last_seen = n.last_seen.max(now);
+            n
+        };
+        let before = self
+            .store
+            .update_session(&key, &mut touch)?
+            .ok_or(IdpError::SessionExpired)?;
+        Ok(touch(&before))
+    }
+
+    /// Whether a session is within its idle and absolute timeouts at `now`.
+    pub fn live(&self, s: &Session, now: UnixTime) -> bool {
+        now.saturating_since(s.last_seen) < self.policy.idle
+            && now.saturating_since(s.created_at) < self.policy.absolute
     }
 
     /// Signs `identity` in: the old session (if any) ends and a new id is issued, so an id

@@ -23,7 +23,7 @@ use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
 use crate::records;
 use crate::session::Session;
-use crate::store::{Flushed, Store, Update, keys_changed};
+use crate::store::{Flushed, Store, TryUpdate, Update, keys_changed};
 
 /// A [`Store`] in a sled database folder.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct SledStore {
     families: sled::Tree,
     revoked: sled::Tree,
     sessions: sled::Tree,
+    /// Signed-in sessions by account: subject id, a zero byte, the session's key.
+    account_sessions: sled::Tree,
     lockouts: sled::Tree,
     courts: sled::Tree,
     users: sled::Tree,
@@ -43,6 +45,8 @@ pub struct SledStore {
     /// entry may be forgotten (milliseconds, big-endian).
     assertions: sled::Tree,
     sign_ins: sled::Tree,
+    /// Back-channel logout: clients' registrations and deliveries waiting.
+    backchannel: sled::Tree,
     group: Arc<GroupFlush>,
 }
 
@@ -135,6 +139,15 @@ impl Future for FlushWait {
     }
 }
 
+/// The index entry of a signed-in session under its account.
+fn account_session_key(sub: &SubjectId, key: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(sub.as_str().len() + 33);
+    k.extend_from_slice(sub.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
 fn err(e: sled::Error) -> IdpError {
     IdpError::Store(e.to_string())
 }
@@ -149,6 +162,7 @@ impl SledStore {
             families: tree("families")?,
             revoked: tree("revoked")?,
             sessions: tree("sessions")?,
+            account_sessions: tree("account_sessions")?,
             lockouts: tree("lockouts")?,
             courts: tree("courts")?,
             users: tree("users")?,
@@ -157,6 +171,7 @@ impl SledStore {
             client_keys: tree("client_keys")?,
             assertions: tree("assertions")?,
             sign_ins: tree("sign_ins")?,
+            backchannel: tree("backchannel")?,
             group: Arc::new(GroupFlush {
                 db: db.clone(),
                 state: Mutex::new(FlushState::default()),
@@ -288,6 +303,28 @@ impl Store for SledStore {
         )
     }
 
+    fn try_update_family_deferred(
+        &self,
+        id: &FamilyId,
+        f: TryUpdate<'_, RefreshFamily>,
+    ) -> Result<Option<RefreshFamily>, IdpError> {
+        loop {
+            let Some(old) = self.families.get(id).map_err(err)? else {
+                return Ok(None);
+            };
+            let before = records::decode_family(&old)?;
+            let new = records::encode_family(&f(&before)?)?;
+            if self
+                .families
+                .compare_and_swap(id, Some(&old), Some(new))
+                .map_err(err)?
+                .is_ok()
+            {
+                return Ok(Some(before));
+            }
+        }
+    }
+
     fn flushed(&self) -> Flushed {
         let g = &self.group;
         if !g.running.swap(true, Ordering::AcqRel) {
@@ -330,12 +367,89 @@ impl Store for SledStore {
     }
 
     fn put_session(&self, key: [u8; 32], session: Session) -> Result<(), IdpError> {
+        // indexed first: a crash between the two leaves an index entry without its session
+        // (skipped and dropped when read), never a session its account cannot find
+        if let Some(i) = &session.identity {
+            self.account_sessions
+                .insert(account_session_key(&i.sub, &key), &[])
+                .map_err(err)?;
+        }
         self.put(&self.sessions, &key, records::encode_session(&session)?)
     }
 
     fn remove_session(&self, key: &[u8; 32]) -> Result<(), IdpError> {
-        self.sessions.remove(key).map_err(err)?;
+        if let Some(old) = self.sessions.remove(key).map_err(err)? {
+            // a record that no longer decodes leaves its index entry to be dropped when read
+            if let Ok(Session {
+                identity: Some(i), ..
+            }) = records::decode_session(&old)
+            {
+                self.account_sessions
+                    .remove(account_session_key(&i.sub, key))
+                    .map_err(err)?;
+            }
+        }
         self.flush()
+    }
+
+    fn update_session(
+        &self,
+        key: &[u8; 32],
+        f: Update<'_, Session>,
+    ) -> Result<Option<Session>, IdpError> {
+        let mut moved = None;
+        let before = self.update(
+            &self.sessions,
+            key,
+            &mut |s: &Session| {
+                let next = f(s);
+                let sub = |s: &Session| s.identity.as_ref().map(|i| i.sub.clone());
+                moved = (sub(s) != sub(&next)).then(|| next.clone());
+                next
+            },
+            records::decode_session,
+            records::encode_session,
+        )?;
+        // a session signed in (or out) by an update is indexed anew
+        if let (Some(old), Some(new)) = (&before, moved) {
+            if let Some(i) = &old.identity {
+                self.account_sessions
+                    .remove(account_session_key(&i.sub, key))
+                    .map_err(err)?;
+            }
+            if let Some(i) = &new.identity {
+                self.account_sessions
+                    .insert(account_session_key(&i.sub, key), &[])
+                    .map_err(err)?;
+            }
+            self.flush()?;
+        }
+        Ok(before)
+    }
+
+    fn account_sessions(&self, sub: &SubjectId) -> Result<Vec<([u8; 32], Session)>, IdpError> {
+        let mut prefix = sub.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for entry in self.account_sessions.scan_prefix(&prefix).keys() {
+            let entry = entry.map_err(err)?;
+            let Some(key) = entry
+                .get(prefix.len()..)
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            else {
+                continue;
+            };
+            match self.session(&key)? {
+                Some(s) if s.identity.as_ref().is_some_and(|i| &i.sub == sub) => {
+                    out.push((key, s));
+                }
+                // forgotten (or now another account's): the entry is stale
+                _ => {
+                    self.account_sessions.remove(&entry).map_err(err)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn lockout(&self, account: &str) -> Result<LockoutState, IdpError> {
@@ -514,5 +628,46 @@ impl Store for SledStore {
     fn remove_sign_in(&self, key: &[u8; 32]) -> Result<(), IdpError> {
         self.sign_ins.remove(key).map_err(err)?;
         self.flush()
+    }
+
+    fn append_sign_in(&self, key: [u8; 32], bytes: &[u8]) -> Result<(), IdpError> {
+        // a compare-and-swap loop in sled: a concurrent append makes this one start again
+        self.sign_ins
+            .fetch_and_update(key, |old| {
+                let mut v = old.map(<[u8]>::to_vec).unwrap_or_default();
+                v.extend_from_slice(bytes);
+                Some(v)
+            })
+            .map_err(err)?;
+        self.flush()
+    }
+
+    fn take_sign_in(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, IdpError> {
+        let old = self.sign_ins.remove(key).map_err(err)?;
+        self.flush()?;
+        Ok(old.map(|v| v.to_vec()))
+    }
+
+    fn put_backchannel(&self, key: &[u8], value: &[u8]) -> Result<(), IdpError> {
+        self.put(&self.backchannel, key, value.to_vec())
+    }
+
+    fn backchannel(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IdpError> {
+        Ok(self.backchannel.get(key).map_err(err)?.map(|v| v.to_vec()))
+    }
+
+    fn remove_backchannel(&self, key: &[u8]) -> Result<(), IdpError> {
+        self.backchannel.remove(key).map_err(err)?;
+        self.flush()
+    }
+
+    fn backchannel_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IdpError> {
+        self.backchannel
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(err)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
     }
 }

@@ -24,6 +24,9 @@ pub type Flushed = std::pin::Pin<Box<dyn Future<Output = Result<(), IdpError>> +
 /// An atomic update: the new record from the old.
 pub type Update<'a, T> = &'a mut dyn FnMut(&T) -> T;
 
+/// An atomic update that may refuse: the new record from the old, or why not.
+pub type TryUpdate<'a, T> = &'a mut dyn FnMut(&T) -> Result<T, IdpError>;
+
 /// The provider's storage.
 pub trait Store: Send + Sync {
     /// Keeps a new authorization code under the SHA-256 of its value.
@@ -53,6 +56,27 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<RefreshFamily>, IdpError> {
         self.update_family(id, f)
     }
+    /// [`update_family_deferred`](Self::update_family_deferred) whose `f` may refuse: its error
+    /// is returned and nothing changes. The family is read (and decoded) once, again only when
+    /// a concurrent writer came first. The default runs through `update_family_deferred`.
+    fn try_update_family_deferred(
+        &self,
+        id: &FamilyId,
+        f: TryUpdate<'_, RefreshFamily>,
+    ) -> Result<Option<RefreshFamily>, IdpError> {
+        let mut refused = None;
+        let before = self.update_family_deferred(id, &mut |fam| match f(fam) {
+            Ok(next) => next,
+            Err(e) => {
+                refused = Some(e);
+                fam.clone()
+            }
+        })?;
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(before),
+        }
+    }
     /// Completes once every update made before the call is durable, without blocking a thread
     /// (the default: at once, every write being durable when it returns).
     fn flushed(&self) -> Flushed {
@@ -75,6 +99,16 @@ pub trait Store: Send + Sync {
     fn put_session(&self, key: [u8; 32], session: Session) -> Result<(), IdpError>;
     /// Forgets a session.
     fn remove_session(&self, key: &[u8; 32]) -> Result<(), IdpError>;
+    /// Applies `f` to a session atomically; returns the session as it was before, if any. A
+    /// session removed meanwhile (its logout) stays removed.
+    fn update_session(
+        &self,
+        key: &[u8; 32],
+        f: Update<'_, Session>,
+    ) -> Result<Option<Session>, IdpError>;
+    /// The signed-in sessions of an account (live or timed out but not yet forgotten), with
+    /// their store keys, in no particular order: the store keeps them indexed by subject id.
+    fn account_sessions(&self, sub: &SubjectId) -> Result<Vec<([u8; 32], Session)>, IdpError>;
 
     /// The lockout state of an account name (known or not).
     fn lockout(&self, account: &str) -> Result<LockoutState, IdpError>;
@@ -129,6 +163,23 @@ pub trait Store: Send + Sync {
     fn sign_in_state(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, IdpError>;
     /// Forgets an unfinished sign-in.
     fn remove_sign_in(&self, key: &[u8; 32]) -> Result<(), IdpError>;
+    /// Appends `bytes` to the value kept under `key` beside the sign-in states (starting it when
+    /// there is none), atomically: of appends made at once, none is lost (a merge in sled, a
+    /// row lock in SQL). What a session started (its refresh families, its clients) is noted so.
+    fn append_sign_in(&self, key: [u8; 32], bytes: &[u8]) -> Result<(), IdpError>;
+    /// Forgets the value kept under `key` and returns it, atomically: an append landing after
+    /// it starts a new value, for the next take.
+    fn take_sign_in(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, IdpError>;
+
+    /// Keeps a back-channel logout record (a client's registration, a delivery waiting) under
+    /// `key`, durably.
+    fn put_backchannel(&self, key: &[u8], value: &[u8]) -> Result<(), IdpError>;
+    /// A back-channel logout record.
+    fn backchannel(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IdpError>;
+    /// Forgets a back-channel logout record, durably.
+    fn remove_backchannel(&self, key: &[u8]) -> Result<(), IdpError>;
+    /// The back-channel logout records whose keys start with `prefix`, in key order.
+    fn backchannel_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IdpError>;
 }
 
 /// The refusal for an update that would change a user's keys.
@@ -153,6 +204,7 @@ pub struct MemoryStore {
     /// Assertion `jti`s by client id and `jti`, with when they may be forgotten.
     assertions: Mutex<HashMap<(String, String), UnixTime>>,
     sign_ins: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+    backchannel: Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, IdpError> {
@@ -237,6 +289,22 @@ impl Store for MemoryStore {
     fn remove_session(&self, key: &[u8; 32]) -> Result<(), IdpError> {
         lock(&self.sessions)?.remove(key);
         Ok(())
+    }
+
+    fn update_session(
+        &self,
+        key: &[u8; 32],
+        f: Update<'_, Session>,
+    ) -> Result<Option<Session>, IdpError> {
+        update(&self.sessions, key, f)
+    }
+
+    fn account_sessions(&self, sub: &SubjectId) -> Result<Vec<([u8; 32], Session)>, IdpError> {
+        Ok(lock(&self.sessions)?
+            .iter()
+            .filter(|(_, s)| s.identity.as_ref().is_some_and(|i| &i.sub == sub))
+            .map(|(k, s)| (*k, s.clone()))
+            .collect())
     }
 
     fn lockout(&self, account: &str) -> Result<LockoutState, IdpError> {
@@ -362,5 +430,39 @@ impl Store for MemoryStore {
     fn remove_sign_in(&self, key: &[u8; 32]) -> Result<(), IdpError> {
         lock(&self.sign_ins)?.remove(key);
         Ok(())
+    }
+
+    fn append_sign_in(&self, key: [u8; 32], bytes: &[u8]) -> Result<(), IdpError> {
+        lock(&self.sign_ins)?
+            .entry(key)
+            .or_default()
+            .extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn take_sign_in(&self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, IdpError> {
+        Ok(lock(&self.sign_ins)?.remove(key))
+    }
+
+    fn put_backchannel(&self, key: &[u8], value: &[u8]) -> Result<(), IdpError> {
+        lock(&self.backchannel)?.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn backchannel(&self, key: &[u8]) -> Result<Option<Vec<u8>>, IdpError> {
+        Ok(lock(&self.backchannel)?.get(key).cloned())
+    }
+
+    fn remove_backchannel(&self, key: &[u8]) -> Result<(), IdpError> {
+        lock(&self.backchannel)?.remove(key);
+        Ok(())
+    }
+
+    fn backchannel_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IdpError> {
+        Ok(lock(&self.backchannel)?
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 }
