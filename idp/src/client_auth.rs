@@ -497,6 +497,55 @@ impl JwksCache {
     }
 }
 
+// ---------------------------------------------------------------- fuzzing
+
+/// The client the `idp_client_assertion` fuzz target's assertions are checked for.
+pub const FUZZ_CLIENT: &str = "fuzz-client";
+
+/// The `idp_client_assertion` fuzz target: the input is an assertion, then optionally a newline
+/// and a JWKS the client registered besides the fuzz keys (those of
+/// [`fuzz_issuers`](crate::internal::fuzz_issuers)). Never panics; what verifies was signed by a
+/// registered key of a published algorithm, is the fuzz client's, and lives within the policy;
+/// a JWKS that parses has a key and no private part.
+pub fn fuzz_client_assertion(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (assertion, jwks) = text.split_once('\n').unwrap_or((&text, ""));
+    let kid = assertion_kid(assertion);
+    let sub = assertion_subject(assertion);
+    let body = crate::form::encode_pairs([
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ]);
+    if let Ok(req) = crate::parse_token_request(body.as_bytes(), None) {
+        assert_eq!(req.client.method, ClientAuthMethod::PrivateKeyJwt);
+        assert_eq!(Some(req.client.client_id), sub.clone());
+    }
+    let mut keys: Vec<PublishedKey> = crate::internal::fuzz_issuers()
+        .iter()
+        .flat_map(|i| i.keys().published(crate::internal::FUZZ_NOW))
+        .collect();
+    if !jwks.is_empty() {
+        if let Ok(registered) = parse_jwks(jwks.as_bytes()) {
+            assert!(!registered.is_empty() && !jwks.contains("\"d\""));
+            keys.extend(registered);
+        }
+    }
+    let policy = AssertionPolicy::for_issuer(crate::internal::FUZZ_ISSUER);
+    let now = crate::internal::FUZZ_NOW;
+    if let Ok(a) = verify_assertion(assertion, FUZZ_CLIENT, &keys, &policy, now) {
+        let alg = part(assertion, 0)
+            .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        assert!(ASSERTION_ALGS.contains(&alg.as_str()));
+        assert!(kid.is_some_and(|k| keys.iter().any(|p| p.kid == k)));
+        assert_eq!(sub.as_deref(), Some(FUZZ_CLIENT));
+        assert_eq!(a.client_id, FUZZ_CLIENT);
+        assert!(!a.jti.is_empty() && a.jti.len() <= MAX_JTI_BYTES);
+        assert!(now < a.expires_at && a.expires_at <= now.saturating_add(policy.max_life));
+    }
+}
+
 // ---------------------------------------------------------------- at the endpoints
 
 /// A client the token, revocation or introspection endpoint authenticated, and the

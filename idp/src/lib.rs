@@ -74,6 +74,7 @@ mod backchannel;
 mod cert_signin;
 mod client;
 mod client_auth;
+mod client_auth;
 mod directory;
 #[cfg(feature = "server")]
 mod endpoints;
@@ -126,6 +127,14 @@ pub use cert_signin::{
     CertFailure, CertHolder, CertSignIn, ClientCertVerifier, SOFTWARE_KEY_AMR, VerifiedCert,
 };
 pub use client::{Client, ClientAuthMethod, ClientCredentials, GrantType, STANDARD_SCOPES};
+pub use client_auth::{
+    ASSERTION_ALGS, AssertionPolicy, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAuthError,
+    ClientKeys, FetchFuture, JwksCache, JwksFetch, MAX_JTI_BYTES, MAX_JWKS_BYTES, PresentedCert,
+    X5T_S256, assertion_kid, assertion_subject, binding_holds, cnf_claim, parse_jwks,
+    verify_assertion, verify_tls_client, x5t_s256,
+};
+#[doc(hidden)]
+pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
 pub use client_auth::{
     ASSERTION_ALGS, AssertionPolicy, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAuthError,
     ClientKeys, FetchFuture, JwksCache, JwksFetch, MAX_JTI_BYTES, MAX_JWKS_BYTES, PresentedCert,
