@@ -14,6 +14,9 @@
 //!   asks for TOTP: `acr=cert`, `amr` [`SOFTWARE_KEY_AMR`] and `otp`.
 //! - A revoked, expired, other-zone or unmapped certificate is refused with a page in the
 //!   user's language and an audit event naming the reason ([`CertRefusal::reason`]).
+//! - A `device` certificate maps to the device registered with it ([`crate::Devices`]): the
+//!   person signing in on it still gives their own factors, and must be the user the device is
+//!   registered to; an unregistered device is refused with its page and audit event.
 //! - A CRL past its next-update fails certificate sign-in closed: a revocation made since may be
 //!   missing. [`CertSignIn::accept_stale_crl`] relaxes that, and every sign-in it lets through is
 //!   audited as relaxed (`signin.crl_relaxed`).
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use tianping_core::{Acr, Amr, SubjectId, UnixTime, ZoneName};
 
 use crate::IdpError;
+use crate::device::{Device, Devices};
 use crate::directory::{Directory, User};
 use crate::store::Store;
 
@@ -138,6 +142,10 @@ pub(crate) enum CertRefusal {
     Disabled,
     /// A server or node certificate.
     NotAPerson,
+    /// A device certificate no device is registered with.
+    DeviceUnregistered,
+    /// A device registered to someone other than the person signing in on it.
+    DeviceOfAnother,
 }
 
 impl CertRefusal {
@@ -154,6 +162,8 @@ impl CertRefusal {
             Self::Unmapped => "certificate unmapped",
             Self::Disabled => "certificate account disabled",
             Self::NotAPerson => "certificate not a person's",
+            Self::DeviceUnregistered => "device unregistered",
+            Self::DeviceOfAnother => "device of another user",
         }
     }
 }
@@ -224,6 +234,8 @@ pub(crate) fn acr_of(cert: CertFactor, amr: &[Amr]) -> Acr {
 pub(crate) enum Mapped {
     /// A user of the directory, and the factor the certificate is.
     Person(User, CertFactor),
+    /// A registered device (its owner enabled): the person still signs in.
+    Device(Device),
 }
 
 /// Maps a verified certificate to a user of the directory by the subject id it carries.
@@ -246,7 +258,17 @@ pub(crate) fn map_certificate(
             };
             Ok(Ok(Mapped::Person(user, factor)))
         }
-        CertHolder::Device | CertHolder::Other(_) => Ok(Err(CertRefusal::NotAPerson)),
+        CertHolder::Device => {
+            let Some(device) = Devices::new(store).by_certificate(&cert.fingerprint)? else {
+                return Ok(Err(CertRefusal::DeviceUnregistered));
+            };
+            match Directory::new(store).user(&device.owner)? {
+                Some(owner) if owner.is_enabled() => Ok(Ok(Mapped::Device(device))),
+                Some(_) => Ok(Err(CertRefusal::Disabled)),
+                None => Ok(Err(CertRefusal::DeviceUnregistered)),
+            }
+        }
+        CertHolder::Other(_) => Ok(Err(CertRefusal::NotAPerson)),
     }
 }
 

@@ -73,6 +73,7 @@ mod backchannel;
 #[cfg(feature = "server")]
 mod cert_signin;
 mod client;
+mod device;
 mod client_auth;
 mod client_auth;
 mod directory;
@@ -143,6 +144,7 @@ pub use client_auth::{
 };
 #[doc(hidden)]
 pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
+pub use device::{Device, Devices};
 pub use directory::{
     Court, Directory, RequiredAction, TotpCredential, User, UserStatus, check_login,
 };

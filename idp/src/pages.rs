@@ -166,6 +166,12 @@ fn notice_text(n: &Notice, zh: bool) -> String {
             "Your role must sign in with a certificate; this page cannot issue a token.".into()
         }
         (Notice::Certificate(r), zh) => certificate_text(r, zh).into(),
+        (Notice::OnDevice(name), true) => {
+            format!("您正在已登记的设备“{name}”上登录，请用您本人的账号和密码继续。")
+        }
+        (Notice::OnDevice(name), false) => format!(
+            "You are signing in on the registered device “{name}”: continue with your own user name and password."
+        ),
     }
 }
 
@@ -205,6 +211,16 @@ fn certificate_text(r: &CertRefusal, zh: bool) -> &'static str {
         (CertRefusal::NotAPerson, true) => "该证书不是个人证书，不能用于登录。",
         (CertRefusal::NotAPerson, false) => {
             "This is not a person's certificate; it cannot be used to sign in."
+        }
+        (CertRefusal::DeviceUnregistered, true) => {
+            "该设备未登记，不能用于登录。请联系管理员登记设备。"
+        }
+        (CertRefusal::DeviceUnregistered, false) => {
+            "This device is not registered and cannot be used to sign in. Ask an administrator to register it."
+        }
+        (CertRefusal::DeviceOfAnother, true) => "该设备登记在其他用户名下，您不能在此设备上登录。",
+        (CertRefusal::DeviceOfAnother, false) => {
+            "This device is registered to another user; you cannot sign in on it."
         }
     }
 }

@@ -106,10 +106,12 @@ pub(crate) struct Pending {
     pub amr: Vec<Amr>,
     /// The certificate the sign-in started with, if any.
     pub cert: CertFactor,
+    /// The registered device the sign-in is made on (its certificate presented).
+    pub device: Option<String>,
 }
 
-/// Version 2 adds the certificate factor (a version 1 state has none).
-const VERSION: u8 = 2;
+/// Version 2 adds the certificate factor, 3 the device (a version 1 state has neither).
+const VERSION: u8 = 3;
 
 impl Pending {
     pub(crate) fn new(request: Vec<u8>) -> Self {
@@ -119,6 +121,7 @@ impl Pending {
             sub: None,
             amr: Vec::new(),
             cert: CertFactor::None,
+            device: None,
         }
     }
 
@@ -133,6 +136,7 @@ impl Pending {
             w.str16(a.as_str())?;
         }
         w.str16(self.cert.as_str())?;
+        w.str16(self.device.as_deref().unwrap_or_default())?;
         Ok(w.into_bytes())
     }
 
@@ -161,6 +165,10 @@ impl Pending {
             1 => CertFactor::None,
             _ => CertFactor::parse(r.str16("cert")?).ok_or_else(bad)?,
         };
+        let device = match version {
+            1 | 2 => None,
+            _ => Some(r.str16("device")?.to_owned()).filter(|d| !d.is_empty()),
+        };
         r.finish()?;
         Ok(Self {
             request,
@@ -168,6 +176,7 @@ impl Pending {
             sub,
             amr,
             cert,
+            device,
         })
     }
 }
@@ -190,6 +199,8 @@ pub(crate) enum Notice {
     CertificateRequired,
     /// A certificate sign-in refused, and why.
     Certificate(CertRefusal),
+    /// Signing in on this registered device (its name): the person's own factors follow.
+    OnDevice(String),
 }
 
 /// An audit event the server appends before it answers.
@@ -331,6 +342,16 @@ impl Flow<'_> {
                 return Ok(Outcome::Show(Some(n)));
             }
         };
+        if let Some(id) = &pending.device {
+            let owner = crate::device::Devices::new(self.store)
+                .get(id)?
+                .map(|d| d.owner);
+            if owner.as_ref() != Some(&user.sub) {
+                let r = CertRefusal::DeviceOfAnother;
+                self.note("signin.failure", user.sub.as_str(), "denied", r.reason());
+                return Ok(Outcome::Refuse(Notice::Certificate(r)));
+            }
+        }
         pending.sub = Some(user.sub.clone());
         pending.amr = vec![Amr::Pwd];
         self.next(pending, user)
@@ -369,6 +390,17 @@ impl Flow<'_> {
         }
         let (user, factor) = match map_certificate(&cert, self.store)? {
             Ok(Mapped::Person(user, factor)) => (user, factor),
+            Ok(Mapped::Device(device)) => {
+                let reason = format!("device {} of {}", device.id, device.owner);
+                self.note("signin.device", &actor, "ok", &reason);
+                let name = if device.name.is_empty() {
+                    device.id.clone()
+                } else {
+                    device.name.clone()
+                };
+                pending.device = Some(device.id);
+                return Ok(Outcome::Show(Some(Notice::OnDevice(name))));
+            }
             Err(r) => {
                 self.note("signin.failure", &actor, "denied", r.reason());
                 return Ok(Outcome::Refuse(Notice::Certificate(r)));
@@ -588,6 +620,14 @@ impl Flow<'_> {
         self.parts.lockout.record_success(&mut state);
         self.store.put_lockout(&user.login, &state)?;
         self.note("signin.ok", user.sub.as_str(), "ok", acr.as_str());
+        if let Some(id) = &pending.device {
+            self.note(
+                "signin.on_device",
+                user.sub.as_str(),
+                "ok",
+                &format!("device {id}"),
+            );
+        }
         Ok(Outcome::Done(user.identity(
             acr,
             pending.amr.clone(),
@@ -646,10 +686,12 @@ mod tests {
         p.cert = CertFactor::Software;
         assert_eq!(Pending::decode(&p.encode().unwrap()).unwrap(), p);
         assert!(Pending::decode(&[9]).is_err());
-        // a version 1 state (no certificate factor) still reads
+        p.device = Some("tablet-07".into());
+        assert_eq!(Pending::decode(&p.encode().unwrap()).unwrap(), p);
+        // a version 1 state (no certificate factor, no device) still reads
         let mut v1 = p.encode().unwrap();
         v1[0] = 1;
-        v1.truncate(v1.len() - 2 - "software".len());
+        v1.truncate(v1.len() - 2 - "software".len() - 2 - "tablet-07".len());
         let back = Pending::decode(&v1).unwrap();
         assert_eq!(back.cert, CertFactor::None);
         assert_eq!(back.amr, p.amr);

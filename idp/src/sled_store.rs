@@ -17,6 +17,7 @@ use tianping_core::{CourtCode, SubjectId, UnixTime};
 
 use crate::IdpError;
 use crate::client::Client;
+use crate::device::Device;
 use crate::client_auth::ClientKeys;
 use crate::directory::{Court, User};
 use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
@@ -40,6 +41,8 @@ pub struct SledStore {
     users: sled::Tree,
     logins: sled::Tree,
     clients: sled::Tree,
+    /// Devices by their certificate's fingerprint.
+    devices: sled::Tree,
     client_keys: sled::Tree,
     /// Client assertions' `jti`s: client id, a zero byte, the `jti`; the value is when the
     /// entry may be forgotten (milliseconds, big-endian).
@@ -168,6 +171,7 @@ impl SledStore {
             users: tree("users")?,
             logins: tree("logins")?,
             clients: tree("clients")?,
+            devices: tree("devices")?,
             client_keys: tree("client_keys")?,
             assertions: tree("assertions")?,
             sign_ins: tree("sign_ins")?,
@@ -253,6 +257,23 @@ impl SledStore {
 }
 
 impl Store for SledStore {
+    fn put_device(&self, device: &Device) -> Result<(), IdpError> {
+        self.put(&self.devices, &device.fingerprint, device.encode()?)
+    }
+
+    fn device_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<Device>, IdpError> {
+        Self::get(&self.devices, fingerprint, Device::decode)
+    }
+
+    fn devices(&self) -> Result<Vec<Device>, IdpError> {
+        Self::all(&self.devices, Device::decode)
+    }
+
+    fn remove_device(&self, fingerprint: &[u8; 32]) -> Result<(), IdpError> {
+        self.devices.remove(fingerprint).map_err(err)?;
+        self.flush()
+    }
+
     fn put_code(&self, key: [u8; 32], record: CodeRecord) -> Result<(), IdpError> {
         self.put(&self.codes, &key, records::encode_code(&record)?)
     }

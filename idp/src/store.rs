@@ -13,6 +13,7 @@ use tianping_core::{CourtCode, SubjectId, UnixTime};
 use crate::IdpError;
 use crate::client::Client;
 use crate::client_auth::ClientKeys;
+use crate::device::Device;
 use crate::directory::{Court, User};
 use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
@@ -135,6 +136,19 @@ pub trait Store: Send + Sync {
     /// Every user, in no particular order.
     fn users(&self) -> Result<Vec<User>, IdpError>;
 
+    /// Keeps a device under its certificate's fingerprint (replacing one of the same).
+    fn put_device(&self, device: &Device) -> Result<(), IdpError>;
+    /// The device registered with a certificate of this fingerprint.
+    fn device_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<Device>, IdpError>;
+    /// A device by id.
+    fn device(&self, id: &str) -> Result<Option<Device>, IdpError> {
+        Ok(self.devices()?.into_iter().find(|d| d.id == id))
+    }
+    /// Every device, in no particular order.
+    fn devices(&self) -> Result<Vec<Device>, IdpError>;
+    /// Forgets the device of this certificate fingerprint.
+    fn remove_device(&self, fingerprint: &[u8; 32]) -> Result<(), IdpError>;
+
     /// Keeps a registered client (replacing one of the same id).
     fn put_client(&self, client: &Client) -> Result<(), IdpError>;
     /// A client by id.
@@ -200,6 +214,7 @@ pub struct MemoryStore {
     /// Users by subject id, and subject ids by sign-in name, under one lock.
     users: Mutex<(HashMap<SubjectId, User>, HashMap<String, SubjectId>)>,
     clients: Mutex<HashMap<String, Client>>,
+    devices: Mutex<HashMap<[u8; 32], Device>>,
     client_keys: Mutex<HashMap<String, ClientKeys>>,
     /// Assertion `jti`s by client id and `jti`, with when they may be forgotten.
     assertions: Mutex<HashMap<(String, String), UnixTime>>,
@@ -238,6 +253,24 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn put_device(&self, device: &Device) -> Result<(), IdpError> {
+        lock(&self.devices)?.insert(device.fingerprint, device.clone());
+        Ok(())
+    }
+
+    fn device_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<Device>, IdpError> {
+        Ok(lock(&self.devices)?.get(fingerprint).cloned())
+    }
+
+    fn devices(&self) -> Result<Vec<Device>, IdpError> {
+        Ok(lock(&self.devices)?.values().cloned().collect())
+    }
+
+    fn remove_device(&self, fingerprint: &[u8; 32]) -> Result<(), IdpError> {
+        lock(&self.devices)?.remove(fingerprint);
+        Ok(())
+    }
+
     fn put_code(&self, key: [u8; 32], record: CodeRecord) -> Result<(), IdpError> {
         lock(&self.codes)?.insert(key, record);
         Ok(())

@@ -3,7 +3,9 @@
 //! (a root, the `private` and `external` zone CAs, a CRL of `private`), the chain is verified
 //! with `tianping_certs::verify_client` at the provider's manual clock. Valid hardware and
 //! software certificates, revoked, expired, other-zone and unmapped ones, and a stale CRL (failing
-//! closed, and passing when the setting relaxes it), each with its page and audit reason.
+//! closed, and passing when the setting relaxes it), each with its page and audit reason; a
+//! registered device, on which its user still signs in with their own factors, someone else's
+//! use of it, and an unregistered device.
 #![cfg(feature = "server")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 #![expect(clippy::indexing_slicing, reason = "tests fail loudly")]
@@ -24,9 +26,9 @@ use tianping_core::{
 use tianping_idp::danger::SeededRandom;
 use tianping_idp::{
     CertFailure, CertHolder, CertSignIn, Client, ClientAuthMethod, ClientCertVerifier, Court,
-    Directory, GrantPolicy, GrantType, Idp, IdpParts, KeySet, LockoutPolicy, PasswordParams,
-    PasswordPolicy, Passwords, SessionPolicy, SignInParts, SledStore, Store, TokenIssuer,
-    TotpConfig, TotpCredential, TotpSecret, User, VerifiedCert,
+    Device, Devices, Directory, GrantPolicy, GrantType, Idp, IdpParts, KeySet, LockoutPolicy,
+    PasswordParams, PasswordPolicy, Passwords, SessionPolicy, SignInParts, SledStore, Store,
+    TokenIssuer, TotpConfig, TotpCredential, TotpSecret, User, VerifiedCert,
 };
 use tianping_net::{HostSet, ServerHandle, ServerOptions, serve_tls};
 
@@ -140,6 +142,9 @@ struct Certs {
     expired: IssuedCert,
     other_zone: IssuedCert,
     unmapped: IssuedCert,
+    /// Registered as `tablet-07`, to `enf-0001`.
+    device: IssuedCert,
+    unregistered_device: IssuedCert,
 }
 
 struct World {
@@ -362,6 +367,14 @@ async fn world(crl_days: u32, accept_stale_crl: bool) -> World {
         expired: Pki::person(&pki.private, "judge-0001", true, earlier, 1),
         other_zone: Pki::person(&pki.external, "judge-0001", true, real_now, 365),
         unmapped: Pki::person(&pki.private, "judge-0404", true, real_now, 365),
+        device: pki
+            .private
+            .issue(&LeafRequest::new(CertKind::Device, "tablet-07"), real_now)
+            .unwrap(),
+        unregistered_device: pki
+            .private
+            .issue(&LeafRequest::new(CertKind::Device, "tablet-99"), real_now)
+            .unwrap(),
     };
     let crl = pki
         .private
@@ -421,22 +434,41 @@ async fn world(crl_days: u32, accept_stale_crl: bool) -> World {
     u.roles = vec![Role::Judge];
     u.clearance = Clearance::Secret;
     d.add_user(u).unwrap();
-    d.set_password(
-        &sub("judge-0001"),
-        &passwords,
-        PASSWORD,
-        false,
-        real_now,
-        &SeededRandom::new(9),
-    )
-    .unwrap();
-    d.update_user(&sub("judge-0001"), &mut |u| {
-        u.totp = Some(TotpCredential {
-            secret: TotpSecret::from_bytes(JUDGE_TOTP.to_vec()),
-            last_step: None,
-        });
-    })
-    .unwrap();
+    // an enforcement officer, password and TOTP, with a registered tablet
+    let mut u = User::new(sub("enf-0001"), "wang.qiang", "Wang Qiang", real_now);
+    u.court = Some("bj.01".parse().unwrap());
+    u.roles = vec![Role::Enforcement];
+    d.add_user(u).unwrap();
+    for who in ["judge-0001", "enf-0001"] {
+        d.set_password(
+            &sub(who),
+            &passwords,
+            PASSWORD,
+            false,
+            real_now,
+            &SeededRandom::new(9),
+        )
+        .unwrap();
+        d.update_user(&sub(who), &mut |u| {
+            u.totp = Some(TotpCredential {
+                secret: TotpSecret::from_bytes(JUDGE_TOTP.to_vec()),
+                last_step: None,
+            });
+        })
+        .unwrap();
+    }
+    Devices::new(&*store)
+        .add(Device {
+            id: "tablet-07".into(),
+            owner: sub("enf-0001"),
+            fingerprint: ring::digest::digest(&ring::digest::SHA256, &certs.device.leaf_der)
+                .as_ref()
+                .try_into()
+                .unwrap(),
+            name: "Enforcement tablet 7".into(),
+            added: real_now,
+        })
+        .unwrap();
 
     let audit = Arc::new(AuditLog::create(&p("audit"), "idp.private").unwrap());
     let signer = Arc::new(RingSigner::generate(Algorithm::Es256).unwrap().0);
@@ -707,5 +739,76 @@ async fn a_judge_with_a_password_alone_is_told_a_certificate_is_needed() {
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert!(a.shows("must sign in with a certificate"), "{}", a.html);
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_a_registered_device_its_user_still_signs_in_with_their_own_factors() {
+    let w = world(7, false).await;
+    let mut b = w.browser(Some(&w.certs.device));
+    let a = b.authorize("en").await;
+    assert!(a.shows("Sign in with certificate"), "{}", a.html);
+    let before = w.audit.size();
+    let a = b.with_certificate().await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.shows("signing in on the registered device “Enforcement tablet 7”"),
+        "{}",
+        a.html
+    );
+    assert!(a.shows("name=\"password\""));
+    assert_eq!(
+        w.reasons(before, "signin.device"),
+        vec!["device tablet-07 of enf-0001"]
+    );
+    // the device is not a factor of the person: password, then TOTP
+    let a = b
+        .submit(&[("username", "wang.qiang"), ("password", PASSWORD)])
+        .await;
+    assert!(a.shows("One-time code"), "{}", a.html);
+    let totp = w.totp_now();
+    let code = b.submit(&[("code", &totp)]).await.code();
+    assert_eq!(
+        w.reasons(before, "signin.on_device"),
+        vec!["device tablet-07"]
+    );
+    let claims = b.id_token_claims(&code).await;
+    assert_eq!(claims["sub"], "enf-0001");
+    assert_eq!(claims["acr"], "otp");
+    assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp"]));
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_device_is_refused_to_anyone_but_its_user_and_when_unregistered() {
+    let w = world(7, false).await;
+    let mut b = w.browser(Some(&w.certs.device));
+    b.authorize("en").await;
+    b.with_certificate().await;
+    let before = w.audit.size();
+    let a = b
+        .submit(&[("username", "li.ming"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        a.shows("This device is registered to another user"),
+        "{}",
+        a.html
+    );
+    assert_eq!(
+        w.reasons(before, "signin.failure"),
+        vec!["device of another user"]
+    );
+
+    let (a, reasons) = refused(&w, &w.certs.unregistered_device, "en").await;
+    assert!(a.shows("This device is not registered"), "{}", a.html);
+    assert_eq!(reasons, vec!["device unregistered"]);
+    let (a, _) = refused(&w, &w.certs.unregistered_device, "zh-CN").await;
+    assert!(a.shows("该设备未登记"), "{}", a.html);
+
+    // removed, the registered one is refused the same way
+    Devices::new(&*w.store).remove("tablet-07").unwrap();
+    let (_, reasons) = refused(&w, &w.certs.device, "en").await;
+    assert_eq!(reasons, vec!["device unregistered"]);
     w.server.shutdown().await;
 }
