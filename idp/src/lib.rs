@@ -75,7 +75,6 @@ mod cert_signin;
 mod client;
 mod device;
 mod client_auth;
-mod client_auth;
 mod directory;
 #[cfg(feature = "server")]
 mod endpoints;
@@ -136,14 +135,6 @@ pub use client_auth::{
 };
 #[doc(hidden)]
 pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
-pub use client_auth::{
-    ASSERTION_ALGS, AssertionPolicy, CLIENT_ASSERTION_TYPE, ClientAssertion, ClientAuthError,
-    ClientKeys, FetchFuture, JwksCache, JwksFetch, MAX_JTI_BYTES, MAX_JWKS_BYTES, PresentedCert,
-    X5T_S256, assertion_kid, assertion_subject, binding_holds, cnf_claim, parse_jwks,
-    verify_assertion, verify_tls_client, x5t_s256,
-};
-#[doc(hidden)]
-pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
 pub use device::{Device, Devices};
 pub use directory::{
     Court, Directory, RequiredAction, TotpCredential, User, UserStatus, check_login,
@@ -177,7 +168,7 @@ pub use session::{
 pub use signin::{LeastAcr, SignInParts};
 #[cfg(feature = "store")]
 pub use sled_store::SledStore;
-pub use store::{Flushed, MemoryStore, Store, TryUpdate, Update};
+pub use store::{Flushed, MemoryStore, Records, Store, TryUpdate, Update};
 pub use token_request::{TokenGrant, TokenRequest, parse_token_request};
 pub use tokens::{
     AccessClaims, IdTokenHint, Identity, IdentityClaims, IssuedAccessToken, TokenIssuer, at_hash,

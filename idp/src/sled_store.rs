@@ -24,7 +24,7 @@ use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
 use crate::records;
 use crate::session::Session;
-use crate::store::{Flushed, Store, TryUpdate, Update, keys_changed};
+use crate::store::{Flushed, Records, Store, TryUpdate, Update, keys_changed};
 
 /// A [`Store`] in a sled database folder.
 #[derive(Debug, Clone)]
@@ -682,7 +682,7 @@ impl Store for SledStore {
         self.flush()
     }
 
-    fn backchannel_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IdpError> {
+    fn backchannel_records(&self, prefix: &[u8]) -> Result<Records, IdpError> {
         self.backchannel
             .scan_prefix(prefix)
             .map(|kv| {

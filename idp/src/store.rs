@@ -25,6 +25,9 @@ pub type Flushed = std::pin::Pin<Box<dyn Future<Output = Result<(), IdpError>> +
 /// An atomic update: the new record from the old.
 pub type Update<'a, T> = &'a mut dyn FnMut(&T) -> T;
 
+/// Records read by key prefix: each key with its value, in key order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// An atomic update that may refuse: the new record from the old, or why not.
 pub type TryUpdate<'a, T> = &'a mut dyn FnMut(&T) -> Result<T, IdpError>;
 
@@ -193,7 +196,7 @@ pub trait Store: Send + Sync {
     /// Forgets a back-channel logout record, durably.
     fn remove_backchannel(&self, key: &[u8]) -> Result<(), IdpError>;
     /// The back-channel logout records whose keys start with `prefix`, in key order.
-    fn backchannel_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IdpError>;
+    fn backchannel_records(&self, prefix: &[u8]) -> Result<Records, IdpError>;
 }
 
 /// The refusal for an update that would change a user's keys.
@@ -491,7 +494,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn backchannel_records(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IdpError> {
+    fn backchannel_records(&self, prefix: &[u8]) -> Result<Records, IdpError> {
         Ok(lock(&self.backchannel)?
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))

@@ -1,11 +1,7 @@
 //! What a browser session started ends with it: two codes of one session redeemed at the same
 //! instant over real TLS both note their refresh family on the session, and its logout revokes
 //! both; many notes made at once on the sled store are all kept and all revoked.
-#![expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod zone_tls;
 
