@@ -536,3 +536,48 @@ fn archive_keeps_verify_passing_refuses_short_retention_and_tampered_archives() 
     assert!(out.starts_with("verified 17 entries"), "{out}");
     assert!(out.contains("15 archived (15 recomputed"), "{out}");
 }
+
+#[test]
+fn search_by_transfer_id_matches_it_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let log = log.to_str().unwrap();
+    let lines: String = [
+        ("transfer", "internet:1"),
+        ("transfer", "internet:12"),
+        ("transfer.received", "internet:1"),
+        ("sign-in", ""),
+        ("transfer.delivered", "internet:1"),
+        ("transfer", "mobile:1"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (action, id))| {
+        format!(
+            "{{\"time\":{},\"action\":\"{action}\",\"transfer_id\":\"{id}\"}}\n",
+            1_700_000_000_000 + i as u64
+        )
+    })
+    .collect();
+    ok(&["audit", "append", "--log", log], &lines);
+    let found = |extra: &[&str]| -> Vec<u64> {
+        let mut args = vec!["audit", "search", "--log", log];
+        args.extend(extra);
+        ok(&args, "")
+            .lines()
+            .map(|l| serde_json::from_str::<Record>(l).unwrap().index)
+            .collect()
+    };
+    // exactly: not `internet:12`, nor another zone's `:1`
+    assert_eq!(found(&["--transfer", "internet:1"]), [0, 2, 4]);
+    assert_eq!(
+        found(&["--transfer", "internet:1", "--action", "transfer.delivered"]),
+        [4]
+    );
+    assert_eq!(
+        found(&["--transfer", "internet:1", "--until", "1700000000002"]),
+        [0, 2]
+    );
+    assert_eq!(found(&["--transfer", "internet:"]), Vec::<u64>::new());
+    assert_eq!(found(&["--transfer", "mobile:1"]), [5]);
+}

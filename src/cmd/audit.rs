@@ -27,6 +27,7 @@ const MAX_LINE: u64 = 1 << 20;
 const MAX_GROUP: usize = 8192;
 
 mod live;
+mod reconcile;
 mod trust;
 
 use live::{Owner, owner_error, refuse_if_live};
@@ -136,6 +137,11 @@ pub(crate) enum AuditCmd {
         #[command(flatten)]
         query: QueryArgs,
     },
+    /// Set a zone's exchange sender's log against its receivers' logs (each verified first):
+    /// every transfer the sender decided, delivered, refused (by either side, with the reason),
+    /// lost on the link, held, in flight or missing, and anything a receiver recorded that the
+    /// sender never spooled (unexpected); exit 1 when anything is missing or unexpected.
+    Reconcile(reconcile::ReconcileArgs),
     /// Print every entry as JSON lines.
     Export {
         #[command(flatten)]
@@ -192,6 +198,9 @@ pub(crate) struct QueryArgs {
     /// The flow.
     #[arg(long)]
     flow: Option<String>,
+    /// The transfer id (`<zone>:<sequence>`), exactly.
+    #[arg(long)]
+    transfer: Option<String>,
     /// Not before (milliseconds since the epoch).
     #[arg(long)]
     since: Option<u64>,
@@ -255,8 +264,12 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
                 since: query.since.map(UnixTime::from_millis),
                 until: query.until.map(UnixTime::from_millis),
             };
-            search(&log.dir, q)
+            match query.transfer {
+                Some(id) => reconcile::search_transfer(&log.dir, q, &id),
+                None => search(&log.dir, q),
+            }
         }
+        AuditCmd::Reconcile(args) => reconcile::reconcile(_data, args),
         AuditCmd::Export { log } => search(&log.dir, Query::default()),
         AuditCmd::Ship { log, out, since } => {
             let head = match Owner::find(&log.dir)? {
