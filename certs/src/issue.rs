@@ -186,6 +186,42 @@ impl CaCert {
         Self::from_pem(&cert.pem(), &key.serialize_pem())
     }
 
+    /// A new root CA for `org` to take over from this root (valid for 20 years from `now`),
+    /// and the new root's certificate cross-signed by this one: its subject and key in a
+    /// certificate this root issued (valid at most as long as this root). A trust bundle that
+    /// holds both is an update the zones take ([`crate::TrustStore::from_update`]).
+    pub fn new_root_cross_signed(
+        &self,
+        org: &str,
+        alg: KeyAlg,
+        now: UnixTime,
+    ) -> Result<(Self, String), CertError> {
+        if self.zone.is_some() {
+            return Err(CertError::Invalid(
+                "a new root is cross-signed by the root, not a zone CA".to_owned(),
+            ));
+        }
+        let now = secs(now);
+        let key = alg.generate()?;
+        let p = ca_params(
+            &format!("{org} root CA"),
+            org,
+            now - BACKDATE_SECS,
+            now + 20 * 365 * DAY,
+            1,
+            None,
+        )?;
+        let root = p.self_signed(&key)?;
+        let mut cross = p.clone();
+        cross.serial_number = Some(random_serial()?);
+        cross.not_after = odt((now + 20 * 365 * DAY).min(self.not_after))?;
+        let cert = cross.signed_by(&key, &self.issuer()?)?;
+        Ok((
+            Self::from_pem(&root.pem(), &key.serialize_pem())?,
+            pem_of(cert.der()),
+        ))
+    }
+
     /// A CA from its certificate and key (PKCS#8 PEM); checks that the key matches.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CertError> {
         let der = certs_from_pem(cert_pem.as_bytes())?;

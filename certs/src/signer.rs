@@ -10,6 +10,9 @@ use crate::pem::certs_from_pem;
 use crate::sig::{check_ca_signature, key_of_spki};
 use crate::verify::{CertUsage, TrustStore, VerifyTime, verify_chain};
 
+/// The most CAs a trust bundle update may hold ([`TrustStore::from_update`]).
+const MAX_UPDATE_CAS: usize = 64;
+
 /// The [`PublicKey`] of a certificate (DER): P-256 as [`tianping_core::Algorithm::Es256`],
 /// Ed25519 as [`tianping_core::Algorithm::Ed25519`]; other keys are refused.
 pub fn public_key_of(der: &[u8]) -> Result<PublicKey, CertError> {
@@ -103,5 +106,87 @@ impl TrustStore {
             ));
         }
         Ok(store)
+    }
+
+    /// A trust bundle (PEM) checked as an update to the `installed` one: every CA in it must
+    /// chain, signature by signature, to a root of the installed bundle (a self-signed CA
+    /// there). A new root passes only when the bundle also holds it cross-signed by an installed
+    /// root (its subject and key in a certificate the old root issued): a rotation is vouched
+    /// for by the root it replaces, and a bundle that brings a root of its own is refused whole.
+    /// At most 64 CAs.
+    pub fn from_update(trust_pem: &[u8], installed_pem: &[u8]) -> Result<Self, CertError> {
+        let store = Self::from_pem(trust_pem, &[])?;
+        if store.cas.len() > MAX_UPDATE_CAS {
+            return Err(CertError::malformed(format!(
+                "a trust bundle of {} CAs, more than the {MAX_UPDATE_CAS} allowed",
+                store.cas.len()
+            )));
+        }
+        let installed = Self::from_pem(installed_pem, &[])?;
+        // (subject, key) of every CA believed so far, the installed roots first.
+        let mut trusted: Vec<(Vec<u8>, PublicKey)> = Vec::new();
+        for ca in &installed.cas {
+            let cert = parse_cert(&ca.der)?;
+            if cert.issuer().as_raw() == ca.subject_raw.as_slice()
+                && check_ca_signature(
+                    &ca.key,
+                    &cert.signature_algorithm,
+                    cert.tbs_certificate.as_ref(),
+                    &cert.signature_value.data,
+                )
+                .is_ok()
+            {
+                trusted.push((ca.subject_raw.clone(), ca.key.clone()));
+            }
+        }
+        if trusted.is_empty() {
+            return Err(CertError::Invalid(
+                "the installed trust bundle holds no root to check the update against".to_owned(),
+            ));
+        }
+        // Each CA waits for a believed CA that signed it; each pair is tried once.
+        let mut pending = Vec::new();
+        for ca in &store.cas {
+            pending.push((ca, parse_cert(&ca.der)?, 0usize));
+        }
+        loop {
+            let before = pending.len();
+            let mut rest = Vec::new();
+            for (ca, cert, tried) in pending {
+                let signed = trusted.iter().skip(tried).any(|(subject, key)| {
+                    cert.issuer().as_raw() == subject.as_slice()
+                        && check_ca_signature(
+                            key,
+                            &cert.signature_algorithm,
+                            cert.tbs_certificate.as_ref(),
+                            &cert.signature_value.data,
+                        )
+                        .is_ok()
+                });
+                if signed {
+                    trusted.push((ca.subject_raw.clone(), ca.key.clone()));
+                } else {
+                    rest.push((ca, cert, trusted.len()));
+                }
+            }
+            pending = rest;
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        match pending.first() {
+            None => Ok(store),
+            Some((_, cert, _)) if cert.issuer().as_raw() == cert.subject().as_raw() => {
+                Err(CertError::UnknownIssuer(format!(
+                    ": `{}` in the trust bundle is a new root that the installed root has not \
+                     cross-signed",
+                    cert.subject()
+                )))
+            }
+            Some((_, cert, _)) => Err(CertError::UnknownIssuer(format!(
+                ": `{}` in the trust bundle does not chain to the installed root",
+                cert.subject()
+            ))),
+        }
     }
 }

@@ -332,3 +332,58 @@ pub fn verify_chain(
     }
     Ok(identity)
 }
+
+impl TrustStore {
+    /// Checks one CRL (PEM or DER) before it is installed, at `now`: exactly one list, that
+    /// `webpki` reads, signed by a zone's CA in this bundle (not the root), whose `nextUpdate`
+    /// is after `now` (a list already stale would refuse every leaf of its CA once installed).
+    /// Returns the zone whose CA signed it and the list's DER.
+    pub fn check_crl(
+        &self,
+        crl: &[u8],
+        now: impl Into<VerifyTime>,
+    ) -> Result<(ZoneName, Vec<u8>), CertError> {
+        let now = now.into();
+        let ders = crls_from_pem_or_der(crl)?;
+        let [der] = ders.as_slice() else {
+            return Err(CertError::malformed(format!(
+                "{} crls where one was expected",
+                ders.len()
+            )));
+        };
+        check_crl_signature(der, &self.cas)?;
+        OwnedCertRevocationList::from_der(der)
+            .map_err(|e| CertError::malformed(format!("bad crl ({e:?})").to_lowercase()))?;
+        let (_, parsed) = x509_parser::parse_x509_crl(der)
+            .map_err(|e| CertError::malformed(format!("bad crl ({e})")))?;
+        let issuer = parsed.tbs_cert_list.issuer.as_raw();
+        let zone = self
+            .cas
+            .iter()
+            .filter(|c| c.subject_raw == issuer)
+            .find_map(|c| c.zone.clone())
+            .ok_or_else(|| {
+                CertError::UnknownIssuer(format!(
+                    ": the crl of `{}` is signed by the root, not by a zone's CA",
+                    parsed.tbs_cert_list.issuer
+                ))
+            })?;
+        let next = parsed
+            .tbs_cert_list
+            .next_update
+            .map(|t| t.timestamp())
+            .ok_or_else(|| {
+                CertError::malformed(format!(
+                    "the crl of zone `{zone}` has no nextUpdate, so it would never go stale"
+                ))
+            })?;
+        let next_update = u64::try_from(next).unwrap_or(0);
+        if next_update <= now.0 {
+            return Err(CertError::StaleCrl {
+                next_update,
+                at: now.0,
+            });
+        }
+        Ok((zone, der.to_vec()))
+    }
+}
