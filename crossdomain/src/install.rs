@@ -7,10 +7,18 @@
 //! - a policy update must pass `tianping policy check`, and may not unseal a zone the installed
 //!   policy seals; it replaces `zones/<zone>/policy.tp` and is put in force for the receiver's
 //!   own decisions at once;
-//! - a trust bundle must parse and hold this zone's CA; it replaces `zones/<zone>/trust.pem`;
-//! - a CRL must be signed by a CA of the installed trust bundle; it replaces
+//! - a trust bundle must parse, hold this zone's CA, and every CA in it must chain to the
+//!   installed bundle's root, a new root only cross-signed by the old one
+//!   ([`tianping_certs::TrustStore::from_update`]); it replaces `zones/<zone>/trust.pem`;
+//! - a CRL must be one list signed by a zone's CA of the installed trust bundle, with its
+//!   `nextUpdate` still ahead (the receiver's [`Clock`]); it replaces
 //!   `zones/<zone>/crl/<of>.pem`, `of` being the manifest's first label when that is a zone
 //!   name, else the sending zone.
+//!
+//! The checks are functions of their own ([`check_policy_update`], [`check_trust_update`],
+//! [`check_crl_update`]), which the binary's `policy-update`, `trust-bundle` and `crl` filters
+//! run too, so a transfer the receiver would refuse to install is refused by the filters on
+//! both sides of the link first.
 //!
 //! A file is replaced atomically: written under a temporary name beside it, fsynced, renamed,
 //! and the folder fsynced. The receiver puts an installed policy in force for its own decisions
@@ -23,8 +31,9 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use tianping_core::{DataDir, ZoneName};
-use tianping_policies::SharedPolicy;
+use tianping_certs::TrustStore;
+use tianping_core::{Clock, DataDir, SystemClock, UnixTime, ZoneName};
+use tianping_policies::{Policy, SharedPolicy};
 
 use crate::deliver::{Delivery, Failure, Install};
 
@@ -40,6 +49,7 @@ pub struct Installer {
     zone: ZoneName,
     policy: Arc<SharedPolicy>,
     receipts: Option<Box<dyn Receipts>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Installer {
@@ -56,7 +66,14 @@ impl Installer {
             zone,
             policy,
             receipts: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Judges CRLs' `nextUpdate` by `clock` (the system's clock unless told).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Keeps `receipt` deliveries with `receipts`.
@@ -67,27 +84,14 @@ impl Installer {
 
     /// Checks and installs a policy update.
     pub fn install_policy(&self, bytes: &[u8]) -> Result<(), Failure> {
-        let refuse = |why: String| Failure::Refuse(format!("the policy update is refused: {why}"));
-        let text = std::str::from_utf8(bytes).map_err(|_| refuse("it is not UTF-8".into()))?;
         let path = self.dir.zone_policy(&self.zone);
-        let checked = tianping_policies::check(&path.display().to_string(), text);
-        let errors = checked.errors().count();
-        let new = checked
-            .into_policy()
-            .filter(|_| errors == 0)
-            .ok_or_else(|| refuse(format!("it does not check ({errors} errors)")))?;
-        let old = self.policy.load();
-        if let Some(z) = old
-            .zones()
-            .find(|z| old.is_sealed(z.as_str()) && !new.is_sealed(z.as_str()))
-        {
-            return Err(refuse(format!(
-                "it unseals zone `{z}`, which the installed policy seals"
-            )));
-        }
-        if new.zones().all(|z| z != &self.zone) {
-            return Err(refuse(format!("it has no zone `{}`", self.zone)));
-        }
+        let new = check_policy_update(
+            &self.zone,
+            &self.policy.load(),
+            &path.display().to_string(),
+            bytes,
+        )
+        .map_err(|why| Failure::Refuse(format!("the policy update is refused: {why}")))?;
         replace(&path, bytes).map_err(|e| Failure::Retry(e.to_string()))?;
         self.policy.store(new);
         Ok(())
@@ -96,13 +100,11 @@ impl Installer {
     /// Checks and installs a trust bundle.
     pub fn install_trust(&self, bytes: &[u8]) -> Result<(), Failure> {
         let refuse = |why: String| Failure::Refuse(format!("the trust bundle is refused: {why}"));
-        let store =
-            tianping_certs::TrustStore::from_pem(bytes, &[]).map_err(|e| refuse(e.to_string()))?;
-        store
-            .for_zone(&self.zone)
-            .map_err(|e| refuse(format!("no CA of zone `{}`: {e}", self.zone)))?;
-        replace(&self.dir.zone_trust_bundle(&self.zone), bytes)
-            .map_err(|e| Failure::Retry(e.to_string()))
+        TrustStore::from_pem(bytes, &[]).map_err(|e| refuse(e.to_string()))?;
+        let path = self.dir.zone_trust_bundle(&self.zone);
+        let installed = fs::read(&path).map_err(|e| Failure::Retry(e.to_string()))?;
+        check_trust_update(&self.zone, &installed, bytes).map_err(refuse)?;
+        replace(&path, bytes).map_err(|e| Failure::Retry(e.to_string()))
     }
 
     /// Checks and installs a CRL of zone `of`.
@@ -110,8 +112,7 @@ impl Installer {
         let refuse = |why: String| Failure::Refuse(format!("the CRL is refused: {why}"));
         let trust_path = self.dir.zone_trust_bundle(&self.zone);
         let trust = fs::read(&trust_path).map_err(|e| Failure::Retry(e.to_string()))?;
-        tianping_certs::TrustStore::from_pem(&trust, &[bytes])
-            .map_err(|e| refuse(e.to_string()))?;
+        check_crl_update(&trust, bytes, self.clock.now()).map_err(refuse)?;
         let path = self.dir.zone_crl(&self.zone, of);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| Failure::Retry(e.to_string()))?;
@@ -146,6 +147,66 @@ impl Install for Installer {
             ))),
         }
     }
+}
+
+/// Checks a policy update for `zone`, whose policy in force is `installed` (`name` is where
+/// the text will live, for its diagnostics): UTF-8, passes `tianping policy check` with no
+/// error, seals every zone `installed` seals, and still has `zone`. Returns the policy it
+/// makes, or why not, said for a person.
+pub fn check_policy_update(
+    zone: &ZoneName,
+    installed: &Policy,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Policy, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8".to_owned())?;
+    let checked = tianping_policies::check(name, text);
+    let errors = checked.errors().count();
+    let new = checked
+        .into_policy()
+        .filter(|_| errors == 0)
+        .ok_or_else(|| format!("it does not check ({errors} errors)"))?;
+    if let Some(z) = installed
+        .zones()
+        .find(|z| installed.is_sealed(z.as_str()) && !new.is_sealed(z.as_str()))
+    {
+        return Err(format!(
+            "it unseals zone `{z}`, which the installed policy seals"
+        ));
+    }
+    if new.zones().all(|z| z != zone) {
+        return Err(format!("it has no zone `{zone}`"));
+    }
+    Ok(new)
+}
+
+/// Checks a trust bundle (PEM) that would replace `zone`'s `installed` one: it parses, every
+/// CA in it chains to the installed root (a new root only cross-signed by it), and it holds
+/// `zone`'s CA. Returns the store it makes, or why not.
+pub fn check_trust_update(
+    zone: &ZoneName,
+    installed: &[u8],
+    bytes: &[u8],
+) -> Result<TrustStore, String> {
+    let store = TrustStore::from_update(bytes, installed).map_err(|e| e.to_string())?;
+    store
+        .for_zone(zone)
+        .map_err(|e| format!("no CA of zone `{zone}`: {e}"))?;
+    Ok(store)
+}
+
+/// Checks a CRL (PEM or DER) against the zone's installed trust bundle (PEM) at `now`: one
+/// list, signed by a zone's CA of the bundle, `nextUpdate` after `now`. Returns the zone whose
+/// CA signed it and the list's DER, or why not.
+pub fn check_crl_update(
+    installed_trust: &[u8],
+    bytes: &[u8],
+    now: UnixTime,
+) -> Result<(ZoneName, Vec<u8>), String> {
+    TrustStore::from_pem(installed_trust, &[])
+        .map_err(|e| format!("the zone's installed trust bundle does not load: {e}"))?
+        .check_crl(bytes, now)
+        .map_err(|e| e.to_string())
 }
 
 /// Replaces `path` with `bytes` atomically.

@@ -8,6 +8,9 @@
 //!   (asking a [`SignerTrust`] about the signer) and each chunk as bytes arrive;
 //! - filters: a [`Filter`] per kind validates and rebuilds every payload on both sides,
 //!   registered in [`Filters`] by the binary; a [`Refusal`] says what to fix;
+//!   the declared kind is checked against what the bytes are ([`sniff`]), and a flow asking
+//!   `scan` has them scanned by the node's [`Scanner`] (ClamAV's daemon, `Clamd`, feature
+//!   `daemon`), failing closed;
 //!   documents are rebuilt from an allow-list: [`PdfFilter`] (a new PDF from the pages, text,
 //!   fonts and images, active content refused or dropped) and [`OfdFilter`] (a new OFD archive
 //!   of canonical XML parts);
@@ -121,6 +124,8 @@ pub use deliver::{
     Report, Target, Zone, backoff, component_path, folder_name, hex, manifest_headers,
     manifest_json, percent, sha256, targets,
 };
+#[cfg(feature = "daemon")]
+pub use filter::Clamd;
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
 pub use filter::{Mp4Filter, Mp4Limits};
 pub use filter::{OfdFilter, OfdLimits, PdfFilter, PdfLimits};
@@ -128,12 +133,15 @@ pub use filter::{
     ImageLimits, JpegFilter, JsonFilter, PngFilter, SchemaError, TextFilter, marking_check,
     normalize_marking,
 };
+pub use filter::{Scanner, Verdict, sniff};
 pub use filter::ReceiptFilter;
 #[cfg(feature = "daemon")]
 pub use held::Held;
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
 #[cfg(feature = "daemon")]
 pub use install::{Installer, Receipts, replace};
+#[cfg(feature = "daemon")]
+pub use install::{check_crl_update, check_policy_update, check_trust_update};
 pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
 pub use outbound::{Decided, Outbound, OutboundRefusal, Outgoing, RateWindow, rate_admit, request};
 pub use pacing::Pacer;

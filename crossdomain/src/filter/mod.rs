@@ -24,6 +24,8 @@ mod mp4;
 mod ofd;
 mod pdf;
 mod receipt;
+mod scan;
+mod sniff;
 mod text;
 
 pub use self::image::{ImageLimits, JpegFilter, PngFilter};
@@ -33,6 +35,10 @@ pub use mp4::{Mp4Filter, Mp4Limits};
 pub use ofd::{OfdFilter, OfdLimits};
 pub use pdf::{PdfFilter, PdfLimits};
 pub use receipt::ReceiptFilter;
+#[cfg(feature = "daemon")]
+pub use scan::Clamd;
+pub use scan::{Scanner, Verdict};
+pub use sniff::sniff;
 pub use text::TextFilter;
 
 use std::collections::BTreeMap;
@@ -153,10 +159,11 @@ pub trait Filter: Send + Sync + fmt::Debug {
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal>;
 }
 
-/// The filters a node runs, by kind.
+/// The filters a node runs, by kind, and the virus scanner of the `scan` step.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     by_kind: BTreeMap<String, Arc<dyn Filter>>,
+    scanner: Option<Arc<dyn Scanner>>,
 }
 
 impl Filters {
@@ -181,10 +188,55 @@ impl Filters {
         self.by_kind.keys().map(String::as_str)
     }
 
-    /// Runs the filter of `input.kind` over `bytes`: refused when no filter is registered for
-    /// the kind, when the filter refuses, when any step the flow asks is unsupported or not
-    /// reported, or when the rebuilt copy is longer than the flow allows.
+    /// The same filters with `scanner` doing the `scan` step ([`Scanner`]); without one, a
+    /// flow asking `scan` is refused.
+    pub fn with_scanner(mut self, scanner: Arc<dyn Scanner>) -> Self {
+        self.scanner = Some(scanner);
+        self
+    }
+
+    /// Scans the bytes that arrived and the rebuilt copy (when it differs) with the node's
+    /// scanner: the `scan` step is done only when every answer was clean.
+    fn scan(&self, arrived: &[u8], out: &mut Filtered) -> Result<(), Refusal> {
+        let Some(scanner) = &self.scanner else {
+            return Err(Refusal::new(
+                "scan",
+                "the flow asks `scan` and this node has no virus scanner, so it cannot cross \
+                 unscanned",
+            ));
+        };
+        let rebuilt = (out.bytes != arrived).then_some(out.bytes.as_slice());
+        for bytes in std::iter::once(arrived).chain(rebuilt) {
+            match scanner.scan(bytes) {
+                Verdict::Clean => {}
+                Verdict::Finding(name) => {
+                    return Err(Refusal::new(
+                        "scan",
+                        format!("the virus scanner found `{name}` in it"),
+                    ));
+                }
+                Verdict::Error(e) => {
+                    return Err(Refusal::new(
+                        "scan",
+                        format!(
+                            "the virus scan did not complete ({e}), so it cannot cross unscanned"
+                        ),
+                    ));
+                }
+            }
+        }
+        out.steps.retain(|s| s.name != "scan");
+        out.steps.push(Step::new("scan", StepState::Done));
+        Ok(())
+    }
+
+    /// Runs the filter of `input.kind` over `bytes`: refused when the bytes are of another
+    /// format than the kind declared (the true-type check, [`sniff()`]), when no filter is
+    /// registered for the kind, when the filter refuses, when any step the flow asks is
+    /// unsupported or not reported, when the rebuilt copy is longer than the flow allows, or,
+    /// on a flow asking `scan`, unless the node's scanner finds both clean.
     pub fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
+        sniff::check(input.kind, bytes)?;
         let Some(filter) = self.get(input.kind) else {
             return Err(Refusal::new(
                 "filters",
@@ -194,8 +246,8 @@ impl Filters {
                 ),
             ));
         };
-        let out = filter.run(input, bytes)?;
-        for asked in input.steps {
+        let mut out = filter.run(input, bytes)?;
+        for asked in input.steps.iter().filter(|s| **s != "scan") {
             match out.steps.iter().find(|s| s.name == *asked) {
                 Some(s) if s.state != StepState::Unsupported => {}
                 Some(_) => {
@@ -221,6 +273,9 @@ impl Filters {
                     input.max_size
                 ),
             ));
+        }
+        if input.steps.contains(&"scan") {
+            self.scan(bytes, &mut out)?;
         }
         Ok(out)
     }
@@ -287,5 +342,69 @@ mod tests {
         assert!(long.is_err_and(|r| r.reason.contains("max-size")));
 
         assert!(filters.run(&input("upper", &[]), b"").is_err());
+    }
+
+    #[test]
+    fn the_declared_kind_must_be_what_the_bytes_are() {
+        let mut filters = Filters::new();
+        filters.register(Arc::new(Upper));
+        let jpeg = filters.run(&input("upper", &[]), b"\xff\xd8\xff\xe0");
+        assert!(jpeg.is_err_and(|r| r.reason == "the bytes are a JPEG image, declared as upper"));
+        // checked before the kind's filter is looked for
+        let pdf = filters.run(&input("pdf", &[]), b"\x89PNG\r\n\x1a\n");
+        assert!(pdf.is_err_and(|r| r.reason.contains("a PNG image, declared as pdf")));
+    }
+
+    /// Says `verdict` of everything, and counts what it was asked.
+    #[derive(Debug)]
+    struct Says(Verdict, std::sync::atomic::AtomicUsize);
+
+    impl Scanner for Says {
+        fn scan(&self, _: &[u8]) -> Verdict {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.clone()
+        }
+    }
+
+    fn scanning(verdict: Verdict) -> (Filters, Arc<Says>) {
+        let says = Arc::new(Says(verdict, 0.into()));
+        let mut filters = Filters::new();
+        filters.register(Arc::new(Upper));
+        (
+            filters.with_scanner(Arc::clone(&says) as Arc<dyn Scanner>),
+            says,
+        )
+    }
+
+    #[test]
+    fn scan_is_done_only_when_the_scanner_says_clean() {
+        let (clean, says) = scanning(Verdict::Clean);
+        let out = clean.run(&input("upper", &["validate", "scan"]), b"abc");
+        let steps = out.map(|o| o.steps);
+        assert!(
+            steps.is_ok_and(|s| s.contains(&Step::new("scan", StepState::Done))
+                && !s.contains(&Step::new("scan", StepState::Unsupported)))
+        );
+        // the bytes that came and the rebuilt copy, which differs
+        assert_eq!(says.1.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // not asked: not scanned
+        assert!(clean.run(&input("upper", &["validate"]), b"ABC").is_ok());
+        assert_eq!(says.1.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert!(clean.run(&input("upper", &["scan"]), b"ABC").is_ok());
+        assert_eq!(says.1.load(std::sync::atomic::Ordering::Relaxed), 3);
+
+        let (found, _) = scanning(Verdict::Finding("Eicar-Signature".into()));
+        let r = found.run(&input("upper", &["scan"]), b"abc");
+        assert!(r.is_err_and(|r| r.filter == "scan" && r.reason.contains("`Eicar-Signature`")));
+
+        let (broken, _) = scanning(Verdict::Error("no clamd answers".into()));
+        let r = broken.run(&input("upper", &["scan"]), b"abc");
+        assert!(r.is_err_and(|r| r.reason.contains("no clamd answers")));
+
+        // no scanner: refused, whatever the filter said of the step
+        let mut none = Filters::new();
+        none.register(Arc::new(Upper));
+        let r = none.run(&input("upper", &["scan"]), b"abc");
+        assert!(r.is_err_and(|r| r.reason.contains("no virus scanner")));
     }
 }
