@@ -1066,4 +1066,54 @@ mod tests {
         assert_eq!(r.lines.len(), 1);
         assert_eq!(r.lines[0].state, TransferState::Unexpected);
     }
+
+    #[test]
+    fn several_receivers_each_on_its_link() {
+        // internet sends to private on link 7 and to mobile on link 8
+        let to_mobile = |s: u64, id: &str, lt: u64| {
+            let mut e = spooled(s, id, lt);
+            e.attributes.insert("link".into(), "8".into());
+            e.attributes.insert("to".into(), "mobile".into());
+            e
+        };
+        let on_8 = |mut e: Event| {
+            e.zone = "mobile".into();
+            e.attributes.insert("link".into(), "8".into());
+            e
+        };
+        let sender = vec![
+            spooled(1, "internet:1", 1),
+            to_mobile(2, "internet:2", 1),
+            to_mobile(3, "internet:3", 2),
+            spooled(4, "internet:4", 2),
+        ];
+        let private = vec![
+            rx(10, "transfer.received", "internet:1", 1),
+            delivered(11, "internet:1", 1),
+            // refused on the link before its header checked: no id, its link transfer only
+            refused(12, "", 2, "bundle header: bad signature"),
+        ];
+        let mobile = vec![
+            on_8(rx(10, "transfer.received", "internet:2", 1)),
+            on_8(delivered(11, "internet:2", 1)),
+            on_8(lost(12, 2, "incomplete")),
+        ];
+        let r = options(20).run(sender, private.into_iter().chain(mobile));
+        assert_eq!(r.lines.len(), 4, "{:#?}", r.lines);
+        assert_eq!(line(&r, "internet:1").state, TransferState::Delivered);
+        let l = line(&r, "internet:2");
+        assert_eq!(l.state, TransferState::Delivered);
+        assert_eq!((l.link, l.to.as_str()), (Some(8), "mobile"));
+        let l = line(&r, "internet:3");
+        assert_eq!(l.state, TransferState::Lost, "link 8's transfer 2: {l:?}");
+        assert_eq!(l.reason, "incomplete");
+        let l = line(&r, "internet:4");
+        assert_eq!(
+            l.state,
+            TransferState::RefusedByReceiver,
+            "link 7's transfer 2"
+        );
+        assert_eq!(l.reason, "bundle header: bad signature");
+        assert!(r.is_clean());
+    }
 }
