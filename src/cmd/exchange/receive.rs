@@ -12,6 +12,14 @@
 //! `delivered` meaning handed on by the link to the intake), and what the intake and the
 //! deliverer decide (`transfer ID refused: …`, `transfer ID delivered to S after N attempts`,
 //! failed attempts, receipts sent).
+//!
+//! Receipts: when a delivered flow's reply flow carries `receipt`, the receiver signs a
+//! delivery receipt ([`Receipt`]) with its node key and certificate chain and submits it on the
+//! reply flow through the zone's sender socket (`run/<zone>-exchange-sender.sock`), correlated
+//! with the delivered transfer's id (`receipt.sent`). A receipt delivered to the zone's
+//! `receipt-store` is kept only when its signer is a node of the zone that sent it, under the
+//! zone's trust bundle, and it receipts a transfer of this zone (`receipt.received`); any other
+//! is refused for good (`transfer.refused`).
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -21,10 +29,10 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_audit::{AuditLog, Event};
 use tianping_core::{Clock, Component, DataDir, Fabric, Listener, SystemClock, ZoneName};
 use tianping_crossdomain::{
-    BundleHeader, Counter, Deliverer, Delivery, Ended, Failure, Filters, Installer, Intake,
-    LinkEnd, NetDeliver, Queue, ReceiptBook, Receipts, ReceiveStatus, ReceiverConfig,
-    ReceiverControl, ReceiverEvent, Report, SignerTrust, Store, ZoneTrust, bind_udp,
-    count_approvals, hex, run_receiver_reporting, targets,
+    BundleHeader, Counter, Deliverer, Delivery, Ended, Failure, Installer, Intake, LinkEnd,
+    MakeReceipt, NetDeliver, Queue, Receipt, ReceiptBook, ReceiptKind, Receipting, Receipts,
+    ReceiveStatus, ReceiverConfig, ReceiverControl, ReceiverEvent, Report, SignerTrust, Store,
+    ZoneTrust, bind_udp, count_approvals, hex, run_receiver_reporting, targets,
 };
 
 use super::{admin, node_callers, runtime, zone_trust};
@@ -160,14 +168,74 @@ impl Report for Audit {
     }
 }
 
-/// Keeps the receipts delivered to the zone's `receipt-store`, audited as `receipt.received`.
+/// How far a receipt's time may be past the time of the transfer that carries it (the clocks
+/// of the node that signed it and of the zone's sender).
+const RECEIPT_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// Keeps the receipts delivered to the zone's `receipt-store`, audited as `receipt.received`,
+/// once their signer checked against the zone's trust.
 struct KeepReceipts {
     book: Arc<ReceiptBook>,
     audit: Arc<Audit>,
+    trust: tianping_certs::TrustStore,
+    zone: ZoneName,
+}
+
+impl KeepReceipts {
+    /// The receipt `d` carries, checked: signed (under the key it carries) by a node of the
+    /// zone that sent the receipt transfer, as this zone's trust says at the receipt's time; a
+    /// receipt of a transfer of this zone, the one the receipt transfer's correlation names.
+    fn check(&self, d: &Delivery<'_>) -> Result<Receipt, String> {
+        let m = &d.header.manifest;
+        let r = Receipt::decode(d.payload).map_err(|e| format!("not a signed receipt: {e}"))?;
+        if r.zone != m.source {
+            return Err(format!(
+                "a receipt signed for zone `{}` came from zone `{}`",
+                r.zone, m.source
+            ));
+        }
+        let chain: Vec<tianping_certs::CertificateDer<'_>> = r
+            .signer_chain()
+            .iter()
+            .map(|c| tianping_certs::CertificateDer::from(c.as_slice()))
+            .collect();
+        let who = tianping_certs::verify_signer(&chain, &self.trust, &r.zone, r.time)
+            .map_err(|e| format!("the receipt's signer is not a node of `{}`: {e}", r.zone))?;
+        if who.key != r.signer {
+            return Err(format!(
+                "the receipt was signed by key `{}`, not by the key of node `{}`",
+                r.signer, who.identity.name
+            ));
+        }
+        if m.correlation.as_deref() != Some(r.transfer_id.as_str()) {
+            return Err(format!(
+                "the receipt is for transfer `{}`, its transfer's correlation id is `{}`",
+                r.transfer_id,
+                m.correlation.as_deref().unwrap_or_default()
+            ));
+        }
+        let ours = r
+            .transfer_id
+            .rsplit_once(':')
+            .is_some_and(|(z, _)| z == self.zone.as_str());
+        if !ours {
+            return Err(format!(
+                "the receipt is for transfer `{}`, not one this zone sent",
+                r.transfer_id
+            ));
+        }
+        if r.time.as_millis() > m.time.as_millis().saturating_add(RECEIPT_SKEW_MS) {
+            return Err("the receipt is dated after the transfer that carries it".to_owned());
+        }
+        Ok(r)
+    }
 }
 
 impl Receipts for KeepReceipts {
     fn keep(&mut self, d: &Delivery<'_>) -> Result<(), Failure> {
+        let receipt = self
+            .check(d)
+            .map_err(|why| Failure::Refuse(format!("receipt refused: {why}")))?;
         let kept = self.book.keep(d)?;
         let mut e = self.audit.event("receipt.received");
         e.transfer_id = kept.correlation.clone();
@@ -175,20 +243,61 @@ impl Receipts for KeepReceipts {
         e.outcome = "ok".into();
         e.attributes.insert("receipt".into(), kept.receipt.clone());
         e.attributes.insert("correlation".into(), kept.correlation);
+        e.attributes
+            .insert("kind".into(), receipt.kind.as_str().to_owned());
+        e.attributes.insert("service".into(), receipt.service);
+        e.attributes.insert("from".into(), receipt.zone.to_string());
+        e.content_hash = hex(&receipt.content_hash);
         self.audit.append(&e);
         Ok(())
     }
 }
 
-/// The filters the receiving zone runs: `text`, and `json` with the zone's schemas when they
-/// load.
-fn zone_filters(_dir: &DataDir, _zone: &ZoneName) -> Filters {
-    let mut f = Filters::new();
-    f.register(Arc::new(tianping_crossdomain::TextFilter::new()));
-    if let Ok(json) = tianping_crossdomain::JsonFilter::with_default_schemas() {
-        f.register(Arc::new(json));
+/// Makes the receiver's delivery receipts: signed with its node key, its certificate chain
+/// in them.
+struct SignReceipts {
+    signer: tianping_core::RingSigner,
+    chain: Vec<Vec<u8>>,
+    zone: ZoneName,
+}
+
+impl MakeReceipt for SignReceipts {
+    fn make(&self, d: &Delivery<'_>, at: tianping_core::UnixTime) -> Result<Vec<u8>, String> {
+        let what = Receipting {
+            kind: ReceiptKind::Delivery,
+            transfer_id: &d.queued.transfer_id,
+            content_hash: d.header.manifest.chunks_hash,
+            service: &d.queued.service,
+            zone: &self.zone,
+            reader: None,
+            time: at,
+        };
+        Receipt::sign(&what, self.chain.clone(), &self.signer)
+            .and_then(|r| r.encode())
+            .map_err(|e| format!("cannot make the receipt: {e}"))
     }
-    f
+}
+
+/// The receiver's node key and certificate chain (DER, leaf first).
+fn node_signer(
+    dir: &DataDir,
+    zone: &ZoneName,
+) -> miette::Result<(tianping_core::RingSigner, Vec<Vec<u8>>)> {
+    let (cert, key) = dir.node(zone, Component::ExchangeReceiver);
+    let key_pem = std::fs::read_to_string(&key)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", key.display()))?;
+    let signer = tianping_audit::signer_from_pem(&key_pem)
+        .map_err(|e| miette!("`{}`: {e}", key.display()))?;
+    let chain_pem = std::fs::read(&cert)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", cert.display()))?;
+    let chain = tianping_certs::certs_from_pem(&chain_pem)
+        .into_diagnostic()?
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+    Ok((signer, chain))
 }
 
 fn origin(fabric: &Fabric, zone: &ZoneName) -> String {
@@ -262,7 +371,7 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     let the_zone = tianping_crossdomain::Zone {
         zone: zone.clone(),
         policy: Arc::clone(&policy),
-        filters: Arc::new(zone_filters(dir, zone)),
+        filters: Arc::new(crate::filters::zone_filters(dir, zone)?),
         count,
         report: Arc::clone(&audit) as Arc<dyn Report>,
         clock: Arc::clone(&clock),
@@ -307,9 +416,20 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
             .with_receipts(Box::new(KeepReceipts {
                 book: Arc::clone(&book),
                 audit: Arc::clone(&audit),
+                trust: zone_trust(dir, zone)?,
+                zone: zone.clone(),
             }));
+        let (signer, chain) = node_signer(dir, zone)?;
         let net = NetDeliver::new(Arc::clone(&tokens), Arc::clone(&clock), Box::new(installer))
-            .into_diagnostic()?;
+            .into_diagnostic()?
+            .with_receipts(
+                Box::new(SignReceipts {
+                    signer,
+                    chain,
+                    zone: zone.clone(),
+                }),
+                dir.socket(zone, Component::ExchangeSender),
+            );
         let mut deliverer =
             Deliverer::new(the_zone.clone(), queue, services.clone(), Box::new(net));
         let stop_d = Arc::clone(&stop);
@@ -417,7 +537,8 @@ pub(crate) struct ReceiptsArg {
 }
 
 /// `tianping exchange receipts`: asks the running receiver's socket, prints one JSON receipt a
-/// line.
+/// line, with what its signed receipt says under `signed` (kind, transfer, content hash,
+/// service, zone, reader, time, signer).
 pub(super) fn receipts(dir: &DataDir, r: &ReceiptsArg) -> miette::Result<ExitCode> {
     let (key, id) = match (&r.transfer, &r.correlation) {
         (Some(t), None) => ("transfer", t),
@@ -477,7 +598,27 @@ pub(super) fn receipts(dir: &DataDir, r: &ReceiptsArg) -> miette::Result<ExitCod
         .into_iter()
         .flatten()
     {
+        let mut receipt = receipt.clone();
+        let signed = receipt
+            .get("bytes")
+            .and_then(serde_json::Value::as_str)
+            .and_then(unhex)
+            .and_then(|b| Receipt::decode(&b).ok());
+        if let (Some(r), Some(map)) = (signed, receipt.as_object_mut()) {
+            map.insert("signed".to_owned(), r.to_json());
+        }
         println!("{receipt}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bytes from lowercase hex.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
