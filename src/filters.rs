@@ -7,12 +7,16 @@ use tianping_core::{DataDir, ZoneName};
 use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
     Filter, FilterInput, Filtered, Filters, ImageLimits, JpegFilter, JsonFilter, MemoryBound,
-    PngFilter, ReceiptFilter, Refusal, Step, StepState, TextFilter,
+    PngFilter, Refusal, Step, StepState, TextFilter,
 };
 use tianping_crossdomain::{OfdFilter, PdfFilter};
 
 /// The filters zone `zone` registers, by kind. `dir` is where zone-local filter settings will
 /// be read from; today every filter runs with its defaults.
+/// The updates' validators (`policy-update`, `crl`, `trust-bundle`) check against the zone's
+/// installed copies under `dir`. The `scan` step asks ClamAV's daemon at Debian's socket,
+/// `/run/clamav/clamd.ctl`: no zone setting names another yet, and with no daemon there every
+/// transfer whose flow asks `scan` is refused.
 pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Filters> {
     let _ = (dir, zone);
     let mut f = Filters::new();
@@ -25,8 +29,21 @@ pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Fil
     f.register(Arc::new(PdfFilter::default()));
     f.register(Arc::new(OfdFilter::default()));
     f.register(Arc::new(Mp4Filter::default()));
-    f.register(Arc::new(ReceiptFilter::new()));
     f.register(Arc::new(AuditBatchFilter));
+    f.register(Arc::new(crate::install_filters::PolicyUpdateFilter::new(
+        dir, zone,
+    )));
+    f.register(Arc::new(crate::install_filters::CrlFilter::new(
+        dir,
+        zone,
+        Arc::new(tianping_core::SystemClock),
+    )));
+    f.register(Arc::new(crate::install_filters::TrustBundleFilter::new(
+        dir, zone,
+    )));
+    let f = f.with_scanner(Arc::new(tianping_crossdomain::Clamd::new(
+        tianping_crossdomain::Clamd::DEFAULT_SOCKET,
+    )));
     Ok(f)
 }
 

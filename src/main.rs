@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod decision_log;
 mod filters;
+mod install_filters;
 
 /// Tianping: one identity, hardened gateways and audited one-way exchange for the court's networks.
 #[derive(Debug, Parser)]
