@@ -643,3 +643,106 @@ impl Filter for OfdFilter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data) in entries {
+            w.start_file(*name, SimpleFileOptions::default()).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn input() -> FilterInput<'static> {
+        FilterInput {
+            kind: "ofd",
+            schema: None,
+            steps: &["validate", "rebuild"],
+            max_size: 1 << 24,
+            release: true,
+        }
+    }
+
+    const ROOT: &[u8] =
+        b"<ofd:OFD xmlns:ofd=\"http://www.ofdspec.org/2016\"><ofd:DocBody/></ofd:OFD>";
+
+    #[test]
+    fn names_are_checked() {
+        for (name, why) in [
+            ("../OFD.xml", "climbs out"),
+            ("/etc/passwd", "absolute"),
+            ("Doc_0\\Document.xml", "backslash"),
+            ("C:/x", "drive letter"),
+            ("Doc_0//Document.xml", "empty"),
+        ] {
+            assert!(check_name(name).unwrap_err().contains(why), "{name}");
+        }
+        let dup = zip_of(&[("OFD.xml", ROOT), ("ofd.XML", ROOT)]);
+        let r = OfdFilter::default().run(&input(), &dup).unwrap_err();
+        assert!(r.reason.contains("appears twice"), "{}", r.reason);
+        let none = zip_of(&[("Doc_0/Document.xml", ROOT)]);
+        let r = OfdFilter::default().run(&input(), &none).unwrap_err();
+        assert!(r.reason.contains("no `OFD.xml`"), "{}", r.reason);
+    }
+
+    #[test]
+    fn xml_is_written_again_canonically() {
+        let mut text = Vec::new();
+        let src = "<?xml version='1.0' encoding='utf-8'?>\n<!-- c -->\n<a:P xmlns:a='u' k=\"1&amp;2\" t='x&#9;y'><a:TextCode X='0'>秘&lt;密<![CDATA[&]]></a:TextCode><a:Actions><a:Action/></a:Actions><a:E/></a:P>\n";
+        let once = canonical("p.xml", src.as_bytes(), false, 64, &mut text).unwrap();
+        let once_s = String::from_utf8(once.clone()).unwrap();
+        assert_eq!(
+            once_s,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><a:P xmlns:a=\"u\" k=\"1&amp;2\" t=\"x&#9;y\"><a:TextCode X=\"0\">秘&lt;密&amp;</a:TextCode><a:E/></a:P>"
+        );
+        assert_eq!(text, vec!["秘<密&".to_owned()]);
+        let twice = canonical("p.xml", &once, false, 64, &mut Vec::new()).unwrap();
+        assert_eq!(once, twice);
+        for (bad, why) in [
+            ("<a>&ent;</a>", "entity"),
+            ("<a><b></a>", "well-formed"),
+            ("<a/><b/>", "second root"),
+            ("<?pi x?><a/>", "processing instruction"),
+            ("<a>\u{1}</a>", "control character"),
+            ("<?xml version='1.0' encoding='GB18030'?><a/>", "encoding"),
+            ("<a>", "left open"),
+            ("text<a/>", "outside the root"),
+        ] {
+            let r = canonical("p.xml", bad.as_bytes(), false, 64, &mut Vec::new()).unwrap_err();
+            assert!(r.reason.contains(why), "{bad}: {}", r.reason);
+        }
+        let deep = format!("{}{}", "<a>".repeat(70), "</a>".repeat(70));
+        let r = canonical("p.xml", deep.as_bytes(), false, 64, &mut Vec::new()).unwrap_err();
+        assert!(r.reason.contains("deeper"), "{}", r.reason);
+    }
+
+    #[test]
+    fn ratio_and_sizes_are_checked_before_and_while_reading() {
+        let zeros = vec![b' '; 4 << 20];
+        let mut xml = b"<ofd:OFD>".to_vec();
+        xml.extend_from_slice(&zeros);
+        xml.extend_from_slice(b"</ofd:OFD>");
+        let bomb = zip_of(&[("OFD.xml", &xml)]);
+        let r = OfdFilter::default().run(&input(), &bomb).unwrap_err();
+        assert!(r.reason.contains("expands"), "{}", r.reason);
+        let small = OfdLimits {
+            max_entry: 1 << 20,
+            max_ratio: 1 << 30,
+            ..OfdLimits::default()
+        };
+        let r = OfdFilter::new(small).run(&input(), &bomb).unwrap_err();
+        assert!(r.reason.contains("over the limit"), "{}", r.reason);
+        let ok = zip_of(&[
+            ("OFD.xml", ROOT),
+            ("Doc_0/Signs/Sign_0/SignedValue.dat", b"sig"),
+        ]);
+        let out = OfdFilter::default().run(&input(), &ok).unwrap();
+        let again = OfdFilter::default().run(&input(), &out.bytes).unwrap();
+        assert_eq!(out.bytes, again.bytes);
+        assert_eq!(ZipArchive::new(Cursor::new(&out.bytes)).unwrap().len(), 1);
+    }
+}

@@ -1335,3 +1335,201 @@ impl Filter for PdfFilter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lopdf::dictionary;
+
+    use super::*;
+
+    fn input(release: bool) -> FilterInput<'static> {
+        FilterInput {
+            kind: "pdf",
+            schema: None,
+            steps: &["validate", "rebuild", "strip-metadata"],
+            max_size: 1 << 24,
+            release,
+        }
+    }
+
+    /// Two pages under an intermediate node that gives them their resources and media box,
+    /// a form XObject drawing text, a Flate image with a soft mask, an ICC colour space, an
+    /// outline with a GoTo action and a URI action, a link annotation and an AcroForm.
+    fn rich() -> Vec<u8> {
+        let mut doc = Document::with_version("1.5");
+        let font = doc.add_object(dictionary! {
+            "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Times-Roman",
+        });
+        let form = doc.add_object(Stream::new(
+            dictionary! {
+                "Type" => "XObject", "Subtype" => "Form",
+                "BBox" => vec![0.into(), 0.into(), 100.into(), 20.into()],
+                "Resources" => dictionary! { "Font" => dictionary! { "F2" => font } },
+            },
+            b"BT /F2 9 Tf (stamped by the registry) Tj ET".to_vec(),
+        ));
+        let mut mask = Stream::new(
+            dictionary! {
+                "Type" => "XObject", "Subtype" => "Image", "Width" => 2, "Height" => 2,
+                "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8,
+            },
+            vec![0, 255, 255, 0],
+        );
+        mask.compress().unwrap();
+        let mask = doc.add_object(mask);
+        let icc = doc.add_object(Stream::new(dictionary! { "N" => 3 }, vec![7; 64]));
+        let image = doc.add_object(Stream::new(
+            dictionary! {
+                "Type" => "XObject", "Subtype" => "Image", "Width" => 2, "Height" => 2,
+                "ColorSpace" => vec!["ICCBased".into(), Object::Reference(icc)],
+                "BitsPerComponent" => 8, "SMask" => mask,
+                "Metadata" => Object::Reference(icc),
+            },
+            vec![1; 12],
+        ));
+        let pages = doc.new_object_id();
+        let node = doc.new_object_id();
+        let mut kids = Vec::new();
+        for n in 1..=2 {
+            let content = doc.add_object(Stream::new(
+                Dictionary::new(),
+                format!(
+                    "q 1 0 0 1 10 10 cm /Im1 Do Q BX /Weird 1 zz EX /Fm1 Do \
+                     BT /F1 12 Tf 72 720 Td [(Page ) -250 ({n})] TJ ET 0.5 g 0 0 10 10 re f"
+                )
+                .into_bytes(),
+            ));
+            let link = doc.add_object(dictionary! {
+                "Type" => "Annot", "Subtype" => "Link",
+                "A" => dictionary! { "S" => "URI", "URI" => Object::string_literal("http://x.example/") },
+            });
+            kids.push(Object::Reference(doc.add_object(dictionary! {
+                "Type" => "Page", "Parent" => node, "Contents" => content,
+                "Annots" => vec![Object::Reference(link)],
+                "AA" => dictionary! { "O" => dictionary! { "S" => "GoTo", "D" => vec![] } },
+            })));
+        }
+        let first_page = kids.first().cloned().unwrap();
+        doc.objects.insert(node, Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Parent" => pages, "Count" => 2, "Kids" => kids,
+            "Resources" => dictionary! {
+                "Font" => dictionary! { "F1" => font },
+                "XObject" => dictionary! { "Im1" => image, "Fm1" => form },
+                "ExtGState" => dictionary! { "G1" => dictionary! { "CA" => 0.5, "TR" => "Identity" } },
+            },
+        }));
+        doc.objects.insert(
+            pages,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Count" => 2, "Kids" => vec![Object::Reference(node)],
+                "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+            }),
+        );
+        let item2 = doc.new_object_id();
+        let outline = doc.new_object_id();
+        let item1 = doc.add_object(dictionary! {
+            "Title" => Object::string_literal("Judgment"), "Parent" => outline,
+            "Next" => item2,
+            "A" => dictionary! { "S" => "GoTo", "D" => vec![first_page, "Fit".into()] },
+        });
+        doc.objects.insert(item2, Object::Dictionary(dictionary! {
+            "Title" => Object::string_literal("Evidence"), "Parent" => outline, "Prev" => item1,
+            "A" => dictionary! { "S" => "URI", "URI" => Object::string_literal("http://x.example/") },
+        }));
+        doc.objects.insert(
+            outline,
+            Object::Dictionary(dictionary! {
+                "Type" => "Outlines", "First" => item1, "Last" => item2, "Count" => 2,
+            }),
+        );
+        let catalog = doc.add_object(dictionary! {
+            "Type" => "Catalog", "Pages" => pages, "Outlines" => outline,
+            "AcroForm" => dictionary! { "Fields" => vec![], "XFA" => Object::string_literal("<xdp/>") },
+        });
+        doc.trailer.set("Root", catalog);
+        let mut out = Vec::new();
+        doc.save_to(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_rich_document_is_rebuilt_from_its_allow_list_and_idempotently() {
+        let bytes = rich();
+        let once = PdfFilter::default().run(&input(true), &bytes).unwrap();
+        let twice = PdfFilter::default().run(&input(true), &once.bytes).unwrap();
+        assert_eq!(once.bytes, twice.bytes, "the rebuild is idempotent");
+        assert_eq!(once.text, twice.text);
+        let joined = once.text.join("|");
+        for t in [
+            "stamped by the registry",
+            "Page 1",
+            "Page 2",
+            "Judgment",
+            "Evidence",
+        ] {
+            assert!(joined.contains(t), "{t} in {joined}");
+        }
+        let doc = Document::load_mem(&once.bytes).unwrap();
+        assert_eq!(doc.get_pages().len(), 2);
+        let mut all = once.bytes.clone();
+        for o in doc.objects.values() {
+            if let Object::Stream(s) = o {
+                all.extend(s.decompressed_content().unwrap_or_default());
+            }
+        }
+        let has = |n: &[u8]| all.windows(n.len()).any(|w| w == n);
+        for gone in [
+            &b"/Annots"[..],
+            b"/URI",
+            b"/AA",
+            b"/AcroForm",
+            b"/XFA",
+            b"/Metadata",
+            b"/TR",
+            b"zz",
+            b"BX",
+        ] {
+            assert!(!has(gone), "{}", String::from_utf8_lossy(gone));
+        }
+        for kept in [
+            &b"/SMask"[..],
+            b"/ICCBased",
+            b"/Fm1 Do",
+            b"/Im1 Do",
+            b"/CA 0.5",
+            b"/Dest",
+        ] {
+            assert!(has(kept), "{}", String::from_utf8_lossy(kept));
+        }
+        // Every page carries its inherited resources and media box.
+        for (_, id) in doc.get_pages() {
+            let page = doc.get_dictionary(id).unwrap();
+            assert!(page.has(b"Resources") && page.has(b"MediaBox"));
+        }
+    }
+
+    #[test]
+    fn limits_and_damage_refuse() {
+        let bytes = rich();
+        let tight = PdfLimits {
+            max_objects: 5,
+            ..PdfLimits::default()
+        };
+        let r = PdfFilter::new(tight)
+            .run(&input(false), &bytes)
+            .unwrap_err();
+        assert!(r.reason.contains("objects, over the limit"), "{}", r.reason);
+        let r = PdfFilter::default()
+            .run(&input(false), b"%PDF-1.7\n%%EOF")
+            .unwrap_err();
+        assert!(r.reason.contains("damaged"), "{}", r.reason);
+        let r = PdfFilter::default()
+            .run(&input(false), b"%PDF-9.9\n")
+            .unwrap_err();
+        assert!(r.reason.contains("version"), "{}", r.reason);
+        let r = PdfFilter::default()
+            .run(&input(false), b"PK\x03\x04 an archive")
+            .unwrap_err();
+        assert!(r.reason.contains("ZIP archive"), "{}", r.reason);
+    }
+}
