@@ -158,3 +158,37 @@ pub fn fuzz_jwt(data: &[u8]) {
         let _ = issuer.verify_access_token(token, FUZZ_NOW);
     }
 }
+
+/// The audience the `idp_logout_token` target's tokens name.
+pub const FUZZ_LOGOUT_AUDIENCE: &str = "case-app";
+
+/// Logout tokens as a client receives them (the `logout_token` form value): never panics; what
+/// verifies was signed with a published algorithm and key, has `typ` `logout+jwt`, names this
+/// issuer and audience, is unexpired, carries the back-channel logout event and `sub` or `sid`,
+/// and no `nonce`; it never passes as an ID token hint or an access token.
+pub fn fuzz_logout_token(data: &[u8]) {
+    let Ok(token) = std::str::from_utf8(data) else {
+        return;
+    };
+    for issuer in fuzz_issuers() {
+        let published = issuer.keys().published(FUZZ_NOW);
+        let Ok(c) = crate::logout_token::verify_logout_token(
+            token,
+            &published,
+            FUZZ_ISSUER,
+            FUZZ_LOGOUT_AUDIENCE,
+            FUZZ_NOW,
+        ) else {
+            continue;
+        };
+        assert!(c.sub.is_some() || c.sid.is_some());
+        assert!(!c.jti.is_empty() && c.exp > FUZZ_NOW.as_secs());
+        let v = crate::jwt::verify_with(token, &published);
+        assert!(v.as_ref().is_ok_and(|v| {
+            v.typ() == Some(crate::logout_token::LOGOUT_TOKEN_TYPE)
+                && !v.claims.contains_key("nonce")
+        }));
+        assert!(issuer.verify_id_token_hint(token, FUZZ_NOW).is_err());
+        assert!(issuer.verify_access_token(token, FUZZ_NOW).is_err());
+    }
+}

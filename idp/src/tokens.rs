@@ -298,8 +298,10 @@ impl TokenIssuer {
     ) -> Result<IdTokenHint, IdpError> {
         let bad = IdpError::IdTokenHintInvalid;
         let v = self.keys.verify(token, now).map_err(bad)?;
-        if v.typ() == Some("at+jwt") {
-            return Err(bad(JwtError::WrongType("at+jwt".into())));
+        // an ID token is typed `JWT` (or not typed): an access token (`at+jwt`) or a logout
+        // token (`logout+jwt`) is never taken as one
+        if let Some(t) = v.typ().filter(|t| *t != "JWT") {
+            return Err(bad(JwtError::WrongType(t.to_owned())));
         }
         v.check(&self.issuer, None, now, true).map_err(bad)?;
         let sub = v
