@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tianping_core::{Component, DataDir, Fabric, Link, PolicyHash, ZoneName};
 use tianping_crossdomain::{
-    BundleHeader, ChunkHasher, Ended, FolderSink, Manifest, Store, Submitter, table_hash,
+    BundleHeader, ChunkHasher, Ended, Manifest, Store, Submitter, table_hash,
 };
 
 /// The chunk size of the bundles the tests build.
@@ -74,6 +74,27 @@ impl Rng {
         let mut v = vec![0; n];
         self.fill(&mut v);
         v
+    }
+
+    /// `n` bytes of text that the `text` filter passes unchanged: the stream's bytes made
+    /// lowercase letters, in lines of 64 ending with a line feed (the last one too).
+    pub fn text(&mut self, n: usize) -> Vec<u8> {
+        let mut v = self.bytes(n);
+        to_text(&mut v);
+        v
+    }
+}
+
+/// `buf` made text the `text` filter passes unchanged: lowercase letters, a line feed every 64
+/// bytes and as the last byte.
+pub fn to_text(buf: &mut [u8]) {
+    let n = buf.len();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = if i % 64 == 63 || i + 1 == n {
+            b'\n'
+        } else {
+            b'a' + *b % 26
+        };
     }
 }
 
@@ -470,24 +491,49 @@ fn daemon_cmd(data: &Path, wrap: &[&str], what: &str, zone: &ZoneName) -> Comman
     c
 }
 
-/// The receiving zone's delivered folder.
+/// The folder of the link test flow's service (`bank-gateway`), where the receiving zone
+/// delivers the payloads of [`LINK_TEST_FLOW`].
 pub fn delivered_dir(s: &Setup) -> PathBuf {
-    s.dir
-        .component(&s.link.to, Component::ExchangeReceiver)
-        .join("delivered")
+    s.data
+        .join("zones")
+        .join(s.link.to.as_str())
+        .join("delivery")
+        .join("bank-gateway")
 }
 
-/// Where transfer `id` of link `link` is delivered.
-pub fn delivered(s: &Setup, link: u32, id: u64) -> PathBuf {
-    delivered_dir(s).join(format!("{link}-{id}.bundle"))
+/// Where the payload of the sending zone's transfer `sequence` is delivered (the bundles of
+/// [`bundle`] carry their link transfer id as their sequence).
+pub fn delivered(s: &Setup, sequence: u64) -> PathBuf {
+    delivered_dir(s).join(format!("{}-{sequence}.text", s.link.from))
 }
 
-/// How the receiver's store (not running) says each of `ids` on `link` ended, opening it as
-/// the receiver does (a bundle a crash left complete is handed on then).
+/// The sequence of the transfer a receiver's line says was delivered into its service
+/// (`transfer <zone>:<sequence> delivered to <service> after <n> attempts`); `None` for any
+/// other line.
+pub fn parse_delivered(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("transfer ")?;
+    let (id, rest) = rest.split_once(' ')?;
+    rest.starts_with("delivered to ").then_some(())?;
+    id.rsplit_once(':')?.1.parse().ok()
+}
+
+/// Reads `r`'s lines until every one of `files` exists (each delivered into its service by
+/// the receiver's deliverer, which says so in a line), the lines read given to `seen`.
+pub fn wait_files(r: &Daemon, files: &[PathBuf], by: Instant, mut seen: impl FnMut(&str)) {
+    while let Some(missing) = files.iter().find(|f| !f.exists()) {
+        let line = r
+            .line_by(by)
+            .unwrap_or_else(|| panic!("`{}` never delivered", missing.display()));
+        seen(&line);
+    }
+}
+
+/// How the receiver's store (not running) says each of `ids` on `link` ended, without handing
+/// anything on (the restarted receiver hands a bundle a crash left complete to its intake,
+/// which delivers it).
 pub fn store_ended(s: &Setup, link: u32, ids: &[u64]) -> BTreeMap<u64, Option<Ended>> {
     let base = s.dir.component(&s.link.to, Component::ExchangeReceiver);
-    let mut sink = FolderSink::new(&base.join("delivered")).unwrap();
-    let store = Store::open(&base.join("store").join(link.to_string()), &mut sink).unwrap();
+    let store = Store::open_deferred(&base.join("store").join(link.to_string())).unwrap();
     ids.iter()
         .map(|id| (*id, store.ended(link, *id).unwrap()))
         .collect()
