@@ -16,6 +16,7 @@ use tianping_core::{Algorithm, Clock as _, Component, DataDir, Fabric, SystemClo
 use tianping_idp::{KeyDir, SledStore, TokenIssuer};
 
 mod control;
+mod device;
 mod directory;
 mod serve;
 
@@ -38,6 +39,9 @@ pub(crate) enum IdpCmd {
     /// The directory's registered clients.
     #[command(subcommand)]
     Client(directory::ClientCmd),
+    /// Court-issued devices registered to a user (their device certificates).
+    #[command(subcommand)]
+    Device(device::DeviceCmd),
 }
 
 /// A zone.
@@ -201,6 +205,10 @@ pub(crate) fn run(data: &Path, cmd: IdpCmd) -> miette::Result<ExitCode> {
         IdpCmd::Client(c) => {
             let zone = c.zone().clone();
             directory::client(&zone_of(&zone)?, c)
+        }
+        IdpCmd::Device(c) => {
+            let zone = c.zone().clone();
+            device::run(&zone_of(&zone)?, c)
         }
     }
 }
