@@ -326,6 +326,8 @@ fn detail(l: &TransferLine) -> String {
     d.trim().to_owned()
 }
 
+/// The table for people; its time is when the state was settled (delivered, refused, lost,
+/// received), else when the sender decided.
 fn write_table(out: &mut dyn Write, lines: &[TransferLine]) -> std::io::Result<()> {
     let rows: Vec<[String; 5]> = lines
         .iter()
@@ -334,7 +336,7 @@ fn write_table(out: &mut dyn Write, lines: &[TransferLine]) -> std::io::Result<(
                 l.transfer.clone().unwrap_or_else(|| "-".into()),
                 l.state.words().to_owned(),
                 l.flow.clone(),
-                l.time.map(utc).unwrap_or_default(),
+                l.time.or(l.decided).map(utc).unwrap_or_default(),
                 detail(l),
             ]
         })
