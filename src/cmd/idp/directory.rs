@@ -191,8 +191,9 @@ pub(crate) struct ClientAdd {
     /// A grant (`authorization_code`, `refresh_token`, `client_credentials`); repeatable.
     #[arg(long = "grant", default_value = "authorization_code")]
     grants: Vec<String>,
-    /// `client_secret_basic`, `client_secret_post` or `none` (a public native client).
-    #[arg(long, default_value = "client_secret_basic")]
+    /// `client_secret_basic`, `client_secret_post`, `private_key_jwt` (with `--jwks` or
+    /// `--jwks-uri`), `tls_client_auth` (with `--tls-subject`) or `none` (a public native client).
+    #[arg(long, visible_alias = "auth", default_value = "client_secret_basic")]
     auth_method: String,
     /// A native client redirected to the loopback on any port (RFC 8252).
     #[arg(long)]
@@ -200,6 +201,15 @@ pub(crate) struct ClientAdd {
     /// A scope beyond the standard ones it may ask for (repeatable).
     #[arg(long = "scope")]
     scopes: Vec<String>,
+    /// For `private_key_jwt`: a file holding the client's JWKS (its public keys only).
+    #[arg(long, conflicts_with_all = ["jwks_uri", "tls_subject"])]
+    jwks: Option<PathBuf>,
+    /// For `private_key_jwt`: the `https` URL the client publishes its JWKS at.
+    #[arg(long, conflicts_with = "tls_subject")]
+    jwks_uri: Option<String>,
+    /// For `tls_client_auth`: the common name of the zone node certificate it presents.
+    #[arg(long)]
+    tls_subject: Option<String>,
 }
 
 /// A client.
@@ -297,6 +307,15 @@ pub(crate) enum Op {
         auth_method: String,
         native_loopback: bool,
         scopes: Vec<String>,
+        /// A JWKS document (`private_key_jwt`).
+        #[serde(default)]
+        jwks: Option<String>,
+        /// A JWKS URI (`private_key_jwt`).
+        #[serde(default)]
+        jwks_uri: Option<String>,
+        /// A node certificate's subject (`tls_client_auth`).
+        #[serde(default)]
+        tls_subject: Option<String>,
     },
     ClientList,
     ClientShow {
@@ -593,23 +612,28 @@ pub(crate) fn execute(store: &dyn Store, op: &Op) -> Result<Value, String> {
             auth_method,
             native_loopback,
             scopes,
+            jwks,
+            jwks_uri,
+            tls_subject,
         } => {
-            let auth_method = match auth_method.as_str() {
-                "client_secret_basic" => ClientAuthMethod::ClientSecretBasic,
-                "client_secret_post" => ClientAuthMethod::ClientSecretPost,
-                "none" => ClientAuthMethod::None,
-                other => {
-                    return Err(format!(
-                        "`{other}` is not an authentication method (`client_secret_basic`, \
-                         `client_secret_post`, `none`)"
-                    ));
-                }
+            let auth_method = ClientAuthMethod::parse(auth_method).ok_or_else(|| {
+                format!(
+                    "`{auth_method}` is not an authentication method (`client_secret_basic`, \
+                     `client_secret_post`, `private_key_jwt`, `tls_client_auth`, `none`)"
+                )
+            })?;
+            let keys = match (jwks, jwks_uri, tls_subject) {
+                (Some(j), None, None) => Some(tianping_idp::ClientKeys::Jwks(j.clone())),
+                (None, Some(u), None) => Some(tianping_idp::ClientKeys::JwksUri(u.clone())),
+                (None, None, Some(t)) => Some(tianping_idp::ClientKeys::TlsSubject(t.clone())),
+                (None, None, None) => None,
+                _ => return Err("give one of `--jwks`, `--jwks-uri` and `--tls-subject`".into()),
             };
             let grants = grants
                 .iter()
                 .map(|g| GrantType::parse(g).ok_or_else(|| format!("`{g}` is not a grant")))
                 .collect::<Result<Vec<_>, _>>()?;
-            let secret = if auth_method == ClientAuthMethod::None {
+            let secret = if !auth_method.uses_secret() {
                 None
             } else {
                 let mut bytes = [0u8; 32];
@@ -626,7 +650,7 @@ pub(crate) fn execute(store: &dyn Store, op: &Op) -> Result<Value, String> {
                 native_loopback: *native_loopback,
                 extra_scopes: scopes.clone(),
             };
-            dir.add_client(client.clone()).map_err(s)?;
+            dir.add_client_with_keys(client.clone(), keys).map_err(s)?;
             let mut v = client_json(&client);
             if let (Some(obj), Some(secret)) = (v.as_object_mut(), secret) {
                 obj.insert("secret".into(), secret.into());
@@ -759,6 +783,16 @@ pub(crate) fn client(p: &Paths, cmd: ClientCmd) -> miette::Result<std::process::
             auth_method: a.auth_method,
             native_loopback: a.native_loopback,
             scopes: a.scopes,
+            jwks: match &a.jwks {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .into_diagnostic()
+                        .wrap_err_with(|| format!("cannot read the JWKS `{}`", path.display()))?,
+                ),
+                None => None,
+            },
+            jwks_uri: a.jwks_uri,
+            tls_subject: a.tls_subject,
         },
         ClientCmd::List(_) => Op::ClientList,
         ClientCmd::Show(c) => Op::ClientShow { id: c.id },
