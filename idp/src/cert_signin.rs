@@ -233,7 +233,7 @@ pub(crate) fn acr_of(cert: CertFactor, amr: &[Amr]) -> Acr {
 #[derive(Debug)]
 pub(crate) enum Mapped {
     /// A user of the directory, and the factor the certificate is.
-    Person(User, CertFactor),
+    Person(Box<User>, CertFactor),
     /// A registered device (its owner enabled): the person still signs in.
     Device(Device),
 }
@@ -256,7 +256,7 @@ pub(crate) fn map_certificate(
             } else {
                 CertFactor::Software
             };
-            Ok(Ok(Mapped::Person(user, factor)))
+            Ok(Ok(Mapped::Person(Box::new(user), factor)))
         }
         CertHolder::Device => {
             let Some(device) = Devices::new(store).by_certificate(&cert.fingerprint)? else {

@@ -389,7 +389,7 @@ impl Flow<'_> {
             );
         }
         let (user, factor) = match map_certificate(&cert, self.store)? {
-            Ok(Mapped::Person(user, factor)) => (user, factor),
+            Ok(Mapped::Person(user, factor)) => (*user, factor),
             Ok(Mapped::Device(device)) => {
                 let reason = format!("device {} of {}", device.id, device.owner);
                 self.note("signin.device", &actor, "ok", &reason);
