@@ -10,7 +10,8 @@
 //!
 //! Signatures are read where their readers look for them: at the start of the file, at byte 4
 //! for ISO media's `ftyp` box, at the offset the DOS header names for a PE header, and anywhere
-//! in the first 1024 bytes for `%PDF-` (PDF readers accept that much junk before the header).
+//! in the first 1024 bytes for `%PDF-` (PDF readers accept that much junk before the header;
+//! past the first byte it is held only against `text`, see [`check`]).
 //! A ZIP is sniffed only from its first local header: one appended after another format (a
 //! PNG/ZIP polyglot) is that format's filter's to drop.
 
@@ -160,8 +161,14 @@ fn fits(kind: &str, family: &str) -> bool {
 
 /// Refuses `bytes` declared as `kind` when they sniff as a family that kind does not hold:
 /// "the bytes are a JPEG image, declared as pdf".
+///
+/// A PDF header after the first byte counts only against `text`, the one kind whose filter
+/// passes a document a PDF reader would open: in a machine format (JSON, a receipt, a
+/// directory update) it is someone's words, read whole by that kind's own filter, and refusing
+/// it there would let one person's name hold up a batch of everyone's.
 pub(super) fn check(kind: &str, bytes: &[u8]) -> Result<(), Refusal> {
     match sniff(bytes) {
+        Some("pdf") if kind != "text" && !bytes.starts_with(b"%PDF-") => Ok(()),
         Some(family) if !fits(kind, family) => Err(Refusal::new(
             kind,
             format!("the bytes are {}, declared as {kind}", describe(family)),
@@ -234,6 +241,12 @@ mod tests {
         // bytes with no signature are the kind's filter's to judge
         assert!(check("png", b"plain words").is_ok());
         assert!(check("text", b"plain words").is_ok());
+        // a PDF header past the first byte: a document to a PDF reader, words in JSON
+        let late = b"note\n%PDF-1.4\n1 0 obj";
+        assert!(check("text", late).is_err_and(|r| r.reason.contains("a PDF document")));
+        assert!(check("pdf", late).is_ok());
+        assert!(check("json", br#"{"name": "%PDF-1.7"}"#).is_ok());
+        assert!(check("json", b"%PDF-1.7").is_err());
     }
 
     // ------------------------------------------------------------ the hostile corpus
