@@ -6,7 +6,8 @@
 //! the sender's back (`submit-raw`, never decided) is delivered. The `--json` lines report each
 //! as such; `--retain 0` turns the spooled one missing; `--flow` leaves out the others' flows and
 //! exits 0; `audit search --transfer` picks one transfer's events; a receiver's log whose bytes
-//! were flipped is refused by name before anything is reconciled.
+//! were flipped is refused by name before anything is reconciled. Logs whose owners run are
+//! read through them: the same lines as stopped.
 #![expect(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -15,9 +16,11 @@
 
 #[path = "common/exchange.rs"]
 mod exchange;
+mod live_owner;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use exchange::{Daemon, Setup, deadline, receiver, sender, setup, spool_bytes, tianping};
@@ -372,4 +375,163 @@ fn a_batch_with_a_refusal_on_each_side_and_a_loss_reconciles_transfer_by_transfe
         err.contains("does not verify") || err.contains("cannot be read"),
         "{err}"
     );
+}
+
+/// Serves `log` on `socket` as a component does, to this uid as the zone's auditor.
+async fn serve(log: Arc<tianping_audit::AuditLog>, socket: &Path) -> tianping_net::ControlHandle {
+    let uid = std::fs::metadata(socket.parent().unwrap()).unwrap();
+    let uid = std::os::unix::fs::MetadataExt::uid(&uid);
+    let handler = move |req: http::Request<tianping_net::Body>| {
+        let log = log.clone();
+        async move {
+            let method = req.method().as_str().to_string();
+            let target = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
+            let body = req.into_body().bytes().await.unwrap_or_default();
+            let r = tokio::task::spawn_blocking(move || {
+                let reader = tianping_audit::Reader::person("a-1", &["auditor"], "private");
+                let access = tianping_audit::Access {
+                    zone: "private",
+                    reader: Some(&reader),
+                    clock: &tianping_core::SystemClock,
+                    record_to: None,
+                };
+                tianping_audit::handle_request(&log, &access, &method, &target, &body)
+            })
+            .await
+            .unwrap();
+            live_owner::audit_answer(r)
+        }
+    };
+    tianping_net::serve_control(socket, &[uid], handler)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn live_logs_are_read_through_their_owners() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tianping"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let t = 1_700_000_000_000u64;
+    let spooled = |i: u64| {
+        format!(
+            "{{\"time\":{},\"zone\":\"internet\",\"action\":\"transfer\",\"outcome\":\"allow\",\"flow\":\"filing\",\"transfer_id\":\"internet:{i}\",\"attributes\":{{\"link\":\"7\",\"epoch\":\"1\",\"link_transfer\":\"{i}\"}}}}\n",
+            t + i
+        )
+    };
+    let seen = |i: u64, action: &str, id: &str| {
+        format!(
+            "{{\"time\":{},\"zone\":\"private\",\"action\":\"{action}\",\"transfer_id\":\"{id}\",\"reason\":\"never-seen\",\"attributes\":{{\"link\":\"7\",\"epoch\":\"1\",\"link_transfer\":\"{i}\",\"service\":\"filing-intake\"}}}}\n",
+            t + 100 + i
+        )
+    };
+    let sent: String = (1..=3).map(spooled).collect();
+    let received = [
+        seen(1, "transfer.received", "internet:1"),
+        seen(1, "transfer.delivered", "internet:1"),
+        seen(2, "transfer.lost", ""),
+        seen(9, "transfer.delivered", "internet:9"),
+    ]
+    .concat();
+    let key = tmp.path().join("k.pem");
+    let key = key.to_str().unwrap();
+    assert!(run(&["audit", "keygen", "--out", key], "").status.success());
+    let (sender, receiver) = (tmp.path().join("sender"), tmp.path().join("receiver"));
+    for (dir, events) in [(&sender, &sent), (&receiver, &received)] {
+        let out = run(
+            &[
+                "audit",
+                "append",
+                "--log",
+                dir.to_str().unwrap(),
+                "--key",
+                key,
+            ],
+            events,
+        );
+        assert!(out.status.success());
+    }
+    let (s, r) = (sender.to_str().unwrap(), receiver.to_str().unwrap());
+    let commands: [&[&str]; 3] = [
+        &[
+            "audit",
+            "reconcile",
+            "--sender",
+            s,
+            "--receiver",
+            r,
+            "--json",
+        ],
+        &["audit", "reconcile", "--sender", s, "--receiver", r],
+        &["audit", "search", "--log", r, "--transfer", "internet:1"],
+    ];
+    let outputs = || -> Vec<(Option<i32>, String)> {
+        commands
+            .iter()
+            .map(|args| {
+                let out = run(args, "");
+                (out.status.code(), String::from_utf8(out.stdout).unwrap())
+            })
+            .collect()
+    };
+    let stopped = outputs();
+    assert_eq!(stopped[0].0, Some(1), "internet:9 is unexpected");
+    let states: Vec<String> = stopped[0]
+        .1
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["transfer"].as_str().unwrap(),
+                v["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "internet:1 delivered",
+            "internet:2 lost",
+            "internet:3 missing",
+            "internet:9 unexpected"
+        ]
+    );
+    assert_eq!(stopped[2].1.lines().count(), 2, "received, delivered");
+
+    // both held open here and served on control sockets: read through their owners
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    std::fs::create_dir(tmp.path().join("run")).unwrap();
+    let mut serving = Vec::new();
+    for (dir, name) in [(&sender, "s.sock"), (&receiver, "r.sock")] {
+        let log = Arc::new(tianping_audit::AuditLog::open(dir).unwrap());
+        let socket = tmp.path().join("run").join(name);
+        serving.push((rt.block_on(serve(Arc::clone(&log), &socket)), log));
+        tianping_audit::record_owner(dir, &socket).unwrap();
+    }
+    assert_eq!(outputs(), stopped);
+    // without the records the commands open the stores, which the owners hold
+    tianping_audit::clear_owner(&receiver).unwrap();
+    let out = run(commands[0], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).replace(['│', '\n'], " ");
+    assert!(err.contains("receiver"), "{err}");
+    drop(serving);
 }
