@@ -203,10 +203,12 @@ struct World {
     _dir: tempfile::TempDir,
     server: ServerHandle,
     rp_server: ServerHandle,
-    /// No client certificate, node `exchange-n1`'s, node `exchange-n2`'s.
+    /// No client certificate, node `exchange-n1`'s, node `exchange-n2`'s, and a node certificate
+    /// named `exchange-n1` by another PKI's zone CA.
     plain: reqwest::Client,
     n1: reqwest::Client,
     n2: reqwest::Client,
+    foreign: reqwest::Client,
     n1_der: Vec<u8>,
     audit: Arc<AuditLog>,
     clock: Arc<ManualClock>,
@@ -350,6 +352,7 @@ async fn world() -> World {
         "exchange-n1",
         &["n1.private.tianping.localhost"],
     );
+    let other_pki = self::pki();
     let n2 = leaf(
         &pki,
         CertKind::Node,
@@ -360,6 +363,11 @@ async fn world() -> World {
         plain: http_client(&pki, addr, None),
         n1: http_client(&pki, addr, Some(&n1)),
         n2: http_client(&pki, addr, Some(&n2)),
+        foreign: http_client(
+            &pki,
+            addr,
+            Some(&leaf(&other_pki, CertKind::Node, "exchange-n1", &[])),
+        ),
         n1_der: n1.leaf_der.clone(),
         _dir: dir,
         server,
@@ -689,6 +697,11 @@ async fn tls_client_auth_binds_tokens_to_the_node_certificate() {
         w.post(&w.n2, "/token", form).await,
         "the client certificate is not the one registered for the client",
     );
+    // the registered subject under another CA: the chain does not verify with the zone's trust
+    w.refused(
+        w.post(&w.foreign, "/token", form).await,
+        "the client certificate did not verify",
+    );
     // nor with a secret or an assertion instead
     w.refused(
         w.post(&w.n1, "/token", &format!("{form}&client_secret=s3cret"))
@@ -915,4 +928,99 @@ fn the_fuzz_corpus_replays_and_its_good_seeds_verify() {
             "{bad}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_assertion_sent_at_once_many_times_is_accepted_once() {
+    let w = world().await;
+    let assertion = w.key.sign(&claims("rp-jwt", "race", w.now()));
+    let tries = (0..8).map(|_| w.by_assertion(&assertion));
+    let answers = futures_join_all(tries).await;
+    let ok = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(ok, 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != StatusCode::OK) {
+        assert_eq!(
+            (*status, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+        );
+    }
+    w.stop().await;
+}
+
+/// Awaits every future, concurrently, in order.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.map(Box::pin).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut pending: Vec<_> = handles.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (slot, res) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *res = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.extend(results.into_iter().map(Option::unwrap));
+    out
+}
+
+#[test]
+fn the_sled_store_remembers_a_jti_across_a_reopen_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = UnixTime::from_secs;
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        assert!(
+            store
+                .note_assertion("rp", "j1", t(START + 60), t(START))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .note_assertion("rp", "j1", t(START + 60), t(START + 1))
+                .unwrap()
+        );
+        // another client's `jti` is its own
+        assert!(
+            store
+                .note_assertion("rp2", "j1", t(START + 60), t(START))
+                .unwrap()
+        );
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert!(
+        !store
+            .note_assertion("rp", "j1", t(START + 60), t(START + 2))
+            .unwrap()
+    );
+    // once past its time it may be used again (an assertion that old is refused as expired)
+    assert!(
+        store
+            .note_assertion("rp", "j1", t(START + 200), t(START + 60))
+            .unwrap()
+    );
+    assert!(
+        !store
+            .note_assertion("rp", "j1", t(START + 200), t(START + 61))
+            .unwrap()
+    );
+    let keys = ClientKeys::TlsSubject("exchange-n1".into());
+    store.put_client_keys("node-app", &keys).unwrap();
+    drop(store);
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(store.client_keys("node-app").unwrap(), Some(keys));
+    assert_eq!(store.client_keys("other").unwrap(), None);
 }
