@@ -4,16 +4,22 @@
 //!
 //! These commands open the IdP's store, so they run on a stopped IdP; on a running one they
 //! say so and change nothing (its control socket does not take device changes yet). Each change
-//! is in the IdP's audit log.
+//! is in the IdP's audit log. A device certificate is registered only once it verifies against
+//! the zone's CA and CRL ([`ZoneCertVerifier`], the verifier certificate sign-in takes too).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_certs::{CertKind, certs_from_pem, identity_of};
-use tianping_core::{Clock as _, SystemClock, ZoneName};
-use tianping_idp::{Device, Devices, Directory, User};
+use tianping_certs::danger::RevocationLeniency;
+use tianping_certs::{
+    CertError, CertKind, CertificateDer, TrustStore, certs_from_pem, verify_client,
+};
+use tianping_core::{Clock as _, DataDir, SystemClock, UnixTime, ZoneName};
+use tianping_idp::{
+    CertFailure, CertHolder, ClientCertVerifier, Device, Devices, Directory, User, VerifiedCert,
+};
 
 use super::Paths;
 use super::control::Live;
@@ -78,6 +84,87 @@ pub(crate) struct DeviceRef {
     id: String,
 }
 
+/// `tianping_certs::verify_client` against a zone's own trust bundle and its CRL
+/// (`zones/<zone>/trust.pem`, `zones/<zone>/crl/<zone>.pem`), narrowed to the zone's CA: the
+/// verifier of certificate sign-in (`Idp::with_cert_sign_in`) and of a device registered here.
+pub(crate) struct ZoneCertVerifier {
+    trust: TrustStore,
+}
+
+impl ZoneCertVerifier {
+    /// The zone's verifier, from its installed trust bundle and CRL.
+    pub(crate) fn load(dir: &DataDir, zone: &ZoneName) -> miette::Result<Self> {
+        let read = |p: PathBuf| {
+            std::fs::read(&p)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("reading `{}`", p.display()))
+        };
+        let trust_pem = read(dir.zone_trust_bundle(zone))?;
+        let crl = read(dir.zone_crl(zone, zone))?;
+        let trust = TrustStore::from_pem(&trust_pem, &[&crl])
+            .and_then(|t| t.for_zone(zone))
+            .map_err(|e| miette!("zone `{zone}`'s trust bundle and crl: {e}"))?;
+        Ok(Self { trust })
+    }
+}
+
+impl ClientCertVerifier for ZoneCertVerifier {
+    fn verify(
+        &self,
+        chain: &[Vec<u8>],
+        now: UnixTime,
+        accept_stale_crl: bool,
+    ) -> Result<VerifiedCert, CertFailure> {
+        let chain: Vec<CertificateDer<'static>> = chain
+            .iter()
+            .map(|d| CertificateDer::from(d.clone()))
+            .collect();
+        let trust = if accept_stale_crl {
+            self.trust
+                .clone()
+                .with_revocation_leniency(RevocationLeniency {
+                    accept_stale_crls: true,
+                    ..RevocationLeniency::default()
+                })
+        } else {
+            self.trust.clone()
+        };
+        let id = verify_client(&chain, &trust, now).map_err(|e| match e {
+            CertError::Revoked => CertFailure::Revoked,
+            CertError::Expired { .. } => CertFailure::Expired,
+            CertError::NotYetValid { .. } => CertFailure::NotYetValid,
+            CertError::UnknownIssuer(_) => CertFailure::OtherZone,
+            CertError::StaleCrl { .. } => CertFailure::StaleCrl,
+            other => CertFailure::Invalid(other.to_string()),
+        })?;
+        let holder = match (id.kind, id.subject) {
+            (CertKind::Client, Some(subject)) => CertHolder::Person {
+                subject,
+                hardware: id.hardware,
+            },
+            (CertKind::Device, _) => CertHolder::Device,
+            (kind, _) => CertHolder::Other(kind.to_string()),
+        };
+        Ok(VerifiedCert {
+            holder,
+            name: id.name,
+            zone: id.zone,
+            fingerprint: id.fingerprint,
+        })
+    }
+}
+
+fn failure_text(f: &CertFailure) -> String {
+    match f {
+        CertFailure::Revoked => "it has been revoked".into(),
+        CertFailure::Expired => "it has expired".into(),
+        CertFailure::NotYetValid => "it is not valid yet".into(),
+        CertFailure::OtherZone => "it was not issued by the zone's CA".into(),
+        CertFailure::StaleCrl => "the zone's crl is past its next update".into(),
+        CertFailure::Invalid(why) => why.clone(),
+    }
+}
+
 fn find_user(store: &dyn tianping_idp::Store, user: &str) -> miette::Result<User> {
     let dir = Directory::new(store);
     let by_sub = match user.parse() {
@@ -93,31 +180,44 @@ fn find_user(store: &dyn tianping_idp::Store, user: &str) -> miette::Result<User
     }
 }
 
-/// The fingerprint of a device certificate of `zone` in the PEM file `path`.
-fn device_fingerprint(path: &std::path::Path, zone: &ZoneName) -> miette::Result<[u8; 32]> {
+/// The fingerprint of the device certificate in the PEM file `path` (the leaf, then its zone
+/// CA, as `certs issue` writes it), once it verifies against the zone's CA and CRL.
+fn device_fingerprint(
+    path: &std::path::Path,
+    verifier: &ZoneCertVerifier,
+    zone: &ZoneName,
+) -> miette::Result<[u8; 32]> {
     let pem = std::fs::read(path)
         .into_diagnostic()
         .wrap_err_with(|| format!("reading `{}`", path.display()))?;
-    let chain = certs_from_pem(&pem).map_err(|e| miette!("`{}`: {e}", path.display()))?;
-    let leaf = chain
-        .first()
-        .ok_or_else(|| miette!("`{}` holds no certificate", path.display()))?;
-    let id = identity_of(leaf).map_err(|e| miette!("`{}`: {e}", path.display()))?;
-    if id.kind != CertKind::Device {
-        return Err(miette!(
-            "`{}` is a {} certificate, not a device one; nothing changed",
-            path.display(),
-            id.kind
-        ));
+    let chain: Vec<Vec<u8>> = certs_from_pem(&pem)
+        .map_err(|e| miette!("`{}`: {e}", path.display()))?
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+    if chain.is_empty() {
+        return Err(miette!("`{}` holds no certificate", path.display()));
     }
-    if &id.zone != zone {
-        return Err(miette!(
-            "`{}` is a device certificate of zone `{}`, not `{zone}`; nothing changed",
-            path.display(),
-            id.zone
-        ));
+    let cert = verifier
+        .verify(&chain, SystemClock.now(), false)
+        .map_err(|f| {
+            miette!(
+                "`{}` does not verify against zone `{zone}`'s CA and crl: {}; nothing changed",
+                path.display(),
+                failure_text(&f)
+            )
+        })?;
+    match cert.holder {
+        CertHolder::Device => Ok(cert.fingerprint),
+        CertHolder::Person { .. } => Err(miette!(
+            "`{}` is a client certificate, not a device one; nothing changed",
+            path.display()
+        )),
+        CertHolder::Other(kind) => Err(miette!(
+            "`{}` is a {kind} certificate, not a device one; nothing changed",
+            path.display()
+        )),
     }
-    Ok(id.fingerprint)
 }
 
 fn audit(p: &Paths, action: &str, object: &str, reason: String) -> miette::Result<()> {
@@ -135,7 +235,7 @@ fn audit(p: &Paths, action: &str, object: &str, reason: String) -> miette::Resul
     Ok(())
 }
 
-pub(crate) fn run(p: &Paths, cmd: DeviceCmd) -> miette::Result<ExitCode> {
+pub(crate) fn run(dir: &DataDir, p: &Paths, cmd: DeviceCmd) -> miette::Result<ExitCode> {
     if Live::find(&p.socket)?.is_some() {
         return Err(miette!(
             "zone `{}`'s IdP is running: stop it to change or list its devices (its control socket does not take them yet); nothing changed",
@@ -147,7 +247,8 @@ pub(crate) fn run(p: &Paths, cmd: DeviceCmd) -> miette::Result<ExitCode> {
     let devices = Devices::new(&store);
     match cmd {
         DeviceCmd::Add(a) => {
-            let fingerprint = device_fingerprint(&a.cert, &p.zone)?;
+            let verifier = ZoneCertVerifier::load(dir, &p.zone)?;
+            let fingerprint = device_fingerprint(&a.cert, &verifier, &p.zone)?;
             let owner = find_user(&store, &a.user)?;
             let device = Device {
                 id: a.id,

@@ -208,7 +208,7 @@ pub(crate) fn run(data: &Path, cmd: IdpCmd) -> miette::Result<ExitCode> {
         }
         IdpCmd::Device(c) => {
             let zone = c.zone().clone();
-            device::run(&zone_of(&zone)?, c)
+            device::run(&dir, &zone_of(&zone)?, c)
         }
     }
 }
