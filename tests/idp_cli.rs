@@ -1,7 +1,9 @@
 //! `tianping idp` as a user runs it, on a data folder made by `tianping init`: `idp init` once per
 //! zone, the directory on a stopped and on a running IdP, passwords never from a flag, the
 //! separated administrator roles refused, and `idp serve` on port 0 answering discovery over
-//! TLS, `/healthz` and `/metrics` on its admin listener, and keeping a rotated key in `/jwks`.
+//! TLS, `/healthz` and `/metrics` on its admin listener, and keeping a rotated key in `/jwks`;
+//! an account's sessions listed and ended (with their refresh tokens) on a running and on a
+//! stopped IdP.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 #![expect(clippy::panic, reason = "tests fail loudly")]
 
@@ -662,4 +664,301 @@ async fn idp_serve_on_port_0_answers_over_tls_and_keeps_a_rotated_key_published(
         "",
     ));
     assert!(clients.contains("client_credentials"), "{clients}");
+}
+
+/// The session cookie a response sets (`name=value`).
+fn set_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|c| c.starts_with("__Host-tianping-session=") && !c.ends_with('='))
+        .map(str::to_owned)
+}
+
+/// Signs `login` in to `client` through the real authorization request and password form;
+/// returns the signed-in session's cookie and the code the callback got.
+async fn sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    client: &str,
+    login: &str,
+) -> (String, String) {
+    let authorize = format!(
+        "{base}/authorize?response_type=code&client_id={client}&scope=openid&state=s1\
+         &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+    let page = http.get(authorize).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let cookie = set_cookie(&page).unwrap();
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let r = http
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &cookie)
+        .body(format!("csrf={csrf}&username={login}&password={STRONG}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let signed_in = set_cookie(&r).unwrap();
+    assert_ne!(signed_in, cookie, "the session id rotates at sign-in");
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let code = location
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("code="))
+        .unwrap()
+        .to_owned();
+    (signed_in, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_sessions_lists_an_accounts_sessions_and_user_logout_ends_them_with_their_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_data(tmp.path());
+    let dir = DataDir::new(&data);
+    ports_to_zero(&dir.fabric());
+    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    let zone: ZoneName = "private".parse().unwrap();
+    let z = ["--zone", "private"];
+    let idp = |args: &[&str], stdin: &str| {
+        let mut all = vec!["idp"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&z);
+        run(&data, &all, stdin)
+    };
+    let added = ok(&idp(
+        &[
+            "client",
+            "add",
+            "web",
+            "--redirect-uri",
+            "https://case.example/cb",
+            "--grant",
+            "authorization_code",
+            "--grant",
+            "refresh_token",
+        ],
+        "",
+    ));
+    let secret = added
+        .lines()
+        .find(|l| l.contains("client secret"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_owned();
+    for (sub, login) in [("judge-0009", "zhou"), ("judge-0010", "qian")] {
+        ok(&idp(
+            &[
+                "user",
+                "add",
+                "--sub",
+                sub,
+                "--login",
+                login,
+                "--name",
+                "周",
+                "--password-stdin",
+            ],
+            &format!("{STRONG}\n"),
+        ));
+    }
+    // a back-channel logout URI is https, checked before anything is kept
+    let err = refused(&idp(
+        &[
+            "client",
+            "add",
+            "bad-rp",
+            "--backchannel-logout-uri",
+            "http://rp.example/bcl",
+        ],
+        "",
+    ));
+    assert!(err.contains("https"), "{err}");
+    refused(&idp(&["client", "show", "bad-rp"], ""));
+    ok(&idp(
+        &[
+            "client",
+            "add",
+            "rp",
+            "--redirect-uri",
+            "https://case.example/cb",
+            "--backchannel-logout-uri",
+            "https://rp.example/bcl",
+            "--backchannel-logout-session-required",
+        ],
+        "",
+    ));
+    let shown = ok(&idp(&["client", "show", "rp"], ""));
+    assert!(
+        shown.contains("\"backchannel_logout_uri\": \"https://rp.example/bcl\"")
+            && shown.contains("\"backchannel_logout_session_required\": true"),
+        "{shown}"
+    );
+    let none = ok(&idp(&["user", "sessions", "zhou"], ""));
+    assert_eq!(none, "", "no sessions yet");
+    let err = refused(&idp(&["user", "logout", "nobody"], ""));
+    assert!(err.contains("nobody"), "{err}");
+
+    let mut daemon = serve(&data, "private");
+    let (public, _) = wait_published(&data, &zone, &mut daemon);
+    let (_, base) = https(&data, &zone, public);
+    let host = Fabric::load(&dir.fabric())
+        .unwrap()
+        .zone(&zone)
+        .unwrap()
+        .idp_host
+        .clone();
+    let trust = std::fs::read(dir.zone_trust_bundle(&zone)).unwrap();
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&host, public);
+    for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
+        b = b.add_root_certificate(cert);
+    }
+    let http = b.build().unwrap();
+
+    // two sessions of zhou (each with a code redeemed: a refresh family), one of qian
+    let mut zhou = Vec::new();
+    for _ in 0..2 {
+        let (cookie, code) = sign_in(&http, &base, "web", "zhou").await;
+        let token: Value = http
+            .post(format!("{base}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .basic_auth("web", Some(&secret))
+            .body(format!(
+                "grant_type=authorization_code&code={code}\
+                 &redirect_uri=https%3A%2F%2Fcase.example%2Fcb\
+                 &code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap();
+        let rt = token["refresh_token"].as_str().unwrap().to_owned();
+        zhou.push((cookie, rt));
+    }
+    let (qian_cookie, _) = sign_in(&http, &base, "web", "qian").await;
+
+    // listed through the running IdP's control socket: handles, never the cookie values
+    let listed = ok(&idp(&["user", "sessions", "zhou"], ""));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    for (line, (cookie, _)) in lines.iter().zip(&zhou) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 5, "{line}");
+        assert_eq!(fields[0].len(), 16, "{line}");
+        assert!(
+            fields[1].ends_with('Z') && fields[2].ends_with('Z'),
+            "{line}"
+        );
+        assert_eq!(fields[3], "pwd", "{line}");
+        assert_eq!(fields[4], "web", "{line}");
+        let value = cookie.split_once('=').unwrap().1;
+        assert!(!listed.contains(value), "a cookie value in the listing");
+    }
+    assert_eq!(
+        ok(&idp(&["user", "sessions", "qian"], "")).lines().count(),
+        1
+    );
+
+    let ended = ok(&idp(&["user", "logout", "zhou"], ""));
+    assert!(ended.contains("2 sessions ended"), "{ended}");
+    assert_eq!(
+        ended
+            .lines()
+            .filter(|l| l.contains("1 refresh families revoked"))
+            .count(),
+        2,
+        "{ended}"
+    );
+    assert_eq!(ok(&idp(&["user", "sessions", "zhou"], "")), "");
+    // qian's session is untouched
+    assert_eq!(
+        ok(&idp(&["user", "sessions", "qian"], "")).lines().count(),
+        1
+    );
+    for (cookie, rt) in &zhou {
+        let r = http
+            .post(format!("{base}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .basic_auth("web", Some(&secret))
+            .body(format!("grant_type=refresh_token&refresh_token={rt}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"], "invalid_grant");
+        // the session is gone: a silent authorization asks for a sign-in
+        let silent = http
+            .get(format!(
+                "{base}/authorize?response_type=code&client_id=web&scope=openid&prompt=none\
+                 &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
+                 &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+            ))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        let location = silent.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.contains("error=login_required"), "{location}");
+    }
+    let silent = http
+        .get(format!(
+            "{base}/authorize?response_type=code&client_id=web&scope=openid&prompt=none\
+             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
+             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ))
+        .header("cookie", &qian_cookie)
+        .send()
+        .await
+        .unwrap();
+    let location = silent.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("code="), "{location}");
+    let pid = daemon.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the IdP did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // on the stopped IdP: qian's session ended from the store, and every logout audited
+    let ended = ok(&idp(&["user", "logout", "judge-0010"], ""));
+    assert!(ended.contains("1 sessions ended"), "{ended}");
+    assert_eq!(ok(&idp(&["user", "sessions", "qian"], "")), "");
+    let log = tianping_audit::AuditLog::open(&dir.audit_log(&zone, Component::Idp)).unwrap();
+    let events: Vec<tianping_audit::Event> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .collect();
+    let count = |action: &str, object: &str| {
+        events
+            .iter()
+            .filter(|e| e.action == action && e.object.starts_with(object))
+            .count()
+    };
+    assert_eq!(count("idp.user.logout", "judge-0009"), 1);
+    assert_eq!(count("idp.user.logout", "judge-0010"), 1);
+    assert_eq!(count("session.logout", "session:"), 3);
+    assert_eq!(count("token.revoke", "family:"), 2);
 }

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tianping_core::{Clock as _, SystemClock};
 use tianping_idp::{
-    Client, ClientAuthMethod, Court, Directory, GrantType, OsRandom, PasswordParams,
-    PasswordPolicy, Passwords, Random as _, RequiredAction, Store, User, UserStatus,
+    BackchannelRegistration, Client, ClientAuthMethod, Court, Directory, GrantPolicy, GrantType,
+    OsRandom, PasswordParams, PasswordPolicy, Passwords, Random as _, RequiredAction,
+    SessionPolicy, Store, User, UserStatus,
 };
 
 use super::Paths;
@@ -39,9 +40,9 @@ pub(crate) enum UserCmd {
     ResetTotp(UserRef),
     /// Make an account change its password or enrol TOTP at next sign-in.
     RequireAction(RequireActionArgs),
-    /// An account's sessions (not yet: the store keeps no index of sessions by account).
+    /// An account's live sessions: handle (never the cookie), created, last seen, acr, clients.
     Sessions(UserRef),
-    /// End an account's sessions (not yet: the store keeps no index of sessions by account).
+    /// End every session of an account and revoke the refresh tokens started in them.
     Logout(UserRef),
 }
 
@@ -56,6 +57,10 @@ pub(crate) enum CourtCmd {
 
 /// `tianping idp client ...`
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "command-line arguments, parsed once per process"
+)]
 pub(crate) enum ClientCmd {
     /// Register a client; its secret is printed once.
     Add(ClientAdd),
@@ -210,6 +215,13 @@ pub(crate) struct ClientAdd {
     /// For `tls_client_auth`: the common name of the zone node certificate it presents.
     #[arg(long)]
     tls_subject: Option<String>,
+    /// Where its back-channel logout tokens are POSTed (OpenID Back-Channel Logout 1.0; an
+    /// `https` URL).
+    #[arg(long)]
+    backchannel_logout_uri: Option<String>,
+    /// It needs the session's `sid` in its logout tokens.
+    #[arg(long, requires = "backchannel_logout_uri")]
+    backchannel_logout_session_required: bool,
 }
 
 /// A client.
@@ -294,6 +306,12 @@ pub(crate) enum Op {
         user: String,
         action: String,
     },
+    UserSessions {
+        user: String,
+    },
+    UserLogout {
+        user: String,
+    },
     CourtAdd {
         code: String,
         name: String,
@@ -316,6 +334,10 @@ pub(crate) enum Op {
         /// A node certificate's subject (`tls_client_auth`).
         #[serde(default)]
         tls_subject: Option<String>,
+        #[serde(default)]
+        backchannel_logout_uri: Option<String>,
+        #[serde(default)]
+        backchannel_logout_session_required: bool,
     },
     ClientList,
     ClientShow {
@@ -330,6 +352,7 @@ impl Op {
             self,
             Op::UserList
                 | Op::UserShow { .. }
+                | Op::UserSessions { .. }
                 | Op::CourtList
                 | Op::ClientList
                 | Op::ClientShow { .. }
@@ -400,18 +423,19 @@ pub(crate) fn run_op(p: &Paths, op: Op) -> miette::Result<Value> {
     let reads = op.reads();
     let answer = execute(&store, &op).map_err(|e| miette!("{e}"))?;
     if !reads {
-        audit_local(p, &op)?;
+        audit_local(p, &op, &answer)?;
     }
     Ok(answer)
 }
 
 /// The administrative action in the IdP's audit log, from a command on a stopped IdP.
-fn audit_local(p: &Paths, op: &Op) -> miette::Result<()> {
+fn audit_local(p: &Paths, op: &Op, answer: &Value) -> miette::Result<()> {
     let log = tianping_audit::AuditLog::open(&p.audit)
         .into_diagnostic()
         .wrap_err_with(|| format!("opening the IdP's audit log `{}`", p.audit.display()))?;
-    log.append(&audit_event(p.zone.as_ref(), op, SystemClock.now()))
-        .into_diagnostic()?;
+    for e in audit_events(p.zone.as_ref(), op, answer, SystemClock.now()) {
+        log.append(&e).into_diagnostic()?;
+    }
     Ok(())
 }
 
@@ -434,10 +458,12 @@ pub(crate) fn audit_event(
         Op::SetPassword { user, .. } => ("idp.user.set-password", user.clone()),
         Op::ResetTotp { user } => ("idp.user.reset-totp", user.clone()),
         Op::RequireAction { user, .. } => ("idp.user.require-action", user.clone()),
+        Op::UserLogout { user } => ("idp.user.logout", user.clone()),
         Op::CourtAdd { code, .. } => ("idp.court.add", code.clone()),
         Op::ClientAdd { id, .. } => ("idp.client.add", id.clone()),
         Op::UserList
         | Op::UserShow { .. }
+        | Op::UserSessions { .. }
         | Op::CourtList
         | Op::ClientList
         | Op::ClientShow { .. } => ("idp.directory.read", String::new()),
@@ -449,6 +475,53 @@ pub(crate) fn audit_event(
     e.object = object;
     e.outcome = "ok".into();
     e
+}
+
+/// The audit events of a directory change: [`audit_event`], then what its answer says it
+/// ended (an account's logout: each session, and each refresh family revoked).
+pub(crate) fn audit_events(
+    zone: &str,
+    op: &Op,
+    answer: &Value,
+    now: tianping_core::UnixTime,
+) -> Vec<tianping_audit::Event> {
+    let mut main = audit_event(zone, op, now);
+    let mut out = Vec::new();
+    if let (Op::UserLogout { .. }, Some(sessions)) = (op, answer.as_array()) {
+        let sub = sessions
+            .first()
+            .and_then(|s| s.get("sub"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !sub.is_empty() {
+            main.object = sub.to_owned();
+        }
+        main.reason = format!("{} sessions ended", sessions.len());
+        for s in sessions {
+            let field = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
+            let mut e = audit_event(zone, op, now);
+            e.action = "session.logout".into();
+            e.actor.clone_from(&main.actor);
+            e.object = format!("session:{}", field("session"));
+            e.reason = format!("account logout of {}", field("sub"));
+            out.push(e);
+            for f in s
+                .get("families")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let mut e = audit_event(zone, op, now);
+                e.action = "token.revoke".into();
+                e.object = format!("family:{f}");
+                e.reason = "account logout".into();
+                out.push(e);
+            }
+        }
+    }
+    out.insert(0, main);
+    out
 }
 
 fn passwords() -> Result<Passwords, String> {
@@ -491,8 +564,13 @@ fn user_json(u: &User) -> Value {
     })
 }
 
-fn client_json(c: &Client) -> Value {
+fn client_json(store: &dyn Store, c: &Client) -> Value {
+    let bcl = tianping_idp::backchannel_registration(store, &c.id)
+        .ok()
+        .flatten();
     json!({
+        "backchannel_logout_uri": bcl.as_ref().map(|b| b.uri.clone()),
+        "backchannel_logout_session_required": bcl.is_some_and(|b| b.session_required),
         "id": c.id,
         "auth_method": c.auth_method.as_str(),
         "redirect_uris": c.redirect_uris,
@@ -508,6 +586,21 @@ where
     T::Err: std::fmt::Display,
 {
     s.parse().map_err(|e| format!("{what} `{s}`: {e}"))
+}
+
+/// Ends every session of `sub` (their refresh families revoked) and queues the back-channel
+/// logout tokens of their clients.
+fn logout(
+    store: &dyn Store,
+    sub: &tianping_core::SubjectId,
+    now: tianping_core::UnixTime,
+) -> Result<Vec<tianping_idp::EndedSession>, String> {
+    let s = |e: tianping_idp::IdpError| e.to_string();
+    let ended = tianping_idp::logout_account(store, GrantPolicy::default(), sub).map_err(s)?;
+    for e in &ended {
+        tianping_idp::queue_logouts(store, e, now, &OsRandom::new()).map_err(s)?;
+    }
+    Ok(ended)
 }
 
 /// Carries out `op` on `store`; the answer as JSON, or the refusal (nothing changed).
@@ -564,7 +657,12 @@ pub(crate) fn execute(store: &dyn Store, op: &Op) -> Result<Value, String> {
             } else {
                 UserStatus::Disabled
             };
-            Ok(user_json(&dir.set_status(&u.sub, status).map_err(s)?))
+            let after = dir.set_status(&u.sub, status).map_err(s)?;
+            if !enabled {
+                // a disabled account's sessions end, and their clients are told
+                logout(store, &u.sub, now)?;
+            }
+            Ok(user_json(&after))
         }
         Op::SetPassword {
             user,
@@ -588,6 +686,46 @@ pub(crate) fn execute(store: &dyn Store, op: &Op) -> Result<Value, String> {
             })?;
             let u = find_user(&dir, user)?;
             Ok(user_json(&dir.require_action(&u.sub, a).map_err(s)?))
+        }
+        Op::UserSessions { user } => {
+            let u = find_user(&dir, user)?;
+            let all = tianping_idp::account_sessions(store, SessionPolicy::default(), &u.sub, now)
+                .map_err(s)?;
+            Ok(Value::Array(
+                all.iter()
+                    .map(|a| {
+                        json!({
+                            "sub": u.sub.to_string(),
+                            "session": a.handle,
+                            "created": a.created_at.as_secs(),
+                            "last_seen": a.last_seen.as_secs(),
+                            "acr": a.acr.to_string(),
+                            "clients": a.clients,
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        Op::UserLogout { user } => {
+            let u = find_user(&dir, user)?;
+            let ended = logout(store, &u.sub, now)?;
+            Ok(Value::Array(
+                ended
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "sub": u.sub.to_string(),
+                            "session": e.handle,
+                            "clients": e.clients,
+                            "families": e
+                                .families
+                                .iter()
+                                .map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                                .collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            ))
         }
         Op::CourtAdd { code, name } => {
             let court = Court {
@@ -615,7 +753,18 @@ pub(crate) fn execute(store: &dyn Store, op: &Op) -> Result<Value, String> {
             jwks,
             jwks_uri,
             tls_subject,
+            backchannel_logout_uri,
+            backchannel_logout_session_required,
         } => {
+            let backchannel = backchannel_logout_uri
+                .as_ref()
+                .map(|uri| BackchannelRegistration {
+                    uri: uri.clone(),
+                    session_required: *backchannel_logout_session_required,
+                });
+            if let Some(b) = &backchannel {
+                b.check().map_err(s)?;
+            }
             let auth_method = ClientAuthMethod::parse(auth_method).ok_or_else(|| {
                 format!(
                     "`{auth_method}` is not an authentication method (`client_secret_basic`, \
@@ -651,19 +800,25 @@ pub(crate) fn execute(store: &dyn Store, op: &Op) -> Result<Value, String> {
                 extra_scopes: scopes.clone(),
             };
             dir.add_client_with_keys(client.clone(), keys).map_err(s)?;
-            let mut v = client_json(&client);
+            tianping_idp::register_backchannel(store, &client.id, backchannel.as_ref())
+                .map_err(s)?;
+            let mut v = client_json(store, &client);
             if let (Some(obj), Some(secret)) = (v.as_object_mut(), secret) {
                 obj.insert("secret".into(), secret.into());
             }
             Ok(v)
         }
         Op::ClientList => Ok(Value::Array(
-            dir.clients().map_err(s)?.iter().map(client_json).collect(),
+            dir.clients()
+                .map_err(s)?
+                .iter()
+                .map(|c| client_json(store, c))
+                .collect(),
         )),
         Op::ClientShow { id } => dir
             .client(id)
             .map_err(s)?
-            .map(|c| client_json(&c))
+            .map(|c| client_json(store, &c))
             .ok_or_else(|| format!("no client `{id}` in the directory")),
     }
 }
@@ -734,11 +889,8 @@ pub(crate) fn user(p: &Paths, cmd: UserCmd) -> miette::Result<std::process::Exit
             user: a.user,
             action: a.action,
         },
-        UserCmd::Sessions(_) | UserCmd::Logout(_) => {
-            return Err(miette!(
-                "not yet: the IdP's store keeps no index of sessions by account; nothing changed"
-            ));
-        }
+        UserCmd::Sessions(u) => return sessions(p, Op::UserSessions { user: u.user }),
+        UserCmd::Logout(u) => return sessions(p, Op::UserLogout { user: u.user }),
     };
     let show = matches!(op, Op::UserShow { .. });
     let answer = run_op(p, op)?;
@@ -746,6 +898,82 @@ pub(crate) fn user(p: &Paths, cmd: UserCmd) -> miette::Result<std::process::Exit
         Value::Array(users) => users.iter().for_each(print_user),
         v if show => println!("{}", serde_json::to_string_pretty(v).into_diagnostic()?),
         v => print_user(v),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Seconds since the epoch as a UTC date and time (`2026-12-03T06:05:00Z`).
+fn utc(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // civil from days (H. Hinnant), for days since 1970-01-01 (no dates before it here)
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// `user sessions` (one line a session: handle, created, last seen, acr, clients) and `user
+/// logout` (one line a session ended: handle, refresh families revoked, clients).
+fn sessions(p: &Paths, op: Op) -> miette::Result<std::process::ExitCode> {
+    let logout = matches!(op, Op::UserLogout { .. });
+    let answer = run_op(p, op)?;
+    let all = answer.as_array().cloned().unwrap_or_default();
+    for s in &all {
+        let get = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+        let time = |k: &str| {
+            s.get(k)
+                .and_then(Value::as_u64)
+                .map(utc)
+                .unwrap_or_else(|| "-".into())
+        };
+        let list = |k: &str| {
+            let v: Vec<&str> = s
+                .get(k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if v.is_empty() {
+                "-".into()
+            } else {
+                v.join(",")
+            }
+        };
+        if logout {
+            let families = s
+                .get("families")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            println!(
+                "ended\t{}\t{families} refresh families revoked\t{}",
+                get("session"),
+                list("clients")
+            );
+        } else {
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                get("session"),
+                time("created"),
+                time("last_seen"),
+                get("acr"),
+                list("clients")
+            );
+        }
+    }
+    if logout {
+        println!("{} sessions ended", all.len());
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -793,6 +1021,8 @@ pub(crate) fn client(p: &Paths, cmd: ClientCmd) -> miette::Result<std::process::
             },
             jwks_uri: a.jwks_uri,
             tls_subject: a.tls_subject,
+            backchannel_logout_uri: a.backchannel_logout_uri,
+            backchannel_logout_session_required: a.backchannel_logout_session_required,
         },
         ClientCmd::List(_) => Op::ClientList,
         ClientCmd::Show(c) => Op::ClientShow { id: c.id },

@@ -26,7 +26,7 @@ use tianping_net::{
     serve_admin_with, serve_control_with, serve_tls,
 };
 
-use super::directory::{Op, audit_event, execute};
+use super::directory::{Op, audit_events, execute};
 use super::{Alg, Paths, longest_token_life, origin};
 
 /// How many audit events between checkpoints signed with the IdP's node key.
@@ -126,9 +126,9 @@ impl LiveIdp {
         let t = template.as_ref().ok_or("the provider is not started yet")?;
         let answer = execute(&*t.store, op)?;
         if !op.reads() {
-            t.audit
-                .append(&audit_event(&t.zone, op, t.clock.now()))
-                .map_err(|e| format!("audit: {e}"))?;
+            for e in audit_events(&t.zone, op, &answer, t.clock.now()) {
+                t.audit.append(&e).map_err(|e| format!("audit: {e}"))?;
+            }
         }
         if matches!(op, Op::ClientAdd { .. }) {
             let idp = Self::build(t, t.keys.clone())?;
