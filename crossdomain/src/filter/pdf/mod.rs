@@ -31,6 +31,8 @@
 //! `jpeg` filter, so its metadata goes too) and form XObjects like pages. Objects are numbered
 //! in the order the pages reach them, so the rebuild is deterministic, and the rebuilt file
 //! passes the filter again unchanged.
+//! Font programs and image data other than JPEG are carried as they came (within their allowed
+//! filters): they are not parsed here, so a viewer's font and image decoders still read them.
 //!
 //! **Text.** Shown strings are decoded through each font's `ToUnicode` map, or a simple
 //! font's standard encoding; outline titles and `Info` strings are text too. On a release
@@ -561,6 +563,30 @@ mod tests {
 
     #[test]
     fn limits_and_damage_refuse() {
+        // A page whose 16 MiB content compresses to a few kilobytes.
+        let mut doc = Document::with_version("1.7");
+        let mut bomb = Stream::new(Dictionary::new(), vec![b' '; 16 << 20]);
+        bomb.compress().unwrap();
+        let content = doc.add_object(bomb);
+        let pages = doc.new_object_id();
+        let page = doc.add_object(dictionary! {
+            "Type" => "Page", "Parent" => pages, "Contents" => content,
+            "MediaBox" => vec![0.into(), 0.into(), 10.into(), 10.into()],
+        });
+        doc.objects.insert(
+            pages,
+            Object::Dictionary(dictionary! {
+                "Type" => "Pages", "Count" => 1, "Kids" => vec![Object::Reference(page)],
+            }),
+        );
+        let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages });
+        doc.trailer.set("Root", catalog);
+        let mut out = Vec::new();
+        doc.save_to(&mut out).unwrap();
+        assert!(out.len() < 1 << 16);
+        let r = PdfFilter::default().run(&input(false), &out).unwrap_err();
+        assert!(r.reason.contains("per byte of file"), "{}", r.reason);
+
         let bytes = rich();
         let tight = PdfLimits {
             max_objects: 5,

@@ -114,7 +114,19 @@ impl<'a> Rebuild<'a> {
         let limit = self.limits.max_stream.min(self.budget);
         let out = s
             .decompressed_content_with_limit(limit)
-            .map_err(|e| refuse(format!("{what} does not decode within {limit} bytes: {e}")))?;
+            .map_err(|e| match e {
+                lopdf::Error::Decompress(lopdf::DecompressError::MemoryLimitExceeded {
+                    ..
+                }) if limit < self.limits.max_stream => refuse(format!(
+                    "its streams decode to more than {} bytes per byte of file (a decompression \
+                     bomb, or a document with almost nothing in it)",
+                    self.limits.max_ratio
+                )),
+                lopdf::Error::Decompress(lopdf::DecompressError::MemoryLimitExceeded {
+                    ..
+                }) => refuse(format!("{what} decodes to more than {limit} bytes")),
+                e => refuse(format!("{what} does not decode ({e}); the file is damaged")),
+            })?;
         self.budget = self.budget.saturating_sub(out.len());
         Ok(out)
     }
