@@ -53,7 +53,8 @@
 //!   a presented client certificate verified against the zone's CA and CRL, mapped to a user by
 //!   its subject id, `acr=cert` from a hardware-token certificate alone or a software one with
 //!   TOTP, each refusal (revoked, expired, other zone, unmapped, stale CRL) a page and an audit
-//!   event;
+//!   event; devices registered to a user by their certificate ([`Device`], [`Devices`]), on
+//!   which the person still gives their own factors;
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
