@@ -374,6 +374,9 @@ mod tests {
         // text around the list is dropped by the rebuild
         let noisy = format!("a note before the list\n{fresh}");
         assert_eq!(accepted(&f, "crl", noisy.as_bytes()), fresh.as_bytes());
+        // a DER list is taken too, and crosses as its PEM
+        let der = pem_blocks(&fresh).unwrap().remove(0).der;
+        assert_eq!(accepted(&f, "crl", &der), fresh.as_bytes());
 
         clock.advance(Duration::from_secs(8 * 24 * 3600));
         refused(&f, "crl", fresh.as_bytes(), "the crl expired at");
