@@ -81,7 +81,7 @@ impl<'a> Lexer<'a> {
                         d => digits.push(char::from(d).to_digit(16)?),
                     }
                 }
-                if !digits.len().is_multiple_of(2) {
+                if digits.len() & 1 == 1 {
                     digits.push(0);
                 }
                 Tok::Hex(
@@ -142,7 +142,7 @@ fn code(h: &[u8]) -> Option<(u8, u32)> {
 }
 
 fn units(h: &[u8]) -> Option<Vec<u16>> {
-    if !h.len().is_multiple_of(2) || h.len() / 2 > MAX_DEST {
+    if h.len() & 1 == 1 || h.len() / 2 > MAX_DEST {
         return None;
     }
     Some(
