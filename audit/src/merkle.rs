@@ -316,7 +316,7 @@ impl Frontier {
         let Some(leaves) = 1u64.checked_shl(height) else {
             return false;
         };
-        if height >= 63 || !self.size.is_multiple_of(leaves) {
+        if height >= 63 || self.size % leaves != 0 {
             return false;
         }
         self.merge(height, root);
