@@ -886,7 +886,7 @@ impl Mp4Filter {
             .copied()
             .ok_or_else(|| refuse("it has no boxes"))?;
         let fbody = ftyp.body(bytes);
-        if fbody.len() < 8 || !fbody.len().is_multiple_of(4) {
+        if fbody.len() < 8 || fbody.len() % 4 != 0 {
             return Err(refuse("its `ftyp` box is damaged"));
         }
         let brand = |b: &[u8]| BRANDS.iter().find(|x| x.as_slice() == b).copied();

@@ -614,7 +614,7 @@ pub(super) fn receipts(dir: &DataDir, r: &ReceiptsArg) -> miette::Result<ExitCod
 
 /// Bytes from lowercase hex.
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    if s.len() % 2 != 0 {
         return None;
     }
     (0..s.len())
