@@ -531,12 +531,12 @@ fn run(args: &[String]) -> Res<()> {
     )?;
     writeln!(
         report,
-        "| durable audit appends from spawn_blocking, as the token endpoint makes them | {:.0} | {cc:.0} (client_credentials) |",
+        "| durable audit appends (append_prompt, its durable() awaited), as the token endpoint makes them | {:.0} | {cc:.0} (client_credentials) |",
         parts.audit
     )?;
     writeln!(
         report,
-        "| refresh rotations in the sled store (use_refresh, access token, record_family_token), on the workers | {:.0} | {rf:.0} (refresh_token) |",
+        "| refresh rotations in the sled store (rotate_refresh_deferred: one read, the access token in the same update; flushes shared), on the workers | {:.0} | {rf:.0} (refresh_token) |",
         parts.refresh_store
     )?;
     let med = |f: fn(&passwords::Round) -> f64| median(pw.iter().map(f).collect());

@@ -4,12 +4,13 @@
 //!
 //! - issuing an access token (`TokenIssuer::access_token`: claims, JSON, an ES256 signature) on
 //!   one thread;
-//! - the durable audit append of every grant (`AuditLog::append` from `spawn_blocking`, as the
-//!   server does, by as many concurrent tasks as the load has connections, on a runtime of the
-//!   bench's workers);
-//! - the refresh rotation in the sled store (`Grants::use_refresh` then
-//!   `Grants::record_family_token`, called on the runtime's workers as the server calls them), by
-//!   as many concurrent tasks, each over its own families.
+//! - the durable audit append of every grant (`AuditLog::append_prompt` and awaiting its
+//!   `durable()`, as the server does, by as many concurrent tasks as the load has connections,
+//!   on a runtime of the bench's workers);
+//! - the refresh rotation in the sled store (`Grants::rotate_refresh_deferred`, which reads the
+//!   family once and records the access token in the same compare-and-swap, then awaiting
+//!   `Store::flushed`, shared by concurrent rotations, as the server calls them), by as many
+//!   concurrent tasks, each over its own families.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use tianping_audit::{AuditLog, Event};
 use tianping_core::{
     Acr, Algorithm, Amr, Clearance, Clock as _, RingSigner, Role, SystemClock, UnixTime,
 };
-use tianping_idp::{GrantPolicy, Grants, Identity, KeySet, OsRandom, SledStore, TokenIssuer};
+use tianping_idp::{
+    GrantPolicy, Grants, Identity, KeySet, OsRandom, SledStore, Store as _, TokenIssuer,
+};
 
 use crate::{CLIENT_ID, Res, SCOPE};
 
@@ -31,7 +34,7 @@ pub struct Parts {
     pub issue_one_thread: f64,
     /// Durable audit appends per second.
     pub audit: f64,
-    /// Refresh rotations (both store updates) per second.
+    /// Refresh rotations (one store update, its flush shared) per second.
     pub refresh_store: f64,
 }
 
@@ -89,14 +92,11 @@ pub fn measure(dir: &Path, window: Duration, tasks: usize, threads: usize) -> Re
                     e.object = format!("jti-{t}-{i}");
                     e.outcome = "ok".into();
                     i += 1;
-                    let log = Arc::clone(&audit);
-                    let r = tokio::task::spawn_blocking(move || log.append(&e).map(drop)).await;
-                    if !matches!(r, Ok(Ok(()))) {
-                        return Err("audit append failed".to_owned());
-                    }
+                    let queued = audit.append_prompt(&e).map_err(|e| e.to_string())?;
+                    queued.durable().await.map_err(|e| e.to_string())?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(())
+                Ok::<(), String>(())
             }));
         }
         for h in handles {
@@ -148,11 +148,8 @@ pub fn measure(dir: &Path, window: Duration, tasks: usize, threads: usize) -> Re
                     };
                     let grants = Grants::new(&*store, policy);
                     let now = SystemClock.now();
-                    let (family, next) = grants
-                        .use_refresh(token, CLIENT_ID, now, &rng)
-                        .map_err(|e| e.to_string())?;
-                    let at = issuer
-                        .access_token(
+                    let mut issue = |family: &tianping_idp::RefreshFamily| {
+                        issuer.access_token(
                             Some(&family.identity),
                             CLIENT_ID,
                             "tianping",
@@ -160,13 +157,13 @@ pub fn measure(dir: &Path, window: Duration, tasks: usize, threads: usize) -> Re
                             now,
                             &rng,
                         )
+                    };
+                    let (_, next, _) = grants
+                        .rotate_refresh_deferred(token, CLIENT_ID, now, &rng, &mut issue)
                         .map_err(|e| e.to_string())?;
-                    grants
-                        .record_family_token(&family.id, &at)
-                        .map_err(|e| e.to_string())?;
+                    store.flushed().await.map_err(|e| e.to_string())?;
                     *token = next;
                     done.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
                 }
                 Ok(())
             }));
