@@ -45,7 +45,10 @@ use tianping_policies::{Approval, FlowInfo, SharedPolicy};
 
 use crate::spool::{io_at, link_key, sync_dir};
 use crate::store::read_header_at;
-use crate::{BundleHeader, Filters, Inbound, Sink, SpoolError, Store, transfer_id};
+use crate::{
+    BundleHeader, Filters, Inbound, InboundRefusal, Refusal, Sink, SpoolError, Store, Unchanged,
+    transfer_id,
+};
 
 /// The first wait before a failed delivery is tried again.
 pub const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -378,9 +381,41 @@ impl Intake {
             return refuse(e.to_string());
         }
         let replayed = q.replayed(header, link, id)?;
-        let payload = read_payload(bundle)?;
         let count = &self.zone.count;
-        let accepted = match inbound.decide(header, &payload, replayed, &|h, f| count(h, f)) {
+        let decided = if header.manifest.size > HOLD_MAX {
+            // checked in pieces when the kind's filter can, else held as the filter declares
+            let mut failed = None;
+            let decided =
+                inbound.decide_with(header, replayed, &|h, f| count(h, f), &mut |input| {
+                    let mut reader = payload_reader(bundle)
+                        .map_err(|e| InboundRefusal::from(Refusal::new("intake", e.to_string())))?;
+                    match inbound.filters.check_unchanged(input, &mut reader) {
+                        Some(Unchanged::Passed(_)) => Ok(()),
+                        Some(Unchanged::Refused(r)) => Err(r.into()),
+                        Some(Unchanged::Io(e)) => {
+                            let why = e.to_string();
+                            failed = Some(e);
+                            Err(Refusal::new("intake", why).into())
+                        }
+                        None => {
+                            let payload = read_payload(bundle)
+                                .map_err(|e| Refusal::new("intake", e.to_string()))?;
+                            inbound.reproduce(input, &payload)
+                        }
+                    }
+                });
+            if let Some(source) = failed {
+                return Err(SpoolError::Io {
+                    path: bundle.to_path_buf(),
+                    source,
+                });
+            }
+            decided
+        } else {
+            let payload = read_payload(bundle)?;
+            inbound.decide(header, &payload, replayed, &|h, f| count(h, f))
+        };
+        let accepted = match decided {
             Ok(a) => a,
             Err(e) => return refuse(e.to_string()),
         };
@@ -441,6 +476,21 @@ pub fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// The largest payload the receiver reads whole for its filter and its delivery; a larger one
+/// is checked in pieces where its kind's filter can ([`Filters::check_unchanged`]) and written
+/// into a folder in pieces (64 MiB: a few of these at once stay well under a receiver's
+/// memory; a filter that must hold its input holds this much times its
+/// [`MemoryBound`](crate::MemoryBound)).
+pub(crate) const HOLD_MAX: u64 = 64 << 20;
+
+/// The payload of the bundle at `bundle`, as a reader.
+fn payload_reader(bundle: &Path) -> Result<io::BufReader<File>, SpoolError> {
+    let (_, offset) = read_header_at(bundle)?;
+    let mut f = File::open(bundle).map_err(io_at(bundle))?;
+    f.seek(io::SeekFrom::Start(offset)).map_err(io_at(bundle))?;
+    Ok(io::BufReader::with_capacity(64 << 10, f))
 }
 
 fn read_payload(bundle: &Path) -> Result<Vec<u8>, SpoolError> {
@@ -683,6 +733,12 @@ impl Deliverer {
             .clone();
         let file = self.queue.file(q.link, q.link_transfer);
         let (header, _) = read_header_at(&file).map_err(|e| e.to_string())?;
+        if let Target::Folder(dir) = &target
+            && header.manifest.size > HOLD_MAX
+        {
+            deliver_folder_from(dir, q, &header, &file).map_err(Failure::Retry)?;
+            return Ok(target.as_str());
+        }
         let payload = read_payload(&file).map_err(|e| e.to_string())?;
         let payload = payload.as_slice();
         let sha256 = sha256(payload);
@@ -776,17 +832,63 @@ pub fn manifest_json(d: &Delivery<'_>) -> Value {
 /// Writes `d` into `dir` atomically: the manifest, then the payload, each under a temporary
 /// name in `dir/.partial/`, fsynced, and renamed into `dir`.
 fn deliver_folder(dir: &Path, d: &Delivery<'_>) -> io::Result<()> {
+    deliver_folder_with(dir, d, &mut |f| f.write_all(d.payload))
+}
+
+/// [`deliver_folder`] of a payload too large to hold ([`HOLD_MAX`]), read from the queued
+/// bundle at `bundle` in pieces: once for its SHA-256 (the manifest's), once into the folder.
+fn deliver_folder_from(
+    dir: &Path,
+    queued: &Queued,
+    header: &BundleHeader,
+    bundle: &Path,
+) -> Result<(), String> {
+    let mut reader = payload_reader(bundle).map_err(|e| e.to_string())?;
+    let mut ctx = Context::new(&SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(buf.get(..n).unwrap_or_default());
+    }
+    let mut sha256 = [0u8; 32];
+    sha256.copy_from_slice(ctx.finish().as_ref());
+    // the manifest reads the header, the record and the hash, never the payload
+    let d = Delivery {
+        queued,
+        header,
+        payload: &[],
+        sha256,
+    };
+    deliver_folder_with(dir, &d, &mut |f| {
+        let mut reader = payload_reader(bundle).map_err(io::Error::other)?;
+        io::copy(&mut reader, f).map(|_| ())
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn deliver_folder_with(
+    dir: &Path,
+    d: &Delivery<'_>,
+    payload: &mut dyn FnMut(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let partial = dir.join(".partial");
     fs::create_dir_all(&partial)?;
     let name = folder_name(&d.queued.transfer_id, &d.queued.kind);
     let manifest = format!("{:#}\n", manifest_json(d));
-    for (name, bytes) in [
-        (format!("{name}.manifest.json"), manifest.as_bytes()),
-        (name.clone(), d.payload),
-    ] {
+    for (i, name) in [format!("{name}.manifest.json"), name.clone()]
+        .into_iter()
+        .enumerate()
+    {
         let tmp = partial.join(&name);
         let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        if i == 0 {
+            f.write_all(manifest.as_bytes())?;
+        } else {
+            payload(&mut f)?;
+        }
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, dir.join(&name))?;

@@ -154,6 +154,34 @@ impl<'a> Inbound<'a> {
         replayed: bool,
         count: CountApprovals<'_>,
     ) -> Result<Accepted, InboundRefusal> {
+        self.decide_with(header, replayed, count, &mut |input| {
+            self.reproduce(input, payload)
+        })
+    }
+
+    /// Whether the zone's filter run over `payload` gives it back unchanged.
+    pub fn reproduce(&self, input: &FilterInput<'_>, payload: &[u8]) -> Result<(), InboundRefusal> {
+        let filtered = self.filters.run(input, payload)?;
+        if filtered.bytes != payload {
+            return Err(InboundRefusal::NotReproduced {
+                kind: input.kind.to_owned(),
+                signed: payload.len(),
+                rebuilt: filtered.bytes.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`decide`](Self::decide) with the filter's part left to `reproduce`, which must pass
+    /// only a payload the zone's filter gives back unchanged (a streaming check of a payload
+    /// too large to hold, [`Filters::check_unchanged`](crate::Filters::check_unchanged)).
+    pub fn decide_with(
+        &self,
+        header: &BundleHeader,
+        replayed: bool,
+        count: CountApprovals<'_>,
+        reproduce: &mut dyn FnMut(&FilterInput<'_>) -> Result<(), InboundRefusal>,
+    ) -> Result<Accepted, InboundRefusal> {
         let flow = self.flow(header)?;
         let m = &header.manifest;
         let id = transfer_id(header);
@@ -190,14 +218,7 @@ impl<'a> Inbound<'a> {
             max_size: flow.max_size(),
             release: flow.has_release(),
         };
-        let filtered = self.filters.run(&input, payload)?;
-        if filtered.bytes != payload {
-            return Err(InboundRefusal::NotReproduced {
-                kind: m.kind.clone(),
-                signed: payload.len(),
-                rebuilt: filtered.bytes.len(),
-            });
-        }
+        reproduce(&input)?;
         Ok(Accepted {
             transfer_id: id,
             flow: m.flow.clone(),

@@ -133,7 +133,7 @@ pub use filter::{
     ImageLimits, JpegFilter, JsonFilter, PngFilter, SchemaError, TextFilter, marking_check,
     normalize_marking,
 };
-pub use filter::{Scanner, Verdict, sniff};
+pub use filter::{STREAM_PIECE, Scanner, Unchanged, UnchangedCheck, Verdict, sniff};
 pub use filter::ReceiptFilter;
 #[cfg(feature = "daemon")]
 pub use held::Held;

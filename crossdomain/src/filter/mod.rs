@@ -27,6 +27,7 @@ mod receipt;
 mod scan;
 mod sniff;
 mod text;
+mod unchanged;
 
 pub use self::image::{ImageLimits, JpegFilter, PngFilter};
 pub use json::{JsonFilter, SchemaError};
@@ -40,6 +41,7 @@ pub use scan::Clamd;
 pub use scan::{Scanner, Verdict};
 pub use sniff::sniff;
 pub use text::TextFilter;
+pub use unchanged::{STREAM_PIECE, Unchanged, UnchangedCheck};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -157,6 +159,14 @@ pub trait Filter: Send + Sync + fmt::Debug {
 
     /// Validates and rebuilds `bytes`, or refuses them.
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal>;
+
+    /// A check over the bytes in pieces that they pass [`run`](Self::run) unchanged, for a
+    /// filter that can tell in bounded memory ([`UnchangedCheck`]); `None`, the default, when
+    /// it needs the whole input.
+    fn unchanged(&self, input: &FilterInput<'_>) -> Option<Box<dyn UnchangedCheck>> {
+        let _ = input;
+        None
+    }
 }
 
 /// The filters a node runs, by kind, and the virus scanner of the `scan` step.

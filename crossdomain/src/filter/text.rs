@@ -144,6 +144,113 @@ fn rebuild(bytes: &[u8]) -> Result<String, Refusal> {
     Ok(out)
 }
 
+/// The streaming form of the text filter's fixed point: UTF-8 with no byte-order mark, no
+/// carriage return, no refused character and no line over [`TextFilter::MAX_LINE`], within the
+/// flow's `max-size` — exactly the bytes [`rebuild`] gives back unchanged.
+#[derive(Debug)]
+struct TextUnchanged {
+    /// Bytes taken so far.
+    seen: u64,
+    /// The flow's `max-size`.
+    max: u64,
+    /// The length of the line so far.
+    line: usize,
+    /// The start of a character cut by the end of the last piece (at most 3 bytes).
+    carry: Vec<u8>,
+    /// What the steps came to.
+    steps: Vec<Step>,
+}
+
+impl TextUnchanged {
+    fn refuse(&self, at: u64, why: &str) -> Refusal {
+        Refusal::new(
+            "text",
+            format!("{why} at byte {at}, so it is not text as the sending zone rebuilt it"),
+        )
+    }
+}
+
+impl super::UnchangedCheck for TextUnchanged {
+    fn update(&mut self, piece: &[u8]) -> Result<(), Refusal> {
+        let start = self.seen - self.carry.len() as u64;
+        self.seen += piece.len() as u64;
+        if self.seen > self.max {
+            return Err(Refusal::new(
+                "text",
+                format!("it is over the flow's max-size of {}", self.max),
+            ));
+        }
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(piece);
+        if start == 0 && bytes.starts_with(b"\xef\xbb\xbf") {
+            return Err(self.refuse(0, "a byte-order mark"));
+        }
+        let (text, rest) = match std::str::from_utf8(&bytes) {
+            Ok(t) => (t, &b""[..]),
+            Err(e) if e.error_len().is_none() => {
+                let (good, rest) = bytes.split_at(e.valid_up_to());
+                (std::str::from_utf8(good).unwrap_or_default(), rest)
+            }
+            Err(e) => {
+                return Err(Refusal::new(
+                    "text",
+                    format!(
+                        "it is not UTF-8: byte {} starts an invalid sequence; save it as UTF-8",
+                        start + e.valid_up_to() as u64
+                    ),
+                ));
+            }
+        };
+        for (at, c) in text.char_indices() {
+            let at = start + at as u64;
+            match c {
+                '\n' => {
+                    self.line = 0;
+                    continue;
+                }
+                '\r' => return Err(self.refuse(at, "a carriage return")),
+                '\t' => {}
+                c => {
+                    if let Some(why) = refused_char(c) {
+                        return Err(Refusal::new(
+                            "text",
+                            format!(
+                                "it holds {why} (U+{:04X}) at byte {at}; remove it",
+                                u32::from(c)
+                            ),
+                        ));
+                    }
+                }
+            }
+            self.line += c.len_utf8();
+            if self.line > TextFilter::MAX_LINE {
+                return Err(Refusal::new(
+                    "text",
+                    format!(
+                        "its line at byte {at} is longer than {} bytes: that is data, not text",
+                        TextFilter::MAX_LINE
+                    ),
+                ));
+            }
+        }
+        self.carry = rest.to_vec();
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<Step>, Refusal> {
+        if !self.carry.is_empty() {
+            return Err(Refusal::new(
+                "text",
+                format!(
+                    "it is not UTF-8: it ends inside a character at byte {}; save it as UTF-8",
+                    self.seen - self.carry.len() as u64
+                ),
+            ));
+        }
+        Ok(self.steps)
+    }
+}
+
 impl Filter for TextFilter {
     fn kind(&self) -> &str {
         "text"
@@ -162,6 +269,16 @@ impl Filter for TextFilter {
             steps: steps(input, StepState::NotApplicable),
             text: vec![text],
         })
+    }
+
+    fn unchanged(&self, input: &FilterInput<'_>) -> Option<Box<dyn super::UnchangedCheck>> {
+        Some(Box::new(TextUnchanged {
+            seen: 0,
+            max: input.max_size,
+            line: 0,
+            carry: Vec::new(),
+            steps: steps(input, StepState::NotApplicable),
+        }))
     }
 }
 
