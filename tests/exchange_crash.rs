@@ -11,7 +11,6 @@
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::panic,
     clippy::cast_possible_truncation,
     reason = "tests fail loudly; sizes are small"
 )]
