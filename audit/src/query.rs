@@ -19,6 +19,8 @@ pub struct Query {
     pub object: Option<String>,
     /// The flow, exactly.
     pub flow: Option<String>,
+    /// The transfer id (`<zone>:<sequence>`), exactly.
+    pub transfer: Option<String>,
     /// Not before this time.
     pub since: Option<UnixTime>,
     /// Not after this time.
@@ -36,6 +38,7 @@ impl Query {
             && eq(&self.outcome, &e.outcome)
             && eq(&self.object, &e.object)
             && eq(&self.flow, &e.flow)
+            && eq(&self.transfer, &e.transfer_id)
             && self.since.is_none_or(|t| e.time >= t)
             && self.until.is_none_or(|t| e.time <= t)
     }

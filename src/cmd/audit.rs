@@ -261,13 +261,11 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
                 outcome: query.outcome,
                 object: query.object,
                 flow: query.flow,
+                transfer: query.transfer,
                 since: query.since.map(UnixTime::from_millis),
                 until: query.until.map(UnixTime::from_millis),
             };
-            match query.transfer {
-                Some(id) => reconcile::search_transfer(&log.dir, q, &id),
-                None => search(&log.dir, q),
-            }
+            search(&log.dir, q)
         }
         AuditCmd::Reconcile(args) => reconcile::reconcile(_data, args),
         AuditCmd::Export { log } => search(&log.dir, Query::default()),

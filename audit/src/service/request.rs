@@ -77,6 +77,7 @@ impl Request {
                 q.opt("outcome", query.outcome.clone());
                 q.opt("object", query.object.clone());
                 q.opt("flow", query.flow.clone());
+                q.opt("transfer", query.transfer.clone());
                 q.opt("since", query.since.map(|t| t.as_millis().to_string()));
                 q.opt("until", query.until.map(|t| t.as_millis().to_string()));
                 q.opt("from", (*from != 0).then(|| from.to_string()));
@@ -126,7 +127,8 @@ impl Request {
         let allowed: &[&str] = match route {
             "verify" => &["key"],
             "search" => &[
-                "actor", "action", "outcome", "object", "flow", "since", "until", "from", "limit",
+                "actor", "action", "outcome", "object", "flow", "transfer", "since", "until",
+                "from", "limit",
             ],
             "prove" => &["index", "size", "from", "to"],
             "ship" => &["since"],
@@ -158,6 +160,7 @@ impl Request {
                         outcome: p.take("outcome"),
                         object: p.take("object"),
                         flow: p.take("flow"),
+                        transfer: p.take("transfer"),
                         since: p.number("since")?.map(UnixTime::from_millis),
                         until: p.number("until")?.map(UnixTime::from_millis),
                     },
@@ -315,6 +318,7 @@ mod tests {
                     outcome: Some("deny".into()),
                     object: Some("~x".into()),
                     flow: Some("filing".into()),
+                    transfer: Some("internet:42".into()),
                     since: Some(UnixTime::from_millis(1)),
                     until: Some(UnixTime::from_millis(u64::MAX)),
                 },

@@ -385,29 +385,6 @@ fn utc(t: UnixTime) -> String {
     )
 }
 
-/// `audit search --transfer ID`: the entries matching `query` whose transfer id is `id`.
-pub(super) fn search_transfer(dir: &Path, query: Query, id: &str) -> miette::Result<ExitCode> {
-    let log = match Owner::find(dir)? {
-        Some(owner) => Log::Owned(owner),
-        None => Log::Stopped(Box::new(super::open(dir)?)),
-    };
-    let failure = RefCell::new(None);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    for r in log
-        .records(query, u64::MAX, &failure)
-        .filter(|r| r.event.transfer_id == id)
-    {
-        serde_json::to_writer(&mut out, &r).into_diagnostic()?;
-        out.write_all(b"\n").into_diagnostic()?;
-    }
-    out.flush().into_diagnostic()?;
-    match failure.into_inner() {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::SUCCESS),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
