@@ -487,17 +487,19 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints how a transfer ended on the link and audits a loss or a refusal by the link (a
-/// refusal by the zone is audited by the intake).
+/// Audits a loss or a refusal by the link (a refusal by the zone is audited by the intake),
+/// then prints how the transfer ended on the link.
 fn on_link_end(audit: &Audit, link: u32, end: &LinkEnd) {
     let how = match end.how {
         Ended::Delivered => "delivered",
         Ended::Lost => "lost",
         Ended::Refused => "refused",
     };
-    println!("link {link} transfer {} {how}", end.transfer);
     let action = match end.how {
-        Ended::Delivered => return,
+        Ended::Delivered => {
+            println!("link {link} transfer {} {how}", end.transfer);
+            return;
+        }
         Ended::Lost => "transfer.lost",
         Ended::Refused => "transfer.refused",
     };
@@ -515,6 +517,8 @@ fn on_link_end(audit: &Audit, link: u32, end: &LinkEnd) {
         e.attributes.insert("epoch".into(), epoch.to_string());
     }
     audit.append(&e);
+    // printed once audited: whoever waits for the line finds the event in the log
+    println!("link {link} transfer {} {how}", end.transfer);
 }
 
 /// `receipts`.
