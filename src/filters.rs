@@ -7,7 +7,7 @@ use tianping_core::{DataDir, ZoneName};
 use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
     Filter, FilterInput, Filtered, Filters, ImageLimits, JpegFilter, JsonFilter, MemoryBound,
-    PngFilter, Refusal, Step, StepState, TextFilter,
+    PngFilter, ReceiptFilter, Refusal, Step, StepState, TextFilter,
 };
 use tianping_crossdomain::{OfdFilter, PdfFilter};
 
@@ -29,6 +29,7 @@ pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Fil
     f.register(Arc::new(PdfFilter::default()));
     f.register(Arc::new(OfdFilter::default()));
     f.register(Arc::new(Mp4Filter::default()));
+    f.register(Arc::new(ReceiptFilter::new()));
     f.register(Arc::new(AuditBatchFilter));
     f.register(Arc::new(crate::install_filters::PolicyUpdateFilter::new(
         dir, zone,
