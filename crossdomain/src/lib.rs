@@ -126,15 +126,15 @@ pub use deliver::{
 };
 #[cfg(feature = "daemon")]
 pub use filter::Clamd;
+pub use filter::ReceiptFilter;
 pub use filter::{Filter, FilterInput, Filtered, Filters, MemoryBound, Refusal, Step, StepState};
-pub use filter::{Mp4Filter, Mp4Limits};
-pub use filter::{OfdFilter, OfdLimits, PdfFilter, PdfLimits};
 pub use filter::{
     ImageLimits, JpegFilter, JsonFilter, PngFilter, SchemaError, TextFilter, marking_check,
     normalize_marking,
 };
+pub use filter::{Mp4Filter, Mp4Limits};
+pub use filter::{OfdFilter, OfdLimits, PdfFilter, PdfLimits};
 pub use filter::{STREAM_PIECE, Scanner, Unchanged, UnchangedCheck, Verdict, sniff};
-pub use filter::ReceiptFilter;
 #[cfg(feature = "daemon")]
 pub use held::Held;
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
