@@ -525,9 +525,7 @@ pub fn fuzz_client_assertion(data: &[u8]) {
         .iter()
         .flat_map(|i| i.keys().published(crate::internal::FUZZ_NOW))
         .collect();
-    if !jwks.is_empty()
-        && let Ok(registered) = parse_jwks(jwks.as_bytes())
-    {
+    if let Some(Ok(registered)) = (!jwks.is_empty()).then(|| parse_jwks(jwks.as_bytes())) {
         assert!(!registered.is_empty());
         keys.extend(registered);
     }
