@@ -102,10 +102,10 @@ pub fn note_session_client(
     client_id: &str,
 ) -> Result<(), IdpError> {
     let key = session_clients_key(session);
-    if let Some(b) = store.sign_in_state(&key)?
-        && decode_clients(&b)?.iter().any(|c| c == client_id)
-    {
-        return Ok(());
+    if let Some(b) = store.sign_in_state(&key)? {
+        if decode_clients(&b)?.iter().any(|c| c == client_id) {
+            return Ok(());
+        }
     }
     let len = u16::try_from(client_id.len())
         .map_err(|_| IdpError::Store("a client id longer than 65,535 bytes".into()))?;
