@@ -636,7 +636,7 @@ impl Mp4Filter {
                 )));
             }
             let inner = w.children(desc.start + 28, desc.end, 7, "`mp4a`")?;
-            one(&inner, b"esds", &format!("the `mp4a` entry of {here}"))?;
+            let esds = one(&inner, b"esds", &format!("the `mp4a` entry of {here}"))?;
             let e = cat(&[
                 &[0, 0, 0, 0, 0, 0, 0, 1],
                 &[0; 8],
@@ -645,8 +645,9 @@ impl Mp4Filter {
                 &[0; 4],
                 &rate.to_be_bytes(),
             ]);
-            // The `esds` is written again from what mp4parse reads of it (see `run`).
-            (e, Vec::new())
+            // Kept as it came for mp4parse to read, then written again from what it read (see
+            // `rebuild`).
+            (e, esds.whole(bytes).to_vec())
         };
 
         // The sample tables, each exactly as long as it says.
@@ -946,8 +947,11 @@ impl Mp4Filter {
             tracks.push(self.track(&mut w, t, i + 1)?);
         }
 
-        // mp4parse reads the metadata again and must agree; the AAC configuration is its.
-        let head = cat(&[ftyp.whole(bytes), moov.whole(bytes)]);
+        // mp4parse reads the metadata as it will be rebuilt (only the boxes kept, each table as
+        // long as its count says, so no dropped box's count makes it allocate) and must agree;
+        // the AAC configuration is what it read of the `esds`.
+        let zeros: Vec<Vec<u64>> = tracks.iter().map(|t| vec![0; t.chunks.len()]).collect();
+        let head = cat(&[&ftyp_out, &Self::moov(&mvhd, &tracks, &zeros, false)?]);
         let ctx = mp4parse::read_mp4(&mut Cursor::new(head))
             .map_err(|e| refuse(format!("its track metadata does not parse (mp4parse: {e})")))?;
         if ctx.tracks.len() != tracks.len() || ctx.mvex.is_some() {
