@@ -120,24 +120,40 @@ fn acknowledged_rotations_survive_sigkill() {
         let mut trying: Vec<Option<String>> = vec![None; FAMILIES];
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut seen = 0;
-        while seen < kill_after {
-            let Some(line) = lines.next() else { break };
-            let line = line.unwrap();
+        // One line of the child's (each written whole, by one write): a rotation tried, with
+        // its new token, or acknowledged.
+        let mut take = |line: &str, seen: &mut u64| {
             let mut parts = line.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("try"), Some(k), Some(t)) => {
-                    trying[k.parse::<usize>().unwrap()] = Some(t.to_owned());
+                    if let Ok(k) = k.parse::<usize>() {
+                        trying[k] = Some(t.to_owned());
+                    }
                 }
                 (Some("ok"), Some(k), None) => {
-                    let k: usize = k.parse().unwrap();
-                    tokens[k] = trying[k].take().unwrap();
-                    seen += 1;
+                    if let Some(t) = k
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|k| trying[k].take().map(|t| (k, t)))
+                    {
+                        tokens[t.0] = t.1;
+                        *seen += 1;
+                    }
                 }
                 _ => {}
             }
+        };
+        while seen < kill_after {
+            let Some(line) = lines.next() else { break };
+            take(&line.unwrap(), &mut seen);
         }
         child.kill().unwrap();
         child.wait().unwrap();
+        // what the child wrote after the lines read and before the kill: rotations it went on
+        // with, whose state the reopened store holds
+        for line in lines.map_while(Result::ok) {
+            take(&line, &mut seen);
+        }
         assert!(seen > 0, "the child acknowledged nothing");
         acked_total += seen;
         // sled's lock can outlive the killed process for a moment: retry the open, bounded.
