@@ -962,3 +962,181 @@ async fn user_sessions_lists_an_accounts_sessions_and_user_logout_ends_them_with
     assert_eq!(count("session.logout", "session:"), 3);
     assert_eq!(count("token.revoke", "family:"), 2);
 }
+
+/// `idp serve` asks every client for a certificate and never requires one: a browser with none
+/// is offered the password form only; a judge's hardware-token certificate from `tianping certs
+/// issue --hardware` is offered certificate sign-in and signs in with it alone, `acr=cert` with
+/// `amr` `hwk` and `pin` in the ID token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idp_serve_signs_a_hardware_certificate_in_and_offers_a_browser_without_one_the_password_form()
+ {
+    use base64::Engine as _;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init_data(tmp.path());
+    let dir = DataDir::new(&data);
+    ports_to_zero(&dir.fabric());
+    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    let zone: ZoneName = "private".parse().unwrap();
+    let added = ok(&run(
+        &data,
+        &[
+            "idp",
+            "client",
+            "add",
+            "web",
+            "--redirect-uri",
+            "https://case.example/cb",
+            "--grant",
+            "authorization_code",
+            "--zone",
+            "private",
+        ],
+        "",
+    ));
+    let secret = added
+        .lines()
+        .find(|l| l.contains("client secret"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_owned();
+    ok(&run(
+        &data,
+        &[
+            "idp",
+            "user",
+            "add",
+            "--sub",
+            "judge-0011",
+            "--login",
+            "wuzhen",
+            "--name",
+            "吴",
+            "--password-stdin",
+            "--zone",
+            "private",
+        ],
+        &format!("{STRONG}\n"),
+    ));
+    let pki = data.join("pki");
+    let out = tmp.path().join("wu");
+    ok(&run(
+        &data,
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            pki.to_str().unwrap(),
+            "--zone",
+            "private",
+            "--kind",
+            "client",
+            "--name",
+            "Judge Wu",
+            "--subject-id",
+            "judge-0011",
+            "--court",
+            "bj.01.03",
+            "--role",
+            "judge",
+            "--hardware",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "",
+    ));
+    let mut identity = std::fs::read(out.with_extension("pem")).unwrap();
+    identity.extend(std::fs::read(out.with_extension("key")).unwrap());
+
+    let mut daemon = serve(&data, "private");
+    let (public, _) = wait_published(&data, &zone, &mut daemon);
+    let host = Fabric::load(&dir.fabric())
+        .unwrap()
+        .zone(&zone)
+        .unwrap()
+        .idp_host
+        .clone();
+    let trust = std::fs::read(dir.zone_trust_bundle(&zone)).unwrap();
+    let client = |identity: Option<&[u8]>| {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&host, public);
+        for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
+            b = b.add_root_certificate(cert);
+        }
+        if let Some(pem) = identity {
+            b = b.identity(reqwest::Identity::from_pem(pem).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let base = format!("https://{host}:{}", public.port());
+    let authorize = format!(
+        "{base}/authorize?response_type=code&client_id=web&scope=openid&state=s1&nonce=n1\
+         &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
+         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&ui_locales=en"
+    );
+
+    let plain = client(None);
+    let page = plain.get(&authorize).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("name=\"password\""), "{html}");
+    assert!(!html.contains("Sign in with certificate"), "{html}");
+
+    let judge = client(Some(&identity));
+    let page = judge.get(&authorize).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let cookie = set_cookie(&page).unwrap();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Sign in with certificate"), "{html}");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let r = judge
+        .post(format!("{base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &cookie)
+        .body(format!("csrf={csrf}&method=certificate"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let code = location
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("code="))
+        .unwrap()
+        .to_owned();
+    let token: Value = judge
+        .post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .basic_auth("web", Some(&secret))
+        .body(format!(
+            "grant_type=authorization_code&code={code}\
+             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb\
+             &code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let id_token = token["id_token"].as_str().unwrap();
+    let payload = id_token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "judge-0011");
+    assert_eq!(claims["acr"], "cert");
+    assert_eq!(claims["amr"], serde_json::json!(["hwk", "pin"]));
+}

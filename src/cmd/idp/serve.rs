@@ -52,6 +52,8 @@ struct Template {
     keys: KeySet,
     /// The interactive sign-in (password, TOTP, required actions).
     sign_in: SignInParts,
+    /// Certificate sign-in, verified against the zone's CA and CRL.
+    cert_sign_in: tianping_idp::CertSignIn,
 }
 
 /// The provider in force, swapped whole when its keys rotate.
@@ -82,7 +84,8 @@ impl LiveIdp {
                 sessions: SessionPolicy::default(),
             },
             t.sign_in.clone(),
-        ))
+        )
+        .with_cert_sign_in(t.cert_sign_in.clone()))
     }
 
     fn install(&self, t: Template) -> miette::Result<()> {
@@ -374,9 +377,16 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     let node = tianping_audit::signer_from_pem(&node_pem).into_diagnostic()?;
     audit.set_auto_checkpoint(Arc::new(node), CHECKPOINT_EVERY);
 
+    // a client certificate is asked for, never required: a person's signs them in, a node's
+    // authenticates a client (`tls_client_auth`); a browser without one gets the password page
     let (pem, key) = dir.tls(zone, Component::Idp);
     let tls = ServerTlsBuilder::new(pem, key)
-        .client_auth(ClientAuth::None, dir.zone_trust_bundle(zone), vec![])
+        .client_auth(
+            ClientAuth::Request,
+            dir.zone_trust_bundle(zone),
+            vec![dir.zone_crl(zone, zone)],
+        )
+        .client_zone(zone.clone())
         .build()
         .into_diagnostic()
         .wrap_err("the IdP's TLS certificate")?;
@@ -413,6 +423,9 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         clock,
         keys,
         sign_in,
+        cert_sign_in: tianping_idp::CertSignIn::new(Arc::new(
+            super::device::ZoneCertVerifier::load(dir, zone)?,
+        )),
     })?;
 
     let admin_ip = if zl.address.is_loopback() {
