@@ -323,6 +323,8 @@ keyword_enum! {
         Otp = "otp",
         /// Hardware-secured key.
         Hwk = "hwk",
+        /// Software-secured key.
+        Swk = "swk",
         /// Personal identification number.
         Pin = "pin",
         /// Multiple factors.

@@ -31,10 +31,8 @@ use crate::device::{Device, Devices};
 use crate::directory::{Directory, User};
 use crate::store::Store;
 
-/// The `amr` value a software-key certificate adds beside `otp`. RFC 8176 names it `swk`,
-/// which the shared vocabulary's [`Amr`] does not hold yet; until it does, `mfa` (several
-/// factors: the certificate's key and the one-time code) stands for it.
-pub const SOFTWARE_KEY_AMR: Amr = Amr::Mfa;
+/// The `amr` value a software-key certificate adds beside `otp` (RFC 8176 `swk`).
+pub const SOFTWARE_KEY_AMR: Amr = Amr::Swk;
 
 /// Who a verified client certificate is for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -598,7 +598,7 @@ async fn a_software_certificate_asks_for_totp_then_gives_acr_cert() {
     let amr = claims["amr"].as_array().unwrap();
     assert!(amr.contains(&"otp".into()), "{amr:?}");
     assert!(
-        amr.contains(&tianping_idp::SOFTWARE_KEY_AMR.as_str().into()),
+        amr.contains(&"swk".into()),
         "{amr:?}"
     );
     assert!(!amr.contains(&"hwk".into()) && !amr.contains(&"pwd".into()));
