@@ -74,8 +74,8 @@ mod backchannel;
 #[cfg(feature = "server")]
 mod cert_signin;
 mod client;
-mod device;
 mod client_auth;
+mod device;
 mod directory;
 #[cfg(feature = "server")]
 mod endpoints;

@@ -17,8 +17,8 @@ use tianping_core::{CourtCode, SubjectId, UnixTime};
 
 use crate::IdpError;
 use crate::client::Client;
-use crate::device::Device;
 use crate::client_auth::ClientKeys;
+use crate::device::Device;
 use crate::directory::{Court, User};
 use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;

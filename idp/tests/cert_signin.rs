@@ -597,10 +597,7 @@ async fn a_software_certificate_asks_for_totp_then_gives_acr_cert() {
     assert_eq!(claims["acr"], "cert");
     let amr = claims["amr"].as_array().unwrap();
     assert!(amr.contains(&"otp".into()), "{amr:?}");
-    assert!(
-        amr.contains(&"swk".into()),
-        "{amr:?}"
-    );
+    assert!(amr.contains(&"swk".into()), "{amr:?}");
     assert!(!amr.contains(&"hwk".into()) && !amr.contains(&"pwd".into()));
     w.server.shutdown().await;
 }
