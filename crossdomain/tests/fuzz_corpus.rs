@@ -192,7 +192,7 @@ fn filter_corpora() {
         ("filter_text", internal::fuzz_filter_text, 300),
         ("filter_json", internal::fuzz_filter_json, 100),
         ("filter_image", internal::fuzz_filter_image, 40),
-        ("filter_receipt", fuzz_filter_receipt, 100),
+        ("filter_receipt", internal::fuzz_filter_receipt, 100),
     ];
     let mut state = 0xf11e_u64;
     let mut next = move || {
@@ -224,28 +224,6 @@ fn filter_corpora() {
                 f(&d);
             }
         }
-    }
-}
-
-/// The `receipt` filter, as `fuzz/fuzz_targets/filter_receipt.rs` runs it: never panics, never
-/// passes on more than the flow allows, passes only a receipt in its canonical encoding, and
-/// what it accepts passes it again unchanged.
-fn fuzz_filter_receipt(data: &[u8]) {
-    use tianping_crossdomain::{Filter, FilterInput, Receipt, ReceiptFilter};
-    let input = FilterInput {
-        kind: "receipt",
-        schema: None,
-        steps: &["validate", "rebuild", "strip-metadata"],
-        max_size: 64 * 1024,
-        release: true,
-    };
-    if let Ok(once) = ReceiptFilter::new().run(&input, data) {
-        assert!(once.bytes.len() <= 64 * 1024);
-        assert_eq!(once.bytes, data);
-        let decoded = Receipt::decode(data).ok().and_then(|r| r.encode().ok());
-        assert_eq!(decoded.as_deref(), Some(data));
-        let twice = ReceiptFilter::new().run(&input, &once.bytes);
-        assert_eq!(twice.map(|t| t.bytes).ok().as_ref(), Some(&once.bytes));
     }
 }
 
@@ -293,7 +271,7 @@ fn receipt_corpus() {
         seed(t, "flipped.bin", &flipped);
         seed(t, "not-a-receipt.json", b"{\"receipt\": \"internet:42\"}");
     }
-    replay("filter_receipt", fuzz_filter_receipt);
+    replay("filter_receipt", internal::fuzz_filter_receipt);
     for alg in Algorithm::ALL {
         let b =
             std::fs::read(corpus("filter_receipt").join(format!("delivery-{alg}.bin"))).unwrap();
@@ -301,32 +279,6 @@ fn receipt_corpus() {
     }
     let flipped = std::fs::read(corpus("filter_receipt").join("flipped.bin")).unwrap();
     assert!(Receipt::decode(&flipped).is_err());
-}
-
-/// The `mp4` filter with the fuzz target's small limits, as `fuzz/fuzz_targets/filter_mp4.rs`
-/// runs it: never panics, never passes on more than the flow allows, and what it accepts
-/// passes it again unchanged.
-fn fuzz_filter_mp4(data: &[u8]) {
-    use tianping_crossdomain::{Filter, FilterInput, Mp4Filter, Mp4Limits};
-    let filter = Mp4Filter::new(Mp4Limits {
-        max_depth: 8,
-        max_boxes: 1_000,
-        max_tracks: 4,
-        max_samples: 10_000,
-    });
-    let input = FilterInput {
-        kind: "mp4",
-        schema: None,
-        steps: &["validate", "rebuild", "strip-metadata"],
-        max_size: 1 << 20,
-        release: true,
-    };
-    if let Ok(once) = filter.run(&input, data) {
-        assert!(once.bytes.len() <= 1 << 20);
-        assert!(once.bytes.len() <= data.len() + 4096);
-        let twice = filter.run(&input, &once.bytes);
-        assert_eq!(twice.map(|t| t.bytes).ok().as_ref(), Some(&once.bytes));
-    }
 }
 
 /// The `filter_mp4` seeds (the hostile corpus's `mp4-*` files, written with it by
@@ -345,7 +297,7 @@ fn filter_mp4_corpus() {
         state
     };
     for (path, seed) in seeds {
-        fuzz_filter_mp4(&seed);
+        internal::fuzz_filter_mp4(&seed);
         for _ in 0..200 {
             let mut d = seed.clone();
             for _ in 0..1 + next() % 4 {
@@ -367,7 +319,7 @@ fn filter_mp4_corpus() {
                     }
                 }
             }
-            fuzz_filter_mp4(&d);
+            internal::fuzz_filter_mp4(&d);
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if ["mp4-clean.mp4", "mp4-udta-metadata.mp4"].contains(&name.as_str()) {
@@ -387,60 +339,6 @@ fn filter_mp4_corpus() {
     }
 }
 
-/// The `pdf` filter with the fuzz target's small limits, as `fuzz/fuzz_targets/filter_pdf.rs`
-/// runs it: never panics, never passes on more than the flow allows, and what it accepts
-/// passes it again unchanged.
-fn fuzz_filter_pdf(data: &[u8]) {
-    use tianping_crossdomain::{Filter, FilterInput, PdfFilter, PdfLimits};
-    let filter = PdfFilter::new(PdfLimits {
-        max_objects: 2_000,
-        max_pages: 50,
-        max_depth: 16,
-        max_stream: 1 << 20,
-        max_ratio: 64,
-    });
-    let input = FilterInput {
-        kind: "pdf",
-        schema: None,
-        steps: &["validate", "rebuild", "strip-metadata"],
-        max_size: 1 << 20,
-        release: true,
-    };
-    if let Ok(once) = filter.run(&input, data) {
-        assert!(once.bytes.len() <= 1 << 20);
-        let twice = filter.run(&input, &once.bytes);
-        assert_eq!(twice.map(|t| t.bytes).ok().as_ref(), Some(&once.bytes));
-    }
-}
-
-/// The `ofd` filter with the fuzz target's small limits, as `fuzz/fuzz_targets/filter_ofd.rs`
-/// runs it: never panics, never passes on more than the flow allows or more entries than its
-/// limit, and what it accepts passes it again unchanged.
-fn fuzz_filter_ofd(data: &[u8]) {
-    use tianping_crossdomain::{Filter, FilterInput, OfdFilter, OfdLimits};
-    let filter = OfdFilter::new(OfdLimits {
-        max_entries: 64,
-        max_entry: 1 << 20,
-        max_total: 4 << 20,
-        max_ratio: 100,
-        max_depth: 32,
-    });
-    let input = FilterInput {
-        kind: "ofd",
-        schema: None,
-        steps: &["validate", "rebuild", "strip-metadata"],
-        max_size: 1 << 20,
-        release: true,
-    };
-    if let Ok(once) = filter.run(&input, data) {
-        assert!(once.bytes.len() <= 1 << 20);
-        let zip = zip::ZipArchive::new(std::io::Cursor::new(&once.bytes)).unwrap();
-        assert!(zip.len() <= 64);
-        let twice = filter.run(&input, &once.bytes);
-        assert_eq!(twice.map(|t| t.bytes).ok().as_ref(), Some(&once.bytes));
-    }
-}
-
 /// The `filter_pdf` and `filter_ofd` seeds (the hostile corpus's `pdf-*` and `ofd-*` files,
 /// copied from `crossdomain/tests/hostile/`), replayed and mutated with a seeded generator
 /// (bytes flipped, cut and inserted); the clean seeds must still pass.
@@ -450,14 +348,14 @@ fn filter_pdf_and_ofd_corpora() {
     let targets: [(&str, Hook, &[&str]); 2] = [
         (
             "filter_pdf",
-            fuzz_filter_pdf,
+            internal::fuzz_filter_pdf,
             &[
                 "pdf-clean.pdf",
                 "pdf-cid-tounicode.pdf",
                 "pdf-incremental-redaction.pdf",
             ],
         ),
-        ("filter_ofd", fuzz_filter_ofd, &["ofd-clean.ofd"]),
+        ("filter_ofd", internal::fuzz_filter_ofd, &["ofd-clean.ofd"]),
     ];
     let mut state = 0x0fd_u64;
     let mut next = move || {
