@@ -9,7 +9,6 @@
 //! `clamd` must be installed (`apt-get install clamav-daemon`); without it these tests fail,
 //! they do not skip.
 #![cfg(feature = "daemon")]
-
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
