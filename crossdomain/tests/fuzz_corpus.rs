@@ -27,6 +27,42 @@ fn seed(target: &str, name: &str, bytes: &[u8]) {
     std::fs::write(corpus(target).join(name), bytes).unwrap();
 }
 
+/// A seeded xorshift generator: the same mutations on every run.
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// `seed` with one to four mutations drawn from `next`: a cut (never to nothing), an inserted
+/// byte or a flipped bit, and with `box_sizes` also a box size (the four bytes before a box
+/// type) made larger or smaller.
+fn mutate(seed: &[u8], next: &mut impl FnMut() -> u64, box_sizes: bool) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    for _ in 0..1 + next() % 4 {
+        let len = d.len().max(1) as u64;
+        let at = usize::try_from(next() % len).unwrap();
+        match next() % if box_sizes { 5 } else { 4 } {
+            0 => d.truncate(at.max(1)),
+            1 => d.insert(at.min(d.len()), next().to_le_bytes()[0]),
+            2 if box_sizes => {
+                if let Some(b) = d.get_mut(at & !3) {
+                    *b = b.wrapping_add(next().to_le_bytes()[0] % 3);
+                }
+            }
+            _ => {
+                if let Some(b) = d.get_mut(at) {
+                    *b ^= 1 << (next() % 8);
+                }
+            }
+        }
+    }
+    d
+}
+
 fn sample(size: u64, chunk_size: u32) -> Manifest {
     Manifest {
         flow: "audit-to-security".into(),
@@ -143,13 +179,7 @@ fn datagram_corpus() {
 #[test]
 fn mutated_seeds_never_panic() {
     maybe_write_seeds();
-    let mut state = 0x5eed_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x5eed_u64);
     type Hook = fn(&[u8]);
     let targets: [(&str, Hook); 3] = [
         ("manifest", internal::fuzz_manifest),
@@ -194,34 +224,14 @@ fn filter_corpora() {
         ("filter_image", internal::fuzz_filter_image, 40),
         ("filter_receipt", internal::fuzz_filter_receipt, 100),
     ];
-    let mut state = 0xf11e_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0xf11e_u64);
     for (target, f, rounds) in targets {
         let seeds = tianping_core::internal::corpus(target).unwrap();
         assert!(seeds.len() >= 5, "{target} has {} seeds", seeds.len());
         for (_, seed) in seeds {
             f(&seed);
             for _ in 0..rounds {
-                let mut d = seed.clone();
-                for _ in 0..1 + next() % 4 {
-                    let len = d.len().max(1) as u64;
-                    let at = usize::try_from(next() % len).unwrap();
-                    match next() % 4 {
-                        0 => d.truncate(at.max(1)),
-                        1 => d.insert(at.min(d.len()), next().to_le_bytes()[0]),
-                        _ => {
-                            if let Some(b) = d.get_mut(at) {
-                                *b ^= 1 << (next() % 8);
-                            }
-                        }
-                    }
-                }
-                f(&d);
+                f(&mutate(&seed, &mut next, false));
             }
         }
     }
@@ -289,37 +299,11 @@ fn receipt_corpus() {
 fn filter_mp4_corpus() {
     let seeds = tianping_core::internal::corpus("filter_mp4").unwrap();
     assert!(seeds.len() >= 5, "filter_mp4 has {} seeds", seeds.len());
-    let mut state = 0x3d4_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x3d4_u64);
     for (path, seed) in seeds {
         internal::fuzz_filter_mp4(&seed);
         for _ in 0..200 {
-            let mut d = seed.clone();
-            for _ in 0..1 + next() % 4 {
-                let len = d.len().max(1) as u64;
-                let at = usize::try_from(next() % len).unwrap();
-                match next() % 5 {
-                    0 => d.truncate(at.max(1)),
-                    1 => d.insert(at.min(d.len()), next().to_le_bytes()[0]),
-                    // a box size: the four bytes before a box type made larger or smaller
-                    2 => {
-                        if let Some(b) = d.get_mut(at & !3) {
-                            *b = b.wrapping_add(next().to_le_bytes()[0] % 3);
-                        }
-                    }
-                    _ => {
-                        if let Some(b) = d.get_mut(at) {
-                            *b ^= 1 << (next() % 8);
-                        }
-                    }
-                }
-            }
-            internal::fuzz_filter_mp4(&d);
+            internal::fuzz_filter_mp4(&mutate(&seed, &mut next, true));
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if ["mp4-clean.mp4", "mp4-udta-metadata.mp4"].contains(&name.as_str()) {
@@ -357,34 +341,14 @@ fn filter_pdf_and_ofd_corpora() {
         ),
         ("filter_ofd", internal::fuzz_filter_ofd, &["ofd-clean.ofd"]),
     ];
-    let mut state = 0x0fd_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x0fd_u64);
     for (target, f, clean) in targets {
         let seeds = tianping_core::internal::corpus(target).unwrap();
         assert!(seeds.len() >= 5, "{target} has {} seeds", seeds.len());
         for (path, seed) in seeds {
             f(&seed);
             for _ in 0..150 {
-                let mut d = seed.clone();
-                for _ in 0..1 + next() % 4 {
-                    let len = d.len().max(1) as u64;
-                    let at = usize::try_from(next() % len).unwrap();
-                    match next() % 4 {
-                        0 => d.truncate(at.max(1)),
-                        1 => d.insert(at.min(d.len()), next().to_le_bytes()[0]),
-                        _ => {
-                            if let Some(b) = d.get_mut(at) {
-                                *b ^= 1 << (next() % 8);
-                            }
-                        }
-                    }
-                }
-                f(&d);
+                f(&mutate(&seed, &mut next, false));
             }
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if clean.contains(&name.as_str()) {
