@@ -132,7 +132,13 @@ fn wait_published(
     }
 }
 
-fn https(data: &Path, zone: &ZoneName, addr: std::net::SocketAddr) -> (reqwest::Client, String) {
+/// A client of the zone's IdP at `addr`, trusting only the zone's bundle, not built yet, and the
+/// IdP's base URL.
+fn https_builder(
+    data: &Path,
+    zone: &ZoneName,
+    addr: std::net::SocketAddr,
+) -> (reqwest::ClientBuilder, String) {
     let dir = DataDir::new(data);
     let fabric = Fabric::load(&dir.fabric()).unwrap();
     let host = fabric.zone(zone).unwrap().idp_host.clone();
@@ -144,10 +150,12 @@ fn https(data: &Path, zone: &ZoneName, addr: std::net::SocketAddr) -> (reqwest::
     for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
         b = b.add_root_certificate(cert);
     }
-    (
-        b.build().unwrap(),
-        format!("https://{host}:{}", addr.port()),
-    )
+    (b, format!("https://{host}:{}", addr.port()))
+}
+
+fn https(data: &Path, zone: &ZoneName, addr: std::net::SocketAddr) -> (reqwest::Client, String) {
+    let (b, base) = https_builder(data, zone, addr);
+    (b.build().unwrap(), base)
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Value {
@@ -557,12 +565,7 @@ async fn idp_serve_on_port_0_answers_over_tls_and_keeps_a_rotated_key_published(
         .unwrap()
         .to_owned();
     let html = page.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_of(&html);
     for _ in 0..5 {
         let r = http
             .post(format!("{base}/login"))
@@ -677,6 +680,60 @@ fn set_cookie(resp: &reqwest::Response) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The CSRF token of a sign-in page.
+fn csrf_of(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned()
+}
+
+/// The code in the callback a sign-in redirects to.
+fn code_of(r: &reqwest::Response) -> String {
+    let location = r.headers()["location"].to_str().unwrap();
+    location
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("code="))
+        .unwrap()
+        .to_owned()
+}
+
+/// The token response to `web` (authenticated with `secret`) redeeming `code` with the PKCE
+/// verifier of every sign-in here.
+async fn redeem(http: &reqwest::Client, base: &str, secret: &str, code: &str) -> Value {
+    http.post(format!("{base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .basic_auth("web", Some(secret))
+        .body(format!(
+            "grant_type=authorization_code&code={code}\
+             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb\
+             &code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap()
+}
+
+/// Where a silent (`prompt=none`) authorization request of `web` with `cookie` is sent back to.
+async fn silent_sign_in(http: &reqwest::Client, base: &str, cookie: &str) -> String {
+    let silent = http
+        .get(format!(
+            "{base}/authorize?response_type=code&client_id=web&scope=openid&prompt=none\
+             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
+             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    silent.headers()["location"].to_str().unwrap().to_owned()
+}
+
 /// Signs `login` in to `client` through the real authorization request and password form;
 /// returns the signed-in session's cookie and the code the callback got.
 async fn sign_in(
@@ -694,12 +751,7 @@ async fn sign_in(
     assert_eq!(page.status(), 200);
     let cookie = set_cookie(&page).unwrap();
     let html = page.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_of(&html);
     let r = http
         .post(format!("{base}/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -711,12 +763,7 @@ async fn sign_in(
     assert!(r.status().is_redirection(), "{}", r.status());
     let signed_in = set_cookie(&r).unwrap();
     assert_ne!(signed_in, cookie, "the session id rotates at sign-in");
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
-    let code = location
-        .split(['?', '&'])
-        .find_map(|kv| kv.strip_prefix("code="))
-        .unwrap()
-        .to_owned();
+    let code = code_of(&r);
     (signed_in, code)
 }
 
@@ -810,44 +857,17 @@ async fn user_sessions_lists_an_accounts_sessions_and_user_logout_ends_them_with
 
     let mut daemon = serve(&data, "private");
     let (public, _) = wait_published(&data, &zone, &mut daemon);
-    let (_, base) = https(&data, &zone, public);
-    let host = Fabric::load(&dir.fabric())
-        .unwrap()
-        .zone(&zone)
-        .unwrap()
-        .idp_host
-        .clone();
-    let trust = std::fs::read(dir.zone_trust_bundle(&zone)).unwrap();
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
+    let (b, base) = https_builder(&data, &zone, public);
+    let http = b
         .redirect(reqwest::redirect::Policy::none())
-        .resolve(&host, public);
-    for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
-        b = b.add_root_certificate(cert);
-    }
-    let http = b.build().unwrap();
+        .build()
+        .unwrap();
 
     // two sessions of zhou (each with a code redeemed: a refresh family), one of qian
     let mut zhou = Vec::new();
     for _ in 0..2 {
         let (cookie, code) = sign_in(&http, &base, "web", "zhou").await;
-        let token: Value = http
-            .post(format!("{base}/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .basic_auth("web", Some(&secret))
-            .body(format!(
-                "grant_type=authorization_code&code={code}\
-                 &redirect_uri=https%3A%2F%2Fcase.example%2Fcb\
-                 &code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .map(|t| serde_json::from_str(&t).unwrap())
-            .unwrap();
+        let token = redeem(&http, &base, &secret, &code).await;
         let rt = token["refresh_token"].as_str().unwrap().to_owned();
         zhou.push((cookie, rt));
     }
@@ -904,30 +924,10 @@ async fn user_sessions_lists_an_accounts_sessions_and_user_logout_ends_them_with
         let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         assert_eq!(body["error"], "invalid_grant");
         // the session is gone: a silent authorization asks for a sign-in
-        let silent = http
-            .get(format!(
-                "{base}/authorize?response_type=code&client_id=web&scope=openid&prompt=none\
-                 &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
-                 &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-            ))
-            .header("cookie", cookie)
-            .send()
-            .await
-            .unwrap();
-        let location = silent.headers()["location"].to_str().unwrap().to_owned();
+        let location = silent_sign_in(&http, &base, cookie).await;
         assert!(location.contains("error=login_required"), "{location}");
     }
-    let silent = http
-        .get(format!(
-            "{base}/authorize?response_type=code&client_id=web&scope=openid&prompt=none\
-             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
-             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        ))
-        .header("cookie", &qian_cookie)
-        .send()
-        .await
-        .unwrap();
-    let location = silent.headers()["location"].to_str().unwrap().to_owned();
+    let location = silent_sign_in(&http, &base, &qian_cookie).await;
     assert!(location.contains("code="), "{location}");
     let pid = daemon.0.id().to_string();
     assert!(
@@ -1050,53 +1050,35 @@ async fn idp_serve_signs_a_hardware_certificate_in_and_offers_a_browser_without_
 
     let mut daemon = serve(&data, "private");
     let (public, _) = wait_published(&data, &zone, &mut daemon);
-    let host = Fabric::load(&dir.fabric())
-        .unwrap()
-        .zone(&zone)
-        .unwrap()
-        .idp_host
-        .clone();
-    let trust = std::fs::read(dir.zone_trust_bundle(&zone)).unwrap();
-    let client = |identity: Option<&[u8]>| {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve(&host, public);
-        for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
-            b = b.add_root_certificate(cert);
-        }
-        if let Some(pem) = identity {
-            b = b.identity(reqwest::Identity::from_pem(pem).unwrap());
-        }
-        b.build().unwrap()
-    };
-    let base = format!("https://{host}:{}", public.port());
+    let (b, base) = https_builder(&data, &zone, public);
+    let plain = b
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (b, _) = https_builder(&data, &zone, public);
+    let judge = b
+        .redirect(reqwest::redirect::Policy::none())
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
     let authorize = format!(
         "{base}/authorize?response_type=code&client_id=web&scope=openid&state=s1&nonce=n1\
          &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
          &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&ui_locales=en"
     );
 
-    let plain = client(None);
     let page = plain.get(&authorize).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("name=\"password\""), "{html}");
     assert!(!html.contains("Sign in with certificate"), "{html}");
 
-    let judge = client(Some(&identity));
     let page = judge.get(&authorize).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let cookie = set_cookie(&page).unwrap();
     let html = page.text().await.unwrap();
     assert!(html.contains("Sign in with certificate"), "{html}");
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_of(&html);
     let r = judge
         .post(format!("{base}/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -1106,28 +1088,8 @@ async fn idp_serve_signs_a_hardware_certificate_in_and_offers_a_browser_without_
         .await
         .unwrap();
     assert!(r.status().is_redirection(), "{}", r.status());
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
-    let code = location
-        .split(['?', '&'])
-        .find_map(|kv| kv.strip_prefix("code="))
-        .unwrap()
-        .to_owned();
-    let token: Value = judge
-        .post(format!("{base}/token"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .basic_auth("web", Some(&secret))
-        .body(format!(
-            "grant_type=authorization_code&code={code}\
-             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb\
-             &code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let code = code_of(&r);
+    let token = redeem(&judge, &base, &secret, &code).await;
     let id_token = token["id_token"].as_str().unwrap();
     let payload = id_token.split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(
