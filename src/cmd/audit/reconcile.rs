@@ -363,26 +363,13 @@ fn write_table(out: &mut dyn Write, lines: &[TransferLine]) -> std::io::Result<(
     Ok(())
 }
 
-/// `2026-12-03 06:05:00`: a time in UTC (the civil calendar from days since the epoch).
+/// `2026-12-03 06:05:00`: a time in UTC (the table's head says so).
 fn utc(t: UnixTime) -> String {
-    let secs = t.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's `civil_from_days`, for days on or after 1970-01-01
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let text = tianping_certs::format_time(i64::try_from(t.as_secs()).unwrap_or(i64::MAX));
+    match text.strip_suffix(" UTC") {
+        Some(bare) => bare.to_owned(),
+        None => text,
+    }
 }
 
 #[cfg(test)]
