@@ -209,7 +209,7 @@ pub(crate) struct QueryArgs {
     until: Option<u64>,
 }
 
-pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
+pub(crate) fn run(data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
     match cmd {
         AuditCmd::Keygen { out, alg } => keygen(&out, &alg),
         AuditCmd::Append {
@@ -267,7 +267,7 @@ pub(crate) fn run(_data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
             };
             search(&log.dir, q)
         }
-        AuditCmd::Reconcile(args) => reconcile::reconcile(_data, args),
+        AuditCmd::Reconcile(args) => reconcile::reconcile(data, args),
         AuditCmd::Export { log } => search(&log.dir, Query::default()),
         AuditCmd::Ship { log, out, since } => {
             let head = match Owner::find(&log.dir)? {
