@@ -18,7 +18,7 @@ use tianping_certs::{
 };
 use tianping_core::{Clock as _, DataDir, SystemClock, UnixTime, ZoneName};
 use tianping_idp::{
-    CertFailure, CertHolder, ClientCertVerifier, Device, Devices, Directory, User, VerifiedCert,
+    CertFailure, CertHolder, ClientCertVerifier, Device, Devices, Directory, VerifiedCert,
 };
 
 use super::Paths;
@@ -165,21 +165,6 @@ fn failure_text(f: &CertFailure) -> String {
     }
 }
 
-fn find_user(store: &dyn tianping_idp::Store, user: &str) -> miette::Result<User> {
-    let dir = Directory::new(store);
-    let by_sub = match user.parse() {
-        Ok(sub) => dir.user(&sub).into_diagnostic()?,
-        Err(_) => None,
-    };
-    match by_sub {
-        Some(u) => Ok(u),
-        None => dir
-            .user_by_login(&user.to_lowercase())
-            .into_diagnostic()?
-            .ok_or_else(|| miette!("there is no user `{user}`; nothing changed")),
-    }
-}
-
 /// The fingerprint of the device certificate in the PEM file `path` (the leaf, then its zone
 /// CA, as `certs issue` writes it), once it verifies against the zone's CA and CRL.
 fn device_fingerprint(
@@ -249,7 +234,8 @@ pub(crate) fn run(dir: &DataDir, p: &Paths, cmd: DeviceCmd) -> miette::Result<Ex
         DeviceCmd::Add(a) => {
             let verifier = ZoneCertVerifier::load(dir, &p.zone)?;
             let fingerprint = device_fingerprint(&a.cert, &verifier, &p.zone)?;
-            let owner = find_user(&store, &a.user)?;
+            let owner = super::directory::find_user(&Directory::new(&store), &a.user)
+                .map_err(|e| miette!("{e}; nothing changed"))?;
             let device = Device {
                 id: a.id,
                 owner: owner.sub.clone(),

@@ -533,7 +533,8 @@ fn passwords() -> Result<Passwords, String> {
     .map_err(|e| e.to_string())
 }
 
-fn find_user(dir: &Directory<'_>, user: &str) -> Result<User, String> {
+/// A user by subject id, else by sign-in name.
+pub(crate) fn find_user(dir: &Directory<'_>, user: &str) -> Result<User, String> {
     let by_sub = match user.parse() {
         Ok(sub) => dir.user(&sub).map_err(|e| e.to_string())?,
         Err(_) => None,
