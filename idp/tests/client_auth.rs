@@ -977,6 +977,19 @@ async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -
     out
 }
 
+/// The sled store at `dir` opened again: its flush thread can hold the lock a moment after the
+/// store is dropped, so the open is retried, bounded.
+fn reopen(dir: &std::path::Path) -> SledStore {
+    (0..100)
+        .find_map(|_| {
+            SledStore::open(dir).ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            })
+        })
+        .unwrap()
+}
+
 #[test]
 fn the_sled_store_remembers_a_jti_across_a_reopen_until_it_expires() {
     let dir = tempfile::tempdir().unwrap();
@@ -1000,15 +1013,7 @@ fn the_sled_store_remembers_a_jti_across_a_reopen_until_it_expires() {
                 .unwrap()
         );
     }
-    // sled's flusher can hold the lock a moment after the store is dropped: retry, bounded
-    let store = (0..100)
-        .find_map(|_| {
-            SledStore::open(dir.path()).ok().or_else(|| {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                None
-            })
-        })
-        .unwrap();
+    let store = reopen(dir.path());
     assert!(
         !store
             .note_assertion("rp", "j1", t(START + 60), t(START + 2))
@@ -1028,7 +1033,7 @@ fn the_sled_store_remembers_a_jti_across_a_reopen_until_it_expires() {
     let keys = ClientKeys::TlsSubject("exchange-n1".into());
     store.put_client_keys("node-app", &keys).unwrap();
     drop(store);
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.client_keys("node-app").unwrap(), Some(keys));
     assert_eq!(store.client_keys("other").unwrap(), None);
 }
