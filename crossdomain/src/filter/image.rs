@@ -90,11 +90,11 @@ fn true_type(kind: &str, want: &'static str, bytes: &[u8]) -> Result<(), Refusal
     }
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
+pub(super) fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([
         *b.get(at)?,
         *b.get(at + 1)?,

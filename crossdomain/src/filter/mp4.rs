@@ -31,6 +31,7 @@
 
 use std::io::Cursor;
 
+use super::image::{be16, be32};
 use super::text::{check_size, steps};
 use super::{Filter, FilterInput, Filtered, MemoryBound, Refusal, StepState};
 
@@ -85,18 +86,6 @@ impl Mp4Filter {
 
 fn refuse(reason: impl Into<String>) -> Refusal {
     Refusal::new("mp4", reason)
-}
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(
-        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
 }
 
 fn be64(b: &[u8], at: usize) -> Option<u64> {
