@@ -11,7 +11,7 @@
 use tianping_core::{Acr, SubjectId, UnixTime};
 
 use crate::IdpError;
-use crate::grants::{FamilyId, GrantPolicy, Grants};
+use crate::grants::{FamilyId, GrantPolicy, Grants, sha256};
 use crate::session::{Session, SessionPolicy, Sessions};
 use crate::store::Store;
 
@@ -58,12 +58,6 @@ pub fn session_sid(key: &[u8; 32]) -> String {
 /// The handle a session is shown by: the first 16 hex digits of its store key.
 pub fn session_handle(key: &[u8; 32]) -> String {
     hex::encode(key.get(..8).unwrap_or_default())
-}
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
-    out
 }
 
 /// Where the clients given tokens in a session are noted (beside the sign-in states, under a

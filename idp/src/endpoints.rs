@@ -39,7 +39,7 @@ use crate::client::{Client, ClientCredentials, GrantType};
 use crate::directory::Directory;
 use crate::error::IdpError;
 use crate::form::Params;
-use crate::grants::{FamilyId, Grants, RefreshFamily};
+use crate::grants::{FamilyId, Grants, RefreshFamily, sha256};
 use crate::jwt::JwtError;
 use crate::lockout::LockoutPolicy;
 use crate::pages;
@@ -209,12 +209,6 @@ fn family_object(id: &FamilyId) -> String {
 }
 
 // ---------------------------------------------------------------- authorization_code
-
-fn sha256(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
-    out
-}
 
 /// The `authorization_code` grant for an authenticated `client`: the code redeemed once (PKCE,
 /// redirect URI and client checked by [`Grants`]), then an access token (with the members of

@@ -103,7 +103,8 @@ pub struct RefreshFamily {
 /// How many rotated-out tokens a family remembers for reuse detection.
 pub const MAX_ROTATED: usize = 256;
 
-fn sha256(b: &[u8]) -> [u8; 32] {
+/// SHA-256 of `b`: the key codes, refresh tokens and session records are kept under.
+pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
     out
