@@ -878,23 +878,19 @@ fn deliver_folder_with(
     fs::create_dir_all(&partial)?;
     let name = folder_name(&d.queued.transfer_id, &d.queued.kind);
     let manifest = format!("{:#}\n", manifest_json(d));
-    for (i, name) in [format!("{name}.manifest.json"), name.clone()]
-        .into_iter()
-        .enumerate()
-    {
-        let tmp = partial.join(&name);
+    let put = |name: &str, write: &mut dyn FnMut(&mut File) -> io::Result<()>| {
+        let tmp = partial.join(name);
         let mut f = File::create(&tmp)?;
-        if i == 0 {
-            f.write_all(manifest.as_bytes())?;
-        } else {
-            payload(&mut f)?;
-        }
+        write(&mut f)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, dir.join(&name))?;
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+        fs::rename(&tmp, dir.join(name))?;
+        File::open(dir)?.sync_all()
+    };
+    put(&format!("{name}.manifest.json"), &mut |f| {
+        f.write_all(manifest.as_bytes())
+    })?;
+    put(&name, payload)
 }
 
 /// The `Tianping-*` headers of a delivery (values percent-encoded where they are not visible
