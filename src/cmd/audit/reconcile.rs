@@ -124,11 +124,10 @@ impl Log {
         Ok((Self::Stopped(Box::new(log)), answer.entries))
     }
 
-    /// The records of the first `size` entries matching `query` (in the log's order); the
-    /// first failure to read stops them and is kept in `failure`.
+    /// The records of the first `size` entries (in the log's order); the first failure to read
+    /// stops them and is kept in `failure`.
     fn records<'a>(
         &'a self,
-        query: Query,
         size: u64,
         failure: &'a RefCell<Option<miette::Report>>,
     ) -> Box<dyn Iterator<Item = Record> + 'a> {
@@ -145,8 +144,7 @@ impl Log {
                             None
                         }
                     })
-                    .take_while(move |r| r.index < size)
-                    .filter(move |r| query.matches(&r.event)),
+                    .take_while(move |r| r.index < size),
             ),
             Self::Owned(owner) => {
                 let (mut page, mut from, mut done) = (VecDeque::new(), 0u64, false);
@@ -160,7 +158,7 @@ impl Log {
                             return None;
                         }
                         let body = owner.get(&Request::Search {
-                            query: query.clone(),
+                            query: Query::default(),
                             from,
                             limit,
                         });
@@ -275,13 +273,10 @@ pub(super) fn reconcile(data: &Path, a: ReconcileArgs) -> miette::Result<ExitCod
     }
     let failure = RefCell::new(None);
     let result = {
-        let sent = sender
-            .0
-            .records(Query::default(), sender.1, &failure)
-            .map(|r| r.event);
+        let sent = sender.0.records(sender.1, &failure).map(|r| r.event);
         let seen = receivers
             .iter()
-            .flat_map(|(log, size)| log.records(Query::default(), *size, &failure))
+            .flat_map(|(log, size)| log.records(*size, &failure))
             .map(|r| r.event);
         options.run(sent, seen)
     };
