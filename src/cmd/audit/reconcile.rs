@@ -1,6 +1,6 @@
 //! `tianping audit reconcile`: a zone's exchange sender's log set against the logs of the
-//! receivers it sends to (`tianping_audit::Reconcile`), each verified first; and `audit search
-//! --transfer`, which picks one transfer's events out of a search.
+//! receivers it sends to (`tianping_audit::Reconcile`), each verified first. (One transfer's
+//! events are picked out by `audit search --transfer`, a field of its query.)
 //!
 //! A log is read through its owner when one serves it (as `search` does), else from its store;
 //! only the entries the verification covered are read.
