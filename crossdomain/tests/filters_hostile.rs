@@ -21,10 +21,9 @@ use std::sync::Arc;
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
-use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
-    FilterInput, Filtered, Filters, JpegFilter, JsonFilter, OfdFilter, PdfFilter, PngFilter,
-    TextFilter, marking_check,
+    FilterInput, Filtered, Filters, JpegFilter, JsonFilter, Mp4Filter, OfdFilter, PdfFilter,
+    PngFilter, TextFilter, marking_check,
 };
 use tianping_policies::{DEFAULT_POLICY, check};
 
@@ -1195,18 +1194,15 @@ fn marked_cid_pdf_is_refused_on_a_release_and_accepted_on_an_import() {
 fn pdf_metadata_crosses_only_when_not_stripped() {
     maybe_write();
     let bytes = std::fs::read(dir().join("pdf-clean.pdf")).unwrap();
-    let keep = filters()
-        .run(
-            &FilterInput {
-                kind: "pdf",
-                schema: None,
-                steps: &["validate", "rebuild"],
-                max_size: 64 << 20,
-                release: false,
-            },
-            &bytes,
-        )
-        .unwrap();
+    // an import's steps: no strip-metadata, no marking check
+    let import = FilterInput {
+        kind: "pdf",
+        schema: None,
+        steps: &["validate", "rebuild"],
+        max_size: 64 << 20,
+        release: false,
+    };
+    let keep = filters().run(&import, &bytes).unwrap();
     assert!(
         contains(&keep.bytes, b"Judge Wang"),
         "Info kept without strip-metadata"
@@ -1219,17 +1215,8 @@ fn pdf_metadata_crosses_only_when_not_stripped() {
     assert!(!contains(&stripped.bytes, b"Judge Wang"));
     // An undecodable font crosses an import (no marking check), not a release.
     let undecodable = std::fs::read(dir().join("pdf-undecodable-font.pdf")).unwrap();
-    let import = filters().run(
-        &FilterInput {
-            kind: "pdf",
-            schema: None,
-            steps: &["validate", "rebuild"],
-            max_size: 64 << 20,
-            release: false,
-        },
-        &undecodable,
-    );
-    assert!(import.is_ok(), "{import:?}");
+    let crossed = filters().run(&import, &undecodable);
+    assert!(crossed.is_ok(), "{crossed:?}");
 }
 
 #[test]
