@@ -115,21 +115,25 @@ impl ClientCertVerifier for ZoneCertVerifier {
         now: UnixTime,
         accept_stale_crl: bool,
     ) -> Result<VerifiedCert, CertFailure> {
-        let chain: Vec<CertificateDer<'static>> = chain
+        let chain: Vec<CertificateDer<'_>> = chain
             .iter()
-            .map(|d| CertificateDer::from(d.clone()))
+            .map(|d| CertificateDer::from(d.as_slice()))
             .collect();
+        // the strict store as loaded; a lenient copy only when a stale CRL is to be accepted
+        let lenient;
         let trust = if accept_stale_crl {
-            self.trust
+            lenient = self
+                .trust
                 .clone()
                 .with_revocation_leniency(RevocationLeniency {
                     accept_stale_crls: true,
                     ..RevocationLeniency::default()
-                })
+                });
+            &lenient
         } else {
-            self.trust.clone()
+            &self.trust
         };
-        let id = verify_client(&chain, &trust, now).map_err(|e| match e {
+        let id = verify_client(&chain, trust, now).map_err(|e| match e {
             CertError::Revoked => CertFailure::Revoked,
             CertError::Expired { .. } => CertFailure::Expired,
             CertError::NotYetValid { .. } => CertFailure::NotYetValid,
