@@ -579,10 +579,12 @@ fn settle(entry: Entry, options: &Reconcile) -> TransferLine {
         .find(|(lt, _, _)| lt.is_none() || *lt == line.link_transfer || last.is_none())
         .cloned();
     for (lt, _, why) in &seen.lost {
-        if lt.is_some() && *lt != line.link_transfer && last.is_some() {
-            let lt = lt.map_or_else(String::new, |n| n.to_string());
+        if let Some(n) = lt
+            && *lt != line.link_transfer
+            && last.is_some()
+        {
             line.notes
-                .push(format!("link transfer {lt} lost on the link ({why})"));
+                .push(format!("link transfer {n} lost on the link ({why})"));
         }
     }
     match &entry.decision {
