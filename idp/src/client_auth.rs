@@ -34,7 +34,7 @@ use tianping_core::UnixTime;
 
 use crate::IdpError;
 use crate::client::ClientAuthMethod;
-use crate::jwt::{JwtError, MAX_JWT_BYTES, PublishedKey, keys_from_jwks, verify_with};
+use crate::jwt::{JwtError, MAX_JWT_BYTES, PublishedKey, json_object, keys_from_jwks, verify_with};
 
 /// The `client_assertion_type` of a JWT assertion (RFC 7523 §2.2).
 pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -195,11 +195,7 @@ fn part(token: &str, index: usize) -> Option<Map<String, Value>> {
     if token.len() > MAX_JWT_BYTES {
         return None;
     }
-    let raw = URL_SAFE_NO_PAD.decode(token.split('.').nth(index)?).ok()?;
-    match serde_json::from_slice(&raw) {
-        Ok(Value::Object(m)) => Some(m),
-        _ => None,
-    }
+    json_object(token.split('.').nth(index)?, "part").ok()
 }
 
 /// The `kid` of an assertion's header, unverified (to choose the keys to verify it with).

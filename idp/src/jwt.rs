@@ -322,7 +322,8 @@ impl KeySet {
     }
 }
 
-fn json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, JwtError> {
+/// A JWS part decoded: base64url of a JSON object, else `Malformed(what)`.
+pub(crate) fn json_object(part: &str, what: &'static str) -> Result<Map<String, Value>, JwtError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| JwtError::Malformed(what))?;
