@@ -257,23 +257,7 @@ impl Filters {
             ));
         };
         let mut out = filter.run(input, bytes)?;
-        for asked in input.steps.iter().filter(|s| **s != "scan") {
-            match out.steps.iter().find(|s| s.name == *asked) {
-                Some(s) if s.state != StepState::Unsupported => {}
-                Some(_) => {
-                    return Err(Refusal::new(
-                        input.kind,
-                        format!("the flow asks `{asked}`, which this filter cannot do"),
-                    ));
-                }
-                None => {
-                    return Err(Refusal::new(
-                        input.kind,
-                        format!("the flow asks `{asked}`, and the filter did not report it"),
-                    ));
-                }
-            }
-        }
+        check_steps(input, &out.steps)?;
         if u64::try_from(out.bytes.len()).map_or(true, |n| n > input.max_size) {
             return Err(Refusal::new(
                 input.kind,
@@ -289,6 +273,29 @@ impl Filters {
         }
         Ok(out)
     }
+}
+
+/// Refuses unless every step the flow asks but `scan` (the node's scanner does that one) is
+/// among `steps` and supported.
+fn check_steps(input: &FilterInput<'_>, steps: &[Step]) -> Result<(), Refusal> {
+    for asked in input.steps.iter().filter(|s| **s != "scan") {
+        match steps.iter().find(|s| s.name == *asked) {
+            Some(s) if s.state != StepState::Unsupported => {}
+            Some(_) => {
+                return Err(Refusal::new(
+                    input.kind,
+                    format!("the flow asks `{asked}`, which this filter cannot do"),
+                ));
+            }
+            None => {
+                return Err(Refusal::new(
+                    input.kind,
+                    format!("the flow asks `{asked}`, and the filter did not report it"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use super::{Filter, FilterInput, Filters, Refusal, Step, StepState, sniff};
+use super::{Filter, FilterInput, Filters, Refusal, Step, sniff};
 
 /// The piece the payload is read in (and the prefix the true-type check sees).
 pub const STREAM_PIECE: usize = 1 << 20;
@@ -70,10 +70,15 @@ impl Filters {
                 return Some(Unchanged::Refused(r));
             }
         }
-        Some(match check.finish().and_then(|s| asked_steps(input, s)) {
-            Ok(steps) => Unchanged::Passed(steps),
-            Err(r) => Unchanged::Refused(r),
-        })
+        Some(
+            match check
+                .finish()
+                .and_then(|s| super::check_steps(input, &s).map(|()| s))
+            {
+                Ok(steps) => Unchanged::Passed(steps),
+                Err(r) => Unchanged::Refused(r),
+            },
+        )
     }
 }
 
@@ -92,28 +97,6 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// `steps` when every step the flow asks is among them and supported.
-fn asked_steps(input: &FilterInput<'_>, steps: Vec<Step>) -> Result<Vec<Step>, Refusal> {
-    for asked in input.steps {
-        match steps.iter().find(|s| s.name == *asked) {
-            Some(s) if s.state != StepState::Unsupported => {}
-            Some(_) => {
-                return Err(Refusal::new(
-                    input.kind,
-                    format!("the flow asks `{asked}`, which this filter cannot do"),
-                ));
-            }
-            None => {
-                return Err(Refusal::new(
-                    input.kind,
-                    format!("the flow asks `{asked}`, and the filter did not report it"),
-                ));
-            }
-        }
-    }
-    Ok(steps)
 }
 
 #[cfg(test)]
