@@ -4,21 +4,19 @@
 use std::sync::Arc;
 
 use tianping_core::{DataDir, ZoneName};
-use tianping_crossdomain::Mp4Filter;
 use tianping_crossdomain::{
     Filter, FilterInput, Filtered, Filters, ImageLimits, JpegFilter, JsonFilter, MemoryBound,
-    PngFilter, ReceiptFilter, Refusal, Step, StepState, TextFilter,
+    Mp4Filter, OfdFilter, PdfFilter, PngFilter, ReceiptFilter, Refusal, Step, StepState,
+    TextFilter,
 };
-use tianping_crossdomain::{OfdFilter, PdfFilter};
 
 /// The filters zone `zone` registers, by kind. `dir` is where zone-local filter settings will
-/// be read from; today every filter runs with its defaults.
+/// be read from; today every other filter runs with its defaults.
 /// The updates' validators (`policy-update`, `crl`, `trust-bundle`) check against the zone's
 /// installed copies under `dir`. The `scan` step asks ClamAV's daemon at Debian's socket,
 /// `/run/clamav/clamd.ctl`: no zone setting names another yet, and with no daemon there every
 /// transfer whose flow asks `scan` is refused.
 pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Filters> {
-    let _ = (dir, zone);
     let mut f = Filters::new();
     f.register(Arc::new(TextFilter::new()));
     f.register(Arc::new(
