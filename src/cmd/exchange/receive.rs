@@ -256,7 +256,7 @@ impl Receipts for KeepReceipts {
 /// Makes the receiver's delivery receipts: signed with its node key, its certificate chain
 /// in them.
 struct SignReceipts {
-    signer: tianping_core::RingSigner,
+    signer: Arc<tianping_core::RingSigner>,
     chain: Vec<Vec<u8>>,
     zone: ZoneName,
 }
@@ -272,7 +272,7 @@ impl MakeReceipt for SignReceipts {
             reader: None,
             time: at,
         };
-        Receipt::sign(&what, self.chain.clone(), &self.signer)
+        Receipt::sign(&what, self.chain.clone(), &*self.signer)
             .and_then(|r| r.encode())
             .map_err(|e| format!("cannot make the receipt: {e}"))
     }
@@ -336,7 +336,8 @@ fn zone_policy(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_polici
 }
 
 pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
-    let trust: Arc<dyn SignerTrust> = Arc::new(ZoneTrust::new(zone_trust(dir, zone)?));
+    let zone_store = zone_trust(dir, zone)?;
+    let trust: Arc<dyn SignerTrust> = Arc::new(ZoneTrust::new(zone_store.clone()));
     let base = dir.component(zone, Component::ExchangeReceiver);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let audit_dir = dir.audit_log(zone, Component::ExchangeReceiver);
@@ -385,6 +386,8 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     let mut statuses = Vec::new();
     let mut delivering = Vec::new();
     let mut queues = Vec::new();
+    let (signer, chain) = node_signer(dir, zone)?;
+    let signer = Arc::new(signer);
     for link in fabric.links().iter().filter(|l| &l.to == zone) {
         let id = link.id;
         let socket = bind_udp(link.address, 64 << 20, 0).into_diagnostic()?;
@@ -416,16 +419,15 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
             .with_receipts(Box::new(KeepReceipts {
                 book: Arc::clone(&book),
                 audit: Arc::clone(&audit),
-                trust: zone_trust(dir, zone)?,
+                trust: zone_store.clone(),
                 zone: zone.clone(),
             }));
-        let (signer, chain) = node_signer(dir, zone)?;
         let net = NetDeliver::new(Arc::clone(&tokens), Arc::clone(&clock), Box::new(installer))
             .into_diagnostic()?
             .with_receipts(
                 Box::new(SignReceipts {
-                    signer,
-                    chain,
+                    signer: Arc::clone(&signer),
+                    chain: chain.clone(),
                     zone: zone.clone(),
                 }),
                 dir.socket(zone, Component::ExchangeSender),
