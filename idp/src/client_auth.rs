@@ -684,20 +684,16 @@ async fn refused(
     method: ClientAuthMethod,
     why: &ClientAuthError,
 ) -> Result<(), IdpError> {
-    let mut e = tianping_audit::Event::new(now, "client.auth_refused");
-    e.zone.clone_from(&p.zone);
-    e.component = "idp".into();
-    e.actor = client_id.to_owned();
-    e.object = method.as_str().to_owned();
-    e.outcome = "denied".into();
-    e.reason = why.to_string();
-    let audit_error = |e: tianping_audit::StoreError| IdpError::Store(format!("audit: {e}"));
-    p.audit
-        .append_prompt(&e)
-        .map_err(audit_error)?
-        .durable()
-        .await
-        .map_err(audit_error)
+    crate::endpoints::record_outcome(
+        p,
+        now,
+        "client.auth_refused",
+        client_id,
+        method.as_str(),
+        "denied",
+        &why.to_string(),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ fn bearer_error(e: Option<&IdpError>) -> Response<ResponseBody> {
 
 // ---------------------------------------------------------------- audit
 
-/// Records one event durably; the response waits for it.
+/// Records one event with outcome `ok` durably; the response waits for it.
 async fn record(
     parts: &IdpParts,
     now: UnixTime,
@@ -184,12 +184,25 @@ async fn record(
     object: &str,
     reason: &str,
 ) -> Result<(), IdpError> {
+    record_outcome(parts, now, action, actor, object, "ok", reason).await
+}
+
+/// Records one event durably; the response waits for it.
+pub(crate) async fn record_outcome(
+    parts: &IdpParts,
+    now: UnixTime,
+    action: &str,
+    actor: &str,
+    object: &str,
+    outcome: &str,
+    reason: &str,
+) -> Result<(), IdpError> {
     let mut e = Event::new(now, action);
     e.zone.clone_from(&parts.zone);
     e.component = "idp".into();
     e.actor = actor.to_owned();
     e.object = object.to_owned();
-    e.outcome = "ok".into();
+    e.outcome = outcome.to_owned();
     e.reason = reason.to_owned();
     // Awaited without a thread of its own: the log's committer wakes this task once the event's
     // group is durable (as the grants' records are).

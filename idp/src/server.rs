@@ -182,41 +182,37 @@ impl Idp {
                 .await;
             let why = sent.as_ref().err().cloned();
             let attempt = crate::backchannel::record_attempt(&*p.store, &d, sent, now)?;
-            let mut e = Event::new(now, "logout.backchannel");
-            e.zone.clone_from(&p.zone);
-            e.component = "idp".into();
-            e.actor.clone_from(&d.client_id);
-            e.object = format!("logout:{}", d.jti);
             let attempt_no = d.failed.saturating_add(1);
-            match (&attempt, why) {
+            let (outcome, reason) = match (&attempt, why) {
                 (crate::backchannel::Attempt::Delivered, _) => {
                     delivered += 1;
-                    e.outcome = "ok".into();
-                    e.reason = format!("delivered at attempt {attempt_no}");
+                    ("ok", format!("delivered at attempt {attempt_no}"))
                 }
-                (crate::backchannel::Attempt::Retry(_), why) => {
-                    e.outcome = "failed".into();
-                    e.reason = format!(
+                (crate::backchannel::Attempt::Retry(_), why) => (
+                    "failed",
+                    format!(
                         "attempt {attempt_no}, tried again later: {}",
                         why.unwrap_or_default()
-                    );
-                }
-                (crate::backchannel::Attempt::GaveUp, why) => {
-                    e.outcome = "failed".into();
-                    e.reason = format!(
+                    ),
+                ),
+                (crate::backchannel::Attempt::GaveUp, why) => (
+                    "failed",
+                    format!(
                         "given up after {attempt_no} attempts: {}",
                         why.unwrap_or_default()
-                    );
-                }
-            }
-            let audit_error =
-                |e: tianping_audit::StoreError| IdpError::Store(format!("audit: {e}"));
-            p.audit
-                .append_prompt(&e)
-                .map_err(audit_error)?
-                .durable()
-                .await
-                .map_err(audit_error)?;
+                    ),
+                ),
+            };
+            endpoints::record_outcome(
+                p,
+                now,
+                "logout.backchannel",
+                &d.client_id,
+                &format!("logout:{}", d.jti),
+                outcome,
+                &reason,
+            )
+            .await?;
         }
         Ok(delivered)
     }
