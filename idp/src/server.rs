@@ -289,16 +289,15 @@ impl Inner {
             (&Method::GET, "/authorize") => {
                 let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
                 let cookie = login::session_id(req.headers());
-                let chain = login::presented_chain(&req);
-                self.authorize_request(query, cookie, chain.is_some(), now)
-                    .await
+                let cert = login::presents_certificate(&req);
+                self.authorize_request(query, cookie, cert, now).await
             }
             (&Method::POST, "/authorize") => {
                 let cookie = login::session_id(req.headers());
-                let chain = login::presented_chain(&req);
+                let cert = login::presents_certificate(&req);
                 match req.into_body().bytes().await {
                     Ok(body) => {
-                        self.authorize_request(body.to_vec(), cookie, chain.is_some(), now)
+                        self.authorize_request(body.to_vec(), cookie, cert, now)
                             .await
                     }
                     Err(_) => pages::error_page(&IdpError::MissingParameter("client_id")),

@@ -48,6 +48,15 @@ pub(super) fn presented_chain(req: &http::Request<tianping_net::Body>) -> Option
     (!chain.is_empty()).then_some(chain)
 }
 
+/// Whether the client presented a certificate on the request's connection (without copying
+/// the chain, as [`presented_chain`] does).
+pub(super) fn presents_certificate(req: &http::Request<tianping_net::Body>) -> bool {
+    req.extensions()
+        .get::<tianping_net::ConnInfo>()
+        .and_then(|i| i.presented_chain.as_ref())
+        .is_some_and(|c| !c.is_empty())
+}
+
 impl Inner {
     /// Verifies a presented chain against the zone's CA and CRL at `now`: the certificate or
     /// why it is refused, and whether a stale CRL was accepted by the setting.
