@@ -346,12 +346,10 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
             .into_diagnostic()
             .wrap_err_with(|| format!("opening the audit log `{}`", audit_dir.display()))?,
     );
-    let (_, node_key) = dir.node(zone, Component::ExchangeReceiver);
-    let node_pem = std::fs::read_to_string(&node_key)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading `{}`", node_key.display()))?;
-    let node = tianping_audit::signer_from_pem(&node_pem).into_diagnostic()?;
-    log.set_auto_checkpoint(Arc::new(node), CHECKPOINT_EVERY);
+    // the node key signs the log's checkpoints and the delivery receipts
+    let (signer, chain) = node_signer(dir, zone)?;
+    let signer = Arc::new(signer);
+    log.set_auto_checkpoint(Arc::clone(&signer) as _, CHECKPOINT_EVERY);
     let audit = Arc::new(Audit {
         log: Arc::clone(&log),
         zone: zone.to_string(),
@@ -386,8 +384,6 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     let mut statuses = Vec::new();
     let mut delivering = Vec::new();
     let mut queues = Vec::new();
-    let (signer, chain) = node_signer(dir, zone)?;
-    let signer = Arc::new(signer);
     for link in fabric.links().iter().filter(|l| &l.to == zone) {
         let id = link.id;
         let socket = bind_udp(link.address, 64 << 20, 0).into_diagnostic()?;
