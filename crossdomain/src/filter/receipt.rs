@@ -7,6 +7,7 @@
 //! `scan`, `transcode` and `flatten` are unsupported. The text for the marking check is the
 //! receipt's strings: its kind, transfer id, service, zone and reader.
 
+use super::text::check_size;
 use super::{Filter, FilterInput, Filtered, MemoryBound, Refusal, Step, StepState};
 use crate::receipt::{MAX_RECEIPT, Receipt};
 
@@ -32,16 +33,7 @@ impl Filter for ReceiptFilter {
     }
 
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
-        if u64::try_from(bytes.len()).map_or(true, |n| n > input.max_size) {
-            return Err(Refusal::new(
-                "receipt",
-                format!(
-                    "it is {} bytes, over the flow's max-size of {}",
-                    bytes.len(),
-                    input.max_size
-                ),
-            ));
-        }
+        check_size("receipt", input, bytes)?;
         let receipt = Receipt::decode(bytes)
             .map_err(|e| Refusal::new("receipt", format!("not a signed receipt: {e}")))?;
         let again = receipt
