@@ -383,32 +383,31 @@ impl Intake {
         let replayed = q.replayed(header, link, id)?;
         let count = &self.zone.count;
         let decided = if header.manifest.size > HOLD_MAX {
-            // checked in pieces when the kind's filter can, else held as the filter declares
-            let mut failed = None;
+            // checked in pieces when the kind's filter can, else held as the filter declares;
+            // a bundle of the store's that cannot be read is the store's error, not a refusal
+            let mut failed: Option<SpoolError> = None;
+            let mut unread = |e: SpoolError| {
+                let why = e.to_string();
+                failed = Some(e);
+                InboundRefusal::from(Refusal::new("intake", why))
+            };
             let decided =
                 inbound.decide_with(header, replayed, &|h, f| count(h, f), &mut |input| {
-                    let mut reader = payload_reader(bundle)
-                        .map_err(|e| InboundRefusal::from(Refusal::new("intake", e.to_string())))?;
+                    let mut reader = payload_reader(bundle).map_err(&mut unread)?;
                     match inbound.filters.check_unchanged(input, &mut reader) {
                         Some(Unchanged::Passed(_)) => Ok(()),
                         Some(Unchanged::Refused(r)) => Err(r.into()),
-                        Some(Unchanged::Io(e)) => {
-                            let why = e.to_string();
-                            failed = Some(e);
-                            Err(Refusal::new("intake", why).into())
-                        }
+                        Some(Unchanged::Io(source)) => Err(unread(SpoolError::Io {
+                            path: bundle.to_path_buf(),
+                            source,
+                        })),
                         None => {
-                            let payload = read_payload(bundle)
-                                .map_err(|e| Refusal::new("intake", e.to_string()))?;
-                            inbound.reproduce(input, &payload)
+                            inbound.reproduce(input, &read_payload(bundle).map_err(&mut unread)?)
                         }
                     }
                 });
-            if let Some(source) = failed {
-                return Err(SpoolError::Io {
-                    path: bundle.to_path_buf(),
-                    source,
-                });
+            if let Some(e) = failed {
+                return Err(e);
             }
             decided
         } else {
