@@ -835,7 +835,8 @@ fn deliver_folder(dir: &Path, d: &Delivery<'_>) -> io::Result<()> {
 }
 
 /// [`deliver_folder`] of a payload too large to hold ([`HOLD_MAX`]), read from the queued
-/// bundle at `bundle` in pieces: once for its SHA-256 (the manifest's), once into the folder.
+/// bundle at `bundle` once, in pieces: copied under `.partial` while its SHA-256 (the
+/// manifest's) is computed.
 fn deliver_folder_from(
     dir: &Path,
     queued: &Queued,
@@ -843,15 +844,23 @@ fn deliver_folder_from(
     bundle: &Path,
 ) -> Result<(), String> {
     let mut reader = payload_reader(bundle).map_err(|e| e.to_string())?;
+    let partial = dir.join(".partial");
+    let name = folder_name(&queued.transfer_id, &queued.kind);
     let mut ctx = Context::new(&SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(buf.get(..n).unwrap_or_default());
-    }
+    let written = fs::create_dir_all(&partial).and_then(|()| {
+        write_partial(&partial, &name, &mut |f| {
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = reader.read(&mut buf)?;
+                let Some(piece) = buf.get(..n).filter(|p| !p.is_empty()) else {
+                    return Ok(());
+                };
+                ctx.update(piece);
+                f.write_all(piece)?;
+            }
+        })
+    });
+    written.map_err(|e| format!("`{}`: {e}", partial.join(&name).display()))?;
     let mut sha256 = [0u8; 32];
     sha256.copy_from_slice(ctx.finish().as_ref());
     // the manifest reads the header, the record and the hash, never the payload
@@ -861,11 +870,7 @@ fn deliver_folder_from(
         payload: &[],
         sha256,
     };
-    deliver_folder_with(dir, &d, &mut |f| {
-        let mut reader = payload_reader(bundle).map_err(io::Error::other)?;
-        io::copy(&mut reader, f).map(|_| ())
-    })
-    .map_err(|e| e.to_string())
+    publish(dir, &partial, &d, &name).map_err(|e| e.to_string())
 }
 
 fn deliver_folder_with(
@@ -876,20 +881,35 @@ fn deliver_folder_with(
     let partial = dir.join(".partial");
     fs::create_dir_all(&partial)?;
     let name = folder_name(&d.queued.transfer_id, &d.queued.kind);
+    write_partial(&partial, &name, payload)?;
+    publish(dir, &partial, d, &name)
+}
+
+/// Writes `name` in `partial` with `write`, fsynced.
+fn write_partial(
+    partial: &Path,
+    name: &str,
+    write: &mut dyn FnMut(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut f = File::create(partial.join(name))?;
+    write(&mut f)?;
+    f.sync_all()
+}
+
+/// Writes `d`'s manifest in `partial`, then renames it and the payload `name` already there
+/// into `dir`, in that order, the folder fsynced after each: a reader never sees a payload
+/// without its manifest, nor a partial file.
+fn publish(dir: &Path, partial: &Path, d: &Delivery<'_>, name: &str) -> io::Result<()> {
+    let manifest_name = format!("{name}.manifest.json");
     let manifest = format!("{:#}\n", manifest_json(d));
-    let put = |name: &str, write: &mut dyn FnMut(&mut File) -> io::Result<()>| {
-        let tmp = partial.join(name);
-        let mut f = File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, dir.join(name))?;
-        File::open(dir)?.sync_all()
-    };
-    put(&format!("{name}.manifest.json"), &mut |f| {
+    write_partial(partial, &manifest_name, &mut |f| {
         f.write_all(manifest.as_bytes())
     })?;
-    put(&name, payload)
+    for n in [manifest_name.as_str(), name] {
+        fs::rename(partial.join(n), dir.join(n))?;
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The `Tianping-*` headers of a delivery (values percent-encoded where they are not visible
