@@ -250,7 +250,7 @@ impl Receipt {
         serde_json::json!({
             "kind": self.kind.as_str(),
             "transfer": self.transfer_id,
-            "content_hash": crate::hex(&self.content_hash),
+            "content_hash": hex32(&self.content_hash),
             "service": self.service,
             "zone": self.zone.as_str(),
             "reader": self.reader.as_ref().map(SubjectId::as_str),
@@ -361,6 +361,14 @@ fn check_reader(kind: ReceiptKind, reader: Option<&SubjectId>) -> Result<(), Bun
         }
         (ReceiptKind::Read, None) => Err(BundleError::Invalid("a read receipt names its reader")),
     }
+}
+
+fn hex32(b: &[u8; 32]) -> String {
+    use std::fmt::Write;
+    b.iter().fold(String::with_capacity(64), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
 }
 
 fn parse<T>(r: &mut WireReader<'_>, field: &'static str) -> Result<T, BundleError>
