@@ -215,7 +215,17 @@ async fn world(dir: &Path, clock: Arc<ManualClock>, rp_root: &str, rp_addr: Sock
     let p = |n: &str| dir.join(n);
     std::fs::create_dir_all(p("idp")).unwrap();
     let (tls, root_pem) = zone_tls::zone_tls(&p("idp"), HOST);
-    let store = Arc::new(SledStore::open(&p("store")).unwrap());
+    // opened again after a restart: the dropped store's flush thread can hold the lock a
+    // moment, so the open is retried, bounded (as `client_auth.rs`'s `reopen`)
+    let store = (0..100)
+        .find_map(|_| {
+            SledStore::open(&p("store")).ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            })
+        })
+        .unwrap();
+    let store = Arc::new(store);
     let audit = Arc::new(AuditLog::open_or_create(&p("audit"), "idp.private").unwrap());
     let key = p("key.pk8");
     if !key.exists() {
