@@ -414,8 +414,8 @@ fn the_directory_on_a_stopped_idp_adds_lists_shows_and_disables_users() {
         ],
         "",
     ));
-    let secret_line = added.lines().find(|l| l.contains("client secret")).unwrap();
-    let secret = secret_line.rsplit(' ').next().unwrap();
+    let secret = client_secret(&added);
+    let secret = secret.as_str();
     assert_eq!(secret.len(), 64);
     let shown = ok(&idp(&["client", "show", "case-app"], ""));
     assert!(!shown.contains(secret) && shown.contains("https://case.example/cb"));
@@ -494,12 +494,7 @@ async fn idp_serve_on_port_0_answers_over_tls_and_keeps_a_rotated_key_published(
         ],
         "",
     ));
-    let secret = added
-        .lines()
-        .find(|l| l.contains("client secret"))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap()
-        .to_owned();
+    let secret = client_secret(&added);
     let listed = ok(&run(
         &data,
         &["idp", "client", "list", "--zone", "private"],
@@ -796,12 +791,7 @@ async fn user_sessions_lists_an_accounts_sessions_and_user_logout_ends_them_with
         ],
         "",
     ));
-    let secret = added
-        .lines()
-        .find(|l| l.contains("client secret"))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap()
-        .to_owned();
+    let secret = client_secret(&added);
     for (sub, login) in [("judge-0009", "zhou"), ("judge-0010", "qian")] {
         ok(&idp(
             &[
@@ -994,12 +984,7 @@ async fn idp_serve_signs_a_hardware_certificate_in_and_offers_a_browser_without_
         ],
         "",
     ));
-    let secret = added
-        .lines()
-        .find(|l| l.contains("client secret"))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap()
-        .to_owned();
+    let secret = client_secret(&added);
     ok(&run(
         &data,
         &[
@@ -1101,4 +1086,14 @@ async fn idp_serve_signs_a_hardware_certificate_in_and_offers_a_browser_without_
     assert_eq!(claims["sub"], "judge-0011");
     assert_eq!(claims["acr"], "cert");
     assert_eq!(claims["amr"], serde_json::json!(["hwk", "pin"]));
+}
+
+/// The client secret `idp client add` printed once, on its `client secret` line.
+fn client_secret(added: &str) -> String {
+    added
+        .lines()
+        .find(|l| l.contains("client secret"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_owned()
 }

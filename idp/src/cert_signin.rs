@@ -94,6 +94,74 @@ pub trait ClientCertVerifier: Send + Sync {
     ) -> Result<VerifiedCert, CertFailure>;
 }
 
+/// [`tianping_certs::verify_client`] against a zone's trust store (its trust bundle and CRL,
+/// narrowed to the zone's CA): the verifier `tianping idp serve` plugs in, and the one a
+/// device registration checks with.
+#[derive(Debug, Clone)]
+pub struct TrustStoreVerifier {
+    trust: tianping_certs::TrustStore,
+}
+
+impl TrustStoreVerifier {
+    /// Verifies against `trust`, strictly unless a call asks for a stale CRL to be accepted.
+    #[must_use]
+    pub fn new(trust: tianping_certs::TrustStore) -> Self {
+        Self { trust }
+    }
+}
+
+impl ClientCertVerifier for TrustStoreVerifier {
+    fn verify(
+        &self,
+        chain: &[Vec<u8>],
+        now: UnixTime,
+        accept_stale_crl: bool,
+    ) -> Result<VerifiedCert, CertFailure> {
+        use tianping_certs::danger::RevocationLeniency;
+        use tianping_certs::{CertError, CertKind, CertificateDer, verify_client};
+        let chain: Vec<CertificateDer<'_>> = chain
+            .iter()
+            .map(|d| CertificateDer::from(d.as_slice()))
+            .collect();
+        // the strict store as loaded; a lenient copy only when a stale CRL is to be accepted
+        let lenient;
+        let trust = if accept_stale_crl {
+            lenient = self
+                .trust
+                .clone()
+                .with_revocation_leniency(RevocationLeniency {
+                    accept_stale_crls: true,
+                    ..RevocationLeniency::default()
+                });
+            &lenient
+        } else {
+            &self.trust
+        };
+        let id = verify_client(&chain, trust, now).map_err(|e| match e {
+            CertError::Revoked => CertFailure::Revoked,
+            CertError::Expired { .. } => CertFailure::Expired,
+            CertError::NotYetValid { .. } => CertFailure::NotYetValid,
+            CertError::UnknownIssuer(_) => CertFailure::OtherZone,
+            CertError::StaleCrl { .. } => CertFailure::StaleCrl,
+            other => CertFailure::Invalid(other.to_string()),
+        })?;
+        let holder = match (id.kind, id.subject) {
+            (CertKind::Client, Some(subject)) => CertHolder::Person {
+                subject,
+                hardware: id.hardware,
+            },
+            (CertKind::Device, _) => CertHolder::Device,
+            (kind, _) => CertHolder::Other(kind.to_string()),
+        };
+        Ok(VerifiedCert {
+            holder,
+            name: id.name,
+            zone: id.zone,
+            fingerprint: id.fingerprint,
+        })
+    }
+}
+
 /// What certificate sign-in needs (`Idp::with_cert_sign_in`).
 #[derive(Clone)]
 pub struct CertSignIn {

@@ -125,7 +125,8 @@ pub use backchannel::{
 };
 #[cfg(feature = "server")]
 pub use cert_signin::{
-    CertFailure, CertHolder, CertSignIn, ClientCertVerifier, SOFTWARE_KEY_AMR, VerifiedCert,
+    CertFailure, CertHolder, CertSignIn, ClientCertVerifier, SOFTWARE_KEY_AMR, TrustStoreVerifier,
+    VerifiedCert,
 };
 pub use client::{Client, ClientAuthMethod, ClientCredentials, GrantType, STANDARD_SCOPES};
 pub use client_auth::{

@@ -1,7 +1,8 @@
 //! Certificate sign-in over real TLS on loopback port 0: the listener asks for client
 //! certificates (`ClientAuth::Request`), the client presents ones made by the project's `certs`
 //! (a root, the `private` and `external` zone CAs, a CRL of `private`), the chain is verified
-//! with `tianping_certs::verify_client` at the provider's manual clock. Valid hardware and
+//! with the IdP's `TrustStoreVerifier` (`tianping_certs::verify_client`, as `tianping idp serve`
+//! plugs it in) at the provider's manual clock. Valid hardware and
 //! software certificates, revoked, expired, other-zone and unmapped ones, and a stale CRL (failing
 //! closed, and passing when the setting relaxes it), each with its page and audit reason; a
 //! registered device, on which its user still signs in with their own factors, someone else's
@@ -15,20 +16,19 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use tianping_audit::AuditLog;
-use tianping_certs::danger::RevocationLeniency;
 use tianping_certs::{
-    CaCert, CertError, CertKind, CertificateDer, ClientAuth, IssuedCert, KeyAlg, LeafRequest,
-    Revocation, RevokeReason, ServerTlsBuilder, TrustStore, verify_client,
+    CaCert, CertKind, ClientAuth, IssuedCert, KeyAlg, LeafRequest, Revocation, RevokeReason,
+    ServerTlsBuilder, TrustStore,
 };
 use tianping_core::{
     Acr, Algorithm, Clearance, Clock as _, ManualClock, RingSigner, Role, SubjectId, UnixTime,
 };
 use tianping_idp::danger::SeededRandom;
 use tianping_idp::{
-    CertFailure, CertHolder, CertSignIn, Client, ClientAuthMethod, ClientCertVerifier, Court,
-    Device, Devices, Directory, GrantPolicy, GrantType, Idp, IdpParts, KeySet, LockoutPolicy,
-    PasswordParams, PasswordPolicy, Passwords, SessionPolicy, SignInParts, SledStore, Store,
-    TokenIssuer, TotpConfig, TotpCredential, TotpSecret, User, VerifiedCert,
+    CertSignIn, Client, ClientAuthMethod, Court, Device, Devices, Directory, GrantPolicy,
+    GrantType, Idp, IdpParts, KeySet, LockoutPolicy, PasswordParams, PasswordPolicy, Passwords,
+    SessionPolicy, SignInParts, SledStore, Store, TokenIssuer, TotpConfig, TotpCredential,
+    TotpSecret, TrustStoreVerifier, User,
 };
 use tianping_net::{HostSet, ServerHandle, ServerOptions, serve_tls};
 
@@ -39,53 +39,6 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const PASSWORD: &str = "Court-2026a";
 const JUDGE_TOTP: [u8; 20] = [5; 20];
 const DAY: u64 = 86_400;
-
-/// `tianping_certs::verify_client` against the zone's trust store, as the binary plugs it in.
-struct ZoneVerifier(TrustStore);
-
-impl ClientCertVerifier for ZoneVerifier {
-    fn verify(
-        &self,
-        chain: &[Vec<u8>],
-        now: UnixTime,
-        accept_stale_crl: bool,
-    ) -> Result<VerifiedCert, CertFailure> {
-        let chain: Vec<CertificateDer<'static>> = chain
-            .iter()
-            .map(|d| CertificateDer::from(d.clone()))
-            .collect();
-        let trust = if accept_stale_crl {
-            self.0.clone().with_revocation_leniency(RevocationLeniency {
-                accept_stale_crls: true,
-                ..RevocationLeniency::default()
-            })
-        } else {
-            self.0.clone()
-        };
-        let id = verify_client(&chain, &trust, now).map_err(|e| match e {
-            CertError::Revoked => CertFailure::Revoked,
-            CertError::Expired { .. } => CertFailure::Expired,
-            CertError::NotYetValid { .. } => CertFailure::NotYetValid,
-            CertError::UnknownIssuer(_) => CertFailure::OtherZone,
-            CertError::StaleCrl { .. } => CertFailure::StaleCrl,
-            other => CertFailure::Invalid(other.to_string()),
-        })?;
-        let holder = match (id.kind, id.subject) {
-            (CertKind::Client, Some(subject)) => CertHolder::Person {
-                subject,
-                hardware: id.hardware,
-            },
-            (CertKind::Device, _) => CertHolder::Device,
-            (kind, _) => CertHolder::Other(kind.to_string()),
-        };
-        Ok(VerifiedCert {
-            holder,
-            name: id.name,
-            zone: id.zone,
-            fingerprint: id.fingerprint,
-        })
-    }
-}
 
 /// The court PKI of the test: made `10` days before the provider's clock starts.
 struct Pki {
@@ -501,7 +454,7 @@ async fn world(crl_days: u32, accept_stale_crl: bool) -> World {
         self_registration: false,
         totp_issuer: "Tianping".into(),
     };
-    let mut cert = CertSignIn::new(Arc::new(ZoneVerifier(trust)));
+    let mut cert = CertSignIn::new(Arc::new(TrustStoreVerifier::new(trust)));
     cert.accept_stale_crl = accept_stale_crl;
     let idp = Idp::with_sign_in(parts, sign_in).with_cert_sign_in(cert);
     let mut options = ServerOptions::new(HostSet::new([HOST]));

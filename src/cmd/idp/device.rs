@@ -5,20 +5,17 @@
 //! These commands open the IdP's store, so they run on a stopped IdP; on a running one they
 //! say so and change nothing (its control socket does not take device changes yet). Each change
 //! is in the IdP's audit log. A device certificate is registered only once it verifies against
-//! the zone's CA and CRL ([`ZoneCertVerifier`], the verifier certificate sign-in takes too).
+//! the zone's CA and CRL ([`zone_cert_verifier`], the verifier certificate sign-in takes too).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
-use tianping_certs::danger::RevocationLeniency;
-use tianping_certs::{
-    CertError, CertKind, CertificateDer, TrustStore, certs_from_pem, verify_client,
-};
-use tianping_core::{Clock as _, DataDir, SystemClock, UnixTime, ZoneName};
+use tianping_certs::{TrustStore, certs_from_pem};
+use tianping_core::{Clock as _, DataDir, SystemClock, ZoneName};
 use tianping_idp::{
-    CertFailure, CertHolder, ClientCertVerifier, Device, Devices, Directory, VerifiedCert,
+    CertFailure, CertHolder, ClientCertVerifier, Device, Devices, Directory, TrustStoreVerifier,
 };
 
 use super::Paths;
@@ -84,78 +81,25 @@ pub(crate) struct DeviceRef {
     id: String,
 }
 
-/// `tianping_certs::verify_client` against a zone's own trust bundle and its CRL
-/// (`zones/<zone>/trust.pem`, `zones/<zone>/crl/<zone>.pem`), narrowed to the zone's CA: the
-/// verifier of certificate sign-in (`Idp::with_cert_sign_in`) and of a device registered here.
-pub(crate) struct ZoneCertVerifier {
-    trust: TrustStore,
-}
-
-impl ZoneCertVerifier {
-    /// The zone's verifier, from its installed trust bundle and CRL.
-    pub(crate) fn load(dir: &DataDir, zone: &ZoneName) -> miette::Result<Self> {
-        let read = |p: PathBuf| {
-            std::fs::read(&p)
-                .into_diagnostic()
-                .wrap_err_with(|| format!("reading `{}`", p.display()))
-        };
-        let trust_pem = read(dir.zone_trust_bundle(zone))?;
-        let crl = read(dir.zone_crl(zone, zone))?;
-        let trust = TrustStore::from_pem(&trust_pem, &[&crl])
-            .and_then(|t| t.for_zone(zone))
-            .map_err(|e| miette!("zone `{zone}`'s trust bundle and crl: {e}"))?;
-        Ok(Self { trust })
-    }
-}
-
-impl ClientCertVerifier for ZoneCertVerifier {
-    fn verify(
-        &self,
-        chain: &[Vec<u8>],
-        now: UnixTime,
-        accept_stale_crl: bool,
-    ) -> Result<VerifiedCert, CertFailure> {
-        let chain: Vec<CertificateDer<'_>> = chain
-            .iter()
-            .map(|d| CertificateDer::from(d.as_slice()))
-            .collect();
-        // the strict store as loaded; a lenient copy only when a stale CRL is to be accepted
-        let lenient;
-        let trust = if accept_stale_crl {
-            lenient = self
-                .trust
-                .clone()
-                .with_revocation_leniency(RevocationLeniency {
-                    accept_stale_crls: true,
-                    ..RevocationLeniency::default()
-                });
-            &lenient
-        } else {
-            &self.trust
-        };
-        let id = verify_client(&chain, trust, now).map_err(|e| match e {
-            CertError::Revoked => CertFailure::Revoked,
-            CertError::Expired { .. } => CertFailure::Expired,
-            CertError::NotYetValid { .. } => CertFailure::NotYetValid,
-            CertError::UnknownIssuer(_) => CertFailure::OtherZone,
-            CertError::StaleCrl { .. } => CertFailure::StaleCrl,
-            other => CertFailure::Invalid(other.to_string()),
-        })?;
-        let holder = match (id.kind, id.subject) {
-            (CertKind::Client, Some(subject)) => CertHolder::Person {
-                subject,
-                hardware: id.hardware,
-            },
-            (CertKind::Device, _) => CertHolder::Device,
-            (kind, _) => CertHolder::Other(kind.to_string()),
-        };
-        Ok(VerifiedCert {
-            holder,
-            name: id.name,
-            zone: id.zone,
-            fingerprint: id.fingerprint,
-        })
-    }
+/// The zone's certificate verifier ([`TrustStoreVerifier`]) from its own installed trust bundle
+/// and CRL (`zones/<zone>/trust.pem`, `zones/<zone>/crl/<zone>.pem`), narrowed to the zone's
+/// CA: the verifier of certificate sign-in (`Idp::with_cert_sign_in`) and of a device
+/// registered here.
+pub(crate) fn zone_cert_verifier(
+    dir: &DataDir,
+    zone: &ZoneName,
+) -> miette::Result<TrustStoreVerifier> {
+    let read = |p: PathBuf| {
+        std::fs::read(&p)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("reading `{}`", p.display()))
+    };
+    let trust_pem = read(dir.zone_trust_bundle(zone))?;
+    let crl = read(dir.zone_crl(zone, zone))?;
+    let trust = TrustStore::from_pem(&trust_pem, &[&crl])
+        .and_then(|t| t.for_zone(zone))
+        .map_err(|e| miette!("zone `{zone}`'s trust bundle and crl: {e}"))?;
+    Ok(TrustStoreVerifier::new(trust))
 }
 
 fn failure_text(f: &CertFailure) -> String {
@@ -173,7 +117,7 @@ fn failure_text(f: &CertFailure) -> String {
 /// CA, as `certs issue` writes it), once it verifies against the zone's CA and CRL.
 fn device_fingerprint(
     path: &std::path::Path,
-    verifier: &ZoneCertVerifier,
+    verifier: &TrustStoreVerifier,
     zone: &ZoneName,
 ) -> miette::Result<[u8; 32]> {
     let pem = std::fs::read(path)
@@ -236,7 +180,7 @@ pub(crate) fn run(dir: &DataDir, p: &Paths, cmd: DeviceCmd) -> miette::Result<Ex
     let devices = Devices::new(&store);
     match cmd {
         DeviceCmd::Add(a) => {
-            let verifier = ZoneCertVerifier::load(dir, &p.zone)?;
+            let verifier = zone_cert_verifier(dir, &p.zone)?;
             let fingerprint = device_fingerprint(&a.cert, &verifier, &p.zone)?;
             let owner = super::directory::find_user(&Directory::new(&store), &a.user)
                 .map_err(|e| miette!("{e}; nothing changed"))?;

@@ -423,9 +423,9 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         clock,
         keys,
         sign_in,
-        cert_sign_in: tianping_idp::CertSignIn::new(Arc::new(
-            super::device::ZoneCertVerifier::load(dir, zone)?,
-        )),
+        cert_sign_in: tianping_idp::CertSignIn::new(Arc::new(super::device::zone_cert_verifier(
+            dir, zone,
+        )?)),
     })?;
 
     let admin_ip = if zl.address.is_loopback() {
