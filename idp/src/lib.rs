@@ -38,6 +38,9 @@
 //!   `LogoutSender`;
 //! - the directory of courts, users and clients, its rules checked before any write
 //!   ([`Directory`], [`User`], [`Court`]);
+//! - directory updates: signed, versioned records of the directory's changes, filtered by the
+//!   directory flow's terms and checked by one validation function ([`check_update`],
+//!   [`FlowTerms`], [`UpdateBody::sign`]);
 //! - the storage trait ([`Store`]) with an in-memory implementation for tests ([`MemoryStore`])
 //!   and, with the `store` feature, the sled one (`SledStore`), records on the wire codec;
 //! - with the `server` feature, the HTTP endpoints (`Idp`): discovery, JWKS, token (the
@@ -77,6 +80,7 @@ mod client;
 mod client_auth;
 mod device;
 mod directory;
+mod directory_update;
 #[cfg(feature = "server")]
 mod endpoints;
 mod error;
@@ -140,6 +144,11 @@ pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
 pub use device::{Device, Devices};
 pub use directory::{
     Court, Directory, RequiredAction, TotpCredential, User, UserStatus, check_login,
+};
+pub use directory_update::{
+    ATTRIBUTES, CREDENTIALS, Change, DirectoryUpdate, Expect, FlowTerms, MAX_UPDATE,
+    MAX_UPDATE_CHAIN, Record, SignerCheck, UPDATE_CONTEXT, UPDATE_FORMAT, UpdateBody, UpdateKind,
+    UpdateRefusal, UserRecord, check_update,
 };
 pub use error::{ErrorCode, IdpError};
 pub use form::{MAX_FORM_BYTES, Params, encode as form_encode, encode_pairs as form_encode_pairs};
