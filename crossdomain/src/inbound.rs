@@ -215,7 +215,9 @@ impl<'a> Inbound<'a> {
             kind: &m.kind,
             schema: m.schema.as_deref(),
             steps: &steps,
-            max_size: flow.max_size(),
+            max_size: flow
+                .max_size_for(&m.kind, m.schema.as_deref())
+                .unwrap_or(flow.max_size()),
             release: flow.has_release(),
         };
         reproduce(&input)?;

@@ -209,7 +209,9 @@ impl<'a> Outbound<'a> {
             kind: &s.kind,
             schema: s.schema.as_deref(),
             steps: &steps,
-            max_size: flow.max_size(),
+            max_size: flow
+                .max_size_for(&s.kind, s.schema.as_deref())
+                .unwrap_or(flow.max_size()),
             release: flow.has_release(),
         };
         Ok(self.filters.run(&input, payload)?)

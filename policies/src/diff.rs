@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::{ALL_ROLES, CourtCheck, METHODS, Policy, Target, mask_roles};
+use crate::model::{ALL_ROLES, CourtCheck, METHODS, Policy, Target, kind_text, mask_roles};
 use crate::reach::reachable_pairs;
 
 /// One changed rule: its name and its canonical text before and after.
@@ -113,14 +113,7 @@ fn route_text(p: &Policy, i: usize) -> Option<(String, String)> {
 
 fn flow_text(p: &Policy, i: usize) -> Option<(String, String)> {
     let f = p.flows.get(i)?;
-    let kinds: Vec<String> = f
-        .kinds
-        .iter()
-        .map(|(k, s)| match s {
-            Some(s) => format!("{k}({s})"),
-            None => k.to_string(),
-        })
-        .collect();
+    let kinds: Vec<String> = f.kinds.iter().map(kind_text).collect();
     let mut s = format!(
         "flow {} {} -> {}: kinds {}; max-size {}; submitters {}{}; deliver {}",
         f.name,
@@ -132,6 +125,9 @@ fn flow_text(p: &Policy, i: usize) -> Option<(String, String)> {
         if f.machine { ", machine" } else { "" },
         p.services.get(f.deliver)?.name
     );
+    for (k, n) in &f.kind_sizes {
+        s.push_str(&format!("; max-size {n} for {}", kind_text(k)));
+    }
     if let Some(r) = f.rate {
         s.push_str(&format!("; rate {} per {}s", r.count, r.per_secs));
     }

@@ -399,15 +399,13 @@ impl Policy {
             return self.deny(None, Reason::UnknownFlow);
         };
         let rule = Some(f.name.as_str());
-        let kind = Kind::parse(&t.kind);
-        let kind_ok = f.kinds.iter().any(|(k, schema)| {
-            Some(*k) == kind && (schema.is_none() || schema.as_deref() == t.schema.as_deref())
-        });
-        if !kind_ok {
+        let Some(entry) = Kind::parse(&t.kind).and_then(|k| f.kind_of(k, t.schema.as_deref()))
+        else {
             return self.deny(rule, Reason::Kind);
-        }
-        if t.size > f.max_size {
-            return self.deny(rule, Reason::TooLarge { max: f.max_size });
+        };
+        let max = f.size_for(entry);
+        if t.size > max {
+            return self.deny(rule, Reason::TooLarge { max });
         }
         let by_person = role_mask(&t.submitter.roles) & f.submitters != 0;
         if !(by_person || t.submitter.machine && f.machine) {

@@ -39,9 +39,16 @@ impl<'p> FlowInfo<'p> {
     pub fn kinds(&self) -> impl Iterator<Item = (Kind, Option<&'p str>)> + 'p {
         self.flow.kinds.iter().map(|(k, s)| (*k, s.as_deref()))
     }
-    /// The size limit in bytes.
+    /// The size limit in bytes for every payload, whatever its kind.
     pub fn max_size(&self) -> u64 {
         self.flow.max_size
+    }
+    /// The size limit in bytes for a payload of `kind` (with `schema`, for `json`): the
+    /// kind's own (`max-size SIZE for KIND`) or the flow's; `None` when the flow does not carry
+    /// the kind.
+    pub fn max_size_for(&self, kind: &str, schema: Option<&str>) -> Option<u64> {
+        let entry = self.flow.kind_of(Kind::parse(kind)?, schema)?;
+        Some(self.flow.size_for(entry))
     }
     /// The admission limit per submitter, if any.
     pub fn rate(&self) -> Option<Rate> {

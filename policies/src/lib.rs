@@ -55,6 +55,7 @@
 //!                                                    directory-update audit-batch policy-update crl
 //!                                                    trust-bundle
 //!             | "max-size" SIZE                       (20MiB, 10MB, 4096)
+//!             | "max-size" SIZE "for" KIND { "," KIND }   a lower limit for some kinds
 //!             | "submitters" (ROLE | "machine") { "," ... }
 //!             | "deliver" SERVICE                     (a service of the destination zone)
 //!             | "rate" N "per" ("second" | "minute" | "hour" | "day")   (per submitter)
@@ -146,7 +147,7 @@ pub const DEFAULT_SCHEMAS: [(&str, &str); 5] = [
 ];
 
 pub use check::{Checked, check};
-pub use compile::{ATTRIBUTES, CREDENTIALS, SANITIZE_STEPS};
+pub use compile::{ATTRIBUTES, CREDENTIALS, SANITIZE_STEPS, parse_size};
 pub use diag::{Problem, Severity, SourceProblem, Span};
 pub use diff::{Changed, PolicyDiff, diff};
 pub use engine::{Approval, Decision, Outcome, Reason, Subject, Submitter, TransferRequest};

@@ -268,6 +268,36 @@ pub struct Rate {
     pub per_secs: u64,
 }
 
+/// A kind as the policy writes it: `pdf`, `json(filing-form)`.
+pub(crate) fn kind_text((k, schema): &(Kind, Option<String>)) -> String {
+    match schema {
+        Some(s) => format!("{k}({s})"),
+        None => k.to_string(),
+    }
+}
+
+impl Flow {
+    /// The entry of `kinds` a payload of `kind` (with `schema`, for `json`) is carried as: a
+    /// `json` without a schema takes any schema.
+    pub(crate) fn kind_of(
+        &self,
+        kind: Kind,
+        schema: Option<&str>,
+    ) -> Option<&(Kind, Option<String>)> {
+        self.kinds
+            .iter()
+            .find(|(k, s)| *k == kind && (s.is_none() || s.as_deref() == schema))
+    }
+
+    /// The size limit for a payload carried as `entry`: its own, or the flow's.
+    pub(crate) fn size_for(&self, entry: &(Kind, Option<String>)) -> u64 {
+        self.kind_sizes
+            .iter()
+            .find(|(k, _)| k == entry)
+            .map_or(self.max_size, |(_, n)| *n)
+    }
+}
+
 /// What a flow to a lower confidentiality demands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Release {
@@ -285,7 +315,10 @@ pub(crate) struct Flow {
     pub(crate) from_name: ZoneName,
     pub(crate) to_name: ZoneName,
     pub(crate) kinds: Vec<(Kind, Option<String>)>,
+    /// The limit for every payload.
     pub(crate) max_size: u64,
+    /// Lower limits for some of the kinds (`max-size SIZE for KIND`).
+    pub(crate) kind_sizes: Vec<((Kind, Option<String>), u64)>,
     pub(crate) submitters: u32,
     pub(crate) machine: bool,
     pub(crate) deliver: usize,

@@ -245,6 +245,8 @@ pub(crate) struct FlowDecl {
     pub(crate) to: Name,
     pub(crate) kinds: Vec<KindDecl>,
     pub(crate) max_size: Option<Name>,
+    /// `max-size SIZE for KIND, ...`: a lower limit for some of the flow's kinds.
+    pub(crate) kind_sizes: Vec<(Name, Vec<KindDecl>)>,
     pub(crate) submitters: Vec<Name>,
     pub(crate) deliver: Option<Name>,
     pub(crate) rate: Option<(Name, Name)>,
@@ -666,6 +668,7 @@ impl<'s> Parser<'s> {
                         to,
                         kinds: Vec::new(),
                         max_size: None,
+                        kind_sizes: Vec::new(),
                         submitters: Vec::new(),
                         deliver: None,
                         rate: None,
@@ -685,7 +688,20 @@ impl<'s> Parser<'s> {
                                     f.kinds.push(p.kind()?);
                                 }
                             }
-                            "max-size" => f.max_size = Some(p.word("a size such as `20MiB`")?),
+                            "max-size" => {
+                                let size = p.word("a size such as `20MiB`")?;
+                                if p.is_word("for") {
+                                    p.pos += 1;
+                                    let mut kinds = vec![p.kind()?];
+                                    while p.eat_punct(",") {
+                                        p.skip_newlines();
+                                        kinds.push(p.kind()?);
+                                    }
+                                    f.kind_sizes.push((size, kinds));
+                                } else {
+                                    f.max_size = Some(size);
+                                }
+                            }
                             "submitters" => f.submitters.extend(p.word_list("a role")?),
                             "deliver" => f.deliver = Some(p.word("a service name")?),
                             "rate" => {

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use crate::cx::Cx;
 use crate::diag::Problem;
-use crate::model::{ALL_ROLES, Flow, Kind, Rate, Release, role_bit};
-use crate::syntax::{Ast, FlowDecl, ReleaseDecl};
+use crate::model::{ALL_ROLES, Flow, Kind, Rate, Release, kind_text, role_bit};
+use crate::syntax::{Ast, FlowDecl, Name, ReleaseDecl};
 
 use super::{Scope, parse_size, rate_secs};
 
@@ -79,15 +79,9 @@ pub(super) fn flow(cx: &mut Cx, scope: &Scope<'_>, f: &FlowDecl) -> Option<Flow>
             );
             0
         }
-        Some(n) => parse_size(&n.text).unwrap_or_else(|| {
-            cx.err(
-                format!("`{}` is not a size", n.text),
-                n.span,
-                "expected a number with `B`, `KB`, `KiB`, `MB`, `MiB`, `GB` or `GiB`",
-            );
-            0
-        }),
+        Some(n) => size(cx, n),
     };
+    let kind_sizes = kind_sizes(cx, f, &kinds, max_size);
     let mut submitters = 0;
     let mut machine = false;
     for s in &f.submitters {
@@ -218,6 +212,7 @@ pub(super) fn flow(cx: &mut Cx, scope: &Scope<'_>, f: &FlowDecl) -> Option<Flow>
         to_name: to_name.name.clone(),
         kinds,
         max_size,
+        kind_sizes,
         submitters,
         machine,
         deliver,
@@ -229,6 +224,65 @@ pub(super) fn flow(cx: &mut Cx, scope: &Scope<'_>, f: &FlowDecl) -> Option<Flow>
         attributes: f.attributes.iter().map(|n| n.text.clone()).collect(),
         credentials,
     })
+}
+
+/// A size in the policy's units, or an error at its span (and 0).
+fn size(cx: &mut Cx, n: &Name) -> u64 {
+    parse_size(&n.text).unwrap_or_else(|| {
+        cx.err(
+            format!("`{}` is not a size", n.text),
+            n.span,
+            "expected a number with `B`, `KB`, `KiB`, `MB`, `MiB`, `GB` or `GiB`",
+        );
+        0
+    })
+}
+
+/// A flow's `max-size SIZE for KIND, ...` statements: each kind one the flow carries, named
+/// once, its limit no higher than the flow's own (which bounds every payload, whatever its
+/// kind: what a sender spools and a receiver reassembles before the kind is known).
+fn kind_sizes(
+    cx: &mut Cx,
+    f: &FlowDecl,
+    kinds: &[(Kind, Option<String>)],
+    max_size: u64,
+) -> Vec<((Kind, Option<String>), u64)> {
+    let mut out: Vec<((Kind, Option<String>), u64)> = Vec::new();
+    for (n, decls) in &f.kind_sizes {
+        let limit = size(cx, n);
+        if limit > max_size && f.max_size.is_some() {
+            cx.problems.push(
+                Problem::error(
+                    format!(
+                        "`{}` is above flow `{}`'s own `max-size`",
+                        n.text, f.name.text
+                    ),
+                    n.span,
+                    "a kind's limit can only be lower",
+                )
+                .with_help("the flow's `max-size` bounds every payload it carries; raise it first"),
+            );
+        }
+        for d in decls {
+            let Some(k) = cx.kind(d) else { continue };
+            if !kinds.contains(&k) {
+                cx.err(
+                    format!("flow `{}` carries no `{}`", f.name.text, kind_text(&k)),
+                    d.name.span,
+                    "not one of the flow's `kinds`",
+                );
+            } else if out.iter().any(|(seen, _)| *seen == k) {
+                cx.err(
+                    format!("flow `{}` limits `{}` twice", f.name.text, kind_text(&k)),
+                    d.name.span,
+                    "a second limit for this kind",
+                );
+            } else {
+                out.push((k, limit));
+            }
+        }
+    }
+    out
 }
 
 /// A flow's `release { ... }` terms.

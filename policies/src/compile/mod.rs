@@ -117,8 +117,9 @@ pub(crate) fn build(cx: &mut Cx, ast: &Ast, file: &str, src: &Arc<str>) -> Optio
     })
 }
 
-/// Parses `20MiB`, `10MB`, `512KiB`, `4096`.
-pub(crate) fn parse_size(s: &str) -> Option<u64> {
+/// A size as a policy writes it: `20MiB`, `10MB`, `512KiB`, `4096` (bytes); `None` for
+/// anything else, or a size over `u64`.
+pub fn parse_size(s: &str) -> Option<u64> {
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     let (num, unit) = s.split_at(digits);
     let n: u64 = num.parse().ok()?;
