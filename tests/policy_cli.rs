@@ -36,6 +36,56 @@ fn check_default_policy_exits_zero() {
     assert!(text(&out.stdout).contains("ok, 0 error(s), 0 warning(s); sha256 "));
 }
 
+/// With less memory for the filters than the default policy's limits assume, `policy check`
+/// warns at each `max-size` whose payload a filter could not hold, names the kind and the
+/// memory it needs, and still exits zero (a warning, not an error).
+#[test]
+fn check_warns_where_a_filter_would_need_more_memory_than_the_node_gives() {
+    let p = default_policy();
+    let policy = std::fs::read_to_string(&p).unwrap();
+    let out = tianping(&[
+        "policy",
+        "check",
+        "--filter-memory",
+        "1GiB",
+        p.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    // online-filing: a 50 MiB PDF needs 3.5 GiB, a 500 MiB video 1.5 GiB.
+    let filing = line_of(&policy, "  max-size 50MiB for pdf");
+    assert!(
+        err.contains("flow `online-filing`: a `pdf` of up to 50 MiB needs up to 3.5 GiB of memory"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("default.tp:{filing}:")), "{err}");
+    assert!(
+        err.contains("flow `online-filing`: a `mp4` of up to 500 MiB needs up to 1.5 GiB"),
+        "{err}"
+    );
+    // A receipt's filter streams: never warned about.
+    assert!(!err.contains("`receipt`"), "{err}");
+    let warnings = err.matches("needs up to").count();
+    assert!(
+        text(&out.stdout).contains(&format!("ok, 0 error(s), {warnings} warning(s)")),
+        "{}",
+        text(&out.stdout)
+    );
+    let bad = tianping(&[
+        "policy",
+        "check",
+        "--filter-memory",
+        "lots",
+        p.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("`lots` is not a size"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
 /// A data folder made by `tianping init`, its `fabric.toml` rewritten by `edit`, and that path.
 fn init_fabric(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

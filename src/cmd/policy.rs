@@ -24,6 +24,11 @@ pub(crate) enum PolicyCmd {
         /// no binding of a service the policy does not declare.
         #[arg(long, value_name = "FILE")]
         fabric: Option<PathBuf>,
+        /// The memory an exchange node gives its filters (`4GiB`, `512MiB`): a warning for each
+        /// flow whose `max-size` lets through a payload of some kind that the kind's filter
+        /// would need more memory than this to check and rebuild.
+        #[arg(long, value_name = "SIZE", default_value = DEFAULT_FILTER_MEMORY, value_parser = size_arg)]
+        filter_memory: u64,
     },
     /// Run the tests written beside the policy.
     Test {
@@ -132,6 +137,26 @@ pub(crate) struct ExplainArgs {
     machine: bool,
 }
 
+/// The memory an exchange node gives its filters unless told otherwise: a quarter of a 16 GiB
+/// node, so that the spool's and the store's caches and a second transfer filtered at the same
+/// time still fit.
+const DEFAULT_FILTER_MEMORY: &str = "4GiB";
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    tianping_policies::parse_size(s)
+        .ok_or_else(|| format!("`{s}` is not a size (`4GiB`, `512MiB`, `1000000`)"))
+}
+
+/// Adds `policy check`'s memory warnings: each kind's limit against the memory its filter
+/// would hold for a payload that large. The filters' bounds are the same in every zone (they
+/// depend on the filters' limits, not on the zone's installed state), so one zone's set says.
+fn warn_memory(data: &Path, c: &mut Checked, budget: u64) -> miette::Result<()> {
+    let zone: tianping_core::ZoneName = "private".parse().into_diagnostic()?;
+    let filters = crate::filters::zone_filters(&tianping_core::DataDir::new(data), &zone)?;
+    c.warn_memory(budget, |kind, size| filters.memory_for(kind, size));
+    Ok(())
+}
+
 fn read(file: &Path) -> miette::Result<String> {
     std::fs::read_to_string(file)
         .into_diagnostic()
@@ -208,10 +233,15 @@ fn summary(c: &Checked) -> String {
     format!("{e} error(s), {w} warning(s)")
 }
 
-pub(crate) fn run(_data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
+pub(crate) fn run(data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
     match cmd {
-        PolicyCmd::Check { file, fabric } => {
-            let c = checked(&file)?;
+        PolicyCmd::Check {
+            file,
+            fabric,
+            filter_memory,
+        } => {
+            let mut c = checked(&file)?;
+            warn_memory(data, &mut c, filter_memory)?;
             eprint!("{}", c.render());
             if let (Some(fabric), Some(p)) = (fabric, c.policy()) {
                 let fabric = Fabric::load(&fabric).map_err(miette::Report::new)?;

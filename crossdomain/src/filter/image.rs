@@ -50,6 +50,17 @@ impl Default for ImageLimits {
     }
 }
 
+impl ImageLimits {
+    /// The input and the new file, and the decoded pixels: at most `max_pixels` of at most 8
+    /// bytes (RGBA, 16 bits a channel), whatever the file's length.
+    fn memory(&self) -> MemoryBound {
+        MemoryBound::Linear {
+            per_byte: 2,
+            plus: self.max_pixels.saturating_mul(8),
+        }
+    }
+}
+
 /// What the header says.
 struct Header {
     width: u32,
@@ -207,8 +218,7 @@ impl Filter for PngFilter {
     }
 
     fn memory(&self) -> MemoryBound {
-        // Decoded pixels (at most the ratio times the input), the input and the new file.
-        MemoryBound::Proportional(self.limits.max_ratio.saturating_add(2))
+        self.limits.memory()
     }
 
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
@@ -358,7 +368,7 @@ impl Filter for JpegFilter {
     }
 
     fn memory(&self) -> MemoryBound {
-        MemoryBound::Proportional(self.limits.max_ratio.saturating_add(2))
+        self.limits.memory()
     }
 
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {

@@ -118,6 +118,28 @@ pub enum MemoryBound {
     Streaming(u64),
     /// The filter holds the whole input: at most this many times its length.
     Proportional(u32),
+    /// The filter holds the input and what it makes of it, `per_byte` times its length, and
+    /// besides them at most `plus` bytes whatever the input's size (decoded pixels,
+    /// uncompressed parts: bounded by limits of their own).
+    Linear {
+        /// Bytes held per byte of input.
+        per_byte: u32,
+        /// Bytes held besides, at most.
+        plus: u64,
+    },
+}
+
+impl MemoryBound {
+    /// The most bytes the filter holds to check and rebuild a payload of `size` bytes.
+    pub fn for_size(self, size: u64) -> u64 {
+        match self {
+            Self::Streaming(n) => n,
+            Self::Proportional(k) => size.saturating_mul(u64::from(k)),
+            Self::Linear { per_byte, plus } => size
+                .saturating_mul(u64::from(per_byte))
+                .saturating_add(plus),
+        }
+    }
 }
 
 /// What the flow asks of a filter run.
@@ -191,6 +213,12 @@ impl Filters {
     /// The filter for `kind`, if one is registered.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Filter>> {
         self.by_kind.get(kind)
+    }
+
+    /// The most bytes the filter of `kind` holds to check and rebuild a payload of `size`
+    /// bytes ([`MemoryBound::for_size`]); `None` when no filter is registered for the kind.
+    pub fn memory_for(&self, kind: &str, size: u64) -> Option<u64> {
+        self.get(kind).map(|f| f.memory().for_size(size))
     }
 
     /// The kinds with a filter, in order.

@@ -621,11 +621,12 @@ impl Filter for OfdFilter {
     }
 
     fn memory(&self) -> MemoryBound {
-        // The archive, its parts uncompressed (at most the ratio times their compressed
-        // size, and never over `max_total`), and the rebuilt archive.
-        MemoryBound::Proportional(
-            u32::try_from(self.limits.max_ratio.saturating_add(2)).unwrap_or(u32::MAX),
-        )
+        // The archive and the rebuilt archive, and its parts uncompressed (never over
+        // `max_total`, whatever the archive's length).
+        MemoryBound::Linear {
+            per_byte: 2,
+            plus: self.limits.max_total,
+        }
     }
 
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
