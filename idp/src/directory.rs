@@ -12,7 +12,12 @@ use std::fmt;
 use tianping_core::{Acr, Amr, Clearance, CourtCode, Role, SubjectId, UnixTime, ZoneName};
 
 use crate::IdpError;
+use crate::account::EndedSession;
 use crate::client::Client;
+use crate::directory_update::{
+    Change, Expect, FlowTerms, Record, UpdateBody, UpdateKind, UpdateRefusal, UserRecord,
+    check_update,
+};
 use crate::password::{PasswordRecord, Passwords};
 use crate::random::Random;
 use crate::store::Store;
@@ -484,6 +489,226 @@ impl<'a> Directory<'a> {
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
     }
+}
+
+// ---- replication (DESIGN §5: one directory for every zone)
+
+/// Why an update was not applied: a refusal of the update (nothing changed), or the store's
+/// error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The update was refused: the check that failed.
+    #[error(transparent)]
+    Refused(#[from] UpdateRefusal),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] IdpError),
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Versions applied: after `since`, up to `until`.
+    pub since: u64,
+    /// The last version applied now.
+    pub until: u64,
+    /// Courts and users written.
+    pub changed: Vec<String>,
+    /// Records that changed nothing (applied before, or equal).
+    pub unchanged: usize,
+    /// The sessions ended (disabled accounts, roles taken away, certificates revoked), their
+    /// refresh families revoked and their clients' back-channel logouts queued.
+    pub ended: Vec<EndedSession>,
+}
+
+/// The key under which the last version applied from a source is kept.
+pub fn applied_key(kind: UpdateKind, source: &ZoneName) -> String {
+    format!("{}:{source}", kind.as_str())
+}
+
+/// The update of the directory's changes after version `since`, for zone `to`, with only what
+/// `terms` lets go (for registrations: only `p-` subjects, no courts); sign it with
+/// [`UpdateBody::sign`].
+pub fn export_update(
+    store: &dyn Store,
+    kind: UpdateKind,
+    source: &ZoneName,
+    to: &ZoneName,
+    since: u64,
+    terms: &FlowTerms,
+    now: UnixTime,
+) -> Result<UpdateBody, IdpError> {
+    let (changes, latest) = store.changes_since(since)?;
+    if since > latest {
+        return Err(IdpError::Directory(format!(
+            "version {since} is after the directory's latest, {latest}"
+        )));
+    }
+    let devices = store.devices()?;
+    let mut records = Vec::new();
+    for (version, key) in changes {
+        let change = if let Some(code) = key.strip_prefix("court:") {
+            if kind == UpdateKind::Registration || !terms.allows_attribute("court") {
+                continue;
+            }
+            let code: CourtCode = code
+                .parse()
+                .map_err(|_| IdpError::Store(format!("a change names court `{code}`")))?;
+            match store.court(&code)? {
+                Some(c) => Change::Court(c),
+                None => continue,
+            }
+        } else if let Some(sub) = key.strip_prefix("user:") {
+            if kind == UpdateKind::Registration && !sub.starts_with("p-") {
+                continue;
+            }
+            let sub: SubjectId = sub
+                .parse()
+                .map_err(|_| IdpError::Store(format!("a change names user `{sub}`")))?;
+            let Some(user) = store.user(&sub)? else {
+                continue;
+            };
+            match terms.filter(&UserRecord::from_user(&user, &devices)) {
+                Some(r) => Change::User(r),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        records.push(Record { version, change });
+    }
+    Ok(UpdateBody {
+        kind,
+        source: source.clone(),
+        to: to.clone(),
+        since,
+        until: latest,
+        time: now,
+        records,
+    })
+}
+
+/// Applies a directory update in order, once: checked by [`check_update`] against the last
+/// version applied from its source (a gap, a replay, a forgery, another signer or what the flow
+/// does not allow refuse it whole, changing nothing), then each record after that version
+/// written if it changes anything. An account disabled, a role taken away or a device
+/// (certificate) removed ends the account's sessions here, revokes their refresh families and
+/// queues back-channel logout to their clients.
+pub fn apply_update(
+    store: &dyn Store,
+    bytes: &[u8],
+    expect: &Expect<'_>,
+    now: UnixTime,
+    rng: &dyn Random,
+) -> Result<Applied, ApplyError> {
+    let key = applied_key(expect.kind, expect.source);
+    let last = store.applied_version(&key)?;
+    let update = check_update(
+        bytes,
+        &Expect {
+            last_applied: Some(last),
+            ..*expect
+        },
+    )?;
+    let body = &update.body;
+    let mut changed = Vec::new();
+    let mut unchanged = 0;
+    let mut revoke = Vec::new();
+    // every record is made first, so one that cannot be applied refuses the update whole
+    let mut users = Vec::new();
+    for rec in body.records.iter().filter(|r| r.version > last) {
+        if let Change::User(u) = &rec.change {
+            let before = store.user(&u.sub)?;
+            let (mut after, devices) = u.to_user(before.as_ref(), now)?;
+            if before.is_none() && expect.kind == UpdateKind::Registration {
+                after.roles = vec![Role::Public];
+            }
+            after
+                .check()
+                .map_err(|e| UpdateRefusal::Malformed(format!("user `{}`: {e}", after.sub)))?;
+            users.push((before, after, devices));
+        }
+    }
+    let mut users = users.into_iter();
+    for rec in body.records.iter().filter(|r| r.version > last) {
+        match &rec.change {
+            Change::Court(c) => {
+                if store.court(&c.code)?.as_ref() == Some(c) {
+                    unchanged += 1;
+                } else {
+                    store.put_court(c)?;
+                    changed.push(format!("court:{}", c.code));
+                }
+            }
+            Change::User(_) => {
+                let Some((before, after, devices)) = users.next() else {
+                    continue;
+                };
+                let dir = Directory::new(store);
+                dir.check_court(after.court.as_ref())?;
+                let mut did = false;
+                match &before {
+                    None => {
+                        store.insert_user(&after)?;
+                        did = true;
+                    }
+                    Some(b) if *b != after => {
+                        store.update_user(&after.sub, &mut |_| after.clone())?;
+                        did = true;
+                    }
+                    Some(_) => {}
+                }
+                let mut devices_removed = false;
+                if let Some(list) = devices {
+                    let mine: Vec<_> = store
+                        .devices()?
+                        .into_iter()
+                        .filter(|d| d.owner == after.sub)
+                        .collect();
+                    for d in &mine {
+                        if !list.iter().any(|n| n.fingerprint == d.fingerprint) {
+                            store.remove_device(&d.fingerprint)?;
+                            devices_removed = true;
+                            did = true;
+                        }
+                    }
+                    for n in list {
+                        if !mine.contains(&n) {
+                            store.put_device(&n)?;
+                            did = true;
+                        }
+                    }
+                }
+                let ends = before.as_ref().is_some_and(|b| {
+                    (b.is_enabled() && !after.is_enabled())
+                        || b.roles.iter().any(|r| !after.roles.contains(r))
+                }) || devices_removed;
+                if ends {
+                    revoke.push(after.sub.clone());
+                }
+                if did {
+                    changed.push(format!("user:{}", after.sub));
+                } else {
+                    unchanged += 1;
+                }
+            }
+        }
+    }
+    let mut ended = Vec::new();
+    for sub in revoke {
+        for e in crate::account::logout_account(store, crate::GrantPolicy::default(), &sub)? {
+            crate::backchannel::queue_logouts(store, &e, now, rng)?;
+            ended.push(e);
+        }
+    }
+    store.set_applied_version(&key, body.until)?;
+    Ok(Applied {
+        since: last,
+        until: body.until,
+        changed,
+        unchanged,
+        ended,
+    })
 }
 
 #[cfg(test)]

@@ -835,20 +835,6 @@ pub fn check_update(bytes: &[u8], expect: &Expect<'_>) -> Result<DirectoryUpdate
                 expect.source
             ))
         })?;
-    if let Some(last) = expect.last_applied {
-        if b.since > last {
-            return Err(UpdateRefusal::Gap {
-                last,
-                since: b.since,
-            });
-        }
-        if b.until <= last {
-            return Err(UpdateRefusal::Replay {
-                last,
-                until: b.until,
-            });
-        }
-    }
     for rec in &b.records {
         match &rec.change {
             Change::Court(c) => {
@@ -874,6 +860,20 @@ pub fn check_update(bytes: &[u8], expect: &Expect<'_>) -> Result<DirectoryUpdate
                 }
                 expect.terms.check(u)?;
             }
+        }
+    }
+    if let Some(last) = expect.last_applied {
+        if b.since > last {
+            return Err(UpdateRefusal::Gap {
+                last,
+                since: b.since,
+            });
+        }
+        if b.until <= last {
+            return Err(UpdateRefusal::Replay {
+                last,
+                until: b.until,
+            });
         }
     }
     Ok(update)

@@ -143,7 +143,8 @@ pub use client_auth::{
 pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
 pub use device::{Device, Devices};
 pub use directory::{
-    Court, Directory, RequiredAction, TotpCredential, User, UserStatus, check_login,
+    Applied, ApplyError, Court, Directory, RequiredAction, TotpCredential, User, UserStatus,
+    applied_key, apply_update, check_login, export_update,
 };
 pub use directory_update::{
     ATTRIBUTES, CREDENTIALS, Change, DirectoryUpdate, Expect, FlowTerms, MAX_UPDATE,

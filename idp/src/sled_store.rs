@@ -24,7 +24,10 @@ use crate::grants::{CodeRecord, FamilyId, RefreshFamily};
 use crate::lockout::LockoutState;
 use crate::records;
 use crate::session::Session;
-use crate::store::{Flushed, Records, Store, TryUpdate, Update, keys_changed};
+use crate::store::{
+    Flushed, Records, Store, TryUpdate, Update, court_change, keys_changed, latest_changes,
+    user_change,
+};
 
 /// A [`Store`] in a sled database folder.
 #[derive(Debug, Clone)]
@@ -50,6 +53,12 @@ pub struct SledStore {
     sign_ins: sled::Tree,
     /// Back-channel logout: clients' registrations and deliveries waiting.
     backchannel: sled::Tree,
+    /// The directory's change log: each version (big-endian) with the key of what changed;
+    /// `meta` keeps the latest version.
+    changes: sled::Tree,
+    /// The latest change version (`version`), and the last version applied from each source
+    /// (`applied:<source>`), each big-endian.
+    meta: sled::Tree,
     group: Arc<GroupFlush>,
 }
 
@@ -176,6 +185,8 @@ impl SledStore {
             assertions: tree("assertions")?,
             sign_ins: tree("sign_ins")?,
             backchannel: tree("backchannel")?,
+            changes: tree("changes")?,
+            meta: tree("meta")?,
             group: Arc::new(GroupFlush {
                 db: db.clone(),
                 state: Mutex::new(FlushState::default()),
@@ -258,7 +269,8 @@ impl SledStore {
 
 impl Store for SledStore {
     fn put_device(&self, device: &Device) -> Result<(), IdpError> {
-        self.put(&self.devices, &device.fingerprint, device.encode()?)
+        self.put(&self.devices, &device.fingerprint, device.encode()?)?;
+        self.note_change(&user_change(&device.owner)).map(drop)
     }
 
     fn device_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<Device>, IdpError> {
@@ -270,8 +282,14 @@ impl Store for SledStore {
     }
 
     fn remove_device(&self, fingerprint: &[u8; 32]) -> Result<(), IdpError> {
-        self.devices.remove(fingerprint).map_err(err)?;
-        self.flush()
+        let gone = self.devices.remove(fingerprint).map_err(err)?;
+        self.flush()?;
+        match gone {
+            Some(b) => self
+                .note_change(&user_change(&Device::decode(&b)?.owner))
+                .map(drop),
+            None => Ok(()),
+        }
     }
 
     fn put_code(&self, key: [u8; 32], record: CodeRecord) -> Result<(), IdpError> {
@@ -489,7 +507,8 @@ impl Store for SledStore {
             &self.courts,
             court.code.as_str().as_bytes(),
             records::encode_court(court)?,
-        )
+        )?;
+        self.note_change(&court_change(&court.code)).map(drop)
     }
 
     fn court(&self, code: &CourtCode) -> Result<Option<Court>, IdpError> {
@@ -525,7 +544,10 @@ impl Store for SledStore {
             Ok(())
         });
         match done {
-            Ok(()) => self.flush(),
+            Ok(()) => {
+                self.flush()?;
+                self.note_change(&user_change(&user.sub)).map(drop)
+            }
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(err(e)),
         }
@@ -546,7 +568,12 @@ impl Store for SledStore {
         )?;
         match refused {
             Some(e) => Err(e),
-            None => Ok(before),
+            None => {
+                if before.is_some() {
+                    self.note_change(&user_change(sub))?;
+                }
+                Ok(before)
+            }
         }
     }
 
@@ -690,5 +717,59 @@ impl Store for SledStore {
                 Ok((k.to_vec(), v.to_vec()))
             })
             .collect()
+    }
+
+    fn note_change(&self, key: &str) -> Result<u64, IdpError> {
+        let next = self
+            .meta
+            .update_and_fetch(b"version", |old| {
+                let n = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(n.saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(err)?;
+        let v = next
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        self.put(&self.changes, &v.to_be_bytes(), key.as_bytes().to_vec())?;
+        Ok(v)
+    }
+
+    fn changes_since(&self, since: u64) -> Result<(Vec<(u64, String)>, u64), IdpError> {
+        let latest = self
+            .meta
+            .get(b"version")
+            .map_err(err)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let mut log = Vec::new();
+        for item in self.changes.range(since.saturating_add(1).to_be_bytes()..) {
+            let (k, v) = item.map_err(err)?;
+            let version = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| IdpError::Store("a change version is not 8 bytes".into()))?;
+            let key = String::from_utf8(v.to_vec())
+                .map_err(|_| IdpError::Store("a change key is not UTF-8".into()))?;
+            log.push((version, key));
+        }
+        Ok((latest_changes(log.into_iter()), latest))
+    }
+
+    fn applied_version(&self, source: &str) -> Result<u64, IdpError> {
+        Ok(self
+            .meta
+            .get(format!("applied:{source}").as_bytes())
+            .map_err(err)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    fn set_applied_version(&self, source: &str, version: u64) -> Result<(), IdpError> {
+        self.put(
+            &self.meta,
+            format!("applied:{source}").as_bytes(),
+            version.to_be_bytes().to_vec(),
+        )
     }
 }

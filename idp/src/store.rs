@@ -197,6 +197,41 @@ pub trait Store: Send + Sync {
     fn remove_backchannel(&self, key: &[u8]) -> Result<(), IdpError>;
     /// The back-channel logout records whose keys start with `prefix`, in key order.
     fn backchannel_records(&self, prefix: &[u8]) -> Result<Records, IdpError>;
+
+    /// Numbers a change of the directory (versions 1, 2, … in the order of the calls, never
+    /// reused): `key` names what changed (`court:<code>`, `user:<sub>`). The stores call it
+    /// themselves after every write of a court, a user or a device (a device's change is its
+    /// owner's), so every path that changes the directory is numbered.
+    fn note_change(&self, key: &str) -> Result<u64, IdpError>;
+    /// The changes after version `since`, each key once with its latest version, by version,
+    /// and the latest version of all.
+    fn changes_since(&self, since: u64) -> Result<(Vec<(u64, String)>, u64), IdpError>;
+    /// The last version applied from directory updates of `source` (0: none).
+    fn applied_version(&self, source: &str) -> Result<u64, IdpError>;
+    /// Keeps the last version applied from `source`, durably.
+    fn set_applied_version(&self, source: &str, version: u64) -> Result<(), IdpError>;
+}
+
+/// The change key of a court.
+pub(crate) fn court_change(code: &CourtCode) -> String {
+    format!("court:{code}")
+}
+
+/// The change key of a user (and of their devices).
+pub(crate) fn user_change(sub: &SubjectId) -> String {
+    format!("user:{sub}")
+}
+
+/// The changes after `since` from a log of `(version, key)` in version order: each key once,
+/// with its latest version, by version.
+pub(crate) fn latest_changes(log: impl Iterator<Item = (u64, String)>) -> Vec<(u64, String)> {
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    for (v, k) in log {
+        latest.insert(k, v);
+    }
+    let mut out: Vec<(u64, String)> = latest.into_iter().map(|(k, v)| (v, k)).collect();
+    out.sort();
+    out
 }
 
 /// The refusal for an update that would change a user's keys.
@@ -223,6 +258,10 @@ pub struct MemoryStore {
     assertions: Mutex<HashMap<(String, String), UnixTime>>,
     sign_ins: Mutex<HashMap<[u8; 32], Vec<u8>>>,
     backchannel: Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// The directory's change log: the latest version, and the key of each version.
+    changes: Mutex<(u64, std::collections::BTreeMap<u64, String>)>,
+    /// The last version applied from each source.
+    applied: Mutex<HashMap<String, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, IdpError> {
@@ -258,7 +297,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn put_device(&self, device: &Device) -> Result<(), IdpError> {
         lock(&self.devices)?.insert(device.fingerprint, device.clone());
-        Ok(())
+        self.note_change(&user_change(&device.owner)).map(drop)
     }
 
     fn device_by_fingerprint(&self, fingerprint: &[u8; 32]) -> Result<Option<Device>, IdpError> {
@@ -270,8 +309,11 @@ impl Store for MemoryStore {
     }
 
     fn remove_device(&self, fingerprint: &[u8; 32]) -> Result<(), IdpError> {
-        lock(&self.devices)?.remove(fingerprint);
-        Ok(())
+        let gone = lock(&self.devices)?.remove(fingerprint);
+        match gone {
+            Some(d) => self.note_change(&user_change(&d.owner)).map(drop),
+            None => Ok(()),
+        }
     }
 
     fn put_code(&self, key: [u8; 32], record: CodeRecord) -> Result<(), IdpError> {
@@ -357,7 +399,7 @@ impl Store for MemoryStore {
 
     fn put_court(&self, court: &Court) -> Result<(), IdpError> {
         lock(&self.courts)?.insert(court.code.clone(), court.clone());
-        Ok(())
+        self.note_change(&court_change(&court.code)).map(drop)
     }
 
     fn court(&self, code: &CourtCode) -> Result<Option<Court>, IdpError> {
@@ -385,7 +427,8 @@ impl Store for MemoryStore {
         }
         by_login.insert(user.login.clone(), user.sub.clone());
         by_sub.insert(user.sub.clone(), user.clone());
-        Ok(())
+        drop(guard);
+        self.note_change(&user_change(&user.sub)).map(drop)
     }
 
     fn update_user(&self, sub: &SubjectId, f: Update<'_, User>) -> Result<Option<User>, IdpError> {
@@ -399,6 +442,8 @@ impl Store for MemoryStore {
             return Err(e);
         }
         *rec = after;
+        drop(guard);
+        self.note_change(&user_change(sub))?;
         Ok(Some(before))
     }
 
@@ -500,5 +545,30 @@ impl Store for MemoryStore {
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())
+    }
+    fn note_change(&self, key: &str) -> Result<u64, IdpError> {
+        let mut log = lock(&self.changes)?;
+        log.0 += 1;
+        let v = log.0;
+        log.1.insert(v, key.to_owned());
+        Ok(v)
+    }
+
+    fn changes_since(&self, since: u64) -> Result<(Vec<(u64, String)>, u64), IdpError> {
+        let log = lock(&self.changes)?;
+        let after = log
+            .1
+            .range(since.saturating_add(1)..)
+            .map(|(v, k)| (*v, k.clone()));
+        Ok((latest_changes(after), log.0))
+    }
+
+    fn applied_version(&self, source: &str) -> Result<u64, IdpError> {
+        Ok(lock(&self.applied)?.get(source).copied().unwrap_or(0))
+    }
+
+    fn set_applied_version(&self, source: &str, version: u64) -> Result<(), IdpError> {
+        lock(&self.applied)?.insert(source.to_owned(), version);
+        Ok(())
     }
 }
