@@ -413,8 +413,25 @@ fn prompt(what: &str) -> miette::Result<String> {
     Ok(first)
 }
 
+/// Refuses a new account outside `private`, where subject ids are assigned (DESIGN §8), but
+/// for a public registration's `p-` id in `internet`: other zones' accounts arrive by
+/// directory updates (`tianping idp directory apply`).
+pub(crate) fn check_assigns(zone: &str, op: &Op) -> Result<(), String> {
+    let Op::UserAdd { sub, .. } = op else {
+        return Ok(());
+    };
+    if zone == super::replicate::AUTHORITY || (zone == "internet" && sub.starts_with("p-")) {
+        return Ok(());
+    }
+    Err(format!(
+        "subject ids are assigned by the directory authority in `{}`: add `{sub}` there and replicate it to `{zone}` (`tianping idp directory export --to {zone}`); only public registrations (`p-` ids) are made in `internet`",
+        super::replicate::AUTHORITY
+    ))
+}
+
 /// Runs a directory command: through the running IdP, else on the store.
 pub(crate) fn run_op(p: &Paths, op: Op) -> miette::Result<Value> {
+    check_assigns(p.zone.as_str(), &op).map_err(|e| miette!("{e}; nothing changed"))?;
     if let Some(live) = Live::find(&p.socket)? {
         return live.post("/directory", &serde_json::to_value(&op).into_diagnostic()?);
     }

@@ -18,6 +18,7 @@ use tianping_idp::{KeyDir, SledStore, TokenIssuer};
 mod control;
 mod device;
 mod directory;
+mod replicate;
 mod serve;
 
 /// `tianping idp ...`
@@ -42,6 +43,9 @@ pub(crate) enum IdpCmd {
     /// Court-issued devices registered to a user (their device certificates).
     #[command(subcommand)]
     Device(device::DeviceCmd),
+    /// Directory replication: signed updates exported for a zone, and applied.
+    #[command(subcommand)]
+    Directory(replicate::DirectoryCmd),
 }
 
 /// A zone.
@@ -209,6 +213,10 @@ pub(crate) fn run(data: &Path, cmd: IdpCmd) -> miette::Result<ExitCode> {
         IdpCmd::Device(c) => {
             let zone = c.zone().clone();
             device::run(&dir, &zone_of(&zone)?, c)
+        }
+        IdpCmd::Directory(c) => {
+            let zone = c.zone()?;
+            replicate::run(&dir, &fabric, &zone_of(&zone)?, c)
         }
     }
 }

@@ -127,6 +127,7 @@ impl LiveIdp {
     fn directory(&self, op: &Op) -> Result<Value, String> {
         let template = self.template.lock().map_err(|_| "poisoned".to_owned())?;
         let t = template.as_ref().ok_or("the provider is not started yet")?;
+        super::directory::check_assigns(&t.zone, op)?;
         let answer = execute(&*t.store, op)?;
         if !op.reads() {
             for e in audit_events(&t.zone, op, &answer, t.clock.now()) {
@@ -212,7 +213,7 @@ impl Handler for Front {
 }
 
 /// The control socket: status (open) and key rotation.
-struct ControlHandler(Arc<LiveIdp>);
+struct ControlHandler(Arc<LiveIdp>, Arc<super::replicate::Replicator>);
 
 fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     let mut r = Response::new(full(v.to_string()));
@@ -227,9 +228,39 @@ fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
 impl Handler for ControlHandler {
     fn call(&self, req: Request<Body>) -> BoxFuture {
         let live = Arc::clone(&self.0);
+        let replicator = Arc::clone(&self.1);
         Box::pin(async move {
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             match (method.as_str(), path.as_str()) {
+                ("POST", "/directory/apply" | "/idp/v1/directory-update" | "/directory/export") => {
+                    let body = req.into_body().bytes().await.unwrap_or_default();
+                    let parts = live.template.lock().ok().and_then(|t| {
+                        t.as_ref()
+                            .map(|t| (Arc::clone(&t.store), Arc::clone(&t.audit)))
+                    });
+                    let Some((store, audit)) = parts else {
+                        return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+                    };
+                    let r = tokio::task::spawn_blocking(move || {
+                        super::replicate::handle(&replicator, &*store, &audit, &path, &body)
+                    })
+                    .await;
+                    match r {
+                        Ok((status, content_type, body)) => {
+                            let mut resp = Response::new(full(body));
+                            *resp.status_mut() =
+                                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                            resp.headers_mut().insert(
+                                http::header::CONTENT_TYPE,
+                                http::HeaderValue::from_static(content_type),
+                            );
+                            resp
+                        }
+                        Err(_) => {
+                            plain(StatusCode::INTERNAL_SERVER_ERROR, "directory task failed\n")
+                        }
+                    }
+                }
                 ("GET", "/status") => {
                     let issuer = live
                         .template
@@ -446,7 +477,10 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     let control = serve_control_with(
         &p.socket,
         ControlOptions::new(&[]),
-        ControlHandler(Arc::clone(&live)),
+        ControlHandler(
+            Arc::clone(&live),
+            Arc::new(super::replicate::Replicator::new(dir, fabric, zone)),
+        ),
     )
     .await
     .into_diagnostic()?;
