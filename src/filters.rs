@@ -29,6 +29,7 @@ pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Fil
     f.register(Arc::new(Mp4Filter::default()));
     f.register(Arc::new(ReceiptFilter::new()));
     f.register(Arc::new(AuditBatchFilter));
+    f.register(Arc::new(DirectoryUpdateFilter::new(dir, zone)));
     f.register(Arc::new(crate::install_filters::PolicyUpdateFilter::new(
         dir, zone,
     )));
@@ -92,6 +93,93 @@ impl Filter for AuditBatchFilter {
     }
 }
 
+/// `directory-update`: a signed directory update (`tianping_idp::check_update`), checked in
+/// the zone the filter runs in (the sender's or the receiver's) against that zone's policy copy
+/// (the directory flow from the update's source to its destination: its accounts, attributes
+/// and credentials) and trust bundle (signed by the source zone's IdP). The versions are the
+/// receiving IdP's to check: the exchange keeps no directory state. Passed as the bytes that
+/// came, which are what was signed.
+#[derive(Debug)]
+pub(crate) struct DirectoryUpdateFilter {
+    dir: DataDir,
+    zone: ZoneName,
+}
+
+impl DirectoryUpdateFilter {
+    pub(crate) fn new(dir: &DataDir, zone: &ZoneName) -> Self {
+        Self {
+            dir: dir.clone(),
+            zone: zone.clone(),
+        }
+    }
+}
+
+impl Filter for DirectoryUpdateFilter {
+    fn kind(&self) -> &str {
+        "directory-update"
+    }
+
+    fn memory(&self) -> MemoryBound {
+        MemoryBound::Proportional(4)
+    }
+
+    fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
+        let refuse = |why: String| Refusal::new("directory-update", why);
+        let update =
+            tianping_idp::DirectoryUpdate::decode(bytes).map_err(|e| refuse(e.to_string()))?;
+        let b = &update.body;
+        if b.source != self.zone && b.to != self.zone {
+            return Err(refuse(format!(
+                "an update from `{}` to `{}` does not cross zone `{}`",
+                b.source, b.to, self.zone
+            )));
+        }
+        let fabric =
+            tianping_core::Fabric::load(&self.dir.fabric()).map_err(|e| refuse(e.to_string()))?;
+        let (_, terms) =
+            crate::cmd::idp::flow_terms(&self.dir, &self.zone, &b.source, &b.to).map_err(refuse)?;
+        let signers = crate::cmd::idp::ZoneSigners::load(&self.dir, &fabric, &self.zone)
+            .map_err(|e| refuse(e.to_string()))?;
+        let expect = tianping_idp::Expect {
+            kind: b.kind,
+            source: &b.source,
+            to: &b.to,
+            terms: &terms,
+            signers: &signers,
+            last_applied: None,
+        };
+        let checked =
+            tianping_idp::check_update(bytes, &expect).map_err(|e| refuse(e.to_string()))?;
+        let mut text = Vec::new();
+        for rec in &checked.body.records {
+            match &rec.change {
+                tianping_idp::Change::Court(c) => text.push(c.name.clone()),
+                tianping_idp::Change::User(u) => {
+                    text.push(u.login.clone());
+                    text.extend(u.attributes.iter().map(|(_, v)| v.clone()));
+                }
+            }
+        }
+        let steps = input
+            .steps
+            .iter()
+            .map(|s| {
+                let state = match *s {
+                    "validate" | "rebuild" => StepState::Done,
+                    "strip-metadata" => StepState::NotApplicable,
+                    _ => StepState::Unsupported,
+                };
+                Step::new(*s, state)
+            })
+            .collect();
+        Ok(Filtered {
+            bytes: bytes.to_vec(),
+            steps,
+            text,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +195,20 @@ mod tests {
         };
         let got = AuditBatchFilter.run(&input, b"not a batch");
         assert!(got.is_err_and(|r| r.reason.contains("not an audit batch")));
+    }
+
+    #[test]
+    fn garbage_is_not_a_directory_update() {
+        let input = FilterInput {
+            kind: "directory-update",
+            schema: None,
+            steps: &["validate"],
+            max_size: 1 << 20,
+            release: true,
+        };
+        let f =
+            DirectoryUpdateFilter::new(&DataDir::new("/nonexistent"), &"private".parse().unwrap());
+        let got = f.run(&input, b"not an update");
+        assert!(got.is_err_and(|r| r.reason.contains("not a directory update")));
     }
 }

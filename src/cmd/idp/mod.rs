@@ -21,6 +21,8 @@ mod directory;
 mod replicate;
 mod serve;
 
+pub(crate) use replicate::{ZoneSigners, flow_terms};
+
 /// `tianping idp ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum IdpCmd {
