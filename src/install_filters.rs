@@ -3,8 +3,9 @@
 //! (`zones/<zone>/policy.tp`, `zones/<zone>/trust.pem`), read on every run so that what the
 //! receiver installed last is what the next update is judged by, with the very checks the
 //! receiver's installer makes before it replaces a file (`tianping_crossdomain`'s
-//! `check_policy_update`, `check_trust_update`, `check_crl_update`): an update it would refuse
-//! to install is refused by the filters on both sides of the link first, with the same reason.
+//! `rebuild_policy_update`, `rebuild_trust_bundle`, `rebuild_crl`, without I/O and fuzzed):
+//! an update it would refuse to install is refused by the filters on both sides of the link
+//! first, with the same reason.
 //! On the sending side the zone is the sender's own (its installed copies are of the same
 //! fabric); the receiving side checks again against its own.
 //!
@@ -22,10 +23,10 @@
 
 use std::sync::Arc;
 
-use tianping_core::{Clock, DataDir, ZoneName, pem_blocks, pem_encode};
+use tianping_core::{Clock, DataDir, ZoneName};
 use tianping_crossdomain::{
-    Filter, FilterInput, Filtered, MemoryBound, Refusal, Step, StepState, check_crl_update,
-    check_policy_update, check_trust_update,
+    Filter, FilterInput, Filtered, MemoryBound, Refusal, Step, StepState, rebuild_crl,
+    rebuild_policy_update, rebuild_trust_bundle,
 };
 
 /// `validate` and `rebuild` done, `strip-metadata` not applicable (there is none to strip),
@@ -87,34 +88,16 @@ impl Filter for PolicyUpdateFilter {
 
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
         let refuse = |why: String| Refusal::new("policy-update", why);
-        let text = std::str::from_utf8(bytes).map_err(|e| {
-            refuse(format!(
-                "the policy update is not UTF-8 (byte {})",
-                e.valid_up_to()
-            ))
-        })?;
-        let lf = text.replace("\r\n", "\n").replace('\r', "\n");
         let path = self.dir.zone_policy(&self.zone);
         let name = path.display().to_string();
-        let installed_text = std::fs::read_to_string(&path).map_err(|e| {
+        let installed = std::fs::read_to_string(&path).map_err(|e| {
             refuse(format!(
                 "the zone's installed policy `{name}` cannot be read to check it against ({e})"
             ))
         })?;
-        let checked = tianping_policies::check(&name, &installed_text);
-        let errors = checked.errors().count();
-        let installed = checked
-            .into_policy()
-            .filter(|_| errors == 0)
-            .ok_or_else(|| {
-                refuse(format!(
-                    "the zone's installed policy `{name}` does not check, so no update can be \
-                 judged against it"
-                ))
-            })?;
-        check_policy_update(&self.zone, &installed, &name, lf.as_bytes()).map_err(refuse)?;
+        let bytes = rebuild_policy_update(&self.zone, &name, &installed, bytes).map_err(refuse)?;
         Ok(Filtered {
-            bytes: lf.into_bytes(),
+            bytes,
             steps: steps(input),
             text: Vec::new(),
         })
@@ -151,10 +134,10 @@ impl Filter for CrlFilter {
 
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
         let trust = installed_trust(&self.dir, &self.zone, "crl")?;
-        let (_, der) = check_crl_update(&trust, bytes, self.clock.now())
-            .map_err(|why| Refusal::new("crl", why))?;
+        let bytes =
+            rebuild_crl(&trust, bytes, self.clock.now()).map_err(|why| Refusal::new("crl", why))?;
         Ok(Filtered {
-            bytes: pem_encode("X509 CRL", &der).into_bytes(),
+            bytes,
             steps: steps(input),
             text: Vec::new(),
         })
@@ -188,24 +171,11 @@ impl Filter for TrustBundleFilter {
     }
 
     fn run(&self, input: &FilterInput<'_>, bytes: &[u8]) -> Result<Filtered, Refusal> {
-        let refuse = |why: String| Refusal::new("trust-bundle", why);
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| refuse("the trust bundle is not PEM text".to_owned()))?;
-        let blocks = pem_blocks(text).map_err(|e| refuse(format!("bad PEM ({e})")))?;
-        if let Some(b) = blocks.iter().find(|b| b.label != "CERTIFICATE") {
-            return Err(refuse(format!(
-                "the trust bundle holds a `{}` block; only certificates may cross",
-                b.label
-            )));
-        }
         let installed = installed_trust(&self.dir, &self.zone, "trust-bundle")?;
-        check_trust_update(&self.zone, &installed, bytes).map_err(refuse)?;
-        let rebuilt: String = blocks
-            .iter()
-            .map(|b| pem_encode("CERTIFICATE", &b.der))
-            .collect();
+        let bytes = rebuild_trust_bundle(&self.zone, &installed, bytes)
+            .map_err(|why| Refusal::new("trust-bundle", why))?;
         Ok(Filtered {
-            bytes: rebuilt.into_bytes(),
+            bytes,
             steps: steps(input),
             text: Vec::new(),
         })
@@ -219,7 +189,7 @@ mod tests {
     use std::time::Duration;
 
     use tianping_certs::{CaCert, KeyAlg, Pki};
-    use tianping_core::{ManualClock, SystemClock, UnixTime};
+    use tianping_core::{ManualClock, SystemClock, UnixTime, pem_blocks, pem_encode};
     use tianping_crossdomain::Filters;
     use tianping_policies::DEFAULT_POLICY;
 

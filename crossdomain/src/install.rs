@@ -15,10 +15,10 @@
 //!   `zones/<zone>/crl/<of>.pem`, `of` being the manifest's first label when that is a zone
 //!   name, else the sending zone.
 //!
-//! The checks are functions of their own ([`check_policy_update`], [`check_trust_update`],
-//! [`check_crl_update`]), which the binary's `policy-update`, `trust-bundle` and `crl` filters
-//! run too, so a transfer the receiver would refuse to install is refused by the filters on
-//! both sides of the link first.
+//! The checks are functions of their own, without I/O ([`check_policy_update`],
+//! [`check_trust_update`], [`check_crl_update`] in `update.rs`), which the binary's
+//! `policy-update`, `trust-bundle` and `crl` filters run too, so a transfer the receiver would
+//! refuse to install is refused by the filters on both sides of the link first.
 //!
 //! A file is replaced atomically: written under a temporary name beside it, fsynced, renamed,
 //! and the folder fsynced. The receiver puts an installed policy in force for its own decisions
@@ -32,10 +32,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tianping_certs::TrustStore;
-use tianping_core::{Clock, DataDir, SystemClock, UnixTime, ZoneName};
-use tianping_policies::{Policy, SharedPolicy};
+use tianping_core::{Clock, DataDir, SystemClock, ZoneName};
+use tianping_policies::SharedPolicy;
 
 use crate::deliver::{Delivery, Failure, Install};
+use crate::update::{check_crl_update, check_policy_update, check_trust_update};
 
 /// Keeps receipts the receiver is delivered (see [`Installer::with_receipts`]).
 pub trait Receipts: Send {
@@ -147,66 +148,6 @@ impl Install for Installer {
             ))),
         }
     }
-}
-
-/// Checks a policy update for `zone`, whose policy in force is `installed` (`name` is where
-/// the text will live, for its diagnostics): UTF-8, passes `tianping policy check` with no
-/// error, seals every zone `installed` seals, and still has `zone`. Returns the policy it
-/// makes, or why not, said for a person.
-pub fn check_policy_update(
-    zone: &ZoneName,
-    installed: &Policy,
-    name: &str,
-    bytes: &[u8],
-) -> Result<Policy, String> {
-    let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8".to_owned())?;
-    let checked = tianping_policies::check(name, text);
-    let errors = checked.errors().count();
-    let new = checked
-        .into_policy()
-        .filter(|_| errors == 0)
-        .ok_or_else(|| format!("it does not check ({errors} errors)"))?;
-    if let Some(z) = installed
-        .zones()
-        .find(|z| installed.is_sealed(z.as_str()) && !new.is_sealed(z.as_str()))
-    {
-        return Err(format!(
-            "it unseals zone `{z}`, which the installed policy seals"
-        ));
-    }
-    if new.zones().all(|z| z != zone) {
-        return Err(format!("it has no zone `{zone}`"));
-    }
-    Ok(new)
-}
-
-/// Checks a trust bundle (PEM) that would replace `zone`'s `installed` one: it parses, every
-/// CA in it chains to the installed root (a new root only cross-signed by it), and it holds
-/// `zone`'s CA. Returns the store it makes, or why not.
-pub fn check_trust_update(
-    zone: &ZoneName,
-    installed: &[u8],
-    bytes: &[u8],
-) -> Result<TrustStore, String> {
-    let store = TrustStore::from_update(bytes, installed).map_err(|e| e.to_string())?;
-    store
-        .for_zone(zone)
-        .map_err(|e| format!("no CA of zone `{zone}`: {e}"))?;
-    Ok(store)
-}
-
-/// Checks a CRL (PEM or DER) against the zone's installed trust bundle (PEM) at `now`: one
-/// list, signed by a zone's CA of the bundle, `nextUpdate` after `now`. Returns the zone whose
-/// CA signed it and the list's DER, or why not.
-pub fn check_crl_update(
-    installed_trust: &[u8],
-    bytes: &[u8],
-    now: UnixTime,
-) -> Result<(ZoneName, Vec<u8>), String> {
-    TrustStore::from_pem(installed_trust, &[])
-        .map_err(|e| format!("the zone's installed trust bundle does not load: {e}"))?
-        .check_crl(bytes, now)
-        .map_err(|e| e.to_string())
 }
 
 /// Replaces `path` with `bytes` atomically.

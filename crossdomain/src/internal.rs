@@ -186,3 +186,60 @@ pub fn fuzz_filter_receipt(data: &[u8]) {
         assert_eq!(again.as_deref(), Some(data));
     }
 }
+
+/// The trust bundle the update targets judge against: a root and zone `internet`'s CA, made at
+/// [`UPDATE_MADE`]. The seeds in `fuzz/corpus/update_trust_bundle` and `update_crl` are made
+/// with its keys (`CROSSDOMAIN_WRITE_UPDATE_SEEDS=1 cargo test -p tianping-crossdomain --test
+/// update_corpus` writes both again).
+pub const UPDATE_TRUST: &str = include_str!("fuzz_update_trust.pem");
+/// When [`UPDATE_TRUST`] was made.
+pub const UPDATE_MADE: UnixTime = UnixTime::from_secs(1_800_000_000);
+/// The time the update targets judge at: a day after [`UPDATE_TRUST`] was made.
+pub const UPDATE_NOW: UnixTime = UnixTime::from_secs(1_800_086_400);
+
+fn internet() -> Option<tianping_core::ZoneName> {
+    "internet".parse().ok()
+}
+
+/// A `policy-update` for zone `internet`, judged against the default policy: never panics;
+/// what it passes on is LF text that passes again unchanged. Returns whether it passed.
+pub fn fuzz_policy_update(data: &[u8]) -> bool {
+    let Some(zone) = internet() else { return false };
+    let policy = tianping_policies::DEFAULT_POLICY;
+    let Ok(out) = crate::rebuild_policy_update(&zone, "default.tp", policy, data) else {
+        return false;
+    };
+    assert!(!out.contains(&b'\r'));
+    let again = crate::rebuild_policy_update(&zone, "default.tp", policy, &out);
+    assert_eq!(again.as_ref(), Ok(&out));
+    true
+}
+
+/// A `trust-bundle` for zone `internet`, judged against [`UPDATE_TRUST`]: never panics; what
+/// it passes on is certificates only, and passes again unchanged. Returns whether it passed.
+pub fn fuzz_trust_bundle(data: &[u8]) -> bool {
+    let Some(zone) = internet() else { return false };
+    let installed = UPDATE_TRUST.as_bytes();
+    let Ok(out) = crate::rebuild_trust_bundle(&zone, installed, data) else {
+        return false;
+    };
+    let blocks = std::str::from_utf8(&out)
+        .ok()
+        .and_then(|t| tianping_core::pem_blocks(t).ok());
+    assert!(blocks.is_some_and(|b| !b.is_empty() && b.iter().all(|b| b.label == "CERTIFICATE")));
+    let again = crate::rebuild_trust_bundle(&zone, installed, &out);
+    assert_eq!(again.as_ref(), Ok(&out));
+    true
+}
+
+/// A `crl`, judged against [`UPDATE_TRUST`] at [`UPDATE_NOW`]: never panics; what it passes on
+/// is one list's PEM, and passes again unchanged. Returns whether it passed.
+pub fn fuzz_crl(data: &[u8]) -> bool {
+    let installed = UPDATE_TRUST.as_bytes();
+    let Ok(out) = crate::rebuild_crl(installed, data, UPDATE_NOW) else {
+        return false;
+    };
+    let again = crate::rebuild_crl(installed, &out, UPDATE_NOW);
+    assert_eq!(again.as_ref(), Ok(&out));
+    true
+}

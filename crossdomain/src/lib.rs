@@ -92,6 +92,7 @@ mod store;
 mod trust;
 #[cfg(feature = "io")]
 mod udp;
+mod update;
 
 pub use approval::{
     APPROVAL_CONTEXT, ApprovalError, ApprovalStatement, Approving, count_approvals,
@@ -140,8 +141,6 @@ pub use held::Held;
 pub use inbound::{Accepted, CountApprovals, Inbound, InboundRefusal, transfer_id};
 #[cfg(feature = "daemon")]
 pub use install::{Installer, Receipts, replace};
-#[cfg(feature = "daemon")]
-pub use install::{check_crl_update, check_policy_update, check_trust_update};
 pub use manifest::{MAX_MANIFEST, Manifest, Submitter};
 pub use outbound::{Decided, Outbound, OutboundRefusal, Outgoing, RateWindow, rate_admit, request};
 pub use pacing::Pacer;
@@ -160,3 +159,7 @@ pub use store::{Ended, FolderSink, KEEP_ENDED, Sink, Store};
 pub use trust::ZoneTrust;
 #[cfg(feature = "io")]
 pub use udp::{SendStats, Submission, UdpReceiver, UdpSender, bind_udp};
+pub use update::{
+    check_crl_update, check_policy_update, check_trust_update, rebuild_crl, rebuild_policy_update,
+    rebuild_trust_bundle,
+};

@@ -223,6 +223,7 @@ fn a_receiving_policy_copy_that_differs_refuses_what_the_sender_allowed() {
             "kinds json(filing-form), png, jpeg, mp4",
             1,
         )
+        .replacen("  max-size 50MiB for pdf\n", "", 1)
         .replacen(
             "test transfer online-filing kind pdf size 10MiB by lawyer expect allow\n",
             "",
