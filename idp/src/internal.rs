@@ -192,3 +192,103 @@ pub fn fuzz_logout_token(data: &[u8]) {
         assert!(issuer.verify_access_token(token, FUZZ_NOW).is_err());
     }
 }
+
+/// The node key the `idp_directory_update` target believes as the directory authority (and as
+/// the internet IdP, for registrations): the fuzz ES256 key, published here, so never trusted
+/// by anything else.
+pub fn fuzz_directory_signer() -> Option<Arc<RingSigner>> {
+    fuzz_signer(Algorithm::Es256, FUZZ_ES256)
+}
+
+/// The terms the `idp_directory_update` target checks records against: `directory-to-internet`
+/// of the default policy (registrations too, so that their `p-` rule is what refuses staff).
+pub fn fuzz_directory_terms() -> crate::FlowTerms {
+    use tianping_core::Role;
+    crate::FlowTerms {
+        accounts: Role::ALL.to_vec(),
+        attributes: ["sub", "name", "court", "roles", "status", "phone", "email"]
+            .map(String::from)
+            .to_vec(),
+        credentials: vec![
+            (
+                "password-hash".into(),
+                vec![Role::Public, Role::Lawyer, Role::Litigant],
+            ),
+            ("cert".into(), Role::ALL.to_vec()),
+            ("otp-seed".into(), Role::ALL.to_vec()),
+        ],
+    }
+}
+
+/// Believes only the fuzz key, whatever the chain.
+struct FuzzAuthority(tianping_core::PublicKey);
+
+impl crate::SignerCheck for FuzzAuthority {
+    fn check(
+        &self,
+        _chain: &[Vec<u8>],
+        key: &tianping_core::PublicKey,
+        _zone: &tianping_core::ZoneName,
+        _time: UnixTime,
+    ) -> Result<(), String> {
+        if *key == self.0 {
+            Ok(())
+        } else {
+            Err("not the fuzz authority's key".into())
+        }
+    }
+}
+
+/// Directory updates as a receiving IdP reads them, from `private` to `internet` and as
+/// registrations back: never panics; what [`crate::check_update`] accepts decodes to the same
+/// update, is signed by the authority's key, carries only what the terms allow (registrations:
+/// only `p-` subjects); applied to an empty store, a second apply is refused as a replay.
+pub fn fuzz_directory_update(data: &[u8]) {
+    use crate::{ApplyError, Change, Expect, UpdateKind, UpdateRefusal};
+    let Some(signer) = fuzz_directory_signer() else {
+        return;
+    };
+    let authority = FuzzAuthority(tianping_core::Signer::public_key(&*signer));
+    let decoded = crate::DirectoryUpdate::decode(data);
+    let terms = fuzz_directory_terms();
+    let (Ok(private), Ok(internet)) = (
+        "private".parse::<tianping_core::ZoneName>(),
+        "internet".parse::<tianping_core::ZoneName>(),
+    ) else {
+        return;
+    };
+    for kind in [UpdateKind::Directory, UpdateKind::Registration] {
+        let (source, to) = match kind {
+            UpdateKind::Directory => (&private, &internet),
+            UpdateKind::Registration => (&internet, &private),
+        };
+        let expect = Expect {
+            kind,
+            source,
+            to,
+            terms: &terms,
+            signers: &authority,
+            last_applied: None,
+        };
+        let Ok(u) = crate::check_update(data, &expect) else {
+            continue;
+        };
+        assert!(decoded.as_ref().is_ok_and(|d| *d == u));
+        assert!(u.signer == authority.0);
+        for rec in &u.body.records {
+            if let Change::User(r) = &rec.change {
+                assert!(terms.check(r).is_ok());
+                assert!(kind == UpdateKind::Directory || r.sub.as_str().starts_with("p-"));
+            }
+        }
+        let store = crate::MemoryStore::new();
+        let rng = crate::random::SeededRandom::new(1);
+        if crate::apply_update(&store, data, &expect, FUZZ_NOW, &rng).is_ok() {
+            let again = crate::apply_update(&store, data, &expect, FUZZ_NOW, &rng);
+            assert!(matches!(
+                again,
+                Err(ApplyError::Refused(UpdateRefusal::Replay { .. }))
+            ));
+        }
+    }
+}
