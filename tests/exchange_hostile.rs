@@ -229,7 +229,46 @@ mod hostile {
         u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize
     }
 
-    /// The delivered file read again, apart from the filter.
+    /// `tool args... FILE` run over `bytes` (written to a file of their own), which must
+    /// succeed; its standard output. The readers are Debian packages `.ci/run` installs.
+    fn reader(tool: &str, args: &[&str], name: &str, bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = std::process::Command::new(tool)
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `{tool}` ({e}): `.ci/run` installs the independent readers")
+            });
+        assert!(
+            out.status.success(),
+            "{name}: `{tool}` refuses the delivered copy: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A PDF's page count as `pdfinfo` (poppler) reads it.
+    fn pages(name: &str, pdf: &[u8]) -> String {
+        let info = reader("pdfinfo", &[], name, pdf);
+        info.lines()
+            .find_map(|l| l.strip_prefix("Pages:"))
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_else(|| panic!("{name}: pdfinfo gives no page count: {info}"))
+    }
+
+    /// The words of a text, for comparing what two readers extract.
+    fn words(text: &str) -> Vec<&str> {
+        text.split_whitespace().collect()
+    }
+
+    /// The delivered file read again by readers other than the filter: Debian's own tools
+    /// (`jq`, `qpdf` and poppler's `pdfinfo`/`pdftotext`, `pngcheck`, libjpeg-turbo's `djpeg`,
+    /// `unzip` and libxml2's `xmllint`), and this test's own walk of PNG chunks, JPEG markers
+    /// and MP4 boxes.
     fn read_again(row: &Row, original: &[u8], got: &[u8]) {
         let file = &row.file;
         match row.kind().0 {
@@ -237,9 +276,64 @@ mod hostile {
                 let a: serde_json::Value = serde_json::from_slice(original).unwrap();
                 let b: serde_json::Value = serde_json::from_slice(got).unwrap();
                 assert_eq!(a, b, "{file}: the delivered JSON means something else");
+                let jq = reader("jq", &["-c", "."], file, got);
+                let c: serde_json::Value = serde_json::from_str(&jq).unwrap();
+                assert_eq!(a, c, "{file}: jq reads the delivered JSON otherwise");
+            }
+            "pdf" => {
+                reader("qpdf", &["--check"], file, got);
+                assert_eq!(pages(file, got), pages(file, original), "{file}: pages");
+                // What a reader shows of the latest revision is what crossed, word for word.
+                let text = |pdf: &[u8]| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let out = dir.path().join("text.txt");
+                    let path = dir.path().join("in.pdf");
+                    std::fs::write(&path, pdf).unwrap();
+                    let ok = std::process::Command::new("pdftotext")
+                        .args(["-q", "-enc", "UTF-8"])
+                        .arg(&path)
+                        .arg(&out)
+                        .status()
+                        .unwrap()
+                        .success();
+                    assert!(ok, "{file}: pdftotext refuses it");
+                    std::fs::read_to_string(out).unwrap()
+                };
+                assert_eq!(
+                    words(&text(got)),
+                    words(&text(original)),
+                    "{file}: the delivered copy shows other text"
+                );
+            }
+            "ofd" => {
+                reader("unzip", &["-tq"], file, got);
+                let list = reader("unzip", &["-Z1"], file, got);
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(file);
+                std::fs::write(&path, got).unwrap();
+                for entry in list.lines().filter(|e| e.ends_with(".xml")) {
+                    let xml = std::process::Command::new("unzip")
+                        .arg("-p")
+                        .arg(&path)
+                        .arg(entry)
+                        .output()
+                        .unwrap()
+                        .stdout;
+                    reader(
+                        "xmllint",
+                        &["--noout", "--nonet"],
+                        entry.replace('/', "_").as_str(),
+                        &xml,
+                    );
+                }
+                assert!(
+                    list.lines().any(|e| e.ends_with("OFD.xml")),
+                    "{file}: {list}"
+                );
             }
             "text" => assert!(std::str::from_utf8(got).is_ok(), "{file}"),
             "png" => {
+                reader("pngcheck", &["-q"], file, got);
                 let mut at = 8;
                 let mut chunks = Vec::new();
                 while at + 8 <= got.len() {
@@ -257,6 +351,7 @@ mod hostile {
                 );
             }
             "jpeg" => {
+                reader("djpeg", &["-outfile", "/dev/null"], file, got);
                 assert!(
                     got.starts_with(b"\xff\xd8") && got.ends_with(b"\xff\xd9"),
                     "{file}"
