@@ -553,13 +553,17 @@ pub(crate) fn run(
                     }
                 }
             };
+            let n = |k: &str| answer.get(k).and_then(Value::as_u64).unwrap_or(0);
             println!(
                 "applied versions {}..={}: {} changed, {} unchanged, {} sessions ended",
-                answer["since"].as_u64().unwrap_or(0).saturating_add(1),
-                answer["until"].as_u64().unwrap_or(0),
-                answer["changed"].as_array().map_or(0, Vec::len),
-                answer["unchanged"].as_u64().unwrap_or(0),
-                answer["sessions_ended"].as_u64().unwrap_or(0),
+                n("since").saturating_add(1),
+                n("until"),
+                answer
+                    .get("changed")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len),
+                n("unchanged"),
+                n("sessions_ended"),
             );
             Ok(ExitCode::SUCCESS)
         }
