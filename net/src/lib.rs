@@ -82,6 +82,8 @@ mod body;
 #[cfg(feature = "server")]
 mod caller;
 #[cfg(feature = "server")]
+mod client;
+#[cfg(feature = "server")]
 mod config;
 #[cfg(feature = "server")]
 mod conns;
@@ -137,6 +139,8 @@ pub use admin::{AdminHandle, serve_admin, serve_admin_with};
 pub use body::{Body, BodyError, BoxError, ResponseBody, empty, full};
 #[cfg(feature = "server")]
 pub use caller::{ASSERTION_HEADER, Caller, CallerRefusal, CallerVerifier, Credential, testing};
+#[cfg(feature = "server")]
+pub use client::{ClientError, ClientLimits, ClientResponse, HttpsClient, HttpsClientBuilder};
 #[cfg(feature = "server")]
 pub use config::{Limits, ServerOptions};
 #[cfg(feature = "server")]
