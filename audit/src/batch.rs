@@ -42,7 +42,7 @@ pub enum BatchError {
     /// The checkpoint is malformed or not signed by the trusted key.
     #[error("batch checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
-    /// The batch starts somewhere other than where the mirror ends.
+    /// The batch starts past where the mirror ends.
     #[error("batch starts at entry `{found}` but the mirror has `{expected}` entries")]
     Gap {
         /// The mirror's size.
@@ -50,6 +50,9 @@ pub enum BatchError {
         /// The batch's first index.
         found: u64,
     },
+    /// An entry the mirror already holds differs from the batch's entry at the same index.
+    #[error("entry `{0}` of the batch differs from the one the mirror holds")]
+    Differs(u64),
     /// The entries do not hash to the checkpoint's root.
     #[error("entries do not match the checkpoint root at size `{0}`")]
     RootMismatch(u64),

@@ -83,6 +83,12 @@ impl AuditLog {
     /// Adds a shipped batch to this mirror if it extends it (see [`AuditBatch::check`]);
     /// otherwise refuses it and changes nothing. The first batch pins the origin and, unless a
     /// key was given when the mirror was opened, the batch's signer key.
+    ///
+    /// A batch may start at or before the mirror's size (shippers overlap each batch with the
+    /// one before, so that one lost on the way is made up by the next): the entries the mirror
+    /// already holds must be equal to the batch's, one by one, and only the rest is stored. A
+    /// batch the mirror already holds whole changes nothing and is answered with its checkpoint.
+    /// A batch that starts past the mirror's size is refused ([`BatchError::Gap`]).
     pub fn apply_batch(&self, batch: &AuditBatch) -> Result<SignedCheckpoint, StoreError> {
         self.apply_batch_from(batch.encode()?.as_slice())
     }
@@ -111,35 +117,56 @@ impl AuditLog {
             o => SignedCheckpoint::verify_for(&head.note, o, &key),
         }
         .map_err(BatchError::from)?;
-        if head.old_size != st.frontier.size() {
+        let size = st.frontier.size();
+        if head.old_size > size {
             return Err(BatchError::Gap {
-                expected: st.frontier.size(),
+                expected: size,
                 found: head.old_size,
             }
             .into());
         }
+        let c = cp.checkpoint();
+        // The entries the mirror holds already: equal, one by one, to its own.
+        let held = c.size.min(size);
+        let mut buf = Vec::new();
+        for index in head.old_size..held {
+            if !reader.next_entry(&mut buf)? {
+                return Err(
+                    BatchError::Malformed("fewer entries than the checkpoint covers").into(),
+                );
+            }
+            let own = usize::try_from(index).ok().and_then(|i| st.leaves.get(i));
+            if own != Some(&merkle::leaf_hash(&buf)) {
+                return Err(BatchError::Differs(index).into());
+            }
+        }
+        if c.size <= size {
+            if reader.next_entry(&mut buf)? {
+                return Err(BatchError::Malformed("bytes after the last entry").into());
+            }
+            return Ok(cp);
+        }
         let mut tree = st.frontier.clone();
         let mut hashes: Vec<Hash> = Vec::new();
-        let stored = self.store_entries(&mut reader, head.old_size, |h| {
+        let stored = self.store_entries(&mut reader, size, |h| {
             tree.push(h);
             hashes.push(h);
         });
-        let c = cp.checkpoint();
         let checked = stored.and_then(|()| {
             if tree.size() != c.size || tree.root() != c.root {
                 return Err(BatchError::RootMismatch(c.size).into());
             }
-            merkle::verify_consistency(
-                head.old_size,
-                c.size,
-                &st.frontier.root(),
-                &c.root,
-                &head.proof,
-            )
-            .map_err(|e| StoreError::Batch(BatchError::NotExtending(e)))
+            // From where the mirror ends, the proof shows the checkpoint extends it. A batch
+            // that overlapped needs none: the mirror's own leaves are the overlap's, compared
+            // above, and the root over them and the new ones is the checkpoint's.
+            if head.old_size < size {
+                return Ok(());
+            }
+            merkle::verify_consistency(size, c.size, &st.frontier.root(), &c.root, &head.proof)
+                .map_err(|e| StoreError::Batch(BatchError::NotExtending(e)))
         });
         if let Err(e) = checked {
-            self.remove_from(head.old_size)?;
+            self.remove_from(size)?;
             return Err(e);
         }
         let cp_origin = c.origin.clone();
