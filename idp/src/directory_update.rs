@@ -97,10 +97,11 @@ pub struct UserRecord {
     /// The sign-in name.
     pub login: String,
     /// `(name, value)`: `name`, `court`, `roles` (comma-separated), `clearance`, `status`,
-    /// `email`, `phone`.
+    /// `email`, `phone`; an empty `court`, `email` or `phone` is none.
     pub attributes: Vec<(String, String)>,
     /// `(name, value)`: `password-hash` (the change time in ms, 8 bytes, then the PHC string),
-    /// `otp-seed` (the secret), `cert` (the registered devices).
+    /// `otp-seed` (the secret), `cert` (the registered devices); an empty `password-hash` or
+    /// `otp-seed` is none.
     pub credentials: Vec<(String, Vec<u8>)>,
 }
 
@@ -373,29 +374,31 @@ impl UserRecord {
             ("clearance".to_owned(), user.clearance.to_string()),
             ("status".to_owned(), user.status.as_str().to_owned()),
         ];
-        if let Some(c) = &user.court {
-            attributes.push(("court".to_owned(), c.to_string()));
-        }
-        if let Some(e) = &user.email {
-            attributes.push(("email".to_owned(), e.clone()));
-        }
-        if let Some(p) = &user.phone {
-            attributes.push(("phone".to_owned(), p.clone()));
-        }
+        // what the account lacks goes as empty, so that where it arrives it is taken away too
+        // (a court left, a TOTP reset, a certificate removed)
+        let text = |v: Option<String>| v.unwrap_or_default();
+        attributes.push((
+            "court".to_owned(),
+            text(user.court.as_ref().map(ToString::to_string)),
+        ));
+        attributes.push(("email".to_owned(), text(user.email.clone())));
+        attributes.push(("phone".to_owned(), text(user.phone.clone())));
         attributes.sort();
-        let mut credentials = Vec::new();
-        if let Some(p) = &user.password {
+        let password = user.password.as_ref().map_or_else(Vec::new, |p| {
             let mut v = p.changed_at.as_millis().to_be_bytes().to_vec();
             v.extend_from_slice(p.hash.as_bytes());
-            credentials.push(("password-hash".to_owned(), v));
-        }
-        if let Some(t) = &user.totp {
-            credentials.push(("otp-seed".to_owned(), t.secret.expose().to_vec()));
-        }
+            v
+        });
+        let otp = user
+            .totp
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.secret.expose().to_vec());
         let mine: Vec<&Device> = devices.iter().filter(|d| d.owner == user.sub).collect();
-        if !mine.is_empty() {
-            credentials.push(("cert".to_owned(), encode_devices(&mine)));
-        }
+        let mut credentials = vec![
+            ("cert".to_owned(), encode_devices(&mine)),
+            ("otp-seed".to_owned(), otp),
+            ("password-hash".to_owned(), password),
+        ];
         credentials.sort_by(|a, b| a.0.cmp(&b.0));
         Self {
             sub: user.sub.clone(),
@@ -420,6 +423,7 @@ impl UserRecord {
         for (name, value) in &self.attributes {
             match name.as_str() {
                 "name" => u.display_name.clone_from(value),
+                "court" if value.is_empty() => u.court = None,
                 "court" => u.court = Some(parse_text::<CourtCode>(value, "court")?),
                 "roles" => u.roles = parse_roles(value)?,
                 "clearance" => u.clearance = parse_text::<Clearance>(value, "clearance")?,
@@ -430,14 +434,19 @@ impl UserRecord {
                         _ => return Err(bad(format!("status `{}`", value.escape_debug()))),
                     }
                 }
-                "email" => u.email = Some(value.clone()),
-                "phone" => u.phone = Some(value.clone()),
+                "email" => u.email = (!value.is_empty()).then(|| value.clone()),
+                "phone" => u.phone = (!value.is_empty()).then(|| value.clone()),
                 _ => return Err(bad(format!("attribute `{}`", name.escape_debug()))),
             }
         }
         let mut devices = None;
         for (name, value) in &self.credentials {
             match name.as_str() {
+                "password-hash" if value.is_empty() => u.password = None,
+                "otp-seed" if value.is_empty() => {
+                    u.totp = None;
+                    u.totp_pending = None;
+                }
                 "password-hash" => {
                     let (at, hash) = value
                         .split_first_chunk::<8>()

@@ -451,3 +451,75 @@ fn both_stores_number_changes_alike() {
         assert_eq!(store.applied_version("directory:private").unwrap(), 9);
     }
 }
+
+/// A role taken away or a registered device (certificate) removed in `private` ends the
+/// account's sessions where the update arrives; a change of name alone does not.
+#[test]
+fn a_role_taken_away_or_a_device_removed_ends_the_sessions() {
+    let pki = Pki::new();
+    let rng = SeededRandom::new(9);
+    let (private, internet) = (MemoryStore::new(), MemoryStore::new());
+    let (p, i) = (zone("private"), zone("internet"));
+    let terms = to_internet();
+    let e = expect(&pki, UpdateKind::Directory, &p, &i, &terms);
+    private_directory(&private);
+    let sub: SubjectId = "u-judge-1".parse().unwrap();
+    tianping_idp::Devices::new(&private)
+        .add(tianping_idp::Device {
+            id: "tablet-07".into(),
+            owner: sub.clone(),
+            fingerprint: [7; 32],
+            name: "执行终端 7".into(),
+            added: NOW,
+        })
+        .unwrap();
+    let mut last = 0;
+    let mut step = |change: &mut dyn FnMut()| {
+        change();
+        let bytes = export(&private, last, &pki.private_idp);
+        let judge = internet.user(&sub).unwrap();
+        let sessions = Sessions::new(&internet, SessionPolicy::default());
+        if let Some(j) = &judge {
+            let identity = j.identity(Acr::Otp, vec![Amr::Otp], i.clone(), NOW);
+            sessions.sign_in(None, identity, NOW, &rng).unwrap();
+        }
+        let applied = apply_update(&internet, &bytes, &e, NOW, &rng).unwrap();
+        last = applied.until;
+        applied.ended.len()
+    };
+    assert_eq!(step(&mut || {}), 0, "the first update: no account yet");
+    assert_eq!(
+        tianping_idp::Devices::new(&internet).list().unwrap().len(),
+        1,
+        "the device came with the `cert` credential"
+    );
+    let dir = Directory::new(&private);
+    assert_eq!(
+        step(&mut || {
+            dir.update_user(&sub, &mut |u| u.display_name = "李明明".into())
+                .unwrap();
+        }),
+        0,
+        "a new name ends nothing"
+    );
+    assert_eq!(
+        step(&mut || {
+            dir.set_roles(&sub, vec![Role::Assistant]).unwrap();
+        }),
+        2,
+        "a role taken away ends the sessions (the one a new name left too)"
+    );
+    assert_eq!(
+        step(&mut || {
+            private.remove_device(&[7; 32]).unwrap();
+        }),
+        1,
+        "a certificate removed ends the session"
+    );
+    assert!(
+        tianping_idp::Devices::new(&internet)
+            .list()
+            .unwrap()
+            .is_empty()
+    );
+}
