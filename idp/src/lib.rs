@@ -95,6 +95,8 @@ mod lockout;
 mod logout_token;
 mod metrics;
 #[cfg(feature = "server")]
+mod outbound;
+#[cfg(feature = "server")]
 mod pages;
 mod password;
 mod pkce;
@@ -167,6 +169,8 @@ pub use logout_token::{
     verify_logout_token,
 };
 pub use metrics::{IdpMetrics, NoMetrics};
+#[cfg(feature = "server")]
+pub use outbound::{ZoneHttps, spawn_logout_delivery};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};

@@ -32,6 +32,9 @@ use super::{Alg, Paths, longest_token_life, origin};
 /// How many audit events between checkpoints signed with the IdP's node key.
 const CHECKPOINT_EVERY: u64 = 1000;
 
+/// The least time between two fetches of a client's JWKS URI (an unknown `kid` refetches).
+const JWKS_REFETCH: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) fn run(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<ExitCode> {
     p.require_initialised()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -54,6 +57,8 @@ struct Template {
     sign_in: SignInParts,
     /// Certificate sign-in, verified against the zone's CA and CRL.
     cert_sign_in: tianping_idp::CertSignIn,
+    /// Back-channel logout POSTs and JWKS fetches, with the zone's trust.
+    outbound: Arc<tianping_idp::ZoneHttps>,
 }
 
 /// The provider in force, swapped whole when its keys rotate.
@@ -62,6 +67,8 @@ pub(crate) struct LiveIdp {
     template: Mutex<Option<Template>>,
     key_dir: tianping_idp::KeyDir,
     metrics: Arc<Registry>,
+    /// Wakes the back-channel delivery task: a logout may have been queued.
+    logouts: Arc<tokio::sync::Notify>,
 }
 
 impl LiveIdp {
@@ -85,7 +92,9 @@ impl LiveIdp {
             },
             t.sign_in.clone(),
         )
-        .with_cert_sign_in(t.cert_sign_in.clone()))
+        .with_cert_sign_in(t.cert_sign_in.clone())
+        .with_backchannel(Arc::clone(&t.outbound) as Arc<dyn tianping_idp::LogoutSender>)
+        .with_jwks_fetch(Arc::clone(&t.outbound) as _, JWKS_REFETCH))
     }
 
     fn install(&self, t: Template) -> miette::Result<()> {
@@ -129,6 +138,7 @@ impl LiveIdp {
         let t = template.as_ref().ok_or("the provider is not started yet")?;
         super::directory::check_assigns(&t.zone, op)?;
         let answer = execute(&*t.store, op)?;
+        self.logouts.notify_one();
         if !op.reads() {
             for e in audit_events(&t.zone, op, &answer, t.clock.now()) {
                 t.audit.append(&e).map_err(|e| format!("audit: {e}"))?;
@@ -181,6 +191,9 @@ impl Handler for Front {
                 return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
             };
             let resp = idp.call(req).await;
+            if ep == "logout" {
+                live.logouts.notify_one();
+            }
             let status = resp.status();
             live.count(
                 "tianping_idp_requests_total",
@@ -245,6 +258,7 @@ impl Handler for ControlHandler {
                         super::replicate::handle(&replicator, &*store, &audit, &path, &body)
                     })
                     .await;
+                    live.logouts.notify_one();
                     match r {
                         Ok((status, content_type, body)) => {
                             let mut resp = Response::new(full(body));
@@ -430,6 +444,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         template: Mutex::new(None),
         key_dir: p.keys.clone(),
         metrics: Arc::clone(&registry),
+        logouts: Arc::new(tokio::sync::Notify::new()),
     });
     let options = ServerOptions::new(HostSet::new([zl.idp_host.clone()]));
     let server = serve_tls(
@@ -457,6 +472,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         cert_sign_in: tianping_idp::CertSignIn::new(Arc::new(super::device::zone_cert_verifier(
             dir, zone,
         )?)),
+        outbound: Arc::new(outbound(dir, zone)?),
     })?;
 
     let admin_ip = if zl.address.is_loopback() {
@@ -502,11 +518,28 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     );
 
     let (stop_tail, tail_stopped) = tokio::sync::watch::channel(false);
+    let logouts = {
+        let l = Arc::clone(&live);
+        let store = l
+            .template
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| Arc::clone(&t.store)));
+        let store = store.ok_or_else(|| miette!("the provider is not installed"))?;
+        tianping_idp::spawn_logout_delivery(
+            Arc::new(move || l.current()),
+            store,
+            Arc::new(SystemClock),
+            Arc::clone(&live.logouts),
+            tail_stopped.clone(),
+        )
+    };
     let tail = tail_audit(Arc::clone(&audit), Arc::clone(&registry), tail_stopped);
 
     stopped().await?;
     let _ = stop_tail.send(true);
     let _ = tail.await;
+    let _ = logouts.await;
     control.shutdown().await;
     server.shutdown().await;
     admin.shutdown().await;
@@ -640,6 +673,26 @@ fn sign_in(dir: &DataDir, zone: &tianping_core::ZoneName) -> miette::Result<Sign
         self_registration: name == "internet",
         totp_issuer: format!("Tianping {name}"),
     })
+}
+
+/// The IdP's HTTPS client: the zone's trust bundle (root and zone CA) verifies the servers, and
+/// the IdP's node certificate is presented to those that ask.
+fn outbound(
+    dir: &DataDir,
+    zone: &tianping_core::ZoneName,
+) -> miette::Result<tianping_idp::ZoneHttps> {
+    let read = |path: std::path::PathBuf| {
+        std::fs::read(&path)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot read `{}`", path.display()))
+    };
+    let (node_pem, node_key) = dir.node(zone, Component::Idp);
+    let client = tianping_net::HttpsClientBuilder::new(read(dir.zone_trust_bundle(zone))?)
+        .client_cert(read(node_pem)?, read(node_key)?)
+        .build()
+        .into_diagnostic()
+        .wrap_err("the IdP's https client")?;
+    Ok(tianping_idp::ZoneHttps::new(client))
 }
 
 /// Waits for SIGINT or SIGTERM.
