@@ -6,12 +6,19 @@
 //! replay), a gap, a forged update and updates signed by another node (the private gateway, the
 //! internet IdP) are refused by name; a lawyer signed in on the internet IdP with the hash that
 //! came loses their refresh token when `private` disables them; a public registration reaches
-//! `private`, and a staff record the internet IdP signs as a registration is refused.
+//! `private`, and a staff record the internet IdP signs as a registration is refused. Over the
+//! exchange: an update sent from `private` on `directory-to-internet` passes the receiver's
+//! `directory-update` filter and is delivered to the running internet IdP through its
+//! `component = "idp"` binding; a forged one is refused by the filter and never delivered.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 #![expect(clippy::panic, reason = "tests fail loudly")]
 #![expect(clippy::indexing_slicing, reason = "tests fail loudly")]
 
 mod common;
+#[path = "common/delivery.rs"]
+mod delivery;
+#[path = "common/exchange.rs"]
+mod exchange;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -628,4 +635,160 @@ async fn one_directory_reaches_internet_and_public_registrations_reach_private()
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0].outcome, "ok");
     assert_eq!(events[1].outcome, "refused");
+}
+
+/// The address of the link from `from` to `to` in `fabric.toml` set to `addr`.
+fn set_link_address(fabric: &Path, from: &str, to: &str, addr: &str) {
+    let text = std::fs::read_to_string(fabric).unwrap();
+    let mut out = String::new();
+    let (mut f, mut t) = (String::new(), String::new());
+    for line in text.lines() {
+        let l = line.trim();
+        if l == "[[links]]" {
+            (f, t) = (String::new(), String::new());
+        }
+        if let Some(v) = l.strip_prefix("from = ") {
+            f = v.trim_matches('"').to_owned();
+        }
+        if let Some(v) = l.strip_prefix("to = ") {
+            t = v.trim_matches('"').to_owned();
+        }
+        if l.starts_with("address") && f == from && t == to {
+            out.push_str(&format!("address = \"{addr}\"\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    std::fs::write(fabric, out).unwrap();
+}
+
+/// A manifest of a `directory-update` on `directory-to-internet` over `link`, submitted by the
+/// machine.
+fn update_manifest(link: &tianping_core::Link, sequence: u64) -> tianping_crossdomain::Manifest {
+    let mut m = delivery::manifest(link, "directory-to-internet", sequence);
+    m.kind = "directory-update".into();
+    m.content_type = "application/octet-stream".into();
+    m.labels = vec![];
+    m.submitter = tianping_crossdomain::Submitter {
+        subject: "idp".parse().unwrap(),
+        roles: vec![],
+        machine: true,
+    };
+    m
+}
+
+#[test]
+fn a_directory_update_crosses_the_exchange_to_the_running_internet_idp() {
+    let mut s = exchange::setup("127.0.0.1:0");
+    let (private, internet): (ZoneName, ZoneName) =
+        ("private".parse().unwrap(), "internet".parse().unwrap());
+    s.link = Fabric::load(&s.dir.fabric())
+        .unwrap()
+        .links()
+        .iter()
+        .find(|l| l.from == private && l.to == internet)
+        .unwrap()
+        .clone();
+    let data = s.data.clone();
+    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    ok(&run(&data, &["idp", "init", "--zone", "internet"], ""));
+    ok(&run(
+        &data,
+        &[
+            "idp",
+            "court",
+            "add",
+            "bj",
+            "--name",
+            "北京市高级人民法院",
+            "--zone",
+            "private",
+        ],
+        "",
+    ));
+    ok(&run(
+        &data,
+        &[
+            "idp",
+            "user",
+            "add",
+            "--sub",
+            "u-clerk-1",
+            "--login",
+            "sun.li",
+            "--name",
+            "孙立",
+            "--court",
+            "bj",
+            "--role",
+            "clerk",
+            "--no-password",
+            "--zone",
+            "private",
+        ],
+        "",
+    ));
+    let file = s.tmp.path().join("update.tpdu");
+    ok(&run(
+        &data,
+        &[
+            "idp",
+            "directory",
+            "export",
+            "--since",
+            "0",
+            "--to",
+            "internet",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        "",
+    ));
+    let payload = std::fs::read(&file).unwrap();
+    let mut forged = payload.clone();
+    let at = forged
+        .windows("孙立".len())
+        .position(|w| w == "孙立".as_bytes())
+        .unwrap();
+    forged[at + 2] ^= 1;
+
+    let mut idp = serve(&data, "internet");
+    wait_published(&data, &internet, &mut idp);
+    let by = exchange::deadline(120);
+    let mut r = delivery::Receiver::start(&s, by);
+    let published =
+        tianping_core::published_addrs(&s.dir, &internet, Component::ExchangeReceiver).unwrap();
+    let addr = published[&Listener::Link {
+        from: private.clone(),
+    }];
+    set_link_address(&s.dir.fabric(), "private", "internet", &addr.to_string());
+
+    let bundle = delivery::signed(&s.dir, &private, update_manifest(&s.link, 1), &forged);
+    exchange::spool_bytes(&s, "forged", &bundle);
+    let bundle = delivery::signed(&s.dir, &private, update_manifest(&s.link, 2), &payload);
+    exchange::spool_bytes(&s, "update", &bundle);
+    // the spool is the stopped sender's: it starts once both are in
+    let _snd = exchange::sender(&s, &[], by);
+    let line = r.line_where(by, |l| l.contains(" refused: "));
+    assert!(line.contains("bad signature"), "{line}");
+    let line = r.line_where(by, |l| {
+        l.contains(" delivered to ") || l.contains(" refused: ")
+    });
+    assert!(line.contains(" delivered to "), "{line}");
+    let clerk = user_json(&ok(&run(
+        &data,
+        &["idp", "user", "show", "sun.li", "--zone", "internet"],
+        "",
+    )));
+    assert_eq!(clerk["sub"], "u-clerk-1");
+    assert_eq!(clerk["court"], "bj");
+    // the IdP audited the delivered update
+    drop(idp);
+    let log = tianping_audit::AuditLog::open(&s.dir.audit_log(&internet, Component::Idp)).unwrap();
+    let applied = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .filter(|e| e.action == "idp.directory.apply" && e.outcome == "ok")
+        .count();
+    assert_eq!(applied, 1);
 }
