@@ -626,6 +626,28 @@ pub fn apply_update(
             after
                 .check()
                 .map_err(|e| UpdateRefusal::Malformed(format!("user `{}`: {e}", after.sub)))?;
+            if let Some(c) = &after.court {
+                let comes = body
+                    .records
+                    .iter()
+                    .any(|r| matches!(&r.change, Change::Court(k) if k.code == *c));
+                if !comes && store.court(c)?.is_none() {
+                    return Err(UpdateRefusal::Malformed(format!(
+                        "user `{}` is of court `{c}`, which is neither here nor in the update",
+                        after.sub
+                    ))
+                    .into());
+                }
+            }
+            if before.is_none() {
+                if let Some(other) = store.user_by_login(&after.login)? {
+                    return Err(UpdateRefusal::Malformed(format!(
+                        "user `{}` has sign-in name `{}`, which `{}` holds here",
+                        after.sub, after.login, other.sub
+                    ))
+                    .into());
+                }
+            }
             users.push((before, after, devices));
         }
     }
@@ -644,8 +666,6 @@ pub fn apply_update(
                 let Some((before, after, devices)) = users.next() else {
                     continue;
                 };
-                let dir = Directory::new(store);
-                dir.check_court(after.court.as_ref())?;
                 let mut did = false;
                 match &before {
                     None => {

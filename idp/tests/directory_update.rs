@@ -523,3 +523,54 @@ fn a_role_taken_away_or_a_device_removed_ends_the_sessions() {
             .is_empty()
     );
 }
+
+/// A record the receiver cannot apply (a court it has not got, a sign-in name another account
+/// holds there) refuses the whole update before anything is written.
+#[test]
+fn an_update_that_cannot_be_applied_whole_changes_nothing() {
+    let pki = Pki::new();
+    let rng = SeededRandom::new(11);
+    let (private, internet) = (MemoryStore::new(), MemoryStore::new());
+    let (p, i) = (zone("private"), zone("internet"));
+    let terms = to_internet();
+    let e = expect(&pki, UpdateKind::Directory, &p, &i, &terms);
+    private_directory(&private);
+    // the lawyer's sign-in name is taken in internet by another account
+    Directory::new(&internet)
+        .add_user(User::new(
+            "p-00000000000000aa".parse().unwrap(),
+            "wang.fang",
+            "王",
+            NOW,
+        ))
+        .unwrap();
+    let bytes = export(&private, 0, &pki.private_idp);
+    let err = apply_update(&internet, &bytes, &e, NOW, &rng).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("which `p-00000000000000aa` holds here"),
+        "{err}"
+    );
+    assert!(Directory::new(&internet).courts().unwrap().is_empty());
+    assert_eq!(sorted_users(&internet).len(), 1);
+    assert_eq!(internet.applied_version("directory:private").unwrap(), 0);
+    // a court that is neither there nor in the update: only the judge's later change goes
+    let internet = MemoryStore::new();
+    let (_, latest) = private.changes_since(0).unwrap();
+    Directory::new(&private)
+        .set_status(&"u-judge-1".parse().unwrap(), UserStatus::Disabled)
+        .unwrap();
+    let body = export_update(&private, UpdateKind::Directory, &p, &i, latest, &terms, NOW).unwrap();
+    let mut from_zero = body.clone();
+    from_zero.since = 0;
+    let bytes = from_zero
+        .sign(&pki.private_idp.chain, &pki.private_idp.signer)
+        .unwrap();
+    let err = apply_update(&internet, &bytes, &e, NOW, &rng).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("court `bj.01`, which is neither here nor in the update"),
+        "{err}"
+    );
+    assert!(sorted_users(&internet).is_empty());
+}
