@@ -574,3 +574,48 @@ fn an_update_that_cannot_be_applied_whole_changes_nothing() {
     );
     assert!(sorted_users(&internet).is_empty());
 }
+
+/// How long 10 000 accounts take to export, sign, check and apply on sled stores (run with
+/// `--ignored --nocapture`; it prints, asserts only that all arrive).
+#[test]
+#[ignore = "a measurement"]
+fn ten_thousand_accounts_measured() {
+    let pki = Pki::new();
+    let rng = SeededRandom::new(3);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let private = tianping_idp::SledStore::open(a.path()).unwrap();
+    let internet = tianping_idp::SledStore::open(b.path()).unwrap();
+    let (p, i) = (zone("private"), zone("internet"));
+    let terms = to_internet();
+    let e = expect(&pki, UpdateKind::Directory, &p, &i, &terms);
+    private_directory(&private);
+    let dir = Directory::new(&private);
+    let n = 10_000;
+    for k in 0..n {
+        let mut u = User::new(
+            format!("u-clerk-{k:05}").parse().unwrap(),
+            &format!("clerk.{k:05}"),
+            "书记员",
+            NOW,
+        );
+        u.roles = vec![Role::Clerk];
+        u.court = Some("bj.01".parse().unwrap());
+        u.totp = Some(TotpCredential {
+            secret: TotpSecret::from_bytes(vec![1; 20]),
+            last_step: None,
+        });
+        dir.add_user(u).unwrap();
+    }
+    let t = std::time::Instant::now();
+    let bytes = export(&private, 0, &pki.private_idp);
+    let exported = t.elapsed();
+    let t = std::time::Instant::now();
+    apply_update(&internet, &bytes, &e, NOW, &rng).unwrap();
+    let applied = t.elapsed();
+    assert_eq!(sorted_users(&internet).len(), n + 2);
+    println!(
+        "{} accounts: update {} bytes, export and sign {exported:?}, check and apply {applied:?}",
+        n + 2,
+        bytes.len()
+    );
+}
