@@ -2,9 +2,9 @@
 //! A device's `device` certificate (`tianping certs issue --kind device`) maps to it by the
 //! certificate's SHA-256 fingerprint; a person signing in on it still gives their own factors.
 //!
-//! These commands open the IdP's store, so they run on a stopped IdP; on a running one they
-//! say so and change nothing (its control socket does not take device changes yet). Each change
-//! is in the IdP's audit log. A device certificate is registered only once it verifies against
+//! On a running IdP they go through its control socket (`POST /devices`), on a stopped one to
+//! its store; the same [`execute`] carries them out either way. Each change is in the IdP's
+//! audit log. A device certificate is registered only once it verifies against
 //! the zone's CA and CRL ([`zone_cert_verifier`], the verifier certificate sign-in takes too).
 
 use std::path::PathBuf;
@@ -12,10 +12,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic, WrapErr, miette};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tianping_audit::AuditLog;
 use tianping_certs::{TrustStore, certs_from_pem};
 use tianping_core::{Clock as _, DataDir, SystemClock, ZoneName};
 use tianping_idp::{
-    CertFailure, CertHolder, ClientCertVerifier, Device, Devices, Directory, TrustStoreVerifier,
+    CertFailure, CertHolder, ClientCertVerifier, Device, Devices, Directory, Store,
+    TrustStoreVerifier,
 };
 
 use super::Paths;
@@ -153,49 +157,102 @@ fn device_fingerprint(
     }
 }
 
-fn audit(p: &Paths, action: &str, object: &str, reason: String) -> miette::Result<()> {
-    let log = tianping_audit::AuditLog::open(&p.audit)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("opening the IdP's audit log `{}`", p.audit.display()))?;
+/// A device change or listing, as the CLI sends it to a running IdP's control socket
+/// (`POST /devices`) or carries it out on a stopped one's store: the certificate already
+/// verified and reduced to its fingerprint by the CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum DeviceOp {
+    /// Register a device.
+    Add {
+        /// Its id.
+        id: String,
+        /// Its user, by subject id or sign-in name.
+        user: String,
+        /// Its certificate's SHA-256, hex.
+        fingerprint: String,
+        /// A description.
+        name: String,
+        /// Who asks (the audit event's actor).
+        actor: String,
+    },
+    /// The registered devices.
+    List,
+    /// Forget a device.
+    Remove {
+        /// Its id.
+        id: String,
+        /// Who asks.
+        actor: String,
+    },
+}
+
+/// 32 bytes from 64 hex digits.
+fn from_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks(2)) {
+        *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn audit_event(
+    audit: &AuditLog,
+    zone: &str,
+    actor: &str,
+    action: &str,
+    object: &str,
+    reason: String,
+) -> Result<(), String> {
     let mut e = tianping_audit::Event::new(SystemClock.now(), action);
-    e.zone = p.zone.to_string();
+    e.zone = zone.to_owned();
     e.component = "idp".into();
-    e.actor = std::env::var("USER").unwrap_or_default();
+    e.actor = actor.to_owned();
     e.object = object.to_owned();
     e.outcome = "ok".into();
     e.reason = reason;
-    log.append(&e).into_diagnostic()?;
+    audit.append(&e).map_err(|e| format!("audit: {e}"))?;
     Ok(())
 }
 
-pub(crate) fn run(dir: &DataDir, p: &Paths, cmd: DeviceCmd) -> miette::Result<ExitCode> {
-    if Live::find(&p.socket)?.is_some() {
-        return Err(miette!(
-            "zone `{}`'s IdP is running: stop it to change or list its devices (its control socket does not take them yet); nothing changed",
-            p.zone
-        ));
-    }
-    p.require_initialised()?;
-    let store = p.open_store()?;
-    let devices = Devices::new(&store);
-    match cmd {
-        DeviceCmd::Add(a) => {
-            let verifier = zone_cert_verifier(dir, &p.zone)?;
-            let fingerprint = device_fingerprint(&a.cert, &verifier, &p.zone)?;
-            let owner = super::directory::find_user(&Directory::new(&store), &a.user)
-                .map_err(|e| miette!("{e}; nothing changed"))?;
+/// Carries out `op` on `store`, each change in `audit`; the answer as JSON, or the refusal
+/// (nothing changed). The one implementation for a stopped IdP and for a running one's
+/// control socket.
+pub(crate) fn execute(
+    store: &dyn Store,
+    audit: &AuditLog,
+    zone: &str,
+    op: &DeviceOp,
+) -> Result<Value, String> {
+    let devices = Devices::new(store);
+    let refused = |e: &dyn std::fmt::Display| format!("{e}; nothing changed");
+    match op {
+        DeviceOp::Add {
+            id,
+            user,
+            fingerprint,
+            name,
+            actor,
+        } => {
+            let fingerprint = from_hex32(fingerprint)
+                .ok_or_else(|| refused(&"the certificate fingerprint is not 32 bytes of hex"))?;
+            let owner = super::directory::find_user(&Directory::new(store), user)
+                .map_err(|e| refused(&e))?;
             let device = Device {
-                id: a.id,
+                id: id.clone(),
                 owner: owner.sub.clone(),
                 fingerprint,
-                name: a.name,
+                name: name.clone(),
                 added: SystemClock.now(),
             };
-            devices
-                .add(device.clone())
-                .map_err(|e| miette!("{e}; nothing changed"))?;
-            audit(
-                p,
+            devices.add(device.clone()).map_err(|e| refused(&e))?;
+            audit_event(
+                audit,
+                zone,
+                actor,
                 "idp.device.add",
                 &device.id,
                 format!(
@@ -204,31 +261,104 @@ pub(crate) fn run(dir: &DataDir, p: &Paths, cmd: DeviceCmd) -> miette::Result<Ex
                     device.fingerprint_hex()
                 ),
             )?;
-            println!(
-                "device `{}` registered to `{}` ({}), certificate {}",
-                device.id,
-                owner.sub,
-                owner.login,
-                device.fingerprint_hex()
-            );
+            Ok(json!({
+                "id": device.id,
+                "owner": owner.sub.as_str(),
+                "login": owner.login,
+                "fingerprint": device.fingerprint_hex(),
+            }))
         }
-        DeviceCmd::List(_) => {
-            for d in devices.list().into_diagnostic()? {
-                println!("{}  {}  {}  {}", d.id, d.owner, d.fingerprint_hex(), d.name);
-            }
+        DeviceOp::List => {
+            let list = devices.list().map_err(|e| e.to_string())?;
+            let list: Vec<Value> = list
+                .iter()
+                .map(|d| {
+                    json!({
+                        "id": d.id,
+                        "owner": d.owner.as_str(),
+                        "fingerprint": d.fingerprint_hex(),
+                        "name": d.name,
+                    })
+                })
+                .collect();
+            Ok(json!({ "devices": list }))
         }
-        DeviceCmd::Remove(a) => {
-            let d = devices
-                .remove(&a.id)
-                .map_err(|e| miette!("{e}; nothing changed"))?;
-            audit(
-                p,
+        DeviceOp::Remove { id, actor } => {
+            let d = devices.remove(id).map_err(|e| refused(&e))?;
+            audit_event(
+                audit,
+                zone,
+                actor,
                 "idp.device.remove",
                 &d.id,
                 format!("owner {} certificate {}", d.owner, d.fingerprint_hex()),
             )?;
-            println!("device `{}` removed", d.id);
+            Ok(json!({ "id": d.id }))
         }
     }
+}
+
+/// Prints the answer to `op` as the commands always have.
+fn print(op: &DeviceOp, answer: &Value) {
+    let s = |k: &str| {
+        answer
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    match op {
+        DeviceOp::Add { .. } => println!(
+            "device `{}` registered to `{}` ({}), certificate {}",
+            s("id"),
+            s("owner"),
+            s("login"),
+            s("fingerprint")
+        ),
+        DeviceOp::List => {
+            let list = answer.get("devices").and_then(Value::as_array);
+            for d in list.into_iter().flatten() {
+                let f = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default();
+                println!(
+                    "{}  {}  {}  {}",
+                    f("id"),
+                    f("owner"),
+                    f("fingerprint"),
+                    f("name")
+                );
+            }
+        }
+        DeviceOp::Remove { .. } => println!("device `{}` removed", s("id")),
+    }
+}
+
+pub(crate) fn run(dir: &DataDir, p: &Paths, cmd: DeviceCmd) -> miette::Result<ExitCode> {
+    let actor = std::env::var("USER").unwrap_or_default();
+    let op = match cmd {
+        DeviceCmd::Add(a) => {
+            let verifier = zone_cert_verifier(dir, &p.zone)?;
+            let fingerprint = device_fingerprint(&a.cert, &verifier, &p.zone)?;
+            DeviceOp::Add {
+                id: a.id,
+                user: a.user,
+                fingerprint: fingerprint.iter().map(|b| format!("{b:02x}")).collect(),
+                name: a.name,
+                actor,
+            }
+        }
+        DeviceCmd::List(_) => DeviceOp::List,
+        DeviceCmd::Remove(a) => DeviceOp::Remove { id: a.id, actor },
+    };
+    let answer = if let Some(live) = Live::find(&p.socket)? {
+        live.post("/devices", &serde_json::to_value(&op).into_diagnostic()?)?
+    } else {
+        p.require_initialised()?;
+        let store = p.open_store()?;
+        let audit = AuditLog::open(&p.audit)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("opening the IdP's audit log `{}`", p.audit.display()))?;
+        execute(&store, &audit, p.zone.as_str(), &op).map_err(|e| miette!("{e}"))?
+    };
+    print(&op, &answer);
     Ok(ExitCode::SUCCESS)
 }

@@ -225,7 +225,7 @@ impl Handler for Front {
     }
 }
 
-/// The control socket: status (open) and key rotation.
+/// The control socket: status (open), key rotation, the directory and its devices.
 struct ControlHandler(Arc<LiveIdp>, Arc<super::replicate::Replicator>);
 
 fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
@@ -358,6 +358,36 @@ impl Handler for ControlHandler {
                             resp
                         }
                         Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "audit task failed\n"),
+                    }
+                }
+                ("POST", "/devices") => {
+                    let body = req.into_body().bytes().await.unwrap_or_default();
+                    let op: super::device::DeviceOp = match serde_json::from_slice(&body) {
+                        Ok(op) => op,
+                        Err(e) => {
+                            return json_answer(
+                                StatusCode::BAD_REQUEST,
+                                &json!({ "error": format!("not a device operation: {e}") }),
+                            );
+                        }
+                    };
+                    let parts = live.template.lock().ok().and_then(|t| {
+                        t.as_ref()
+                            .map(|t| (Arc::clone(&t.store), Arc::clone(&t.audit), t.zone.clone()))
+                    });
+                    let Some((store, audit, zone)) = parts else {
+                        return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+                    };
+                    let answer = tokio::task::spawn_blocking(move || {
+                        super::device::execute(&*store, &audit, &zone, &op)
+                    })
+                    .await
+                    .unwrap_or_else(|_| Err("the device task failed".into()));
+                    match answer {
+                        Ok(v) => json_answer(StatusCode::OK, &v),
+                        Err(e) => {
+                            json_answer(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "error": e }))
+                        }
                     }
                 }
                 ("POST", "/directory") => {
