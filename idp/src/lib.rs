@@ -35,7 +35,9 @@
 //!   ([`make_logout_token`], [`verify_logout_token`]) and queued durably for the clients of an
 //!   ended session that registered a URI, retried with bounded backoff ([`queue_logouts`],
 //!   [`retry_delay`]); with the `server` feature, `Idp::deliver_logouts` sends them through a
-//!   `LogoutSender`;
+//!   `LogoutSender` (`ZoneHttps`: HTTPS with the zone's trust, also the fetcher of clients'
+//!   JWKS URIs), and `spawn_logout_delivery` runs the rounds when a logout is queued and when a
+//!   retry is due;
 //! - the directory of courts, users and clients, its rules checked before any write
 //!   ([`Directory`], [`User`], [`Court`]);
 //! - directory updates: signed, versioned records of the directory's changes, filtered by the
