@@ -1,5 +1,5 @@
 //! The HTTPS client against a real `serve_tls` listener on port 0: an answer read, a client
-//! certificate presented, a server of another CA refused, a silent server timed out, a body
+//! certificate presented (and a server requiring one refused without it), a server of another CA refused, a silent server timed out, a body
 //! over the cap refused, and an `http://` URL refused before anything is sent.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -61,6 +61,26 @@ async fn answers_are_read_and_a_client_certificate_is_presented() {
         r.body_start(200),
         "proto=http1 path=/ identity=u-1001@bj.01 body=0"
     );
+    server.shutdown().await;
+
+    // a server that requires a client certificate: refused without one, served with one
+    let (server, _) = start(&pki, ClientAuth::Required, options()).await;
+    let addr = server.local_addr();
+    let e = client(&pki, addr, ClientLimits::default())
+        .get(&url(addr, "/"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ClientError::Tls { .. } | ClientError::Http { .. }),
+        "{e}"
+    );
+    let with_cert = HttpsClientBuilder::new(pki.trust_pem.as_bytes())
+        .client_cert(pki.client_chain.as_bytes(), pki.client_key.as_bytes())
+        .resolve(HOST, addr)
+        .build()
+        .unwrap();
+    let r = with_cert.get(&url(addr, "/")).await.unwrap();
+    assert_eq!(r.status, 200);
     server.shutdown().await;
 }
 
