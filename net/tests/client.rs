@@ -1,6 +1,7 @@
 //! The HTTPS client against a real `serve_tls` listener on port 0: an answer read, a client
-//! certificate presented (and a server requiring one refused without it), a server of another CA refused, a silent server timed out, a body
-//! over the cap refused, and an `http://` URL refused before anything is sent.
+//! certificate presented (and a server requiring one refused without it), a server of another
+//! CA refused, a silent server timed out, a body over the cap refused, and an `http://` URL
+//! refused before anything is sent.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
