@@ -4,4 +4,63 @@
 //! certificate becomes one identity, the zone's policy decides on the normalized path, and an
 //! allowed request is forwarded with a signed `Tianping-Assertion` in place of whatever identity
 //! headers the client sent.
+//!
+//! The core is free of I/O: bytes and a time in, decisions and bytes out.
+//!
+//! - [`Limits`]: every limit, with the reason for its default;
+//! - [`CookieSealer`]: the AEAD-sealed `__Host-` session cookie ([`Session`]), a key ring whose
+//!   newest key seals and all open, idle and absolute timeouts, and [`Revocations`] fed by
+//!   logouts;
+//! - [`BearerVerifier`]: RFC 9068 access tokens of the zone's IdP against its [`Jwks`], cached
+//!   until expiry, certificate-bound tokens only with their certificate;
+//! - [`Identity`]: who is asking, from a session, a token or a client certificate;
+//! - [`decide`]: the policy's decision made into forward, transfer, 403, sign-in or 401.
+//!
+//! # Threat model and defaults
+//!
+//! - **A forged or altered cookie**: AES-256-GCM with the cookie name and zone as associated
+//!   data; a cookie of another zone, another key or with one bit changed does not open.
+//! - **A stolen cookie kept alive**: the absolute timeout counts from the sign-in, whatever the
+//!   use; a back-channel logout ends it at once.
+//! - **A token the IdP did not sign**: only ES256 and EdDSA with a `kid` of the IdP's JWKS; no
+//!   key is taken from the token; `none`, `HS*` and `RS*` are refused before any key is looked
+//!   at; a JWKS that cannot be fetched means no token verifies (fail closed).
+//! - **A token replayed from elsewhere**: exact issuer, audience and zone; a certificate-bound
+//!   token only over a connection presenting that certificate.
+//!
+//! ```
+//! use tianping_core::{Acr, Clearance, Secret, UnixTime};
+//! use tianping_gateway::{CookieKey, CookieSealer, Limits, Session};
+//!
+//! let (key, _bytes) = CookieKey::generate(1)?;
+//! let sealer = CookieSealer::new(&"private".parse()?, vec![key], Limits::default())?;
+//! let now = UnixTime::from_secs(1_800_000_000);
+//! let session = Session {
+//!     id: "0123456789abcdef".into(), sid: None, sub: "u-1001".parse()?, roles: vec![],
+//!     court: None, clearance: Clearance::None, acr: Acr::Pwd, amr: vec![],
+//!     auth_time: now.as_secs(), last_used: now.as_secs(),
+//! };
+//! let cookie = sealer.seal(&session)?;
+//! assert_eq!(sealer.open(cookie.as_bytes(), now)?, session);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod config;
+mod cookie;
+mod decide;
+mod identity;
+mod token;
+
+pub use config::Limits;
+pub use cookie::{
+    CookieError, CookieKey, CookieSealer, Revocations, RevocationsFull, SESSION_COOKIE, Session,
+    session_cookie,
+};
+pub use decide::{Action, GatewayDecision, RESERVED_PREFIX, decide};
+pub use identity::{Credential, Identity, IdentityError};
+pub use token::{
+    AccessToken, BearerError, BearerVerifier, Jwks, JwksKey, JwksSchedule, MAX_JWKS_BYTES,
+    MAX_JWKS_KEYS, bearer_challenge,
+};
