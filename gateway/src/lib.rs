@@ -14,7 +14,9 @@
 //! - [`BearerVerifier`]: RFC 9068 access tokens of the zone's IdP against its [`Jwks`], cached
 //!   until expiry, certificate-bound tokens only with their certificate;
 //! - [`Identity`]: who is asking, from a session, a token or a client certificate;
-//! - [`decide`]: the policy's decision made into forward, transfer, 403, sign-in or 401.
+//! - [`decide`]: the policy's decision made into forward, transfer, 403, sign-in or 401;
+//! - [`Assertions`]: the `Tianping-Assertion` a service gets, cached per identity and service,
+//!   after [`strip_client_headers`] took away whatever identity the client claimed.
 //!
 //! # Threat model and defaults
 //!
@@ -47,12 +49,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod assertion;
 mod config;
 mod cookie;
 mod decide;
 mod identity;
 mod token;
 
+pub use assertion::{AssertionError, Assertions, REQUEST_ID_HEADER, strip_client_headers};
 pub use config::Limits;
 pub use cookie::{
     CookieError, CookieKey, CookieSealer, Revocations, RevocationsFull, SESSION_COOKIE, Session,

@@ -1,0 +1,304 @@
+//! What a service receives: the client's identity headers taken away, and a `Tianping-Assertion`
+//! (a `user` token of the certs crate's profile, signed with the gateway's node key, its chain in
+//! `x5c`) put in their place, cached per identity and service until near its expiry.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tianping_certs::{TokenClaims, TokenError, TokenSigner, USER_TOKEN_HEADER};
+use tianping_core::UnixTime;
+
+use crate::config::Limits;
+use crate::cookie::SESSION_COOKIE;
+use crate::identity::Identity;
+
+/// The header carrying the gateway's request id to the service (and back to the client).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, and the old `Proxy-Connection` and `Keep-Alive`).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers by which proxies and their services commonly pass a user's identity: a client must
+/// never be able to set them (oauth2-proxy, Pomerium, Apache `REMOTE_USER`, nginx
+/// `auth_request`, client-certificate forwarding).
+const IDENTITY_HEADERS: [&str; 18] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-forwarded-client-cert",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-access-token",
+    "x-remote-user",
+    "remote-user",
+    "x-user",
+    "x-email",
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-dn",
+    "x-pomerium-jwt-assertion",
+];
+
+/// Removes from a request's headers everything a service must not take from the client:
+/// hop-by-hop headers and those named by `Connection`, every identity header, every `Tianping-*`
+/// header, the client's `X-Request-Id`, its `Authorization` (the bearer token was for the
+/// gateway) and the gateway's session cookie (other cookies stay).
+pub fn strip_client_headers(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP.iter().chain(IDENTITY_HEADERS.iter()) {
+        headers.remove(*n);
+    }
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(REQUEST_ID_HEADER);
+    let tianping: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("tianping-"))
+        .cloned()
+        .collect();
+    for n in tianping {
+        headers.remove(n);
+    }
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| {
+            !c.is_empty()
+                && c.split_once('=')
+                    .is_none_or(|(name, _)| name.trim() != SESSION_COOKIE)
+        })
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !cookies.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Why no assertion could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    /// The person has no court, which a `user` token needs.
+    #[error("no assertion for `{0}`: a person without a court")]
+    NoCourt(String),
+    /// The token could not be signed.
+    #[error(transparent)]
+    Sign(#[from] TokenError),
+    /// The token or request id is not a header value.
+    #[error("not a header value")]
+    Header,
+}
+
+/// Makes and caches `Tianping-Assertion`s: one per identity and service, reused until
+/// [`Limits::assertion_renew_before`] of its life is left.
+#[derive(Debug)]
+pub struct Assertions {
+    signer: TokenSigner,
+    limits: Limits,
+    cache: Mutex<HashMap<(String, String), (String, u64)>>,
+}
+
+impl Assertions {
+    /// Assertions signed by `signer` (the gateway's node key and chain).
+    pub fn new(signer: TokenSigner, limits: Limits) -> Self {
+        Self {
+            signer,
+            limits,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many are cached.
+    pub fn cached(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The assertion of `who` for `service` (its audience) at `now`.
+    pub fn for_service(
+        &self,
+        who: &Identity,
+        service: &str,
+        now: UnixTime,
+    ) -> Result<String, AssertionError> {
+        let key = (who.cache_key(), service.to_owned());
+        let now_s = now.as_secs();
+        let renew = self.limits.assertion_renew_before.as_secs();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((token, exp)) = cache.get(&key)
+            && now_s.saturating_add(renew) < *exp
+        {
+            return Ok(token.clone());
+        }
+        let claims = who
+            .user_claims()
+            .ok_or_else(|| AssertionError::NoCourt(who.sub.as_str().to_owned()))?;
+        let life = self.limits.assertion_lifetime;
+        let token = self
+            .signer
+            .sign(&TokenClaims::User(claims), service, now, life)?;
+        if cache.len() >= self.limits.assertion_cache_entries {
+            cache.retain(|_, (_, exp)| now_s.saturating_add(renew) < *exp);
+        }
+        if cache.len() < self.limits.assertion_cache_entries {
+            cache.insert(key, (token.clone(), now_s.saturating_add(life.as_secs())));
+        }
+        Ok(token)
+    }
+
+    /// Strips the client's headers ([`strip_client_headers`]) and adds `who`'s assertion for
+    /// `service` and the gateway's `request_id`.
+    pub fn prepare(
+        &self,
+        headers: &mut HeaderMap,
+        who: &Identity,
+        service: &str,
+        request_id: &str,
+        now: UnixTime,
+    ) -> Result<(), AssertionError> {
+        strip_client_headers(headers);
+        let token = self.for_service(who, service, now)?;
+        let value = HeaderValue::from_str(&token).map_err(|_| AssertionError::Header)?;
+        let id = HeaderValue::from_str(request_id).map_err(|_| AssertionError::Header)?;
+        headers.insert(HeaderName::from_static(USER_TOKEN_HEADER), value);
+        headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tianping_certs::{
+        CaCert, CertKind, KeyAlg, LeafRequest, TokenKind, TokenVerifier, TrustStore, certs_from_pem,
+    };
+    use tianping_core::{Acr, Clearance, RingSigner, Role, private_key_from_pem};
+
+    use super::*;
+    use crate::identity::Credential;
+
+    type R = Result<(), Box<dyn std::error::Error>>;
+    const NOW: u64 = 1_800_000_000;
+
+    fn who() -> Result<Identity, Box<dyn std::error::Error>> {
+        Ok(Identity {
+            sub: "u-1001".parse()?,
+            roles: vec![Role::Judge],
+            court: Some("bj.01".parse()?),
+            clearance: Clearance::None,
+            acr: Acr::Otp,
+            amr: vec![],
+            credential: Credential::Session {
+                id: "sess-1".into(),
+                sid: None,
+                auth_time: UnixTime::from_secs(NOW),
+            },
+        })
+    }
+
+    #[test]
+    fn identity_headers_hop_by_hop_and_named_ones_are_stripped() -> R {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-user", HeaderValue::from_static("admin"));
+        h.insert("tianping-assertion", HeaderValue::from_static("forged"));
+        h.insert("tianping-anything", HeaderValue::from_static("x"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        h.insert("x-request-id", HeaderValue::from_static("client-chosen"));
+        h.insert(
+            "cookie",
+            HeaderValue::from_static("a=1; __Host-tianping-session=sealed; b=2"),
+        );
+        h.insert("accept", HeaderValue::from_static("text/html"));
+        strip_client_headers(&mut h);
+        let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(h.get("cookie"), Some(&HeaderValue::from_static("a=1; b=2")));
+        assert!(h.contains_key("accept"));
+        Ok(())
+    }
+
+    #[test]
+    fn the_assertion_verifies_with_the_zone_trust_and_is_cached() -> R {
+        let now = UnixTime::from_secs(NOW);
+        let root = CaCert::new_root("Court", KeyAlg::EcP256, now)?;
+        let zone = root.new_zone(&"private".parse()?, "Court", KeyAlg::EcP256, now)?;
+        let leaf = zone.issue(&LeafRequest::new(CertKind::Node, "gateway"), now)?;
+        let key = private_key_from_pem(leaf.key_pem.expose())?;
+        let signer = RingSigner::from_pkcs8_any(key.expose())?;
+        let chain = certs_from_pem(leaf.chain_pem.as_bytes())?;
+        let tokens = TokenSigner::new(Arc::new(signer), &chain)?;
+        let a = Assertions::new(tokens, Limits::default());
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-user", HeaderValue::from_static("admin"));
+        a.prepare(&mut h, &who()?, "cases", "req-1", now)?;
+        assert!(!h.contains_key("x-forwarded-user"));
+        let token = h.get(USER_TOKEN_HEADER).ok_or("no assertion")?;
+        let trust = TrustStore::from_pem(
+            format!("{}{}", root.cert_pem(), zone.cert_pem()).as_bytes(),
+            &[],
+        )?;
+        let v = TokenVerifier::new(&trust, &"private".parse()?, "cases", TokenKind::User)?;
+        let verified = v.verify_at(token.as_bytes(), now)?;
+        let TokenClaims::User(u) = verified.claims else {
+            return Err("not a user token".into());
+        };
+        assert_eq!(u.sub.as_str(), "u-1001");
+        assert_eq!(
+            h.get(REQUEST_ID_HEADER),
+            Some(&HeaderValue::from_static("req-1"))
+        );
+        // reused until 15 s before its expiry, then renewed
+        let again = a.for_service(&who()?, "cases", UnixTime::from_secs(NOW + 44))?;
+        assert_eq!(again.as_bytes(), token.as_bytes());
+        let renewed = a.for_service(&who()?, "cases", UnixTime::from_secs(NOW + 45))?;
+        assert_ne!(renewed.as_bytes(), token.as_bytes());
+        assert_eq!(a.cached(), 1);
+        let mut courtless = who()?;
+        courtless.court = None;
+        courtless.credential = Credential::Session {
+            id: "sess-2".into(),
+            sid: None,
+            auth_time: now,
+        };
+        assert!(matches!(
+            a.for_service(&courtless, "cases", now),
+            Err(AssertionError::NoCourt(_))
+        ));
+        Ok(())
+    }
+}
