@@ -54,6 +54,8 @@ mod config;
 mod cookie;
 mod decide;
 mod identity;
+#[doc(hidden)]
+pub mod internal;
 mod token;
 
 pub use assertion::{AssertionError, Assertions, REQUEST_ID_HEADER, strip_client_headers};
