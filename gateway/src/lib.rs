@@ -14,6 +14,7 @@
 //! - [`BearerVerifier`]: RFC 9068 access tokens of the zone's IdP against its [`Jwks`], cached
 //!   until expiry, certificate-bound tokens only with their certificate;
 //! - [`Identity`]: who is asking, from a session, a token or a client certificate;
+//! - [`SubjectRates`]: per-subject rate limits for signed-in people;
 //! - [`decide`]: the policy's decision made into forward, transfer, 403, sign-in or 401;
 //! - [`Assertions`]: the `Tianping-Assertion` a service gets, cached per identity and service,
 //!   after [`strip_client_headers`] took away whatever identity the client claimed.
@@ -56,6 +57,7 @@ mod decide;
 mod identity;
 #[doc(hidden)]
 pub mod internal;
+mod rate;
 mod token;
 
 pub use assertion::{AssertionError, Assertions, REQUEST_ID_HEADER, strip_client_headers};
@@ -66,6 +68,7 @@ pub use cookie::{
 };
 pub use decide::{Action, GatewayDecision, RESERVED_PREFIX, decide};
 pub use identity::{Credential, Identity, IdentityError};
+pub use rate::{MAX_SUBJECTS, SubjectRates};
 pub use token::{
     AccessToken, BearerError, BearerVerifier, Jwks, JwksKey, JwksSchedule, MAX_JWKS_BYTES,
     MAX_JWKS_KEYS, bearer_challenge,
