@@ -102,7 +102,9 @@ fn write_cookie_seeds() {
     let mut raw = URL_SAFE_NO_PAD.decode(&value).unwrap();
     *raw.last_mut().unwrap() ^= 1;
     seed(t, "tampered", URL_SAFE_NO_PAD.encode(&raw).as_bytes());
-    raw.get_mut(1..5).unwrap().copy_from_slice(&9u32.to_be_bytes());
+    raw.get_mut(1..5)
+        .unwrap()
+        .copy_from_slice(&9u32.to_be_bytes());
     seed(t, "unknown-key", URL_SAFE_NO_PAD.encode(&raw).as_bytes());
     seed(t, "garbage", b"AQ");
 }
