@@ -1,14 +1,27 @@
-//! `tianping up`: makes the data folder on first run, reuses it after, refuses a broken policy.
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+//! `tianping up`: makes the data folder on first run, reuses it after, refuses a broken policy
+//! (these with `--dry-run`, which starts nothing); and, run for real on port-0 addresses, starts
+//! every zone's components as supervised children, says `ready` once each answers its health
+//! check, starts a killed one again, stops on `SIGINT` and resumes on the same folder.
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
+
+#[path = "common/exchange.rs"]
+mod exchange;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use exchange::Daemon;
 
 fn up(data: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tianping"))
         .arg("--data")
         .arg(data)
-        .arg("up")
+        .args(["up", "--dry-run"])
         .output()
         .unwrap()
 }
@@ -114,4 +127,177 @@ fn up_shows_a_refused_fabric_as_a_diagnostic_on_its_line() {
         );
         assert!(err.contains(to.lines().last().unwrap()), "{err}");
     }
+}
+
+/// `run/up.json`: what `up` runs.
+fn board(data: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(data.join("run").join("up.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Lines of `up` until one equal to `want`, which must come before `by`; returns those seen.
+fn until(up: &mut Daemon, want: &str, by: Instant) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let line = up.expect_line(by);
+        if line == want {
+            return seen;
+        }
+        seen.push(line);
+    }
+}
+
+fn interrupt(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// The events of the supervisor's audit log, as `audit search` prints them.
+fn supervisor_events(data: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(data)
+        .args(["audit", "search", "--log"])
+        .arg(data.join("supervisor").join("audit"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .collect()
+}
+
+#[test]
+fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
+    let s = exchange::setup("127.0.0.1:0");
+    let by = Instant::now() + Duration::from_secs(120);
+    let start = || {
+        let mut cmd = exchange::tianping(&s.data);
+        cmd.arg("up");
+        Daemon::spawn("up", cmd)
+    };
+    let mut first = start();
+    let seen = until(&mut first, "ready", by);
+    // every zone's IdP ran `idp init` once, then serves
+    for zone in ["internet", "external", "mobile", "private", "classified"] {
+        assert!(
+            seen.iter()
+                .any(|l| l.starts_with(&format!("{zone}/idp: idp of `{zone}`: https://"))),
+            "{zone}: {seen:#?}"
+        );
+    }
+    let runs = board(&s.data);
+    // an IdP in each zone; a receiver where a flow enters; a sender where one leaves, none in
+    // the sealed `classified`
+    let has = |zone: &str, component: &str| {
+        runs.iter()
+            .any(|r| r["zone"] == zone && r["component"] == component)
+    };
+    for zone in ["internet", "external", "mobile", "private", "classified"] {
+        assert!(has(zone, "idp"), "{runs:#?}");
+    }
+    assert!(has("private", "exchange-receiver"), "{runs:#?}");
+    assert!(has("classified", "exchange-receiver"), "{runs:#?}");
+    assert!(has("internet", "exchange-sender"), "{runs:#?}");
+    assert!(!has("classified", "exchange-sender"), "{runs:#?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["ready"] == true && r["restarts"] == 0),
+        "{runs:#?}"
+    );
+
+    // each one's admin listener answers its health check
+    for r in &runs {
+        let zone: tianping_core::ZoneName = r["zone"].as_str().unwrap().parse().unwrap();
+        let component = match r["component"].as_str().unwrap() {
+            "idp" => tianping_core::Component::Idp,
+            "exchange-receiver" => tianping_core::Component::ExchangeReceiver,
+            "exchange-sender" => tianping_core::Component::ExchangeSender,
+            other => panic!("{other}"),
+        };
+        let addrs = tianping_core::published_addrs(&s.dir, &zone, component).unwrap();
+        let admin = addrs.get(&tianping_core::Listener::Admin).unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{admin}/healthz"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{r}");
+    }
+
+    // SIGKILL the private IdP: `up` starts it again and it serves once more
+    let victim = runs
+        .iter()
+        .find(|r| r["zone"] == "private" && r["component"] == "idp")
+        .unwrap();
+    let pid = victim["pid"].as_u64().unwrap();
+    let ok = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    loop {
+        let line = first.expect_line(by);
+        if line.starts_with("private/idp: idp of `private`: https://") {
+            break;
+        }
+    }
+    let after = loop {
+        // the board is written before the child is looked at for readiness: wait for it
+        let runs = board(&s.data);
+        let r = runs
+            .iter()
+            .find(|r| r["zone"] == "private" && r["component"] == "idp")
+            .unwrap()
+            .clone();
+        if r["ready"] == true {
+            break r;
+        }
+        assert!(Instant::now() < by, "{r}");
+        std::thread::yield_now();
+    };
+    assert_eq!(after["restarts"], 1, "{after}");
+    assert_ne!(after["pid"].as_u64().unwrap(), pid);
+
+    // SIGINT stops everything cleanly
+    interrupt(first.pid());
+    until(&mut first, "stopped", by);
+    let events = supervisor_events(&s.data);
+    let count = |action: &str| events.iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("component.start"), runs.len(), "{events:#?}");
+    assert_eq!(count("component.exit"), 1, "{events:#?}");
+    assert_eq!(count("component.restart"), 1, "{events:#?}");
+    assert_eq!(count("component.stop"), runs.len(), "{events:#?}");
+    drop(first);
+
+    // a second run on the same folder: nothing initialised again, the earlier entries kept
+    let mut second = start();
+    let seen = until(&mut second, "ready", by);
+    assert!(
+        !seen.iter().any(|l| l.contains("identity provider store")),
+        "{seen:#?}"
+    );
+    interrupt(second.pid());
+    until(&mut second, "stopped", by);
+    let again = supervisor_events(&s.data);
+    assert_eq!(again.get(..events.len()), Some(&events[..]));
+    assert_eq!(again.len(), events.len() + 2 * runs.len());
+    let verify = exchange::tianping(&s.data)
+        .args(["audit", "verify", "--log"])
+        .arg(s.data.join("supervisor").join("audit"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }

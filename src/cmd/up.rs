@@ -1,4 +1,8 @@
-//! `tianping up`: every zone on this machine, from the data folder (made on first run).
+//! `tianping up`: every zone on this machine, from the data folder (made on first run): each
+//! zone's IdP and the exchange daemons the policy's flows need, as supervised children
+//! (`supervise.rs`), until `SIGINT` or `SIGTERM`.
+
+mod supervise;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,9 +13,73 @@ use tianping_core::{Component, DataDir, Fabric, ServiceTarget};
 
 /// Options of `tianping up`.
 #[derive(Debug, Args)]
-pub(crate) struct UpArgs {}
+pub(crate) struct UpArgs {
+    /// Check the data folder, print what would run, and start nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
 
-pub(crate) fn run(data: &Path, _args: UpArgs) -> miette::Result<ExitCode> {
+/// The children that run the fabric: in each zone its IdP, the receiver when a flow of the
+/// policy enters the zone, the sender when one leaves it (never out of a sealed zone, whose
+/// policy has no flow out).
+fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<supervise::Spec> {
+    let mut out = Vec::new();
+    for z in fabric.zones() {
+        let zone = &z.zone;
+        let runs = |c: Component| z.components().any(|x| x == c);
+        let spec = |component: Component, args: &[&str]| supervise::Spec {
+            zone: zone.clone(),
+            component,
+            args: args
+                .iter()
+                .map(|a| (*a).to_owned())
+                .chain(["--zone".to_owned(), zone.to_string()])
+                .collect(),
+        };
+        if runs(Component::Idp) {
+            out.push(spec(Component::Idp, &["idp", "serve"]));
+        }
+        if runs(Component::ExchangeReceiver) && policy.flows().any(|f| f.to() == zone) {
+            out.push(spec(Component::ExchangeReceiver, &["exchange", "receive"]));
+        }
+        if runs(Component::ExchangeSender)
+            && !policy.is_sealed(zone.as_str())
+            && policy.flows().any(|f| f.from() == zone)
+        {
+            out.push(spec(Component::ExchangeSender, &["exchange", "send"]));
+        }
+    }
+    out
+}
+
+/// `tianping idp init` for each zone whose IdP has none yet, as a child of its own (what it
+/// prints is shown as it comes).
+fn init_idps(dir: &DataDir, fabric: &Fabric) -> miette::Result<()> {
+    let exe = std::env::current_exe().into_diagnostic()?;
+    for z in fabric
+        .zones()
+        .filter(|z| z.components().any(|c| c == Component::Idp))
+    {
+        if super::idp::Paths::new(dir, &z.zone).initialised() {
+            continue;
+        }
+        let status = std::process::Command::new(&exe)
+            .arg("--data")
+            .arg(dir.root())
+            .args(["idp", "init", "--zone", z.zone.as_str()])
+            .status()
+            .into_diagnostic()?;
+        if !status.success() {
+            return Err(miette!(
+                "`tianping idp init --zone {}` failed ({status}); nothing was started",
+                z.zone
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
     let made = super::init::init_if_missing(data)?;
     let dir = DataDir::new(data);
     // A refused `fabric.toml` is shown as a diagnostic pointing at the offending text.
@@ -58,10 +126,29 @@ pub(crate) fn run(data: &Path, _args: UpArgs) -> miette::Result<ExitCode> {
         fabric.links().len(),
         fabric.services().len()
     );
+    let Some(policy) = checked.policy() else {
+        return Err(miette!(
+            "the policy in force did not compile; nothing was started"
+        ));
+    };
+    let specs = plan(&fabric, policy);
+    for s in &specs {
+        println!(
+            "runs {}/{}: tianping {}",
+            s.zone,
+            s.component.as_str(),
+            s.args.join(" ")
+        );
+    }
     println!(
-        "nothing was started: each zone's IdP (`tianping idp serve`) and link daemons \
-         (`tianping exchange send|receive`) run on their own for now; the gateway, the audit \
-         store and `up` starting them all are still to come"
+        "not yet run by `up`: the gateways (`tianping gateway`) and the audit store; flows whose \
+         service is bound to them wait in the receivers' delivery queues"
     );
-    Ok(ExitCode::SUCCESS)
+    if args.dry_run {
+        println!("nothing was started (--dry-run)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_idps(&dir, &fabric)?;
+    let origin = format!("{}/audit/supervisor", fabric.domain);
+    supervise::run(&dir, &origin, specs)
 }

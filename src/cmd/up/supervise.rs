@@ -1,0 +1,407 @@
+//! `tianping up`'s children: every component a process of this same binary
+//! (`tianping --data DIR idp serve --zone Z`, ...), its output forwarded line by line under its
+//! name, restarted with backoff when it dies, stopped with `SIGTERM` when `up` is.
+//!
+//! A child is **ready** when its admin listener is published in `run/` and answers `/healthz`
+//! with `200`; `up` prints one line `ready` once every child is, and keeps `run/up.json` (what
+//! runs, its pid, since when, how often it was restarted) up to date for `tianping status` and
+//! the tests. Every start, exit and restart is appended to the supervisor's audit log
+//! (`DIR/supervisor/audit`).
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use miette::{IntoDiagnostic, miette};
+use tianping_audit::{AuditLog, Event};
+use tianping_core::{Component, DataDir, Listener, SystemClock, ZoneName};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+/// The first wait before a child that died is started again; doubled on each death in a row.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait before a restart: a child that keeps dying is retried twice a minute, so a
+/// cause that goes away (a port in use, a disk full) is recovered from without an operator.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a child must run for its next death to count as the first in a row again.
+const HEALTHY_FOR: Duration = Duration::from_secs(60);
+/// How long a stopping child has after `SIGTERM` before it is killed: every component flushes
+/// its stores and audit log on `SIGTERM` within a second or two.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a starting child's admin listener is looked for and asked `/healthz`.
+const READY_POLL: Duration = Duration::from_millis(50);
+
+/// One component to run.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// Its zone.
+    pub(crate) zone: ZoneName,
+    /// Which component.
+    pub(crate) component: Component,
+    /// Its arguments after `tianping --data DIR`.
+    pub(crate) args: Vec<String>,
+}
+
+impl Spec {
+    fn name(&self) -> String {
+        format!("{}/{}", self.zone, self.component.as_str())
+    }
+}
+
+/// What `run/up.json` says of one child.
+#[derive(Debug, Clone, serde::Serialize)]
+struct State {
+    zone: String,
+    component: &'static str,
+    pid: Option<u32>,
+    /// When the running process started, milliseconds since the epoch.
+    since: u64,
+    restarts: u32,
+    ready: bool,
+}
+
+/// The children's states, written to `run/up.json` on every change.
+struct Board {
+    path: PathBuf,
+    states: Mutex<Vec<State>>,
+}
+
+impl Board {
+    fn update(&self, i: usize, f: impl FnOnce(&mut State)) {
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = states.get_mut(i) {
+            f(s);
+        }
+        let text = serde_json::to_string_pretty(&*states).unwrap_or_default();
+        let tmp = self.path.with_extension("json.new");
+        if std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .is_err()
+        {
+            eprintln!("up: cannot write `{}`", self.path.display());
+        }
+    }
+
+    /// Whether every child whose index `of` accepts is ready.
+    fn ready_where(&self, of: impl Fn(usize) -> bool) -> bool {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.ready || !of(i))
+    }
+}
+
+fn now_ms() -> u64 {
+    use tianping_core::Clock as _;
+    SystemClock.now().as_millis()
+}
+
+/// Appends a supervisor event (best effort: a full disk must not stop the supervision itself,
+/// and is said on standard error).
+fn audit(log: &AuditLog, action: &str, spec: &Spec, outcome: &str, detail: Option<String>) {
+    let mut e = Event::new(tianping_core::UnixTime::from_millis(now_ms()), action);
+    e.actor = "up".to_owned();
+    e.object = spec.name();
+    e.outcome = outcome.to_owned();
+    if let Some(d) = detail {
+        e.attributes.insert("detail".to_owned(), d);
+    }
+    if let Err(err) = log.append(&e) {
+        eprintln!("up: audit: {err}");
+    }
+}
+
+/// Whether `GET /healthz` on `addr` answers `200`.
+async fn healthy(addr: std::net::SocketAddr) -> bool {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    let req = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if s.write_all(req).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut head)).await,
+        Ok(Ok(_))
+    ) && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// Forwards each line of `from` to standard output (or error) under `name`.
+fn forward<R: tokio::io::AsyncRead + Unpin + Send + 'static>(name: String, from: R, err: bool) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(from).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if err {
+                eprintln!("{name}: {line}");
+            } else {
+                println!("{name}: {line}");
+            }
+        }
+    });
+}
+
+/// Asks `pid` to stop (`SIGTERM`).
+fn terminate(pid: u32) {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+}
+
+/// What every child's supervising task shares.
+struct Shared {
+    exe: PathBuf,
+    dir: DataDir,
+    board: Board,
+    log: AuditLog,
+    /// Counts children that became ready (the main loop then looks whether all are).
+    ready: watch::Sender<usize>,
+}
+
+/// Runs child `i` until `stop` turns true: started, watched until ready, restarted with
+/// backoff whenever it dies.
+async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Shared {
+        exe,
+        dir,
+        board,
+        log,
+        ready,
+    } = &*shared;
+    let name = spec.name();
+    let mut backoff = FIRST_BACKOFF;
+    let mut restarts = 0u32;
+    loop {
+        // A stale address from an earlier run must not pass for this one's.
+        let _ = tianping_core::clear_published_addrs(dir, &spec.zone, spec.component);
+        let child = tokio::process::Command::new(exe)
+            .arg("--data")
+            .arg(dir.root())
+            .args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("up: cannot start {name}: {e}");
+                audit(
+                    log,
+                    "component.start",
+                    &spec,
+                    "failure",
+                    Some(e.to_string()),
+                );
+                if *stop.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let pid = child.id();
+        if let Some(out) = child.stdout.take() {
+            forward(name.clone(), out, false);
+        }
+        if let Some(err) = child.stderr.take() {
+            forward(name.clone(), err, true);
+        }
+        let started = Instant::now();
+        board.update(i, |s| {
+            s.pid = pid;
+            s.since = now_ms();
+            s.restarts = restarts;
+            s.ready = false;
+        });
+        audit(
+            log,
+            if restarts == 0 {
+                "component.start"
+            } else {
+                "component.restart"
+            },
+            &spec,
+            "success",
+            pid.map(|p| format!("pid {p}")),
+        );
+        let mut is_ready = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break Some(status),
+                _ = stop.changed() => break None,
+                () = tokio::time::sleep(READY_POLL), if !is_ready => {
+                    let admin = tianping_core::published_addrs(dir, &spec.zone, spec.component)
+                        .ok()
+                        .and_then(|a| a.get(&Listener::Admin).copied());
+                    if let Some(addr) = admin {
+                        if healthy(addr).await {
+                            is_ready = true;
+                            board.update(i, |s| s.ready = true);
+                            ready.send_modify(|n| *n += 1);
+                        }
+                    }
+                }
+            }
+        };
+        let Some(status) = status else {
+            // Stopping: SIGTERM, then the grace, then kill.
+            if let Some(pid) = pid {
+                terminate(pid);
+            }
+            let done = tokio::time::timeout(STOP_GRACE, child.wait()).await;
+            let detail = match done {
+                Ok(Ok(s)) => format!("stopped: {s}"),
+                _ => {
+                    let _ = child.kill().await;
+                    format!("killed after {} s", STOP_GRACE.as_secs())
+                }
+            };
+            audit(log, "component.stop", &spec, "success", Some(detail));
+            board.update(i, |s| {
+                s.pid = None;
+                s.ready = false;
+            });
+            return;
+        };
+        let why = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        if started.elapsed() >= HEALTHY_FOR {
+            backoff = FIRST_BACKOFF;
+        }
+        eprintln!(
+            "up: {name} exited ({why}); starting it again in {:?}",
+            backoff
+        );
+        audit(log, "component.exit", &spec, "failure", Some(why));
+        board.update(i, |s| {
+            s.pid = None;
+            s.ready = false;
+        });
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        restarts = restarts.saturating_add(1);
+    }
+}
+
+/// Runs `specs` until `SIGINT` or `SIGTERM`; prints `ready` once every one is.
+pub(crate) fn run(dir: &DataDir, origin: &str, specs: Vec<Spec>) -> miette::Result<ExitCode> {
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let log_dir = dir.root().join("supervisor").join("audit");
+    std::fs::create_dir_all(&log_dir).into_diagnostic()?;
+    let log = AuditLog::open_or_create(&log_dir, origin).into_diagnostic()?;
+    let board = Board {
+        path: dir.root().join("run").join("up.json"),
+        states: Mutex::new(
+            specs
+                .iter()
+                .map(|s| State {
+                    zone: s.zone.to_string(),
+                    component: s.component.as_str(),
+                    pid: None,
+                    since: 0,
+                    restarts: 0,
+                    ready: false,
+                })
+                .collect(),
+        ),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    rt.block_on(async {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, mut ready_rx) = watch::channel(0usize);
+        let n = specs.len();
+        let shared = Arc::new(Shared {
+            exe,
+            dir: dir.clone(),
+            board,
+            log,
+            ready: ready_tx,
+        });
+        // The senders start once everything else is ready: a sender looks up where its
+        // receivers listen (published by them on port 0) when it starts.
+        let (later, first): (Vec<_>, Vec<_>) = specs
+            .into_iter()
+            .enumerate()
+            .partition(|(_, s)| s.component == Component::ExchangeSender);
+        let is_later: Vec<usize> = later.iter().map(|(i, _)| *i).collect();
+        let mut later = Some(later);
+        let mut tasks = Vec::new();
+        let mut start = |batch: Vec<(usize, Spec)>| {
+            for (i, spec) in batch {
+                tasks.push(tokio::spawn(keep(
+                    i,
+                    spec,
+                    Arc::clone(&shared),
+                    stop_rx.clone(),
+                )));
+            }
+        };
+        start(first);
+        if is_later.len() == n {
+            start(later.take().unwrap_or_default());
+        }
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .into_diagnostic()?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .into_diagnostic()?;
+        let mut said_ready = n == 0;
+        if said_ready {
+            println!("ready");
+        }
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                changed = ready_rx.changed(), if !said_ready => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let first_ready = shared.board.ready_where(|i| !is_later.contains(&i));
+                    if first_ready {
+                        if let Some(batch) = later.take() {
+                            start(batch);
+                        }
+                    }
+                    if shared.board.ready_where(|_| true) {
+                        said_ready = true;
+                        println!("ready");
+                    }
+                }
+            }
+        }
+        println!("stopping");
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            t.await
+                .map_err(|e| miette!("a supervising task failed: {e}"))?;
+        }
+        println!("stopped");
+        miette::Result::<_>::Ok(ExitCode::SUCCESS)
+    })
+}
