@@ -58,6 +58,8 @@ mod identity;
 #[doc(hidden)]
 pub mod internal;
 mod rate;
+#[cfg(feature = "server")]
+mod server;
 mod token;
 
 pub use assertion::{AssertionError, Assertions, REQUEST_ID_HEADER, strip_client_headers};
@@ -69,6 +71,8 @@ pub use cookie::{
 pub use decide::{Action, GatewayDecision, RESERVED_PREFIX, decide};
 pub use identity::{Credential, Identity, IdentityError};
 pub use rate::{MAX_SUBJECTS, SubjectRates};
+#[cfg(feature = "server")]
+pub use server::{Gateway, GatewayParts, SIGNIN_COOKIE, ServeError, ServiceBinding};
 pub use token::{
     AccessToken, BearerError, BearerVerifier, Jwks, JwksKey, JwksSchedule, MAX_JWKS_BYTES,
     MAX_JWKS_KEYS, bearer_challenge,

@@ -1,0 +1,1114 @@
+//! The serving gateway (feature `server`): a [`Gateway`] is the [`tianping_net::Handler`] of the
+//! zone's TLS listener. Each request's identity comes from a bearer token (verified against the
+//! IdP's JWKS), the session cookie, or the verified client certificate, in that order; the
+//! policy decides on the normalized path; the decision is queued in the audit log (group commit)
+//! before anything is forwarded; an allowed request goes to its service with the client's
+//! identity headers taken away and a `Tianping-Assertion` and `X-Request-Id` put in.
+//!
+//! The gateway's own endpoints live under [`crate::RESERVED_PREFIX`]:
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /.tianping/callback` | the OIDC redirect: `state`, RFC 9207 `iss`, code + PKCE redeemed, the ID token checked (nonce), the session cookie set |
+//! | `GET /.tianping/me` | who is signed in (JSON with `Accept: application/json`), with a sign-out button |
+//! | `POST /.tianping/logout` | ends the session (revoked, cookie removed) |
+//! | `POST /.tianping/backchannel-logout` | the IdP's logout token ends sessions by `sid` or subject |
+//! | `GET /.tianping/jwks.json` | the assertion key, for services that verify by JWKS |
+//!
+//! The gateway is a client of its zone's IdP registered with `tls_client_auth` on its node
+//! certificate (no secret to keep): see the binary's `tianping gateway` for the command an
+//! operator runs.
+
+mod idp;
+mod upstream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use ring::digest::{SHA256, digest};
+use ring::rand::{SecureRandom as _, SystemRandom};
+use serde_json::{Map, Value, json};
+use tianping_audit::{AuditLog, Event};
+use tianping_certs::TokenSigner;
+use tianping_core::{Acr, Clock, PublicKey, UnixTime, ZoneName};
+use tianping_net::{Body, BoxFuture, ConnInfo, Handler, HttpsClient, Registry, ResponseBody};
+use tianping_policies::Policy;
+
+use crate::assertion::{Assertions, REQUEST_ID_HEADER};
+use crate::config::Limits;
+use crate::cookie::{CookieKey, CookieSealer, Revocations, Session, session_cookie};
+use crate::decide::{Action, RESERVED_PREFIX, decide};
+use crate::identity::{Credential, Identity};
+use crate::rate::SubjectRates;
+use crate::token::BearerError;
+use idp::{IdpLink, decode_pairs, encode};
+use upstream::{Upstream, text};
+
+/// The cookie that ties a browser to the sign-in it started (its `state`).
+pub const SIGNIN_COOKIE: &str = "__Host-tianping-signin";
+/// How long a started sign-in may take to come back (10 min).
+const SIGNIN_LIFE_SECS: u64 = 600;
+/// Most sign-ins in progress at once; more are refused (503) until some finish or expire.
+const MAX_PENDING: usize = 10_000;
+/// The largest back-channel logout request read.
+const MAX_LOGOUT_BODY: u64 = 16 * 1024;
+
+/// Where a service of the policy is reached, as the binary read it from `fabric.toml`.
+#[derive(Debug, Clone)]
+pub enum ServiceBinding {
+    /// An `https` URL, with the CA bundle (PEM) that verifies it.
+    Url {
+        /// `https://…`, perhaps with a path prefix.
+        url: String,
+        /// The CA certificates.
+        ca_pem: Vec<u8>,
+    },
+    /// A delivery folder: reached through the exchange, never through the gateway (503).
+    Folder(PathBuf),
+    /// A component's control socket (`directory-authority`, `audit-store`, …): not forwarded
+    /// yet (503).
+    Component(String),
+}
+
+/// Everything a [`Gateway`] is made of.
+pub struct GatewayParts {
+    /// The zone.
+    pub zone: ZoneName,
+    /// The zone's policy copy (checked).
+    pub policy: Policy,
+    /// The bindings of the policy's services of this zone.
+    pub services: BTreeMap<String, ServiceBinding>,
+    /// The gateway's public origin (`https://gw.<zone>.<domain>[:port]`), its redirect URI's.
+    pub public_url: String,
+    /// The IdP's issuer URL.
+    pub issuer: String,
+    /// The gateway's `client_id` at the IdP.
+    pub client_id: String,
+    /// The audience of the IdP's access tokens the gateway accepts (`tianping`).
+    pub token_audience: String,
+    /// HTTPS to the IdP with the zone's trust and the gateway's node certificate.
+    pub idp_http: HttpsClient,
+    /// The cookie keys (the highest id seals).
+    pub cookie_keys: Vec<CookieKey>,
+    /// Signs the `Tianping-Assertion`s (the node key and chain).
+    pub assertion_signer: TokenSigner,
+    /// The node key's public half and its chain (DER, leaf first), for `/.tianping/jwks.json`.
+    pub assertion_key: (PublicKey, Vec<Vec<u8>>),
+    /// The node certificate and key (PEM), presented to services that ask for one.
+    pub node_identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The gateway's audit log.
+    pub audit: Arc<AuditLog>,
+    /// Every limit.
+    pub limits: Limits,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Registry>,
+}
+
+/// Why a gateway could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The cookie keys.
+    #[error(transparent)]
+    Cookie(#[from] crate::cookie::CookieError),
+    /// A service binding.
+    #[error("service `{service}`: {reason}")]
+    Service {
+        /// The service.
+        service: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+struct Pending {
+    nonce: String,
+    verifier: String,
+    return_to: String,
+    created: u64,
+}
+
+enum Target {
+    Url(Upstream),
+    Unavailable(String),
+}
+
+struct Inner {
+    zone: ZoneName,
+    policy: Policy,
+    targets: HashMap<String, Target>,
+    public_url: String,
+    redirect_uri: String,
+    idp: IdpLink,
+    cookies: CookieSealer,
+    revocations: Mutex<Revocations>,
+    assertions: Assertions,
+    jwks: String,
+    audit: Arc<AuditLog>,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    rates: SubjectRates,
+    pending: Mutex<HashMap<String, Pending>>,
+    rng: SystemRandom,
+    metrics: Arc<Registry>,
+}
+
+/// The zone gateway, a [`Handler`] for `tianping_net::serve_tls`. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("zone", &self.0.zone)
+            .field("public_url", &self.0.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway of `parts`.
+    pub fn new(parts: GatewayParts) -> Result<Self, ServeError> {
+        let mut targets = HashMap::new();
+        for (name, b) in parts.services {
+            let t = match b {
+                ServiceBinding::Url { url, ca_pem } => {
+                    let client = parts
+                        .node_identity
+                        .as_ref()
+                        .map(|(c, k)| (c.as_slice(), k.as_slice()));
+                    Target::Url(Upstream::new(&url, &ca_pem, client).map_err(|e| {
+                        ServeError::Service {
+                            service: name.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?)
+                }
+                ServiceBinding::Folder(p) => Target::Unavailable(format!(
+                    "service `{name}` is bound to the delivery folder `{}`: it is reached through \
+                     the exchange, not forwarded by the gateway",
+                    p.display()
+                )),
+                ServiceBinding::Component(c) => Target::Unavailable(format!(
+                    "service `{name}` is bound to the {c}'s control socket, which this gateway \
+                     does not forward to yet"
+                )),
+            };
+            targets.insert(name, t);
+        }
+        let cookies = CookieSealer::new(&parts.zone, parts.cookie_keys, parts.limits.clone())?;
+        let idp = IdpLink::new(
+            parts.issuer,
+            parts.client_id,
+            parts.zone.clone(),
+            parts.token_audience,
+            parts.idp_http,
+            parts.limits.clone(),
+        );
+        let jwks = assertion_jwks(&parts.assertion_key.0, &parts.assertion_key.1).to_string();
+        let public_url = parts.public_url.trim_end_matches('/').to_owned();
+        Ok(Self(Arc::new(Inner {
+            redirect_uri: format!("{public_url}/.tianping/callback"),
+            public_url,
+            zone: parts.zone,
+            policy: parts.policy,
+            targets,
+            idp,
+            revocations: Mutex::new(Revocations::new(&parts.limits)),
+            cookies,
+            assertions: Assertions::new(parts.assertion_signer, parts.limits.clone()),
+            jwks,
+            audit: parts.audit,
+            rates: SubjectRates::new(&parts.limits),
+            limits: parts.limits,
+            clock: parts.clock,
+            pending: Mutex::new(HashMap::new()),
+            rng: SystemRandom::new(),
+            metrics: parts.metrics,
+        })))
+    }
+
+    /// The redirect URI the gateway's IdP client must be registered with.
+    pub fn redirect_uri(&self) -> &str {
+        &self.0.redirect_uri
+    }
+
+    /// The back-channel logout URI the gateway's IdP client is registered with.
+    pub fn backchannel_logout_uri(&self) -> String {
+        format!("{}/.tianping/backchannel-logout", self.0.public_url)
+    }
+
+    /// The policy's hash.
+    pub fn policy_hash(&self) -> tianping_core::PolicyHash {
+        self.0.policy.hash()
+    }
+}
+
+impl Handler for Gateway {
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        let g = Arc::clone(&self.0);
+        Box::pin(async move {
+            let request_id = g.random_hex(16);
+            let mut resp = g.handle(req, &request_id).await;
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            resp
+        })
+    }
+}
+
+/// Who asked, as the request presented it.
+struct Asker {
+    who: Option<Identity>,
+    /// A bearer token that was refused, with why.
+    refused: Option<BearerError>,
+    /// A session cookie that did not open (the reason goes to the audit log).
+    cookie_refused: Option<String>,
+    /// The session, to reseal when due.
+    session: Option<Session>,
+    browser: bool,
+}
+
+fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+    let mut r = Response::new(text(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn plain(status: StatusCode, body: impl Into<String>) -> Response<ResponseBody> {
+    let mut b = body.into();
+    if !b.ends_with('\n') {
+        b.push('\n');
+    }
+    answer(status, "text/plain; charset=utf-8", b)
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn cookie_value<'h>(headers: &'h HeaderMap, name: &str, max: usize) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter(|v| v.len() <= max)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+impl Inner {
+    fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    fn random_hex(&self, n: usize) -> String {
+        let mut b = vec![0u8; n];
+        // a failing system RNG leaves zeros: the ids still differ by nothing, so say so loudly
+        if self.rng.fill(&mut b).is_err() {
+            tracing::error!("the system's random number generator failed");
+        }
+        let mut s = String::with_capacity(2 * n);
+        for x in b {
+            let _ = write!(s, "{x:02x}");
+        }
+        s
+    }
+
+    fn count(&self, name: &str, help: &str, labels: &[(&str, &str)]) {
+        if let Ok(c) = self.metrics.counter(name, help, labels) {
+            c.inc();
+        }
+    }
+
+    async fn handle(&self, req: Request<Body>, request_id: &str) -> Response<ResponseBody> {
+        let path = req.uri().path().to_owned();
+        if let Some(own) = path.strip_prefix(RESERVED_PREFIX) {
+            let own = own.to_owned();
+            let r = self.own(req, &own, request_id).await;
+            self.count(
+                "tianping_gateway_own_requests_total",
+                "Requests to the gateway's own endpoints, by status.",
+                &[("status", r.status().as_str())],
+            );
+            return r;
+        }
+        let now = self.now();
+        let asker = self.asker(&req, now).await;
+        let method = req.method().as_str().to_owned();
+        if let Some(who) = &asker.who
+            && !self.rates.allow(&who.sub, now)
+        {
+            self.audit_request(&req, None, &asker, "deny", "rate limit", request_id, now);
+            let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        let d = decide(
+            &self.policy,
+            self.zone.as_str(),
+            asker.who.as_ref(),
+            asker.browser,
+            &method,
+            &path,
+            now,
+        );
+        let allowed = matches!(d.action, Action::Forward(_) | Action::Transfer(_));
+        let mut reason = d.decision.reason.to_string();
+        if let Some(e) = &asker.refused {
+            reason = format!("{reason}; bearer token refused: {e}");
+        } else if let Some(e) = &asker.cookie_refused {
+            reason = format!("{reason}; session cookie refused: {e}");
+        }
+        let queued = self.audit_request(
+            &req,
+            Some((&d.decision, d.decision.rule.unwrap_or_default())),
+            &asker,
+            if allowed { "allow" } else { "deny" },
+            &reason,
+            request_id,
+            now,
+        );
+        self.count(
+            "tianping_gateway_decisions_total",
+            "Decisions on requests, by outcome.",
+            &[("outcome", if allowed { "allow" } else { "deny" })],
+        );
+        if !queued {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the audit log refuses appends; nothing is served (request {request_id})"),
+            );
+        }
+        match d.action {
+            Action::Forward(service) => {
+                let Some(who) = asker.who else {
+                    return plain(
+                        StatusCode::FORBIDDEN,
+                        format!("forbidden (request {request_id})"),
+                    );
+                };
+                let mut r = self.forward(req, &who, service, request_id, now).await;
+                if let Some(s) = &asker.session
+                    && self.cookies.needs_refresh(s, now)
+                {
+                    let mut s = s.clone();
+                    s.last_used = now.as_secs();
+                    if let Ok(sealed) = self.cookies.seal(&s)
+                        && let Ok(v) = HeaderValue::from_str(&self.cookies.set_cookie(&sealed))
+                    {
+                        r.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                }
+                r
+            }
+            Action::Transfer(flow) => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the route goes to flow `{flow}`: exchange routes are not served by this \
+                     gateway yet (request {request_id})"
+                ),
+            ),
+            Action::Forbidden => plain(
+                StatusCode::FORBIDDEN,
+                format!("forbidden: {} (request {request_id})", d.decision.reason),
+            ),
+            Action::SignIn { acr } => {
+                let return_to = if req.method() == Method::GET {
+                    req.uri()
+                        .path_and_query()
+                        .map_or("/", http::uri::PathAndQuery::as_str)
+                        .to_owned()
+                } else {
+                    "/".to_owned()
+                };
+                self.sign_in(&return_to, acr, request_id, now).await
+            }
+            Action::Unauthorized { challenge } => {
+                let challenge = match &asker.refused {
+                    Some(e) => e.www_authenticate(),
+                    None => challenge,
+                };
+                let mut r = plain(
+                    StatusCode::UNAUTHORIZED,
+                    format!("not authenticated (request {request_id})"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                r
+            }
+        }
+    }
+
+    /// Who is asking: a bearer token, else the session cookie, else the client certificate.
+    async fn asker(&self, req: &Request<Body>, now: UnixTime) -> Asker {
+        let conn = req.extensions().get::<ConnInfo>();
+        let cert_fp: Option<[u8; 32]> = conn
+            .and_then(|c| c.client_cert.as_deref())
+            .and_then(|der| digest(&SHA256, der.as_ref()).as_ref().try_into().ok());
+        let mut a = Asker {
+            who: None,
+            refused: None,
+            cookie_refused: None,
+            session: None,
+            browser: false,
+        };
+        if let Some(auth) = req.headers().get(header::AUTHORIZATION) {
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    let (scheme, t) = v.split_once(' ')?;
+                    scheme.eq_ignore_ascii_case("bearer").then_some(t.trim())
+                })
+                .filter(|t| !t.is_empty());
+            match token {
+                None => a.refused = Some(BearerError::Malformed("not a Bearer authorization")),
+                Some(t) => match self
+                    .idp
+                    .verify_bearer(t.as_bytes(), cert_fp.as_ref(), now)
+                    .await
+                {
+                    Ok(t) => a.who = Some(Identity::from_token(&t)),
+                    Err(e) => a.refused = Some(e),
+                },
+            }
+            return a;
+        }
+        let cookie_header = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .find_map(|v| session_cookie(v.as_bytes(), self.limits.max_cookie_header_bytes));
+        if let Some(value) = cookie_header {
+            a.browser = true;
+            let revocations = self
+                .revocations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match self.cookies.open_checked(value, now, &revocations) {
+                Ok(s) => {
+                    a.who = Some(Identity::from_session(&s));
+                    a.session = Some(s);
+                    return a;
+                }
+                Err(e) => a.cookie_refused = Some(e.to_string()),
+            }
+        }
+        if let Some(id) = conn.and_then(|c| c.identity.as_deref())
+            && let Ok(who) = Identity::from_certificate(id, &self.zone)
+        {
+            a.who = Some(who);
+            a.browser = false;
+            return a;
+        }
+        let html = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"));
+        a.browser = a.browser || html;
+        a
+    }
+
+    /// Queues the request's decision in the audit log (group commit); whether it was queued.
+    #[expect(clippy::too_many_arguments, reason = "the event's parts, each named")]
+    fn audit_request(
+        &self,
+        req: &Request<Body>,
+        decision: Option<(&tianping_policies::Decision<'_>, &str)>,
+        asker: &Asker,
+        outcome: &str,
+        reason: &str,
+        request_id: &str,
+        now: UnixTime,
+    ) -> bool {
+        let mut e = Event::new(now, "request");
+        e.zone = self.zone.to_string();
+        e.component = "gateway".into();
+        e.outcome = outcome.into();
+        e.reason = reason.chars().take(512).collect();
+        e.request_id = request_id.into();
+        e.method = req.method().as_str().into();
+        e.path = req.uri().path().into();
+        e.policy_hash = Some(self.policy.hash());
+        if let Some(c) = req.extensions().get::<ConnInfo>() {
+            e.source = c.peer.to_string();
+        }
+        if let Some((_, rule)) = decision {
+            e.object = rule.into();
+        }
+        if let Some(who) = &asker.who {
+            fill_actor(&mut e, who);
+        }
+        match self.audit.append_queued(&e) {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::error!("audit append refused: {err}");
+                false
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Body>,
+        who: &Identity,
+        service: &str,
+        request_id: &str,
+        now: UnixTime,
+    ) -> Response<ResponseBody> {
+        let target = match self.targets.get(service) {
+            Some(Target::Url(u)) => u,
+            Some(Target::Unavailable(why)) => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{why} (request {request_id})"),
+                );
+            }
+            None => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "service `{service}` has no binding in `fabric.toml` (request {request_id})"
+                    ),
+                );
+            }
+        };
+        let (mut parts, body) = req.into_parts();
+        if let Err(e) = self
+            .assertions
+            .prepare(&mut parts.headers, who, service, request_id, now)
+        {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!("no assertion can be made: {e} (request {request_id})"),
+            );
+        }
+        parts.extensions = http::Extensions::new();
+        match target.send(Request::from_parts(parts, body)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("forwarding to `{service}`: {e}");
+                plain(
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY),
+                    format!("service `{service}`: {e} (request {request_id})"),
+                )
+            }
+        }
+    }
+
+    /// Sends a browser to the IdP: a new `state`, `nonce` and PKCE verifier, remembered here
+    /// and tied to the browser by [`SIGNIN_COOKIE`].
+    async fn sign_in(
+        &self,
+        return_to: &str,
+        acr: Option<Acr>,
+        request_id: &str,
+        now: UnixTime,
+    ) -> Response<ResponseBody> {
+        let endpoints = match self.idp.endpoints().await {
+            Ok(e) => e,
+            Err(e) => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("sign-in is not available: {e} (request {request_id})"),
+                );
+            }
+        };
+        let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+        let state = openidconnect::CsrfToken::new_random().secret().clone();
+        let nonce = openidconnect::Nonce::new_random().secret().clone();
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.len() >= MAX_PENDING {
+                let t = now.as_secs();
+                pending.retain(|_, p| p.created.saturating_add(SIGNIN_LIFE_SECS) > t);
+            }
+            if pending.len() >= MAX_PENDING {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("too many sign-ins in progress (request {request_id})"),
+                );
+            }
+            pending.insert(
+                state.clone(),
+                Pending {
+                    nonce: nonce.clone(),
+                    verifier: verifier.secret().clone(),
+                    return_to: return_to.to_owned(),
+                    created: now.as_secs(),
+                },
+            );
+        }
+        let mut url = format!(
+            "{}?response_type=code&client_id={}&redirect_uri={}&scope=openid&state={}\
+             &nonce={}&code_challenge={}&code_challenge_method=S256",
+            endpoints.authorization,
+            encode(&self.idp.client_id),
+            encode(&self.redirect_uri),
+            encode(&state),
+            encode(&nonce),
+            encode(challenge.as_str()),
+        );
+        if let Some(acr) = acr {
+            url.push_str("&acr_values=");
+            url.push_str(&encode(acr.as_str()));
+        }
+        let mut r = plain(
+            StatusCode::FOUND,
+            "sign in at the zone's identity provider\n",
+        );
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        let cookie = format!(
+            "{SIGNIN_COOKIE}={state}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={SIGNIN_LIFE_SECS}"
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        r
+    }
+
+    async fn own(
+        &self,
+        req: Request<Body>,
+        path: &str,
+        request_id: &str,
+    ) -> Response<ResponseBody> {
+        match (req.method().as_str(), path) {
+            ("GET", "callback") => self.callback(&req, request_id).await,
+            ("GET", "me") => self.me(&req).await,
+            ("POST", "logout") => self.logout(&req, request_id).await,
+            ("POST", "backchannel-logout") => self.backchannel_logout(req, request_id).await,
+            ("GET", "jwks.json") => {
+                let mut r = answer(StatusCode::OK, "application/json", self.jwks.clone());
+                r.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=300"),
+                );
+                r
+            }
+            (_, "callback" | "me" | "logout" | "backchannel-logout" | "jwks.json") => {
+                plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => plain(StatusCode::NOT_FOUND, "no such gateway endpoint\n"),
+        }
+    }
+
+    fn audit_sign_in(&self, e: &Event) -> Result<tianping_audit::Queued, String> {
+        self.audit.append_prompt(e).map_err(|e| e.to_string())
+    }
+
+    async fn callback(&self, req: &Request<Body>, request_id: &str) -> Response<ResponseBody> {
+        let now = self.now();
+        let q = decode_pairs(req.uri().query().unwrap_or_default());
+        let fail = |why: String| {
+            let mut e = Event::new(now, "signin");
+            e.zone = self.zone.to_string();
+            e.component = "gateway".into();
+            e.outcome = "failure".into();
+            e.reason = why.chars().take(512).collect();
+            e.request_id = request_id.into();
+            if let Some(c) = req.extensions().get::<ConnInfo>() {
+                e.source = c.peer.to_string();
+            }
+            let _ = self.audit.append_queued(&e);
+            let mut r = plain(
+                StatusCode::UNAUTHORIZED,
+                format!("sign-in failed: {why} (request {request_id})"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{SIGNIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+            )) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        };
+        // RFC 9207: the answer names its issuer, which must be ours (mix-up defence)
+        if q.get("iss").map(String::as_str) != Some(self.idp.issuer.as_str()) {
+            return fail("the answer does not name this zone's IdP as its issuer (`iss`)".into());
+        }
+        let Some(state) = q.get("state") else {
+            return fail("no `state`".into());
+        };
+        let bound = cookie_value(
+            req.headers(),
+            SIGNIN_COOKIE,
+            self.limits.max_cookie_header_bytes,
+        );
+        if bound != Some(state.as_str()) {
+            return fail("the `state` is not the one this browser started".into());
+        }
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(state);
+        let Some(p) =
+            pending.filter(|p| p.created.saturating_add(SIGNIN_LIFE_SECS) > now.as_secs())
+        else {
+            return fail("the sign-in is unknown or expired".into());
+        };
+        if let Some(err) = q.get("error") {
+            return fail(format!("the IdP answered `{err}`"));
+        }
+        let Some(code) = q.get("code") else {
+            return fail("no `code`".into());
+        };
+        let claims = match self
+            .idp
+            .redeem(code, &self.redirect_uri, &p.verifier, &p.nonce, now)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return fail(e.to_string()),
+        };
+        let session = match self.session_of(&claims, now) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        let mut e = Event::new(now, "signin");
+        e.zone = self.zone.to_string();
+        e.component = "gateway".into();
+        e.outcome = "ok".into();
+        e.object = format!("session:{}", session.id);
+        e.request_id = request_id.into();
+        if let Some(c) = req.extensions().get::<ConnInfo>() {
+            e.source = c.peer.to_string();
+        }
+        fill_actor(&mut e, &Identity::from_session(&session));
+        // durable before its effect (the cookie)
+        match self.audit_sign_in(&e) {
+            Ok(q) => {
+                if let Err(err) = q.durable().await {
+                    return plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("the audit log failed: {err} (request {request_id})"),
+                    );
+                }
+            }
+            Err(err) => {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the audit log refuses appends: {err} (request {request_id})"),
+                );
+            }
+        }
+        let sealed = match self.cookies.seal(&session) {
+            Ok(s) => s,
+            Err(e) => return fail(e.to_string()),
+        };
+        let mut r = plain(StatusCode::SEE_OTHER, "signed in\n");
+        let to = if p.return_to.starts_with('/') && !p.return_to.starts_with("//") {
+            p.return_to
+        } else {
+            "/".to_owned()
+        };
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&self.cookies.set_cookie(&sealed)) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{SIGNIN_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+        )) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+        r
+    }
+
+    /// The session of a checked ID token's claims (a person of this zone).
+    fn session_of(&self, c: &Map<String, Value>, now: UnixTime) -> Result<Session, String> {
+        let get = |k: &str| c.get(k).cloned().unwrap_or(Value::Null);
+        let de = |k: &str| -> Result<Value, String> {
+            match get(k) {
+                Value::Null => Err(format!("the ID token has no `{k}`")),
+                v => Ok(v),
+            }
+        };
+        let zone: ZoneName = serde_json::from_value(de("zone")?)
+            .map_err(|_| "the ID token's `zone` is not a zone".to_owned())?;
+        if zone != self.zone {
+            return Err(format!(
+                "the ID token vouches for a person of zone `{zone}`"
+            ));
+        }
+        let parse = |k: &str| -> Result<Value, String> { Ok(get(k)) };
+        let sub = serde_json::from_value(de("sub")?).map_err(|_| "bad `sub`".to_owned())?;
+        let roles = match parse("roles")? {
+            Value::Null => vec![],
+            v => serde_json::from_value(v).map_err(|_| "bad `roles`".to_owned())?,
+        };
+        let court = match parse("court")? {
+            Value::Null => None,
+            v => Some(serde_json::from_value(v).map_err(|_| "bad `court`".to_owned())?),
+        };
+        let clearance = match parse("clearance")? {
+            Value::Null => tianping_core::Clearance::None,
+            v => serde_json::from_value(v).map_err(|_| "bad `clearance`".to_owned())?,
+        };
+        let acr = serde_json::from_value(de("acr")?).map_err(|_| "bad `acr`".to_owned())?;
+        let amr = match parse("amr")? {
+            Value::Null => vec![],
+            v => serde_json::from_value(v).map_err(|_| "bad `amr`".to_owned())?,
+        };
+        let auth_time = get("auth_time").as_u64().unwrap_or(now.as_secs());
+        let sid = get("sid").as_str().map(str::to_owned);
+        Ok(Session {
+            id: self.random_hex(16),
+            sid,
+            sub,
+            roles,
+            court,
+            clearance,
+            acr,
+            amr,
+            auth_time,
+            last_used: now.as_secs(),
+        })
+    }
+
+    async fn me(&self, req: &Request<Body>) -> Response<ResponseBody> {
+        let now = self.now();
+        let asker = self.asker(req, now).await;
+        let Some(who) = asker.who else {
+            return plain(StatusCode::UNAUTHORIZED, "not signed in\n");
+        };
+        let (signed_in, expires, idle) = match &asker.session {
+            Some(s) => (
+                Some(s.auth_time),
+                Some(
+                    s.auth_time
+                        .saturating_add(self.limits.session_absolute.as_secs()),
+                ),
+                Some(
+                    s.last_used
+                        .saturating_add(self.limits.session_idle.as_secs()),
+                ),
+            ),
+            None => (None, None, None),
+        };
+        let v = json!({
+            "sub": who.sub.as_str(),
+            "roles": who.roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "court": who.court.as_ref().map(|c| c.as_str().to_owned()),
+            "clearance": who.clearance.to_string(),
+            "acr": who.acr.as_str(),
+            "amr": who.amr.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "credential": who.credential.as_str(),
+            "zone": self.zone.as_str(),
+            "signed_in_at": signed_in,
+            "expires_at": expires,
+            "idle_expires_at": idle,
+        });
+        let json_wanted = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
+        if json_wanted {
+            return answer(StatusCode::OK, "application/json", v.to_string());
+        }
+        let mut rows = String::new();
+        if let Value::Object(m) = &v {
+            for (k, val) in m {
+                let shown = match val {
+                    Value::String(s) => s.clone(),
+                    Value::Null => "—".into(),
+                    other => other.to_string(),
+                };
+                let _ = write!(
+                    rows,
+                    "<tr><th>{}</th><td>{}</td></tr>",
+                    html_escape(k),
+                    html_escape(&shown)
+                );
+            }
+        }
+        let page = format!(
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Signed in</title>\
+             <h1>Signed in to zone {}</h1><table>{rows}</table>\
+             <form method=\"post\" action=\"/.tianping/logout\"><button>Sign out</button></form></html>\n",
+            html_escape(self.zone.as_str())
+        );
+        let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", page);
+        r.headers_mut().insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'none'; form-action 'self'"),
+        );
+        r
+    }
+
+    async fn logout(&self, req: &Request<Body>, request_id: &str) -> Response<ResponseBody> {
+        let now = self.now();
+        // a cross-site form cannot carry the (SameSite=Lax) cookie; an Origin that is not ours
+        // is refused outright
+        if let Some(origin) = req.headers().get(header::ORIGIN)
+            && origin.as_bytes() != self.public_url.as_bytes()
+        {
+            return plain(StatusCode::FORBIDDEN, "a sign-out from another origin\n");
+        }
+        let asker = self.asker(req, now).await;
+        if let Some(s) = &asker.session {
+            let r = self
+                .revocations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .revoke_session(&s.id, now);
+            let mut e = Event::new(now, "signout");
+            e.zone = self.zone.to_string();
+            e.component = "gateway".into();
+            e.object = format!("session:{}", s.id);
+            e.outcome = if r.is_ok() { "ok" } else { "failure" }.into();
+            e.request_id = request_id.into();
+            fill_actor(&mut e, &Identity::from_session(s));
+            let _ = self.audit.append_queued(&e);
+        }
+        let mut r = answer(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Signed out</title>\
+             <h1>Signed out</h1></html>\n"
+                .into(),
+        );
+        if let Ok(v) = HeaderValue::from_str(&CookieSealer::clear_cookie()) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        r
+    }
+
+    async fn backchannel_logout(
+        &self,
+        mut req: Request<Body>,
+        request_id: &str,
+    ) -> Response<ResponseBody> {
+        let now = self.now();
+        let refuse = |why: String| {
+            let mut e = Event::new(now, "logout.backchannel");
+            e.zone = self.zone.to_string();
+            e.component = "gateway".into();
+            e.outcome = "denied".into();
+            e.reason = why.chars().take(512).collect();
+            e.request_id = request_id.into();
+            let _ = self.audit.append_queued(&e);
+            answer(
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                json!({ "error": "invalid_request", "error_description": why }).to_string(),
+            )
+        };
+        req.body_mut().set_limit(MAX_LOGOUT_BODY);
+        let body = match req.into_body().bytes().await {
+            Ok(b) => b,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let form = decode_pairs(&String::from_utf8_lossy(&body));
+        let Some(token) = form.get("logout_token") else {
+            return refuse("no `logout_token`".into());
+        };
+        let (sid, sub) = match self.idp.check_logout_token(token, now).await {
+            Ok(x) => x,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let done = {
+            let mut rev = self
+                .revocations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match (&sid, &sub) {
+                (Some(sid), _) => rev.revoke_sid(sid, now),
+                (None, Some(sub)) => match sub.parse() {
+                    Ok(sub) => rev.revoke_subject(&sub, now),
+                    Err(_) => return refuse("the logout token's `sub` is not a subject".into()),
+                },
+                (None, None) => return refuse("neither sid nor sub".into()),
+            }
+        };
+        let mut e = Event::new(now, "logout.backchannel");
+        e.zone = self.zone.to_string();
+        e.component = "gateway".into();
+        e.actor = sub.clone().unwrap_or_default();
+        e.object = sid.map_or_else(|| "subject".to_owned(), |s| format!("sid:{s}"));
+        e.request_id = request_id.into();
+        if done.is_err() {
+            e.outcome = "failed".into();
+            e.reason = "the revocation list is full".into();
+            let _ = self.audit.append_queued(&e);
+            // the IdP retries
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "revocation list full\n");
+        }
+        e.outcome = "ok".into();
+        if let Ok(q) = self.audit.append_prompt(&e) {
+            let _ = q.durable().await;
+        }
+        answer(StatusCode::OK, "text/plain; charset=utf-8", String::new())
+    }
+}
+
+fn fill_actor(e: &mut Event, who: &Identity) {
+    e.actor = who.sub.as_str().to_owned();
+    e.roles = who.roles.iter().map(|r| r.to_string()).collect();
+    e.court = who
+        .court
+        .as_ref()
+        .map(|c| c.as_str().to_owned())
+        .unwrap_or_default();
+    e.clearance = who.clearance.to_string();
+    e.acr = who.acr.as_str().to_owned();
+    e.attributes
+        .insert("credential".into(), who.credential.as_str().into());
+    if let Credential::Bearer { client_id, .. } = &who.credential {
+        e.attributes.insert("client_id".into(), client_id.clone());
+    }
+}
+
+/// The JWKS of the assertion key: one EC P-256 key, `kid` the hex SHA-256 of the key, its chain
+/// in `x5c`.
+fn assertion_jwks(key: &PublicKey, chain: &[Vec<u8>]) -> Value {
+    let bytes = key.as_bytes();
+    let kid: String = key.fingerprint().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
+    let x5c: Vec<String> = chain.iter().map(|c| STANDARD.encode(c)).collect();
+    let jwk = match (bytes.first(), bytes.get(1..33), bytes.get(33..65)) {
+        (Some(4), Some(x), Some(y)) if bytes.len() == 65 => json!({
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y), "x5c": x5c,
+        }),
+        _ => json!({
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(bytes), "x5c": x5c,
+        }),
+    };
+    json!({ "keys": [jwk] })
+}
