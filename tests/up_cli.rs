@@ -204,6 +204,7 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
     for zone in ["internet", "external", "mobile", "private", "classified"] {
         assert!(has(zone, "idp"), "{runs:#?}");
     }
+    assert!(has("private", "audit-store"), "{runs:#?}");
     assert!(has("private", "exchange-receiver"), "{runs:#?}");
     assert!(has("classified", "exchange-receiver"), "{runs:#?}");
     assert!(has("internet", "exchange-sender"), "{runs:#?}");
@@ -221,6 +222,7 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
             "idp" => tianping_core::Component::Idp,
             "exchange-receiver" => tianping_core::Component::ExchangeReceiver,
             "exchange-sender" => tianping_core::Component::ExchangeSender,
+            "audit-store" => tianping_core::Component::AuditStore,
             other => panic!("{other}"),
         };
         let addrs = tianping_core::published_addrs(&s.dir, &zone, component).unwrap();

@@ -28,6 +28,7 @@ const MAX_GROUP: usize = 8192;
 
 mod live;
 mod reconcile;
+mod store;
 mod trust;
 
 use live::{Owner, owner_error, refuse_if_live};
@@ -35,6 +36,13 @@ use live::{Owner, owner_error, refuse_if_live};
 /// `tianping audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCmd {
+    /// Run the zone's audit store: the mirrors of every zone's logs, fed by the `audit-batch`
+    /// transfers its exchange receiver delivers, until `SIGINT` or `SIGTERM`.
+    Store {
+        /// The zone whose store it is (`private` in the default fabric).
+        #[arg(long)]
+        zone: tianping_core::ZoneName,
+    },
     /// Make a checkpoint signing key (PKCS#8 PEM) and print its public key.
     Keygen {
         /// Where to write the private key (refuses to overwrite).
@@ -211,6 +219,7 @@ pub(crate) struct QueryArgs {
 
 pub(crate) fn run(data: &Path, cmd: AuditCmd) -> miette::Result<ExitCode> {
     match cmd {
+        AuditCmd::Store { zone } => store::serve(data, &zone),
         AuditCmd::Keygen { out, alg } => keygen(&out, &alg),
         AuditCmd::Append {
             log,

@@ -1,5 +1,5 @@
 //! `tianping up`: every zone on this machine, from the data folder (made on first run): each
-//! zone's IdP and the exchange daemons the policy's flows need, as supervised children
+//! zone's IdP, the audit store and the exchange daemons the policy's flows need, as supervised children
 //! (`supervise.rs`), until `SIGINT` or `SIGTERM`.
 
 mod supervise;
@@ -38,6 +38,9 @@ fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<supervise::S
         };
         if runs(Component::Idp) {
             out.push(spec(Component::Idp, &["idp", "serve"]));
+        }
+        if runs(Component::AuditStore) {
+            out.push(spec(Component::AuditStore, &["audit", "store"]));
         }
         if runs(Component::ExchangeReceiver) && policy.flows().any(|f| f.to() == zone) {
             out.push(spec(Component::ExchangeReceiver, &["exchange", "receive"]));
@@ -141,8 +144,8 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
         );
     }
     println!(
-        "not yet run by `up`: the gateways (`tianping gateway`) and the audit store; flows whose \
-         service is bound to them wait in the receivers' delivery queues"
+        "not yet run by `up`: the gateways (`tianping gateway`); flows whose service is bound to \
+         them wait in the receivers' delivery queues"
     );
     if args.dry_run {
         println!("nothing was started (--dry-run)");

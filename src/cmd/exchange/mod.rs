@@ -263,7 +263,7 @@ pub(super) fn zone_policy(
     Ok((policy.is_sealed(zone.as_str()), limits))
 }
 
-pub(super) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -272,7 +272,7 @@ pub(super) fn runtime() -> miette::Result<tokio::runtime::Runtime> {
 }
 
 /// The control socket's verifier: node tokens of the zone for `audience`.
-pub(super) fn node_callers(
+pub(crate) fn node_callers(
     dir: &DataDir,
     zone: &ZoneName,
     audience: &str,
@@ -284,7 +284,7 @@ pub(super) fn node_callers(
     tianping_net::NodeCallers::new(nodes).map_err(|e| miette!("{e}"))
 }
 
-pub(super) fn zone_trust(
+pub(crate) fn zone_trust(
     dir: &DataDir,
     zone: &ZoneName,
 ) -> miette::Result<tianping_certs::TrustStore> {
@@ -296,7 +296,7 @@ pub(super) fn zone_trust(
 }
 
 /// Serves the admin listener of `component` and publishes its address.
-pub(super) async fn admin(
+pub(crate) async fn admin(
     dir: &DataDir,
     fabric: &Fabric,
     zone: &ZoneName,

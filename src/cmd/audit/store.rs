@@ -1,0 +1,318 @@
+//! `tianping audit store --zone private`: the security team's audit store, the component that
+//! keeps a mirror of every zone's logs (DESIGN §9), fed by the `audit-batch` transfers of the
+//! policy's `audit-from-*` flows.
+//!
+//! The zone's exchange receiver delivers each batch on the store's control socket
+//! (`POST /audit/v1/import`, a node token of the zone for the audience `audit-store`, the
+//! transfer's manifest in `Tianping-*` headers). The batch's checkpoint names the log it comes
+//! from (`<domain>/audit/<zone>/<component>`): it must be a component's log of the zone the
+//! transfer came from, and is applied to the mirror `mirrors/<zone>/<component>` under the
+//! store's folder (made on the first batch, which pins the log's checkpoint key; every later
+//! batch must be signed by it). A batch may overlap what the mirror holds (shippers overlap
+//! each batch with the one before, so one lost on the link is made up by the next): the
+//! overlap must be equal entry by entry, and only the rest is stored.
+//!
+//! A batch that cannot be applied — it starts past the mirror's end (a gap: the batch before it
+//! was lost and did not overlap), differs from what the mirror holds, is signed by another key,
+//! or names another zone's log — is **taken** (answered `200` with `{"applied": false,
+//! "reason": …}`) and audited as `audit.batch.refused`: delivering the same bytes again cannot
+//! make it apply, and a delivery that is never taken would hold up every transfer queued behind
+//! it. The mirror is left as it was; the next overlapping batch catches it up. Only the store's
+//! own failures (its disk) are answered `503`, so the receiver tries again.
+//!
+//! `GET /status` (open) lists the mirrors with their sizes. Every applied batch is audited as
+//! `audit.batch.applied` in the store's own log (`zones/<zone>/audit-store/audit`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use miette::{IntoDiagnostic, WrapErr, miette};
+use serde_json::{Value, json};
+use tianping_audit::{AuditLog, BatchReader, Event, SignedCheckpoint, StoreError};
+use tianping_core::{Clock, Component, DataDir, Fabric, SystemClock, ZoneName};
+use tianping_net::{Body, BoxFuture, Handler, ResponseBody};
+
+/// The path batches are delivered on (the receiver's `component_path("audit-batch")`).
+const IMPORT_PATH: &str = "/audit/v1/import";
+/// The largest batch taken: the default policy's `audit-from-*` flows allow 1 GiB; a batch is
+/// read whole before it is applied, so this bounds the store's memory per delivery.
+const MAX_BATCH: u64 = 1 << 30;
+/// How many entries the store's own log gathers before it signs a checkpoint.
+const CHECKPOINT_EVERY: u64 = 64;
+
+/// The store: its mirrors, opened once each (a sled store is held by one process).
+struct AuditStore {
+    domain: String,
+    root: PathBuf,
+    mirrors: Mutex<BTreeMap<(String, String), Arc<AuditLog>>>,
+    log: Arc<AuditLog>,
+    zone: ZoneName,
+}
+
+/// Why a batch was not applied, for its answer and audit event.
+enum NotApplied {
+    /// Taken, not applied: the reason.
+    Refused(String),
+    /// The store's own failure: to be tried again.
+    Failed(String),
+}
+
+impl AuditStore {
+    /// The mirror of `(zone, component)`, opened (or made) on first use.
+    fn mirror(&self, zone: &str, component: &str) -> Result<Arc<AuditLog>, StoreError> {
+        let mut open = self
+            .mirrors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (zone.to_owned(), component.to_owned());
+        if let Some(m) = open.get(&key) {
+            return Ok(Arc::clone(m));
+        }
+        let dir = self.root.join(zone).join(component);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Storage(e.to_string()))?;
+        let m = Arc::new(AuditLog::open_mirror(&dir, None)?);
+        open.insert(key, Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// Applies one delivered batch from `source`.
+    fn import(&self, source: &str, bytes: &[u8]) -> Result<(String, u64, u64), NotApplied> {
+        let refused = |why: String| NotApplied::Refused(why);
+        let reader = BatchReader::new(bytes).map_err(|e| refused(format!("not a batch: {e}")))?;
+        let head = reader.head();
+        let cp = SignedCheckpoint::verify(&head.note, &head.signer)
+            .map_err(|e| refused(format!("its checkpoint does not verify: {e}")))?;
+        let origin = cp.checkpoint().origin.clone();
+        let component = origin
+            .strip_prefix(&format!("{}/audit/{source}/", self.domain))
+            .filter(|c| Component::ALL.iter().any(|k| k.as_str() == *c))
+            .ok_or_else(|| {
+                refused(format!(
+                    "its log `{origin}` is not a component's log of `{source}`, whence it came"
+                ))
+            })?;
+        let mirror = self
+            .mirror(source, component)
+            .map_err(|e| NotApplied::Failed(e.to_string()))?;
+        match mirror.apply_batch_from(bytes) {
+            Ok(cp) => Ok((origin, head.old_size, cp.checkpoint().size)),
+            Err(e @ (StoreError::Storage(_) | StoreError::Poisoned(_))) => {
+                Err(NotApplied::Failed(e.to_string()))
+            }
+            Err(e) => Err(refused(format!(
+                "the mirror of `{origin}` (size {}) is unchanged: {e}",
+                mirror.size()
+            ))),
+        }
+    }
+
+    fn audit(&self, action: &str, outcome: &str, attrs: &[(&str, String)], reason: &str) {
+        let mut e = Event::new(SystemClock.now(), action);
+        e.zone = self.zone.to_string();
+        e.component = Component::AuditStore.as_str().into();
+        e.node = Component::AuditStore.as_str().into();
+        e.outcome = outcome.into();
+        e.reason = reason.into();
+        for (k, v) in attrs {
+            e.attributes.insert((*k).to_owned(), v.clone());
+        }
+        if let Err(err) = self.log.append(&e) {
+            eprintln!("audit store: its own log: {err}");
+        }
+    }
+
+    fn status(&self) -> Value {
+        let open = self
+            .mirrors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mirrors: Vec<Value> = open
+            .iter()
+            .map(|((z, c), m)| json!({"zone": z, "component": c, "origin": m.origin(), "size": m.size()}))
+            .collect();
+        json!({"component": "audit-store", "zone": self.zone.as_str(), "mirrors": mirrors})
+    }
+}
+
+fn answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    let mut r = Response::new(tianping_net::full(v.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+struct Control(Arc<AuditStore>);
+
+impl Handler for Control {
+    fn call(&self, mut req: Request<Body>) -> BoxFuture {
+        let store = Arc::clone(&self.0);
+        Box::pin(async move {
+            match (req.method().as_str(), req.uri().path()) {
+                ("GET", "/status") => answer(StatusCode::OK, &store.status()),
+                ("POST", IMPORT_PATH) => {
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let (source, transfer) =
+                        (header("tianping-source"), header("tianping-transfer"));
+                    req.body_mut().set_limit(MAX_BATCH);
+                    let body = match req.into_body().bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let status =
+                                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                            return answer(status, &json!({"error": e.to_string()}));
+                        }
+                    };
+                    let done = tokio::task::spawn_blocking(move || {
+                        let r = store.import(&source, &body);
+                        let mut attrs = vec![
+                            ("source", source.clone()),
+                            ("transfer", transfer.clone()),
+                            ("bytes", body.len().to_string()),
+                        ];
+                        match r {
+                            Ok((origin, from, size)) => {
+                                attrs.push(("log", origin.clone()));
+                                attrs.push(("from", from.to_string()));
+                                attrs.push(("size", size.to_string()));
+                                store.audit("audit.batch.applied", "success", &attrs, "");
+                                println!(
+                                    "batch {transfer} from `{source}` applied: `{origin}` holds {size} entries"
+                                );
+                                (
+                                    StatusCode::OK,
+                                    json!({"applied": true, "log": origin, "size": size}),
+                                )
+                            }
+                            Err(NotApplied::Refused(why)) => {
+                                store.audit("audit.batch.refused", "fail", &attrs, &why);
+                                println!("batch {transfer} from `{source}` not applied: {why}");
+                                (StatusCode::OK, json!({"applied": false, "reason": why}))
+                            }
+                            Err(NotApplied::Failed(why)) => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                json!({"error": why}),
+                            ),
+                        }
+                    })
+                    .await;
+                    match done {
+                        Ok((status, v)) => answer(status, &v),
+                        Err(_) => answer(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &json!({"error": "the import task failed"}),
+                        ),
+                    }
+                }
+                _ => answer(StatusCode::NOT_FOUND, &json!({"error": "no such endpoint"})),
+            }
+        })
+    }
+}
+
+/// The store's own checkpoint key: its node key.
+fn node_signer(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_core::RingSigner> {
+    let (_, key) = dir.node(zone, Component::AuditStore);
+    let pem = std::fs::read_to_string(&key)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("reading `{}`", key.display()))?;
+    tianping_audit::signer_from_pem(&pem).map_err(|e| miette!("`{}`: {e}", key.display()))
+}
+
+/// Runs the store of `zone` until `SIGINT` or `SIGTERM`.
+pub(super) fn serve(data: &std::path::Path, zone: &ZoneName) -> miette::Result<ExitCode> {
+    let dir = DataDir::new(data);
+    let fabric = Fabric::load(&dir.fabric()).into_diagnostic()?;
+    let runs = fabric
+        .zones()
+        .find(|z| &z.zone == zone)
+        .is_some_and(|z| z.components().any(|c| c == Component::AuditStore));
+    if !runs {
+        return Err(miette!(
+            "`fabric.toml` runs no audit store in zone `{zone}` (it gives it no admin port)"
+        ));
+    }
+    let base = dir.component(zone, Component::AuditStore);
+    let log_dir = dir.audit_log(zone, Component::AuditStore);
+    let origin = format!("{}/audit/{zone}/audit-store", fabric.domain);
+    let log = Arc::new(
+        AuditLog::open_or_create(&log_dir, &origin)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("opening the audit log `{}`", log_dir.display()))?,
+    );
+    log.set_auto_checkpoint(Arc::new(node_signer(&dir, zone)?), CHECKPOINT_EVERY);
+    let root = base.join("mirrors");
+    let store = Arc::new(AuditStore {
+        domain: fabric.domain.clone(),
+        root: root.clone(),
+        mirrors: Mutex::new(BTreeMap::new()),
+        log: Arc::clone(&log),
+        zone: zone.clone(),
+    });
+    // the mirrors made before: open now, so `/status` shows them from the start
+    for z in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for c in std::fs::read_dir(z.path()).into_iter().flatten().flatten() {
+            let (Some(z), Some(c)) = (
+                z.file_name().to_str().map(str::to_owned),
+                c.file_name().to_str().map(str::to_owned),
+            ) else {
+                continue;
+            };
+            store
+                .mirror(&z, &c)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("opening the mirror `{z}/{c}`"))?;
+        }
+    }
+    let rt = crate::cmd::exchange::runtime()?;
+    let registry = tianping_net::Registry::new();
+    rt.block_on(async {
+        let callers = crate::cmd::exchange::node_callers(&dir, zone, "audit-store")?;
+        let options =
+            tianping_net::ControlOptions::new(&[]).verified(Arc::new(callers), ["/status"]);
+        let path = dir.socket(zone, Component::AuditStore);
+        let ctl = tianping_net::serve_control_with(&path, options, Control(Arc::clone(&store)))
+            .await
+            .into_diagnostic()?;
+        let adm = crate::cmd::exchange::admin(
+            &dir,
+            &fabric,
+            zone,
+            Component::AuditStore,
+            vec![ctl.metrics()],
+            Arc::clone(&registry),
+        )
+        .await?;
+        println!(
+            "audit store of `{zone}`: {} mirrors under `{}`, control socket `{}`, admin on {}",
+            store.mirrors.lock().map_or(0, |m| m.len()),
+            root.display(),
+            path.display(),
+            adm.local_addr()
+        );
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).into_diagnostic()?;
+        let mut int = signal(SignalKind::interrupt()).into_diagnostic()?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        drop(ctl);
+        drop(adm);
+        miette::Result::<()>::Ok(())
+    })?;
+    log.sync().into_diagnostic()?;
+    println!("audit store of `{zone}` stopped");
+    Ok(ExitCode::SUCCESS)
+}
