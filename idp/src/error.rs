@@ -39,6 +39,14 @@ pub enum ErrorCode {
     InvalidToken,
     /// `server_error`.
     ServerError,
+    /// `authorization_pending` (RFC 8628 §3.5).
+    AuthorizationPending,
+    /// `slow_down` (RFC 8628 §3.5).
+    SlowDown,
+    /// `expired_token` (RFC 8628 §3.5).
+    ExpiredToken,
+    /// `temporarily_unavailable` (RFC 6749 §4.1.2.1).
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
@@ -60,6 +68,10 @@ impl ErrorCode {
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::ServerError => "server_error",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 
@@ -69,6 +81,7 @@ impl ErrorCode {
             ErrorCode::InvalidClient | ErrorCode::InvalidToken => 401,
             ErrorCode::AccessDenied => 403,
             ErrorCode::ServerError => 500,
+            ErrorCode::TemporarilyUnavailable => 503,
             _ => 400,
         }
     }
@@ -239,6 +252,29 @@ pub enum IdpError {
     #[error("store failure: {0}")]
     Store(String),
 
+    // ---- the device authorization grant (RFC 8628)
+    /// Nobody approved or denied the device's authorization yet: poll again.
+    #[error("the authorization is pending: the user has not decided yet")]
+    AuthorizationPending,
+    /// The device polled sooner than its interval: it grows by 5 seconds.
+    #[error("polling too fast: wait 5 more seconds between polls")]
+    SlowDown,
+    /// The device code's life is over: the device starts again.
+    #[error("the device code expired")]
+    DeviceCodeExpired,
+    /// The user denied the device's authorization.
+    #[error("the user denied the authorization")]
+    DeviceAccessDenied,
+    /// A device code this provider did not issue, issued to another client, or already used.
+    #[error("the device code is invalid")]
+    DeviceCodeInvalid,
+    /// A user code that is malformed, unknown, expired or already decided.
+    #[error("the user code is invalid or expired")]
+    UserCodeInvalid,
+    /// Too many device authorizations are pending: the device asks again later.
+    #[error("too many device authorizations are pending; try again later")]
+    DeviceTableFull,
+
     // ---- the directory
     /// A directory change that breaks a rule (a duplicate, an unknown court, two separated
     /// administrator roles, no such user).
@@ -289,7 +325,14 @@ impl IdpError {
             | E::RefreshInvalid
             | E::RefreshReused
             | E::RefreshWrongClient
-            | E::AccountInactive => ErrorCode::InvalidGrant,
+            | E::AccountInactive
+            | E::DeviceCodeInvalid => ErrorCode::InvalidGrant,
+            E::AuthorizationPending => ErrorCode::AuthorizationPending,
+            E::SlowDown => ErrorCode::SlowDown,
+            E::DeviceCodeExpired => ErrorCode::ExpiredToken,
+            E::DeviceAccessDenied => ErrorCode::AccessDenied,
+            E::UserCodeInvalid => ErrorCode::InvalidRequest,
+            E::DeviceTableFull => ErrorCode::TemporarilyUnavailable,
             E::SignInFailed | E::AccountLocked { .. } | E::TotpWrong | E::TotpReplayed => {
                 ErrorCode::AccessDenied
             }
@@ -307,6 +350,8 @@ impl IdpError {
             IdpError::CsrfMismatch => 403,
             // Too many attempts (RFC 6585).
             IdpError::AccountLocked { .. } => 429,
+            // RFC 8628 §3.5: the token endpoint's errors, a denial included, are 400
+            IdpError::DeviceAccessDenied => 400,
             other => other.code().status(),
         }
     }
@@ -368,6 +413,13 @@ mod tests {
             ),
             (IdpError::CsrfMismatch, "invalid_request", 403),
             (IdpError::Internal("rng"), "server_error", 500),
+            (IdpError::AuthorizationPending, "authorization_pending", 400),
+            (IdpError::SlowDown, "slow_down", 400),
+            (IdpError::DeviceCodeExpired, "expired_token", 400),
+            (IdpError::DeviceAccessDenied, "access_denied", 400),
+            (IdpError::DeviceCodeInvalid, "invalid_grant", 400),
+            (IdpError::UserCodeInvalid, "invalid_request", 400),
+            (IdpError::DeviceTableFull, "temporarily_unavailable", 503),
         ];
         for (e, code, status) in cases {
             assert_eq!(e.code().as_str(), code, "{e}");

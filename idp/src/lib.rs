@@ -60,6 +60,11 @@
 //!   TOTP, each refusal (revoked, expired, other zone, unmapped, stale CRL) a page and an audit
 //!   event; devices registered to a user by their certificate ([`Device`], [`Devices`]), on
 //!   which the person still gives their own factors;
+//! - the device authorization grant (RFC 8628) as a state machine over a bounded table
+//!   ([`DeviceGrants`]), and with the `server` feature `/device_authorization`, the verification
+//!   page `/device` behind the provider's sign-in and the `device_code` grant
+//!   (`Idp::with_device_grant`); with it the person-token verifier of the zone's control
+//!   sockets (`PersonTokens`), which `tianping login` gets its token for;
 //! - strict form decoding, duplicates refused ([`Params`]);
 //! - randomness behind [`Random`] ([`OsRandom`]; [`danger::SeededRandom`] for tests).
 //!
@@ -81,6 +86,7 @@ mod cert_signin;
 mod client;
 mod client_auth;
 mod device;
+mod device_grant;
 mod directory;
 mod directory_update;
 #[cfg(feature = "server")]
@@ -101,6 +107,8 @@ mod outbound;
 #[cfg(feature = "server")]
 mod pages;
 mod password;
+#[cfg(feature = "server")]
+mod person_token;
 mod pkce;
 mod random;
 #[cfg(feature = "store")]
@@ -146,6 +154,10 @@ pub use client_auth::{
 #[doc(hidden)]
 pub use client_auth::{FUZZ_CLIENT, fuzz_client_assertion};
 pub use device::{Device, Devices};
+pub use device_grant::{
+    DEVICE_CODE_GRANT, Decision, DeviceAuthorization, DeviceGranted, DeviceGrants, DevicePolicy,
+    PendingDevice, SLOW_DOWN_STEP, USER_CODE_ALPHABET, USER_CODE_LEN, normalize_user_code,
+};
 pub use directory::{
     Applied, ApplyError, Court, Directory, RequiredAction, TotpCredential, User, UserStatus,
     applied_key, apply_update, check_login, export_update,
@@ -174,10 +186,12 @@ pub use metrics::{IdpMetrics, NoMetrics};
 #[cfg(feature = "server")]
 pub use outbound::{ZoneHttps, spawn_logout_delivery};
 pub use password::{PasswordParams, PasswordPolicy, PasswordRecord, Passwords};
+#[cfg(feature = "server")]
+pub use person_token::{IssuerSource, PERSON_TOKEN_LIFE, PersonTokens, control_audience};
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
 #[cfg(feature = "server")]
-pub use server::{Idp, IdpParts};
+pub use server::{DeviceGrantParts, Idp, IdpParts};
 pub use session::{
     SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
     session_key,

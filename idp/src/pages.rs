@@ -430,6 +430,60 @@ pub(crate) fn refusal_page(locale: UiLocale, notice: &Notice) -> Response<Respon
     page(StatusCode::FORBIDDEN, locale.as_str(), title, &body)
 }
 
+/// What the device verification page (`/device`, RFC 8628 §3.3) shows a signed-in person.
+pub(crate) struct DevicePage<'a> {
+    /// Who is signed in (their subject id).
+    pub(crate) who: &'a str,
+    /// The user code, as typed or given in the link.
+    pub(crate) user_code: &'a str,
+    /// The client asking, once the code was found.
+    pub(crate) client_id: Option<&'a str>,
+    /// The CSRF token of the `device` form.
+    pub(crate) csrf: &'a str,
+    /// Why the code was not taken, if it was not.
+    pub(crate) notice: Option<&'a str>,
+}
+
+/// The verification page: the user code to confirm, and the approve and deny buttons.
+pub(crate) fn device_page(d: &DevicePage<'_>) -> Response<ResponseBody> {
+    let mut body = format!(
+        "<p>已登录 / Signed in as <code>{}</code></p>",
+        escape(d.who)
+    );
+    if let Some(n) = d.notice {
+        body.push_str(&format!("<p role=\"alert\">{}</p>", escape(n)));
+    }
+    if let Some(c) = d.client_id {
+        body.push_str(&format!(
+            "<p>应用 <code>{c}</code> 请求以您的身份登录。/ <code>{c}</code> asks to sign in as you. 请确认终端上显示的代码一致。/ Check that your terminal shows the same code.</p>",
+            c = escape(c)
+        ));
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/device\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">{}<p><button type=\"submit\" name=\"decision\" value=\"approve\">批准 / Approve</button> <button type=\"submit\" name=\"decision\" value=\"deny\">拒绝 / Deny</button></p></form>",
+        escape(d.csrf),
+        input(&Input {
+            name: "user_code",
+            label: "代码 / Code",
+            kind: "text",
+            value: d.user_code,
+            autocomplete: "off",
+            required: true,
+        })
+    ));
+    page(StatusCode::OK, "zh-CN", "设备登录 / Device sign-in", &body)
+}
+
+/// The answer to a decision on the verification page.
+pub(crate) fn device_done_page(approved: bool) -> Response<ResponseBody> {
+    let body = if approved {
+        "<p>已批准，请回到终端。/ Approved: return to your terminal.</p>"
+    } else {
+        "<p>已拒绝。/ Denied: the terminal is refused.</p>"
+    };
+    page(StatusCode::OK, "zh-CN", "设备登录 / Device sign-in", body)
+}
+
 /// A redirect (`303 See Other`), with a cookie to set.
 pub(crate) fn redirect(location: &str, cookie: Option<&str>) -> Response<ResponseBody> {
     let mut r = page(StatusCode::SEE_OTHER, "en", "Redirect", "");

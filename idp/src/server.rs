@@ -22,7 +22,10 @@ use crate::store::Store;
 use crate::token_request::{TokenGrant, parse_token_request};
 use crate::tokens::{IssuedAccessToken, TokenIssuer};
 
+mod device;
 mod login;
+
+pub use device::DeviceGrantParts;
 
 /// What an [`Idp`] is made of.
 pub struct IdpParts {
@@ -70,6 +73,8 @@ struct Inner {
     /// The JWKS of `private_key_jwt` clients registered by URI; without it they cannot
     /// authenticate.
     jwks: Option<crate::client_auth::JwksCache>,
+    /// The device authorization grant (RFC 8628); without it its endpoints are refused.
+    device: Option<device::DeviceState>,
 }
 
 impl std::fmt::Debug for Idp {
@@ -99,6 +104,7 @@ impl Idp {
                 cert: None,
                 metrics: Arc::new(crate::metrics::NoMetrics),
                 jwks: None,
+                device: None,
             }),
         }
     }
@@ -120,6 +126,17 @@ impl Idp {
     pub fn with_cert_sign_in(mut self, cert: crate::cert_signin::CertSignIn) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.cert = Some(cert);
+        }
+        self
+    }
+
+    /// This provider taking the device authorization grant (RFC 8628) for `parts.client_id`
+    /// (before it is cloned or served): `/device_authorization`, the verification page
+    /// `/device`, and the `device_code` grant at the token endpoint, which discovery then lists.
+    #[must_use]
+    pub fn with_device_grant(mut self, parts: DeviceGrantParts) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.device = Some(device::DeviceState::new(parts));
         }
         self
     }
@@ -311,6 +328,12 @@ impl Inner {
                     Err(_) => pages::error_page(&IdpError::MalformedForm),
                 }
             }
+            (&Method::POST, "/device_authorization") => self.device_authorization(req, now).await,
+            (&Method::GET, "/device") => self.device_page(&req, now),
+            (&Method::POST, "/device") => self.device_decide(req, now).await,
+            (_, "/device_authorization" | "/device") => {
+                plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
             (&Method::GET, "/register") => self.register(login::session_id(req.headers()), now),
             (_, "/login" | "/register") => {
                 plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
@@ -370,6 +393,15 @@ impl Inner {
             let bcl = self.backchannel.is_some();
             obj.insert("backchannel_logout_supported".into(), bcl.into());
             obj.insert("backchannel_logout_session_supported".into(), bcl.into());
+            if self.device.is_some() {
+                obj.insert(
+                    "device_authorization_endpoint".into(),
+                    format!("{iss}/device_authorization").into(),
+                );
+                if let Some(Value::Array(grants)) = obj.get_mut("grant_types_supported") {
+                    grants.push(crate::device_grant::DEVICE_CODE_GRANT.into());
+                }
+            }
         }
         d
     }
@@ -392,14 +424,23 @@ impl Inner {
             crate::client_auth::authenticate(self.ctx(), &request.client, conn.as_ref(), now)
                 .await?;
         let client = &authenticated.client;
-        client.allows(request.grant.grant_type())?;
+        if let TokenGrant::DeviceCode { device_code } = &request.grant {
+            let answer = self.device_token(client, device_code, now).await;
+            if answer.is_ok() {
+                self.metrics.grant(request.grant.name());
+            }
+            return answer;
+        }
+        if let Some(g) = request.grant.grant_type() {
+            client.allows(g)?;
+        }
         // RFC 8705 §3: the access tokens of a client that authenticated by its certificate are
         // bound to it
         let mut bound = serde_json::Map::new();
         if let Some(x5t) = &authenticated.x5t {
             bound.insert("cnf".into(), crate::client_auth::cnf_claim(x5t));
         }
-        let kind = request.grant.grant_type();
+        let kind = request.grant.name();
         let p = &self.parts;
         let answer = match request.grant {
             TokenGrant::ClientCredentials { scope } => {
@@ -491,9 +532,10 @@ impl Inner {
                 )
                 .await
             }
+            TokenGrant::DeviceCode { .. } => Err(IdpError::Internal("device grant answered above")),
         };
         if answer.is_ok() {
-            self.metrics.grant(kind.as_str());
+            self.metrics.grant(kind);
         }
         answer
     }

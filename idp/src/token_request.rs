@@ -38,15 +38,31 @@ pub enum TokenGrant {
         /// The scopes asked for.
         scope: Vec<String>,
     },
+    /// `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4): a device polling for
+    /// the authorization a person approves on the verification page.
+    DeviceCode {
+        /// The device code `/device_authorization` gave.
+        device_code: String,
+    },
 }
 
 impl TokenGrant {
-    /// The grant type.
-    pub fn grant_type(&self) -> GrantType {
+    /// The grant type a client registers for; `None` for the device grant, which only the
+    /// provider's device client may use (`Idp::with_device_grant`).
+    pub fn grant_type(&self) -> Option<GrantType> {
         match self {
-            TokenGrant::AuthorizationCode { .. } => GrantType::AuthorizationCode,
-            TokenGrant::RefreshToken { .. } => GrantType::RefreshToken,
-            TokenGrant::ClientCredentials { .. } => GrantType::ClientCredentials,
+            TokenGrant::AuthorizationCode { .. } => Some(GrantType::AuthorizationCode),
+            TokenGrant::RefreshToken { .. } => Some(GrantType::RefreshToken),
+            TokenGrant::ClientCredentials { .. } => Some(GrantType::ClientCredentials),
+            TokenGrant::DeviceCode { .. } => None,
+        }
+    }
+
+    /// The grant's name on the wire.
+    pub fn name(&self) -> &'static str {
+        match self.grant_type() {
+            Some(g) => g.as_str(),
+            None => crate::device_grant::DEVICE_CODE_GRANT,
         }
     }
 }
@@ -170,6 +186,12 @@ pub fn parse_token_request(
     let p = Params::parse(body)?;
     let client = client_credentials(&p, authorization)?;
     let grant_type = p.require("grant_type")?;
+    if grant_type == crate::device_grant::DEVICE_CODE_GRANT {
+        let grant = TokenGrant::DeviceCode {
+            device_code: p.require("device_code")?.to_owned(),
+        };
+        return Ok(TokenRequest { client, grant });
+    }
     let grant = match GrantType::parse(grant_type) {
         Some(GrantType::AuthorizationCode) => TokenGrant::AuthorizationCode {
             code: p.require("code")?.to_owned(),
@@ -240,7 +262,7 @@ mod tests {
         );
         let r = parse_token_request(b"grant_type=client_credentials&client_id=desk", None).unwrap();
         assert_eq!(r.client.method, ClientAuthMethod::None);
-        assert_eq!(r.grant.grant_type(), GrantType::ClientCredentials);
+        assert_eq!(r.grant.grant_type(), Some(GrantType::ClientCredentials));
     }
 
     #[test]
