@@ -50,6 +50,8 @@ enum Command {
     /// The zone's identity provider: its store, keys, directory and daemon.
     #[command(subcommand)]
     Idp(cmd::idp::IdpCmd),
+    /// The zone's gateway: sign-in, the policy's decisions, forwarding with an assertion.
+    Gateway(cmd::gateway::GatewayArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Policy(c) => cmd::policy::run(&cli.data, c),
         Command::Exchange(c) => cmd::exchange::run(&cli.data, c),
         Command::Idp(c) => cmd::idp::run(&cli.data, c),
+        Command::Gateway(a) => cmd::gateway::run(&cli.data, a),
     };
     match result {
         Ok(code) => code,

@@ -3,6 +3,7 @@
 pub(crate) mod audit;
 pub(crate) mod certs;
 pub(crate) mod exchange;
+pub(crate) mod gateway;
 pub(crate) mod idp;
 pub(crate) mod init;
 pub(crate) mod policy;

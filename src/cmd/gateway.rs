@@ -1,0 +1,385 @@
+//! `tianping gateway --zone Z`: the zone's gateway on its `gateway` host and port from
+//! `fabric.toml` (port 0: the address it got is published in `run/<zone>-gateway.addr`), the
+//! admin listener (`/healthz`, `/metrics`) on loopback, and the control socket
+//! `run/<zone>-gateway.sock` (`GET /status`). Stops on SIGINT or SIGTERM, finishing requests in
+//! flight and removing what it published.
+//!
+//! It reads the zone's policy copy, trust bundle and CRL, its TLS and node certificates under
+//! `zones/<zone>/gateway/`, and its cookie keys under `keys/` (`cookie.key` is key 1,
+//! `cookie-<n>.key` key `n`; the highest seals, all open; one is made on first start if there is
+//! none). Its IdP is the zone's, at the address the IdP published (so the IdP starts first).
+//!
+//! The gateway signs people in as the IdP's client `gateway`, authenticated by its node
+//! certificate (`tls_client_auth`); the operator registers it once the gateway's address is
+//! known (the gateway prints the command at start):
+//!
+//! ```text
+//! tianping idp client add gateway --zone Z --auth-method tls_client_auth \
+//!     --tls-subject gw.Z.<domain> --redirect-uri https://gw.Z.<domain>:PORT/.tianping/callback \
+//!     --backchannel-logout-uri https://gw.Z.<domain>:PORT/.tianping/backchannel-logout \
+//!     --backchannel-logout-session-required
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use http::{Request, Response, StatusCode};
+use miette::{IntoDiagnostic, WrapErr, miette};
+use serde_json::json;
+use tianping_audit::AuditLog;
+use tianping_certs::{ClientAuth, ServerTlsBuilder, TokenSigner, certs_from_pem};
+use tianping_core::{
+    Clock, Component, DataDir, Fabric, Listener, RingSigner, Secret, ServiceTarget, Signer as _,
+    SystemClock, ZoneName, clear_published_addrs, listener_addr, private_key_from_pem,
+    publish_addr, write_private_file,
+};
+use tianping_gateway::{CookieKey, Gateway, GatewayParts, Limits, ServiceBinding};
+use tianping_net::{
+    Body, BoxFuture, ControlOptions, Handler, HostSet, HttpsClientBuilder, Registry, ResponseBody,
+    ServerOptions, full, serve_admin_with, serve_control_with, serve_tls,
+};
+
+/// The gateway's `client_id` at its zone's IdP.
+pub(crate) const CLIENT_ID: &str = "gateway";
+/// How many audit events between checkpoints signed with the gateway's node key.
+const CHECKPOINT_EVERY: u64 = 1000;
+/// The audience of the IdP's access tokens.
+const TOKEN_AUDIENCE: &str = "tianping";
+
+/// `tianping gateway`.
+#[derive(Debug, Args)]
+pub(crate) struct GatewayArgs {
+    /// The zone.
+    #[arg(long)]
+    zone: ZoneName,
+}
+
+pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
+    let dir = DataDir::new(data);
+    let fabric = Fabric::load(&dir.fabric()).into_diagnostic()?;
+    let zl = fabric
+        .zone(&args.zone)
+        .ok_or_else(|| miette!("`fabric.toml` has no zone `{}`", args.zone))?;
+    if !zl.runs(Component::Gateway) {
+        return Err(miette!(
+            "zone `{}` runs no gateway in `fabric.toml`",
+            args.zone
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    rt.block_on(serve(&dir, &fabric, &args.zone))
+}
+
+fn read(path: &Path) -> miette::Result<Vec<u8>> {
+    std::fs::read(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot read `{}`", path.display()))
+}
+
+/// The cookie keys under `keys/` (`cookie.key` is id 1, `cookie-<n>.key` id `n`); one made
+/// when there is none.
+fn cookie_keys(dir: &DataDir, zone: &ZoneName) -> miette::Result<Vec<CookieKey>> {
+    let keys = dir.keys(zone, Component::Gateway);
+    std::fs::create_dir_all(&keys)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot make `{}`", keys.display()))?;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&keys).into_diagnostic()? {
+        let path = entry.into_diagnostic()?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let id = match name {
+            "cookie.key" => 1,
+            n => match n
+                .strip_prefix("cookie-")
+                .and_then(|r| r.strip_suffix(".key"))
+                .and_then(|i| i.parse::<u32>().ok())
+            {
+                Some(i) => i,
+                None => continue,
+            },
+        };
+        let bytes = read(&path)?;
+        let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            miette!(
+                "`{}` is not a cookie key (32 bytes; it has {})",
+                path.display(),
+                bytes.len()
+            )
+        })?;
+        found.push(CookieKey::new(id, &Secret::new(bytes)).into_diagnostic()?);
+    }
+    if found.is_empty() {
+        let (key, bytes) = CookieKey::generate(1).into_diagnostic()?;
+        write_private_file(&keys.join("cookie.key"), bytes.expose()).into_diagnostic()?;
+        eprintln!(
+            "gateway of `{zone}`: made its cookie key `{}`",
+            keys.join("cookie.key").display()
+        );
+        found.push(key);
+    }
+    Ok(found)
+}
+
+async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
+    let zl = fabric
+        .zone(zone)
+        .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let policy_path = dir.zone_policy(zone);
+    let source = String::from_utf8(read(&policy_path)?)
+        .map_err(|_| miette!("`{}` is not UTF-8", policy_path.display()))?;
+    let policy = tianping_policies::check(&policy_path.display().to_string(), &source)
+        .into_policy()
+        .ok_or_else(|| {
+            miette!(
+                "the zone's policy `{}` does not pass `tianping policy check`",
+                policy_path.display()
+            )
+        })?;
+    let mut services = BTreeMap::new();
+    for (name, b) in fabric.services() {
+        if b.zone != *zone {
+            continue;
+        }
+        let binding = match &b.target {
+            ServiceTarget::Url { url, ca } => ServiceBinding::Url {
+                url: url.clone(),
+                ca_pem: read(&dir.root().join(ca))?,
+            },
+            ServiceTarget::Folder(p) => ServiceBinding::Folder(dir.root().join(p)),
+            ServiceTarget::Component(c) => ServiceBinding::Component(c.to_string()),
+        };
+        services.insert(name.clone(), binding);
+    }
+
+    // the zone's IdP, where it published itself (it starts before the gateway)
+    let idp_addr = listener_addr(dir, fabric, zone, Component::Idp, &Listener::Public)
+        .into_diagnostic()
+        .wrap_err("the zone's IdP must be running before its gateway starts")?;
+    let issuer = if idp_addr.port() == 443 {
+        format!("https://{}", zl.idp_host)
+    } else {
+        format!("https://{}:{}", zl.idp_host, idp_addr.port())
+    };
+    let trust = read(&dir.zone_trust_bundle(zone))?;
+    let (node_pem_path, node_key_path) = dir.node(zone, Component::Gateway);
+    let node_pem = read(&node_pem_path)?;
+    let node_key = read(&node_key_path)?;
+    let idp_http = HttpsClientBuilder::new(trust.clone())
+        .client_cert(node_pem.clone(), node_key.clone())
+        .resolve(zl.idp_host.clone(), idp_addr)
+        .build()
+        .into_diagnostic()
+        .wrap_err("the gateway's https client")?;
+    let key_text = String::from_utf8(node_key.clone())
+        .map_err(|_| miette!("`{}` is not PEM", node_key_path.display()))?;
+    let pkcs8 = private_key_from_pem(&key_text).into_diagnostic()?;
+    let signer = RingSigner::from_pkcs8_any(pkcs8.expose()).into_diagnostic()?;
+    let public = signer.public_key();
+    let chain = certs_from_pem(&node_pem).into_diagnostic()?;
+    let chain_der: Vec<Vec<u8>> = chain.iter().map(|c| c.as_ref().to_vec()).collect();
+    let assertion_signer = TokenSigner::new(Arc::new(signer), &chain)
+        .into_diagnostic()
+        .wrap_err("the gateway's node certificate")?;
+
+    let audit_dir = dir.audit_log(zone, Component::Gateway);
+    let audit = Arc::new(
+        AuditLog::open_or_create(
+            &audit_dir,
+            &format!("{}/audit/{zone}/gateway", fabric.domain),
+        )
+        .into_diagnostic()
+        .wrap_err_with(|| {
+            format!(
+                "is zone `{zone}`'s gateway already running? (`{}`)",
+                dir.socket(zone, Component::Gateway).display()
+            )
+        })?,
+    );
+    let node_text = String::from_utf8_lossy(&node_key).into_owned();
+    let checkpoints = tianping_audit::signer_from_pem(&node_text).into_diagnostic()?;
+    audit.set_auto_checkpoint(Arc::new(checkpoints), CHECKPOINT_EVERY);
+
+    // a client certificate is asked for, never required: a person's is an identity, a browser
+    // without one signs in at the IdP
+    let (pem, key) = dir.tls(zone, Component::Gateway);
+    let tls = ServerTlsBuilder::new(pem, key)
+        .client_auth(
+            ClientAuth::Request,
+            dir.zone_trust_bundle(zone),
+            vec![dir.zone_crl(zone, zone)],
+        )
+        .client_zone(zone.clone())
+        .build()
+        .into_diagnostic()
+        .wrap_err("the gateway's TLS certificate")?;
+
+    clear_published_addrs(dir, zone, Component::Gateway).into_diagnostic()?;
+    let registry = Registry::new();
+    // the public origin needs the bound port: bind first, then build the handler it serves
+    let slot: Arc<std::sync::OnceLock<Gateway>> = Arc::new(std::sync::OnceLock::new());
+    let options = ServerOptions::new(HostSet::new([zl.gateway_host.clone()]));
+    let server = serve_tls(
+        SocketAddr::new(zl.address, zl.gateway_port),
+        Arc::new(tls),
+        options,
+        Front(Arc::clone(&slot)),
+    )
+    .await
+    .into_diagnostic()?;
+    let bound = server.local_addr();
+    let public_url = if bound.port() == 443 {
+        format!("https://{}", zl.gateway_host)
+    } else {
+        format!("https://{}:{}", zl.gateway_host, bound.port())
+    };
+    let gateway = Gateway::new(GatewayParts {
+        zone: zone.clone(),
+        policy,
+        services,
+        public_url: public_url.clone(),
+        issuer,
+        client_id: CLIENT_ID.into(),
+        token_audience: TOKEN_AUDIENCE.into(),
+        idp_http,
+        cookie_keys: cookie_keys(dir, zone)?,
+        assertion_signer,
+        assertion_key: (public, chain_der),
+        node_identity: Some((node_pem, node_key)),
+        audit: Arc::clone(&audit),
+        limits: Limits::default(),
+        clock,
+        metrics: Arc::clone(&registry),
+    })
+    .into_diagnostic()?;
+    let registration = format!(
+        "tianping idp client add {CLIENT_ID} --zone {zone} --auth-method tls_client_auth \
+         --tls-subject {} --redirect-uri {} --backchannel-logout-uri {} \
+         --backchannel-logout-session-required",
+        zl.gateway_host,
+        gateway.redirect_uri(),
+        gateway.backchannel_logout_uri()
+    );
+    let hash = gateway.policy_hash();
+    let _ = slot.set(gateway);
+
+    let admin_ip = if zl.address.is_loopback() {
+        zl.address
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    let admin_port = zl
+        .admin_ports
+        .get(&Component::Gateway)
+        .copied()
+        .unwrap_or(0);
+    let admin = serve_admin_with(
+        SocketAddr::new(admin_ip, admin_port),
+        vec![server.metrics()],
+        Arc::clone(&registry),
+    )
+    .await
+    .into_diagnostic()?;
+    let socket = dir.socket(zone, Component::Gateway);
+    let control = serve_control_with(
+        &socket,
+        ControlOptions::new(&[]),
+        Control(json!({
+            "component": "gateway",
+            "zone": zone.as_str(),
+            "public_url": public_url,
+            "policy": hash.to_string(),
+            "client_registration": registration,
+        })),
+    )
+    .await
+    .into_diagnostic()?;
+    tianping_audit::record_owner(&audit_dir, &socket).into_diagnostic()?;
+    publish_addr(dir, zone, Component::Gateway, &Listener::Public, bound).into_diagnostic()?;
+    publish_addr(
+        dir,
+        zone,
+        Component::Gateway,
+        &Listener::Admin,
+        admin.local_addr(),
+    )
+    .into_diagnostic()?;
+    eprintln!("gateway of `{zone}`: its IdP client is registered with: {registration}");
+    println!(
+        "gateway of `{zone}`: {public_url} on {bound}, admin on {}, control socket `{}`",
+        admin.local_addr(),
+        control.path().display()
+    );
+
+    stopped().await?;
+    control.shutdown().await;
+    server.shutdown().await;
+    admin.shutdown().await;
+    let _ = audit.sync();
+    tianping_audit::clear_owner(&audit_dir).into_diagnostic()?;
+    clear_published_addrs(dir, zone, Component::Gateway).into_diagnostic()?;
+    println!("gateway of `{zone}` stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The public listener's handler: the gateway once it is built (503 before).
+struct Front(Arc<std::sync::OnceLock<Gateway>>);
+
+impl Handler for Front {
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        match self.0.get() {
+            Some(g) => g.call(req),
+            None => Box::pin(async {
+                let mut r = Response::new(full("starting\n"));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r
+            }),
+        }
+    }
+}
+
+/// The control socket: `GET /status`.
+struct Control(serde_json::Value);
+
+impl Handler for Control {
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        let status = self.0.clone();
+        Box::pin(async move {
+            let (code, body) = match (req.method().as_str(), req.uri().path()) {
+                ("GET", "/status") => (StatusCode::OK, status),
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    json!({ "error": "no such endpoint" }),
+                ),
+            };
+            let mut r: Response<ResponseBody> = Response::new(full(body.to_string()));
+            *r.status_mut() = code;
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        })
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn stopped() -> miette::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).into_diagnostic()?;
+    let mut int = signal(SignalKind::interrupt()).into_diagnostic()?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
