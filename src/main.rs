@@ -33,6 +33,8 @@ struct Cli {
 enum Command {
     /// Run every zone on this machine (creates the data folder on first run).
     Up(cmd::up::UpArgs),
+    /// What runs on this machine: each component's health, each link's counters, the audit store.
+    Status(cmd::status::StatusArgs),
     /// Create the data folder: fabric.toml, PKI, every component's certificate, the default policy.
     Init(cmd::init::InitArgs),
     /// The court PKI: CAs, certificates, revocation, inspection.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(&cli.data, args),
+        Command::Status(args) => cmd::status::run(&cli.data, args),
         Command::Init(args) => cmd::init::run(&cli.data, args),
         Command::Certs(c) => cmd::certs::run(&cli.data, c),
         Command::Audit(c) => cmd::audit::run(&cli.data, c),

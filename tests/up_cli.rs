@@ -135,6 +135,18 @@ fn board(data: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `tianping status --json`: its exit code and document.
+fn status(data: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = exchange::tianping(data)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let doc = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap();
+    (out.status.code(), doc)
+}
+
 /// Lines of `up` until one equal to `want`, which must come before `by`; returns those seen.
 fn until(up: &mut Daemon, want: &str, by: Instant) -> Vec<String> {
     let mut seen = Vec::new();
@@ -235,6 +247,39 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{r}");
     }
 
+    // `status` finds every component answering, each link at both ends, the audit store
+    let shown = status(&s.data);
+    assert_eq!(shown.0, Some(0), "{:#}", shown.1);
+    let listed = shown.1["components"].as_array().unwrap();
+    assert_eq!(listed.len(), runs.len());
+    assert!(
+        listed.iter().all(|c| c["up"] == true && c["restarts"] == 0),
+        "{listed:#?}"
+    );
+    let links = shown.1["links"].as_array().unwrap();
+    let online = links
+        .iter()
+        .find(|l| l["from"] == "internet" && l["to"] == "private")
+        .unwrap();
+    assert_eq!(online["sender"]["send_errors"], 0, "{online}");
+    assert_eq!(online["receiver"]["lost"], 0, "{online}");
+    // nothing is sent out of the sealed zone: no sender answers there
+    assert!(
+        links
+            .iter()
+            .filter(|l| l["from"] == "classified")
+            .all(|l| l["sender"].is_null()),
+        "{links:#?}"
+    );
+    assert_eq!(shown.1["audit_stores"][0]["zone"], "private");
+    assert!(
+        shown.1["zones"]["private"]["policy"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 16
+    );
+
     // SIGKILL the private IdP: `up` starts it again and it serves once more
     let victim = runs
         .iter()
@@ -279,6 +324,17 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
     assert_eq!(count("component.restart"), 1, "{events:#?}");
     assert_eq!(count("component.stop"), runs.len(), "{events:#?}");
     drop(first);
+    let stopped = status(&s.data);
+    assert_eq!(stopped.0, Some(1));
+    assert!(
+        stopped.1["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["up"] == false),
+        "{:#}",
+        stopped.1
+    );
 
     // a second run on the same folder: nothing initialised again, the earlier entries kept
     let mut second = start();

@@ -7,4 +7,5 @@ pub(crate) mod gateway;
 pub(crate) mod idp;
 pub(crate) mod init;
 pub(crate) mod policy;
+pub(crate) mod status;
 pub(crate) mod up;

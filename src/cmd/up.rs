@@ -22,7 +22,7 @@ pub(crate) struct UpArgs {
 /// The children that run the fabric: in each zone its IdP, the receiver when a flow of the
 /// policy enters the zone, the sender when one leaves it (never out of a sealed zone, whose
 /// policy has no flow out).
-fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<supervise::Spec> {
+pub(crate) fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<supervise::Spec> {
     let mut out = Vec::new();
     for z in fabric.zones() {
         let zone = &z.zone;
