@@ -1,0 +1,739 @@
+//! `tianping gateway --zone private` in front of a real `tianping idp serve`, both children of
+//! the test, and an HTTPS service of the zone that records what it receives.
+//!
+//! Shown: the gateway starts as `idp serve` does (addresses published, `/healthz` 200 on its
+//! admin listener); a browser with nothing but its own cookies is sent to the IdP, signs in on
+//! the IdP's password page, comes back through `/.tianping/callback` (state, PKCE, nonce, RFC
+//! 9207 `iss`; the gateway authenticated at the token endpoint by its node certificate) and is
+//! served, the service seeing the person in a `Tianping-Assertion`; `/.tianping/me` shows the
+//! session; an access token the IdP issued to another client is accepted as a bearer token, and
+//! tokens made wrong each get 401 (alg none, HS256 keyed with public material, expired, not yet
+//! valid, wrong audience, wrong issuer, unknown kid, one bit changed, certificate-bound without
+//! the certificate); a logout token signed by the IdP's key ends the session; and with the IdP
+//! gone, a restarted gateway refuses every token (its JWKS cannot be fetched: fail closed).
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::panic, reason = "tests fail loudly")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, Request, Response};
+use serde_json::{Value, json};
+use tianping_core::{Algorithm, Component, DataDir, Fabric, Listener, UnixTime, ZoneName};
+use tianping_net::{Body, BoxFuture, Handler, HostSet, ServerOptions, full};
+
+const STRONG: &str = "Court-Passw0rd-2026";
+
+/// The zone's policy copy for this test: a judge signs in with a password.
+const POLICY: &str = r#"
+levels confidentiality public < internal
+levels integrity untrusted < court
+zone private {
+  confidentiality internal
+  integrity court
+  acr any >= pwd
+}
+service case-management in private
+route case-read in private {
+  path /courts/{court}/cases/**
+  methods GET
+  to service case-management
+  roles judge, clerk
+}
+"#;
+
+fn run(data: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut all = vec!["--data", data.to_str().unwrap()];
+    all.extend_from_slice(args);
+    common::tianping(&all, stdin)
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every listener of every zone on port 0.
+fn ports_to_zero(fabric: &Path) {
+    let text = std::fs::read_to_string(fabric).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        let zeroed = if t.starts_with("gateway = ") || t.starts_with("idp = ") {
+            let (k, _) = t.split_once(" = ").unwrap();
+            format!("{k} = 0")
+        } else if t.starts_with("admin = {") {
+            let mut s = String::new();
+            let mut in_num = false;
+            for c in t.chars() {
+                if c.is_ascii_digit() {
+                    if !in_num {
+                        s.push('0');
+                    }
+                    in_num = true;
+                } else {
+                    in_num = false;
+                    s.push(c);
+                }
+            }
+            s
+        } else if t.starts_with("address = \"127.0.0.1:") {
+            "address = \"127.0.0.1:0\"".to_owned()
+        } else {
+            line.to_owned()
+        };
+        out.push_str(&zeroed);
+        out.push('\n');
+    }
+    std::fs::write(fabric, out).unwrap();
+}
+
+/// Binds `case-management` to `url` (its certificate under the zone's trust bundle).
+fn bind_service(fabric: &Path, url: &str) {
+    let text = std::fs::read_to_string(fabric).unwrap();
+    let head = "[services.case-management]\n";
+    let start = text.find(head).unwrap() + head.len();
+    let rest = text.get(start..).unwrap();
+    let end = rest.find("\n\n").map_or(text.len(), |i| start + i);
+    let new = format!(
+        "{}zone = \"private\"\nurl = \"{url}\"\nca = \"zones/private/trust.pem\"{}",
+        text.get(..start).unwrap(),
+        text.get(end..).unwrap()
+    );
+    std::fs::write(fabric, new).unwrap();
+}
+
+/// Kills the child when dropped (SIGKILL), so a failing test leaves no daemon behind.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    /// SIGTERM, then waits (bounded) for it to exit.
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `tianping <args>` as a daemon, and its public and admin addresses once it published both
+/// (the same readiness for `idp serve` and `gateway`).
+fn start(
+    data: &Path,
+    args: &[&str],
+    zone: &ZoneName,
+    c: Component,
+) -> (Daemon, SocketAddr, SocketAddr) {
+    let mut d = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_tianping"))
+            .arg("--data")
+            .arg(data)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let dir = DataDir::new(data);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = d.0.try_wait().unwrap() {
+            panic!("{args:?} exited early: {status}");
+        }
+        let a = tianping_core::published_addrs(&dir, zone, c).unwrap_or_default();
+        if let (Some(p), Some(a)) = (a.get(&Listener::Public), a.get(&Listener::Admin)) {
+            return (d, *p, *a);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{args:?} never published its addresses"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------- the service
+
+#[derive(Default)]
+struct Seen(Mutex<Vec<HeaderMap>>);
+
+#[derive(Clone)]
+struct Cases(Arc<Seen>);
+
+impl Handler for Cases {
+    fn call(&self, req: Request<Body>) -> BoxFuture {
+        let seen = Arc::clone(&self.0);
+        Box::pin(async move {
+            seen.0.lock().unwrap().push(req.headers().clone());
+            Response::new(full("the case file\n"))
+        })
+    }
+}
+
+async fn start_service(data: &Path, seen: Arc<Seen>) -> tianping_net::ServerHandle {
+    let out = data.parent().unwrap().join("cases");
+    ok(&run(
+        data,
+        &[
+            "certs",
+            "issue",
+            "--zone",
+            "private",
+            "--kind",
+            "server",
+            "--name",
+            "cases",
+            "--dns",
+            "localhost",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "",
+    ));
+    let tls =
+        tianping_certs::ServerTlsBuilder::new(out.with_extension("pem"), out.with_extension("key"))
+            .build()
+            .unwrap();
+    let mut options = ServerOptions::new(HostSet::new(["localhost"]));
+    options.http3 = false;
+    tianping_net::serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(tls),
+        options,
+        Cases(seen),
+    )
+    .await
+    .unwrap()
+}
+
+// ---------------------------------------------------------------- a browser
+
+struct World {
+    data: PathBuf,
+    zone: ZoneName,
+    gw_host: String,
+    idp_host: String,
+    trust: Vec<u8>,
+}
+
+impl World {
+    fn http(&self, gw: SocketAddr, idp: SocketAddr) -> reqwest::Client {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve(&self.gw_host, gw)
+            .resolve(&self.idp_host, idp);
+        for cert in reqwest::Certificate::from_pem_bundle(&self.trust).unwrap() {
+            b = b.add_root_certificate(cert);
+        }
+        b.build().unwrap()
+    }
+
+    fn idp_keys(&self) -> tianping_idp::KeySet {
+        let dir = DataDir::new(&self.data);
+        tianping_idp::KeyDir::new(dir.keys(&self.zone, Component::Idp))
+            .load(now())
+            .unwrap()
+    }
+}
+
+/// SHA-256 (through the IdP's certificate thumbprint, which is base64url of it).
+fn sha256(data: &[u8]) -> Vec<u8> {
+    URL_SAFE_NO_PAD
+        .decode(tianping_idp::x5t_s256(data))
+        .unwrap()
+}
+
+/// HMAC-SHA256 (RFC 2104), as an attacker keying HS256 with public material computes it.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut k = if key.len() > 64 {
+        sha256(key)
+    } else {
+        key.to_vec()
+    };
+    k.resize(64, 0);
+    let mut inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    inner.extend_from_slice(message);
+    let mut outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    outer.extend_from_slice(&sha256(&inner));
+    sha256(&outer)
+}
+
+fn now() -> UnixTime {
+    UnixTime::from_system_time(std::time::SystemTime::now())
+}
+
+/// The `name=value` of the `Set-Cookie` named `name` (not a removal).
+fn cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|c| c.starts_with(&format!("{name}=")) && !c.ends_with('='))
+        .map(str::to_owned)
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn payload(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// The IdP's login page for `authorize`, then its password form; the redirect it answers.
+async fn idp_password(
+    http: &reqwest::Client,
+    authorize: &str,
+    idp_base: &str,
+    login: &str,
+) -> reqwest::Response {
+    let page = http.get(authorize).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{authorize}");
+    let idp_cookie = cookie(&page, "__Host-tianping-session").unwrap();
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let r = http
+        .post(format!("{idp_base}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &idp_cookie)
+        .body(format!("csrf={csrf}&username={login}&password={STRONG}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&run(&data, &["init"], ""));
+    let dir = DataDir::new(&data);
+    ports_to_zero(&dir.fabric());
+    let zone: ZoneName = "private".parse().unwrap();
+    std::fs::write(dir.zone_policy(&zone), POLICY).unwrap();
+    let seen = Arc::new(Seen::default());
+    let service = start_service(&data, Arc::clone(&seen)).await;
+    bind_service(
+        &dir.fabric(),
+        &format!("https://localhost:{}/", service.local_addr().port()),
+    );
+    let fabric = Fabric::load(&dir.fabric()).unwrap();
+    let zl = fabric.zone(&zone).unwrap();
+    let w = World {
+        data: data.clone(),
+        zone: zone.clone(),
+        gw_host: zl.gateway_host.clone(),
+        idp_host: zl.idp_host.clone(),
+        trust: std::fs::read(dir.zone_trust_bundle(&zone)).unwrap(),
+    };
+    let idp = |args: &[&str], stdin: &str| {
+        let mut all = vec!["idp"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--zone", "private"]);
+        run(&data, &all, stdin)
+    };
+    ok(&idp(&["init"], ""));
+    ok(&idp(
+        &["court", "add", "bj", "--name", "北京市高级人民法院"],
+        "",
+    ));
+    ok(&idp(
+        &["court", "add", "bj.01", "--name", "北京市第一中级人民法院"],
+        "",
+    ));
+    ok(&idp(
+        &[
+            "user",
+            "add",
+            "--sub",
+            "judge-0001",
+            "--login",
+            "wang",
+            "--name",
+            "王芳",
+            "--court",
+            "bj.01",
+            "--role",
+            "judge",
+            "--password-stdin",
+        ],
+        &format!("{STRONG}\n"),
+    ));
+    let added = ok(&idp(
+        &[
+            "client",
+            "add",
+            "case-app",
+            "--redirect-uri",
+            "https://case.example/cb",
+        ],
+        "",
+    ));
+    let app_secret = added
+        .lines()
+        .find(|l| l.contains("client secret"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_owned();
+
+    let (idp_daemon, idp_addr, _) = start(
+        &data,
+        &["idp", "serve", "--zone", "private"],
+        &zone,
+        Component::Idp,
+    );
+    let (gw, gw_addr, gw_admin) = start(
+        &data,
+        &["gateway", "--zone", "private"],
+        &zone,
+        Component::Gateway,
+    );
+    let health = reqwest::get(format!("http://{gw_admin}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let gw_base = format!("https://{}:{}", w.gw_host, gw_addr.port());
+    let idp_base = format!("https://{}:{}", w.idp_host, idp_addr.port());
+    // what an operator runs once the gateway's address is known
+    ok(&idp(
+        &[
+            "client",
+            "add",
+            "gateway",
+            "--auth-method",
+            "tls_client_auth",
+            "--tls-subject",
+            &w.gw_host,
+            "--redirect-uri",
+            &format!("{gw_base}/.tianping/callback"),
+            "--backchannel-logout-uri",
+            &format!("{gw_base}/.tianping/backchannel-logout"),
+            "--backchannel-logout-session-required",
+        ],
+        "",
+    ));
+    let http = w.http(gw_addr, idp_addr);
+
+    // a browser without a session is sent to the IdP
+    let page = format!("{gw_base}/courts/bj.01/cases/7");
+    let r = http
+        .get(&page)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let authorize = location(&r);
+    assert!(
+        authorize.starts_with(&format!("{idp_base}/authorize?")),
+        "{authorize}"
+    );
+    let signin = cookie(&r, "__Host-tianping-signin").unwrap();
+    // signs in there, and is sent back to the gateway's callback with code, state and iss
+    let r = idp_password(&http, &authorize, &idp_base, "wang").await;
+    let callback = location(&r);
+    assert!(
+        callback.starts_with(&format!("{gw_base}/.tianping/callback?")),
+        "{callback}"
+    );
+    assert!(callback.contains("&iss="), "{callback}");
+    // the callback without the browser's sign-in cookie is refused (login CSRF)
+    let stolen = http.get(&callback).send().await.unwrap();
+    assert_eq!(stolen.status(), 401);
+    let r = http
+        .get(&callback)
+        .header("cookie", &signin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert_eq!(location(&r), "/courts/bj.01/cases/7");
+    let session = cookie(&r, "__Host-tianping-session").unwrap();
+    // a state is used once
+    let again = http
+        .get(&callback)
+        .header("cookie", &signin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401);
+    let r = http
+        .get(&page)
+        .header("cookie", &session)
+        .header("x-forwarded-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "the case file\n");
+    let headers = seen.0.lock().unwrap().last().cloned().unwrap();
+    assert!(!headers.contains_key("x-forwarded-user"));
+    let assertion = headers.get("tianping-assertion").unwrap().to_str().unwrap();
+    let a = payload(assertion);
+    assert_eq!(a["sub"], "judge-0001");
+    assert_eq!(a["court"], "bj.01");
+    assert_eq!(a["aud"], "case-management");
+    let cookie_header = headers
+        .get("cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        !cookie_header.contains("tianping-session"),
+        "{cookie_header}"
+    );
+    let me: Value = http
+        .get(format!("{gw_base}/.tianping/me"))
+        .header("cookie", &session)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    assert_eq!(me["sub"], "judge-0001");
+    assert_eq!(me["credential"], "session");
+    assert_eq!(me["acr"], "pwd");
+
+    // a bearer token the IdP issued to another client
+    let app = w.http(gw_addr, idp_addr);
+    let r = idp_password(
+        &app,
+        &format!(
+            "{idp_base}/authorize?response_type=code&client_id=case-app&scope=openid&state=s1\
+             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb&code_challenge_method=S256\
+             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ),
+        &idp_base,
+        "wang",
+    )
+    .await;
+    let code = location(&r)
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("code=").map(str::to_owned))
+        .unwrap();
+    let token: Value = app
+        .post(format!("{idp_base}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .basic_auth("case-app", Some(&app_secret))
+        .body(format!(
+            "grant_type=authorization_code&code={code}\
+             &redirect_uri=https%3A%2F%2Fcase.example%2Fcb\
+             &code_verifier=dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap();
+    let access = token["access_token"].as_str().unwrap().to_owned();
+    let r = http.get(&page).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // tokens made wrong: each 401 invalid_token
+    let keys = w.idp_keys();
+    let claims = payload(&access);
+    let with = |k: &str, v: Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        keys.sign("at+jwt", &c).unwrap()
+    };
+    let t = now().as_secs();
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "at+jwt"})),
+        b64(&claims)
+    );
+    let hs256 = {
+        let input = format!(
+            "{}.{}",
+            b64(&json!({"alg": "HS256", "typ": "at+jwt", "kid": keys.kid()})),
+            b64(&claims)
+        );
+        // keyed with what the IdP publishes: its JWKS
+        let jwks = keys.jwks(now()).to_string();
+        let tag = hmac_sha256(jwks.as_bytes(), input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag))
+    };
+    let other = {
+        let (signer, _) = tianping_core::RingSigner::generate(Algorithm::Es256).unwrap();
+        tianping_idp::KeySet::new(Arc::new(signer))
+            .sign("at+jwt", &claims)
+            .unwrap()
+    };
+    let flipped = {
+        let sig_at = access.rfind('.').unwrap() + 3;
+        let mut b = access.clone().into_bytes();
+        let c = b.get_mut(sig_at).unwrap();
+        *c = if *c == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).unwrap()
+    };
+    let cases = [
+        ("alg none", none, "algorithm"),
+        ("HS256 keyed with public material", hs256, "algorithm"),
+        ("expired", with("exp", json!(t - 3600)), "expired"),
+        (
+            "not yet valid",
+            with("nbf", json!(t + 3600)),
+            "not valid before",
+        ),
+        (
+            "wrong audience",
+            with("aud", json!("case-app")),
+            "not for this gateway",
+        ),
+        (
+            "wrong issuer",
+            with("iss", json!("https://idp.evil.example")),
+            "issued by",
+        ),
+        ("unknown kid", other, "no key"),
+        ("one bit changed", flipped, "signature"),
+        (
+            "bound to a certificate not presented",
+            with(
+                "cnf",
+                json!({"x5t#S256": URL_SAFE_NO_PAD.encode([3u8; 32])}),
+            ),
+            "bound to a client certificate",
+        ),
+    ];
+    for (what, token, why) in cases {
+        let r = http.get(&page).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+        assert!(challenge.contains(why), "{what}: {challenge}");
+    }
+
+    // a back-channel logout token signed by the IdP's key ends the person's sessions
+    let logout = keys
+        .sign(
+            "logout+jwt",
+            &json!({
+                "iss": idp_base, "aud": "gateway", "iat": t, "exp": t + 120, "jti": "bcl-1",
+                "sub": "judge-0001",
+                "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+            }),
+        )
+        .unwrap();
+    let r = http
+        .post(format!("{gw_base}/.tianping/backchannel-logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={logout}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = http
+        .post(format!("{gw_base}/.tianping/backchannel-logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={logout}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a replayed logout token");
+    let r = http
+        .get(&page)
+        .header("cookie", &session)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "the session is over: sign in again");
+
+    // the IdP gone (killed: its address stays published, nobody answers there): a restarted
+    // gateway cannot fetch the JWKS, so no token verifies
+    gw.stop();
+    drop(idp_daemon);
+    let (gw, gw_addr, _) = start(
+        &data,
+        &["gateway", "--zone", "private"],
+        &zone,
+        Component::Gateway,
+    );
+    let http = w.http(gw_addr, idp_addr);
+    let page = format!(
+        "https://{}:{}/courts/bj.01/cases/7",
+        w.gw_host,
+        gw_addr.port()
+    );
+    let r = http.get(&page).bearer_auth(&access).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(challenge.contains("keys are not available"), "{challenge}");
+    gw.stop();
+
+    // every decision is in the gateway's audit log, with the policy's hash
+    let log = tianping_audit::AuditLog::open(&dir.audit_log(&zone, Component::Gateway)).unwrap();
+    let events: Vec<_> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .collect();
+    let requests: Vec<_> = events.iter().filter(|e| e.action == "request").collect();
+    assert!(requests.len() >= 14, "{}", requests.len());
+    assert!(requests.iter().all(|e| e.policy_hash.is_some()));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "signin" && e.outcome == "ok" && e.actor == "judge-0001")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "logout.backchannel" && e.outcome == "ok")
+    );
+    service.shutdown().await;
+}
