@@ -4,7 +4,8 @@
 //! Shown: the gateway starts as `idp serve` does (addresses published, `/healthz` 200 on its
 //! admin listener); a browser with nothing but its own cookies is sent to the IdP, signs in on
 //! the IdP's password page, comes back through `/.tianping/callback` (state, PKCE, nonce, RFC
-//! 9207 `iss`; the gateway authenticated at the token endpoint by its node certificate) and is
+//! 9207 `iss`; the gateway registered itself at the IdP through its control socket, and
+//! authenticated at the token endpoint by its node certificate) and is
 //! served, the service seeing the person in a `Tianping-Assertion`; `/.tianping/me` shows the
 //! session; an access token the IdP issued to another client is accepted as a bearer token, and
 //! tokens made wrong each get 401 (alg none, HS256 keyed with public material, expired, not yet
@@ -440,24 +441,13 @@ async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
     assert_eq!(health.status(), 200);
     let gw_base = format!("https://{}:{}", w.gw_host, gw_addr.port());
     let idp_base = format!("https://{}:{}", w.idp_host, idp_addr.port());
-    // what an operator runs once the gateway's address is known
-    ok(&idp(
-        &[
-            "client",
-            "add",
-            "gateway",
-            "--auth-method",
-            "tls_client_auth",
-            "--tls-subject",
-            &w.gw_host,
-            "--redirect-uri",
-            &format!("{gw_base}/.tianping/callback"),
-            "--backchannel-logout-uri",
-            &format!("{gw_base}/.tianping/backchannel-logout"),
-            "--backchannel-logout-session-required",
-        ],
-        "",
-    ));
+    // the gateway registered itself at the running IdP (tls_client_auth, its redirect URI)
+    let shown = ok(&idp(&["client", "show", "gateway"], ""));
+    assert!(
+        shown.contains(&format!("{gw_base}/.tianping/callback")),
+        "{shown}"
+    );
+    assert!(shown.contains("tls_client_auth"), "{shown}");
     let http = w.http(gw_addr, idp_addr);
 
     // a browser without a session is sent to the IdP

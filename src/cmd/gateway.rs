@@ -10,8 +10,10 @@
 //! none). Its IdP is the zone's, at the address the IdP published (so the IdP starts first).
 //!
 //! The gateway signs people in as the IdP's client `gateway`, authenticated by its node
-//! certificate (`tls_client_auth`); the operator registers it once the gateway's address is
-//! known (the gateway prints the command at start):
+//! certificate (`tls_client_auth`). At start, once its address is known, it registers itself
+//! through the running IdP's control socket if that client does not exist yet; otherwise (an
+//! IdP on another machine, or a registration naming another port) the operator runs what the
+//! gateway prints:
 //!
 //! ```text
 //! tianping idp client add gateway --zone Z --auth-method tls_client_auth \
@@ -270,6 +272,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
         gateway.backchannel_logout_uri()
     );
     let hash = gateway.policy_hash();
+    register(dir, zone, &zl.gateway_host, &gateway, &registration).await;
     let _ = slot.set(gateway);
 
     let admin_ip = if zl.address.is_loopback() {
@@ -313,7 +316,6 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
         admin.local_addr(),
     )
     .into_diagnostic()?;
-    eprintln!("gateway of `{zone}`: its IdP client is registered with: {registration}");
     println!(
         "gateway of `{zone}`: {public_url} on {bound}, admin on {}, control socket `{}`",
         admin.local_addr(),
@@ -329,6 +331,93 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
     clear_published_addrs(dir, zone, Component::Gateway).into_diagnostic()?;
     println!("gateway of `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Registers the gateway as the IdP's client `gateway` through the running IdP's control socket
+/// when it is not registered yet; says on stderr what to run when that cannot be done, or when
+/// the registration names another redirect URI (a gateway on a port chosen at start: the IdP
+/// has no update of a client's URIs).
+async fn register(dir: &DataDir, zone: &ZoneName, subject: &str, gateway: &Gateway, command: &str) {
+    let socket = dir.socket(zone, Component::Idp);
+    let token = std::fs::read_to_string(dir.admin_token(zone))
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    let ask = |body: serde_json::Value| {
+        let socket = socket.clone();
+        let token = token.clone();
+        async move {
+            let mut b = Request::builder()
+                .method("POST")
+                .uri("/directory")
+                .header(http::header::CONTENT_TYPE, "application/json");
+            if let Some(t) = &token {
+                b = b.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let req = b
+                .body(tianping_net::ControlBody::bytes(body.to_string()))
+                .map_err(|e| e.to_string())?;
+            let resp = tianping_net::control_send(&socket, req, tianping_net::CONTROL_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().bytes().await.map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            Ok::<_, String>((status, v))
+        }
+    };
+    let redirect = gateway.redirect_uri().to_owned();
+    match ask(json!({ "op": "client-show", "id": CLIENT_ID })).await {
+        Ok((200, v)) => {
+            let has = v
+                .get("redirect_uris")
+                .and_then(serde_json::Value::as_array)
+                .is_some_and(|l| l.iter().any(|u| u.as_str() == Some(redirect.as_str())));
+            if !has {
+                eprintln!(
+                    "gateway of `{zone}`: the IdP's client `{CLIENT_ID}` is registered with \
+                     other redirect URIs than `{redirect}`: sign-in fails until it is \
+                     registered again ({command})"
+                );
+            }
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!(
+                "gateway of `{zone}`: the IdP's control socket does not answer ({e}); register \
+                 the gateway with: {command}"
+            );
+            return;
+        }
+    }
+    let add = json!({
+        "op": "client-add",
+        "id": CLIENT_ID,
+        "redirect_uris": [redirect],
+        "post_logout_redirect_uris": [],
+        "grants": ["authorization_code"],
+        "auth_method": "tls_client_auth",
+        "native_loopback": false,
+        "scopes": [],
+        "tls_subject": subject,
+        "backchannel_logout_uri": gateway.backchannel_logout_uri(),
+        "backchannel_logout_session_required": true,
+    });
+    match ask(add).await {
+        Ok((200, _)) => eprintln!(
+            "gateway of `{zone}`: registered as the IdP's client `{CLIENT_ID}` \
+             (tls_client_auth, redirect URI `{redirect}`)"
+        ),
+        Ok((status, v)) => eprintln!(
+            "gateway of `{zone}`: the IdP refused to register it ({status}: {v}); register it \
+             with: {command}"
+        ),
+        Err(e) => eprintln!(
+            "gateway of `{zone}`: registering at the IdP failed ({e}); register it with: \
+             {command}"
+        ),
+    }
 }
 
 /// The public listener's handler: the gateway once it is built (503 before).
