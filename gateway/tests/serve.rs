@@ -441,6 +441,7 @@ async fn the_service_sees_the_assertion_and_none_of_the_clients_identity_headers
             .header("x-request-id", "client-chosen")
             .header("connection", "x-secret")
             .header("x-secret", "1")
+            .header("x-forwarded-for", "6.6.6.6")
             .send()
             .await
             .unwrap();
@@ -454,6 +455,8 @@ async fn the_service_sees_the_assertion_and_none_of_the_clients_identity_headers
         assert!(!seen.contains_key("x-forwarded-user"), "{seen:?}");
         assert!(!seen.contains_key("authorization"), "{seen:?}");
         assert!(!seen.contains_key("x-secret"), "{seen:?}");
+        assert_eq!(seen.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(seen.get("x-forwarded-proto").unwrap(), "https");
         let assertion = seen.get("tianping-assertion").unwrap().to_str().unwrap();
         assert_ne!(assertion, "forged");
         let v = verifier

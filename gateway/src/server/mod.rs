@@ -611,6 +611,32 @@ impl Inner {
                 format!("no assertion can be made: {e} (request {request_id})"),
             );
         }
+        // where the request came from, as the gateway saw it (never as the client claims)
+        let peer = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        for n in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-real-ip",
+        ] {
+            parts.headers.remove(n);
+        }
+        if let Some(ip) = peer.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+            parts.headers.insert("x-forwarded-for", ip);
+        }
+        if let Some(h) = host {
+            parts.headers.insert("x-forwarded-host", h);
+        }
+        parts
+            .headers
+            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
         parts.extensions = http::Extensions::new();
         match target.send(Request::from_parts(parts, body)).await {
             Ok(r) => r,
