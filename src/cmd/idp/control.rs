@@ -9,7 +9,20 @@ use tianping_net::{CONTROL_TIMEOUT, ControlBody, NetError, control_send};
 /// A running IdP's control socket.
 pub(crate) struct Live {
     socket: PathBuf,
+    /// The administrator's token `tianping login` keeps for the zone, sent when it exists.
+    token: Option<tianping_core::Secret<String>>,
     rt: tokio::runtime::Runtime,
+}
+
+/// The token `tianping login` keeps beside the zone's IdP socket (`run/<zone>-idp.sock` →
+/// `run/admin-<zone>.token`), if there is one.
+pub(crate) fn admin_token(socket: &Path) -> Option<tianping_core::Secret<String>> {
+    let name = socket.file_name()?.to_str()?;
+    let zone = name.strip_suffix("-idp.sock")?;
+    let file = socket.parent()?.join(format!("admin-{zone}.token"));
+    let text = std::fs::read_to_string(file).ok()?;
+    let token = text.trim();
+    (!token.is_empty()).then(|| tianping_core::Secret::new(token.to_owned()))
 }
 
 impl Live {
@@ -24,6 +37,7 @@ impl Live {
             .into_diagnostic()?;
         let live = Self {
             socket: socket.to_path_buf(),
+            token: admin_token(socket),
             rt,
         };
         match live.request("GET", "/status", None) {
@@ -52,6 +66,12 @@ impl Live {
     ) -> Result<(u16, Vec<u8>), NetError> {
         let err = |e: &dyn std::fmt::Display| NetError::Control(e.to_string());
         let mut builder = http::Request::builder().method(method).uri(target);
+        if let Some(token) = &self.token {
+            builder = builder.header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", token.expose()),
+            );
+        }
         let body = match body {
             Some(v) => {
                 builder = builder.header(http::header::CONTENT_TYPE, "application/json");

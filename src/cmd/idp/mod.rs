@@ -15,6 +15,7 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_core::{Algorithm, Clock as _, Component, DataDir, Fabric, SystemClock, ZoneName};
 use tianping_idp::{KeyDir, SledStore, TokenIssuer};
 
+mod admin;
 mod control;
 mod device;
 mod directory;

@@ -441,10 +441,17 @@ fn live_request(
         .enable_all()
         .build()
         .into_diagnostic()?;
-    let request = http::Request::builder()
+    let mut request = http::Request::builder()
         .method("POST")
         .uri(target)
-        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_TYPE, content_type);
+    if let Some(token) = super::control::admin_token(socket) {
+        request = request.header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", token.expose()),
+        );
+    }
+    let request = request
         .body(tianping_net::ControlBody::bytes(body))
         .into_diagnostic()?;
     let answer: Result<(u16, Vec<u8>), String> = rt.block_on(async {

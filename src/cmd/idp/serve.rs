@@ -29,6 +29,25 @@ use tianping_net::{
 use super::directory::{Op, audit_events, execute};
 use super::{Alg, Paths, longest_token_life, origin};
 
+/// The control socket's paths a caller may reach without a token: the handler then asks (the
+/// local operator acts only before an administrator is in charge; the audit read API serves
+/// nobody without a credential, in its own words).
+const CONTROL_PATHS: &[&str] = &[
+    "/status",
+    "/audit/v1/status",
+    "/audit/v1/verify",
+    "/audit/v1/search",
+    "/audit/v1/prove",
+    "/audit/v1/checkpoint",
+    "/audit/v1/ship",
+    "/directory",
+    "/devices",
+    "/keys/rotate",
+    "/directory/apply",
+    "/directory/export",
+    "/idp/v1/directory-update",
+];
+
 /// How many audit events between checkpoints signed with the IdP's node key.
 const CHECKPOINT_EVERY: u64 = 1000;
 
@@ -74,9 +93,13 @@ pub(crate) struct LiveIdp {
 impl LiveIdp {
     /// The provider signing with `keys`, serving the clients the directory holds now.
     fn build(t: &Template, keys: KeySet) -> Result<Idp, String> {
-        let clients = tianping_idp::Directory::new(&*t.store)
+        let mut clients = tianping_idp::Directory::new(&*t.store)
             .clients()
             .map_err(|e| format!("reading the directory's clients: {e}"))?;
+        // `tianping login`'s client, unless the directory registers one of that id
+        if !clients.iter().any(|c| c.id == super::admin::CLI_CLIENT) {
+            clients.push(super::admin::cli_client(&t.issuer));
+        }
         Ok(Idp::with_sign_in(
             IdpParts {
                 issuer: TokenIssuer::new(t.issuer.clone(), keys),
@@ -93,6 +116,12 @@ impl LiveIdp {
             t.sign_in.clone(),
         )
         .with_cert_sign_in(t.cert_sign_in.clone())
+        .with_device_grant(tianping_idp::DeviceGrantParts {
+            client_id: super::admin::CLI_CLIENT.into(),
+            audience: tianping_idp::control_audience(&t.zone),
+            token_life: tianping_idp::PERSON_TOKEN_LIFE,
+            policy: tianping_idp::DevicePolicy::default(),
+        })
         .with_backchannel(Arc::clone(&t.outbound) as Arc<dyn tianping_idp::LogoutSender>)
         .with_jwks_fetch(Arc::clone(&t.outbound) as _, JWKS_REFETCH))
     }
@@ -109,7 +138,7 @@ impl LiveIdp {
     }
 
     /// Rotates the keys on disk and swaps the provider; the old key stays in the JWKS.
-    fn rotate(&self, alg: Algorithm) -> Result<String, String> {
+    fn rotate(&self, alg: Algorithm, actor: &super::admin::Actor) -> Result<String, String> {
         // one rotation at a time: the template's lock is held throughout
         let mut template = self.template.lock().map_err(|_| "poisoned".to_owned())?;
         let t = template.as_mut().ok_or("the provider is not started yet")?;
@@ -126,6 +155,8 @@ impl LiveIdp {
         let mut e = tianping_audit::Event::new(now, "idp.keys.rotate");
         e.zone.clone_from(&t.zone);
         e.component = "idp".into();
+        e.actor = actor.name();
+        e.roles = actor.roles();
         e.object.clone_from(&kid);
         e.outcome = "ok".into();
         t.audit.append(&e).map_err(|e| format!("audit: {e}"))?;
@@ -133,14 +164,44 @@ impl LiveIdp {
     }
 
     /// Carries out a directory op on the store; a registered client is served at once.
-    fn directory(&self, op: &Op) -> Result<Value, String> {
+    fn directory(&self, op: &Op, actor: &super::admin::Actor) -> Result<Value, String> {
         let template = self.template.lock().map_err(|_| "poisoned".to_owned())?;
         let t = template.as_ref().ok_or("the provider is not started yet")?;
         super::directory::check_assigns(&t.zone, op)?;
+        // the user's record before and after, for the audit record of the change
+        let show = |user: &str| {
+            execute(
+                &*t.store,
+                &Op::UserShow {
+                    user: user.to_owned(),
+                },
+            )
+            .unwrap_or(Value::Null)
+        };
+        let changed = super::admin::op_user(op).filter(|_| !op.reads());
+        let before = changed.map(show);
         let answer = execute(&*t.store, op)?;
         self.logouts.notify_one();
         if !op.reads() {
-            for e in audit_events(&t.zone, op, &answer, t.clock.now()) {
+            let after = changed.map(show);
+            for (i, mut e) in audit_events(&t.zone, op, &answer, t.clock.now())
+                .into_iter()
+                .enumerate()
+            {
+                e.actor = actor.name();
+                e.roles = actor.roles();
+                if i == 0 {
+                    let (before, after) = match (&before, &after) {
+                        (Some(b), Some(a)) => (b.clone(), a.clone()),
+                        _ => (Value::Null, answer.clone()),
+                    };
+                    let change = json!({ "before": before, "after": after }).to_string();
+                    e.reason = if e.reason.is_empty() {
+                        change
+                    } else {
+                        format!("{}; {change}", e.reason)
+                    };
+                }
                 t.audit.append(&e).map_err(|e| format!("audit: {e}"))?;
             }
         }
@@ -244,8 +305,31 @@ impl Handler for ControlHandler {
         let replicator = Arc::clone(&self.1);
         Box::pin(async move {
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+            let caller = req.extensions().get::<tianping_net::Caller>().cloned();
+            let store = live
+                .template
+                .lock()
+                .ok()
+                .and_then(|t| t.as_ref().map(|t| Arc::clone(&t.store)));
+            #[expect(
+                clippy::result_large_err,
+                reason = "the refusal is the response, returned straight from the handler"
+            )]
+            let may = |roles: &[tianping_core::Role]| match &store {
+                Some(store) => super::admin::authorise(caller.as_ref(), roles, &**store),
+                None => Err(plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n")),
+            };
             match (method.as_str(), path.as_str()) {
                 ("POST", "/directory/apply" | "/idp/v1/directory-update" | "/directory/export") => {
+                    let allowed = match (&store, path.as_str()) {
+                        (Some(store), "/idp/v1/directory-update") => {
+                            super::admin::node_or_sysadmin(caller.as_ref(), &**store)
+                        }
+                        _ => may(&[tianping_core::Role::Sysadmin]),
+                    };
+                    if let Err(refused) = allowed {
+                        return refused;
+                    }
                     let body = req.into_body().bytes().await.unwrap_or_default();
                     let parts = live.template.lock().ok().and_then(|t| {
                         t.as_ref()
@@ -287,6 +371,10 @@ impl Handler for ControlHandler {
                     )
                 }
                 ("POST", "/keys/rotate") => {
+                    let actor = match may(&[tianping_core::Role::Secadmin]) {
+                        Ok(a) => a,
+                        Err(refused) => return refused,
+                    };
                     let body = match req.into_body().bytes().await {
                         Ok(b) => b,
                         Err(e) => {
@@ -304,9 +392,10 @@ impl Handler for ControlHandler {
                             &json!({ "error": "the body must be {\"alg\": \"ES256\" | \"EdDSA\"}" }),
                         );
                     };
-                    let answer = tokio::task::spawn_blocking(move || live.rotate(alg.algorithm()))
-                        .await
-                        .unwrap_or_else(|_| Err("the rotation task failed".into()));
+                    let answer =
+                        tokio::task::spawn_blocking(move || live.rotate(alg.algorithm(), &actor))
+                            .await
+                            .unwrap_or_else(|_| Err("the rotation task failed".into()));
                     match answer {
                         Ok(kid) => json_answer(StatusCode::OK, &json!({ "kid": kid })),
                         Err(e) => {
@@ -328,12 +417,33 @@ impl Handler for ControlHandler {
                     let Some((log, zone)) = log else {
                         return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
                     };
+                    // a person by their token (served only with the `auditor` role, every read
+                    // recorded), a node of the zone by its node token; none without a token
+                    let reader =
+                        caller
+                            .as_ref()
+                            .and_then(|c| c.identity.as_deref())
+                            .map(|id| match (id.kind, &id.subject) {
+                                (tianping_certs::CertKind::Node, _) | (_, None) => {
+                                    tianping_audit::Reader::node(
+                                        id.name.clone(),
+                                        id.zone.to_string(),
+                                    )
+                                }
+                                (_, Some(sub)) => {
+                                    let roles: Vec<&str> =
+                                        id.roles.iter().map(|r| r.as_str()).collect();
+                                    tianping_audit::Reader::person(
+                                        sub.to_string(),
+                                        &roles,
+                                        id.zone.to_string(),
+                                    )
+                                }
+                            });
                     let r = tokio::task::spawn_blocking(move || {
-                        // No verifier of people's tokens yet: every read is refused with 401
-                        // until `tianping login` gives the auditor a credential to present.
                         let access = tianping_audit::Access {
                             zone: &zone,
-                            reader: None,
+                            reader: reader.as_ref(),
                             clock: &SystemClock,
                             record_to: Some(&log),
                         };
@@ -378,6 +488,22 @@ impl Handler for ControlHandler {
                     let Some((store, audit, zone)) = parts else {
                         return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
                     };
+                    let roles: &[tianping_core::Role] = match op {
+                        super::device::DeviceOp::List => {
+                            &[tianping_core::Role::Sysadmin, tianping_core::Role::Secadmin]
+                        }
+                        _ => &[tianping_core::Role::Sysadmin],
+                    };
+                    let actor = match may(roles) {
+                        Ok(a) => a.name(),
+                        Err(refused) => return refused,
+                    };
+                    let mut op = op;
+                    match &mut op {
+                        super::device::DeviceOp::Add { actor: a, .. }
+                        | super::device::DeviceOp::Remove { actor: a, .. } => *a = actor,
+                        super::device::DeviceOp::List => {}
+                    }
                     let answer = tokio::task::spawn_blocking(move || {
                         super::device::execute(&*store, &audit, &zone, &op)
                     })
@@ -408,7 +534,11 @@ impl Handler for ControlHandler {
                             );
                         }
                     };
-                    let answer = tokio::task::spawn_blocking(move || live.directory(&op))
+                    let actor = match may(super::admin::op_roles(&op)) {
+                        Ok(a) => a,
+                        Err(refused) => return refused,
+                    };
+                    let answer = tokio::task::spawn_blocking(move || live.directory(&op, &actor))
                         .await
                         .unwrap_or_else(|_| Err("the directory task failed".into()));
                     match answer {
@@ -518,11 +648,30 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     )
     .await
     .into_diagnostic()?;
-    // Peer uid checked (this user and root); the person-token verifier of "administrators who
-    // are people" plugs in here when it exists.
+    // Peer uid checked (this user and root); a presented token is checked (a person's from
+    // `tianping login`, or a node token of the zone for the `idp` audience) before the handler,
+    // which asks each action's role of it (`admin`); a caller without one reaches the handler
+    // as the local operator (the audit read API refuses it).
+    let people = {
+        let l = Arc::clone(&live);
+        let source: tianping_idp::IssuerSource = Arc::new(move || {
+            let t = l.template.lock().ok()?;
+            t.as_ref()
+                .map(|t| TokenIssuer::new(t.issuer.clone(), t.keys.clone()))
+        });
+        let store = live
+            .template
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| Arc::clone(&t.store)))
+            .ok_or_else(|| miette!("the provider is not installed"))?;
+        tianping_idp::PersonTokens::new(source, zone.as_str(), store)
+    };
+    let verifier =
+        crate::cmd::exchange::node_callers(dir, zone, "idp")?.or(Arc::new(people) as Arc<_>);
     let control = serve_control_with(
         &p.socket,
-        ControlOptions::new(&[]),
+        ControlOptions::new(&[]).verified(Arc::new(verifier), CONTROL_PATHS.iter().copied()),
         ControlHandler(
             Arc::clone(&live),
             Arc::new(super::replicate::Replicator::new(dir, fabric, zone)),
