@@ -12,6 +12,7 @@ mod cmd;
 mod decision_log;
 mod filters;
 mod install_filters;
+mod ship;
 
 /// Tianping: one identity, hardened gateways and audited one-way exchange for the court's networks.
 #[derive(Debug, Parser)]
@@ -54,6 +55,10 @@ enum Command {
     Idp(cmd::idp::IdpCmd),
     /// The zone's gateway: sign-in, the policy's decisions, forwarding with an assertion.
     Gateway(cmd::gateway::GatewayArgs),
+    /// Sign in to a zone's IdP and keep a short-lived administrator's token for the CLI.
+    Login(cmd::login::LoginArgs),
+    /// Revoke and delete the administrator's token of a zone.
+    Logout(cmd::login::LogoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,8 @@ fn main() -> ExitCode {
         Command::Exchange(c) => cmd::exchange::run(&cli.data, c),
         Command::Idp(c) => cmd::idp::run(&cli.data, c),
         Command::Gateway(a) => cmd::gateway::run(&cli.data, a),
+        Command::Login(a) => cmd::login::login(&cli.data, a),
+        Command::Logout(a) => cmd::login::logout(&cli.data, a),
     };
     match result {
         Ok(code) => code,

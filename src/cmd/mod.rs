@@ -6,6 +6,7 @@ pub(crate) mod exchange;
 pub(crate) mod gateway;
 pub(crate) mod idp;
 pub(crate) mod init;
+pub(crate) mod login;
 pub(crate) mod policy;
 pub(crate) mod status;
 pub(crate) mod up;
