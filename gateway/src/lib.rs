@@ -5,7 +5,12 @@
 //! allowed request is forwarded with a signed `Tianping-Assertion` in place of whatever identity
 //! headers the client sent.
 //!
-//! The core is free of I/O: bytes and a time in, decisions and bytes out.
+//! The core is free of I/O: bytes and a time in, decisions and bytes out. With the `server`
+//! feature, `Gateway` serves it: the `tianping_net::Handler` of the zone's TLS listener
+//! (bearer token, session cookie or client certificate; the decision queued in the audit log
+//! before anything is forwarded; forwarding over pooled HTTP/2 or HTTP/1.1 TLS; the OIDC
+//! sign-in with `openidconnect` and the endpoints under [`RESERVED_PREFIX`]), which the binary's
+//! `tianping gateway --zone Z` runs.
 //!
 //! - [`Limits`]: every limit, with the reason for its default;
 //! - [`CookieSealer`]: the AEAD-sealed `__Host-` session cookie ([`Session`]), a key ring whose

@@ -141,7 +141,7 @@ enum Target {
 
 struct Inner {
     zone: ZoneName,
-    policy: Policy,
+    policy: arc_swap::ArcSwap<Policy>,
     targets: HashMap<String, Target>,
     public_url: String,
     redirect_uri: String,
@@ -217,7 +217,7 @@ impl Gateway {
             redirect_uri: format!("{public_url}/.tianping/callback"),
             public_url,
             zone: parts.zone,
-            policy: parts.policy,
+            policy: arc_swap::ArcSwap::from_pointee(parts.policy),
             targets,
             idp,
             revocations: Mutex::new(Revocations::new(&parts.limits)),
@@ -244,9 +244,55 @@ impl Gateway {
         format!("{}/.tianping/backchannel-logout", self.0.public_url)
     }
 
-    /// The policy's hash.
+    /// The hash of the policy in force.
     pub fn policy_hash(&self) -> tianping_core::PolicyHash {
-        self.0.policy.hash()
+        self.0.policy.load().hash()
+    }
+
+    /// Replaces the policy in force with the one `source` (named `file` in diagnostics) holds,
+    /// if it passes the policy check; requests already decided keep their decision, the next
+    /// ones are decided by the new policy. Either way the attempt is audited (`policy.reload`,
+    /// durable before this returns). The new hash, or the check's rendered diagnostics (the old
+    /// policy stays).
+    pub async fn reload_policy(
+        &self,
+        file: &str,
+        source: &str,
+    ) -> Result<tianping_core::PolicyHash, String> {
+        let g = &self.0;
+        let now = g.now();
+        let old = g.policy.load().hash();
+        let checked = tianping_policies::check(file, source);
+        let rendered = checked.render();
+        let mut e = Event::new(now, "policy.reload");
+        e.zone = g.zone.to_string();
+        e.component = "gateway".into();
+        e.object = file.chars().take(256).collect();
+        e.attributes.insert("previous".into(), old.to_string());
+        let result = match checked.into_policy() {
+            Some(p) => {
+                let hash = p.hash();
+                g.policy.store(Arc::new(p));
+                e.outcome = "ok".into();
+                e.policy_hash = Some(hash);
+                Ok(hash)
+            }
+            None => {
+                e.outcome = "refused".into();
+                e.policy_hash = Some(old);
+                e.reason = rendered.chars().take(1024).collect();
+                Err(rendered)
+            }
+        };
+        match g.audit.append_prompt(&e) {
+            Ok(q) => {
+                if let Err(err) = q.durable().await {
+                    tracing::error!("audit of a policy reload: {err}");
+                }
+            }
+            Err(err) => tracing::error!("audit of a policy reload: {err}"),
+        }
+        result
     }
 }
 
@@ -369,8 +415,9 @@ impl Inner {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
+        let policy = self.policy.load_full();
         let d = decide(
-            &self.policy,
+            &policy,
             self.zone.as_str(),
             asker.who.as_ref(),
             asker.browser,
@@ -557,7 +604,7 @@ impl Inner {
         e.request_id = request_id.into();
         e.method = req.method().as_str().into();
         e.path = req.uri().path().into();
-        e.policy_hash = Some(self.policy.hash());
+        e.policy_hash = Some(decision.map_or_else(|| self.policy.load().hash(), |(d, _)| d.policy));
         if let Some(c) = req.extensions().get::<ConnInfo>() {
             e.source = c.peer.to_string();
         }
