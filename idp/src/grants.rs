@@ -90,8 +90,8 @@ pub struct RefreshFamily {
     pub scope: Vec<String>,
     /// SHA-256 of the one usable token.
     pub current: [u8; 32],
-    /// SHA-256 of the tokens rotated out, newest last (at most [`MAX_ROTATED`]).
-    pub rotated: Vec<[u8; 32]>,
+    /// The tokens rotated out, every one of them, in a fixed size.
+    pub rotated: RotatedTokens,
     /// When the family ends.
     pub expires_at: UnixTime,
     /// Whether it was revoked.
@@ -100,8 +100,105 @@ pub struct RefreshFamily {
     pub access_tokens: Vec<(String, UnixTime)>,
 }
 
-/// How many rotated-out tokens a family remembers for reuse detection.
+/// How many rotated-out tokens a family's record listed before it kept them in a
+/// [`RotatedTokens`] filter (its version 1, still read): the oldest were forgotten beyond it.
 pub const MAX_ROTATED: usize = 256;
+
+/// The size in bytes of [`RotatedTokens`]' filter.
+pub(crate) const ROTATED_FILTER_BYTES: usize = 256;
+
+/// How many bits of the filter each rotated token sets.
+const ROTATED_FILTER_PROBES: usize = 8;
+
+/// The refresh tokens a family has rotated out, kept in a fixed size whatever the chain's
+/// length: the count, and a Bloom filter of their SHA-256 (2,048 bits, 8 set per token, each
+/// index 11 bits of the hash, which SHA-256 makes uniform).
+///
+/// Every token rotated out is recognised ([`contains`](Self::contains) is never wrong for
+/// one), so a reuse of any earlier token of the chain revokes the family, however long ago it
+/// was rotated. A token never issued is taken for a rotated one with the filter's false
+/// positive rate, which grows with the chain: below 2e-4 up to 100 rotations (a family's
+/// 8 hours at one refresh every 5 minutes), about 3% at 256; such a token must also carry the
+/// family's 128-bit random id, which only its holders know, so a false positive revokes the
+/// family (fails closed) and never lets a token through.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RotatedTokens {
+    count: u32,
+    bits: [u8; ROTATED_FILTER_BYTES],
+}
+
+impl std::fmt::Debug for RotatedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedTokens")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RotatedTokens {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            bits: [0; ROTATED_FILTER_BYTES],
+        }
+    }
+}
+
+impl RotatedTokens {
+    /// None rotated out yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The filter's bits for a token's hash: byte index and mask.
+    fn probes(hash: &[u8; 32]) -> impl Iterator<Item = (usize, u8)> + '_ {
+        hash.chunks_exact(2)
+            .take(ROTATED_FILTER_PROBES)
+            .map(|pair| match pair {
+                [a, b] => usize::from(u16::from_be_bytes([*a, *b])) % (ROTATED_FILTER_BYTES * 8),
+                _ => 0,
+            })
+            .map(|bit| (bit / 8, 1u8 << (bit % 8)))
+    }
+
+    /// Notes a token (by its SHA-256) as rotated out.
+    pub fn insert(&mut self, hash: &[u8; 32]) {
+        for (byte, mask) in Self::probes(hash) {
+            if let Some(b) = self.bits.get_mut(byte) {
+                *b |= mask;
+            }
+        }
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Whether a token (by its SHA-256) was rotated out: always for one that was, for another
+    /// with the false positive rate described above.
+    pub fn contains(&self, hash: &[u8; 32]) -> bool {
+        self.count > 0
+            && Self::probes(hash)
+                .all(|(byte, mask)| self.bits.get(byte).is_some_and(|b| b & mask != 0))
+    }
+
+    /// How many tokens were rotated out.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.count).unwrap_or(usize::MAX)
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The stored form's parts: the count and the filter.
+    pub(crate) fn parts(&self) -> (u32, &[u8; ROTATED_FILTER_BYTES]) {
+        (self.count, &self.bits)
+    }
+
+    /// From the stored form's parts.
+    pub(crate) fn from_parts(count: u32, bits: [u8; ROTATED_FILTER_BYTES]) -> Self {
+        Self { count, bits }
+    }
+}
 
 /// SHA-256 of `b`: the key codes, refresh tokens and session records are kept under.
 pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
@@ -172,10 +269,7 @@ fn apply(
     let mut n = f.clone();
     match rotation(f, presented, client_id, now) {
         Rotation::Rotated => {
-            n.rotated.push(f.current);
-            if n.rotated.len() > MAX_ROTATED {
-                n.rotated.remove(0);
-            }
+            n.rotated.insert(&f.current);
             n.current = next_hash;
         }
         Rotation::Reused => n.revoked = true,
@@ -350,7 +444,7 @@ impl<'a> Grants<'a> {
             identity,
             scope,
             current: hash,
-            rotated: Vec::new(),
+            rotated: RotatedTokens::new(),
             expires_at: now.saturating_add(self.policy.refresh_life),
             revoked: false,
             access_tokens: Vec::new(),
@@ -650,4 +744,102 @@ fn refresh_token(id: &FamilyId, rng: &dyn Random) -> Result<(String, [u8; 32]), 
     let token = URL_SAFE_NO_PAD.encode(&raw);
     let hash = sha256(token.as_bytes());
     Ok((token, hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SeededRandom;
+    use crate::records::{decode_family, encode_family};
+    use crate::store::MemoryStore;
+
+    /// Rotates `token` once through [`Grants::rotate_refresh`], with an access token that
+    /// expires a second later.
+    fn rotate(g: &Grants<'_>, token: &str, now: UnixTime, rng: &SeededRandom) -> String {
+        let mut issue = |f: &RefreshFamily| {
+            Ok(IssuedAccessToken {
+                token: String::new(),
+                jti: format!("jti-{:03}", f.rotated.len()),
+                expires_at: now.saturating_add(Duration::from_secs(1)),
+            })
+        };
+        let (_, next, _) = g
+            .rotate_refresh(token, "case-app", now, rng, &mut issue)
+            .unwrap();
+        next
+    }
+
+    #[test]
+    fn a_token_rotated_100_uses_ago_revokes_the_family_whose_record_stays_one_size() {
+        let store = MemoryStore::default();
+        let g = Grants::new(&store, GrantPolicy::default());
+        let rng = SeededRandom::new(11);
+        let mut now = UnixTime::from_secs(1_800_000_000);
+        let (first, id) = g
+            .start_family(
+                "case-app",
+                crate::tokens::tests::judge(),
+                vec!["cases.read".into()],
+                now,
+                &rng,
+            )
+            .unwrap();
+        let size = |store: &MemoryStore| {
+            encode_family(&store.family(&id).unwrap().unwrap())
+                .unwrap()
+                .len()
+        };
+        let mut chain = vec![first];
+        let mut sizes = Vec::new();
+        for _ in 0..100 {
+            now = now.saturating_add(Duration::from_secs(2));
+            let next = rotate(&g, chain.last().unwrap(), now, &rng);
+            chain.push(next);
+            sizes.push(size(&store));
+        }
+        // one live access token, every rotated-out token in the filter: one size all along
+        assert!(sizes.iter().all(|s| *s == sizes[0]), "{sizes:?}");
+        let f = store.family(&id).unwrap().unwrap();
+        assert_eq!(f.rotated.len(), 100);
+        assert_eq!(f.access_tokens.len(), 1);
+        assert_eq!(decode_family(&encode_family(&f).unwrap()).unwrap(), f);
+        // every token of the chain but the last is known as rotated out, the last is not
+        for t in &chain[..100] {
+            assert!(f.rotated.contains(&sha256(t.as_bytes())));
+        }
+        assert!(!f.rotated.contains(&f.current));
+        // a token never issued, with the family's id, is invalid and revokes nothing
+        let mut forged = chain[0].clone();
+        forged.replace_range(30.., &"A".repeat(forged.len() - 30));
+        let e = g.use_refresh(&forged, "case-app", now, &rng).unwrap_err();
+        assert_eq!(e, IdpError::RefreshInvalid);
+        assert!(!store.family(&id).unwrap().unwrap().revoked);
+        // the first token, rotated out 100 uses ago: the family is revoked with its access token
+        let e = g.use_refresh(&chain[0], "case-app", now, &rng).unwrap_err();
+        assert_eq!(e, IdpError::RefreshReused);
+        assert!(store.family(&id).unwrap().unwrap().revoked);
+        assert!(store.is_token_revoked("jti-099").unwrap());
+        let e = g
+            .use_refresh(&chain[100], "case-app", now, &rng)
+            .unwrap_err();
+        assert_eq!(e, IdpError::RefreshInvalid);
+    }
+
+    #[test]
+    fn the_filter_knows_what_it_was_given_and_little_else() {
+        let mut r = RotatedTokens::new();
+        assert!(r.is_empty());
+        let hashes: Vec<[u8; 32]> = (0u32..100).map(|i| sha256(&i.to_be_bytes())).collect();
+        for h in &hashes {
+            r.insert(h);
+        }
+        assert_eq!(r.len(), 100);
+        assert!(hashes.iter().all(|h| r.contains(h)));
+        // 10,000 others: the false positive rate at 100 is about 1.2e-4
+        let false_positives = (100u32..10_100)
+            .filter(|i| r.contains(&sha256(&i.to_be_bytes())))
+            .count();
+        assert!(false_positives <= 10, "{false_positives}");
+        assert!(!RotatedTokens::new().contains(&hashes[0]));
+    }
 }

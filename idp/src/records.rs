@@ -10,7 +10,7 @@ use crate::authorize::{ClaimsRequest, RequestedClaim};
 use crate::client::{Client, ClientAuthMethod, GrantType};
 use crate::client_auth::ClientKeys;
 use crate::directory::{Court, RequiredAction, TotpCredential, User, UserStatus};
-use crate::grants::{CodeRecord, RefreshFamily};
+use crate::grants::{CodeRecord, ROTATED_FILTER_BYTES, RefreshFamily, RotatedTokens};
 use crate::password::PasswordRecord;
 use crate::pkce::CodeChallenge;
 use crate::session::Session;
@@ -231,38 +231,54 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
     })
 }
 
-/// The stored form of a refresh-token family.
+/// A family record's version: 2 keeps the rotated-out tokens as a count and a fixed-size
+/// filter (version 1 listed up to 256 of their hashes, read into the filter).
+const FAMILY_VERSION: u8 = 2;
+
+/// The stored form of a refresh-token family: its size does not grow with its chain (only its
+/// live access tokens are listed).
 pub(crate) fn encode_family(f: &RefreshFamily) -> Result<Vec<u8>, IdpError> {
     let mut w = WireWriter::new();
-    w.u8(VERSION);
+    w.u8(FAMILY_VERSION);
     w.raw(&f.id);
     w.str16(&f.client_id)?;
     put_identity(&mut w, &f.identity)?;
     put_strs(&mut w, &f.scope)?;
     w.raw(&f.current);
-    w.len16(f.rotated.len(), "rotated")?;
-    for h in &f.rotated {
-        w.raw(h);
-    }
+    let (count, bits) = f.rotated.parts();
+    w.u32(count);
+    w.raw(bits);
     w.u64(f.expires_at.as_millis());
     w.u8(u8::from(f.revoked));
     put_tokens(&mut w, &f.access_tokens)?;
     Ok(w.into_bytes())
 }
 
-/// Reads a stored refresh-token family.
+/// Reads a stored refresh-token family (version 1 or 2).
 pub(crate) fn decode_family(b: &[u8]) -> Result<RefreshFamily, IdpError> {
     let mut r = WireReader::new(b);
-    check_version(&mut r)?;
+    let version = r.u8("version")?;
+    if version != VERSION && version != FAMILY_VERSION {
+        return Err(IdpError::Store(format!(
+            "a stored record has version `{version}`"
+        )));
+    }
     let id = r.array::<16>("id")?;
     let client_id = r.str16("client_id")?.to_owned();
     let identity = get_identity(&mut r)?;
     let scope = get_strs(&mut r, "scope")?;
     let current = r.array::<32>("current")?;
-    let n = r.count16("rotated", 32)?;
-    let rotated = (0..n)
-        .map(|_| r.array::<32>("rotated"))
-        .collect::<Result<_, WireError>>()?;
+    let rotated = if version == FAMILY_VERSION {
+        let count = r.u32("rotated")?;
+        RotatedTokens::from_parts(count, r.array::<ROTATED_FILTER_BYTES>("rotated")?)
+    } else {
+        let n = r.count16("rotated", 32)?;
+        let mut rotated = RotatedTokens::new();
+        for _ in 0..n {
+            rotated.insert(&r.array::<32>("rotated")?);
+        }
+        rotated
+    };
     let expires_at = UnixTime::from_millis(r.u64("expires_at")?);
     let revoked = r.u8("revoked")? != 0;
     let access_tokens = get_tokens(&mut r)?;
@@ -610,6 +626,43 @@ mod tests {
         assert_eq!(decode_code(&b).unwrap(), c);
         *b.first_mut().unwrap() = 3;
         assert!(decode_code(&b).is_err());
+    }
+
+    #[test]
+    fn version_1_families_read_their_rotated_tokens_into_the_filter() {
+        let h = |i: u8| crate::grants::sha256(&[i]);
+        let mut w = WireWriter::new();
+        w.u8(1);
+        w.raw(&[3; 16]);
+        w.str16("case-app").unwrap();
+        put_identity(&mut w, &crate::tokens::tests::judge()).unwrap();
+        put_strs(&mut w, &["openid"]).unwrap();
+        w.raw(&h(9));
+        w.len16(3, "rotated").unwrap();
+        for i in 0..3 {
+            w.raw(&h(i));
+        }
+        w.u64(1_800_028_800_000);
+        w.u8(0);
+        put_tokens(
+            &mut w,
+            &[("jti-1".into(), UnixTime::from_secs(1_800_000_300))],
+        )
+        .unwrap();
+        let f = decode_family(&w.into_bytes()).unwrap();
+        assert_eq!(f.rotated.len(), 3);
+        assert!((0..3).all(|i| f.rotated.contains(&h(i))));
+        assert!(!f.rotated.contains(&h(9)));
+        assert_eq!(f.current, h(9));
+        assert_eq!(f.access_tokens.len(), 1);
+        // written again, it is a version 2 record that reads back the same
+        let b = encode_family(&f).unwrap();
+        assert_eq!(b.first(), Some(&FAMILY_VERSION));
+        assert_eq!(decode_family(&b).unwrap(), f);
+        let mut bad = b.clone();
+        *bad.first_mut().unwrap() = 3;
+        assert!(decode_family(&bad).is_err());
+        assert!(decode_family(&b[..b.len() - 1]).is_err());
     }
 
     #[test]
