@@ -1,8 +1,12 @@
 //! `tianping gateway --zone Z`: the zone's gateway on its `gateway` host and port from
 //! `fabric.toml` (port 0: the address it got is published in `run/<zone>-gateway.addr`), the
 //! admin listener (`/healthz`, `/metrics`) on loopback, and the control socket
-//! `run/<zone>-gateway.sock` (`GET /status`). Stops on SIGINT or SIGTERM, finishing requests in
-//! flight and removing what it published.
+//! `run/<zone>-gateway.sock` (`GET /status`: the policy in force, the reload generation, the
+//! audit events durable so far). Stops on SIGINT or SIGTERM, finishing requests in flight and
+//! removing what it published. On SIGHUP it reads the zone's policy copy again (taken if it
+//! passes the check, refused with the old one staying otherwise; audited either way) and its
+//! TLS certificate, without dropping a connection; each reload taken counts one more on the
+//! generation (`/status`, and `tianping_gateway_reload_generation` on `/metrics`).
 //!
 //! It reads the zone's policy copy, trust bundle and CRL, its TLS and node certificates under
 //! `zones/<zone>/gateway/`, and its cookie keys under `keys/` (`cookie.key` is key 1,
@@ -27,6 +31,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Args;
 use http::{Request, Response, StatusCode};
@@ -224,6 +229,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
         .build()
         .into_diagnostic()
         .wrap_err("the gateway's TLS certificate")?;
+    let tls = Arc::new(tls);
 
     clear_published_addrs(dir, zone, Component::Gateway).into_diagnostic()?;
     let registry = Registry::new();
@@ -232,7 +238,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
     let options = ServerOptions::new(HostSet::new([zl.gateway_host.clone()]));
     let server = serve_tls(
         SocketAddr::new(zl.address, zl.gateway_port),
-        Arc::new(tls),
+        tls.clone(),
         options,
         Front(Arc::clone(&slot)),
     )
@@ -271,7 +277,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
         gateway.redirect_uri(),
         gateway.backchannel_logout_uri()
     );
-    let hash = gateway.policy_hash();
+    let reloads = Arc::new(Reloads::default());
     register(dir, zone, &zl.gateway_host, &gateway, &registration).await;
     let _ = slot.set(gateway);
 
@@ -296,16 +302,21 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
     let control = serve_control_with(
         &socket,
         ControlOptions::new(&[]),
-        Control(json!({
-            "component": "gateway",
-            "zone": zone.as_str(),
-            "public_url": public_url,
-            "policy": hash.to_string(),
-            "client_registration": registration,
-        })),
+        Control {
+            fixed: json!({
+                "component": "gateway",
+                "zone": zone.as_str(),
+                "public_url": public_url,
+                "client_registration": registration,
+            }),
+            gateway: Arc::clone(&slot),
+            reloads: Arc::clone(&reloads),
+            audit: Arc::clone(&audit),
+        },
     )
     .await
     .into_diagnostic()?;
+    let mut signals = Signals::new()?;
     tianping_audit::record_owner(&audit_dir, &socket).into_diagnostic()?;
     publish_addr(dir, zone, Component::Gateway, &Listener::Public, bound).into_diagnostic()?;
     publish_addr(
@@ -322,7 +333,46 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
         control.path().display()
     );
 
-    stopped().await?;
+    let generation = registry
+        .gauge(
+            "tianping_gateway_reload_generation",
+            "Reloads of the policy and certificates taken (SIGHUP); 0 until the first.",
+            &[],
+        )
+        .into_diagnostic()?;
+    while let Signal::Reload = signals.next().await {
+        let Some(g) = slot.get() else { continue };
+        let source = std::fs::read(&policy_path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_owned()));
+        let result = match source {
+            Ok(text) => {
+                g.reload_policy(&policy_path.display().to_string(), &text)
+                    .await
+            }
+            Err(e) => Err(format!("cannot read `{}`: {e}", policy_path.display())),
+        };
+        match result {
+            Ok(hash) => {
+                let tls_reloaded = tls
+                    .reload()
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| server.reload().map_err(|e| e.to_string()));
+                if let Err(e) = tls_reloaded {
+                    eprintln!("gateway of `{zone}`: certificates not reloaded: {e}");
+                }
+                let n = reloads.taken.fetch_add(1, Ordering::SeqCst) + 1;
+                generation.set(i64::try_from(n).unwrap_or(i64::MAX));
+                eprintln!("gateway of `{zone}`: reloaded (generation {n}), policy {hash}");
+            }
+            Err(e) => {
+                reloads.refused.fetch_add(1, Ordering::SeqCst);
+                eprintln!(
+                    "gateway of `{zone}`: the new policy is refused; the old one stays:\n{e}"
+                );
+            }
+        }
+    }
     control.shutdown().await;
     server.shutdown().await;
     admin.shutdown().await;
@@ -436,12 +486,41 @@ impl Handler for Front {
     }
 }
 
-/// The control socket: `GET /status`.
-struct Control(serde_json::Value);
+/// Reloads taken and refused, as the control socket shows them (tests wait on them).
+#[derive(Default)]
+struct Reloads {
+    taken: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// The control socket: `GET /status` (the policy in force, the reload generation, the audit
+/// events durable so far).
+struct Control {
+    fixed: serde_json::Value,
+    gateway: Arc<std::sync::OnceLock<Gateway>>,
+    reloads: Arc<Reloads>,
+    audit: Arc<AuditLog>,
+}
 
 impl Handler for Control {
     fn call(&self, req: Request<Body>) -> BoxFuture {
-        let status = self.0.clone();
+        let mut status = self.fixed.clone();
+        if let Some(o) = status.as_object_mut() {
+            if let Some(g) = self.gateway.get() {
+                o.insert("policy".into(), g.policy_hash().to_string().into());
+            }
+            o.insert(
+                "reload_generation".into(),
+                self.reloads.taken.load(Ordering::SeqCst).into(),
+            );
+            o.insert(
+                "reloads_refused".into(),
+                self.reloads.refused.load(Ordering::SeqCst).into(),
+            );
+            // the audit events made durable so far (requests are queued and committed in
+            // groups within 20 ms; every one counted here survives a crash)
+            o.insert("audit_durable".into(), self.audit.size().into());
+        }
         Box::pin(async move {
             let (code, body) = match (req.method().as_str(), req.uri().path()) {
                 ("GET", "/status") => (StatusCode::OK, status),
@@ -461,14 +540,34 @@ impl Handler for Control {
     }
 }
 
-/// Waits for SIGINT or SIGTERM.
-async fn stopped() -> miette::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).into_diagnostic()?;
-    let mut int = signal(SignalKind::interrupt()).into_diagnostic()?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload), caught from before the gateway says it is
+/// ready.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> miette::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).into_diagnostic()?,
+            int: signal(SignalKind::interrupt()).into_diagnostic()?,
+            hup: signal(SignalKind::hangup()).into_diagnostic()?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
+        }
+    }
 }
