@@ -191,7 +191,7 @@ pub use person_token::{IssuerSource, PERSON_TOKEN_LIFE, PersonTokens, control_au
 pub use pkce::{CodeChallenge, check_verifier, verify as verify_pkce};
 pub use random::{OsRandom, Random};
 #[cfg(feature = "server")]
-pub use server::{DeviceGrantParts, Idp, IdpParts};
+pub use server::{DeviceGrantParts, DeviceTable, Idp, IdpParts};
 pub use session::{
     SESSION_COOKIE, Session, SessionPolicy, Sessions, clear_session_cookie, session_cookie,
     session_key,

@@ -25,7 +25,7 @@ use crate::tokens::{IssuedAccessToken, TokenIssuer};
 mod device;
 mod login;
 
-pub use device::DeviceGrantParts;
+pub use device::{DeviceGrantParts, DeviceTable};
 
 /// What an [`Idp`] is made of.
 pub struct IdpParts {
@@ -136,7 +136,18 @@ impl Idp {
     #[must_use]
     pub fn with_device_grant(mut self, parts: DeviceGrantParts) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
-            inner.device = Some(device::DeviceState::new(parts));
+            inner.device = Some(device::DeviceState::new(parts, None));
+        }
+        self
+    }
+
+    /// [`with_device_grant`](Self::with_device_grant) over `table`, which outlives this
+    /// provider: a provider rebuilt with rotated keys or a new client keeps the pending
+    /// authorizations.
+    #[must_use]
+    pub fn with_device_table(mut self, parts: DeviceGrantParts, table: DeviceTable) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.device = Some(device::DeviceState::new(parts, Some(table)));
         }
         self
     }

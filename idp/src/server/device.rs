@@ -9,7 +9,7 @@
 //! least `acr` of the person's roles) is the provider's one sign-in; the code that redirect
 //! carries is never redeemed and dies in 60 seconds.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -47,15 +47,19 @@ pub struct DeviceGrantParts {
     pub policy: DevicePolicy,
 }
 
+/// A table of pending device authorizations a provider rebuilt with new keys or clients keeps
+/// (`Idp::with_device_table`).
+pub type DeviceTable = Arc<Mutex<DeviceGrants>>;
+
 /// The device grant's parts and its table.
 pub(super) struct DeviceState {
     pub(super) parts: DeviceGrantParts,
-    pub(super) table: Mutex<DeviceGrants>,
+    pub(super) table: DeviceTable,
 }
 
 impl DeviceState {
-    pub(super) fn new(parts: DeviceGrantParts) -> Self {
-        let table = Mutex::new(DeviceGrants::new(parts.policy));
+    pub(super) fn new(parts: DeviceGrantParts, table: Option<DeviceTable>) -> Self {
+        let table = table.unwrap_or_else(|| Arc::new(Mutex::new(DeviceGrants::new(parts.policy))));
         Self { parts, table }
     }
 
