@@ -1,7 +1,7 @@
 //! A served gateway with real parts: its TLS listener, an HTTPS service behind it that records
 //! what it receives, and an HTTPS stand-in for the zone's IdP (discovery and JWKS, its key
 //! signing the access tokens the tests present). Clients are `reqwest` over HTTP/1.1 and
-//! HTTP/2.
+//! HTTP/2, and `curl` (installed by `.ci/run`) over both.
 //!
 //! Shown: the service sees the gateway's assertion (verifiable with the zone's trust bundle) and
 //! request id, and none of the client's `X-Forwarded-User`, `Tianping-Assertion`,
@@ -750,4 +750,49 @@ async fn a_jwks_that_cannot_be_fetched_fails_closed() {
         .filter(|e| e.action == "request" && e.outcome == "deny")
         .count();
     assert_eq!(denied, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_http2_and_http1_is_served_with_the_assertion_alone() {
+    let w = world(true).await;
+    let port = w.gateway.local_addr().port();
+    let trust = w.pki.trust_path();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let token = w.idp.token(&FakeIdp::header(), &w.idp.claims());
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", flag, "--cacert"])
+            .arg(&trust)
+            .args([
+                "--resolve",
+                &format!("{GW_HOST}:{port}:127.0.0.1"),
+                "-H",
+                &format!("Authorization: Bearer {token}"),
+                "-H",
+                "X-Forwarded-User: admin",
+                "-H",
+                "Tianping-Assertion: forged",
+                "-w",
+                "\n%{http_code} %{http_version}",
+                &format!("https://{GW_HOST}:{port}/cases/3"),
+            ])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout, format!("case 1\n\n200 {version}"));
+        let (_, seen, _) = w.last_seen();
+        assert!(!seen.contains_key("x-forwarded-user"), "{seen:?}");
+        let assertion = seen.get("tianping-assertion").unwrap().to_str().unwrap();
+        let now = UnixTime::from_system_time(std::time::SystemTime::now());
+        let v = w.verifier().verify_at(assertion.as_bytes(), now).unwrap();
+        let TokenClaims::User(u) = v.claims else {
+            panic!("not a user token")
+        };
+        assert_eq!(u.sub.as_str(), "judge-0001");
+    }
 }
