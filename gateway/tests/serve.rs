@@ -10,7 +10,9 @@
 //! (code + PKCE S256 + state + nonce); every refused token is 401 with an `invalid_token`
 //! challenge (alg none, HS256 keyed with the public key, expired, not yet valid, wrong audience,
 //! wrong issuer, unknown kid, one bit flipped, certificate-bound without the certificate); a JWKS
-//! that cannot be fetched fails closed; every decision is in the audit log with the policy hash.
+//! that cannot be fetched fails closed; a sign-in too weak for a route is asked to step up (RFC
+//! 9470 challenge); a subject over its rate gets 429; every decision is in the audit log with
+//! the policy hash.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::collections::BTreeMap;
@@ -51,6 +53,13 @@ route case-read in private {
   methods GET
   to service cases
   roles judge, clerk
+}
+route case-sign in private {
+  path /cases/*/sign
+  methods POST
+  to service cases
+  roles judge
+  acr >= cert
 }
 "#;
 
@@ -236,6 +245,10 @@ struct World {
 }
 
 async fn world(idp_reachable: bool) -> World {
+    world_with(idp_reachable, Limits::default()).await
+}
+
+async fn world_with(idp_reachable: bool, limits: Limits) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(tmp.path());
     // the IdP's stand-in
@@ -346,7 +359,7 @@ async fn world(idp_reachable: bool) -> World {
         assertion_key: (public, chain_der),
         node_identity: Some((node_pem.into_bytes(), node_key.into_bytes())),
         audit: Arc::clone(&audit),
-        limits: Limits::default(),
+        limits,
         clock: Arc::new(SystemClock),
         metrics: Registry::new(),
     })
@@ -795,4 +808,62 @@ async fn curl_over_http2_and_http1_is_served_with_the_assertion_alone() {
         };
         assert_eq!(u.sub.as_str(), "judge-0001");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weak_sign_in_is_asked_to_step_up_and_a_subject_over_its_rate_gets_429() {
+    let w = world_with(
+        true,
+        Limits {
+            subject_rate: 0,
+            subject_burst: 3,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let token = w.idp.token(&FakeIdp::header(), &w.idp.claims());
+    let client = w.client(true, false);
+    // the token's acr is otp; signing needs cert: 401 with an RFC 9470 step-up challenge
+    let r = client
+        .post(w.url("/cases/1/sign"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = header(&r, "www-authenticate");
+    assert!(
+        challenge.contains("error=\"insufficient_user_authentication\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("acr_values=\"cert\""), "{challenge}");
+    // two more within the burst (of 3, never refilled here), then 429
+    for _ in 0..2 {
+        let r = client
+            .get(w.url("/cases/1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = client
+        .get(w.url("/cases/1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "retry-after"), "1");
+    // another person is not counted with them
+    let mut other = w.idp.claims();
+    other["sub"] = json!("judge-0003");
+    let t = w.idp.token(&FakeIdp::header(), &other);
+    let r = client
+        .get(w.url("/cases/1"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
