@@ -245,7 +245,11 @@ fn idp_init_makes_the_store_once_and_refuses_a_second_time_naming_the_zone() {
 fn the_directory_on_a_stopped_idp_adds_lists_shows_and_disables_users() {
     let tmp = tempfile::tempdir().unwrap();
     let data = init_data(tmp.path());
-    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    ok(&run(
+        &data,
+        &["idp", "init", "--zone", "private", "--no-administrators"],
+        "",
+    ));
     let z = ["--zone", "private"];
     let idp = |args: &[&str], stdin: &str| {
         let mut all = vec!["idp"];

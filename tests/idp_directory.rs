@@ -262,7 +262,11 @@ async fn one_directory_reaches_internet_and_public_registrations_reach_private()
     ok(&run(&data, &["init"], ""));
     let dir = DataDir::new(&data);
     ports_to_zero(&dir.fabric());
-    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    ok(&run(
+        &data,
+        &["idp", "init", "--zone", "private", "--no-administrators"],
+        "",
+    ));
     ok(&run(&data, &["idp", "init", "--zone", "internet"], ""));
     let idp = |zone: &str, args: &[&str], stdin: &str| {
         let mut all = vec!["idp"];
@@ -691,7 +695,11 @@ fn a_directory_update_crosses_the_exchange_to_the_running_internet_idp() {
         .unwrap()
         .clone();
     let data = s.data.clone();
-    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    ok(&run(
+        &data,
+        &["idp", "init", "--zone", "private", "--no-administrators"],
+        "",
+    ));
     ok(&run(&data, &["idp", "init", "--zone", "internet"], ""));
     ok(&run(
         &data,

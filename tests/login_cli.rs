@@ -5,8 +5,8 @@
 //! - each administrator signs in with a client certificate of the zone CA (its key in a file)
 //!   plus TOTP over mutual TLS; the token lands in `run/admin-private.token`, mode 0600, 15
 //!   minutes;
-//! - with an administrator in charge, a command without a token is refused (401, naming the
-//!   role); a `sysadmin` adds a user (audited under its subject id with the before and after)
+//! - the socket's owner acts without a token until an administrator has used one there, and is
+//!   refused from then on (401, naming the role); a `sysadmin` adds a user (audited under its subject id with the before and after)
 //!   but cannot rotate keys (`secadmin`) nor read the audit log (`auditor`); an `auditor` reads
 //!   it but cannot add a user (`sysadmin`); a `secadmin` rotates the keys;
 //! - `logout` revokes the token: put back, it is refused by the socket;
@@ -186,7 +186,30 @@ fn world(tmp: &Path) -> (PathBuf, ZoneName) {
     let data = tmp.join("data");
     ok(&run(&data, &["init"], ""));
     ports_to_zero(&DataDir::new(&data).fabric());
-    ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    // the first three administrators: each with a certificate, a key and a one-time password
+    let init = ok(&run(&data, &["idp", "init", "--zone", "private"], ""));
+    for (sub, role) in [
+        ("sysadmin-0001", "sysadmin"),
+        ("secadmin-0001", "secadmin"),
+        ("auditor-0001", "auditor"),
+    ] {
+        let line = init
+            .lines()
+            .find(|l| l.starts_with(&format!("administrator `{sub}` ({role}): certificate `")))
+            .unwrap_or_else(|| panic!("{init}"));
+        assert!(
+            line.contains(".key`") && line.contains(".password`"),
+            "{line}"
+        );
+    }
+    let admins = DataDir::new(&data)
+        .component(&"private".parse().unwrap(), Component::Idp)
+        .join("administrators");
+    let mode = std::fs::metadata(admins.join("sysadmin.password"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     ok(&run(
         &data,
         &[
@@ -481,10 +504,32 @@ async fn administrators_sign_in_and_each_role_does_only_its_own() {
         )
     };
 
-    // administrators are in charge: the local operator without a token is refused
-    let err = refused(&user_add("judge-0001", "judge.one"));
-    assert!(err.contains("role `sysadmin` required"), "{err}");
-    assert!(err.contains("tianping login"), "{err}");
+    // before any administrator used a token here, the socket's owner acts without one
+    let listed = ok(&run(
+        &data,
+        &["idp", "user", "list", "--zone", "private"],
+        "",
+    ));
+    assert!(listed.contains("sys.admin"), "{listed}");
+
+    // a first administrator must change the one-time password and enrol TOTP first, in a browser
+    let admins = dir.component(&zone, Component::Idp).join("administrators");
+    let err = refused(&run(
+        &data,
+        &[
+            "login",
+            "--zone",
+            "private",
+            "--cert",
+            admins.join("sysadmin.pem").to_str().unwrap(),
+            "--key",
+            admins.join("sysadmin.key").to_str().unwrap(),
+            "--totp",
+            "123456",
+        ],
+        "",
+    ));
+    assert!(err.contains("first sign-in"), "{err}");
 
     // a certificate whose key is in a file needs TOTP too
     let pem = tmp.path().join("sys.admin.pem");
@@ -514,6 +559,13 @@ async fn administrators_sign_in_and_each_role_does_only_its_own() {
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     ok(&user_add("judge-0001", "judge.one"));
+    // from now on an administrator is in charge: without a token the local operator is refused
+    let aside = tmp.path().join("token-aside");
+    std::fs::rename(&token_file, &aside).unwrap();
+    let err = refused(&user_add("judge-0009", "judge.nine"));
+    assert!(err.contains("role `sysadmin` required"), "{err}");
+    assert!(err.contains("tianping login"), "{err}");
+    std::fs::rename(&aside, &token_file).unwrap();
     let err = refused(&run(
         &data,
         &["idp", "keys", "rotate", "--zone", "private"],

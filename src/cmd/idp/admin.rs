@@ -10,17 +10,21 @@
 //! A caller presents the token `tianping login` keeps (`Authorization: Bearer`), checked by the
 //! IdP's person-token verifier, or a node token of the zone (the exchange delivering a directory
 //! update through its `idp` binding). A caller without a token (the socket's peer uid is this
-//! user's or root's, checked at accept) is the **local operator**, and is let act only while no
-//! administrator is in charge of the zone: until one of the three has an enabled account with
-//! no required action left (the first administrators `idp init` makes must change their
-//! one-time password and enrol TOTP first). From then on every action needs an administrator's
-//! token, and a refused one names the role it needs (403).
+//! user's or root's, checked at accept) is the **local operator**, and is let act only until an
+//! administrator is in charge of the zone: the first time one of the three presents their token
+//! to this socket, the IdP records it (`zones/<zone>/idp/administrators-in-charge`, kept across
+//! restarts), and from then on every action needs an administrator's token. A refused action
+//! names the role it needs (403; 401 without a token once an administrator is in charge).
+//!
+//! (Counting the administrators the directory holds instead would hand the zone over before any
+//! of them could sign in: the first ones `idp init` makes must change their one-time password
+//! and enrol TOTP first, and accounts replicated into another zone arrive without credentials.)
 
 use http::{Response, StatusCode};
 use serde_json::json;
 use tianping_certs::{CertKind, CourtIdentity};
 use tianping_core::Role;
-use tianping_idp::{Client, ClientAuthMethod, Directory, GrantType, Store};
+use tianping_idp::{Client, ClientAuthMethod, GrantType, Store};
 use tianping_net::{Caller, ResponseBody, full};
 
 use super::directory::Op;
@@ -73,15 +77,37 @@ impl Actor {
     }
 }
 
-/// Whether one of the three administrators is in charge of the zone: an enabled account with
-/// one of the roles and no required action left.
-pub(crate) fn administrator_in_charge(store: &dyn Store) -> Result<bool, String> {
-    let users = Directory::new(store).users().map_err(|e| e.to_string())?;
-    Ok(users.iter().any(|u| {
-        u.is_enabled()
-            && u.required_actions.is_empty()
-            && u.roles.iter().any(|r| r.is_separated_admin())
-    }))
+/// Whether an administrator is in charge of the zone: a marker file, made the first time one
+/// of the three presents their token to the socket.
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    marker: std::path::PathBuf,
+}
+
+impl Gate {
+    /// The gate of the IdP whose state is under `base` (`zones/<zone>/idp`).
+    pub(crate) fn new(base: &std::path::Path) -> Self {
+        Self {
+            marker: base.join("administrators-in-charge"),
+        }
+    }
+
+    /// Whether an administrator is in charge.
+    pub(crate) fn in_charge(&self) -> bool {
+        self.marker.exists()
+    }
+
+    /// Notes the caller: an administrator's token puts the administrators in charge, for good.
+    pub(crate) fn note(&self, caller: Option<&Caller>) -> Result<(), String> {
+        let admin = caller
+            .and_then(|c| c.identity.as_deref())
+            .is_some_and(|id| person(id) && id.roles.iter().any(|r| r.is_separated_admin()));
+        if admin && !self.in_charge() {
+            std::fs::write(&self.marker, b"an administrator presented a token here\n")
+                .map_err(|e| format!("cannot write `{}`: {e}", self.marker.display()))?;
+        }
+        Ok(())
+    }
 }
 
 fn refusal(status: StatusCode, text: String) -> Response<ResponseBody> {
@@ -108,7 +134,7 @@ fn person(id: &CourtIdentity) -> bool {
 pub(crate) fn authorise(
     caller: Option<&Caller>,
     roles: &[Role],
-    store: &dyn Store,
+    gate: &Gate,
 ) -> Result<Actor, Response<ResponseBody>> {
     let needed = roles.first().copied().unwrap_or(Role::Sysadmin);
     let Some(caller) = caller else {
@@ -139,17 +165,14 @@ pub(crate) fn authorise(
                 needed.as_str()
             ),
         )),
-        None => match administrator_in_charge(store) {
-            Ok(false) => Ok(Actor::LocalOperator(caller.uid)),
-            Ok(true) => Err(refusal(
-                StatusCode::UNAUTHORIZED,
-                format!(
-                    "role `{}` required: an administrator is in charge of this zone, so an administrator's token is needed (`tianping login --zone ZONE`)",
-                    needed.as_str()
-                ),
-            )),
-            Err(e) => Err(refusal(StatusCode::INTERNAL_SERVER_ERROR, e)),
-        },
+        None if gate.in_charge() => Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "role `{}` required: an administrator is in charge of this zone, so an administrator's token is needed (`tianping login --zone ZONE`)",
+                needed.as_str()
+            ),
+        )),
+        None => Ok(Actor::LocalOperator(caller.uid)),
     }
 }
 
@@ -161,14 +184,14 @@ pub(crate) fn authorise(
 )]
 pub(crate) fn node_or_sysadmin(
     caller: Option<&Caller>,
-    store: &dyn Store,
+    gate: &Gate,
 ) -> Result<Actor, Response<ResponseBody>> {
     if let Some(id) = caller.and_then(|c| c.identity.as_deref())
         && id.kind == CertKind::Node
     {
         return Ok(Actor::Node(id.name.clone()));
     }
-    authorise(caller, &[Role::Sysadmin], store)
+    authorise(caller, &[Role::Sysadmin], gate)
 }
 
 /// The roles a directory operation needs (the first is the one a refusal names).
@@ -210,4 +233,128 @@ pub(crate) fn op_user(op: &Op) -> Option<&str> {
         | Op::UserLogout { user } => Some(user),
         _ => None,
     }
+}
+
+/// The first administrators `idp init --zone private` makes: subject id, sign-in name, role.
+pub(crate) const FIRST_ADMINISTRATORS: [(&str, &str, Role); 3] = [
+    ("sysadmin-0001", "sysadmin", Role::Sysadmin),
+    ("secadmin-0001", "secadmin", Role::Secadmin),
+    ("auditor-0001", "auditor", Role::Auditor),
+];
+
+/// A one-time password: 24 random letters and digits in three groups, with a capital, a small
+/// letter, a digit and a symbol whatever they are (about 139 bits).
+fn one_time_password() -> Result<String, String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let rng = tianping_idp::OsRandom::new();
+    let mut out = String::new();
+    while out.len() < 24 {
+        let mut buf = [0u8; 32];
+        tianping_idp::Random::fill(&rng, &mut buf).map_err(|e| e.to_string())?;
+        // 57 letters: bytes past the last whole multiple (228) are drawn again
+        for b in buf {
+            if b < 228 && out.len() < 24 {
+                if let Some(c) = ALPHABET.get(usize::from(b % 57)) {
+                    out.push(char::from(*c));
+                }
+            }
+        }
+    }
+    let (a, rest) = out.split_at(8);
+    let (b, c) = rest.split_at(8);
+    Ok(format!("Tp-{a}-{b}-{c}-9"))
+}
+
+/// What `idp init` made for one administrator.
+pub(crate) struct MadeAdministrator {
+    pub(crate) sub: &'static str,
+    pub(crate) role: Role,
+    pub(crate) cert: std::path::PathBuf,
+    pub(crate) key: std::path::PathBuf,
+    pub(crate) password: std::path::PathBuf,
+}
+
+/// Creates the three first administrators of a fresh zone store: each an account with a
+/// one-time password (to change) and TOTP to enrol at first sign-in, a client certificate of
+/// the zone CA (marked hardware only if `hardware`: the operator put the key on a token) in
+/// `out`, and the password in a file of mode 0600 there; each audited as `idp.user.add` by
+/// `idp-init`.
+pub(crate) fn create_first_administrators(
+    dir: &tianping_core::DataDir,
+    zone: &tianping_core::ZoneName,
+    store: &dyn Store,
+    audit: &tianping_audit::AuditLog,
+    out: &std::path::Path,
+    hardware: bool,
+) -> Result<Vec<MadeAdministrator>, String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let pki = tianping_certs::Pki::open(&dir.pki()).map_err(|e| e.to_string())?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(out)
+        .map_err(|e| format!("cannot create `{}`: {e}", out.display()))?;
+    let now = tianping_core::UnixTime::from_system_time(std::time::SystemTime::now());
+    let mut made = Vec::new();
+    for (sub, login, role) in FIRST_ADMINISTRATORS {
+        let password = one_time_password()?;
+        let add = Op::UserAdd {
+            sub: sub.into(),
+            login: login.into(),
+            name: format!("{} (first administrator)", role.as_str()),
+            court: None,
+            roles: vec![role.as_str().into()],
+            clearance: None,
+            email: None,
+            phone: None,
+            password: Some(password.clone()),
+            temporary: true,
+        };
+        let answer = super::directory::execute(store, &add)?;
+        let enrol = Op::RequireAction {
+            user: sub.into(),
+            action: tianping_idp::RequiredAction::EnrolTotp.as_str().into(),
+        };
+        super::directory::execute(store, &enrol)?;
+        let mut req = tianping_certs::LeafRequest::new(CertKind::Client, login);
+        req.subject = Some(
+            sub.parse()
+                .map_err(|e: tianping_core::IdError| e.to_string())?,
+        );
+        // the administrators serve the whole fabric: their certificates name the root court
+        // (the directory's record names none, so no court need exist there)
+        req.court = Some(
+            "spc"
+                .parse()
+                .map_err(|e: tianping_core::IdError| e.to_string())?,
+        );
+        req.roles = vec![role];
+        req.hardware = hardware;
+        let issued = pki.issue(zone, &req, now).map_err(|e| e.to_string())?;
+        let (cert, key) = tianping_certs::Pki::write_issued(&issued, &out.join(login))
+            .map_err(|e| e.to_string())?;
+        let password_file = out.join(format!("{login}.password"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&password_file)
+            .map_err(|e| format!("cannot create `{}`: {e}", password_file.display()))?;
+        f.write_all(format!("{password}\n").as_bytes())
+            .map_err(|e| format!("cannot write `{}`: {e}", password_file.display()))?;
+        for mut e in super::directory::audit_events(zone.as_str(), &add, &answer, now) {
+            e.actor = "idp-init".into();
+            e.reason = serde_json::json!({ "before": null, "after": answer }).to_string();
+            audit.append(&e).map_err(|e| format!("audit: {e}"))?;
+        }
+        made.push(MadeAdministrator {
+            sub,
+            role,
+            cert,
+            key,
+            password: password_file,
+        });
+    }
+    Ok(made)
 }

@@ -68,6 +68,13 @@ pub(crate) struct InitArgs {
     /// The token-signing algorithm.
     #[arg(long, value_enum, default_value_t = Alg::Es256)]
     alg: Alg,
+    /// Mark the first administrators' client certificates as keys on a hardware token with a
+    /// PIN (say so only if their keys are moved onto tokens; zone `private`).
+    #[arg(long)]
+    hardware: bool,
+    /// Make no first administrators (zone `private` makes the three by default).
+    #[arg(long, conflicts_with = "hardware")]
+    no_administrators: bool,
 }
 
 /// `idp keys ...`
@@ -197,7 +204,7 @@ pub(crate) fn run(data: &Path, cmd: IdpCmd) -> miette::Result<ExitCode> {
         Ok(Paths::new(&dir, z))
     };
     match cmd {
-        IdpCmd::Init(a) => init(&fabric, &zone_of(&a.zone)?, a.alg),
+        IdpCmd::Init(a) => init(&dir, &fabric, &zone_of(&a.zone)?, &a),
         IdpCmd::Serve(z) => serve::run(&dir, &fabric, &zone_of(&z.zone)?),
         IdpCmd::Keys(KeysCmd::Rotate(a)) => rotate(&zone_of(&a.zone)?, a.alg),
         IdpCmd::Keys(KeysCmd::List(z)) => list_keys(&zone_of(&z.zone)?),
@@ -224,7 +231,8 @@ pub(crate) fn run(data: &Path, cmd: IdpCmd) -> miette::Result<ExitCode> {
     }
 }
 
-fn init(fabric: &Fabric, p: &Paths, alg: Alg) -> miette::Result<ExitCode> {
+fn init(dir: &DataDir, fabric: &Fabric, p: &Paths, a: &InitArgs) -> miette::Result<ExitCode> {
+    let alg = a.alg;
     if p.initialised() {
         return Err(miette!(
             "zone `{}`'s identity provider is already initialised (`{}`); nothing changed",
@@ -240,7 +248,7 @@ fn init(fabric: &Fabric, p: &Paths, alg: Alg) -> miette::Result<ExitCode> {
     }
     let now = SystemClock.now();
     let keys = p.keys.create(alg.algorithm(), now).into_diagnostic()?;
-    drop(p.open_store()?);
+    let store = p.open_store()?;
     let log = tianping_audit::AuditLog::open_or_create(&p.audit, &origin(fabric, &p.zone))
         .into_diagnostic()?;
     let mut e = tianping_audit::Event::new(now, "idp.init");
@@ -257,6 +265,26 @@ fn init(fabric: &Fabric, p: &Paths, alg: Alg) -> miette::Result<ExitCode> {
         tianping_idp::jws_alg(keys.signing_algorithm()),
         p.audit.display()
     );
+    // the separated administrators of the zone where subject ids are assigned (DESIGN §8)
+    if p.zone.as_str() == "private" && !a.no_administrators {
+        let out = p.base.join("administrators");
+        let made = admin::create_first_administrators(dir, &p.zone, &store, &log, &out, a.hardware)
+            .map_err(|e| miette!("creating the first administrators: {e}"))?;
+        for m in &made {
+            println!(
+                "administrator `{}` ({}): certificate `{}`, key `{}`, one-time password `{}`",
+                m.sub,
+                m.role.as_str(),
+                m.cert.display(),
+                m.key.display(),
+                m.password.display()
+            );
+        }
+        println!(
+            "each must change the one-time password and enrol TOTP at first sign-in; until one has, the control socket's owner acts without a token"
+        );
+    }
+    drop(store);
     Ok(ExitCode::SUCCESS)
 }
 

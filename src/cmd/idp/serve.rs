@@ -78,6 +78,8 @@ struct Template {
     cert_sign_in: tianping_idp::CertSignIn,
     /// Back-channel logout POSTs and JWKS fetches, with the zone's trust.
     outbound: Arc<tianping_idp::ZoneHttps>,
+    /// The pending device authorizations of `tianping login`, kept when the provider is rebuilt.
+    devices: tianping_idp::DeviceTable,
 }
 
 /// The provider in force, swapped whole when its keys rotate.
@@ -116,12 +118,15 @@ impl LiveIdp {
             t.sign_in.clone(),
         )
         .with_cert_sign_in(t.cert_sign_in.clone())
-        .with_device_grant(tianping_idp::DeviceGrantParts {
-            client_id: super::admin::CLI_CLIENT.into(),
-            audience: tianping_idp::control_audience(&t.zone),
-            token_life: tianping_idp::PERSON_TOKEN_LIFE,
-            policy: tianping_idp::DevicePolicy::default(),
-        })
+        .with_device_table(
+            tianping_idp::DeviceGrantParts {
+                client_id: super::admin::CLI_CLIENT.into(),
+                audience: tianping_idp::control_audience(&t.zone),
+                token_life: tianping_idp::PERSON_TOKEN_LIFE,
+                policy: tianping_idp::DevicePolicy::default(),
+            },
+            Arc::clone(&t.devices),
+        )
         .with_backchannel(Arc::clone(&t.outbound) as Arc<dyn tianping_idp::LogoutSender>)
         .with_jwks_fetch(Arc::clone(&t.outbound) as _, JWKS_REFETCH))
     }
@@ -287,7 +292,11 @@ impl Handler for Front {
 }
 
 /// The control socket: status (open), key rotation, the directory and its devices.
-struct ControlHandler(Arc<LiveIdp>, Arc<super::replicate::Replicator>);
+struct ControlHandler(
+    Arc<LiveIdp>,
+    Arc<super::replicate::Replicator>,
+    super::admin::Gate,
+);
 
 fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     let mut r = Response::new(full(v.to_string()));
@@ -303,27 +312,25 @@ impl Handler for ControlHandler {
     fn call(&self, req: Request<Body>) -> BoxFuture {
         let live = Arc::clone(&self.0);
         let replicator = Arc::clone(&self.1);
+        let gate = self.2.clone();
         Box::pin(async move {
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             let caller = req.extensions().get::<tianping_net::Caller>().cloned();
-            let store = live
-                .template
-                .lock()
-                .ok()
-                .and_then(|t| t.as_ref().map(|t| Arc::clone(&t.store)));
+            if let Err(e) = gate.note(caller.as_ref()) {
+                return json_answer(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e }));
+            }
             #[expect(
                 clippy::result_large_err,
                 reason = "the refusal is the response, returned straight from the handler"
             )]
-            let may = |roles: &[tianping_core::Role]| match &store {
-                Some(store) => super::admin::authorise(caller.as_ref(), roles, &**store),
-                None => Err(plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n")),
+            let may = |roles: &[tianping_core::Role]| {
+                super::admin::authorise(caller.as_ref(), roles, &gate)
             };
             match (method.as_str(), path.as_str()) {
                 ("POST", "/directory/apply" | "/idp/v1/directory-update" | "/directory/export") => {
-                    let allowed = match (&store, path.as_str()) {
-                        (Some(store), "/idp/v1/directory-update") => {
-                            super::admin::node_or_sysadmin(caller.as_ref(), &**store)
+                    let allowed = match path.as_str() {
+                        "/idp/v1/directory-update" => {
+                            super::admin::node_or_sysadmin(caller.as_ref(), &gate)
                         }
                         _ => may(&[tianping_core::Role::Sysadmin]),
                     };
@@ -633,6 +640,9 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
             dir, zone,
         )?)),
         outbound: Arc::new(outbound(dir, zone)?),
+        devices: Arc::new(Mutex::new(tianping_idp::DeviceGrants::new(
+            tianping_idp::DevicePolicy::default(),
+        ))),
     })?;
 
     let admin_ip = if zl.address.is_loopback() {
@@ -675,6 +685,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         ControlHandler(
             Arc::clone(&live),
             Arc::new(super::replicate::Replicator::new(dir, fabric, zone)),
+            super::admin::Gate::new(&p.base),
         ),
     )
     .await
