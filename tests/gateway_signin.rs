@@ -7,7 +7,7 @@
 //! 9207 `iss`; the gateway registered itself at the IdP through its control socket, and
 //! authenticated at the token endpoint by its node certificate) and is
 //! served, the service seeing the person in a `Tianping-Assertion`; `/.tianping/me` shows the
-//! session; an access token the IdP issued to another client is accepted as a bearer token, and
+//! session, and signing out ends it; an access token the IdP issued to another client is accepted as a bearer token, and
 //! tokens made wrong each get 401 (alg none, HS256 keyed with public material, expired, not yet
 //! valid, wrong audience, wrong issuer, unknown kid, one bit changed, certificate-bound without
 //! the certificate); a logout token signed by the IdP's key ends the session; and with the IdP
@@ -215,6 +215,30 @@ async fn idp_password(
     r
 }
 
+/// A browser's whole sign-in from `page`: sent to the IdP, its password form, back through the
+/// gateway's callback; the gateway's session cookie.
+async fn browser_sign_in(http: &reqwest::Client, page: &str, idp_base: &str) -> String {
+    let r = http
+        .get(page)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let authorize = location(&r);
+    let signin = cookie(&r, "__Host-tianping-signin").unwrap();
+    let r = idp_password(http, &authorize, idp_base, "wang").await;
+    let callback = location(&r);
+    let r = http
+        .get(&callback)
+        .header("cookie", &signin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    cookie(&r, "__Host-tianping-session").unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -393,6 +417,37 @@ async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
     assert_eq!(me["sub"], "judge-0001");
     assert_eq!(me["credential"], "session");
     assert_eq!(me["acr"], "pwd");
+
+    // signing out ends the session at the gateway; a new sign-in makes a new one
+    let r = http
+        .post(format!("{gw_base}/.tianping/logout"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cleared = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("__Host-tianping-session=;"));
+    assert!(cleared, "the cookie is removed");
+    let r = http
+        .get(&page)
+        .header("cookie", &session)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "a signed-out session is not taken again");
+    let session = browser_sign_in(&http, &page, &idp_base).await;
+    let r = http
+        .get(&page)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // a bearer token the IdP issued to another client
     let app = w.http(gw_addr, idp_addr);
