@@ -4,8 +4,9 @@
 //! endpoint answering `authorization_pending`, `slow_down` (the interval grown by 5 s),
 //! `expired_token`, `access_denied` and, once, the token; the verification page sending an
 //! anonymous browser through the sign-in and taking a signed-in person's decision (CSRF-checked,
-//! audited); and the token checked by the control sockets' person-token verifier: audience,
-//! expiry, revocation.
+//! audited); and the token checked by the control sockets' person-token verifier (audience,
+//! expiry, revocation), alone and on a real control socket at the same clock: served, then
+//! refused after `/revoke` (logout) and past its 15 minutes.
 #![cfg(feature = "server")]
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -581,5 +582,88 @@ async fn a_denied_or_expired_authorization_gives_no_token() {
         .await
         .unwrap();
     assert!(page.contains("invalid or expired"), "{page}");
+    w.server.shutdown().await;
+}
+
+/// A control socket like the zone's (the person-token verifier, `/status` open, the clock moved
+/// by hand) whose one endpoint asks `sysadmin`: the status of a request carrying `token`.
+async fn socket_status(socket: &std::path::Path, token: Option<&str>, path: &str) -> u16 {
+    let mut req = http::Request::builder().method("GET").uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req.body(tianping_net::ControlBody::empty()).unwrap();
+    tianping_net::control_send(socket, req, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_control_socket_refuses_a_token_past_its_expiry_or_after_logout() {
+    let w = world().await;
+    let cookie = w.signed_in();
+    let keys = w.issuer.clone();
+    let verifier = PersonTokens::new(
+        Arc::new(move || Some(keys.clone())),
+        "private",
+        Arc::clone(&w.store) as Arc<dyn Store>,
+    );
+    let mut options =
+        tianping_net::ControlOptions::new(&[]).verified(Arc::new(verifier), ["/status"]);
+    options.clock = w.clock.clone();
+    let socket = w._dir.path().join("c.sock");
+    let handler = |req: http::Request<tianping_net::Body>| async move {
+        let caller = req
+            .extensions()
+            .get::<tianping_net::Caller>()
+            .cloned()
+            .unwrap();
+        if req.uri().path() == "/status" {
+            return http::Response::new(tianping_net::full("up"));
+        }
+        match caller.require(&Role::Sysadmin) {
+            Ok(_) => http::Response::new(tianping_net::full("ok")),
+            Err(refused) => refused,
+        }
+    };
+    let ctl = tianping_net::serve_control_with(&socket, options, handler)
+        .await
+        .unwrap();
+
+    let token = || async {
+        let (_, a) = w.authorize(CLI).await;
+        let uc = a["user_code"].as_str().unwrap().to_owned();
+        w.decide(&cookie, &uc, "approve").await;
+        let (status, t) = w.poll(a["device_code"].as_str().unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{t}");
+        t["access_token"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(socket_status(&socket, None, "/status").await, 200);
+    assert_eq!(socket_status(&socket, None, "/users").await, 401);
+    let t1 = token().await;
+    assert_eq!(socket_status(&socket, Some(&t1), "/users").await, 200);
+    assert_eq!(
+        socket_status(&socket, Some("not-a-token"), "/users").await,
+        401
+    );
+    // logout: revoked at the IdP, refused by the socket at once
+    let (status, _) = w
+        .post(
+            "/revoke",
+            &form_encode_pairs([("token", t1.as_str()), ("client_id", CLI)]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(socket_status(&socket, Some(&t1), "/users").await, 401);
+    // expiry: good for 15 minutes, refused after
+    let t2 = token().await;
+    w.clock.advance(Duration::from_secs(14 * 60));
+    assert_eq!(socket_status(&socket, Some(&t2), "/users").await, 200);
+    w.clock.advance(Duration::from_secs(61));
+    assert_eq!(socket_status(&socket, Some(&t2), "/users").await, 401);
+    ctl.shutdown().await;
     w.server.shutdown().await;
 }
