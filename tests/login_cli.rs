@@ -7,8 +7,9 @@
 //!   minutes;
 //! - the socket's owner acts without a token until an administrator has used one there, and is
 //!   refused from then on (401, naming the role); a `sysadmin` adds a user (audited under its subject id with the before and after)
-//!   but cannot rotate keys (`secadmin`) nor read the audit log (`auditor`); an `auditor` reads
-//!   it but cannot add a user (`sysadmin`); a `secadmin` rotates the keys;
+//!   but cannot rotate keys nor give an administrator role (`secadmin`) nor read the audit log
+//!   (`auditor`); an `auditor` reads it but cannot add a user (`sysadmin`); a `secadmin` rotates
+//!   the keys and gives a role, never two of the three;
 //! - `logout` revokes the token: put back, it is refused by the socket;
 //! - a clerk signs in through the device grant in a "browser" (password and TOTP on the IdP's
 //!   pages): the CLI says `authorization_pending` while nobody decided, gets its token once the
@@ -504,6 +505,27 @@ async fn administrators_sign_in_and_each_role_does_only_its_own() {
         )
     };
 
+    let admin_add = |sub: &str, login: &str, roles: &[&str]| {
+        let mut args = vec![
+            "idp",
+            "user",
+            "add",
+            "--zone",
+            "private",
+            "--sub",
+            sub,
+            "--login",
+            login,
+            "--name",
+            login,
+            "--no-password",
+        ];
+        for r in roles {
+            args.extend_from_slice(&["--role", r]);
+        }
+        run(&data, &args, "")
+    };
+
     // before any administrator used a token here, the socket's owner acts without one
     let listed = ok(&run(
         &data,
@@ -572,6 +594,9 @@ async fn administrators_sign_in_and_each_role_does_only_its_own() {
         "",
     ));
     assert!(err.contains("role `secadmin` required"), "{err}");
+    // giving one of the three roles is the security administrator's
+    let err = refused(&admin_add("a-0002", "audit.two", &["auditor"]));
+    assert!(err.contains("role `secadmin` required"), "{err}");
     let err = refused(&run(&data, &["audit", "search", "--log", audit], ""));
     assert!(err.contains("auditor"), "{err}");
 
@@ -608,13 +633,22 @@ async fn administrators_sign_in_and_each_role_does_only_its_own() {
     ));
     assert!(err.contains("role `secadmin` required"), "{err}");
 
-    // secadmin: rotates the keys
+    // secadmin: rotates the keys, gives an administrator role, never two of the three
     ok(&cert_login(&data, tmp.path(), &SEC));
     ok(&run(
         &data,
         &["idp", "keys", "rotate", "--zone", "private"],
         "",
     ));
+    ok(&admin_add("a-0002", "audit.two", &["auditor"]));
+    let err = refused(&admin_add("x-0001", "both.roles", &["sysadmin", "auditor"]));
+    assert!(err.contains("sysadmin") && err.contains("auditor"), "{err}");
+    let listed = ok(&run(
+        &data,
+        &["idp", "user", "list", "--zone", "private"],
+        "",
+    ));
+    assert!(!listed.contains("both.roles"), "{listed}");
 
     // logout revokes: the same token put back is refused by the socket
     let token = std::fs::read_to_string(&token_file).unwrap();
