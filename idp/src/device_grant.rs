@@ -388,6 +388,36 @@ mod tests {
         assert_eq!(shown("BCDFGHJK"), "BCDF-GHJK");
     }
 
+    proptest::proptest! {
+        /// Whatever is typed: no panic, and what is taken is eight letters of the alphabet that
+        /// read back to themselves, shown or not.
+        #[test]
+        fn any_typed_code_is_taken_only_as_eight_letters_of_the_alphabet(typed in ".{0,40}") {
+            if let Some(code) = normalize_user_code(&typed) {
+                proptest::prop_assert_eq!(code.len(), USER_CODE_LEN);
+                proptest::prop_assert!(code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)));
+                proptest::prop_assert_eq!(normalize_user_code(&shown(&code)), Some(code.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn issued_user_codes_are_shown_in_two_groups_and_read_back() {
+        let rng = crate::random::SeededRandom::new(3);
+        let mut t = DeviceGrants::new(DevicePolicy::default());
+        let now = UnixTime::from_secs(1_000);
+        for _ in 0..50 {
+            let a = t.start("cli", vec![], now, &rng).unwrap();
+            let code = normalize_user_code(&a.user_code).unwrap();
+            assert_eq!(shown(&code), a.user_code);
+            assert_eq!(
+                t.lookup(&code.to_lowercase(), now).unwrap().user_code,
+                a.user_code
+            );
+        }
+        assert_eq!(t.len(), 50);
+    }
+
     #[test]
     fn a_full_table_refuses_until_one_expires() {
         let rng = crate::random::SeededRandom::new(7);
