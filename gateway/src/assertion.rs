@@ -175,6 +175,25 @@ impl Assertions {
         Ok(token)
     }
 
+    /// A new assertion of `who` for `audience`, never cached: for a receiver that takes each
+    /// token once (the exchange sender refuses a token it has seen).
+    pub fn fresh(
+        &self,
+        who: &Identity,
+        audience: &str,
+        now: UnixTime,
+    ) -> Result<String, AssertionError> {
+        let claims = who
+            .user_claims()
+            .ok_or_else(|| AssertionError::NoCourt(who.sub.as_str().to_owned()))?;
+        Ok(self.signer.sign(
+            &TokenClaims::User(claims),
+            audience,
+            now,
+            self.limits.assertion_lifetime,
+        )?)
+    }
+
     /// Strips the client's headers ([`strip_client_headers`]) and adds `who`'s assertion for
     /// `service` and the gateway's `request_id`.
     pub fn prepare(

@@ -362,6 +362,7 @@ async fn world_with(idp_reachable: bool, limits: Limits) -> World {
         limits,
         clock: Arc::new(SystemClock),
         metrics: Registry::new(),
+        exchange_sender: None,
     })
     .unwrap();
     slot.set(g).unwrap();

@@ -235,7 +235,16 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
     let registry = Registry::new();
     // the public origin needs the bound port: bind first, then build the handler it serves
     let slot: Arc<std::sync::OnceLock<Gateway>> = Arc::new(std::sync::OnceLock::new());
-    let options = ServerOptions::new(HostSet::new([zl.gateway_host.clone()]));
+    let mut options = ServerOptions::new(HostSet::new([zl.gateway_host.clone()]));
+    // an exchange route sets its flow's max-size on the request; the listener allows up to the
+    // largest of the flows out of this zone
+    let largest = policy
+        .flows()
+        .filter(|f| f.from() == zone)
+        .map(|f| f.max_size())
+        .max()
+        .unwrap_or(0);
+    options.limits.body_ceiling = options.limits.body_ceiling.max(largest);
     let server = serve_tls(
         SocketAddr::new(zl.address, zl.gateway_port),
         tls.clone(),
@@ -267,6 +276,9 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
         limits: Limits::default(),
         clock,
         metrics: Arc::clone(&registry),
+        exchange_sender: zl
+            .runs(Component::ExchangeSender)
+            .then(|| dir.socket(zone, Component::ExchangeSender)),
     })
     .into_diagnostic()?;
     let registration = format!(

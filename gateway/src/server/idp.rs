@@ -504,6 +504,11 @@ pub(crate) fn encode(s: &str) -> String {
 
 /// The pairs of a query string or form body, decoded (`+` is a space).
 pub(crate) fn decode_pairs(s: &str) -> HashMap<String, String> {
+    decode_list(s).into_iter().collect()
+}
+
+/// [`decode_pairs`] in order, a name repeated as often as it comes.
+pub(crate) fn decode_list(s: &str) -> Vec<(String, String)> {
     s.split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| {

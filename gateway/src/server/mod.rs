@@ -3,7 +3,9 @@
 //! IdP's JWKS), the session cookie, or the verified client certificate, in that order; the
 //! policy decides on the normalized path; the decision is queued in the audit log (group commit)
 //! before anything is forwarded; an allowed request goes to its service with the client's
-//! identity headers taken away and a `Tianping-Assertion` and `X-Request-Id` put in.
+//! identity headers taken away and a `Tianping-Assertion` and `X-Request-Id` put in; a request
+//! on a route bound to a flow is streamed into a transfer through the zone's exchange sender
+//! (202 with its transfer id).
 //!
 //! The gateway's own endpoints live under [`crate::RESERVED_PREFIX`]:
 //!
@@ -19,6 +21,7 @@
 //! certificate (no secret to keep): see the binary's `tianping gateway` for the command an
 //! operator runs.
 
+mod exchange;
 mod idp;
 mod upstream;
 
@@ -109,6 +112,8 @@ pub struct GatewayParts {
     pub clock: Arc<dyn Clock>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Registry>,
+    /// The control socket of the zone's exchange sender, which exchange routes submit to.
+    pub exchange_sender: Option<PathBuf>,
 }
 
 /// Why a gateway could not be made.
@@ -157,6 +162,7 @@ struct Inner {
     pending: Mutex<HashMap<String, Pending>>,
     rng: SystemRandom,
     metrics: Arc<Registry>,
+    exchange_sender: Option<PathBuf>,
 }
 
 /// The zone gateway, a [`Handler`] for `tianping_net::serve_tls`. Cheap to clone.
@@ -231,6 +237,7 @@ impl Gateway {
             pending: Mutex::new(HashMap::new()),
             rng: SystemRandom::new(),
             metrics: parts.metrics,
+            exchange_sender: parts.exchange_sender,
         })))
     }
 
@@ -322,7 +329,11 @@ struct Asker {
     browser: bool,
 }
 
-fn answer(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+pub(crate) fn answer(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<ResponseBody> {
     let mut r = Response::new(text(body));
     *r.status_mut() = status;
     r.headers_mut()
@@ -332,7 +343,7 @@ fn answer(status: StatusCode, content_type: &'static str, body: String) -> Respo
     r
 }
 
-fn plain(status: StatusCode, body: impl Into<String>) -> Response<ResponseBody> {
+pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response<ResponseBody> {
     let mut b = body.into();
     if !b.ends_with('\n') {
         b.push('\n');
@@ -474,13 +485,16 @@ impl Inner {
                 }
                 r
             }
-            Action::Transfer(flow) => plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the route goes to flow `{flow}`: exchange routes are not served by this \
-                     gateway yet (request {request_id})"
-                ),
-            ),
+            Action::Transfer(flow) => {
+                let Some(who) = asker.who else {
+                    return plain(
+                        StatusCode::FORBIDDEN,
+                        format!("forbidden (request {request_id})"),
+                    );
+                };
+                let flow = flow.to_owned();
+                exchange::submit(self, req, &who, &flow, &policy, request_id, now).await
+            }
             Action::Forbidden => plain(
                 StatusCode::FORBIDDEN,
                 format!("forbidden: {} (request {request_id})", d.decision.reason),

@@ -1,0 +1,236 @@
+//! Exchange routes: a route bound to a flow turns the request into a transfer through the
+//! zone's exchange sender (its control socket, `POST /exchange/v1/submit`). The body streams
+//! through, up to the flow's `max-size` for the kind (set on the listener for this request);
+//! the person goes as a fresh `Tianping-Assertion` for audience `exchange-sender` (the sender
+//! takes each token once). The sender decides again with its own policy copy and filters and
+//! answers once the transfer is durable in its spool; the gateway answers 202 with the
+//! transfer id.
+//!
+//! The kind is the query's `kind` (with `schema`), or read from the `Content-Type`; `label`
+//! (repeated) and `correlation` go on as given.
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tianping_core::UnixTime;
+use tianping_net::{Body, CONTROL_TIMEOUT, ControlBody, ResponseBody};
+use tianping_policies::Policy;
+
+use super::idp::{decode_list, encode};
+use super::{Inner, answer, plain};
+use crate::identity::Identity;
+
+/// The audience of the assertions the exchange sender takes.
+pub(crate) const SENDER_AUDIENCE: &str = "exchange-sender";
+const SUBMIT: &str = "/exchange/v1/submit";
+
+/// The kind of a media type, as the exchange names its kinds.
+fn kind_of(content_type: &str) -> Option<&'static str> {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    Some(match media.as_str() {
+        "text/plain" => "text",
+        "application/json" => "json",
+        "application/pdf" => "pdf",
+        "image/png" => "png",
+        "image/jpeg" => "jpeg",
+        "video/mp4" => "mp4",
+        "application/ofd" => "ofd",
+        _ => return None,
+    })
+}
+
+fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+    answer(status, "application/json", format!("{v}\n"))
+}
+
+/// Submits the request to `flow` as `who`.
+pub(crate) async fn submit(
+    g: &Inner,
+    req: Request<Body>,
+    who: &Identity,
+    flow: &str,
+    policy: &Policy,
+    request_id: &str,
+    now: UnixTime,
+) -> Response<ResponseBody> {
+    let Some(socket) = g.exchange_sender.clone() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the route goes to flow `{flow}`, and this zone runs no exchange sender \
+                 (request {request_id})"
+            ),
+        );
+    };
+    let query = decode_list(req.uri().query().unwrap_or_default());
+    let one = |k: &str| {
+        query
+            .iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    let from_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(kind_of);
+    let Some(kind) = one("kind").or_else(|| from_type.map(str::to_owned)) else {
+        return json_answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &json!({
+                "error": "the kind of the payload: give `?kind=` or a Content-Type of one",
+                "request_id": request_id,
+            }),
+        );
+    };
+    let schema = one("schema");
+    let Some(f) = policy.flow(flow) else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("flow `{flow}` is not in the policy (request {request_id})"),
+        );
+    };
+    let limit = f
+        .max_size_for(&kind, schema.as_deref())
+        .unwrap_or_else(|| f.max_size());
+    let token = match g.assertions.fresh(who, SENDER_AUDIENCE, now) {
+        Ok(t) => t,
+        Err(e) => {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!("no assertion can be made: {e} (request {request_id})"),
+            );
+        }
+    };
+    let mut target = format!("{SUBMIT}?flow={}&kind={}", encode(flow), encode(&kind));
+    if let Some(s) = &schema {
+        target.push_str(&format!("&schema={}", encode(s)));
+    }
+    for (n, v) in &query {
+        if n == "label" || n == "correlation" || (n == "redacted" && v == "1") {
+            target.push_str(&format!("&{n}={}", encode(v)));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return json_answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({
+                "error": format!("flow `{flow}` takes {kind} up to {limit} bytes"),
+                "request_id": request_id,
+            }),
+        );
+    }
+    let mut body = req.into_body();
+    body.set_limit(limit);
+    // the body streams to the sender as it arrives; a body that fails (over the limit, idle,
+    // cut) fails the submission rather than end it early
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(4);
+    let pump = tokio::spawn(async move {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data()
+                        && tx.send(Ok(data)).await.is_err()
+                    {
+                        return Err((502, "the sender stopped reading".to_owned()));
+                    }
+                }
+                Err(e) => {
+                    let (status, e) = (e.status(), e.to_string());
+                    let _ = tx.send(Err(e.clone())).await;
+                    return Err((status, e));
+                }
+            }
+        }
+        Ok(())
+    });
+    let reader = ChannelReader {
+        rx,
+        buf: bytes::Bytes::new(),
+    };
+    let Ok(assertion) = HeaderValue::from_str(&token) else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "assertion\n");
+    };
+    let request = Request::builder()
+        .method("POST")
+        .uri(target)
+        .header(crate::assertion::REQUEST_ID_HEADER, request_id)
+        .header(tianping_certs::USER_TOKEN_HEADER, assertion)
+        .body(ControlBody::reader(reader, declared));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
+    let sent = tianping_net::control_send(&socket, request, CONTROL_TIMEOUT).await;
+    // the request's own body failing (too large, idle, cut) is the answer, whatever the
+    // sender made of the failed submission
+    if let Ok(Err((status, e))) = pump.await {
+        return json_answer(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            &json!({ "error": e, "request_id": request_id }),
+        );
+    }
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the exchange sender does not answer: {e} (request {request_id})"),
+            );
+        }
+    };
+    let status = resp.status();
+    let answer_body = resp.into_body().bytes().await.unwrap_or_default();
+    let mut v: Value = serde_json::from_slice(&answer_body).unwrap_or_else(
+        |_| json!({ "error": String::from_utf8_lossy(&answer_body).trim().to_owned() }),
+    );
+    if let Value::Object(m) = &mut v {
+        m.insert("request_id".into(), request_id.into());
+    }
+    if !status.is_success() {
+        return json_answer(status, &v);
+    }
+    json_answer(StatusCode::ACCEPTED, &v)
+}
+
+/// The request body's frames as an `AsyncRead` for the control socket's client: an error of
+/// the body is an error of the read (so the submission fails), not its end.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    buf: bytes::Bytes,
+}
+
+impl tokio::io::AsyncRead for ChannelReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            if !self.buf.is_empty() {
+                let n = self.buf.len().min(out.remaining());
+                let chunk = self.buf.split_to(n);
+                out.put_slice(&chunk);
+                return Poll::Ready(Ok(()));
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => self.buf = b,
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(std::io::Error::other(e)));
+                }
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! An exchange route through `tianping gateway`: in zone `internet`, beside a real `idp serve`
+//! and `exchange send`, a lawyer's POST to a route bound to a flow streams into a transfer
+//! through the sender's control socket and is answered 202 with its transfer id, the sender
+//! having decided on it with the lawyer asserted by the gateway; over the flow's max-size is
+//! 413 before anything is sent, and a chunked body over it fails the submission (413, nothing
+//! spooled); a person the route does not take is 403 at the gateway.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+#[path = "common/gateway.rs"]
+#[expect(clippy::allow_attributes, reason = "dead_code is per test crate")]
+#[allow(dead_code, reason = "this test uses some of the shared helpers")]
+mod gw;
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tianping_core::{Component, DataDir, UnixTime, ZoneName};
+
+use gw::{Daemon, ok, ports_to_zero, run, start};
+
+/// The test's flow and route, added to the authority's policy and every zone's copy.
+const FLOW: &str = "
+flow gateway-test internet -> private {
+  kinds text
+  max-size 4KiB
+  submitters lawyer
+  deliver filing-intake
+  sanitize validate, rebuild
+}
+
+route gateway-filing in internet {
+  path /test-filings
+  methods POST
+  to flow gateway-test
+  roles lawyer
+}
+";
+
+/// Each link's UDP address on a port the OS gave (nothing need listen there: the sender only
+/// spools and sends).
+fn links_on_free_ports(fabric: &std::path::Path) {
+    let text = std::fs::read_to_string(fabric).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start() == "address = \"127.0.0.1:0\"" {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            out.push_str(&format!("address = \"127.0.0.1:{port}\"\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    std::fs::write(fabric, out).unwrap();
+}
+
+/// `tianping exchange send --zone internet`, ready once it says it is sending.
+fn sender(data: &std::path::Path) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(data)
+        .args(["exchange", "send", "--zone", "internet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let d = Daemon(child);
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("the sender exited before it was ready")
+            .unwrap();
+        if line.starts_with("sending from") {
+            break;
+        }
+    }
+    // the rest of its output is not read: keep the pipe drained
+    std::thread::spawn(move || for _ in lines {});
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_route_answers_202_with_the_transfer_the_sender_spooled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&run(&data, &["init"], ""));
+    let dir = DataDir::new(&data);
+    ports_to_zero(&dir.fabric());
+    links_on_free_ports(&dir.fabric());
+    let mut files = vec![dir.policy()];
+    for z in std::fs::read_dir(data.join("zones")).unwrap() {
+        files.push(z.unwrap().path().join("policy.tp"));
+    }
+    for f in files.into_iter().filter(|f| f.exists()) {
+        let mut text = std::fs::read_to_string(&f).unwrap();
+        text.push_str(FLOW);
+        std::fs::write(&f, text).unwrap();
+    }
+    let zone: ZoneName = "internet".parse().unwrap();
+    ok(&run(&data, &["idp", "init", "--zone", "internet"], ""));
+    let (idp, idp_addr, _) = start(
+        &data,
+        &["idp", "serve", "--zone", "internet"],
+        &zone,
+        Component::Idp,
+    );
+    let sender = sender(&data);
+    let (gateway, gw_addr, _) = start(
+        &data,
+        &["gateway", "--zone", "internet"],
+        &zone,
+        Component::Gateway,
+    );
+    let fabric = tianping_core::Fabric::load(&dir.fabric()).unwrap();
+    let zl = fabric.zone(&zone).unwrap();
+
+    // bearer tokens signed with the IdP's key (the sign-in itself is shown elsewhere)
+    let now = UnixTime::from_system_time(std::time::SystemTime::now());
+    let keys = tianping_idp::KeyDir::new(dir.keys(&zone, Component::Idp))
+        .load(now)
+        .unwrap();
+    let t = now.as_secs();
+    let token = |sub: &str, role: &str| {
+        keys.sign(
+            "at+jwt",
+            &json!({
+                "iss": format!("https://{}:{}", zl.idp_host, idp_addr.port()),
+                "aud": "tianping", "client_id": "filing-app", "exp": t + 300, "iat": t,
+                "jti": format!("{sub}-1"), "scope": "openid", "sub": sub, "roles": [role],
+                "court": "bj.01", "clearance": "none", "acr": "pwd", "amr": ["pwd"],
+                "zone": "internet", "auth_time": t,
+            }),
+        )
+        .unwrap()
+    };
+    let trust = std::fs::read(dir.zone_trust_bundle(&zone)).unwrap();
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(60))
+        .resolve(&zl.gateway_host, gw_addr);
+    for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
+        b = b.add_root_certificate(cert);
+    }
+    let http = b.build().unwrap();
+    let url = format!(
+        "https://{}:{}/test-filings",
+        zl.gateway_host,
+        gw_addr.port()
+    );
+
+    let lawyer = token("lawyer-0001", "lawyer");
+    let r = http
+        .post(&url)
+        .bearer_auth(&lawyer)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body("a filing\n")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(status, 202, "{body}");
+    let transfer = body["transfer"].as_str().unwrap().to_owned();
+    assert!(!transfer.is_empty(), "{body}");
+    assert_eq!(
+        body["request_id"].as_str().map(str::len),
+        Some(32),
+        "{body}"
+    );
+
+    // over the flow's max-size: refused at the gateway, nothing sent
+    let r = http
+        .post(format!("{url}?kind=text"))
+        .bearer_auth(&lawyer)
+        .body(vec![b'a'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // the same without a declared length (chunked): cut off at the limit, the submission
+    // failed rather than ended early
+    let big = tmp.path().join("big.txt");
+    std::fs::write(&big, vec![b'a'; 5000]).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "--cacert"])
+        .arg(dir.zone_trust_bundle(&zone))
+        .args([
+            "--resolve",
+            &format!("{}:{}:127.0.0.1", zl.gateway_host, gw_addr.port()),
+            "-H",
+            &format!("Authorization: Bearer {lawyer}"),
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", big.display()))
+        .args(["-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
+    // a litigant is not among the route's roles
+    let r = http
+        .post(&url)
+        .bearer_auth(token("litigant-0001", "litigant"))
+        .header("content-type", "text/plain")
+        .body("x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    drop(http);
+    gateway.stop();
+    sender.stop();
+    idp.stop();
+    // the sender decided on it as the lawyer the gateway asserted, and spooled it
+    let log =
+        tianping_audit::AuditLog::open(&dir.audit_log(&zone, Component::ExchangeSender)).unwrap();
+    let events: Vec<_> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .collect();
+    let decided: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "transfer" && e.transfer_id == transfer)
+        .collect();
+    assert_eq!(decided.len(), 1, "{events:?}");
+    assert_eq!(decided[0].outcome, "allow");
+    assert_eq!(decided[0].actor, "lawyer-0001");
+    assert_eq!(decided[0].flow, "gateway-test");
+    let spooled = events
+        .iter()
+        .filter(|e| e.action == "transfer" && e.outcome == "allow")
+        .count();
+    assert_eq!(spooled, 1, "only the first went: {events:?}");
+    // and the gateway's log holds the three decisions
+    let log = tianping_audit::AuditLog::open(&dir.audit_log(&zone, Component::Gateway)).unwrap();
+    let outcomes: Vec<_> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .filter(|e| e.action == "request")
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(outcomes, ["allow", "allow", "allow", "deny"]);
+}
