@@ -107,6 +107,25 @@ impl Drop for Daemon {
     }
 }
 
+impl Daemon {
+    /// SIGTERM, then waits (bounded) for the process to finish what it was doing and exit.
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the IdP did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// `idp serve`, and its public address once published (bounded wait).
 fn serve(data: &Path, zone: &ZoneName) -> (Daemon, SocketAddr) {
     let mut d = Daemon(
@@ -722,5 +741,31 @@ async fn administrators_sign_in_and_each_role_does_only_its_own() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("access_denied"), "{err}");
-    drop(idp);
+    idp.stop();
+
+    // the IdP stopped, its log is read where it lies: each action under its actor's subject id
+    let search = |action: &str| {
+        ok(&run(
+            &data,
+            &["audit", "search", "--log", audit, "--action", action],
+            "",
+        ))
+    };
+    let rotated = search("idp.keys.rotate");
+    assert!(rotated.contains("\"actor\":\"c-0001\""), "{rotated}");
+    assert!(rotated.contains("signing_kid"), "{rotated}");
+    let approved = search("device.approve");
+    assert_eq!(
+        approved.matches("\"actor\":\"k-0001\"").count(),
+        1,
+        "{approved}"
+    );
+    let denied = search("device.deny");
+    assert!(denied.contains("\"actor\":\"k-0001\""), "{denied}");
+    let tokens = search("token.device_code");
+    assert_eq!(
+        tokens.lines().count(),
+        4,
+        "three administrators and the clerk: {tokens}"
+    );
 }

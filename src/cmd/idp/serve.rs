@@ -149,6 +149,7 @@ impl LiveIdp {
         let t = template.as_mut().ok_or("the provider is not started yet")?;
         let now = t.clock.now();
         let life = longest_token_life(t.keys.clone());
+        let before = t.keys.kid().to_owned();
         let set = self
             .key_dir
             .rotate(alg, now, life)
@@ -164,6 +165,8 @@ impl LiveIdp {
         e.roles = actor.roles();
         e.object.clone_from(&kid);
         e.outcome = "ok".into();
+        e.reason = json!({ "before": { "signing_kid": before }, "after": { "signing_kid": kid } })
+            .to_string();
         t.audit.append(&e).map_err(|e| format!("audit: {e}"))?;
         Ok(kid)
     }
