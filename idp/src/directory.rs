@@ -210,6 +210,7 @@ impl User {
             amr,
             zone,
             auth_time,
+            device: None,
         }
     }
 }

@@ -93,7 +93,19 @@ fn get_identity(r: &mut WireReader<'_>) -> Result<Identity, IdpError> {
         amr: get_strs(r, "amr")?,
         zone: parse(r.str16("zone")?, "zone")?,
         auth_time: UnixTime::from_millis(r.u64("auth_time")?),
+        // kept at the end of the records that carry it, by their versions
+        device: None,
     })
+}
+
+/// The identity's device, written at the end of a record whose version carries it.
+fn put_device(w: &mut WireWriter, i: &Identity) -> Result<(), WireError> {
+    put_opt_str(w, i.device.as_deref())
+}
+
+/// The identity's device, read at the end of a record whose version carries it.
+fn get_device(r: &mut WireReader<'_>) -> Result<Option<String>, IdpError> {
+    get_opt_string(r, "device")
 }
 
 fn put_tokens(w: &mut WireWriter, t: &[(String, UnixTime)]) -> Result<(), WireError> {
@@ -117,8 +129,11 @@ fn get_tokens(r: &mut WireReader<'_>) -> Result<Vec<(String, UnixTime)>, IdpErro
 }
 
 /// A code record's version: 2 adds the `claims` request and the session (a version 1 record has
-/// neither).
-const CODE_VERSION: u8 = 2;
+/// neither), 3 the identity's device at the end.
+const CODE_VERSION: u8 = 3;
+
+/// The code record version that added the `claims` request and the session.
+const CODE_VERSION_CLAIMS: u8 = 2;
 
 fn put_claims(w: &mut WireWriter, list: &[RequestedClaim]) -> Result<(), WireError> {
     w.len16(list.len(), "claims")?;
@@ -173,14 +188,15 @@ pub(crate) fn encode_code(c: &CodeRecord) -> Result<Vec<u8>, IdpError> {
         }
         None => w.u8(0),
     }
+    put_device(&mut w, &c.identity)?;
     Ok(w.into_bytes())
 }
 
-/// Reads a stored code record (version 1 or 2).
+/// Reads a stored code record (version 1, 2 or 3).
 pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
     let mut r = WireReader::new(b);
     let version = r.u8("version")?;
-    if version != VERSION && version != CODE_VERSION {
+    if !(VERSION..=CODE_VERSION).contains(&version) {
         return Err(IdpError::Store(format!(
             "a stored record has version `{version}`"
         )));
@@ -189,7 +205,7 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
     let redirect_uri = r.str16("redirect_uri")?.to_owned();
     let redirect_uri_sent = r.u8("redirect_uri_sent")? != 0;
     let challenge = get_opt_str(&mut r, "challenge")?.map(CodeChallenge::from_stored);
-    let identity = get_identity(&mut r)?;
+    let mut identity = get_identity(&mut r)?;
     let scope = get_strs(&mut r, "scope")?;
     let nonce = get_opt_str(&mut r, "nonce")?.map(str::to_owned);
     let expires_at = UnixTime::from_millis(r.u64("expires_at")?);
@@ -199,7 +215,7 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
         0 => None,
         _ => Some(r.array::<16>("family")?),
     };
-    let (claims, session) = if version == CODE_VERSION {
+    let (claims, session) = if version >= CODE_VERSION_CLAIMS {
         let claims = ClaimsRequest {
             id_token: get_claims(&mut r)?,
             userinfo: get_claims(&mut r)?,
@@ -212,6 +228,9 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
     } else {
         (ClaimsRequest::default(), None)
     };
+    if version == CODE_VERSION {
+        identity.device = get_device(&mut r)?;
+    }
     r.finish()?;
     Ok(CodeRecord {
         client_id,
@@ -232,8 +251,12 @@ pub(crate) fn decode_code(b: &[u8]) -> Result<CodeRecord, IdpError> {
 }
 
 /// A family record's version: 2 keeps the rotated-out tokens as a count and a fixed-size
-/// filter (version 1 listed up to 256 of their hashes, read into the filter).
-const FAMILY_VERSION: u8 = 2;
+/// filter (version 1 listed up to 256 of their hashes, read into the filter), 3 adds the
+/// identity's device at the end.
+const FAMILY_VERSION: u8 = 3;
+
+/// The family record version that brought the filter.
+const FAMILY_VERSION_FILTER: u8 = 2;
 
 /// The stored form of a refresh-token family: its size does not grow with its chain (only its
 /// live access tokens are listed).
@@ -251,24 +274,25 @@ pub(crate) fn encode_family(f: &RefreshFamily) -> Result<Vec<u8>, IdpError> {
     w.u64(f.expires_at.as_millis());
     w.u8(u8::from(f.revoked));
     put_tokens(&mut w, &f.access_tokens)?;
+    put_device(&mut w, &f.identity)?;
     Ok(w.into_bytes())
 }
 
-/// Reads a stored refresh-token family (version 1 or 2).
+/// Reads a stored refresh-token family (version 1, 2 or 3).
 pub(crate) fn decode_family(b: &[u8]) -> Result<RefreshFamily, IdpError> {
     let mut r = WireReader::new(b);
     let version = r.u8("version")?;
-    if version != VERSION && version != FAMILY_VERSION {
+    if !(VERSION..=FAMILY_VERSION).contains(&version) {
         return Err(IdpError::Store(format!(
             "a stored record has version `{version}`"
         )));
     }
     let id = r.array::<16>("id")?;
     let client_id = r.str16("client_id")?.to_owned();
-    let identity = get_identity(&mut r)?;
+    let mut identity = get_identity(&mut r)?;
     let scope = get_strs(&mut r, "scope")?;
     let current = r.array::<32>("current")?;
-    let rotated = if version == FAMILY_VERSION {
+    let rotated = if version >= FAMILY_VERSION_FILTER {
         let count = r.u32("rotated")?;
         RotatedTokens::from_parts(count, r.array::<ROTATED_FILTER_BYTES>("rotated")?)
     } else {
@@ -282,6 +306,9 @@ pub(crate) fn decode_family(b: &[u8]) -> Result<RefreshFamily, IdpError> {
     let expires_at = UnixTime::from_millis(r.u64("expires_at")?);
     let revoked = r.u8("revoked")? != 0;
     let access_tokens = get_tokens(&mut r)?;
+    if version == FAMILY_VERSION {
+        identity.device = get_device(&mut r)?;
+    }
     r.finish()?;
     Ok(RefreshFamily {
         id,
@@ -296,10 +323,13 @@ pub(crate) fn decode_family(b: &[u8]) -> Result<RefreshFamily, IdpError> {
     })
 }
 
+/// A session record's version: 2 adds the identity's device at the end.
+const SESSION_VERSION: u8 = 2;
+
 /// The stored form of a session.
 pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, IdpError> {
     let mut w = WireWriter::new();
-    w.u8(VERSION);
+    w.u8(SESSION_VERSION);
     match &s.identity {
         Some(i) => {
             w.u8(1);
@@ -310,20 +340,33 @@ pub(crate) fn encode_session(s: &Session) -> Result<Vec<u8>, IdpError> {
     w.u64(s.created_at.as_millis());
     w.u64(s.last_seen.as_millis());
     w.bytes16(s.csrf_key().expose(), "csrf_key")?;
+    if let Some(i) = &s.identity {
+        put_device(&mut w, i)?;
+    }
     Ok(w.into_bytes())
 }
 
 /// Reads a stored session.
 pub(crate) fn decode_session(b: &[u8]) -> Result<Session, IdpError> {
     let mut r = WireReader::new(b);
-    check_version(&mut r)?;
-    let identity = match r.u8("identity")? {
+    let version = r.u8("version")?;
+    if !(VERSION..=SESSION_VERSION).contains(&version) {
+        return Err(IdpError::Store(format!(
+            "a stored record has version `{version}`"
+        )));
+    }
+    let mut identity = match r.u8("identity")? {
         0 => None,
         _ => Some(get_identity(&mut r)?),
     };
     let created_at = UnixTime::from_millis(r.u64("created_at")?);
     let last_seen = UnixTime::from_millis(r.u64("last_seen")?);
     let key = Secret::new(r.bytes16("csrf_key")?.to_vec());
+    if version == SESSION_VERSION
+        && let Some(i) = identity.as_mut()
+    {
+        i.device = get_device(&mut r)?;
+    }
     r.finish()?;
     Ok(Session::from_parts(identity, created_at, last_seen, key))
 }
@@ -620,11 +663,11 @@ mod tests {
         c.session = None;
         let mut b = encode_code(&c).unwrap();
         // version 1 ended after the family: no claims lists (two empty ones are 4 bytes), no
-        // session (1 byte)
-        b.truncate(b.len() - 5);
+        // session (1 byte), no device (1 byte)
+        b.truncate(b.len() - 6);
         *b.first_mut().unwrap() = 1;
         assert_eq!(decode_code(&b).unwrap(), c);
-        *b.first_mut().unwrap() = 3;
+        *b.first_mut().unwrap() = 4;
         assert!(decode_code(&b).is_err());
     }
 
@@ -660,7 +703,7 @@ mod tests {
         assert_eq!(b.first(), Some(&FAMILY_VERSION));
         assert_eq!(decode_family(&b).unwrap(), f);
         let mut bad = b.clone();
-        *bad.first_mut().unwrap() = 3;
+        *bad.first_mut().unwrap() = 4;
         assert!(decode_family(&bad).is_err());
         assert!(decode_family(&b[..b.len() - 1]).is_err());
     }

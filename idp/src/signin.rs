@@ -628,12 +628,11 @@ impl Flow<'_> {
                 &format!("device {id}"),
             );
         }
-        Ok(Outcome::Done(user.identity(
-            acr,
-            pending.amr.clone(),
-            self.parts.zone.clone(),
-            self.now,
-        )))
+        // signed in on a registered device: the session, and every token from it, names it
+        Ok(Outcome::Done(Identity {
+            device: pending.device.clone(),
+            ..user.identity(acr, pending.amr.clone(), self.parts.zone.clone(), self.now)
+        }))
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Identity {
     pub zone: ZoneName,
     /// When the subject signed in.
     pub auth_time: UnixTime,
+    /// The registered device the subject signed in on (its id), when the sign-in presented the
+    /// device's certificate; `None` for every other sign-in.
+    pub device: Option<String>,
 }
 
 /// The identity claims as they appear in a token.
@@ -57,6 +60,9 @@ pub struct IdentityClaims {
     pub zone: ZoneName,
     /// `auth_time`, seconds since the epoch.
     pub auth_time: u64,
+    /// `device`: the registered device signed in on, only when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl From<&Identity> for IdentityClaims {
@@ -70,6 +76,7 @@ impl From<&Identity> for IdentityClaims {
             amr: i.amr.clone(),
             zone: i.zone.clone(),
             auth_time: i.auth_time.as_secs(),
+            device: i.device.clone(),
         }
     }
 }
@@ -349,6 +356,7 @@ pub(crate) mod tests {
             amr: vec![Amr::Pwd, Amr::Otp],
             zone: "private".parse().unwrap(),
             auth_time: UnixTime::from_secs(1_799_999_000),
+            device: None,
         }
     }
 

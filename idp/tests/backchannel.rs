@@ -68,6 +68,7 @@ fn judge(now: UnixTime) -> Identity {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time: now,
+        device: None,
     }
 }
 

@@ -214,6 +214,17 @@ impl Browser<'_> {
 
     /// Redeems a code at the token endpoint; the ID token's claims.
     async fn id_token_claims(&self, code: &str) -> serde_json::Map<String, serde_json::Value> {
+        self.token_claims(code).await.0
+    }
+
+    /// Redeems a code at the token endpoint; the ID token's claims and the access token's.
+    async fn token_claims(
+        &self,
+        code: &str,
+    ) -> (
+        serde_json::Map<String, serde_json::Value>,
+        tianping_idp::AccessClaims,
+    ) {
         let resp = self
             .http
             .post(self.w.url("/token"))
@@ -236,7 +247,24 @@ impl Browser<'_> {
             .keys()
             .verify(id_token, self.w.clock.now())
             .unwrap();
-        v.claims
+        let access = self
+            .w
+            .issuer
+            .verify_access_token(body["access_token"].as_str().unwrap(), self.w.clock.now())
+            .unwrap();
+        (v.claims, access)
+    }
+
+    /// The identity the browser's session keeps.
+    fn session_identity(&self) -> tianping_idp::Identity {
+        let key = tianping_idp::session_key(self.cookie.as_deref().unwrap());
+        self.w
+            .store
+            .session(&key)
+            .unwrap()
+            .unwrap()
+            .identity
+            .unwrap()
     }
 }
 
@@ -722,10 +750,44 @@ async fn on_a_registered_device_its_user_still_signs_in_with_their_own_factors()
         w.reasons(before, "signin.on_device"),
         vec!["device tablet-07"]
     );
-    let claims = b.id_token_claims(&code).await;
+    // the session keeps the device, and both tokens name it
+    assert_eq!(b.session_identity().device.as_deref(), Some("tablet-07"));
+    let (claims, access) = b.token_claims(&code).await;
     assert_eq!(claims["sub"], "enf-0001");
     assert_eq!(claims["acr"], "otp");
     assert_eq!(claims["amr"], serde_json::json!(["pwd", "otp"]));
+    assert_eq!(claims["device"], "tablet-07");
+    let person = access.identity.unwrap();
+    assert_eq!(person.sub.as_str(), "enf-0001");
+    assert_eq!(person.device.as_deref(), Some("tablet-07"));
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn signed_in_without_a_device_certificate_no_token_names_a_device() {
+    let w = world(7, false).await;
+    // the device's user with a password and TOTP, no certificate presented
+    let mut b = w.browser(None);
+    b.authorize("en").await;
+    let a = b
+        .submit(&[("username", "wang.qiang"), ("password", PASSWORD)])
+        .await;
+    assert!(a.shows("One-time code"), "{}", a.html);
+    let totp = w.totp_now();
+    let code = b.submit(&[("code", &totp)]).await.code();
+    assert_eq!(b.session_identity().device, None);
+    let (claims, access) = b.token_claims(&code).await;
+    assert_eq!(claims["sub"], "enf-0001");
+    assert!(!claims.contains_key("device"), "{claims:?}");
+    assert_eq!(access.identity.unwrap().device, None);
+    // a person's own certificate is no device either
+    let mut b = w.browser(Some(&w.certs.hardware));
+    b.authorize("en").await;
+    let code = b.with_certificate().await.code();
+    let (claims, access) = b.token_claims(&code).await;
+    assert_eq!(claims["sub"], "judge-0001");
+    assert!(!claims.contains_key("device"), "{claims:?}");
+    assert_eq!(access.identity.unwrap().device, None);
     w.server.shutdown().await;
 }
 

@@ -47,6 +47,7 @@ fn admin(auth_time: UnixTime) -> Identity {
         amr: vec![Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time,
+        device: None,
     }
 }
 

@@ -107,6 +107,7 @@ fn write_seeds() {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time: FUZZ_NOW,
+        device: None,
     };
     let issuers = internal::fuzz_issuers();
     let es = &issuers[0];

@@ -108,6 +108,7 @@ async fn world() -> World {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time: clock.now(),
+        device: None,
     };
     let (refresh_token, family) = Grants::new(&*store, GrantPolicy::default())
         .start_family(
@@ -336,6 +337,7 @@ fn rotate_refresh_on_the_memory_store_changes_nothing_when_issuing_fails_and_reu
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time: now,
+        device: None,
     };
     let (rt, id) = grants
         .start_family("case-app", identity, vec!["openid".into()], now, &rng)

@@ -32,6 +32,7 @@ fn identity() -> Identity {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time: NOW,
+        device: None,
     }
 }
 

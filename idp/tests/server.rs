@@ -95,6 +95,7 @@ async fn world() -> World {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time: clock.now(),
+        device: None,
     };
     let (refresh_token, _) = Grants::new(&*store, GrantPolicy::default())
         .start_family(

@@ -21,6 +21,7 @@ fn judge() -> Identity {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time: NOW,
+        device: None,
     }
 }
 

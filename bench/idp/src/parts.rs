@@ -52,6 +52,7 @@ fn identity(now: UnixTime) -> Res<Identity> {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse()?,
         auth_time: now,
+        device: None,
     })
 }
 

@@ -77,6 +77,7 @@ async fn serve(dir: &Path, families: usize) -> Res<()> {
             amr: vec![Amr::Pwd, Amr::Otp],
             zone: "private".parse()?,
             auth_time: clock.now(),
+            device: None,
         };
         let (token, _) = Grants::new(&*store, grants).start_family(
             CLIENT_ID,

@@ -124,6 +124,7 @@ pub fn judge(auth_time: UnixTime) -> Identity {
         amr: vec![Amr::Pwd, Amr::Otp],
         zone: "private".parse().unwrap(),
         auth_time,
+        device: None,
     }
 }
 
