@@ -229,13 +229,15 @@ impl Inner {
                 None => Err(IdpError::LoginRequired),
             };
             if let (Ok(()), Some(user), false) = (&verdict, &user, req.prompt.login) {
-                // The session suffices: the identity as signed in, the record as it is now.
-                let fresh = user.identity(
+                // The session suffices: the identity as signed in (on its device, if any), the
+                // record as it is now.
+                let mut fresh = user.identity(
                     identity.acr,
                     identity.amr.clone(),
                     identity.zone.clone(),
                     identity.auth_time,
                 );
+                fresh.device.clone_from(&identity.device);
                 return match self.code_redirect(&req, fresh, session_id, None, now).await {
                     Ok(r) => r,
                     Err(e) => pages::error_page(&e),
