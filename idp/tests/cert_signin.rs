@@ -760,6 +760,9 @@ async fn on_a_registered_device_its_user_still_signs_in_with_their_own_factors()
     let person = access.identity.unwrap();
     assert_eq!(person.sub.as_str(), "enf-0001");
     assert_eq!(person.device.as_deref(), Some("tablet-07"));
+    // a second code from the same session names it too
+    let code = b.authorize("en").await.code();
+    assert_eq!(b.id_token_claims(&code).await["device"], "tablet-07");
     w.server.shutdown().await;
 }
 
