@@ -230,7 +230,14 @@ async fn world() -> World {
         passwords,
         lockout: LockoutPolicy::default(),
         totp: TotpConfig::default(),
-        least_acr: Arc::new(|_: &[Role]| Acr::Pwd),
+        // the administrator needs a one-time code at least, as a zone's policy would ask
+        least_acr: Arc::new(|roles: &[Role]| {
+            if roles.contains(&Role::Sysadmin) {
+                Acr::Otp
+            } else {
+                Acr::Pwd
+            }
+        }),
         zone: "private".parse().unwrap(),
         self_registration: false,
         totp_issuer: "Tianping".into(),
@@ -324,13 +331,12 @@ impl World {
 
     /// A session of the administrator, as the sign-in leaves one.
     fn signed_in(&self) -> String {
+        self.signed_in_as(admin(self.clock.now()))
+    }
+
+    fn signed_in_as(&self, identity: Identity) -> String {
         let (id, _) = Sessions::new(&*self.store, SessionPolicy::default())
-            .sign_in(
-                None,
-                admin(self.clock.now()),
-                self.clock.now(),
-                &SeededRandom::new(9),
-            )
+            .sign_in(None, identity, self.clock.now(), &SeededRandom::new(9))
             .unwrap();
         id
     }
@@ -542,6 +548,38 @@ async fn a_device_is_answered_as_rfc_8628_says_and_gets_a_control_token_once_app
         .verify(&bearer(&token2), w.clock.now())
         .unwrap_err();
     assert!(e.to_string().contains("expired"), "{e}");
+    w.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_too_weak_for_the_persons_roles_signs_in_again_before_deciding() {
+    let w = world().await;
+    let (_, a) = w.authorize(CLI).await;
+    let (dc, uc) = (
+        a["device_code"].as_str().unwrap().to_owned(),
+        a["user_code"].as_str().unwrap().to_owned(),
+    );
+    // a password alone, where the administrator's role needs a one-time code
+    let mut weak = admin(w.clock.now());
+    weak.acr = Acr::Pwd;
+    weak.amr = vec![Amr::Pwd];
+    let cookie = w.signed_in_as(weak);
+    let page = w
+        .get(&format!("/device?user_code={uc}"), Some(&cookie))
+        .await;
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    let to = page.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with(&format!("{}/authorize?", w.iss)), "{to}");
+    // and its decision is not taken
+    let form = form_encode_pairs([
+        ("csrf", "whatever"),
+        ("user_code", uc.as_str()),
+        ("decision", "approve"),
+    ]);
+    let (status, _) = w.post("/device", &form, Some(&cookie)).await;
+    assert_ne!(status, StatusCode::OK);
+    let (status, body) = w.poll(&dc).await;
+    assert_error(status, &body, "authorization_pending");
     w.server.shutdown().await;
 }
 

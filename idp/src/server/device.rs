@@ -159,13 +159,18 @@ impl Inner {
         }))
     }
 
-    /// The signed-in person of the request's session, as the directory holds them now.
+    /// The signed-in person of the request's session, as the directory holds them now, if the
+    /// session still suffices for them (enabled, no required action, the least `acr` their roles
+    /// need now): otherwise they sign in again.
     fn signed_in(&self, req: &Request<Body>, now: UnixTime) -> Option<Identity> {
         let id = login::session_id(req.headers())?;
         let p = &self.parts;
         let session = Sessions::new(&*p.store, p.sessions).get(&id, now).ok()?;
         let identity = session.identity?;
         let user = Directory::new(&*p.store).user(&identity.sub).ok()??;
+        if let Some(si) = &self.sign_in {
+            crate::signin::session_suffices(&identity, Some(&user), si, None, None, now).ok()?;
+        }
         user.is_enabled().then(|| {
             user.identity(
                 identity.acr,
