@@ -709,6 +709,48 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_s_device_round_trips_in_codes_families_and_sessions() {
+        let mut c = code();
+        c.identity.device = Some("tablet-07".into());
+        assert_eq!(decode_code(&encode_code(&c).unwrap()).unwrap(), c);
+        let mut rotated = RotatedTokens::new();
+        rotated.insert(&[1; 32]);
+        let f = RefreshFamily {
+            id: [3; 16],
+            client_id: "case-app".into(),
+            identity: c.identity.clone(),
+            scope: vec!["openid".into()],
+            current: [2; 32],
+            rotated,
+            expires_at: UnixTime::from_secs(1_800_028_800),
+            revoked: false,
+            access_tokens: vec![("jti-1".into(), UnixTime::from_secs(1_800_000_300))],
+        };
+        assert_eq!(decode_family(&encode_family(&f).unwrap()).unwrap(), f);
+        let s = Session::from_parts(
+            Some(c.identity.clone()),
+            UnixTime::from_secs(1_800_000_000),
+            UnixTime::from_secs(1_800_000_010),
+            Secret::new(vec![4; 32]),
+        );
+        let back = decode_session(&encode_session(&s).unwrap()).unwrap();
+        assert_eq!(back.identity, s.identity);
+        // a version 1 session (no device at its end) still reads, with none
+        let mut none = c.identity.clone();
+        none.device = None;
+        let s1 = Session::from_parts(
+            Some(none.clone()),
+            UnixTime::from_secs(1_800_000_000),
+            UnixTime::from_secs(1_800_000_010),
+            Secret::new(vec![4; 32]),
+        );
+        let mut b = encode_session(&s1).unwrap();
+        b.pop();
+        *b.first_mut().unwrap() = 1;
+        assert_eq!(decode_session(&b).unwrap().identity, Some(none));
+    }
+
+    #[test]
     fn client_keys_round_trip() {
         for k in [
             ClientKeys::Jwks(r#"{"keys":[]}"#.into()),
