@@ -12,6 +12,7 @@ mod cmd;
 mod decision_log;
 mod filters;
 mod install_filters;
+mod ship;
 
 /// Tianping: one identity, hardened gateways and audited one-way exchange for the court's networks.
 #[derive(Debug, Parser)]

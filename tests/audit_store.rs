@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use exchange::{Daemon, tianping};
 
-/// Appends `n` events to the log at `log` (made on first use under the origin of the internet
-/// zone's gateway), a checkpoint after each, signed by `key`.
+/// Appends `n` events to the log at `log` (made on first use as the log of an audit store in
+/// `internet`, a component that does not run there, so that nothing else ships into its
+/// mirror), a checkpoint after each, signed by `key`.
 fn append(data: &Path, log: &Path, key: &Path, from: usize, n: usize) {
     let mut child = tianping(data)
         .args(["audit", "append", "--every", "1", "--origin"])
-        .arg("tianping.localhost/audit/internet/gateway")
+        .arg("tianping.localhost/audit/internet/audit-store")
         .arg("--log")
         .arg(log)
         .arg("--key")
@@ -117,7 +118,7 @@ fn shipped_batches_keep_the_store_s_mirror_whole_through_a_loss_and_a_gap() {
         .output()
         .unwrap();
     assert!(keygen.status.success());
-    let log = s.data.join("zones/internet/gateway/audit");
+    let log = s.data.join("test-log");
 
     append(&s.data, &log, &key, 0, 3);
     let b1 = ship(&s.data, &log, 0, "b1");
@@ -201,7 +202,7 @@ fn shipped_batches_keep_the_store_s_mirror_whole_through_a_loss_and_a_gap() {
     assert_eq!(mirrors.len(), 1, "{v}");
     assert_eq!(
         mirrors[0]["origin"],
-        "tianping.localhost/audit/internet/gateway"
+        "tianping.localhost/audit/internet/audit-store"
     );
     assert_eq!(mirrors[0]["size"], 10);
 
@@ -220,7 +221,7 @@ fn shipped_batches_keep_the_store_s_mirror_whole_through_a_loss_and_a_gap() {
     // the mirror verifies and holds the log's entries, one by one
     let mirror = s
         .data
-        .join("zones/private/audit-store/mirrors/internet/gateway");
+        .join("zones/private/audit-store/mirrors/internet/audit-store");
     let verify = tianping(&s.data)
         .args(["audit", "verify", "--log"])
         .arg(&mirror)
@@ -268,4 +269,169 @@ fn shipped_batches_keep_the_store_s_mirror_whole_through_a_loss_and_a_gap() {
         .count();
     assert_eq!(applied, 3, "{events:#?}");
     assert_eq!(not_applied, 2, "{events:#?}");
+}
+
+/// `run/up.json`'s pid of `zone/component`.
+fn pid_of(data: &Path, zone: &str, component: &str) -> u64 {
+    let text = std::fs::read_to_string(data.join("run").join("up.json")).unwrap();
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    runs.iter()
+        .find(|r| r["zone"] == zone && r["component"] == component)
+        .and_then(|r| r["pid"].as_u64())
+        .unwrap()
+}
+
+fn signal(pid: u64, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// The shipper's line of `who` (`zone/component`): (since, size, transfer).
+fn shipped(up: &mut Daemon, who: &str, by: Instant) -> (u64, u64, String) {
+    let want = format!("{who}: audit: entries ");
+    loop {
+        let line = up.expect_line(by);
+        let Some(rest) = line.strip_prefix(&want) else {
+            continue;
+        };
+        let (range, rest) = rest.split_once(' ').unwrap();
+        let (since, size) = range.split_once("..").unwrap();
+        let transfer = rest
+            .split_once("shipped as transfer ")
+            .unwrap()
+            .1
+            .split_once(' ')
+            .unwrap()
+            .0;
+        return (
+            since.parse().unwrap(),
+            size.parse().unwrap(),
+            transfer.to_owned(),
+        );
+    }
+}
+
+#[test]
+fn components_ship_their_own_logs_in_overlapping_batches_on_request() {
+    let s = exchange::setup("127.0.0.1:0");
+    let by = Instant::now() + Duration::from_secs(180);
+    let mut up = {
+        let mut cmd = tianping(&s.data);
+        // only on request: no turn of the clock ships between the test's requests
+        cmd.arg("up").env("TIANPING_AUDIT_SHIP_EVERY", "0");
+        Daemon::spawn("up", cmd)
+    };
+    loop {
+        if up.expect_line(by) == "ready" {
+            break;
+        }
+    }
+    let sender = pid_of(&s.data, "internet", "exchange-sender");
+    let who = "internet/exchange-sender";
+    // an idle sender's log is empty: nothing to ship
+    signal(sender, "-USR1");
+    loop {
+        let line = up.expect_line(by);
+        if line.starts_with(who) && line.contains("audit: nothing new to ship") {
+            break;
+        }
+    }
+    // a transfer makes its first entry
+    let text = s.data.join("note.txt");
+    std::fs::write(&text, "a note for the bank\n").unwrap();
+    let out = tianping(&s.data)
+        .args([
+            "exchange",
+            "submit",
+            "--zone",
+            "internet",
+            "--flow",
+            "link-test",
+            "--kind",
+            "text",
+            "--file",
+        ])
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // the first batch: the whole log so far
+    signal(sender, "-USR1");
+    let (since, first, t1) = shipped(&mut up, who, by);
+    assert_eq!(since, 0);
+    assert!(first > 0);
+    let line = store_line(&mut up, &t1, by);
+    assert!(line.ends_with(&format!("holds {first} entries")), "{line}");
+
+    // the second starts where the one before the last ended (0): it holds the first again
+    signal(sender, "-USR1");
+    let (since, second, t2) = shipped(&mut up, who, by);
+    assert_eq!(since, 0);
+    assert!(second > first, "the first submission was logged: {second}");
+    let line = store_line(&mut up, &t2, by);
+    assert!(line.ends_with(&format!("holds {second} entries")), "{line}");
+
+    // the third from where the first ended: it overlaps the second
+    signal(sender, "-USR1");
+    let (since, third, t3) = shipped(&mut up, who, by);
+    assert_eq!(since, first);
+    let line = store_line(&mut up, &t3, by);
+    assert!(line.ends_with(&format!("holds {third} entries")), "{line}");
+
+    // the receiver that took the note ships its own log through its zone's sender
+    signal(pid_of(&s.data, "external", "exchange-receiver"), "-USR1");
+    let (since, size, t) = shipped(&mut up, "external/exchange-receiver", by);
+    assert_eq!(since, 0);
+    let want = format!("private/audit-store: batch {t} from `external` ");
+    let line = loop {
+        let line = up.expect_line(by);
+        if line.starts_with(&want) {
+            break line;
+        }
+    };
+    assert!(line.ends_with(&format!("holds {size} entries")), "{line}");
+
+    signal(u64::from(up.pid()), "-INT");
+    loop {
+        if up.expect_line(by) == "stopped" {
+            break;
+        }
+    }
+    drop(up);
+    for mirror in ["internet/exchange-sender", "external/exchange-receiver"] {
+        let mirror = s
+            .data
+            .join("zones/private/audit-store/mirrors")
+            .join(mirror);
+        let verify = tianping(&s.data)
+            .args(["audit", "verify", "--log"])
+            .arg(&mirror)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{}: {}",
+            mirror.display(),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+    // what was shipped is remembered beside the log
+    let kept: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.data
+                .join("zones/internet/exchange-sender/audit-shipped.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept["before"], second);
+    assert_eq!(kept["last"], third);
 }

@@ -215,6 +215,7 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
     };
     for zone in ["internet", "external", "mobile", "private", "classified"] {
         assert!(has(zone, "idp"), "{runs:#?}");
+        assert!(has(zone, "gateway"), "{runs:#?}");
     }
     assert!(has("private", "audit-store"), "{runs:#?}");
     assert!(has("private", "exchange-receiver"), "{runs:#?}");
@@ -235,6 +236,7 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
             "exchange-receiver" => tianping_core::Component::ExchangeReceiver,
             "exchange-sender" => tianping_core::Component::ExchangeSender,
             "audit-store" => tianping_core::Component::AuditStore,
+            "gateway" => tianping_core::Component::Gateway,
             other => panic!("{other}"),
         };
         let addrs = tianping_core::published_addrs(&s.dir, &zone, component).unwrap();

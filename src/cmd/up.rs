@@ -45,6 +45,9 @@ pub(crate) fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<s
         if runs(Component::ExchangeReceiver) && policy.flows().any(|f| f.to() == zone) {
             out.push(spec(Component::ExchangeReceiver, &["exchange", "receive"]));
         }
+        if runs(Component::Gateway) {
+            out.push(spec(Component::Gateway, &["gateway"]));
+        }
         if runs(Component::ExchangeSender)
             && !policy.is_sealed(zone.as_str())
             && policy.flows().any(|f| f.from() == zone)
@@ -143,10 +146,6 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
             s.args.join(" ")
         );
     }
-    println!(
-        "not yet run by `up`: the gateways (`tianping gateway`); flows whose service is bound to \
-         them wait in the receivers' delivery queues"
-    );
     if args.dry_run {
         println!("nothing was started (--dry-run)");
         return Ok(ExitCode::SUCCESS);

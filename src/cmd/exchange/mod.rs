@@ -295,6 +295,38 @@ pub(crate) fn zone_trust(
     tianping_certs::TrustStore::from_pem(&trust_pem, &[]).into_diagnostic()
 }
 
+/// Sets `stop` on `SIGTERM` or `SIGINT`, from a thread of its own: the daemon's threads end
+/// their loops, and its stores are flushed and closed as the daemon returns. The handlers are in
+/// place when this returns, before the daemon says it is ready.
+pub(super) fn stop_on_signal(stop: Arc<std::sync::atomic::AtomicBool>) -> miette::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()?;
+    let (mut term, mut int) = rt
+        .block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })
+        .into_diagnostic()?;
+    std::thread::Builder::new()
+        .name("stop-on-signal".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        })
+        .into_diagnostic()?;
+    Ok(())
+}
+
 /// Serves the admin listener of `component` and publishes its address.
 pub(crate) async fn admin(
     dir: &DataDir,

@@ -305,17 +305,7 @@ fn origin(fabric: &Fabric, zone: &ZoneName) -> String {
 }
 
 fn token_signer(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_certs::TokenSigner> {
-    let (cert, key) = dir.node(zone, Component::ExchangeReceiver);
-    let key_pem = std::fs::read_to_string(&key)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading `{}`", key.display()))?;
-    let signer = tianping_audit::signer_from_pem(&key_pem)
-        .map_err(|e| miette!("`{}`: {e}", key.display()))?;
-    let chain_pem = std::fs::read(&cert)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("reading `{}`", cert.display()))?;
-    let chain = tianping_certs::certs_from_pem(&chain_pem).into_diagnostic()?;
-    tianping_certs::TokenSigner::new(Arc::new(signer), &chain).into_diagnostic()
+    crate::ship::node_tokens(dir, zone, Component::ExchangeReceiver)
 }
 
 fn zone_policy(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_policies::Policy> {
@@ -350,6 +340,16 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     let (signer, chain) = node_signer(dir, zone)?;
     let signer = Arc::new(signer);
     log.set_auto_checkpoint(Arc::clone(&signer) as _, CHECKPOINT_EVERY);
+    // its own log's shipper: its signal handlers are in place before the receiver is ready
+    if let Some(s) = crate::ship::Shipper::new(
+        dir,
+        zone,
+        Component::ExchangeReceiver,
+        Arc::clone(&log),
+        Arc::clone(&signer) as _,
+    )? {
+        s.spawn()?;
+    }
     let audit = Arc::new(Audit {
         log: Arc::clone(&log),
         zone: zone.to_string(),
@@ -380,6 +380,7 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     let rt = runtime()?;
     let registry = tianping_net::Registry::new();
     let stop = Arc::new(AtomicBool::new(false));
+    super::stop_on_signal(Arc::clone(&stop))?;
     let mut running = Vec::new();
     let mut statuses = Vec::new();
     let mut delivering = Vec::new();
@@ -482,6 +483,7 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     for t in running {
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
+    println!("receiving into `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
 }
 

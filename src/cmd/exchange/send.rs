@@ -104,7 +104,7 @@ fn outbound(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<S
     let audit = Arc::new(
         AuditLog::open_or_create(
             &dir.audit_log(zone, Component::ExchangeSender),
-            &crate::cmd::idp::origin(fabric, zone),
+            &format!("{}/audit/{zone}/exchange-sender", fabric.domain),
         )
         .into_diagnostic()?,
     );
@@ -131,8 +131,22 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
     let spool = Arc::new(open_spool(dir, zone)?);
     let outbound = outbound(dir, fabric, zone)?;
     let audit = outbound.audit.clone();
+    // its own log's shipper: its signal handlers are in place before the sender says it is ready
+    if let Some(log) = &audit {
+        let shipper = crate::ship::Shipper::new(
+            dir,
+            zone,
+            Component::ExchangeSender,
+            Arc::clone(log),
+            Arc::clone(&outbound.signer),
+        )?;
+        if let Some(s) = shipper {
+            s.spawn()?;
+        }
+    }
     let registry = tianping_net::Registry::new();
     let stop = Arc::new(AtomicBool::new(false));
+    super::stop_on_signal(Arc::clone(&stop))?;
     let mut running = Vec::new();
     let mut links = Vec::new();
     for link in fabric.links_from(zone) {
@@ -255,6 +269,7 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
     for t in running {
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
+    println!("sending from `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -343,12 +343,12 @@ pub(crate) fn run(dir: &DataDir, origin: &str, specs: Vec<Spec>) -> miette::Resu
             log,
             ready: ready_tx,
         });
-        // The senders start once everything else is ready: a sender looks up where its
-        // receivers listen (published by them on port 0) when it starts.
-        let (later, first): (Vec<_>, Vec<_>) = specs
-            .into_iter()
-            .enumerate()
-            .partition(|(_, s)| s.component == Component::ExchangeSender);
+        // The senders and the gateways start once everything else is ready: a sender looks up
+        // where its receivers listen, a gateway where its IdP does (published by them on port
+        // 0), when it starts.
+        let (later, first): (Vec<_>, Vec<_>) = specs.into_iter().enumerate().partition(|(_, s)| {
+            matches!(s.component, Component::ExchangeSender | Component::Gateway)
+        });
         let is_later: Vec<usize> = later.iter().map(|(i, _)| *i).collect();
         let mut later = Some(later);
         let mut tasks = Vec::new();
