@@ -300,19 +300,21 @@ fn approve_with_certificate(
     }
 }
 
-/// Polls the token endpoint as RFC 8628 §3.5 says until the token, a denial or the end.
+/// Polls the token endpoint as RFC 8628 §3.5 says until the token, a denial or the end,
+/// waiting the interval between polls with `sleep`.
 fn poll(
     idp: &Idp,
     device_code: &str,
     mut interval: Duration,
     wait_first: bool,
+    sleep: &mut dyn FnMut(Duration),
 ) -> miette::Result<Value> {
     let token = idp.url("/token");
     let mut told = false;
     let mut wait = wait_first;
     for _ in 0..MOST_POLLS {
         if wait {
-            std::thread::sleep(interval);
+            sleep(interval);
         }
         wait = true;
         let r = idp.post_form(
@@ -424,11 +426,11 @@ pub(crate) fn login(data: &Path, a: LoginArgs) -> miette::Result<ExitCode> {
     );
     let answer = if cert.is_some() {
         approve_with_certificate(&idp, &complete, &user_code, a.totp.as_deref())?;
-        poll(&idp, &device_code, interval, false)?
+        poll(&idp, &device_code, interval, false, &mut std::thread::sleep)?
     } else {
         println!("open {uri} and enter the code {user_code}");
         println!("or open {complete}");
-        poll(&idp, &device_code, interval, true)?
+        poll(&idp, &device_code, interval, true, &mut std::thread::sleep)?
     };
     let token = answer
         .get("access_token")
@@ -493,5 +495,133 @@ pub(crate) fn logout(data: &Path, a: LogoutArgs) -> miette::Result<ExitCode> {
             "`{}` is deleted, but the token could not be revoked ({e}): it stays valid until it expires",
             path.display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::{Request, Response};
+    use tianping_certs::{CaCert, CertKind, ClientAuth, KeyAlg, LeafRequest, ServerTlsBuilder};
+    use tianping_core::UnixTime;
+    use tianping_net::{Body, HostSet, ResponseBody, ServerOptions, full, serve_tls};
+
+    use super::*;
+
+    const HOST: &str = "idp.private.court.example";
+
+    /// A token endpoint over real TLS that answers `script` in turn (status, JSON), and the
+    /// CLI's view of it.
+    fn idp_answering(
+        dir: &Path,
+        script: Vec<(u16, &'static str)>,
+    ) -> (Idp, tokio::runtime::Runtime, tianping_net::ServerHandle) {
+        let now = UnixTime::from_system_time(std::time::SystemTime::now());
+        let root = CaCert::new_root("Court", KeyAlg::EcP256, now).unwrap();
+        let zone = root
+            .new_zone(&"private".parse().unwrap(), "Court", KeyAlg::EcP256, now)
+            .unwrap();
+        let mut req = LeafRequest::new(CertKind::Server, "idp");
+        req.dns = vec![HOST.to_owned()];
+        let leaf = zone.issue(&req, now).unwrap();
+        std::fs::write(dir.join("tls.pem"), &leaf.chain_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), leaf.key_pem.expose()).unwrap();
+        std::fs::write(dir.join("trust.pem"), root.cert_pem()).unwrap();
+        let tls = ServerTlsBuilder::new(dir.join("tls.pem"), dir.join("tls.key"))
+            .client_auth(ClientAuth::None, dir.join("trust.pem"), vec![])
+            .build()
+            .unwrap();
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let handler = move |req: Request<Body>| {
+            let next = script.lock().unwrap().next();
+            async move {
+                assert_eq!(req.uri().path(), "/token");
+                let (status, body) = next.unwrap_or((500, "{}"));
+                let mut r: Response<ResponseBody> = Response::new(full(body));
+                *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                r
+            }
+        };
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut options = ServerOptions::new(HostSet::new([HOST]));
+        options.http3 = false;
+        let server = server_rt
+            .block_on(serve_tls(
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                Arc::new(tls),
+                options,
+                handler,
+            ))
+            .unwrap();
+        let http = HttpsClientBuilder::new(root.cert_pem().as_bytes().to_vec())
+            .resolve(HOST, server.local_addr())
+            .build()
+            .unwrap();
+        let idp = Idp {
+            issuer: format!("https://{HOST}:{}", server.local_addr().port()),
+            http,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        (idp, server_rt, server)
+    }
+
+    fn error(code: &'static str) -> (u16, &'static str) {
+        let body: &'static str = match code {
+            "authorization_pending" => r#"{"error":"authorization_pending"}"#,
+            "slow_down" => r#"{"error":"slow_down"}"#,
+            "expired_token" => r#"{"error":"expired_token"}"#,
+            _ => r#"{"error":"access_denied"}"#,
+        };
+        (400, body)
+    }
+
+    #[test]
+    fn the_cli_waits_while_pending_slows_down_when_told_and_stops_on_expiry_or_denial() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (idp, _rt, _server) = idp_answering(
+            tmp.path(),
+            vec![
+                error("authorization_pending"),
+                error("slow_down"),
+                error("authorization_pending"),
+                error("slow_down"),
+                (200, r#"{"access_token":"t","expires_in":900}"#),
+            ],
+        );
+        let mut waits = Vec::new();
+        let answer = poll(&idp, "dc", Duration::from_secs(5), true, &mut |d| {
+            waits.push(d.as_secs());
+        })
+        .unwrap();
+        assert_eq!(answer["access_token"], "t");
+        // 5 s at first; each slow_down adds 5 s for every later poll (RFC 8628 §3.5)
+        assert_eq!(waits, vec![5, 5, 10, 10, 15]);
+
+        for (code, said) in [
+            ("expired_token", "expired_token"),
+            ("access_denied", "access_denied"),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (idp, _rt, _server) = idp_answering(
+                tmp.path(),
+                vec![error("authorization_pending"), error(code)],
+            );
+            let mut polls = 0;
+            let e = poll(&idp, "dc", Duration::from_secs(5), false, &mut |_| {
+                polls += 1
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(said), "{e}");
+            assert_eq!(polls, 1, "one wait, between the two polls");
+        }
     }
 }
