@@ -3,7 +3,10 @@
 //! through the sender's control socket and is answered 202 with its transfer id, the sender
 //! having decided on it with the lawyer asserted by the gateway; over the flow's max-size is
 //! 413 before anything is sent, and a chunked body over it fails the submission (413, nothing
-//! spooled); a person the route does not take is 403 at the gateway.
+//! spooled); a person the route does not take is 403 at the gateway. A release is held until
+//! two lawyers approve it through `/.tianping/transfers/{id}/approve` (listed for them on
+//! `/.tianping/approvals`; its submitter cannot approve their own, nor anyone twice), then
+//! released.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 #![expect(clippy::expect_used, reason = "tests fail loudly")]
 
@@ -36,6 +39,25 @@ route gateway-filing in internet {
   path /test-filings
   methods POST
   to flow gateway-test
+  roles lawyer
+}
+
+flow gateway-release internet -> private {
+  kinds text
+  max-size 4KiB
+  submitters lawyer
+  deliver filing-intake
+  sanitize validate, rebuild
+  release {
+    refuse secret
+    approvers 2 of lawyer
+  }
+}
+
+route gateway-releases in internet {
+  path /test-releases
+  methods POST
+  to flow gateway-release
   roles lawyer
 }
 ";
@@ -223,6 +245,64 @@ async fn an_exchange_route_answers_202_with_the_transfer_the_sender_spooled() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
+    // a release waits for two approvers; its submitter is not one of them
+    let r = http
+        .post(format!(
+            "https://{}:{}/test-releases?kind=text",
+            zl.gateway_host,
+            gw_addr.port()
+        ))
+        .bearer_auth(&lawyer)
+        .body("a release\n")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let held: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(status, 202, "{held}");
+    assert_eq!(held["held"], true, "{held}");
+    let release = held["transfer"].as_str().unwrap().to_owned();
+    let gw_base = format!("https://{}:{}", zl.gateway_host, gw_addr.port());
+    let list = |who: String| {
+        let (http, url) = (http.clone(), format!("{gw_base}/.tianping/approvals"));
+        async move {
+            let r = http.get(url).bearer_auth(who).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap()
+        }
+    };
+    let approve = |who: String| {
+        let (http, url) = (
+            http.clone(),
+            format!("{gw_base}/.tianping/transfers/{release}/approve"),
+        );
+        async move {
+            let r = http.post(url).bearer_auth(who).send().await.unwrap();
+            let status = r.status().as_u16();
+            (
+                status,
+                serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap(),
+            )
+        }
+    };
+    // the submitter sees nothing to approve, and cannot approve their own
+    assert_eq!(list(lawyer.clone()).await["held"], json!([]));
+    let (status, body) = approve(lawyer.clone()).await;
+    assert_eq!(status, 403, "{body}");
+    let second = token("lawyer-0002", "lawyer");
+    let listed = list(second.clone()).await;
+    assert_eq!(listed["held"][0]["transfer"], release.as_str(), "{listed}");
+    let (status, body) = approve(second.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"], false, "{body}");
+    // approved once by them: no longer on their list, and a second time counts for nothing
+    assert_eq!(list(second.clone()).await["held"], json!([]));
+    let (status, body) = approve(second).await;
+    assert_ne!(status, 200, "{body}");
+    let (status, body) = approve(token("lawyer-0003", "lawyer")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["released"], true, "{body}");
+
     drop(http);
     gateway.stop();
     sender.stop();
@@ -243,9 +323,31 @@ async fn an_exchange_route_answers_202_with_the_transfer_the_sender_spooled() {
     assert_eq!(decided[0].flow, "gateway-test");
     let spooled = events
         .iter()
-        .filter(|e| e.action == "transfer" && e.outcome == "allow")
+        .filter(|e| e.action == "transfer" && e.outcome == "allow" && e.flow == "gateway-test")
         .count();
-    assert_eq!(spooled, 1, "only the first went: {events:?}");
+    assert_eq!(
+        spooled, 1,
+        "the chunked one over the limit did not go: {events:?}"
+    );
+    // the release: held, approved by the two others, released with their approvals
+    let sent = events
+        .iter()
+        .find(|e| e.action == "transfer" && e.outcome == "allow" && e.transfer_id == release)
+        .unwrap();
+    assert_eq!(sent.approvals, ["lawyer-0002:lawyer", "lawyer-0003:lawyer"]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "transfer.released" && e.transfer_id == release)
+    );
+    let approved: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.action == "transfer.approved" && e.transfer_id == release && e.outcome == "ok"
+        })
+        .map(|e| e.actor.as_str())
+        .collect();
+    assert_eq!(approved, ["lawyer-0002", "lawyer-0003"], "{events:?}");
     // and the gateway's log holds the three decisions
     let log = tianping_audit::AuditLog::open(&dir.audit_log(&zone, Component::Gateway)).unwrap();
     let outcomes: Vec<_> = (0..log.size())
@@ -253,5 +355,10 @@ async fn an_exchange_route_answers_202_with_the_transfer_the_sender_spooled() {
         .filter(|e| e.action == "request")
         .map(|e| e.outcome)
         .collect();
-    assert_eq!(outcomes, ["allow", "allow", "allow", "deny"]);
+    assert_eq!(outcomes, ["allow", "allow", "allow", "deny", "allow"]);
+    let approvals = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .filter(|e| e.action == "approval")
+        .count();
+    assert_eq!(approvals, 4, "every approval asked for is audited");
 }

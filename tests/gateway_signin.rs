@@ -448,6 +448,17 @@ async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // a browser's approval without its session's CSRF token is refused before anything else
+    let r = http
+        .post(format!("{gw_base}/.tianping/transfers/private:1/approve"))
+        .header("cookie", &session)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=0000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("CSRF"));
 
     // a bearer token the IdP issued to another client
     let app = w.http(gw_addr, idp_addr);

@@ -234,3 +234,182 @@ impl tokio::io::AsyncRead for ChannelReader {
         }
     }
 }
+
+/// The CSRF token of a browser session: SHA-256 of a label and the session id, which only the
+/// sealed cookie carries (so a page of another site cannot know it).
+pub(crate) fn csrf_token(session_id: &str) -> String {
+    let d = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("tianping-csrf/1\0{session_id}").as_bytes(),
+    );
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asks the sender `method target` as `who`; its status and JSON answer.
+async fn ask_sender(
+    g: &Inner,
+    who: &Identity,
+    method: &str,
+    target: &str,
+    request_id: &str,
+) -> Result<(StatusCode, Value), Response<ResponseBody>> {
+    let Some(socket) = g.exchange_sender.clone() else {
+        return Err(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("this zone runs no exchange sender (request {request_id})"),
+        ));
+    };
+    let token = g
+        .assertions
+        .fresh(who, SENDER_AUDIENCE, g.now())
+        .map_err(|e| {
+            plain(
+                StatusCode::FORBIDDEN,
+                format!("no assertion can be made: {e} (request {request_id})"),
+            )
+        })?;
+    let request = Request::builder()
+        .method(method)
+        .uri(target)
+        .header(crate::assertion::REQUEST_ID_HEADER, request_id)
+        .header(tianping_certs::USER_TOKEN_HEADER, token)
+        .body(ControlBody::empty())
+        .map_err(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")))?;
+    let resp = tianping_net::control_send(&socket, request, CONTROL_TIMEOUT)
+        .await
+        .map_err(|e| {
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the exchange sender does not answer: {e} (request {request_id})"),
+            )
+        })?;
+    let status = resp.status();
+    let body = resp.into_body().bytes().await.unwrap_or_default();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&body).trim().to_owned() }));
+    Ok((status, v))
+}
+
+/// `GET /.tianping/approvals`: the held releases the signed-in person may approve (a role the
+/// flow's release names, not their own submission, not approved by them yet).
+pub(crate) async fn approvals(
+    g: &Inner,
+    req: &Request<Body>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let now = g.now();
+    let asker = g.asker(req, now).await;
+    let Some(who) = asker.who else {
+        return plain(StatusCode::UNAUTHORIZED, "not signed in\n");
+    };
+    let (status, v) = match ask_sender(g, &who, "GET", "/exchange/v1/held", request_id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if !status.is_success() {
+        return json_answer(status, &v);
+    }
+    let policy = g.policy.load_full();
+    let mine: Vec<Value> = v
+        .get("held")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter(|h| {
+                    let s = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or_default();
+                    let approved = h
+                        .get("approvers")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(who.sub.as_str())));
+                    let may = policy
+                        .flow(s("flow"))
+                        .is_some_and(|f| f.approver_roles().any(|r| who.roles.contains(&r)));
+                    may && !approved && s("submitter") != who.sub.as_str()
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let csrf = asker.session.as_ref().map(|s| csrf_token(&s.id));
+    json_answer(
+        StatusCode::OK,
+        &json!({ "held": mine, "csrf": csrf, "request_id": request_id }),
+    )
+}
+
+/// `POST /.tianping/transfers/{id}/approve`: the person's approval of a held release, which the
+/// sender signs and counts; audited (durable) before it is handed over.
+pub(crate) async fn approve(
+    g: &Inner,
+    req: Request<Body>,
+    transfer: &str,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    let now = g.now();
+    if let Some(origin) = req.headers().get(header::ORIGIN)
+        && origin.as_bytes() != g.public_url.as_bytes()
+    {
+        return plain(StatusCode::FORBIDDEN, "an approval from another origin\n");
+    }
+    let asker = g.asker(&req, now).await;
+    let Some(who) = asker.who.clone() else {
+        return plain(StatusCode::UNAUTHORIZED, "not signed in\n");
+    };
+    // a browser's approval carries its session's CSRF token (header or form field)
+    if let Some(s) = &asker.session {
+        let want = csrf_token(&s.id);
+        let header_token = req
+            .headers()
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let token = match header_token {
+            Some(t) => Some(t),
+            None => {
+                let mut body = req.into_body();
+                body.set_limit(4096);
+                let form = body.bytes().await.unwrap_or_default();
+                super::idp::decode_pairs(&String::from_utf8_lossy(&form))
+                    .get("csrf")
+                    .cloned()
+            }
+        };
+        if !token.is_some_and(|t| tianping_core::ct_eq(t.as_bytes(), want.as_bytes())) {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!("the approval lacks this session's CSRF token (request {request_id})"),
+            );
+        }
+    }
+    let mut e = tianping_audit::Event::new(now, "approval");
+    e.zone = g.zone.to_string();
+    e.component = "gateway".into();
+    e.transfer_id = transfer.chars().take(128).collect();
+    e.request_id = request_id.into();
+    e.policy_hash = Some(g.policy.load().hash());
+    super::fill_actor(&mut e, &who);
+    e.outcome = "submitted".into();
+    match g.audit.append_prompt(&e) {
+        Ok(q) => {
+            if q.durable().await.is_err() {
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "the audit log failed\n");
+            }
+        }
+        Err(_) => {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the audit log refuses appends\n",
+            );
+        }
+    }
+    let target = format!("/exchange/v1/approve?transfer={}", encode(transfer));
+    match ask_sender(g, &who, "POST", &target, request_id).await {
+        Ok((status, mut v)) => {
+            if let Value::Object(m) = &mut v {
+                m.insert("request_id".into(), request_id.into());
+            }
+            json_answer(status, &v)
+        }
+        Err(r) => r,
+    }
+}

@@ -16,6 +16,8 @@
 //! | `POST /.tianping/logout` | ends the session (revoked, cookie removed) |
 //! | `POST /.tianping/backchannel-logout` | the IdP's logout token ends sessions by `sid` or subject |
 //! | `GET /.tianping/jwks.json` | the assertion key, for services that verify by JWKS |
+//! | `GET /.tianping/approvals` | the releases held for approval that the signed-in person may approve (JSON), with the CSRF token a browser's approval carries |
+//! | `POST /.tianping/transfers/{id}/approve` | the person's approval, signed by the exchange sender (a browser's with its CSRF token) |
 //!
 //! The gateway is a client of its zone's IdP registered with `tls_client_auth` on its node
 //! certificate (no secret to keep): see the binary's `tianping gateway` for the command an
@@ -795,6 +797,14 @@ impl Inner {
             ("GET", "me") => self.me(&req).await,
             ("POST", "logout") => self.logout(&req, request_id).await,
             ("POST", "backchannel-logout") => self.backchannel_logout(req, request_id).await,
+            ("GET", "approvals") => exchange::approvals(self, &req, request_id).await,
+            ("POST", p) if p.starts_with("transfers/") && p.ends_with("/approve") => {
+                let id = p
+                    .trim_start_matches("transfers/")
+                    .trim_end_matches("/approve")
+                    .to_owned();
+                exchange::approve(self, req, &id, request_id).await
+            }
             ("GET", "jwks.json") => {
                 let mut r = answer(StatusCode::OK, "application/json", self.jwks.clone());
                 r.headers_mut().insert(
