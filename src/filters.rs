@@ -10,6 +10,25 @@ use tianping_crossdomain::{
     TextFilter,
 };
 
+/// The flows of `policy` whose sanitize steps ask `scan`, and whether ClamAV's daemon answers
+/// `PING` where the filters ask it ([`tianping_crossdomain::Clamd::DEFAULT_SOCKET`]): `None`
+/// when no flow asks.
+pub(crate) fn scanning(
+    policy: &tianping_policies::Policy,
+) -> Option<(Vec<String>, Result<(), String>)> {
+    let flows: Vec<String> = policy
+        .flows()
+        .filter(|f| f.sanitize().any(|s| s == "scan"))
+        .map(|f| f.name().to_owned())
+        .collect();
+    if flows.is_empty() {
+        return None;
+    }
+    let clamd = tianping_crossdomain::Clamd::new(tianping_crossdomain::Clamd::DEFAULT_SOCKET)
+        .with_timeout(std::time::Duration::from_secs(5));
+    Some((flows, clamd.ping()))
+}
+
 /// The filters zone `zone` registers, by kind. `dir` is where zone-local filter settings will
 /// be read from; today every other filter runs with its defaults.
 /// The updates' validators (`policy-update`, `crl`, `trust-bundle`) check against the zone's

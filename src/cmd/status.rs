@@ -182,7 +182,16 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
             Err(e) => stores.push(json!({"zone": z.zone.as_str(), "error": e})),
         }
     }
+    let scan = crate::filters::scanning(policy).map(|(flows, answer)| {
+        json!({
+            "socket": tianping_crossdomain::Clamd::DEFAULT_SOCKET,
+            "flows": flows,
+            "answers": answer.is_ok(),
+            "error": answer.err(),
+        })
+    });
     let doc = json!({
+        "scan": scan,
         "components": components,
         "zones": zones,
         "links": links,
@@ -265,6 +274,31 @@ fn print_tables(doc: &Value) {
             side("receiver", "refused"),
             side("receiver", "deliveries_pending"),
         );
+    }
+    if let Some(scan) = doc.get("scan").filter(|v| !v.is_null()) {
+        println!();
+        let flows = scan
+            .get("flows")
+            .and_then(Value::as_array)
+            .map(|f| {
+                f.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        if scan.get("answers").and_then(Value::as_bool) == Some(true) {
+            println!(
+                "scan: clamd answers at `{}` (flows {flows})",
+                s(scan, "socket")
+            );
+        } else {
+            println!(
+                "scan: no clamd at `{}`: flows {flows} refuse every transfer ({})",
+                s(scan, "socket"),
+                s(scan, "error")
+            );
+        }
     }
     for st in arr("audit_stores") {
         println!();

@@ -146,6 +146,20 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
             s.args.join(" ")
         );
     }
+    match crate::filters::scanning(policy) {
+        Some((flows, Ok(()))) => println!(
+            "flows that ask `scan` ({}): clamd answers at `{}`",
+            flows.join(", "),
+            tianping_crossdomain::Clamd::DEFAULT_SOCKET
+        ),
+        Some((flows, Err(e))) => println!(
+            "flows that ask `scan` ({}) refuse every transfer until a ClamAV daemon answers at \
+             `{}`: {e} (Debian: `apt install clamav-daemon`, then `freshclam`)",
+            flows.join(", "),
+            tianping_crossdomain::Clamd::DEFAULT_SOCKET
+        ),
+        None => {}
+    }
     if args.dry_run {
         println!("nothing was started (--dry-run)");
         return Ok(ExitCode::SUCCESS);
