@@ -210,7 +210,13 @@ impl Handler for Service {
                 req.headers().clone(),
                 req.uri().to_string(),
             ));
-            Response::new(full("case 1\n"))
+            let mut r = Response::new(full("case 1\n"));
+            // a service may set its cookies, never the gateway's
+            for c in ["__Host-tianping-session=forged; Path=/", "app=1; Path=/"] {
+                r.headers_mut()
+                    .append("set-cookie", http::HeaderValue::from_static(c));
+            }
+            r
         })
     }
 }
@@ -463,6 +469,13 @@ async fn the_service_sees_the_assertion_and_none_of_the_clients_identity_headers
         let status = r.status();
         let request_id = header(&r, "x-request-id").to_owned();
         assert_eq!(status, 200, "{}", r.text().await.unwrap());
+        let cookies: Vec<_> = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(cookies, ["app=1; Path=/"]);
         assert_eq!(r.text().await.unwrap(), "case 1\n");
         let (_, seen, uri) = w.last_seen();
         assert!(uri.ends_with("/cases/1?x=1"), "{uri}");
@@ -867,4 +880,51 @@ async fn a_weak_sign_in_is_asked_to_step_up_and_a_subject_over_its_rate_gets_429
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_a_bounded_number_of_sign_ins_in_progress() {
+    let w = world(true).await;
+    let client = w.client(false, false);
+    let mut started = Vec::new();
+    for _ in 0..40 {
+        let r = client
+            .get(w.url("/cases/1"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        let location = header(&r, "location").to_owned();
+        let state = location
+            .split(['?', '&'])
+            .find_map(|kv| kv.strip_prefix("state="))
+            .unwrap()
+            .to_owned();
+        started.push(state);
+    }
+    let iss = w.idp.issuer.lock().unwrap().clone();
+    let callback = |state: &str| {
+        let url = w.url(&format!(
+            "/.tianping/callback?code=c&state={state}&iss={}",
+            iss.replace(':', "%3A").replace('/', "%2F")
+        ));
+        let cookie = format!("__Host-tianping-signin={state}");
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            r.text().await.unwrap()
+        }
+    };
+    // the oldest gave way to the newest (32 per address)
+    let first = callback(started.first().unwrap()).await;
+    assert!(first.contains("unknown or expired"), "{first}");
+    let last = callback(started.last().unwrap()).await;
+    assert!(!last.contains("unknown or expired"), "{last}");
 }

@@ -58,8 +58,12 @@ use upstream::{Upstream, text};
 pub const SIGNIN_COOKIE: &str = "__Host-tianping-signin";
 /// How long a started sign-in may take to come back (10 min).
 const SIGNIN_LIFE_SECS: u64 = 600;
-/// Most sign-ins in progress at once; more are refused (503) until some finish or expire.
+/// Most sign-ins in progress at once; when full, the expired go first, then the oldest (so a
+/// flood delays sign-ins, never stops them).
 const MAX_PENDING: usize = 10_000;
+/// Most sign-ins in progress from one address (a browser starts one per tab at most); the
+/// oldest of that address gives way.
+const MAX_PENDING_PER_ADDR: usize = 32;
 /// The largest back-channel logout request read.
 const MAX_LOGOUT_BODY: u64 = 16 * 1024;
 
@@ -139,7 +143,14 @@ struct Pending {
     verifier: String,
     return_to: String,
     created: u64,
+    /// The address that started it: one address holds at most [`MAX_PENDING_PER_ADDR`].
+    peer: Option<std::net::IpAddr>,
+    /// The order sign-ins started in (the oldest gives way first).
+    seq: u64,
 }
+
+/// Numbers sign-ins in the order they start.
+static SIGNIN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 enum Target {
     Url(Upstream),
@@ -510,7 +521,8 @@ impl Inner {
                 } else {
                     "/".to_owned()
                 };
-                self.sign_in(&return_to, acr, request_id, now).await
+                let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
+                self.sign_in(peer, &return_to, acr, request_id, now).await
             }
             Action::Unauthorized { challenge } => {
                 let challenge = match &asker.refused {
@@ -717,6 +729,7 @@ impl Inner {
     /// and tied to the browser by [`SIGNIN_COOKIE`].
     async fn sign_in(
         &self,
+        peer: Option<std::net::IpAddr>,
         return_to: &str,
         acr: Option<Acr>,
         request_id: &str,
@@ -736,15 +749,28 @@ impl Inner {
         let nonce = openidconnect::Nonce::new_random().secret().clone();
         {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let oldest = |pending: &HashMap<String, Pending>,
+                          of: Option<Option<std::net::IpAddr>>| {
+                pending
+                    .iter()
+                    .filter(|(_, p)| of.is_none_or(|ip| p.peer == ip))
+                    .min_by_key(|(_, p)| p.seq)
+                    .map(|(k, _)| k.clone())
+            };
+            let from_peer = pending.values().filter(|p| p.peer == peer).count();
+            if from_peer >= MAX_PENDING_PER_ADDR
+                && let Some(k) = oldest(&pending, Some(peer))
+            {
+                pending.remove(&k);
+            }
             if pending.len() >= MAX_PENDING {
                 let t = now.as_secs();
                 pending.retain(|_, p| p.created.saturating_add(SIGNIN_LIFE_SECS) > t);
             }
-            if pending.len() >= MAX_PENDING {
-                return plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("too many sign-ins in progress (request {request_id})"),
-                );
+            if pending.len() >= MAX_PENDING
+                && let Some(k) = oldest(&pending, None)
+            {
+                pending.remove(&k);
             }
             pending.insert(
                 state.clone(),
@@ -753,6 +779,8 @@ impl Inner {
                     verifier: verifier.secret().clone(),
                     return_to: return_to.to_owned(),
                     created: now.as_secs(),
+                    peer,
+                    seq: SIGNIN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 },
             );
         }

@@ -250,7 +250,8 @@ impl Upstream {
     }
 }
 
-/// Takes the hop-by-hop headers (and those `Connection` names) off a service's answer.
+/// Takes the hop-by-hop headers (and those `Connection` names) and any `Set-Cookie` of the
+/// gateway's own cookies off a service's answer.
 fn strip_hop_by_hop(h: &mut http::HeaderMap) {
     let named: Vec<http::HeaderName> = h
         .get_all(header::CONNECTION)
@@ -261,6 +262,21 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
         .collect();
     for n in named {
         h.remove(n);
+    }
+    // a service may set its own cookies, never the gateway's (its session, its sign-in)
+    let cookies: Vec<http::HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            !v.as_bytes()
+                .get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"__Host-tianping-"))
+        })
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for c in cookies {
+        h.append(header::SET_COOKIE, c);
     }
     for n in [
         "connection",
