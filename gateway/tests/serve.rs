@@ -928,3 +928,71 @@ async fn one_address_holds_a_bounded_number_of_sign_ins_in_progress() {
     let last = callback(started.last().unwrap()).await;
     assert!(!last.contains("unknown or expired"), "{last}");
 }
+
+/// Requests per second and p99 through the gateway (bearer token, a policy decision, an audit
+/// event and a forwarded request each), 64 concurrent over HTTP/2 from one client on the same
+/// machine. Ignored by default: run with
+/// `cargo test --release -p tianping-gateway --all-features --test serve -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn measure_requests_per_second() {
+    // one token stands for all the clients here: no per-subject limit in the way
+    let w = world_with(
+        true,
+        Limits {
+            subject_rate: 1_000_000,
+            subject_burst: 1_000_000,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let token = Arc::new(w.idp.token(&FakeIdp::header(), &w.idp.claims()));
+    for (name, h2) in [("HTTP/2", true), ("HTTP/1.1", false)] {
+        let client = w.client(h2, false);
+        let url = Arc::new(w.url("/cases/1"));
+        // warm: the JWKS, the token cache, the pools
+        for _ in 0..64 {
+            let r = client
+                .get(url.as_str())
+                .bearer_auth(token.as_str())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let per_task = 200;
+        let start = std::time::Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (client, url, token) = (client.clone(), Arc::clone(&url), Arc::clone(&token));
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let t = std::time::Instant::now();
+                    let r = client
+                        .get(url.as_str())
+                        .bearer_auth(token.as_str())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let _ = r.bytes().await.unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let took = start.elapsed();
+        all.sort();
+        let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or_default();
+        println!(
+            "{name}: {} requests in {took:?}: {:.0} requests/s, p99 {p99:?}",
+            all.len(),
+            all.len() as f64 / took.as_secs_f64()
+        );
+    }
+}
