@@ -396,17 +396,25 @@ impl Inner {
         self.clock.now()
     }
 
-    fn random_hex(&self, n: usize) -> String {
+    /// `n` random bytes in hex; `None` if the system's generator failed.
+    fn try_random_hex(&self, n: usize) -> Option<String> {
         let mut b = vec![0u8; n];
-        // a failing system RNG leaves zeros: the ids still differ by nothing, so say so loudly
-        if self.rng.fill(&mut b).is_err() {
-            tracing::error!("the system's random number generator failed");
-        }
+        self.rng.fill(&mut b).ok()?;
         let mut s = String::with_capacity(2 * n);
         for x in b {
             let _ = write!(s, "{x:02x}");
         }
-        s
+        Some(s)
+    }
+
+    /// A request id: random, or (should the generator fail) the time and a counter, which
+    /// only has to be unique.
+    fn random_hex(&self, n: usize) -> String {
+        self.try_random_hex(n).unwrap_or_else(|| {
+            tracing::error!("the system's random number generator failed");
+            let seq = SIGNIN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("{:016x}{seq:016x}", self.now().as_secs())
+        })
     }
 
     fn count(&self, name: &str, help: &str, labels: &[(&str, &str)]) {
@@ -1008,8 +1016,11 @@ impl Inner {
         };
         let auth_time = get("auth_time").as_u64().unwrap_or(now.as_secs());
         let sid = get("sid").as_str().map(str::to_owned);
+        let id = self
+            .try_random_hex(16)
+            .ok_or("no randomness for a session id")?;
         Ok(Session {
-            id: self.random_hex(16),
+            id,
             sid,
             sub,
             roles,
