@@ -137,6 +137,10 @@ impl Future for FlushWait {
         if st.finished >= self.target {
             return Poll::Ready(Ok(()));
         }
+        // Only a waiter that raises what is wanted wakes the flush thread: one that wants no
+        // more than an earlier waiter is covered by that one's wake-up (the thread checks what
+        // is wanted again after every flush), so a group of waiters costs one wake-up.
+        let raised = self.target > st.wanted;
         st.wanted = st.wanted.max(self.target);
         if !st
             .waiters
@@ -146,7 +150,9 @@ impl Future for FlushWait {
             st.waiters.push((self.target, cx.waker().clone()));
         }
         drop(st);
-        self.group.cv.notify_one();
+        if raised {
+            self.group.cv.notify_one();
+        }
         Poll::Pending
     }
 }
