@@ -251,10 +251,10 @@ struct World {
 }
 
 async fn world(idp_reachable: bool) -> World {
-    world_with(idp_reachable, Limits::default()).await
+    world_with(idp_reachable, Limits::default(), false).await
 }
 
-async fn world_with(idp_reachable: bool, limits: Limits) -> World {
+async fn world_with(idp_reachable: bool, limits: Limits, audit_sync: bool) -> World {
     let tmp = tempfile::tempdir().unwrap();
     let pki = Pki::new(tmp.path());
     // the IdP's stand-in
@@ -369,6 +369,7 @@ async fn world_with(idp_reachable: bool, limits: Limits) -> World {
         clock: Arc::new(SystemClock),
         metrics: Registry::new(),
         exchange_sender: None,
+        audit_sync,
     })
     .unwrap();
     slot.set(g).unwrap();
@@ -833,6 +834,7 @@ async fn a_weak_sign_in_is_asked_to_step_up_and_a_subject_over_its_rate_gets_429
             subject_burst: 3,
             ..Limits::default()
         },
+        false,
     )
     .await;
     let token = w.idp.token(&FakeIdp::header(), &w.idp.claims());
@@ -929,6 +931,24 @@ async fn one_address_holds_a_bounded_number_of_sign_ins_in_progress() {
     assert!(!last.contains("unknown or expired"), "{last}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_sync_mode_a_decision_is_durable_before_the_answer() {
+    let w = world_with(true, Limits::default(), true).await;
+    let token = w.idp.token(&FakeIdp::header(), &w.idp.claims());
+    for n in 1..=3u64 {
+        let r = w
+            .client(true, false)
+            .get(w.url("/cases/1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        // no sync asked for: durable already when answered
+        assert!(w.audit.size() >= n, "{} durable after {n}", w.audit.size());
+    }
+}
+
 /// Requests per second and p99 through the gateway (bearer token, a policy decision, an audit
 /// event and a forwarded request each), 64 concurrent over HTTP/2 from one client on the same
 /// machine. Ignored by default: run with
@@ -936,6 +956,12 @@ async fn one_address_holds_a_bounded_number_of_sign_ins_in_progress() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement"]
 async fn measure_requests_per_second() {
+    for sync in [false, true] {
+        measure(sync).await;
+    }
+}
+
+async fn measure(sync: bool) {
     // one token stands for all the clients here: no per-subject limit in the way
     let w = world_with(
         true,
@@ -944,8 +970,10 @@ async fn measure_requests_per_second() {
             subject_burst: 1_000_000,
             ..Limits::default()
         },
+        sync,
     )
     .await;
+    let mode = if sync { "sync audit" } else { "queued audit" };
     let token = Arc::new(w.idp.token(&FakeIdp::header(), &w.idp.claims()));
     for (name, h2) in [("HTTP/2", true), ("HTTP/1.1", false)] {
         let client = w.client(h2, false);
@@ -990,7 +1018,7 @@ async fn measure_requests_per_second() {
         all.sort();
         let p99 = all.get(all.len() * 99 / 100).copied().unwrap_or_default();
         println!(
-            "{name}: {} requests in {took:?}: {:.0} requests/s, p99 {p99:?}",
+            "{name}, {mode}: {} requests in {took:?}: {:.0} requests/s, p99 {p99:?}",
             all.len(),
             all.len() as f64 / took.as_secs_f64()
         );

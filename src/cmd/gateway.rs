@@ -63,6 +63,10 @@ pub(crate) struct GatewayArgs {
     /// The zone.
     #[arg(long)]
     zone: ZoneName,
+    /// Make every request's decision durable in the audit log before acting on it, instead
+    /// of queueing it and committing in groups within 20 ms.
+    #[arg(long)]
+    audit_sync: bool,
 }
 
 pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
@@ -81,7 +85,7 @@ pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
         .enable_all()
         .build()
         .into_diagnostic()?;
-    rt.block_on(serve(&dir, &fabric, &args.zone))
+    rt.block_on(serve(&dir, &fabric, &args.zone, args.audit_sync))
 }
 
 fn read(path: &Path) -> miette::Result<Vec<u8>> {
@@ -136,7 +140,12 @@ fn cookie_keys(dir: &DataDir, zone: &ZoneName) -> miette::Result<Vec<CookieKey>>
     Ok(found)
 }
 
-async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<ExitCode> {
+async fn serve(
+    dir: &DataDir,
+    fabric: &Fabric,
+    zone: &ZoneName,
+    audit_sync: bool,
+) -> miette::Result<ExitCode> {
     let zl = fabric
         .zone(zone)
         .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
@@ -279,6 +288,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Resul
         exchange_sender: zl
             .runs(Component::ExchangeSender)
             .then(|| dir.socket(zone, Component::ExchangeSender)),
+        audit_sync,
     })
     .into_diagnostic()?;
     let registration = format!(
