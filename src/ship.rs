@@ -215,24 +215,36 @@ impl Shipper {
     /// Ships every [`SHIP_EVERY`] (see [`period`]) and on `SIGUSR1` (`SIGUSR2`: from the log's start), on a
     /// thread of its own, for as long as the process runs.
     pub(crate) fn spawn(self) -> miette::Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .into_diagnostic()?;
-        // the handlers are installed before this returns, so a signal sent once the component
-        // said it is ready is never the default (which would end the process)
-        let (mut usr1, mut usr2) = rt
-            .block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                Ok::<_, std::io::Error>((
-                    signal(SignalKind::user_defined1())?,
-                    signal(SignalKind::user_defined2())?,
-                ))
-            })
-            .into_diagnostic()?;
+        // the runtime and its signal handlers are made on the shipper's thread (a caller may
+        // be inside a runtime already); this returns once they are in place, so a signal sent
+        // after the component said it is ready never meets the default (ending the process)
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
         std::thread::Builder::new()
             .name("audit-shipper".into())
             .spawn(move || {
+                let made = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|rt| {
+                        let signals = rt.block_on(async {
+                            use tokio::signal::unix::{SignalKind, signal};
+                            Ok::<_, std::io::Error>((
+                                signal(SignalKind::user_defined1())?,
+                                signal(SignalKind::user_defined2())?,
+                            ))
+                        })?;
+                        Ok((rt, signals))
+                    });
+                let (rt, (mut usr1, mut usr2)) = match made {
+                    Ok(m) => {
+                        let _ = ready_tx.send(Ok(()));
+                        m
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
                 rt.block_on(async move {
                     let every = period();
                     let mut tick = tokio::time::interval(every.unwrap_or(SHIP_EVERY));
@@ -263,6 +275,9 @@ impl Shipper {
                 });
             })
             .into_diagnostic()?;
-        Ok(())
+        ready_rx
+            .recv()
+            .map_err(|_| miette!("the audit shipper did not start"))?
+            .map_err(|e| miette!("the audit shipper did not start: {e}"))
     }
 }

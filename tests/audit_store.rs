@@ -399,6 +399,14 @@ fn components_ship_their_own_logs_in_overlapping_batches_on_request() {
     };
     assert!(line.ends_with(&format!("holds {size} entries")), "{line}");
 
+    // the IdP of the zone ships its own log the same way
+    signal(pid_of(&s.data, "internet", "idp"), "-USR1");
+    let (since, size, t) = shipped(&mut up, "internet/idp", by);
+    assert_eq!(since, 0);
+    assert!(size > 0);
+    let line = store_line(&mut up, &t, by);
+    assert!(line.ends_with(&format!("holds {size} entries")), "{line}");
+
     signal(u64::from(up.pid()), "-INT");
     loop {
         if up.expect_line(by) == "stopped" {
@@ -406,7 +414,11 @@ fn components_ship_their_own_logs_in_overlapping_batches_on_request() {
         }
     }
     drop(up);
-    for mirror in ["internet/exchange-sender", "external/exchange-receiver"] {
+    for mirror in [
+        "internet/exchange-sender",
+        "external/exchange-receiver",
+        "internet/idp",
+    ] {
         let mirror = s
             .data
             .join("zones/private/audit-store/mirrors")

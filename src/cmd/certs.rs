@@ -266,7 +266,53 @@ fn revoke(data: &Path, a: RevokeArgs) -> miette::Result<ExitCode> {
         a.reason,
         pki.crl_path(&zone).display()
     );
+    send_crl(data, &zone, &pki.crl_path(&zone))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends the CRL of `zone` (at `crl`) to every zone a flow out of `private` carries `crl` to,
+/// when `private`'s exchange sender runs (its first label names the CA's zone, so the receiver
+/// installs it as that zone's); says so when it does not.
+fn send_crl(data: &Path, zone: &ZoneName, crl: &Path) -> miette::Result<()> {
+    let dir = tianping_core::DataDir::new(data);
+    let authority: ZoneName = "private".parse().into_diagnostic()?;
+    let socket = dir.socket(&authority, tianping_core::Component::ExchangeSender);
+    let path = dir.zone_policy(&authority);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let Some(policy) = tianping_policies::check(&path.display().to_string(), &text).into_policy()
+    else {
+        return Ok(());
+    };
+    let flows: Vec<_> = policy
+        .flows()
+        .filter(|f| f.from() == &authority && f.kinds().any(|(k, _)| k.as_str() == "crl"))
+        .collect();
+    if flows.is_empty() {
+        return Ok(());
+    }
+    if !socket.exists() {
+        println!(
+            "not sent: `private`'s exchange sender does not run; the CRL reaches the other zones \
+             when it is sent (`tianping exchange submit --zone private --flow FLOW --kind crl \
+             --label {zone} --file {}`)",
+            crl.display()
+        );
+        return Ok(());
+    }
+    for f in flows {
+        let id = super::exchange::submit_as_machine(
+            &dir,
+            &authority,
+            f.name(),
+            "crl",
+            &[zone.as_str()],
+            crl,
+        )?;
+        println!("sent to `{}` on `{}`: transfer {id}", f.to(), f.name());
+    }
+    Ok(())
 }
 
 fn crl(data: &Path, a: CrlArgs) -> miette::Result<ExitCode> {

@@ -4,6 +4,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod publish;
+
 use clap::{Args, Subcommand, ValueEnum};
 use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_core::{Acr, Clearance, CourtCode, Fabric, Role, SubjectId, UnixTime};
@@ -15,6 +17,13 @@ use tianping_policies::{
 #[derive(Debug, Subcommand)]
 #[expect(clippy::large_enum_variant, reason = "parsed once per run")]
 pub(crate) enum PolicyCmd {
+    /// Put a policy in force in every zone (a `secadmin` of `private`, signed in with `tianping
+    /// login`): checked, installed as the authority's and `private`'s copy, and sent as a
+    /// `policy-update` transfer on every flow out of `private` that carries one.
+    Publish {
+        /// The policy file.
+        file: PathBuf,
+    },
     /// Verify a policy: errors and warnings with the offending text underlined; exit 0 when
     /// there is no error.
     Check {
@@ -235,6 +244,7 @@ fn summary(c: &Checked) -> String {
 
 pub(crate) fn run(data: &Path, cmd: PolicyCmd) -> miette::Result<ExitCode> {
     match cmd {
+        PolicyCmd::Publish { file } => publish::publish(data, &file),
         PolicyCmd::Check {
             file,
             fabric,

@@ -525,6 +525,29 @@ enum Cred {
     Assertion(String),
 }
 
+/// Submits `file` on `flow` from `zone` as a machine (the zone's gateway, its node token), as
+/// `exchange submit` without `--as-user` does; returns the transfer id.
+pub(crate) fn submit_as_machine(
+    dir: &DataDir,
+    zone: &ZoneName,
+    flow: &str,
+    kind: &str,
+    labels: &[&str],
+    file: &Path,
+) -> miette::Result<String> {
+    let c = cred(dir, zone, None)?;
+    let mut target = format!("/exchange/v1/submit?flow={}&kind={}", enc(flow), enc(kind));
+    for l in labels {
+        target.push_str(&format!("&label={}", enc(l)));
+    }
+    let body = control(dir, zone, "POST", &target, &c, Some(file))?;
+    Ok(body
+        .get("transfer")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .to_owned())
+}
+
 fn cred(dir: &DataDir, zone: &ZoneName, as_user: Option<&Path>) -> miette::Result<Cred> {
     match as_user {
         Some(f) => {

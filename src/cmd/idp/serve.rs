@@ -330,6 +330,23 @@ impl Handler for ControlHandler {
                 super::admin::authorise(caller.as_ref(), roles, &gate)
             };
             match (method.as_str(), path.as_str()) {
+                // who the presented token names, as this IdP verified it (commands that act
+                // elsewhere, such as `policy publish`, ask it the caller's roles)
+                ("GET", "/whoami") => match caller.as_ref().and_then(|c| c.identity.as_deref()) {
+                    Some(id) if id.subject.is_some() => json_answer(
+                        StatusCode::OK,
+                        &json!({
+                            "subject": id.subject.as_ref().map(ToString::to_string),
+                            "name": id.name,
+                            "roles": id.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                            "zone": id.zone.to_string(),
+                        }),
+                    ),
+                    _ => json_answer(
+                        StatusCode::UNAUTHORIZED,
+                        &json!({ "error": "no person's token was presented" }),
+                    ),
+                },
                 ("POST", "/directory/apply" | "/idp/v1/directory-update" | "/directory/export") => {
                     let allowed = match path.as_str() {
                         "/idp/v1/directory-update" => {
@@ -589,8 +606,14 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     let node_pem = std::fs::read_to_string(&node_key)
         .into_diagnostic()
         .wrap_err_with(|| format!("reading the IdP's node key `{}`", node_key.display()))?;
-    let node = tianping_audit::signer_from_pem(&node_pem).into_diagnostic()?;
-    audit.set_auto_checkpoint(Arc::new(node), CHECKPOINT_EVERY);
+    let node: Arc<dyn tianping_core::Signer> =
+        Arc::new(tianping_audit::signer_from_pem(&node_pem).into_diagnostic()?);
+    audit.set_auto_checkpoint(Arc::clone(&node), CHECKPOINT_EVERY);
+    // its own log's shipper, in a zone with a flow that carries it to the audit store
+    if let Some(s) = crate::ship::Shipper::new(dir, zone, Component::Idp, Arc::clone(&audit), node)?
+    {
+        s.spawn()?;
+    }
 
     // a client certificate is asked for, never required: a person's signs them in, a node's
     // authenticates a client (`tls_client_auth`); a browser without one gets the password page
