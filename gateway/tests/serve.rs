@@ -33,7 +33,9 @@ use tianping_core::{
     Algorithm, RingSigner, Role, Secret, Signer, SystemClock, UnixTime, ZoneName,
     private_key_from_pem,
 };
-use tianping_gateway::{CookieKey, Gateway, GatewayParts, Limits, ServiceBinding};
+use tianping_gateway::{
+    CookieKey, CookieSealer, Gateway, GatewayParts, Limits, ServiceBinding, Session,
+};
 use tianping_net::{
     Body, BoxFuture, Handler, HostSet, HttpsClientBuilder, Registry, ServerHandle, ServerOptions,
     full, serve_tls,
@@ -239,6 +241,7 @@ async fn serve(
 // ------------------------------------------------------------------ the gateway
 
 struct World {
+    handle: Gateway,
     _tmp: tempfile::TempDir,
     pki: Pki,
     idp: Arc<FakeIdp>,
@@ -372,8 +375,10 @@ async fn world_with(idp_reachable: bool, limits: Limits, audit_sync: bool) -> Wo
         audit_sync,
     })
     .unwrap();
+    let handle = g.clone();
     slot.set(g).unwrap();
     World {
+        handle,
         _tmp: tmp,
         pki,
         idp,
@@ -947,6 +952,114 @@ async fn in_sync_mode_a_decision_is_durable_before_the_answer() {
         // no sync asked for: durable already when answered
         assert!(w.audit.size() >= n, "{} durable after {n}", w.audit.size());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_an_identity_its_keys_rotate_and_a_backchannel_logout_ends_it() {
+    let w = world(true).await;
+    let zone: ZoneName = "private".parse().unwrap();
+    let now = UnixTime::from_system_time(std::time::SystemTime::now()).as_secs();
+    let session = Session {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        sid: Some("idp-sid-1".into()),
+        sub: "judge-0004".parse().unwrap(),
+        roles: vec![Role::Judge],
+        court: Some("bj.01".parse().unwrap()),
+        clearance: tianping_core::Clearance::None,
+        acr: tianping_core::Acr::Otp,
+        amr: vec![],
+        auth_time: now,
+        last_used: now,
+    };
+    let key = |id: u32, b: u8| CookieKey::new(id, &Secret::new([b; 32])).unwrap();
+    let cookie = |keys: Vec<CookieKey>| {
+        let sealer = CookieSealer::new(&zone, keys, Limits::default()).unwrap();
+        format!(
+            "__Host-tianping-session={}; app=1",
+            sealer.seal(&session).unwrap()
+        )
+    };
+    let client = w.client(true, false);
+    let get = |cookie: String| {
+        let (client, url) = (client.clone(), w.url("/cases/1"));
+        async move {
+            client
+                .get(url)
+                .header("cookie", cookie)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let old = cookie(vec![key(1, 7)]);
+    assert_eq!(get(old.clone()).await, 200);
+    let (_, seen, _) = w.last_seen();
+    assert_eq!(
+        seen.get("cookie").unwrap(),
+        "app=1",
+        "the session cookie stays at the gateway"
+    );
+    let assertion = seen.get("tianping-assertion").unwrap().to_str().unwrap();
+    let v = w
+        .verifier()
+        .verify_at(assertion.as_bytes(), UnixTime::from_secs(now))
+        .unwrap();
+    let TokenClaims::User(u) = v.claims else {
+        panic!("not a user token")
+    };
+    assert_eq!(u.sub.as_str(), "judge-0004");
+    // a new key seals from now on; the old one still opens
+    assert_eq!(
+        w.handle
+            .reload_cookie_keys(vec![key(1, 7), key(2, 8)])
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(get(old.clone()).await, 200);
+    // the old key dropped: its sessions are over, the new key's are not
+    w.handle.reload_cookie_keys(vec![key(2, 8)]).unwrap();
+    assert_eq!(get(old).await, 302);
+    let new = cookie(vec![key(2, 8)]);
+    assert_eq!(get(new.clone()).await, 200);
+    // the IdP's back-channel logout of its session `idp-sid-1` ends it
+    let iss = w.idp.issuer.lock().unwrap().clone();
+    let logout = w.idp.token(
+        &json!({ "alg": "ES256", "typ": "logout+jwt", "kid": KID }),
+        &json!({
+            "iss": iss, "aud": "gateway", "iat": now, "exp": now + 120, "jti": "bcl-9",
+            "sid": "idp-sid-1",
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        }),
+    );
+    let r = client
+        .post(w.url("/.tianping/backchannel-logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={logout}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(new).await, 302);
+    // a logout token of another audience is refused
+    let other = w.idp.token(
+        &json!({ "alg": "ES256", "typ": "logout+jwt", "kid": KID }),
+        &json!({
+            "iss": w.idp.issuer.lock().unwrap().clone(), "aud": "case-app", "iat": now,
+            "jti": "bcl-10", "sub": "judge-0004",
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        }),
+    );
+    let r = client
+        .post(w.url("/.tianping/backchannel-logout"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("logout_token={other}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 /// Requests per second and p99 through the gateway (bearer token, a policy decision, an audit

@@ -4,9 +4,10 @@
 //! `run/<zone>-gateway.sock` (`GET /status`: the policy in force, the reload generation, the
 //! audit events durable so far). Stops on SIGINT or SIGTERM, finishing requests in flight and
 //! removing what it published. On SIGHUP it reads the zone's policy copy again (taken if it
-//! passes the check, refused with the old one staying otherwise; audited either way) and its
-//! TLS certificate, without dropping a connection; each reload taken counts one more on the
-//! generation (`/status`, and `tianping_gateway_reload_generation` on `/metrics`).
+//! passes the check, refused with the old one staying otherwise; audited either way), its
+//! cookie keys and its TLS certificate, without dropping a connection; each policy reload
+//! taken counts one more on the generation (`/status`, and `tianping_gateway_reload_generation`
+//! on `/metrics`).
 //!
 //! It reads the zone's policy copy, trust bundle and CRL, its TLS and node certificates under
 //! `zones/<zone>/gateway/`, and its cookie keys under `keys/` (`cookie.key` is key 1,
@@ -374,6 +375,15 @@ async fn serve(
             }
             Err(e) => Err(format!("cannot read `{}`: {e}", policy_path.display())),
         };
+        // the cookie keys too: a key added under keys/ seals from now on, one taken away
+        // ends the sessions it sealed
+        match cookie_keys(dir, zone).and_then(|k| g.reload_cookie_keys(k).into_diagnostic()) {
+            Ok(sealing) => eprintln!(
+                "gateway of `{zone}`: cookie keys reloaded, key {} seals",
+                sealing.unwrap_or_default()
+            ),
+            Err(e) => eprintln!("gateway of `{zone}`: cookie keys not reloaded: {e:?}"),
+        }
         match result {
             Ok(hash) => {
                 let tls_reloaded = tls

@@ -168,7 +168,7 @@ struct Inner {
     public_url: String,
     redirect_uri: String,
     idp: IdpLink,
-    cookies: CookieSealer,
+    cookies: arc_swap::ArcSwap<CookieSealer>,
     revocations: Mutex<Revocations>,
     assertions: Assertions,
     jwks: String,
@@ -245,7 +245,7 @@ impl Gateway {
             targets,
             idp,
             revocations: Mutex::new(Revocations::new(&parts.limits)),
-            cookies,
+            cookies: arc_swap::ArcSwap::from_pointee(cookies),
             assertions: Assertions::new(parts.assertion_signer, parts.limits.clone()),
             jwks,
             audit: parts.audit,
@@ -273,6 +273,17 @@ impl Gateway {
     /// The hash of the policy in force.
     pub fn policy_hash(&self) -> tianping_core::PolicyHash {
         self.0.policy.load().hash()
+    }
+
+    /// Replaces the cookie keys: the one with the highest id seals from now on, all open (so a
+    /// key added is rotated in without signing anyone out, and a key left out ends the sessions
+    /// it sealed). The keys are checked first; on error the old ones stay.
+    pub fn reload_cookie_keys(&self, keys: Vec<CookieKey>) -> Result<Option<u32>, ServeError> {
+        let g = &self.0;
+        let sealer = CookieSealer::new(&g.zone, keys, g.limits.clone())?;
+        let sealing = sealer.sealing_key();
+        g.cookies.store(Arc::new(sealer));
+        Ok(sealing)
     }
 
     /// Replaces the policy in force with the one `source` (named `file` in diagnostics) holds,
@@ -509,12 +520,13 @@ impl Inner {
                 };
                 let mut r = self.forward(req, &who, service, request_id, now).await;
                 if let Some(s) = &asker.session
-                    && self.cookies.needs_refresh(s, now)
+                    && self.cookies.load().needs_refresh(s, now)
                 {
                     let mut s = s.clone();
                     s.last_used = now.as_secs();
-                    if let Ok(sealed) = self.cookies.seal(&s)
-                        && let Ok(v) = HeaderValue::from_str(&self.cookies.set_cookie(&sealed))
+                    let cookies = self.cookies.load();
+                    if let Ok(sealed) = cookies.seal(&s)
+                        && let Ok(v) = HeaderValue::from_str(&cookies.set_cookie(&sealed))
                     {
                         r.headers_mut().append(header::SET_COOKIE, v);
                     }
@@ -610,7 +622,7 @@ impl Inner {
                 .revocations
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            match self.cookies.open_checked(value, now, &revocations) {
+            match self.cookies.load().open_checked(value, now, &revocations) {
                 Ok(s) => {
                     a.who = Some(Identity::from_session(&s));
                     a.session = Some(s);
@@ -970,7 +982,8 @@ impl Inner {
                 );
             }
         }
-        let sealed = match self.cookies.seal(&session) {
+        let cookies = self.cookies.load_full();
+        let sealed = match cookies.seal(&session) {
             Ok(s) => s,
             Err(e) => return fail(e.to_string()),
         };
@@ -983,7 +996,7 @@ impl Inner {
         if let Ok(v) = HeaderValue::from_str(&to) {
             r.headers_mut().insert(header::LOCATION, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&self.cookies.set_cookie(&sealed)) {
+        if let Ok(v) = HeaderValue::from_str(&cookies.set_cookie(&sealed)) {
             r.headers_mut().append(header::SET_COOKIE, v);
         }
         if let Ok(v) = HeaderValue::from_str(&format!(
