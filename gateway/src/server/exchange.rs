@@ -413,3 +413,25 @@ pub(crate) async fn approve(
         Err(r) => r,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_media_types() {
+        assert_eq!(kind_of("text/plain; charset=utf-8"), Some("text"));
+        assert_eq!(kind_of("Application/PDF"), Some("pdf"));
+        assert_eq!(kind_of("image/jpeg"), Some("jpeg"));
+        assert_eq!(kind_of("application/octet-stream"), None);
+        assert_eq!(kind_of(""), None);
+    }
+
+    #[test]
+    fn a_csrf_token_is_per_session() {
+        let a = csrf_token("session-a");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, csrf_token("session-a"));
+        assert_ne!(a, csrf_token("session-b"));
+    }
+}

@@ -534,3 +534,77 @@ fn decode(s: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_encode_and_decode_both_ways() {
+        let pairs = [("a b", "c&d=e"), ("k", "π/✓"), ("", "")];
+        let text = form(&pairs);
+        assert_eq!(text, "a%20b=c%26d%3De&k=%CF%80%2F%E2%9C%93&=");
+        let back = decode_list(&text);
+        assert_eq!(
+            back,
+            vec![
+                ("a b".to_owned(), "c&d=e".to_owned()),
+                ("k".to_owned(), "π/✓".to_owned()),
+                (String::new(), String::new()),
+            ]
+        );
+        // `+` is a space; a broken escape or bytes that are not UTF-8 drop the pair
+        let d = decode_list("x=1+2&bad=%G1&cut=%4&latin=%E9&y");
+        assert_eq!(
+            d,
+            vec![
+                ("x".to_owned(), "1 2".to_owned()),
+                ("y".to_owned(), String::new())
+            ]
+        );
+        assert_eq!(decode_pairs("x=1&x=2").len(), 1);
+    }
+
+    #[test]
+    fn a_jws_verifies_only_with_its_key_and_algorithm() {
+        use tianping_core::{RingSigner, Signer as _};
+        let (signer, _) = RingSigner::generate(Algorithm::Es256).unwrap_or_else(|_| unreachable!());
+        let jwks = Jwks::from_keys(vec![crate::token::JwksKey {
+            kid: "k".into(),
+            key: signer.public_key(),
+        }]);
+        let make = |header: &str| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode("{\"sub\":\"u\"}")
+            );
+            let sig = signer
+                .sign(input.as_bytes())
+                .unwrap_or_else(|_| unreachable!());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_bytes()))
+        };
+        let good = make("{\"alg\":\"ES256\",\"kid\":\"k\"}");
+        assert_eq!(
+            verify_jws(&good, &jwks)
+                .ok()
+                .and_then(|m| m.get("sub").cloned()),
+            Some(Value::String("u".into()))
+        );
+        assert_eq!(
+            verify_jws(&make("{\"alg\":\"ES256\",\"kid\":\"other\"}"), &jwks),
+            Err("an unknown kid")
+        );
+        assert_eq!(
+            verify_jws(&make("{\"alg\":\"EdDSA\",\"kid\":\"k\"}"), &jwks),
+            Err("a key of another algorithm")
+        );
+        assert!(verify_jws(&make("{\"alg\":\"HS256\",\"kid\":\"k\"}"), &jwks).is_err());
+        let mut flipped = good.into_bytes();
+        if let Some(b) = flipped.get_mut(10) {
+            *b ^= 1;
+        }
+        assert!(verify_jws(&String::from_utf8_lossy(&flipped), &jwks).is_err());
+        assert_eq!(verify_jws("a.b", &jwks), Err("not a compact JWS"));
+    }
+}
