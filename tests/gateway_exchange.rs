@@ -234,6 +234,23 @@ async fn an_exchange_route_answers_202_with_the_transfer_the_sender_spooled() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "413");
+    // a kind the flow does not carry: the sender's refusal is the answer
+    let r = http
+        .post(format!("{url}?kind=pdf"))
+        .bearer_auth(&lawyer)
+        .body("%PDF-1.7\n")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let refused: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert!(status.is_client_error(), "{status} {refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not carry this kind")),
+        "{refused}"
+    );
     // a litigant is not among the route's roles
     let r = http
         .post(&url)
@@ -355,7 +372,10 @@ async fn an_exchange_route_answers_202_with_the_transfer_the_sender_spooled() {
         .filter(|e| e.action == "request")
         .map(|e| e.outcome)
         .collect();
-    assert_eq!(outcomes, ["allow", "allow", "allow", "deny", "allow"]);
+    assert_eq!(
+        outcomes,
+        ["allow", "allow", "allow", "allow", "deny", "allow"]
+    );
     let approvals = (0..log.size())
         .map(|i| log.get(i).unwrap().unwrap().event)
         .filter(|e| e.action == "approval")

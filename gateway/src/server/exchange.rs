@@ -141,7 +141,8 @@ pub(crate) async fn submit(
                     if let Ok(data) = f.into_data()
                         && tx.send(Ok(data)).await.is_err()
                     {
-                        return Err((502, "the sender stopped reading".to_owned()));
+                        // the sender answered before reading it all: its answer stands
+                        return Ok(());
                     }
                 }
                 Err(e) => {
