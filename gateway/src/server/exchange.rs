@@ -332,10 +332,63 @@ pub(crate) async fn approvals(
         })
         .unwrap_or_default();
     let csrf = asker.session.as_ref().map(|s| csrf_token(&s.id));
+    let html = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if html {
+        return approvals_page(&mine, csrf.as_deref().unwrap_or_default());
+    }
     json_answer(
         StatusCode::OK,
         &json!({ "held": mine, "csrf": csrf, "request_id": request_id }),
     )
+}
+
+/// The approvals as a page: one form per release, each carrying the session's CSRF token.
+fn approvals_page(held: &[Value], csrf: &str) -> Response<ResponseBody> {
+    use super::html_escape as esc;
+    let mut rows = String::new();
+    for h in held {
+        let s = |k: &str| {
+            h.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let n = |k: &str| h.get(k).and_then(Value::as_u64).unwrap_or_default();
+        let id = s("transfer");
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} bytes</td><td>{}</td><td>{} of {}</td>\
+             <td><form method=\"post\" action=\"/.tianping/transfers/{}/approve\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Approve</button></form></td></tr>",
+            esc(&id),
+            esc(&s("flow")),
+            esc(&s("kind")),
+            n("size"),
+            esc(&s("submitter")),
+            h.get("approvers").and_then(Value::as_array).map_or(0, Vec::len),
+            n("needs"),
+            esc(&encode(&id)),
+            esc(csrf),
+        ));
+    }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=\"7\">Nothing waits for your approval.</td></tr>");
+    }
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Approvals</title>\
+         <h1>Releases waiting for approval</h1><table><tr><th>Transfer</th><th>Flow</th>\
+         <th>Kind</th><th>Size</th><th>Submitter</th><th>Approved</th><th></th></tr>{rows}\
+         </table></html>\n"
+    );
+    let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", page);
+    r.headers_mut().insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
+    );
+    r
 }
 
 /// `POST /.tianping/transfers/{id}/approve`: the person's approval of a held release, which the
@@ -426,6 +479,36 @@ mod tests {
         assert_eq!(kind_of("image/jpeg"), Some("jpeg"));
         assert_eq!(kind_of("application/octet-stream"), None);
         assert_eq!(kind_of(""), None);
+    }
+
+    #[test]
+    fn the_approvals_page_escapes_what_it_shows() {
+        let held = vec![json!({
+            "transfer": "internet:7", "flow": "<script>", "kind": "text", "size": 3,
+            "submitter": "a\"b", "approvers": ["x"], "needs": 2,
+        })];
+        let r = approvals_page(&held, "tok");
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = futures_body(r);
+        assert!(body.contains("&lt;script&gt;"), "{body}");
+        assert!(body.contains("a&quot;b"), "{body}");
+        assert!(
+            body.contains("/.tianping/transfers/internet%3A7/approve"),
+            "{body}"
+        );
+        assert!(body.contains("value=\"tok\""), "{body}");
+        assert!(body.contains("1 of 2"), "{body}");
+    }
+
+    fn futures_body(r: Response<ResponseBody>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|_| unreachable!());
+        let bytes = rt
+            .block_on(r.into_body().collect())
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     #[test]
