@@ -91,6 +91,49 @@ pub(crate) fn node_tokens(
     TokenSigner::new(Arc::new(signer), &chain).into_diagnostic()
 }
 
+/// Submits `bytes` of `kind` on `flow` to the zone's exchange sender at `sender`, as the
+/// machine whose node key `tokens` holds; returns the transfer id.
+pub(crate) async fn submit(
+    sender: &std::path::Path,
+    tokens: &TokenSigner,
+    flow: &str,
+    kind: &str,
+    bytes: Vec<u8>,
+) -> Result<String, String> {
+    let token = tokens
+        .sign(
+            &TokenClaims::Node,
+            Component::ExchangeSender.as_str(),
+            SystemClock.now(),
+            Duration::from_secs(60),
+        )
+        .map_err(|e| e.to_string())?;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/exchange/v1/submit?flow={flow}&kind={kind}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(tianping_net::ControlBody::bytes(bytes))
+        .map_err(|e| e.to_string())?;
+    let resp = tianping_net::control_send(sender, req, SUBMIT_TIMEOUT)
+        .await
+        .map_err(|e| format!("`{}`: {e}", sender.display()))?;
+    let status = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!(
+            "the sender answered {status}: {}",
+            String::from_utf8_lossy(body.get(..body.len().min(300)).unwrap_or_default())
+        ));
+    }
+    Ok(serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("transfer")?.as_str().map(str::to_owned))
+        .unwrap_or_default())
+}
+
 impl Shipper {
     /// The shipper of `component`'s log in `zone`, whose checkpoints `checkpoints` signs;
     /// `None` when the zone's policy has no flow out of the zone carrying `audit-batch` (a
@@ -169,42 +212,7 @@ impl Shipper {
         let Some((since, size, bytes)) = made else {
             return Ok(None);
         };
-        let token = self
-            .tokens
-            .sign(
-                &TokenClaims::Node,
-                Component::ExchangeSender.as_str(),
-                SystemClock.now(),
-                Duration::from_secs(60),
-            )
-            .map_err(|e| e.to_string())?;
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!(
-                "/exchange/v1/submit?flow={}&kind=audit-batch",
-                self.flow
-            ))
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(tianping_net::ControlBody::bytes(bytes))
-            .map_err(|e| e.to_string())?;
-        let resp = tianping_net::control_send(&self.sender, req, SUBMIT_TIMEOUT)
-            .await
-            .map_err(|e| format!("`{}`: {e}", self.sender.display()))?;
-        let status = resp.status();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default();
-        if !status.is_success() {
-            return Err(format!(
-                "the sender answered {status}: {}",
-                String::from_utf8_lossy(body.get(..body.len().min(300)).unwrap_or_default())
-            ));
-        }
-        let transfer = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("transfer")?.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let transfer = submit(&self.sender, &self.tokens, &self.flow, "audit-batch", bytes).await?;
         self.keep(Shipped {
             before: shipped.last.min(size),
             last: size,

@@ -19,6 +19,7 @@ mod admin;
 mod control;
 mod device;
 mod directory;
+mod push;
 mod replicate;
 mod serve;
 

@@ -422,6 +422,16 @@ pub(crate) fn handle(
             "application/json",
             applied_json(&a).to_string().into_bytes(),
         ),
+        // A delivery by the zone's receiver that cannot be applied (a gap, a replay, a forgery) is
+        // taken, audited above and answered as not applied: the same bytes delivered again
+        // cannot apply, and a delivery never taken would hold up every one queued behind it.
+        Err(ApplyError::Refused(e)) if path == "/idp/v1/directory-update" => (
+            200,
+            "application/json",
+            json!({ "applied": false, "reason": e.to_string() })
+                .to_string()
+                .into_bytes(),
+        ),
         Err(ApplyError::Refused(e)) => error(422, e.to_string()),
         Err(ApplyError::Store(e)) => error(500, e.to_string()),
     }

@@ -705,12 +705,13 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     };
     let verifier =
         crate::cmd::exchange::node_callers(dir, zone, "idp")?.or(Arc::new(people) as Arc<_>);
+    let replicator = Arc::new(super::replicate::Replicator::new(dir, fabric, zone));
     let control = serve_control_with(
         &p.socket,
         ControlOptions::new(&[]).verified(Arc::new(verifier), CONTROL_PATHS.iter().copied()),
         ControlHandler(
             Arc::clone(&live),
-            Arc::new(super::replicate::Replicator::new(dir, fabric, zone)),
+            Arc::clone(&replicator),
             super::admin::Gate::new(&p.base),
         ),
     )
@@ -750,12 +751,28 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
             tail_stopped.clone(),
         )
     };
+    // what changes in the directory leaves the zone by itself, on the policy's directory flows
+    let pushing = {
+        let store = live
+            .template
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| Arc::clone(&t.store)))
+            .ok_or_else(|| miette!("the provider is not installed"))?;
+        match super::push::Pusher::new(dir, zone, store, Arc::clone(&replicator), &p.base)? {
+            Some(pusher) => Some(pusher.spawn(tail_stopped.clone())?),
+            None => None,
+        }
+    };
     let tail = tail_audit(Arc::clone(&audit), Arc::clone(&registry), tail_stopped);
 
     stopped().await?;
     let _ = stop_tail.send(true);
     let _ = tail.await;
     let _ = logouts.await;
+    if let Some(p) = pushing {
+        let _ = p.await;
+    }
     control.shutdown().await;
     server.shutdown().await;
     admin.shutdown().await;
