@@ -399,6 +399,37 @@ fn components_ship_their_own_logs_in_overlapping_batches_on_request() {
     };
     assert!(line.ends_with(&format!("holds {size} entries")), "{line}");
 
+    // the gateway too, once a request it decided is in its log
+    let addrs = tianping_core::published_addrs(
+        &s.dir,
+        &"internet".parse().unwrap(),
+        tianping_core::Component::Gateway,
+    )
+    .unwrap();
+    let port = addrs[&tianping_core::Listener::Public].port();
+    let host = "gw.internet.tianping.localhost";
+    let asked = Command::new("curl")
+        .args([
+            "-s",
+            "-k",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+        ])
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/filings"))
+        .output()
+        .unwrap();
+    assert!(!asked.stdout.is_empty());
+    signal(pid_of(&s.data, "internet", "gateway"), "-USR1");
+    let (since, size, t) = shipped(&mut up, "internet/gateway", by);
+    assert_eq!(since, 0);
+    assert!(size > 0);
+    let line = store_line(&mut up, &t, by);
+    assert!(line.ends_with(&format!("holds {size} entries")), "{line}");
+
     // the IdP of the zone ships its own log the same way
     signal(pid_of(&s.data, "internet", "idp"), "-USR1");
     let (since, size, t) = shipped(&mut up, "internet/idp", by);
@@ -418,6 +449,7 @@ fn components_ship_their_own_logs_in_overlapping_batches_on_request() {
         "internet/exchange-sender",
         "external/exchange-receiver",
         "internet/idp",
+        "internet/gateway",
     ] {
         let mirror = s
             .data

@@ -223,8 +223,19 @@ async fn serve(
         })?,
     );
     let node_text = String::from_utf8_lossy(&node_key).into_owned();
-    let checkpoints = tianping_audit::signer_from_pem(&node_text).into_diagnostic()?;
-    audit.set_auto_checkpoint(Arc::new(checkpoints), CHECKPOINT_EVERY);
+    let checkpoints: Arc<dyn tianping_core::Signer> =
+        Arc::new(tianping_audit::signer_from_pem(&node_text).into_diagnostic()?);
+    audit.set_auto_checkpoint(Arc::clone(&checkpoints), CHECKPOINT_EVERY);
+    // its own log's shipper, in a zone with a flow that carries it to the audit store
+    if let Some(s) = crate::ship::Shipper::new(
+        dir,
+        zone,
+        Component::Gateway,
+        Arc::clone(&audit),
+        checkpoints,
+    )? {
+        s.spawn()?;
+    }
 
     // a client certificate is asked for, never required: a person's is an identity, a browser
     // without one signs in at the IdP
