@@ -613,6 +613,45 @@ async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
         .unwrap();
     assert_eq!(r.status(), 302, "the session is over: sign in again");
 
+    // the IdP's own back-channel logout: a new session, then the person's sessions ended at the
+    // IdP (`idp user logout`), which posts a logout token to the gateway's back-channel URI it
+    // registered (the fabric's `gw.` host reached at the zone's address); the session ends.
+    // The logout above ended every session of the person authenticated in its second or
+    // before: the new one is authenticated in a later second.
+    let ended = now().as_secs();
+    while now().as_secs() <= ended {
+        tokio::task::yield_now().await;
+    }
+    let session = browser_sign_in(&http, &page, &idp_base).await;
+    let r = http
+        .get(&page)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    ok(&idp(&["user", "logout", "wang"], ""));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(&page)
+            .header("cookie", &session)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 302 {
+            break;
+        }
+        // still signed in (or asking too fast for the per-subject limit): ask again, paced
+        assert!(r.status() == 200 || r.status() == 429, "{}", r.status());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no back-channel logout reached the gateway"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     // the IdP gone (killed: its address stays published, nobody answers there): a restarted
     // gateway cannot fetch the JWKS, so no token verifies
     gw.stop();

@@ -665,7 +665,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         cert_sign_in: tianping_idp::CertSignIn::new(Arc::new(super::device::zone_cert_verifier(
             dir, zone,
         )?)),
-        outbound: Arc::new(outbound(dir, zone)?),
+        outbound: Arc::new(outbound(dir, fabric, zone)?),
         devices: Arc::new(Mutex::new(tianping_idp::DeviceGrants::new(
             tianping_idp::DevicePolicy::default(),
         ))),
@@ -909,9 +909,12 @@ fn sign_in(dir: &DataDir, zone: &tianping_core::ZoneName) -> miette::Result<Sign
 }
 
 /// The IdP's HTTPS client: the zone's trust bundle (root and zone CA) verifies the servers, and
-/// the IdP's node certificate is presented to those that ask.
+/// the IdP's node certificate is presented to those that ask. The fabric's host names (each
+/// zone's `gw.` and `idp.` hosts, which DNS need not know) are reached at their zone's address,
+/// so a back-channel logout finds the zone's gateway.
 fn outbound(
     dir: &DataDir,
+    fabric: &Fabric,
     zone: &tianping_core::ZoneName,
 ) -> miette::Result<tianping_idp::ZoneHttps> {
     let read = |path: std::path::PathBuf| {
@@ -920,8 +923,14 @@ fn outbound(
             .wrap_err_with(|| format!("cannot read `{}`", path.display()))
     };
     let (node_pem, node_key) = dir.node(zone, Component::Idp);
-    let client = tianping_net::HttpsClientBuilder::new(read(dir.zone_trust_bundle(zone))?)
-        .client_cert(read(node_pem)?, read(node_key)?)
+    let mut client = tianping_net::HttpsClientBuilder::new(read(dir.zone_trust_bundle(zone))?)
+        .client_cert(read(node_pem)?, read(node_key)?);
+    for z in fabric.zones() {
+        for host in [&z.gateway_host, &z.idp_host] {
+            client = client.resolve(host.clone(), SocketAddr::new(z.address, 0));
+        }
+    }
+    let client = client
         .build()
         .into_diagnostic()
         .wrap_err("the IdP's https client")?;
