@@ -275,7 +275,11 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
     );
     assert_eq!(shown.1["audit_stores"][0]["zone"], "private");
     // the flow that asks `scan` is named, whether or not a ClamAV daemon answers here
-    assert_eq!(shown.1["scan"]["flows"][0], "classified-import", "{:#}", shown.1);
+    assert_eq!(
+        shown.1["scan"]["flows"][0], "classified-import",
+        "{:#}",
+        shown.1
+    );
     assert!(
         shown.1["zones"]["private"]["policy"]
             .as_str()
