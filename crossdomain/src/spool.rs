@@ -107,6 +107,24 @@ pub struct Retained {
     pub expires: UnixTime,
 }
 
+/// Opens the sled database at `path`. sled's I/O threads may hold the folder's lock for a
+/// moment after the same process closed it; another process holding it is still refused,
+/// after a second.
+pub(crate) fn open_db(path: &Path) -> Result<sled::Db, sled::Error> {
+    let mut tries = 0;
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && tries < 50 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            done => return done,
+        }
+    }
+}
+
 impl Spool {
     /// Opens (or creates) the spool in `dir`, taking a fresh epoch.
     pub fn open(dir: &Path) -> Result<Self, SpoolError> {
@@ -114,7 +132,7 @@ impl Spool {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
-        let db = sled::open(dir.join("state"))?;
+        let db = open_db(&dir.join("state"))?;
         let pending = db.open_tree("pending")?;
         let retained = db.open_tree("retained")?;
         let epoch = bump(&db, b"epoch")?;

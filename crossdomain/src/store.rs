@@ -133,7 +133,7 @@ impl Store {
             let path = entry.map_err(io_at(&staging))?.path();
             fs::remove_file(&path).map_err(io_at(&path))?;
         }
-        let db = sled::open(dir.join("state"))?;
+        let db = crate::spool::open_db(&dir.join("state"))?;
         let store = Self {
             dir: dir.to_path_buf(),
             ended: db.open_tree("ended")?,

@@ -29,7 +29,7 @@ pub struct ReceiptBook {
 impl ReceiptBook {
     /// Opens (or creates) the book in `dir`.
     pub fn open(dir: &Path) -> Result<Self, SpoolError> {
-        let db = sled::open(dir)?;
+        let db = crate::spool::open_db(dir)?;
         Ok(Self {
             by_id: db.open_tree("receipts")?,
             by_correlation: db.open_tree("by_correlation")?,
