@@ -190,11 +190,13 @@ impl RotatedTokens {
     }
 
     /// The stored form's parts: the count and the filter.
+    #[cfg(feature = "store")]
     pub(crate) fn parts(&self) -> (u32, &[u8; ROTATED_FILTER_BYTES]) {
         (self.count, &self.bits)
     }
 
     /// From the stored form's parts.
+    #[cfg(feature = "store")]
     pub(crate) fn from_parts(count: u32, bits: [u8; ROTATED_FILTER_BYTES]) -> Self {
         Self { count, bits }
     }
