@@ -367,3 +367,100 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+#[test]
+fn up_demo_seeds_one_person_of_every_role_who_reaches_the_zones_their_flows_name() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = exchange::setup("127.0.0.1:0");
+    let by = Instant::now() + Duration::from_secs(180);
+    let start = || {
+        let mut cmd = exchange::tianping(&s.data);
+        cmd.args(["up", "--demo"])
+            .env("TIANPING_AUDIT_SHIP_EVERY", "0");
+        Daemon::spawn("up", cmd)
+    };
+    let mut first = start();
+    let seen = until(&mut first, "ready", by);
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("demo: 4 courts and 14 people")),
+        "{seen:#?}"
+    );
+    let file = s.data.join("demo-users.txt");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let people: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(people.len(), 14);
+    // every role but the three administrators' (made by `idp init`), each with a TOTP secret
+    for role in [
+        "judge",
+        "assistant",
+        "clerk",
+        "enforcement",
+        "police",
+        "assessor",
+        "president",
+        "division-chief",
+        "committee",
+        "partner",
+        "lawyer",
+        "litigant",
+        "public",
+    ] {
+        assert!(people.iter().any(|p| p[1] == role), "{role}");
+    }
+    assert!(
+        people
+            .iter()
+            .all(|p| p[4].len() >= 32 && p[5].starts_with("otpauth://totp/"))
+    );
+
+    let show = |zone: &str, login: &str| {
+        let out = exchange::tianping(&s.data)
+            .args(["idp", "user", "show", "--zone", zone, login])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+    let judge = show("private", "judge.li").unwrap();
+    assert_eq!(judge["totp"], true, "{judge}");
+    assert_eq!(judge["password"], true, "{judge}");
+    // the directory's own flow carries the judge to `classified`, never to `external`, the
+    // lawyer to `internet`, and the public member's registration from `internet` to `private`
+    let reached = |zone: &str, login: &str| loop {
+        if let Some(u) = show(zone, login) {
+            break u;
+        }
+        assert!(Instant::now() < by, "{login} never reached {zone}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let judge = reached("classified", "u-0101");
+    assert_eq!(judge["court"], "bj.01.03", "{judge}");
+    let lawyer = reached("internet", "p-0201");
+    assert_eq!(lawyer["roles"][0], "lawyer", "{lawyer}");
+    let public = reached("private", "p-0203");
+    assert_eq!(public["roles"][0], "public", "{public}");
+    assert!(show("external", "u-0101").is_none());
+
+    interrupt(first.pid());
+    until(&mut first, "stopped", by);
+    drop(first);
+    // a second run seeds nothing again
+    let mut second = start();
+    let seen = until(&mut second, "ready", by);
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("demo: the folder was seeded before")),
+        "{seen:#?}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    interrupt(second.pid());
+    until(&mut second, "stopped", by);
+}

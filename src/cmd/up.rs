@@ -2,6 +2,7 @@
 //! zone's IdP, the audit store and the exchange daemons the policy's flows need, as supervised children
 //! (`supervise.rs`), until `SIGINT` or `SIGTERM`.
 
+mod demo;
 mod supervise;
 
 use std::path::Path;
@@ -17,6 +18,10 @@ pub(crate) struct UpArgs {
     /// Check the data folder, print what would run, and start nothing.
     #[arg(long)]
     dry_run: bool,
+    /// On the folder's first run, add sample courts and one person of every role (passwords
+    /// and TOTP secrets printed and written to `DIR/demo-users.txt`, 0600).
+    #[arg(long)]
+    demo: bool,
 }
 
 /// The children that run the fabric: in each zone its IdP, the receiver when a flow of the
@@ -165,6 +170,12 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_idps(&dir, &fabric)?;
+    if args.demo && !demo::seed(&dir)? {
+        println!(
+            "demo: the folder was seeded before; its people are in `{}`",
+            dir.root().join("demo-users.txt").display()
+        );
+    }
     let origin = format!("{}/audit/supervisor", fabric.domain);
     supervise::run(&dir, &origin, specs)
 }

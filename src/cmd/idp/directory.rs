@@ -541,7 +541,7 @@ pub(crate) fn audit_events(
     out
 }
 
-fn passwords() -> Result<Passwords, String> {
+pub(crate) fn passwords() -> Result<Passwords, String> {
     Passwords::new(
         PasswordParams::default(),
         PasswordPolicy::default(),

@@ -18,7 +18,7 @@ use tianping_idp::{KeyDir, SledStore, TokenIssuer};
 mod admin;
 mod control;
 mod device;
-mod directory;
+pub(crate) mod directory;
 mod push;
 mod replicate;
 mod serve;
