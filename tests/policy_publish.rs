@@ -328,4 +328,30 @@ fn a_secadmin_publishes_a_policy_to_every_zone_and_a_revocation_follows() {
             break;
         }
     }
+    // the publication is audited by the private IdP under the secadmin's subject id, with the
+    // policy before and after; the clerk's attempt is not an event of it
+    let out = ok(&run(
+        data,
+        &[
+            "audit",
+            "search",
+            "--action",
+            "policy.publish",
+            "--log",
+            data.join("zones/private/idp/audit").to_str().unwrap(),
+        ],
+        "",
+    ));
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+        .collect();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!(events[0]["actor"], "c-0001");
+    let reason: serde_json::Value =
+        serde_json::from_str(events[0]["reason"].as_str().unwrap()).unwrap();
+    assert_ne!(
+        reason["before"]["policy"], reason["after"]["policy"],
+        "{reason}"
+    );
 }

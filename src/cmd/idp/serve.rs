@@ -347,6 +347,69 @@ impl Handler for ControlHandler {
                         &json!({ "error": "no person's token was presented" }),
                     ),
                 },
+                // an administrative action carried out by a command elsewhere (`policy publish`):
+                // the role it needs checked here, on the person's token, and the action audited
+                // under their subject id with its before and after, before the command acts
+                ("POST", "/actions/policy-publish") => {
+                    let actor = match may(&[tianping_core::Role::Secadmin]) {
+                        Ok(a @ super::admin::Actor::Admin { .. }) => a,
+                        Ok(_) => {
+                            return json_answer(
+                                StatusCode::FORBIDDEN,
+                                &json!({ "error": "role `secadmin` required: a person's token (tianping login) publishes, never a node or the local operator" }),
+                            );
+                        }
+                        Err(refused) => return refused,
+                    };
+                    let body = req.into_body().bytes().await.unwrap_or_default();
+                    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let hash = |k: &str| {
+                        v.get(k)
+                            .and_then(Value::as_str)
+                            .filter(|h| {
+                                h.len() <= 128
+                                    && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b':')
+                            })
+                            .map(str::to_owned)
+                    };
+                    let (Some(before), Some(after)) = (hash("before"), hash("after")) else {
+                        return json_answer(
+                            StatusCode::BAD_REQUEST,
+                            &json!({ "error": "the body must be {\"before\": HASH, \"after\": HASH}" }),
+                        );
+                    };
+                    let audit =
+                        live.template.lock().ok().and_then(|t| {
+                            t.as_ref().map(|t| (Arc::clone(&t.audit), t.zone.clone()))
+                        });
+                    let Some((audit, zone)) = audit else {
+                        return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
+                    };
+                    let mut e = tianping_audit::Event::new(SystemClock.now(), "policy.publish");
+                    e.zone = zone;
+                    e.component = "idp".into();
+                    e.actor = actor.name();
+                    e.roles = actor.roles();
+                    e.object.clone_from(&after);
+                    e.outcome = "ok".into();
+                    e.reason =
+                        json!({ "before": { "policy": before }, "after": { "policy": after } })
+                            .to_string();
+                    let done = tokio::task::spawn_blocking(move || {
+                        audit.append(&e).and_then(|_| audit.sync())
+                    })
+                    .await;
+                    match done {
+                        Ok(Ok(())) => json_answer(
+                            StatusCode::OK,
+                            &json!({ "subject": actor.name(), "roles": actor.roles() }),
+                        ),
+                        _ => json_answer(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &json!({ "error": "the action could not be audited; do not act" }),
+                        ),
+                    }
+                }
                 ("POST", "/directory/apply" | "/idp/v1/directory-update" | "/directory/export") => {
                     let allowed = match path.as_str() {
                         "/idp/v1/directory-update" => {

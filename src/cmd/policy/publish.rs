@@ -5,8 +5,10 @@
 //! 1. the file must pass `tianping policy check` with no error (its diagnostics shown), and
 //!    must not unseal a zone the installed policy seals, nor leave out `private`;
 //! 2. the caller must hold `secadmin`: the token `tianping login --zone private` keeps
-//!    (`run/admin-private.token`) is shown to the private IdP's control socket (`GET /whoami`),
-//!    which verifies it (signature, audience, expiry, revocation) and names the person and roles;
+//!    (`run/admin-private.token`) is shown to the private IdP's control socket
+//!    (`POST /actions/policy-publish`), which verifies it (signature, audience, expiry,
+//!    revocation), checks the role, and audits `policy.publish` under the person's subject id
+//!    with the hashes of the policy before and after, durably, before anything changes;
 //! 3. the authority's copy (`DIR/policy.tp`) and `private`'s own (`zones/private/policy.tp`)
 //!    are replaced, each atomically (a temporary file fsynced and renamed);
 //! 4. the policy is submitted, as a `policy-update` transfer, on every flow of the policy out of
@@ -16,7 +18,7 @@
 //!
 //! It prints the policy's hash, who published it, and each zone's transfer id; a zone that no
 //! flow reaches is named. The transfers are audited by the private sender (submitter: the
-//! private gateway, a machine, for the administrator named here).
+//! private gateway, a machine, for the administrator the IdP's event names).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -33,8 +35,15 @@ struct Publisher {
     roles: Vec<String>,
 }
 
-/// The holder of `run/admin-private.token`, as the running private IdP verifies it.
-fn whoami(dir: &DataDir, zone: &ZoneName) -> miette::Result<Publisher> {
+/// The holder of `run/admin-private.token`, as the running private IdP verifies it, allowed to
+/// publish (`secadmin`) and the publication audited there under their subject id, with the
+/// policy in force before and the one published.
+fn authorise(
+    dir: &DataDir,
+    zone: &ZoneName,
+    before: &str,
+    after: &str,
+) -> miette::Result<Publisher> {
     let socket = dir.socket(zone, Component::Idp);
     let path = dir.admin_token(zone);
     let token = std::fs::read_to_string(&path)
@@ -50,10 +59,13 @@ fn whoami(dir: &DataDir, zone: &ZoneName) -> miette::Result<Publisher> {
         })?;
     let rt = super::super::exchange::runtime()?;
     let req = http::Request::builder()
-        .method("GET")
-        .uri("/whoami")
+        .method("POST")
+        .uri("/actions/policy-publish")
+        .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(tianping_net::ControlBody::empty())
+        .body(tianping_net::ControlBody::bytes(
+            serde_json::json!({ "before": before, "after": after }).to_string(),
+        ))
         .into_diagnostic()?;
     let (status, body) = rt.block_on(async {
         let resp = tianping_net::control_send(&socket, req, tianping_net::CONTROL_TIMEOUT)
@@ -73,7 +85,7 @@ fn whoami(dir: &DataDir, zone: &ZoneName) -> miette::Result<Publisher> {
     })?;
     if !status.is_success() {
         return Err(miette!(
-            "the IdP of `{zone}` refused the administrator token ({status}): {}",
+            "the IdP of `{zone}` refused the publication ({status}): {}; nothing was published",
             String::from_utf8_lossy(&body).trim()
         ));
     }
@@ -159,7 +171,12 @@ pub(crate) fn publish(data: &Path, file: &Path) -> miette::Result<ExitCode> {
         )
     })?;
 
-    let who = whoami(&dir, &authority)?;
+    let who = authorise(
+        &dir,
+        &authority,
+        &installed.hash().to_string(),
+        &policy.hash().to_string(),
+    )?;
     if !who.roles.iter().any(|r| r == "secadmin") {
         return Err(miette!(
             "role `secadmin` required: `{}` holds {}; nothing was published",
