@@ -340,8 +340,8 @@ async fn world_with(idp_reachable: bool, limits: Limits, audit_sync: bool) -> Wo
         .client_zone(zone.clone())
         .build()
         .unwrap();
-    let mut options = ServerOptions::new(HostSet::new([GW_HOST]));
-    options.http3 = false;
+    // the gateway answers over HTTP/3 too, on the same port (UDP)
+    let options = ServerOptions::new(HostSet::new([GW_HOST]));
     let front = Arc::clone(&slot);
     let gateway = serve_tls(
         "127.0.0.1:0".parse().unwrap(),
@@ -1136,4 +1136,73 @@ async fn measure(sync: bool) {
             all.len() as f64 / took.as_secs_f64()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_over_quinn_is_served_with_the_assertion_alone() {
+    use bytes::Buf as _;
+    let w = world(true).await;
+    let addr = w.gateway.local_addr();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in tianping_certs::certs_from_pem(w.pki.trust_pem.as_bytes()).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.enable_early_data = false;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = ep.connect(addr, GW_HOST).unwrap().await.unwrap();
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(conn))
+        .await
+        .unwrap();
+    let drive = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let token = w.idp.token(&FakeIdp::header(), &w.idp.claims());
+    let req = http::Request::get(format!("https://{GW_HOST}:{}/cases/3", addr.port()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-forwarded-user", "admin")
+        .header("tianping-assertion", "forged")
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    assert_eq!(resp.status(), 200);
+    assert_eq!(String::from_utf8(body).unwrap(), "case 1\n");
+    assert!(resp.headers().contains_key("x-request-id"));
+    // the service saw the assertion of the token's person, and none of the client's identity
+    let (_, seen, _) = w.last_seen();
+    assert!(!seen.contains_key("x-forwarded-user"), "{seen:?}");
+    assert!(!seen.contains_key("authorization"), "{seen:?}");
+    let assertion = seen.get("tianping-assertion").unwrap().to_str().unwrap();
+    let now = UnixTime::from_system_time(std::time::SystemTime::now());
+    let v = w.verifier().verify_at(assertion.as_bytes(), now).unwrap();
+    let TokenClaims::User(u) = v.claims else {
+        panic!("not a user token")
+    };
+    assert_eq!(u.sub.as_str(), "judge-0001");
+    // a forged token is refused over HTTP/3 as over TCP
+    let req = http::Request::get(format!("https://{GW_HOST}:{}/cases/3", addr.port()))
+        .header("authorization", "Bearer e30.e30.AAAA")
+        .body(())
+        .unwrap();
+    let mut stream = send.send_request(req).await.unwrap();
+    stream.finish().await.unwrap();
+    assert_eq!(stream.recv_response().await.unwrap().status(), 401);
+    drop(send);
+    drive.abort();
+    ep.close(0u32.into(), b"done");
 }
