@@ -366,6 +366,18 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    // signed to its last entry by the supervisor's own key
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        said.contains(&format!("signed up to {}", again.len())),
+        "{said}"
+    );
+    let key = s.data.join("supervisor").join("checkpoint.key");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]

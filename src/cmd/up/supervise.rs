@@ -311,6 +311,27 @@ pub(crate) fn run(dir: &DataDir, origin: &str, specs: Vec<Spec>) -> miette::Resu
     let log_dir = dir.root().join("supervisor").join("audit");
     std::fs::create_dir_all(&log_dir).into_diagnostic()?;
     let log = AuditLog::open_or_create(&log_dir, origin).into_diagnostic()?;
+    // `up` is no component and has no node key: its log is signed by a key of its own, made on
+    // the first run beside the log (0600) and pinned by the log's first checkpoint
+    let key_path = dir.root().join("supervisor").join("checkpoint.key");
+    let signer = match std::fs::read_to_string(&key_path) {
+        Ok(pem) => tianping_audit::signer_from_pem(&pem)
+            .map_err(|e| miette!("`{}`: {e}", key_path.display()))?,
+        Err(_) => {
+            let (signer, pkcs8) =
+                tianping_core::RingSigner::generate(tianping_core::Algorithm::Ed25519)
+                    .into_diagnostic()?;
+            tianping_core::write_private_file(
+                &key_path,
+                tianping_audit::pkcs8_to_pem(pkcs8.expose()).as_bytes(),
+            )
+            .into_diagnostic()?;
+            signer
+        }
+    };
+    let signer: Arc<dyn tianping_core::Signer> = Arc::new(signer);
+    // every event is signed as it is appended: they are few, and each is a start or a death
+    log.set_auto_checkpoint(Arc::clone(&signer), 1);
     let board = Board {
         path: dir.root().join("run").join("up.json"),
         states: Mutex::new(
@@ -400,6 +421,13 @@ pub(crate) fn run(dir: &DataDir, origin: &str, specs: Vec<Spec>) -> miette::Resu
         for t in tasks {
             t.await
                 .map_err(|e| miette!("a supervising task failed: {e}"))?;
+        }
+        if let Err(e) = shared
+            .log
+            .sync()
+            .and_then(|()| shared.log.checkpoint(&*signer).map(|_| ()))
+        {
+            eprintln!("up: the supervisor's log: {e}");
         }
         println!("stopped");
         miette::Result::<_>::Ok(ExitCode::SUCCESS)
