@@ -177,3 +177,23 @@ pub fn fuzz_cookie(data: &[u8]) {
         }
     }
 }
+
+/// `gateway_form`: a query string or form body is decoded without panicking, and what it
+/// decodes to, written as a form again, decodes to the same pairs in the same order.
+pub fn fuzz_form(data: &[u8]) -> Vec<(String, String)> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Vec::new();
+    };
+    let pairs = crate::form::decode_list(text);
+    let _ = crate::form::decode_pairs(text);
+    let borrowed: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let again = crate::form::decode_list(&crate::form::form(&borrowed));
+    assert_eq!(
+        again, pairs,
+        "a form written from decoded pairs decodes to them"
+    );
+    pairs
+}

@@ -59,6 +59,7 @@ mod assertion;
 mod config;
 mod cookie;
 mod decide;
+mod form;
 mod identity;
 #[doc(hidden)]
 pub mod internal;

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use tianping_gateway::internal::{
-    FUZZ_CERT, FUZZ_NOW, fuzz_access_token, fuzz_claims, fuzz_cookie, fuzz_sealer, fuzz_session,
-    fuzz_token, fuzz_verifier,
+    FUZZ_CERT, FUZZ_NOW, fuzz_access_token, fuzz_claims, fuzz_cookie, fuzz_form, fuzz_sealer,
+    fuzz_session, fuzz_token, fuzz_verifier,
 };
 use tianping_gateway::{BearerError, CookieError};
 
@@ -173,4 +173,57 @@ fn cookie_corpus_replays_and_its_seeds_open_as_named() {
         s.open(&read(t, "unknown-key"), FUZZ_NOW),
         Err(CookieError::UnknownKey(9))
     );
+}
+
+fn write_form_seeds() {
+    let t = "gateway_form";
+    seed(
+        t,
+        "callback",
+        b"code=c0de&state=St4te-1&iss=https%3A%2F%2Fidp.private.tianping.localhost%3A7431",
+    );
+    seed(t, "logout", b"logout_token=eyJhbGciOiJFUzI1NiJ9.e30.c2ln");
+    seed(
+        t,
+        "approve",
+        b"csrf=abc&transfer=internet%3A7&note=%E5%90%8C%E6%84%8F+%E5%8F%91%E5%B8%83",
+    );
+    seed(t, "broken", b"x=1+2&bad=%G1&cut=%4&latin=%E9&y");
+    seed(
+        t,
+        "repeated",
+        b"label=minor&label=sealed-record&&=&kind=pdf",
+    );
+}
+
+#[test]
+fn form_corpus_replays_and_its_seeds_decode_as_named() {
+    if std::env::var_os("GATEWAY_WRITE_SEEDS").is_some() {
+        write_form_seeds();
+    }
+    for (_, data) in tianping_core::internal::corpus("gateway_form").unwrap() {
+        let _ = fuzz_form(&data);
+    }
+    let pairs = |name: &str| fuzz_form(&read("gateway_form", name));
+    assert_eq!(
+        pairs("callback"),
+        vec![
+            ("code".into(), "c0de".into()),
+            ("state".into(), "St4te-1".into()),
+            (
+                "iss".into(),
+                "https://idp.private.tianping.localhost:7431".into()
+            ),
+        ]
+    );
+    assert_eq!(pairs("approve")[2], ("note".into(), "同意 发布".into()));
+    // a broken escape, a cut one and bytes that are not UTF-8 drop their pair
+    assert_eq!(
+        pairs("broken"),
+        vec![("x".into(), "1 2".into()), ("y".into(), String::new())]
+    );
+    // repeated names kept in order; an empty segment skipped; an empty name kept
+    let r = pairs("repeated");
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert_eq!(r[1], ("label".into(), "sealed-record".into()));
 }

@@ -4,7 +4,7 @@
 //! again on an unknown `kid` at most once per [`Limits::jwks_refresh_min`], failing closed when
 //! it cannot be had), the authorization code redeemed, and the ID and logout tokens checked.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use base64::Engine as _;
@@ -475,95 +475,11 @@ fn verify_jws(token: &str, jwks: &Jwks) -> Result<Map<String, Value>, &'static s
     obj(p64)
 }
 
-/// `application/x-www-form-urlencoded` of `pairs`.
-pub(crate) fn form(pairs: &[(&str, &str)]) -> String {
-    let mut out = String::new();
-    for (k, v) in pairs {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(&encode(k));
-        out.push('=');
-        out.push_str(&encode(v));
-    }
-    out
-}
-
-/// Percent-encodes everything but the unreserved characters.
-pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The pairs of a query string or form body, decoded (`+` is a space).
-pub(crate) fn decode_pairs(s: &str) -> HashMap<String, String> {
-    decode_list(s).into_iter().collect()
-}
-
-/// [`decode_pairs`] in order, a name repeated as often as it comes.
-pub(crate) fn decode_list(s: &str) -> Vec<(String, String)> {
-    s.split('&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Some((decode(k)?, decode(v)?))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = char::from(bytes.next()?).to_digit(16)?;
-                let lo = char::from(bytes.next()?).to_digit(16)?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-            }
-            b => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok()
-}
+pub(crate) use crate::form::{decode_list, decode_pairs, encode, form};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forms_encode_and_decode_both_ways() {
-        let pairs = [("a b", "c&d=e"), ("k", "π/✓"), ("", "")];
-        let text = form(&pairs);
-        assert_eq!(text, "a%20b=c%26d%3De&k=%CF%80%2F%E2%9C%93&=");
-        let back = decode_list(&text);
-        assert_eq!(
-            back,
-            vec![
-                ("a b".to_owned(), "c&d=e".to_owned()),
-                ("k".to_owned(), "π/✓".to_owned()),
-                (String::new(), String::new()),
-            ]
-        );
-        // `+` is a space; a broken escape or bytes that are not UTF-8 drop the pair
-        let d = decode_list("x=1+2&bad=%G1&cut=%4&latin=%E9&y");
-        assert_eq!(
-            d,
-            vec![
-                ("x".to_owned(), "1 2".to_owned()),
-                ("y".to_owned(), String::new())
-            ]
-        );
-        assert_eq!(decode_pairs("x=1&x=2").len(), 1);
-    }
 
     #[test]
     fn a_jws_verifies_only_with_its_key_and_algorithm() {
