@@ -226,4 +226,29 @@ fn a_user_added_and_disabled_in_private_reaches_every_zone_by_itself() {
             break;
         }
     }
+    // each zone's IdP audited every update it applied under the node that delivered it
+    for z in ZONES {
+        let log = data.join("zones").join(z).join("idp/audit");
+        let out = ok(&run(
+            data,
+            &[
+                "audit",
+                "search",
+                "--action",
+                "idp.directory.apply",
+                "--log",
+                log.to_str().unwrap(),
+            ],
+            "",
+        ));
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+            .collect();
+        assert!(events.len() >= 2, "{z}: {out}");
+        for e in &events {
+            let node = format!("node:exchange-receiver.{z}.tianping.localhost");
+            assert_eq!(e["actor"], node.as_str(), "{z}: {e}");
+        }
+    }
 }

@@ -312,10 +312,13 @@ impl Replicator {
 
     /// The audit events of an apply: the update applied or refused (naming the check), then
     /// each session it ended.
+    /// The events of an apply by `actor` (the caller on the control socket; `None` for the
+    /// command on a stopped IdP's store: the operator's login name).
     pub(crate) fn audit_events(
         &self,
         bytes: &[u8],
         result: &Result<Applied, ApplyError>,
+        actor: Option<&str>,
     ) -> Vec<tianping_audit::Event> {
         let now = SystemClock.now();
         let source = DirectoryUpdate::decode(bytes)
@@ -324,7 +327,7 @@ impl Replicator {
         let mut e = tianping_audit::Event::new(now, "idp.directory.apply");
         e.zone = self.zone.to_string();
         e.component = "idp".into();
-        e.actor = std::env::var("USER").unwrap_or_default();
+        e.actor = actor.map_or_else(|| std::env::var("USER").unwrap_or_default(), str::to_owned);
         e.object = format!("directory-update from {source}");
         let mut out = Vec::new();
         match result {
@@ -381,6 +384,7 @@ pub(crate) fn handle(
     audit: &tianping_audit::AuditLog,
     path: &str,
     body: &[u8],
+    actor: Option<&str>,
 ) -> (u16, &'static str, Vec<u8>) {
     let error = |status: u16, e: String| {
         (
@@ -411,7 +415,7 @@ pub(crate) fn handle(
         };
     }
     let result = r.apply(store, body);
-    for e in r.audit_events(body, &result) {
+    for e in r.audit_events(body, &result, actor) {
         if let Err(err) = audit.append(&e) {
             return error(500, format!("audit: {err}"));
         }
@@ -558,7 +562,7 @@ pub(crate) fn run(
                         .wrap_err_with(|| {
                             format!("opening the IdP's audit log `{}`", p.audit.display())
                         })?;
-                    for e in r.audit_events(&bytes, &result) {
+                    for e in r.audit_events(&bytes, &result, None) {
                         log.append(&e).into_diagnostic()?;
                     }
                     match result {

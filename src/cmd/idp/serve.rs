@@ -417,9 +417,10 @@ impl Handler for ControlHandler {
                         }
                         _ => may(&[tianping_core::Role::Sysadmin]),
                     };
-                    if let Err(refused) = allowed {
-                        return refused;
-                    }
+                    let actor = match allowed {
+                        Ok(a) => a.name(),
+                        Err(refused) => return refused,
+                    };
                     let body = req.into_body().bytes().await.unwrap_or_default();
                     let parts = live.template.lock().ok().and_then(|t| {
                         t.as_ref()
@@ -429,7 +430,14 @@ impl Handler for ControlHandler {
                         return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
                     };
                     let r = tokio::task::spawn_blocking(move || {
-                        super::replicate::handle(&replicator, &*store, &audit, &path, &body)
+                        super::replicate::handle(
+                            &replicator,
+                            &*store,
+                            &audit,
+                            &path,
+                            &body,
+                            Some(&actor),
+                        )
                     })
                     .await;
                     live.logouts.notify_one();
