@@ -52,13 +52,58 @@ fn period() -> Option<Duration> {
 /// How long one submission may take (a batch is streamed to the sender's spool).
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What was shipped: the ends of the last two batches.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
-struct Shipped {
-    /// Where the batch before the last one ended: the next batch starts here.
-    before: u64,
-    /// Where the last batch ended.
-    last: u64,
+/// What was sent of a growing log to a receiver that cannot answer (a one-way link): the ends
+/// of the last two sends. The next send starts where the one before the last ended, so it
+/// holds the whole of the last again and one lost on the way is made up by the next. The
+/// audit shipper keeps one per log, the directory pusher one per destination.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Overlap {
+    /// Where the send before the last one ended: the next one starts here.
+    pub(crate) before: u64,
+    /// Where the last one ended.
+    pub(crate) last: u64,
+}
+
+impl Overlap {
+    /// Where the next send starts when the source holds `latest` (`from_start`: from 0).
+    pub(crate) fn next_since(&self, latest: u64, from_start: bool) -> u64 {
+        if from_start || self.before > latest {
+            0
+        } else {
+            self.before
+        }
+    }
+
+    /// After a send that ended at `latest`.
+    pub(crate) fn sent(&self, latest: u64) -> Self {
+        Self {
+            before: self.last.min(latest),
+            last: latest,
+        }
+    }
+}
+
+/// Reads the JSON state at `path` (its default when there is none or it does not read).
+pub(crate) fn read_state<T: serde::de::DeserializeOwned + Default>(path: &std::path::Path) -> T {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the JSON state at `path`, whole or not at all.
+pub(crate) fn write_state<T: serde::Serialize>(
+    path: &std::path::Path,
+    state: &T,
+) -> Result<(), String> {
+    let text = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    tianping_core::write_atomic(
+        path,
+        &text,
+        tianping_core::FileMode::Public,
+        tianping_core::Existing::Replace,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// A component's log shipper.
@@ -170,26 +215,11 @@ impl Shipper {
         }))
     }
 
-    fn shipped(&self) -> Shipped {
-        std::fs::read(&self.state)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn keep(&self, s: Shipped) -> Result<(), String> {
-        let tmp = self.state.with_extension("json.new");
-        let text = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.state))
-            .map_err(|e| format!("`{}`: {e}", self.state.display()))
-    }
-
     /// Ships what the log holds past the last batch; `Ok(None)` when there is nothing new.
     /// `from_start`: this batch starts at the log's first entry it still holds.
     async fn ship_once(&self, from_start: bool) -> Result<Option<(String, u64, u64)>, String> {
         let (log, signer) = (Arc::clone(&self.log), Arc::clone(&self.checkpoints));
-        let shipped = self.shipped();
+        let shipped: Overlap = read_state(&self.state);
         let made = tokio::task::spawn_blocking(move || {
             log.sync().map_err(|e| e.to_string())?;
             let cp = log.checkpoint(&*signer).map_err(|e| e.to_string())?;
@@ -197,12 +227,9 @@ impl Shipper {
             if size == shipped.last && !from_start {
                 return Ok(None);
             }
-            let start = if from_start || shipped.before > size {
-                0
-            } else {
-                shipped.before
-            };
-            let since = start.max(log.archived_size());
+            let since = shipped
+                .next_since(size, from_start)
+                .max(log.archived_size());
             let mut bytes = Vec::new();
             log.ship_to(since, &mut bytes).map_err(|e| e.to_string())?;
             Ok::<_, String>(Some((since, size, bytes)))
@@ -213,10 +240,7 @@ impl Shipper {
             return Ok(None);
         };
         let transfer = submit(&self.sender, &self.tokens, &self.flow, "audit-batch", bytes).await?;
-        self.keep(Shipped {
-            before: shipped.last.min(size),
-            last: size,
-        })?;
+        write_state(&self.state, &shipped.sent(size))?;
         Ok(Some((transfer, since, size)))
     }
 

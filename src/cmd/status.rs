@@ -34,8 +34,8 @@ async fn control_json(socket: &Path, path: &str) -> Result<Value, String> {
     }
 }
 
-/// The status code `GET /healthz` gets on `addr`, if anything answers.
-async fn health(addr: std::net::SocketAddr) -> Option<u16> {
+/// The status code `GET /healthz` gets on `addr`, if anything answers (`up` asks it too).
+pub(crate) async fn health(addr: std::net::SocketAddr) -> Option<u16> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
         .await

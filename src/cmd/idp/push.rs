@@ -23,18 +23,10 @@ use tianping_core::{Component, DataDir, ZoneName};
 use tianping_idp::Store;
 
 use super::replicate::Replicator;
+use crate::ship::{Overlap, read_state, write_state};
 
 /// How often the change log is looked at: a change leaves the zone within this time.
 pub(crate) const LOOK_EVERY: Duration = Duration::from_secs(2);
-
-/// What was sent to one zone: the ends of the last two updates.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
-struct Sent {
-    /// Where the update before the last one ended: the next one starts here.
-    before: u64,
-    /// Where the last one ended.
-    last: u64,
-}
 
 /// The destinations and what each needs.
 pub(crate) struct Pusher {
@@ -93,21 +85,6 @@ impl Pusher {
         }))
     }
 
-    fn sent(&self) -> BTreeMap<String, Sent> {
-        std::fs::read(&self.state)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn keep(&self, sent: &BTreeMap<String, Sent>) -> Result<(), String> {
-        let tmp = self.state.with_extension("json.new");
-        let text = serde_json::to_vec(sent).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.state))
-            .map_err(|e| format!("`{}`: {e}", self.state.display()))
-    }
-
     /// Sends each destination what it lacks; `again`: from version 0.
     async fn push(&self, again: bool, asked: bool) {
         let store = Arc::clone(&self.store);
@@ -116,7 +93,7 @@ impl Pusher {
             .ok()
             .and_then(Result::ok)
             .map_or(0, |(_, latest)| latest);
-        let mut sent = self.sent();
+        let mut sent: BTreeMap<String, Overlap> = read_state(&self.state);
         for (to, flow) in &self.flows {
             let was = sent.get(to.as_str()).copied().unwrap_or_default();
             if latest == 0 || (latest <= was.last && !again) {
@@ -125,11 +102,7 @@ impl Pusher {
                 }
                 continue;
             }
-            let since = if again || was.before > latest {
-                0
-            } else {
-                was.before
-            };
+            let since = was.next_since(latest, again);
             let (store, replicator, dest) = (
                 Arc::clone(&self.store),
                 Arc::clone(&self.replicator),
@@ -156,14 +129,8 @@ impl Pusher {
                         "directory: versions {since}..{latest} of `{}` sent to `{to}` as transfer {transfer} on `{flow}`",
                         self.zone
                     );
-                    sent.insert(
-                        to.to_string(),
-                        Sent {
-                            before: was.last.min(latest),
-                            last: latest,
-                        },
-                    );
-                    if let Err(e) = self.keep(&sent) {
+                    sent.insert(to.to_string(), was.sent(latest));
+                    if let Err(e) = write_state(&self.state, &sent) {
                         eprintln!("directory: {e}");
                     }
                 }

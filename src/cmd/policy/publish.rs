@@ -108,25 +108,15 @@ fn authorise(
     Ok(Publisher { subject, roles })
 }
 
-/// Replaces `path` with `bytes` atomically: written beside it, fsynced, renamed, the folder
-/// fsynced.
+/// Replaces `path` with `bytes` whole or not at all, durably.
 fn replace(path: &Path, bytes: &[u8]) -> miette::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tp.new");
-    let mut f = std::fs::File::create(&tmp)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("writing `{}`", tmp.display()))?;
-    f.write_all(bytes).into_diagnostic()?;
-    f.sync_all().into_diagnostic()?;
-    std::fs::rename(&tmp, path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("replacing `{}`", path.display()))?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .into_diagnostic()?;
-    }
-    Ok(())
+    tianping_core::write_atomic(
+        path,
+        bytes,
+        tianping_core::FileMode::Public,
+        tianping_core::Existing::Replace,
+    )
+    .into_diagnostic()
 }
 
 pub(crate) fn publish(data: &Path, file: &Path) -> miette::Result<ExitCode> {

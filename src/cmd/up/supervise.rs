@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use miette::{IntoDiagnostic, miette};
 use tianping_audit::{AuditLog, Event};
 use tianping_core::{Component, DataDir, Listener, SystemClock, ZoneName};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
 /// The first wait before a child that died is started again; doubled on each death in a row.
@@ -77,11 +77,13 @@ impl Board {
             f(s);
         }
         let text = serde_json::to_string_pretty(&*states).unwrap_or_default();
-        let tmp = self.path.with_extension("json.new");
-        if std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .is_err()
-        {
+        let written = tianping_core::write_atomic(
+            &self.path,
+            text.as_bytes(),
+            tianping_core::FileMode::Public,
+            tianping_core::Existing::Replace,
+        );
+        if written.is_err() {
             eprintln!("up: cannot write `{}`", self.path.display());
         }
     }
@@ -115,24 +117,6 @@ fn audit(log: &AuditLog, action: &str, spec: &Spec, outcome: &str, detail: Optio
     if let Err(err) = log.append(&e) {
         eprintln!("up: audit: {err}");
     }
-}
-
-/// Whether `GET /healthz` on `addr` answers `200`.
-async fn healthy(addr: std::net::SocketAddr) -> bool {
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
-    else {
-        return false;
-    };
-    let req = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    if s.write_all(req).await.is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut head)).await,
-        Ok(Ok(_))
-    ) && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// Forwards each line of `from` to standard output (or error) under `name`.
@@ -251,7 +235,7 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
                         .ok()
                         .and_then(|a| a.get(&Listener::Admin).copied());
                     if let Some(addr) = admin {
-                        if healthy(addr).await {
+                        if crate::cmd::status::health(addr).await == Some(200) {
                             is_ready = true;
                             board.update(i, |s| s.ready = true);
                             ready.send_modify(|n| *n += 1);
