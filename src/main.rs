@@ -59,10 +59,16 @@ enum Command {
     Login(cmd::login::LoginArgs),
     /// Revoke and delete the administrator's token of a zone.
     Logout(cmd::login::LogoutArgs),
+    /// The court scenario, step by step, against a running `tianping up --demo`.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(report) = cmd::demo::apply_clock_offset(&cli.data) {
+        eprintln!("{report:?}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(&cli.data, args),
         Command::Status(args) => cmd::status::run(&cli.data, args),
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
         Command::Gateway(a) => cmd::gateway::run(&cli.data, a),
         Command::Login(a) => cmd::login::login(&cli.data, a),
         Command::Logout(a) => cmd::login::logout(&cli.data, a),
+        Command::Demo(a) => cmd::demo::run(&cli.data, a),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,7 @@
 //! Time, always taken from a [`Clock`] the component is given.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A point in time as milliseconds since the Unix epoch (UTC).
@@ -64,9 +64,30 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
+/// How far this process's [`SystemClock`] runs ahead of the operating system's clock, in
+/// milliseconds (behind when negative). Zero, except in a demonstration fabric whose supervisor
+/// was asked to show another time of day (`tianping up --demo --clock-offset`).
+static SYSTEM_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+impl SystemClock {
+    /// Makes every [`SystemClock`] of this process run `ms` milliseconds ahead of the
+    /// operating system's clock (behind when negative). Set once, at start, before any
+    /// component reads the time; only the binary does so, for a demonstration folder.
+    pub fn set_offset_ms(ms: i64) {
+        SYSTEM_OFFSET_MS.store(ms, Ordering::SeqCst);
+    }
+
+    /// The offset [`set_offset_ms`](Self::set_offset_ms) set (zero unless one was).
+    pub fn offset_ms() -> i64 {
+        SYSTEM_OFFSET_MS.load(Ordering::Relaxed)
+    }
+}
+
 impl Clock for SystemClock {
     fn now(&self) -> UnixTime {
-        UnixTime::from_system_time(SystemTime::now())
+        let os = UnixTime::from_system_time(SystemTime::now()).as_millis();
+        let offset = SYSTEM_OFFSET_MS.load(Ordering::Relaxed);
+        UnixTime::from_millis(os.saturating_add_signed(offset))
     }
 }
 

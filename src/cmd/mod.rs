@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod certs;
+pub(crate) mod demo;
 pub(crate) mod exchange;
 pub(crate) mod gateway;
 pub(crate) mod idp;
