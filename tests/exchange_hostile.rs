@@ -164,7 +164,7 @@ mod hostile {
                 &TokenClaims::User(UserClaims {
                     sub: sub.parse().unwrap(),
                     roles: vec![Role::Lawyer],
-                    court: "bj.01".parse().unwrap(),
+                    court: Some("bj.01".parse().unwrap()),
                     acr: Acr::Otp,
                     clearance: Clearance::None,
                 }),

@@ -72,7 +72,7 @@ mod receipts {
                 &TokenClaims::User(UserClaims {
                     sub: sub.parse().unwrap(),
                     roles: vec![Role::Lawyer],
-                    court: "bj.01".parse().unwrap(),
+                    court: Some("bj.01".parse().unwrap()),
                     acr: Acr::Otp,
                     clearance: Clearance::None,
                 }),

@@ -77,7 +77,7 @@ flow release-test internet -> external {
                 &TokenClaims::User(UserClaims {
                     sub: sub.parse().unwrap(),
                     roles: roles.to_vec(),
-                    court: "bj.01".parse().unwrap(),
+                    court: Some("bj.01".parse().unwrap()),
                     acr: Acr::Otp,
                     clearance: Clearance::None,
                 }),

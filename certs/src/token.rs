@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! header  {"alg":"ES256","typ":"user"|"delivery"|"node","x5c":[<base64 DER, leaf first>]}
-//! payload {"aud","iat","exp","jti", user: "sub","roles","court","acr","clearance",
+//! payload {"aud","iat","exp","jti", user: "sub","roles",["court"],"acr","clearance",
 //!          delivery: "flow","transfer","sha256"}
 //! ```
 //!
@@ -114,8 +114,9 @@ pub struct UserClaims {
     pub sub: SubjectId,
     /// The person's roles.
     pub roles: Vec<Role>,
-    /// The person's court.
-    pub court: CourtCode,
+    /// The person's court; none for a person outside the courts (a litigant, a lawyer, a
+    /// member of the public, a partner), whose token then has no `court`.
+    pub court: Option<CourtCode>,
     /// How strongly the person signed in.
     pub acr: Acr,
     /// The person's clearance.
@@ -324,7 +325,7 @@ impl Payload {
             TokenClaims::User(u) => {
                 p.sub = Some(u.sub.clone());
                 p.roles = Some(u.roles.clone());
-                p.court = Some(u.court.clone());
+                p.court = u.court.clone();
                 p.acr = Some(u.acr);
                 p.clearance = Some(u.clearance);
             }
@@ -351,7 +352,7 @@ impl Payload {
             TokenKind::User if !delivery_part => Ok(TokenClaims::User(UserClaims {
                 sub: self.sub.ok_or_else(|| missing("sub"))?,
                 roles: self.roles.ok_or_else(|| missing("roles"))?,
-                court: self.court.ok_or_else(|| missing("court"))?,
+                court: self.court,
                 acr: self.acr.ok_or_else(|| missing("acr"))?,
                 clearance: self.clearance.ok_or_else(|| missing("clearance"))?,
             })),

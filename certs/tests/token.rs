@@ -85,7 +85,7 @@ fn user() -> TokenClaims {
     TokenClaims::User(UserClaims {
         sub: "u-1001".parse().unwrap(),
         roles: vec!["judge".parse().unwrap()],
-        court: "bj.01.03".parse().unwrap(),
+        court: Some("bj.01.03".parse().unwrap()),
         acr: "cert".parse().unwrap(),
         clearance: "secret".parse().unwrap(),
     })
@@ -136,6 +136,25 @@ fn each_kind_round_trips_with_its_claims_and_header() {
     assert_eq!(v.audience, "audit-store");
     assert_eq!(v.expires_at.as_secs() - v.issued_at.as_secs(), 60);
     assert_eq!(v.jti.len(), 32);
+
+    // a person outside the courts (a litigant): no `court` member, read back as none
+    let litigant = TokenClaims::User(UserClaims {
+        sub: "p-0202".parse().unwrap(),
+        roles: vec!["litigant".parse().unwrap()],
+        court: None,
+        acr: "otp".parse().unwrap(),
+        clearance: "none".parse().unwrap(),
+    });
+    let token = signer
+        .sign(&litigant, "audit-store", now(), MINUTE)
+        .unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert!(!payload.contains("court"), "{payload}");
+    let v = verifier(&c, TokenKind::User)
+        .verify(token.as_bytes(), &clock)
+        .unwrap();
+    assert_eq!(v.claims, litigant);
 
     let delivery = TokenClaims::Delivery(DeliveryClaims {
         flow: "case-filing".to_owned(),

@@ -162,16 +162,16 @@ impl Identity {
         }
     }
 
-    /// The claims of a `Tianping-Assertion` for this person; `None` for a person without a court
-    /// (the token profile's `user` claims need one).
-    pub fn user_claims(&self) -> Option<UserClaims> {
-        Some(UserClaims {
+    /// The claims of a `Tianping-Assertion` for this person (without `court` for a person
+    /// outside the courts).
+    pub fn user_claims(&self) -> UserClaims {
+        UserClaims {
             sub: self.sub.clone(),
             roles: self.roles.clone(),
-            court: self.court.clone()?,
+            court: self.court.clone(),
             acr: self.acr,
             clearance: self.clearance,
-        })
+        }
     }
 
     /// The key assertions are cached under for this identity: the session id, the token's

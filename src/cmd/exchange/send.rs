@@ -62,7 +62,7 @@ impl CallerVerifier for UserAssertions {
         Ok(CourtIdentity {
             name: u.sub.to_string(),
             subject: Some(u.sub),
-            court: Some(u.court),
+            court: u.court,
             roles: u.roles,
             zone: v.signer.zone,
             kind: CertKind::Client,
