@@ -1,0 +1,436 @@
+//! The gateway benchmark (issue 17): a real `tianping gateway --zone private` against nginx as a
+//! plain TLS 1.3 reverse proxy in front of the same upstream, and the upstream alone, in one run,
+//! on the same cores, with the same load client.
+//!
+//! ```sh
+//! cd bench && cargo run --release -p tianping-bench-gateway -- [--secs 10] [--warm 2]
+//!     [--rounds 3] [--conns 64] [--streams 10] [--threads 2] [--client-threads 2]
+//!     [--subjects 4096] [--tianping ../target/release/tianping]
+//! ```
+//!
+//! The data folder is made by the `tianping` binary itself (`init`, the `private` zone's policy
+//! copy, `idp init`), its IdP served by `tianping idp serve`; the upstream is this binary's
+//! `serve-upstream` (a process of its own). Each round measures, per protocol, the upstream
+//! alone, nginx, the gateway with queued audit and the gateway with `--audit-sync` (a gateway
+//! process started for each and stopped after it). See bench/README.md.
+
+mod load;
+mod setup;
+mod upstream;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::load::{Check, Outcome, Proto, Target, as_f64};
+use crate::setup::{Bench, Proc, cpu_ticks_of};
+
+/// What any error here is.
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.split_first() {
+        Some((cmd, rest)) if cmd == "serve-upstream" => upstream::main(rest),
+        _ => run(&args),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The flags.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// The measured window of each measurement, seconds.
+    pub secs: u64,
+    /// Warm-up before it, seconds.
+    pub warm: u64,
+    /// Rounds (medians are shown).
+    pub rounds: usize,
+    /// Keep-alive connections.
+    pub conns: usize,
+    /// Streams per connection over HTTP/2.
+    pub streams: usize,
+    /// The servers' CPUs: the gateway's and the upstream's tokio workers, nginx's
+    /// `worker_processes`.
+    pub threads: usize,
+    /// The load client's tokio workers.
+    pub client_threads: usize,
+    /// People with a bearer token each.
+    pub subjects: usize,
+    /// The `tianping` binary.
+    pub tianping: PathBuf,
+}
+
+fn opts(args: &[String]) -> Res<Opts> {
+    let mut o = Opts {
+        secs: 10,
+        warm: 2,
+        rounds: 3,
+        conns: 64,
+        streams: 10,
+        threads: 2,
+        client_threads: 2,
+        subjects: 4096,
+        tianping: PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/release/tianping"
+        )),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--secs" => o.secs = value.parse()?,
+            "--warm" => o.warm = value.parse()?,
+            "--rounds" => o.rounds = value.parse()?,
+            "--conns" => o.conns = value.parse()?,
+            "--streams" => o.streams = value.parse()?,
+            "--threads" => o.threads = value.parse()?,
+            "--client-threads" => o.client_threads = value.parse()?,
+            "--subjects" => o.subjects = value.parse()?,
+            "--tianping" => o.tianping = PathBuf::from(value),
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    if o.conns == 0 || o.rounds == 0 || o.secs == 0 || o.subjects == 0 {
+        return Err("--conns, --rounds, --secs and --subjects must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// The four servers measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Upstream,
+    Nginx,
+    Gateway,
+    GatewaySync,
+}
+
+impl Who {
+    const ALL: [Self; 4] = [
+        Self::Upstream,
+        Self::Nginx,
+        Self::Gateway,
+        Self::GatewaySync,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream alone",
+            Self::Nginx => "nginx",
+            Self::Gateway => "gateway (queued audit)",
+            Self::GatewaySync => "gateway (--audit-sync)",
+        }
+    }
+}
+
+/// One measurement: the load's outcome and the CPU time of the processes serving it.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    out: Outcome,
+    /// The proxy's CPU seconds over the whole measurement (warm-up included): the gateway, or
+    /// nginx's master and workers; the upstream's for the upstream alone.
+    proxy_cpu: f64,
+    /// The upstream's CPU seconds (0 for the upstream alone: it is `proxy_cpu` there).
+    upstream_cpu: f64,
+    /// The IdP's CPU seconds (gateway rows).
+    idp_cpu: f64,
+    /// The load client's CPU seconds.
+    client_cpu: f64,
+    /// Requests of the whole measurement (warm-up included), for the per-CPU-second figures.
+    all_requests: u64,
+    /// How long the load ran (warm-up and window), which the CPU readings span, seconds.
+    elapsed: f64,
+    /// Audit events made durable by the gateway during the measurement (gateway rows).
+    audit_durable: u64,
+}
+
+impl Row {
+    /// Requests per CPU-second of the proxy alone.
+    fn per_proxy_cpu(&self) -> f64 {
+        as_f64(self.all_requests) / self.proxy_cpu.max(1e-9)
+    }
+
+    /// Requests per CPU-second of every server process (proxy, upstream, IdP).
+    fn per_server_cpu(&self) -> f64 {
+        as_f64(self.all_requests) / (self.proxy_cpu + self.upstream_cpu + self.idp_cpu).max(1e-9)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn run(args: &[String]) -> Res<()> {
+    let o = opts(args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(o.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    let bench = Bench::prepare(&o)?;
+    println!(
+        "== {} rounds, {} s measured after {} s warm-up, {} connections ({} streams each over \
+         HTTP/2), servers on {} CPUs (gateway and upstream: {} tokio workers; nginx: \
+         worker_processes {}), load client {} workers, {} subjects, {} cores, load average {}",
+        o.rounds,
+        o.secs,
+        o.warm,
+        o.conns,
+        o.streams,
+        o.threads,
+        o.threads,
+        o.threads,
+        o.client_threads,
+        o.subjects,
+        std::thread::available_parallelism().map_or(0, usize::from),
+        loadavg()
+    );
+    println!("== {}", bench.describe());
+    let mut rows: Vec<(Who, Proto, Row)> = Vec::new();
+    for round in 1..=o.rounds {
+        for proto in [Proto::H1, Proto::H2] {
+            for who in Who::ALL {
+                let row = rt.block_on(measure(&bench, &o, who, proto, round == 1))?;
+                eprintln!(
+                    "round {round} {} {}: {:.0} req/s, p50 {} µs, p99 {} µs, proxy {:.2} CPU-s, \
+                     upstream {:.2}, idp {:.2}, client {:.2}, {} errors{}",
+                    who.name(),
+                    proto.name(),
+                    row.out.rate(),
+                    row.out.p50_us,
+                    row.out.p99_us,
+                    row.proxy_cpu,
+                    row.upstream_cpu,
+                    row.idp_cpu,
+                    row.client_cpu,
+                    row.out.errors,
+                    row.out
+                        .first_error
+                        .as_ref()
+                        .map(|e| format!(" (first: {e})"))
+                        .unwrap_or_default()
+                );
+                if row.out.errors > 0 {
+                    return Err(format!(
+                        "{} over {}: {} errors, the first: {}",
+                        who.name(),
+                        proto.name(),
+                        row.out.errors,
+                        row.out.first_error.unwrap_or_default()
+                    )
+                    .into());
+                }
+                rows.push((who, proto, row));
+            }
+        }
+    }
+    println!("== load average after: {}", loadavg());
+    print!("{}", table(&rows));
+    bench.stop();
+    Ok(())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The CPU seconds of `pids` (and their children) between two readings.
+struct Cpu(Vec<u32>);
+
+impl Cpu {
+    fn ticks(&self) -> u64 {
+        self.0.iter().map(|p| cpu_ticks_of(*p)).sum()
+    }
+}
+
+/// Clock ticks per second of `/proc/*/stat` (`USER_HZ`, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+fn secs_of(ticks: u64) -> f64 {
+    as_f64(ticks) / USER_HZ
+}
+
+async fn measure(bench: &Bench, o: &Opts, who: Who, proto: Proto, verbose: bool) -> Res<Row> {
+    // the gateway of each row is a process of its own, started for it
+    let gateway: Option<Proc> = match who {
+        Who::Gateway => Some(bench.start_gateway(false)?),
+        Who::GatewaySync => Some(bench.start_gateway(true)?),
+        _ => None,
+    };
+    let target: Arc<Target> = Arc::new(match who {
+        Who::Upstream => bench.upstream_target(),
+        Who::Nginx => bench.nginx_target(),
+        Who::Gateway | Who::GatewaySync => bench.gateway_target(gateway.as_ref())?,
+    });
+    let check = Check {
+        assertion: matches!(who, Who::Gateway | Who::GatewaySync),
+    };
+    let seen = load::once(&target, proto, check).await?;
+    if verbose {
+        println!(
+            "== {} over {}: {}; {}",
+            who.name(),
+            proto.name(),
+            load::probe(&target, proto).await?,
+            seen
+        );
+    }
+    let proxy = Cpu(match who {
+        Who::Upstream => vec![bench.upstream_pid()],
+        Who::Nginx => bench.nginx_pids(),
+        Who::Gateway | Who::GatewaySync => gateway.iter().map(Proc::pid).collect(),
+    });
+    let up = Cpu(if who == Who::Upstream {
+        vec![]
+    } else {
+        vec![bench.upstream_pid()]
+    });
+    let idp = Cpu(if gateway.is_some() {
+        vec![bench.idp_pid()]
+    } else {
+        vec![]
+    });
+    let me = Cpu(vec![std::process::id()]);
+    let durable0 = match &gateway {
+        Some(_) => bench.gateway_durable().await?,
+        None => 0,
+    };
+    let (p0, u0, i0, c0) = (proxy.ticks(), up.ticks(), idp.ticks(), me.ticks());
+    let warm = Duration::from_secs(o.warm);
+    let secs = Duration::from_secs(o.secs);
+    let t0 = std::time::Instant::now();
+    let out = load::run(
+        Arc::clone(&target),
+        proto,
+        o.conns,
+        if proto == Proto::H2 { o.streams } else { 1 },
+        warm,
+        secs,
+        check,
+    )
+    .await;
+    let elapsed = t0.elapsed();
+    let (p1, u1, i1, c1) = (proxy.ticks(), up.ticks(), idp.ticks(), me.ticks());
+    let audit_durable = match &gateway {
+        Some(_) => bench.gateway_durable().await?.saturating_sub(durable0),
+        None => 0,
+    };
+    if let Some(g) = gateway {
+        bench.stop_gateway(g)?;
+    }
+    Ok(Row {
+        proxy_cpu: secs_of(p1.saturating_sub(p0)),
+        upstream_cpu: secs_of(u1.saturating_sub(u0)),
+        idp_cpu: secs_of(i1.saturating_sub(i0)),
+        client_cpu: secs_of(c1.saturating_sub(c0)),
+        all_requests: out.total,
+        elapsed: elapsed.as_secs_f64(),
+        audit_durable,
+        out,
+    })
+}
+
+fn table(rows: &[(Who, Proto, Row)]) -> String {
+    let mut s = String::new();
+    let med = |who: Who, proto: Proto, f: &dyn Fn(&Row) -> f64| {
+        median(
+            rows.iter()
+                .filter(|(w, p, _)| *w == who && *p == proto)
+                .map(|(_, _, r)| f(r))
+                .collect(),
+        )
+    };
+    let _ = writeln!(
+        s,
+        "\n| protocol | server | req/s | p50 ms | p99 ms | req per proxy CPU-s | req per server CPU-s (proxy + upstream + IdP) | proxy CPU share | upstream CPU share | client CPU share | audit events durable / requests |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for proto in [Proto::H1, Proto::H2] {
+        for who in Who::ALL {
+            let share = |cpu: &dyn Fn(&Row) -> f64| {
+                med(who, proto, &|r: &Row| cpu(r) / r.elapsed.max(1e-9))
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                proto.name(),
+                who.name(),
+                med(who, proto, &|r| r.out.rate()),
+                med(who, proto, &|r| as_f64(r.out.p50_us) / 1000.0),
+                med(who, proto, &|r| as_f64(r.out.p99_us) / 1000.0),
+                med(who, proto, &Row::per_proxy_cpu),
+                med(who, proto, &Row::per_server_cpu),
+                share(&|r| r.proxy_cpu),
+                share(&|r| r.upstream_cpu),
+                share(&|r| r.client_cpu),
+                if matches!(who, Who::Gateway | Who::GatewaySync) {
+                    format!(
+                        "{:.3}",
+                        med(who, proto, &|r| as_f64(r.audit_durable)
+                            / as_f64(r.all_requests.max(1)))
+                    )
+                } else {
+                    "-".into()
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nRatios in the same run (medians of the per-round ratios):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| protocol | gateway mode | req/s gateway / nginx | per proxy CPU-s gateway / nginx | p99 gateway / nginx | req/s gateway / upstream alone |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for proto in [Proto::H1, Proto::H2] {
+        for who in [Who::Gateway, Who::GatewaySync] {
+            let ratio = |f: &dyn Fn(&Row) -> f64, base: Who| {
+                let g: Vec<&Row> = rows
+                    .iter()
+                    .filter(|(w, p, _)| *w == who && *p == proto)
+                    .map(|(_, _, r)| r)
+                    .collect();
+                let b: Vec<&Row> = rows
+                    .iter()
+                    .filter(|(w, p, _)| *w == base && *p == proto)
+                    .map(|(_, _, r)| r)
+                    .collect();
+                median(
+                    g.iter()
+                        .zip(&b)
+                        .map(|(g, b)| f(g) / f(b).max(1e-9))
+                        .collect(),
+                )
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                proto.name(),
+                if who == Who::Gateway {
+                    "queued"
+                } else {
+                    "sync"
+                },
+                ratio(&|r| r.out.rate(), Who::Nginx),
+                ratio(&Row::per_proxy_cpu, Who::Nginx),
+                ratio(&|r| as_f64(r.out.p99_us), Who::Nginx),
+                ratio(&|r| r.out.rate(), Who::Upstream),
+            );
+        }
+    }
+    s
+}

@@ -1,0 +1,74 @@
+//! `gateway-bench serve-upstream CERT KEY ADDR_FILE THREADS`: the service behind both proxies, a
+//! process of its own so its CPU time is its own: `tianping_net::serve_tls` (TLS 1.3, HTTP/1.1
+//! and HTTP/2 by ALPN, no HTTP/3) on 127.0.0.1 port 0 for the host `localhost`, answering every
+//! request with the same 100-byte body (as `bench/net`'s servers do), on one multi-threaded
+//! tokio runtime of THREADS workers. An answer to a request that carried a `Tianping-Assertion`
+//! says so in `x-bench-assertion: 1`, so the runner can see that the gateway put one in, and
+//! `x-bench-upstream-version` names the HTTP version it was asked over.
+//!
+//! Once listening it writes its address to ADDR_FILE (written aside, then renamed); it stops
+//! when its standard input closes (the runner holds it open).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response};
+use tianping_certs::ServerTlsBuilder;
+use tianping_net::{Body, HostSet, ResponseBody, ServerOptions, full, serve_tls};
+use tokio::io::AsyncReadExt as _;
+
+use crate::Res;
+
+/// The answer's body: 100 bytes.
+pub const BODY: &[u8; 100] = b"tianping-bench-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789ab\n";
+
+/// The response header that says the request carried an assertion.
+pub const SAW_ASSERTION: &str = "x-bench-assertion";
+/// The response header that names the HTTP version the upstream was asked over.
+pub const UPSTREAM_VERSION: &str = "x-bench-upstream-version";
+
+async fn answer(req: Request<Body>) -> Response<ResponseBody> {
+    let mut r = Response::new(full(&BODY[..]));
+    let version = match req.version() {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        _ => "other",
+    };
+    r.headers_mut()
+        .insert(UPSTREAM_VERSION, HeaderValue::from_static(version));
+    if req.headers().contains_key(tianping_net::ASSERTION_HEADER) {
+        r.headers_mut()
+            .insert(SAW_ASSERTION, HeaderValue::from_static("1"));
+    }
+    r
+}
+
+/// Runs the upstream; returns when standard input closes.
+pub fn main(args: &[String]) -> Res<()> {
+    let [cert, key, addr_file, threads] = args else {
+        return Err("usage: gateway-bench serve-upstream CERT KEY ADDR_FILE THREADS".into());
+    };
+    let threads: usize = threads.parse()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(Path::new(cert), Path::new(key), Path::new(addr_file)))
+}
+
+async fn serve(cert: &Path, key: &Path, addr_file: &Path) -> Res<()> {
+    let tls = ServerTlsBuilder::new(cert, key).build()?;
+    let mut options = ServerOptions::new(HostSet::new(["localhost", "127.0.0.1"]));
+    options.http3 = false;
+    // both proxies and the load client come from 127.0.0.1
+    options.limits.max_connections_per_addr = 100_000;
+    let server = serve_tls(([127, 0, 0, 1], 0).into(), Arc::new(tls), options, answer).await?;
+    let aside = addr_file.with_extension("tmp");
+    std::fs::write(&aside, server.local_addr().to_string())?;
+    std::fs::rename(&aside, addr_file)?;
+    let mut stdin = tokio::io::stdin();
+    let mut sink = [0u8; 64];
+    while stdin.read(&mut sink).await? > 0 {}
+    server.shutdown().await;
+    Ok(())
+}
