@@ -47,12 +47,22 @@ pub(crate) fn decode_list(s: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A path segment percent-decoded (`+` is itself there); `None` when it is not UTF-8 or an
+/// escape is cut.
+pub(crate) fn decode_segment(s: &str) -> Option<String> {
+    unescape(s, false)
+}
+
 fn decode(s: &str) -> Option<String> {
+    unescape(s, true)
+}
+
+fn unescape(s: &str, plus_is_space: bool) -> Option<String> {
     let mut out = Vec::with_capacity(s.len());
     let mut bytes = s.bytes();
     while let Some(b) = bytes.next() {
         match b {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hi = char::from(bytes.next()?).to_digit(16)?;
                 let lo = char::from(bytes.next()?).to_digit(16)?;
@@ -67,6 +77,17 @@ fn decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_decode_without_the_form_plus() {
+        assert_eq!(
+            decode_segment("private%3A23").as_deref(),
+            Some("private:23")
+        );
+        assert_eq!(decode_segment("a+b").as_deref(), Some("a+b"));
+        assert_eq!(decode_segment("cut%3"), None);
+        assert_eq!(decode_segment("%FF"), None);
+    }
 
     #[test]
     fn forms_encode_and_decode_both_ways() {

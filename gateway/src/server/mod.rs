@@ -862,10 +862,13 @@ impl Inner {
             ("POST", "backchannel-logout") => self.backchannel_logout(req, request_id).await,
             ("GET", "approvals") => exchange::approvals(self, &req, request_id).await,
             ("POST", p) if p.starts_with("transfers/") && p.ends_with("/approve") => {
-                let id = p
-                    .trim_start_matches("transfers/")
-                    .trim_end_matches("/approve")
-                    .to_owned();
+                // the approvals page writes the id percent-encoded (`private%3A23`)
+                let Some(id) = crate::form::decode_segment(
+                    p.trim_start_matches("transfers/")
+                        .trim_end_matches("/approve"),
+                ) else {
+                    return plain(StatusCode::BAD_REQUEST, "not a transfer id\n");
+                };
                 exchange::approve(self, req, &id, request_id).await
             }
             ("GET", "jwks.json") => {
