@@ -14,7 +14,9 @@
 //!    ([`rate_admit`] is the window arithmetic; the spool keeps the counters in `sled` and
 //!    updates them in the step that takes the transfer's sequence);
 //! 5. the zone's filter of the kind ([`Filters::run`] with the flow's sanitize steps, `release`
-//!    when the flow has release terms): its rebuilt bytes are what is bundled.
+//!    when the flow has release terms): its rebuilt bytes are what is bundled;
+//! 6. on a release refusing a label with `marking` words, the rebuilt content's text must carry
+//!    none of them ([`marking_check`](crate::marking_check)), whatever labels were declared.
 
 use tianping_core::{PolicyHash, UnixTime, ZoneName};
 use tianping_policies::{Approval, FlowInfo, Policy, Rate, Reason, TransferRequest};
@@ -200,8 +202,8 @@ impl<'a> Outbound<'a> {
         })
     }
 
-    /// Runs the zone's filter of `s.kind` over `payload` with the flow's sanitize steps: the
-    /// rebuilt bytes are what is bundled.
+    /// Runs the zone's filter of `s.kind` over `payload` with the flow's sanitize steps, then
+    /// the marking check of a release: the rebuilt bytes are what is bundled.
     pub fn filter(&self, s: &Outgoing, payload: &[u8]) -> Result<Filtered, OutboundRefusal> {
         let flow = self.flow(&s.flow)?;
         let steps: Vec<&str> = flow.sanitize().collect();
@@ -214,7 +216,9 @@ impl<'a> Outbound<'a> {
                 .unwrap_or(flow.max_size()),
             release: flow.has_release(),
         };
-        Ok(self.filters.run(&input, payload)?)
+        let filtered = self.filters.run(&input, payload)?;
+        crate::marking_check(&flow, &filtered)?;
+        Ok(filtered)
     }
 }
 

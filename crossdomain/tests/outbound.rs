@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tianping_core::{Role, UnixTime, ZoneName};
 use tianping_crossdomain::{
     Filter, FilterInput, Filtered, Filters, MemoryBound, Outbound, OutboundRefusal, Outgoing,
-    RateWindow, Refusal, Step, StepState, Submitter, rate_admit,
+    RateWindow, Refusal, Step, StepState, Submitter, TextFilter, rate_admit,
 };
 use tianping_policies::{Approval, DEFAULT_POLICY, Policy, Rate, check};
 
@@ -165,6 +165,42 @@ fn redaction_is_demanded_by_the_release() {
     let d = out.decide(&s, &[]).unwrap();
     assert!(d.held);
     assert_eq!(d.need, 2);
+}
+
+#[test]
+fn a_release_refuses_marked_text_whatever_its_labels() {
+    let p = policy();
+    let mut f = Filters::new();
+    f.register(Arc::new(TextFilter::new()));
+    let private = zone("private");
+    let out = Outbound {
+        zone: &private,
+        policy: &p,
+        filters: &f,
+    };
+    let mut s = submission("judgment-publication", "text", "p-clerk-1", Role::Clerk);
+    s.redacted = true;
+    let clean = out.filter(&s, "判决书（公开版）\n".as_bytes()).unwrap();
+    assert!(!clean.bytes.is_empty());
+    // 秘密 is a marking of `secret`, which the judgment release refuses; full-width forms fold
+    for text in ["附件：秘密\n", "附件：绝密★\n", "ｓｅｃｒｅｔ 秘密\n"] {
+        let e = out.filter(&s, text.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("a marking of `secret`"), "{e}");
+    }
+    // a flow that is no release carries the same words (online filing refuses no label)
+    let internet = zone("internet");
+    let filing = Outbound {
+        zone: &internet,
+        policy: &p,
+        filters: &f,
+    };
+    let mut s = submission("online-filing", "text", "p-lawyer-1", Role::Lawyer);
+    s.kind = "text".into();
+    assert!(
+        filing
+            .filter(&s, "附件：秘密\n".as_bytes())
+            .map_or_else(|e| !e.to_string().contains("marking"), |_| true)
+    );
 }
 
 #[test]
