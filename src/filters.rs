@@ -1,6 +1,7 @@
 //! The filters the exchange daemons run (both sides): every filter type `tianping_crossdomain`
 //! exports, and the audit log's `audit-batch` decoder as a filter over `tianping_audit`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tianping_core::{DataDir, ZoneName};
@@ -10,9 +11,39 @@ use tianping_crossdomain::{
     TextFilter,
 };
 
+/// The socket of the ClamAV daemon `tianping up` runs for this data folder.
+pub(crate) fn fabric_clamd_socket(dir: &DataDir) -> PathBuf {
+    dir.run().join("clamd.sock")
+}
+
+/// Where the `scan` step asks ClamAV's daemon: the one `up` runs for this folder when its
+/// socket is there, else Debian's ([`tianping_crossdomain::Clamd::DEFAULT_SOCKET`]).
+pub(crate) fn clamd_socket(dir: &DataDir) -> PathBuf {
+    let ours = fabric_clamd_socket(dir);
+    if ours.exists() {
+        ours
+    } else {
+        PathBuf::from(tianping_crossdomain::Clamd::DEFAULT_SOCKET)
+    }
+}
+
 /// The flows of `policy` whose sanitize steps ask `scan`, and whether ClamAV's daemon answers
-/// `PING` where the filters ask it ([`tianping_crossdomain::Clamd::DEFAULT_SOCKET`]): `None`
-/// when no flow asks.
+/// `PING` where the filters of `dir` ask it ([`clamd_socket`]): `None` when no flow asks.
+pub(crate) fn scanning_at(
+    policy: &tianping_policies::Policy,
+    dir: &DataDir,
+) -> Option<(Vec<String>, PathBuf, Result<(), String>)> {
+    let (flows, _) = scanning(policy)?;
+    let socket = clamd_socket(dir);
+    let clamd =
+        tianping_crossdomain::Clamd::new(&socket).with_timeout(std::time::Duration::from_secs(5));
+    let answer = clamd.ping();
+    Some((flows, socket, answer))
+}
+
+/// The flows of `policy` whose sanitize steps ask `scan`, and whether ClamAV's daemon answers
+/// `PING` at Debian's socket ([`tianping_crossdomain::Clamd::DEFAULT_SOCKET`]): `None` when no
+/// flow asks.
 pub(crate) fn scanning(
     policy: &tianping_policies::Policy,
 ) -> Option<(Vec<String>, Result<(), String>)> {
@@ -32,8 +63,8 @@ pub(crate) fn scanning(
 /// The filters zone `zone` registers, by kind. `dir` is where zone-local filter settings will
 /// be read from; today every other filter runs with its defaults.
 /// The updates' validators (`policy-update`, `crl`, `trust-bundle`) check against the zone's
-/// installed copies under `dir`. The `scan` step asks ClamAV's daemon at Debian's socket,
-/// `/run/clamav/clamd.ctl`: no zone setting names another yet, and with no daemon there every
+/// installed copies under `dir`. The `scan` step asks ClamAV's daemon at [`clamd_socket`]
+/// (the one `up` runs, else Debian's `/run/clamav/clamd.ctl`); with no daemon answering, every
 /// transfer whose flow asks `scan` is refused.
 pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Filters> {
     let mut f = Filters::new();
@@ -60,9 +91,9 @@ pub(crate) fn zone_filters(dir: &DataDir, zone: &ZoneName) -> miette::Result<Fil
     f.register(Arc::new(crate::install_filters::TrustBundleFilter::new(
         dir, zone,
     )));
-    let f = f.with_scanner(Arc::new(tianping_crossdomain::Clamd::new(
-        tianping_crossdomain::Clamd::DEFAULT_SOCKET,
-    )));
+    let f = f.with_scanner(Arc::new(tianping_crossdomain::Clamd::new(clamd_socket(
+        dir,
+    ))));
     Ok(f)
 }
 

@@ -182,9 +182,9 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
             Err(e) => stores.push(json!({"zone": z.zone.as_str(), "error": e})),
         }
     }
-    let scan = crate::filters::scanning(policy).map(|(flows, answer)| {
+    let scan = crate::filters::scanning_at(policy, &dir).map(|(flows, socket, answer)| {
         json!({
-            "socket": tianping_crossdomain::Clamd::DEFAULT_SOCKET,
+            "socket": socket.display().to_string(),
             "flows": flows,
             "answers": answer.is_ok(),
             "error": answer.err(),
