@@ -2,7 +2,9 @@
 //! zone's IdP, the audit store and the exchange daemons the policy's flows need, as supervised children
 //! (`supervise.rs`), until `SIGINT` or `SIGTERM`.
 
+mod clamd;
 mod demo;
+mod netns;
 mod supervise;
 
 use std::path::Path;
@@ -22,6 +24,20 @@ pub(crate) struct UpArgs {
     /// and TOTP secrets printed and written to `DIR/demo-users.txt`, 0600).
     #[arg(long)]
     demo: bool,
+    /// Run each zone in a network namespace of its own, each link a veth pair with the return
+    /// path dropped (root; `ip` and `nft`). The folder's `fabric.toml` moves to the namespaces'
+    /// addresses on the first such run.
+    #[arg(long)]
+    netns: bool,
+    /// With `--demo` only: run every component's clock this many seconds ahead (behind when
+    /// negative) of the machine's, to show the policy's time windows at another hour; audited.
+    #[arg(
+        long,
+        requires = "demo",
+        allow_hyphen_values = true,
+        value_name = "SECONDS"
+    )]
+    clock_offset: Option<i64>,
 }
 
 /// The children that run the fabric: in each zone its IdP, the receiver when a flow of the
@@ -40,6 +56,8 @@ pub(crate) fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<s
                 .map(|a| (*a).to_owned())
                 .chain(["--zone".to_owned(), zone.to_string()])
                 .collect(),
+            prefix: Vec::new(),
+            env: Vec::new(),
         };
         if runs(Component::Idp) {
             out.push(spec(Component::Idp, &["idp", "serve"]));
@@ -94,7 +112,24 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
     let made = super::init::init_if_missing(data)?;
     let dir = DataDir::new(data);
     // A refused `fabric.toml` is shown as a diagnostic pointing at the offending text.
-    let fabric = Fabric::load(&dir.fabric()).map_err(miette::Report::new)?;
+    let mut fabric = Fabric::load(&dir.fabric()).map_err(miette::Report::new)?;
+    if args.netns && !args.dry_run {
+        let moved = netns::rewrite_fabric(fabric.text(), &fabric);
+        if moved != fabric.text() {
+            tianping_core::write_atomic(
+                &dir.fabric(),
+                moved.as_bytes(),
+                tianping_core::FileMode::Public,
+                tianping_core::Existing::Replace,
+            )
+            .into_diagnostic()?;
+            println!(
+                "netns: `{}` moved to the namespaces' addresses",
+                dir.fabric().display()
+            );
+            fabric = Fabric::load(&dir.fabric()).map_err(miette::Report::new)?;
+        }
+    }
     let policy_path = dir.policy();
     let source = std::fs::read_to_string(&policy_path)
         .into_diagnostic()
@@ -142,7 +177,7 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
             "the policy in force did not compile; nothing was started"
         ));
     };
-    let specs = plan(&fabric, policy);
+    let mut specs = plan(&fabric, policy);
     for s in &specs {
         println!(
             "runs {}/{}: tianping {}",
@@ -151,17 +186,21 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
             s.args.join(" ")
         );
     }
-    match crate::filters::scanning(policy) {
-        Some((flows, Ok(()))) => println!(
+    match crate::filters::scanning_at(policy, &dir) {
+        Some((flows, socket, Ok(()))) => println!(
             "flows that ask `scan` ({}): clamd answers at `{}`",
             flows.join(", "),
-            tianping_crossdomain::Clamd::DEFAULT_SOCKET
+            socket.display()
         ),
-        Some((flows, Err(e))) => println!(
+        Some((flows, _, Err(_))) if clamd::binary().is_some() => println!(
+            "flows that ask `scan` ({}): `up` starts clamd for them",
+            flows.join(", ")
+        ),
+        Some((flows, socket, Err(e))) => println!(
             "flows that ask `scan` ({}) refuse every transfer until a ClamAV daemon answers at \
-             `{}`: {e} (Debian: `apt install clamav-daemon`, then `freshclam`)",
+             `{}`: {e} (Debian: `apt install clamav-daemon`)",
             flows.join(", "),
-            tianping_crossdomain::Clamd::DEFAULT_SOCKET
+            socket.display()
         ),
         None => {}
     }
@@ -176,6 +215,121 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
             dir.root().join("demo-users.txt").display()
         );
     }
+    let mut notes = Vec::new();
+    let offset_file = dir.run().join("clock-offset");
+    match args.clock_offset {
+        Some(secs) => {
+            tianping_core::write_atomic(
+                &offset_file,
+                format!("{secs}\n").as_bytes(),
+                tianping_core::FileMode::Public,
+                tianping_core::Existing::Replace,
+            )
+            .into_diagnostic()?;
+            for s in &mut specs {
+                s.env
+                    .push((super::demo::CLOCK_OFFSET_ENV.to_owned(), secs.to_string()));
+            }
+            println!("demo: every component's clock runs {secs} s off the machine's");
+            notes.push(("demo.clock-offset", format!("{secs} s")));
+        }
+        None => {
+            let _ = std::fs::remove_file(&offset_file);
+        }
+    }
+    // the namespaces live as long as `up` runs
+    let _namespaces = if args.netns {
+        let ns = netns::setup(&fabric)?;
+        for s in &mut specs {
+            s.prefix = netns::exec_prefix(&s.zone);
+        }
+        println!(
+            "netns: each zone in its own network namespace (`tp-<zone>`), each link a one-way veth pair"
+        );
+        notes.push((
+            "up.netns",
+            "each zone in its own network namespace".to_owned(),
+        ));
+        Some(ns)
+    } else {
+        None
+    };
+    let _clamd = start_clamd(&dir, policy)?;
     let origin = format!("{}/audit/supervisor", fabric.domain);
-    supervise::run(&dir, &origin, specs)
+    supervise::run(&dir, &origin, specs, &notes)
+}
+
+/// Starts the ClamAV daemon of this folder when a flow asks `scan`, none answers where the
+/// filters ask, and `clamd` is installed; waits until it answers `PING`. It runs until `up`
+/// stops (killed when the handle drops).
+fn start_clamd(
+    dir: &DataDir,
+    policy: &tianping_policies::Policy,
+) -> miette::Result<Option<ClamdChild>> {
+    let Some((flows, _, answer)) = crate::filters::scanning_at(policy, dir) else {
+        return Ok(None);
+    };
+    if answer.is_ok() {
+        return Ok(None);
+    }
+    let Some(plan) = clamd::prepare(dir).into_diagnostic()? else {
+        println!(
+            "flows that ask `scan` ({}) refuse every transfer: `clamd` is not installed \
+             (Debian: `apt install clamav-daemon`)",
+            flows.join(", ")
+        );
+        return Ok(None);
+    };
+    let log = std::fs::File::create(dir.run().join("clamd").join("clamd.out")).into_diagnostic()?;
+    let mut child = std::process::Command::new(&plan.program)
+        .args(&plan.args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().into_diagnostic()?)
+        .stderr(log)
+        .spawn()
+        .into_diagnostic()?;
+    let socket = crate::filters::fabric_clamd_socket(dir);
+    let ping =
+        tianping_crossdomain::Clamd::new(&socket).with_timeout(std::time::Duration::from_secs(5));
+    // a daemon with a full signature database takes a minute or more to load it
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        if socket.exists() && ping.ping().is_ok() {
+            break;
+        }
+        if let Some(status) = child.try_wait().into_diagnostic()? {
+            return Err(miette!(
+                "`clamd` exited ({status}) before it answered; see `{}`",
+                dir.run().join("clamd").join("clamd.log").display()
+            ));
+        }
+        if std::time::Instant::now() > by {
+            let _ = child.kill();
+            return Err(miette!("`clamd` did not answer within 300 s"));
+        }
+        // the interval between two looks at the socket, not a wait standing in for it
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    println!(
+        "flows that ask `scan` ({}): clamd (pid {}) answers at `{}`{}",
+        flows.join(", "),
+        child.id(),
+        socket.display(),
+        if plan.test_signatures_only {
+            " with the EICAR test signature only (no freshclam database on this machine)"
+        } else {
+            ""
+        }
+    );
+    Ok(Some(ClamdChild(child)))
+}
+
+/// The `clamd` `up` started, killed when `up` ends.
+struct ClamdChild(std::process::Child);
+
+impl Drop for ClamdChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

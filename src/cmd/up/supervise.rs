@@ -41,6 +41,11 @@ pub(crate) struct Spec {
     pub(crate) component: Component,
     /// Its arguments after `tianping --data DIR`.
     pub(crate) args: Vec<String>,
+    /// A command it runs under, e.g. `ip netns exec tp-<zone>` (which execs: the pid stays the
+    /// component's); empty for none.
+    pub(crate) prefix: Vec<String>,
+    /// Environment variables set for it (the demonstration's clock offset).
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -169,7 +174,16 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
     loop {
         // A stale address from an earlier run must not pass for this one's.
         let _ = tianping_core::clear_published_addrs(dir, &spec.zone, spec.component);
-        let child = tokio::process::Command::new(exe)
+        let mut command = match spec.prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => tokio::process::Command::new(exe),
+        };
+        let child = command
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .arg("--data")
             .arg(dir.root())
             .args(&spec.args)
@@ -290,7 +304,12 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
 }
 
 /// Runs `specs` until `SIGINT` or `SIGTERM`; prints `ready` once every one is.
-pub(crate) fn run(dir: &DataDir, origin: &str, specs: Vec<Spec>) -> miette::Result<ExitCode> {
+pub(crate) fn run(
+    dir: &DataDir,
+    origin: &str,
+    specs: Vec<Spec>,
+    notes: &[(&str, String)],
+) -> miette::Result<ExitCode> {
     let exe = std::env::current_exe().into_diagnostic()?;
     let log_dir = dir.root().join("supervisor").join("audit");
     std::fs::create_dir_all(&log_dir).into_diagnostic()?;
@@ -316,6 +335,16 @@ pub(crate) fn run(dir: &DataDir, origin: &str, specs: Vec<Spec>) -> miette::Resu
     let signer: Arc<dyn tianping_core::Signer> = Arc::new(signer);
     // every event is signed as it is appended: they are few, and each is a start or a death
     log.set_auto_checkpoint(Arc::clone(&signer), 1);
+    // how this run was asked to differ from a plain one (`--netns`, `--clock-offset`), audited
+    // before any child starts
+    for (action, detail) in notes {
+        let mut e = Event::new(tianping_core::UnixTime::from_millis(now_ms()), *action);
+        e.actor = "up".to_owned();
+        e.outcome = "ok".to_owned();
+        e.attributes.insert("detail".to_owned(), detail.clone());
+        log.append(&e).into_diagnostic()?;
+    }
+    log.sync().into_diagnostic()?;
     let board = Board {
         path: dir.root().join("run").join("up.json"),
         states: Mutex::new(
