@@ -5,7 +5,7 @@
 //! ```sh
 //! cd bench && cargo run --release -p tianping-bench-gateway -- [--secs 10] [--warm 2]
 //!     [--rounds 3] [--conns 64] [--streams 10] [--threads 2] [--client-threads 2]
-//!     [--subjects 4096] [--tianping ../target/release/tianping]
+//!     [--subjects 4096] [--tianping ../target/release/tianping] [--upstream any|h1]
 //! ```
 //!
 //! The data folder is made by the `tianping` binary itself (`init`, the `private` zone's policy
@@ -67,6 +67,9 @@ pub struct Opts {
     pub subjects: usize,
     /// The `tianping` binary.
     pub tianping: PathBuf,
+    /// The proxies reach the upstream on its listener offering HTTP/1.1 alone (else the one
+    /// offering `h2` too, which the gateway takes: one multiplexed connection).
+    pub upstream_h1: bool,
 }
 
 fn opts(args: &[String]) -> Res<Opts> {
@@ -83,6 +86,7 @@ fn opts(args: &[String]) -> Res<Opts> {
             env!("CARGO_MANIFEST_DIR"),
             "/../../target/release/tianping"
         )),
+        upstream_h1: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -97,6 +101,13 @@ fn opts(args: &[String]) -> Res<Opts> {
             "--client-threads" => o.client_threads = value.parse()?,
             "--subjects" => o.subjects = value.parse()?,
             "--tianping" => o.tianping = PathBuf::from(value),
+            "--upstream" => {
+                o.upstream_h1 = match value.as_str() {
+                    "h1" => true,
+                    "any" => false,
+                    v => return Err(format!("--upstream h1 or any, not {v}").into()),
+                }
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -196,6 +207,14 @@ fn run(args: &[String]) -> Res<()> {
         loadavg()
     );
     println!("== {}", bench.describe());
+    println!(
+        "== the proxies reach the upstream on its listener offering {}",
+        if o.upstream_h1 {
+            "HTTP/1.1 alone"
+        } else {
+            "h2 and HTTP/1.1 by ALPN"
+        }
+    );
     let mut rows: Vec<(Who, Proto, Row)> = Vec::new();
     for round in 1..=o.rounds {
         for proto in [Proto::H1, Proto::H2] {

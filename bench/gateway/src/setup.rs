@@ -390,14 +390,21 @@ impl Bench {
                 .stderr(Stdio::inherit())
                 .spawn()?,
         };
-        let upstream_addr: SocketAddr = wait_for(&mut upstream, || {
-            std::fs::read_to_string(&addr_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-        })?;
+        let (upstream_addr, upstream_h1): (SocketAddr, SocketAddr) =
+            wait_for(&mut upstream, || {
+                let text = std::fs::read_to_string(&addr_file).ok()?;
+                let mut lines = text.lines();
+                Some((lines.next()?.parse().ok()?, lines.next()?.parse().ok()?))
+            })?;
+        // the proxies' side of the upstream: both ALPN protocols, or HTTP/1.1 alone
+        let behind = if o.upstream_h1 {
+            upstream_h1
+        } else {
+            upstream_addr
+        };
         bind_service(
             &dir.fabric(),
-            &format!("https://localhost:{}/", upstream_addr.port()),
+            &format!("https://localhost:{}/", behind.port()),
         )?;
 
         let fabric = Fabric::load(&dir.fabric())?;
@@ -468,7 +475,7 @@ impl Bench {
             &nginx_dir,
             o.threads,
             port,
-            upstream_addr,
+            behind,
             &cert,
             &key,
             &dir.zone_trust_bundle(&zone),

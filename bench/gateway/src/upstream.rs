@@ -6,8 +6,12 @@
 //! says so in `x-bench-assertion: 1`, so the runner can see that the gateway put one in, and
 //! `x-bench-upstream-version` names the HTTP version it was asked over.
 //!
-//! Once listening it writes its address to ADDR_FILE (written aside, then renamed); it stops
-//! when its standard input closes (the runner holds it open).
+//! It listens twice on the same certificate: once offering `h2` and `http/1.1` by ALPN (the
+//! load client's own rows), once offering `http/1.1` alone (so a proxy in front of it, which
+//! the service's URL names, keeps a pool of HTTP/1.1 connections instead of one multiplexed
+//! HTTP/2 connection). Once listening it writes both addresses, one a line, to ADDR_FILE
+//! (written aside, then renamed); it stops when its standard input closes (the runner holds
+//! it open).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -57,18 +61,35 @@ pub fn main(args: &[String]) -> Res<()> {
 }
 
 async fn serve(cert: &Path, key: &Path, addr_file: &Path) -> Res<()> {
-    let tls = ServerTlsBuilder::new(cert, key).build()?;
-    let mut options = ServerOptions::new(HostSet::new(["localhost", "127.0.0.1"]));
-    options.http3 = false;
-    // both proxies and the load client come from 127.0.0.1
-    options.limits.max_connections_per_addr = 100_000;
-    let server = serve_tls(([127, 0, 0, 1], 0).into(), Arc::new(tls), options, answer).await?;
+    let options = || {
+        let mut o = ServerOptions::new(HostSet::new(["localhost", "127.0.0.1"]));
+        o.http3 = false;
+        // both proxies and the load client come from 127.0.0.1
+        o.limits.max_connections_per_addr = 100_000;
+        o
+    };
+    let both = ServerTlsBuilder::new(cert, key).build()?;
+    let h1 = ServerTlsBuilder::new(cert, key)
+        .alpn(vec![b"http/1.1".to_vec()])
+        .build()?;
+    let main = serve_tls(
+        ([127, 0, 0, 1], 0).into(),
+        Arc::new(both),
+        options(),
+        answer,
+    )
+    .await?;
+    let h1 = serve_tls(([127, 0, 0, 1], 0).into(), Arc::new(h1), options(), answer).await?;
     let aside = addr_file.with_extension("tmp");
-    std::fs::write(&aside, server.local_addr().to_string())?;
+    std::fs::write(
+        &aside,
+        format!("{}\n{}\n", main.local_addr(), h1.local_addr()),
+    )?;
     std::fs::rename(&aside, addr_file)?;
     let mut stdin = tokio::io::stdin();
     let mut sink = [0u8; 64];
     while stdin.read(&mut sink).await? > 0 {}
-    server.shutdown().await;
+    main.shutdown().await;
+    h1.shutdown().await;
     Ok(())
 }
