@@ -59,6 +59,8 @@ enum Command {
     Login(cmd::login::LoginArgs),
     /// Revoke and delete the administrator's token of a zone.
     Logout(cmd::login::LogoutArgs),
+    /// A sample case service of the policy (for `up --demo`): deliveries in, a reader's pages out.
+    Service(cmd::service::ServiceArgs),
     /// The court scenario, step by step, against a running `tianping up --demo`.
     Demo(cmd::demo::DemoArgs),
 }
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Gateway(a) => cmd::gateway::run(&cli.data, a),
         Command::Login(a) => cmd::login::login(&cli.data, a),
         Command::Logout(a) => cmd::login::logout(&cli.data, a),
+        Command::Service(a) => cmd::service::run(&cli.data, a),
         Command::Demo(a) => cmd::demo::run(&cli.data, a),
     };
     match result {

@@ -9,5 +9,6 @@ pub(crate) mod idp;
 pub(crate) mod init;
 pub(crate) mod login;
 pub(crate) mod policy;
+pub(crate) mod service;
 pub(crate) mod status;
 pub(crate) mod up;
