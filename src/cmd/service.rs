@@ -4,7 +4,8 @@
 //!
 //! It serves TLS with a certificate of the zone CA for `NAME.<zone>.<domain>`, made on first need
 //! under `zones/<zone>/services/NAME/`, and publishes the address it bound in
-//! `run/<zone>-service-NAME.addr` (`https ADDR`). Every request but `GET /healthz` carries
+//! `run/<zone>-service-NAME.addr` (`https ADDR`, and `admin ADDR`: its loopback `/healthz` and
+//! `/metrics`). Every request but `GET /healthz` carries
 //! either
 //!
 //! - `Tianping-Delivery`: a `delivery` token for audience `NAME`, signed by a node of the zone,
@@ -60,6 +61,19 @@ pub(crate) fn service_dir(dir: &DataDir, zone: &ZoneName, name: &str) -> PathBuf
 /// `DIR/run/<zone>-service-NAME.addr`.
 pub(crate) fn addr_file(dir: &DataDir, zone: &ZoneName, name: &str) -> PathBuf {
     dir.run().join(format!("{zone}-service-{name}.addr"))
+}
+
+/// The address of `listener` (`https` or `admin`) a running service published, if it did.
+pub(crate) fn published(
+    dir: &DataDir,
+    zone: &ZoneName,
+    name: &str,
+    listener: &str,
+) -> Option<SocketAddr> {
+    let text = std::fs::read_to_string(addr_file(dir, zone, name)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(listener)?.strip_prefix(' '))
+        .and_then(|a| a.trim().parse().ok())
 }
 
 /// The service's TLS certificate, issued by the zone CA on first need.
@@ -163,9 +177,15 @@ pub(crate) fn run(data: &Path, args: ServiceArgs) -> miette::Result<std::process
             .await
             .into_diagnostic()?;
         let bound = server.local_addr();
+        let admin = tianping_net::serve_admin(
+            SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
+            vec![server.metrics()],
+        )
+        .await
+        .into_diagnostic()?;
         write_atomic(
             &addr_path,
-            format!("https {bound}\n").as_bytes(),
+            format!("https {bound}\nadmin {}\n", admin.local_addr()).as_bytes(),
             FileMode::Public,
             Existing::Replace,
         )
@@ -183,6 +203,7 @@ pub(crate) fn run(data: &Path, args: ServiceArgs) -> miette::Result<std::process
             _ = tokio::signal::ctrl_c() => {}
         }
         let _ = std::fs::remove_file(&addr_path);
+        drop(admin);
         drop(server);
         Ok::<_, miette::Report>(())
     })?;

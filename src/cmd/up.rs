@@ -58,6 +58,7 @@ pub(crate) fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<s
                 .collect(),
             prefix: Vec::new(),
             env: Vec::new(),
+            service: None,
         };
         if runs(Component::Idp) {
             out.push(spec(Component::Idp, &["idp", "serve"]));
@@ -77,6 +78,48 @@ pub(crate) fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<s
         {
             out.push(spec(Component::ExchangeSender, &["exchange", "send"]));
         }
+    }
+    out
+}
+
+/// One `tianping service` child for each of the demo's sample case services the fabric binds by
+/// URL to a host of its own (`NAME.<zone>.<domain>`): on the URL's port, or any when it is 0.
+fn service_specs(fabric: &Fabric) -> Vec<supervise::Spec> {
+    let mut out = Vec::new();
+    for (name, zone) in demo::SERVICES {
+        let Some(binding) = fabric.services().get(name) else {
+            continue;
+        };
+        let ServiceTarget::Url { url, .. } = &binding.target else {
+            continue;
+        };
+        let Some(z) = fabric.zone(&binding.zone) else {
+            continue;
+        };
+        let host = format!("{name}.{zone}.{}", fabric.domain);
+        let Ok(uri) = url.parse::<http::Uri>() else {
+            continue;
+        };
+        if uri.host() != Some(host.as_str()) {
+            continue;
+        }
+        let port = uri.port_u16().unwrap_or(443);
+        out.push(supervise::Spec {
+            zone: binding.zone.clone(),
+            // not looked at for a service
+            component: Component::Gateway,
+            args: vec![
+                "service".to_owned(),
+                name.to_owned(),
+                "--zone".to_owned(),
+                zone.to_owned(),
+                "--listen".to_owned(),
+                std::net::SocketAddr::new(z.address, port).to_string(),
+            ],
+            prefix: Vec::new(),
+            env: Vec::new(),
+            service: Some(name.to_owned()),
+        });
     }
     out
 }
@@ -130,6 +173,23 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
             fabric = Fabric::load(&dir.fabric()).map_err(miette::Report::new)?;
         }
     }
+    if args.demo && !args.dry_run && demo::first_run(&dir) {
+        let bound = demo::bind_services(fabric.text(), &fabric);
+        if bound != fabric.text() {
+            tianping_core::write_atomic(
+                &dir.fabric(),
+                bound.as_bytes(),
+                tianping_core::FileMode::Public,
+                tianping_core::Existing::Replace,
+            )
+            .into_diagnostic()?;
+            println!(
+                "demo: the sample case services bound by URL in `{}`",
+                dir.fabric().display()
+            );
+            fabric = Fabric::load(&dir.fabric()).map_err(miette::Report::new)?;
+        }
+    }
     let policy_path = dir.policy();
     let source = std::fs::read_to_string(&policy_path)
         .into_diagnostic()
@@ -178,6 +238,15 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
         ));
     };
     let mut specs = plan(&fabric, policy);
+    if args.demo {
+        specs.extend(service_specs(&fabric));
+    }
+    for s in &mut specs {
+        s.env.push((
+            ServiceTarget::DATA_ENV.to_owned(),
+            dir.root().display().to_string(),
+        ));
+    }
     for s in &specs {
         println!(
             "runs {}/{}: tianping {}",

@@ -25,6 +25,33 @@ pub enum ServiceTarget {
     Component(Component),
 }
 
+impl ServiceTarget {
+    /// The environment variable naming the data folder (`tianping --data`'s), which `tianping
+    /// up` sets for each of its children.
+    pub const DATA_ENV: &str = "TIANPING_DATA";
+
+    /// Where a running sample case service of the fabric (`tianping service NAME --zone Z`)
+    /// listens, as it published it in `DATA/run/<zone>-service-<name>.addr` (a line
+    /// `https ADDR`), for a URL whose host is `<name>.<zone>.<domain>`: a URL of port 0 means
+    /// "where the running service bound", and DNS does not know the fabric's hosts. `DATA` is
+    /// the folder [`Self::DATA_ENV`] names; none when it is not set, the host is not of that form or
+    /// the service has published nothing.
+    pub fn published_service_addr(host: &str) -> Option<std::net::SocketAddr> {
+        let data = std::env::var_os(Self::DATA_ENV)?;
+        let mut labels = host.split('.');
+        let name = labels.next().filter(|n| is_service_name(n))?;
+        let zone: ZoneName = labels.next()?.parse().ok()?;
+        labels.next()?;
+        let file = std::path::Path::new(&data)
+            .join("run")
+            .join(format!("{zone}-service-{name}.addr"));
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("https "))
+            .and_then(|a| a.trim().parse().ok())
+    }
+}
+
 /// The binding of a service name to its zone and target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceBinding {

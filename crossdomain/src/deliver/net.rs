@@ -224,9 +224,13 @@ async fn post_https(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
         .map_err(|e| format!("`{host}`: {e}"))?;
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| format!("`{url}`: {e}"))?;
+    // a sample case service of the fabric is reached where it published its address (a URL of
+    // port 0 means nothing else; DNS does not know the fabric's hosts)
+    let tcp = match tianping_core::ServiceTarget::published_service_addr(&host) {
+        Some(addr) => tokio::net::TcpStream::connect(addr).await,
+        None => tokio::net::TcpStream::connect((host.as_str(), port)).await,
+    }
+    .map_err(|e| format!("`{url}`: {e}"))?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await

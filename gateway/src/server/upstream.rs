@@ -146,9 +146,13 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Sender, UpstreamError> {
-        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        // a sample case service of the fabric is reached where it published its address (a URL
+        // of port 0 means nothing else; DNS does not know the fabric's hosts)
+        let tcp = match tianping_core::ServiceTarget::published_service_addr(&self.host) {
+            Some(addr) => tokio::net::TcpStream::connect(addr).await,
+            None => tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await,
+        }
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let tls = self
             .connector

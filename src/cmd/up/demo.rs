@@ -11,8 +11,10 @@
 //! `DIR/demo-users.txt` (0600): sign-in name, role, zone, password, TOTP secret (base32) and its
 //! `otpauth://` URI. The folder's IdP stores are written before any IdP starts.
 //!
-//! Not yet: the sample case services (filing intake, case files, …) that `--demo` is to bind in
-//! each zone; until they are, the flows delivering to them wait in the receivers' queues.
+//! The demo's first run also binds the policy's sample case services ([`SERVICES`]) by URL in
+//! `fabric.toml` (`url = "https://NAME.<zone>.<domain>:PORT/"`, `ca` the zone's trust bundle),
+//! ports 7450 and on when the fabric's ports are fixed, `0` when they are 0 (the running
+//! service's published address is then used); `up` runs one `tianping service` child for each.
 
 use std::fmt::Write as _;
 
@@ -158,6 +160,52 @@ const PEOPLE: [Person; 14] = [
         zone: "internet",
     },
 ];
+
+/// The sample case services `--demo` binds and runs, with their zones.
+pub(crate) const SERVICES: [(&str, &str); 11] = [
+    ("filing-intake", "private"),
+    ("case-management", "private"),
+    ("service-records", "private"),
+    ("enforcement-desk", "private"),
+    ("mobile-intake", "private"),
+    ("service-inbox", "internet"),
+    ("judgment-portal", "internet"),
+    ("mobile-casefiles", "mobile"),
+    ("bank-gateway", "external"),
+    ("classified-import-desk", "classified"),
+    ("classified-cases", "classified"),
+];
+
+/// Whether the demo has not seeded the folder yet (its first run is to come).
+pub(crate) fn first_run(dir: &DataDir) -> bool {
+    !dir.root().join(PEOPLE_FILE).exists()
+}
+
+/// `fabric.toml`'s text with each of [`SERVICES`] the fabric binds to a delivery folder of its
+/// zone bound by URL instead: port `7450 + i` when the zone's gateway has a fixed port, else 0.
+pub(crate) fn bind_services(text: &str, fabric: &tianping_core::Fabric) -> String {
+    let mut out = text.to_owned();
+    for (i, (name, zone)) in SERVICES.iter().enumerate() {
+        let Some(z) = fabric.zones().find(|z| z.zone.as_str() == *zone) else {
+            continue;
+        };
+        let old = format!(
+            "[services.{name}]\nzone = \"{zone}\"\nfolder = \"zones/{zone}/delivery/{name}\"\n"
+        );
+        let port = if z.gateway_port == 0 {
+            0
+        } else {
+            7450 + u16::try_from(i).unwrap_or(0)
+        };
+        let new = format!(
+            "[services.{name}]\nzone = \"{zone}\"\nurl = \"https://{name}.{zone}.{}:{port}/\"\n\
+             ca = \"zones/{zone}/trust.pem\"\n",
+            fabric.domain
+        );
+        out = out.replace(&old, &new);
+    }
+    out
+}
 
 /// A password the policy's rules take: 20 random letters and digits in four groups.
 fn password(rng: &OsRandom) -> miette::Result<String> {

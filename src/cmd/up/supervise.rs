@@ -46,11 +46,39 @@ pub(crate) struct Spec {
     pub(crate) prefix: Vec<String>,
     /// Environment variables set for it (the demonstration's clock offset).
     pub(crate) env: Vec<(String, String)>,
+    /// A sample case service (`tianping service NAME`) rather than a component: its addresses
+    /// are in `run/<zone>-service-NAME.addr`, and `component` is not looked at.
+    pub(crate) service: Option<String>,
 }
 
 impl Spec {
     fn name(&self) -> String {
-        format!("{}/{}", self.zone, self.component.as_str())
+        match &self.service {
+            Some(s) => format!("{}/service-{s}", self.zone),
+            None => format!("{}/{}", self.zone, self.component.as_str()),
+        }
+    }
+
+    /// The admin listener the child published, if it has.
+    fn admin(&self, dir: &DataDir) -> Option<std::net::SocketAddr> {
+        match &self.service {
+            Some(s) => crate::cmd::service::published(dir, &self.zone, s, "admin"),
+            None => tianping_core::published_addrs(dir, &self.zone, self.component)
+                .ok()
+                .and_then(|a| a.get(&Listener::Admin).copied()),
+        }
+    }
+
+    /// Removes the addresses a previous run of the child published.
+    fn clear_addrs(&self, dir: &DataDir) {
+        match &self.service {
+            Some(s) => {
+                let _ = std::fs::remove_file(crate::cmd::service::addr_file(dir, &self.zone, s));
+            }
+            None => {
+                let _ = tianping_core::clear_published_addrs(dir, &self.zone, self.component);
+            }
+        }
     }
 }
 
@@ -59,6 +87,9 @@ impl Spec {
 struct State {
     zone: String,
     component: &'static str,
+    /// The sample case service, for a `service` child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
     pid: Option<u32>,
     /// When the running process started, milliseconds since the epoch.
     since: u64,
@@ -173,7 +204,7 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
     let mut restarts = 0u32;
     loop {
         // A stale address from an earlier run must not pass for this one's.
-        let _ = tianping_core::clear_published_addrs(dir, &spec.zone, spec.component);
+        spec.clear_addrs(dir);
         let mut command = match spec.prefix.split_first() {
             Some((program, rest)) => {
                 let mut c = tokio::process::Command::new(program);
@@ -245,10 +276,7 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
                 status = child.wait() => break Some(status),
                 _ = stop.changed() => break None,
                 () = tokio::time::sleep(READY_POLL), if !is_ready => {
-                    let admin = tianping_core::published_addrs(dir, &spec.zone, spec.component)
-                        .ok()
-                        .and_then(|a| a.get(&Listener::Admin).copied());
-                    if let Some(addr) = admin {
+                    if let Some(addr) = spec.admin(dir) {
                         if crate::cmd::status::health(addr).await == Some(200) {
                             is_ready = true;
                             board.update(i, |s| s.ready = true);
@@ -352,7 +380,12 @@ pub(crate) fn run(
                 .iter()
                 .map(|s| State {
                     zone: s.zone.to_string(),
-                    component: s.component.as_str(),
+                    component: if s.service.is_some() {
+                        "service"
+                    } else {
+                        s.component.as_str()
+                    },
+                    service: s.service.clone(),
                     pid: None,
                     since: 0,
                     restarts: 0,
