@@ -1,0 +1,218 @@
+//! `tianping up --demo` runs the policy's sample case services: on a port-0 fabric each is bound
+//! by URL in `fabric.toml` on the first run, runs as a supervised child and answers its health
+//! check; `filing-intake` refuses a request without a token, takes a delivery of a node of its
+//! zone (stored once, refused when the body is not the token's), and lists it to a person the
+//! zone's gateway asserts, named on its page.
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "tests fail loudly"
+)]
+
+#[path = "common/exchange.rs"]
+mod exchange;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use exchange::Daemon;
+use tianping_certs::{DeliveryClaims, TokenClaims, TokenSigner, UserClaims};
+use tianping_core::{Acr, Clearance, Clock as _, Component, DataDir, Role, SystemClock, ZoneName};
+
+/// Lines of `up` until one equal to `want`, which must come before `by`; returns those seen.
+fn until(up: &mut Daemon, want: &str, by: Instant) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let line = up.expect_line(by);
+        if line == want {
+            return seen;
+        }
+        seen.push(line);
+    }
+}
+
+/// A token signer with the node key of `component` of `zone`.
+fn signer(dir: &DataDir, zone: &ZoneName, component: Component) -> TokenSigner {
+    let (cert, key) = dir.node(zone, component);
+    let key_pem = std::fs::read_to_string(key).unwrap();
+    let signer = tianping_audit::signer_from_pem(&key_pem).unwrap();
+    let chain = tianping_certs::certs_from_pem(&std::fs::read(cert).unwrap()).unwrap();
+    TokenSigner::new(Arc::new(signer), &chain).unwrap()
+}
+
+fn published(dir: &DataDir, zone: &str, name: &str, listener: &str) -> std::net::SocketAddr {
+    let text =
+        std::fs::read_to_string(dir.run().join(format!("{zone}-service-{name}.addr"))).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(listener)?.strip_prefix(' '))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserted_people() {
+    let s = exchange::setup("127.0.0.1:0");
+    let dir = DataDir::new(&s.data);
+    let by = Instant::now() + Duration::from_secs(240);
+    let mut cmd = exchange::tianping(&s.data);
+    cmd.args(["up", "--demo"])
+        .env("TIANPING_AUDIT_SHIP_EVERY", "0");
+    let mut up = Daemon::spawn("up", cmd);
+    let seen = until(&mut up, "ready", by);
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("demo: the sample case services bound by URL")),
+        "{seen:#?}"
+    );
+
+    // every service the fabric binds is a child of `up`, ready
+    let fabric = tianping_core::Fabric::load(&dir.fabric()).unwrap();
+    let text = std::fs::read_to_string(dir.fabric()).unwrap();
+    assert!(
+        text.contains("url = \"https://filing-intake.private.")
+            && text.contains("url = \"https://bank-gateway.external."),
+        "{text}"
+    );
+    let board: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.run().join("up.json")).unwrap()).unwrap();
+    let services: Vec<&serde_json::Value> = board
+        .iter()
+        .filter(|r| r["component"] == "service")
+        .collect();
+    assert!(services.len() >= 5, "{board:#?}");
+    assert!(services.iter().all(|r| r["ready"] == true), "{board:#?}");
+    assert!(
+        services.iter().any(|r| r["service"] == "filing-intake"),
+        "{board:#?}"
+    );
+
+    let zone: ZoneName = "private".parse().unwrap();
+    let host = format!("filing-intake.private.{}", fabric.domain);
+    let addr = published(&dir, "private", "filing-intake", "https");
+    let admin = published(&dir, "private", "filing-intake", "admin");
+    let trust = std::fs::read(dir.zone_trust_bundle(&zone)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .resolve(&host, addr);
+        for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
+            b = b.add_root_certificate(cert);
+        }
+        let http = b.build().unwrap();
+        let health = reqwest::get(format!("http://{admin}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let base = format!("https://{host}:{}", addr.port());
+
+        // no token: 401 with the reason
+        let r = http.get(format!("{base}/")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.text().await.unwrap().contains("Tianping-Assertion"));
+
+        // a delivery of the zone's receiver, its body the token's
+        let body = br#"{"form":"filing-form","court":"bj.01.03","plaintiff":"p-0202"}"#.to_vec();
+        let deliver = |body: Vec<u8>, sha: [u8; 32], transfer: &str| {
+            let token = signer(&dir, &zone, Component::ExchangeReceiver)
+                .sign(
+                    &TokenClaims::Delivery(DeliveryClaims {
+                        flow: "online-filing".into(),
+                        transfer: transfer.into(),
+                        content_sha256: sha,
+                    }),
+                    "filing-intake",
+                    SystemClock.now(),
+                    Duration::from_secs(60),
+                )
+                .unwrap();
+            http.post(format!("{base}/"))
+                .header("tianping-delivery", token)
+                .header("tianping-flow", "online-filing")
+                .header("tianping-transfer", transfer)
+                .header("tianping-kind", "filing-form")
+                .header("tianping-submitter", "p-0202")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+        };
+        let sha = tianping_crossdomain::sha256(&body);
+        let r = deliver(body.clone(), sha, "internet:7").await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        // another body under the same token's hash: refused, nothing stored
+        let r = deliver(b"other".to_vec(), sha, "internet:8").await.unwrap();
+        assert_eq!(r.status(), 401);
+        let received = dir.zone(&zone).join("services/filing-intake/received");
+        let stored: Vec<_> = std::fs::read_dir(&received)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(stored, vec!["internet_3a7".to_owned()]);
+
+        let assertion = |component: Component| {
+            signer(&dir, &zone, component)
+                .sign(
+                    &TokenClaims::User(UserClaims {
+                        sub: "u-0104".parse().unwrap(),
+                        roles: vec![Role::Clerk],
+                        court: Some("bj.01.03".parse().unwrap()),
+                        acr: Acr::Otp,
+                        clearance: Clearance::None,
+                    }),
+                    "filing-intake",
+                    SystemClock.now(),
+                    Duration::from_secs(60),
+                )
+                .unwrap()
+        };
+        // an assertion not from the gateway: refused
+        let r = http
+            .get(format!("{base}/"))
+            .header("tianping-assertion", assertion(Component::ExchangeReceiver))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // the gateway's: the list, then the item and its payload
+        let r = http
+            .get(format!("{base}/"))
+            .header("tianping-assertion", assertion(Component::Gateway))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(list["reader"], "u-0104");
+        assert_eq!(list["received"][0]["transfer"], "internet:7");
+        assert_eq!(list["received"][0]["flow"], "online-filing");
+        let page = http
+            .get(format!("{base}/"))
+            .header("tianping-assertion", assertion(Component::Gateway))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("u-0104") && page.contains("internet:7"),
+            "{page}"
+        );
+        let payload = http
+            .get(format!("{base}/internet%3A7/payload"))
+            .header("tianping-assertion", assertion(Component::Gateway))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(payload.as_ref(), body.as_slice());
+    });
+}
