@@ -3,11 +3,7 @@
 //! check; `filing-intake` refuses a request without a token, takes a delivery of a node of its
 //! zone (stored once, refused when the body is not the token's), and lists it to a person the
 //! zone's gateway asserts, named on its page.
-#![expect(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 #[path = "common/exchange.rs"]
 mod exchange;
