@@ -203,7 +203,16 @@ impl Fabric {
                 Component::Idp => Some(SocketAddr::new(z.address, z.idp_port)),
                 _ => None,
             },
-            Listener::Admin => Some(SocketAddr::new(z.address, *z.admin_ports.get(&component)?)),
+            // an admin listener is on loopback: the zone's own when it is one, else the
+            // machine's (a zone on its own address, as in `--netns` mode)
+            Listener::Admin => Some(SocketAddr::new(
+                if z.address.is_loopback() {
+                    z.address
+                } else {
+                    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+                },
+                *z.admin_ports.get(&component)?,
+            )),
             Listener::Link { from } if component == Component::ExchangeReceiver => {
                 Some(self.link(from, zone)?.address)
             }

@@ -34,6 +34,42 @@ async fn control_json(socket: &Path, path: &str) -> Result<Value, String> {
     }
 }
 
+/// The network namespace zone `zone`'s components run in, when `up --netns` made one for it
+/// (a zone on an address of its own whose namespace exists).
+pub(crate) fn zone_netns(fabric: &tianping_core::Fabric, zone: &ZoneName) -> Option<String> {
+    let z = fabric.zone(zone)?;
+    let ns = format!("tp-{zone}");
+    (!z.address.is_loopback() && Path::new("/run/netns").join(&ns).exists()).then_some(ns)
+}
+
+/// The status code `GET /healthz` gets on `addr` inside network namespace `ns` (its loopback
+/// is not the host's), if anything answers; asked from a thread of its own that enters the
+/// namespace.
+pub(crate) async fn health_in(ns: Option<String>, addr: std::net::SocketAddr) -> Option<u16> {
+    let Some(ns) = ns else {
+        return health(addr).await;
+    };
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let file = std::fs::File::open(Path::new("/run/netns").join(&ns)).ok()?;
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .ok()?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        std::str::from_utf8(head.get(9..12)?).ok()?.parse().ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// The status code `GET /healthz` gets on `addr`, if anything answers (`up` asks it too).
 pub(crate) async fn health(addr: std::net::SocketAddr) -> Option<u16> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -98,7 +134,7 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
                     .filter(|a| a.port() != 0)
             });
         let healthz = match admin {
-            Some(a) => rt.block_on(health(a)),
+            Some(a) => rt.block_on(health_in(zone_netns(&fabric, &spec.zone), a)),
             None => None,
         };
         all_up &= healthz == Some(200);

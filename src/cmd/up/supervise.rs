@@ -277,7 +277,9 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
                 _ = stop.changed() => break None,
                 () = tokio::time::sleep(READY_POLL), if !is_ready => {
                     if let Some(addr) = spec.admin(dir) {
-                        if crate::cmd::status::health(addr).await == Some(200) {
+                        // a child in a namespace is asked there (its loopback is its own)
+                        let ns = spec.prefix.last().cloned(); // `ip netns exec NS`
+                        if crate::cmd::status::health_in(ns, addr).await == Some(200) {
                             is_ready = true;
                             board.update(i, |s| s.ready = true);
                             ready.send_modify(|n| *n += 1);
