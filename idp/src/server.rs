@@ -22,6 +22,7 @@ use crate::store::Store;
 use crate::token_request::{TokenGrant, parse_token_request};
 use crate::tokens::{IssuedAccessToken, TokenIssuer};
 
+mod commit;
 mod device;
 mod login;
 
@@ -75,6 +76,8 @@ struct Inner {
     jwks: Option<crate::client_auth::JwksCache>,
     /// The device authorization grant (RFC 8628); without it its endpoints are refused.
     device: Option<device::DeviceState>,
+    /// Refresh rotations and their audit events, made durable together in groups.
+    commits: commit::GrantCommits,
 }
 
 impl std::fmt::Debug for Idp {
@@ -94,8 +97,10 @@ impl Idp {
             .iter()
             .map(|c| (c.id.clone(), c.clone()))
             .collect();
+        let commits = commit::GrantCommits::new(Arc::clone(&parts.store), Arc::clone(&parts.audit));
         Self {
             inner: Arc::new(Inner {
+                commits,
                 parts,
                 backchannel: None,
                 delivering: tokio::sync::Mutex::new(()),
@@ -517,14 +522,11 @@ impl Inner {
                     other => other?,
                 };
                 let scope = granted;
-                // The rotation (one flush shared with concurrent ones) and the audit record are
-                // both durable before the answer.
-                let (stored, audited) = tokio::join!(
-                    p.store.flushed(),
-                    self.audit(now, "token.refresh", &client.id, &at)
-                );
-                stored?;
-                audited?;
+                // The rotation and the audit record are both durable before the answer: one
+                // group commit (a store flush, then one audit append) covers every rotation
+                // written before its event was handed over, shared with concurrent grants.
+                let event = self.grant_event(now, "token.refresh", &client.id, &at);
+                self.commits.commit(event).await?;
                 Ok(token_json(&at, now, &scope, Some(&next)))
             }
             TokenGrant::AuthorizationCode {
@@ -551,6 +553,23 @@ impl Inner {
         answer
     }
 
+    /// The audit event of a grant.
+    fn grant_event(
+        &self,
+        now: UnixTime,
+        action: &str,
+        client_id: &str,
+        at: &IssuedAccessToken,
+    ) -> Event {
+        let mut e = Event::new(now, action);
+        e.zone.clone_from(&self.parts.zone);
+        e.component = "idp".into();
+        e.actor = client_id.to_owned();
+        e.object = at.jti.clone();
+        e.outcome = "ok".into();
+        e
+    }
+
     /// Records a grant durably; the response waits for it.
     async fn audit(
         &self,
@@ -559,12 +578,7 @@ impl Inner {
         client_id: &str,
         at: &IssuedAccessToken,
     ) -> Result<(), IdpError> {
-        let mut e = Event::new(now, action);
-        e.zone.clone_from(&self.parts.zone);
-        e.component = "idp".into();
-        e.actor = client_id.to_owned();
-        e.object = at.jti.clone();
-        e.outcome = "ok".into();
+        let e = self.grant_event(now, action, client_id, at);
         // Awaited without a thread of its own: the log's committer wakes this task once the
         // event's group is durable.
         let audit_error = |e: tianping_audit::StoreError| IdpError::Store(format!("audit: {e}"));

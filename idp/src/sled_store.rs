@@ -391,6 +391,10 @@ impl Store for SledStore {
         })
     }
 
+    fn sync(&self) -> Result<(), IdpError> {
+        self.flush()
+    }
+
     fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {
         Self::get(&self.families, id, records::decode_family)
     }

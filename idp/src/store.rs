@@ -86,6 +86,12 @@ pub trait Store: Send + Sync {
     fn flushed(&self) -> Flushed {
         Box::pin(std::future::ready(Ok(())))
     }
+    /// Makes every update made before the call durable, blocking this thread until it is: for
+    /// a thread of its own that commits deferred updates in groups (the default: nothing to do,
+    /// every write being durable when it returns).
+    fn sync(&self) -> Result<(), IdpError> {
+        Ok(())
+    }
     /// A family as stored now, read without writing (the default reads through
     /// [`update_family`](Self::update_family) with no change).
     fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {
