@@ -494,6 +494,8 @@ pub struct TokenVerifier {
     audience: String,
     kind: TokenKind,
     replay: Mutex<ReplayCache>,
+    /// Whether a token may come again within its life (see [`reusable`](Self::reusable)).
+    reusable: bool,
 }
 
 impl TokenVerifier {
@@ -514,7 +516,20 @@ impl TokenVerifier {
             audience,
             kind,
             replay: Mutex::new(ReplayCache::default()),
+            reusable: false,
         })
+    }
+
+    /// The same verifier taking a token again within its life: for a service reading the
+    /// `user` assertions a gateway reuses for one session and service until near their expiry
+    /// (short-lived and made for this audience alone), where a replay cache would refuse a
+    /// person's second request. A receiver that acts once per token (the exchange sender) keeps
+    /// the replay check.
+    pub fn reusable(self) -> Self {
+        Self {
+            reusable: true,
+            ..self
+        }
     }
 
     /// The same verifier with a replay cache of `capacity` live tokens.
@@ -538,6 +553,9 @@ impl TokenVerifier {
     /// Verifies `token` at `now`, and records its `jti`.
     pub fn verify_at(&self, token: &[u8], now: UnixTime) -> Result<VerifiedToken, TokenError> {
         let verified = self.check(token, now)?;
+        if self.reusable {
+            return Ok(verified);
+        }
         let forget_after = verified
             .expires_at
             .as_secs()

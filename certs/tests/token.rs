@@ -465,6 +465,25 @@ fn a_wrong_audience_and_a_bad_signature_are_refused() {
 }
 
 #[test]
+fn a_reusable_verifier_takes_an_assertion_again_within_its_life_only() {
+    let c = court();
+    let (_, signer) = node(&c.private, "gateway");
+    let clock = ManualClock::new(now());
+    let v = verifier(&c, TokenKind::User).reusable();
+    let a = signer.sign(&user(), "audit-store", now(), MINUTE).unwrap();
+    for _ in 0..3 {
+        assert_eq!(v.verify(a.as_bytes(), &clock).unwrap().claims, user());
+    }
+    // everything else is still checked: another audience, and the end of its life
+    let other = signer
+        .sign(&user(), "case-management", now(), MINUTE)
+        .unwrap();
+    assert!(v.verify(other.as_bytes(), &clock).is_err());
+    clock.advance(Duration::from_secs(66));
+    assert!(v.verify(a.as_bytes(), &clock).is_err());
+}
+
+#[test]
 fn a_replayed_jti_is_refused_and_the_cache_is_bounded_and_pruned() {
     let c = court();
     let (_, signer) = node(&c.private, "gateway");

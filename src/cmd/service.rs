@@ -143,8 +143,10 @@ pub(crate) fn run(data: &Path, args: ServiceArgs) -> miette::Result<std::process
     let trust = super::exchange::zone_trust(&dir, &args.zone)?;
     let deliveries = TokenVerifier::new(&trust, &args.zone, args.name.clone(), TokenKind::Delivery)
         .into_diagnostic()?;
+    // the gateway reuses a person's assertion for this service until near its expiry
     let users = TokenVerifier::new(&trust, &args.zone, args.name.clone(), TokenKind::User)
-        .into_diagnostic()?;
+        .into_diagnostic()?
+        .reusable();
     let received = service_dir(&dir, &args.zone, &args.name).join("received");
     std::fs::create_dir_all(&received).into_diagnostic()?;
     let service = Arc::new(Service {
