@@ -2,7 +2,7 @@
 //! by URL in `fabric.toml` on the first run, runs as a supervised child and answers its health
 //! check; `filing-intake` refuses a request without a token, takes a delivery of a node of its
 //! zone (stored once, refused when the body is not the token's), and lists it to a person the
-//! zone's gateway asserts, named on its page.
+//! zone's gateway asserts, named on its page. The people who sign in with a certificate have one.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 #[path = "common/exchange.rs"]
@@ -61,6 +61,27 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
             .any(|l| l.starts_with("demo: the sample case services bound by URL")),
         "{seen:#?}"
     );
+
+    // the people who sign in with a certificate have one, listed with the people
+    let people = std::fs::read_to_string(s.data.join("demo-users.txt")).unwrap();
+    for (login, zone) in [
+        ("officer.zhao", "private"),
+        ("clerk.liu", "private"),
+        ("assistant.zhang", "private"),
+        ("bank.feng", "external"),
+    ] {
+        assert!(
+            people.contains(&format!("# cert\t{login}\t{zone}\t")),
+            "{people}"
+        );
+        let key = s.data.join("demo-certs").join(format!("{login}.key"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&key).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+        let pem = std::fs::read_to_string(key.with_extension("pem")).unwrap();
+        assert!(pem.contains("BEGIN CERTIFICATE"));
+    }
 
     // every service the fabric binds is a child of `up`, ready
     let fabric = tianping_core::Fabric::load(&dir.fabric()).unwrap();

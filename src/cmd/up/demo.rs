@@ -11,6 +11,10 @@
 //! `DIR/demo-users.txt` (0600): sign-in name, role, zone, password, TOTP secret (base32) and its
 //! `otpauth://` URI. The folder's IdP stores are written before any IdP starts.
 //!
+//! It also issues `--hardware` client certificates (the zone CA of the zone where each signs in)
+//! for `officer.zhao`, `clerk.liu`, `assistant.zhang` (private) and `bank.feng` (external) into
+//! `DIR/demo-certs/<login>.{pem,key}` (keys 0600), listed in `demo-users.txt` as `# cert` lines.
+//!
 //! The demo's first run also binds the policy's sample case services ([`SERVICES`]) by URL in
 //! `fabric.toml` (`url = "https://NAME.<zone>.<domain>:PORT/"`, `ca` the zone's trust bundle),
 //! ports 7450 and on when the fabric's ports are fixed, `0` when they are 0 (the running
@@ -176,6 +180,53 @@ pub(crate) const SERVICES: [(&str, &str); 11] = [
     ("classified-cases", "classified"),
 ];
 
+/// The people who sign in with a `--hardware` client certificate in the scenario, and the zone
+/// whose CA issues it (where they sign in): enforcement and classified imports ask `acr cert`,
+/// and so does the partner's answer at the external gateway.
+const CERT_HOLDERS: [(&str, &str); 4] = [
+    ("officer.zhao", "private"),
+    ("clerk.liu", "private"),
+    ("assistant.zhang", "private"),
+    ("bank.feng", "external"),
+];
+
+/// Issues the [`CERT_HOLDERS`]' client certificates into `DIR/demo-certs/<login>.{pem,key}`
+/// (the key 0600); returns the lines `demo-users.txt` lists them with.
+fn issue_certificates(dir: &DataDir) -> miette::Result<String> {
+    let pki = tianping_certs::Pki::open(&dir.pki()).into_diagnostic()?;
+    let out_dir = dir.root().join("demo-certs");
+    std::fs::create_dir_all(&out_dir).into_diagnostic()?;
+    let mut text =
+        String::from("# client certificates (hardware): login\tzone\tcertificate\tkey\n");
+    for (login, zone) in CERT_HOLDERS {
+        let Some(p) = PEOPLE.iter().find(|p| p.login == login) else {
+            continue;
+        };
+        let zone: ZoneName = zone.parse().into_diagnostic()?;
+        let mut req = tianping_certs::LeafRequest::new(tianping_certs::CertKind::Client, login);
+        req.subject = Some(p.sub.parse().into_diagnostic()?);
+        req.court = p.court.map(str::parse).transpose().into_diagnostic()?;
+        req.roles = vec![p.role];
+        req.hardware = true;
+        let issued = pki
+            .issue(&zone, &req, SystemClock.now())
+            .into_diagnostic()
+            .wrap_err_with(|| format!("the client certificate of `{login}`"))?;
+        let prefix = out_dir.join(login);
+        for ext in ["pem", "key"] {
+            let _ = std::fs::remove_file(prefix.with_extension(ext));
+        }
+        let (pem, key) = tianping_certs::Pki::write_issued(&issued, &prefix).into_diagnostic()?;
+        let _ = writeln!(
+            text,
+            "# cert\t{login}\t{zone}\t{}\t{}",
+            pem.display(),
+            key.display()
+        );
+    }
+    Ok(text)
+}
+
 /// Whether the demo has not seeded the folder yet (its first run is to come).
 pub(crate) fn first_run(dir: &DataDir) -> bool {
     !dir.root().join(PEOPLE_FILE).exists()
@@ -294,6 +345,8 @@ pub(crate) fn seed(dir: &DataDir) -> miette::Result<bool> {
         // closed (and flushed) before the IdP that serves it starts
         drop(store);
     }
+    let certs = issue_certificates(dir)?;
+    text.push_str(&certs);
     tianping_core::write_private_file(&file, text.as_bytes())
         .into_diagnostic()
         .wrap_err_with(|| format!("writing `{}`", file.display()))?;
@@ -307,6 +360,12 @@ pub(crate) fn seed(dir: &DataDir) -> miette::Result<bool> {
         let cols: Vec<&str> = line.split('\t').collect();
         if let [login, role, zone, pw, secret, ..] = cols.as_slice() {
             println!("  {login:<16} {role:<15} {zone:<9} password {pw}  TOTP {secret}");
+        }
+    }
+    for line in certs.lines().filter_map(|l| l.strip_prefix("# cert\t")) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if let [login, zone, pem, key] = cols.as_slice() {
+            println!("  {login:<16} client certificate of {zone} (hardware): {pem} {key}");
         }
     }
     Ok(true)
