@@ -2,7 +2,9 @@
 //! by URL in `fabric.toml` on the first run, runs as a supervised child and answers its health
 //! check; `filing-intake` refuses a request without a token, takes a delivery of a node of its
 //! zone (stored once, refused when the body is not the token's), and lists it to a person the
-//! zone's gateway asserts, named on its page. The people who sign in with a certificate have one.
+//! zone's gateway asserts, named on its page. The people who sign in with a certificate have one; an
+//! enforcement inquiry delivered to `bank-gateway` is answered by the bank's partner through the
+//! external gateway, and the answer reaches `enforcement-desk`.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 #[path = "common/exchange.rs"]
@@ -231,5 +233,62 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
             .await
             .unwrap();
         assert_eq!(payload.as_ref(), body.as_slice());
+
+        // an enforcement inquiry delivered to the bank: the bank answers through the external
+        // gateway as its partner, and the answer reaches private's enforcement desk
+        let external: ZoneName = "external".parse().unwrap();
+        let bank_host = format!("bank-gateway.external.{}", fabric.domain);
+        let bank = published(&dir, "external", "bank-gateway", "https");
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .resolve(&bank_host, bank);
+        let trust = std::fs::read(dir.zone_trust_bundle(&external)).unwrap();
+        for cert in reqwest::Certificate::from_pem_bundle(&trust).unwrap() {
+            b = b.add_root_certificate(cert);
+        }
+        let to_bank = b.build().unwrap();
+        let notice = r#"{"notice_no":"(2026)京0105执1234-1","bank":"示例银行"}"#.as_bytes().to_vec();
+        let token = signer(&dir, &external, Component::ExchangeReceiver)
+            .sign(
+                &TokenClaims::Delivery(DeliveryClaims {
+                    flow: "enforcement-inquiry".into(),
+                    transfer: "private:41".into(),
+                    content_sha256: tianping_crossdomain::sha256(&notice),
+                }),
+                "bank-gateway",
+                SystemClock.now(),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let r = to_bank
+            .post(format!("https://{bank_host}:{}/", bank.port()))
+            .header("tianping-delivery", token)
+            .header("tianping-flow", "enforcement-inquiry")
+            .header("tianping-transfer", "private:41")
+            .header("tianping-kind", "json")
+            .body(notice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     });
+    // the answer at the enforcement desk, in reply to the inquiry (looked for until `by`)
+    let desk = dir.zone(&"private".parse().unwrap()).join("services/enforcement-desk/received");
+    let manifest = loop {
+        let found = std::fs::read_dir(&desk).ok().and_then(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .find_map(|e| std::fs::read(e.path().join("manifest.json")).ok())
+        });
+        if let Some(m) = found {
+            break serde_json::from_slice::<serde_json::Value>(&m).unwrap();
+        }
+        assert!(Instant::now() < by, "no answer reached the enforcement desk");
+        // the interval between two looks at the folder, not a wait standing in for it
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(manifest["flow"], "enforcement-answer");
+    assert_eq!(manifest["correlation"], "private:41");
+    assert_eq!(manifest["submitter"], "u-0111");
 }

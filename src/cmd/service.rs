@@ -102,6 +102,8 @@ fn certificate(
 }
 
 struct Service {
+    dir: DataDir,
+    domain: String,
     name: String,
     zone: ZoneName,
     gateway: String,
@@ -150,6 +152,8 @@ pub(crate) fn run(data: &Path, args: ServiceArgs) -> miette::Result<std::process
     let received = service_dir(&dir, &args.zone, &args.name).join("received");
     std::fs::create_dir_all(&received).into_diagnostic()?;
     let service = Arc::new(Service {
+        dir: dir.clone(),
+        domain: fabric.domain.clone(),
         name: args.name.clone(),
         zone: args.zone.clone(),
         gateway: zl.gateway_host.clone(),
@@ -388,6 +392,10 @@ impl Service {
                 && field != "delivery"
                 && let Ok(v) = v.to_str()
             {
+                let v = match field {
+                    "correlation" | "schema" => percent_decode(v),
+                    _ => v.to_owned(),
+                };
                 manifest.insert(field.to_owned(), serde_json::Value::from(v));
             }
         }
@@ -434,6 +442,19 @@ impl Service {
             self.name,
             body.len()
         );
+        if self.name == "bank-gateway" && flow == "enforcement-inquiry" {
+            let notice: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let (dir, domain, inquiry) =
+                (self.dir.clone(), self.domain.clone(), transfer.to_owned());
+            tokio::spawn(async move {
+                match bank_answer(&dir, &domain, &inquiry, &notice).await {
+                    Ok(id) => {
+                        println!("service bank-gateway: answered {inquiry} with transfer {id}")
+                    }
+                    Err(e) => eprintln!("service bank-gateway: no answer to {inquiry}: {e}"),
+                }
+            });
+        }
         Ok(serde_json::json!({ "transfer": transfer, "stored": "now" }))
     }
 
@@ -475,7 +496,7 @@ impl Service {
                     let _ = writeln!(
                         rows,
                         "<tr><td><a href=\"/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-                         <td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                         <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         esc(&tianping_crossdomain::percent(&id)),
                         esc(&id),
                         f("flow"),
@@ -484,6 +505,7 @@ impl Service {
                         f("content-sha256"),
                         f("submitter"),
                         f("received"),
+                        f("correlation"),
                     );
                 }
                 self.page(
@@ -491,7 +513,7 @@ impl Service {
                     &format!("{} received", items.len()),
                     &format!(
                         "<table><tr><th>transfer</th><th>flow</th><th>kind</th><th>size</th>\
-                         <th>sha256</th><th>submitter</th><th>received (unix time)</th></tr>\n{rows}</table>"
+                         <th>sha256</th><th>submitter</th><th>received (unix time)</th><th>in reply to</th></tr>\n{rows}</table>"
                     ),
                 )
             }
@@ -571,6 +593,113 @@ impl Service {
     }
 }
 
+/// The demo partner who answers for the bank, with a hardware client certificate of `external`.
+const BANK_PARTNER: &str = "bank.feng";
+
+/// The bank's answer to the inquiry `inquiry` (its assistance notice `notice`): an
+/// `inquiry-result`, submitted as [`BANK_PARTNER`] (mTLS, `acr cert`) through the external
+/// gateway's `/answers` route on the `enforcement-answer` flow, in reply to the inquiry; tried
+/// again with backoff for a minute while the gateway does not take it. Returns the answer's
+/// transfer id.
+async fn bank_answer(
+    dir: &DataDir,
+    domain: &str,
+    inquiry: &str,
+    notice: &serde_json::Value,
+) -> Result<String, String> {
+    let zone: ZoneName = "external".parse().map_err(|e| format!("{e}"))?;
+    let certs = dir.root().join("demo-certs");
+    let chain = std::fs::read(certs.join(format!("{BANK_PARTNER}.pem")))
+        .map_err(|e| format!("{BANK_PARTNER}'s certificate: {e}"))?;
+    let key = std::fs::read(certs.join(format!("{BANK_PARTNER}.key")))
+        .map_err(|e| format!("{BANK_PARTNER}'s key: {e}"))?;
+    let trust = std::fs::read(dir.zone_trust_bundle(&zone)).map_err(|e| e.to_string())?;
+    let host = format!("gw.{zone}.{domain}");
+    let text = |k: &str| {
+        notice
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let answer = serde_json::json!({
+        "notice_no": text("notice_no").unwrap_or_else(|| inquiry.chars().take(64).collect()),
+        "bank": text("bank").unwrap_or_else(|| "示例银行".to_owned()),
+        "status": "found",
+        "accounts": [{
+            "account": "6222-0200-0001",
+            "currency": "CNY",
+            "balance_fen": 1_234_500
+        }],
+        "answered_at": rfc3339(SystemClock.now().as_secs()),
+    });
+    let mut wait = std::time::Duration::from_millis(250);
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let tried = async {
+            let addr =
+                tianping_core::published_addrs(dir, &zone, tianping_core::Component::Gateway)
+                    .map_err(|e| e.to_string())?
+                    .get(&tianping_core::Listener::Public)
+                    .copied()
+                    .ok_or("the external gateway has published no address")?;
+            let http = tianping_net::HttpsClientBuilder::new(trust.clone())
+                .resolve(host.clone(), addr)
+                .client_cert(chain.clone(), key.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+            let url = format!(
+                "https://{host}:{}/answers?kind=json&schema=inquiry-result&correlation={}",
+                addr.port(),
+                tianping_crossdomain::percent(inquiry)
+            );
+            let r = http
+                .post(&url, "application/json", answer.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            if r.status.is_success() {
+                Ok(v.get("transfer")
+                    .map(value_text)
+                    .unwrap_or_else(|| v.to_string()))
+            } else {
+                Err(format!("the gateway answered {}: {v}", r.status))
+            }
+        }
+        .await;
+        match tried {
+            Ok(id) => return Ok(id),
+            Err(e) if std::time::Instant::now() > by => return Err(e),
+            Err(e) => {
+                eprintln!("service bank-gateway: answering {inquiry}: {e}; again in {wait:?}")
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+    }
+}
+
+/// `secs` since the epoch as an RFC 3339 time in UTC (`2026-12-04T00:30:00Z`).
+fn rfc3339(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rest = secs % 86_400;
+    // days to a civil date (H. Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 /// The person reading.
 struct Reader {
     sub: String,
@@ -606,4 +735,14 @@ fn sample_case(court: &str, n: &str) -> serde_json::Value {
         "parties": ["马先生", "某某银行股份有限公司"],
         "status": "审理中",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_times() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_796_344_200), "2026-12-04T00:30:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
 }
