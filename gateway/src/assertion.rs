@@ -199,7 +199,26 @@ impl Assertions {
     ) -> Result<(), AssertionError> {
         strip_client_headers(headers);
         let token = self.for_service(who, service, now)?;
-        let value = HeaderValue::from_str(&token).map_err(|_| AssertionError::Header)?;
+        Self::put(headers, &token, request_id)
+    }
+
+    /// As [`Self::prepare`], with a [`Self::fresh`] assertion: for a component's control socket,
+    /// whose token verifier takes each token once.
+    pub fn prepare_fresh(
+        &self,
+        headers: &mut HeaderMap,
+        who: &Identity,
+        service: &str,
+        request_id: &str,
+        now: UnixTime,
+    ) -> Result<(), AssertionError> {
+        strip_client_headers(headers);
+        let token = self.fresh(who, service, now)?;
+        Self::put(headers, &token, request_id)
+    }
+
+    fn put(headers: &mut HeaderMap, token: &str, request_id: &str) -> Result<(), AssertionError> {
+        let value = HeaderValue::from_str(token).map_err(|_| AssertionError::Header)?;
         let id = HeaderValue::from_str(request_id).map_err(|_| AssertionError::Header)?;
         headers.insert(HeaderName::from_static(USER_TOKEN_HEADER), value);
         headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id);

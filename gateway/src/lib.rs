@@ -68,6 +68,11 @@ mod rate;
 mod server;
 mod token;
 
+/// The path prefix a request forwarded to a component's control socket is put under:
+/// `/gateway/v1/<service>/<the request's path>`, so the component tells a gatewayed user request
+/// (with the user's `Tianping-Assertion`) from its own admin API.
+pub const COMPONENT_PREFIX: &str = "/gateway/v1/";
+
 pub use assertion::{AssertionError, Assertions, REQUEST_ID_HEADER, strip_client_headers};
 pub use config::Limits;
 pub use cookie::{

@@ -173,7 +173,10 @@ async fn serve(
                 ca_pem: read(&dir.root().join(ca))?,
             },
             ServiceTarget::Folder(p) => ServiceBinding::Folder(dir.root().join(p)),
-            ServiceTarget::Component(c) => ServiceBinding::Component(c.to_string()),
+            ServiceTarget::Component(c) => ServiceBinding::Component {
+                component: c.to_string(),
+                socket: dir.socket(zone, *c),
+            },
         };
         services.insert(name.clone(), binding);
     }

@@ -23,6 +23,7 @@
 //! certificate (no secret to keep): see the binary's `tianping gateway` for the command an
 //! operator runs.
 
+mod component;
 mod exchange;
 mod idp;
 mod upstream;
@@ -79,9 +80,14 @@ pub enum ServiceBinding {
     },
     /// A delivery folder: reached through the exchange, never through the gateway (503).
     Folder(PathBuf),
-    /// A component's control socket (`directory-authority`, `audit-store`, …): not forwarded
-    /// yet (503).
-    Component(String),
+    /// A component's control socket (`directory-authority`, `audit-store`, …): forwarded over
+    /// the socket, the path under [`crate::COMPONENT_PREFIX`]`<service>/`.
+    Component {
+        /// The component's name.
+        component: String,
+        /// Its control socket, `run/<zone>-<component>.sock`.
+        socket: PathBuf,
+    },
 }
 
 /// Everything a [`Gateway`] is made of.
@@ -158,6 +164,7 @@ static SIGNIN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 enum Target {
     Url(Upstream),
+    Component(component::ComponentTarget),
     Unavailable(String),
 }
 
@@ -219,10 +226,12 @@ impl Gateway {
                      the exchange, not forwarded by the gateway",
                     p.display()
                 )),
-                ServiceBinding::Component(c) => Target::Unavailable(format!(
-                    "service `{name}` is bound to the {c}'s control socket, which this gateway \
-                     does not forward to yet"
-                )),
+                ServiceBinding::Component { socket, .. } => {
+                    Target::Component(component::ComponentTarget {
+                        service: name.clone(),
+                        socket,
+                    })
+                }
             };
             targets.insert(name, t);
         }
@@ -696,6 +705,38 @@ impl Inner {
     ) -> Response<ResponseBody> {
         let target = match self.targets.get(service) {
             Some(Target::Url(u)) => u,
+            Some(Target::Component(c)) => {
+                let (mut parts, body) = req.into_parts();
+                if let Err(e) =
+                    self.assertions
+                        .prepare_fresh(&mut parts.headers, who, service, request_id, now)
+                {
+                    return plain(
+                        StatusCode::FORBIDDEN,
+                        format!("no assertion can be made: {e} (request {request_id})"),
+                    );
+                }
+                for n in [
+                    "forwarded",
+                    "x-forwarded-for",
+                    "x-forwarded-host",
+                    "x-forwarded-proto",
+                    "x-real-ip",
+                ] {
+                    parts.headers.remove(n);
+                }
+                parts.extensions = http::Extensions::new();
+                return match c.send(Request::from_parts(parts, body)).await {
+                    Ok(r) => r,
+                    Err((status, why)) => {
+                        tracing::warn!("forwarding to `{service}`: {why}");
+                        plain(
+                            status,
+                            format!("service `{service}`: {why} (request {request_id})"),
+                        )
+                    }
+                };
+            }
             Some(Target::Unavailable(why)) => {
                 return plain(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -20,7 +20,17 @@
 //! it. The mirror is left as it was; the next overlapping batch catches it up. Only the store's
 //! own failures (its disk) are answered `503`, so the receiver tries again.
 //!
-//! `GET /status` (open) lists the mirrors with their sizes. Every applied batch is audited as
+//! `GET /status` (open) lists the mirrors with their sizes.
+//!
+//! Auditors read the mirrors through the private zone's gateway (route `audit-read`, service
+//! `audit-store`), which forwards `GET /audit/**` to this socket under
+//! `/gateway/v1/audit-store/` with the person's `Tianping-Assertion` (a `user` token for the
+//! audience `audit-store`, signed by the zone's gateway node certificate). The store verifies it
+//! against the zone's trust bundle and answers only a person with the `auditor` role (the
+//! gateway decided so already; this is the second check): `GET …/audit` lists the mirrors
+//! (zone, component, entries, last checkpoint, whether it verifies), `GET
+//! …/audit/<zone>/<component>` is one mirror's summary. A node token is not a person and is
+//! refused there. Every applied batch is audited as
 //! `audit.batch.applied` in the store's own log (`zones/<zone>/audit-store/audit`).
 
 use std::collections::BTreeMap;
@@ -32,8 +42,58 @@ use http::{Request, Response, StatusCode};
 use miette::{IntoDiagnostic, WrapErr, miette};
 use serde_json::{Value, json};
 use tianping_audit::{AuditLog, BatchReader, Event, SignedCheckpoint, StoreError};
-use tianping_core::{Clock, Component, DataDir, Fabric, SystemClock, ZoneName};
-use tianping_net::{Body, BoxFuture, Handler, ResponseBody};
+use tianping_certs::{CertKind, CourtIdentity, TokenClaims, TokenKind, TokenVerifier};
+use tianping_core::{Clock, Component, DataDir, Fabric, Role, SystemClock, ZoneName};
+use tianping_net::{
+    Body, BoxFuture, Caller, CallerRefusal, CallerVerifier, Credential, Handler, ResponseBody,
+};
+
+/// Where the zone's gateway forwards the `audit-read` route's requests.
+const GATEWAY_PATH: &str = "/gateway/v1/audit-store/audit";
+
+/// People asserted by the zone's gateway: a `user` token for audience `audit-store`, signed by
+/// the gateway's node certificate, in `Tianping-Assertion`.
+struct UserAssertions {
+    users: TokenVerifier,
+    gateway: String,
+}
+
+impl CallerVerifier for UserAssertions {
+    fn verify(
+        &self,
+        credential: &Credential,
+        now: tianping_core::UnixTime,
+    ) -> Result<CourtIdentity, CallerRefusal> {
+        let Credential::Assertion(token) = credential else {
+            return Err(CallerRefusal::Refused(
+                "only a node token of the zone, or a person asserted by its gateway".into(),
+            ));
+        };
+        let v = self
+            .users
+            .verify_at(token.expose().as_bytes(), now)
+            .map_err(|e| CallerRefusal::Refused(e.to_string()))?;
+        if v.signer.name != self.gateway {
+            return Err(CallerRefusal::Refused(format!(
+                "person assertions come from the zone's gateway, not from `{}`",
+                v.signer.name
+            )));
+        }
+        let TokenClaims::User(u) = v.claims else {
+            return Err(CallerRefusal::Refused("not a user token".into()));
+        };
+        Ok(CourtIdentity {
+            name: u.sub.to_string(),
+            subject: Some(u.sub),
+            court: u.court,
+            roles: u.roles,
+            zone: v.signer.zone,
+            kind: CertKind::Client,
+            fingerprint: v.signer.fingerprint,
+            hardware: false,
+        })
+    }
+}
 
 /// The path batches are delivered on (the receiver's `component_path("audit-batch")`).
 const IMPORT_PATH: &str = "/audit/v1/import";
@@ -124,6 +184,54 @@ impl AuditStore {
         }
     }
 
+    /// One mirror's summary: its entries, last checkpoint, and whether that checkpoint verifies
+    /// with the pinned key and matches the mirror's tree.
+    fn summary(zone: &str, component: &str, m: &AuditLog) -> Value {
+        let size = m.size();
+        let latest = m.latest_checkpoint().ok().flatten();
+        let key = m.pinned_key().ok().flatten();
+        let origin = m.origin();
+        let (checkpoint, verifies) = match (&latest, &key) {
+            (Some((at, note)), Some(key)) => {
+                let ok = SignedCheckpoint::verify_for(note, &origin, key).is_ok_and(|cp| {
+                    m.root_at(cp.checkpoint().size)
+                        .is_ok_and(|r| r == cp.checkpoint().root)
+                });
+                (json!(at), ok)
+            }
+            (Some((at, _)), None) => (json!(at), false),
+            (None, _) => (Value::Null, size == 0),
+        };
+        json!({
+            "zone": zone,
+            "component": component,
+            "origin": origin,
+            "entries": size,
+            "last_checkpoint": checkpoint,
+            "verifies": verifies,
+        })
+    }
+
+    /// The auditor's listing (`None`) or one mirror's summary, `None` if there is no such mirror.
+    fn read(&self, which: Option<(&str, &str)>) -> Option<Value> {
+        let open = self
+            .mirrors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match which {
+            None => {
+                let mirrors: Vec<Value> = open
+                    .iter()
+                    .map(|((z, c), m)| Self::summary(z, c, m))
+                    .collect();
+                Some(json!({"zone": self.zone.as_str(), "mirrors": mirrors}))
+            }
+            Some((z, c)) => open
+                .get(&(z.to_owned(), c.to_owned()))
+                .map(|m| Self::summary(z, c, m)),
+        }
+    }
+
     fn status(&self) -> Value {
         let open = self
             .mirrors
@@ -155,6 +263,14 @@ impl Handler for Control {
         Box::pin(async move {
             match (req.method().as_str(), req.uri().path()) {
                 ("GET", "/status") => answer(StatusCode::OK, &store.status()),
+                ("GET", p) if p == GATEWAY_PATH || p.starts_with(&format!("{GATEWAY_PATH}/")) => {
+                    let rest = p
+                        .strip_prefix(GATEWAY_PATH)
+                        .unwrap_or_default()
+                        .trim_matches('/')
+                        .to_owned();
+                    gateway_read(&store, &req, &rest)
+                }
                 ("POST", IMPORT_PATH) => {
                     let header = |name: &str| {
                         req.headers()
@@ -221,6 +337,48 @@ impl Handler for Control {
     }
 }
 
+/// An auditor's read through the gateway: `rest` is empty (the listing) or `<zone>/<component>`.
+fn gateway_read(store: &AuditStore, req: &Request<Body>, rest: &str) -> Response<ResponseBody> {
+    let Some(caller) = req.extensions().get::<Caller>() else {
+        return answer(StatusCode::UNAUTHORIZED, &json!({"error": "no caller"}));
+    };
+    if !matches!(caller.credential, Some(Credential::Assertion(_))) {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "the mirrors are read by people, through the zone's gateway"}),
+        );
+    }
+    let who = match caller.require(&Role::Auditor) {
+        Ok(id) => id.name.clone(),
+        Err(refusal) => return refusal,
+    };
+    let which = match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [""] => None,
+        [z, c] => Some((*z, *c)),
+        _ => {
+            return answer(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "no such path: `/audit` or `/audit/<zone>/<component>`"}),
+            );
+        }
+    };
+    let found = store.read(which);
+    store.audit(
+        "audit.mirror.read",
+        if found.is_some() { "success" } else { "fail" },
+        &[("by", who), ("path", format!("/audit/{rest}"))],
+        if found.is_some() {
+            ""
+        } else {
+            "no such mirror"
+        },
+    );
+    match found {
+        Some(v) => answer(StatusCode::OK, &v),
+        None => answer(StatusCode::NOT_FOUND, &json!({"error": "no such mirror"})),
+    }
+}
+
 /// The store's own checkpoint key: its node key.
 fn node_signer(dir: &DataDir, zone: &ZoneName) -> miette::Result<tianping_core::RingSigner> {
     let (_, key) = dir.node(zone, Component::AuditStore);
@@ -278,7 +436,19 @@ pub(super) fn serve(data: &std::path::Path, zone: &ZoneName) -> miette::Result<E
     let rt = crate::cmd::exchange::runtime()?;
     let registry = tianping_net::Registry::new();
     rt.block_on(async {
-        let callers = crate::cmd::exchange::node_callers(&dir, zone, "audit-store")?;
+        let gateway = fabric
+            .zone(zone)
+            .map(|z| z.gateway_host.clone())
+            .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
+        let users = TokenVerifier::new(
+            &crate::cmd::exchange::zone_trust(&dir, zone)?,
+            zone,
+            "audit-store",
+            TokenKind::User,
+        )
+        .into_diagnostic()?;
+        let callers = crate::cmd::exchange::node_callers(&dir, zone, "audit-store")?
+            .or(Arc::new(UserAssertions { users, gateway }));
         let options =
             tianping_net::ControlOptions::new(&[]).verified(Arc::new(callers), ["/status"]);
         let path = dir.socket(zone, Component::AuditStore);
