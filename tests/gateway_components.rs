@@ -250,3 +250,80 @@ fn an_auditor_reads_the_mirrors_through_the_gateway_and_a_clerk_is_refused() {
         "",
     ));
 }
+
+fn gateway_status(socket: &std::path::Path) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (code, body) = rt
+        .block_on(tianping_net::control_request(socket, "GET", "/status", ""))
+        .unwrap();
+    assert_eq!(code, 200);
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Polls the gateway's control socket (bounded) until `key` reaches `want`.
+fn wait_for(socket: &std::path::Path, key: &str, want: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = gateway_status(socket);
+        if s.get(key).and_then(Value::as_u64) == Some(want) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{key} never reached {want}: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The gateway reloads its zone's policy copy when the file changes, no signal sent: a policy
+/// that checks is taken (the generation counts it), one that does not is refused and the old
+/// one stays; both audited as `policy.reload`.
+#[test]
+fn a_changed_policy_file_is_reloaded_and_a_bad_one_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = private_zone(tmp.path(), POLICY);
+    let dir = DataDir::new(&data);
+    let zone: ZoneName = "private".parse().unwrap();
+    let (_idp, _, _) = start(
+        &data,
+        &["idp", "serve", "--zone", "private"],
+        &zone,
+        Component::Idp,
+    );
+    let (gateway, _, _) = start(
+        &data,
+        &["gateway", "--zone", "private"],
+        &zone,
+        Component::Gateway,
+    );
+    let socket = dir.socket(&zone, Component::Gateway);
+    let hash = |text: &str| {
+        tianping_policies::check("p.tp", text)
+            .into_policy()
+            .unwrap()
+            .hash()
+            .to_string()
+    };
+    assert_eq!(gateway_status(&socket)["reload_generation"], 0);
+
+    let second = POLICY.replace("roles auditor\n", "roles auditor, secadmin\n");
+    std::fs::write(dir.zone_policy(&zone), &second).unwrap();
+    let s = wait_for(&socket, "reload_generation", 1);
+    assert_eq!(s["policy"], hash(&second));
+
+    std::fs::write(dir.zone_policy(&zone), "zone private {\n").unwrap();
+    let s = wait_for(&socket, "reloads_refused", 1);
+    assert_eq!(s["reload_generation"], 1);
+    assert_eq!(s["policy"], hash(&second), "the old policy stays");
+    gateway.stop();
+
+    let log = AuditLog::open(&dir.audit_log(&zone, Component::Gateway)).unwrap();
+    let reloads: Vec<_> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .filter(|e| e.action == "policy.reload")
+        .collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert_eq!(reloads.first().unwrap().outcome, "ok");
+    assert_eq!(reloads.get(1).unwrap().outcome, "refused");
+}

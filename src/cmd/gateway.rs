@@ -7,7 +7,9 @@
 //! passes the check, refused with the old one staying otherwise; audited either way), its
 //! cookie keys and its TLS certificate, without dropping a connection; each policy reload
 //! taken counts one more on the generation (`/status`, and `tianping_gateway_reload_generation`
-//! on `/metrics`).
+//! on `/metrics`). A change of the policy copy or the zone's CRL (modification time or length,
+//! looked at every second) is a reload as SIGHUP is; a SIGHUP that finds the files as such a
+//! reload read them reads the keys and certificates again, not the policy.
 //!
 //! It reads the zone's policy copy, trust bundle and CRL, its TLS and node certificates under
 //! `zones/<zone>/gateway/`, and its cookie keys under `keys/` (`cookie.key` is key 1,
@@ -29,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -353,7 +355,7 @@ async fn serve(
     )
     .await
     .into_diagnostic()?;
-    let mut signals = Signals::new()?;
+    let mut signals = Signals::new(vec![policy_path.clone(), dir.zone_crl(zone, zone)])?;
     tianping_audit::record_owner(&audit_dir, &socket).into_diagnostic()?;
     publish_addr(dir, zone, Component::Gateway, &Listener::Public, bound).into_diagnostic()?;
     publish_addr(
@@ -377,8 +379,26 @@ async fn serve(
             &[],
         )
         .into_diagnostic()?;
-    while let Signal::Reload = signals.next().await {
+    while let Signal::Reload { policy } = signals.next().await {
         let Some(g) = slot.get() else { continue };
+        if !policy {
+            match cookie_keys(dir, zone).and_then(|k| g.reload_cookie_keys(k).into_diagnostic()) {
+                Ok(_) => {}
+                Err(e) => eprintln!("gateway of `{zone}`: cookie keys not reloaded: {e:?}"),
+            }
+            let tls_reloaded = tls
+                .reload()
+                .map_err(|e| e.to_string())
+                .and_then(|()| server.reload().map_err(|e| e.to_string()));
+            if let Err(e) = tls_reloaded {
+                eprintln!("gateway of `{zone}`: certificates not reloaded: {e}");
+            }
+            eprintln!(
+                "gateway of `{zone}`: the policy file is as its last reload read it; keys and \
+                 certificates read again"
+            );
+            continue;
+        }
         let source = std::fs::read(&policy_path)
             .map_err(|e| e.to_string())
             .and_then(|b| String::from_utf8(b).map_err(|_| "not UTF-8".to_owned()));
@@ -588,32 +608,90 @@ impl Handler for Control {
 
 enum Signal {
     Stop,
-    Reload,
+    /// Reload; `policy` false when a SIGHUP finds the policy file as a reload on its change
+    /// already read it (the cookie keys and certificates are still read again).
+    Reload {
+        policy: bool,
+    },
 }
 
 /// SIGINT and SIGTERM (stop) and SIGHUP (reload), caught from before the gateway says it is
-/// ready.
+/// ready; and a change of a watched file (the zone's policy copy, its CRL: modification time or
+/// length, looked at every [`WATCH_EVERY`]) is a reload too.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    watched: Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
+    tick: tokio::time::Interval,
+    /// The last reload was a file change's, and nothing changed since.
+    watcher_took: bool,
+}
+
+/// How often the watched files are looked at.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A file's modification time and length, `None` if it cannot be read.
+fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl Signals {
-    fn new() -> miette::Result<Self> {
+    fn new(watch: Vec<PathBuf>) -> miette::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
             term: signal(SignalKind::terminate()).into_diagnostic()?,
             int: signal(SignalKind::interrupt()).into_diagnostic()?,
             hup: signal(SignalKind::hangup()).into_diagnostic()?,
+            watched: watch
+                .into_iter()
+                .map(|p| {
+                    let s = stamp(&p);
+                    (p, s)
+                })
+                .collect(),
+            tick,
+            watcher_took: false,
         })
     }
 
+    /// Whether a watched file changed since last looked at (each change counted once).
+    fn changed(&mut self) -> bool {
+        let mut any = false;
+        for (path, seen) in &mut self.watched {
+            let now = stamp(path);
+            if now != *seen {
+                *seen = now;
+                eprintln!("`{}` changed: reloading", path.display());
+                any = true;
+            }
+        }
+        any
+    }
+
     async fn next(&mut self) -> Signal {
-        tokio::select! {
-            _ = self.term.recv() => Signal::Stop,
-            _ = self.int.recv() => Signal::Stop,
-            _ = self.hup.recv() => Signal::Reload,
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Signal::Stop,
+                _ = self.int.recv() => return Signal::Stop,
+                _ = self.hup.recv() => {
+                    // the files as read by this reload: no second reload for the same change,
+                    // whichever of the signal and the change was seen first
+                    let changed = self.changed();
+                    let policy = changed || !self.watcher_took;
+                    self.watcher_took = false;
+                    return Signal::Reload { policy };
+                }
+                _ = self.tick.tick() => {
+                    if self.changed() {
+                        self.watcher_took = true;
+                        return Signal::Reload { policy: true };
+                    }
+                }
+            }
         }
     }
 }
