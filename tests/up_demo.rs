@@ -111,6 +111,7 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
     let addr = published(&dir, "private", "filing-intake", "https");
     let admin = published(&dir, "private", "filing-intake", "admin");
     let trust = std::fs::read(dir.zone_trust_bundle(&zone)).unwrap();
+    let received = dir.zone(&zone).join("services/filing-intake/received");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,17 +162,16 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
                 .send()
         };
         let sha = tianping_crossdomain::sha256(&body);
-        let r = deliver(body.clone(), sha, "internet:7").await.unwrap();
+        let r = deliver(body.clone(), sha, "test:7").await.unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
         // another body under the same token's hash: refused, nothing stored
-        let r = deliver(b"other".to_vec(), sha, "internet:8").await.unwrap();
+        let r = deliver(b"other".to_vec(), sha, "test:8").await.unwrap();
         assert_eq!(r.status(), 401);
-        let received = dir.zone(&zone).join("services/filing-intake/received");
         let stored: Vec<_> = std::fs::read_dir(&received)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(stored, vec!["internet_3a7".to_owned()]);
+        assert_eq!(stored, vec!["test_3a7".to_owned()]);
 
         let assertion = |component: Component| {
             signer(&dir, &zone, component)
@@ -208,7 +208,7 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
         assert_eq!(r.status(), 200);
         let list: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
         assert_eq!(list["reader"], "u-0104");
-        assert_eq!(list["received"][0]["transfer"], "internet:7");
+        assert_eq!(list["received"][0]["transfer"], "test:7");
         assert_eq!(list["received"][0]["flow"], "online-filing");
         let page = http
             .get(format!("{base}/"))
@@ -219,12 +219,9 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
             .text()
             .await
             .unwrap();
-        assert!(
-            page.contains("u-0104") && page.contains("internet:7"),
-            "{page}"
-        );
+        assert!(page.contains("u-0104") && page.contains("test:7"), "{page}");
         let payload = http
-            .get(format!("{base}/internet%3A7/payload"))
+            .get(format!("{base}/test%3A7/payload"))
             .header("tianping-assertion", assertion(Component::Gateway))
             .send()
             .await
@@ -248,7 +245,9 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
             b = b.add_root_certificate(cert);
         }
         let to_bank = b.build().unwrap();
-        let notice = r#"{"notice_no":"(2026)京0105执1234-1","bank":"示例银行"}"#.as_bytes().to_vec();
+        let notice = r#"{"notice_no":"(2026)京0105执1234-1","bank":"示例银行"}"#
+            .as_bytes()
+            .to_vec();
         let token = signer(&dir, &external, Component::ExchangeReceiver)
             .sign(
                 &TokenClaims::Delivery(DeliveryClaims {
@@ -273,8 +272,56 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
             .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     });
+    // a filing submitted on the internet side, by litigant.ma as the internet gateway asserts
+    // them to its exchange sender: it crosses the link and arrives at filing-intake
+    let internet: ZoneName = "internet".parse().unwrap();
+    let filing = serde_json::json!({
+        "court": "bj.01.03",
+        "case_type": "civil",
+        "plaintiffs": [{ "kind": "person", "name": "马先生" }],
+        "defendants": [{ "kind": "organisation", "name": "北京示例贸易有限公司" }],
+        "claims": "repayment of 120,000 yuan",
+        "filed_by": { "role": "litigant", "name": "马先生" },
+        "submitted_at": "2026-12-03T10:00:00+08:00"
+    })
+    .to_string();
+    let assertion = signer(&dir, &internet, Component::Gateway)
+        .sign(
+            &TokenClaims::User(UserClaims {
+                sub: "p-0202".parse().unwrap(),
+                roles: vec![Role::Litigant],
+                court: None,
+                acr: Acr::Otp,
+                clearance: Clearance::None,
+            }),
+            "exchange-sender",
+            SystemClock.now(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/exchange/v1/submit?flow=online-filing&kind=json&schema=filing-form")
+        .header("tianping-assertion", assertion)
+        .header("content-type", "application/json")
+        .body(tianping_net::ControlBody::bytes(bytes::Bytes::from(filing)))
+        .unwrap();
+    let socket = dir.socket(&internet, Component::ExchangeSender);
+    let (status, answer) = rt.block_on(async {
+        let r = tianping_net::control_send(&socket, req, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.into_body().bytes().await.unwrap())
+    });
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let filed: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+    let filed = filed["transfer"].as_str().unwrap().to_owned();
+
     // the answer at the enforcement desk, in reply to the inquiry (looked for until `by`)
-    let desk = dir.zone(&"private".parse().unwrap()).join("services/enforcement-desk/received");
+    let desk = dir
+        .zone(&"private".parse().unwrap())
+        .join("services/enforcement-desk/received");
     let manifest = loop {
         let found = std::fs::read_dir(&desk).ok().and_then(|rd| {
             rd.filter_map(Result::ok)
@@ -284,11 +331,36 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
         if let Some(m) = found {
             break serde_json::from_slice::<serde_json::Value>(&m).unwrap();
         }
-        assert!(Instant::now() < by, "no answer reached the enforcement desk");
+        assert!(
+            Instant::now() < by,
+            "no answer reached the enforcement desk"
+        );
         // the interval between two looks at the folder, not a wait standing in for it
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(manifest["flow"], "enforcement-answer");
     assert_eq!(manifest["correlation"], "private:41");
     assert_eq!(manifest["submitter"], "u-0111");
+    // the filing at filing-intake (looked for until `by`)
+    let intake = received.clone();
+    loop {
+        let found = std::fs::read_dir(&intake)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::read(e.path().join("manifest.json"))
+                    .ok()
+                    .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m).ok())
+                    .is_some_and(|m| m["transfer"] == filed.as_str() && m["submitter"] == "p-0202")
+            });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < by,
+            "the filing {filed} did not reach filing-intake"
+        );
+        // the interval between two looks at the folder, not a wait standing in for it
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
