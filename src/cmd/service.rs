@@ -110,6 +110,44 @@ struct Service {
     received: PathBuf,
     deliveries: TokenVerifier,
     users: TokenVerifier,
+    /// The first path segments of the zone's routes to this service (`filings` of
+    /// `/filings/**`): the gateway forwards the route's path as it came, so the service reads
+    /// its pages under each of them as under `/`.
+    mounts: Vec<String>,
+}
+
+/// The literal first segments of the paths of `policy`'s routes to `service` (none for a path
+/// starting with a variable, or with `courts`, which the case pages read whole).
+fn mounts(policy: &tianping_policies::Policy, service: &str) -> Vec<String> {
+    let mut out: Vec<String> = policy
+        .routes()
+        .filter(|r| r.target() == tianping_policies::Outcome::Service(service))
+        .flat_map(|r| r.paths().collect::<Vec<_>>())
+        .filter_map(|p| {
+            p.trim_start_matches('/')
+                .split('/')
+                .next()
+                .map(str::to_owned)
+        })
+        .filter(|s| !s.is_empty() && !s.starts_with('{') && !s.contains('*') && s != "courts")
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// [`mounts`] of the zone's own policy copy (none when it does not check: the service then
+/// answers under `/` alone).
+fn zone_mounts(dir: &DataDir, zone: &ZoneName, service: &str) -> Vec<String> {
+    let path = dir.zone_policy(zone);
+    let Ok(source) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    let checked = tianping_policies::check(&path.display().to_string(), &source);
+    checked
+        .policy()
+        .map(|p| mounts(p, service))
+        .unwrap_or_default()
 }
 
 /// Who a request is from, once its token verified.
@@ -160,6 +198,7 @@ pub(crate) fn run(data: &Path, args: ServiceArgs) -> miette::Result<std::process
         received,
         deliveries,
         users,
+        mounts: zone_mounts(&dir, &args.zone, &args.name),
     });
     let tls = ServerTlsBuilder::new(pem, key)
         .build()
@@ -475,11 +514,20 @@ impl Service {
     }
 
     fn read(&self, path: &str, who: &Reader, wants_json: bool) -> Response<ResponseBody> {
-        let parts: Vec<&str> = path
+        let mut parts: Vec<&str> = path
             .trim_matches('/')
             .split('/')
             .filter(|p| !p.is_empty())
             .collect();
+        // under a route's mount (`/filings/…`), the links keep it
+        let mount = match parts.first() {
+            Some(first) if self.mounts.iter().any(|m| m == first) => {
+                let m = format!("/{first}");
+                parts.remove(0);
+                m
+            }
+            _ => String::new(),
+        };
         match parts.as_slice() {
             [] => {
                 let items = self.list();
@@ -495,7 +543,7 @@ impl Service {
                     let id = m.get("transfer").map(value_text).unwrap_or_default();
                     let _ = writeln!(
                         rows,
-                        "<tr><td><a href=\"/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+                        "<tr><td><a href=\"{mount}/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td>\
                          <td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
                         esc(&tianping_crossdomain::percent(&id)),
                         esc(&id),
@@ -543,7 +591,7 @@ impl Service {
                     who,
                     &format!("transfer {id}"),
                     &format!(
-                        "<pre>{}</pre><p><a href=\"/{}/payload\">download the payload</a></p>",
+                        "<pre>{}</pre><p><a href=\"{mount}/{}/payload\">download the payload</a></p>",
                         esc(&pretty),
                         esc(&tianping_crossdomain::percent(&id))
                     ),
@@ -739,6 +787,18 @@ fn sample_case(court: &str, n: &str) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_service_reads_its_pages_under_its_routes_mounts() {
+        let p = tianping_policies::check("default.tp", tianping_policies::DEFAULT_POLICY)
+            .into_policy()
+            .unwrap_or_else(|| unreachable!("the default policy checks"));
+        assert_eq!(super::mounts(&p, "filing-intake"), ["filings"]);
+        assert_eq!(super::mounts(&p, "enforcement-desk"), ["enforcement"]);
+        assert_eq!(super::mounts(&p, "judgment-portal"), ["judgments"]);
+        // `/courts/{court}/cases/**` is read whole
+        assert!(super::mounts(&p, "case-management").is_empty());
+    }
+
     #[test]
     fn rfc3339_times() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
