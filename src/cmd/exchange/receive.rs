@@ -20,6 +20,12 @@
 //! `receipt-store` is kept only when its signer is a node of the zone that sent it, under the
 //! zone's trust bundle, and it receipts a transfer of this zone (`receipt.received`); any other
 //! is refused for good (`transfer.refused`).
+//!
+//! A person reads the receipts of a transfer through the zone's gateway (route `read-receipts`,
+//! service `receipt-store`): `GET /receipts/<transfer-id>` is forwarded to the control socket
+//! with the person's `Tianping-Assertion` (a `user` token for `receipt-store` from the gateway's
+//! node certificate, verified here). The receiver cannot tell who submitted the transfer, so any
+//! person the gateway asserts (the route's roles) may read it; see `ReceiverControl`.
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -36,6 +42,52 @@ use tianping_crossdomain::{
 };
 
 use super::{admin, node_callers, runtime, zone_trust};
+
+/// People asserted by the zone's gateway reading receipts (route `read-receipts`): a `user`
+/// token for audience `receipt-store`, signed by the gateway's node certificate, in
+/// `Tianping-Assertion`.
+struct UserAssertions {
+    users: tianping_certs::TokenVerifier,
+    gateway: String,
+}
+
+impl tianping_net::CallerVerifier for UserAssertions {
+    fn verify(
+        &self,
+        credential: &tianping_net::Credential,
+        now: tianping_core::UnixTime,
+    ) -> Result<tianping_certs::CourtIdentity, tianping_net::CallerRefusal> {
+        use tianping_net::CallerRefusal;
+        let tianping_net::Credential::Assertion(token) = credential else {
+            return Err(CallerRefusal::Refused(
+                "only a node token of the zone, or a person asserted by its gateway".into(),
+            ));
+        };
+        let v = self
+            .users
+            .verify_at(token.expose().as_bytes(), now)
+            .map_err(|e| CallerRefusal::Refused(e.to_string()))?;
+        if v.signer.name != self.gateway {
+            return Err(CallerRefusal::Refused(format!(
+                "person assertions come from the zone's gateway, not from `{}`",
+                v.signer.name
+            )));
+        }
+        let tianping_certs::TokenClaims::User(u) = v.claims else {
+            return Err(CallerRefusal::Refused("not a user token".into()));
+        };
+        Ok(tianping_certs::CourtIdentity {
+            name: u.sub.to_string(),
+            subject: Some(u.sub),
+            court: u.court,
+            roles: u.roles,
+            zone: v.signer.zone,
+            kind: tianping_certs::CertKind::Client,
+            fingerprint: v.signer.fingerprint,
+            hardware: false,
+        })
+    }
+}
 
 /// How many audit events between checkpoints signed with the receiver's node key.
 const CHECKPOINT_EVERY: u64 = 256;
@@ -457,7 +509,19 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         .with_receipts(book)
         .with_queues(queues);
     let _serving = rt.block_on(async {
-        let callers = node_callers(dir, zone, "exchange-receiver")?;
+        let gateway = fabric
+            .zone(zone)
+            .map(|z| z.gateway_host.clone())
+            .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
+        let users = tianping_certs::TokenVerifier::new(
+            &zone_trust(dir, zone)?,
+            zone,
+            "receipt-store",
+            tianping_certs::TokenKind::User,
+        )
+        .into_diagnostic()?;
+        let callers = node_callers(dir, zone, "exchange-receiver")?
+            .or(Arc::new(UserAssertions { users, gateway }));
         let options = tianping_net::ControlOptions::new(&[])
             .verified(Arc::new(callers), ReceiverControl::open_paths());
         let path = dir.socket(zone, Component::ExchangeReceiver);
