@@ -3,7 +3,9 @@
 //! IdP's JWKS), the session cookie, or the verified client certificate, in that order; the
 //! policy decides on the normalized path; the decision is queued in the audit log (group commit)
 //! before anything is forwarded; an allowed request goes to its service with the client's
-//! identity headers taken away and a `Tianping-Assertion` and `X-Request-Id` put in; a request
+//! identity headers taken away and a `Tianping-Assertion` and `X-Request-Id` put in (to a
+//! service bound to a component, over its control socket under [`crate::COMPONENT_PREFIX`], with
+//! a fresh assertion each request, since a component's verifier takes each token once); a request
 //! on a route bound to a flow is streamed into a transfer through the zone's exchange sender
 //! (202 with its transfer id).
 //!
