@@ -161,8 +161,13 @@ impl Running {
         let cert = match cert {
             None => None,
             Some(prefix) => {
-                let pem = prefix.with_extension("pem");
-                let key = prefix.with_extension("key");
+                // `officer.zhao` + `.pem`: the login's own dot is no extension
+                let with = |ext: &str| {
+                    let mut p = prefix.as_os_str().to_owned();
+                    p.push(ext);
+                    PathBuf::from(p)
+                };
+                let (pem, key) = (with(".pem"), with(".key"));
                 Some((
                     std::fs::read(&pem).map_err(|e| format!("{}: {e}", pem.display()))?,
                     std::fs::read(&key).map_err(|e| format!("{}: {e}", key.display()))?,
