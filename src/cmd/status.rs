@@ -153,6 +153,36 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
             "restarts": kept.and_then(|k| k.get("restarts")).cloned().unwrap_or(Value::Null),
         }));
     }
+    // the sample case services `up --demo` runs, as `run/up.json` lists them
+    for b in board
+        .iter()
+        .filter(|b| b.get("component").and_then(Value::as_str) == Some("service"))
+    {
+        let (Some(zone), Some(name)) = (
+            b.get("zone")
+                .and_then(Value::as_str)
+                .and_then(|z| z.parse::<ZoneName>().ok()),
+            b.get("service").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let admin = super::service::published(&dir, &zone, name, "admin");
+        let healthz = match admin {
+            Some(a) => rt.block_on(health_in(zone_netns(&fabric, &zone), a)),
+            None => None,
+        };
+        all_up &= healthz == Some(200);
+        components.push(json!({
+            "zone": zone.as_str(),
+            "component": format!("service {name}"),
+            "up": healthz == Some(200),
+            "healthz": healthz,
+            "admin": admin.map(|a| a.to_string()),
+            "pid": b.get("pid").cloned().unwrap_or(Value::Null),
+            "since_ms": b.get("since").cloned().unwrap_or(Value::Null),
+            "restarts": b.get("restarts").cloned().unwrap_or(Value::Null),
+        }));
+    }
     let mut zones = BTreeMap::new();
     for z in fabric.zones() {
         zones.insert(
@@ -258,13 +288,13 @@ fn print_tables(doc: &Value) {
         Some(x) => x.to_string(),
     };
     println!(
-        "{:<30} {:<5} {:>8} {:>9} {:<22}",
+        "{:<40} {:<5} {:>8} {:>9} {:<22}",
         "component", "state", "pid", "restarts", "admin"
     );
     for c in arr("components") {
         let up = c.get("up").and_then(Value::as_bool) == Some(true);
         println!(
-            "{:<30} {:<5} {:>8} {:>9} {:<22}",
+            "{:<40} {:<5} {:>8} {:>9} {:<22}",
             format!("{}/{}", s(&c, "zone"), s(&c, "component")),
             if up { "up" } else { "down" },
             s(&c, "pid"),
