@@ -93,7 +93,13 @@ fn certificate(
     let mut req = LeafRequest::new(CertKind::Server, host);
     req.dns = vec![host.to_owned()];
     let issued = pki
-        .issue(zone, &req, SystemClock.now())
+        // the machine's time, not a demonstration's offset clock: TLS peers check validity
+        // against their own clocks
+        .issue(
+            zone,
+            &req,
+            tianping_core::UnixTime::from_system_time(std::time::SystemTime::now()),
+        )
         .into_diagnostic()
         .wrap_err_with(|| format!("issuing the certificate of `{host}`"))?;
     let _ = std::fs::remove_file(&pem);
