@@ -5,8 +5,9 @@
 //! on the folder, every component's log and every mirror of the audit store verifies, and every
 //! sender's log reconciles with its receivers' logs.
 //!
-//! The two fabrics run one after another in this one test (never side by side: each is twenty
-//! processes on a machine of two cores).
+//! The fabrics run one after another (never side by side: each is some thirty processes on a
+//! machine of two cores, and the namespaces have fixed names): the two windows in one test, the
+//! `--netns` run in another that waits for the first (`FABRIC`).
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
@@ -22,6 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use exchange::Daemon;
 use serde_json::Value;
+
+/// Held by each test while its fabric runs, so two never run at once.
+static FABRIC: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The offset that puts the fabric's clocks at `hour`:30 at +08:00 today.
 fn offset_to(hour: u64) -> i64 {
@@ -111,13 +115,17 @@ fn tianping_ok(data: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// One whole fabric at `hour`:30 (+08:00): the scenario, then the logs on the stopped folder.
-fn fabric_at(hour: u64) -> Vec<Value> {
+/// One whole fabric at `hour`:30 (+08:00), in network namespaces if `netns`: the scenario, then
+/// the logs on the stopped folder.
+fn fabric_at(hour: u64, netns: bool) -> Vec<Value> {
     let s = exchange::setup("127.0.0.1:0");
     let by = Instant::now() + Duration::from_secs(600);
     let offset = offset_to(hour);
     let mut cmd = exchange::tianping(&s.data);
     cmd.args(["up", "--demo", "--clock-offset", &offset.to_string()]);
+    if netns {
+        cmd.arg("--netns");
+    }
     let mut up = Daemon::spawn("up", cmd);
     let seen = until(&mut up, "ready", by);
     assert!(
@@ -183,7 +191,10 @@ fn fabric_at(hour: u64) -> Vec<Value> {
 
 #[test]
 fn the_court_scenario_runs_as_the_policy_says_inside_and_outside_the_enforcement_hours() {
-    let inside = fabric_at(10);
+    let _one = FABRIC
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let inside = fabric_at(10, false);
     for want in [
         "litigant.ma signs in on internet",
         "the filing crosses to private",
@@ -206,7 +217,7 @@ fn the_court_scenario_runs_as_the_policy_says_inside_and_outside_the_enforcement
         "{sent}"
     );
 
-    let outside = fabric_at(22);
+    let outside = fabric_at(22, false);
     let refused = step(&outside, "officer.zhao (certificate) sends");
     assert_eq!(refused["ok"], true, "{refused}");
     assert!(
@@ -223,4 +234,22 @@ fn the_court_scenario_runs_as_the_policy_says_inside_and_outside_the_enforcement
             .all(|s| !s["what"].as_str().unwrap().starts_with("the bank answers")),
         "{outside:#?}"
     );
+}
+
+/// The same scenario with each zone in a network namespace of its own and each link a one-way
+/// veth pair (`up --netns`: root, `ip`, `nft`; CI runs as root). Fails, never skips, without them.
+#[test]
+fn the_court_scenario_runs_with_each_zone_in_its_own_network_namespace() {
+    let _one = FABRIC
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let steps = fabric_at(10, true);
+    for want in [
+        "the filing crosses to private",
+        "the bank answers",
+        "secadmin-0001 approves",
+        "every zone's logs are shipped",
+    ] {
+        assert_eq!(step(&steps, want)["ok"], true, "{want}");
+    }
 }
