@@ -766,8 +766,7 @@ async fn audit_holds(f: &Running) -> Result<String, String> {
     let expected: Vec<&(String, String)> = asked
         .iter()
         .filter(|(z, c)| {
-            matches!(c.as_str(), "idp" | "exchange-sender")
-                || (c == "gateway" && z == "internet")
+            matches!(c.as_str(), "idp" | "exchange-sender") || (c == "gateway" && z == "internet")
         })
         .collect();
     let listed = wait_for(f, "every shipped log in the audit store", || async {
