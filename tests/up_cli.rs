@@ -147,26 +147,6 @@ fn status(data: &Path) -> (Option<i32>, serde_json::Value) {
     (out.status.code(), doc)
 }
 
-/// Lines of `up` until one equal to `want`, which must come before `by`; returns those seen.
-fn until(up: &mut Daemon, want: &str, by: Instant) -> Vec<String> {
-    let mut seen = Vec::new();
-    loop {
-        let line = up.expect_line(by);
-        if line == want {
-            return seen;
-        }
-        seen.push(line);
-    }
-}
-
-fn interrupt(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 /// The events of the supervisor's audit log, as `audit search` prints them.
 fn supervisor_events(data: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
@@ -197,7 +177,7 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
         Daemon::spawn("up", cmd)
     };
     let mut first = start();
-    let seen = until(&mut first, "ready", by);
+    let seen = first.until("ready", by);
     // every zone's IdP ran `idp init` once, then serves
     for zone in ["internet", "external", "mobile", "private", "classified"] {
         assert!(
@@ -323,8 +303,8 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
     assert_ne!(after["pid"].as_u64().unwrap(), pid);
 
     // SIGINT stops everything cleanly
-    interrupt(first.pid());
-    until(&mut first, "stopped", by);
+    first.interrupt();
+    first.until("stopped", by);
     let events = supervisor_events(&s.data);
     let count = |action: &str| events.iter().filter(|e| e["action"] == action).count();
     assert_eq!(count("component.start"), runs.len(), "{events:#?}");
@@ -346,13 +326,13 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
 
     // a second run on the same folder: nothing initialised again, the earlier entries kept
     let mut second = start();
-    let seen = until(&mut second, "ready", by);
+    let seen = second.until("ready", by);
     assert!(
         !seen.iter().any(|l| l.contains("identity provider store")),
         "{seen:#?}"
     );
-    interrupt(second.pid());
-    until(&mut second, "stopped", by);
+    second.interrupt();
+    second.until("stopped", by);
     let again = supervisor_events(&s.data);
     assert_eq!(again.get(..events.len()), Some(&events[..]));
     assert_eq!(again.len(), events.len() + 2 * runs.len());
@@ -392,7 +372,7 @@ fn up_demo_seeds_one_person_of_every_role_who_reaches_the_zones_their_flows_name
         Daemon::spawn("up", cmd)
     };
     let mut first = start();
-    let seen = until(&mut first, "ready", by);
+    let seen = first.until("ready", by);
     assert!(
         seen.iter()
             .any(|l| l.starts_with("demo: 4 courts and 14 people")),
@@ -461,18 +441,18 @@ fn up_demo_seeds_one_person_of_every_role_who_reaches_the_zones_their_flows_name
     assert_eq!(public["roles"][0], "public", "{public}");
     assert!(show("external", "u-0101").is_none());
 
-    interrupt(first.pid());
-    until(&mut first, "stopped", by);
+    first.interrupt();
+    first.until("stopped", by);
     drop(first);
     // a second run seeds nothing again
     let mut second = start();
-    let seen = until(&mut second, "ready", by);
+    let seen = second.until("ready", by);
     assert!(
         seen.iter()
             .any(|l| l.starts_with("demo: the folder was seeded before")),
         "{seen:#?}"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
-    interrupt(second.pid());
-    until(&mut second, "stopped", by);
+    second.interrupt();
+    second.until("stopped", by);
 }

@@ -17,18 +17,6 @@ use exchange::Daemon;
 use tianping_certs::{DeliveryClaims, TokenClaims, TokenSigner, UserClaims};
 use tianping_core::{Acr, Clearance, Clock as _, Component, DataDir, Role, SystemClock, ZoneName};
 
-/// Lines of `up` until one equal to `want`, which must come before `by`; returns those seen.
-fn until(up: &mut Daemon, want: &str, by: Instant) -> Vec<String> {
-    let mut seen = Vec::new();
-    loop {
-        let line = up.expect_line(by);
-        if line == want {
-            return seen;
-        }
-        seen.push(line);
-    }
-}
-
 /// A token signer with the node key of `component` of `zone`.
 fn signer(dir: &DataDir, zone: &ZoneName, component: Component) -> TokenSigner {
     let (cert, key) = dir.node(zone, component);
@@ -57,7 +45,7 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
     cmd.args(["up", "--demo"])
         .env("TIANPING_AUDIT_SHIP_EVERY", "0");
     let mut up = Daemon::spawn("up", cmd);
-    let seen = until(&mut up, "ready", by);
+    let seen = up.until("ready", by);
     assert!(
         seen.iter()
             .any(|l| l.starts_with("demo: the sample case services bound by URL")),

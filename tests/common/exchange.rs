@@ -453,6 +453,29 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Lines until one equal to `want`, which must come before `by`; the lines seen before it.
+    pub fn until(&mut self, want: &str, by: Instant) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self.expect_line(by);
+            if line == want {
+                return seen;
+            }
+            seen.push(line);
+        }
+    }
+
+    /// Asks it to stop, as Ctrl-C does (`SIGINT`).
+    pub fn interrupt(&self) {
+        let ok = Command::new("kill")
+            .args(["-INT", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
