@@ -136,7 +136,7 @@ fn fabric_at(hour: u64, netns: bool) -> Vec<Value> {
     let mirrors = s.data.join("zones/private/audit-store/mirrors");
     for zone in ["internet", "external", "mobile"] {
         assert!(
-            std::fs::read_dir(mirrors.join(zone)).unwrap().count() >= 2,
+            std::fs::read_dir(mirrors.join(zone)).unwrap().count() >= 1,
             "{zone}'s logs were not mirrored"
         );
     }
