@@ -7,7 +7,7 @@
 //!
 //! The fabrics run one after another (never side by side: each is some thirty processes on a
 //! machine of two cores, and the namespaces have fixed names): the two windows in one test, the
-//! `--netns` run in another that waits for the first (`FABRIC`; ignored for now, see there).
+//! `--netns` run in another that waits for the first (`FABRIC`).
 #![expect(
     clippy::unwrap_used,
     clippy::panic,
@@ -219,8 +219,6 @@ fn the_court_scenario_runs_as_the_policy_says_inside_and_outside_the_enforcement
 /// The same scenario with each zone in a network namespace of its own and each link a one-way
 /// veth pair (`up --netns`: root, `ip`, `nft`; CI runs as root). Fails, never skips, without them.
 #[test]
-#[ignore = "not yet passing: in --netns mode every step passes but the internet IdP's shipped log \
-            never reaches the audit store (cargo test --test demo_e2e -- --ignored)"]
 fn the_court_scenario_runs_with_each_zone_in_its_own_network_namespace() {
     let _one = FABRIC
         .lock()
