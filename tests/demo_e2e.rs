@@ -116,7 +116,8 @@ fn fabric_at(hour: u64, netns: bool) -> Vec<Value> {
     let (code, steps, err) = demo(&s.data);
     up.interrupt();
     up.until("stopped", by);
-    drop(up);
+    // what `up` does after its last line (deleting the namespaces) is done before the next
+    up.wait_exit();
     let failed: Vec<&Value> = steps.iter().filter(|s| s["ok"] != true).collect();
     assert!(
         failed.is_empty() && code == Some(0),

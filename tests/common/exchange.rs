@@ -466,6 +466,12 @@ impl Daemon {
         }
     }
 
+    /// Waits until it has exited by itself (what it does after its last line, such as `up`
+    /// deleting its namespaces, is done).
+    pub fn wait_exit(mut self) {
+        let _ = self.child.wait();
+    }
+
     /// Asks it to stop, as Ctrl-C does (`SIGINT`).
     pub fn interrupt(&self) {
         let ok = Command::new("kill")
