@@ -642,11 +642,19 @@ fn overlapping_batches_make_up_for_a_lost_one() {
 /// Opens a log folder's database directly, as an attacker with the files could (the store uses
 /// 8 MiB segments).
 fn sled_open(dir: &Path) -> sled::Db {
-    sled::Config::new()
-        .path(dir)
-        .segment_size(8 << 20)
-        .open()
-        .unwrap()
+    // sled's own threads may hold a just-dropped log's file lock a moment longer
+    let mut tries = 0;
+    loop {
+        match sled::Config::new().path(dir).segment_size(8 << 20).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && tries < 250 =>
+            {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            done => return done.unwrap(),
+        }
+    }
 }
 
 #[test]
