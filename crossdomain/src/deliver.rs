@@ -392,7 +392,7 @@ impl Intake {
                 InboundRefusal::from(Refusal::new("intake", why))
             };
             let decided =
-                inbound.decide_with(header, replayed, &|h, f| count(h, f), &mut |input| {
+                inbound.decide_with(header, replayed, &|h, f| count(h, f), &mut |flow, input| {
                     let mut reader = payload_reader(bundle).map_err(&mut unread)?;
                     match inbound.filters.check_unchanged(input, &mut reader) {
                         Some(Unchanged::Passed(_)) => Ok(()),
@@ -402,7 +402,8 @@ impl Intake {
                             source,
                         })),
                         None => {
-                            inbound.reproduce(input, &read_payload(bundle).map_err(&mut unread)?)
+                            let payload = read_payload(bundle).map_err(&mut unread)?;
+                            inbound.reproduce(flow, input, &payload)
                         }
                     }
                 });

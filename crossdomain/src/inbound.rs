@@ -15,7 +15,10 @@
 //! 5. the zone's own filter of the manifest's kind, run over the payload with the flow's
 //!    sanitize steps, reproduces the signed payload byte for byte (filters are deterministic and
 //!    idempotent, so a payload the sender rebuilt passes unchanged; anything else was not rebuilt
-//!    by a filter the receiving zone trusts).
+//!    by a filter the receiving zone trusts);
+//! 6. on a release refusing a label with `marking` words, the payload's text carries none of
+//!    them ([`marking_check`](crate::marking_check)): the sender checks it too, but the receiving
+//!    zone does not take the sending zone's word for it.
 //!
 //! What is accepted ([`Accepted`]) names the service to deliver to and the flow's reply flow.
 
@@ -154,13 +157,19 @@ impl<'a> Inbound<'a> {
         replayed: bool,
         count: CountApprovals<'_>,
     ) -> Result<Accepted, InboundRefusal> {
-        self.decide_with(header, replayed, count, &mut |input| {
-            self.reproduce(input, payload)
+        self.decide_with(header, replayed, count, &mut |flow, input| {
+            self.reproduce(flow, input, payload)
         })
     }
 
-    /// Whether the zone's filter run over `payload` gives it back unchanged.
-    pub fn reproduce(&self, input: &FilterInput<'_>, payload: &[u8]) -> Result<(), InboundRefusal> {
+    /// Whether the zone's filter run over `payload` gives it back unchanged, and, on a release,
+    /// whether its text is free of the markings `flow` refuses.
+    pub fn reproduce(
+        &self,
+        flow: &FlowInfo<'_>,
+        input: &FilterInput<'_>,
+        payload: &[u8],
+    ) -> Result<(), InboundRefusal> {
         let filtered = self.filters.run(input, payload)?;
         if filtered.bytes != payload {
             return Err(InboundRefusal::NotReproduced {
@@ -169,18 +178,21 @@ impl<'a> Inbound<'a> {
                 rebuilt: filtered.bytes.len(),
             });
         }
+        crate::marking_check(flow, &filtered)?;
         Ok(())
     }
 
     /// [`decide`](Self::decide) with the filter's part left to `reproduce`, which must pass
-    /// only a payload the zone's filter gives back unchanged (a streaming check of a payload
-    /// too large to hold, [`Filters::check_unchanged`](crate::Filters::check_unchanged)).
+    /// only a payload the zone's filter gives back unchanged and, on a release, free of the
+    /// flow's refused markings (a streaming check of a payload too large to hold,
+    /// [`Filters::check_unchanged`](crate::Filters::check_unchanged), which never takes a
+    /// release, else [`reproduce`](Self::reproduce)).
     pub fn decide_with(
         &self,
         header: &BundleHeader,
         replayed: bool,
         count: CountApprovals<'_>,
-        reproduce: &mut dyn FnMut(&FilterInput<'_>) -> Result<(), InboundRefusal>,
+        reproduce: &mut dyn FnMut(&FlowInfo<'_>, &FilterInput<'_>) -> Result<(), InboundRefusal>,
     ) -> Result<Accepted, InboundRefusal> {
         let flow = self.flow(header)?;
         let m = &header.manifest;
@@ -220,7 +232,7 @@ impl<'a> Inbound<'a> {
                 .unwrap_or(flow.max_size()),
             release: flow.has_release(),
         };
-        reproduce(&input)?;
+        reproduce(&flow, &input)?;
         Ok(Accepted {
             transfer_id: id,
             flow: m.flow.clone(),

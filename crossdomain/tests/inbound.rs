@@ -17,6 +17,8 @@ use tianping_policies::{Approval, DEFAULT_POLICY, FlowInfo, Policy};
 struct Test {
     kind: &'static str,
     upper: bool,
+    /// Whether it reports the payload as the content's text (for the marking check).
+    text: bool,
 }
 
 impl Filter for Test {
@@ -41,7 +43,11 @@ impl Filter for Test {
                 bytes.to_vec()
             },
             steps,
-            text: Vec::new(),
+            text: if self.text {
+                vec![String::from_utf8_lossy(bytes).into_owned()]
+            } else {
+                Vec::new()
+            },
         })
     }
 }
@@ -51,10 +57,17 @@ fn filters() -> Filters {
     f.register(Arc::new(Test {
         kind: "pdf",
         upper: false,
+        text: false,
     }));
     f.register(Arc::new(Test {
         kind: "text",
         upper: true,
+        text: false,
+    }));
+    f.register(Arc::new(Test {
+        kind: "ofd",
+        upper: false,
+        text: true,
     }));
     f
 }
@@ -340,4 +353,46 @@ fn approvals_are_counted_again() {
     }
     .decide(&h, b"%PDF", false, &bad);
     assert!(pdf.is_ok(), "{pdf:?}");
+}
+
+#[test]
+fn a_release_whose_text_carries_a_refused_marking_is_refused_here_too() {
+    // the sender checks markings before it bundles; a sending zone whose check was skipped or
+    // tampered with still gets nothing released past the receiving zone
+    let p = policy(DEFAULT_POLICY);
+    let mut m = filing();
+    m.flow = "judgment-publication".into();
+    m.source = zone("private");
+    m.destination = zone("internet");
+    m.kind = "ofd".into();
+    m.content_type = "application/ofd".into();
+    m.redacted = true;
+    m.submitter.roles = vec![Role::Clerk];
+    let two = |_: &BundleHeader, _: &FlowInfo<'_>| {
+        Ok(vec![
+            Approval {
+                by: "p-judge-1".parse().unwrap(),
+                role: Role::Judge,
+            },
+            Approval {
+                by: "p-judge-2".parse().unwrap(),
+                role: Role::Judge,
+            },
+        ])
+    };
+    let (z, f) = (zone("internet"), filters());
+    let inbound = Inbound {
+        zone: &z,
+        policy: &p,
+        filters: &f,
+    };
+    let clean = "判决书 the judgment".as_bytes();
+    let ok = inbound.decide(&header(m.clone(), clean), clean, false, &two);
+    assert!(ok.is_ok(), "{ok:?}");
+    let marked = "判决书 秘密★ the judgment".as_bytes();
+    let refused = inbound.decide(&header(m, marked), marked, false, &two);
+    assert!(
+        matches!(&refused, Err(InboundRefusal::Filter(r)) if r.to_string().contains("秘密")),
+        "{refused:?}"
+    );
 }
