@@ -99,13 +99,27 @@ async fn a_sigkill_under_load_leaves_a_verified_gap_free_prefix_with_every_durab
     tokio::time::timeout(std::time::Duration::from_secs(120), reached.notified())
         .await
         .unwrap();
+    // the kill comes once at least half of those answers' events are durable (the clients go
+    // on meanwhile): how far group commit lags behind the answers depends on the disk's fsync
+    // time, so the test waits on the count the gateway reports, not on a number of answers
     let socket = dir.socket(&zone, Component::Gateway);
-    let (code, body) = tianping_net::control_request(&socket, "GET", "/status", "")
-        .await
-        .unwrap();
-    assert_eq!(code, 200);
-    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let durable = status["audit_durable"].as_u64().unwrap();
+    let durable = loop {
+        let (code, body) = tianping_net::control_request(&socket, "GET", "/status", "")
+            .await
+            .unwrap();
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let durable = status["audit_durable"].as_u64().unwrap();
+        if durable >= ANSWERS / 2 {
+            break durable;
+        }
+        assert!(
+            !tasks.iter().all(tokio::task::JoinHandle::is_finished),
+            "every client stopped with {durable} events durable"
+        );
+        // a poll interval, not a wait standing in for the condition
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     gateway.0.kill().unwrap();
     let _ = gateway.0.wait();
     stop.store(true, Ordering::SeqCst);
@@ -155,6 +169,11 @@ async fn a_sigkill_under_load_leaves_a_verified_gap_free_prefix_with_every_durab
             "client {c}: {logged} logged, {sent} answered"
         );
     }
-    assert!(requests >= ANSWERS / 2, "{requests} requests logged");
+    // at least ANSWERS / 2 events were durable, and a gateway logs only a handful at start: the
+    // log is not close to empty
+    assert!(
+        requests >= ANSWERS / 4,
+        "{requests} requests logged, {durable} events durable"
+    );
     drop(gateway);
 }
