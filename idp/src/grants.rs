@@ -748,7 +748,8 @@ fn refresh_token(id: &FamilyId, rng: &dyn Random) -> Result<(String, [u8; 32]), 
     Ok((token, hash))
 }
 
-#[cfg(test)]
+// the record codec these tests read is the store's
+#[cfg(all(test, feature = "store"))]
 mod tests {
     use super::*;
     use crate::random::SeededRandom;
