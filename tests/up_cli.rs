@@ -217,6 +217,8 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
             "exchange-sender" => tianping_core::Component::ExchangeSender,
             "audit-store" => tianping_core::Component::AuditStore,
             "gateway" => tianping_core::Component::Gateway,
+            // ClamAV's daemon, where it is installed, answers on a socket (`tests/up_clamd.rs`)
+            "clamd" => continue,
             other => panic!("{other}"),
         };
         let addrs = tianping_core::published_addrs(&s.dir, &zone, component).unwrap();

@@ -4,7 +4,8 @@
 //! listener's `/healthz`, with what `up` recorded in `run/up.json` (pid, since, restarts) when
 //! `up` runs it; each zone's installed policy hash; each link's counters from both ends'
 //! control sockets (sent and retained by the sender; received, repaired, lost, refused and
-//! waiting for delivery at the receiver); and the audit store's mirrors with their sizes. It
+//! waiting for delivery at the receiver); and the audit store's mirrors with their sizes. The
+//! ClamAV daemon `up` runs is listed with the components (up when it answers `PING`). It
 //! exits 0 when every component answers, 1 otherwise (2 on bad input, as every command).
 
 use std::collections::BTreeMap;
@@ -178,6 +179,28 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
             "up": healthz == Some(200),
             "healthz": healthz,
             "admin": admin.map(|a| a.to_string()),
+            "pid": b.get("pid").cloned().unwrap_or(Value::Null),
+            "since_ms": b.get("since").cloned().unwrap_or(Value::Null),
+            "restarts": b.get("restarts").cloned().unwrap_or(Value::Null),
+        }));
+    }
+    // the ClamAV daemon `up` runs for the flows that ask `scan`: up when it answers `PING`
+    for b in board
+        .iter()
+        .filter(|b| b.get("component").and_then(Value::as_str) == Some("clamd"))
+    {
+        let socket = crate::filters::fabric_clamd_socket(&dir);
+        let answers = tianping_crossdomain::Clamd::new(&socket)
+            .with_timeout(Duration::from_secs(2))
+            .ping()
+            .is_ok();
+        all_up &= answers;
+        components.push(json!({
+            "zone": b.get("zone").cloned().unwrap_or(Value::Null),
+            "component": "clamd",
+            "up": answers,
+            "healthz": Value::Null,
+            "admin": socket.display().to_string(),
             "pid": b.get("pid").cloned().unwrap_or(Value::Null),
             "since_ms": b.get("since").cloned().unwrap_or(Value::Null),
             "restarts": b.get("restarts").cloned().unwrap_or(Value::Null),

@@ -59,6 +59,7 @@ pub(crate) fn plan(fabric: &Fabric, policy: &tianping_policies::Policy) -> Vec<s
             prefix: Vec::new(),
             env: Vec::new(),
             service: None,
+            clamd: None,
         };
         if runs(Component::Idp) {
             out.push(spec(Component::Idp, &["idp", "serve"]));
@@ -119,6 +120,7 @@ fn service_specs(fabric: &Fabric) -> Vec<supervise::Spec> {
             prefix: Vec::new(),
             env: Vec::new(),
             service: Some(name.to_owned()),
+            clamd: None,
         });
     }
     out
@@ -323,18 +325,22 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
     } else {
         None
     };
-    let _clamd = start_clamd(&dir, policy)?;
+    // after the namespaces' prefixes: the daemon runs on the host, its socket a file
+    if let Some(spec) = clamd_spec(&dir, policy)? {
+        specs.push(spec);
+    }
     let origin = format!("{}/audit/supervisor", fabric.domain);
     supervise::run(&dir, &origin, specs, &notes)
 }
 
-/// Starts the ClamAV daemon of this folder when a flow asks `scan`, none answers where the
-/// filters ask, and `clamd` is installed; waits until it answers `PING`. It runs until `up`
-/// stops (killed when the handle drops).
-fn start_clamd(
+/// The ClamAV daemon of this folder, as a supervised child, when a flow asks `scan`, none
+/// answers where the filters ask, and `clamd` is installed. It starts before every component
+/// and is ready once it answers `PING` (a daemon with a full signature database takes a minute
+/// or more to load it); one that dies is started again like any child.
+fn clamd_spec(
     dir: &DataDir,
     policy: &tianping_policies::Policy,
-) -> miette::Result<Option<ClamdChild>> {
+) -> miette::Result<Option<supervise::Spec>> {
     let Some((flows, _, answer)) = crate::filters::scanning_at(policy, dir) else {
         return Ok(None);
     };
@@ -349,56 +355,37 @@ fn start_clamd(
         );
         return Ok(None);
     };
-    let log = std::fs::File::create(dir.run().join("clamd").join("clamd.out")).into_diagnostic()?;
-    let mut child = std::process::Command::new(&plan.program)
-        .args(&plan.args)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().into_diagnostic()?)
-        .stderr(log)
-        .spawn()
-        .into_diagnostic()?;
+    // named for the zone the scanned transfers go to (`classified` in the default policy)
+    let zone = policy
+        .flows()
+        .find(|f| f.sanitize().any(|s| s == "scan"))
+        .map(|f| f.to().clone())
+        .ok_or_else(|| miette!("no flow asks `scan`"))?;
     let socket = crate::filters::fabric_clamd_socket(dir);
-    let ping =
-        tianping_crossdomain::Clamd::new(&socket).with_timeout(std::time::Duration::from_secs(5));
-    // a daemon with a full signature database takes a minute or more to load it
-    let by = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        if socket.exists() && ping.ping().is_ok() {
-            break;
-        }
-        if let Some(status) = child.try_wait().into_diagnostic()? {
-            return Err(miette!(
-                "`clamd` exited ({status}) before it answered; see `{}`",
-                dir.run().join("clamd").join("clamd.log").display()
-            ));
-        }
-        if std::time::Instant::now() > by {
-            let _ = child.kill();
-            return Err(miette!("`clamd` did not answer within 300 s"));
-        }
-        // the interval between two looks at the socket, not a wait standing in for it
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     println!(
-        "flows that ask `scan` ({}): clamd (pid {}) answers at `{}`{}",
+        "runs {zone}/clamd: {} {} (flows {}, at `{}`{})",
+        plan.program.display(),
+        plan.args.join(" "),
         flows.join(", "),
-        child.id(),
         socket.display(),
         if plan.test_signatures_only {
-            " with the EICAR test signature only (no freshclam database on this machine)"
+            ", with the EICAR test signature only: no freshclam database on this machine"
         } else {
             ""
         }
     );
-    Ok(Some(ClamdChild(child)))
-}
-
-/// The `clamd` `up` started, killed when `up` ends.
-struct ClamdChild(std::process::Child);
-
-impl Drop for ClamdChild {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    Ok(Some(supervise::Spec {
+        zone,
+        // not looked at for `clamd`
+        component: Component::ExchangeReceiver,
+        args: Vec::new(),
+        prefix: Vec::new(),
+        env: Vec::new(),
+        service: None,
+        clamd: Some(supervise::Clamd {
+            program: plan.program,
+            args: plan.args,
+            socket,
+        }),
+    }))
 }

@@ -9,6 +9,11 @@
 //! by `freshclam`) when there are any; otherwise (a machine without network, such as CI) a
 //! database of the EICAR test file only, written to `DIR/run/clamd/db/`, and `up` says so: the
 //! step then proves the daemon is asked and answers, not that real malware is caught.
+//!
+//! `up` supervises it as it does every component (`supervise.rs`): it starts first, is ready
+//! once it answers `PING`, and one that dies is started again with backoff, audited, and shown
+//! by `tianping status`. Its socket is left in place across a restart (`FixStaleSocket`: the
+//! new daemon replaces it), so a component started meanwhile still asks it there.
 
 use std::path::{Path, PathBuf};
 
@@ -81,7 +86,7 @@ pub(crate) fn prepare(dir: &DataDir) -> std::io::Result<Option<Plan>> {
     let text = format!(
         "LocalSocket {}\nLocalSocketMode 600\nDatabaseDirectory {}\nTemporaryDirectory {}\n\
          PidFile {}\nLogFile {}\nForeground yes\nStreamMaxLength {STREAM_MAX}\nBytecode no\n\
-         SelfCheck 0\n",
+         SelfCheck 0\nFixStaleSocket yes\n",
         socket.display(),
         db.display(),
         base.display(),

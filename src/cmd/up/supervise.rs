@@ -7,6 +7,11 @@
 //! runs, its pid, since when, how often it was restarted) up to date for `tianping status` and
 //! the tests. Every start, exit and restart is appended to the supervisor's audit log
 //! (`DIR/supervisor/audit`).
+//!
+//! ClamAV's daemon, when `up` runs one (`clamd.rs`), is supervised the same way: started
+//! before every component (the `scan` step of a starting component looks for its socket),
+//! ready once it answers `PING` there, restarted with the same backoff when it dies, and
+//! audited and listed in `run/up.json` as `<zone>/clamd`.
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -49,14 +54,79 @@ pub(crate) struct Spec {
     /// A sample case service (`tianping service NAME`) rather than a component: its addresses
     /// are in `run/<zone>-service-NAME.addr`, and `component` is not looked at.
     pub(crate) service: Option<String>,
+    /// ClamAV's daemon rather than a process of this binary: `args`, `prefix` and `component`
+    /// are not looked at.
+    pub(crate) clamd: Option<Clamd>,
 }
+
+/// How `up` runs ClamAV's daemon (`clamd.rs` writes its configuration).
+#[derive(Debug, Clone)]
+pub(crate) struct Clamd {
+    /// The `clamd` binary.
+    pub(crate) program: PathBuf,
+    /// Its arguments (`--config-file FILE`).
+    pub(crate) args: Vec<String>,
+    /// The local socket it answers on (`LocalSocket` of its configuration).
+    pub(crate) socket: PathBuf,
+}
+
+/// How long a `PING` to a starting `clamd` may take.
+const CLAMD_PING: Duration = Duration::from_secs(2);
 
 impl Spec {
     fn name(&self) -> String {
-        match &self.service {
-            Some(s) => format!("{}/service-{s}", self.zone),
-            None => format!("{}/{}", self.zone, self.component.as_str()),
+        match (&self.service, &self.clamd) {
+            (_, Some(_)) => format!("{}/clamd", self.zone),
+            (Some(s), None) => format!("{}/service-{s}", self.zone),
+            (None, None) => format!("{}/{}", self.zone, self.component.as_str()),
         }
+    }
+
+    /// What `run/up.json` calls it.
+    fn kind(&self) -> &'static str {
+        if self.clamd.is_some() {
+            "clamd"
+        } else if self.service.is_some() {
+            "service"
+        } else {
+            self.component.as_str()
+        }
+    }
+
+    /// When it starts: `clamd` first (a component's `scan` step looks for its socket when
+    /// the component starts); then the IdPs, receivers and the audit store; then the senders,
+    /// gateways and case services, which look up where those listen (published on port 0)
+    /// when they start.
+    fn stage(&self) -> usize {
+        if self.clamd.is_some() {
+            0
+        } else if self.service.is_some()
+            || matches!(
+                self.component,
+                Component::ExchangeSender | Component::Gateway
+            )
+        {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Whether it answers: `clamd` a `PING` on its socket, anything else `/healthz` on the
+    /// admin listener it published.
+    async fn answers(&self, dir: &DataDir) -> bool {
+        if let Some(c) = &self.clamd {
+            let ping = tianping_crossdomain::Clamd::new(&c.socket).with_timeout(CLAMD_PING);
+            return tokio::task::spawn_blocking(move || ping.ping().is_ok())
+                .await
+                .unwrap_or(false);
+        }
+        let Some(addr) = self.admin(dir) else {
+            return false;
+        };
+        // a child in a namespace is asked there (its loopback is its own)
+        let ns = self.prefix.last().cloned(); // `ip netns exec NS`
+        crate::cmd::status::health_in(ns, addr).await == Some(200)
     }
 
     /// The admin listener the child published, if it has.
@@ -69,8 +139,13 @@ impl Spec {
         }
     }
 
-    /// Removes the addresses a previous run of the child published.
+    /// Removes the addresses a previous run of the child published. `clamd`'s socket stays:
+    /// the daemon replaces a stale one itself (`FixStaleSocket`), and a component restarted
+    /// meanwhile still finds the path its `scan` step asks.
     fn clear_addrs(&self, dir: &DataDir) {
+        if self.clamd.is_some() {
+            return;
+        }
         match &self.service {
             Some(s) => {
                 let _ = std::fs::remove_file(crate::cmd::service::addr_file(dir, &self.zone, s));
@@ -95,6 +170,10 @@ struct State {
     since: u64,
     restarts: u32,
     ready: bool,
+    /// `clamd` died before it ever answered: the children of later stages start without it
+    /// (its `scan` flows refusing until it answers), as they do once it is ready.
+    #[serde(skip)]
+    gave_up: bool,
 }
 
 /// The children's states, written to `run/up.json` on every change.
@@ -132,6 +211,17 @@ impl Board {
             .iter()
             .enumerate()
             .all(|(i, s)| s.ready || !of(i))
+    }
+
+    /// Whether every child whose index `of` accepts is ready, or is a `clamd` that was given
+    /// up waiting for.
+    fn settled_where(&self, of: impl Fn(usize) -> bool) -> bool {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.ready || s.gave_up || !of(i))
     }
 }
 
@@ -205,19 +295,26 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
     loop {
         // A stale address from an earlier run must not pass for this one's.
         spec.clear_addrs(dir);
-        let mut command = match spec.prefix.split_first() {
-            Some((program, rest)) => {
+        let mut command = match (&spec.clamd, spec.prefix.split_first()) {
+            (Some(c), _) => {
+                let mut command = tokio::process::Command::new(&c.program);
+                command.args(&c.args);
+                command
+            }
+            (None, Some((program, rest))) => {
                 let mut c = tokio::process::Command::new(program);
                 c.args(rest).arg(exe);
+                c.arg("--data").arg(dir.root()).args(&spec.args);
                 c
             }
-            None => tokio::process::Command::new(exe),
+            (None, None) => {
+                let mut c = tokio::process::Command::new(exe);
+                c.arg("--data").arg(dir.root()).args(&spec.args);
+                c
+            }
         };
         let child = command
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .arg("--data")
-            .arg(dir.root())
-            .args(&spec.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -276,14 +373,10 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
                 status = child.wait() => break Some(status),
                 _ = stop.changed() => break None,
                 () = tokio::time::sleep(READY_POLL), if !is_ready => {
-                    if let Some(addr) = spec.admin(dir) {
-                        // a child in a namespace is asked there (its loopback is its own)
-                        let ns = spec.prefix.last().cloned(); // `ip netns exec NS`
-                        if crate::cmd::status::health_in(ns, addr).await == Some(200) {
-                            is_ready = true;
-                            board.update(i, |s| s.ready = true);
-                            ready.send_modify(|n| *n += 1);
-                        }
+                    if spec.answers(dir).await {
+                        is_ready = true;
+                        board.update(i, |s| s.ready = true);
+                        ready.send_modify(|n| *n += 1);
                     }
                 }
             }
@@ -320,10 +413,19 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
             backoff
         );
         audit(log, "component.exit", &spec, "failure", Some(why));
+        let gave_up = spec.clamd.is_some() && !is_ready && restarts == 0;
         board.update(i, |s| {
             s.pid = None;
             s.ready = false;
+            s.gave_up |= gave_up;
         });
+        if gave_up {
+            eprintln!(
+                "up: {name} died before it answered: the components start without it, and the \
+                 flows that ask `scan` refuse until it answers"
+            );
+            ready.send_modify(|n| *n += 1);
+        }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => return,
@@ -382,16 +484,13 @@ pub(crate) fn run(
                 .iter()
                 .map(|s| State {
                     zone: s.zone.to_string(),
-                    component: if s.service.is_some() {
-                        "service"
-                    } else {
-                        s.component.as_str()
-                    },
+                    component: s.kind(),
                     service: s.service.clone(),
                     pid: None,
                     since: 0,
                     restarts: 0,
                     ready: false,
+                    gave_up: false,
                 })
                 .collect(),
         ),
@@ -412,29 +511,44 @@ pub(crate) fn run(
             log,
             ready: ready_tx,
         });
-        // The senders and the gateways start once everything else is ready: a sender looks up
-        // where its receivers listen, a gateway where its IdP does (published by them on port
-        // 0), when it starts.
-        let (later, first): (Vec<_>, Vec<_>) = specs.into_iter().enumerate().partition(|(_, s)| {
-            matches!(s.component, Component::ExchangeSender | Component::Gateway)
-        });
-        let is_later: Vec<usize> = later.iter().map(|(i, _)| *i).collect();
-        let mut later = Some(later);
+        // Each stage starts once every child of the stages before it is settled (see
+        // `Spec::stage`).
+        let stage_of: Vec<usize> = specs.iter().map(Spec::stage).collect();
+        let mut stages: Vec<Vec<(usize, Spec)>> = Vec::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let at = spec.stage();
+            if stages.len() <= at {
+                stages.resize_with(at + 1, Vec::new);
+            }
+            if let Some(stage) = stages.get_mut(at) {
+                stage.push((i, spec));
+            }
+        }
+        let mut stages = stages.into_iter().enumerate().peekable();
         let mut tasks = Vec::new();
-        let mut start = |batch: Vec<(usize, Spec)>| {
-            for (i, spec) in batch {
-                tasks.push(tokio::spawn(keep(
-                    i,
-                    spec,
-                    Arc::clone(&shared),
-                    stop_rx.clone(),
-                )));
+        let mut start_settled = |tasks: &mut Vec<_>| {
+            while let Some((at, _)) = stages.peek() {
+                let at = *at;
+                if !shared
+                    .board
+                    .settled_where(|i| stage_of.get(i).is_some_and(|s| *s < at))
+                {
+                    break;
+                }
+                let Some((_, batch)) = stages.next() else {
+                    break;
+                };
+                for (i, spec) in batch {
+                    tasks.push(tokio::spawn(keep(
+                        i,
+                        spec,
+                        Arc::clone(&shared),
+                        stop_rx.clone(),
+                    )));
+                }
             }
         };
-        start(first);
-        if is_later.len() == n {
-            start(later.take().unwrap_or_default());
-        }
+        start_settled(&mut tasks);
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
             .into_diagnostic()?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -451,12 +565,7 @@ pub(crate) fn run(
                     if changed.is_err() {
                         break;
                     }
-                    let first_ready = shared.board.ready_where(|i| !is_later.contains(&i));
-                    if first_ready {
-                        if let Some(batch) = later.take() {
-                            start(batch);
-                        }
-                    }
+                    start_settled(&mut tasks);
                     if shared.board.ready_where(|_| true) {
                         said_ready = true;
                         println!("ready");
