@@ -4,7 +4,9 @@
 //! listener's `/healthz`, with what `up` recorded in `run/up.json` (pid, since, restarts) when
 //! `up` runs it; each zone's installed policy hash; each link's counters from both ends'
 //! control sockets (sent and retained by the sender; received, repaired, lost, refused and
-//! waiting for delivery at the receiver); and the audit store's mirrors with their sizes. The
+//! waiting for delivery at the receiver); the transfers each sender holds for approval, with
+//! the approvals so far and how many their flow needs; and the audit store's mirrors with
+//! their sizes. The
 //! ClamAV daemon `up` runs is listed with the components (up when it answers `PING`). It
 //! exits 0 when every component answers, 1 otherwise (2 on bad input, as every command).
 
@@ -260,6 +262,12 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
             })
         })
         .collect();
+    // the transfers each zone's sender holds for approval, as its `/status` says (`count`,
+    // `by_flow`, and each one's `transfer`, `flow`, `approvals` so far and `needs`)
+    let held: BTreeMap<&str, &Value> = senders
+        .iter()
+        .filter_map(|(z, v)| Some((z.as_str(), v.get("held").filter(|h| !h.is_null())?)))
+        .collect();
     let mut stores = Vec::new();
     for z in fabric
         .zones()
@@ -284,6 +292,7 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
         "components": components,
         "zones": zones,
         "links": links,
+        "held": held,
         "audit_stores": stores,
     });
     if args.json {
@@ -364,6 +373,7 @@ fn print_tables(doc: &Value) {
             side("receiver", "deliveries_pending"),
         );
     }
+    print_held(doc);
     if let Some(scan) = doc.get("scan").filter(|v| !v.is_null()) {
         println!();
         let flows = scan
@@ -407,6 +417,48 @@ fn print_tables(doc: &Value) {
         );
         for m in mirrors {
             println!("  {:<50} {:>10} entries", s(&m, "origin"), s(&m, "size"));
+        }
+    }
+}
+
+/// The transfers held for approval, zone by zone (nothing when no sender says).
+fn print_held(doc: &Value) {
+    let Some(zones) = doc.get("held").and_then(Value::as_object) else {
+        return;
+    };
+    if zones.is_empty() {
+        return;
+    }
+    println!();
+    for (zone, h) in zones {
+        let list = h
+            .get("transfers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let flows = h
+            .get("by_flow")
+            .and_then(Value::as_object)
+            .map(|f| {
+                f.iter()
+                    .map(|(flow, n)| format!("{n} on {flow}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        if list.is_empty() {
+            println!("held for approval in `{zone}`: none");
+            continue;
+        }
+        println!("held for approval in `{zone}`: {} ({flows})", u(h, "count"));
+        for t in list {
+            println!(
+                "  {:<24} {:<28} {} of {} approvals",
+                t.get("transfer").and_then(Value::as_str).unwrap_or("?"),
+                t.get("flow").and_then(Value::as_str).unwrap_or("?"),
+                u(&t, "approvals"),
+                u(&t, "needs"),
+            );
         }
     }
 }
