@@ -83,6 +83,8 @@ mod pacing;
 mod rate;
 mod receipt;
 mod receiver;
+#[cfg(feature = "daemon")]
+mod record;
 mod sender;
 #[cfg(feature = "daemon")]
 mod spool;
@@ -150,6 +152,8 @@ pub use receipt::{
     MAX_RECEIPT, MAX_RECEIPT_CHAIN, RECEIPT_CONTEXT, Receipt, ReceiptKind, Receipting,
 };
 pub use receiver::{LinkEvent, LostReason, Receiver, ReceiverConfig, ReceiverStats};
+#[cfg(feature = "daemon")]
+pub use record::{KEEP_RECORDS, TransferRecord, TransferState};
 pub use sender::{LinkConfig, LinkError, Sender, Sent, TransferSource};
 #[cfg(feature = "daemon")]
 pub use spool::{Retained, Spool, SpoolError, SpooledFile};

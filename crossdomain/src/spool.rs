@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use tianping_core::UnixTime;
 
 use crate::TransferSource;
+use crate::record::TransferRecord;
 
 /// Why the spool or the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +266,18 @@ impl Spool {
     /// into place and returns the id once all of it is durable. An empty file is refused (and
     /// removed).
     pub fn commit(&self, link: u32, staging: &Path, len: u64) -> Result<u64, SpoolError> {
+        self.commit_recorded(link, staging, len, None)
+    }
+
+    /// [`commit`](Self::commit), entering `record` (what the transfer is, for a look-up by its
+    /// id) in the same flush as the transfer's entry.
+    pub fn commit_recorded(
+        &self,
+        link: u32,
+        staging: &Path,
+        len: u64,
+        record: Option<&TransferRecord>,
+    ) -> Result<u64, SpoolError> {
         if len == 0 {
             fs::remove_file(staging).map_err(io_at(staging))?;
             return Err(SpoolError::Refused("the payload is empty"));
@@ -276,8 +289,21 @@ impl Spool {
         sync_dir(&self.dir.join("payloads"))?;
         self.pending
             .insert(link_key(link, id), &len.to_be_bytes())?;
+        if let Some(r) = record {
+            self.enter_record(r, link, id)?;
+        }
         self.db.flush()?;
         Ok(id)
+    }
+
+    /// Whether transfer `id` of `link` waits to be sent.
+    pub(crate) fn is_pending(&self, link: u32, id: u64) -> Result<bool, SpoolError> {
+        Ok(self.pending.contains_key(link_key(link, id))?)
+    }
+
+    /// Whether transfer `id` of `link` was sent and is kept for a resend.
+    pub(crate) fn is_retained(&self, link: u32, id: u64) -> Result<bool, SpoolError> {
+        Ok(self.retained.contains_key(link_key(link, id))?)
     }
 
     /// Every transfer of `link` not yet sent in full, in id order, with its bytes.
@@ -347,7 +373,8 @@ impl Spool {
         Ok(out)
     }
 
-    /// Deletes every retained transfer whose time has come; returns how many.
+    /// Deletes every retained transfer whose time has come; returns how many. The records of
+    /// transfers gone for [`KEEP_RECORDS`](crate::KEEP_RECORDS) go too.
     pub fn prune(&self, now: UnixTime) -> Result<usize, SpoolError> {
         let mut pruned = 0;
         for item in self.retained.iter() {
@@ -367,6 +394,7 @@ impl Spool {
         if pruned > 0 {
             self.db.flush()?;
         }
+        self.prune_records(now)?;
         Ok(pruned)
     }
 
@@ -389,8 +417,11 @@ impl Spool {
             let staging = self.staging()?;
             let source = self.retained_path(link, r.id);
             fs::hard_link(&source, &staging).map_err(io_at(&source))?;
-            out.push((r.id, self.commit(link, &staging, r.len)?));
+            let new = self.commit(link, &staging, r.len)?;
+            self.move_record(link, r.id, new)?;
+            out.push((r.id, new));
         }
+        self.db.flush()?;
         Ok(out)
     }
 

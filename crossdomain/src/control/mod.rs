@@ -4,6 +4,11 @@
 //! The sender's ([`SenderControl`]):
 //! - `GET /exchange/v1/status` (open: no credential): per link, what is spooled, being sent,
 //!   sent since the start and retained, the last transfer id, the epoch, the rate and the peer;
+//!   and the held transfers (`held`: `count`, `by_flow`, and each one's `transfer`, `flow`,
+//!   `approvals` so far and `needs`);
+//! - `GET /exchange/v1/transfers/<id>` (a person): the transfer's state (`held`, `spooled`,
+//!   `sent`, `retained`), flow, kind, size, submitter and time, to its submitter only; anyone
+//!   else gets the 404 an unknown id gets;
 //! - `POST /exchange/v1/submit?flow=F&kind=K[&schema=S][&label=L…][&correlation=C][&redacted=1]`
 //!   (a person asserted by the zone's gateway, or a node of the zone): the payload, decided on
 //!   with the zone's policy and filters, bundled, signed and spooled; `GET /exchange/v1/held`

@@ -26,6 +26,9 @@
 //!   before it is spooled, but **no filter runs** (the bytes are the caller's): its `transfer`
 //!   event says `filters=skipped`. Answered `{"link": L, "transfer": N, "transfer_id": ID}`.
 //! - `POST /exchange/v1/resend?to=ZONE&from=ID`: retained transfers spooled again.
+//! - `GET /exchange/v1/transfers/<id>`: one transfer's state, to its submitter only (see the
+//!   `transfers` module); every spooled transfer's record is kept for it
+//!   ([`TransferRecord`](crate::TransferRecord)).
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -47,8 +50,10 @@ use super::{STATUS_PATH, answer, error, node_caller, query};
 use crate::{
     AdmitError, ApprovalStatement, Approving, BundleHeader, ChunkHasher, Filters, Held, MAX_HEADER,
     Manifest, Outbound, OutboundRefusal, Outgoing, SendStatus, SignerTrust, Spool, SpoolError,
-    Submitter, count_approvals, table_hash,
+    Submitter, TransferRecord, count_approvals, table_hash,
 };
+
+mod transfers;
 
 const SUBMIT_PATH: &str = "/exchange/v1/submit";
 const SUBMIT_BUNDLE_PATH: &str = "/exchange/v1/submit-bundle";
@@ -168,6 +173,9 @@ impl Handler for SenderControl {
                 (Method::GET, HELD_PATH) => held(&inner, &req).await,
                 (Method::POST, APPROVE_PATH) => approve(&inner, &req).await,
                 (Method::POST, RESEND_PATH) => resend(&inner, req).await,
+                (Method::GET, p) if p.starts_with(transfers::TRANSFERS_PATH) => {
+                    transfers::transfer(&inner, &req).await
+                }
                 (
                     _,
                     STATUS_PATH | SUBMIT_PATH | SUBMIT_BUNDLE_PATH | HELD_PATH | APPROVE_PATH
@@ -201,7 +209,13 @@ fn sender_status(inner: &SenderInner) -> Value {
             })
         })
         .collect();
-    json!({ "zone": inner.zone, "component": "exchange-sender", "epoch": inner.spool.epoch(), "links": links })
+    json!({
+        "zone": inner.zone,
+        "component": "exchange-sender",
+        "epoch": inner.spool.epoch(),
+        "links": links,
+        "held": transfers::held_status(inner),
+    })
 }
 
 #[expect(clippy::result_large_err, reason = "the answer is sent at once")]
@@ -745,6 +759,7 @@ impl SignWith {
         statements: Vec<Vec<u8>>,
         payload: &[u8],
     ) -> Result<u64, String> {
+        let record = record_of(&manifest);
         let mut hasher = ChunkHasher::new(BUNDLE_CHUNK).map_err(|e| e.to_string())?;
         hasher.update(payload);
         let (_, table) = hasher.finish();
@@ -773,7 +788,25 @@ impl SignWith {
                 return Err(e.to_string());
             }
         };
-        spool.commit(link, &staging, len).map_err(|e| e.to_string())
+        spool
+            .commit_recorded(link, &staging, len, Some(&record))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What the spool remembers of a bundled transfer (its link's id is the spool's to set).
+fn record_of(m: &Manifest) -> TransferRecord {
+    TransferRecord {
+        sequence: m.sequence,
+        flow: m.flow.clone(),
+        kind: m.kind.clone(),
+        size: m.size,
+        submitter: m.submitter.subject.as_str().to_owned(),
+        machine: m.submitter.machine,
+        destination: m.destination.clone(),
+        time: m.time,
+        link: 0,
+        link_transfer: 0,
     }
 }
 
@@ -851,6 +884,7 @@ async fn submit_bundle(inner: &Arc<SenderInner>, req: Request<Body>) -> Response
     let mut approvals_seen = Vec::new();
     let mut rule = String::new();
     let mut outgoing = None;
+    let mut spooled_record = None;
     if let Some(o) = inner.outbound.as_ref() {
         let st = staging.clone();
         let header = match tokio::task::spawn_blocking(move || read_header(&st)).await {
@@ -924,11 +958,15 @@ async fn submit_bundle(inner: &Arc<SenderInner>, req: Request<Body>) -> Response
             }
         }
         transfer_id = format!("{}:{}", m.source, m.sequence);
+        spooled_record = Some(record_of(m));
         outgoing = Some((s, hex(&m.chunks_hash), m.policy_hash));
     }
     let spool = Arc::clone(&inner.spool);
     let staged = staging.clone();
-    let committed = tokio::task::spawn_blocking(move || spool.commit(id, &staged, len)).await;
+    let committed = tokio::task::spawn_blocking(move || {
+        spool.commit_recorded(id, &staged, len, spooled_record.as_ref())
+    })
+    .await;
     let transfer = match committed {
         Ok(Ok(transfer)) => transfer,
         Ok(Err(e)) => return spool_answer(&e),
