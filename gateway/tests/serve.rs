@@ -372,6 +372,7 @@ async fn world_with(idp_reachable: bool, limits: Limits, audit_sync: bool) -> Wo
         clock: Arc::new(SystemClock),
         metrics: Registry::new(),
         exchange_sender: None,
+        exchange_receiver: None,
         audit_sync,
     })
     .unwrap();

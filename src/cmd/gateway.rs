@@ -305,6 +305,9 @@ async fn serve(
         exchange_sender: zl
             .runs(Component::ExchangeSender)
             .then(|| dir.socket(zone, Component::ExchangeSender)),
+        exchange_receiver: zl
+            .runs(Component::ExchangeReceiver)
+            .then(|| dir.socket(zone, Component::ExchangeReceiver)),
         audit_sync,
     })
     .into_diagnostic()?;

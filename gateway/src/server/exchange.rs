@@ -44,7 +44,7 @@ fn kind_of(content_type: &str) -> Option<&'static str> {
     })
 }
 
-fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
+pub(super) fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     answer(status, "application/json", format!("{v}\n"))
 }
 
@@ -247,7 +247,7 @@ pub(crate) fn csrf_token(session_id: &str) -> String {
 }
 
 /// Asks the sender `method target` as `who`; its status and JSON answer.
-async fn ask_sender(
+pub(super) async fn ask_sender(
     g: &Inner,
     who: &Identity,
     method: &str,

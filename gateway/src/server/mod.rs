@@ -19,6 +19,7 @@
 //! | `POST /.tianping/backchannel-logout` | the IdP's logout token ends sessions by `sid` or subject |
 //! | `GET /.tianping/jwks.json` | the assertion key, for services that verify by JWKS |
 //! | `GET /.tianping/approvals` | the releases held for approval that the signed-in person may approve (JSON), with the CSRF token a browser's approval carries |
+//! | `GET /.tianping/transfers/{id}` | the transfer's state (held, spooled, sent, retained) and the receipts this zone's receiver keeps for it, to its submitter only (404 for anyone else, as for an unknown id); a page for a browser |
 //! | `POST /.tianping/transfers/{id}/approve` | the person's approval, signed by the exchange sender (a browser's with its CSRF token) |
 //!
 //! The gateway is a client of its zone's IdP registered with `tls_client_auth` on its node
@@ -28,6 +29,7 @@
 mod component;
 mod exchange;
 mod idp;
+mod transfers;
 mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -128,6 +130,9 @@ pub struct GatewayParts {
     pub metrics: Arc<Registry>,
     /// The control socket of the zone's exchange sender, which exchange routes submit to.
     pub exchange_sender: Option<PathBuf>,
+    /// The control socket of the zone's exchange receiver, which keeps the receipts
+    /// `/.tianping/transfers/{id}` shows.
+    pub exchange_receiver: Option<PathBuf>,
     /// `sync` mode: every request's decision durable in the audit log before it is acted on
     /// (each request waits for a commit), instead of queued and committed in groups within the
     /// log's window (20 ms; a crash loses at most that window). Off by default.
@@ -189,6 +194,7 @@ struct Inner {
     rng: SystemRandom,
     metrics: Arc<Registry>,
     exchange_sender: Option<PathBuf>,
+    exchange_receiver: Option<PathBuf>,
     audit_sync: bool,
 }
 
@@ -267,6 +273,7 @@ impl Gateway {
             rng: SystemRandom::new(),
             metrics: parts.metrics,
             exchange_sender: parts.exchange_sender,
+            exchange_receiver: parts.exchange_receiver,
             audit_sync: parts.audit_sync,
         })))
     }
@@ -913,6 +920,11 @@ impl Inner {
                     return plain(StatusCode::BAD_REQUEST, "not a transfer id\n");
                 };
                 exchange::approve(self, req, &id, request_id).await
+            }
+            ("GET", p) if p.starts_with("transfers/") => {
+                let id = crate::form::decode_segment(p.trim_start_matches("transfers/"))
+                    .unwrap_or_default();
+                transfers::transfer(self, &req, &id, request_id).await
             }
             ("GET", "jwks.json") => {
                 let mut r = answer(StatusCode::OK, "application/json", self.jwks.clone());
