@@ -351,4 +351,8 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
         // the interval between two looks at the folder, not a wait standing in for it
         std::thread::sleep(Duration::from_millis(100));
     }
+    // stopped as Ctrl-C does: `up` stops its children (a SIGKILL of `up` would leave them)
+    up.interrupt();
+    up.until("stopped", by);
+    up.wait_exit();
 }
