@@ -1,6 +1,9 @@
 //! `tianping gateway` reloads on SIGHUP: a policy that passes the check decides the next
 //! requests (the reload generation on the control socket and `/metrics` says when), one that
-//! does not is refused and the old one stays; both audited as `policy.reload`.
+//! does not is refused and the old one stays; both audited as `policy.reload`. The control
+//! socket's `POST /reload` does the same for a system administrator's token (audited as
+//! `admin.reload`); no credential, a token not for the control sockets or living too long is
+//! 401, a person without `sysadmin` 403, and `GET /status` stays open.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -218,4 +221,112 @@ fn a_sighup_reloads_a_good_policy_and_refuses_a_bad_one() {
         &["audit", "verify", "--log", log_dir.to_str().unwrap()],
         "",
     ));
+}
+
+/// `method path` on the control socket, with `token` as `Authorization: Bearer`; the status
+/// and the body.
+fn ask(socket: &std::path::Path, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut b = http::Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let req = b.body(tianping_net::ControlBody::empty()).unwrap();
+    rt.block_on(async {
+        let r = tianping_net::control_send(socket, req, tianping_net::CONTROL_TIMEOUT)
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.into_body().bytes().await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    })
+}
+
+#[test]
+fn the_control_socket_reloads_for_a_sysadmin_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = private_zone(tmp.path(), POLICY);
+    let dir = DataDir::new(&data);
+    let zone: ZoneName = "private".parse().unwrap();
+    bind_service(&dir.fabric(), "https://localhost:1/");
+    let (idp, idp_addr, _) = start(
+        &data,
+        &["idp", "serve", "--zone", "private"],
+        &zone,
+        Component::Idp,
+    );
+    let (gateway, _, _) = start(
+        &data,
+        &["gateway", "--zone", "private"],
+        &zone,
+        Component::Gateway,
+    );
+    let socket = dir.socket(&zone, Component::Gateway);
+    let fabric = tianping_core::Fabric::load(&dir.fabric()).unwrap();
+    let zl = fabric.zone(&zone).unwrap();
+    let now = UnixTime::from_system_time(std::time::SystemTime::now());
+    let keys = tianping_idp::KeyDir::new(dir.keys(&zone, Component::Idp))
+        .load(now)
+        .unwrap();
+    let t = now.as_secs();
+    // a token as `tianping login` keeps it: for the zone's control sockets, 15 minutes at most
+    let token = |sub: &str, role: &str, aud: &str, life: u64| {
+        keys.sign(
+            "at+jwt",
+            &json!({
+                "iss": format!("https://{}:{}", zl.idp_host, idp_addr.port()),
+                "aud": aud, "client_id": "tianping-cli", "exp": t + life, "iat": t,
+                "jti": format!("{sub}-{aud}-{life}"), "scope": "openid", "sub": sub,
+                "roles": [role], "acr": "otp", "amr": ["pwd", "otp"], "zone": "private",
+                "auth_time": t,
+            }),
+        )
+        .unwrap()
+    };
+    let control = "tianping-control:private";
+
+    // status stays open, for `tianping status` and whoever `up` runs as
+    assert_eq!(ask(&socket, "GET", "/status", None).0, 200);
+    // refused callers: none, a made-up token, a token for the gateway's listener, one that
+    // lives too long, and a person without the role
+    assert_eq!(ask(&socket, "POST", "/reload", None).0, 401);
+    assert_eq!(ask(&socket, "POST", "/reload", Some("not-a-token")).0, 401);
+    let listener = token("admin-0001", "sysadmin", "tianping", 300);
+    assert_eq!(ask(&socket, "POST", "/reload", Some(&listener)).0, 401);
+    let long = token("admin-0001", "sysadmin", control, 3600);
+    assert_eq!(ask(&socket, "POST", "/reload", Some(&long)).0, 401);
+    let judge = token("judge-0001", "judge", control, 300);
+    let (code, body) = ask(&socket, "POST", "/reload", Some(&judge));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("sysadmin"), "{body}");
+    assert_eq!(status(&socket)["reload_generation"], 0, "nothing reloaded");
+
+    // the system administrator's reload is taken as a SIGHUP's
+    let second = POLICY.replace("methods GET\n", "methods GET, DELETE\n");
+    std::fs::write(dir.zone_policy(&zone), &second).unwrap();
+    let admin = token("admin-0001", "sysadmin", control, 300);
+    let (code, body) = ask(&socket, "POST", "/reload", Some(&admin));
+    assert_eq!(code, 202, "{body}");
+    let s = wait_for(&socket, "reload_generation", 1);
+    let want = tianping_policies::check("p.tp", &second)
+        .into_policy()
+        .unwrap()
+        .hash()
+        .to_string();
+    assert_eq!(s["policy"], want);
+    assert_eq!(ask(&socket, "GET", "/reload", Some(&admin)).0, 405);
+    gateway.stop();
+    idp.stop();
+
+    let log = tianping_audit::AuditLog::open(&dir.audit_log(&zone, Component::Gateway)).unwrap();
+    let asked: Vec<_> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .filter(|e| e.action == "admin.reload")
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].actor, "admin-0001");
+    assert_eq!(asked[0].roles, ["sysadmin"]);
 }

@@ -1,8 +1,12 @@
 //! `tianping gateway --zone Z`: the zone's gateway on its `gateway` host and port from
 //! `fabric.toml` (port 0: the address it got is published in `run/<zone>-gateway.addr`), the
 //! admin listener (`/healthz`, `/metrics`) on loopback, and the control socket
-//! `run/<zone>-gateway.sock` (`GET /status`: the policy in force, the reload generation, the
-//! audit events durable so far). Stops on SIGINT or SIGTERM, finishing requests in flight and
+//! `run/<zone>-gateway.sock`: `GET /status` (open: the policy in force, the reload generation,
+//! the audit events durable so far) and `POST /reload` (a reload as SIGHUP's, for a
+//! `sysadmin`, audited as `admin.reload` before it is done). A credential presented there is
+//! a node token of the zone (audience `gateway`) or a person's token from `tianping login`
+//! (checked against the IdP's keys the gateway holds: see `Gateway::control_caller`); each
+//! endpoint asks its role of it with `Caller::require`. Stops on SIGINT or SIGTERM, finishing requests in flight and
 //! removing what it published. On SIGHUP it reads the zone's policy copy again (taken if it
 //! passes the check, refused with the old one staying otherwise; audited either way), its
 //! cookie keys and its TLS certificate, without dropping a connection; each policy reload
@@ -43,8 +47,8 @@ use serde_json::json;
 use tianping_audit::AuditLog;
 use tianping_certs::{ClientAuth, ServerTlsBuilder, TokenSigner, certs_from_pem};
 use tianping_core::{
-    Clock, Component, DataDir, Fabric, Listener, RingSigner, Secret, ServiceTarget, Signer as _,
-    SystemClock, ZoneName, clear_published_addrs, listener_addr, private_key_from_pem,
+    Clock, Component, DataDir, Fabric, Listener, RingSigner, Role, Secret, ServiceTarget,
+    Signer as _, SystemClock, ZoneName, clear_published_addrs, listener_addr, private_key_from_pem,
     publish_addr, write_private_file,
 };
 use tianping_gateway::{CookieKey, Gateway, GatewayParts, Limits, ServiceBinding};
@@ -321,6 +325,10 @@ async fn serve(
     );
     let reloads = Arc::new(Reloads::default());
     register(dir, zone, &zl.gateway_host, &gateway, &registration).await;
+    // the IdP's keys, so person tokens on the control socket check without a fetch
+    if let Err(e) = gateway.fetch_idp_keys().await {
+        eprintln!("gateway of `{zone}`: the IdP's keys are not fetched yet: {e}");
+    }
     let _ = slot.set(gateway);
 
     let admin_ip = if zl.address.is_loopback() {
@@ -341,10 +349,16 @@ async fn serve(
     .await
     .into_diagnostic()?;
     let socket = dir.socket(zone, Component::Gateway);
+    let callers =
+        crate::cmd::exchange::node_callers(dir, zone, "gateway")?.or(Arc::new(ControlTokens {
+            gateway: Arc::clone(&slot),
+        }));
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
     let control = serve_control_with(
         &socket,
-        ControlOptions::new(&[]),
+        ControlOptions::new(&[]).verified(Arc::new(callers), [STATUS_PATH]),
         Control {
+            reload: reload_tx,
             fixed: json!({
                 "component": "gateway",
                 "zone": zone.as_str(),
@@ -358,7 +372,10 @@ async fn serve(
     )
     .await
     .into_diagnostic()?;
-    let mut signals = Signals::new(vec![policy_path.clone(), dir.zone_crl(zone, zone)])?;
+    let mut signals = Signals::new(
+        vec![policy_path.clone(), dir.zone_crl(zone, zone)],
+        reload_rx,
+    )?;
     tianping_audit::record_owner(&audit_dir, &socket).into_diagnostic()?;
     publish_addr(dir, zone, Component::Gateway, &Listener::Public, bound).into_diagnostic()?;
     publish_addr(
@@ -562,9 +579,41 @@ struct Reloads {
     refused: AtomicU64,
 }
 
-/// The control socket: `GET /status` (the policy in force, the reload generation, the audit
-/// events durable so far).
+/// The control socket's open path.
+const STATUS_PATH: &str = "/status";
+
+/// People's tokens on the control socket, checked by the gateway once it is built.
+struct ControlTokens {
+    gateway: Arc<std::sync::OnceLock<Gateway>>,
+}
+
+impl tianping_net::CallerVerifier for ControlTokens {
+    fn verify(
+        &self,
+        credential: &tianping_net::Credential,
+        now: tianping_core::UnixTime,
+    ) -> Result<tianping_certs::CourtIdentity, tianping_net::CallerRefusal> {
+        use tianping_net::CallerRefusal;
+        let tianping_net::Credential::Bearer(_) = credential else {
+            return Err(CallerRefusal::Refused(
+                "the gateway's control socket takes a node token or a person's token, not an \
+                 assertion"
+                    .into(),
+            ));
+        };
+        let Some(g) = self.gateway.get() else {
+            return Err(CallerRefusal::Refused("the gateway is starting".into()));
+        };
+        g.control_caller(credential.token(), now)
+            .map_err(CallerRefusal::Refused)
+    }
+}
+
+/// The control socket: `GET /status` (open: the policy in force, the reload generation, the
+/// audit events durable so far) and `POST /reload` (a `sysadmin`).
 struct Control {
+    /// Asks the signal loop for a reload.
+    reload: tokio::sync::mpsc::Sender<()>,
     fixed: serde_json::Value,
     gateway: Arc<std::sync::OnceLock<Gateway>>,
     reloads: Arc<Reloads>,
@@ -590,9 +639,42 @@ impl Handler for Control {
             // groups within 20 ms; every one counted here survives a crash)
             o.insert("audit_durable".into(), self.audit.size().into());
         }
+        let (reload, audit, zone) = (
+            self.reload.clone(),
+            Arc::clone(&self.audit),
+            self.fixed
+                .get("zone")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        );
         Box::pin(async move {
             let (code, body) = match (req.method().as_str(), req.uri().path()) {
-                ("GET", "/status") => (StatusCode::OK, status),
+                ("GET", STATUS_PATH) => (StatusCode::OK, status),
+                ("POST", "/reload") => {
+                    let who = match req.extensions().get::<tianping_net::Caller>() {
+                        Some(c) => match c.require(&Role::Sysadmin) {
+                            Ok(id) => id.clone(),
+                            Err(refused) => return refused,
+                        },
+                        None => return tianping_net::CallerRefusal::Missing.response(),
+                    };
+                    match reload_asked(&audit, &zone, &who, &reload).await {
+                        Ok(()) => (
+                            StatusCode::ACCEPTED,
+                            json!({
+                                "reload": "requested",
+                                "by": who.name,
+                                "reload_generation": status.get("reload_generation"),
+                            }),
+                        ),
+                        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why })),
+                    }
+                }
+                (_, STATUS_PATH | "/reload") => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({ "error": "method not allowed" }),
+                ),
                 _ => (
                     StatusCode::NOT_FOUND,
                     json!({ "error": "no such endpoint" }),
@@ -607,6 +689,27 @@ impl Handler for Control {
             r
         })
     }
+}
+
+/// A reload asked for on the control socket: audited (durable) under who asked, then handed to
+/// the signal loop.
+async fn reload_asked(
+    audit: &Arc<AuditLog>,
+    zone: &str,
+    who: &tianping_certs::CourtIdentity,
+    reload: &tokio::sync::mpsc::Sender<()>,
+) -> Result<(), String> {
+    let mut e = tianping_audit::Event::new(SystemClock.now(), "admin.reload");
+    e.zone = zone.to_owned();
+    e.component = "gateway".into();
+    e.actor = who.name.clone();
+    e.roles = who.roles.iter().map(|r| r.to_string()).collect();
+    e.outcome = "ok".into();
+    let queued = audit.append_prompt(&e).map_err(|e| e.to_string())?;
+    queued.durable().await.map_err(|e| e.to_string())?;
+    // a full queue already holds a reload that reads the files as they are now
+    let _ = reload.try_send(());
+    Ok(())
 }
 
 enum Signal {
@@ -626,6 +729,8 @@ struct Signals {
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     watched: Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
+    /// Reloads asked for on the control socket.
+    asked: tokio::sync::mpsc::Receiver<()>,
     tick: tokio::time::Interval,
     /// The last reload was a file change's, and nothing changed since.
     watcher_took: bool,
@@ -641,7 +746,7 @@ fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
 }
 
 impl Signals {
-    fn new(watch: Vec<PathBuf>) -> miette::Result<Self> {
+    fn new(watch: Vec<PathBuf>, asked: tokio::sync::mpsc::Receiver<()>) -> miette::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         let mut tick = tokio::time::interval(WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -656,6 +761,7 @@ impl Signals {
                     (p, s)
                 })
                 .collect(),
+            asked,
             tick,
             watcher_took: false,
         })
@@ -687,6 +793,11 @@ impl Signals {
                     let policy = changed || !self.watcher_took;
                     self.watcher_took = false;
                     return Signal::Reload { policy };
+                }
+                Some(()) = self.asked.recv() => {
+                    self.changed();
+                    self.watcher_took = false;
+                    return Signal::Reload { policy: true };
                 }
                 _ = self.tick.tick() => {
                     if self.changed() {

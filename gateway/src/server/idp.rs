@@ -98,7 +98,7 @@ impl IdpLink {
         }
     }
 
-    fn keys(&self) -> (Arc<BearerVerifier>, Arc<[u8]>) {
+    pub(crate) fn keys(&self) -> (Arc<BearerVerifier>, Arc<[u8]>) {
         let k = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         (Arc::clone(&k.verifier), Arc::clone(&k.document))
     }
@@ -206,7 +206,7 @@ impl IdpLink {
     }
 
     /// Makes sure keys are in force: fetched when none were yet (or they are stale).
-    async fn ensure_keys(&self, now: UnixTime) -> Result<(), BearerError> {
+    pub(crate) async fn ensure_keys(&self, now: UnixTime) -> Result<(), BearerError> {
         let (ok, stale, may) = {
             let f = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
             (

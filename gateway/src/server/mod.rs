@@ -69,6 +69,8 @@ const MAX_PENDING: usize = 10_000;
 /// Most sign-ins in progress from one address (a browser starts one per tab at most); the
 /// oldest of that address gives way.
 const MAX_PENDING_PER_ADDR: usize = 32;
+/// The longest life of a token on the control socket (as the IdP's `tianping login` tokens).
+const PERSON_TOKEN_LIFE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// The largest back-channel logout request read.
 const MAX_LOGOUT_BODY: u64 = 16 * 1024;
 
@@ -276,6 +278,51 @@ impl Gateway {
             exchange_receiver: parts.exchange_receiver,
             audit_sync: parts.audit_sync,
         })))
+    }
+
+    /// Fetches the IdP's keys now if they are not fetched yet (or are stale), so that
+    /// [`control_caller`](Self::control_caller) can check tokens without waiting on the IdP.
+    pub async fn fetch_idp_keys(&self) -> Result<(), crate::BearerError> {
+        self.0.idp.ensure_keys(self.0.now()).await
+    }
+
+    /// The person a token presented on the gateway's control socket names: an access token of
+    /// the zone's IdP for the zone's control sockets (audience `tianping-control:<zone>`, the
+    /// one `tianping login` keeps), living at most 15 minutes, checked against the IdP's keys the
+    /// gateway holds (no fetch: this runs on the socket's accept path; an unknown key is
+    /// refused). Unlike the IdP's own socket, the gateway cannot see a logout's revocation or a
+    /// disabled account, so a token stays good here until it expires (15 minutes at most).
+    pub fn control_caller(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<tianping_certs::CourtIdentity, String> {
+        let g = &self.0;
+        let (keys, _) = g.idp.keys();
+        let verifier = crate::BearerVerifier::new(
+            g.idp.issuer.clone(),
+            format!("tianping-control:{}", g.zone),
+            g.zone.clone(),
+            keys.jwks().clone(),
+            g.limits.clone(),
+        );
+        let t = verifier
+            .verify(token.as_bytes(), None, now)
+            .map_err(|e| e.to_string())?;
+        let longest = PERSON_TOKEN_LIFE.saturating_add(g.limits.clock_skew);
+        if t.expires_at > now.saturating_add(longest) {
+            return Err("a control token lives at most 15 minutes".into());
+        }
+        Ok(tianping_certs::CourtIdentity {
+            subject: Some(t.sub.clone()),
+            court: t.court.clone(),
+            roles: t.roles.clone(),
+            zone: g.zone.clone(),
+            kind: tianping_certs::CertKind::Client,
+            name: t.sub.to_string(),
+            fingerprint: [0; 32],
+            hardware: false,
+        })
     }
 
     /// The redirect URI the gateway's IdP client must be registered with.
