@@ -65,8 +65,36 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
 }
 
+/// Set by `tianping up` on each component it starts: up's process id. A component started so
+/// ends with `up` (SIGTERM from the kernel when up's process goes, however it goes, SIGKILL
+/// included), so a killed `up` leaves no orphaned fabric behind; one whose `up` had already
+/// gone before it could ask for that stops at once.
+pub(crate) const SUPERVISOR_ENV: &str = "TIANPING_SUPERVISOR";
+
+/// Asks for SIGTERM when the supervising `up` goes (see [`SUPERVISOR_ENV`]); false when that
+/// `up` is already gone.
+fn follow_supervisor() -> bool {
+    let Some(pid) = std::env::var(SUPERVISOR_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return true;
+    };
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+    {
+        eprintln!("cannot ask to stop with the supervising up: {e}");
+    }
+    // asked after the request, so an up that went before it is seen here
+    rustix::process::Pid::as_raw(rustix::process::getppid()) == pid
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !follow_supervisor() {
+        eprintln!("the supervising `tianping up` is gone: not starting");
+        return ExitCode::from(1);
+    }
     if let Err(report) = cmd::demo::apply_clock_offset(&cli.data) {
         eprintln!("{report:?}");
         return ExitCode::from(2);

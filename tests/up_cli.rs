@@ -458,3 +458,52 @@ fn up_demo_seeds_one_person_of_every_role_who_reaches_the_zones_their_flows_name
     second.interrupt();
     second.until("stopped", by);
 }
+
+/// Whether process `pid` still runs a component of the fabric in `data` (a reused pid runs
+/// something else; a zombie runs nothing).
+fn runs_component(pid: u64, data: &Path) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    if state.starts_with('Z') || state.starts_with('X') {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(data.to_str().unwrap()))
+}
+
+#[test]
+fn a_killed_up_takes_every_component_with_it() {
+    let s = exchange::setup("127.0.0.1:0");
+    let by = Instant::now() + Duration::from_secs(120);
+    let mut cmd = exchange::tianping(&s.data);
+    cmd.arg("up");
+    let mut up = Daemon::spawn("up", cmd);
+    up.until("ready", by);
+    let pids: Vec<u64> = board(&s.data)
+        .iter()
+        .filter(|r| r["component"] != "clamd")
+        .map(|r| r["pid"].as_u64().unwrap())
+        .collect();
+    assert!(pids.len() >= 10, "{pids:?}");
+    assert!(pids.iter().all(|&p| runs_component(p, &s.data)), "{pids:?}");
+    // SIGKILL: up stops nothing itself; the kernel's parent-death signal stops each component
+    up.kill();
+    loop {
+        let left: Vec<u64> = pids
+            .iter()
+            .copied()
+            .filter(|&p| runs_component(p, &s.data))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < by,
+            "still running after up was killed: {left:?}"
+        );
+        // a poll interval, not a wait standing in for the condition
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

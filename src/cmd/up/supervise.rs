@@ -313,6 +313,10 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
                 c
             }
         };
+        if spec.clamd.is_none() {
+            // the component ends with this process, however it ends (a SIGKILLed up included)
+            command.env(crate::SUPERVISOR_ENV, std::process::id().to_string());
+        }
         let child = command
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
