@@ -38,6 +38,33 @@ pub(crate) struct UpArgs {
         value_name = "SECONDS"
     )]
     clock_offset: Option<i64>,
+    /// Seeds the demo's courts and people into a folder whose IdPs are initialised, and exits:
+    /// `up --demo` runs it as a child of its own, so the seeding's password hashing (argon2id,
+    /// 19 MiB a hash, which glibc's allocator then keeps on the heap) leaves no memory behind in
+    /// the supervisor, which runs as long as the fabric.
+    #[arg(long, hide = true)]
+    seed_demo: bool,
+}
+
+/// Seeds the demo folder in a child process (`up --seed-demo`, its output this one's): false
+/// when it was seeded before.
+fn seed_demo(data: &Path, dir: &DataDir) -> miette::Result<bool> {
+    if !demo::first_run(dir) {
+        return Ok(false);
+    }
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let status = std::process::Command::new(exe)
+        .arg("--data")
+        .arg(data)
+        .args(["up", "--seed-demo"])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .into_diagnostic()
+        .wrap_err("starting the demo's seeding")?;
+    if !status.success() {
+        miette::bail!("seeding the demo's courts and people failed ({status})");
+    }
+    Ok(true)
 }
 
 /// The children that run the fabric: in each zone its IdP, the receiver when a flow of the
@@ -154,8 +181,12 @@ fn init_idps(dir: &DataDir, fabric: &Fabric) -> miette::Result<()> {
 }
 
 pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
-    let made = super::init::init_if_missing(data)?;
     let dir = DataDir::new(data);
+    if args.seed_demo {
+        demo::seed(&dir)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let made = super::init::init_if_missing(data)?;
     // A refused `fabric.toml` is shown as a diagnostic pointing at the offending text.
     let mut fabric = Fabric::load(&dir.fabric()).map_err(miette::Report::new)?;
     if args.netns && !args.dry_run {
@@ -280,7 +311,7 @@ pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_idps(&dir, &fabric)?;
-    if args.demo && !demo::seed(&dir)? {
+    if args.demo && !seed_demo(data, &dir)? {
         println!(
             "demo: the folder was seeded before; its people are in `{}`",
             dir.root().join("demo-users.txt").display()
