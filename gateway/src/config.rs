@@ -49,10 +49,12 @@ pub struct Limits {
     pub token_cache_entries: usize,
     /// Requests per second one signed-in subject may make (default 50, with a burst of
     /// [`Limits::subject_burst`]): one account, or one stolen credential, cannot take the
-    /// gateway from everyone else, whatever addresses it comes from.
+    /// gateway from everyone else, whatever addresses it comes from. `tianping gateway` takes
+    /// it from the zone's `subject-rate` in `fabric.toml`, when set.
     pub subject_rate: u32,
     /// The burst allowed above [`Limits::subject_rate`] (default 200): a browser loading a page
-    /// fetches dozens of assets at once.
+    /// fetches dozens of assets at once. `tianping gateway` takes it from the zone's
+    /// `subject-burst` in `fabric.toml`, when set.
     pub subject_burst: u32,
     /// How long a `Tianping-Assertion` for a service lives (default 60 s, the longest the
     /// token profile allows): short, so a leaked assertion is soon useless.

@@ -15,6 +15,10 @@
 //! looked at every second) is a reload as SIGHUP is; a SIGHUP that finds the files as such a
 //! reload read them reads the keys and certificates again, not the policy.
 //!
+//! The per-subject rate limit of signed-in people is the zone's in `fabric.toml`
+//! (`subject-rate`, `subject-burst` in `[zones.<zone>]`; absent, the gateway's defaults of 50 per
+//! second with a burst of 200); over it, 429 with `Retry-After`.
+//!
 //! It reads the zone's policy copy, trust bundle and CRL, its TLS and node certificates under
 //! `zones/<zone>/gateway/`, and its cookie keys under `keys/` (`cookie.key` is key 1,
 //! `cookie-<n>.key` key `n`; the highest seals, all open; one is made on first start if there is
@@ -93,6 +97,17 @@ pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
         .build()
         .into_diagnostic()?;
     rt.block_on(serve(&dir, &fabric, &args.zone, args.audit_sync))
+}
+
+/// The gateway's limits: the defaults, with the per-subject rate and burst the zone's section
+/// of `fabric.toml` sets (`subject-rate`, `subject-burst`).
+fn zone_limits(zl: &tianping_core::ZoneListeners) -> Limits {
+    let d = Limits::default();
+    Limits {
+        subject_rate: zl.subject_rate.unwrap_or(d.subject_rate),
+        subject_burst: zl.subject_burst.unwrap_or(d.subject_burst),
+        ..d
+    }
 }
 
 fn read(path: &Path) -> miette::Result<Vec<u8>> {
@@ -275,14 +290,26 @@ async fn serve(
         .max()
         .unwrap_or(0);
     options.limits.body_ceiling = options.limits.body_ceiling.max(largest);
-    let server = serve_tls(
-        SocketAddr::new(zl.address, zl.gateway_port),
+    // on port 0 the port it had before: the redirect URI registered at the IdP stays
+    let configured = SocketAddr::new(zl.address, zl.gateway_port);
+    let again =
+        tianping_core::rebind_addr(dir, zone, Component::Gateway, &Listener::Public, configured);
+    let server = match serve_tls(
+        again,
         tls.clone(),
-        options,
+        options.clone(),
         Front(Arc::clone(&slot)),
     )
     .await
-    .into_diagnostic()?;
+    {
+        Ok(s) => s,
+        Err(_) if again != configured => {
+            serve_tls(configured, tls.clone(), options, Front(Arc::clone(&slot)))
+                .await
+                .into_diagnostic()?
+        }
+        Err(e) => return Err(e).into_diagnostic(),
+    };
     let bound = server.local_addr();
     let public_url = if bound.port() == 443 {
         format!("https://{}", zl.gateway_host)
@@ -303,7 +330,7 @@ async fn serve(
         assertion_key: (public, chain_der),
         node_identity: Some((node_pem, node_key)),
         audit: Arc::clone(&audit),
-        limits: Limits::default(),
+        limits: zone_limits(zl),
         clock,
         metrics: Arc::clone(&registry),
         exchange_sender: zl

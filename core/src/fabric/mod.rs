@@ -49,6 +49,12 @@ pub struct ZoneListeners {
     pub idp_port: u16,
     /// The admin listener (`/healthz`, `/metrics`) of each component the zone runs.
     pub admin_ports: BTreeMap<Component, u16>,
+    /// `subject-rate`: requests per second the zone's gateway lets one signed-in subject make
+    /// (1..=100000); absent, the gateway's default (50).
+    pub subject_rate: Option<u32>,
+    /// `subject-burst`: the burst allowed above it (1..=100000); absent, the gateway's
+    /// default (200).
+    pub subject_burst: Option<u32>,
 }
 
 impl ZoneListeners {
@@ -268,7 +274,25 @@ fn zone(
             admin_ports.insert(c, *port.get_ref());
         }
     }
+    let per_subject = |v: Option<&Spanned<i64>>, key: &str| {
+        v.map(|v| {
+            bounded(
+                src,
+                Some(v),
+                key,
+                1..=100_000u32,
+                1,
+                "a gateway's per-subject limit is at least one request, and at most what one \
+                 gateway serves",
+            )
+        })
+        .transpose()
+    };
+    let subject_rate = per_subject(z.subject_rate.as_ref(), "subject-rate")?;
+    let subject_burst = per_subject(z.subject_burst.as_ref(), "subject-burst")?;
     Ok(ZoneListeners {
+        subject_rate,
+        subject_burst,
         gateway_host: format!("gw.{zone}.{domain}"),
         idp_host: format!("idp.{zone}.{domain}"),
         address: z.address,

@@ -35,6 +35,9 @@ pub(super) struct RawZone {
     pub(super) gateway: Spanned<u16>,
     pub(super) idp: Spanned<u16>,
     pub(super) admin: RawAdmin,
+    /// The gateway's per-subject limits; absent, the gateway's defaults.
+    pub(super) subject_rate: Option<Spanned<i64>>,
+    pub(super) subject_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -304,3 +304,34 @@ fn link_ids_and_retention_are_checked() {
         ),
     ]);
 }
+
+#[test]
+fn a_zone_may_set_its_gateway_s_per_subject_limits() {
+    let f = Fabric::parse(&default_text()).unwrap();
+    let z = f.zone(&zone("internet")).unwrap();
+    assert_eq!(
+        (z.subject_rate, z.subject_burst),
+        (None, None),
+        "absent: the defaults"
+    );
+    let text = default_text().replacen(
+        "idp = 7401",
+        "idp = 7401\nsubject-rate = 2\nsubject-burst = 3",
+        1,
+    );
+    let f = Fabric::parse(&text).unwrap();
+    let z = f.zone(&zone("internet")).unwrap();
+    assert_eq!((z.subject_rate, z.subject_burst), (Some(2), Some(3)));
+    assert_refused(&[
+        (
+            "idp = 7401",
+            "idp = 7401\nsubject-rate = 0",
+            "subject-rate 0 is outside 1..=100000",
+        ),
+        (
+            "idp = 7401",
+            "idp = 7401\nsubject-burst = 100001",
+            "outside",
+        ),
+    ]);
+}
