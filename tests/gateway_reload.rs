@@ -3,7 +3,8 @@
 //! does not is refused and the old one stays; both audited as `policy.reload`. The control
 //! socket's `POST /reload` does the same for a system administrator's token (audited as
 //! `admin.reload`); no credential, a token not for the control sockets or living too long is
-//! 401, a person without `sysadmin` 403, and `GET /status` stays open.
+//! 401, a person without `sysadmin` 403, and `GET /status` stays open. The live log's audit
+//! API there is an auditor's (`tianping audit verify` of the running gateway's log).
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -318,6 +319,22 @@ fn the_control_socket_reloads_for_a_sysadmin_only() {
         .to_string();
     assert_eq!(s["policy"], want);
     assert_eq!(ask(&socket, "GET", "/reload", Some(&admin)).0, 405);
+
+    // the live log's audit API is an auditor's: `tianping audit verify` asks the gateway
+    let (code, body) = ask(&socket, "GET", "/audit/v1/status", Some(&admin));
+    assert_eq!(code, 403, "{body}");
+    let auditor = token("auditor-0001", "auditor", control, 300);
+    let (code, body) = ask(&socket, "GET", "/audit/v1/status", Some(&auditor));
+    assert_eq!(code, 200, "{body}");
+    std::fs::write(dir.admin_token(&zone), format!("{auditor}\n")).unwrap();
+    let log_dir = dir.audit_log(&zone, Component::Gateway);
+    let verified = ok(&run(
+        &data,
+        &["audit", "verify", "--log", log_dir.to_str().unwrap()],
+        "",
+    ));
+    assert!(!verified.is_empty());
+    std::fs::remove_file(dir.admin_token(&zone)).unwrap();
     gateway.stop();
     idp.stop();
 
@@ -329,4 +346,17 @@ fn the_control_socket_reloads_for_a_sysadmin_only() {
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(asked[0].actor, "admin-0001");
     assert_eq!(asked[0].roles, ["sysadmin"]);
+    let reads: Vec<_> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .filter(|e| e.action == "audit.read")
+        .map(|e| (e.actor, e.outcome))
+        .collect();
+    assert!(
+        reads.contains(&("auditor-0001".to_owned(), "allow".to_owned())),
+        "{reads:?}"
+    );
+    assert!(
+        reads.contains(&("admin-0001".to_owned(), "deny".to_owned())),
+        "{reads:?}"
+    );
 }

@@ -3,7 +3,9 @@
 //! admin listener (`/healthz`, `/metrics`) on loopback, and the control socket
 //! `run/<zone>-gateway.sock`: `GET /status` (open: the policy in force, the reload generation,
 //! the audit events durable so far) and `POST /reload` (a reload as SIGHUP's, for a
-//! `sysadmin`, audited as `admin.reload` before it is done). A credential presented there is
+//! `sysadmin`, audited as `admin.reload` before it is done), and the audit read API on its own
+//! log (`/audit/v1/…`, an `auditor`'s: `tianping audit verify|search` of the live log). A
+//! credential presented there is
 //! a node token of the zone (audience `gateway`) or a person's token from `tianping login`
 //! (checked against the IdP's keys the gateway holds: see `Gateway::control_caller`); each
 //! endpoint asks its role of it with `Caller::require`. Stops on SIGINT or SIGTERM, finishing requests in flight and
@@ -698,6 +700,9 @@ impl Handler for Control {
                         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({ "error": why })),
                     }
                 }
+                (_, p) if p.starts_with("/audit/v1/") => {
+                    return audit_read(audit, zone, req).await;
+                }
                 (_, STATUS_PATH | "/reload") => (
                     StatusCode::METHOD_NOT_ALLOWED,
                     json!({ "error": "method not allowed" }),
@@ -716,6 +721,63 @@ impl Handler for Control {
             r
         })
     }
+}
+
+/// The audit read API on the gateway's own log (`tianping audit verify|search|…` while the
+/// gateway runs): a person's read is served with the `auditor` role only and recorded in the
+/// log, the rest refused by `tianping_audit::handle_request`.
+async fn audit_read(
+    log: Arc<AuditLog>,
+    zone: String,
+    req: Request<Body>,
+) -> Response<ResponseBody> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = req.method().as_str().to_owned();
+    let reader = req
+        .extensions()
+        .get::<tianping_net::Caller>()
+        .and_then(|c| c.identity.as_deref())
+        .map(|id| match (id.kind, &id.subject) {
+            (tianping_certs::CertKind::Node, _) | (_, None) => {
+                tianping_audit::Reader::node(id.name.clone(), id.zone.to_string())
+            }
+            (_, Some(sub)) => {
+                let roles: Vec<&str> = id.roles.iter().map(|r| r.as_str()).collect();
+                tianping_audit::Reader::person(sub.to_string(), &roles, id.zone.to_string())
+            }
+        });
+    let body = req.into_body().bytes().await.unwrap_or_default();
+    let answered = tokio::task::spawn_blocking(move || {
+        let access = tianping_audit::Access {
+            zone: &zone,
+            reader: reader.as_ref(),
+            clock: &SystemClock,
+            record_to: Some(&log),
+        };
+        tianping_audit::handle_request(&log, &access, &method, &target, &body)
+    })
+    .await;
+    let (status, content_type, body) = match answered {
+        Ok(r) => (
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            http::HeaderValue::from_static(r.content_type),
+            r.body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            http::HeaderValue::from_static("text/plain"),
+            b"the audit task failed\n".to_vec(),
+        ),
+    };
+    let mut r: Response<ResponseBody> = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, content_type);
+    r
 }
 
 /// A reload asked for on the control socket: audited (durable) under who asked, then handed to
@@ -822,9 +884,11 @@ impl Signals {
                     return Signal::Reload { policy };
                 }
                 Some(()) = self.asked.recv() => {
-                    self.changed();
+                    // as a SIGHUP: no second policy reload for a change the watcher took
+                    let changed = self.changed();
+                    let policy = changed || !self.watcher_took;
                     self.watcher_took = false;
-                    return Signal::Reload { policy: true };
+                    return Signal::Reload { policy };
                 }
                 _ = self.tick.tick() => {
                     if self.changed() {
