@@ -9,6 +9,12 @@
 //! admin 127.0.0.1:41735
 //! link-from-internet 127.0.0.1:50211
 //! ```
+//!
+//! A component removes its address file when it starts, but what it bound is also kept in
+//! `run/<zone>-<component>.ports` (same format), which nothing removes: a component started
+//! again binds its port-0 listeners on the ports it had ([`rebind_addr`]), so what its peers
+//! learnt of it still holds — an IdP's issuer URL, a gateway's redirect URI registered at the
+//! IdP, a receiver's link port a sender sends to.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -126,7 +132,45 @@ pub fn publish_addr(
     addrs.insert(listener.clone(), addr);
     let text: String = addrs.iter().map(|(l, a)| format!("{l} {a}\n")).collect();
     write_atomic(&path, text.as_bytes(), FileMode::Public, Existing::Replace)?;
+    // what it bound, kept for its next start (a file that does not parse is started afresh)
+    let kept = ports_file(data, zone, component);
+    let mut ports = std::fs::read_to_string(&kept)
+        .ok()
+        .and_then(|t| parse("", &t).ok())
+        .unwrap_or_default();
+    if ports.get(listener) != Some(&addr) {
+        ports.insert(listener.clone(), addr);
+        let text: String = ports.iter().map(|(l, a)| format!("{l} {a}\n")).collect();
+        write_atomic(&kept, text.as_bytes(), FileMode::Public, Existing::Replace)?;
+    }
     Ok(())
+}
+
+/// `DIR/run/<zone>-<component>.ports`: the addresses the component's listeners last bound.
+fn ports_file(data: &DataDir, zone: &ZoneName, component: Component) -> std::path::PathBuf {
+    data.run().join(format!("{zone}-{component}.ports"))
+}
+
+/// Where `listener` binds: `configured`, or, when its port is 0 and the component bound that
+/// listener on the same IP before, the port it had then, so a restarted component keeps the
+/// address its peers know. A caller that cannot bind the returned address (the port was taken
+/// meanwhile) binds `configured`.
+pub fn rebind_addr(
+    data: &DataDir,
+    zone: &ZoneName,
+    component: Component,
+    listener: &Listener,
+    configured: SocketAddr,
+) -> SocketAddr {
+    if configured.port() != 0 {
+        return configured;
+    }
+    std::fs::read_to_string(ports_file(data, zone, component))
+        .ok()
+        .and_then(|t| parse("", &t).ok())
+        .and_then(|ports| ports.get(listener).copied())
+        .filter(|a| a.ip() == configured.ip())
+        .unwrap_or(configured)
 }
 
 /// Removes a component's published addresses (at its start, before it binds, so nobody reads a
@@ -298,6 +342,45 @@ mod tests {
         clear_published_addrs(&data, &internet, gw).unwrap();
         clear_published_addrs(&data, &internet, gw).unwrap();
         assert!(published_addrs(&data, &internet, gw).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restarted_component_binds_the_ports_it_had() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let data = DataDir::new(tmp.path());
+        std::fs::create_dir(data.run()).unwrap();
+        let internet = zone("internet");
+        let idp = Component::Idp;
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // never bound: the configured address
+        assert_eq!(
+            rebind_addr(&data, &internet, idp, &Listener::Public, any),
+            any
+        );
+        let got: SocketAddr = "127.0.0.1:41733".parse().unwrap();
+        publish_addr(&data, &internet, idp, &Listener::Public, got).unwrap();
+        // started again: its published addresses are gone, its port is kept
+        clear_published_addrs(&data, &internet, idp).unwrap();
+        assert!(published_addrs(&data, &internet, idp).unwrap().is_empty());
+        assert_eq!(
+            rebind_addr(&data, &internet, idp, &Listener::Public, any),
+            got
+        );
+        // another listener, a configured port, another IP: as configured
+        assert_eq!(
+            rebind_addr(&data, &internet, idp, &Listener::Admin, any),
+            any
+        );
+        let fixed: SocketAddr = "127.0.0.1:7401".parse().unwrap();
+        assert_eq!(
+            rebind_addr(&data, &internet, idp, &Listener::Public, fixed),
+            fixed
+        );
+        let elsewhere: SocketAddr = "10.77.0.1:0".parse().unwrap();
+        assert_eq!(
+            rebind_addr(&data, &internet, idp, &Listener::Public, elsewhere),
+            elsewhere
+        );
     }
 
     #[test]

@@ -48,6 +48,7 @@ mod wire;
 
 pub use addr::{
     AddrError, Listener, clear_published_addrs, listener_addr, publish_addr, published_addrs,
+    rebind_addr,
 };
 pub use clock::{Clock, ManualClock, SystemClock, UnixTime};
 pub use component::{Component, UnknownComponent};

@@ -439,18 +439,18 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     let mut queues = Vec::new();
     for link in fabric.links().iter().filter(|l| &l.to == zone) {
         let id = link.id;
-        let socket = bind_udp(link.address, 64 << 20, 0).into_diagnostic()?;
+        let from = Listener::Link {
+            from: link.from.clone(),
+        };
+        // on port 0 the port it had before, which the link's running sender still sends to
+        let again =
+            tianping_core::rebind_addr(dir, zone, Component::ExchangeReceiver, &from, link.address);
+        let socket = bind_udp(again, 64 << 20, 0)
+            .or_else(|_| bind_udp(link.address, 64 << 20, 0))
+            .into_diagnostic()?;
         let bound = socket.local_addr().into_diagnostic()?;
-        tianping_core::publish_addr(
-            dir,
-            zone,
-            Component::ExchangeReceiver,
-            &Listener::Link {
-                from: link.from.clone(),
-            },
-            bound,
-        )
-        .into_diagnostic()?;
+        tianping_core::publish_addr(dir, zone, Component::ExchangeReceiver, &from, bound)
+            .into_diagnostic()?;
         let status = Arc::new(
             ReceiveStatus::new(&registry, id, link.from.as_str(), link.to.as_str())
                 .map_err(|e| miette!("{e}"))?,

@@ -711,14 +711,27 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
         logouts: Arc::new(tokio::sync::Notify::new()),
     });
     let options = ServerOptions::new(HostSet::new([zl.idp_host.clone()]));
-    let server = serve_tls(
-        SocketAddr::new(zl.address, zl.idp_port),
-        Arc::new(tls),
-        options,
+    let tls = Arc::new(tls);
+    // on port 0 the port it had before: the issuer the gateway and the tokens name stays
+    let configured = SocketAddr::new(zl.address, zl.idp_port);
+    let again =
+        tianping_core::rebind_addr(dir, zone, Component::Idp, &Listener::Public, configured);
+    let server = match serve_tls(
+        again,
+        tls.clone(),
+        options.clone(),
         Front(Arc::clone(&live)),
     )
     .await
-    .into_diagnostic()?;
+    {
+        Ok(s) => s,
+        Err(_) if again != configured => {
+            serve_tls(configured, tls, options, Front(Arc::clone(&live)))
+                .await
+                .into_diagnostic()?
+        }
+        Err(e) => return Err(e).into_diagnostic(),
+    };
     let bound = server.local_addr();
     let issuer = if bound.port() == 443 {
         format!("https://{}", zl.idp_host)
