@@ -667,6 +667,7 @@ impl Handler for Control {
             // the audit events made durable so far (requests are queued and committed in
             // groups within 20 ms; every one counted here survives a crash)
             o.insert("audit_durable".into(), self.audit.size().into());
+            o.insert("audit".into(), crate::audit_status::summary(&self.audit));
         }
         let (reload, audit, zone) = (
             self.reload.clone(),

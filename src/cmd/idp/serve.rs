@@ -458,14 +458,19 @@ impl Handler for ControlHandler {
                     }
                 }
                 ("GET", "/status") => {
-                    let issuer = live
+                    let (issuer, audit) = live
                         .template
                         .lock()
                         .ok()
-                        .and_then(|t| t.as_ref().map(|t| t.issuer.clone()));
+                        .and_then(|t| {
+                            t.as_ref().map(|t| {
+                                (t.issuer.clone(), crate::audit_status::summary(&t.audit))
+                            })
+                        })
+                        .unzip();
                     json_answer(
                         StatusCode::OK,
-                        &json!({ "component": "idp", "issuer": issuer }),
+                        &json!({ "component": "idp", "issuer": issuer, "audit": audit }),
                     )
                 }
                 ("POST", "/keys/rotate") => {
