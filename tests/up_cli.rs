@@ -240,6 +240,18 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
         listed.iter().all(|c| c["up"] == true && c["restarts"] == 0),
         "{listed:#?}"
     );
+    // each component's audit log, from its own status: entries durable, the latest checkpoint
+    // at or below them
+    for c in listed.iter().filter(|c| c["component"] != "clamd") {
+        let size = c["audit"]["size"].as_u64();
+        assert!(size.is_some(), "{c:#}");
+        let checkpoint = &c["audit"]["checkpoint"];
+        assert!(checkpoint.is_null() || checkpoint.as_u64() <= size, "{c:#}");
+    }
+    assert!(
+        listed.iter().any(|c| c["audit"]["size"].as_u64() > Some(0)),
+        "{listed:#?}"
+    );
     let links = shown.1["links"].as_array().unwrap();
     let online = links
         .iter()

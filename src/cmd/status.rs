@@ -107,6 +107,16 @@ fn u(v: &Value, k: &str) -> u64 {
     v.get(k).and_then(Value::as_u64).unwrap_or_default()
 }
 
+/// The path of a component's status on its control socket.
+fn status_path(component: Component) -> &'static str {
+    match component {
+        Component::Idp | Component::Gateway | Component::AuditStore => "/status",
+        Component::ExchangeSender | Component::ExchangeReceiver => {
+            tianping_crossdomain::STATUS_PATH
+        }
+    }
+}
+
 pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
     let dir = DataDir::new(data);
     let fabric = Fabric::load(&dir.fabric()).into_diagnostic()?;
@@ -145,6 +155,13 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
             b.get("zone").and_then(Value::as_str) == Some(spec.zone.as_str())
                 && b.get("component").and_then(Value::as_str) == Some(spec.component.as_str())
         });
+        // its audit log (entries durable, latest checkpoint), from its control socket's status
+        let socket = dir.socket(&spec.zone, spec.component);
+        let audit = rt
+            .block_on(control_json(&socket, status_path(spec.component)))
+            .ok()
+            .and_then(|v| v.get("audit").cloned())
+            .unwrap_or(Value::Null);
         components.push(json!({
             "zone": spec.zone.as_str(),
             "component": spec.component.as_str(),
@@ -154,6 +171,7 @@ pub(crate) fn run(data: &Path, args: StatusArgs) -> miette::Result<ExitCode> {
             "pid": kept.and_then(|k| k.get("pid")).cloned().unwrap_or(Value::Null),
             "since_ms": kept.and_then(|k| k.get("since")).cloned().unwrap_or(Value::Null),
             "restarts": kept.and_then(|k| k.get("restarts")).cloned().unwrap_or(Value::Null),
+            "audit": audit,
         }));
     }
     // the sample case services `up --demo` runs, as `run/up.json` lists them
@@ -320,18 +338,21 @@ fn print_tables(doc: &Value) {
         Some(x) => x.to_string(),
     };
     println!(
-        "{:<40} {:<5} {:>8} {:>9} {:<22}",
-        "component", "state", "pid", "restarts", "admin"
+        "{:<40} {:<5} {:>8} {:>9} {:<22} {:>9} {:>10}",
+        "component", "state", "pid", "restarts", "admin", "audit log", "checkpoint"
     );
     for c in arr("components") {
         let up = c.get("up").and_then(Value::as_bool) == Some(true);
+        let audit = c.get("audit").cloned().unwrap_or(Value::Null);
         println!(
-            "{:<40} {:<5} {:>8} {:>9} {:<22}",
+            "{:<40} {:<5} {:>8} {:>9} {:<22} {:>9} {:>10}",
             format!("{}/{}", s(&c, "zone"), s(&c, "component")),
             if up { "up" } else { "down" },
             s(&c, "pid"),
             s(&c, "restarts"),
             s(&c, "admin"),
+            s(&audit, "size"),
+            s(&audit, "checkpoint"),
         );
     }
     println!();
