@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod assertion;
 mod audit_status;
 mod cmd;
 mod decision_log;

@@ -42,58 +42,11 @@ use http::{Request, Response, StatusCode};
 use miette::{IntoDiagnostic, WrapErr, miette};
 use serde_json::{Value, json};
 use tianping_audit::{AuditLog, BatchReader, Event, SignedCheckpoint, StoreError};
-use tianping_certs::{CertKind, CourtIdentity, TokenClaims, TokenKind, TokenVerifier};
 use tianping_core::{Clock, Component, DataDir, Fabric, Role, SystemClock, ZoneName};
-use tianping_net::{
-    Body, BoxFuture, Caller, CallerRefusal, CallerVerifier, Credential, Handler, ResponseBody,
-};
+use tianping_net::{Body, BoxFuture, Caller, Credential, Handler, ResponseBody};
 
 /// Where the zone's gateway forwards the `audit-read` route's requests.
 const GATEWAY_PATH: &str = "/gateway/v1/audit-store/audit";
-
-/// People asserted by the zone's gateway: a `user` token for audience `audit-store`, signed by
-/// the gateway's node certificate, in `Tianping-Assertion`.
-struct UserAssertions {
-    users: TokenVerifier,
-    gateway: String,
-}
-
-impl CallerVerifier for UserAssertions {
-    fn verify(
-        &self,
-        credential: &Credential,
-        now: tianping_core::UnixTime,
-    ) -> Result<CourtIdentity, CallerRefusal> {
-        let Credential::Assertion(token) = credential else {
-            return Err(CallerRefusal::Refused(
-                "only a node token of the zone, or a person asserted by its gateway".into(),
-            ));
-        };
-        let v = self
-            .users
-            .verify_at(token.expose().as_bytes(), now)
-            .map_err(|e| CallerRefusal::Refused(e.to_string()))?;
-        if v.signer.name != self.gateway {
-            return Err(CallerRefusal::Refused(format!(
-                "person assertions come from the zone's gateway, not from `{}`",
-                v.signer.name
-            )));
-        }
-        let TokenClaims::User(u) = v.claims else {
-            return Err(CallerRefusal::Refused("not a user token".into()));
-        };
-        Ok(CourtIdentity {
-            name: u.sub.to_string(),
-            subject: Some(u.sub),
-            court: u.court,
-            roles: u.roles,
-            zone: v.signer.zone,
-            kind: CertKind::Client,
-            fingerprint: v.signer.fingerprint,
-            hardware: false,
-        })
-    }
-}
 
 /// The path batches are delivered on (the receiver's `component_path("audit-batch")`).
 const IMPORT_PATH: &str = "/audit/v1/import";
@@ -436,19 +389,9 @@ pub(super) fn serve(data: &std::path::Path, zone: &ZoneName) -> miette::Result<E
     let rt = crate::cmd::exchange::runtime()?;
     let registry = tianping_net::Registry::new();
     rt.block_on(async {
-        let gateway = fabric
-            .zone(zone)
-            .map(|z| z.gateway_host.clone())
-            .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
-        let users = TokenVerifier::new(
-            &crate::cmd::exchange::zone_trust(&dir, zone)?,
-            zone,
-            "audit-store",
-            TokenKind::User,
-        )
-        .into_diagnostic()?;
-        let callers = crate::cmd::exchange::node_callers(&dir, zone, "audit-store")?
-            .or(Arc::new(UserAssertions { users, gateway }));
+        let users = crate::assertion::GatewayUsers::new(&dir, &fabric, zone, "audit-store")?;
+        let callers =
+            crate::cmd::exchange::node_callers(&dir, zone, "audit-store")?.or(Arc::new(users));
         let options =
             tianping_net::ControlOptions::new(&[]).verified(Arc::new(callers), ["/status"]);
         let path = dir.socket(zone, Component::AuditStore);

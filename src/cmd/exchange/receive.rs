@@ -43,52 +43,6 @@ use tianping_crossdomain::{
 
 use super::{admin, node_callers, runtime, zone_trust};
 
-/// People asserted by the zone's gateway reading receipts (route `read-receipts`): a `user`
-/// token for audience `receipt-store`, signed by the gateway's node certificate, in
-/// `Tianping-Assertion`.
-struct UserAssertions {
-    users: tianping_certs::TokenVerifier,
-    gateway: String,
-}
-
-impl tianping_net::CallerVerifier for UserAssertions {
-    fn verify(
-        &self,
-        credential: &tianping_net::Credential,
-        now: tianping_core::UnixTime,
-    ) -> Result<tianping_certs::CourtIdentity, tianping_net::CallerRefusal> {
-        use tianping_net::CallerRefusal;
-        let tianping_net::Credential::Assertion(token) = credential else {
-            return Err(CallerRefusal::Refused(
-                "only a node token of the zone, or a person asserted by its gateway".into(),
-            ));
-        };
-        let v = self
-            .users
-            .verify_at(token.expose().as_bytes(), now)
-            .map_err(|e| CallerRefusal::Refused(e.to_string()))?;
-        if v.signer.name != self.gateway {
-            return Err(CallerRefusal::Refused(format!(
-                "person assertions come from the zone's gateway, not from `{}`",
-                v.signer.name
-            )));
-        }
-        let tianping_certs::TokenClaims::User(u) = v.claims else {
-            return Err(CallerRefusal::Refused("not a user token".into()));
-        };
-        Ok(tianping_certs::CourtIdentity {
-            name: u.sub.to_string(),
-            subject: Some(u.sub),
-            court: u.court,
-            roles: u.roles,
-            zone: v.signer.zone,
-            kind: tianping_certs::CertKind::Client,
-            fingerprint: v.signer.fingerprint,
-            hardware: false,
-        })
-    }
-}
-
 /// How many audit events between checkpoints signed with the receiver's node key.
 const CHECKPOINT_EVERY: u64 = 256;
 
@@ -509,19 +463,9 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         .with_receipts(book)
         .with_queues(queues);
     let _serving = rt.block_on(async {
-        let gateway = fabric
-            .zone(zone)
-            .map(|z| z.gateway_host.clone())
-            .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
-        let users = tianping_certs::TokenVerifier::new(
-            &zone_trust(dir, zone)?,
-            zone,
-            "receipt-store",
-            tianping_certs::TokenKind::User,
-        )
-        .into_diagnostic()?;
-        let callers = node_callers(dir, zone, "exchange-receiver")?
-            .or(Arc::new(UserAssertions { users, gateway }));
+        // people reading receipts (route `read-receipts`), asserted by the zone's gateway
+        let users = crate::assertion::GatewayUsers::new(dir, fabric, zone, "receipt-store")?;
+        let callers = node_callers(dir, zone, "exchange-receiver")?.or(Arc::new(users));
         let options = tianping_net::ControlOptions::new(&[])
             .verified(Arc::new(callers), ReceiverControl::open_paths());
         let path = dir.socket(zone, Component::ExchangeReceiver);

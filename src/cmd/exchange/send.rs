@@ -15,62 +15,16 @@ use std::sync::{Arc, mpsc};
 
 use miette::{IntoDiagnostic, WrapErr, miette};
 use tianping_audit::AuditLog;
-use tianping_certs::{CertKind, CourtIdentity, TokenClaims, TokenKind, TokenVerifier};
 use tianping_core::{Clock, Component, DataDir, Fabric, Link, Listener, SystemClock, ZoneName};
 use tianping_crossdomain::{
     SendOptions, SendStatus, SenderControl, SenderLink, SenderOutbound, ZoneTrust, bind_udp,
     run_sender,
 };
-use tianping_net::{CallerRefusal, CallerVerifier, Credential};
 
 use super::{admin, config, node_callers, open_spool, runtime, zone_policy, zone_trust};
 
 /// How many audit events between checkpoints signed with the sender's node key.
 const CHECKPOINT_EVERY: u64 = 64;
-
-/// Users asserted by the zone's gateway: a `user` token for audience `exchange-sender`,
-/// signed by the gateway's node certificate, in `Tianping-Assertion`.
-struct UserAssertions {
-    users: TokenVerifier,
-    gateway: String,
-}
-
-impl CallerVerifier for UserAssertions {
-    fn verify(
-        &self,
-        credential: &Credential,
-        now: tianping_core::UnixTime,
-    ) -> Result<CourtIdentity, CallerRefusal> {
-        let Credential::Assertion(token) = credential else {
-            return Err(CallerRefusal::Refused(
-                "only a node token of the zone, or a user asserted by its gateway".into(),
-            ));
-        };
-        let v = self
-            .users
-            .verify_at(token.expose().as_bytes(), now)
-            .map_err(|e| CallerRefusal::Refused(e.to_string()))?;
-        if v.signer.name != self.gateway {
-            return Err(CallerRefusal::Refused(format!(
-                "user assertions come from the zone's gateway, not from `{}`",
-                v.signer.name
-            )));
-        }
-        let TokenClaims::User(u) = v.claims else {
-            return Err(CallerRefusal::Refused("not a user token".into()));
-        };
-        Ok(CourtIdentity {
-            name: u.sub.to_string(),
-            subject: Some(u.sub),
-            court: u.court,
-            roles: u.roles,
-            zone: v.signer.zone,
-            kind: CertKind::Client,
-            fingerprint: v.signer.fingerprint,
-            hardware: false,
-        })
-    }
-}
 
 /// The sender's node key, certificate, audit log and decision inputs.
 fn outbound(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::Result<SenderOutbound> {
@@ -234,20 +188,9 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
         }
     });
     let handler = SenderControl::new(zone, Arc::clone(&spool), links, Some(hook), Some(outbound));
-    let gateway = fabric
-        .zone(zone)
-        .map(|z| z.gateway_host.clone())
-        .ok_or_else(|| miette!("`fabric.toml` has no zone `{zone}`"))?;
-    let users = TokenVerifier::new(
-        &zone_trust(dir, zone)?,
-        zone,
-        "exchange-sender",
-        TokenKind::User,
-    )
-    .into_diagnostic()?;
+    let users = crate::assertion::GatewayUsers::new(dir, fabric, zone, "exchange-sender")?;
     let _serving = rt.block_on(async {
-        let callers = node_callers(dir, zone, "exchange-sender")?
-            .or(Arc::new(UserAssertions { users, gateway }));
+        let callers = node_callers(dir, zone, "exchange-sender")?.or(Arc::new(users));
         let options = tianping_net::ControlOptions::new(&[])
             .verified(Arc::new(callers), SenderControl::open_paths());
         let path = dir.socket(zone, Component::ExchangeSender);

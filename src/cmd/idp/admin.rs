@@ -16,6 +16,13 @@
 //! restarts), and from then on every action needs an administrator's token. A refused action
 //! names the role it needs (403; 401 without a token once an administrator is in charge).
 //!
+//! Through the zone's gateway (route `directory-admin`, service `directory-authority`), a person
+//! the gateway asserts (`Tianping-Assertion`, verified as every component verifies the gateway's
+//! assertions, then found enabled in the directory) is the caller of the requests under
+//! [`GATEWAY_PREFIX`]: their paths map onto the same directory operations ([`gateway_op`]),
+//! with the same roles ([`gatewayed`]), audited under the person with the gateway's name and
+//! request id. The local operator is nobody there, and an assertion is taken nowhere else.
+//!
 //! (Counting the administrators the directory holds instead would hand the zone over before any
 //! of them could sign in: the first ones `idp init` makes must change their one-time password
 //! and enrol TOTP first, and accounts replicated into another zone arrive without credentials.)
@@ -56,13 +63,21 @@ pub(crate) enum Actor {
     Node(String),
     /// The socket owner's uid without a token, before any administrator is in charge.
     LocalOperator(u32),
+    /// An administrator the zone's gateway asserted (route `directory-admin`): the subject id
+    /// and roles, the gateway that asserted them and its request id.
+    Gatewayed {
+        sub: String,
+        roles: Vec<String>,
+        gateway: String,
+        request_id: String,
+    },
 }
 
 impl Actor {
     /// The audit event's `actor`.
     pub(crate) fn name(&self) -> String {
         match self {
-            Actor::Admin { sub, .. } => sub.clone(),
+            Actor::Admin { sub, .. } | Actor::Gatewayed { sub, .. } => sub.clone(),
             Actor::Node(n) => format!("node:{n}"),
             Actor::LocalOperator(uid) => format!("local-operator:uid-{uid}"),
         }
@@ -71,8 +86,22 @@ impl Actor {
     /// The audit event's `roles`.
     pub(crate) fn roles(&self) -> Vec<String> {
         match self {
-            Actor::Admin { roles, .. } => roles.clone(),
+            Actor::Admin { roles, .. } | Actor::Gatewayed { roles, .. } => roles.clone(),
             _ => Vec::new(),
+        }
+    }
+
+    /// What an audit event of this actor's action adds: the gateway that asserted the person
+    /// (attribute `gateway`) and its request id.
+    pub(crate) fn mark(&self, e: &mut tianping_audit::Event) {
+        if let Actor::Gatewayed {
+            gateway,
+            request_id,
+            ..
+        } = self
+        {
+            e.attributes.insert("gateway".into(), gateway.clone());
+            e.request_id.clone_from(request_id);
         }
     }
 }
@@ -357,4 +386,259 @@ pub(crate) fn create_first_administrators(
         });
     }
     Ok(made)
+}
+
+/// Where the zone's gateway forwards the policy's `directory-admin` route (service
+/// `directory-authority`): `/gateway/v1/directory-authority/directory/...`.
+pub(crate) const GATEWAY_PREFIX: &str = "/gateway/v1/directory-authority/";
+
+/// The callers of the IdP's control socket who are people: the token `tianping login` keeps
+/// (`Authorization: Bearer`, checked by the IdP's person-token verifier), or a person the zone's
+/// gateway asserts (`Tianping-Assertion` for `directory-authority`, checked by the shared
+/// verifier of gateway assertions), then found in the directory as it is now: an account that
+/// is not there or is disabled is refused, and a role the directory no longer gives them is
+/// gone (the gateway's certificate or session may be older than the change).
+pub(crate) struct People {
+    pub(crate) tokens: tianping_idp::PersonTokens,
+    pub(crate) asserted: crate::assertion::GatewayUsers,
+    pub(crate) store: std::sync::Arc<dyn Store>,
+}
+
+impl tianping_net::CallerVerifier for People {
+    fn verify(
+        &self,
+        credential: &tianping_net::Credential,
+        now: tianping_core::UnixTime,
+    ) -> Result<CourtIdentity, tianping_net::CallerRefusal> {
+        use tianping_net::{CallerRefusal, Credential};
+        if matches!(credential, Credential::Bearer(_)) {
+            return self.tokens.verify(credential, now);
+        }
+        let mut id = self.asserted.verify(credential, now)?;
+        let sub = id
+            .subject
+            .clone()
+            .ok_or_else(|| CallerRefusal::Refused("the assertion names no person".into()))?;
+        let user = tianping_idp::Directory::new(&*self.store)
+            .user(&sub)
+            .map_err(|e| CallerRefusal::Refused(e.to_string()))?
+            .ok_or_else(|| {
+                CallerRefusal::Refused(format!(
+                    "the asserted person `{sub}` is not in the directory"
+                ))
+            })?;
+        if !user.is_enabled() {
+            return Err(CallerRefusal::Refused(format!(
+                "the asserted person `{sub}`'s account is disabled"
+            )));
+        }
+        id.roles.retain(|r| user.roles.contains(r));
+        Ok(id)
+    }
+}
+
+/// A refusal or failure as the JSON answer the socket gives.
+pub(crate) fn json_error(status: StatusCode, text: String) -> Response<ResponseBody> {
+    refusal(status, text)
+}
+
+/// The directory operation a gatewayed request asks for: `method` on `rest`, the request's path
+/// after [`GATEWAY_PREFIX`] (the path the person asked the gateway for, without its leading `/`),
+/// and its body.
+///
+/// - `GET directory/users`, `GET directory/users/<user>`, `GET directory/users/<user>/sessions`;
+/// - `POST directory/users/<user>/disable` (its sessions end), `…/enable`, `…/logout`,
+///   `…/reset-totp`;
+/// - `GET directory/courts`, `GET directory/clients`, `GET directory/clients/<id>`;
+/// - `POST directory` with the operation as JSON, as `tianping idp …` sends it to the socket
+///   (`{"op": "user-add", …}`), for everything else.
+///
+/// `<user>` is a subject id or a sign-in name. Anything else is the answer to give (404 for no
+/// such endpoint, 400 for a body that is not an operation).
+pub(crate) fn gateway_op(
+    method: &str,
+    rest: &str,
+    body: &[u8],
+) -> Result<Op, (StatusCode, String)> {
+    let path = rest.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let user = |u: &str| u.to_owned();
+    let op = match (method, segments.as_slice()) {
+        ("POST", ["directory"]) => serde_json::from_slice::<Op>(body).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("not a directory operation: {e}"),
+            )
+        })?,
+        ("GET", ["directory", "users"]) => Op::UserList,
+        ("GET", ["directory", "users", u]) => Op::UserShow { user: user(u) },
+        ("GET", ["directory", "users", u, "sessions"]) => Op::UserSessions { user: user(u) },
+        ("POST", ["directory", "users", u, "disable"]) => Op::UserStatus {
+            user: user(u),
+            enabled: false,
+        },
+        ("POST", ["directory", "users", u, "enable"]) => Op::UserStatus {
+            user: user(u),
+            enabled: true,
+        },
+        ("POST", ["directory", "users", u, "logout"]) => Op::UserLogout { user: user(u) },
+        ("POST", ["directory", "users", u, "reset-totp"]) => Op::ResetTotp { user: user(u) },
+        ("GET", ["directory", "courts"]) => Op::CourtList,
+        ("GET", ["directory", "clients"]) => Op::ClientList,
+        ("GET", ["directory", "clients", id]) => Op::ClientShow {
+            id: (*id).to_owned(),
+        },
+        _ => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                format!("no directory endpoint `{method} /{path}`"),
+            ));
+        }
+    };
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err((
+            StatusCode::NOT_FOUND,
+            format!("no directory endpoint `{method} /{path}`"),
+        ));
+    }
+    Ok(op)
+}
+
+/// Lets a gatewayed request carry out `op` if the gateway asserted a person holding one of its
+/// roles ([`op_roles`]: `sysadmin` for changes, as on the socket): 401 without an assertion
+/// (a person's or a node's token is not one, and the local operator is nobody here), 403 naming
+/// the role otherwise.
+#[expect(
+    clippy::result_large_err,
+    reason = "the refusal is the response, returned straight from the handler"
+)]
+pub(crate) fn gatewayed(
+    caller: Option<&Caller>,
+    op: &Op,
+    gateway: &str,
+    request_id: &str,
+) -> Result<Actor, Response<ResponseBody>> {
+    let asserted = caller
+        .filter(|c| matches!(c.credential, Some(tianping_net::Credential::Assertion(_))))
+        .and_then(|c| c.identity.as_deref())
+        .filter(|id| person(id));
+    let Some(id) = asserted else {
+        return Err(refusal(
+            StatusCode::UNAUTHORIZED,
+            "the directory is administered here by people the zone's gateway asserts".into(),
+        ));
+    };
+    let roles = op_roles(op);
+    if !roles.iter().any(|r| id.roles.contains(r)) {
+        let needed = roles.first().copied().unwrap_or(Role::Sysadmin);
+        return Err(refusal(
+            StatusCode::FORBIDDEN,
+            format!("role `{}` required", needed.as_str()),
+        ));
+    }
+    Ok(Actor::Gatewayed {
+        sub: id
+            .subject
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        roles: id.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        gateway: gateway.to_owned(),
+        request_id: request_id.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gatewayed_paths_map_onto_the_directory_operations() {
+        let op = |m: &str, p: &str| gateway_op(m, p, b"").map(|o| serde_json::to_value(o).unwrap());
+        assert_eq!(op("GET", "directory/users").unwrap()["op"], "user-list");
+        assert_eq!(op("GET", "directory/users/").unwrap()["op"], "user-list");
+        let show = op("GET", "directory/users/wang?x=1").unwrap();
+        assert_eq!(
+            (show["op"].as_str(), show["user"].as_str()),
+            (Some("user-show"), Some("wang"))
+        );
+        let off = op("POST", "directory/users/judge-0001/disable").unwrap();
+        assert_eq!(off["op"], "user-status");
+        assert_eq!(off["enabled"], false);
+        assert_eq!(
+            op("POST", "directory/users/wang/enable").unwrap()["enabled"],
+            true
+        );
+        assert_eq!(
+            op("GET", "directory/users/wang/disable").unwrap_err().0,
+            404
+        );
+        assert_eq!(op("DELETE", "directory/users/wang").unwrap_err().0, 404);
+        assert_eq!(op("GET", "directory//wang").unwrap_err().0, 404);
+        assert_eq!(op("GET", "elsewhere").unwrap_err().0, 404);
+        let add = gateway_op(
+            "POST",
+            "directory",
+            br#"{"op": "court-add", "code": "bj", "name": "x"}"#,
+        )
+        .unwrap();
+        assert!(matches!(add, Op::CourtAdd { .. }));
+        assert_eq!(gateway_op("POST", "directory", b"{").unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn a_gatewayed_change_needs_an_asserted_sysadmin() {
+        let id = |roles: Vec<Role>| CourtIdentity {
+            name: "x".into(),
+            subject: Some("sysadmin-0009".parse().unwrap()),
+            court: None,
+            roles,
+            zone: "private".parse().unwrap(),
+            kind: CertKind::Client,
+            fingerprint: [0; 32],
+            hardware: false,
+        };
+        let caller = |roles: Vec<Role>, assertion: bool| {
+            let token = std::sync::Arc::new(tianping_core::Secret::new("t".to_owned()));
+            Caller {
+                uid: 0,
+                pid: None,
+                credential: Some(if assertion {
+                    tianping_net::Credential::Assertion(token)
+                } else {
+                    tianping_net::Credential::Bearer(token)
+                }),
+                identity: Some(std::sync::Arc::new(id(roles))),
+            }
+        };
+        let off = Op::UserStatus {
+            user: "wang".into(),
+            enabled: false,
+        };
+        let a = gatewayed(Some(&caller(vec![Role::Sysadmin], true)), &off, "gw", "r1").unwrap();
+        let mut e = tianping_audit::Event::new(tianping_core::UnixTime::from_millis(0), "x");
+        a.mark(&mut e);
+        assert_eq!(
+            (a.name(), e.attributes["gateway"].as_str()),
+            ("sysadmin-0009".into(), "gw")
+        );
+        assert_eq!(e.request_id, "r1");
+        let status =
+            |c: Option<&Caller>, op: &Op| gatewayed(c, op, "gw", "r").unwrap_err().status();
+        assert_eq!(status(Some(&caller(vec![Role::Secadmin], true)), &off), 403);
+        assert!(
+            gatewayed(
+                Some(&caller(vec![Role::Secadmin], true)),
+                &Op::UserList,
+                "gw",
+                "r"
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            status(Some(&caller(vec![Role::Sysadmin], false)), &off),
+            401
+        );
+        assert_eq!(status(None, &off), 401);
+    }
 }

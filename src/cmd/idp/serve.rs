@@ -198,6 +198,7 @@ impl LiveIdp {
             {
                 e.actor = actor.name();
                 e.roles = actor.roles();
+                actor.mark(&mut e);
                 if i == 0 {
                     let (before, after) = match (&before, &after) {
                         (Some(b), Some(a)) => (b.clone(), a.clone()),
@@ -294,11 +295,14 @@ impl Handler for Front {
     }
 }
 
-/// The control socket: status (open), key rotation, the directory and its devices.
+/// The control socket: status (open), key rotation, the directory and its devices; the
+/// directory administration the zone's gateway forwards (under [`super::admin::GATEWAY_PREFIX`],
+/// the gateway's name last).
 struct ControlHandler(
     Arc<LiveIdp>,
     Arc<super::replicate::Replicator>,
     super::admin::Gate,
+    Arc<str>,
 );
 
 fn json_answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
@@ -316,11 +320,25 @@ impl Handler for ControlHandler {
         let live = Arc::clone(&self.0);
         let replicator = Arc::clone(&self.1);
         let gate = self.2.clone();
+        let gateway = Arc::clone(&self.3);
         Box::pin(async move {
             let (method, path) = (req.method().clone(), req.uri().path().to_owned());
             let caller = req.extensions().get::<tianping_net::Caller>().cloned();
             if let Err(e) = gate.note(caller.as_ref()) {
                 return json_answer(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "error": e }));
+            }
+            if let Some(rest) = path.strip_prefix(super::admin::GATEWAY_PREFIX) {
+                let rest = rest.to_owned();
+                return gatewayed(req, &live, caller.as_ref(), &gateway, &rest).await;
+            }
+            // the gateway's assertions are taken on its prefix only: the admin API is the CLI's
+            if caller.as_ref().is_some_and(|c| {
+                matches!(c.credential, Some(tianping_net::Credential::Assertion(_)))
+            }) {
+                return json_answer(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({ "error": format!("a gateway's assertion is taken under `{}` only", super::admin::GATEWAY_PREFIX) }),
+                );
             }
             #[expect(
                 clippy::result_large_err,
@@ -463,9 +481,8 @@ impl Handler for ControlHandler {
                         .lock()
                         .ok()
                         .and_then(|t| {
-                            t.as_ref().map(|t| {
-                                (t.issuer.clone(), crate::audit_status::summary(&t.audit))
-                            })
+                            t.as_ref()
+                                .map(|t| (t.issuer.clone(), crate::audit_status::summary(&t.audit)))
                         })
                         .unzip();
                     json_answer(
@@ -660,6 +677,57 @@ impl Handler for ControlHandler {
     }
 }
 
+/// A request the zone's gateway forwarded on the `directory-admin` route: the person it
+/// asserts as the caller, the path mapped onto the directory operation
+/// ([`super::admin::gateway_op`]), carried out as on the socket's `POST /directory` with the
+/// same roles, and audited under the person with the gateway and its request id.
+async fn gatewayed(
+    req: Request<Body>,
+    live: &Arc<LiveIdp>,
+    caller: Option<&tianping_net::Caller>,
+    gateway: &str,
+    rest: &str,
+) -> Response<ResponseBody> {
+    // the gateway's own request id, kept only if it looks like one
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or_default()
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let body = match req.into_body().bytes().await {
+        Ok(b) => b,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return json_answer(status, &json!({ "error": e.to_string() }));
+        }
+    };
+    // who asks is decided before what they ask is read: no assertion, no answer about the API
+    if let Err(refused) = super::admin::gatewayed(caller, &Op::UserList, gateway, &request_id)
+        && refused.status() == StatusCode::UNAUTHORIZED
+    {
+        return refused;
+    }
+    let op = match super::admin::gateway_op(&method, rest, &body) {
+        Ok(op) => op,
+        Err((status, e)) => return super::admin::json_error(status, e),
+    };
+    let actor = match super::admin::gatewayed(caller, &op, gateway, &request_id) {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let live = Arc::clone(live);
+    let answer = tokio::task::spawn_blocking(move || live.directory(&op, &actor))
+        .await
+        .unwrap_or_else(|_| Err("the directory task failed".into()));
+    match answer {
+        Ok(v) => json_answer(StatusCode::OK, &v),
+        Err(e) => json_answer(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "error": e })),
+    }
+}
+
 async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<ExitCode> {
     let zone = &p.zone;
     let zl = fabric
@@ -792,6 +860,19 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
             .ok_or_else(|| miette!("the provider is not installed"))?;
         tianping_idp::PersonTokens::new(source, zone.as_str(), store)
     };
+    // and people the zone's gateway asserts, on the `directory-admin` route's prefix
+    let asserted = crate::assertion::GatewayUsers::new(dir, fabric, zone, "directory-authority")?;
+    let gateway: Arc<str> = asserted.gateway().into();
+    let people = super::admin::People {
+        tokens: people,
+        asserted,
+        store: live
+            .template
+            .lock()
+            .ok()
+            .and_then(|t| t.as_ref().map(|t| Arc::clone(&t.store)))
+            .ok_or_else(|| miette!("the provider is not installed"))?,
+    };
     let verifier =
         crate::cmd::exchange::node_callers(dir, zone, "idp")?.or(Arc::new(people) as Arc<_>);
     let replicator = Arc::new(super::replicate::Replicator::new(dir, fabric, zone));
@@ -802,6 +883,7 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
             Arc::clone(&live),
             Arc::clone(&replicator),
             super::admin::Gate::new(&p.base),
+            gateway,
         ),
     )
     .await
