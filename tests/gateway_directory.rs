@@ -7,7 +7,8 @@
 //! Shown, with a real `idp serve` and `gateway`: a sysadmin with a `--hardware` client
 //! certificate (acr cert) lists the users and disables one; that user's password sign-in is then
 //! refused by the IdP; the disable is audited under the sysadmin with the gateway and its
-//! request id; a secadmin, whom the route lets in, is refused the change by the IdP (403, role
+//! request id; a sysadmin disabled in the directory is refused by the IdP (401) with a
+//! certificate the gateway still takes; a secadmin, whom the route lets in, is refused the change by the IdP (403, role
 //! `sysadmin`); a clerk is refused by the policy at the gateway (403); a sysadmin signed in with
 //! a password only (acr pwd) is sent back to sign in with `acr_values=cert`; and straight to the
 //! IdP's socket, no assertion or a forged one is 401, as is a gateway assertion on the CLI's
@@ -219,6 +220,7 @@ async fn a_sysadmin_administers_the_directory_through_the_gateway() {
     let sysadmin = hardware_cert(&data, "sysadmin-0001", "sysadmin");
     let secadmin = hardware_cert(&data, "secadmin-0001", "secadmin");
     let clerk = hardware_cert(&data, "clerk-0001", "clerk");
+    let zhao_cert = hardware_cert(&data, "sysadmin-0002", "sysadmin");
 
     let (idp_daemon, idp_addr, _) = start(
         &data,
@@ -244,6 +246,7 @@ async fn a_sysadmin_administers_the_directory_through_the_gateway() {
     let as_sysadmin = client(&trust, hosts, Some(&sysadmin));
     let as_secadmin = client(&trust, hosts, Some(&secadmin));
     let as_clerk = client(&trust, hosts, Some(&clerk));
+    let as_zhao = client(&trust, hosts, Some(&zhao_cert));
     let browser = client(&trust, hosts, None);
     let call = |http: &reqwest::Client, method: &str, path: &str| {
         let req = http
@@ -334,6 +337,16 @@ async fn a_sysadmin_administers_the_directory_through_the_gateway() {
     );
     assert!(step_up.contains("acr_values=cert"), "{step_up}");
 
+    // the IdP takes the directory as it is now: a sysadmin disabled there is refused, however
+    // good their certificate still is at the gateway
+    let (code, body) = call(&as_zhao, "GET", "/directory/users").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(&as_sysadmin, "POST", "/directory/users/zhao/disable").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(&as_zhao, "GET", "/directory/users").await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("disabled"), "{body}");
+
     // straight to the IdP's socket: no assertion, a forged one, or a gateway assertion on the
     // CLI's admin API, each 401
     let socket = dir.socket(&zone, Component::Idp);
@@ -351,7 +364,7 @@ async fn a_sysadmin_administers_the_directory_through_the_gateway() {
     );
     assert_eq!(socket_call(&socket, "GET", "/status", None).await, 200);
 
-    drop((as_sysadmin, as_secadmin, as_clerk, browser));
+    drop((as_sysadmin, as_secadmin, as_clerk, as_zhao, browser));
     gateway.stop();
     idp_daemon.stop();
     // the disable is audited under the sysadmin, with the gateway that asserted them
@@ -360,7 +373,7 @@ async fn a_sysadmin_administers_the_directory_through_the_gateway() {
         .map(|i| log.get(i).unwrap().unwrap().event)
         .filter(|e| e.action == "idp.user.disable")
         .collect();
-    assert_eq!(disables.len(), 1, "{disables:?}");
+    assert_eq!(disables.len(), 2, "{disables:?}");
     let e = disables.first().unwrap();
     assert_eq!(e.actor, "sysadmin-0001");
     assert_eq!(e.object, "wang");
