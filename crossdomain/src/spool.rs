@@ -43,6 +43,10 @@ pub enum SpoolError {
     /// A transfer the link refuses.
     #[error("transfer refused: {0}")]
     Refused(&'static str),
+    /// The caller's record of the transfer (its audit event) could not be made durable, so
+    /// the transfer was not spooled to be sent.
+    #[error("the transfer could not be recorded: {0}")]
+    NotRecorded(String),
 }
 
 pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -278,6 +282,23 @@ impl Spool {
         len: u64,
         record: Option<&TransferRecord>,
     ) -> Result<u64, SpoolError> {
+        self.commit_audited(link, staging, len, record, &mut |_| Ok(()))
+    }
+
+    /// [`commit_recorded`](Self::commit_recorded), calling `audit` with the transfer's id once
+    /// its bytes are in place and *before* it waits to be sent: a sender records its decision
+    /// there (durably, naming the id), so nothing is ever sent that its log does not hold. When
+    /// `audit` fails, the transfer is not spooled (its bytes are removed, its id stays unused).
+    /// A crash after `audit` and before the transfer waits leaves a decision recorded and
+    /// nothing sent: a transfer the reconciliation finds lost, never one sent unrecorded.
+    pub fn commit_audited(
+        &self,
+        link: u32,
+        staging: &Path,
+        len: u64,
+        record: Option<&TransferRecord>,
+        audit: &mut dyn FnMut(u64) -> Result<(), String>,
+    ) -> Result<u64, SpoolError> {
         if len == 0 {
             fs::remove_file(staging).map_err(io_at(staging))?;
             return Err(SpoolError::Refused("the payload is empty"));
@@ -287,6 +308,10 @@ impl Spool {
         let target = self.payload(link, id);
         fs::rename(staging, &target).map_err(io_at(&target))?;
         sync_dir(&self.dir.join("payloads"))?;
+        if let Err(why) = audit(id) {
+            let _ = fs::remove_file(&target);
+            return Err(SpoolError::NotRecorded(why));
+        }
         self.pending
             .insert(link_key(link, id), &len.to_be_bytes())?;
         if let Some(r) = record {

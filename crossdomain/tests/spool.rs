@@ -203,3 +203,54 @@ fn the_store_keeps_a_bounded_record_of_ended_ids_and_still_refuses_the_old_ones(
         .unwrap();
     assert!(again.is_empty());
 }
+
+#[test]
+fn a_transfer_waits_to_be_sent_only_once_its_record_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let stage = |bytes: &[u8]| {
+        let path = spool.staging().unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    // the record is asked with the id the transfer gets, before it waits
+    let mut seen = Vec::new();
+    let first = stage(b"recorded");
+    let id = spool
+        .commit_audited(3, &first, 8, None, &mut |id| {
+            seen.push(id);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, [id]);
+    // a record that fails: refused, its bytes gone, nothing waits to be sent
+    let second = stage(b"unrecorded");
+    let refused =
+        spool.commit_audited(3, &second, 10, None, &mut |_| Err("the log is full".into()));
+    assert!(
+        matches!(&refused, Err(tianping_crossdomain::SpoolError::NotRecorded(w)) if w == "the log is full"),
+        "{refused:?}"
+    );
+    assert!(!second.exists());
+    let pending: Vec<u64> = spool
+        .pending(3)
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(pending, [id]);
+    drop(spool);
+    // and after a restart, still only the recorded one
+    let spool = Spool::open(dir.path()).unwrap();
+    let pending: Vec<u64> = spool
+        .pending(3)
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(pending, [id]);
+    let leftover = std::fs::read_dir(dir.path().join("payloads"))
+        .unwrap()
+        .count();
+    assert_eq!(leftover, 1, "only the recorded transfer's bytes are kept");
+}

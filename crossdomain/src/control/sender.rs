@@ -690,18 +690,43 @@ async fn spool_and_audit(
     before: Option<Event>,
 ) -> Response<ResponseBody> {
     let transfer_id = format!("{}:{}", manifest.source, manifest.sequence);
-    let hash = hex(&manifest.chunks_hash);
-    let policy_hash = manifest.policy_hash;
-    let to = manifest.destination.to_string();
+    let mut e = event(inner, o, "transfer", "allow");
+    decision_fields(&mut e, s, approvals);
+    e.actor = actor.to_owned();
+    e.transfer_id = transfer_id.clone();
+    e.content_hash = hex(&manifest.chunks_hash);
+    e.policy_hash = Some(manifest.policy_hash);
+    e.attributes.insert("rule".into(), rule.to_owned());
+    e.attributes
+        .insert("to".into(), manifest.destination.to_string());
+    e.attributes.insert("link".into(), link.id.to_string());
+    e.attributes
+        .insert("epoch".into(), inner.spool.epoch().to_string());
+    let released = before.is_some();
+    // the decision (and the release before it) is recorded, naming the link's transfer id,
+    // after the bundle is in the spool and before it waits to be sent: a sender that stops
+    // between the two has recorded a transfer it never sent, never sent one it did not record
     let signed = {
         let spool = Arc::clone(&inner.spool);
         let o2 = SignWith {
             signer: Arc::clone(&o.signer),
             certificate: o.certificate.clone(),
         };
+        let audit = o.audit.clone();
         let id = link.id;
-        tokio::task::spawn_blocking(move || o2.bundle(&spool, id, manifest, statements, &payload))
-            .await
+        tokio::task::spawn_blocking(move || {
+            let mut audited = |link_transfer: u64| {
+                let Some(log) = &audit else { return Ok(()) };
+                e.attributes
+                    .insert("link_transfer".into(), link_transfer.to_string());
+                for ev in before.iter().chain(std::iter::once(&e)) {
+                    log.append(ev).map_err(|err| err.to_string())?;
+                }
+                Ok(())
+            };
+            o2.bundle(&spool, id, manifest, statements, &payload, &mut audited)
+        })
+        .await
     };
     let link_transfer = match signed {
         Ok(Ok(n)) => n,
@@ -710,28 +735,6 @@ async fn spool_and_audit(
     if let Ok(inbox) = link.inbox.lock() {
         // a link whose loop ended takes the transfer from the spool at its next start
         let _ = inbox.send(link_transfer);
-    }
-    let mut e = event(inner, o, "transfer", "allow");
-    decision_fields(&mut e, s, approvals);
-    e.actor = actor.to_owned();
-    e.transfer_id = transfer_id.clone();
-    e.content_hash = hash;
-    e.policy_hash = Some(policy_hash);
-    e.attributes.insert("rule".into(), rule.to_owned());
-    e.attributes.insert("to".into(), to);
-    e.attributes.insert("link".into(), link.id.to_string());
-    e.attributes
-        .insert("epoch".into(), inner.spool.epoch().to_string());
-    e.attributes
-        .insert("link_transfer".into(), link_transfer.to_string());
-    let released = before.is_some();
-    if let Some(b) = before {
-        if record(o, &b).is_err() {
-            return failed();
-        }
-    }
-    if record(o, &e).is_err() {
-        return failed();
     }
     answer(
         StatusCode::OK,
@@ -758,6 +761,7 @@ impl SignWith {
         manifest: Manifest,
         statements: Vec<Vec<u8>>,
         payload: &[u8],
+        audit: &mut dyn FnMut(u64) -> Result<(), String>,
     ) -> Result<u64, String> {
         let record = record_of(&manifest);
         let mut hasher = ChunkHasher::new(BUNDLE_CHUNK).map_err(|e| e.to_string())?;
@@ -789,7 +793,7 @@ impl SignWith {
             }
         };
         spool
-            .commit_recorded(link, &staging, len, Some(&record))
+            .commit_audited(link, &staging, len, Some(&record), audit)
             .map_err(|e| e.to_string())
     }
 }
