@@ -194,7 +194,12 @@ impl AuditStore {
             .iter()
             .map(|((z, c), m)| json!({"zone": z, "component": c, "origin": m.origin(), "size": m.size()}))
             .collect();
-        json!({"component": "audit-store", "zone": self.zone.as_str(), "mirrors": mirrors})
+        json!({
+            "component": "audit-store",
+            "zone": self.zone.as_str(),
+            "mirrors": mirrors,
+            "audit": crate::audit_status::summary(&self.log),
+        })
     }
 }
 

@@ -459,9 +459,13 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         }));
     }
     let count = statuses.len();
-    let handler = ReceiverControl::new(zone.as_str(), statuses)
-        .with_receipts(book)
-        .with_queues(queues);
+    let handler = crate::audit_status::WithAuditStatus::new(
+        ReceiverControl::new(zone.as_str(), statuses)
+            .with_receipts(book)
+            .with_queues(queues),
+        tianping_crossdomain::STATUS_PATH,
+        Some(Arc::clone(&log)),
+    );
     let _serving = rt.block_on(async {
         // people reading receipts (route `read-receipts`), asserted by the zone's gateway
         let users = crate::assertion::GatewayUsers::new(dir, fabric, zone, "receipt-store")?;

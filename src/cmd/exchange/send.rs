@@ -163,6 +163,7 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
     let count = links.len();
     let link_ids: std::collections::BTreeMap<String, u32> =
         links.iter().map(|l| (l.to.clone(), l.id)).collect();
+    let status_log = audit.clone();
     let (hook_zone, epoch) = (zone.to_string(), spool.epoch());
     let hook: tianping_crossdomain::ResendHook = Box::new(move |caller, to, pairs| {
         let who = caller.identity.as_ref().map_or("?", |i| i.name.as_str());
@@ -187,7 +188,11 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
             }
         }
     });
-    let handler = SenderControl::new(zone, Arc::clone(&spool), links, Some(hook), Some(outbound));
+    let handler = crate::audit_status::WithAuditStatus::new(
+        SenderControl::new(zone, Arc::clone(&spool), links, Some(hook), Some(outbound)),
+        tianping_crossdomain::STATUS_PATH,
+        status_log,
+    );
     let users = crate::assertion::GatewayUsers::new(dir, fabric, zone, "exchange-sender")?;
     let _serving = rt.block_on(async {
         let callers = node_callers(dir, zone, "exchange-sender")?.or(Arc::new(users));
