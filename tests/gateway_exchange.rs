@@ -63,17 +63,17 @@ route gateway-releases in internet {
 ";
 
 /// Each link's UDP address on a port the OS gave (nothing need listen there: the sender only
-/// spools and sends).
+/// spools and sends); each socket is held until every port is drawn, so no two links get the
+/// same one.
 fn links_on_free_ports(fabric: &std::path::Path) {
     let text = std::fs::read_to_string(fabric).unwrap();
     let mut out = String::new();
+    let mut held = Vec::new();
     for line in text.lines() {
         if line.trim_start() == "address = \"127.0.0.1:0\"" {
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = socket.local_addr().unwrap().port();
+            held.push(socket);
             out.push_str(&format!("address = \"127.0.0.1:{port}\"\n"));
         } else {
             out.push_str(line);
