@@ -749,7 +749,8 @@ fn refresh_token(id: &FamilyId, rng: &dyn Random) -> Result<(String, [u8; 32]), 
 }
 
 // the record codec these tests read is the store's
-#[cfg(all(test, feature = "store"))]
+#[cfg(test)]
+#[cfg(feature = "store")]
 mod tests {
     use super::*;
     use crate::random::SeededRandom;
