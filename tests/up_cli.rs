@@ -1,7 +1,8 @@
 //! `tianping up`: makes the data folder on first run, reuses it after, refuses a broken policy
 //! (these with `--dry-run`, which starts nothing); and, run for real on port-0 addresses, starts
 //! every zone's components as supervised children, says `ready` once each answers its health
-//! check, starts a killed one again, stops on `SIGINT` and resumes on the same folder.
+//! check, starts a killed one again, stops on `SIGINT` and resumes on the same folder (its
+//! supervisor's log kept, a transfer spooled while it was stopped sent and delivered).
 #![expect(
     clippy::unwrap_used,
     clippy::indexing_slicing,
@@ -338,9 +339,17 @@ fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
         stopped.1
     );
 
+    // a transfer spooled while `up` is stopped is sent by the next run and delivered whole
+    let payload = b"spooled while the fabric was stopped\n";
+    let across = exchange::bundle(&s.dir, &s.link, 4242, payload);
+    exchange::spool_bytes(&s, "across", &across);
+
     // a second run on the same folder: nothing initialised again, the earlier entries kept
     let mut second = start();
     let seen = second.until("ready", by);
+    let file = exchange::delivered(&s, 4242);
+    exchange::wait_files(&second, std::slice::from_ref(&file), by, |_| {});
+    assert_eq!(std::fs::read(&file).unwrap(), payload);
     assert!(
         !seen.iter().any(|l| l.contains("identity provider store")),
         "{seen:#?}"
