@@ -13,7 +13,7 @@
 //! ready once it answers `PING` there, restarted with the same backoff when it dies, and
 //! audited and listed in `run/up.json` as `<zone>/clamd`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,6 +70,8 @@ pub(crate) struct Clamd {
     pub(crate) socket: PathBuf,
 }
 
+/// util-linux's `setpriv`, which starts clamd with a parent-death signal.
+const SETPRIV: &str = "/usr/bin/setpriv";
 /// How long a `PING` to a starting `clamd` may take.
 const CLAMD_PING: Duration = Duration::from_secs(2);
 
@@ -297,7 +299,16 @@ async fn keep(i: usize, spec: Spec, shared: Arc<Shared>, mut stop: watch::Receiv
         spec.clear_addrs(dir);
         let mut command = match (&spec.clamd, spec.prefix.split_first()) {
             (Some(c), _) => {
-                let mut command = tokio::process::Command::new(&c.program);
+                // clamd is not ours to change: util-linux's `setpriv` (which execs it, so the
+                // pid stays) asks the kernel for its SIGTERM when up goes, as every component
+                // asks for itself; without `setpriv`, clamd runs on its own
+                let mut command = if Path::new(SETPRIV).is_file() {
+                    let mut command = tokio::process::Command::new(SETPRIV);
+                    command.args(["--pdeathsig", "TERM", "--"]).arg(&c.program);
+                    command
+                } else {
+                    tokio::process::Command::new(&c.program)
+                };
                 command.args(&c.args);
                 command
             }
