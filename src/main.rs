@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod assertion;
+mod audit_api;
 mod audit_status;
 mod cmd;
 mod decision_log;

@@ -130,25 +130,43 @@ pub fn publish_addr(
         Err(e) => return Err(FileError::new("read", &path, e).into()),
     };
     addrs.insert(listener.clone(), addr);
-    let text: String = addrs.iter().map(|(l, a)| format!("{l} {a}\n")).collect();
-    write_atomic(&path, text.as_bytes(), FileMode::Public, Existing::Replace)?;
+    write_atomic(
+        &path,
+        render(&addrs).as_bytes(),
+        FileMode::Public,
+        Existing::Replace,
+    )?;
     // what it bound, kept for its next start (a file that does not parse is started afresh)
     let kept = ports_file(data, zone, component);
-    let mut ports = std::fs::read_to_string(&kept)
-        .ok()
-        .and_then(|t| parse("", &t).ok())
-        .unwrap_or_default();
+    let mut ports = kept_ports(&kept);
     if ports.get(listener) != Some(&addr) {
         ports.insert(listener.clone(), addr);
-        let text: String = ports.iter().map(|(l, a)| format!("{l} {a}\n")).collect();
-        write_atomic(&kept, text.as_bytes(), FileMode::Public, Existing::Replace)?;
+        write_atomic(
+            &kept,
+            render(&ports).as_bytes(),
+            FileMode::Public,
+            Existing::Replace,
+        )?;
     }
     Ok(())
+}
+
+/// An address file's text: one `<listener> <address>` line each.
+fn render(addrs: &BTreeMap<Listener, SocketAddr>) -> String {
+    addrs.iter().map(|(l, a)| format!("{l} {a}\n")).collect()
 }
 
 /// `DIR/run/<zone>-<component>.ports`: the addresses the component's listeners last bound.
 fn ports_file(data: &DataDir, zone: &ZoneName, component: Component) -> std::path::PathBuf {
     data.run().join(format!("{zone}-{component}.ports"))
+}
+
+/// The addresses kept in a ports file; none when it is missing or does not parse.
+fn kept_ports(path: &std::path::Path) -> BTreeMap<Listener, SocketAddr> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| parse("", &t).ok())
+        .unwrap_or_default()
 }
 
 /// Where `listener` binds: `configured`, or, when its port is 0 and the component bound that
@@ -165,10 +183,9 @@ pub fn rebind_addr(
     if configured.port() != 0 {
         return configured;
     }
-    std::fs::read_to_string(ports_file(data, zone, component))
-        .ok()
-        .and_then(|t| parse("", &t).ok())
-        .and_then(|ports| ports.get(listener).copied())
+    kept_ports(&ports_file(data, zone, component))
+        .get(listener)
+        .copied()
         .filter(|a| a.ip() == configured.ip())
         .unwrap_or(configured)
 }

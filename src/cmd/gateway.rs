@@ -60,7 +60,7 @@ use tianping_core::{
 use tianping_gateway::{CookieKey, Gateway, GatewayParts, Limits, ServiceBinding};
 use tianping_net::{
     Body, BoxFuture, ControlOptions, Handler, HostSet, HttpsClientBuilder, Registry, ResponseBody,
-    ServerOptions, full, serve_admin_with, serve_control_with, serve_tls,
+    ServerOptions, full, serve_admin_with, serve_control_with,
 };
 
 /// The gateway's `client_id` at its zone's IdP.
@@ -293,25 +293,16 @@ async fn serve(
         .unwrap_or(0);
     options.limits.body_ceiling = options.limits.body_ceiling.max(largest);
     // on port 0 the port it had before: the redirect URI registered at the IdP stays
-    let configured = SocketAddr::new(zl.address, zl.gateway_port);
-    let again =
-        tianping_core::rebind_addr(dir, zone, Component::Gateway, &Listener::Public, configured);
-    let server = match serve_tls(
-        again,
+    let server = super::serve_public_again(
+        dir,
+        zone,
+        Component::Gateway,
+        SocketAddr::new(zl.address, zl.gateway_port),
         tls.clone(),
-        options.clone(),
-        Front(Arc::clone(&slot)),
+        options,
+        || Front(Arc::clone(&slot)),
     )
-    .await
-    {
-        Ok(s) => s,
-        Err(_) if again != configured => {
-            serve_tls(configured, tls.clone(), options, Front(Arc::clone(&slot)))
-                .await
-                .into_diagnostic()?
-        }
-        Err(e) => return Err(e).into_diagnostic(),
-    };
+    .await?;
     let bound = server.local_addr();
     let public_url = if bound.port() == 443 {
         format!("https://{}", zl.gateway_host)
@@ -702,7 +693,7 @@ impl Handler for Control {
                     }
                 }
                 (_, p) if p.starts_with("/audit/v1/") => {
-                    return audit_read(audit, zone, req).await;
+                    return crate::audit_api::serve(audit, zone, req).await;
                 }
                 (_, STATUS_PATH | "/reload") => (
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -722,63 +713,6 @@ impl Handler for Control {
             r
         })
     }
-}
-
-/// The audit read API on the gateway's own log (`tianping audit verify|search|…` while the
-/// gateway runs): a person's read is served with the `auditor` role only and recorded in the
-/// log, the rest refused by `tianping_audit::handle_request`.
-async fn audit_read(
-    log: Arc<AuditLog>,
-    zone: String,
-    req: Request<Body>,
-) -> Response<ResponseBody> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let method = req.method().as_str().to_owned();
-    let reader = req
-        .extensions()
-        .get::<tianping_net::Caller>()
-        .and_then(|c| c.identity.as_deref())
-        .map(|id| match (id.kind, &id.subject) {
-            (tianping_certs::CertKind::Node, _) | (_, None) => {
-                tianping_audit::Reader::node(id.name.clone(), id.zone.to_string())
-            }
-            (_, Some(sub)) => {
-                let roles: Vec<&str> = id.roles.iter().map(|r| r.as_str()).collect();
-                tianping_audit::Reader::person(sub.to_string(), &roles, id.zone.to_string())
-            }
-        });
-    let body = req.into_body().bytes().await.unwrap_or_default();
-    let answered = tokio::task::spawn_blocking(move || {
-        let access = tianping_audit::Access {
-            zone: &zone,
-            reader: reader.as_ref(),
-            clock: &SystemClock,
-            record_to: Some(&log),
-        };
-        tianping_audit::handle_request(&log, &access, &method, &target, &body)
-    })
-    .await;
-    let (status, content_type, body) = match answered {
-        Ok(r) => (
-            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
-            http::HeaderValue::from_static(r.content_type),
-            r.body,
-        ),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            http::HeaderValue::from_static("text/plain"),
-            b"the audit task failed\n".to_vec(),
-        ),
-    };
-    let mut r: Response<ResponseBody> = Response::new(full(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, content_type);
-    r
 }
 
 /// A reload asked for on the control socket: audited (durable) under who asked, then handed to

@@ -1021,22 +1021,9 @@ async fn held(inner: &Arc<SenderInner>, req: &Request<Body>) -> Response<Respons
     let Ok(Ok(list)) = tokio::task::spawn_blocking(move || spool.held()).await else {
         return failed();
     };
-    let need = |h: &Held| {
-        inner
-            .outbound
-            .as_ref()
-            .and_then(|o| o.policy.flow(&h.outgoing.flow))
-            .map_or(0, |f| f.approvers())
-    };
     let items: Vec<Value> = list
         .iter()
         .map(|h| {
-            let approvers: Vec<String> = h
-                .approvals
-                .iter()
-                .filter_map(|a| ApprovalStatement::decode(a).ok())
-                .map(|a| a.subject.as_str().to_owned())
-                .collect();
             json!({
                 "transfer": format!("{}:{}", inner.zone, h.sequence),
                 "flow": h.outgoing.flow,
@@ -1045,8 +1032,8 @@ async fn held(inner: &Arc<SenderInner>, req: &Request<Body>) -> Response<Respons
                 "to": h.destination.as_str(),
                 "submitter": h.outgoing.submitter.subject.as_str(),
                 "content_hash": hex(&h.chunks_hash),
-                "approvers": approvers,
-                "needs": need(h),
+                "approvers": transfers::approvers(h),
+                "needs": transfers::needs(inner, h),
             })
         })
         .collect();

@@ -23,7 +23,7 @@ use tianping_idp::{
 };
 use tianping_net::{
     Body, BoxFuture, ControlOptions, Handler, HostSet, Registry, ResponseBody, ServerOptions, full,
-    serve_admin_with, serve_control_with, serve_tls,
+    serve_admin_with, serve_control_with,
 };
 
 use super::directory::{Op, audit_events, execute};
@@ -524,12 +524,6 @@ impl Handler for ControlHandler {
                     }
                 }
                 (_, p) if p.starts_with("/audit/v1/") => {
-                    let target = req
-                        .uri()
-                        .path_and_query()
-                        .map(|p| p.as_str().to_owned())
-                        .unwrap_or_default();
-                    let body = req.into_body().bytes().await.unwrap_or_default();
                     let log =
                         live.template.lock().ok().and_then(|t| {
                             t.as_ref().map(|t| (Arc::clone(&t.audit), t.zone.clone()))
@@ -537,58 +531,7 @@ impl Handler for ControlHandler {
                     let Some((log, zone)) = log else {
                         return plain(StatusCode::SERVICE_UNAVAILABLE, "starting\n");
                     };
-                    // a person by their token (served only with the `auditor` role, every read
-                    // recorded), a node of the zone by its node token; none without a token
-                    let reader =
-                        caller
-                            .as_ref()
-                            .and_then(|c| c.identity.as_deref())
-                            .map(|id| match (id.kind, &id.subject) {
-                                (tianping_certs::CertKind::Node, _) | (_, None) => {
-                                    tianping_audit::Reader::node(
-                                        id.name.clone(),
-                                        id.zone.to_string(),
-                                    )
-                                }
-                                (_, Some(sub)) => {
-                                    let roles: Vec<&str> =
-                                        id.roles.iter().map(|r| r.as_str()).collect();
-                                    tianping_audit::Reader::person(
-                                        sub.to_string(),
-                                        &roles,
-                                        id.zone.to_string(),
-                                    )
-                                }
-                            });
-                    let r = tokio::task::spawn_blocking(move || {
-                        let access = tianping_audit::Access {
-                            zone: &zone,
-                            reader: reader.as_ref(),
-                            clock: &SystemClock,
-                            record_to: Some(&log),
-                        };
-                        tianping_audit::handle_request(
-                            &log,
-                            &access,
-                            method.as_str(),
-                            &target,
-                            &body,
-                        )
-                    })
-                    .await;
-                    match r {
-                        Ok(r) => {
-                            let mut resp = Response::new(full(r.body));
-                            *resp.status_mut() =
-                                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                            resp.headers_mut().insert(
-                                http::header::CONTENT_TYPE,
-                                http::HeaderValue::from_static(r.content_type),
-                            );
-                            resp
-                        }
-                        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "audit task failed\n"),
-                    }
+                    crate::audit_api::serve(log, zone, req).await
                 }
                 ("POST", "/devices") => {
                     let body = req.into_body().bytes().await.unwrap_or_default();
@@ -786,25 +729,16 @@ async fn serve(dir: &DataDir, fabric: &Fabric, p: &Paths) -> miette::Result<Exit
     let options = ServerOptions::new(HostSet::new([zl.idp_host.clone()]));
     let tls = Arc::new(tls);
     // on port 0 the port it had before: the issuer the gateway and the tokens name stays
-    let configured = SocketAddr::new(zl.address, zl.idp_port);
-    let again =
-        tianping_core::rebind_addr(dir, zone, Component::Idp, &Listener::Public, configured);
-    let server = match serve_tls(
-        again,
-        tls.clone(),
-        options.clone(),
-        Front(Arc::clone(&live)),
+    let server = crate::cmd::serve_public_again(
+        dir,
+        zone,
+        Component::Idp,
+        SocketAddr::new(zl.address, zl.idp_port),
+        tls,
+        options,
+        || Front(Arc::clone(&live)),
     )
-    .await
-    {
-        Ok(s) => s,
-        Err(_) if again != configured => {
-            serve_tls(configured, tls, options, Front(Arc::clone(&live)))
-                .await
-                .into_diagnostic()?
-        }
-        Err(e) => return Err(e).into_diagnostic(),
-    };
+    .await?;
     let bound = server.local_addr();
     let issuer = if bound.port() == 443 {
         format!("https://{}", zl.idp_host)

@@ -24,7 +24,7 @@ use crate::{ApprovalStatement, Held, TransferState};
 pub(super) const TRANSFERS_PATH: &str = "/exchange/v1/transfers/";
 
 /// How many approvals the flow of `h` needs, by the sender's policy (0 without one).
-fn needs(inner: &SenderInner, h: &Held) -> u32 {
+pub(super) fn needs(inner: &SenderInner, h: &Held) -> u32 {
     inner
         .outbound
         .as_ref()
@@ -33,7 +33,7 @@ fn needs(inner: &SenderInner, h: &Held) -> u32 {
 }
 
 /// Who approved `h` so far (the statements that decode).
-fn approvers(h: &Held) -> Vec<String> {
+pub(super) fn approvers(h: &Held) -> Vec<String> {
     h.approvals
         .iter()
         .filter_map(|a| ApprovalStatement::decode(a).ok())
