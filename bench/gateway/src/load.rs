@@ -1,7 +1,8 @@
 //! The load client: C keep-alive connections over TLS 1.3 (rustls with ring, the server
 //! certificate verified against the zone's trust bundle by webpki), each driven by hyper's
 //! client connection: over HTTP/1.1 one `GET` at a time per connection; over HTTP/2, S streams
-//! per connection, each one `GET` at a time. A request counts when its answer is `200` with the
+//! per connection, each one `GET` at a time; over HTTP/3 (QUIC, `crate::quic`) S streams per
+//! connection as over HTTP/2. A request counts when its answer is `200` with the
 //! 100-byte body, and it both started and finished inside the measured window (after the
 //! warm-up); any other answer is an error, counted and shown. Latency is from sending the
 //! request to the whole body read.
@@ -25,13 +26,15 @@ use tokio_rustls::TlsConnector;
 use crate::Res;
 use crate::upstream::{BODY, SAW_ASSERTION, UPSTREAM_VERSION};
 
-/// HTTP/1.1 or HTTP/2 (by ALPN).
+/// HTTP/1.1 or HTTP/2 (by ALPN), or HTTP/3 over QUIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     /// HTTP/1.1, one request at a time per connection.
     H1,
     /// HTTP/2, several streams per connection.
     H2,
+    /// HTTP/3 over QUIC on the same port number over UDP, several streams per connection.
+    H3,
 }
 
 impl Proto {
@@ -40,6 +43,7 @@ impl Proto {
         match self {
             Self::H1 => "HTTP/1.1",
             Self::H2 => "HTTP/2",
+            Self::H3 => "HTTP/3",
         }
     }
 }
@@ -75,6 +79,9 @@ pub struct Outcome {
     pub errors: u64,
     /// The first failure, to show.
     pub first_error: Option<String>,
+    /// What the connections negotiated, and how many did (the handshake measurement's key
+    /// exchange group, suite and handshake kind); empty for the request measurements.
+    pub negotiated: Vec<(String, u64)>,
 }
 
 impl Outcome {
@@ -107,15 +114,16 @@ pub fn quantile(sorted: &[u32], permille: usize) -> u64 {
         .map_or(0, u64::from)
 }
 
-struct Worker {
-    latencies: Vec<u32>,
-    total: u64,
-    errors: u64,
-    first_error: Option<String>,
+/// One worker's results: a connection over HTTP/1.1, a stream over HTTP/2 and HTTP/3.
+pub(crate) struct Worker {
+    pub(crate) latencies: Vec<u32>,
+    pub(crate) total: u64,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
 }
 
 impl Worker {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             latencies: Vec::with_capacity(1 << 16),
             total: 0,
@@ -124,7 +132,7 @@ impl Worker {
         }
     }
 
-    fn fail(&mut self, e: String) {
+    pub(crate) fn fail(&mut self, e: String) {
         self.errors = self.errors.saturating_add(1);
         if self.first_error.is_none() {
             self.first_error = Some(e);
@@ -132,9 +140,21 @@ impl Worker {
     }
 }
 
-struct Window {
-    start: Instant,
-    end: Instant,
+/// The measured window: after the warm-up, before the end.
+pub(crate) struct Window {
+    pub(crate) start: Instant,
+    pub(crate) end: Instant,
+}
+
+impl Window {
+    /// The window that starts `warm` from now and lasts `secs`.
+    pub(crate) fn after(warm: Duration, secs: Duration) -> Self {
+        let start = Instant::now() + warm;
+        Self {
+            start,
+            end: start + secs,
+        }
+    }
 }
 
 /// What every request checks in its answer.
@@ -149,6 +169,7 @@ async fn connect(t: &Target, proto: Proto) -> Res<tokio_rustls::client::TlsStrea
     config.alpn_protocols = vec![match proto {
         Proto::H1 => b"http/1.1".to_vec(),
         Proto::H2 => b"h2".to_vec(),
+        Proto::H3 => return Err("HTTP/3 is not over TCP".into()),
     }];
     let tcp = TcpStream::connect(t.addr).await?;
     tcp.set_nodelay(true)?;
@@ -160,6 +181,9 @@ async fn connect(t: &Target, proto: Proto) -> Res<tokio_rustls::client::TlsStrea
 
 /// The negotiated TLS 1.3 suite and ALPN protocol of one connection, to print.
 pub async fn probe(t: &Target, proto: Proto) -> Res<String> {
+    if proto == Proto::H3 {
+        return crate::quic::probe(t).await;
+    }
     let tls = connect(t, proto).await?;
     let (_, c) = tls.get_ref();
     Ok(format!(
@@ -175,10 +199,18 @@ pub async fn probe(t: &Target, proto: Proto) -> Res<String> {
     ))
 }
 
-fn request(t: &Target, proto: Proto, token: Option<&HeaderValue>) -> Res<Request<Empty<Bytes>>> {
+/// The request to send over `proto`, with `token` as its `Authorization` if there is one.
+pub(crate) fn request<B>(
+    t: &Target,
+    proto: Proto,
+    token: Option<&HeaderValue>,
+    body: B,
+) -> Res<Request<B>> {
     let uri: Uri = match proto {
         Proto::H1 => t.path.parse()?,
-        Proto::H2 => format!("https://{}:{}{}", t.host, t.addr.port(), t.path).parse()?,
+        Proto::H2 | Proto::H3 => {
+            format!("https://{}:{}{}", t.host, t.addr.port(), t.path).parse()?
+        }
     };
     let mut b = Request::get(uri);
     if proto == Proto::H1 {
@@ -187,7 +219,7 @@ fn request(t: &Target, proto: Proto, token: Option<&HeaderValue>) -> Res<Request
     if let Some(v) = token {
         b = b.header(header::AUTHORIZATION, v.clone());
     }
-    Ok(b.body(Empty::new())?)
+    Ok(b.body(body)?)
 }
 
 /// One request on `sender`'s connection, its answer checked.
@@ -197,20 +229,31 @@ where
 {
     let resp = sender.send(req).await?;
     let status = resp.status();
-    let saw = resp.headers().contains_key(SAW_ASSERTION);
-    let version = resp
-        .headers()
-        .get(UPSTREAM_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?")
-        .to_owned();
+    let headers = resp.headers().clone();
     let body = resp
         .into_body()
         .collect()
         .await
         .map_err(|e| format!("body: {e}"))?
         .to_bytes();
-    if status != 200 || body.as_ref() != &BODY[..] {
+    verdict(status, &headers, &body, check)
+}
+
+/// Whether an answer is the one every request must get (200, the 100-byte body, and the
+/// upstream's word that it saw an assertion if `check` asks): what the upstream was asked
+/// over, or what is wrong.
+pub(crate) fn verdict(
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    check: Check,
+) -> Result<String, String> {
+    let saw = headers.contains_key(SAW_ASSERTION);
+    let version = headers
+        .get(UPSTREAM_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    if status != 200 || body != &BODY[..] {
         return Err(format!(
             "status {status}, {} bytes: {}",
             body.len(),
@@ -228,6 +271,44 @@ where
             ""
         }
     ))
+}
+
+/// One request and its checked answer on a connection (hyper's HTTP/1.1 and HTTP/2 senders,
+/// h3's), alike: what the driving loop needs.
+pub(crate) trait Exchange {
+    /// Sends the request with `token` and checks the answer.
+    fn exchange(
+        &mut self,
+        t: &Target,
+        token: Option<&HeaderValue>,
+        check: Check,
+    ) -> impl std::future::Future<Output = Result<String, String>> + Send;
+}
+
+impl Exchange for hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    async fn exchange(
+        &mut self,
+        t: &Target,
+        token: Option<&HeaderValue>,
+        check: Check,
+    ) -> Result<String, String> {
+        let req =
+            request(t, Proto::H1, token, Empty::new()).map_err(|e| format!("request: {e}"))?;
+        one(self, req, check).await
+    }
+}
+
+impl Exchange for hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    async fn exchange(
+        &mut self,
+        t: &Target,
+        token: Option<&HeaderValue>,
+        check: Check,
+    ) -> Result<String, String> {
+        let req =
+            request(t, Proto::H2, token, Empty::new()).map_err(|e| format!("request: {e}"))?;
+        one(self, req, check).await
+    }
 }
 
 /// hyper's HTTP/1.1 and HTTP/2 senders, alike.
@@ -264,10 +345,9 @@ impl Send_ for hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
 }
 
 /// Requests in a loop until the window ends: worker `w` of `workers`.
-async fn drive<S: Send_>(
+pub(crate) async fn drive<S: Exchange>(
     t: Arc<Target>,
     mut sender: S,
-    proto: Proto,
     w: usize,
     workers: usize,
     window: Arc<Window>,
@@ -287,14 +367,7 @@ async fn drive<S: Send_>(
                 .get(w.wrapping_add(k.wrapping_mul(workers)) % t.tokens.len())
         };
         k = k.wrapping_add(1);
-        let req = match request(&t, proto, token) {
-            Ok(q) => q,
-            Err(e) => {
-                r.fail(format!("request: {e}"));
-                break;
-            }
-        };
-        match one(&mut sender, req, check).await {
+        match sender.exchange(&t, token, check).await {
             Ok(_) => {
                 r.total = r.total.saturating_add(1);
                 let t1 = Instant::now();
@@ -325,6 +398,9 @@ async fn connection(
     window: Arc<Window>,
     check: Check,
 ) -> Vec<Worker> {
+    if proto == Proto::H3 {
+        return crate::quic::connection(t, c, conns, streams, window, check).await;
+    }
     let tls = match connect(&t, proto).await {
         Ok(s) => s,
         Err(e) => {
@@ -338,7 +414,7 @@ async fn connection(
         Proto::H1 => match hyper::client::conn::http1::handshake(io).await {
             Ok((sender, conn)) => {
                 tokio::spawn(conn);
-                vec![drive(t, sender, proto, c, conns, window, check).await]
+                vec![drive(t, sender, c, conns, window, check).await]
             }
             Err(e) => {
                 let mut w = Worker::new();
@@ -349,32 +425,7 @@ async fn connection(
         Proto::H2 => match hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await {
             Ok((sender, conn)) => {
                 tokio::spawn(conn);
-                let workers = conns.saturating_mul(streams);
-                let mut tasks = Vec::new();
-                for s in 0..streams {
-                    let w = c.saturating_mul(streams).saturating_add(s);
-                    tasks.push(tokio::spawn(drive(
-                        Arc::clone(&t),
-                        sender.clone(),
-                        proto,
-                        w,
-                        workers,
-                        Arc::clone(&window),
-                        check,
-                    )));
-                }
-                let mut out = Vec::new();
-                for task in tasks {
-                    match task.await {
-                        Ok(w) => out.push(w),
-                        Err(e) => {
-                            let mut w = Worker::new();
-                            w.fail(format!("stream task: {e}"));
-                            out.push(w);
-                        }
-                    }
-                }
-                out
+                streams_of(t, sender, c, conns, streams, window, check).await
             }
             Err(e) => {
                 let mut w = Worker::new();
@@ -382,7 +433,45 @@ async fn connection(
                 vec![w]
             }
         },
+        Proto::H3 => Vec::new(),
     }
+}
+
+/// `streams` workers on the multiplexed connection `sender` of connection `c` of `conns`.
+pub(crate) async fn streams_of<S: Exchange + Clone + Send + 'static>(
+    t: Arc<Target>,
+    sender: S,
+    c: usize,
+    conns: usize,
+    streams: usize,
+    window: Arc<Window>,
+    check: Check,
+) -> Vec<Worker> {
+    let workers = conns.saturating_mul(streams);
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let w = c.saturating_mul(streams).saturating_add(s);
+        tasks.push(tokio::spawn(drive(
+            Arc::clone(&t),
+            sender.clone(),
+            w,
+            workers,
+            Arc::clone(&window),
+            check,
+        )));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(w) => out.push(w),
+            Err(e) => {
+                let mut w = Worker::new();
+                w.fail(format!("stream task: {e}"));
+                out.push(w);
+            }
+        }
+    }
+    out
 }
 
 /// `conns` connections (with `streams` streams each over HTTP/2) for `warm` and then `secs`;
@@ -396,11 +485,7 @@ pub async fn run(
     secs: Duration,
     check: Check,
 ) -> Outcome {
-    let start = Instant::now() + warm;
-    let window = Arc::new(Window {
-        start,
-        end: start + secs,
-    });
+    let window = Arc::new(Window::after(warm, secs));
     let mut tasks = Vec::new();
     for c in 0..conns {
         tasks.push(tokio::spawn(connection(
@@ -413,6 +498,14 @@ pub async fn run(
             check,
         )));
     }
+    gather(tasks, secs).await
+}
+
+/// The outcome of the workers of `tasks` over a window of `secs`.
+pub(crate) async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Vec<Worker>>>,
+    secs: Duration,
+) -> Outcome {
     let mut all: Vec<u32> = Vec::new();
     let mut out = Outcome {
         secs: secs.as_secs_f64(),
@@ -446,9 +539,12 @@ pub async fn run(
 /// One request, checked, before measuring (the target answers as it should); what the
 /// upstream said it was asked over.
 pub async fn once(t: &Target, proto: Proto, check: Check) -> Res<String> {
+    if proto == Proto::H3 {
+        return crate::quic::once(t, check).await;
+    }
     let io = TokioIo::new(connect(t, proto).await?);
     let token = t.tokens.first();
-    let req = request(t, proto, token)?;
+    let req = request(t, proto, token, Empty::new())?;
     match proto {
         Proto::H1 => {
             let (mut s, conn) = hyper::client::conn::http1::handshake(io).await?;
@@ -461,6 +557,7 @@ pub async fn once(t: &Target, proto: Proto, check: Check) -> Res<String> {
             tokio::spawn(conn);
             Ok(one(&mut s, req, check).await?)
         }
+        Proto::H3 => Err("HTTP/3 is not over TCP".into()),
     }
 }
 

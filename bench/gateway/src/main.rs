@@ -6,15 +6,22 @@
 //! cd bench && cargo run --release -p tianping-bench-gateway -- [--secs 10] [--warm 2]
 //!     [--rounds 3] [--conns 64] [--streams 10] [--threads 2] [--client-threads 2]
 //!     [--subjects 4096] [--tianping ../target/release/tianping] [--upstream any|h1]
+//!     [--only h1,h2,h3,handshakes]
 //! ```
 //!
 //! The data folder is made by the `tianping` binary itself (`init`, the `private` zone's policy
 //! copy, `idp init`), its IdP served by `tianping idp serve`; the upstream is this binary's
 //! `serve-upstream` (a process of its own). Each round measures, per protocol, the upstream
 //! alone, nginx, the gateway with queued audit and the gateway with `--audit-sync` (a gateway
-//! process started for each and stopped after it). See bench/README.md.
+//! process started for each and stopped after it): keep-alive HTTP/1.1 and HTTP/2; HTTP/3
+//! (without nginx, unless it was built with `http_v3_module`: Debian's is not); then full TLS
+//! handshakes, one request each, against the upstream alone, nginx and the gateway (queued
+//! audit). `--only` picks some of `h1`, `h2`, `h3` and `handshakes` (default: all four, in that
+//! order). See bench/README.md.
 
+mod handshake;
 mod load;
+mod quic;
 mod setup;
 mod upstream;
 
@@ -70,6 +77,58 @@ pub struct Opts {
     /// The proxies reach the upstream on its listener offering HTTP/1.1 alone (else the one
     /// offering `h2` too, which the gateway takes: one multiplexed connection).
     pub upstream_h1: bool,
+    /// The measurements to make each round, in this order.
+    pub only: Vec<Measure>,
+}
+
+/// One kind of measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Requests over keep-alive connections of this protocol.
+    Req(Proto),
+    /// Full TLS handshakes, one HTTP/1.1 request each.
+    Handshakes,
+}
+
+impl Measure {
+    /// Every measurement, in the order of a round.
+    pub const ALL: [Self; 4] = [
+        Self::Req(Proto::H1),
+        Self::Req(Proto::H2),
+        Self::Req(Proto::H3),
+        Self::Handshakes,
+    ];
+
+    /// As the tables name it.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Req(p) => p.name(),
+            Self::Handshakes => "full TLS 1.3 handshakes",
+        }
+    }
+
+    /// The measurements named in `--only`'s comma-separated list, in a round's order.
+    fn parse_list(list: &str) -> Res<Vec<Self>> {
+        let mut want = Vec::new();
+        for w in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            want.push(match w {
+                "h1" => Self::Req(Proto::H1),
+                "h2" => Self::Req(Proto::H2),
+                "h3" => Self::Req(Proto::H3),
+                "handshakes" => Self::Handshakes,
+                other => {
+                    return Err(format!(
+                        "--only takes h1, h2, h3 and handshakes, comma-separated, not `{other}`"
+                    )
+                    .into());
+                }
+            });
+        }
+        if want.is_empty() {
+            return Err("--only needs at least one of h1, h2, h3, handshakes".into());
+        }
+        Ok(Self::ALL.into_iter().filter(|m| want.contains(m)).collect())
+    }
 }
 
 fn opts(args: &[String]) -> Res<Opts> {
@@ -87,6 +146,7 @@ fn opts(args: &[String]) -> Res<Opts> {
             "/../../target/release/tianping"
         )),
         upstream_h1: false,
+        only: Measure::ALL.to_vec(),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -101,6 +161,7 @@ fn opts(args: &[String]) -> Res<Opts> {
             "--client-threads" => o.client_threads = value.parse()?,
             "--subjects" => o.subjects = value.parse()?,
             "--tianping" => o.tianping = PathBuf::from(value),
+            "--only" => o.only = Measure::parse_list(value)?,
             "--upstream" => {
                 o.upstream_h1 = match value.as_str() {
                     "h1" => true,
@@ -133,6 +194,17 @@ impl Who {
         Self::Gateway,
         Self::GatewaySync,
     ];
+
+    /// Who is measured in `m`: no nginx over HTTP/3 (the configuration here has no `listen
+    /// quic`, which Debian's nginx 1.22 lacks), the handshakes with the gateway's queued audit
+    /// only.
+    fn of(m: Measure) -> Vec<Self> {
+        match m {
+            Measure::Req(Proto::H3) => vec![Self::Upstream, Self::Gateway, Self::GatewaySync],
+            Measure::Req(_) => Self::ALL.to_vec(),
+            Measure::Handshakes => vec![Self::Upstream, Self::Nginx, Self::Gateway],
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -215,17 +287,40 @@ fn run(args: &[String]) -> Res<()> {
             "h2 and HTTP/1.1 by ALPN"
         }
     );
-    let mut rows: Vec<(Who, Proto, Row)> = Vec::new();
+    println!(
+        "== measured: {}; nginx built {} http_v3_module{}",
+        o.only
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if bench.nginx_has_http3() {
+            "with"
+        } else {
+            "without"
+        },
+        if o.only.contains(&Measure::Req(Proto::H3)) {
+            " (no nginx rows over HTTP/3)"
+        } else {
+            ""
+        }
+    );
+    let mut rows: Vec<(Who, Measure, Row)> = Vec::new();
     for round in 1..=o.rounds {
-        for proto in [Proto::H1, Proto::H2] {
-            for who in Who::ALL {
-                let row = rt.block_on(measure(&bench, &o, who, proto, round == 1))?;
+        for &m in &o.only {
+            for who in Who::of(m) {
+                let row = rt.block_on(measure(&bench, &o, who, m, round == 1))?;
                 eprintln!(
-                    "round {round} {} {}: {:.0} req/s, p50 {} µs, p99 {} µs, proxy {:.2} CPU-s, \
+                    "round {round} {} {}: {:.0} {}/s, p50 {} µs, p99 {} µs, proxy {:.2} CPU-s, \
                      upstream {:.2}, idp {:.2}, client {:.2}, {} errors{}",
                     who.name(),
-                    proto.name(),
+                    m.name(),
                     row.out.rate(),
+                    if m == Measure::Handshakes {
+                        "handshakes"
+                    } else {
+                        "req"
+                    },
                     row.out.p50_us,
                     row.out.p99_us,
                     row.proxy_cpu,
@@ -243,18 +338,20 @@ fn run(args: &[String]) -> Res<()> {
                     return Err(format!(
                         "{} over {}: {} errors, the first: {}",
                         who.name(),
-                        proto.name(),
+                        m.name(),
                         row.out.errors,
                         row.out.first_error.unwrap_or_default()
                     )
                     .into());
                 }
-                rows.push((who, proto, row));
+                rows.push((who, m, row));
             }
         }
     }
     println!("== load average after: {}", loadavg());
     print!("{}", table(&rows));
+    print!("{}", h3_table(&rows));
+    print!("{}", handshake_table(&rows));
     bench.stop();
     Ok(())
 }
@@ -281,7 +378,7 @@ fn secs_of(ticks: u64) -> f64 {
     as_f64(ticks) / USER_HZ
 }
 
-async fn measure(bench: &Bench, o: &Opts, who: Who, proto: Proto, verbose: bool) -> Res<Row> {
+async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -> Res<Row> {
     // the gateway of each row is a process of its own, started for it
     let gateway: Option<Proc> = match who {
         Who::Gateway => Some(bench.start_gateway(false)?),
@@ -289,6 +386,7 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, proto: Proto, verbose: bool)
         _ => None,
     };
     let target: Arc<Target> = Arc::new(match who {
+        Who::Upstream if m == Measure::Req(Proto::H3) => bench.upstream_h3_target(),
         Who::Upstream => bench.upstream_target(),
         Who::Nginx => bench.nginx_target(),
         Who::Gateway | Who::GatewaySync => bench.gateway_target(gateway.as_ref())?,
@@ -296,15 +394,16 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, proto: Proto, verbose: bool)
     let check = Check {
         assertion: matches!(who, Who::Gateway | Who::GatewaySync),
     };
-    let seen = load::once(&target, proto, check).await?;
+    let seen = match m {
+        Measure::Req(proto) => load::once(&target, proto, check).await?,
+        Measure::Handshakes => handshake::once(&target, check).await?,
+    };
     if verbose {
-        println!(
-            "== {} over {}: {}; {}",
-            who.name(),
-            proto.name(),
-            load::probe(&target, proto).await?,
-            seen
-        );
+        let probe = match m {
+            Measure::Req(proto) => load::probe(&target, proto).await?,
+            Measure::Handshakes => "a new TCP connection and TLS session each".into(),
+        };
+        println!("== {} over {}: {probe}; {seen}", who.name(), m.name());
     }
     let proxy = Cpu(match who {
         Who::Upstream => vec![bench.upstream_pid()],
@@ -330,16 +429,23 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, proto: Proto, verbose: bool)
     let warm = Duration::from_secs(o.warm);
     let secs = Duration::from_secs(o.secs);
     let t0 = std::time::Instant::now();
-    let out = load::run(
-        Arc::clone(&target),
-        proto,
-        o.conns,
-        if proto == Proto::H2 { o.streams } else { 1 },
-        warm,
-        secs,
-        check,
-    )
-    .await;
+    let out = match m {
+        Measure::Req(proto) => {
+            load::run(
+                Arc::clone(&target),
+                proto,
+                o.conns,
+                if proto == Proto::H1 { 1 } else { o.streams },
+                warm,
+                secs,
+                check,
+            )
+            .await
+        }
+        Measure::Handshakes => {
+            handshake::run(Arc::clone(&target), o.conns, warm, secs, check).await
+        }
+    };
     let elapsed = t0.elapsed();
     let (p1, u1, i1, c1) = (proxy.ticks(), up.ticks(), idp.ticks(), me.ticks());
     let audit_durable = match &gateway {
@@ -361,50 +467,89 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, proto: Proto, verbose: bool)
     })
 }
 
-fn table(rows: &[(Who, Proto, Row)]) -> String {
+/// The rows of `who` in `m`, in round order.
+fn rows_of(rows: &[(Who, Measure, Row)], who: Who, m: Measure) -> Vec<&Row> {
+    rows.iter()
+        .filter(|(w, mm, _)| *w == who && *mm == m)
+        .map(|(_, _, r)| r)
+        .collect()
+}
+
+/// The median over rounds of `f` of `who`'s rows in `m`.
+fn med(rows: &[(Who, Measure, Row)], who: Who, m: Measure, f: &dyn Fn(&Row) -> f64) -> f64 {
+    median(rows_of(rows, who, m).into_iter().map(f).collect())
+}
+
+/// The per-round ratios of `f` of `who` to `f` of `base` in `m`, round by round.
+fn ratios(
+    rows: &[(Who, Measure, Row)],
+    who: Who,
+    base: Who,
+    m: Measure,
+    f: &dyn Fn(&Row) -> f64,
+) -> Vec<f64> {
+    rows_of(rows, who, m)
+        .iter()
+        .zip(rows_of(rows, base, m))
+        .map(|(g, b)| f(g) / f(b).max(1e-9))
+        .collect()
+}
+
+/// The request measurements present, in a round's order.
+fn request_protos(rows: &[(Who, Measure, Row)]) -> Vec<Proto> {
+    [Proto::H1, Proto::H2, Proto::H3]
+        .into_iter()
+        .filter(|p| rows.iter().any(|(_, m, _)| *m == Measure::Req(*p)))
+        .collect()
+}
+
+fn table(rows: &[(Who, Measure, Row)]) -> String {
     let mut s = String::new();
-    let med = |who: Who, proto: Proto, f: &dyn Fn(&Row) -> f64| {
-        median(
-            rows.iter()
-                .filter(|(w, p, _)| *w == who && *p == proto)
-                .map(|(_, _, r)| f(r))
-                .collect(),
-        )
-    };
+    let protos = request_protos(rows);
+    if protos.is_empty() {
+        return s;
+    }
     let _ = writeln!(
         s,
         "\n| protocol | server | req/s | p50 ms | p99 ms | req per proxy CPU-s | req per server CPU-s (proxy + upstream + IdP) | proxy CPU share | upstream CPU share | client CPU share | audit events durable / requests |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for proto in [Proto::H1, Proto::H2] {
-        for who in Who::ALL {
-            let share = |cpu: &dyn Fn(&Row) -> f64| {
-                med(who, proto, &|r: &Row| cpu(r) / r.elapsed.max(1e-9))
-            };
+    for &proto in &protos {
+        let m = Measure::Req(proto);
+        for who in Who::of(m) {
+            let med = |f: &dyn Fn(&Row) -> f64| med(rows, who, m, f);
+            let share = |cpu: &dyn Fn(&Row) -> f64| med(&|r: &Row| cpu(r) / r.elapsed.max(1e-9));
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
                 proto.name(),
                 who.name(),
-                med(who, proto, &|r| r.out.rate()),
-                med(who, proto, &|r| as_f64(r.out.p50_us) / 1000.0),
-                med(who, proto, &|r| as_f64(r.out.p99_us) / 1000.0),
-                med(who, proto, &Row::per_proxy_cpu),
-                med(who, proto, &Row::per_server_cpu),
+                med(&|r| r.out.rate()),
+                med(&|r| as_f64(r.out.p50_us) / 1000.0),
+                med(&|r| as_f64(r.out.p99_us) / 1000.0),
+                med(&Row::per_proxy_cpu),
+                med(&Row::per_server_cpu),
                 share(&|r| r.proxy_cpu),
                 share(&|r| r.upstream_cpu),
                 share(&|r| r.client_cpu),
                 if matches!(who, Who::Gateway | Who::GatewaySync) {
                     format!(
                         "{:.3}",
-                        med(who, proto, &|r| as_f64(r.audit_durable)
-                            / as_f64(r.all_requests.max(1)))
+                        med(&|r| as_f64(r.audit_durable) / as_f64(r.all_requests.max(1)))
                     )
                 } else {
                     "-".into()
                 }
             );
         }
+    }
+    let with_nginx: Vec<Proto> = protos
+        .iter()
+        .copied()
+        .filter(|p| Who::of(Measure::Req(*p)).contains(&Who::Nginx))
+        .collect();
+    if with_nginx.is_empty() {
+        return s;
     }
     let _ = writeln!(
         s,
@@ -415,26 +560,10 @@ fn table(rows: &[(Who, Proto, Row)]) -> String {
         "| protocol | gateway mode | req/s gateway / nginx | per proxy CPU-s gateway / nginx | p99 gateway / nginx | req/s gateway / upstream alone |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
-    for proto in [Proto::H1, Proto::H2] {
+    for proto in with_nginx {
+        let m = Measure::Req(proto);
         for who in [Who::Gateway, Who::GatewaySync] {
-            let ratio = |f: &dyn Fn(&Row) -> f64, base: Who| {
-                let g: Vec<&Row> = rows
-                    .iter()
-                    .filter(|(w, p, _)| *w == who && *p == proto)
-                    .map(|(_, _, r)| r)
-                    .collect();
-                let b: Vec<&Row> = rows
-                    .iter()
-                    .filter(|(w, p, _)| *w == base && *p == proto)
-                    .map(|(_, _, r)| r)
-                    .collect();
-                median(
-                    g.iter()
-                        .zip(&b)
-                        .map(|(g, b)| f(g) / f(b).max(1e-9))
-                        .collect(),
-                )
-            };
+            let ratio = |f: &dyn Fn(&Row) -> f64, base: Who| median(ratios(rows, who, base, m, f));
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
@@ -451,5 +580,147 @@ fn table(rows: &[(Who, Proto, Row)]) -> String {
             );
         }
     }
+    s
+}
+
+/// HTTP/3 beside HTTP/2 of the same server in the same rounds (nginx has no HTTP/3 rows).
+fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
+    let mut s = String::new();
+    let (h2, h3) = (Measure::Req(Proto::H2), Measure::Req(Proto::H3));
+    if rows_of(rows, Who::Gateway, h3).is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\nHTTP/3 (medians; ratios are medians of the per-round ratios):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| server | HTTP/3 req/s | HTTP/2 req/s | HTTP/3 / HTTP/2 req/s | HTTP/3 / HTTP/2 per proxy CPU-s | HTTP/3 req/s / upstream alone's HTTP/3 |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    for who in Who::of(h3) {
+        let g3 = rows_of(rows, who, h3);
+        let g2 = rows_of(rows, who, h2);
+        let pair = |f: &dyn Fn(&Row) -> f64| {
+            if g2.is_empty() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{:.2}",
+                    median(
+                        g3.iter()
+                            .zip(&g2)
+                            .map(|(a, b)| f(a) / f(b).max(1e-9))
+                            .collect()
+                    )
+                )
+            }
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {} | {} | {} | {:.2} |",
+            who.name(),
+            med(rows, who, h3, &|r| r.out.rate()),
+            if g2.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", med(rows, who, h2, &|r| r.out.rate()))
+            },
+            pair(&|r| r.out.rate()),
+            pair(&Row::per_proxy_cpu),
+            median(ratios(rows, who, Who::Upstream, h3, &|r| r.out.rate())),
+        );
+    }
+    s
+}
+
+/// Full handshakes: the rates, the CPU per handshake, what was negotiated, and the ratio to
+/// nginx per proxy CPU-second round by round (issue 17's target: at least 2 in every run).
+fn handshake_table(rows: &[(Who, Measure, Row)]) -> String {
+    let mut s = String::new();
+    let m = Measure::Handshakes;
+    let whos = Who::of(m);
+    if whos.iter().all(|w| rows_of(rows, *w, m).is_empty()) {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\nFull TLS 1.3 handshakes, a new connection with one HTTP/1.1 request each (medians):\n"
+    );
+    let _ = writeln!(
+        s,
+        "| server | handshakes/s | p50 ms | p99 ms | handshakes per proxy CPU-s | proxy CPU µs per handshake | handshakes per server CPU-s (proxy + upstream + IdP) | proxy CPU share | upstream CPU share | client CPU share | negotiated (connections of the window, all rounds) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for &who in &whos {
+        let med = |f: &dyn Fn(&Row) -> f64| med(rows, who, m, f);
+        let share = |cpu: &dyn Fn(&Row) -> f64| med(&|r: &Row| cpu(r) / r.elapsed.max(1e-9));
+        let mut seen: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for r in rows_of(rows, who, m) {
+            for (k, n) in &r.out.negotiated {
+                let e = seen.entry(k.as_str()).or_insert(0);
+                *e = e.saturating_add(*n);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            who.name(),
+            med(&|r| r.out.rate()),
+            med(&|r| as_f64(r.out.p50_us) / 1000.0),
+            med(&|r| as_f64(r.out.p99_us) / 1000.0),
+            med(&Row::per_proxy_cpu),
+            1e6 / med(&Row::per_proxy_cpu).max(1e-9),
+            med(&Row::per_server_cpu),
+            share(&|r| r.proxy_cpu),
+            share(&|r| r.upstream_cpu),
+            share(&|r| r.client_cpu),
+            seen.iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let per_cpu = ratios(rows, Who::Gateway, Who::Nginx, m, &Row::per_proxy_cpu);
+    if per_cpu.is_empty() {
+        return s;
+    }
+    let rate = ratios(rows, Who::Gateway, Who::Nginx, m, &|r| r.out.rate());
+    let server = ratios(rows, Who::Gateway, Who::Nginx, m, &Row::per_server_cpu);
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        s,
+        "\n| gateway / nginx, full handshakes | median | round by round | at least 2 in every round |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| per proxy CPU-s | {:.2} | {} | {} |",
+        median(per_cpu.clone()),
+        list(&per_cpu),
+        if per_cpu.iter().all(|x| *x >= 2.0) {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| per server CPU-s (proxy + upstream + IdP) | {:.2} | {} | - |",
+        median(server.clone()),
+        list(&server)
+    );
+    let _ = writeln!(
+        s,
+        "| handshakes/s | {:.2} | {} | - |",
+        median(rate.clone()),
+        list(&rate)
+    );
     s
 }

@@ -274,10 +274,12 @@ pub struct Bench {
     tokens: Arc<Vec<HeaderValue>>,
     upstream: Proc,
     upstream_addr: SocketAddr,
+    upstream_h3: SocketAddr,
     idp: Proc,
     nginx: Proc,
     nginx_addr: SocketAddr,
     nginx_pids: Vec<u32>,
+    nginx_http3: bool,
     versions: String,
 }
 
@@ -390,11 +392,15 @@ impl Bench {
                 .stderr(Stdio::inherit())
                 .spawn()?,
         };
-        let (upstream_addr, upstream_h1): (SocketAddr, SocketAddr) =
+        let (upstream_addr, upstream_h1, upstream_h3): (SocketAddr, SocketAddr, SocketAddr) =
             wait_for(&mut upstream, || {
                 let text = std::fs::read_to_string(&addr_file).ok()?;
                 let mut lines = text.lines();
-                Some((lines.next()?.parse().ok()?, lines.next()?.parse().ok()?))
+                Some((
+                    lines.next()?.parse().ok()?,
+                    lines.next()?.parse().ok()?,
+                    lines.next()?.parse().ok()?,
+                ))
             })?;
         // the proxies' side of the upstream: both ALPN protocols, or HTTP/1.1 alone
         let behind = if o.upstream_h1 {
@@ -509,6 +515,8 @@ impl Bench {
         let trust = std::fs::read(dir.zone_trust_bundle(&zone))?;
         let tls = Arc::new(tianping_certs::client_config(&trust, None)?);
         let nginx_v = Command::new("nginx").arg("-v").output()?;
+        let nginx_build = Command::new("nginx").arg("-V").output()?;
+        let nginx_http3 = String::from_utf8_lossy(&nginx_build.stderr).contains("http_v3_module");
         let versions = format!(
             "{}; {}",
             tianping(&bin, &data, &["--version"])
@@ -527,10 +535,12 @@ impl Bench {
             tokens: Arc::new(tokens),
             upstream,
             upstream_addr,
+            upstream_h3,
             idp,
             nginx,
             nginx_addr,
             nginx_pids: all,
+            nginx_http3,
             versions,
         })
     }
@@ -559,6 +569,17 @@ impl Bench {
     /// The upstream, asked directly (the same requests, tokens included, which it ignores).
     pub fn upstream_target(&self) -> Target {
         self.target(self.upstream_addr, "localhost")
+    }
+
+    /// The upstream's listener that serves HTTP/3 too, asked directly.
+    pub fn upstream_h3_target(&self) -> Target {
+        self.target(self.upstream_h3, "localhost")
+    }
+
+    /// Whether this nginx was built with `http_v3_module` (Debian's 1.22 was not); the bench
+    /// gives it no HTTP/3 rows either way.
+    pub fn nginx_has_http3(&self) -> bool {
+        self.nginx_http3
     }
 
     /// nginx, with the gateway's certificate and host name.

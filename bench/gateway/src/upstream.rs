@@ -1,6 +1,6 @@
 //! `gateway-bench serve-upstream CERT KEY ADDR_FILE THREADS`: the service behind both proxies, a
 //! process of its own so its CPU time is its own: `tianping_net::serve_tls` (TLS 1.3, HTTP/1.1
-//! and HTTP/2 by ALPN, no HTTP/3) on 127.0.0.1 port 0 for the host `localhost`, answering every
+//! and HTTP/2 by ALPN) on 127.0.0.1 port 0 for the host `localhost`, answering every
 //! request with the same 100-byte body (as `bench/net`'s servers do), on one multi-threaded
 //! tokio runtime of THREADS workers. An answer to a request that carried a `Tianping-Assertion`
 //! says so in `x-bench-assertion: 1`, so the runner can see that the gateway put one in, and
@@ -9,7 +9,9 @@
 //! It listens twice on the same certificate: once offering `h2` and `http/1.1` by ALPN (the
 //! load client's own rows), once offering `http/1.1` alone (so a proxy in front of it, which
 //! the service's URL names, keeps a pool of HTTP/1.1 connections instead of one multiplexed
-//! HTTP/2 connection). Once listening it writes both addresses, one a line, to ADDR_FILE
+//! HTTP/2 connection). A third listener serves HTTP/3 too (QUIC on the same port number over
+//! UDP, with `Alt-Svc`), for the load client's HTTP/3 rows only, so the other two answer as they
+//! did before it. Once listening it writes the three addresses, one a line, to ADDR_FILE
 //! (written aside, then renamed); it stops when its standard input closes (the runner holds
 //! it open).
 
@@ -31,11 +33,13 @@ pub const SAW_ASSERTION: &str = "x-bench-assertion";
 /// The response header that names the HTTP version the upstream was asked over.
 pub const UPSTREAM_VERSION: &str = "x-bench-upstream-version";
 
-async fn answer(req: Request<Body>) -> Response<ResponseBody> {
+/// The answer to every request.
+pub(crate) async fn answer(req: Request<Body>) -> Response<ResponseBody> {
     let mut r = Response::new(full(&BODY[..]));
     let version = match req.version() {
         http::Version::HTTP_2 => "HTTP/2",
         http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_3 => "HTTP/3",
         _ => "other",
     };
     r.headers_mut()
@@ -61,9 +65,9 @@ pub fn main(args: &[String]) -> Res<()> {
 }
 
 async fn serve(cert: &Path, key: &Path, addr_file: &Path) -> Res<()> {
-    let options = || {
+    let options = |http3: bool| {
         let mut o = ServerOptions::new(HostSet::new(["localhost", "127.0.0.1"]));
-        o.http3 = false;
+        o.http3 = http3;
         // both proxies and the load client come from 127.0.0.1
         o.limits.max_connections_per_addr = 100_000;
         o
@@ -72,18 +76,31 @@ async fn serve(cert: &Path, key: &Path, addr_file: &Path) -> Res<()> {
     let h1 = ServerTlsBuilder::new(cert, key)
         .alpn(vec![b"http/1.1".to_vec()])
         .build()?;
+    let both = Arc::new(both);
     let main = serve_tls(
         ([127, 0, 0, 1], 0).into(),
-        Arc::new(both),
-        options(),
+        both.clone(),
+        options(false),
         answer,
     )
     .await?;
-    let h1 = serve_tls(([127, 0, 0, 1], 0).into(), Arc::new(h1), options(), answer).await?;
+    let h1 = serve_tls(
+        ([127, 0, 0, 1], 0).into(),
+        Arc::new(h1),
+        options(false),
+        answer,
+    )
+    .await?;
+    let h3 = serve_tls(([127, 0, 0, 1], 0).into(), both, options(true), answer).await?;
     let aside = addr_file.with_extension("tmp");
     std::fs::write(
         &aside,
-        format!("{}\n{}\n", main.local_addr(), h1.local_addr()),
+        format!(
+            "{}\n{}\n{}\n",
+            main.local_addr(),
+            h1.local_addr(),
+            h3.local_addr()
+        ),
     )?;
     std::fs::rename(&aside, addr_file)?;
     let mut stdin = tokio::io::stdin();
@@ -91,5 +108,6 @@ async fn serve(cert: &Path, key: &Path, addr_file: &Path) -> Res<()> {
     while stdin.read(&mut sink).await? > 0 {}
     main.shutdown().await;
     h1.shutdown().await;
+    h3.shutdown().await;
     Ok(())
 }
