@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::Res;
-use crate::upstream::{BODY, SAW_ASSERTION, UPSTREAM_VERSION};
+use crate::upstream::{BODY, BODY_OPEN, SAW_ASSERTION, UPSTREAM_VERSION};
 
 /// HTTP/1.1 or HTTP/2 (by ALPN), or HTTP/3 over QUIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,9 +264,14 @@ pub(crate) fn verdict(
         return Err("the upstream saw no Tianping-Assertion".into());
     }
     Ok(format!(
-        "the upstream was asked over {version}{}",
+        "the upstream was asked over {version}{}{}",
         if saw {
             " with a Tianping-Assertion"
+        } else {
+            ""
+        },
+        if headers.contains_key(BODY_OPEN) {
+            ", the request's body not known to be over (read to its end by the upstream)"
         } else {
             ""
         }
