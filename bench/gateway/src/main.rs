@@ -235,6 +235,12 @@ struct Row {
     elapsed: f64,
     /// Audit events made durable by the gateway during the measurement (gateway rows).
     audit_durable: u64,
+    /// HTTP/3 rows: datagrams dropped at the server's UDP socket (its receive buffer full)
+    /// during the measurement.
+    udp_server_drops: u64,
+    /// HTTP/3 rows: datagrams dropped at any UDP socket of the machine (the load client's
+    /// and others' too) during the measurement.
+    udp_all_drops: u64,
 }
 
 impl Row {
@@ -312,7 +318,7 @@ fn run(args: &[String]) -> Res<()> {
                 let row = rt.block_on(measure(&bench, &o, who, m, round == 1))?;
                 eprintln!(
                     "round {round} {} {}: {:.0} {}/s, p50 {} µs, p99 {} µs, proxy {:.2} CPU-s, \
-                     upstream {:.2}, idp {:.2}, client {:.2}, {} errors{}",
+                     upstream {:.2}, idp {:.2}, client {:.2}, {} errors{}{}",
                     who.name(),
                     m.name(),
                     row.out.rate(),
@@ -332,7 +338,15 @@ fn run(args: &[String]) -> Res<()> {
                         .first_error
                         .as_ref()
                         .map(|e| format!(" (first: {e})"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    if m == Measure::Req(Proto::H3) {
+                        format!(
+                            ", UDP datagrams dropped: {} at the server's socket, {} in all",
+                            row.udp_server_drops, row.udp_all_drops
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
                 if row.out.errors > 0 {
                     return Err(format!(
@@ -425,6 +439,13 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -
         Some(_) => bench.gateway_durable().await?,
         None => 0,
     };
+    let udp = m == Measure::Req(Proto::H3);
+    let port = target.addr.port();
+    let (s0, a0) = if udp {
+        (quic::udp_drops_at(port), quic::udp_rcvbuf_errors())
+    } else {
+        (0, 0)
+    };
     let (p0, u0, i0, c0) = (proxy.ticks(), up.ticks(), idp.ticks(), me.ticks());
     let warm = Duration::from_secs(o.warm);
     let secs = Duration::from_secs(o.secs);
@@ -448,6 +469,11 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -
     };
     let elapsed = t0.elapsed();
     let (p1, u1, i1, c1) = (proxy.ticks(), up.ticks(), idp.ticks(), me.ticks());
+    let (s1, a1) = if udp {
+        (quic::udp_drops_at(port), quic::udp_rcvbuf_errors())
+    } else {
+        (0, 0)
+    };
     let audit_durable = match &gateway {
         Some(_) => bench.gateway_durable().await?.saturating_sub(durable0),
         None => 0,
@@ -463,6 +489,8 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -
         all_requests: out.total,
         elapsed: elapsed.as_secs_f64(),
         audit_durable,
+        udp_server_drops: s1.saturating_sub(s0),
+        udp_all_drops: a1.saturating_sub(a0),
         out,
     })
 }
@@ -596,9 +624,9 @@ fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
     );
     let _ = writeln!(
         s,
-        "| server | HTTP/3 req/s | HTTP/2 req/s | HTTP/3 / HTTP/2 req/s | HTTP/3 / HTTP/2 per proxy CPU-s | HTTP/3 req/s / upstream alone's HTTP/3 |"
+        "| server | HTTP/3 req/s | HTTP/2 req/s | HTTP/3 / HTTP/2 req/s | HTTP/3 / HTTP/2 per proxy CPU-s | HTTP/3 req/s / upstream alone's HTTP/3 | UDP datagrams dropped at the server / in all (median) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
     for who in Who::of(h3) {
         let g3 = rows_of(rows, who, h3);
         let g2 = rows_of(rows, who, h2);
@@ -619,7 +647,7 @@ fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {} | {} | {} | {:.2} |",
+            "| {} | {:.0} | {} | {} | {} | {:.2} | {:.0} / {:.0} |",
             who.name(),
             med(rows, who, h3, &|r| r.out.rate()),
             if g2.is_empty() {
@@ -630,6 +658,8 @@ fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
             pair(&|r| r.out.rate()),
             pair(&Row::per_proxy_cpu),
             median(ratios(rows, who, Who::Upstream, h3, &|r| r.out.rate())),
+            med(rows, who, h3, &|r| as_f64(r.udp_server_drops)),
+            med(rows, who, h3, &|r| as_f64(r.udp_all_drops)),
         );
     }
     s
