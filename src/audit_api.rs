@@ -23,6 +23,19 @@ pub(crate) async fn serve(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
+    serve_on(Arc::clone(&log), log, zone, target, req).await
+}
+
+/// The audit read API on `log` at `target` (`/audit/v1/...`, the request's own target with any
+/// prefix taken off), every read recorded in `record_to` (the owner's own log: a mirror the
+/// owner keeps is written by its batches alone).
+pub(crate) async fn serve_on(
+    log: Arc<AuditLog>,
+    record_to: Arc<AuditLog>,
+    zone: String,
+    target: String,
+    req: Request<Body>,
+) -> Response<ResponseBody> {
     let method = req.method().as_str().to_owned();
     let reader = req
         .extensions()
@@ -43,7 +56,7 @@ pub(crate) async fn serve(
             zone: &zone,
             reader: reader.as_ref(),
             clock: &SystemClock,
-            record_to: Some(&log),
+            record_to: Some(&record_to),
         };
         tianping_audit::handle_request(&log, &access, &method, &target, &body)
     })

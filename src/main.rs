@@ -15,6 +15,7 @@ mod cmd;
 mod decision_log;
 mod filters;
 mod install_filters;
+mod login_tokens;
 mod ship;
 
 /// Tianping: one identity, hardened gateways and audited one-way exchange for the court's networks.

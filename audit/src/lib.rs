@@ -98,8 +98,8 @@ pub use query::{ConsistencyProof, InclusionProof, Query, Receipt, Record};
 pub use reconcile::{Reconcile, Reconciliation, TransferLine, TransferState};
 #[cfg(feature = "store")]
 pub use service::{
-    Access, OWNER_FILE, Reader, StatusAnswer, VerifyAnswer, clear_owner, handle as handle_request,
-    owner_socket, record_owner,
+    Access, OWNER_FILE, OwnerRecord, Reader, StatusAnswer, VerifyAnswer, clear_owner,
+    handle as handle_request, owner_record, owner_socket, record_owner, record_owner_under,
 };
 pub use service::{
     DEFAULT_SEARCH_LIMIT, ErrorBody, MAX_SEARCH_LIMIT, Request as ServiceRequest, ServiceResponse,

@@ -63,7 +63,10 @@ mod request;
 #[cfg(feature = "store")]
 pub use answer::{Access, Reader, StatusAnswer, VerifyAnswer, handle};
 #[cfg(feature = "store")]
-pub use owner::{OWNER_FILE, clear_owner, owner_socket, record_owner};
+pub use owner::{
+    OWNER_FILE, OwnerRecord, clear_owner, owner_record, owner_socket, record_owner,
+    record_owner_under,
+};
 pub use request::{DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT, Request};
 
 const JSON: &str = "application/json";

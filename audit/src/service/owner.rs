@@ -1,5 +1,9 @@
 //! The owner file: `owner.sock` in a log folder names the control socket of the process that
 //! has the log open, so commands read a live log through its owner.
+//!
+//! Its first line is the socket's absolute path. An owner that serves several logs on one socket
+//! (the audit store, its mirrors) adds a second line: the prefix it serves this log's API under
+//! (`/mirrors/internet/gateway` for `/mirrors/internet/gateway/audit/v1/...`).
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -10,6 +14,31 @@ pub const OWNER_FILE: &str = "owner.sock";
 /// Records in `log_dir` that `socket` (an absolute path) serves the log: writes [`OWNER_FILE`]
 /// through a temporary file and a rename, so readers see the old record or the new one.
 pub fn record_owner(log_dir: &Path, socket: &Path) -> io::Result<()> {
+    write_record(log_dir, socket, None)
+}
+
+/// Records in `log_dir` that `socket` serves the log's API under `prefix` (a path starting with
+/// `/`, without a trailing `/`, query or whitespace), for an owner of several logs.
+pub fn record_owner_under(log_dir: &Path, socket: &Path, prefix: &str) -> io::Result<()> {
+    if !valid_prefix(prefix) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the prefix must be a path such as `/mirrors/internet/gateway`",
+        ));
+    }
+    write_record(log_dir, socket, Some(prefix))
+}
+
+fn valid_prefix(p: &str) -> bool {
+    p.len() > 1
+        && p.starts_with('/')
+        && !p.ends_with('/')
+        && !p.contains("//")
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.'))
+}
+
+fn write_record(log_dir: &Path, socket: &Path, prefix: Option<&str>) -> io::Result<()> {
     let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, why.to_string());
     let text = socket
         .to_str()
@@ -21,6 +50,10 @@ pub fn record_owner(log_dir: &Path, socket: &Path) -> io::Result<()> {
     let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(text.as_bytes())?;
         f.write_all(b"\n")?;
+        if let Some(p) = prefix {
+            f.write_all(p.as_bytes())?;
+            f.write_all(b"\n")?;
+        }
         f.sync_all()
     });
     if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, log_dir.join(OWNER_FILE))) {
@@ -33,10 +66,35 @@ pub fn record_owner(log_dir: &Path, socket: &Path) -> io::Result<()> {
 /// The socket recorded in `log_dir`, if any (the record may be stale: its owner may have
 /// ended without clearing it).
 pub fn owner_socket(log_dir: &Path) -> Option<PathBuf> {
+    owner_record(log_dir)
+        .filter(|r| r.prefix.is_none())
+        .map(|r| r.socket)
+}
+
+/// A log's owner as its folder records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// The owner's control socket.
+    pub socket: PathBuf,
+    /// The prefix of the log's API targets on that socket (`None`: `/audit/v1/...` itself).
+    pub prefix: Option<String>,
+}
+
+/// The owner recorded in `log_dir`, with its prefix if it serves several logs (the record may
+/// be stale: its owner may have ended without clearing it).
+pub fn owner_record(log_dir: &Path) -> Option<OwnerRecord> {
     let text = std::fs::read_to_string(log_dir.join(OWNER_FILE)).ok()?;
-    let line = text.strip_suffix('\n').unwrap_or(&text);
+    let body = text.strip_suffix('\n').unwrap_or(&text);
+    let (line, prefix) = match body.split_once('\n') {
+        Some((s, p)) => (s, Some(p)),
+        None => (body, None),
+    };
     let path = PathBuf::from(line);
-    (!line.is_empty() && !line.contains('\n') && path.is_absolute()).then_some(path)
+    let prefix_ok = prefix.is_none_or(valid_prefix);
+    (!line.is_empty() && path.is_absolute() && prefix_ok).then(|| OwnerRecord {
+        socket: path,
+        prefix: prefix.map(str::to_owned),
+    })
 }
 
 /// Removes the owner record of `log_dir` (nothing to do if there is none).
@@ -52,7 +110,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn owner_record() {
+    fn owner_file() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(owner_socket(dir.path()), None);
         clear_owner(dir.path()).unwrap();
@@ -76,5 +134,42 @@ mod tests {
         }
         clear_owner(dir.path()).unwrap();
         assert_eq!(owner_socket(dir.path()), None);
+    }
+
+    #[test]
+    fn owner_record_with_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = Path::new("/run/tianping/private-audit-store.sock");
+        record_owner_under(dir.path(), sock, "/mirrors/internet/gateway").unwrap();
+        assert_eq!(
+            owner_record(dir.path()),
+            Some(OwnerRecord {
+                socket: sock.to_owned(),
+                prefix: Some("/mirrors/internet/gateway".into()),
+            })
+        );
+        // a reader of plain records does not take it for the log's own socket
+        assert_eq!(owner_socket(dir.path()), None);
+        for bad in [
+            "",
+            "/",
+            "mirrors/x",
+            "/m/",
+            "/m//x",
+            "/m x",
+            "/m?x",
+            "/m\n/x",
+        ] {
+            assert!(
+                record_owner_under(dir.path(), sock, bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        for junk in ["/a\n/b\n/c\n", "/a\nb\n", "/a\n/b/\n", "relative\n/b\n"] {
+            std::fs::write(dir.path().join(OWNER_FILE), junk).unwrap();
+            assert_eq!(owner_record(dir.path()), None, "{junk:?}");
+        }
+        record_owner(dir.path(), sock).unwrap();
+        assert_eq!(owner_record(dir.path()).unwrap().prefix, None);
     }
 }

@@ -9,7 +9,11 @@ use tianping_audit::{ErrorBody, ServiceRequest as Request};
 /// The running owner of a log, reached on its control socket.
 pub(super) struct Owner {
     pub(super) socket: PathBuf,
-    /// The administrator's token of the log's zone (`run/admin-<zone>.token`), when there is one.
+    /// The prefix of the log's API targets when its owner serves several logs (the audit
+    /// store, its mirrors).
+    prefix: Option<String>,
+    /// The administrator's token of the log's zone (`run/admin-<zone>.token`), when there is
+    /// one.
     token: Option<tianping_core::Secret<String>>,
     rt: tokio::runtime::Runtime,
 }
@@ -18,7 +22,7 @@ impl Owner {
     /// The owner of `dir` if its folder records one and the socket answers the audit API;
     /// `None` with no record or a stale one (nothing listens there any more).
     pub(super) fn find(dir: &Path) -> miette::Result<Option<Self>> {
-        let Some(socket) = tianping_audit::owner_socket(dir) else {
+        let Some(record) = tianping_audit::owner_record(dir) else {
             return Ok(None);
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -26,7 +30,8 @@ impl Owner {
             .build()
             .into_diagnostic()?;
         let owner = Self {
-            socket,
+            socket: record.socket,
+            prefix: record.prefix,
             token: admin_token(dir),
             rt,
         };
@@ -56,9 +61,11 @@ impl Owner {
 
     pub(super) fn request(&self, req: &Request) -> Result<(u16, Vec<u8>), tianping_net::NetError> {
         let err = |e: &dyn std::fmt::Display| tianping_net::NetError::Control(e.to_string());
-        let mut builder = http::Request::builder()
-            .method(req.method())
-            .uri(req.target());
+        let mut builder = http::Request::builder().method(req.method()).uri(format!(
+            "{}{}",
+            self.prefix.as_deref().unwrap_or_default(),
+            req.target()
+        ));
         if let Some(token) = &self.token {
             builder = builder.header(
                 http::header::AUTHORIZATION,

@@ -266,11 +266,14 @@ pub(super) fn reconcile(data: &Path, a: ReconcileArgs) -> miette::Result<ExitCod
     options.since = a.since.map(UnixTime::from_millis);
     options.until = a.until.map(UnixTime::from_millis);
 
-    let sender = Log::verified("sender", &a.sender)?;
+    // The receivers are read first: a running sender records a transfer's decision before it
+    // sends it, so every transfer a receiver has recorded by then is in the sender's log read
+    // after it (one decided in between is in flight, not unexpected).
     let mut receivers = Vec::with_capacity(a.receivers.len());
     for dir in &a.receivers {
         receivers.push(Log::verified("receiver", dir)?);
     }
+    let sender = Log::verified("sender", &a.sender)?;
     let failure = RefCell::new(None);
     let result = {
         let sent = sender.0.records(sender.1, &failure).map(|r| r.event);

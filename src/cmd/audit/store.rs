@@ -22,6 +22,12 @@
 //!
 //! `GET /status` (open) lists the mirrors with their sizes.
 //!
+//! `tianping audit verify|search|prove|reconcile` read the store's own log (`GET
+//! /audit/v1/...`) and each mirror (`GET /mirrors/<zone>/<component>/audit/v1/...`, the
+//! prefix recorded in the mirror folder's `owner.sock`) on this socket while the store runs,
+//! for an auditor of the zone or a node of it; a read of a mirror is recorded in the store's own
+//! log, never in the mirror (which its batches alone write).
+//!
 //! Auditors read the mirrors through the private zone's gateway (route `audit-read`, service
 //! `audit-store`), which forwards `GET /audit/**` to this socket under
 //! `/gateway/v1/audit-store/` with the person's `Tianping-Assertion` (a `user` token for the
@@ -60,6 +66,8 @@ const CHECKPOINT_EVERY: u64 = 64;
 struct AuditStore {
     domain: String,
     root: PathBuf,
+    /// The store's control socket (absolute), recorded as each mirror's owner.
+    socket: PathBuf,
     mirrors: Mutex<BTreeMap<(String, String), Arc<AuditLog>>>,
     log: Arc<AuditLog>,
     zone: ZoneName,
@@ -87,8 +95,30 @@ impl AuditStore {
         let dir = self.root.join(zone).join(component);
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::Storage(e.to_string()))?;
         let m = Arc::new(AuditLog::open_mirror(&dir, None)?);
+        tianping_audit::record_owner_under(&dir, &self.socket, &mirror_prefix(zone, component))
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
         open.insert(key, Arc::clone(&m));
         Ok(m)
+    }
+
+    /// The mirror of `(zone, component)` if it is open (every mirror on disk is, from the start).
+    fn open_mirror(&self, zone: &str, component: &str) -> Option<Arc<AuditLog>> {
+        self.mirrors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(zone.to_owned(), component.to_owned()))
+            .cloned()
+    }
+
+    /// Clears the owner records of the store's log and of every mirror, as it stops.
+    fn clear_owners(&self) {
+        let open = self
+            .mirrors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (z, c) in open.keys() {
+            let _ = tianping_audit::clear_owner(&self.root.join(z).join(c));
+        }
     }
 
     /// Applies one delivered batch from `source`.
@@ -203,6 +233,14 @@ impl AuditStore {
     }
 }
 
+/// The prefix a mirror's read API is served under on the store's socket.
+fn mirror_prefix(zone: &str, component: &str) -> String {
+    format!("/mirrors/{zone}/{component}")
+}
+
+/// Where the store's own log's read API is served, and the mirrors' under their prefix.
+const READ_API: &str = "/audit/v1/";
+
 fn answer(status: StatusCode, v: &Value) -> Response<ResponseBody> {
     let mut r = Response::new(tianping_net::full(v.to_string()));
     *r.status_mut() = status;
@@ -221,6 +259,11 @@ impl Handler for Control {
         Box::pin(async move {
             match (req.method().as_str(), req.uri().path()) {
                 ("GET", "/status") => answer(StatusCode::OK, &store.status()),
+                ("GET", p) if p.starts_with(READ_API) => {
+                    let zone = store.zone.to_string();
+                    crate::audit_api::serve(Arc::clone(&store.log), zone, req).await
+                }
+                ("GET", p) if p.starts_with("/mirrors/") => mirror_read(&store, req).await,
                 ("GET", p) if p == GATEWAY_PATH || p.starts_with(&format!("{GATEWAY_PATH}/")) => {
                     let rest = p
                         .strip_prefix(GATEWAY_PATH)
@@ -293,6 +336,37 @@ impl Handler for Control {
             }
         })
     }
+}
+
+/// A read of one mirror's API (`/mirrors/<zone>/<component>/audit/v1/...`), recorded in the
+/// store's own log.
+async fn mirror_read(store: &AuditStore, req: Request<Body>) -> Response<ResponseBody> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let rest = target.strip_prefix("/mirrors/").unwrap_or_default();
+    let mut parts = rest.splitn(3, '/');
+    let (Some(zone), Some(component), Some(api)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return answer(StatusCode::NOT_FOUND, &json!({"error": "no such mirror"}));
+    };
+    let Some(mirror) = store.open_mirror(zone, component) else {
+        return answer(StatusCode::NOT_FOUND, &json!({"error": "no such mirror"}));
+    };
+    let api = format!("/{api}");
+    if !api.starts_with(READ_API) {
+        return answer(StatusCode::NOT_FOUND, &json!({"error": "no such endpoint"}));
+    }
+    crate::audit_api::serve_on(
+        mirror,
+        Arc::clone(&store.log),
+        store.zone.to_string(),
+        api,
+        req,
+    )
+    .await
 }
 
 /// An auditor's read through the gateway: `rest` is empty (the listing) or `<zone>/<component>`.
@@ -369,9 +443,11 @@ pub(super) fn serve(data: &std::path::Path, zone: &ZoneName) -> miette::Result<E
     );
     log.set_auto_checkpoint(Arc::new(node_signer(&dir, zone)?), CHECKPOINT_EVERY);
     let root = base.join("mirrors");
+    let path = dir.socket(zone, Component::AuditStore);
     let store = Arc::new(AuditStore {
         domain: fabric.domain.clone(),
         root: root.clone(),
+        socket: std::path::absolute(&path).into_diagnostic()?,
         mirrors: Mutex::new(BTreeMap::new()),
         log: Arc::clone(&log),
         zone: zone.clone(),
@@ -395,14 +471,23 @@ pub(super) fn serve(data: &std::path::Path, zone: &ZoneName) -> miette::Result<E
     let registry = tianping_net::Registry::new();
     rt.block_on(async {
         let users = crate::assertion::GatewayUsers::new(&dir, &fabric, zone, "audit-store")?;
+        let people = crate::login_tokens::People {
+            logins: crate::login_tokens::LoginTokens::spawn(
+                &dir,
+                &fabric,
+                zone,
+                &tokio::runtime::Handle::current(),
+            )?,
+            asserted: users,
+        };
         let callers =
-            crate::cmd::exchange::node_callers(&dir, zone, "audit-store")?.or(Arc::new(users));
+            crate::cmd::exchange::node_callers(&dir, zone, "audit-store")?.or(Arc::new(people));
         let options =
             tianping_net::ControlOptions::new(&[]).verified(Arc::new(callers), ["/status"]);
-        let path = dir.socket(zone, Component::AuditStore);
         let ctl = tianping_net::serve_control_with(&path, options, Control(Arc::clone(&store)))
             .await
             .into_diagnostic()?;
+        tianping_audit::record_owner(&log_dir, &store.socket).into_diagnostic()?;
         let adm = crate::cmd::exchange::admin(
             &dir,
             &fabric,
@@ -426,11 +511,13 @@ pub(super) fn serve(data: &std::path::Path, zone: &ZoneName) -> miette::Result<E
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        drop(ctl);
+        ctl.shutdown().await;
         drop(adm);
         miette::Result::<()>::Ok(())
     })?;
+    store.clear_owners();
     log.sync().into_diagnostic()?;
+    tianping_audit::clear_owner(&log_dir).into_diagnostic()?;
     println!("audit store of `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -465,11 +465,21 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
             .with_queues(queues),
         tianping_crossdomain::STATUS_PATH,
         Some(Arc::clone(&log)),
-    );
+    )
+    .serving_reads(zone.as_str());
     let _serving = rt.block_on(async {
         // people reading receipts (route `read-receipts`), asserted by the zone's gateway
         let users = crate::assertion::GatewayUsers::new(dir, fabric, zone, "receipt-store")?;
-        let callers = node_callers(dir, zone, "exchange-receiver")?.or(Arc::new(users));
+        let people = crate::login_tokens::People {
+            logins: crate::login_tokens::LoginTokens::spawn(
+                dir,
+                fabric,
+                zone,
+                &tokio::runtime::Handle::current(),
+            )?,
+            asserted: users,
+        };
+        let callers = node_callers(dir, zone, "exchange-receiver")?.or(Arc::new(people));
         let options = tianping_net::ControlOptions::new(&[])
             .verified(Arc::new(callers), ReceiverControl::open_paths());
         let path = dir.socket(zone, Component::ExchangeReceiver);
@@ -487,6 +497,12 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         .await?;
         miette::Result::<_>::Ok((ctl, adm))
     })?;
+    // `tianping audit` reads the log through the socket while the receiver runs
+    tianping_audit::record_owner(
+        &audit_dir,
+        &std::path::absolute(dir.socket(zone, Component::ExchangeReceiver)).into_diagnostic()?,
+    )
+    .into_diagnostic()?;
     println!("receiving into `{zone}` on {count} links");
     // the queues are delivered once the daemon said it is ready, so its first line is that
     for d in delivering {
@@ -495,6 +511,8 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
     for t in running {
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
+    let _ = log.sync();
+    tianping_audit::clear_owner(&audit_dir).into_diagnostic()?;
     println!("receiving into `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -191,11 +191,21 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
     let handler = crate::audit_status::WithAuditStatus::new(
         SenderControl::new(zone, Arc::clone(&spool), links, Some(hook), Some(outbound)),
         tianping_crossdomain::STATUS_PATH,
-        status_log,
-    );
+        status_log.clone(),
+    )
+    .serving_reads(zone.as_str());
     let users = crate::assertion::GatewayUsers::new(dir, fabric, zone, "exchange-sender")?;
     let _serving = rt.block_on(async {
-        let callers = node_callers(dir, zone, "exchange-sender")?.or(Arc::new(users));
+        let people = crate::login_tokens::People {
+            logins: crate::login_tokens::LoginTokens::spawn(
+                dir,
+                fabric,
+                zone,
+                &tokio::runtime::Handle::current(),
+            )?,
+            asserted: users,
+        };
+        let callers = node_callers(dir, zone, "exchange-sender")?.or(Arc::new(people));
         let options = tianping_net::ControlOptions::new(&[])
             .verified(Arc::new(callers), SenderControl::open_paths());
         let path = dir.socket(zone, Component::ExchangeSender);
@@ -213,10 +223,23 @@ pub(super) fn send(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette::R
         .await?;
         miette::Result::<_>::Ok((ctl, adm))
     })?;
+    // `tianping audit` reads the log through the socket while the sender runs
+    let audit_dir = dir.audit_log(zone, Component::ExchangeSender);
+    if status_log.is_some() {
+        tianping_audit::record_owner(
+            &audit_dir,
+            &std::path::absolute(dir.socket(zone, Component::ExchangeSender)).into_diagnostic()?,
+        )
+        .into_diagnostic()?;
+    }
     println!("sending from `{zone}` on {count} links");
     for t in running {
         t.join().map_err(|_| miette!("a link's thread failed"))??;
     }
+    if let Some(log) = &status_log {
+        let _ = log.sync();
+    }
+    tianping_audit::clear_owner(&audit_dir).into_diagnostic()?;
     println!("sending from `{zone}` stopped");
     Ok(ExitCode::SUCCESS)
 }
