@@ -187,8 +187,11 @@ fn the_court_scenario_runs_as_the_policy_says_inside_and_outside_the_enforcement
         "the bank answers",
         "secadmin-0001 approves",
         "nothing can be sent out of classified",
-        "an administrator disables lawyer.he",
+        "an administrator (sysadmin.qian",
         "every zone's logs are shipped",
+        "auditor.lin (security team) signs in",
+        "the security team's logs verify",
+        "every sender's log reconciles with its receivers' logs",
     ] {
         assert_eq!(step(&inside, want)["ok"], true, "{want}");
     }
@@ -230,6 +233,7 @@ fn the_court_scenario_runs_with_each_zone_in_its_own_network_namespace() {
         "the bank answers",
         "secadmin-0001 approves",
         "every zone's logs are shipped",
+        "every sender's log reconciles with its receivers' logs",
     ] {
         assert_eq!(step(&steps, want)["ok"], true, "{want}");
     }

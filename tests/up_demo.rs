@@ -59,6 +59,8 @@ fn up_demo_runs_the_case_services_which_take_deliveries_and_show_them_to_asserte
         ("clerk.liu", "private"),
         ("assistant.zhang", "private"),
         ("bank.feng", "external"),
+        ("auditor.lin", "private"),
+        ("sysadmin.qian", "private"),
     ] {
         assert!(
             people.contains(&format!("# cert\t{login}\t{zone}\t")),

@@ -108,7 +108,7 @@ fn u(v: &Value, k: &str) -> u64 {
 }
 
 /// The path of a component's status on its control socket.
-fn status_path(component: Component) -> &'static str {
+pub(crate) fn status_path(component: Component) -> &'static str {
     match component {
         Component::Idp | Component::Gateway | Component::AuditStore => "/status",
         Component::ExchangeSender | Component::ExchangeReceiver => {

@@ -201,7 +201,13 @@ impl Running {
     /// Runs `tianping ARGS` on this folder (an operator's command); its status and output.
     pub(crate) fn tianping(&self, args: &[&str]) -> Result<(bool, String, String), String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let out = std::process::Command::new(exe)
+        let mut cmd = std::process::Command::new(exe);
+        // the command runs on the demonstration's clock, as the fabric does
+        let offset_ms = SystemClock::offset_ms();
+        if offset_ms != 0 {
+            cmd.env(CLOCK_OFFSET_ENV, (offset_ms / 1000).to_string());
+        }
+        let out = cmd
             .arg("--data")
             .arg(self.dir.root())
             .args(args)

@@ -606,7 +606,7 @@ pub(crate) async fn scenario(f: &Running, json: bool) -> usize {
 
     // ------------------------------------------------------------------ the directory
     r.step(
-        "an administrator disables lawyer.he in private; every zone the update reaches refuses them",
+        "an administrator (sysadmin.qian, `tianping login --cert`) disables lawyer.he in private; every zone the update reaches refuses them",
         &disabled_everywhere(f).await,
     );
 
@@ -615,6 +615,23 @@ pub(crate) async fn scenario(f: &Running, json: bool) -> usize {
         "every zone's logs are shipped to the security team's audit store in private",
         &audit_holds(f).await,
     );
+    let signed_in = auditor_login(f);
+    let ok = signed_in.is_ok();
+    r.step(
+        "auditor.lin (security team) signs in with `tianping login --cert` on private",
+        &signed_in,
+    );
+    if ok {
+        r.step(
+            "the security team's logs verify, read live: private's components' and every mirror",
+            &logs_verify(f),
+        );
+        r.step(
+            "every sender's log reconciles with its receivers' logs: nothing missing, nothing unexpected",
+            &links_reconcile(f),
+        );
+        cli_logout(f);
+    }
 
     if !json {
         println!(
@@ -706,6 +723,15 @@ fn nothing_leaves_classified(f: &Running) -> Result<String, String> {
 /// Disables `lawyer.he` in the directory authority, waits until the update reached each zone
 /// whose directory flow carries lawyers, and signs in there as them: refused everywhere.
 async fn disabled_everywhere(f: &Running) -> Result<String, String> {
+    // the administrator acts under their own identity (`tianping login`), audited as them
+    // (and reads the directory of private, where administrators are then in charge)
+    let who = cli_login(f, "sysadmin.qian")?;
+    let done = disable_lawyer(f).await;
+    cli_logout(f);
+    done.map(|d| format!("{who}; {d}"))
+}
+
+async fn disable_lawyer(f: &Running) -> Result<String, String> {
     let (ok, _, err) = f.tianping(&["idp", "user", "disable", "--zone", "private", "lawyer.he"])?;
     if !ok {
         return Err(format!("`idp user disable`: {}", err.trim()));
@@ -726,8 +752,8 @@ async fn disabled_everywhere(f: &Running) -> Result<String, String> {
 }
 
 /// Asks every shipping component for a batch now (`SIGUSR1`) and waits until the audit store
-/// mirrors every shipping zone's logs (the store takes a batch only when it extends the mirror
-/// and its checkpoint's signature holds).
+/// mirrors every one of them up to the entries it had made durable when asked (the store takes
+/// a batch only when it extends the mirror and its checkpoint's signature holds).
 async fn audit_holds(f: &Running) -> Result<String, String> {
     let board = std::fs::read_to_string(f.dir.run().join("up.json")).map_err(|e| e.to_string())?;
     let v: Value = serde_json::from_str(&board).map_err(|e| e.to_string())?;
@@ -736,60 +762,332 @@ async fn audit_holds(f: &Running) -> Result<String, String> {
         .or_else(|| at(&v, "children").as_array())
         .cloned()
         .unwrap_or_default();
-    let mut asked = Vec::new();
+    let status_of = |socket: PathBuf, path: &'static str| async move {
+        match tianping_net::control_request(&socket, "GET", path, Vec::<u8>::new()).await {
+            Ok((200, body)) => serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string()),
+            Ok((status, _)) => Err(format!("`{}` answered {status}", socket.display())),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    // (zone, component, entries durable when asked, pid)
+    let mut asked: Vec<(String, String, u64, rustix::process::Pid)> = Vec::new();
     for c in &children {
         let zone = at(c, "zone").as_str().unwrap_or_default();
         // the components that ship their own log (a sample service has none, and dies of it)
-        let ships = matches!(
-            at(c, "component").as_str(),
-            Some("idp" | "gateway" | "exchange-sender" | "exchange-receiver")
-        );
-        if matches!(zone, "private" | "classified") || !ships {
+        let Some(component) = at(c, "component")
+            .as_str()
+            .and_then(|c| c.parse::<tianping_core::Component>().ok())
+            .filter(|c| c.as_str() != "audit-store")
+        else {
+            continue;
+        };
+        if matches!(zone, "private" | "classified") {
             continue;
         }
+        let z = f.zone(zone)?;
+        let socket = f.dir.socket(&z, component);
+        let size = status_of(socket, crate::cmd::status::status_path(component))
+            .await
+            .map(|s| at(at(&s, "audit"), "size").as_u64().unwrap_or_default())?;
         if let Some(pid) = at(c, "pid")
             .as_u64()
             .and_then(|p| i32::try_from(p).ok())
             .and_then(rustix::process::Pid::from_raw)
             && rustix::process::kill_process(pid, rustix::process::Signal::USR1).is_ok()
         {
-            asked.push((
-                zone.to_owned(),
-                at(c, "component").as_str().unwrap_or_default().to_owned(),
-            ));
+            asked.push((zone.to_owned(), component.as_str().to_owned(), size, pid));
         }
     }
-    let mirrors = f.dir.root().join("zones/private/audit-store/mirrors");
-    // a component ships up to its log's latest checkpoint, so one whose log has none yet (a
-    // gateway nobody asked, an IdP with few events) has nothing to ship: each shipping zone's
-    // logs are waited for, not each component's
-    let listed = wait_for(
-        f,
-        "every shipping zone's logs in the audit store",
-        || async {
-            let mut all = Vec::new();
-            for zone in ["internet", "external", "mobile"] {
-                let n = std::fs::read_dir(mirrors.join(zone)).map_or(0, |rd| {
-                    rd.flatten()
-                        .filter(|e| e.path().join("db").is_file())
-                        .count()
-                });
-                if n == 0 {
-                    return Err(format!("nothing of {zone} mirrored yet"));
+    if asked.is_empty() {
+        return Err("no shipping component was found running".into());
+    }
+    let private = f.zone("private")?;
+    let store = f.dir.socket(&private, tianping_core::Component::AuditStore);
+    // A batch can be lost on the link (the receiver reports it lost): the shipper's next batch
+    // overlaps it, so a log still behind after a while is asked again, from its first entry
+    // (`SIGUSR2`), which the store then applies in full.
+    let asked_again = std::cell::RefCell::new(Instant::now());
+    let again = std::cell::Cell::new(0u32);
+    let mirrored = wait_for(f, "every asked log mirrored in the audit store", || async {
+        let s = status_of(store.clone(), "/status").await?;
+        let mirrors = at(&s, "mirrors").as_array().cloned().unwrap_or_default();
+        let size_of = |z: &str, c: &str| {
+            mirrors
+                .iter()
+                .find(|m| at(m, "zone") == z && at(m, "component") == c)
+                .and_then(|m| at(m, "size").as_u64())
+        };
+        let mut entries = 0;
+        let ask_again = asked_again.borrow().elapsed() >= Duration::from_secs(5);
+        for (z, c, want, pid) in &asked {
+            match size_of(z, c) {
+                Some(n) if n >= *want => entries += n,
+                // an empty log has nothing to ship
+                None if *want == 0 => {}
+                n => {
+                    if ask_again {
+                        *asked_again.borrow_mut() = Instant::now();
+                        again.set(again.get() + 1);
+                        let _ = rustix::process::kill_process(*pid, rustix::process::Signal::USR2);
+                    }
+                    return Err(format!(
+                        "the mirror of {z}/{c} holds {} of the {want} entries asked",
+                        n.unwrap_or_default()
+                    ));
                 }
-                all.push(format!("{zone}: {n}"));
             }
-            Ok(Some(all))
-        },
-    )
+        }
+        Ok(Some(entries))
+    })
     .await?;
-    let asked = asked.len();
+    let again = if again.get() == 0 {
+        String::new()
+    } else {
+        format!(
+            "; a log behind was asked again from its start {} times (a batch lost on the link)",
+            again.get()
+        )
+    };
     Ok(format!(
-        "{asked} components shipped on request; the audit store checked each batch against its \
-         signed checkpoint and mirrors them ({}); verify and reconcile them on the folder once \
-         `up` stops (`tianping audit verify`, `tianping audit reconcile`)",
-        listed.join(", ")
+        "{} components of internet, external and mobile shipped on request; the audit store \
+         checked each batch against its signed checkpoint and mirrors each log up to what it had \
+         made durable when asked ({mirrored} entries){again}",
+        asked.len()
     ))
+}
+
+/// The security team's auditor signs in to private's IdP with their certificate and one-time
+/// code (`tianping login --cert --key --totp`): the token `run/admin-private.token` that
+/// `tianping audit` presents on private's control sockets, which serve audit data to auditors
+/// only.
+fn auditor_login(f: &Running) -> Result<String, String> {
+    cli_login(f, "auditor.lin")
+}
+
+/// `login` signs in to private's IdP with the CLI, their certificate and one-time code
+/// (`tianping login --zone private --cert --key --totp`); the token is kept in
+/// `run/admin-private.token` for the commands that follow.
+fn cli_login(f: &Running, login: &str) -> Result<String, String> {
+    let p = f.person(login)?;
+    let cert = f.cert_of(login);
+    let with = |ext: &str| {
+        let mut p = cert.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (pem, key) = (with(".pem"), with(".key"));
+    if !pem.is_file() {
+        return Err(format!("{login}'s certificate is not in `demo-certs/`"));
+    }
+    let code = f.code(p);
+    let (pem, key) = (pem.display().to_string(), key.display().to_string());
+    let (ok, out, err) = f.tianping(&[
+        "login", "--zone", "private", "--cert", &pem, "--key", &key, "--totp", &code,
+    ])?;
+    if !ok {
+        return Err(format!("`tianping login`: {}{}", out.trim(), err.trim()));
+    }
+    Ok(out.lines().last().unwrap_or("signed in").trim().to_owned())
+}
+
+/// `tianping logout --zone private`: the token is revoked at the IdP and its file deleted.
+fn cli_logout(f: &Running) {
+    if let Err(e) = f
+        .tianping(&["logout", "--zone", "private"])
+        .and_then(|(ok, _, err)| ok.then_some(()).ok_or(err))
+    {
+        eprintln!("`tianping logout --zone private`: {}", e.trim());
+    }
+}
+
+/// The logs the security team in private reads: its zone's components' own logs
+/// (`zones/private/<component>/audit`) and the audit store's mirror of every shipping zone's
+/// (`zones/private/audit-store/mirrors/<zone>/<component>`). The other zones' own logs are
+/// read by those zones' auditors; `classified`'s never leave it.
+fn team_logs(f: &Running) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let private = f.zone("private")?;
+    let has_db = |p: &std::path::Path| p.join("db").is_file();
+    let own: Vec<PathBuf> = f
+        .fabric
+        .zone(&private)
+        .into_iter()
+        .flat_map(|z| z.components())
+        .map(|c| f.dir.audit_log(&private, c))
+        .filter(|p| has_db(p))
+        .collect();
+    let root = f
+        .dir
+        .component(&private, tianping_core::Component::AuditStore)
+        .join("mirrors");
+    let mut mirrors: Vec<PathBuf> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|zone| std::fs::read_dir(zone.path()).into_iter().flatten())
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| has_db(p))
+        .collect();
+    mirrors.sort();
+    Ok((own, mirrors))
+}
+
+/// The path of a log below the data folder, as the step's detail names it.
+fn short(f: &Running, p: &std::path::Path) -> String {
+    p.strip_prefix(f.dir.root())
+        .unwrap_or(p)
+        .display()
+        .to_string()
+}
+
+/// `tianping audit verify --log L` on every log the security team holds, while the fabric
+/// runs: each is read through its owner's control socket (the component, or the audit store
+/// for its mirrors) as the signed-in auditor, and its whole tree is recomputed and every
+/// checkpoint checked with the key it pinned.
+fn logs_verify(f: &Running) -> Result<String, String> {
+    let (own, mirrors) = team_logs(f)?;
+    if own.is_empty() || mirrors.is_empty() {
+        return Err(format!(
+            "{} logs of private and {} mirrors found: nothing to verify",
+            own.len(),
+            mirrors.len()
+        ));
+    }
+    let mut entries = 0u64;
+    for log in own.iter().chain(&mirrors) {
+        let path = log.display().to_string();
+        let (ok, out, err) = f.tianping(&["audit", "verify", "--log", &path])?;
+        if !ok {
+            return Err(format!(
+                "`tianping audit verify --log {}`: {}{}",
+                short(f, log),
+                out.trim(),
+                err.trim()
+            ));
+        }
+        // "verified N entries, …"
+        entries += out
+            .split_whitespace()
+            .find_map(|w| w.parse::<u64>().ok())
+            .unwrap_or_default();
+    }
+    Ok(format!(
+        "`tianping audit verify --log …` passed on private's {} component logs and {} mirrors \
+         ({entries} entries), each read through its running owner",
+        own.len(),
+        mirrors.len()
+    ))
+}
+
+/// The time of the last entry of the log at `dir` (read through its owner): every transfer the
+/// log's sender decided up to then is in it (a decision is durable before its transfer is sent,
+/// so a receiver's record of one decided later is later still).
+fn covered_until(f: &Running, dir: &std::path::Path) -> Result<u64, String> {
+    let (ok, out, err) = f.tianping(&["audit", "search", "--log", &dir.display().to_string()])?;
+    if !ok {
+        return Err(format!("`tianping audit search`: {}", err.trim()));
+    }
+    let last = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|r| at(&r, "event").get("time").and_then(Value::as_u64))
+        .max()
+        .ok_or_else(|| format!("`{}` holds no entry", short(f, dir)))?;
+    Ok(last)
+}
+
+/// `tianping audit reconcile` for each zone's exchange sender with the receivers of its links,
+/// as the security team in private holds them: private's own logs live, the other zones' as
+/// the audit store mirrors them. Every transfer a sender spooled was received, refused,
+/// reported lost or is still in flight, and no receiver holds one the sender never spooled.
+/// A sender read from its mirror is judged up to its mirror's last entry (`--until`): a
+/// receiver's records after that may be of transfers shipped in the sender's next batch. The
+/// receivers are read before the sender (the command's order), and a receiver's mirror is older
+/// than the sender's live log, never newer.
+fn links_reconcile(f: &Running) -> Result<String, String> {
+    let private = f.zone("private")?;
+    let mirror = |zone: &tianping_core::ZoneName, c: tianping_core::Component| {
+        f.dir
+            .component(&private, tianping_core::Component::AuditStore)
+            .join("mirrors")
+            .join(zone.as_str())
+            .join(c.as_str())
+    };
+    let log_of = |zone: &tianping_core::ZoneName, c| {
+        if *zone == private {
+            f.dir.audit_log(zone, c)
+        } else {
+            mirror(zone, c)
+        }
+    };
+    let mut said = Vec::new();
+    for z in f.fabric.zones() {
+        let sender = log_of(&z.zone, tianping_core::Component::ExchangeSender);
+        if !sender.join("db").is_file() {
+            continue;
+        }
+        let mut args = vec![
+            "audit".to_owned(),
+            "reconcile".into(),
+            "--zone".into(),
+            z.zone.to_string(),
+            "--sender".into(),
+            sender.display().to_string(),
+        ];
+        if z.zone != private {
+            args.push("--until".into());
+            args.push(covered_until(f, &sender)?.to_string());
+        }
+        let mut unread = Vec::new();
+        for l in f.fabric.links_from(&z.zone) {
+            let r = log_of(&l.to, tianping_core::Component::ExchangeReceiver);
+            if r.join("db").is_file() {
+                args.push("--receiver".into());
+                args.push(r.display().to_string());
+            } else {
+                unread.push(l.to.to_string());
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out, err) = f.tianping(&args)?;
+        let summary = out
+            .lines()
+            .rev()
+            .find(|l| l.contains(" transfers: "))
+            .unwrap_or_default()
+            .to_owned();
+        if !ok {
+            let bad: Vec<&str> = out
+                .lines()
+                .filter(|l| l.contains("missing") || l.contains("unexpected"))
+                .take(5)
+                .collect();
+            return Err(format!(
+                "{}: `tianping audit reconcile` does not reconcile: {summary} {} {}",
+                z.zone,
+                bad.join("; "),
+                err.trim()
+            ));
+        }
+        let beyond = if unread.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (the receivers of {} keep their logs in their zone)",
+                unread.join(", ")
+            )
+        };
+        let read = if z.zone == private {
+            "its log"
+        } else {
+            "its mirror, to its last entry"
+        };
+        said.push(format!("{} ({read}): {summary}{beyond}", z.zone));
+    }
+    if said.is_empty() {
+        return Err("no exchange sender's log found".into());
+    }
+    Ok(said.join("; "))
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ struct Person {
     zone: &'static str,
 }
 
-const PEOPLE: [Person; 14] = [
+const PEOPLE: [Person; 16] = [
     Person {
         sub: "u-0101",
         login: "judge.li",
@@ -132,6 +132,22 @@ const PEOPLE: [Person; 14] = [
         zone: "private",
     },
     Person {
+        sub: "u-0112",
+        login: "auditor.lin",
+        name: "林涛",
+        role: Role::Auditor,
+        court: Some("bj.01"),
+        zone: "private",
+    },
+    Person {
+        sub: "u-0113",
+        login: "sysadmin.qian",
+        name: "钱进",
+        role: Role::Sysadmin,
+        court: Some("bj.01"),
+        zone: "private",
+    },
+    Person {
         sub: "u-0111",
         login: "bank.feng",
         name: "冯丽",
@@ -182,12 +198,16 @@ pub(crate) const SERVICES: [(&str, &str); 11] = [
 
 /// The people who sign in with a `--hardware` client certificate in the scenario, and the zone
 /// whose CA issues it (where they sign in): enforcement and classified imports ask `acr cert`,
-/// and so does the partner's answer at the external gateway.
-const CERT_HOLDERS: [(&str, &str); 4] = [
+/// and so does the partner's answer at the external gateway; the system administrator and the
+/// security team's auditor sign in with `tianping login --cert` to administer the directory and
+/// read the live logs.
+const CERT_HOLDERS: [(&str, &str); 6] = [
     ("officer.zhao", "private"),
     ("clerk.liu", "private"),
     ("assistant.zhang", "private"),
     ("bank.feng", "external"),
+    ("auditor.lin", "private"),
+    ("sysadmin.qian", "private"),
 ];
 
 /// Issues the [`CERT_HOLDERS`]' client certificates into `DIR/demo-certs/<login>.{pem,key}`
