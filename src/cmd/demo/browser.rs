@@ -172,6 +172,7 @@ impl Browser {
         who: &Credentials<'_>,
     ) -> Result<Page, String> {
         let mut page = self.get(url, &[]).await?;
+        let mut waited = false;
         for _ in 0..MAX_FORMS {
             let html = page.text();
             let Some(form) = forms(&html).into_iter().find(|f| {
@@ -202,6 +203,14 @@ impl Browser {
                 .await?;
             page = self.follow(posted, &[]).await?;
             if let Some(notice) = alert(&page.text()) {
+                // a code is taken once: one this person used a moment ago (an earlier run of
+                // the demo) is refused until the next 30 s step, which is waited for, once
+                let replayed = notice.contains("已使用过") || notice.contains("already used");
+                if replayed && !waited && forms(&page.text()).iter().any(|f| f.has("code")) {
+                    waited = true;
+                    tokio::time::sleep(until_next_code()).await;
+                    continue;
+                }
                 return Err(format!("the sign-in page says: {notice}"));
             }
         }
@@ -214,6 +223,21 @@ impl Browser {
 pub(crate) struct Form {
     pub(crate) action: String,
     pub(crate) fields: Vec<(String, String)>,
+}
+
+impl Form {
+    /// Whether it has an input named `name`.
+    fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|(n, _)| n == name)
+    }
+}
+
+/// How long until the next TOTP step (30 s, RFC 6238) begins, by this process's clock, and a
+/// second more.
+fn until_next_code() -> std::time::Duration {
+    use tianping_core::Clock as _;
+    let ms = tianping_core::SystemClock.now().as_millis();
+    std::time::Duration::from_millis(30_000 - ms % 30_000 + 1_000)
 }
 
 /// The `method="post"` forms of `html`.
