@@ -209,6 +209,24 @@ pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
     out
 }
 
+/// A refresh rotation as its audit event records it, enough to make it again after a crash
+/// (see [`Store::journals_rotations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JournalledRotation {
+    /// The family.
+    pub family: FamilyId,
+    /// SHA-256 of the token rotated out (the family's current one before).
+    pub from: [u8; 32],
+    /// SHA-256 of the token that replaced it.
+    pub to: [u8; 32],
+    /// The client that presented it.
+    pub client_id: String,
+    /// When.
+    pub time: UnixTime,
+    /// The access token issued with it (`jti`, expiry).
+    pub access: (String, UnixTime),
+}
+
 /// The outcome of presenting a refresh token to a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rotation {
@@ -651,6 +669,30 @@ impl<'a> Grants<'a> {
             }
             (Rotation::Refused(RefreshRefusal::Invalid), _) => Err(IdpError::RefreshInvalid),
         }
+    }
+
+    /// Makes a rotation again from what its audit event recorded, when the family still stands
+    /// where the rotation found it (not revoked, its current token the one rotated out):
+    /// exactly the change the grant made. Otherwise (the rotation is already in the store, or
+    /// a later change) nothing changes. Whether it changed the family; not flushed.
+    pub(crate) fn replay_rotation(&self, r: &JournalledRotation) -> Result<bool, IdpError> {
+        let stands = |f: &RefreshFamily| {
+            f.current == r.from && rotation(f, &r.from, &r.client_id, r.time) == Rotation::Rotated
+        };
+        match self.store.family(&r.family)? {
+            Some(f) if stands(&f) => {}
+            _ => return Ok(false),
+        }
+        let mut changed = false;
+        self.store.update_family_deferred(&r.family, &mut |f| {
+            changed = stands(f);
+            if changed {
+                apply_issued(f, &r.from, &r.client_id, r.time, r.to, Some(&r.access))
+            } else {
+                f.clone()
+            }
+        })?;
+        Ok(changed)
     }
 
     /// Notes an access token issued from a family, so revoking the family revokes it.

@@ -114,6 +114,19 @@ impl Idp {
         }
     }
 
+    /// Makes again in `store`, if it [journals rotations](Store::journals_rotations), the
+    /// refresh rotations whose `token.refresh` events `audit` holds after the store's last
+    /// checkpoint and that the store lost (a crash before its flush), then checkpoints it; the
+    /// rotations made again. [`Idp::new`] does this before serving; this is for reading a
+    /// store after a crash without serving it.
+    pub fn recover_rotations(store: &dyn Store, audit: &AuditLog) -> Result<usize, IdpError> {
+        if store.journals_rotations() {
+            commit::replay(store, audit)
+        } else {
+            Ok(0)
+        }
+    }
+
     /// A provider from its parts with the interactive sign-in (password, TOTP, required
     /// actions, registration in `internet`) at `/login` and `/register`.
     pub fn with_sign_in(parts: IdpParts, sign_in: crate::signin::SignInParts) -> Self {
@@ -514,7 +527,7 @@ impl Inner {
                     &*p.rng,
                     &mut issue,
                 );
-                let (_, next, at) = match rotated {
+                let (family, next, at) = match rotated {
                     Err(IdpError::RefreshReused) => {
                         endpoints::audit_refresh_reuse(p, &refresh_token, &client.id, now).await?;
                         return Err(IdpError::RefreshReused);
@@ -523,9 +536,21 @@ impl Inner {
                 };
                 let scope = granted;
                 // The rotation and the audit record are both durable before the answer: one
-                // group commit (a store flush, then one audit append) covers every rotation
-                // written before its event was handed over, shared with concurrent grants.
-                let event = self.grant_event(now, "token.refresh", &client.id, &at);
+                // group commit covers every rotation written before its event was handed over,
+                // shared with concurrent grants. The event records what the rotation changed,
+                // which is how a journalling store (sled) makes it durable (see commit.rs).
+                let mut event = self.grant_event(now, "token.refresh", &client.id, &at);
+                commit::journal(
+                    &mut event,
+                    &crate::grants::JournalledRotation {
+                        family: family.id,
+                        from: crate::grants::sha256(refresh_token.as_bytes()),
+                        to: family.current,
+                        client_id: client.id.clone(),
+                        time: now,
+                        access: (at.jti.clone(), at.expires_at),
+                    },
+                );
                 self.commits.commit(event).await?;
                 Ok(token_json(&at, now, &scope, Some(&next)))
             }

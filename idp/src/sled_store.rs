@@ -1,6 +1,7 @@
 //! The [`Store`] on sled (the `store` feature): one database, a tree per record kind, records
 //! on the core wire codec, races decided by compare-and-swap, every write flushed before it
-//! returns (refresh rotations may instead share a group flush, see
+//! returns, but for refresh rotations: those are made durable by their audit events and
+//! flushed here at checkpoints (see [`Store::journals_rotations`]), or share a group flush (see
 //! [`Store::update_family_deferred`]).
 
 use std::future::Future;
@@ -88,6 +89,10 @@ fn lock_state(m: &Mutex<FlushState>) -> MutexGuard<'_, FlushState> {
     // Every update under the lock leaves the state consistent.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// The `meta` key of the audit log's index before which every refresh rotation's event is
+/// durable in this store (big-endian), see [`Store::checkpoint_rotations`].
+const ROTATIONS_FLUSHED: &[u8] = b"rotations_flushed";
 
 /// The longest the flush thread keeps the store open while nobody waits.
 const IDLE: Duration = Duration::from_millis(20);
@@ -392,6 +397,33 @@ impl Store for SledStore {
     }
 
     fn sync(&self) -> Result<(), IdpError> {
+        self.flush()
+    }
+
+    fn journals_rotations(&self) -> bool {
+        true
+    }
+
+    fn rotations_replay_from(&self) -> Result<Option<u64>, IdpError> {
+        Ok(self
+            .meta
+            .get(ROTATIONS_FLUSHED)
+            .map_err(err)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    fn checkpoint_rotations(&self, index: u64) -> Result<(), IdpError> {
+        // Every rotation of an event before `index` was written before this flush began.
+        self.flush()?;
+        self.meta
+            .fetch_and_update(ROTATIONS_FLUSHED, |old| {
+                let old = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(old.max(index).to_be_bytes().to_vec())
+            })
+            .map_err(err)?;
         self.flush()
     }
 

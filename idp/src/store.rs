@@ -92,6 +92,28 @@ pub trait Store: Send + Sync {
     fn sync(&self) -> Result<(), IdpError> {
         Ok(())
     }
+    /// Whether refresh rotations written by
+    /// [`try_update_family_deferred`](Self::try_update_family_deferred) are made durable by
+    /// their audit events instead of a flush of this store per group: the provider then
+    /// appends each rotation's event with what it changed, writes this store's flushed point
+    /// in the audit log at [checkpoints](Self::checkpoint_rotations), and on start makes again
+    /// the rotations of the events after it. The default: no, the provider flushes
+    /// ([`sync`](Self::sync)) before it appends the events.
+    fn journals_rotations(&self) -> bool {
+        false
+    }
+    /// The index in the audit log from which the rotations of a
+    /// [journalling](Self::journals_rotations) store must be made again: every rotation whose
+    /// event comes before it is durable here. `None` before the first checkpoint.
+    fn rotations_replay_from(&self) -> Result<Option<u64>, IdpError> {
+        Ok(None)
+    }
+    /// Makes every update made before the call durable, then notes that every rotation whose
+    /// audit event comes before `index` is (the point never moves back).
+    fn checkpoint_rotations(&self, index: u64) -> Result<(), IdpError> {
+        let _ = index;
+        self.sync()
+    }
     /// A family as stored now, read without writing (the default reads through
     /// [`update_family`](Self::update_family) with no change).
     fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, IdpError> {

@@ -195,6 +195,7 @@ fn answered_refresh_grants_survive_sigkill() {
             ids.push(id);
         }
     }
+    let first: Vec<String> = tokens.iter().flatten().cloned().collect();
     let mut seed = 0x0067_7261_6e74_u64;
     let mut next = move || {
         seed ^= seed << 13;
@@ -206,6 +207,7 @@ fn answered_refresh_grants_survive_sigkill() {
     let mut answered = [0usize; FAMILIES];
     let mut jtis: Vec<String> = Vec::new();
     let mut in_doubt = 0;
+    let mut replayed = 0;
     for round in 0..4u64 {
         if tokens.iter().all(Option::is_none) {
             break;
@@ -261,6 +263,11 @@ fn answered_refresh_grants_survive_sigkill() {
         assert!(seen > 0, "the child answered nothing in round {round}");
 
         let store = open_retrying(|| SledStore::open(&dir.join("store")).ok());
+        let audit = open_retrying(|| AuditLog::open(&dir.join("audit")).ok());
+        // The rotations the store lost, made again from their audit events (as a provider
+        // starting on it does); a second replay finds nothing more.
+        replayed += Idp::recover_rotations(&store, &audit).unwrap();
+        assert_eq!(Idp::recover_rotations(&store, &audit).unwrap(), 0);
         let mut rotations = 0;
         for (k, id) in ids.iter().enumerate() {
             let f = store.family(id).unwrap().unwrap();
@@ -286,8 +293,6 @@ fn answered_refresh_grants_survive_sigkill() {
             tokens[k] = None;
             in_doubt += 1;
         }
-        drop(store);
-        let audit = open_retrying(|| AuditLog::open(&dir.join("audit")).ok());
         let refreshed: HashSet<String> = audit
             .entries(0)
             .map(Result::unwrap)
@@ -305,6 +310,23 @@ fn answered_refresh_grants_survive_sigkill() {
             "round {round}: {} refresh events for {rotations} rotations",
             refreshed.len()
         );
+        drop((store, audit));
+    }
+    eprintln!("{replayed} rotations made again from the audit log over the rounds");
+    // After the last kill: each family's last answered token rotates, and its first token,
+    // rotated out before the kills, revokes the family.
+    let store = open_retrying(|| SledStore::open(&dir.join("store")).ok());
+    let grants = Grants::new(&store, GrantPolicy::default());
+    let rng = SeededRandom::new(9);
+    for (k, token) in tokens.iter().enumerate() {
+        let Some(token) = token else { continue };
+        let (_, next) = grants.use_refresh(token, "case-app", NOW, &rng).unwrap();
+        assert_ne!(&next, token);
+        let e = grants
+            .use_refresh(&first[k], "case-app", NOW, &rng)
+            .unwrap_err();
+        assert_eq!(e, tianping_idp::IdpError::RefreshReused, "family {k}");
+        assert!(store.family(&ids[k]).unwrap().unwrap().revoked);
     }
     assert!(jtis.len() > 20, "{} grants answered", jtis.len());
     assert!(in_doubt < FAMILIES * 4);
