@@ -79,6 +79,11 @@ pub struct Outcome {
     pub errors: u64,
     /// The first failure, to show.
     pub first_error: Option<String>,
+    /// HTTP/3: workers (streams) stopped before the window's end because their connection
+    /// was closed under them (their requests in flight unanswered), and the first such error.
+    pub lost: u64,
+    /// The first of those.
+    pub first_lost: Option<String>,
     /// What the connections negotiated, and how many did (the handshake measurement's key
     /// exchange group, suite and handshake kind); empty for the request measurements.
     pub negotiated: Vec<(String, u64)>,
@@ -120,6 +125,9 @@ pub(crate) struct Worker {
     pub(crate) total: u64,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
+    /// Workers stopped early because their HTTP/3 connection closed under them.
+    pub(crate) lost: u64,
+    pub(crate) first_lost: Option<String>,
 }
 
 impl Worker {
@@ -129,6 +137,8 @@ impl Worker {
             total: 0,
             errors: 0,
             first_error: None,
+            lost: 0,
+            first_lost: None,
         }
     }
 
@@ -156,6 +166,9 @@ impl Window {
         }
     }
 }
+
+/// How an error that ended its whole connection begins (HTTP/3: the QUIC connection closed).
+pub(crate) const CONNECTION_LOST: &str = "connection lost: ";
 
 /// What every request checks in its answer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -382,6 +395,12 @@ pub(crate) async fn drive<S: Exchange>(
                 }
             }
             Err(e) => {
+                // a connection that is gone answers nothing more: one error per worker on it
+                if e.starts_with(CONNECTION_LOST) {
+                    r.lost = r.lost.saturating_add(1);
+                    r.first_lost.get_or_insert(e);
+                    break;
+                }
                 r.fail(e);
                 // a refused request is answered at once: do not spin on a broken target
                 if r.errors > 1000 {
@@ -531,6 +550,10 @@ pub(crate) async fn gather(
             out.errors = out.errors.saturating_add(w.errors);
             if out.first_error.is_none() {
                 out.first_error = w.first_error;
+            }
+            out.lost = out.lost.saturating_add(w.lost);
+            if out.first_lost.is_none() {
+                out.first_lost = w.first_lost;
             }
         }
     }

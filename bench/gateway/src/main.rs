@@ -341,8 +341,16 @@ fn run(args: &[String]) -> Res<()> {
                         .unwrap_or_default(),
                     if m == Measure::Req(Proto::H3) {
                         format!(
-                            ", UDP datagrams dropped: {} at the server's socket, {} in all",
-                            row.udp_server_drops, row.udp_all_drops
+                            ", UDP datagrams dropped: {} at the server's socket, {} in all; \
+                             {} streams stopped by their connection's close{}",
+                            row.udp_server_drops,
+                            row.udp_all_drops,
+                            row.out.lost,
+                            row.out
+                                .first_lost
+                                .as_ref()
+                                .map(|e| format!(" (first: {e})"))
+                                .unwrap_or_default()
                         )
                     } else {
                         String::new()
@@ -624,9 +632,9 @@ fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
     );
     let _ = writeln!(
         s,
-        "| server | HTTP/3 req/s | HTTP/2 req/s | HTTP/3 / HTTP/2 req/s | HTTP/3 / HTTP/2 per proxy CPU-s | HTTP/3 req/s / upstream alone's HTTP/3 | UDP datagrams dropped at the server / in all (median) |"
+        "| server | HTTP/3 req/s | HTTP/2 req/s | HTTP/3 / HTTP/2 req/s | HTTP/3 / HTTP/2 per proxy CPU-s | HTTP/3 req/s / upstream alone's HTTP/3 | UDP datagrams dropped at the server / in all (median) | streams stopped by a connection close (all rounds) |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for who in Who::of(h3) {
         let g3 = rows_of(rows, who, h3);
         let g2 = rows_of(rows, who, h2);
@@ -647,7 +655,7 @@ fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {} | {} | {} | {:.2} | {:.0} / {:.0} |",
+            "| {} | {:.0} | {} | {} | {} | {:.2} | {:.0} / {:.0} | {} |",
             who.name(),
             med(rows, who, h3, &|r| r.out.rate()),
             if g2.is_empty() {
@@ -660,6 +668,7 @@ fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
             median(ratios(rows, who, Who::Upstream, h3, &|r| r.out.rate())),
             med(rows, who, h3, &|r| as_f64(r.udp_server_drops)),
             med(rows, who, h3, &|r| as_f64(r.udp_all_drops)),
+            g3.iter().map(|r| r.out.lost).sum::<u64>(),
         );
     }
     s

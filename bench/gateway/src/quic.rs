@@ -12,7 +12,9 @@ use http::HeaderValue;
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig};
 
 use crate::Res;
-use crate::load::{Check, Exchange, Proto, Target, Window, Worker, request, streams_of, verdict};
+use crate::load::{
+    CONNECTION_LOST, Check, Exchange, Proto, Target, Window, Worker, request, streams_of, verdict,
+};
 
 /// h3's request sender over quinn.
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -86,17 +88,27 @@ impl Exchange for Sender {
         let mut stream = self
             .send_request(req)
             .await
-            .map_err(|e| format!("send: {e}"))?;
-        stream.finish().await.map_err(|e| format!("finish: {e}"))?;
+            .map_err(|e| lost_or("send", &e))?;
+        stream.finish().await.map_err(|e| lost_or("finish", &e))?;
         let resp = stream
             .recv_response()
             .await
-            .map_err(|e| format!("response: {e}"))?;
+            .map_err(|e| lost_or("response", &e))?;
         let mut body = Vec::with_capacity(128);
-        while let Some(mut chunk) = stream.recv_data().await.map_err(|e| format!("body: {e}"))? {
+        while let Some(mut chunk) = stream.recv_data().await.map_err(|e| lost_or("body", &e))? {
             body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
         }
         verdict(resp.status(), resp.headers(), &body, check)
+    }
+}
+
+/// An h3 stream error as text: one that ended the whole connection begins with
+/// [`CONNECTION_LOST`].
+fn lost_or(what: &str, e: &h3::error::StreamError) -> String {
+    if matches!(e, h3::error::StreamError::ConnectionError { .. }) {
+        format!("{CONNECTION_LOST}{what}: {e}")
+    } else {
+        format!("{what}: {e}")
     }
 }
 
