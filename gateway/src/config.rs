@@ -64,6 +64,54 @@ pub struct Limits {
     pub assertion_renew_before: Duration,
     /// Most cached assertions (default 10,000, one per session and service in use).
     pub assertion_cache_entries: usize,
+    /// Most idle HTTP/1.1 connections kept open to one service (default 1,024): as many as the
+    /// requests in flight to it, or every request over the pool's size opens (and closes) a new
+    /// TLS connection. 640 HTTP/2 streams through a proxy need 640 HTTP/1.1 connections
+    /// behind it; nginx's `keepalive 128` pool churned at that load where 1,024 did not.
+    pub upstream_idle_connections: usize,
+    /// The HTTP versions offered to services over TLS (ALPN; default [`UpstreamHttp::Any`]).
+    pub upstream_http: UpstreamHttp,
+}
+
+/// Which HTTP versions the gateway offers a service it forwards to (TLS ALPN); the service
+/// chooses among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamHttp {
+    /// `h2` and `http/1.1`: the service chooses (one multiplexed HTTP/2 connection, or pooled
+    /// HTTP/1.1 ones).
+    #[default]
+    Any,
+    /// `http/1.1` alone: a pool of connections, one request at a time each, as nginx does.
+    Http1,
+    /// `h2` alone: one multiplexed connection (a service without HTTP/2 is not reached).
+    Http2,
+}
+
+impl UpstreamHttp {
+    /// The ALPN protocol names offered, in order.
+    pub(crate) fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Any => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Self::Http1 => vec![b"http/1.1".to_vec()],
+            Self::Http2 => vec![b"h2".to_vec()],
+        }
+    }
+}
+
+impl std::str::FromStr for UpstreamHttp {
+    type Err = String;
+
+    /// `any`, `1.1` or `2`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "any" => Ok(Self::Any),
+            "1.1" | "http/1.1" => Ok(Self::Http1),
+            "2" | "h2" => Ok(Self::Http2),
+            other => Err(format!(
+                "`{other}` is not an HTTP version to offer services: `any`, `1.1` or `2`"
+            )),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -87,6 +135,23 @@ impl Default for Limits {
             assertion_lifetime: Duration::from_secs(60),
             assertion_renew_before: Duration::from_secs(15),
             assertion_cache_entries: 10_000,
+            upstream_idle_connections: 1024,
+            upstream_http: UpstreamHttp::Any,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_http_setting_reads_its_three_words_and_refuses_others() {
+        assert_eq!("any".parse(), Ok(UpstreamHttp::Any));
+        assert_eq!("1.1".parse(), Ok(UpstreamHttp::Http1));
+        assert_eq!("2".parse(), Ok(UpstreamHttp::Http2));
+        assert!("3".parse::<UpstreamHttp>().is_err());
+        assert_eq!(UpstreamHttp::Http1.alpn(), vec![b"http/1.1".to_vec()]);
+        assert_eq!(UpstreamHttp::Any.alpn().len(), 2);
     }
 }

@@ -74,7 +74,7 @@ mod token;
 pub const COMPONENT_PREFIX: &str = "/gateway/v1/";
 
 pub use assertion::{AssertionError, Assertions, REQUEST_ID_HEADER, strip_client_headers};
-pub use config::Limits;
+pub use config::{Limits, UpstreamHttp};
 pub use cookie::{
     CookieError, CookieKey, CookieSealer, Revocations, RevocationsFull, SESSION_COOKIE, Session,
     session_cookie,

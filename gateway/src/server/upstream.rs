@@ -3,8 +3,14 @@
 //! ALPN, pooled connections (one multiplexed HTTP/2 connection, or idle HTTP/1.1 ones), a
 //! connect timeout and a response-head timeout; bodies stream both ways (the listener's idle
 //! timeouts hold them).
+//!
+//! An HTTP/1.1 connection goes back to the idle pool when its answer's body has been read to
+//! its end (not before: it cannot carry another request until then), the most recently used
+//! first; an answer whose body is dropped unread takes its connection with it.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,8 +26,6 @@ use tianping_net::{Body, BoxError, ResponseBody};
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a service may take to start its answer (its head).
 pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle HTTP/1.1 connections kept per service.
-const MAX_IDLE: usize = 64;
 
 /// Why a request could not be forwarded (502 or 504).
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +56,52 @@ pub(crate) struct Upstream {
     host: String,
     port: u16,
     authority: String,
+    /// The authority as HTTP/2's `:authority` and HTTP/1.1's `Host`, made once.
+    authority_uri: http::uri::Authority,
+    host_header: HeaderValue,
     prefix: String,
     name: ServerName<'static>,
     connector: tokio_rustls::TlsConnector,
     h2: Mutex<Option<http2::SendRequest<Body>>>,
-    h1: Mutex<Vec<http1::SendRequest<Body>>>,
+    h1: Arc<IdlePool>,
+}
+
+/// The idle HTTP/1.1 connections to one service, the most recently used last.
+struct IdlePool {
+    conns: Mutex<Vec<http1::SendRequest<Body>>>,
+    max: usize,
+}
+
+impl IdlePool {
+    /// Keeps `s` for the next request, unless it is closed or the pool is full.
+    fn put(&self, s: http1::SendRequest<Body>) {
+        if s.is_closed() {
+            return;
+        }
+        let mut idle = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max {
+            idle.push(s);
+        }
+    }
+
+    /// The most recently used connection still open.
+    fn take(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(s) = idle.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
 }
 
 impl std::fmt::Debug for Upstream {
@@ -74,11 +119,14 @@ enum Sender {
 
 impl Upstream {
     /// The service at `url`, its certificate verified by `ca_pem`, `client` (chain and key PEM)
-    /// presented when it asks for a certificate.
+    /// presented when it asks for a certificate; `http` offered, at most `max_idle` idle
+    /// HTTP/1.1 connections kept.
     pub(crate) fn new(
         url: &str,
         ca_pem: &[u8],
         client: Option<(&[u8], &[u8])>,
+        http: crate::config::UpstreamHttp,
+        max_idle: usize,
     ) -> Result<Self, UpstreamError> {
         let uri: Uri = url.parse().map_err(|_| UpstreamError::Url(url.into()))?;
         let authority = uri
@@ -131,9 +179,13 @@ impl Upstream {
             }
             None => builder.with_no_client_auth(),
         };
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = http.alpn();
         let prefix = uri.path().trim_end_matches('/').to_owned();
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| UpstreamError::Url(url.into()))?;
         Ok(Self {
+            authority_uri: authority.clone(),
+            host_header,
             port: authority.port_u16().unwrap_or(443),
             authority: authority.as_str().to_owned(),
             host,
@@ -141,7 +193,10 @@ impl Upstream {
             name,
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             h2: Mutex::new(None),
-            h1: Mutex::new(Vec::new()),
+            h1: Arc::new(IdlePool {
+                conns: Mutex::new(Vec::new()),
+                max: max_idle,
+            }),
         })
     }
 
@@ -159,6 +214,7 @@ impl Upstream {
             .connect(self.name.clone(), tcp)
             .await
             .map_err(|e| UpstreamError::Connect(format!("tls: {e}")))?;
+        // a service that chose no protocol speaks HTTP/1.1 (RFC 7301 §3.2 lets it ignore ALPN)
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let io = TokioIo::new(tls);
         if h2 {
@@ -187,11 +243,11 @@ impl Upstream {
                 None => {}
             }
         }
-        {
-            let mut idle = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.retain(|s| !s.is_closed());
-            if let Some(i) = idle.iter().position(http1::SendRequest::is_ready) {
-                return Ok(Sender::H1(idle.swap_remove(i)));
+        // a connection whose last answer was read to its end: ready as soon as its task has
+        // seen that end (at once, or after one turn of the runtime)
+        while let Some(mut s) = self.h1.take() {
+            if s.ready().await.is_ok() {
+                return Ok(Sender::H1(s));
             }
         }
         tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
@@ -206,17 +262,15 @@ impl Upstream {
         req: Request<Body>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str);
-        let target = format!("{}{path_and_query}", self.prefix);
+        let target = self.target(&parts.uri)?;
         let sender = self.sender().await?;
         let resp = match sender {
             Sender::H2(mut s) => {
-                parts.uri = format!("https://{}{target}", self.authority)
-                    .parse()
-                    .map_err(|_| UpstreamError::Url(target.clone()))?;
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(http::uri::Scheme::HTTPS);
+                uri.authority = Some(self.authority_uri.clone());
+                uri.path_and_query = Some(target);
+                parts.uri = Uri::from_parts(uri).map_err(|e| UpstreamError::Url(e.to_string()))?;
                 parts.version = http::Version::HTTP_2;
                 parts.headers.remove(header::HOST);
                 let req = Request::from_parts(parts, body);
@@ -226,31 +280,106 @@ impl Upstream {
                     .map_err(|e| UpstreamError::Http(e.to_string()))?
             }
             Sender::H1(mut s) => {
-                parts.uri = target
-                    .parse()
-                    .map_err(|_| UpstreamError::Url(target.clone()))?;
+                parts.uri = Uri::from(target);
                 parts.version = http::Version::HTTP_11;
-                let host = HeaderValue::from_str(&self.authority)
-                    .map_err(|_| UpstreamError::Url(self.authority.clone()))?;
-                parts.headers.insert(header::HOST, host);
+                parts.headers.insert(header::HOST, self.host_header.clone());
                 let req = Request::from_parts(parts, body);
                 let answer = tokio::time::timeout(RESPONSE_TIMEOUT, s.send_request(req))
                     .await
                     .map_err(|_| UpstreamError::Timeout(RESPONSE_TIMEOUT))?
                     .map_err(|e| UpstreamError::Http(e.to_string()))?;
-                // back to the pool: ready again once this answer's body has been read
-                let mut idle = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
-                idle.retain(|s| !s.is_closed());
-                if idle.len() < MAX_IDLE {
-                    idle.push(s);
-                }
-                answer
+                // back to the pool once this answer's body has been read to its end
+                let (mut parts, body) = answer.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                let body = Returning::new(body, s, &self.h1);
+                return Ok(Response::from_parts(parts, body.boxed()));
             }
         };
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// The request's path and query under the service URL's path (shared, not copied, when
+    /// the URL has none).
+    fn target(&self, uri: &Uri) -> Result<http::uri::PathAndQuery, UpstreamError> {
+        let pq = uri.path_and_query().cloned();
+        match pq {
+            Some(pq) if self.prefix.is_empty() => Ok(pq),
+            pq => {
+                let pq = pq.as_ref().map_or("/", http::uri::PathAndQuery::as_str);
+                let target = format!("{}{pq}", self.prefix);
+                target
+                    .parse()
+                    .map_err(|_| UpstreamError::Url(target.clone()))
+            }
+        }
+    }
+
+    /// How many idle HTTP/1.1 connections are kept now.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.h1.len()
+    }
+}
+
+/// An HTTP/1.1 answer's body that gives its connection back to the idle pool at its end.
+struct Returning {
+    inner: hyper::body::Incoming,
+    back: Option<(http1::SendRequest<Body>, Arc<IdlePool>)>,
+}
+
+impl Returning {
+    fn new(
+        inner: hyper::body::Incoming,
+        s: http1::SendRequest<Body>,
+        pool: &Arc<IdlePool>,
+    ) -> Self {
+        let mut r = Self {
+            inner,
+            back: Some((s, Arc::clone(pool))),
+        };
+        // an empty body may never be polled
+        if hyper::body::Body::is_end_stream(&r.inner) {
+            r.release();
+        }
+        r
+    }
+
+    fn release(&mut self) {
+        if let Some((s, pool)) = self.back.take() {
+            pool.put(s);
+        }
+    }
+}
+
+impl hyper::body::Body for Returning {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // a connection whose answer failed is not used again
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            _ => {}
+        }
+        polled.map(|f| f.map(|r| r.map_err(|e| -> BoxError { Box::new(e) })))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -298,4 +427,192 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
 /// A body of `data`, for the gateway's own answers.
 pub(crate) fn text(data: impl Into<Bytes>) -> ResponseBody {
     tianping_net::full(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use http::Request;
+    use tianping_certs::{CaCert, CertKind, KeyAlg, LeafRequest, ServerTlsBuilder};
+    use tianping_core::UnixTime;
+    use tianping_net::{ConnInfo, HostSet, ServerHandle, ServerOptions, full, serve_tls};
+    use tokio::sync::{Notify, Semaphore};
+
+    use super::*;
+    use crate::config::UpstreamHttp;
+
+    type R = Result<(), BoxError>;
+
+    /// A service offering HTTP/1.1 alone that notes the client port (one per connection) of
+    /// each request and answers once `gate` gives it a permit.
+    struct Service {
+        handle: ServerHandle,
+        ports: Arc<Mutex<Vec<u16>>>,
+        arrived: Arc<Notify>,
+        gate: Arc<Semaphore>,
+        ca_pem: String,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Service {
+        fn connections(&self) -> usize {
+            let ports = self.ports.lock().unwrap_or_else(PoisonError::into_inner);
+            ports.iter().collect::<HashSet<_>>().len()
+        }
+
+        fn requests(&self) -> usize {
+            self.ports
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        }
+
+        /// Returns once the service has been asked `n` requests in all.
+        async fn asked(&self, n: usize) {
+            while self.requests() < n {
+                self.arrived.notified().await;
+            }
+        }
+    }
+
+    async fn service() -> Result<Service, BoxError> {
+        let dir = tempfile::tempdir()?;
+        let now = UnixTime::from_system_time(std::time::SystemTime::now());
+        let root = CaCert::new_root("Court", KeyAlg::EcP256, now)?;
+        let zone = root.new_zone(&"private".parse()?, "Court", KeyAlg::EcP256, now)?;
+        let mut req = LeafRequest::new(CertKind::Server, "cases");
+        req.dns = vec!["localhost".into()];
+        let leaf = zone.issue(&req, now)?;
+        let (pem, key) = (dir.path().join("s.pem"), dir.path().join("s.key"));
+        std::fs::write(&pem, &leaf.chain_pem)?;
+        std::fs::write(&key, leaf.key_pem.expose())?;
+        let tls = ServerTlsBuilder::new(pem, key)
+            .alpn(vec![b"http/1.1".to_vec()])
+            .build()?;
+        let mut options = ServerOptions::new(HostSet::new(["localhost"]));
+        options.http3 = false;
+        let ports = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(Semaphore::new(0));
+        let arrived = Arc::new(Notify::new());
+        let (p, a, g) = (Arc::clone(&ports), Arc::clone(&arrived), Arc::clone(&gate));
+        let handle = serve_tls(
+            "127.0.0.1:0".parse()?,
+            Arc::new(tls),
+            options,
+            move |req: Request<Body>| {
+                let (p, a, g) = (Arc::clone(&p), Arc::clone(&a), Arc::clone(&g));
+                async move {
+                    if let Some(c) = req.extensions().get::<ConnInfo>() {
+                        p.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(c.peer.port());
+                    }
+                    a.notify_one();
+                    if let Ok(permit) = g.acquire().await {
+                        permit.forget();
+                    }
+                    let mut r = Response::new(full("case 1\n"));
+                    if req.method() == http::Method::HEAD {
+                        *r.body_mut() = tianping_net::empty();
+                    }
+                    r
+                }
+            },
+        )
+        .await?;
+        Ok(Service {
+            handle,
+            ports,
+            arrived,
+            gate,
+            ca_pem: format!("{}{}", root.cert_pem(), zone.cert_pem()),
+            _dir: dir,
+        })
+    }
+
+    fn get(method: http::Method) -> Result<Request<Body>, http::Error> {
+        Request::builder()
+            .method(method)
+            .uri("/cases/1")
+            .body(Body::empty())
+    }
+
+    async fn read(r: Response<ResponseBody>) -> Result<Bytes, BoxError> {
+        Ok(r.into_body().collect().await?.to_bytes())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_http1_connection_is_used_again_once_its_answer_is_read() -> R {
+        let s = service().await?;
+        s.gate.add_permits(1_000);
+        let url = format!("https://localhost:{}/", s.handle.local_addr().port());
+        let up = Upstream::new(&url, s.ca_pem.as_bytes(), None, UpstreamHttp::Any, 4)?;
+        for _ in 0..20 {
+            let r = up.send(get(http::Method::GET)?).await?;
+            assert_eq!(r.status(), 200);
+            assert_eq!(read(r).await?.as_ref(), b"case 1\n");
+        }
+        // an answer with no body gives its connection back without being read
+        let r = up.send(get(http::Method::HEAD)?).await?;
+        assert_eq!(r.status(), 200);
+        let r = up.send(get(http::Method::GET)?).await?;
+        assert_eq!(read(r).await?.as_ref(), b"case 1\n");
+        assert_eq!(s.requests(), 22);
+        assert_eq!(s.connections(), 1, "one connection, used again and again");
+        assert_eq!(up.idle(), 1);
+        // an answer dropped unread takes its connection with it
+        let r = up.send(get(http::Method::GET)?).await?;
+        drop(r);
+        assert_eq!(up.idle(), 0);
+        let r = up.send(get(http::Method::GET)?).await?;
+        assert_eq!(read(r).await?.as_ref(), b"case 1\n");
+        assert_eq!(s.connections(), 2);
+        s.handle.shutdown().await;
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn as_many_http1_connections_as_requests_in_flight_are_kept_up_to_the_limit() -> R {
+        let s = service().await?;
+        let url = format!("https://localhost:{}/", s.handle.local_addr().port());
+        let up = Arc::new(Upstream::new(
+            &url,
+            s.ca_pem.as_bytes(),
+            None,
+            UpstreamHttp::Http1,
+            6,
+        )?);
+        // 8 requests held by the service at once need 8 connections
+        let round = |n: usize| -> Vec<tokio::task::JoinHandle<Result<Bytes, BoxError>>> {
+            (0..n)
+                .map(|_| {
+                    let up = Arc::clone(&up);
+                    tokio::spawn(async move {
+                        let r = up.send(get(http::Method::GET)?).await?;
+                        read(r).await
+                    })
+                })
+                .collect()
+        };
+        let tasks = round(8);
+        s.asked(8).await;
+        s.gate.add_permits(8);
+        for t in tasks {
+            assert_eq!(t.await??.as_ref(), b"case 1\n");
+        }
+        assert_eq!(s.connections(), 8);
+        assert_eq!(up.idle(), 6, "kept up to the pool's size");
+        // 6 in flight again: all on kept connections, none opened
+        let tasks = round(6);
+        s.asked(14).await;
+        s.gate.add_permits(6);
+        for t in tasks {
+            assert_eq!(t.await??.as_ref(), b"case 1\n");
+        }
+        assert_eq!(s.connections(), 8);
+        assert_eq!(up.idle(), 6);
+        s.handle.shutdown().await;
+        Ok(())
+    }
 }
