@@ -115,11 +115,16 @@ pub enum AssertionError {
 
 /// Makes and caches `Tianping-Assertion`s: one per identity and service, reused until
 /// [`Limits::assertion_renew_before`] of its life is left.
+///
+/// Each is kept as the header value it is sent as (cloning one shares its bytes), marked
+/// sensitive: HTTP/2 and HTTP/3 send it as a never-indexed literal (RFC 7541 §7.1.3, RFC 9204
+/// §7.1.3), so no proxy on the way may add a credential to a compression table, and a
+/// per-person value of a few KiB does not push every other header out of the 4 KiB table.
 #[derive(Debug)]
 pub struct Assertions {
     signer: TokenSigner,
     limits: Limits,
-    cache: Mutex<HashMap<(String, String), (String, u64)>>,
+    cache: Mutex<HashMap<(String, String), (HeaderValue, u64)>>,
 }
 
 impl Assertions {
@@ -147,27 +152,45 @@ impl Assertions {
         service: &str,
         now: UnixTime,
     ) -> Result<String, AssertionError> {
+        let v = self.header_for_service(who, service, now)?;
+        v.to_str()
+            .map(str::to_owned)
+            .map_err(|_| AssertionError::Header)
+    }
+
+    /// [`Self::for_service`] as the (sensitive) header value it is sent as.
+    fn header_for_service(
+        &self,
+        who: &Identity,
+        service: &str,
+        now: UnixTime,
+    ) -> Result<HeaderValue, AssertionError> {
         let key = (who.cache_key(), service.to_owned());
         let now_s = now.as_secs();
         let renew = self.limits.assertion_renew_before.as_secs();
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((token, exp)) = cache.get(&key)
-            && now_s.saturating_add(renew) < *exp
         {
-            return Ok(token.clone());
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((token, exp)) = cache.get(&key)
+                && now_s.saturating_add(renew) < *exp
+            {
+                return Ok(token.clone());
+            }
         }
+        // signed outside the lock: other people's requests do not wait for this signature
         let claims = who.user_claims();
         let life = self.limits.assertion_lifetime;
         let token = self
             .signer
             .sign(&TokenClaims::User(claims), service, now, life)?;
+        let value = sensitive(&token)?;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= self.limits.assertion_cache_entries {
             cache.retain(|_, (_, exp)| now_s.saturating_add(renew) < *exp);
         }
         if cache.len() < self.limits.assertion_cache_entries {
-            cache.insert(key, (token.clone(), now_s.saturating_add(life.as_secs())));
+            cache.insert(key, (value.clone(), now_s.saturating_add(life.as_secs())));
         }
-        Ok(token)
+        Ok(value)
     }
 
     /// A new assertion of `who` for `audience`, never cached: for a receiver that takes each
@@ -198,8 +221,8 @@ impl Assertions {
         now: UnixTime,
     ) -> Result<(), AssertionError> {
         strip_client_headers(headers);
-        let token = self.for_service(who, service, now)?;
-        Self::put(headers, &token, request_id)
+        let token = self.header_for_service(who, service, now)?;
+        Self::put(headers, token, request_id)
     }
 
     /// As [`Self::prepare`], with a [`Self::fresh`] assertion: for a component's control socket,
@@ -213,17 +236,27 @@ impl Assertions {
         now: UnixTime,
     ) -> Result<(), AssertionError> {
         strip_client_headers(headers);
-        let token = self.fresh(who, service, now)?;
-        Self::put(headers, &token, request_id)
+        let token = sensitive(&self.fresh(who, service, now)?)?;
+        Self::put(headers, token, request_id)
     }
 
-    fn put(headers: &mut HeaderMap, token: &str, request_id: &str) -> Result<(), AssertionError> {
-        let value = HeaderValue::from_str(token).map_err(|_| AssertionError::Header)?;
+    fn put(
+        headers: &mut HeaderMap,
+        token: HeaderValue,
+        request_id: &str,
+    ) -> Result<(), AssertionError> {
         let id = HeaderValue::from_str(request_id).map_err(|_| AssertionError::Header)?;
-        headers.insert(HeaderName::from_static(USER_TOKEN_HEADER), value);
+        headers.insert(HeaderName::from_static(USER_TOKEN_HEADER), token);
         headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
         Ok(())
     }
+}
+
+/// `token` as a header value marked sensitive (never indexed by HPACK or QPACK).
+fn sensitive(token: &str) -> Result<HeaderValue, AssertionError> {
+    let mut v = HeaderValue::from_str(token).map_err(|_| AssertionError::Header)?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -299,6 +332,7 @@ mod tests {
         a.prepare(&mut h, &who()?, "cases", "req-1", now)?;
         assert!(!h.contains_key("x-forwarded-user"));
         let token = h.get(USER_TOKEN_HEADER).ok_or("no assertion")?;
+        assert!(token.is_sensitive(), "a credential is never indexed");
         let trust = TrustStore::from_pem(
             format!("{}{}", root.cert_pem(), zone.cert_pem()).as_bytes(),
             &[],

@@ -37,7 +37,8 @@ impl SubjectRates {
     pub fn allow(&self, sub: &SubjectId, now: UnixTime) -> bool {
         let now = now.as_secs();
         let mut b = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        if !b.contains_key(sub) && b.len() >= MAX_SUBJECTS {
+        let known = b.contains_key(sub);
+        if !known && b.len() >= MAX_SUBJECTS {
             let (rate, burst) = (self.rate, self.burst);
             b.retain(|_, (tokens, at)| {
                 tokens.saturating_add(now.saturating_sub(*at).saturating_mul(rate)) < burst
@@ -46,7 +47,13 @@ impl SubjectRates {
                 return false;
             }
         }
-        let (tokens, at) = b.entry(sub.clone()).or_insert((self.burst, now));
+        // a known subject is found by reference: its id is copied once, not on every request
+        if !known {
+            b.insert(sub.clone(), (self.burst, now));
+        }
+        let Some((tokens, at)) = b.get_mut(sub) else {
+            return false;
+        };
         let refill = now.saturating_sub(*at).saturating_mul(self.rate);
         *tokens = tokens.saturating_add(refill).min(self.burst);
         *at = (*at).max(now);

@@ -11,7 +11,7 @@
 //! connection presenting that certificate.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -262,7 +262,8 @@ pub struct BearerVerifier {
     zone: ZoneName,
     jwks: Jwks,
     limits: Limits,
-    cache: Mutex<HashMap<[u8; 32], AccessToken>>,
+    /// Shared, so a hit costs a reference count, not a copy of the claims.
+    cache: Mutex<HashMap<[u8; 32], Arc<AccessToken>>>,
 }
 
 impl BearerVerifier {
@@ -323,7 +324,7 @@ impl BearerVerifier {
         token: &[u8],
         client_cert: Option<&[u8; 32]>,
         now: UnixTime,
-    ) -> Result<AccessToken, BearerError> {
+    ) -> Result<Arc<AccessToken>, BearerError> {
         if token.len() > self.limits.max_token_bytes {
             return Err(BearerError::Malformed("too long"));
         }
@@ -340,7 +341,7 @@ impl BearerVerifier {
         let t = match cached {
             Some(t) => t,
             None => {
-                let t = self.check(token, now)?;
+                let t = Arc::new(self.check(token, now)?);
                 self.remember(id, &t, now);
                 t
             }
@@ -349,14 +350,14 @@ impl BearerVerifier {
         Ok(t)
     }
 
-    fn remember(&self, id: [u8; 32], t: &AccessToken, now: UnixTime) {
+    fn remember(&self, id: [u8; 32], t: &Arc<AccessToken>, now: UnixTime) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= self.limits.token_cache_entries {
             let skew = self.limits.clock_skew.as_secs();
             cache.retain(|_, t| t.expires_at.as_secs().saturating_add(skew) > now.as_secs());
         }
         if cache.len() < self.limits.token_cache_entries {
-            cache.insert(id, t.clone());
+            cache.insert(id, Arc::clone(t));
         }
     }
 

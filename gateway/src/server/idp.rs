@@ -247,7 +247,7 @@ impl IdpLink {
         token: &[u8],
         cert: Option<&[u8; 32]>,
         now: UnixTime,
-    ) -> Result<AccessToken, BearerError> {
+    ) -> Result<Arc<AccessToken>, BearerError> {
         self.ensure_keys(now).await?;
         let (v, _) = self.keys();
         match v.verify(token, cert, now) {
