@@ -80,6 +80,11 @@ pub(crate) struct GatewayArgs {
     /// of queueing it and committing in groups within 20 ms.
     #[arg(long)]
     audit_sync: bool,
+    /// The HTTP versions offered to the services forwarded to: `any` (the service chooses:
+    /// one multiplexed HTTP/2 connection, or pooled HTTP/1.1 ones), `1.1` (a pool of HTTP/1.1
+    /// connections, as many as the requests in flight) or `2`.
+    #[arg(long, default_value = "any")]
+    upstream_http: tianping_gateway::UpstreamHttp,
 }
 
 pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
@@ -98,7 +103,9 @@ pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
         .enable_all()
         .build()
         .into_diagnostic()?;
-    rt.block_on(serve(&dir, &fabric, &args.zone, args.audit_sync))
+    let mut limits = zone_limits(zl);
+    limits.upstream_http = args.upstream_http;
+    rt.block_on(serve(&dir, &fabric, &args.zone, args.audit_sync, limits))
 }
 
 /// The gateway's limits: the defaults, with the per-subject rate and burst the zone's section
@@ -169,6 +176,7 @@ async fn serve(
     fabric: &Fabric,
     zone: &ZoneName,
     audit_sync: bool,
+    limits: Limits,
 ) -> miette::Result<ExitCode> {
     let zl = fabric
         .zone(zone)
@@ -323,7 +331,7 @@ async fn serve(
         assertion_key: (public, chain_der),
         node_identity: Some((node_pem, node_key)),
         audit: Arc::clone(&audit),
-        limits: zone_limits(zl),
+        limits,
         clock,
         metrics: Arc::clone(&registry),
         exchange_sender: zl

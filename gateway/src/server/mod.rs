@@ -195,9 +195,43 @@ struct Inner {
     pending: Mutex<HashMap<String, Pending>>,
     rng: SystemRandom,
     metrics: Arc<Registry>,
+    /// `tianping_gateway_decisions_total`, registered once: a lookup by name and labels on
+    /// every request would cost a lock and a few allocations.
+    decisions: Decisions,
     exchange_sender: Option<PathBuf>,
     exchange_receiver: Option<PathBuf>,
     audit_sync: bool,
+}
+
+/// The decision counters, by outcome.
+struct Decisions {
+    allow: Option<tianping_net::Counter>,
+    deny: Option<tianping_net::Counter>,
+}
+
+impl Decisions {
+    fn new(metrics: &Registry) -> Self {
+        let counter = |outcome| {
+            metrics
+                .counter(
+                    "tianping_gateway_decisions_total",
+                    "Decisions on requests, by outcome.",
+                    &[("outcome", outcome)],
+                )
+                .ok()
+        };
+        Self {
+            allow: counter("allow"),
+            deny: counter("deny"),
+        }
+    }
+
+    fn count(&self, allowed: bool) {
+        let c = if allowed { &self.allow } else { &self.deny };
+        if let Some(c) = c {
+            c.inc();
+        }
+    }
 }
 
 /// The zone gateway, a [`Handler`] for `tianping_net::serve_tls`. Cheap to clone.
@@ -224,12 +258,19 @@ impl Gateway {
                         .node_identity
                         .as_ref()
                         .map(|(c, k)| (c.as_slice(), k.as_slice()));
-                    Target::Url(Upstream::new(&url, &ca_pem, client).map_err(|e| {
-                        ServeError::Service {
+                    Target::Url(
+                        Upstream::new(
+                            &url,
+                            &ca_pem,
+                            client,
+                            parts.limits.upstream_http,
+                            parts.limits.upstream_idle_connections,
+                        )
+                        .map_err(|e| ServeError::Service {
                             service: name.clone(),
                             reason: e.to_string(),
-                        }
-                    })?)
+                        })?,
+                    )
                 }
                 ServiceBinding::Folder(p) => Target::Unavailable(format!(
                     "service `{name}` is bound to the delivery folder `{}`: it is reached through \
@@ -273,6 +314,7 @@ impl Gateway {
             clock: parts.clock,
             pending: Mutex::new(HashMap::new()),
             rng: SystemRandom::new(),
+            decisions: Decisions::new(&parts.metrics),
             metrics: parts.metrics,
             exchange_sender: parts.exchange_sender,
             exchange_receiver: parts.exchange_receiver,
@@ -480,11 +522,21 @@ impl Inner {
 
     /// `n` random bytes in hex; `None` if the system's generator failed.
     fn try_random_hex(&self, n: usize) -> Option<String> {
-        let mut b = vec![0u8; n];
-        self.rng.fill(&mut b).ok()?;
+        // a request id is 16 bytes: on the stack, one allocation for the text
+        let mut small = [0u8; 32];
+        let mut large = Vec::new();
+        let b = match small.get_mut(..n) {
+            Some(b) => b,
+            None => {
+                large.resize(n, 0);
+                large.as_mut_slice()
+            }
+        };
+        self.rng.fill(b).ok()?;
         let mut s = String::with_capacity(2 * n);
-        for x in b {
-            let _ = write!(s, "{x:02x}");
+        for x in b.iter() {
+            s.extend(char::from_digit(u32::from(x >> 4), 16));
+            s.extend(char::from_digit(u32::from(x & 0xf), 16));
         }
         Some(s)
     }
@@ -555,11 +607,7 @@ impl Inner {
             request_id,
             now,
         );
-        self.count(
-            "tianping_gateway_decisions_total",
-            "Decisions on requests, by outcome.",
-            &[("outcome", if allowed { "allow" } else { "deny" })],
-        );
+        self.decisions.count(allowed);
         let Some(queued) = queued else {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -712,7 +760,8 @@ impl Inner {
         a
     }
 
-    /// Queues the request's decision in the audit log (group commit); `None` if the log refused.
+    /// Queues the request's decision in the audit log (group commit; in `sync` mode a commit
+    /// that starts at once); `None` if the log refused.
     #[expect(clippy::too_many_arguments, reason = "the event's parts, each named")]
     fn audit_request(
         &self,
@@ -742,7 +791,14 @@ impl Inner {
         if let Some(who) = &asker.who {
             fill_actor(&mut e, who);
         }
-        match self.audit.append_queued(&e) {
+        // `sync` mode: the commit starts as soon as no other runs, not after the queue's window
+        // (the request waits for it); otherwise it is queued for the next group commit
+        let appended = if self.audit_sync {
+            self.audit.append_prompt(&e)
+        } else {
+            self.audit.append_queued(&e)
+        };
+        match appended {
             Ok(q) => Some(q),
             Err(err) => {
                 tracing::error!("audit append refused: {err}");
