@@ -112,3 +112,63 @@ async fn a_route_raises_its_limit_and_one_byte_over_is_413_on_every_protocol() {
     assert_eq!(statuses(&out), vec![413], "{out}");
     server.shutdown().await;
 }
+
+/// A `GET` the client ended with its headers reaches the handler with a body known to be
+/// empty (`is_end_stream`, an exact size of 0) on every protocol, so a proxy forwards it
+/// with end-of-stream; a `POST` with a body does not.
+#[tokio::test]
+async fn an_ended_get_has_a_body_known_to_be_empty_on_every_protocol() {
+    use hyper::body::Body as _;
+    async fn ends(req: http::Request<Body>) -> http::Response<ResponseBody> {
+        let b = req.body();
+        let known = b.is_end_stream() && b.size_hint().exact() == Some(0);
+        http::Response::new(full(if known { "empty" } else { "open" }))
+    }
+    let pki = Pki::new();
+    let server = serve_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(pki.server_config(ClientAuth::None)),
+        options(),
+        ends,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr();
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(pki.client_config(false, &[alpn]))
+            .resolve(HOST, addr)
+            .build()
+            .unwrap();
+        let url = format!("https://{HOST}:{}/x", addr.port());
+        let got = client.get(&url).send().await.unwrap().text().await.unwrap();
+        assert_eq!(got, "empty", "{alpn:?}");
+    }
+    let authority = format!("{HOST}:{}", addr.port());
+    assert_eq!(
+        h3_request_once(&pki, addr, &authority, "/x", &[]).await,
+        (200, "empty".to_owned())
+    );
+    // a body that is sent is left to stream
+    let mut h3 = H3Client::connect(&pki, addr).await;
+    let req = http::Request::post(format!("https://{authority}/x"))
+        .body(())
+        .unwrap();
+    let mut stream = h3.send.send_request(req).await.unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    stream.finish().await.unwrap();
+    let resp = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    h3.close();
+    assert_eq!(
+        (resp.status().as_u16(), body.as_slice()),
+        (200, &b"open"[..])
+    );
+    server.shutdown().await;
+}
