@@ -398,7 +398,7 @@ fn up_demo_seeds_one_person_of_every_role_who_reaches_the_zones_their_flows_name
     let seen = first.until("ready", by);
     assert!(
         seen.iter()
-            .any(|l| l.starts_with("demo: 4 courts and 14 people")),
+            .any(|l| l.starts_with("demo: 4 courts and 16 people")),
         "{seen:#?}"
     );
     let file = s.data.join("demo-users.txt");
@@ -410,8 +410,9 @@ fn up_demo_seeds_one_person_of_every_role_who_reaches_the_zones_their_flows_name
         .filter(|l| !l.starts_with('#'))
         .map(|l| l.split('\t').collect())
         .collect();
-    assert_eq!(people.len(), 14);
-    // every role but the three administrators' (made by `idp init`), each with a TOTP secret
+    assert_eq!(people.len(), 16);
+    // every role (and a system administrator and an auditor beside the three `idp init` makes),
+    // each with a TOTP secret
     for role in [
         "judge",
         "assistant",
@@ -426,6 +427,8 @@ fn up_demo_seeds_one_person_of_every_role_who_reaches_the_zones_their_flows_name
         "lawyer",
         "litigant",
         "public",
+        "sysadmin",
+        "auditor",
     ] {
         assert!(people.iter().any(|p| p[1] == role), "{role}");
     }
