@@ -18,24 +18,13 @@
 mod exchange;
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use exchange::Daemon;
 use serde_json::Value;
 
 /// Held by each test while its fabric runs, so two never run at once.
 static FABRIC: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// The offset that puts the fabric's clocks at `hour`:30 at +08:00 today.
-fn offset_to(hour: u64) -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let local = (now + 8 * 3600) % 86_400;
-    let target = hour * 3600 + 1800;
-    i64::try_from(target).unwrap() - i64::try_from(local).unwrap()
-}
 
 /// `tianping demo --json`: its exit code and steps.
 fn demo(data: &Path) -> (Option<i32>, Vec<Value>, String) {
@@ -100,7 +89,7 @@ fn tianping_ok(data: &Path, args: &[&str]) -> String {
 fn fabric_at(hour: u64, netns: bool) -> Vec<Value> {
     let s = exchange::setup("127.0.0.1:0");
     let by = Instant::now() + Duration::from_secs(600);
-    let offset = offset_to(hour);
+    let offset = exchange::offset_to(hour);
     let mut cmd = exchange::tianping(&s.data);
     cmd.args(["up", "--demo", "--clock-offset", &offset.to_string()]);
     if netns {

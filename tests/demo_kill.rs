@@ -35,7 +35,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use exchange::{Daemon, Rng};
 use serde_json::Value;
@@ -61,17 +61,6 @@ const VICTIMS: &[(&str, &str)] = &[
     ("external", "exchange-receiver"),
     ("private", "audit-store"),
 ];
-
-/// The offset that puts the fabric's clocks at `hour`:30 at +08:00 today.
-fn offset_to(hour: u64) -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let local = (now + 8 * 3600) % 86_400;
-    let target = hour * 3600 + 1800;
-    i64::try_from(target).unwrap() - i64::try_from(local).unwrap()
-}
 
 fn component(name: &str) -> Component {
     match name {
@@ -473,7 +462,7 @@ fn what_was_acknowledged_survives_components_killed_during_the_court_scenario() 
         std::mem::forget(s.tmp);
     }
     let by = Instant::now() + Duration::from_secs(600);
-    let offset = offset_to(10);
+    let offset = exchange::offset_to(10);
     // what the test signs is dated by the fabric's clock
     SystemClock::set_offset_ms(offset * 1000);
     let mut cmd = exchange::tianping(&s.data);

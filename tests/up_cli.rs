@@ -57,6 +57,36 @@ fn up_makes_the_folder_once_then_reuses_it() {
 }
 
 #[test]
+fn up_refuses_a_clock_offset_further_back_than_the_certificates_grace_and_makes_nothing() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let data = tmp.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(&data)
+        .args(["up", "--demo", "--dry-run", "--clock-offset", "-2400"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2400 s behind"), "{err}");
+    assert!(err.contains("`--clock-offset 84000`"), "{err}");
+    assert!(!data.exists(), "a refused `up` made {}", data.display());
+
+    // within the grace, the offset is taken
+    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(&data)
+        .args(["up", "--demo", "--dry-run", "--clock-offset", "-300"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn up_refuses_a_policy_that_does_not_check() {
     let tmp = tempfile::TempDir::new().unwrap();
     let data = tmp.path().join("data");

@@ -20,8 +20,9 @@ use crate::identity::{CertKind, HARDWARE_KEY_URI, MAX_SANS, URN, parse_cert, sum
 use crate::pem::certs_from_pem;
 
 const DAY: i64 = 24 * 3600;
-/// Leaves are valid from a little before they are made, for clocks a little behind.
-const BACKDATE_SECS: i64 = 300;
+/// Certificates (and CRLs) are valid from this many seconds before they are made, for clocks
+/// a little behind the issuer's.
+pub const BACKDATE_SECS: i64 = 300;
 /// The longest a leaf may be valid, in days.
 pub(crate) const MAX_LEAF_DAYS: u32 = 3650;
 

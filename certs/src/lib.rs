@@ -85,7 +85,7 @@ pub use identity::{
     CertKind, CertSummary, CourtIdentity, HARDWARE_KEY_URI, MAX_CERT_DER, MAX_SANS, fingerprint,
     identity_of, summarize,
 };
-pub use issue::{CaCert, IssuedCert, KeyAlg, LeafRequest, Revocation, RevokeReason};
+pub use issue::{BACKDATE_SECS, CaCert, IssuedCert, KeyAlg, LeafRequest, Revocation, RevokeReason};
 pub use pem::certs_from_pem;
 pub use pki::{DEFAULT_CRL_DAYS, Pki, PkiInit, random_secret};
 pub use replay::ReplayCache;

@@ -29,8 +29,11 @@ pub(crate) struct UpArgs {
     /// addresses on the first such run.
     #[arg(long)]
     netns: bool,
-    /// With `--demo` only: run every component's clock this many seconds ahead (behind when
-    /// negative) of the machine's, to show the policy's time windows at another hour; audited.
+    /// With `--demo` only: run every component's clock this many seconds ahead of the machine's,
+    /// to show the policy's time windows at another hour; audited. At most 5 minutes behind:
+    /// the folder's certificates are made on the machine's clock, and a clock further behind
+    /// would find every one of them not yet valid (to show an earlier hour, go ahead to it on
+    /// the next day).
     #[arg(
         long,
         requires = "demo",
@@ -182,6 +185,19 @@ fn init_idps(dir: &DataDir, fabric: &Fabric) -> miette::Result<()> {
 
 pub(crate) fn run(data: &Path, args: UpArgs) -> miette::Result<ExitCode> {
     let dir = DataDir::new(data);
+    if let Some(secs) = args.clock_offset
+        && secs < -tianping_certs::BACKDATE_SECS
+    {
+        return Err(miette!(
+            "`--clock-offset {secs}` puts every clock {} s behind the machine's, before the \
+             certificates this folder holds were made (they are valid from {} s before they \
+             were made); to show that hour, go ahead to it on the next day: \
+             `--clock-offset {}`",
+            -secs,
+            tianping_certs::BACKDATE_SECS,
+            secs.rem_euclid(86_400)
+        ));
+    }
     if args.seed_demo {
         demo::seed(&dir)?;
         return Ok(ExitCode::SUCCESS);

@@ -568,6 +568,19 @@ pub fn store_ended(s: &Setup, link: u32, ids: &[u64]) -> BTreeMap<u64, Option<En
         .collect()
 }
 
+/// The `up --demo --clock-offset` that puts the fabric's clocks at the next `hour`:30 at
+/// +08:00: never behind the machine's clock, which made the folder's certificates (`up` refuses
+/// an offset further back than their 5 minutes of grace).
+pub fn offset_to(hour: u64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let local = (now + 8 * 3600) % 86_400;
+    let target = hour * 3600 + 1800;
+    (i64::try_from(target).unwrap() - i64::try_from(local).unwrap()).rem_euclid(86_400)
+}
+
 /// A deadline `secs` from now.
 pub fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
