@@ -162,7 +162,7 @@ pub use store::{Ended, FolderSink, KEEP_ENDED, Sink, Store};
 #[cfg(feature = "daemon")]
 pub use trust::ZoneTrust;
 #[cfg(feature = "io")]
-pub use udp::{SendStats, Submission, UdpReceiver, UdpSender, bind_udp};
+pub use udp::{SendStats, Submission, UdpReceiver, UdpSender, bind_udp, recv_buffer};
 pub use update::{
     check_crl_update, check_policy_update, check_trust_update, rebuild_crl, rebuild_policy_update,
     rebuild_trust_bundle,

@@ -9,8 +9,10 @@
 //!
 //! Buffer sizes are set with `socket2`, because `std::net::UdpSocket` cannot set `SO_RCVBUF` or
 //! `SO_SNDBUF`: a receiver needs a large buffer to ride out the moments it falls behind (the
-//! lidi measurements in `shared/reference/peers-measured.md`), and the kernel may clamp what is
-//! asked to `net.core.rmem_max`.
+//! lidi measurements in `shared/reference/peers-measured.md`). The kernel clamps `SO_RCVBUF` to
+//! `net.core.rmem_max` (208 KiB on a stock kernel), so [`bind_udp`] first asks with
+//! `SO_RCVBUFFORCE`, which a process with `CAP_NET_ADMIN` (the daemons run as root) may set past
+//! it, and [`recv_buffer`] says what the kernel gave, for the receiver to warn when it is short.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -24,10 +26,13 @@ use tianping_core::Clock;
 use crate::{Arrival, Assembler, LinkError, Pacer, Sender, TransferSource};
 
 /// A UDP socket bound to `addr`, asking for `recv_buffer` and `send_buffer` bytes of kernel
-/// buffer (0 leaves the system default).
+/// buffer (0 leaves the system default). The receive buffer is forced past `net.core.rmem_max`
+/// where the process may (`CAP_NET_ADMIN`), else asked for and clamped by the kernel.
 pub fn bind_udp(addr: SocketAddr, recv_buffer: usize, send_buffer: usize) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if recv_buffer > 0 {
+    if recv_buffer > 0
+        && rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, recv_buffer).is_err()
+    {
         socket.set_recv_buffer_size(recv_buffer)?;
     }
     if send_buffer > 0 {
@@ -35,6 +40,12 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer: usize, send_buffer: usize) -> io:
     }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// The receive buffer the kernel gave `socket`, in bytes (Linux reports twice what was set: the
+/// half it keeps for its own bookkeeping is counted).
+pub fn recv_buffer(socket: &UdpSocket) -> io::Result<usize> {
+    socket2::SockRef::from(socket).recv_buffer_size()
 }
 
 /// What a [`UdpSender`] did.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tianping_core::{Algorithm, RingSigner, Signer, SystemClock};
 use tianping_crossdomain::{
     Arrival, Assembler, LinkConfig, Pacer, PinnedKeys, Receiver, ReceiverConfig, Sender,
-    Submission, UdpReceiver, UdpSender, bind_udp,
+    Submission, UdpReceiver, UdpSender, bind_udp, recv_buffer,
 };
 
 #[test]
@@ -259,4 +259,29 @@ fn loopback_throughput() {
         stats.missing,
         stats.repaired,
     );
+}
+
+/// The effective user id of this process, from `/proc/self/status`.
+fn euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    uid.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_receive_buffer_past_rmem_max_is_forced_as_root_and_clamped_otherwise() {
+    let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let ask = 2 * max + (1 << 20);
+    let socket = bind_udp("127.0.0.1:0".parse().unwrap(), ask, 0).unwrap();
+    let got = recv_buffer(&socket).unwrap();
+    if euid() == 0 {
+        // root holds CAP_NET_ADMIN: past the limit, as asked (Linux reports it doubled)
+        assert_eq!(got, 2 * ask, "rmem_max {max}");
+    } else {
+        assert_eq!(got, 2 * max, "clamped to rmem_max {max}");
+    }
 }

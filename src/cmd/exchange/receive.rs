@@ -38,13 +38,18 @@ use tianping_crossdomain::{
     BundleHeader, Counter, Deliverer, Delivery, Ended, Failure, Installer, Intake, LinkEnd,
     MakeReceipt, NetDeliver, Queue, Receipt, ReceiptBook, ReceiptKind, Receipting, Receipts,
     ReceiveStatus, ReceiverConfig, ReceiverControl, ReceiverEvent, Report, SignerTrust, Store,
-    ZoneTrust, bind_udp, count_approvals, hex, run_receiver_reporting, targets,
+    ZoneTrust, bind_udp, count_approvals, hex, recv_buffer, run_receiver_reporting, targets,
 };
 
 use super::{admin, node_callers, runtime, zone_trust};
 
 /// How many audit events between checkpoints signed with the receiver's node key.
 const CHECKPOINT_EVERY: u64 = 256;
+/// Each link's receive socket buffer: 64 MiB holds about 45,000 full datagrams, some 0.5 s of a
+/// 1 Gbit/s link, for the moments the receiver falls behind (lidi's figures in
+/// `shared/reference/peers-measured.md`: losses begin when the buffer fills). Forced past
+/// `net.core.rmem_max` as root; where the kernel gives less, the receiver says so at start.
+const LINK_RECV_BUFFER: usize = 64 << 20;
 
 /// The receiver's audit log, and its lines on standard output.
 struct Audit {
@@ -399,10 +404,22 @@ pub(super) fn receive(dir: &DataDir, fabric: &Fabric, zone: &ZoneName) -> miette
         // on port 0 the port it had before, which the link's running sender still sends to
         let again =
             tianping_core::rebind_addr(dir, zone, Component::ExchangeReceiver, &from, link.address);
-        let socket = bind_udp(again, 64 << 20, 0)
-            .or_else(|_| bind_udp(link.address, 64 << 20, 0))
+        let socket = bind_udp(again, LINK_RECV_BUFFER, 0)
+            .or_else(|_| bind_udp(link.address, LINK_RECV_BUFFER, 0))
             .into_diagnostic()?;
         let bound = socket.local_addr().into_diagnostic()?;
+        // Linux reports twice what it set
+        let got = recv_buffer(&socket).into_diagnostic()? / 2;
+        if got < LINK_RECV_BUFFER {
+            println!(
+                "link {id} from `{}`: the kernel gave a {} KiB receive buffer, not the {} MiB \
+                 asked (`net.core.rmem_max`, which only a process with CAP_NET_ADMIN may go \
+                 past): a burst longer than that is lost and must be asked for again",
+                link.from,
+                got >> 10,
+                LINK_RECV_BUFFER >> 20
+            );
+        }
         tianping_core::publish_addr(dir, zone, Component::ExchangeReceiver, &from, bound)
             .into_diagnostic()?;
         let status = Arc::new(
