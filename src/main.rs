@@ -99,7 +99,8 @@ fn main() -> ExitCode {
         eprintln!("the supervising `tianping up` is gone: not starting");
         return ExitCode::from(1);
     }
-    if let Err(report) = cmd::demo::apply_clock_offset(&cli.data) {
+    let is_up = matches!(cli.command, Command::Up(_));
+    if let Err(report) = cmd::demo::apply_clock_offset(&cli.data, is_up) {
         eprintln!("{report:?}");
         return ExitCode::from(2);
     }

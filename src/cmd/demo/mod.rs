@@ -30,8 +30,9 @@ pub(crate) use browser::Browser;
 /// The file where `up --demo` lists its people (and that marks a demonstration folder).
 const PEOPLE_FILE: &str = "demo-users.txt";
 
-/// The environment variable through which `up --demo --clock-offset` gives its children (and
-/// `demo` reads from `run/clock-offset`) the offset of the demonstration's clock, in seconds.
+/// The environment variable through which `up --demo --clock-offset` gives its children the
+/// offset of the demonstration's clock, in seconds (other commands on the folder read it from
+/// `run/clock-offset`).
 pub(crate) const CLOCK_OFFSET_ENV: &str = "TIANPING_CLOCK_OFFSET";
 
 /// Options of `tianping demo`.
@@ -46,24 +47,40 @@ pub(crate) struct DemoArgs {
     json: bool,
 }
 
-/// Applies [`CLOCK_OFFSET_ENV`] to this process's clock, in a folder seeded by `up --demo`
-/// only (a real installation's clock is the machine's): refused anywhere else.
-pub(crate) fn apply_clock_offset(data: &Path) -> miette::Result<()> {
-    let Some(v) = std::env::var_os(CLOCK_OFFSET_ENV) else {
-        return Ok(());
+/// Applies the demonstration's clock offset to this process's clock, in a folder seeded by `up
+/// --demo` only (a real installation's clock is the machine's): [`CLOCK_OFFSET_ENV`] where it is
+/// set (refused anywhere but in a demonstration folder), else the `run/clock-offset` that the
+/// running `up --demo --clock-offset` wrote, so that every command an operator runs on the folder
+/// (`exchange resend`, `audit`, `login`) signs and checks on the components' clock. `up` itself
+/// reads no file: it writes or removes it for its own run.
+pub(crate) fn apply_clock_offset(data: &Path, is_up: bool) -> miette::Result<()> {
+    let demo_folder = data.join(PEOPLE_FILE).exists();
+    let secs: i64 = match std::env::var_os(CLOCK_OFFSET_ENV) {
+        Some(v) => {
+            let secs = v
+                .to_str()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| miette!("`{CLOCK_OFFSET_ENV}` is not a whole number of seconds"))?;
+            if !demo_folder {
+                return Err(miette!(
+                    "`{CLOCK_OFFSET_ENV}` is set, but `{}` is not a demonstration folder (seeded \
+                     by `tianping up --demo`); a real installation keeps the machine's clock",
+                    data.display()
+                ));
+            }
+            secs
+        }
+        None if demo_folder && !is_up => {
+            std::fs::read_to_string(data.join("run").join("clock-offset"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0)
+        }
+        None => 0,
     };
-    let secs: i64 = v
-        .to_str()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| miette!("`{CLOCK_OFFSET_ENV}` is not a whole number of seconds"))?;
-    if !data.join(PEOPLE_FILE).exists() {
-        return Err(miette!(
-            "`{CLOCK_OFFSET_ENV}` is set, but `{}` is not a demonstration folder (seeded by \
-             `tianping up --demo`); a real installation keeps the machine's clock",
-            data.display()
-        ));
+    if secs != 0 {
+        SystemClock::set_offset_ms(secs.saturating_mul(1000));
     }
-    SystemClock::set_offset_ms(secs.saturating_mul(1000));
     Ok(())
 }
 
@@ -227,13 +244,7 @@ impl Running {
 }
 
 pub(crate) fn run(data: &Path, args: DemoArgs) -> miette::Result<ExitCode> {
-    let offset = std::fs::read_to_string(data.join("run").join("clock-offset"))
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or(0);
-    if offset != 0 && SystemClock::offset_ms() == 0 {
-        SystemClock::set_offset_ms(offset.saturating_mul(1000));
-    }
+    // the clock runs at the fabric's offset (`apply_clock_offset`)
     let f = Running::open(data, Duration::from_secs(args.wait))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
