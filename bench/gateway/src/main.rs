@@ -6,7 +6,7 @@
 //! cd bench && cargo run --release -p tianping-bench-gateway -- [--secs 10] [--warm 2]
 //!     [--rounds 3] [--conns 64] [--streams 10] [--threads 2] [--client-threads 2]
 //!     [--subjects 4096] [--tianping ../target/release/tianping] [--upstream any|h1]
-//!     [--only h1,h2,h3,handshakes]
+//!     [--only h1,h2,h3,handshakes] [--tianping-before OTHER_TIANPING]
 //! ```
 //!
 //! The data folder is made by the `tianping` binary itself (`init`, the `private` zone's policy
@@ -17,7 +17,9 @@
 //! (without nginx, unless it was built with `http_v3_module`: Debian's is not); then full TLS
 //! handshakes, one request each, against the upstream alone, nginx and the gateway (queued
 //! audit). `--only` picks some of `h1`, `h2`, `h3` and `handshakes` (default: all four, in that
-//! order). See bench/README.md.
+//! order). `--tianping-before` adds, to the handshake rows, a gateway run from another `tianping`
+//! binary (the build before a change) in the same rounds, before the new one in odd rounds and
+//! after it in even ones, with the ratio of the two round by round. See bench/README.md.
 
 mod handshake;
 mod load;
@@ -74,6 +76,9 @@ pub struct Opts {
     pub subjects: usize,
     /// The `tianping` binary.
     pub tianping: PathBuf,
+    /// Another `tianping` binary (the build before a change) whose gateway is measured beside
+    /// this one's in the handshake rows.
+    pub tianping_before: Option<PathBuf>,
     /// The proxies reach the upstream on its listener offering HTTP/1.1 alone (else the one
     /// offering `h2` too, which the gateway takes: one multiplexed connection).
     pub upstream_h1: bool,
@@ -145,6 +150,7 @@ fn opts(args: &[String]) -> Res<Opts> {
             env!("CARGO_MANIFEST_DIR"),
             "/../../target/release/tianping"
         )),
+        tianping_before: None,
         upstream_h1: false,
         only: Measure::ALL.to_vec(),
     };
@@ -161,6 +167,7 @@ fn opts(args: &[String]) -> Res<Opts> {
             "--client-threads" => o.client_threads = value.parse()?,
             "--subjects" => o.subjects = value.parse()?,
             "--tianping" => o.tianping = PathBuf::from(value),
+            "--tianping-before" => o.tianping_before = Some(PathBuf::from(value)),
             "--only" => o.only = Measure::parse_list(value)?,
             "--upstream" => {
                 o.upstream_h1 = match value.as_str() {
@@ -185,6 +192,8 @@ enum Who {
     Nginx,
     Gateway,
     GatewaySync,
+    /// The gateway of `--tianping-before`'s binary (handshake rows only).
+    GatewayBefore,
 }
 
 impl Who {
@@ -202,8 +211,32 @@ impl Who {
         match m {
             Measure::Req(Proto::H3) => vec![Self::Upstream, Self::Gateway, Self::GatewaySync],
             Measure::Req(_) => Self::ALL.to_vec(),
-            Measure::Handshakes => vec![Self::Upstream, Self::Nginx, Self::Gateway],
+            Measure::Handshakes => vec![
+                Self::Upstream,
+                Self::Nginx,
+                Self::Gateway,
+                Self::GatewayBefore,
+            ],
         }
+    }
+
+    /// Who is measured in `m` in round `round` of this run: the gateway before a change only
+    /// when its binary was given, before the new one in odd rounds and after it in even ones
+    /// (so neither always runs on the cores the other just warmed).
+    fn in_round(m: Measure, round: usize, before: bool) -> Vec<Self> {
+        let mut v: Vec<Self> = Self::of(m)
+            .into_iter()
+            .filter(|w| before || *w != Self::GatewayBefore)
+            .collect();
+        if round % 2 == 1 {
+            if let (Some(g), Some(b)) = (
+                v.iter().position(|w| *w == Self::Gateway),
+                v.iter().position(|w| *w == Self::GatewayBefore),
+            ) {
+                v.swap(g, b);
+            }
+        }
+        v
     }
 
     fn name(self) -> &'static str {
@@ -212,6 +245,7 @@ impl Who {
             Self::Nginx => "nginx",
             Self::Gateway => "gateway (queued audit)",
             Self::GatewaySync => "gateway (--audit-sync)",
+            Self::GatewayBefore => "gateway before (--tianping-before, queued audit)",
         }
     }
 }
@@ -314,7 +348,7 @@ fn run(args: &[String]) -> Res<()> {
     let mut rows: Vec<(Who, Measure, Row)> = Vec::new();
     for round in 1..=o.rounds {
         for &m in &o.only {
-            for who in Who::of(m) {
+            for who in Who::in_round(m, round, o.tianping_before.is_some()) {
                 let row = rt.block_on(measure(&bench, &o, who, m, round == 1))?;
                 eprintln!(
                     "round {round} {} {}: {:.0} {}/s, p50 {} µs, p99 {} µs, proxy {:.2} CPU-s, \
@@ -403,18 +437,23 @@ fn secs_of(ticks: u64) -> f64 {
 async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -> Res<Row> {
     // the gateway of each row is a process of its own, started for it
     let gateway: Option<Proc> = match who {
-        Who::Gateway => Some(bench.start_gateway(false)?),
-        Who::GatewaySync => Some(bench.start_gateway(true)?),
+        Who::Gateway => Some(bench.start_gateway(false, &o.tianping)?),
+        Who::GatewaySync => Some(bench.start_gateway(true, &o.tianping)?),
+        Who::GatewayBefore => {
+            Some(bench.start_gateway(false, o.tianping_before.as_ref().unwrap_or(&o.tianping))?)
+        }
         _ => None,
     };
     let target: Arc<Target> = Arc::new(match who {
         Who::Upstream if m == Measure::Req(Proto::H3) => bench.upstream_h3_target(),
         Who::Upstream => bench.upstream_target(),
         Who::Nginx => bench.nginx_target(),
-        Who::Gateway | Who::GatewaySync => bench.gateway_target(gateway.as_ref())?,
+        Who::Gateway | Who::GatewaySync | Who::GatewayBefore => {
+            bench.gateway_target(gateway.as_ref())?
+        }
     });
     let check = Check {
-        assertion: matches!(who, Who::Gateway | Who::GatewaySync),
+        assertion: matches!(who, Who::Gateway | Who::GatewaySync | Who::GatewayBefore),
     };
     let seen = match m {
         Measure::Req(proto) => load::once(&target, proto, check).await?,
@@ -430,7 +469,9 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -
     let proxy = Cpu(match who {
         Who::Upstream => vec![bench.upstream_pid()],
         Who::Nginx => bench.nginx_pids(),
-        Who::Gateway | Who::GatewaySync => gateway.iter().map(Proc::pid).collect(),
+        Who::Gateway | Who::GatewaySync | Who::GatewayBefore => {
+            gateway.iter().map(Proc::pid).collect()
+        }
     });
     let up = Cpu(if who == Who::Upstream {
         vec![]
@@ -679,8 +720,11 @@ fn h3_table(rows: &[(Who, Measure, Row)]) -> String {
 fn handshake_table(rows: &[(Who, Measure, Row)]) -> String {
     let mut s = String::new();
     let m = Measure::Handshakes;
-    let whos = Who::of(m);
-    if whos.iter().all(|w| rows_of(rows, *w, m).is_empty()) {
+    let whos: Vec<Who> = Who::of(m)
+        .into_iter()
+        .filter(|w| !rows_of(rows, *w, m).is_empty())
+        .collect();
+    if whos.is_empty() {
         return s;
     }
     let _ = writeln!(
@@ -761,5 +805,39 @@ fn handshake_table(rows: &[(Who, Measure, Row)]) -> String {
         median(rate.clone()),
         list(&rate)
     );
+    let before = ratios(
+        rows,
+        Who::Gateway,
+        Who::GatewayBefore,
+        m,
+        &Row::per_proxy_cpu,
+    );
+    if !before.is_empty() {
+        let was = ratios(rows, Who::GatewayBefore, Who::Nginx, m, &Row::per_proxy_cpu);
+        let rate = ratios(rows, Who::Gateway, Who::GatewayBefore, m, &|r| r.out.rate());
+        let _ = writeln!(
+            s,
+            "\n| the gateway before the change, full handshakes | median | round by round |"
+        );
+        let _ = writeln!(s, "|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| gateway before / nginx, per proxy CPU-s | {:.2} | {} |",
+            median(was.clone()),
+            list(&was)
+        );
+        let _ = writeln!(
+            s,
+            "| gateway / gateway before, per proxy CPU-s | {:.2} | {} |",
+            median(before.clone()),
+            list(&before)
+        );
+        let _ = writeln!(
+            s,
+            "| gateway / gateway before, handshakes/s | {:.2} | {} |",
+            median(rate.clone()),
+            list(&rate)
+        );
+    }
     s
 }

@@ -266,7 +266,6 @@ http {{
 pub struct Bench {
     work: WorkDir,
     data: PathBuf,
-    tianping: PathBuf,
     zone: ZoneName,
     threads: usize,
     gw_host: String,
@@ -527,7 +526,6 @@ impl Bench {
         Ok(Self {
             work,
             data,
-            tianping: bin,
             zone,
             threads: o.threads,
             gw_host,
@@ -615,9 +613,9 @@ impl Bench {
         self.idp.pid()
     }
 
-    /// Starts `tianping gateway --zone private` (with `--audit-sync` if `sync`) and waits until
-    /// it published its addresses.
-    pub fn start_gateway(&self, sync: bool) -> Res<Proc> {
+    /// Starts `tianping gateway --zone private` (with `--audit-sync` if `sync`) of the binary
+    /// `bin` and waits until it published its addresses.
+    pub fn start_gateway(&self, sync: bool, bin: &Path) -> Res<Proc> {
         let dir = DataDir::new(&self.data);
         clear_published_addrs(&dir, &self.zone, Component::Gateway)?;
         let mut args = vec!["gateway", "--zone", ZONE];
@@ -625,7 +623,7 @@ impl Bench {
             args.push("--audit-sync");
         }
         let mut p = daemon_with(
-            &self.tianping,
+            bin,
             &self.data,
             &args,
             self.threads,
