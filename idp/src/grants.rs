@@ -210,7 +210,8 @@ pub(crate) fn sha256(b: &[u8]) -> [u8; 32] {
 }
 
 /// A refresh rotation as its audit event records it, enough to make it again after a crash
-/// (see [`Store::journals_rotations`]).
+/// (see [`Store::journals_rotations`]). Only the server journals and replays them.
+#[cfg(feature = "server")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JournalledRotation {
     /// The family.
@@ -675,6 +676,7 @@ impl<'a> Grants<'a> {
     /// where the rotation found it (not revoked, its current token the one rotated out):
     /// exactly the change the grant made. Otherwise (the rotation is already in the store, or
     /// a later change) nothing changes. Whether it changed the family; not flushed.
+    #[cfg(feature = "server")]
     pub(crate) fn replay_rotation(&self, r: &JournalledRotation) -> Result<bool, IdpError> {
         let stands = |f: &RefreshFamily| {
             f.current == r.from && rotation(f, &r.from, &r.client_id, r.time) == Rotation::Rotated

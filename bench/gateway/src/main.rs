@@ -228,13 +228,13 @@ impl Who {
             .into_iter()
             .filter(|w| before || *w != Self::GatewayBefore)
             .collect();
-        if round % 2 == 1 {
-            if let (Some(g), Some(b)) = (
+        if round % 2 == 1
+            && let (Some(g), Some(b)) = (
                 v.iter().position(|w| *w == Self::Gateway),
                 v.iter().position(|w| *w == Self::GatewayBefore),
-            ) {
-                v.swap(g, b);
-            }
+            )
+        {
+            v.swap(g, b);
         }
         v
     }
