@@ -19,10 +19,16 @@ use std::time::{Duration, Instant};
 use exchange::Daemon;
 
 fn up(data: &Path) -> Output {
+    up_with(data, &[])
+}
+
+/// `tianping up --dry-run` with more arguments.
+fn up_with(data: &Path, more: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tianping"))
         .arg("--data")
         .arg(data)
         .args(["up", "--dry-run"])
+        .args(more)
         .output()
         .unwrap()
 }
@@ -60,12 +66,7 @@ fn up_makes_the_folder_once_then_reuses_it() {
 fn up_refuses_a_clock_offset_further_back_than_the_certificates_grace_and_makes_nothing() {
     let tmp = tempfile::TempDir::new().unwrap();
     let data = tmp.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
-        .arg("--data")
-        .arg(&data)
-        .args(["up", "--demo", "--dry-run", "--clock-offset", "-2400"])
-        .output()
-        .unwrap();
+    let out = up_with(&data, &["--demo", "--clock-offset", "-2400"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("2400 s behind"), "{err}");
@@ -73,12 +74,7 @@ fn up_refuses_a_clock_offset_further_back_than_the_certificates_grace_and_makes_
     assert!(!data.exists(), "a refused `up` made {}", data.display());
 
     // within the grace, the offset is taken
-    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
-        .arg("--data")
-        .arg(&data)
-        .args(["up", "--demo", "--dry-run", "--clock-offset", "-300"])
-        .output()
-        .unwrap();
+    let out = up_with(&data, &["--demo", "--clock-offset", "-300"]);
     assert!(
         out.status.success(),
         "{}",

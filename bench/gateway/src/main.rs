@@ -771,40 +771,38 @@ fn handshake_table(rows: &[(Who, Measure, Row)]) -> String {
     }
     let rate = ratios(rows, Who::Gateway, Who::Nginx, m, &|r| r.out.rate());
     let server = ratios(rows, Who::Gateway, Who::Nginx, m, &Row::per_server_cpu);
-    let list = |v: &[f64]| {
-        v.iter()
+    // one row of ratios: its label, the median, each round, and the last column if the table has one
+    let row = |s: &mut String, label: &str, v: &[f64], last: Option<&str>| {
+        let rounds = v
+            .iter()
             .map(|x| format!("{x:.2}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        let last = last.map(|l| format!(" {l} |")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| {label} | {:.2} | {rounds} |{last}",
+            median(v.to_vec())
+        );
     };
     let _ = writeln!(
         s,
         "\n| gateway / nginx, full handshakes | median | round by round | at least 2 in every round |"
     );
     let _ = writeln!(s, "|---|---|---|---|");
-    let _ = writeln!(
-        s,
-        "| per proxy CPU-s | {:.2} | {} | {} |",
-        median(per_cpu.clone()),
-        list(&per_cpu),
-        if per_cpu.iter().all(|x| *x >= 2.0) {
-            "yes"
-        } else {
-            "no"
-        }
+    let met = if per_cpu.iter().all(|x| *x >= 2.0) {
+        "yes"
+    } else {
+        "no"
+    };
+    row(&mut s, "per proxy CPU-s", &per_cpu, Some(met));
+    row(
+        &mut s,
+        "per server CPU-s (proxy + upstream + IdP)",
+        &server,
+        Some("-"),
     );
-    let _ = writeln!(
-        s,
-        "| per server CPU-s (proxy + upstream + IdP) | {:.2} | {} | - |",
-        median(server.clone()),
-        list(&server)
-    );
-    let _ = writeln!(
-        s,
-        "| handshakes/s | {:.2} | {} | - |",
-        median(rate.clone()),
-        list(&rate)
-    );
+    row(&mut s, "handshakes/s", &rate, Some("-"));
     let before = ratios(
         rows,
         Who::Gateway,
@@ -820,23 +818,23 @@ fn handshake_table(rows: &[(Who, Measure, Row)]) -> String {
             "\n| the gateway before the change, full handshakes | median | round by round |"
         );
         let _ = writeln!(s, "|---|---|---|");
-        let _ = writeln!(
-            s,
-            "| gateway before / nginx, per proxy CPU-s | {:.2} | {} |",
-            median(was.clone()),
-            list(&was)
+        row(
+            &mut s,
+            "gateway before / nginx, per proxy CPU-s",
+            &was,
+            None,
         );
-        let _ = writeln!(
-            s,
-            "| gateway / gateway before, per proxy CPU-s | {:.2} | {} |",
-            median(before.clone()),
-            list(&before)
+        row(
+            &mut s,
+            "gateway / gateway before, per proxy CPU-s",
+            &before,
+            None,
         );
-        let _ = writeln!(
-            s,
-            "| gateway / gateway before, handshakes/s | {:.2} | {} |",
-            median(rate.clone()),
-            list(&rate)
+        row(
+            &mut s,
+            "gateway / gateway before, handshakes/s",
+            &rate,
+            None,
         );
     }
     s
