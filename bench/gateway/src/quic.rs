@@ -210,13 +210,9 @@ mod tests {
     async fn http3_requests_are_answered_and_counted() {
         let (server, t, _dir) = crate::handshake::tests::upstream("h3", true).await;
         let seen = once(&t, Check::default()).await.unwrap();
-        // tianping-net hands an HTTP/3 request's body over as a stream whose end is seen only
-        // when read, even for a `GET` whose stream the client finished
-        assert_eq!(
-            seen,
-            "the upstream was asked over HTTP/3, the request's body not known to be over \
-             (read to its end by the upstream)"
-        );
+        // a `GET` over HTTP/3 reaches the handler with its body known to be over (tianping-net
+        // reads the stream's end first since 72b7d2c), so the upstream has nothing to read
+        assert_eq!(seen, "the upstream was asked over HTTP/3");
         let h1 = crate::load::once(&t, Proto::H1, Check::default())
             .await
             .unwrap();
