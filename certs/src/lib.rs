@@ -91,7 +91,10 @@ pub use pki::{DEFAULT_CRL_DAYS, Pki, PkiInit, random_secret};
 pub use replay::ReplayCache;
 pub use rustls_pki_types::CertificateDer;
 pub use signer::{SignerIdentity, public_key_of, verify_signer};
-pub use tls::{ClientAuth, ReloadableServerConfig, ServerTlsBuilder, client_config, key_from_pem};
+pub use tls::{
+    ClientAuth, DEFAULT_TLS13_TICKETS, ReloadableServerConfig, ServerTlsBuilder, client_config,
+    key_from_pem,
+};
 pub use token::{
     CLOCK_SKEW_SECS, DELIVERY_TOKEN_HEADER, DeliveryClaims, MAX_TOKEN_BYTES,
     MAX_TOKEN_LIFETIME_SECS, NODE_TOKEN_HEADER, TokenClaims, TokenError, TokenKind, TokenSigner,

@@ -107,6 +107,8 @@ impl Env {
 struct Outcome {
     server: Result<Option<CourtIdentity>, String>,
     client_saw: Option<[u8; 32]>,
+    /// The client's handshake: full or resumed.
+    kind: Option<rustls::HandshakeKind>,
 }
 
 async fn connect(server: &ReloadableServerConfig, client: rustls::ClientConfig) -> Outcome {
@@ -132,11 +134,13 @@ async fn connect(server: &ReloadableServerConfig, client: rustls::ClientConfig) 
     });
     let connector = TlsConnector::from(Arc::new(client));
     let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut kind = None;
     let client_saw = match connector
         .connect(ServerName::try_from(HOST).unwrap(), tcp)
         .await
     {
         Ok(mut tls) => {
+            kind = tls.get_ref().1.handshake_kind();
             let fp = tls
                 .get_ref()
                 .1
@@ -156,6 +160,7 @@ async fn connect(server: &ReloadableServerConfig, client: rustls::ClientConfig) 
             .unwrap()
             .unwrap(),
         client_saw,
+        kind,
     }
 }
 
@@ -304,4 +309,86 @@ async fn reload_swaps_the_certificate_and_keeps_the_old_on_error() {
     assert!(srv.reload().is_err());
     let third = connect(&srv, e.client(None)).await.client_saw.unwrap();
     assert_eq!(third, second, "a failed reload keeps the old configuration");
+}
+
+/// A client's session store that counts the TLS 1.3 tickets it was given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group);
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value);
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// One TLS 1.3 session ticket after each handshake by default, with which the client resumes
+/// its next connection; none when asked (every connection a full handshake), or more.
+#[tokio::test]
+async fn one_session_ticket_by_default_none_or_more_when_asked() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let e = env();
+    let cert = e.server_cert("gw");
+    for (tickets, given, second) in [
+        (None, 1, Resumed),
+        (Some(0), 0, Full),
+        (Some(2), 2, Resumed),
+    ] {
+        let mut builder = ServerTlsBuilder::new(&cert.0, &cert.1);
+        if let Some(n) = tickets {
+            builder = builder.session_tickets(n);
+        }
+        let srv = builder.build().unwrap();
+        let store = Arc::new(CountingStore {
+            inner: rustls::client::ClientSessionMemoryCache::new(16),
+            tickets: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let mut client = e.client(None);
+        client.resumption = rustls::client::Resumption::store(store.clone());
+        let first = connect(&srv, client.clone()).await;
+        assert_eq!(first.kind, Some(Full));
+        assert_eq!(
+            store.tickets.load(std::sync::atomic::Ordering::Relaxed),
+            given,
+            "tickets after one full handshake with {tickets:?}"
+        );
+        let next = connect(&srv, client).await;
+        assert_eq!(next.kind, Some(second), "with {tickets:?}");
+    }
 }

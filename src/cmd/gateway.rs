@@ -85,6 +85,10 @@ pub(crate) struct GatewayArgs {
     /// connections, as many as the requests in flight) or `2`.
     #[arg(long, default_value = "any")]
     upstream_http: tianping_gateway::UpstreamHttp,
+    /// TLS 1.3 session tickets sent after each handshake, for clients that resume their next
+    /// connection (0: none, every connection a full handshake).
+    #[arg(long, default_value_t = tianping_certs::DEFAULT_TLS13_TICKETS)]
+    tls13_tickets: usize,
 }
 
 pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
@@ -105,7 +109,14 @@ pub(crate) fn run(data: &Path, args: GatewayArgs) -> miette::Result<ExitCode> {
         .into_diagnostic()?;
     let mut limits = zone_limits(zl);
     limits.upstream_http = args.upstream_http;
-    rt.block_on(serve(&dir, &fabric, &args.zone, args.audit_sync, limits))
+    rt.block_on(serve(
+        &dir,
+        &fabric,
+        &args.zone,
+        args.audit_sync,
+        args.tls13_tickets,
+        limits,
+    ))
 }
 
 /// The gateway's limits: the defaults, with the per-subject rate and burst the zone's section
@@ -176,6 +187,7 @@ async fn serve(
     fabric: &Fabric,
     zone: &ZoneName,
     audit_sync: bool,
+    tls13_tickets: usize,
     limits: Limits,
 ) -> miette::Result<ExitCode> {
     let zl = fabric
@@ -281,6 +293,7 @@ async fn serve(
             vec![dir.zone_crl(zone, zone)],
         )
         .client_zone(zone.clone())
+        .session_tickets(tls13_tickets)
         .build()
         .into_diagnostic()
         .wrap_err("the gateway's TLS certificate")?;
