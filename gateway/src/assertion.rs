@@ -53,33 +53,43 @@ const IDENTITY_HEADERS: [&str; 18] = [
     "x-pomerium-jwt-assertion",
 ];
 
+/// Headers by which a proxy says where a request came from: the gateway sets its own
+/// (`X-Forwarded-For`, `-Host`, `-Proto` to a service bound to a URL), never the client's.
+const FORWARDING_HEADERS: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
 /// Removes from a request's headers everything a service must not take from the client:
 /// hop-by-hop headers and those named by `Connection`, every identity header, every `Tianping-*`
-/// header, the client's `X-Request-Id`, its `Authorization` (the bearer token was for the
-/// gateway) and the gateway's session cookie (other cookies stay).
+/// header, every forwarding header, the client's `X-Request-Id`, its `Authorization` (the bearer
+/// token was for the gateway) and the gateway's session cookie (other cookies stay).
 pub fn strip_client_headers(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP.iter().chain(IDENTITY_HEADERS.iter()) {
-        headers.remove(*n);
-    }
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(REQUEST_ID_HEADER);
-    let tianping: Vec<HeaderName> = headers
+    let named = connection_named(headers);
+    // one pass over the names the request has (a handful) rather than a lookup of each of the
+    // 30-odd names a client must not send
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("tianping-"))
+        .filter(|k| {
+            let n = k.as_str();
+            *k == header::AUTHORIZATION
+                || n == REQUEST_ID_HEADER
+                || n.starts_with("tianping-")
+                || HOP_BY_HOP.contains(&n)
+                || IDENTITY_HEADERS.contains(&n)
+                || FORWARDING_HEADERS.contains(&n)
+                || named.contains(k)
+        })
         .cloned()
         .collect();
-    for n in tianping {
+    for n in doomed {
         headers.remove(n);
+    }
+    if !headers.contains_key(header::COOKIE) {
+        return;
     }
     let cookies: Vec<String> = headers
         .get_all(header::COOKIE)
@@ -100,6 +110,17 @@ pub fn strip_client_headers(headers: &mut HeaderMap) {
     {
         headers.insert(header::COOKIE, v);
     }
+}
+
+/// The header names a `Connection` header lists (hop-by-hop for this connection only).
+pub(crate) fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
 }
 
 /// Why no assertion could be made.
@@ -308,6 +329,13 @@ mod tests {
             HeaderValue::from_static("a=1; __Host-tianping-session=sealed; b=2"),
         );
         h.insert("accept", HeaderValue::from_static("text/html"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        h.insert("forwarded", HeaderValue::from_static("for=10.0.0.1"));
+        h.insert("x-real-ip", HeaderValue::from_static("10.0.0.1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.append("connection", HeaderValue::from_static("X-Other"));
+        h.insert("x-other", HeaderValue::from_static("1"));
         strip_client_headers(&mut h);
         let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(names.len(), 2, "{names:?}");

@@ -223,7 +223,8 @@ impl IdpLink {
                 "the last fetch failed; not tried again yet".into(),
             ));
         }
-        match self.fetch_keys(now).await {
+        // boxed (rare): every bearer check's future would otherwise hold the fetch's
+        match Box::pin(self.fetch_keys(now)).await {
             Ok(()) => Ok(()),
             Err(e) if !ok => Err(BearerError::KeysUnavailable(e.to_string())),
             Err(e) => {
@@ -261,7 +262,7 @@ impl IdpLink {
                 if !may {
                     return Err(BearerError::UnknownKid(kid));
                 }
-                self.fetch_keys(now)
+                Box::pin(self.fetch_keys(now))
                     .await
                     .map_err(|e| BearerError::KeysUnavailable(e.to_string()))?;
                 self.keys().0.verify(token, cert, now)

@@ -168,6 +168,11 @@ struct Pending {
     seq: u64,
 }
 
+/// The `X-Forwarded-*` headers the gateway sets for a service bound to a URL.
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
 /// Numbers sign-ins in the order they start.
 static SIGNIN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -194,6 +199,9 @@ struct Inner {
     rates: SubjectRates,
     pending: Mutex<HashMap<String, Pending>>,
     rng: SystemRandom,
+    /// Request ids: this process's random prefix (16 hex digits) and a counter.
+    request_prefix: String,
+    request_seq: std::sync::atomic::AtomicU64,
     metrics: Arc<Registry>,
     /// `tianping_gateway_decisions_total`, registered once: a lookup by name and labels on
     /// every request would cost a lock and a few allocations.
@@ -297,6 +305,15 @@ impl Gateway {
         );
         let jwks = assertion_jwks(&parts.assertion_key.0, &parts.assertion_key.1).to_string();
         let public_url = parts.public_url.trim_end_matches('/').to_owned();
+        let rng = SystemRandom::new();
+        let mut prefix = [0u8; 8];
+        let request_prefix = match rng.fill(&mut prefix) {
+            Ok(()) => hex(&prefix),
+            Err(_) => {
+                tracing::error!("the system's random number generator failed");
+                format!("{:016x}", parts.clock.now().as_secs())
+            }
+        };
         Ok(Self(Arc::new(Inner {
             redirect_uri: format!("{public_url}/.tianping/callback"),
             public_url,
@@ -313,7 +330,9 @@ impl Gateway {
             limits: parts.limits,
             clock: parts.clock,
             pending: Mutex::new(HashMap::new()),
-            rng: SystemRandom::new(),
+            rng,
+            request_prefix,
+            request_seq: std::sync::atomic::AtomicU64::new(0),
             decisions: Decisions::new(&parts.metrics),
             metrics: parts.metrics,
             exchange_sender: parts.exchange_sender,
@@ -444,7 +463,7 @@ impl Handler for Gateway {
     fn call(&self, req: Request<Body>) -> BoxFuture {
         let g = Arc::clone(&self.0);
         Box::pin(async move {
-            let request_id = g.random_hex(16);
+            let request_id = g.request_id();
             let mut resp = g.handle(req, &request_id).await;
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -488,6 +507,16 @@ pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response<Res
     answer(status, "text/plain; charset=utf-8", b)
 }
 
+/// `b` in lowercase hex.
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(2 * b.len());
+    for x in b {
+        s.extend(char::from_digit(u32::from(x >> 4), 16));
+        s.extend(char::from_digit(u32::from(x & 0xf), 16));
+    }
+    s
+}
+
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -522,33 +551,22 @@ impl Inner {
 
     /// `n` random bytes in hex; `None` if the system's generator failed.
     fn try_random_hex(&self, n: usize) -> Option<String> {
-        // a request id is 16 bytes: on the stack, one allocation for the text
-        let mut small = [0u8; 32];
-        let mut large = Vec::new();
-        let b = match small.get_mut(..n) {
-            Some(b) => b,
-            None => {
-                large.resize(n, 0);
-                large.as_mut_slice()
-            }
-        };
-        self.rng.fill(b).ok()?;
-        let mut s = String::with_capacity(2 * n);
-        for x in b.iter() {
-            s.extend(char::from_digit(u32::from(x >> 4), 16));
-            s.extend(char::from_digit(u32::from(x & 0xf), 16));
-        }
-        Some(s)
+        let mut b = vec![0u8; n];
+        self.rng.fill(&mut b).ok()?;
+        Some(hex(&b))
     }
 
-    /// A request id: random, or (should the generator fail) the time and a counter, which
-    /// only has to be unique.
-    fn random_hex(&self, n: usize) -> String {
-        self.try_random_hex(n).unwrap_or_else(|| {
-            tracing::error!("the system's random number generator failed");
-            let seq = SIGNIN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            format!("{:016x}{seq:016x}", self.now().as_secs())
-        })
+    /// A request id, unique: this process's random prefix and the request's number, in 32 hex
+    /// digits. Not a secret (it is shown to the client and written in the log), so no system
+    /// call for randomness on every request.
+    fn request_id(&self) -> String {
+        let n = self
+            .request_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut s = String::with_capacity(32);
+        s.push_str(&self.request_prefix);
+        s.push_str(&hex(&n.to_be_bytes()));
+        s
     }
 
     fn count(&self, name: &str, help: &str, labels: &[(&str, &str)]) {
@@ -561,7 +579,9 @@ impl Inner {
         let path = req.uri().path().to_owned();
         if let Some(own) = path.strip_prefix(RESERVED_PREFIX) {
             let own = own.to_owned();
-            let r = self.own(req, &own, request_id).await;
+            // boxed, as the other rare paths below: the request path's future stays small (it
+            // is moved onto the heap for every request, and the sign-in's would dominate it)
+            let r = Box::pin(self.own(req, &own, request_id)).await;
             self.count(
                 "tianping_gateway_own_requests_total",
                 "Requests to the gateway's own endpoints, by status.",
@@ -654,7 +674,10 @@ impl Inner {
                     );
                 };
                 let flow = flow.to_owned();
-                exchange::submit(self, req, &who, &flow, &policy, request_id, now).await
+                Box::pin(exchange::submit(
+                    self, req, &who, &flow, &policy, request_id, now,
+                ))
+                .await
             }
             Action::Forbidden => plain(
                 StatusCode::FORBIDDEN,
@@ -670,7 +693,7 @@ impl Inner {
                     "/".to_owned()
                 };
                 let peer = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
-                self.sign_in(peer, &return_to, acr, request_id, now).await
+                Box::pin(self.sign_in(peer, &return_to, acr, request_id, now)).await
             }
             Action::Unauthorized { challenge } => {
                 let challenge = match &asker.refused {
@@ -828,17 +851,8 @@ impl Inner {
                         format!("no assertion can be made: {e} (request {request_id})"),
                     );
                 }
-                for n in [
-                    "forwarded",
-                    "x-forwarded-for",
-                    "x-forwarded-host",
-                    "x-forwarded-proto",
-                    "x-real-ip",
-                ] {
-                    parts.headers.remove(n);
-                }
                 parts.extensions = http::Extensions::new();
-                return match c.send(Request::from_parts(parts, body)).await {
+                return match Box::pin(c.send(Request::from_parts(parts, body))).await {
                     Ok(r) => r,
                     Err((status, why)) => {
                         tracing::warn!("forwarding to `{service}`: {why}");
@@ -882,24 +896,16 @@ impl Inner {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        for n in [
-            "forwarded",
-            "x-forwarded-for",
-            "x-forwarded-host",
-            "x-forwarded-proto",
-            "x-real-ip",
-        ] {
-            parts.headers.remove(n);
-        }
+        // the client's own forwarding headers went with `prepare`
         if let Some(ip) = peer.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
-            parts.headers.insert("x-forwarded-for", ip);
+            parts.headers.insert(X_FORWARDED_FOR, ip);
         }
         if let Some(h) = host {
-            parts.headers.insert("x-forwarded-host", h);
+            parts.headers.insert(X_FORWARDED_HOST, h);
         }
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         parts.extensions = http::Extensions::new();
         match target.send(Request::from_parts(parts, body)).await {
             Ok(r) => r,

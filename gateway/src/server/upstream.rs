@@ -250,7 +250,8 @@ impl Upstream {
                 return Ok(Sender::H1(s));
             }
         }
-        tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+        // boxed (rare once the pool is warm): every request's future would otherwise hold it
+        tokio::time::timeout(CONNECT_TIMEOUT, Box::pin(self.connect()))
             .await
             .map_err(|_| UpstreamError::Timeout(CONNECT_TIMEOUT))?
     }
@@ -386,32 +387,7 @@ impl hyper::body::Body for Returning {
 /// Takes the hop-by-hop headers (and those `Connection` names) and any `Set-Cookie` of the
 /// gateway's own cookies off a service's answer.
 fn strip_hop_by_hop(h: &mut http::HeaderMap) {
-    let named: Vec<http::HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    // a service may set its own cookies, never the gateway's (its session, its sign-in)
-    let cookies: Vec<http::HeaderValue> = h
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .filter(|v| {
-            !v.as_bytes()
-                .get(..16)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"__Host-tianping-"))
-        })
-        .cloned()
-        .collect();
-    h.remove(header::SET_COOKIE);
-    for c in cookies {
-        h.append(header::SET_COOKIE, c);
-    }
-    for n in [
+    const HOP_BY_HOP: [&str; 7] = [
         "connection",
         "keep-alive",
         "proxy-connection",
@@ -419,8 +395,34 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
         "upgrade",
         "te",
         "trailer",
-    ] {
+    ];
+    let named = crate::assertion::connection_named(h);
+    // one pass over the answer's names (a handful) rather than a lookup of each
+    let doomed: Vec<http::HeaderName> = h
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(&k.as_str()) || named.contains(k))
+        .cloned()
+        .collect();
+    for n in doomed {
         h.remove(n);
+    }
+    // a service may set its own cookies, never the gateway's (its session, its sign-in)
+    let ours = |v: &HeaderValue| {
+        v.as_bytes()
+            .get(..16)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"__Host-tianping-"))
+    };
+    if h.get_all(header::SET_COOKIE).iter().any(ours) {
+        let cookies: Vec<HeaderValue> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter(|v| !ours(v))
+            .cloned()
+            .collect();
+        h.remove(header::SET_COOKIE);
+        for c in cookies {
+            h.append(header::SET_COOKIE, c);
+        }
     }
 }
 
@@ -443,6 +445,37 @@ mod tests {
     use crate::config::UpstreamHttp;
 
     type R = Result<(), BoxError>;
+
+    #[test]
+    fn an_answer_loses_its_hop_by_hop_headers_and_the_gateways_cookies_only() {
+        let mut h = http::HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, X-Trace"));
+        h.insert("x-trace", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("__Host-tianping-session=forged; Path=/"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("case=1"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("view=2"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(http::HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-type", "set-cookie"]);
+        let cookies: Vec<&[u8]> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(cookies, [b"case=1".as_slice(), b"view=2"]);
+        // no cookie of the gateway's: the answer's own are left as they were
+        let mut h = http::HeaderMap::new();
+        h.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 1);
+    }
 
     /// A service offering HTTP/1.1 alone that notes the client port (one per connection) of
     /// each request and answers once `gate` gives it a permit.
