@@ -7,6 +7,7 @@
 //!     [--rounds 3] [--conns 64] [--streams 10] [--threads 2] [--client-threads 2]
 //!     [--subjects 4096] [--tianping ../target/release/tianping] [--upstream any|h1]
 //!     [--only h1,h2,h3,handshakes] [--tianping-before OTHER_TIANPING]
+//!     [--gateway-tickets 0|N|default]
 //! ```
 //!
 //! The data folder is made by the `tianping` binary itself (`init`, the `private` zone's policy
@@ -17,9 +18,12 @@
 //! (without nginx, unless it was built with `http_v3_module`: Debian's is not); then full TLS
 //! handshakes, one request each, against the upstream alone, nginx and the gateway (queued
 //! audit). `--only` picks some of `h1`, `h2`, `h3` and `handshakes` (default: all four, in that
-//! order). `--tianping-before` adds, to the handshake rows, a gateway run from another `tianping`
-//! binary (the build before a change) in the same rounds, before the new one in odd rounds and
-//! after it in even ones, with the ratio of the two round by round. See bench/README.md.
+//! order). `--tianping-before` adds, to the HTTP/1.1, HTTP/2 and handshake rows, a gateway
+//! (queued audit) run from another `tianping` binary (the build before a change) in the same
+//! rounds, before the new one in odd rounds and after it in even ones, with the ratio of the two
+//! round by round. The gateways send no TLS
+//! session tickets (`--tls13-tickets 0`), as nginx here sends none; `--gateway-tickets` sets
+//! another count, or `default` for the binary's own. See bench/README.md.
 
 mod handshake;
 mod load;
@@ -76,12 +80,16 @@ pub struct Opts {
     pub subjects: usize,
     /// The `tianping` binary.
     pub tianping: PathBuf,
-    /// Another `tianping` binary (the build before a change) whose gateway is measured beside
-    /// this one's in the handshake rows.
+    /// Another `tianping` binary (the build before a change) whose gateway (queued audit) is
+    /// measured beside this one's in the HTTP/1.1, HTTP/2 and handshake rows.
     pub tianping_before: Option<PathBuf>,
     /// The proxies reach the upstream on its listener offering HTTP/1.1 alone (else the one
     /// offering `h2` too, which the gateway takes: one multiplexed connection).
     pub upstream_h1: bool,
+    /// The gateways' `--tls13-tickets` (default 0, as nginx here runs with
+    /// `ssl_session_tickets off`); `None` (`--gateway-tickets default`): the binary's default,
+    /// for a binary older than the flag.
+    pub gateway_tickets: Option<usize>,
     /// The measurements to make each round, in this order.
     pub only: Vec<Measure>,
 }
@@ -152,6 +160,7 @@ fn opts(args: &[String]) -> Res<Opts> {
         )),
         tianping_before: None,
         upstream_h1: false,
+        gateway_tickets: Some(0),
         only: Measure::ALL.to_vec(),
     };
     let mut it = args.iter();
@@ -169,6 +178,12 @@ fn opts(args: &[String]) -> Res<Opts> {
             "--tianping" => o.tianping = PathBuf::from(value),
             "--tianping-before" => o.tianping_before = Some(PathBuf::from(value)),
             "--only" => o.only = Measure::parse_list(value)?,
+            "--gateway-tickets" => {
+                o.gateway_tickets = match value.as_str() {
+                    "default" => None,
+                    n => Some(n.parse()?),
+                }
+            }
             "--upstream" => {
                 o.upstream_h1 = match value.as_str() {
                     "h1" => true,
@@ -192,25 +207,24 @@ enum Who {
     Nginx,
     Gateway,
     GatewaySync,
-    /// The gateway of `--tianping-before`'s binary (handshake rows only).
+    /// The gateway of `--tianping-before`'s binary (queued audit; not over HTTP/3).
     GatewayBefore,
 }
 
 impl Who {
-    const ALL: [Self; 4] = [
-        Self::Upstream,
-        Self::Nginx,
-        Self::Gateway,
-        Self::GatewaySync,
-    ];
-
     /// Who is measured in `m`: no nginx over HTTP/3 (the configuration here has no `listen
     /// quic`, which Debian's nginx 1.22 lacks), the handshakes with the gateway's queued audit
     /// only.
     fn of(m: Measure) -> Vec<Self> {
         match m {
             Measure::Req(Proto::H3) => vec![Self::Upstream, Self::Gateway, Self::GatewaySync],
-            Measure::Req(_) => Self::ALL.to_vec(),
+            Measure::Req(_) => vec![
+                Self::Upstream,
+                Self::Nginx,
+                Self::Gateway,
+                Self::GatewayBefore,
+                Self::GatewaySync,
+            ],
             Measure::Handshakes => vec![
                 Self::Upstream,
                 Self::Nginx,
@@ -594,6 +608,9 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
     for &proto in &protos {
         let m = Measure::Req(proto);
         for who in Who::of(m) {
+            if rows_of(rows, who, m).is_empty() {
+                continue;
+            }
             let med = |f: &dyn Fn(&Row) -> f64| med(rows, who, m, f);
             let share = |cpu: &dyn Fn(&Row) -> f64| med(&|r: &Row| cpu(r) / r.elapsed.max(1e-9));
             let _ = writeln!(
@@ -609,7 +626,7 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
                 share(&|r| r.proxy_cpu),
                 share(&|r| r.upstream_cpu),
                 share(&|r| r.client_cpu),
-                if matches!(who, Who::Gateway | Who::GatewaySync) {
+                if matches!(who, Who::Gateway | Who::GatewaySync | Who::GatewayBefore) {
                     format!(
                         "{:.3}",
                         med(&|r| as_f64(r.audit_durable) / as_f64(r.all_requests.max(1)))
@@ -639,16 +656,19 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for proto in with_nginx {
         let m = Measure::Req(proto);
-        for who in [Who::Gateway, Who::GatewaySync] {
+        for who in [Who::Gateway, Who::GatewayBefore, Who::GatewaySync] {
+            if rows_of(rows, who, m).is_empty() {
+                continue;
+            }
             let ratio = |f: &dyn Fn(&Row) -> f64, base: Who| median(ratios(rows, who, base, m, f));
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
                 proto.name(),
-                if who == Who::Gateway {
-                    "queued"
-                } else {
-                    "sync"
+                match who {
+                    Who::Gateway => "queued",
+                    Who::GatewayBefore => "queued, binary before the change",
+                    _ => "sync",
                 },
                 ratio(&|r| r.out.rate(), Who::Nginx),
                 ratio(&Row::per_proxy_cpu, Who::Nginx),
@@ -656,6 +676,39 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
                 ratio(&|r| r.out.rate(), Who::Upstream),
             );
         }
+    }
+    let before: Vec<Proto> = protos
+        .iter()
+        .copied()
+        .filter(|p| !rows_of(rows, Who::GatewayBefore, Measure::Req(*p)).is_empty())
+        .collect();
+    if before.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\n| protocol | gateway / gateway before, per proxy CPU-s: median | round by round | req/s: median | round by round |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for proto in before {
+        let m = Measure::Req(proto);
+        let cpu = ratios(rows, Who::Gateway, Who::GatewayBefore, m, &Row::per_proxy_cpu);
+        let rate = ratios(rows, Who::Gateway, Who::GatewayBefore, m, &|r| r.out.rate());
+        let each = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {} | {:.2} | {} |",
+            proto.name(),
+            median(cpu.clone()),
+            each(&cpu),
+            median(rate.clone()),
+            each(&rate),
+        );
     }
     s
 }

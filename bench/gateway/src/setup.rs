@@ -268,6 +268,7 @@ pub struct Bench {
     data: PathBuf,
     zone: ZoneName,
     threads: usize,
+    gateway_tickets: Option<String>,
     gw_host: String,
     tls: Arc<rustls::ClientConfig>,
     tokens: Arc<Vec<HeaderValue>>,
@@ -528,6 +529,7 @@ impl Bench {
             data,
             zone,
             threads: o.threads,
+            gateway_tickets: o.gateway_tickets.map(|n| n.to_string()),
             gw_host,
             tls,
             tokens: Arc::new(tokens),
@@ -613,14 +615,18 @@ impl Bench {
         self.idp.pid()
     }
 
-    /// Starts `tianping gateway --zone private` (with `--audit-sync` if `sync`) of the binary
-    /// `bin` and waits until it published its addresses.
+    /// Starts `tianping gateway --zone private` (with `--audit-sync` if `sync`, and
+    /// `--tls13-tickets` as the run says) of the binary `bin` and waits until it published its
+    /// addresses.
     pub fn start_gateway(&self, sync: bool, bin: &Path) -> Res<Proc> {
         let dir = DataDir::new(&self.data);
         clear_published_addrs(&dir, &self.zone, Component::Gateway)?;
         let mut args = vec!["gateway", "--zone", ZONE];
         if sync {
             args.push("--audit-sync");
+        }
+        if let Some(n) = &self.gateway_tickets {
+            args.extend(["--tls13-tickets", n.as_str()]);
         }
         let mut p = daemon_with(
             bin,
