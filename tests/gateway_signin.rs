@@ -391,6 +391,25 @@ async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
     let headers = seen.0.lock().unwrap().last().cloned().unwrap();
     assert!(!headers.contains_key("x-forwarded-user"));
     let assertion = headers.get("tianping-assertion").unwrap().to_str().unwrap();
+    // the node certificate alone in `x5c`, verified with the zone's trust bundle as a service
+    // verifies it
+    let head: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(assertion.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(head["x5c"].as_array().map(Vec::len), Some(1), "{head}");
+    let trust = tianping_certs::TrustStore::from_pem(&w.trust, &[]).unwrap();
+    let verifier = tianping_certs::TokenVerifier::new(
+        &trust,
+        &zone,
+        "case-management",
+        tianping_certs::TokenKind::User,
+    )
+    .unwrap();
+    let verified = verifier.verify_at(assertion.as_bytes(), now()).unwrap();
+    assert_eq!(verified.signer.zone, zone);
     let a = payload(assertion);
     assert_eq!(a["sub"], "judge-0001");
     assert_eq!(a["court"], "bj.01");
