@@ -692,7 +692,13 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
     let _ = writeln!(s, "|---|---|---|---|---|");
     for proto in before {
         let m = Measure::Req(proto);
-        let cpu = ratios(rows, Who::Gateway, Who::GatewayBefore, m, &Row::per_proxy_cpu);
+        let cpu = ratios(
+            rows,
+            Who::Gateway,
+            Who::GatewayBefore,
+            m,
+            &Row::per_proxy_cpu,
+        );
         let rate = ratios(rows, Who::Gateway, Who::GatewayBefore, m, &|r| r.out.rate());
         let each = |v: &[f64]| {
             v.iter()
