@@ -21,9 +21,9 @@
 //! order). `--tianping-before` adds, to the HTTP/1.1, HTTP/2 and handshake rows, a gateway
 //! (queued audit) run from another `tianping` binary (the build before a change) in the same
 //! rounds, before the new one in odd rounds and after it in even ones, with the ratio of the two
-//! round by round. The gateways send no TLS
-//! session tickets (`--tls13-tickets 0`), as nginx here sends none; `--gateway-tickets` sets
-//! another count, or `default` for the binary's own. See bench/README.md.
+//! round by round. The gateways send no TLS session tickets (`--tls13-tickets 0`), as nginx here
+//! sends none; `--gateway-tickets` sets another count, or `default` for the binary's own. See
+//! bench/README.md.
 
 mod handshake;
 mod load;
@@ -586,6 +586,14 @@ fn ratios(
         .collect()
 }
 
+/// Ratios of each round, as a list (`1.05, 0.98, 1.12`).
+fn rounds(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The request measurements present, in a round's order.
 fn request_protos(rows: &[(Who, Measure, Row)]) -> Vec<Proto> {
     [Proto::H1, Proto::H2, Proto::H3]
@@ -700,20 +708,14 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
             &Row::per_proxy_cpu,
         );
         let rate = ratios(rows, Who::Gateway, Who::GatewayBefore, m, &|r| r.out.rate());
-        let each = |v: &[f64]| {
-            v.iter()
-                .map(|x| format!("{x:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let _ = writeln!(
             s,
             "| {} | {:.2} | {} | {:.2} | {} |",
             proto.name(),
             median(cpu.clone()),
-            each(&cpu),
+            rounds(&cpu),
             median(rate.clone()),
-            each(&rate),
+            rounds(&rate),
         );
     }
     s
@@ -832,16 +834,12 @@ fn handshake_table(rows: &[(Who, Measure, Row)]) -> String {
     let server = ratios(rows, Who::Gateway, Who::Nginx, m, &Row::per_server_cpu);
     // one row of ratios: its label, the median, each round, and the last column if the table has one
     let row = |s: &mut String, label: &str, v: &[f64], last: Option<&str>| {
-        let rounds = v
-            .iter()
-            .map(|x| format!("{x:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let last = last.map(|l| format!(" {l} |")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {label} | {:.2} | {rounds} |{last}",
-            median(v.to_vec())
+            "| {label} | {:.2} | {} |{last}",
+            median(v.to_vec()),
+            rounds(v)
         );
     };
     let _ = writeln!(

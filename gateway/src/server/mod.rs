@@ -308,7 +308,7 @@ impl Gateway {
         let rng = SystemRandom::new();
         let mut prefix = [0u8; 8];
         let request_prefix = match rng.fill(&mut prefix) {
-            Ok(()) => hex(&prefix),
+            Ok(()) => hex::encode(prefix),
             Err(_) => {
                 tracing::error!("the system's random number generator failed");
                 format!("{:016x}", parts.clock.now().as_secs())
@@ -507,16 +507,6 @@ pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response<Res
     answer(status, "text/plain; charset=utf-8", b)
 }
 
-/// `b` in lowercase hex.
-fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(2 * b.len());
-    for x in b {
-        s.extend(char::from_digit(u32::from(x >> 4), 16));
-        s.extend(char::from_digit(u32::from(x & 0xf), 16));
-    }
-    s
-}
-
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -553,7 +543,7 @@ impl Inner {
     fn try_random_hex(&self, n: usize) -> Option<String> {
         let mut b = vec![0u8; n];
         self.rng.fill(&mut b).ok()?;
-        Some(hex(&b))
+        Some(hex::encode(b))
     }
 
     /// A request id, unique: this process's random prefix and the request's number, in 32 hex
@@ -565,7 +555,7 @@ impl Inner {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut s = String::with_capacity(32);
         s.push_str(&self.request_prefix);
-        s.push_str(&hex(&n.to_be_bytes()));
+        s.push_str(&hex::encode(n.to_be_bytes()));
         s
     }
 
