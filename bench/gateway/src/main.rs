@@ -13,8 +13,10 @@
 //! The data folder is made by the `tianping` binary itself (`init`, the `private` zone's policy
 //! copy, `idp init`), its IdP served by `tianping idp serve`; the upstream is this binary's
 //! `serve-upstream` (a process of its own). Each round measures, per protocol, the upstream
-//! alone, nginx, the gateway with queued audit and the gateway with `--audit-sync` (a gateway
-//! process started for each and stopped after it): keep-alive HTTP/1.1 and HTTP/2; HTTP/3
+//! alone, nginx, the bare proxy (`serve-proxy`: the gateway's listener and HTTP/2 client with
+//! none of its work, see `bare.rs`; not with `--upstream h1`), the gateway with queued audit and
+//! the gateway with `--audit-sync` (a gateway process started for each and stopped after it):
+//! keep-alive HTTP/1.1 and HTTP/2; HTTP/3
 //! (without nginx, unless it was built with `http_v3_module`: Debian's is not); then full TLS
 //! handshakes, one request each, against the upstream alone, nginx and the gateway (queued
 //! audit). `--only` picks some of `h1`, `h2`, `h3` and `handshakes` (default: all four, in that
@@ -25,6 +27,7 @@
 //! sends none; `--gateway-tickets` sets another count, or `default` for the binary's own. See
 //! bench/README.md.
 
+mod bare;
 mod handshake;
 mod load;
 mod quic;
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.split_first() {
         Some((cmd, rest)) if cmd == "serve-upstream" => upstream::main(rest),
+        Some((cmd, rest)) if cmd == "serve-proxy" => bare::main(rest),
         _ => run(&args),
     };
     match r {
@@ -205,6 +209,8 @@ fn opts(args: &[String]) -> Res<Opts> {
 enum Who {
     Upstream,
     Nginx,
+    /// The gateway's parts without its work (`serve-proxy`; not with `--upstream h1`).
+    Bare,
     Gateway,
     GatewaySync,
     /// The gateway of `--tianping-before`'s binary (queued audit; not over HTTP/3).
@@ -221,6 +227,7 @@ impl Who {
             Measure::Req(_) => vec![
                 Self::Upstream,
                 Self::Nginx,
+                Self::Bare,
                 Self::Gateway,
                 Self::GatewayBefore,
                 Self::GatewaySync,
@@ -236,11 +243,13 @@ impl Who {
 
     /// Who is measured in `m` in round `round` of this run: the gateway before a change only
     /// when its binary was given, before the new one in odd rounds and after it in even ones
-    /// (so neither always runs on the cores the other just warmed).
-    fn in_round(m: Measure, round: usize, before: bool) -> Vec<Self> {
+    /// (so neither always runs on the cores the other just warmed); the bare proxy only when
+    /// it runs.
+    fn in_round(m: Measure, round: usize, before: bool, bare: bool) -> Vec<Self> {
         let mut v: Vec<Self> = Self::of(m)
             .into_iter()
             .filter(|w| before || *w != Self::GatewayBefore)
+            .filter(|w| bare || *w != Self::Bare)
             .collect();
         if round % 2 == 1
             && let (Some(g), Some(b)) = (
@@ -257,6 +266,7 @@ impl Who {
         match self {
             Self::Upstream => "upstream alone",
             Self::Nginx => "nginx",
+            Self::Bare => "bare proxy (the gateway's parts, none of its work)",
             Self::Gateway => "gateway (queued audit)",
             Self::GatewaySync => "gateway (--audit-sync)",
             Self::GatewayBefore => "gateway before (--tianping-before, queued audit)",
@@ -362,7 +372,7 @@ fn run(args: &[String]) -> Res<()> {
     let mut rows: Vec<(Who, Measure, Row)> = Vec::new();
     for round in 1..=o.rounds {
         for &m in &o.only {
-            for who in Who::in_round(m, round, o.tianping_before.is_some()) {
+            for who in Who::in_round(m, round, o.tianping_before.is_some(), bench.has_bare()) {
                 let row = rt.block_on(measure(&bench, &o, who, m, round == 1))?;
                 eprintln!(
                     "round {round} {} {}: {:.0} {}/s, p50 {} µs, p99 {} µs, proxy {:.2} CPU-s, \
@@ -462,6 +472,7 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -
         Who::Upstream if m == Measure::Req(Proto::H3) => bench.upstream_h3_target(),
         Who::Upstream => bench.upstream_target(),
         Who::Nginx => bench.nginx_target(),
+        Who::Bare => bench.bare_target()?,
         Who::Gateway | Who::GatewaySync | Who::GatewayBefore => {
             bench.gateway_target(gateway.as_ref())?
         }
@@ -483,6 +494,7 @@ async fn measure(bench: &Bench, o: &Opts, who: Who, m: Measure, verbose: bool) -
     let proxy = Cpu(match who {
         Who::Upstream => vec![bench.upstream_pid()],
         Who::Nginx => bench.nginx_pids(),
+        Who::Bare => bench.bare_pids(),
         Who::Gateway | Who::GatewaySync | Who::GatewayBefore => {
             gateway.iter().map(Proc::pid).collect()
         }
@@ -664,7 +676,12 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for proto in with_nginx {
         let m = Measure::Req(proto);
-        for who in [Who::Gateway, Who::GatewayBefore, Who::GatewaySync] {
+        for who in [
+            Who::Bare,
+            Who::Gateway,
+            Who::GatewayBefore,
+            Who::GatewaySync,
+        ] {
             if rows_of(rows, who, m).is_empty() {
                 continue;
             }
@@ -676,6 +693,7 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
                 match who {
                     Who::Gateway => "queued",
                     Who::GatewayBefore => "queued, binary before the change",
+                    Who::Bare => "none: the bare proxy",
                     _ => "sync",
                 },
                 ratio(&|r| r.out.rate(), Who::Nginx),
@@ -685,6 +703,7 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
             );
         }
     }
+    s.push_str(&bare_table(rows, &protos));
     let before: Vec<Proto> = protos
         .iter()
         .copied()
@@ -716,6 +735,40 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
             rounds(&cpu),
             median(rate.clone()),
             rounds(&rate),
+        );
+    }
+    s
+}
+
+/// The gateway against the bare proxy (what its own work costs) and the bare proxy against
+/// nginx (what the parts cost), per proxy CPU-second, round by round.
+fn bare_table(rows: &[(Who, Measure, Row)], protos: &[Proto]) -> String {
+    let mut s = String::new();
+    let with: Vec<Proto> = protos
+        .iter()
+        .copied()
+        .filter(|p| !rows_of(rows, Who::Bare, Measure::Req(*p)).is_empty())
+        .collect();
+    if with.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "\n| protocol | gateway / bare proxy, per proxy CPU-s: median | round by round | bare proxy / nginx, per proxy CPU-s: median | round by round |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for proto in with {
+        let m = Measure::Req(proto);
+        let own = ratios(rows, Who::Gateway, Who::Bare, m, &Row::per_proxy_cpu);
+        let parts = ratios(rows, Who::Bare, Who::Nginx, m, &Row::per_proxy_cpu);
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {} | {:.2} | {} |",
+            proto.name(),
+            median(own.clone()),
+            rounds(&own),
+            median(parts.clone()),
+            rounds(&parts),
         );
     }
     s

@@ -280,6 +280,8 @@ pub struct Bench {
     nginx_addr: SocketAddr,
     nginx_pids: Vec<u32>,
     nginx_http3: bool,
+    /// The bare proxy (`serve-proxy`), when the upstream offers HTTP/2 (`--upstream any`).
+    bare: Option<(Proc, SocketAddr)>,
     versions: String,
 }
 
@@ -512,6 +514,37 @@ impl Bench {
         let mut all = vec![nginx_pid];
         all.extend(nginx_pids);
 
+        // the bare proxy, a process of this binary, with the gateway's certificate as well
+        let bare = if o.upstream_h1 {
+            None
+        } else {
+            let addr_file = root.join("bare.addr");
+            let mut bare = Proc {
+                name: "the bare proxy".into(),
+                child: Command::new(std::env::current_exe()?)
+                    .arg("serve-proxy")
+                    .arg(&cert)
+                    .arg(&key)
+                    .arg(dir.zone_trust_bundle(&zone))
+                    .arg(behind.to_string())
+                    .arg(&gw_host)
+                    .arg(&addr_file)
+                    .arg(o.threads.to_string())
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()?,
+            };
+            let addr: SocketAddr = wait_for(&mut bare, || {
+                std::fs::read_to_string(&addr_file)
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            })?;
+            Some((bare, addr))
+        };
+
         let trust = std::fs::read(dir.zone_trust_bundle(&zone))?;
         let tls = Arc::new(tianping_certs::client_config(&trust, None)?);
         let nginx_v = Command::new("nginx").arg("-v").output()?;
@@ -541,6 +574,7 @@ impl Bench {
             nginx_addr,
             nginx_pids: all,
             nginx_http3,
+            bare,
             versions,
         })
     }
@@ -585,6 +619,25 @@ impl Bench {
     /// nginx, with the gateway's certificate and host name.
     pub fn nginx_target(&self) -> Target {
         self.target(self.nginx_addr, &self.gw_host)
+    }
+
+    /// The bare proxy, if it runs.
+    pub fn bare_target(&self) -> Res<Target> {
+        let (_, addr) = self
+            .bare
+            .as_ref()
+            .ok_or("no bare proxy runs (it needs `--upstream any`)")?;
+        Ok(self.target(*addr, &self.gw_host))
+    }
+
+    /// Whether the bare proxy runs.
+    pub fn has_bare(&self) -> bool {
+        self.bare.is_some()
+    }
+
+    /// The bare proxy's process id, if it runs.
+    pub fn bare_pids(&self) -> Vec<u32> {
+        self.bare.iter().map(|(p, _)| p.pid()).collect()
     }
 
     /// The gateway that runs now, at the address it published.
