@@ -26,7 +26,7 @@ use http_body_util::BodyExt as _;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tianping_certs::ServerTlsBuilder;
-use tianping_net::{Body, HostSet, ResponseBody, ServerOptions, full, serve_tls};
+use tianping_net::{Body, BoxError, HostSet, ResponseBody, ServerOptions, full, serve_tls};
 use tokio::io::AsyncReadExt as _;
 
 use crate::Res;
@@ -49,7 +49,7 @@ pub fn main(args: &[String]) -> Res<()> {
     rt.block_on(serve(
         Path::new(cert),
         Path::new(key),
-        &trust,
+        trust,
         upstream,
         host,
         Path::new(addr_file),
@@ -59,13 +59,13 @@ pub fn main(args: &[String]) -> Res<()> {
 async fn serve(
     cert: &Path,
     key: &Path,
-    trust: &[u8],
+    trust: Vec<u8>,
     upstream: SocketAddr,
     host: &str,
     addr_file: &Path,
 ) -> Res<()> {
     let to = Arc::new(Upstream {
-        trust: trust.to_vec(),
+        trust,
         addr: upstream,
         authority: format!("localhost:{}", upstream.port()).parse()?,
         send: Mutex::new(None),
@@ -135,9 +135,7 @@ impl Upstream {
         parts.headers.remove(header::CONNECTION);
         let answer = send.send_request(Request::from_parts(parts, body)).await?;
         let (parts, body) = answer.into_parts();
-        let body = body
-            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
-            .boxed();
+        let body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed();
         Ok(Response::from_parts(parts, body))
     }
 }

@@ -703,73 +703,61 @@ fn table(rows: &[(Who, Measure, Row)]) -> String {
             );
         }
     }
-    s.push_str(&bare_table(rows, &protos));
-    let before: Vec<Proto> = protos
-        .iter()
-        .copied()
-        .filter(|p| !rows_of(rows, Who::GatewayBefore, Measure::Req(*p)).is_empty())
-        .collect();
-    if before.is_empty() {
-        return s;
-    }
-    let _ = writeln!(
-        s,
-        "\n| protocol | gateway / gateway before, per proxy CPU-s: median | round by round | req/s: median | round by round |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|");
-    for proto in before {
-        let m = Measure::Req(proto);
-        let cpu = ratios(
-            rows,
-            Who::Gateway,
-            Who::GatewayBefore,
-            m,
-            &Row::per_proxy_cpu,
-        );
-        let rate = ratios(rows, Who::Gateway, Who::GatewayBefore, m, &|r| r.out.rate());
-        let _ = writeln!(
-            s,
-            "| {} | {:.2} | {} | {:.2} | {} |",
-            proto.name(),
-            median(cpu.clone()),
-            rounds(&cpu),
-            median(rate.clone()),
-            rounds(&rate),
-        );
-    }
+    s.push_str(&ratio_pair_table(
+        rows,
+        &protos,
+        Who::Bare,
+        "gateway / bare proxy, per proxy CPU-s: median | round by round | bare proxy / nginx, per proxy CPU-s: median",
+        [
+            (Who::Gateway, Who::Bare, &Row::per_proxy_cpu),
+            (Who::Bare, Who::Nginx, &Row::per_proxy_cpu),
+        ],
+    ));
+    s.push_str(&ratio_pair_table(
+        rows,
+        &protos,
+        Who::GatewayBefore,
+        "gateway / gateway before, per proxy CPU-s: median | round by round | req/s: median",
+        [
+            (Who::Gateway, Who::GatewayBefore, &Row::per_proxy_cpu),
+            (Who::Gateway, Who::GatewayBefore, &|r| r.out.rate()),
+        ],
+    ));
     s
 }
 
-/// The gateway against the bare proxy (what its own work costs) and the bare proxy against
-/// nginx (what the parts cost), per proxy CPU-second, round by round.
-fn bare_table(rows: &[(Who, Measure, Row)], protos: &[Proto]) -> String {
+/// One ratio of a table: `who`'s figure over `base`'s, per round.
+type Ratio<'a> = (Who, Who, &'a dyn Fn(&Row) -> f64);
+
+/// A figure over a base's, one `(who, base, figure)` pair per table, its median and its rounds,
+/// for each request protocol in which `present` was measured: the gateway against the build
+/// before it, the gateway against the bare proxy and the bare proxy against nginx.
+fn ratio_pair_table(
+    rows: &[(Who, Measure, Row)],
+    protos: &[Proto],
+    present: Who,
+    header: &str,
+    pair: [Ratio<'_>; 2],
+) -> String {
     let mut s = String::new();
     let with: Vec<Proto> = protos
         .iter()
         .copied()
-        .filter(|p| !rows_of(rows, Who::Bare, Measure::Req(*p)).is_empty())
+        .filter(|p| !rows_of(rows, present, Measure::Req(*p)).is_empty())
         .collect();
     if with.is_empty() {
         return s;
     }
-    let _ = writeln!(
-        s,
-        "\n| protocol | gateway / bare proxy, per proxy CPU-s: median | round by round | bare proxy / nginx, per proxy CPU-s: median | round by round |"
-    );
+    let _ = writeln!(s, "\n| protocol | {header} | round by round |");
     let _ = writeln!(s, "|---|---|---|---|---|");
     for proto in with {
         let m = Measure::Req(proto);
-        let own = ratios(rows, Who::Gateway, Who::Bare, m, &Row::per_proxy_cpu);
-        let parts = ratios(rows, Who::Bare, Who::Nginx, m, &Row::per_proxy_cpu);
-        let _ = writeln!(
-            s,
-            "| {} | {:.2} | {} | {:.2} | {} |",
-            proto.name(),
-            median(own.clone()),
-            rounds(&own),
-            median(parts.clone()),
-            rounds(&parts),
-        );
+        let _ = write!(s, "| {} |", proto.name());
+        for (who, base, f) in pair {
+            let r = ratios(rows, who, base, m, f);
+            let _ = write!(s, " {:.2} | {} |", median(r.clone()), rounds(&r));
+        }
+        s.push('\n');
     }
     s
 }

@@ -316,6 +316,21 @@ fn free_port() -> Res<u16> {
 }
 
 /// Waits (bounded) until `what` gives an answer, the child still running.
+/// A process of this binary (`serve-upstream`, `serve-proxy`), its standard input held open
+/// (it stops when that closes).
+fn this_binary(name: &str, command: &str, args: &[&std::ffi::OsStr]) -> Res<Proc> {
+    Ok(Proc {
+        name: name.into(),
+        child: Command::new(std::env::current_exe()?)
+            .arg(command)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    })
+}
+
 fn wait_for<T>(p: &mut Proc, mut what: impl FnMut() -> Option<T>) -> Res<T> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -381,19 +396,16 @@ impl Bench {
 
         // the upstream, a process of this binary
         let addr_file = root.join("upstream.addr");
-        let mut upstream = Proc {
-            name: "the upstream".into(),
-            child: Command::new(std::env::current_exe()?)
-                .arg("serve-upstream")
-                .arg(up_prefix.with_extension("pem"))
-                .arg(up_prefix.with_extension("key"))
-                .arg(&addr_file)
-                .arg(o.threads.to_string())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()?,
-        };
+        let mut upstream = this_binary(
+            "the upstream",
+            "serve-upstream",
+            &[
+                up_prefix.with_extension("pem").as_os_str(),
+                up_prefix.with_extension("key").as_os_str(),
+                addr_file.as_os_str(),
+                o.threads.to_string().as_ref(),
+            ],
+        )?;
         let (upstream_addr, upstream_h1, upstream_h3): (SocketAddr, SocketAddr, SocketAddr) =
             wait_for(&mut upstream, || {
                 let text = std::fs::read_to_string(&addr_file).ok()?;
@@ -519,22 +531,19 @@ impl Bench {
             None
         } else {
             let addr_file = root.join("bare.addr");
-            let mut bare = Proc {
-                name: "the bare proxy".into(),
-                child: Command::new(std::env::current_exe()?)
-                    .arg("serve-proxy")
-                    .arg(&cert)
-                    .arg(&key)
-                    .arg(dir.zone_trust_bundle(&zone))
-                    .arg(behind.to_string())
-                    .arg(&gw_host)
-                    .arg(&addr_file)
-                    .arg(o.threads.to_string())
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .spawn()?,
-            };
+            let mut bare = this_binary(
+                "the bare proxy",
+                "serve-proxy",
+                &[
+                    cert.as_os_str(),
+                    key.as_os_str(),
+                    dir.zone_trust_bundle(&zone).as_os_str(),
+                    behind.to_string().as_ref(),
+                    gw_host.as_ref(),
+                    addr_file.as_os_str(),
+                    o.threads.to_string().as_ref(),
+                ],
+            )?;
             let addr: SocketAddr = wait_for(&mut bare, || {
                 std::fs::read_to_string(&addr_file)
                     .ok()?
