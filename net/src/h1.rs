@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::forward::forward_write;
 use crate::head::{ChunkedChecker, Framing, HeadError, HeadLimits, HeadParser};
 use crate::metrics::Metrics;
-use crate::path::normalize_path;
+use crate::path::check_path;
 
 /// What the framing check refused on one connection, for the request pipeline to answer.
 #[derive(Debug, Default)]
@@ -137,7 +137,7 @@ impl<S> H1Guard<S> {
                     Ok(None) => return,
                     Ok(Some((head, n))) => {
                         self.head = HeadParser::new(self.limits.clone());
-                        if normalize_path(&head.target).is_err() {
+                        if check_path(&head.target).is_err() {
                             self.refuse_with("path", 400);
                             return;
                         }

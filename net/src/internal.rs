@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets, shared with the tests that replay their corpora on stable.
 
 use crate::head::{ChunkedChecker, Framing, HeadLimits, HeadParser, parse_head};
-use crate::path::normalize_path;
+use crate::path::{check_path, normalize, normalize_path};
 
 /// The strict head parser and, after a head, the chunked-body checker over the rest of the input;
 /// panics only when an invariant breaks.
@@ -54,12 +54,23 @@ pub fn fuzz_http_head(data: &[u8]) {
 }
 
 /// The path normalizer: its output is normalized (idempotent, starts with `/`, no `//`, no dot
-/// segments); panics only when an invariant breaks.
+/// segments), its one-pass check for a path already normal agrees with the full normalization,
+/// and so does the framing check's; panics only when an invariant breaks.
 pub fn fuzz_path_normalize(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(p) = normalize_path(s) {
+    let result = normalize_path(s);
+    assert_eq!(
+        result,
+        normalize(s, false),
+        "the fast path differs for {s:?}"
+    );
+    assert_eq!(
+        check_path(s),
+        result.as_ref().map(drop).map_err(Clone::clone)
+    );
+    if let Ok(p) = result {
         let path = p.path();
         assert!(path.starts_with('/'));
         assert!(!path.contains("//"), "{path}");
