@@ -299,8 +299,16 @@ mod put {
         w.raw(s.as_bytes());
     }
 
+    /// Its 64 hex digits (written on the stack: every request's event has one), or empty.
     pub(super) fn hash(w: &mut WireWriter, h: &Option<PolicyHash>) {
-        text(w, &h.map(|h| h.to_hex()).unwrap_or_default());
+        let mut hex = [0u8; 64];
+        match h {
+            Some(h) if hex::encode_to_slice(h.as_bytes(), &mut hex).is_ok() => {
+                len(w, hex.len());
+                w.raw(&hex);
+            }
+            _ => text(w, ""),
+        }
     }
 
     pub(super) fn list(w: &mut WireWriter, l: &[String]) {
