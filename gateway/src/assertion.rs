@@ -145,7 +145,8 @@ pub enum AssertionError {
 pub struct Assertions {
     signer: TokenSigner,
     limits: Limits,
-    cache: Mutex<HashMap<(String, String), (HeaderValue, u64)>>,
+    /// By [`Identity::cache_key`]: the assertion and its expiry.
+    cache: Mutex<HashMap<String, (HeaderValue, u64)>>,
 }
 
 impl Assertions {
@@ -186,7 +187,7 @@ impl Assertions {
         service: &str,
         now: UnixTime,
     ) -> Result<HeaderValue, AssertionError> {
-        let key = (who.cache_key(), service.to_owned());
+        let key = who.cache_key(service);
         let now_s = now.as_secs();
         let renew = self.limits.assertion_renew_before.as_secs();
         {

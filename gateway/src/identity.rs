@@ -174,20 +174,30 @@ impl Identity {
         }
     }
 
-    /// The key assertions are cached under for this identity: the session id, the token's
-    /// `jti`, or the certificate's fingerprint.
-    pub fn cache_key(&self) -> String {
+    /// The key an assertion for `service` is cached under for this identity: the service, a
+    /// newline (no policy identifier holds one), then the session id, the token's subject and
+    /// `jti`, or the certificate's fingerprint. One string, made for every forwarded request.
+    pub fn cache_key(&self, service: &str) -> String {
+        let mut s = String::with_capacity(service.len() + 96);
+        s.push_str(service);
+        s.push('\n');
         match &self.credential {
-            Credential::Session { id, .. } => format!("s:{id}"),
-            Credential::Bearer { jti, .. } => format!("b:{}:{jti}", self.sub.as_str()),
+            Credential::Session { id, .. } => {
+                s.push_str("s:");
+                s.push_str(id);
+            }
+            Credential::Bearer { jti, .. } => {
+                s.push_str("b:");
+                s.push_str(self.sub.as_str());
+                s.push(':');
+                s.push_str(jti);
+            }
             Credential::Certificate { fingerprint, .. } => {
-                let mut s = String::from("c:");
-                for b in fingerprint {
-                    s.push_str(&format!("{b:02x}"));
-                }
-                s
+                s.push_str("c:");
+                s.push_str(&hex::encode(fingerprint));
             }
         }
+        s
     }
 }
 

@@ -86,5 +86,5 @@ pub use rate::{MAX_SUBJECTS, SubjectRates};
 pub use server::{Gateway, GatewayParts, SIGNIN_COOKIE, ServeError, ServiceBinding};
 pub use token::{
     AccessToken, BearerError, BearerVerifier, Jwks, JwksKey, JwksSchedule, MAX_JWKS_BYTES,
-    MAX_JWKS_KEYS, bearer_challenge,
+    MAX_JWKS_KEYS, VerifiedBearer, bearer_challenge,
 };

@@ -24,6 +24,7 @@ use tianping_core::{
 };
 
 use crate::config::Limits;
+use crate::identity::Identity;
 
 /// Why a bearer token was refused. Each is a 401 with an RFC 6750 `invalid_token` challenge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -263,7 +264,17 @@ pub struct BearerVerifier {
     jwks: Jwks,
     limits: Limits,
     /// Shared, so a hit costs a reference count, not a copy of the claims.
-    cache: Mutex<HashMap<[u8; 32], Arc<AccessToken>>>,
+    cache: Mutex<HashMap<[u8; 32], VerifiedBearer>>,
+}
+
+/// A verified access token and the identity it vouches for, made once when it is first
+/// verified: a request with a cached token copies neither (two reference counts).
+#[derive(Debug, Clone)]
+pub struct VerifiedBearer {
+    /// The token.
+    pub token: Arc<AccessToken>,
+    /// Its person.
+    pub identity: Arc<Identity>,
 }
 
 impl BearerVerifier {
@@ -325,6 +336,16 @@ impl BearerVerifier {
         client_cert: Option<&[u8; 32]>,
         now: UnixTime,
     ) -> Result<Arc<AccessToken>, BearerError> {
+        self.verify_person(token, client_cert, now).map(|v| v.token)
+    }
+
+    /// [`Self::verify`], with the identity the token vouches for (cached with it).
+    pub fn verify_person(
+        &self,
+        token: &[u8],
+        client_cert: Option<&[u8; 32]>,
+        now: UnixTime,
+    ) -> Result<VerifiedBearer, BearerError> {
         if token.len() > self.limits.max_token_bytes {
             return Err(BearerError::Malformed("too long"));
         }
@@ -338,26 +359,30 @@ impl BearerVerifier {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&id)
             .cloned();
-        let t = match cached {
-            Some(t) => t,
+        let v = match cached {
+            Some(v) => v,
             None => {
-                let t = Arc::new(self.check(token, now)?);
-                self.remember(id, &t, now);
-                t
+                let token = Arc::new(self.check(token, now)?);
+                let v = VerifiedBearer {
+                    identity: Arc::new(Identity::from_token(&token)),
+                    token,
+                };
+                self.remember(id, &v, now);
+                v
             }
         };
-        self.check_live(&t, client_cert, now)?;
-        Ok(t)
+        self.check_live(&v.token, client_cert, now)?;
+        Ok(v)
     }
 
-    fn remember(&self, id: [u8; 32], t: &Arc<AccessToken>, now: UnixTime) {
+    fn remember(&self, id: [u8; 32], v: &VerifiedBearer, now: UnixTime) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= self.limits.token_cache_entries {
             let skew = self.limits.clock_skew.as_secs();
-            cache.retain(|_, t| t.expires_at.as_secs().saturating_add(skew) > now.as_secs());
+            cache.retain(|_, v| v.token.expires_at.as_secs().saturating_add(skew) > now.as_secs());
         }
         if cache.len() < self.limits.token_cache_entries {
-            cache.insert(id, Arc::clone(t));
+            cache.insert(id, v.clone());
         }
     }
 

@@ -14,7 +14,7 @@ use tianping_core::{Algorithm, Signature, UnixTime, ZoneName};
 use tianping_net::HttpsClient;
 
 use crate::config::Limits;
-use crate::token::{AccessToken, BearerError, BearerVerifier, Jwks, JwksSchedule};
+use crate::token::{BearerError, BearerVerifier, Jwks, JwksSchedule, VerifiedBearer};
 
 /// The IdP's endpoints, from its discovery document.
 #[derive(Debug, Clone)]
@@ -248,10 +248,10 @@ impl IdpLink {
         token: &[u8],
         cert: Option<&[u8; 32]>,
         now: UnixTime,
-    ) -> Result<Arc<AccessToken>, BearerError> {
+    ) -> Result<VerifiedBearer, BearerError> {
         self.ensure_keys(now).await?;
         let (v, _) = self.keys();
-        match v.verify(token, cert, now) {
+        match v.verify_person(token, cert, now) {
             Err(BearerError::UnknownKid(kid)) => {
                 let may = self
                     .fetched
@@ -265,7 +265,7 @@ impl IdpLink {
                 Box::pin(self.fetch_keys(now))
                     .await
                     .map_err(|e| BearerError::KeysUnavailable(e.to_string()))?;
-                self.keys().0.verify(token, cert, now)
+                self.keys().0.verify_person(token, cert, now)
             }
             r => r,
         }

@@ -29,6 +29,7 @@
 mod component;
 mod exchange;
 mod idp;
+mod request_event;
 mod transfers;
 mod upstream;
 
@@ -57,6 +58,7 @@ use crate::identity::{Credential, Identity};
 use crate::rate::SubjectRates;
 use crate::token::BearerError;
 use idp::{IdpLink, decode_pairs, encode};
+use request_event::RequestEvent;
 use upstream::{Upstream, text};
 
 /// The cookie that ties a browser to the sign-in it started (its `state`).
@@ -199,8 +201,8 @@ struct Inner {
     rates: SubjectRates,
     pending: Mutex<HashMap<String, Pending>>,
     rng: SystemRandom,
-    /// Request ids: this process's random prefix (16 hex digits) and a counter.
-    request_prefix: String,
+    /// Request ids: this process's random prefix and a counter.
+    request_prefix: [u8; 8],
     request_seq: std::sync::atomic::AtomicU64,
     metrics: Arc<Registry>,
     /// `tianping_gateway_decisions_total`, registered once: a lookup by name and labels on
@@ -306,14 +308,11 @@ impl Gateway {
         let jwks = assertion_jwks(&parts.assertion_key.0, &parts.assertion_key.1).to_string();
         let public_url = parts.public_url.trim_end_matches('/').to_owned();
         let rng = SystemRandom::new();
-        let mut prefix = [0u8; 8];
-        let request_prefix = match rng.fill(&mut prefix) {
-            Ok(()) => hex::encode(prefix),
-            Err(_) => {
-                tracing::error!("the system's random number generator failed");
-                format!("{:016x}", parts.clock.now().as_secs())
-            }
-        };
+        let mut request_prefix = [0u8; 8];
+        if rng.fill(&mut request_prefix).is_err() {
+            tracing::error!("the system's random number generator failed");
+            request_prefix = parts.clock.now().as_secs().to_be_bytes();
+        }
         Ok(Self(Arc::new(Inner {
             redirect_uri: format!("{public_url}/.tianping/callback"),
             public_url,
@@ -459,13 +458,36 @@ impl Gateway {
     }
 }
 
+/// A request's id: 32 lower-case hex digits.
+#[derive(Clone, Copy)]
+struct RequestId([u8; 32]);
+
+impl RequestId {
+    /// The id of request number `n` of the process whose prefix is `prefix`.
+    fn new(prefix: &[u8; 8], n: u64) -> Self {
+        let mut bytes = [0u8; 16];
+        let (p, count) = bytes.split_at_mut(8);
+        p.copy_from_slice(prefix);
+        count.copy_from_slice(&n.to_be_bytes());
+        let mut id = Self([0; 32]);
+        // 16 bytes fill the 32 digits exactly
+        let _ = hex::encode_to_slice(bytes, &mut id.0);
+        id
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl Handler for Gateway {
     fn call(&self, req: Request<Body>) -> BoxFuture {
         let g = Arc::clone(&self.0);
         Box::pin(async move {
             let request_id = g.request_id();
-            let mut resp = g.handle(req, &request_id).await;
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
+            let request_id = request_id.as_str();
+            let mut resp = g.handle(req, request_id).await;
+            if let Ok(v) = HeaderValue::from_str(request_id) {
                 resp.headers_mut().insert(REQUEST_ID_HEADER, v);
             }
             resp
@@ -475,7 +497,7 @@ impl Handler for Gateway {
 
 /// Who asked, as the request presented it.
 struct Asker {
-    who: Option<Identity>,
+    who: Option<Arc<Identity>>,
     /// A bearer token that was refused, with why.
     refused: Option<BearerError>,
     /// A session cookie that did not open (the reason goes to the audit log).
@@ -483,6 +505,25 @@ struct Asker {
     /// The session, to reseal when due.
     session: Option<Session>,
     browser: bool,
+}
+
+/// The reason a request's event records: the decision's, and why a credential was refused.
+struct DecisionReason<'a> {
+    decision: &'a tianping_policies::Reason,
+    asker: &'a Asker,
+}
+
+impl std::fmt::Display for DecisionReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.decision)?;
+        if let Some(e) = &self.asker.refused {
+            write!(f, "; bearer token refused: {e}")
+        } else if let Some(e) = &self.asker.cookie_refused {
+            write!(f, "; session cookie refused: {e}")
+        } else {
+            Ok(())
+        }
+    }
 }
 
 pub(crate) fn answer(
@@ -505,6 +546,19 @@ pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response<Res
         b.push('\n');
     }
     answer(status, "text/plain; charset=utf-8", b)
+}
+
+/// An address as a header value, written on the stack (the header copies it once).
+fn ip_header(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    // the longest IPv6 text form is 45 characters
+    let mut buf = [0u8; 64];
+    let left = {
+        let mut w = &mut buf[..];
+        write!(w, "{ip}").ok()?;
+        w.len()
+    };
+    HeaderValue::from_bytes(buf.get(..buf.len() - left)?).ok()
 }
 
 fn html_escape(s: &str) -> String {
@@ -548,15 +602,12 @@ impl Inner {
 
     /// A request id, unique: this process's random prefix and the request's number, in 32 hex
     /// digits. Not a secret (it is shown to the client and written in the log), so no system
-    /// call for randomness on every request.
-    fn request_id(&self) -> String {
+    /// call for randomness on every request, and no allocation either.
+    fn request_id(&self) -> RequestId {
         let n = self
             .request_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut s = String::with_capacity(32);
-        s.push_str(&self.request_prefix);
-        s.push_str(&hex::encode(n.to_be_bytes()));
-        s
+        RequestId::new(&self.request_prefix, n)
     }
 
     fn count(&self, name: &str, help: &str, labels: &[(&str, &str)]) {
@@ -566,8 +617,7 @@ impl Inner {
     }
 
     async fn handle(&self, req: Request<Body>, request_id: &str) -> Response<ResponseBody> {
-        let path = req.uri().path().to_owned();
-        if let Some(own) = path.strip_prefix(RESERVED_PREFIX) {
+        if let Some(own) = req.uri().path().strip_prefix(RESERVED_PREFIX) {
             let own = own.to_owned();
             // boxed, as the other rare paths below: the request path's future stays small (it
             // is moved onto the heap for every request, and the sign-in's would dominate it)
@@ -581,11 +631,10 @@ impl Inner {
         }
         let now = self.now();
         let asker = self.asker(&req, now).await;
-        let method = req.method().as_str().to_owned();
         if let Some(who) = &asker.who
             && !self.rates.allow(&who.sub, now)
         {
-            let _ = self.audit_request(&req, None, &asker, "deny", "rate limit", request_id, now);
+            let _ = self.audit_request(&req, None, &asker, "deny", &"rate limit", request_id, now);
             let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "too many requests\n");
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -595,25 +644,22 @@ impl Inner {
         let d = decide(
             &policy,
             self.zone.as_str(),
-            asker.who.as_ref(),
+            asker.who.as_deref(),
             asker.browser,
-            &method,
-            &path,
+            req.method().as_str(),
+            req.uri().path(),
             now,
         );
         let allowed = matches!(d.action, Action::Forward(_) | Action::Transfer(_));
-        let mut reason = d.decision.reason.to_string();
-        if let Some(e) = &asker.refused {
-            reason = format!("{reason}; bearer token refused: {e}");
-        } else if let Some(e) = &asker.cookie_refused {
-            reason = format!("{reason}; session cookie refused: {e}");
-        }
         let queued = self.audit_request(
             &req,
             Some((&d.decision, d.decision.rule.unwrap_or_default())),
             &asker,
             if allowed { "allow" } else { "deny" },
-            &reason,
+            &DecisionReason {
+                decision: &d.decision.reason,
+                asker: &asker,
+            },
             request_id,
             now,
         );
@@ -731,7 +777,7 @@ impl Inner {
                     .verify_bearer(t.as_bytes(), cert_fp.as_ref(), now)
                     .await
                 {
-                    Ok(t) => a.who = Some(Identity::from_token(&t)),
+                    Ok(v) => a.who = Some(v.identity),
                     Err(e) => a.refused = Some(e),
                 },
             }
@@ -750,7 +796,7 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner);
             match self.cookies.load().open_checked(value, now, &revocations) {
                 Ok(s) => {
-                    a.who = Some(Identity::from_session(&s));
+                    a.who = Some(Arc::new(Identity::from_session(&s)));
                     a.session = Some(s);
                     return a;
                 }
@@ -760,7 +806,7 @@ impl Inner {
         if let Some(id) = conn.and_then(|c| c.identity.as_deref())
             && let Ok(who) = Identity::from_certificate(id, &self.zone)
         {
-            a.who = Some(who);
+            a.who = Some(Arc::new(who));
             a.browser = false;
             return a;
         }
@@ -782,35 +828,32 @@ impl Inner {
         decision: Option<(&tianping_policies::Decision<'_>, &str)>,
         asker: &Asker,
         outcome: &str,
-        reason: &str,
+        reason: &dyn std::fmt::Display,
         request_id: &str,
         now: UnixTime,
     ) -> Option<tianping_audit::Queued> {
-        let mut e = Event::new(now, "request");
-        e.zone = self.zone.to_string();
-        e.component = "gateway".into();
-        e.outcome = outcome.into();
-        e.reason = reason.chars().take(512).collect();
-        e.request_id = request_id.into();
-        e.method = req.method().as_str().into();
-        e.path = req.uri().path().into();
-        e.policy_hash = Some(decision.map_or_else(|| self.policy.load().hash(), |(d, _)| d.policy));
-        if let Some(c) = req.extensions().get::<ConnInfo>() {
-            e.source = c.peer.to_string();
-        }
-        if let Some((_, rule)) = decision {
-            e.object = rule.into();
-        }
-        if let Some(who) = &asker.who {
-            fill_actor(&mut e, who);
-        }
+        let event = RequestEvent {
+            time: now,
+            zone: self.zone.as_str(),
+            outcome,
+            reason,
+            request_id,
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            policy_hash: decision.map_or_else(|| self.policy.load().hash(), |(d, _)| d.policy),
+            source: req.extensions().get::<ConnInfo>().map(|c| c.peer),
+            rule: decision.map(|(_, rule)| rule),
+            who: asker.who.as_deref(),
+        };
         // `sync` mode: the commit starts as soon as no other runs, not after the queue's window
         // (the request waits for it); otherwise it is queued for the next group commit
-        let appended = if self.audit_sync {
-            self.audit.append_prompt(&e)
-        } else {
-            self.audit.append_queued(&e)
-        };
+        let appended = event.with(|e| {
+            if self.audit_sync {
+                self.audit.append_prompt(e)
+            } else {
+                self.audit.append_queued(e)
+            }
+        });
         match appended {
             Ok(q) => Some(q),
             Err(err) => {
@@ -869,6 +912,8 @@ impl Inner {
             }
         };
         let (mut parts, body) = req.into_parts();
+        // room for the five headers added here and in `prepare`, made once
+        parts.headers.reserve(5);
         if let Err(e) = self
             .assertions
             .prepare(&mut parts.headers, who, service, request_id, now)
@@ -887,7 +932,7 @@ impl Inner {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         // the client's own forwarding headers went with `prepare`
-        if let Some(ip) = peer.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+        if let Some(ip) = peer.and_then(ip_header) {
             parts.headers.insert(X_FORWARDED_FOR, ip);
         }
         if let Some(h) = host {
@@ -1432,4 +1477,41 @@ fn assertion_jwks(key: &PublicKey, chain: &[Vec<u8>]) -> Value {
         }),
     };
     json!({ "keys": [jwk] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_the_prefix_and_the_number_in_hex() {
+        let prefix = [0xab, 0, 1, 2, 3, 4, 5, 0xff];
+        assert_eq!(
+            RequestId::new(&prefix, 0x1234).as_str(),
+            "ab000102030405ff0000000000001234"
+        );
+        assert_eq!(
+            RequestId::new(&prefix, u64::MAX).as_str(),
+            "ab000102030405ffffffffffffffffff"
+        );
+    }
+
+    #[test]
+    fn an_address_header_is_the_address_in_text() -> Result<(), std::net::AddrParseError> {
+        for ip in [
+            "10.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse()?;
+            let v = ip_header(parsed);
+            assert_eq!(
+                v.as_ref().map(HeaderValue::as_bytes),
+                Some(parsed.to_string().as_bytes())
+            );
+        }
+        Ok(())
+    }
 }
