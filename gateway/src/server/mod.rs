@@ -54,11 +54,11 @@ use crate::assertion::{Assertions, REQUEST_ID_HEADER};
 use crate::config::Limits;
 use crate::cookie::{CookieKey, CookieSealer, Revocations, Session, session_cookie};
 use crate::decide::{Action, RESERVED_PREFIX, decide};
-use crate::identity::{Credential, Identity};
+use crate::identity::Identity;
 use crate::rate::SubjectRates;
 use crate::token::BearerError;
 use idp::{IdpLink, decode_pairs, encode};
-use request_event::RequestEvent;
+use request_event::{RequestEvent, fill_actor};
 use upstream::{Upstream, text};
 
 /// The cookie that ties a browser to the sign-in it started (its `state`).
@@ -1437,23 +1437,6 @@ impl Inner {
             let _ = q.durable().await;
         }
         answer(StatusCode::OK, "text/plain; charset=utf-8", String::new())
-    }
-}
-
-fn fill_actor(e: &mut Event, who: &Identity) {
-    e.actor = who.sub.as_str().to_owned();
-    e.roles = who.roles.iter().map(|r| r.to_string()).collect();
-    e.court = who
-        .court
-        .as_ref()
-        .map(|c| c.as_str().to_owned())
-        .unwrap_or_default();
-    e.clearance = who.clearance.to_string();
-    e.acr = who.acr.as_str().to_owned();
-    e.attributes
-        .insert("credential".into(), who.credential.as_str().into());
-    if let Credential::Bearer { client_id, .. } = &who.credential {
-        e.attributes.insert("client_id".into(), client_id.clone());
     }
 }
 

@@ -1,11 +1,12 @@
 //! The audit event of a request's decision, written into an event that each worker thread
 //! keeps and refills: its strings keep their capacity from one request to the next, so recording
 //! a decision allocates nothing once the thread is warm. (Building a fresh [`Event`] cost about
-//! 20 allocations per request, a fifth of the gateway's; `bench/gateway` measures it.)
+//! 20 allocations per request, a fifth of the gateway's: `bench/README.md` has the counts.)
 //!
 //! [`RequestEvent::fill`] writes every field of the event, those a request event leaves empty
-//! included, so nothing of the request before can remain: it destructures [`Event`] whole, and
-//! a field added to it does not compile here until it is filled.
+//! included, so nothing of the request before can remain: it destructures [`Event`] whole (the
+//! actor's fields written by [`fill_actor`], which the gateway's other events use too), and a
+//! field added to it does not compile here until it is filled.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -63,12 +64,28 @@ impl RequestEvent<'_> {
 
     /// Writes every field of `e`: what this event records, and empty for the rest.
     pub(super) fn fill(&self, e: &mut Event) {
+        match self.who {
+            Some(who) => {
+                // of the attributes, only the actor's remain (`fill_actor` sets them)
+                let bearer = matches!(who.credential, Credential::Bearer { .. });
+                e.attributes
+                    .retain(|k, _| k == "credential" || (bearer && k == "client_id"));
+                fill_actor(e, who);
+            }
+            None => {
+                for s in [&mut e.actor, &mut e.court, &mut e.clearance, &mut e.acr] {
+                    s.clear();
+                }
+                e.roles.clear();
+                e.attributes.clear();
+            }
+        }
         let Event {
             time,
             node,
             zone,
             component,
-            actor,
+            actor: _,
             source,
             action,
             object,
@@ -78,10 +95,10 @@ impl RequestEvent<'_> {
             policy_hash,
             method,
             path,
-            roles,
-            court,
-            clearance,
-            acr,
+            roles: _,
+            court: _,
+            clearance: _,
+            acr: _,
             flow,
             kind,
             size,
@@ -90,7 +107,7 @@ impl RequestEvent<'_> {
             submitter,
             transfer_id,
             content_hash,
-            attributes,
+            attributes: _,
         } = e;
         *time = self.time;
         set(action, "request");
@@ -115,38 +132,27 @@ impl RequestEvent<'_> {
             let _ = write!(source, "{a}");
         }
         set(object, self.rule.unwrap_or_default());
-        match self.who {
-            Some(who) => {
-                set(actor, who.sub.as_str());
-                set_list(roles, who.roles.iter().map(|r| r.as_str()));
-                set(court, who.court.as_ref().map_or("", |c| c.as_str()));
-                set(clearance, who.clearance.as_str());
-                set(acr, who.acr.as_str());
-                let client_id = match &who.credential {
-                    Credential::Bearer { client_id, .. } => Some(client_id.as_str()),
-                    _ => None,
-                };
-                attributes
-                    .retain(|k, _| k == "credential" || (k == "client_id" && client_id.is_some()));
-                set_attribute(attributes, "credential", who.credential.as_str());
-                if let Some(c) = client_id {
-                    set_attribute(attributes, "client_id", c);
-                }
-            }
-            None => {
-                for s in [&mut *actor, court, clearance, acr] {
-                    s.clear();
-                }
-                roles.clear();
-                attributes.clear();
-            }
-        }
         for s in [node, flow, kind, submitter, transfer_id, content_hash] {
             s.clear();
         }
         *size = None;
         labels.clear();
         approvals.clear();
+    }
+}
+
+/// Writes `who` as the actor of `e` (subject, roles, court, clearance, `acr`, and the
+/// `credential` and, for a bearer token, `client_id` attributes), reusing the strings `e`
+/// has; any other attribute is left as it is.
+pub(super) fn fill_actor(e: &mut Event, who: &Identity) {
+    set(&mut e.actor, who.sub.as_str());
+    set_list(&mut e.roles, who.roles.iter().map(|r| r.as_str()));
+    set(&mut e.court, who.court.as_ref().map_or("", |c| c.as_str()));
+    set(&mut e.clearance, who.clearance.as_str());
+    set(&mut e.acr, who.acr.as_str());
+    set_attribute(&mut e.attributes, "credential", who.credential.as_str());
+    if let Credential::Bearer { client_id, .. } = &who.credential {
+        set_attribute(&mut e.attributes, "client_id", client_id);
     }
 }
 
