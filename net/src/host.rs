@@ -4,6 +4,8 @@
 //! virtual host (or zone) into another with the first one's session, client certificate or cookies
 //! (the "SNI/Host confusion" class). The listener serves a configured list of names; a request whose
 //! authority is not on it, or differs from the SNI of its connection, is answered 421 Misdirected.
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 /// Why a request's authority was refused.
@@ -65,18 +67,23 @@ impl HostSet {
     }
 
     /// Checks a request's authority against the set and the connection's SNI; returns the host
-    /// name (lower case, no port) on success.
-    pub fn check(&self, sni: Option<&str>, authority: Option<&str>) -> Result<String, HostError> {
+    /// name (lower case, no port) on success, borrowed from `authority` when it is lower case
+    /// already (as clients send it).
+    pub fn check<'a>(
+        &self,
+        sni: Option<&str>,
+        authority: Option<&'a str>,
+    ) -> Result<Cow<'a, str>, HostError> {
         let authority = authority.ok_or(HostError::Missing)?;
         let host = host_of(authority)?;
         if !self.serves(&host) {
-            return Err(HostError::NotServed(host));
+            return Err(HostError::NotServed(host.into_owned()));
         }
         if let Some(sni) = sni {
             if !sni.eq_ignore_ascii_case(&host) {
                 return Err(HostError::SniMismatch {
                     sni: sni.to_ascii_lowercase(),
-                    host,
+                    host: host.into_owned(),
                 });
             }
         }
@@ -84,8 +91,9 @@ impl HostSet {
     }
 }
 
-/// The host part of `name[:port]` or `[v6]:port`, lower-cased; refuses userinfo and odd bytes.
-pub fn host_of(authority: &str) -> Result<String, HostError> {
+/// The host part of `name[:port]` or `[v6]:port`, lower-cased (borrowed from `authority` when
+/// it is lower case already); refuses userinfo and odd bytes.
+pub fn host_of(authority: &str) -> Result<Cow<'_, str>, HostError> {
     let bad = || HostError::Malformed(authority.to_string());
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (h, after) = rest.split_once(']').ok_or_else(bad)?;
@@ -99,11 +107,12 @@ pub fn host_of(authority: &str) -> Result<String, HostError> {
             "" => None,
             p => Some(p.strip_prefix(':').ok_or_else(bad)?),
         };
-        (format!("[{h}]"), port)
+        // `[`, the address and `]`.
+        (authority.get(..h.len() + 2).ok_or_else(bad)?, port)
     } else {
         match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (authority.to_string(), None),
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
         }
     };
     if let Some(p) = port {
@@ -120,12 +129,48 @@ pub fn host_of(authority: &str) -> Result<String, HostError> {
     if !name_ok {
         return Err(bad());
     }
-    Ok(host.to_ascii_lowercase())
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Ok(Cow::Borrowed(host))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lower_case_host_is_borrowed_and_any_other_lowered() {
+        for (authority, host, borrowed) in [
+            ("localhost", "localhost", true),
+            (
+                "gw.a.tianping.localhost:8443",
+                "gw.a.tianping.localhost",
+                true,
+            ),
+            (
+                "GW.a.tianping.localhost:8443",
+                "gw.a.tianping.localhost",
+                false,
+            ),
+            ("[::1]:8443", "[::1]", true),
+            ("[FE80::1]", "[fe80::1]", false),
+            ("127.0.0.1:443", "127.0.0.1", true),
+        ] {
+            let got = host_of(authority).unwrap();
+            assert_eq!(got, host, "{authority}");
+            assert_eq!(matches!(got, Cow::Borrowed(_)), borrowed, "{authority}");
+        }
+        for bad in [
+            "[::1", "[::1]x", "[::1]:", "[g::1]", "a b", "host:", ":443", "u@h",
+        ] {
+            assert!(
+                matches!(host_of(bad), Err(HostError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn checks() {

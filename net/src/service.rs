@@ -2,6 +2,7 @@
 //! made by the framing check (carried as a request extension only this crate can build), host
 //! check, path normalization, rate limits, the application's
 //! handler, `Alt-Svc`, metrics and the access log.
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -15,6 +16,7 @@ use crate::head::REFUSAL_MARKER;
 use crate::metrics::Metrics;
 use crate::path::normalize_path;
 use crate::rate::{RateLimiter, retry_after_secs};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 
 /// State shared by every connection of one listener.
@@ -97,7 +99,9 @@ pub(crate) async fn serve(
     }
     let start = Instant::now();
     let method = req.method().clone();
-    let raw_path = req.uri().path().to_string();
+    // The path as the client sent it, for the access log: the URI's bytes are shared, not copied.
+    let raw_uri = req.uri().clone();
+    let raw_path = raw_uri.path();
     let mut resp = match check(&shared, &conn, &mut req) {
         Err(resp) => resp,
         Ok(()) => {
@@ -159,23 +163,23 @@ fn check(
         .headers()
         .get(header::HOST)
         .map(|v| v.to_str().map_err(|_| ()));
-    let authority = req.uri().authority().map(|a| a.as_str().to_string());
-    let host = match (authority, host_header) {
+    let authority = req.uri().authority();
+    let host = match (authority.map(Authority::as_str), host_header) {
         (_, Some(Err(()))) => Err(400),
         (Some(a), Some(Ok(h))) if !a.eq_ignore_ascii_case(h) => Err(400),
         (Some(a), _) => Ok(a),
-        (None, Some(Ok(h))) => Ok(h.to_string()),
+        (None, Some(Ok(h))) => Ok(h),
         (None, None) => Err(400),
     };
     let host = host.and_then(|h| {
         shared
             .options
             .hosts
-            .check(conn.sni.as_deref(), Some(&h))
+            .check(conn.sni.as_deref(), Some(h))
             .map_err(|e| e.status())
     });
     let host = match host {
-        _ if !shared.checks => "localhost".to_string(),
+        _ if !shared.checks => Cow::Borrowed("localhost"),
         Ok(h) => h,
         Err(status) => {
             metrics.refusal("host");
@@ -183,8 +187,8 @@ fn check(
         }
     };
     // No path (an HTTP/2 or HTTP/3 CONNECT) is refused like a bad path: nothing here tunnels.
-    let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("");
-    let normalized = match normalize_path(target) {
+    let target = req.uri().path_and_query();
+    let normalized = match normalize_path(target.map(PathAndQuery::as_str).unwrap_or("")) {
         Ok(p) => p,
         Err(_) => {
             metrics.refusal("path");
@@ -210,13 +214,24 @@ fn check(
             l.check(&id.fingerprint, now).map_err(limited)?;
         }
     }
-    // The handler sees only the normalized path.
-    let uri = Uri::builder()
-        .scheme("https")
-        .authority(host.as_str())
-        .path_and_query(normalized.path_and_query())
-        .build()
-        .map_err(|_| status_response(400, true))?;
+    // The handler sees only the normalized path. The request's own authority and path, when
+    // they are the host and the normalized path already, are shared rather than copied.
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTPS);
+    parts.authority = match authority {
+        Some(a) if a.as_str() == host => Some(a.clone()),
+        _ => Some(Authority::try_from(host.as_ref()).map_err(|_| status_response(400, true))?),
+    };
+    parts.path_and_query = match target {
+        Some(t) if t.path() == normalized.path() && t.query() == normalized.query() => {
+            Some(t.clone())
+        }
+        _ => Some(
+            PathAndQuery::try_from(normalized.path_and_query())
+                .map_err(|_| status_response(400, true))?,
+        ),
+    };
+    let uri = Uri::from_parts(parts).map_err(|_| status_response(400, true))?;
     *req.uri_mut() = uri;
     req.extensions_mut().insert(normalized);
     Ok(())
