@@ -58,9 +58,13 @@ const KIND_MIRROR: &[u8] = b"mirror";
 const SIDECAR: &str = "checkpoint.note";
 /// sled's segment size; nodes over a quarter of it go to separate blob files.
 const SEGMENT_SIZE: usize = 8 << 20;
-/// Encoding buffers kept for reuse, and the largest kept: at most 32 MiB held.
+/// Encoding buffers of large calls kept for reuse, and the largest kept: at most 32 MiB held.
 const SPARE_BUFFERS: usize = 16;
 const SPARE_CAPACITY: usize = 2 << 20;
+/// Encodings of small calls (a request's event) kept for reuse, and the largest kept: at most
+/// 4 MiB held, as many as a commit group of a busy gateway's requests (a few hundred in 20 ms).
+const SMALL_SPARES: usize = 1024;
+const SMALL_SPARE_CAPACITY: usize = 4 << 10;
 /// The entry bytes a stored record is cut at (before packing: see [`crate::record`]).
 const RECORD_TARGET: usize = 64 * 1024;
 /// The longest a queued event waits for its commit to start, by default.
@@ -224,9 +228,8 @@ pub struct AuditLog {
     state: Mutex<State>,
     cv: Condvar,
     checkpoint_lock: Mutex<Option<AutoCheckpoint>>,
-    /// Encoding buffers of committed calls, reused by the next ones: a fresh buffer of a few
-    /// hundred KiB costs the kernel a page fault and a zeroed page per 4 KiB.
-    spare: Mutex<Vec<Vec<u8>>>,
+    /// The encodings of committed calls, reused by the next ones.
+    spare: Mutex<commit::Spares>,
     /// The longest a queued event waits for its commit to start.
     queue_window: Mutex<std::time::Duration>,
     /// Whether the queue's committer thread runs.
@@ -389,7 +392,7 @@ impl AuditLog {
             }),
             cv: Condvar::new(),
             checkpoint_lock: Mutex::new(None),
-            spare: Mutex::new(Vec::new()),
+            spare: Mutex::new(commit::Spares::default()),
             queue_window: Mutex::new(QUEUE_WINDOW),
             flusher: std::sync::atomic::AtomicBool::new(false),
         })

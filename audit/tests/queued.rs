@@ -69,6 +69,54 @@ fn queued_events_take_their_index_at_once_and_become_durable() {
     log.verify(None, &mut |_, _| {}).unwrap();
 }
 
+/// Calls of every size, whose encodings the log keeps and hands to later calls (a small call's
+/// whole, a large call's bytes), each stored as itself: no event keeps bytes, ends or leaves of
+/// the call whose encoding it was given.
+#[test]
+fn reused_encodings_hold_nothing_of_the_calls_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Arc::new(AuditLog::create(tmp.path(), ORIGIN).unwrap());
+    let mut sent: Vec<(Vec<tianping_audit::Receipt>, Vec<Event>)> = Vec::new();
+    let mut i = 0u64;
+    for round in 0..6u64 {
+        // 1, 3 and 4 events take small spares, 5 and 40 large ones; a 6 KiB event's encoding
+        // outgrows a small spare, which then goes to the large ones.
+        for size in [1usize, 3, 1, 4, 5, 1, 40, 1, 2] {
+            let events: Vec<Event> = (0..size)
+                .map(|k| {
+                    i += 1;
+                    let mut e = event(i);
+                    if k == 0 && (round + size as u64) % 4 == 0 {
+                        e.reason = "x".repeat(6 << 10);
+                    }
+                    e
+                })
+                .collect();
+            let q = if size == 1 {
+                log.append_queued(&events[0]).unwrap()
+            } else {
+                log.append_many_queued(&events).unwrap()
+            };
+            assert_eq!(q.receipts().len(), size);
+            sent.push((q.receipts().to_vec(), events));
+        }
+        log.sync().unwrap();
+    }
+    let all: Vec<_> = sent
+        .into_iter()
+        .flat_map(|(r, e)| r.into_iter().zip(e))
+        .collect();
+    assert_eq!(all.len() as u64, i);
+    for (n, ((receipt, e), stored)) in all.iter().zip(log.entries(0)).enumerate() {
+        let stored = stored.unwrap();
+        assert_eq!(receipt.index, n as u64);
+        assert_eq!(receipt.leaf, tianping_audit::leaf_hash(&e.encode()));
+        assert_eq!((stored.index, stored.leaf), (receipt.index, receipt.leaf));
+        assert_eq!(&stored.event, e);
+    }
+    log.verify(None, &mut |_, _| {}).unwrap();
+}
+
 #[test]
 fn dropping_the_log_commits_what_is_queued() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use super::{
-    AuditLog, RECORD_TARGET, SPARE_BUFFERS, SPARE_CAPACITY, State, StoreError, key_of, lock,
+    AuditLog, RECORD_TARGET, SMALL_SPARE_CAPACITY, SMALL_SPARES, SPARE_BUFFERS, SPARE_CAPACITY,
+    State, StoreError, key_of, lock,
 };
 use crate::event::{Event, EventError, MAX_EVENT_BYTES};
 use crate::merkle::{self, Hash};
@@ -53,14 +54,36 @@ impl Group {
 /// durable (see [`AuditLog::append_queued`]).
 #[must_use = "a queued event may not be durable yet: wait() says when it is"]
 pub struct Queued {
-    receipts: Vec<Receipt>,
+    receipts: Receipts,
     group: Arc<Group>,
+}
+
+/// The receipts of one call: one held inline (a request's event), or a list.
+enum Receipts {
+    One(Receipt),
+    Many(Vec<Receipt>),
+}
+
+impl Receipts {
+    fn as_slice(&self) -> &[Receipt] {
+        match self {
+            Self::One(r) => std::slice::from_ref(r),
+            Self::Many(v) => v,
+        }
+    }
+
+    fn into_vec(self) -> Vec<Receipt> {
+        match self {
+            Self::One(r) => vec![r],
+            Self::Many(v) => v,
+        }
+    }
 }
 
 impl std::fmt::Debug for Queued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queued")
-            .field("receipts", &self.receipts)
+            .field("receipts", &self.receipts.as_slice())
             .field("durable", &self.is_durable())
             .finish()
     }
@@ -69,7 +92,7 @@ impl std::fmt::Debug for Queued {
 impl Queued {
     /// The events' indices and leaf hashes, given when they were queued.
     pub fn receipts(&self) -> &[Receipt] {
-        &self.receipts
+        self.receipts.as_slice()
     }
 
     /// Whether the events are durable now (`false` also if their commit failed).
@@ -135,6 +158,7 @@ impl Future for Durable {
 }
 
 /// The events of one `append_many` call, encoded back to back.
+#[derive(Default)]
 pub(super) struct Encoded {
     bytes: Vec<u8>,
     /// Where each event's bytes end in `bytes`.
@@ -145,25 +169,74 @@ pub(super) struct Encoded {
     packed: Vec<(u64, Vec<u8>)>,
 }
 
+/// The encodings of committed calls, kept for later calls to encode into (emptied, their
+/// capacity kept). Without them a request's event costs its worker thread three allocations,
+/// freed later by the committer's thread, and a large call's fresh buffer of a few hundred KiB
+/// a page fault per 4 KiB.
+#[derive(Default)]
+pub(super) struct Spares {
+    /// Calls of at most [`SMALL_CALL`] events, whole.
+    small: Vec<Encoded>,
+    /// The byte buffers of larger calls.
+    large: Vec<Vec<u8>>,
+}
+
+/// The most events a call has to take a small spare (a request's one event, a sign-in's few).
+const SMALL_CALL: usize = 4;
+
+impl Spares {
+    /// A spare for a call of `events` events, or a new one.
+    fn take(spares: &Mutex<Self>, events: usize) -> Encoded {
+        let mut s = lock(spares);
+        let spare = if events <= SMALL_CALL {
+            s.small.pop()
+        } else {
+            s.large.pop().map(|bytes| Encoded {
+                bytes,
+                ..Encoded::default()
+            })
+        };
+        spare.unwrap_or_default()
+    }
+
+    /// Keeps what `batch`'s calls leave that the pools have room for; frees the rest.
+    fn keep(spares: &Mutex<Self>, batch: Vec<Encoded>) {
+        let mut s = lock(spares);
+        for mut call in batch {
+            let small =
+                call.ends.capacity() <= SMALL_CALL && call.bytes.capacity() <= SMALL_SPARE_CAPACITY;
+            if small && s.small.len() < SMALL_SPARES {
+                call.packed = Vec::new();
+                s.small.push(call);
+            } else if !small
+                && s.large.len() < SPARE_BUFFERS
+                && call.bytes.capacity() <= SPARE_CAPACITY
+            {
+                s.large.push(call.bytes);
+            }
+        }
+    }
+}
+
 impl Encoded {
-    /// Encodes `events` into `bytes` (a spare buffer, emptied here).
-    fn new(events: &[Event], mut bytes: Vec<u8>) -> Self {
-        bytes.clear();
-        bytes.reserve(events.len() * 320);
-        let mut ends = Vec::with_capacity(events.len());
-        let mut leaves = Vec::with_capacity(events.len());
-        for e in events {
-            let start = bytes.len();
-            e.encode_into(&mut bytes);
-            leaves.push(merkle::leaf_hash(bytes.get(start..).unwrap_or_default()));
-            ends.push(bytes.len());
+    /// Encodes `events` into a spare encoding (emptied here) or a new one.
+    fn new(events: &[Event], spares: &Mutex<Spares>) -> Self {
+        let mut e = Spares::take(spares, events.len());
+        e.bytes.clear();
+        e.ends.clear();
+        e.leaves.clear();
+        e.packed.clear();
+        e.bytes.reserve(events.len() * 320);
+        e.ends.reserve(events.len());
+        e.leaves.reserve(events.len());
+        for ev in events {
+            let start = e.bytes.len();
+            ev.encode_into(&mut e.bytes);
+            e.leaves
+                .push(merkle::leaf_hash(e.bytes.get(start..).unwrap_or_default()));
+            e.ends.push(e.bytes.len());
         }
-        Self {
-            bytes,
-            ends,
-            leaves,
-            packed: Vec::new(),
-        }
+        e
     }
 
     /// Packs the call's own records when it holds at least half a record, so that packing
@@ -229,7 +302,7 @@ impl AuditLog {
         loop {
             if let Some(result) = group.done.get() {
                 result.clone().map_err(StoreError::Poisoned)?;
-                return Ok(receipts);
+                return Ok(receipts.into_vec());
             }
             if st.committing {
                 st = self
@@ -315,20 +388,18 @@ impl AuditLog {
 
     /// Encodes `events` on the caller's thread and queues them for the next commit; their
     /// receipts (indices given now) and the group that will commit them.
-    fn enqueue(
-        &self,
-        events: &[Event],
-        mode: Mode,
-    ) -> Result<(Vec<Receipt>, Arc<Group>), StoreError> {
+    fn enqueue(&self, events: &[Event], mode: Mode) -> Result<(Receipts, Arc<Group>), StoreError> {
         if self.mirror {
             return Err(StoreError::IsMirror);
         }
         if events.is_empty() {
-            return Ok((Vec::new(), Arc::new(Group::default()).finished()));
+            return Ok((
+                Receipts::Many(Vec::new()),
+                Arc::new(Group::default()).finished(),
+            ));
         }
         // Encoding and hashing happen here, on the caller's thread, outside the lock.
-        let buffer = lock(&self.spare).pop().unwrap_or_default();
-        let mut encoded = Encoded::new(events, buffer);
+        let mut encoded = Encoded::new(events, &self.spare);
         // One event too large for `verify` to accept refuses the whole call, before any of
         // it is queued.
         let mut start = 0;
@@ -351,12 +422,19 @@ impl AuditLog {
         }
         // Every earlier group is durable or being committed: this one starts after them.
         let first = st.leaves.len() as u64 + st.in_flight + st.pending_len;
-        let receipts = encoded
-            .leaves
-            .iter()
-            .zip(first..)
-            .map(|(leaf, index)| Receipt { index, leaf: *leaf })
-            .collect();
+        let receipts = match encoded.leaves.as_slice() {
+            [leaf] => Receipts::One(Receipt {
+                index: first,
+                leaf: *leaf,
+            }),
+            leaves => Receipts::Many(
+                leaves
+                    .iter()
+                    .zip(first..)
+                    .map(|(leaf, index)| Receipt { index, leaf: *leaf })
+                    .collect(),
+            ),
+        };
         st.pending_len += encoded.leaves.len() as u64;
         st.pending.push(encoded);
         let mut wake = false;
@@ -412,14 +490,7 @@ impl AuditLog {
         }
         self.cv.notify_all();
         drop(st);
-        {
-            let mut spare = lock(&self.spare);
-            for call in batch {
-                if spare.len() < SPARE_BUFFERS && call.bytes.capacity() <= SPARE_CAPACITY {
-                    spare.push(call.bytes);
-                }
-            }
-        }
+        Spares::keep(&self.spare, batch);
         self.auto_checkpoint();
         lock(&self.state)
     }
