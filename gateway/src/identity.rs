@@ -174,11 +174,12 @@ impl Identity {
         }
     }
 
-    /// The key an assertion for `service` is cached under for this identity: the service, a
-    /// newline (no policy identifier holds one), then the session id, the token's subject and
-    /// `jti`, or the certificate's fingerprint. One string, made for every forwarded request.
-    pub fn cache_key(&self, service: &str) -> String {
-        let mut s = String::with_capacity(service.len() + 96);
+    /// Writes into `s` (emptied first) the key an assertion for `service` is cached under for
+    /// this identity: the service, a newline (no policy identifier holds one), then the session
+    /// id, the token's subject and `jti`, or the certificate's fingerprint. One string, written
+    /// for every forwarded request into a buffer the caller keeps.
+    pub fn write_cache_key(&self, service: &str, s: &mut String) {
+        s.clear();
         s.push_str(service);
         s.push('\n');
         match &self.credential {
@@ -194,10 +195,12 @@ impl Identity {
             }
             Credential::Certificate { fingerprint, .. } => {
                 s.push_str("c:");
-                s.push_str(&hex::encode(fingerprint));
+                let mut hex = [0u8; 64];
+                if hex::encode_to_slice(fingerprint, &mut hex).is_ok() {
+                    s.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+                }
             }
         }
-        s
     }
 }
 
@@ -237,6 +240,33 @@ mod tests {
         assert_eq!(sw.acr, Acr::Pwd);
         assert_eq!(sw.subject().court, Some("bj.01".parse()?));
         assert!(!sw.credential.is_browser());
+        Ok(())
+    }
+
+    #[test]
+    fn a_cache_key_names_the_service_and_the_credential_whatever_the_buffer_held() -> R {
+        let zone: ZoneName = "private".parse()?;
+        let mut who = Identity::from_certificate(&cert(false, CertKind::Client)?, &zone)?;
+        let Credential::Certificate { fingerprint, .. } = who.credential else {
+            return Err("a certificate's identity".into());
+        };
+        let mut key = "left over from another request".to_string();
+        who.write_cache_key("case-service", &mut key);
+        assert_eq!(key, format!("case-service\nc:{}", hex::encode(fingerprint)));
+        who.credential = Credential::Bearer {
+            jti: "j-1".into(),
+            client_id: "portal".into(),
+            expires_at: UnixTime::from_secs(1),
+        };
+        who.write_cache_key("case-service", &mut key);
+        assert_eq!(key, "case-service\nb:u-1001:j-1");
+        who.credential = Credential::Session {
+            id: "s-9".into(),
+            sid: Some("idp-s".into()),
+            auth_time: UnixTime::from_secs(1),
+        };
+        who.write_cache_key("docs", &mut key);
+        assert_eq!(key, "docs\ns:s-9");
         Ok(())
     }
 
