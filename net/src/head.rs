@@ -13,6 +13,8 @@
 //! - a chunk-size line that is empty, not hex, longer than 16 digits, or with whitespace;
 //! - a request line over [`HeadLimits::max_request_line`] (414), too many or too large headers (431),
 //!   a body over [`HeadLimits::max_body`] (413).
+use std::ops::Range;
+
 use thiserror::Error;
 
 /// A header name reserved by the server (it once marked refused requests in band; refusals now
@@ -150,17 +152,17 @@ pub enum Framing {
     Chunked,
 }
 
-/// A request head that passed every check.
+/// A request head that passed every check, its text borrowed from the bytes checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestHead {
+pub struct RequestHead<'a> {
     /// The method token.
-    pub method: String,
+    pub method: &'a str,
     /// The request target as sent.
-    pub target: String,
+    pub target: &'a str,
     /// `true` for HTTP/1.1, `false` for HTTP/1.0.
     pub http11: bool,
     /// The `Host` value, if any.
-    pub host: Option<String>,
+    pub host: Option<&'a str>,
     /// How the body is framed.
     pub framing: Framing,
     /// Number of header fields.
@@ -177,10 +179,10 @@ fn is_tchar(b: u8) -> bool {
 /// `Ok(Some((head, n)))` when the first `n` bytes are a complete head that passed every check.
 /// A reader that receives a head piece by piece uses a [`HeadParser`] instead, which does not
 /// look at the same bytes twice.
-pub fn parse_head(
-    buf: &[u8],
+pub fn parse_head<'a>(
+    buf: &'a [u8],
     limits: &HeadLimits,
-) -> Result<Option<(RequestHead, usize)>, HeadError> {
+) -> Result<Option<(RequestHead<'a>, usize)>, HeadError> {
     HeadParser::new(limits.clone()).feed(buf)
 }
 
@@ -191,14 +193,15 @@ pub fn parse_head(
 #[derive(Clone, Debug)]
 pub struct HeadParser {
     limits: HeadLimits,
-    /// The request line once complete: method, target, HTTP/1.1.
-    line: Option<(String, String, bool)>,
+    /// The request line once complete: where its method and target are, HTTP/1.1.
+    line: Option<(Range<usize>, Range<usize>, bool)>,
     /// Start of the first line not yet complete.
     pos: usize,
     /// Where the search for that line's CRLF goes on.
     scan: usize,
     count: usize,
-    host: Option<String>,
+    /// Where the (last) `Host` value is.
+    host: Option<Range<usize>>,
     hosts: usize,
     length: Option<u64>,
     lengths: usize,
@@ -262,7 +265,10 @@ impl HeadParser {
 
     /// Checks `buf`, the bytes of the head received so far; see [`parse_head`] for the answers.
     /// After an answer other than `Ok(None)` the parser is spent: make a new one.
-    pub fn feed(&mut self, buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    pub fn feed<'a>(
+        &mut self,
+        buf: &'a [u8],
+    ) -> Result<Option<(RequestHead<'a>, usize)>, HeadError> {
         let limits = self.limits.clone();
         if self.line.is_none() {
             // One or two empty lines before a request are tolerated (RFC 9112 §2.2).
@@ -285,7 +291,7 @@ impl HeadParser {
             }
             let line = buf.get(start..line_end).ok_or(HeadError::BadRequestLine)?;
             self.count(line.len());
-            self.line = Some(parse_request_line(line)?);
+            self.line = Some(parse_request_line(line, start)?);
             self.pos = line_end + 2;
             self.scan = self.pos;
         }
@@ -307,7 +313,7 @@ impl HeadParser {
             self.pos = end + 2;
             self.scan = self.pos;
             if end == pos {
-                return self.finish().map(|head| Some((head, end + 2)));
+                return self.finish(buf).map(|head| Some((head, end + 2)));
             }
             self.count += 1;
             if self.count > limits.max_headers {
@@ -315,12 +321,13 @@ impl HeadParser {
             }
             let field = buf.get(pos..end).ok_or(HeadError::BadHeaderName)?;
             self.count(field.len());
-            self.field(field)?;
+            self.field(field, pos)?;
         }
     }
 
-    fn field(&mut self, field: &[u8]) -> Result<(), HeadError> {
-        let (name, value) = parse_field(field)?;
+    /// Checks one field, which starts at `at` in the head's bytes.
+    fn field(&mut self, field: &[u8], at: usize) -> Result<(), HeadError> {
+        let (name, value, value_at) = parse_field(field)?;
         if name.eq_ignore_ascii_case(REFUSAL_MARKER) {
             return Err(HeadError::ReservedHeader);
         }
@@ -341,13 +348,26 @@ impl HeadParser {
             }
         } else if name.eq_ignore_ascii_case("host") {
             self.hosts += 1;
-            self.host = Some(value.to_string());
+            self.host = Some(at + value_at..at + value_at + value.len());
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<RequestHead, HeadError> {
+    /// The head in `buf`, once its last line is checked.
+    fn finish<'a>(&mut self, buf: &'a [u8]) -> Result<RequestHead<'a>, HeadError> {
         let (method, target, http11) = self.line.take().ok_or(HeadError::BadRequestLine)?;
+        // Checked as visible ASCII (the request line) or UTF-8 (a value) when they were read.
+        let text = |at: Range<usize>, e: HeadError| {
+            buf.get(at)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or(e)
+        };
+        let method = text(method, HeadError::BadRequestLine)?;
+        let target = text(target, HeadError::BadRequestLine)?;
+        let host = match self.host.take() {
+            Some(at) => Some(text(at, HeadError::BadHost)?),
+            None => None,
+        };
         if self.hosts > 1 || (http11 && self.hosts == 0) {
             return Err(HeadError::BadHost);
         }
@@ -379,14 +399,19 @@ impl HeadParser {
             method,
             target,
             http11,
-            host: self.host.take(),
+            host,
             framing,
             header_count: self.count,
         })
     }
 }
 
-fn parse_request_line(line: &[u8]) -> Result<(String, String, bool), HeadError> {
+/// Checks a request line that starts at `at` in the head's bytes; where its method and target
+/// are, and whether it is HTTP/1.1.
+fn parse_request_line(
+    line: &[u8],
+    at: usize,
+) -> Result<(Range<usize>, Range<usize>, bool), HeadError> {
     let mut parts = line.split(|&b| b == b' ');
     let (Some(m), Some(t), Some(v), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -404,11 +429,13 @@ fn parse_request_line(line: &[u8]) -> Result<(String, String, bool), HeadError> 
         b"HTTP/1.0" => false,
         _ => return Err(HeadError::BadVersion),
     };
-    let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    Ok((s(m), s(t), http11))
+    let method = at..at + m.len();
+    let target = method.end + 1..method.end + 1 + t.len();
+    Ok((method, target, http11))
 }
 
-fn parse_field(field: &[u8]) -> Result<(&str, &str), HeadError> {
+/// A field's name and value (without the spaces around it), and where the value starts in it.
+fn parse_field(field: &[u8]) -> Result<(&str, &str, usize), HeadError> {
     if matches!(field.first(), Some(b' ' | b'\t')) {
         return Err(HeadError::ObsFold);
     }
@@ -429,10 +456,11 @@ fn parse_field(field: &[u8]) -> Result<(&str, &str), HeadError> {
     if bad {
         return Err(HeadError::BadHeaderValue(name.to_string()));
     }
-    let value = std::str::from_utf8(value)
-        .map_err(|_| HeadError::BadHeaderValue(name.to_string()))?
-        .trim_matches([' ', '\t']);
-    Ok((name, value))
+    let value =
+        std::str::from_utf8(value).map_err(|_| HeadError::BadHeaderValue(name.to_string()))?;
+    let trimmed = value.trim_start_matches([' ', '\t']);
+    let start = colon + 1 + (value.len() - trimmed.len());
+    Ok((name, trimmed.trim_end_matches([' ', '\t']), start))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -611,7 +639,7 @@ impl ChunkedChecker {
 mod tests {
     use super::*;
 
-    fn p(s: &str) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    fn p(s: &str) -> Result<Option<(RequestHead<'_>, usize)>, HeadError> {
         parse_head(s.as_bytes(), &HeadLimits::default())
     }
 
@@ -621,7 +649,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (h.method.as_str(), h.target.as_str(), h.framing, n),
+            (h.method, h.target, h.framing, n),
             ("GET", "/a", Framing::None, 28)
         );
         let (h, _) = p("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
@@ -633,6 +661,37 @@ mod tests {
             .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert_eq!(p("GET / HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
+    }
+
+    #[test]
+    fn a_head_borrows_its_method_target_and_host_from_the_bytes_checked() {
+        for pre in ["", "\r\n", "\r\n\r\n"] {
+            let raw = format!(
+                "{pre}PATCH /a/b?c=%2F HTTP/1.1\r\nX-A: 1\r\nHost: \t gw.a:8443 \t\r\n\
+                 Accept: */*\r\nContent-Length: 2\r\n\r\nok"
+            );
+            let (whole, n) = parse_head(raw.as_bytes(), &HeadLimits::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (whole.method, whole.target, whole.host, whole.http11),
+                ("PATCH", "/a/b?c=%2F", Some("gw.a:8443"), true)
+            );
+            assert_eq!(
+                (whole.framing, whole.header_count, n),
+                (Framing::Length(2), 4, raw.len() - 2)
+            );
+            // Fed a byte at a time, the same head from the same places.
+            let mut parser = HeadParser::new(HeadLimits::default());
+            let got = (1..=raw.len())
+                .find_map(|k| parser.feed(&raw.as_bytes()[..k]).unwrap())
+                .unwrap();
+            assert_eq!(got, (whole, n));
+        }
+        let (h, _) = p("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert_eq!((h.host, h.http11), (None, false));
+        let (h, _) = p("GET / HTTP/1.1\r\nHost:\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.host, Some(""));
     }
 
     #[test]
