@@ -137,7 +137,7 @@ impl<S> H1Guard<S> {
                     Ok(None) => return,
                     Ok(Some((head, n))) => {
                         self.head = HeadParser::new(self.limits.clone());
-                        if check_path(&head.target).is_err() {
+                        if check_path(head.target).is_err() {
                             self.refuse_with("path", 400);
                             return;
                         }
