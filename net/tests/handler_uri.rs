@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use tianping_certs::ClientAuth;
-use tianping_net::{Body, ResponseBody, full, serve_tls};
+use tianping_net::{Body, ResponseBody, full};
 
 async fn uri_handler(req: http::Request<Body>) -> http::Response<ResponseBody> {
     http::Response::new(full(req.uri().to_string()))
@@ -18,15 +16,7 @@ async fn uri_handler(req: http::Request<Body>) -> http::Response<ResponseBody> {
 #[tokio::test]
 async fn the_handler_sees_the_checked_host_and_the_normalized_path() {
     let pki = Pki::new();
-    let tls = pki.server_config(ClientAuth::None);
-    let server = serve_tls(
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(tls),
-        options(),
-        uri_handler,
-    )
-    .await
-    .unwrap();
+    let (server, _) = start_with(&pki, ClientAuth::None, options(), uri_handler).await;
     let addr = server.local_addr();
     let port = addr.port();
     let upper = HOST.to_ascii_uppercase();

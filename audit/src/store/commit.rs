@@ -202,11 +202,10 @@ impl Spares {
     /// Keeps what `batch`'s calls leave that the pools have room for; frees the rest.
     fn keep(spares: &Mutex<Self>, batch: Vec<Encoded>) {
         let mut s = lock(spares);
-        for mut call in batch {
+        for call in batch {
             let small =
                 call.ends.capacity() <= SMALL_CALL && call.bytes.capacity() <= SMALL_SPARE_CAPACITY;
             if small && s.small.len() < SMALL_SPARES {
-                call.packed = Vec::new();
                 s.small.push(call);
             } else if !small
                 && s.large.len() < SPARE_BUFFERS

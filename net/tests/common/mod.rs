@@ -135,6 +135,16 @@ pub async fn start(
     auth: ClientAuth,
     options: ServerOptions,
 ) -> (ServerHandle, ReloadableServerConfig) {
+    start_with(pki, auth, options, handler).await
+}
+
+/// [`start`] with a handler of the test's own.
+pub async fn start_with(
+    pki: &Pki,
+    auth: ClientAuth,
+    options: ServerOptions,
+    handler: impl tianping_net::Handler,
+) -> (ServerHandle, ReloadableServerConfig) {
     let tls = pki.server_config(auth);
     let server = serve_tls(
         "127.0.0.1:0".parse().unwrap(),
