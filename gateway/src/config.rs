@@ -87,6 +87,7 @@ pub enum UpstreamHttp {
     Http2,
 }
 
+#[cfg(any(feature = "server", test))]
 impl UpstreamHttp {
     /// The ALPN protocol names offered, in order.
     pub(crate) fn alpn(self) -> Vec<Vec<u8>> {

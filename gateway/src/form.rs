@@ -48,7 +48,8 @@ pub(crate) fn decode_list(s: &str) -> Vec<(String, String)> {
 }
 
 /// A path segment percent-decoded (`+` is itself there); `None` when it is not UTF-8 or an
-/// escape is cut.
+/// escape is cut. (The server's transfer paths; the fuzz build has no server.)
+#[cfg(any(feature = "server", test))]
 pub(crate) fn decode_segment(s: &str) -> Option<String> {
     unescape(s, false)
 }
