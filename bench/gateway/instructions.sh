@@ -2,10 +2,11 @@
 # Instructions per request of the gateway, counted by callgrind: a figure this machine's timings
 # (±20–40 % between runs) cannot give, for changes of a few per cent.
 #
-#   bench/gateway/instructions.sh BIN [BIN...]      (from the bench workspace, after
-#                                                    `cargo build --release -p tianping-bench-gateway`)
+#   [ROW=h2] bench/gateway/instructions.sh BIN [BIN...]   (from the bench workspace, after
+#                                                         `cargo build --release -p tianping-bench-gateway`)
 #
-# For each `tianping` binary BIN, one after the other: `gateway-bench --only h1 --rounds 1` runs
+# For each `tianping` binary BIN, one after the other: `gateway-bench --only ROW --rounds 1` (ROW
+# h1 by default, or h2: the HTTP/1.1 or the HTTP/2 row) runs
 # with the gateway (and only the gateway) under `valgrind --tool=callgrind`; once the gateway is
 # busy (and 8 s more, for the load client's 64 connections to be made: a handshake under callgrind
 # takes tens of milliseconds) its counters are zeroed, and WINDOW seconds later (default 12)
@@ -28,6 +29,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 bench=$(cd "$here/.." && pwd)
 out=${OUT:-/tmp/tianping-instructions}
 window=${WINDOW:-12}
+row=${ROW:-h1}
 mkdir -p "$out"
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 
@@ -92,7 +94,7 @@ for bin in "$@"; do
     window_of_first_gateway > "$dir/pid" &
     watcher=$!
     TP_CG_BIN="$bin" TP_CG_OUT="$dir" "$bench/target/release/gateway-bench" \
-        --secs 30 --warm 1 --rounds 1 --only h1 --subjects 16 --tianping "$wrapper" \
+        --secs 30 --warm 1 --rounds 1 --only "$row" --subjects 16 --tianping "$wrapper" \
         > "$dir/bench.txt" 2>&1
     wait "$watcher"
     pid=$(cat "$dir/pid")
