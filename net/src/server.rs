@@ -20,7 +20,7 @@ use crate::idle::{Activity, Tracked, Watched};
 use crate::metrics::Metrics;
 use crate::quic::QuicSide;
 use crate::service::{Shared, serve};
-use crate::stall::{SendProgress, SendStallExec, WriteStall};
+use crate::stall::{SendProgress, Streams, WriteStall};
 use crate::tls::{TlsSource, with_tcp_alpn};
 
 /// hyper's own limit on an HTTP/1.1 request's header fields when none is set (its
@@ -254,10 +254,8 @@ impl Conn {
             });
             // A response the client takes nothing of for the body idle timeout (a window never
             // opened) has its stream reset.
-            let mut b = hyper::server::conn::http2::Builder::new(SendStallExec {
-                within: limits.body_idle_timeout,
-                metrics: self.shared.metrics.clone(),
-            });
+            let streams = Streams::new(limits.body_idle_timeout, self.shared.metrics.clone());
+            let mut b = hyper::server::conn::http2::Builder::new(streams.exec());
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(limits.max_concurrent_streams)
                 .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
@@ -270,17 +268,27 @@ impl Conn {
             let io = Watched::new(stream, activity.clone());
             let conn = b.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
+            // The connection's one stall sweep, for as long as it runs, its shutdown included.
+            let sweep = streams.sweep();
+            tokio::pin!(sweep);
             let idle_close = tokio::select! {
                 _ = conn.as_mut() => return,
                 _ = self.stop.changed() => false,
                 _ = activity.idle(limits.header_read_timeout) => true,
+                () = sweep.as_mut() => return,
             };
             conn.as_mut().graceful_shutdown();
-            if idle_close {
-                // A silent peer never acknowledges the GOAWAY's PING: do not wait on it for long.
-                let _ = tokio::time::timeout(limits.header_read_timeout, conn).await;
-            } else {
-                let _ = conn.await;
+            let finish = async {
+                if idle_close {
+                    // A silent peer never acknowledges the GOAWAY's PING: do not wait long on it.
+                    let _ = tokio::time::timeout(limits.header_read_timeout, conn).await;
+                } else {
+                    let _ = conn.await;
+                }
+            };
+            tokio::select! {
+                () = finish => {}
+                () = sweep => {}
             }
         } else {
             let refusal = Arc::new(H1Refusals::default());

@@ -13,11 +13,13 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 
 use crate::metrics::Metrics;
@@ -59,27 +61,108 @@ impl SendProgress {
     fn waiting_since(&self) -> Option<Instant> {
         self.waiting.lock().ok().and_then(|g| *g)
     }
+}
 
-    /// Resolves once a piece has waited `within` without being taken.
-    async fn stalled(&self, within: Duration) {
+/// The HTTP/2 stream tasks of one connection and their progress. One sweep for the connection,
+/// every half body idle timeout, gives up the streams whose response has stalled for the whole
+/// timeout: one timer per connection, where a timer per stream was registered and cancelled
+/// again for nearly every request.
+///
+/// A stalled stream is given up between one and one and a half timeouts after its last piece
+/// was handed to the connection.
+pub(crate) struct Streams {
+    within: Duration,
+    metrics: Arc<Metrics>,
+    live: Mutex<Slab<Live>>,
+}
+
+/// A stream task in progress.
+struct Live {
+    progress: Arc<SendProgress>,
+    /// Set once the task is spawned (just after it is listed).
+    abort: Option<AbortHandle>,
+    /// Given up by a sweep: counted once, however long the task takes to drop.
+    given_up: bool,
+}
+
+impl Streams {
+    pub(crate) fn new(within: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            within,
+            metrics,
+            live: Mutex::new(Slab::new()),
+        })
+    }
+
+    /// The executor hyper runs this connection's stream tasks with.
+    pub(crate) fn exec(self: &Arc<Self>) -> SendStallExec {
+        SendStallExec(Arc::clone(self))
+    }
+
+    /// Sweeps the connection's streams until dropped: poll it beside the connection for as
+    /// long as the connection runs (its stream tasks end with it).
+    pub(crate) async fn sweep(&self) {
+        let every = (self.within / 2).max(Duration::from_millis(1));
         loop {
-            match self.waiting_since() {
-                Some(t) if t + within <= Instant::now() => return,
-                Some(t) => tokio::time::sleep_until(t + within).await,
-                // Nothing waits: look again later (a piece handed meanwhile waits at most `within`).
-                None => tokio::time::sleep(within).await,
+            tokio::time::sleep(every).await;
+            self.give_up_stalled(Instant::now());
+        }
+    }
+
+    /// Ends every stream task whose piece has waited `within` by `now` (its future is dropped,
+    /// which resets the stream with RST_STREAM(CANCEL)).
+    fn give_up_stalled(&self, now: Instant) {
+        let mut stalled = Vec::new();
+        {
+            let mut live = self.live();
+            for (_, l) in live.iter_mut() {
+                let late = l
+                    .progress
+                    .waiting_since()
+                    .is_some_and(|t| t + self.within <= now);
+                if late && !l.given_up {
+                    if let Some(abort) = &l.abort {
+                        l.given_up = true;
+                        stalled.push(abort.clone());
+                    }
+                }
             }
+        }
+        // Outside the lock: an aborted task that drops at once takes it to leave the list.
+        for abort in stalled {
+            abort.abort();
+            self.metrics.refusal("send_stall");
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Slab<Live>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Takes a stream task off its connection's list when it ends or is dropped.
+struct Listed {
+    streams: Arc<Streams>,
+    key: usize,
+    progress: Arc<SendProgress>,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut live = self.streams.live();
+        if live
+            .get(self.key)
+            .is_some_and(|l| Arc::ptr_eq(&l.progress, &self.progress))
+        {
+            live.remove(self.key);
         }
     }
 }
 
-/// The executor of HTTP/2 stream tasks: each runs with its [`SendProgress`], and is dropped
-/// (which resets the stream with RST_STREAM(CANCEL)) once its response stalls for `within`.
+/// The executor of HTTP/2 stream tasks: each runs with its [`SendProgress`], listed in its
+/// connection's [`Streams`], whose sweep ends it once its response stalls.
 #[derive(Clone)]
-pub(crate) struct SendStallExec {
-    pub(crate) within: Duration,
-    pub(crate) metrics: Arc<Metrics>,
-}
+pub(crate) struct SendStallExec(Arc<Streams>);
 
 impl<F> hyper::rt::Executor<F> for SendStallExec
 where
@@ -88,13 +171,26 @@ where
 {
     fn execute(&self, fut: F) {
         let progress = Arc::new(SendProgress::default());
-        let (within, metrics) = (self.within, self.metrics.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = PROGRESS.scope(progress.clone(), fut) => {}
-                () = progress.stalled(within) => metrics.refusal("send_stall"),
-            }
+        let key = self.0.live().insert(Live {
+            progress: Arc::clone(&progress),
+            abort: None,
+            given_up: false,
         });
+        let listed = Listed {
+            streams: Arc::clone(&self.0),
+            key,
+            progress: Arc::clone(&progress),
+        };
+        // Not under the lock: a runtime shutting down drops the task inside `spawn`.
+        let task = tokio::spawn(PROGRESS.scope(Arc::clone(&progress), async move {
+            let _listed = listed;
+            fut.await;
+        }));
+        if let Some(l) = self.0.live().get_mut(key) {
+            if Arc::ptr_eq(&l.progress, &progress) {
+                l.abort = Some(task.abort_handle());
+            }
+        }
     }
 }
 

@@ -749,6 +749,95 @@ async fn http2_client_never_opening_its_window_has_the_stream_reset() {
 }
 
 /// A response body of `chunks` chunks of 64 KiB that reports being dropped.
+/// Reads frames (kind, flags, stream) until `done` holds for the frames read so far,
+/// acknowledging PINGs and SETTINGS as a live client stack does.
+async fn frames_until(
+    tls: &mut Tls,
+    done: impl Fn(&[(u8, u8, u32)]) -> bool,
+) -> Vec<(u8, u8, u32)> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let run = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16384];
+        while !done(&seen) {
+            let n = tls
+                .read(&mut chunk)
+                .await
+                .expect("the connection stays open");
+            assert!(n > 0, "the server closed the connection: {seen:?}");
+            buf.extend_from_slice(&chunk[..n]);
+            while buf.len() >= 9 {
+                let len =
+                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (buf[3], buf[4]);
+                let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+                seen.push((kind, flags, stream));
+                let reply = match (kind, flags & 1) {
+                    (6, 0) => Some(frame(6, 1, 0, &buf[9..9 + len])),
+                    (4, 0) => Some(frame(4, 1, 0, &[])),
+                    _ => None,
+                };
+                if let Some(r) = reply {
+                    tls.write_all(&r).await.unwrap();
+                }
+                buf.drain(..9 + len);
+            }
+        }
+    };
+    // A guard against a stream held forever, not a timing assertion.
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the server neither reset nor answered the streams");
+    seen
+}
+
+#[tokio::test]
+async fn http2_stall_sweep_resets_only_the_stalled_stream_and_the_connection_goes_on() {
+    let pki = Pki::new();
+    let mut opts = options();
+    opts.limits.body_idle_timeout = Duration::from_millis(300);
+    opts.http3 = false;
+    let (server, _) = start(&pki, ClientAuth::None, opts).await;
+    let mut tls = h2_connect(&pki, server.local_addr()).await;
+    let mut block = vec![0x82, 0x87, 0x84, 0x01, u8::try_from(HOST.len()).unwrap()];
+    block.extend_from_slice(HOST.as_bytes());
+    // Every stream's window starts at 0. GET / on streams 1 and 3; only stream 3's window is
+    // ever opened.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    hello.extend(frame(1, 0x5, 1, &block));
+    hello.extend(frame(1, 0x5, 3, &block));
+    hello.extend(frame(8, 0, 3, &65_535u32.to_be_bytes()));
+    tls.write_all(&hello).await.unwrap();
+    let answered =
+        |f: &[(u8, u8, u32)], id| f.iter().any(|&(k, fl, s)| s == id && k == 0 && fl & 1 == 1);
+    let reset = |f: &[(u8, u8, u32)], id| f.iter().any(|&(k, _, s)| s == id && k == 3);
+    let seen = frames_until(&mut tls, |f| reset(f, 1)).await;
+    assert!(
+        answered(&seen, 3),
+        "stream 3 was answered before stream 1 was given up: {seen:?}"
+    );
+    assert!(!reset(&seen, 3), "{seen:?}");
+    assert!(
+        !seen.iter().any(|&(k, _, s)| s == 1 && k == 0),
+        "no DATA fits stream 1's window"
+    );
+    assert!(!seen.iter().any(|&(k, ..)| k == 7), "no GOAWAY: {seen:?}");
+    // The connection goes on: a new stream with an open window is answered.
+    let mut more = frame(1, 0x5, 5, &block);
+    more.extend(frame(8, 0, 5, &65_535u32.to_be_bytes()));
+    tls.write_all(&more).await.unwrap();
+    let seen = frames_until(&mut tls, |f| answered(f, 5)).await;
+    assert!(!reset(&seen, 5), "{seen:?}");
+    assert_eq!(server.metrics().refusals("send_stall"), 1);
+    drop(tls);
+    server.shutdown().await;
+}
+
 struct Endless {
     chunks: usize,
     _dropped: tokio::sync::oneshot::Sender<()>,
