@@ -429,7 +429,10 @@ mod tests {
         assert_eq!(u.sub.as_str(), "u-1001");
         let id = h.get(REQUEST_ID_HEADER).ok_or("no request id")?;
         assert_eq!(id, "req-1");
-        assert!(id.is_sensitive(), "a request id, new every time, is never indexed");
+        assert!(
+            id.is_sensitive(),
+            "a request id, new every time, is never indexed"
+        );
         // reused until 15 s before its expiry, then renewed
         let again = a.for_service(&who()?, "cases", UnixTime::from_secs(NOW + 44))?;
         assert_eq!(again.as_bytes(), token.as_bytes());

@@ -35,7 +35,8 @@ pub struct Limits {
     /// Longest wait for the next bytes of a request body (default 30 s; slow-body defence), and
     /// for the client to take the next piece (16 KiB) of a response (slow-read defence): an HTTP/2
     /// stream whose window stays shut or an HTTP/3 stream the client does not read is reset, a
-    /// TCP connection whose writes are blocked that long is closed. A response is thus refused
+    /// TCP connection whose writes are blocked that long is closed (an HTTP/2 stream within one
+    /// and a half timeouts: one sweep per connection). A response is thus refused
     /// to a reader slower than 16 KiB per timeout, PINGs answered or not.
     pub body_idle_timeout: Duration,
     /// Most open connections in total (default 10,000), TCP and QUIC together, counted per

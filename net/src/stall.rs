@@ -5,7 +5,9 @@
 //! on HTTP/3 by never reading the stream, on any TCP connection by not reading the socket. Each
 //! would hold a request in progress, and so its connection and slot, for as long as it likes.
 //! So a response that makes no progress for the body idle timeout is given up: the HTTP/2 or
-//! HTTP/3 stream is reset, a TCP connection whose writes are blocked that long is closed.
+//! HTTP/3 stream is reset, a TCP connection whose writes are blocked that long is closed. (An
+//! HTTP/2 connection sweeps its streams every half timeout, so a stalled stream there is reset
+//! within one and a half.)
 //!
 //! Progress is counted in pieces of at most [`PIECE`] bytes handed to the connection, so a
 //! steady reader of a large body always makes progress well within the timeout; what is refused
