@@ -221,7 +221,7 @@ impl Assertions {
         let token = self
             .signer
             .sign(&TokenClaims::User(claims), service, now, life)?;
-        let value = sensitive(&token)?;
+        let value = never_indexed(&token).ok_or(AssertionError::Header)?;
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= self.limits.assertion_cache_entries {
             cache.retain(|_, (_, exp)| now_s.saturating_add(renew) < *exp);
@@ -275,7 +275,7 @@ impl Assertions {
         now: UnixTime,
     ) -> Result<(), AssertionError> {
         strip_client_headers(headers);
-        let token = sensitive(&self.fresh(who, service, now)?)?;
+        let token = never_indexed(&self.fresh(who, service, now)?).ok_or(AssertionError::Header)?;
         Self::put(headers, token, request_id)
     }
 
@@ -284,28 +284,22 @@ impl Assertions {
         token: HeaderValue,
         request_id: &str,
     ) -> Result<(), AssertionError> {
-        let id = request_id_value(request_id).ok_or(AssertionError::Header)?;
+        let id = never_indexed(request_id).ok_or(AssertionError::Header)?;
         headers.insert(HeaderName::from_static(USER_TOKEN_HEADER), token);
         headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
         Ok(())
     }
 }
 
-/// A request id as a header value, marked never to be indexed by HPACK or QPACK. Not for secrecy:
-/// every request's id is new, so indexing one only evicts the table's headers that do repeat,
-/// and makes the encoder compare each new id with every id it still holds (HPACK chains the
-/// values of one name: about 50 ids fill a 4 KiB table, for each request on the connection).
-pub(crate) fn request_id_value(request_id: &str) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_str(request_id).ok()?;
+/// `value` as a header value marked never to be indexed by HPACK or QPACK. For a credential
+/// (the assertion), so it is not kept in a table; for a request id, not for secrecy: every id is
+/// new, so indexing one only evicts the table's headers that do repeat, and makes the encoder
+/// compare each new id with every id it still holds (HPACK chains the values of one name: about
+/// 50 ids fill a 4 KiB table, for each request on the connection).
+pub(crate) fn never_indexed(value: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).ok()?;
     v.set_sensitive(true);
     Some(v)
-}
-
-/// `token` as a header value marked sensitive (never indexed by HPACK or QPACK).
-fn sensitive(token: &str) -> Result<HeaderValue, AssertionError> {
-    let mut v = HeaderValue::from_str(token).map_err(|_| AssertionError::Header)?;
-    v.set_sensitive(true);
-    Ok(v)
 }
 
 #[cfg(test)]

@@ -469,47 +469,56 @@ async fn h2_connect(pki: &Pki, addr: std::net::SocketAddr) -> Tls {
     tls
 }
 
+/// Reads frames (kind, flags, stream) until `done` holds for those read so far or the server
+/// closes the connection (then `true` beside them), acknowledging PINGs and SETTINGS as a live
+/// client stack does.
+async fn read_frames(
+    tls: &mut Tls,
+    done: impl Fn(&[(u8, u8, u32)]) -> bool,
+) -> (Vec<(u8, u8, u32)>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while !done(&seen) {
+        let n = match tls.read(&mut chunk).await {
+            Ok(0) | Err(_) => return (seen, true),
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            seen.push((kind, flags, stream));
+            let reply = match (kind, flags & 1) {
+                (6, 0) => Some(frame(6, 1, 0, &buf[9..9 + len])),
+                (4, 0) => Some(frame(4, 1, 0, &[])),
+                _ => None,
+            };
+            if let Some(r) = reply {
+                if tls.write_all(&r).await.is_err() {
+                    return (seen, true);
+                }
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    (seen, false)
+}
+
 /// Reads frames until the server closes the connection, acknowledging its PINGs as a live client
 /// stack does; panics if the connection is still open after a generous deadline.
 async fn ack_pings_until_closed(tls: &mut Tls) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut kinds = Vec::new();
-    let run = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16384];
-        loop {
-            let n = match tls.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= 9 {
-                let len =
-                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let (kind, flags) = (buf[3], buf[4]);
-                kinds.push(kind);
-                let reply = match (kind, flags & 1) {
-                    (6, 0) => Some(frame(6, 1, 0, &buf[9..9 + len])),
-                    (4, 0) => Some(frame(4, 1, 0, &[])),
-                    _ => None,
-                };
-                if let Some(r) = reply {
-                    if tls.write_all(&r).await.is_err() {
-                        return;
-                    }
-                }
-                buf.drain(..9 + len);
-            }
-        }
-    };
     // A guard against a connection held forever, not a timing assertion.
-    tokio::time::timeout(Duration::from_secs(30), run)
+    let (seen, _) = tokio::time::timeout(Duration::from_secs(30), read_frames(tls, |_| false))
         .await
         .expect("the server held an idle connection open");
-    kinds
+    seen.into_iter().map(|(kind, ..)| kind).collect()
 }
 
 #[tokio::test]
@@ -749,49 +758,17 @@ async fn http2_client_never_opening_its_window_has_the_stream_reset() {
 }
 
 /// A response body of `chunks` chunks of 64 KiB that reports being dropped.
-/// Reads frames (kind, flags, stream) until `done` holds for the frames read so far,
-/// acknowledging PINGs and SETTINGS as a live client stack does.
+/// Reads frames until `done` holds for those read so far; panics if the server closes the
+/// connection first or neither happens within a generous deadline.
 async fn frames_until(
     tls: &mut Tls,
     done: impl Fn(&[(u8, u8, u32)]) -> bool,
 ) -> Vec<(u8, u8, u32)> {
-    use tokio::io::AsyncReadExt;
-    let mut seen = Vec::new();
-    let run = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 16384];
-        while !done(&seen) {
-            let n = tls
-                .read(&mut chunk)
-                .await
-                .expect("the connection stays open");
-            assert!(n > 0, "the server closed the connection: {seen:?}");
-            buf.extend_from_slice(&chunk[..n]);
-            while buf.len() >= 9 {
-                let len =
-                    (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let (kind, flags) = (buf[3], buf[4]);
-                let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-                seen.push((kind, flags, stream));
-                let reply = match (kind, flags & 1) {
-                    (6, 0) => Some(frame(6, 1, 0, &buf[9..9 + len])),
-                    (4, 0) => Some(frame(4, 1, 0, &[])),
-                    _ => None,
-                };
-                if let Some(r) = reply {
-                    tls.write_all(&r).await.unwrap();
-                }
-                buf.drain(..9 + len);
-            }
-        }
-    };
     // A guard against a stream held forever, not a timing assertion.
-    tokio::time::timeout(Duration::from_secs(30), run)
+    let (seen, closed) = tokio::time::timeout(Duration::from_secs(30), read_frames(tls, done))
         .await
         .expect("the server neither reset nor answered the streams");
+    assert!(!closed, "the server closed the connection: {seen:?}");
     seen
 }
 

@@ -487,7 +487,7 @@ impl Handler for Gateway {
             let request_id = g.request_id();
             let request_id = request_id.as_str();
             let mut resp = g.handle(req, request_id).await;
-            if let Some(v) = crate::assertion::request_id_value(request_id) {
+            if let Some(v) = crate::assertion::never_indexed(request_id) {
                 resp.headers_mut()
                     .insert(http::HeaderName::from_static(REQUEST_ID_HEADER), v);
             }
