@@ -70,29 +70,51 @@ impl Proc {
     /// Stops it (SIGTERM, or its standard input closed for the upstream) and waits, bounded.
     fn stop(mut self) -> Res<()> {
         if self.child.stdin.take().is_none() {
-            let status = Command::new("kill")
-                .args(["-TERM", &self.pid().to_string()])
-                .status()?;
-            if !status.success() {
-                return Err(format!("kill -TERM {} ({}) failed", self.pid(), self.name).into());
-            }
+            self.term()?;
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
+        if self.ended_within(Duration::from_secs(30))? {
+            return Ok(());
+        }
+        Err(format!("{} did not stop within 30 s", self.name).into())
+    }
+
+    /// Sends it SIGTERM.
+    fn term(&self) -> Res<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill -TERM {} ({}) failed", self.pid(), self.name).into());
+        }
+        Ok(())
+    }
+
+    /// Whether it has ended within `limit`.
+    fn ended_within(&mut self, limit: Duration) -> Res<bool> {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.child.try_wait()?.is_some() {
-                return Ok(());
+                return Ok(true);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("{} did not stop within 30 s", self.name).into())
+        Ok(false)
     }
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so that nginx's master stops its workers (a SIGKILLed master leaves them
+    /// serving, orphaned, when a run stops on an error); SIGKILL if it has not ended within 5 s.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let ended = self.term().is_ok()
+                && self
+                    .ended_within(Duration::from_secs(5))
+                    .unwrap_or_default();
+            if !ended {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
     }
 }
