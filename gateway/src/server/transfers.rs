@@ -65,7 +65,7 @@ pub(crate) async fn transfer(
                 .uri()
                 .path_and_query()
                 .map_or("/", http::uri::PathAndQuery::as_str);
-            return g.sign_in(peer, back, None, request_id, now).await;
+            return super::session::sign_in(g, peer, back, None, request_id, now).await;
         }
         let mut r = plain(
             StatusCode::UNAUTHORIZED,
