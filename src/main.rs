@@ -99,25 +99,36 @@ fn main() -> ExitCode {
         eprintln!("the supervising `tianping up` is gone: not starting");
         return ExitCode::from(1);
     }
+    // the data folder as an absolute path, so that every path under it is one too: what a
+    // component records for others to reach (its control socket, the audit log's owner) and
+    // what `up` hands its children and clamd must not depend on a working directory (the
+    // default, `./tianping-data`, is relative)
+    let data = match std::path::absolute(&cli.data) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("the data folder `{}`: {e}", cli.data.display());
+            return ExitCode::from(2);
+        }
+    };
     let is_up = matches!(cli.command, Command::Up(_));
-    if let Err(report) = cmd::demo::apply_clock_offset(&cli.data, is_up) {
+    if let Err(report) = cmd::demo::apply_clock_offset(&data, is_up) {
         eprintln!("{report:?}");
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Up(args) => cmd::up::run(&cli.data, args),
-        Command::Status(args) => cmd::status::run(&cli.data, args),
-        Command::Init(args) => cmd::init::run(&cli.data, args),
-        Command::Certs(c) => cmd::certs::run(&cli.data, c),
-        Command::Audit(c) => cmd::audit::run(&cli.data, c),
-        Command::Policy(c) => cmd::policy::run(&cli.data, c),
-        Command::Exchange(c) => cmd::exchange::run(&cli.data, c),
-        Command::Idp(c) => cmd::idp::run(&cli.data, c),
-        Command::Gateway(a) => cmd::gateway::run(&cli.data, a),
-        Command::Login(a) => cmd::login::login(&cli.data, a),
-        Command::Logout(a) => cmd::login::logout(&cli.data, a),
-        Command::Service(a) => cmd::service::run(&cli.data, a),
-        Command::Demo(a) => cmd::demo::run(&cli.data, a),
+        Command::Up(args) => cmd::up::run(&data, args),
+        Command::Status(args) => cmd::status::run(&data, args),
+        Command::Init(args) => cmd::init::run(&data, args),
+        Command::Certs(c) => cmd::certs::run(&data, c),
+        Command::Audit(c) => cmd::audit::run(&data, c),
+        Command::Policy(c) => cmd::policy::run(&data, c),
+        Command::Exchange(c) => cmd::exchange::run(&data, c),
+        Command::Idp(c) => cmd::idp::run(&data, c),
+        Command::Gateway(a) => cmd::gateway::run(&data, a),
+        Command::Login(a) => cmd::login::login(&data, a),
+        Command::Logout(a) => cmd::login::logout(&data, a),
+        Command::Service(a) => cmd::service::run(&data, a),
+        Command::Demo(a) => cmd::demo::run(&data, a),
     };
     match result {
         Ok(code) => code,

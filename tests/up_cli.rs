@@ -198,9 +198,11 @@ fn supervisor_events(data: &Path) -> Vec<serde_json::Value> {
 fn up_supervises_every_component_restarts_a_killed_one_and_resumes() {
     let s = exchange::setup("127.0.0.1:0");
     let by = Instant::now() + Duration::from_secs(120);
+    // as the README runs it: the data folder named relative to the working directory (every
+    // component records absolute paths for the others all the same)
     let start = || {
-        let mut cmd = exchange::tianping(&s.data);
-        cmd.arg("up");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tianping"));
+        cmd.current_dir(s.tmp.path()).args(["--data", "data", "up"]);
         Daemon::spawn("up", cmd)
     };
     let mut first = start();
