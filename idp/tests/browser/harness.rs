@@ -219,19 +219,42 @@ impl Browser {
         std::fs::create_dir_all(&shots)?;
 
         // Its own process group, so that drop kills the driver and the browser it started.
-        let driver = Command::new(&chromedriver)
-            .args(["--port=0", "--log-level=WARNING"])
-            .arg(format!(
-                "--log-path={}",
-                tmp.path().join("chromedriver.log").display()
-            ))
-            .env("HOME", &home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", chromedriver.display()))?;
+        let spawn = || {
+            Command::new(&chromedriver)
+                .args(["--port=0", "--log-level=WARNING"])
+                .arg(format!(
+                    "--log-path={}",
+                    tmp.path().join("chromedriver.log").display()
+                ))
+                .env("HOME", &home)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .map_err(|e| format!("{}: {e}", chromedriver.display()))
+        };
+        // On port 0 chromedriver takes a port for IPv6 loopback and then the same number on
+        // IPv4, and exits ("IPv4 port not available") when another process holds that one
+        // there, as the servers of tests running beside this one may: then it starts again
+        // (bounded), on another port the OS chooses.
+        let mut attempts = 0;
+        let (driver, port) = loop {
+            let mut driver = spawn()?;
+            match driver_port(&mut driver) {
+                Ok(port) => break (driver, port),
+                Err(e) if attempts < 4 && e.to_string().contains("port not available") => {
+                    attempts += 1;
+                    let _ = driver.kill();
+                    let _ = driver.wait();
+                }
+                Err(e) => {
+                    let _ = driver.kill();
+                    let _ = driver.wait();
+                    return Err(e);
+                }
+            }
+        };
         let mut browser = Self {
             client: None,
             driver,
@@ -239,7 +262,6 @@ impl Browser {
             step: 0,
             tmp,
         };
-        let port = driver_port(&mut browser.driver)?;
         wait_ready(port).await?;
 
         let profile = browser.tmp.path().join("profile");
