@@ -17,7 +17,7 @@ use tianping_net::{Body, CONTROL_TIMEOUT, ControlBody, ResponseBody};
 use tianping_policies::Policy;
 
 use super::idp::{decode_list, encode};
-use super::{Inner, answer, plain};
+use super::{Inner, answer, html_page, plain};
 use crate::identity::Identity;
 
 /// The audience of the assertions the exchange sender takes.
@@ -383,12 +383,7 @@ fn approvals_page(held: &[Value], csrf: &str) -> Response<ResponseBody> {
          <th>Kind</th><th>Size</th><th>Submitter</th><th>Approved</th><th></th></tr>{rows}\
          </table></html>\n"
     );
-    let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", page);
-    r.headers_mut().insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
-    );
-    r
+    html_page(page)
 }
 
 /// `POST /.tianping/transfers/{id}/approve`: the person's approval of a held release, which the
@@ -435,11 +430,8 @@ pub(crate) async fn approve(
             );
         }
     }
-    let mut e = tianping_audit::Event::new(now, "approval");
-    e.zone = g.zone.to_string();
-    e.component = "gateway".into();
+    let mut e = g.event(now, "approval", request_id);
     e.transfer_id = transfer.chars().take(128).collect();
-    e.request_id = request_id.into();
     e.policy_hash = Some(g.policy.load().hash());
     super::fill_actor(&mut e, &who);
     e.outcome = "submitted".into();

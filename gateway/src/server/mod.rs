@@ -518,6 +518,17 @@ pub(crate) fn answer(
     r
 }
 
+/// A page of the gateway's own (200, HTML): its content security policy allows no script, no
+/// style from elsewhere, and forms posting back to the gateway alone.
+pub(crate) fn html_page(page: String) -> Response<ResponseBody> {
+    let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", page);
+    r.headers_mut().insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
+    );
+    r
+}
+
 pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response<ResponseBody> {
     let mut b = body.into();
     if !b.ends_with('\n') {
@@ -557,6 +568,15 @@ fn html_escape(s: &str) -> String {
 impl Inner {
     fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// An audit event `action` of this gateway, for request `request_id`.
+    fn event(&self, now: UnixTime, action: &str, request_id: &str) -> Event {
+        let mut e = Event::new(now, action);
+        e.zone = self.zone.to_string();
+        e.component = "gateway".into();
+        e.request_id = request_id.into();
+        e
     }
 
     /// `n` random bytes in hex; `None` if the system's generator failed.

@@ -10,13 +10,12 @@ use std::sync::PoisonError;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use serde_json::{Map, Value, json};
-use tianping_audit::Event;
 use tianping_core::{Acr, UnixTime, ZoneName};
 use tianping_net::{Body, ConnInfo, ResponseBody};
 
 use super::idp::{decode_pairs, encode};
 use super::request_event::fill_actor;
-use super::{Inner, answer, html_escape, plain};
+use super::{Inner, answer, html_escape, html_page, plain};
 use crate::cookie::{CookieSealer, Session};
 use crate::identity::Identity;
 
@@ -158,12 +157,9 @@ pub(super) async fn callback(
     let now = g.now();
     let q = decode_pairs(req.uri().query().unwrap_or_default());
     let fail = |why: String| {
-        let mut e = Event::new(now, "signin");
-        e.zone = g.zone.to_string();
-        e.component = "gateway".into();
+        let mut e = g.event(now, "signin", request_id);
         e.outcome = "failure".into();
         e.reason = why.chars().take(512).collect();
-        e.request_id = request_id.into();
         if let Some(c) = req.extensions().get::<ConnInfo>() {
             e.source = c.peer.to_string();
         }
@@ -221,12 +217,9 @@ pub(super) async fn callback(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let mut e = Event::new(now, "signin");
-    e.zone = g.zone.to_string();
-    e.component = "gateway".into();
+    let mut e = g.event(now, "signin", request_id);
     e.outcome = "ok".into();
     e.object = format!("session:{}", session.id);
-    e.request_id = request_id.into();
     if let Some(c) = req.extensions().get::<ConnInfo>() {
         e.source = c.peer.to_string();
     }
@@ -389,12 +382,7 @@ pub(super) async fn me(g: &Inner, req: &Request<Body>) -> Response<ResponseBody>
          <form method=\"post\" action=\"/.tianping/logout\"><button>Sign out</button></form></html>\n",
         html_escape(g.zone.as_str())
     );
-    let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", page);
-    r.headers_mut().insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
-    );
-    r
+    html_page(page)
 }
 
 /// `POST /.tianping/logout`: the session revoked and its cookie removed.
@@ -418,12 +406,9 @@ pub(super) async fn logout(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .revoke_session(&s.id, now);
-        let mut e = Event::new(now, "signout");
-        e.zone = g.zone.to_string();
-        e.component = "gateway".into();
+        let mut e = g.event(now, "signout", request_id);
         e.object = format!("session:{}", s.id);
         e.outcome = if r.is_ok() { "ok" } else { "failure" }.into();
-        e.request_id = request_id.into();
         fill_actor(&mut e, &Identity::from_session(s));
         let _ = g.audit.append_queued(&e);
     }
@@ -449,12 +434,9 @@ pub(super) async fn backchannel_logout(
 ) -> Response<ResponseBody> {
     let now = g.now();
     let refuse = |why: String| {
-        let mut e = Event::new(now, "logout.backchannel");
-        e.zone = g.zone.to_string();
-        e.component = "gateway".into();
+        let mut e = g.event(now, "logout.backchannel", request_id);
         e.outcome = "denied".into();
         e.reason = why.chars().take(512).collect();
-        e.request_id = request_id.into();
         let _ = g.audit.append_queued(&e);
         answer(
             StatusCode::BAD_REQUEST,
@@ -486,12 +468,9 @@ pub(super) async fn backchannel_logout(
             (None, None) => return refuse("neither sid nor sub".into()),
         }
     };
-    let mut e = Event::new(now, "logout.backchannel");
-    e.zone = g.zone.to_string();
-    e.component = "gateway".into();
+    let mut e = g.event(now, "logout.backchannel", request_id);
     e.actor = sub.clone().unwrap_or_default();
     e.object = sid.map_or_else(|| "subject".to_owned(), |s| format!("sid:{s}"));
-    e.request_id = request_id.into();
     if done.is_err() {
         e.outcome = "failed".into();
         e.reason = "the revocation list is full".into();

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tianping_net::{Body, CONTROL_TIMEOUT, ConnInfo, ControlBody, ResponseBody};
 
 use super::exchange::{ask_sender, json_answer};
-use super::{Inner, answer, html_escape as esc, plain};
+use super::{Inner, html_escape as esc, html_page, plain};
 use crate::identity::Identity;
 
 /// The audience of the receiver's person assertions (the `receipt-store` service).
@@ -217,12 +217,7 @@ fn page(v: &Value) -> Response<ResponseBody> {
          <table>{rows}</table><h2>回执 / Receipts</h2><ul>{receipts}</ul></html>\n",
         id = esc(&s("transfer")),
     );
-    let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", page);
-    r.headers_mut().insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
-    );
-    r
+    html_page(page)
 }
 
 #[cfg(test)]
