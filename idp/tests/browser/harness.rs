@@ -243,15 +243,13 @@ impl Browser {
             let mut driver = spawn()?;
             match driver_port(&mut driver) {
                 Ok(port) => break (driver, port),
-                Err(e) if attempts < 4 && e.to_string().contains("port not available") => {
-                    attempts += 1;
-                    let _ = driver.kill();
-                    let _ = driver.wait();
-                }
                 Err(e) => {
                     let _ = driver.kill();
                     let _ = driver.wait();
-                    return Err(e);
+                    if attempts == 4 || !e.to_string().contains("port not available") {
+                        return Err(e);
+                    }
+                    attempts += 1;
                 }
             }
         };
