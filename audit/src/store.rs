@@ -73,9 +73,14 @@ const QUEUE_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 /// Why a log operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The storage engine failed (or the folder is open in another process).
+    /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(String),
+    /// Another process has the log open (it holds the folder's lock): nothing was read.
+    #[error(
+        "the log `{0}` is open in another process (it holds the folder's lock): try again once it is closed, or ask the process that owns it"
+    )]
+    Busy(String),
     /// The folder holds no audit log.
     #[error("`{0}` is not an audit log")]
     NotALog(String),
@@ -359,6 +364,9 @@ impl AuditLog {
                 {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    return Err(StoreError::Busy(dir.display().to_string()));
                 }
                 Err(e) => return Err(e.into()),
             }

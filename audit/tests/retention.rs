@@ -298,6 +298,61 @@ fn tampered_archives_are_reported_and_never_remove_entries() {
 }
 
 #[test]
+fn a_finished_archive_of_another_log_is_never_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s1, s2) = (signer(), signer());
+    let first = log_with_records(&tmp.path().join("first"), &[&[1, 2], &[300]], &s1);
+    let out = tmp.path().join("first.tpa");
+    first
+        .archive(day(220), day(400), Retention::default(), &out, &s1)
+        .unwrap();
+    let kept = std::fs::read(&out).unwrap();
+    // Both archives start at entry 0: the other log's must not take the first one's file.
+    let second = log_with_records(&tmp.path().join("second"), &[&[3, 4], &[300]], &s2);
+    let err = second
+        .archive(day(220), day(400), Retention::default(), &out, &s2)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ArchiveRefused(_)), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), kept);
+    assert_eq!(second.archived_size(), 0);
+    // Nor does the same log's finished archive get written again.
+    let err = first
+        .archive(day(220), day(400), Retention::default(), &out, &s1)
+        .unwrap();
+    assert_eq!((err.from, err.to), (2, 2), "nothing more is old enough");
+    assert_eq!(std::fs::read(&out).unwrap(), kept);
+    let a = read_archive(&out);
+    first
+        .verify_with_archives(None, &[a], &mut |_, _| {})
+        .unwrap();
+}
+
+#[test]
+fn an_archive_file_other_than_the_one_recorded_fails_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = signer();
+    let log = log_with_records(&tmp.path().join("log"), &[&[1, 2], &[300]], &s);
+    let out = tmp.path().join("a.tpa");
+    log.archive(day(220), day(400), Retention::default(), &out, &s)
+        .unwrap();
+    let good = read_archive(&out);
+    log.verify_with_archives(None, &[good.clone()], &mut |_, _| {})
+        .unwrap();
+    // The cutoff is no signature's: an older one still holds every entry, but it is not the
+    // file the log recorded (its SHA-256 is in the `audit.archive` event and the log).
+    let mut moved = good.clone();
+    moved.cutoff = day(3);
+    moved.check(Some(ORIGIN), &s.public_key()).unwrap();
+    let err = log
+        .verify_with_archives(None, &[moved], &mut |_, _| {})
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Tampered { index: 0, reason } if reason.contains("SHA-256")),
+        "{err}"
+    );
+}
+
+#[test]
 fn proofs_of_retained_entries_still_verify_against_old_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
     let s = signer();

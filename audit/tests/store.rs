@@ -103,7 +103,7 @@ fn one_process_per_log_folder() {
     let _log = AuditLog::create(dir.path(), ORIGIN).unwrap();
     assert!(matches!(
         AuditLog::open(dir.path()),
-        Err(StoreError::Storage(_))
+        Err(StoreError::Busy(_))
     ));
     assert!(matches!(
         AuditLog::create(dir.path(), ORIGIN),

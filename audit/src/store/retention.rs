@@ -48,7 +48,8 @@ pub struct PreparedArchive {
     pub sha256: Hash,
 }
 
-fn sha256(bytes: &[u8]) -> Hash {
+/// The SHA-256 of `bytes` (an archive file's, as the log records it).
+pub(super) fn sha256(bytes: &[u8]) -> Hash {
     let mut out = [0u8; 32];
     out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
     out
@@ -253,7 +254,7 @@ impl AuditLog {
             cutoff,
             prefix,
             batch: AuditBatch {
-                signer: key,
+                signer: key.clone(),
                 old_size: from,
                 proof,
                 note,
@@ -262,16 +263,15 @@ impl AuditLog {
         };
         let bytes = archive.encode()?;
         match std::fs::read(out) {
-            Ok(old) => match Archive::decode(&old) {
-                // An archive that stopped before removing its entries: write it again.
-                Ok(a) if a.batch.old_size == from => {}
-                _ => {
-                    return Err(refused(format!(
-                        "`{}` exists and is not an unfinished archive of this log",
-                        out.display()
-                    )));
-                }
-            },
+            // An archive of this log that stopped before removing its entries: written again.
+            // Any other file, another log's archive above all, is never overwritten.
+            Ok(old) if self.is_unfinished_archive(&old, from, &key) => {}
+            Ok(_) => {
+                return Err(refused(format!(
+                    "`{}` exists and is not an unfinished archive of this log",
+                    out.display()
+                )));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(StoreError::Storage(format!(
@@ -286,6 +286,32 @@ impl AuditLog {
             to,
             sha256: sha256(&bytes),
         }))
+    }
+
+    /// Whether `bytes` are an archive of this log (its origin, signed by `key`) that starts
+    /// at `from`, the first entry not archived yet, and whose entries the live log still holds:
+    /// the file of an archive that stopped before removing them.
+    fn is_unfinished_archive(
+        &self,
+        bytes: &[u8],
+        from: u64,
+        key: &tianping_core::PublicKey,
+    ) -> bool {
+        let Ok(archive) = Archive::decode(bytes) else {
+            return false;
+        };
+        if archive.batch.old_size != from {
+            return false;
+        }
+        let Ok(checked) = archive.check(Some(&self.origin()), key) else {
+            return false;
+        };
+        let st = lock(&self.state);
+        let live = usize::try_from(checked.from)
+            .ok()
+            .zip(usize::try_from(checked.to).ok())
+            .and_then(|(a, b)| st.leaves.get(a..b));
+        st.archived == from && live == Some(checked.leaves.as_slice())
     }
 
     /// The second step of [`archive`](Self::archive): reads the archive file `out`, checks it

@@ -139,6 +139,7 @@ impl AuditLog {
         let mut archive_roots: Vec<(u64, Hash)> = Vec::new();
         if !archives.is_empty() {
             let key = key.as_ref().ok_or(StoreError::NoKey)?;
+            let recorded = self.archives()?;
             for (n, a) in archives.iter().enumerate() {
                 let checked = a
                     .check(Some(&origin), key)
@@ -146,6 +147,31 @@ impl AuditLog {
                         index: a.batch.old_size,
                         reason: format!("archive file {}: {e}", n + 1),
                     })?;
+                // every byte of the file, the parts no signature covers (its cutoff, its
+                // signer's name) too, is the file the log recorded when it archived them
+                let hash = super::retention::sha256(&a.encode()?);
+                match recorded
+                    .iter()
+                    .find(|(f, t, _)| (*f, *t) == (checked.from, checked.to))
+                {
+                    Some((_, _, h)) if *h == hash => {}
+                    Some((_, _, h)) => {
+                        return Err(StoreError::Tampered {
+                            index: checked.from,
+                            reason: format!(
+                                "archive file {}: its SHA-256 is `{}`, but the log recorded `{}` for its entries `{}` to `{}`",
+                                n + 1,
+                                hex::encode(hash),
+                                hex::encode(h),
+                                checked.from,
+                                checked.to
+                            ),
+                        });
+                    }
+                    // not recorded: the file of an archive that stopped before removing its
+                    // entries (they are checked as live ones), or no archive of this log
+                    None => {}
+                }
                 for (i, h) in checked.leaves.iter().enumerate() {
                     from_archives.insert(checked.from + i as u64, *h);
                 }
