@@ -283,6 +283,163 @@ fn bad_lines_are_refused_and_change_nothing_after_them() {
     );
 }
 
+/// Runs `tianping` with `stdin` as raw bytes.
+fn tianping_bytes(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_line_that_is_no_event_stops_append_with_its_number_and_what_went_in_is_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(tmp.path());
+    let big = format!(
+        "{{\"time\":3,\"action\":\"big\",\"roles\":[{}]}}\n",
+        vec!["\"\""; 349_000].join(",")
+    );
+    let cases: [(&str, Vec<u8>, &str); 2] = [
+        (
+            "utf8",
+            [
+                events(0..2).as_bytes(),
+                b"{\"time\":4,\"action\":\"\xff\"}\n",
+                events(2..3).as_bytes(),
+            ]
+            .concat(),
+            "line 3: not UTF-8",
+        ),
+        (
+            "large",
+            [
+                events(0..2).as_bytes(),
+                big.as_bytes(),
+                events(2..3).as_bytes(),
+            ]
+            .concat(),
+            "line 3: the event is",
+        ),
+    ];
+    for (name, input, says) in cases {
+        let log = tmp.path().join(name);
+        let log = log.to_str().unwrap();
+        let out = tianping_bytes(&["audit", "append", "--log", log, "--key", &key], &input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains(says), "{name}: {stderr}");
+        assert!(
+            stderr.contains("events before this line were appended"),
+            "{name}: {stderr}"
+        );
+        // the two lines before it, in the same read, are appended and signed
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().count(),
+            2,
+            "{name}"
+        );
+        let verified = ok(
+            &[
+                "audit",
+                "verify",
+                "--log",
+                log,
+                "--key",
+                &public.to_string(),
+            ],
+            "",
+        );
+        let out = tianping(
+            &[
+                "audit",
+                "verify",
+                "--log",
+                log,
+                "--key",
+                &public.to_string(),
+            ],
+            "",
+        );
+        let warnings = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            verified.contains("verified 2 entries"),
+            "{name}: {verified}"
+        );
+        assert!(
+            !warnings.contains("covered by no signature"),
+            "{name}: {warnings}"
+        );
+    }
+}
+
+#[test]
+fn append_with_another_key_than_the_logs_appends_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(tmp.path());
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (other_key, _) = keygen(&other);
+    let log = tmp.path().join("log");
+    let log = log.to_str().unwrap();
+    ok(
+        &["audit", "append", "--log", log, "--key", &key],
+        &events(0..2),
+    );
+    let out = tianping(
+        &["audit", "append", "--log", log, "--key", &other_key],
+        &events(2..3),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("the log's checkpoints are signed by"), "{stderr}");
+    assert!(stderr.contains("nothing was"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no receipt");
+    assert_eq!(
+        ok(&["audit", "export", "--log", log], "").lines().count(),
+        2
+    );
+}
+
+#[test]
+fn verify_of_a_log_another_process_holds_is_an_error_not_a_failed_verification() {
+    use std::io::Write as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let log = log.to_str().unwrap();
+    ok(&["audit", "append", "--log", log], &events(0..1));
+    // an append that holds the log open: its receipt says it has it
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .args(["audit", "append", "--log", log])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin.write_all(events(1..2).as_bytes()).unwrap();
+    let mut receipt = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut receipt,
+    )
+    .unwrap();
+    assert!(receipt.contains("\"index\":1"), "{receipt}");
+    let out = tianping(&["audit", "verify", "--log", log], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("open in another process"), "{stderr}");
+    assert!(!stderr.contains("FAILED"), "{stderr}");
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    ok(&["audit", "verify", "--log", log], "");
+}
+
 #[test]
 fn flipped_bytes_in_the_store_files_fail_verify_and_name_an_entry() {
     let tmp = tempfile::tempdir().unwrap();

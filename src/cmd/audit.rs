@@ -480,6 +480,15 @@ fn append(
         .into_diagnostic()
         .wrap_err_with(|| format!("opening the log `{}`", dir.display()))?;
     if let Some(s) = &signer {
+        // refused before anything is appended: a checkpoint by another key would fail after
+        if let Some(pinned) = log.pinned_key().into_diagnostic()? {
+            let given = s.public_key();
+            if pinned != given {
+                return Err(miette!(
+                    "the log's checkpoints are signed by `{pinned}`, not `{given}`; nothing was appended"
+                ));
+            }
+        }
         if let Some(cert) = cert {
             trust::record_signer_certificate(&log, s.as_ref(), cert)?;
         }
@@ -489,67 +498,123 @@ fn append(
     let mut reader = BufReader::with_capacity(1 << 20, stdin.lock());
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut line_no = 0u64;
     let mut appended = 0u64;
-    let mut failure = None;
-    loop {
-        // Block for one line, then take every complete line already buffered: one commit.
-        let mut events = Vec::new();
-        let mut eof = false;
-        loop {
-            let mut line = String::new();
-            let n = (&mut reader)
-                .take(MAX_LINE + 1)
-                .read_line(&mut line)
-                .into_diagnostic()
-                .wrap_err("reading stdin")?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            line_no += 1;
-            if n as u64 > MAX_LINE {
-                failure = Some(miette!("line {line_no}: longer than {MAX_LINE} bytes"));
-                break;
-            }
-            if !line.trim().is_empty() {
-                match serde_json::from_str::<Event>(&line) {
-                    Ok(e) => events.push(e),
-                    Err(e) => {
-                        failure = Some(miette!("line {line_no}: not an event: {e}"));
-                        break;
-                    }
-                }
-            }
-            if events.len() >= MAX_GROUP || !reader.buffer().contains(&b'\n') {
-                break;
-            }
-        }
-        if !events.is_empty() {
-            let receipts = log.append_many(&events).into_diagnostic()?;
-            appended += receipts.len() as u64;
-            for r in receipts {
-                serde_json::to_writer(&mut out, &r).into_diagnostic()?;
-                out.write_all(b"\n").into_diagnostic()?;
-            }
-            out.flush().into_diagnostic()?;
-            if let Some(e) = log.auto_checkpoint_error() {
-                eprintln!("warning: checkpoint failed: {e}");
-            }
-        }
-        if failure.is_some() || eof {
-            break;
-        }
-    }
+    let failure = append_lines(&log, &mut reader, &mut out, &mut appended);
+    // what was appended is signed, whatever stopped the input
     if let Some(s) = &signer {
         if appended > 0 || failure.is_none() {
             log.checkpoint(s.as_ref()).into_diagnostic()?;
         }
     }
     match failure {
-        Some(e) => Err(e.wrap_err("events before this line were appended; nothing after it")),
+        Some(Stop::Line(e)) => {
+            Err(e.wrap_err("events before this line were appended; nothing after it"))
+        }
+        Some(Stop::Other(e)) => Err(e.wrap_err(format!(
+            "{appended} events were appended before this (each has its receipt)"
+        ))),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Why [`append_lines`] stopped before the end of its input.
+enum Stop {
+    /// A line that is no event: those before it were appended.
+    Line(miette::Report),
+    /// Reading the input, appending or writing receipts failed.
+    Other(miette::Report),
+}
+
+/// Appends the events of `reader`'s lines, a group of the lines already read at a time (one
+/// commit each), and writes a receipt line for each to `out` once durable; counts them in
+/// `appended`. Stops at the first line that is not an event (too long, not UTF-8, not an
+/// event's JSON, too large once encoded): the events of the lines before it are appended.
+fn append_lines(
+    log: &AuditLog,
+    reader: &mut BufReader<std::io::StdinLock<'_>>,
+    out: &mut impl Write,
+    appended: &mut u64,
+) -> Option<Stop> {
+    let mut line_no = 0u64;
+    let mut line = Vec::new();
+    loop {
+        // Block for one line, then take every complete line already buffered: one commit.
+        let mut events = Vec::new();
+        let mut stop = None;
+        let mut eof = false;
+        loop {
+            line.clear();
+            let n = match reader.take(MAX_LINE + 1).read_until(b'\n', &mut line) {
+                Ok(n) => n,
+                Err(e) => {
+                    stop = Some(Stop::Other(miette!("reading stdin: {e}")));
+                    break;
+                }
+            };
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            line_no += 1;
+            if let Err(why) = event_of_line(&line, &mut events) {
+                stop = Some(Stop::Line(miette!("line {line_no}: {why}")));
+                break;
+            }
+            if events.len() >= MAX_GROUP || !reader.buffer().contains(&b'\n') {
+                break;
+            }
+        }
+        if !events.is_empty() {
+            if let Err(e) = append_group(log, &events, out, appended) {
+                return Some(Stop::Other(e));
+            }
+        }
+        if stop.is_some() || eof {
+            return stop;
+        }
+    }
+}
+
+/// The event of one input line pushed to `events` (nothing for a blank line), or why the line
+/// is none.
+fn event_of_line(line: &[u8], events: &mut Vec<Event>) -> Result<(), String> {
+    if line.len() as u64 > MAX_LINE {
+        return Err(format!("longer than {MAX_LINE} bytes"));
+    }
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    let event = serde_json::from_str::<Event>(text).map_err(|e| format!("not an event: {e}"))?;
+    let size = event.encoded_len();
+    if size > tianping_audit::MAX_EVENT_BYTES {
+        return Err(format!(
+            "the event is {size} bytes once encoded, more than the limit of {} bytes",
+            tianping_audit::MAX_EVENT_BYTES
+        ));
+    }
+    events.push(event);
+    Ok(())
+}
+
+/// Appends `events` in one commit and writes their receipts.
+fn append_group(
+    log: &AuditLog,
+    events: &[Event],
+    out: &mut impl Write,
+    appended: &mut u64,
+) -> miette::Result<()> {
+    let receipts = log.append_many(events).into_diagnostic()?;
+    *appended += receipts.len() as u64;
+    for r in receipts {
+        serde_json::to_writer(&mut *out, &r).into_diagnostic()?;
+        out.write_all(b"\n").into_diagnostic()?;
+    }
+    out.flush().into_diagnostic()?;
+    if let Some(e) = log.auto_checkpoint_error() {
+        eprintln!("warning: checkpoint failed: {e}");
+    }
+    Ok(())
 }
 
 fn archive(
