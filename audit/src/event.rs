@@ -81,6 +81,40 @@ mod unix_ms {
     }
 }
 
+mod unique_names {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{Error as _, MapAccess, Visitor};
+
+    /// A map of strings whose every name is given once.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        struct Unique;
+        impl<'de> Visitor<'de> for Unique {
+            type Value = BTreeMap<String, String>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of names to strings, each name once")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    if out.contains_key(&k) {
+                        return Err(A::Error::custom(format_args!(
+                            "attribute `{k}` is given twice"
+                        )));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Unique)
+    }
+}
+
 /// One audited decision or action (MLPS level 3 fields, and what replay and reconciliation need).
 ///
 /// Empty strings and lists mean "not recorded"; JSON leaves them out.
@@ -164,8 +198,12 @@ pub struct Event {
     /// The hash of the content.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content_hash: String,
-    /// Anything else, by name.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Anything else, by name (a name given twice in JSON is refused, not the last one kept).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_names::deserialize"
+    )]
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -535,6 +573,19 @@ mod tests {
         let min: Event = serde_json::from_str(r#"{"time":5,"action":"sign-in"}"#).unwrap();
         assert_eq!(min, Event::new(UnixTime::from_millis(5), "sign-in"));
         assert!(serde_json::from_str::<Event>(r#"{"time":5,"action":"x","bogus":1}"#).is_err());
+        // a name given twice is refused, as a field given twice is: no value is dropped
+        let twice =
+            r#"{"time":1,"action":"a","attributes":{"approver":"alice","approver":"mallory"}}"#;
+        let err = serde_json::from_str::<Event>(twice).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("attribute `approver` is given twice"),
+            "{err}"
+        );
+        let once: Event =
+            serde_json::from_str(r#"{"time":1,"action":"a","attributes":{"a":"1","b":"2"}}"#)
+                .unwrap();
+        assert_eq!(once.attributes.len(), 2);
     }
 
     #[test]

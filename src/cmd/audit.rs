@@ -56,10 +56,12 @@ pub(crate) enum AuditCmd {
     Append {
         #[command(flatten)]
         log: LogArg,
-        /// A PKCS#8 PEM key: sign a checkpoint every `--every` entries and at the end.
+        /// A PKCS#8 PEM key: sign checkpoints as `--every` says, and one at the end.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Entries between checkpoints when `--key` is given.
+        /// With `--key`: sign a checkpoint after a commit once at least this many entries came
+        /// since the last one (the lines read at once are one commit, of up to 8,192 lines, so
+        /// checkpoints fall at commit ends, not at exact multiples).
         #[arg(long, default_value_t = 1000)]
         every: u64,
         /// The certificate (PEM, leaf first) of `--key`, such as a component's `node.pem`,
@@ -343,7 +345,15 @@ fn checkpoint(dir: &Path, key: Option<&Path>) -> miette::Result<ExitCode> {
 fn search(dir: &Path, query: Query) -> miette::Result<ExitCode> {
     let Some(owner) = Owner::find(dir)? else {
         let log = open(dir)?;
-        return print_records(log.search(&query));
+        let code = print_records(log.search(&query))?;
+        let archived = log.archived_size();
+        if archived > 0 {
+            eprintln!(
+                "note: entries 0 to {} are archived (in the archive files, the live log keeps their leaf hashes only) and are not searched or shown",
+                archived - 1
+            );
+        }
+        return Ok(code);
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
