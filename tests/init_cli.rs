@@ -203,8 +203,30 @@ fn each_zone_holds_its_own_installed_copies() {
                 "{z}"
             );
         }
-        assert!(dd.zone_schemas(z).is_dir(), "{z}");
+        for (name, text) in tianping_policies::DEFAULT_SCHEMAS {
+            let file = format!("{name}.json");
+            assert_eq!(read(dd.zone_schemas(z).join(&file)), text.as_bytes(), "{z}");
+        }
     }
+    // the policy as installed checks, its json kinds' schemas beside it (`policy check` read
+    // `schemas/` and found none: five schema problems, straight after init)
+    for (name, _) in tianping_policies::DEFAULT_SCHEMAS {
+        assert!(
+            dd.schemas().join(format!("{name}.json")).is_file(),
+            "{name}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(&data)
+        .args(["policy", "check"])
+        .arg(dd.policy())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("schema problem"), "{said}");
     // they are copies: replacing one zone's policy changes that zone alone
     let (internet, mobile) = ("internet".parse().unwrap(), "mobile".parse().unwrap());
     std::fs::write(dd.zone_policy(&internet), "zone internet {}\n").unwrap();

@@ -134,6 +134,12 @@ fn build(root: &Path) -> miette::Result<Vec<String>> {
     made.push("fabric.toml".to_owned());
     write(&dd.policy(), default_policy_text().as_bytes())?;
     made.push("policy.tp".to_owned());
+    // the schemas of its `json(NAME)` kinds beside it, where `policy check` reads them
+    mkdir(&dd.schemas())?;
+    for (name, text) in tianping_policies::DEFAULT_SCHEMAS {
+        write(&dd.schemas().join(format!("{name}.json")), text.as_bytes())?;
+    }
+    made.push("schemas/        the JSON Schemas of the policy's json(NAME) kinds".to_owned());
 
     let pki = Pki::init(&dd.pki(), &PkiInit::default(), now).into_diagnostic()?;
     made.push(
