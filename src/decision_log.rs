@@ -71,11 +71,21 @@ pub(crate) fn decision_input(event: &Event) -> Option<Result<DecisionInput, MapE
             input,
             recorded: Recorded {
                 decision,
-                rule: event.attributes.get("rule").cloned(),
+                rule: recorded_rule(event),
                 policy: policy_hash(event)?,
             },
         })
     }))
+}
+
+/// The rule the event recorded as deciding: the exchange sender names it in the `rule`
+/// attribute, the gateway (whose request events are on its hot path) in `object`.
+fn recorded_rule(event: &Event) -> Option<String> {
+    match event.attributes.get("rule") {
+        Some(rule) => Some(rule.clone()),
+        None if event.action == "request" && !event.object.is_empty() => Some(event.object.clone()),
+        None => None,
+    }
 }
 
 /// The recorded policy hash (the audit event reads it typed: a malformed one never decodes).
@@ -185,6 +195,24 @@ mod tests {
         assert_eq!(di.recorded.rule.as_deref(), Some("file-online"));
         assert_eq!(di.recorded.decision, Verdict::Allow);
         assert_eq!(di.recorded.policy, None);
+    }
+
+    #[test]
+    fn a_gateway_request_event_records_its_rule_in_object() {
+        // as `gateway/src/server/request_event.rs` writes a decision: the rule in `object`
+        let mut e = Event::new(UnixTime::from_secs(100), "request");
+        e.component = "gateway".into();
+        e.zone = "internet".into();
+        e.method = "GET".into();
+        e.path = "/judgments/1".into();
+        e.roles = vec!["public".into()];
+        e.outcome = "allow".into();
+        e.object = "read-judgments".into();
+        let di = decision_input(&e).unwrap().unwrap();
+        assert_eq!(di.recorded.rule.as_deref(), Some("read-judgments"));
+        e.object.clear();
+        let di = decision_input(&e).unwrap().unwrap();
+        assert_eq!(di.recorded.rule, None);
     }
 
     #[test]
