@@ -220,10 +220,13 @@ fn append_verify_prove_search_export_ship_mirror() {
     let root = |s: &str| s.split("root ").nth(1).unwrap()[..64].to_owned();
     assert_eq!(root(&out), root(&local));
     // b1 again: the mirror holds it whole (its entries equal the mirror's), and nothing changes.
-    ok(
+    let out = ok(
         &["audit", "mirror", "--log", mirror, b1.to_str().unwrap()],
         "",
     );
+    let said: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(said["added"], 0, "{out}");
+    assert_eq!(said["mirror_size"], 31, "{out}");
     let again = ok(&["audit", "verify", "--log", mirror, "--key", &pk], "");
     assert_eq!(root(&again), root(&local));
     assert!(again.starts_with("verified 31 entries"), "{again}");
@@ -397,7 +400,10 @@ fn append_with_another_key_than_the_logs_appends_nothing() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("the log's checkpoints are signed by"), "{stderr}");
+    assert!(
+        stderr.contains("the log's checkpoints are signed by"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was"), "{stderr}");
     assert!(out.stdout.is_empty(), "no receipt");
     assert_eq!(

@@ -32,6 +32,14 @@ pub enum ProofError {
     /// The proof does not lead to the expected root.
     #[error("the proof does not verify")]
     Mismatch,
+    /// The tree size asked for is larger than the log.
+    #[error("a tree of size `{size}` is asked for, but the log holds `{leaves}` entries")]
+    SizeBeyondLog {
+        /// The requested tree size.
+        size: u64,
+        /// How many leaves there are.
+        leaves: u64,
+    },
 }
 
 /// `SHA-256(0x00 || data)`: the hash of one leaf (RFC 9162 §2.1.1).
@@ -109,7 +117,10 @@ pub fn root_of(leaves: &[Hash]) -> Hash {
 pub fn inclusion_proof(leaves: &[Hash], index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
     let tree = to_usize(size)
         .and_then(|s| leaves.get(..s))
-        .ok_or(ProofError::IndexOutOfRange { index, size })?;
+        .ok_or(ProofError::SizeBeyondLog {
+            size,
+            leaves: leaves.len() as u64,
+        })?;
     let m = to_usize(index)
         .filter(|m| *m < tree.len())
         .ok_or(ProofError::IndexOutOfRange { index, size })?;

@@ -135,6 +135,14 @@ pub enum StoreError {
     /// Nothing to ship or verify against.
     #[error("no checkpoint covers entry `{0}`; write one with `tianping audit checkpoint`")]
     NoCheckpoint(u64),
+    /// An entry past the end of the log was asked for.
+    #[error("entry `{index}` is beyond the log, which holds `{size}` entries")]
+    BeyondLog {
+        /// The entry asked for.
+        index: u64,
+        /// How many entries the log holds.
+        size: u64,
+    },
     /// Checkpoints exist but no key was given or pinned.
     #[error("no key to check the checkpoints; pass `--key`")]
     NoKey,

@@ -892,13 +892,26 @@ fn mirror(dir: &Path, key: Option<&str>, files: &[PathBuf]) -> miette::Result<Ex
         let file = std::fs::File::open(f)
             .into_diagnostic()
             .wrap_err_with(|| format!("reading `{}`", f.display()))?;
+        let before = log.size();
         let cp = log
             .apply_batch_from(std::io::BufReader::new(file))
             .into_diagnostic()
-            .wrap_err_with(|| format!("`{}` refused; the mirror is unchanged", f.display()))?;
+            .wrap_err_with(|| {
+                format!(
+                    "`{}` refused; the mirror is unchanged ({before} entries)",
+                    f.display()
+                )
+            })?;
+        // a batch the mirror already holds whole is accepted and adds nothing
+        let after = log.size();
         println!(
             "{}",
-            serde_json::json!({"file": f.display().to_string(), "size": cp.checkpoint().size})
+            serde_json::json!({
+                "file": f.display().to_string(),
+                "checkpoint_size": cp.checkpoint().size,
+                "added": after - before,
+                "mirror_size": after,
+            })
         );
     }
     Ok(ExitCode::SUCCESS)

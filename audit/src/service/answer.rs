@@ -77,7 +77,8 @@ impl From<StoreError> for Failure {
             | StoreError::IsMirror
             | StoreError::NotMirror => (409, None),
             StoreError::NoKey | StoreError::Proof(_) => (400, None),
-            StoreError::NoCheckpoint(_) => (404, None),
+            StoreError::Busy(_) => (503, None),
+            StoreError::NoCheckpoint(_) | StoreError::BeyondLog { .. } => (404, None),
             _ => (500, None),
         };
         let mut f = Self::new(status, e.to_string());

@@ -38,6 +38,13 @@ impl AuditLog {
     /// Writes the `audit-batch` of [`ship`](Self::ship) to `out` entry by entry; returns its
     /// head and how many entries it holds.
     pub fn ship_to(&self, since: u64, out: &mut dyn Write) -> Result<(BatchHead, u64), StoreError> {
+        let stored = self.size();
+        if since > stored {
+            return Err(StoreError::BeyondLog {
+                index: since,
+                size: stored,
+            });
+        }
         let (size, note) = self
             .checkpoint_notes()?
             .pop()
