@@ -336,7 +336,7 @@ fn an_archive_file_other_than_the_one_recorded_fails_verify() {
     log.archive(day(220), day(400), Retention::default(), &out, &s)
         .unwrap();
     let good = read_archive(&out);
-    log.verify_with_archives(None, &[good.clone()], &mut |_, _| {})
+    log.verify_with_archives(None, std::slice::from_ref(&good), &mut |_, _| {})
         .unwrap();
     // The cutoff is no signature's: an older one still holds every entry, but it is not the
     // file the log recorded (its SHA-256 is in the `audit.archive` event and the log).
