@@ -666,6 +666,24 @@ async fn idp_serve_on_port_0_answers_over_tls_and_keeps_a_rotated_key_published(
         "",
     ));
     assert!(clients.contains("client_credentials"), "{clients}");
+    // the client added to the running IdP is audited with its settings, never its secret
+    let log = tianping_audit::AuditLog::open(&dir.audit_log(&zone, Component::Idp)).unwrap();
+    let added: Vec<tianping_audit::Event> = (0..log.size())
+        .map(|i| log.get(i).unwrap().unwrap().event)
+        .filter(|e| e.action == "idp.client.add")
+        .collect();
+    assert!(
+        added
+            .iter()
+            .any(|e| e.object == "svc" && e.reason.contains("client_credentials"))
+    );
+    for e in &added {
+        assert!(
+            !e.reason.contains(&secret),
+            "a client secret in the audit log: {e:?}"
+        );
+        assert!(!e.reason.contains("\"secret\""), "{e:?}");
+    }
 }
 
 /// The session cookie a response sets (`name=value`).

@@ -456,6 +456,17 @@ fn audit_local(p: &Paths, op: &Op, answer: &Value) -> miette::Result<()> {
     Ok(())
 }
 
+/// `answer` as the audit log may record it: without the client secret that `client add`
+/// shows its caller once (the store keeps only its hash; a log that every auditor reads and
+/// nobody can edit must not hold a working credential).
+pub(crate) fn audited(answer: &Value) -> Value {
+    let mut v = answer.clone();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("secret");
+    }
+    v
+}
+
 /// The audit event of a directory change (never a password or secret).
 pub(crate) fn audit_event(
     zone: &str,

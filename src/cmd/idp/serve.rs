@@ -202,7 +202,7 @@ impl LiveIdp {
                 if i == 0 {
                     let (before, after) = match (&before, &after) {
                         (Some(b), Some(a)) => (b.clone(), a.clone()),
-                        _ => (Value::Null, answer.clone()),
+                        _ => (Value::Null, super::directory::audited(&answer)),
                     };
                     let change = json!({ "before": before, "after": after }).to_string();
                     e.reason = if e.reason.is_empty() {
