@@ -120,6 +120,9 @@ pub(crate) async fn serve(
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    if method == http::Method::HEAD && matches!(conn.protocol, Protocol::Http2 | Protocol::Http3) {
+        resp = without_content(resp);
+    }
     if conn.protocol != Protocol::Http3 {
         if let Some(v) = &shared.alt_svc {
             resp.headers_mut().insert(header::ALT_SVC, v.clone());
@@ -140,6 +143,22 @@ pub(crate) async fn serve(
         micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
     );
     resp
+}
+
+/// The answer to a `HEAD` over HTTP/2 or HTTP/3: the handler's head, no content (RFC 9110
+/// §9.3.2). HTTP/1.1's server drops the body itself; HTTP/2's and HTTP/3's would send it as
+/// DATA frames, which a client takes as a protocol error. The length the content would have
+/// is kept, as HTTP/1.1 says it.
+fn without_content(resp: Response<ResponseBody>) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(n) = hyper::body::Body::size_hint(&body).exact() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+    Response::from_parts(parts, crate::body::empty())
 }
 
 #[expect(

@@ -332,6 +332,49 @@ async fn curl_and_openssl() {
     server.shutdown().await;
 }
 
+/// `HEAD` over HTTP/2 once sent the handler's body as DATA frames: curl failed with "stream 1
+/// was not closed cleanly: PROTOCOL_ERROR". Every protocol now answers the head alone, with the
+/// length the content would have.
+#[tokio::test]
+async fn head_is_answered_without_content_over_http1_and_http2() {
+    let pki = Pki::new();
+    let (server, _) = start(&pki, ClientAuth::Optional, options()).await;
+    let port = server.local_addr().port();
+    let ca = pki.path("trust.pem");
+    let mut lengths = Vec::new();
+    for proto in ["--http1.1", "--http2"] {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "-I", proto, "--cacert"])
+            .arg(&ca)
+            .arg("--resolve")
+            .arg(format!("{HOST}:{port}:127.0.0.1"))
+            .arg(format!("https://{HOST}:{port}/head"))
+            .output()
+            .await
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            out.status.success(),
+            "{proto}: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.starts_with("http/1.1 200") || said.starts_with("http/2 200"),
+            "{said}"
+        );
+        let length = said
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map(|v| v.trim().to_owned());
+        lengths.push(length);
+    }
+    assert!(lengths[0].is_some(), "{lengths:?}");
+    assert_eq!(
+        lengths[0], lengths[1],
+        "both say the length a GET's content has"
+    );
+}
+
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
     let pki = Pki::new();

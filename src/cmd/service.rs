@@ -401,8 +401,11 @@ impl Service {
                 }
             }
             Caller::User { sub, roles, court } => {
-                if req.method() != http::Method::GET {
-                    return refuse(StatusCode::METHOD_NOT_ALLOWED, "a reader only reads (GET)");
+                if !matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+                    return refuse(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "a reader only reads (GET, HEAD)",
+                    );
                 }
                 let wants_json =
                     header_str(&req, "accept").is_some_and(|a| a.contains("application/json"));
