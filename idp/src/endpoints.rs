@@ -762,7 +762,8 @@ pub(crate) async fn logout(
     now: UnixTime,
 ) -> Response<ResponseBody> {
     let cookie = session_id(req.headers());
-    let raw = if req.method() == Method::POST {
+    let is_post = req.method() == Method::POST;
+    let raw = if is_post {
         match req.into_body().bytes().await {
             Ok(b) => b.to_vec(),
             Err(_) => return pages::error_page(&IdpError::MalformedForm),
@@ -770,7 +771,7 @@ pub(crate) async fn logout(
     } else {
         req.uri().query().unwrap_or_default().as_bytes().to_vec()
     };
-    match logout_inner(ctx, &raw, cookie.as_deref(), now).await {
+    match logout_inner(ctx, &raw, cookie.as_deref(), is_post, now).await {
         Ok(r) => r,
         Err(e) => pages::error_page(&e),
     }
@@ -780,6 +781,7 @@ async fn logout_inner(
     ctx: Ctx<'_>,
     raw: &[u8],
     cookie: Option<&str>,
+    is_post: bool,
     now: UnixTime,
 ) -> Result<Response<ResponseBody>, IdpError> {
     let p = ctx.parts;
@@ -817,6 +819,23 @@ async fn logout_inner(
         None => None,
     };
     let sessions = Sessions::new(&*p.store, p.sessions);
+    // Without an ID token of the session's own, a logout is the user's only once they say so
+    // (RP-Initiated Logout 1.0 §2): a link on any site would otherwise end a live session (the
+    // cookie is `SameSite=Lax`, sent on a cross-site GET). They confirm with a form whose CSRF
+    // token is the session's, posted back here.
+    if hint.is_none() {
+        if let Some(s) = cookie.and_then(|id| sessions.get(id, now).ok()) {
+            if !is_post {
+                let target = [
+                    ("client_id", client_id.as_deref()),
+                    ("post_logout_redirect_uri", target.as_deref()),
+                    ("state", state),
+                ];
+                return Ok(confirm_logout_page(&s.csrf_token("logout"), &target));
+            }
+            s.check_csrf("logout", params.get("csrf")?)?;
+        }
+    }
     let mut who = hint.as_ref().map(|h| h.sub.as_str().to_owned());
     let new_cookie = match cookie {
         Some(id) => {
@@ -874,7 +893,31 @@ async fn logout_inner(
 }
 
 fn signed_out_page() -> Response<ResponseBody> {
-    let html = "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>已退出 / Signed out</title></head><body><main><h1>已退出 / Signed out</h1><p>您已安全退出。/ You have signed out.</p></main></body></html>";
+    page_of_logout("<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>已退出 / Signed out</title></head><body><main><h1>已退出 / Signed out</h1><p>您已安全退出。/ You have signed out.</p></main></body></html>".to_owned())
+}
+
+/// The page asking a signed-in user to confirm a logout that came without an ID token hint:
+/// one button posting the request's parameters back with the session's CSRF token.
+fn confirm_logout_page(csrf: &str, params: &[(&str, Option<&str>)]) -> Response<ResponseBody> {
+    let mut hidden = format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        pages::escape(csrf)
+    );
+    for (name, value) in params {
+        if let Some(v) = value {
+            hidden.push_str(&format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                pages::escape(v)
+            ));
+        }
+    }
+    page_of_logout(format!(
+        "<!doctype html><html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>退出登录 / Sign out</title></head><body><main><h1>退出登录？/ Sign out?</h1><p>确认后，本浏览器的登录会话结束。/ Your session in this browser ends once you confirm.</p><form method=\"post\" action=\"/logout\">{hidden}<button type=\"submit\">退出 / Sign out</button></form></main></body></html>"
+    ))
+}
+
+/// `html` as a logout page: never cached, no script, never framed.
+fn page_of_logout(html: String) -> Response<ResponseBody> {
     let mut r = Response::new(full(html));
     let h = r.headers_mut();
     for (name, value) in [

@@ -191,11 +191,30 @@ impl World {
         (sid, body["id_token"].as_str().unwrap().to_owned())
     }
 
+    /// The user's logout: asked by `GET /logout`, confirmed by posting its form.
     async fn logout(&self, sid: &str) {
+        let cookie = format!("{SESSION_COOKIE}={sid}");
         let resp = self
             .http
             .get(self.url("/logout"))
-            .header("cookie", format!("{SESSION_COOKIE}={sid}"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let page = resp.text().await.unwrap();
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no confirmation form: {page}"))
+            .to_owned();
+        let resp = self
+            .http
+            .post(self.url("/logout"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
             .send()
             .await
             .unwrap();

@@ -1,6 +1,8 @@
 //! What a browser session started ends with it: two codes of one session redeemed at the same
 //! instant over real TLS both note their refresh family on the session, and its logout revokes
-//! both; many notes made at once on the sled store are all kept and all revoked.
+//! both (once the user confirms it: a bare `GET /logout` only asks, and a post without the
+//! session's CSRF token is refused); many notes made at once on the sled store are all kept
+//! and all revoked.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod zone_tls;
@@ -167,14 +169,53 @@ async fn two_codes_of_a_session_redeemed_at_once_both_end_at_its_logout() {
             ja["refresh_token"].as_str().unwrap().to_owned(),
             jb["refresh_token"].as_str().unwrap().to_owned(),
         ];
+        let cookie = format!("{SESSION_COOKIE}={sid}");
+        // a bare GET (a link on any site) only asks: nothing ends
         let resp = w
             .http
             .get(w.url("/logout"))
-            .header("cookie", format!("{SESSION_COOKIE}={sid}"))
+            .header("cookie", &cookie)
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "round {round}");
+        let page = resp.text().await.unwrap();
+        assert!(page.contains("Sign out?"), "{page}");
+        assert!(
+            sessions.get(&sid, now).is_ok(),
+            "round {round}: ended by a GET"
+        );
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_owned();
+        // a post without the session's token (a forged form) is refused, and ends nothing
+        for bad in ["", "csrf=forged"] {
+            let resp = w
+                .http
+                .post(w.url("/logout"))
+                .header("cookie", &cookie)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(bad)
+                .send()
+                .await
+                .unwrap();
+            assert_ne!(resp.status(), StatusCode::OK, "round {round}: {bad}");
+            assert!(sessions.get(&sid, now).is_ok(), "round {round}: {bad}");
+        }
+        let resp = w
+            .http
+            .post(w.url("/logout"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "round {round}");
+        assert!(resp.text().await.unwrap().contains("Signed out"));
         for rt in &rts {
             let (status, body) = w.refresh(rt).await;
             assert_eq!(
