@@ -436,15 +436,35 @@ async fn a_browser_signs_in_through_the_idp_and_tokens_are_checked() {
     assert_eq!(me["sub"], "judge-0001");
     assert_eq!(me["credential"], "session");
     assert_eq!(me["acr"], "pwd");
+    // its page's sign-out form may go on to the IdP, and the page is never framed
+    let r = http
+        .get(format!("{gw_base}/.tianping/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains(&format!("form-action 'self' {idp_base};")),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
 
-    // signing out ends the session at the gateway; a new sign-in makes a new one
+    // signing out ends the session at the gateway, and sends the browser on to end its sign-in
+    // at the IdP (which asks to confirm): else the next visit would be signed in again at once;
+    // a new sign-in makes a new one
     let r = http
         .post(format!("{gw_base}/.tianping/logout"))
         .header("cookie", &session)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    assert!(
+        to.starts_with(&format!("{idp_base}/logout?client_id=")),
+        "{to} (the IdP at {idp_base})"
+    );
     let cleared = r
         .headers()
         .get_all("set-cookie")

@@ -22,6 +22,8 @@ pub(crate) struct Endpoints {
     pub(crate) authorization: String,
     pub(crate) token: String,
     pub(crate) jwks: String,
+    /// Where a browser ends its sign-in at the IdP (RP-Initiated Logout), when it says.
+    pub(crate) end_session: Option<String>,
 }
 
 /// The keys in force: the bearer verifier (with its cache) and the JWKS document as fetched.
@@ -131,6 +133,10 @@ impl IdpLink {
             authorization: field("authorization_endpoint")?,
             token: field("token_endpoint")?,
             jwks: field("jwks_uri")?,
+            end_session: doc
+                .get("end_session_endpoint")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         };
         *self
             .endpoints

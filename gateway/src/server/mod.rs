@@ -524,10 +524,14 @@ pub(crate) fn html_page(page: String) -> Response<ResponseBody> {
     let mut r = answer(StatusCode::OK, "text/html; charset=utf-8", page);
     r.headers_mut().insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
+        HeaderValue::from_static(PAGE_CSP),
     );
     r
 }
+
+/// The CSP of the gateway's own pages: no script, no style from elsewhere, forms to the
+/// gateway alone, never in a frame.
+pub(crate) const PAGE_CSP: &str = "default-src 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response<ResponseBody> {
     let mut b = body.into();

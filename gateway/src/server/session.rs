@@ -382,7 +382,17 @@ pub(super) async fn me(g: &Inner, req: &Request<Body>) -> Response<ResponseBody>
          <form method=\"post\" action=\"/.tianping/logout\"><button>Sign out</button></form></html>\n",
         html_escape(g.zone.as_str())
     );
-    html_page(page)
+    let mut r = html_page(page);
+    // the sign-out form's answer sends the browser on to the IdP: a browser holds a form's
+    // redirects to `form-action` too
+    let csp = format!(
+        "default-src 'none'; form-action 'self' {}; frame-ancestors 'none'",
+        g.idp.issuer
+    );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    r
 }
 
 /// `POST /.tianping/logout`: the session revoked and its cookie removed.
@@ -412,13 +422,39 @@ pub(super) async fn logout(
         fill_actor(&mut e, &Identity::from_session(s));
         let _ = g.audit.append_queued(&e);
     }
-    let mut r = answer(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Signed out</title>\
-         <h1>Signed out</h1></html>\n"
-            .into(),
-    );
+    // the sign-in at the IdP ends too, or the next visit would be signed in again at once,
+    // silently (single sign-on): the browser goes on to the IdP's end-session endpoint, which
+    // asks the user to confirm (the gateway keeps no ID token to hint with)
+    let end_session = match g.idp.endpoints().await {
+        Ok(e) => e.end_session,
+        Err(_) => None,
+    };
+    let mut r = match end_session.and_then(|url| {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let to = format!(
+            "{url}{sep}client_id={}",
+            crate::form::encode(&g.idp.client_id)
+        );
+        HeaderValue::from_str(&to).ok()
+    }) {
+        Some(to) => {
+            let mut r = answer(
+                StatusCode::SEE_OTHER,
+                "text/plain; charset=utf-8",
+                String::new(),
+            );
+            r.headers_mut().insert(header::LOCATION, to);
+            r
+        }
+        None => answer(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Signed out</title>\
+             <h1>Signed out</h1><p>Signed out of this gateway. The identity provider could not \
+             be reached: sign out there too on a shared computer.</p></html>\n"
+                .into(),
+        ),
+    };
     if let Ok(v) = HeaderValue::from_str(&CookieSealer::clear_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
