@@ -123,6 +123,19 @@ pub(crate) async fn serve(
     if method == http::Method::HEAD && matches!(conn.protocol, Protocol::Http2 | Protocol::Http3) {
         resp = without_content(resp);
     }
+    if matches!(
+        conn.protocol,
+        Protocol::Http1 | Protocol::Http2 | Protocol::Http3
+    ) && !resp
+        .headers()
+        .contains_key(header::STRICT_TRANSPORT_SECURITY)
+    {
+        // every listener of the fabric is TLS alone: a browser never tries plain HTTP
+        resp.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     if conn.protocol != Protocol::Http3 {
         if let Some(v) = &shared.alt_svc {
             resp.headers_mut().insert(header::ALT_SVC, v.clone());
@@ -144,6 +157,10 @@ pub(crate) async fn serve(
     );
     resp
 }
+
+/// `Strict-Transport-Security` on every answer over TLS (RFC 6797): a year, no subdomains (a
+/// zone's hosts are each their own listener, and a court may run other hosts under its domain).
+const HSTS: &str = "max-age=31536000";
 
 /// The answer to a `HEAD` over HTTP/2 or HTTP/3: the handler's head, no content (RFC 9110
 /// §9.3.2). HTTP/1.1's server drops the body itself; HTTP/2's and HTTP/3's would send it as

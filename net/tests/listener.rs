@@ -336,12 +336,13 @@ async fn curl_and_openssl() {
 /// was not closed cleanly: PROTOCOL_ERROR". Every protocol now answers the head alone, with the
 /// length the content would have.
 #[tokio::test]
-async fn head_is_answered_without_content_over_http1_and_http2() {
+async fn head_is_answered_without_content_over_http1_and_http2_and_says_hsts() {
     let pki = Pki::new();
     let (server, _) = start(&pki, ClientAuth::Optional, options()).await;
     let port = server.local_addr().port();
     let ca = pki.path("trust.pem");
     let mut lengths = Vec::new();
+    let mut hsts = Vec::new();
     for proto in ["--http1.1", "--http2"] {
         let out = tokio::process::Command::new("curl")
             .args(["-sS", "-I", proto, "--cacert"])
@@ -367,8 +368,16 @@ async fn head_is_answered_without_content_over_http1_and_http2() {
             .find_map(|l| l.strip_prefix("content-length: "))
             .map(|v| v.trim().to_owned());
         lengths.push(length);
+        if let Some(h) = said
+            .lines()
+            .find_map(|l| l.strip_prefix("strict-transport-security: "))
+        {
+            hsts.push(h.trim().to_owned());
+        }
     }
     assert!(lengths[0].is_some(), "{lengths:?}");
+    assert_eq!(hsts.len(), 2, "every answer over TLS says HSTS: {hsts:?}");
+    assert!(hsts.iter().all(|h| h == "max-age=31536000"), "{hsts:?}");
     assert_eq!(
         lengths[0], lengths[1],
         "both say the length a GET's content has"
