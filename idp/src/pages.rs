@@ -139,9 +139,13 @@ fn notice_text(n: &Notice, zh: bool) -> String {
     match (n, zh) {
         (Notice::SignInFailed, true) => "用户名或密码错误。".into(),
         (Notice::SignInFailed, false) => "The user name or password is wrong.".into(),
-        (Notice::Locked(t), true) => format!("尝试次数过多，请稍后再试（{t} 之后）。"),
-        (Notice::Locked(t), false) => {
-            format!("Too many failed attempts; try again later (after {t}).")
+        (Notice::Locked(wait), true) => {
+            format!("尝试次数过多，请 {} 分钟后再试。", wait.div_ceil(60).max(1))
+        }
+        (Notice::Locked(wait), false) => {
+            let minutes = wait.div_ceil(60).max(1);
+            let unit = if minutes == 1 { "minute" } else { "minutes" };
+            format!("Too many failed attempts; try again in {minutes} {unit}.")
         }
         (Notice::TotpWrong, true) => "动态口令错误。".into(),
         (Notice::TotpWrong, false) => "The one-time code is wrong.".into(),

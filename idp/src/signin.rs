@@ -186,7 +186,7 @@ impl Pending {
 pub(crate) enum Notice {
     /// Unknown account, wrong password or disabled account: one message for all.
     SignInFailed,
-    /// Locked until this time (seconds since the epoch).
+    /// Locked for this many more seconds.
     Locked(u64),
     TotpWrong,
     TotpReplayed,
@@ -280,7 +280,7 @@ impl Flow<'_> {
         Ok(match locked {
             Some(until) => {
                 self.note("signin.lockout", account, "locked", reason);
-                Notice::Locked(until.as_secs())
+                Notice::Locked(until.as_secs().saturating_sub(self.now.as_secs()))
             }
             None => notice,
         })
@@ -291,7 +291,9 @@ impl Flow<'_> {
         match self.parts.lockout.check(&state, self.now) {
             Err(IdpError::AccountLocked { not_before }) => {
                 self.note("signin.failure", account, "denied", "locked");
-                Ok(Some(Notice::Locked(not_before)))
+                Ok(Some(Notice::Locked(
+                    not_before.saturating_sub(self.now.as_secs()),
+                )))
             }
             Err(e) => Err(e),
             Ok(()) => Ok(None),

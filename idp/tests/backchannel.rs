@@ -207,7 +207,7 @@ impl World {
             .split("name=\"csrf\" value=\"")
             .nth(1)
             .and_then(|r| r.split('"').next())
-            .unwrap_or_else(|| panic!("no confirmation form: {page}"))
+            .unwrap()
             .to_owned();
         let resp = self
             .http

@@ -471,6 +471,8 @@ async fn five_failures_lock_the_account_and_a_locked_account_gets_no_code() {
     }
     let a = b.password("li.ming", "Wrong-pass1").await;
     assert!(a.shows("Too many failed attempts"), "{}", a.html);
+    // how long, in words a person reads (it showed seconds since 1970)
+    assert!(a.shows("try again in 15 minutes"), "{}", a.html);
     let actions = w.actions_since(before);
     assert_eq!(actions.iter().filter(|a| *a == "signin.failure").count(), 5);
     assert_eq!(actions.last().unwrap(), "signin.lockout");
