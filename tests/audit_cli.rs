@@ -198,8 +198,8 @@ fn append_verify_prove_search_export_ship_mirror() {
     );
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"));
-    let out = ok(&["audit", "verify", "--log", mirror, "--key", &pk], "");
-    assert!(out.starts_with("verified 0 entries"), "{out}");
+    // the mirror made for it is not left behind
+    assert!(!Path::new(mirror).exists());
     ok(
         &[
             "audit",

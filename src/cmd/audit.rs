@@ -885,9 +885,21 @@ fn print_records(
 fn mirror(dir: &Path, key: Option<&str>, files: &[PathBuf]) -> miette::Result<ExitCode> {
     let key = key.map(read_public_key).transpose()?;
     refuse_if_live(dir, "audit mirror")?;
+    let made = !dir.exists();
     let log = AuditLog::open_mirror(dir, key.as_ref())
         .into_diagnostic()
         .wrap_err_with(|| format!("opening the mirror `{}`", dir.display()))?;
+    let applied = mirror_files(&log, files);
+    if applied.is_err() && made && log.size() == 0 {
+        // a mirror made for batches that were all refused is not left behind
+        drop(log);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    applied
+}
+
+/// Applies each batch file to `log` in order, stopping at the first refused.
+fn mirror_files(log: &AuditLog, files: &[PathBuf]) -> miette::Result<ExitCode> {
     for f in files {
         let file = std::fs::File::open(f)
             .into_diagnostic()
