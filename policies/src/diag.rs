@@ -45,6 +45,9 @@ pub struct Problem {
     pub label: String,
     /// A hint or a counterexample, when one helps.
     pub help: Option<String>,
+    /// Another place the problem concerns (the first of two statements), with its label
+    /// (boxed: most problems have none, and the parser returns problems by value).
+    pub related: Option<Box<(Span, String)>>,
     /// 1-based line of the span's start (filled in by [`crate::check`]).
     pub line: usize,
     /// 1-based column (in characters) of the span's start.
@@ -59,6 +62,7 @@ impl Problem {
             span,
             label: label.into(),
             help: None,
+            related: None,
             line: 0,
             column: 0,
         }
@@ -77,6 +81,11 @@ impl Problem {
 
     pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    pub(crate) fn with_related(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.related = Some(Box::new((span, label.into())));
         self
     }
 
@@ -201,11 +210,14 @@ impl Diagnostic for SourceProblem {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.problem.span;
-        Some(Box::new(std::iter::once(
-            LabeledSpan::new_primary_with_span(
-                Some(self.problem.label.clone()),
-                (span.offset, span.len),
-            ),
-        )))
+        let primary = LabeledSpan::new_primary_with_span(
+            Some(self.problem.label.clone()),
+            (span.offset, span.len),
+        );
+        let related =
+            self.problem.related.as_deref().map(|(s, label)| {
+                LabeledSpan::new_with_span(Some(label.clone()), (s.offset, s.len))
+            });
+        Some(Box::new(std::iter::once(primary).chain(related)))
     }
 }

@@ -28,7 +28,13 @@
 //!
 //! A policy is a list of declarations. A statement ends at the end of its line; a list may go
 //! on after a comma on the next line; `#` starts a comment. Names of services, routes and flows
-//! are lowercase-kebab (`filing-intake`).
+//! are lowercase-kebab (`filing-intake`). A statement that holds one value (a zone's levels,
+//! `sealed`; a route's `to`, `roles`, `court`, `clearance`, `acr`, `time`; a flow's `max-size`,
+//! `deliver`, `rate`, `release`, `reply`, `accounts`; a release's `redact`, `approvers`; an
+//! option of a test) may stand once in its block, and a role has one `acr` line per zone: a
+//! second would replace the first, so it is an error. The list statements (`path`, `methods`,
+//! `kinds`, `max-size ... for`, `submitters`, `sanitize`, `refuse`, `attributes`,
+//! `credentials`, a zone's `acr` for other roles) may repeat and add up.
 //!
 //! ```text
 //! policy      = { levels | zone | service | route | flow | marking | expect | test }

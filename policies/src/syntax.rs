@@ -312,6 +312,31 @@ pub(crate) struct TestDecl {
     pub(crate) rule: Option<Name>,
 }
 
+/// The statements of one block (or test) that may stand once, each as first given: a second
+/// would silently replace the first, so it is an error pointing at both.
+#[derive(Default)]
+struct Once(Vec<Name>);
+
+impl Once {
+    /// Notes statement `kw` of `within` (such as "route `read`").
+    fn note(&mut self, kw: &Name, within: &str) -> PResult<()> {
+        if let Some(first) = self.0.iter().find(|f| f.text == kw.text) {
+            return Err(Problem::error(
+                format!("`{}` is given twice in {within}", kw.text),
+                kw.span,
+                "given again here",
+            )
+            .with_related(first.span, "first given here")
+            .with_help(format!(
+                "`{}` may stand once in {within}; keep the one that is meant",
+                kw.text
+            )));
+        }
+        self.0.push(kw.clone());
+        Ok(())
+    }
+}
+
 struct Parser<'s> {
     toks: Vec<(Tok<'s>, Span)>,
     pos: usize,
@@ -563,6 +588,8 @@ impl<'s> Parser<'s> {
                 "zone" => {
                     self.pos += 1;
                     let name = self.word("a zone name")?;
+                    let within = format!("zone `{}`", name.text);
+                    let mut once = Once::default();
                     let mut z = ZoneDecl {
                         name,
                         confidentiality: None,
@@ -571,6 +598,9 @@ impl<'s> Parser<'s> {
                         acr: Vec::new(),
                     };
                     self.block(|p, kw| {
+                        if ZONE_ONCE.contains(&kw.text.as_str()) {
+                            once.note(&kw, &within)?;
+                        }
                         match kw.text.as_str() {
                             "confidentiality" => z.confidentiality = Some(p.word("a level")?),
                             "integrity" => z.integrity = Some(p.word("a level")?),
@@ -599,6 +629,8 @@ impl<'s> Parser<'s> {
                     let name = self.word("a route name")?;
                     self.keyword("in")?;
                     let zone = self.word("a zone name")?;
+                    let within = format!("route `{}`", name.text);
+                    let mut once = Once::default();
                     let mut r = RouteDecl {
                         name,
                         zone,
@@ -612,6 +644,9 @@ impl<'s> Parser<'s> {
                         time: None,
                     };
                     self.block(|p, kw| {
+                        if ROUTE_ONCE.contains(&kw.text.as_str()) {
+                            once.note(&kw, &within)?;
+                        }
                         match kw.text.as_str() {
                             "path" => r.paths.extend(p.paths()?),
                             "methods" => r.methods.extend(p.word_list("a method")?),
@@ -662,6 +697,8 @@ impl<'s> Parser<'s> {
                     let from = self.word("the source zone")?;
                     self.punct("->")?;
                     let to = self.word("the destination zone")?;
+                    let within = format!("flow `{}`", name.text);
+                    let mut once = Once::default();
                     let mut f = FlowDecl {
                         name,
                         from,
@@ -680,6 +717,9 @@ impl<'s> Parser<'s> {
                         credentials: Vec::new(),
                     };
                     self.block(|p, kw| {
+                        if FLOW_ONCE.contains(&kw.text.as_str()) {
+                            once.note(&kw, &within)?;
+                        }
                         match kw.text.as_str() {
                             "kinds" => {
                                 f.kinds.push(p.kind()?);
@@ -699,6 +739,8 @@ impl<'s> Parser<'s> {
                                     }
                                     f.kind_sizes.push((size, kinds));
                                 } else {
+                                    // `max-size ... for` may repeat; the flow's own limit may not.
+                                    once.note(&kw, &within)?;
                                     f.max_size = Some(size);
                                 }
                             }
@@ -718,7 +760,12 @@ impl<'s> Parser<'s> {
                                     refuse: Vec::new(),
                                     approvers: None,
                                 };
+                                let within = format!("the release of {within}");
+                                let mut once = Once::default();
                                 p.block(|p, kw| {
+                                    if RELEASE_ONCE.contains(&kw.text.as_str()) {
+                                        once.note(&kw, &within)?;
+                                    }
                                     match kw.text.as_str() {
                                         "redact" => rel.redact = true,
                                         "refuse" => rel.refuse.extend(p.word_list("a label")?),
@@ -844,9 +891,11 @@ impl<'s> Parser<'s> {
                 };
                 let (mut roles, mut court, mut clearance, mut acr, mut at) =
                     (Vec::new(), None, None, None, None);
+                let mut once = Once::default();
                 while !self.is_word("expect") {
                     let opt =
                         self.word("`roles`, `court`, `clearance`, `acr`, `at` or `expect`")?;
+                    once.note(&opt, "one test")?;
                     match opt.text.as_str() {
                         "roles" => roles = self.word_list("a role")?,
                         "court" => court = Some(self.word("a court code")?),
@@ -876,10 +925,12 @@ impl<'s> Parser<'s> {
                 let flow = self.word("a flow name")?;
                 let (mut kind, mut size, mut by, mut labels, mut redacted, mut approvals) =
                     (None, None, Vec::new(), Vec::new(), false, Vec::new());
+                let mut once = Once::default();
                 while !self.is_word("expect") {
                     let opt = self.word(
                         "`kind`, `size`, `by`, `labels`, `redacted`, `approvals` or `expect`",
                     )?;
+                    once.note(&opt, "one test")?;
                     match opt.text.as_str() {
                         "kind" => kind = Some(self.kind()?),
                         "size" => size = Some(self.word("a size")?),
@@ -933,6 +984,14 @@ const ZONE_STMTS: &str = "`confidentiality`, `integrity`, `sealed` or `acr`";
 const ROUTE_STMTS: &str = "`path`, `methods`, `to`, `roles`, `court`, `clearance`, `acr` or `time`";
 const FLOW_STMTS: &str = "`kinds`, `max-size`, `submitters`, `deliver`, `rate`, `sanitize`, `release`, `reply`, `accounts`, `attributes` or `credentials`";
 const RELEASE_STMTS: &str = "`redact`, `refuse` or `approvers`";
+
+// The statements that may stand once in their block; the others (`acr` of a zone, `path`,
+// `methods`, `kinds`, `max-size ... for`, `submitters`, `sanitize`, `refuse`, `attributes`,
+// `credentials`) add to what the block already says.
+const ZONE_ONCE: [&str; 3] = ["confidentiality", "integrity", "sealed"];
+const ROUTE_ONCE: [&str; 6] = ["to", "roles", "court", "clearance", "acr", "time"];
+const FLOW_ONCE: [&str; 5] = ["deliver", "rate", "release", "reply", "accounts"];
+const RELEASE_ONCE: [&str; 2] = ["redact", "approvers"];
 
 fn bad_statement<T>(kw: &Name, block: &str, allowed: &str) -> PResult<T> {
     Err(Problem::error(

@@ -586,3 +586,210 @@ fn marking_no_release_refuses_is_a_warning() {
     assert!(p.help.unwrap().contains("refuse minor"));
     assert!(check("t.tp", &src).is_ok());
 }
+
+/// Asserts that `src` has one error `msg`, at keyword `kw` of the last `again` in `src`, and
+/// that it points at the `kw` of the last `first` before it too.
+fn given_twice(src: &str, msg: &str, kw: &str, first: &str, again: &str) {
+    let again_at = src.rfind(again).unwrap();
+    let first_at = src[..again_at].rfind(first).unwrap();
+    let c = check("t.tp", src);
+    let found: Vec<&Problem> = c.problems().iter().filter(|p| p.message == msg).collect();
+    assert_eq!(found.len(), 1, "want `{msg}` once in:\n{}", c.render());
+    let p = found[0];
+    assert_eq!(p.severity, Severity::Error);
+    let at = |s: usize, line: &str| (s + line.find(kw).unwrap(), kw.len());
+    assert_eq!((p.span.offset, p.span.len), at(again_at, again), "{msg}");
+    let (span, label) = *p.related.clone().expect("the first is pointed at");
+    assert_eq!((span.offset, span.len), at(first_at, first), "{msg}");
+    assert_eq!(label, "first given here");
+    let r = c.render();
+    assert!(
+        r.contains("first given here") && r.contains("given again here"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_statement_given_twice_is_an_error() {
+    // Zones.
+    given_twice(
+        &edit("  sealed\n", "  sealed\n  confidentiality low\n"),
+        "`confidentiality` is given twice in zone `vault`",
+        "confidentiality",
+        "  confidentiality high",
+        "  confidentiality low",
+    );
+    given_twice(
+        &edit("  sealed\n", "  sealed\n  sealed\n"),
+        "`sealed` is given twice in zone `vault`",
+        "sealed",
+        "  sealed",
+        "  sealed",
+    );
+    given_twice(
+        &edit(
+            "  acr judge, clerk >= otp\n",
+            "  acr judge, clerk >= otp\n  acr clerk >= pwd\n",
+        ),
+        "`clerk` is given an `acr` twice in zone `inside`",
+        "clerk",
+        "judge, clerk",
+        "acr clerk",
+    );
+    // Routes: every statement that holds one value.
+    for (stmt, again, msg) in [
+        (
+            "to service portal",
+            "to service intake",
+            "`to` is given twice in route `see`",
+        ),
+        (
+            "roles lawyer",
+            "roles clerk",
+            "`roles` is given twice in route `see`",
+        ),
+        (
+            "acr >= otp",
+            "acr >= pwd",
+            "`acr` is given twice in route `see`",
+        ),
+        (
+            "clearance >= none",
+            "clearance >= secret",
+            "`clearance` is given twice in route `see`",
+        ),
+        (
+            "court in bj",
+            "court in sh",
+            "`court` is given twice in route `see`",
+        ),
+        (
+            "time 08:00-18:00",
+            "time 00:00-24:00",
+            "`time` is given twice in route `see`",
+        ),
+    ] {
+        let added = if matches!(stmt, "to service portal" | "roles lawyer") {
+            format!("  {again}\n")
+        } else {
+            format!("  {stmt}\n  {again}\n")
+        };
+        let src = edit(
+            "  roles lawyer\n}\n",
+            &format!("  roles lawyer\n{added}}}\n"),
+        );
+        let kw = stmt.split(' ').next().unwrap();
+        given_twice(&src, msg, kw, stmt, again);
+    }
+    // Flows.
+    for (stmt, again, msg) in [
+        (
+            "max-size 1MiB",
+            "max-size 2GiB",
+            "`max-size` is given twice in flow `publish`",
+        ),
+        (
+            "deliver portal",
+            "deliver portal",
+            "`deliver` is given twice in flow `publish`",
+        ),
+        (
+            "rate 1 per hour",
+            "rate 100 per day",
+            "`rate` is given twice in flow `publish`",
+        ),
+        (
+            "reply upload",
+            "reply upload",
+            "`reply` is given twice in flow `publish`",
+        ),
+        (
+            "accounts judge",
+            "accounts any",
+            "`accounts` is given twice in flow `publish`",
+        ),
+        (
+            "release {",
+            "release {\n    approvers 1 of clerk\n  }",
+            "`release` is given twice in flow `publish`",
+        ),
+    ] {
+        let added = if matches!(stmt, "max-size 1MiB" | "deliver portal" | "release {") {
+            format!("  {again}\n")
+        } else {
+            format!("  {stmt}\n  {again}\n")
+        };
+        let src = edit(
+            "    approvers 1 of judge\n  }\n}\n",
+            &format!("    approvers 1 of judge\n  }}\n{added}}}\n"),
+        );
+        let kw = stmt.split(' ').next().unwrap();
+        given_twice(&src, msg, kw, stmt, again);
+    }
+    // A `max-size ... for` is no second `max-size`.
+    let src = edit(
+        "  max-size 1MiB\n  submitters judge",
+        "  max-size 1MiB\n  max-size 1KiB for pdf\n  submitters judge",
+    );
+    assert!(
+        check("t.tp", &src).is_ok(),
+        "{}",
+        check("t.tp", &src).render()
+    );
+    // A release's approvers and redaction, and the options of a test.
+    given_twice(
+        &edit(
+            "    approvers 1 of judge\n",
+            "    approvers 2 of judge\n    approvers 1 of judge, clerk\n",
+        ),
+        "`approvers` is given twice in the release of flow `publish`",
+        "approvers",
+        "approvers 2",
+        "approvers 1",
+    );
+    given_twice(
+        &edit(
+            "    approvers 1 of judge\n",
+            "    redact\n    approvers 1 of judge\n    redact\n",
+        ),
+        "`redact` is given twice in the release of flow `publish`",
+        "redact",
+        "redact",
+        "redact",
+    );
+    given_twice(
+        &format!(
+            "{BASE}test request inside GET /cases/1 roles judge acr otp roles clerk expect allow read\n"
+        ),
+        "`roles` is given twice in one test",
+        "roles",
+        "roles judge",
+        "roles clerk",
+    );
+    given_twice(
+        &format!("{BASE}test transfer upload kind pdf by lawyer kind ofd expect deny\n"),
+        "`kind` is given twice in one test",
+        "kind",
+        "kind pdf",
+        "kind ofd",
+    );
+    // What adds to its block may repeat.
+    let src = edit(
+        "  roles judge\n}\nroute see",
+        "  path /more/**\n  methods HEAD\n  roles judge\n}\nroute see",
+    );
+    assert!(
+        check("t.tp", &src).is_ok(),
+        "{}",
+        check("t.tp", &src).render()
+    );
+    let src = edit(
+        "  acr judge, clerk >= otp\n",
+        "  acr judge >= otp\n  acr clerk >= cert\n",
+    );
+    assert!(
+        check("t.tp", &src).is_ok(),
+        "{}",
+        check("t.tp", &src).render()
+    );
+}

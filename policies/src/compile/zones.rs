@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use tianping_core::ZoneName;
 
 use crate::cx::Cx;
-use crate::diag::Problem;
-use crate::model::{ROLES, Service, Zone};
-use crate::syntax::{Ast, Axis, Name};
+use crate::diag::{Problem, Span};
+use crate::model::{ALL_ROLES, ROLES, Service, Zone, role_bit};
+use crate::syntax::{Ast, Axis, Name, RoleSet};
 
 /// The two level lists, low to high.
 pub(super) struct Levels {
@@ -123,12 +123,41 @@ pub(super) fn zones(
             &z.name,
         );
         let mut acr = [None; ROLES];
+        // Where each role was given its acr: a second line for a role would replace the first.
+        let mut given: [Option<Span>; ROLES] = [None; ROLES];
         for (set, a) in &z.acr {
-            let mask = cx.roles(set);
-            let Some(a) = cx.acr(a) else { continue };
-            for (i, slot) in acr.iter_mut().enumerate() {
-                if mask & (1 << i) != 0 {
-                    *slot = Some(a);
+            let level = cx.acr(a);
+            let roles: Vec<(u32, Span, String)> = match set {
+                RoleSet::Any => vec![(ALL_ROLES, a.span, "`any`".to_owned())],
+                RoleSet::List(names) => names
+                    .iter()
+                    .filter_map(|n| Some((role_bit(cx.role(n)?), n.span, format!("`{}`", n.text))))
+                    .collect(),
+            };
+            for (mask, span, what) in roles {
+                let again = (0..ROLES).find_map(|i| {
+                    let first = given.get(i).copied().flatten()?;
+                    (mask & (1 << i) != 0).then_some(first)
+                });
+                if let Some(first) = again {
+                    cx.problems.push(
+                        Problem::error(
+                            format!("{what} is given an `acr` twice in zone `{}`", z.name.text),
+                            span,
+                            "given again here",
+                        )
+                        .with_related(first, "first given here")
+                        .with_help(
+                            "a role has one `acr` line per zone; keep the one that is meant",
+                        ),
+                    );
+                    continue;
+                }
+                for (i, (slot, at)) in acr.iter_mut().zip(given.iter_mut()).enumerate() {
+                    if mask & (1 << i) != 0 {
+                        *slot = level;
+                        *at = Some(span);
+                    }
                 }
             }
         }
