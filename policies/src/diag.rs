@@ -3,9 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use miette::{
-    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
-};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, SourceCode};
+
+use crate::snippet::{self, Snippet};
 
 /// A byte range of the policy text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,16 +137,18 @@ impl fmt::Display for Problem {
 #[derive(Debug)]
 pub struct SourceProblem {
     problem: Problem,
-    source: NamedSource<Arc<str>>,
+    /// The lines the problem points into, cut from the file.
+    source: Snippet,
 }
 
 impl SourceProblem {
     /// The problem and the file it points into.
     pub fn new(problem: Problem, file: &str, source: Arc<str>) -> Self {
-        Self {
-            problem,
-            source: NamedSource::new(file, source),
-        }
+        let spans: Vec<Span> = std::iter::once(problem.span)
+            .chain(problem.related.as_deref().map(|r| r.0))
+            .collect();
+        let source = Snippet::new(file, &source, &spans, problem.line);
+        Self { problem, source }
     }
 
     /// The problem itself.
@@ -157,8 +159,9 @@ impl SourceProblem {
     /// The diagnostic drawn as text, the offending text underlined (no colours).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let handler =
-            GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+            .with_width(100)
+            .with_context_lines(snippet::CONTEXT);
         if handler.render_report(&mut out, self).is_err() {
             out = format!(
                 "{}: {} at line {}, column {}\n",
@@ -209,15 +212,13 @@ impl Diagnostic for SourceProblem {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let span = self.problem.span;
         let primary = LabeledSpan::new_primary_with_span(
             Some(self.problem.label.clone()),
-            (span.offset, span.len),
+            self.source.span(self.problem.span),
         );
-        let related =
-            self.problem.related.as_deref().map(|(s, label)| {
-                LabeledSpan::new_with_span(Some(label.clone()), (s.offset, s.len))
-            });
+        let related = self.problem.related.as_deref().map(|(s, label)| {
+            LabeledSpan::new_with_span(Some(label.clone()), self.source.span(*s))
+        });
         Some(Box::new(std::iter::once(primary).chain(related)))
     }
 }

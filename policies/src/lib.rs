@@ -128,6 +128,7 @@ mod reach;
 mod replay;
 mod selftest;
 mod shared;
+mod snippet;
 mod syntax;
 
 /// The default five-zone policy of the court networks (`policies/default.tp`).

@@ -793,3 +793,47 @@ fn a_statement_given_twice_is_an_error() {
         check("t.tp", &src).render()
     );
 }
+
+#[test]
+fn diagnostics_on_very_long_lines() {
+    // Past column 65535 miette's layout panicked; the line is now clipped around the span.
+    let src = format!("{}bogus\n", " ".repeat(70_000));
+    let c = check("t.tp", &src);
+    let p = &c.problems()[0];
+    assert_eq!((p.line, p.column), (1, 70_001));
+    let r = c.render();
+    assert!(r.contains("[t.tp:1:70001]"), "{r}");
+    assert!(
+        r.contains("…") && r.contains(" bogus") && r.contains("─┬─"),
+        "{r}"
+    );
+    assert!(r.len() < 2_000, "{r}");
+    // A long context line of wide characters beside the error, and an error after them.
+    let src = format!("{BASE}# {}\nbogus\n", "秘".repeat(70_000));
+    let r = check("t.tp", &src).render();
+    assert!(
+        r.contains("unknown declaration `bogus`") && r.len() < 4_000,
+        "{r}"
+    );
+    let src = format!(
+        "{BASE}marking secret words {}, bogus\n",
+        vec!["\"秘密\""; 20_000].join(", ")
+    );
+    let r = check("t.tp", &src).render();
+    assert!(
+        r.contains("expected a quoted word") && r.contains("bogus"),
+        "{r}"
+    );
+    assert!(r.len() < 4_000, "{r}");
+    // A span that is itself a long line: its start and the end of the line are shown.
+    let flows: Vec<String> = (0..20_000).map(|i| format!("f{i}")).collect();
+    let src = format!(
+        "{BASE}expect only flows {} from outside to nowhere\n",
+        flows.join(", ")
+    );
+    let r = check("t.tp", &src).render();
+    assert!(
+        r.contains("unknown zone `nowhere`") && r.len() < 4_000,
+        "{r}"
+    );
+}
