@@ -85,6 +85,16 @@ pub(crate) fn covers(a: &[Seg], b: &[Seg]) -> bool {
     }
 }
 
+/// Whether some path is matched by both `a` and `b`.
+pub(crate) fn overlaps(a: &[Seg], b: &[Seg]) -> bool {
+    match (a.split_first(), b.split_first()) {
+        (None, None) | (Some((Seg::Rest, _)), _) | (_, Some((Seg::Rest, _))) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some((Seg::Lit(x), ar)), Some((Seg::Lit(y), br))) => x == y && overlaps(ar, br),
+        (Some((_, ar)), Some((_, br))) => overlaps(ar, br),
+    }
+}
+
 /// Whether the pattern has a `{court}` segment.
 pub(crate) fn has_court(p: &[Seg]) -> bool {
     p.contains(&Seg::Court)

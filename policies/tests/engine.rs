@@ -397,3 +397,84 @@ fn reload_is_atomic_and_refuses_bad_text() {
     assert!(reader.join().unwrap() > 0);
     assert_eq!(shared.load().hash(), old_hash);
 }
+
+#[test]
+fn diff_shows_zone_order_expect_and_test_changes() {
+    let old = default();
+    let changed = |from: &str, to: &str| {
+        assert!(DEFAULT_POLICY.contains(from), "{from}");
+        let c = check("new.tp", &DEFAULT_POLICY.replacen(from, to, 1));
+        assert!(c.is_ok(), "{}", c.render());
+        diff(&old, &c.into_policy().unwrap())
+    };
+    // A zone's acr floor: clerks of the private network sign in with a password now.
+    let d = changed(
+        "acr judge, assistant, clerk, enforcement, police, assessor >= otp",
+        "acr judge, assistant, clerk, enforcement, police, assessor >= pwd",
+    );
+    assert_eq!(d.zones_changed.len(), 1, "{d}");
+    assert_eq!(d.zones_changed[0].name, "private");
+    assert!(
+        d.zones_changed[0]
+            .new
+            .contains("acr judge, assistant, clerk, enforcement, police, assessor >= pwd"),
+        "{d}"
+    );
+    assert!(d.to_string().contains("~ zone private"), "{d}");
+    // The seal of a zone.
+    let d = changed("  sealed\n", "");
+    assert_eq!(d.zones_changed.len(), 1, "{d}");
+    assert!(d.zones_changed[0].old.contains("; sealed;"), "{d}");
+    assert!(!d.zones_changed[0].new.contains("sealed"), "{d}");
+    // Who may sign in.
+    let d = changed(
+        "  acr sysadmin, secadmin, auditor >= cert\n",
+        "  acr sysadmin, secadmin, auditor >= cert\n  acr lawyer, public >= pwd\n",
+    );
+    assert_eq!(d.zones_changed.len(), 1, "{d}");
+    assert!(
+        d.zones_changed[0].new.contains("lawyer, public >= pwd"),
+        "{d}"
+    );
+    // Expectations and tests.
+    let d = changed("expect no path from classified to internet\n", "");
+    assert_eq!(
+        d.expects_removed,
+        vec!["expect no path from classified to internet".to_owned()]
+    );
+    assert!(
+        !d.is_empty() && d.to_string().contains("- expect no path"),
+        "{d}"
+    );
+    let line = DEFAULT_POLICY
+        .lines()
+        .find(|l| l.starts_with("test request"))
+        .unwrap();
+    let d = changed(&format!("{line}\n"), "");
+    assert_eq!(d.tests_removed.len(), 1, "{d}");
+    assert!(line.starts_with(&d.tests_removed[0]), "{d}");
+    // The order of two routes that match the same request.
+    let base = "levels confidentiality c\nlevels integrity i\nzone a {\n  confidentiality c\n  integrity i\n  acr lawyer >= pwd\n}\nservice portal in a\nservice archive in a\n";
+    let docs = "route docs in a {\n  path /docs/**\n  methods GET\n  to service portal\n  roles lawyer\n}\n";
+    let old_docs = "route old-docs in a {\n  path /docs/old/**\n  methods GET\n  to service archive\n  roles lawyer\n}\n";
+    let other = "route other in a {\n  path /other\n  methods GET\n  to service archive\n  roles lawyer\n}\n";
+    let policy = |routes: &[&str]| {
+        let c = check("o.tp", &format!("{base}{}", routes.concat()));
+        c.into_policy().unwrap()
+    };
+    let d = diff(
+        &policy(&[docs, old_docs, other]),
+        &policy(&[other, old_docs, docs]),
+    );
+    assert_eq!(d.routes_reordered.len(), 1, "{d}");
+    assert!(
+        d.routes_reordered[0].contains("`docs` came first, now `old-docs` does"),
+        "{d}"
+    );
+    assert!(
+        d.to_string()
+            .contains("~ order: routes `docs` and `old-docs`"),
+        "{d}"
+    );
+    assert!(d.routes_changed.is_empty() && d.routes_added.is_empty());
+}
