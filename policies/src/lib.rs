@@ -102,8 +102,9 @@
 //!   out of a sealed zone (and the chain it opens); a flow to lower confidentiality without
 //!   `release`; a flow to higher integrity without `sanitize`; zero approvers for a kind not
 //!   made by machines; approvers of a role that cannot sign in to the source zone; a failed
-//!   `expect` (with a counterexample); a failing test; a label marked twice, an empty or
-//!   repeated marking word.
+//!   `expect` (with a counterexample); a failing test, or one that names an unknown zone,
+//!   method, flow or route (or a rule other than a transfer's flow); a label marked twice, an
+//!   empty or repeated marking word.
 //!   Warnings: a route shadowed by an earlier one; a route no subject can satisfy; a service no
 //!   route or flow reaches; a marking no release refuses.
 #![forbid(unsafe_code)]

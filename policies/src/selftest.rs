@@ -7,7 +7,7 @@ use crate::compile::{parse_hhmm, parse_size};
 use crate::cx::Cx;
 use crate::diag::{Lines, Problem};
 use crate::engine::{Approval, Outcome, Subject, Submitter, TransferRequest};
-use crate::model::{Kind, Policy};
+use crate::model::{Kind, METHODS, Policy, method_index};
 use crate::syntax::{Ast, TestInput};
 
 /// The result of one test written beside the policy.
@@ -39,6 +39,31 @@ pub(crate) fn run_tests(cx: &mut Cx, p: &Policy, ast: &Ast, lines: &Lines<'_>) -
                 acr,
                 at,
             } => {
+                // A typo would make a deny test pass without testing anything.
+                if cx.resolve(&p.zone_index, "zone", zone).is_none() {
+                    continue;
+                }
+                if method_index(&method.text).is_none() {
+                    cx.problems.push(
+                        Problem::error(
+                            format!("unknown method `{}`", method.text),
+                            method.span,
+                            "not a method a route can name",
+                        )
+                        .with_help(format!("methods are {}", METHODS.join(", "))),
+                    );
+                    continue;
+                }
+                if let Some(r) = &t.rule {
+                    if !p.routes.iter().any(|route| route.name == r.text) {
+                        cx.err(
+                            format!("unknown route `{}`", r.text),
+                            r.span,
+                            "no route of this name is declared",
+                        );
+                        continue;
+                    }
+                }
                 let mut subject = Subject::new(&[]);
                 subject.roles = roles.iter().filter_map(|r| cx.role(r)).collect();
                 if let Some(c) = court {
@@ -94,6 +119,26 @@ pub(crate) fn run_tests(cx: &mut Cx, p: &Policy, ast: &Ast, lines: &Lines<'_>) -
                 redacted,
                 approvals,
             } => {
+                if cx.resolve(&p.flow_index, "flow", flow).is_none() {
+                    continue;
+                }
+                if let Some(r) = t.rule.as_ref().filter(|r| r.text != flow.text) {
+                    cx.problems.push(
+                        Problem::error(
+                            format!(
+                                "a transfer on flow `{}` is never decided by `{}`",
+                                flow.text, r.text
+                            ),
+                            r.span,
+                            "not this test's flow",
+                        )
+                        .with_help(format!(
+                            "a transfer's rule is its flow: `expect ... {}`",
+                            flow.text
+                        )),
+                    );
+                    continue;
+                }
                 let default_kind = p
                     .flow_index
                     .get(flow.text.as_str())

@@ -837,3 +837,51 @@ fn diagnostics_on_very_long_lines() {
         "{r}"
     );
 }
+
+#[test]
+fn tests_name_known_zones_flows_methods_and_rules() {
+    let with = |t: &str| format!("{BASE}{t}\n");
+    expect(
+        &with("test request insde GET /cases/1 roles judge acr otp expect deny"),
+        Severity::Error,
+        "unknown zone `insde`",
+        "insde",
+        0,
+    );
+    expect(
+        &with("test request inside FETCH /cases/1 roles judge acr otp expect deny"),
+        Severity::Error,
+        "unknown method `FETCH`",
+        "FETCH",
+        0,
+    );
+    expect(
+        &with("test request inside GET /cases/1 roles judge acr otp expect allow raed"),
+        Severity::Error,
+        "unknown route `raed`",
+        "raed",
+        0,
+    );
+    expect(
+        &with("test transfer uplaod kind pdf by lawyer expect deny"),
+        Severity::Error,
+        "unknown flow `uplaod`",
+        "uplaod",
+        0,
+    );
+    expect(
+        &with("test transfer upload kind pdf by lawyer expect allow publish"),
+        Severity::Error,
+        "a transfer on flow `upload` is never decided by `publish`",
+        "publish",
+        1,
+    );
+    // Known names still run.
+    let src = with(
+        "test request inside GET /cases/1 roles judge acr otp expect allow read\n\
+         test transfer upload kind pdf by lawyer expect allow upload",
+    );
+    let c = check("t.tp", &src);
+    assert!(c.is_ok(), "{}", c.render());
+    assert_eq!(c.tests().len(), 2);
+}
