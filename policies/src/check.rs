@@ -182,6 +182,13 @@ fn source_order(problems: &mut [Problem]) {
     });
 }
 
+/// Whether a CR stands anywhere but before an LF (CR-only line endings are not supported).
+fn has_lone_cr(source: &str) -> bool {
+    source
+        .match_indices('\r')
+        .any(|(i, _)| source.as_bytes().get(i + 1) != Some(&b'\n'))
+}
+
 /// Parses and verifies a policy text read from `file`.
 pub fn check(file: &str, source: &str) -> Checked {
     let src: Arc<str> = Arc::from(source);
@@ -191,7 +198,16 @@ pub fn check(file: &str, source: &str) -> Checked {
     let mut tests = Vec::new();
     let mut sizes = Vec::new();
     match syntax::parse(source) {
-        Err(p) => cx.problems.push(p),
+        Err(mut p) => {
+            if source.contains('\r') && p.help.is_none() && has_lone_cr(source) {
+                p.help = Some(
+                    "this text has carriage returns (CR) with no line feed after them: they are read \
+                     as spaces, not as line ends; save it with LF or CRLF line endings"
+                        .to_owned(),
+                );
+            }
+            cx.problems.push(p);
+        }
         Ok(ast) => {
             if let Some(p) = compile::build(&mut cx, &ast, file, &src) {
                 if cx.problems.iter().all(|p| p.severity != Severity::Error) {

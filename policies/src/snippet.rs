@@ -1,6 +1,7 @@
 //! The lines a diagnostic shows, cut out of the policy text for `miette` to draw: only the
-//! lines around what it points at, and a line too long to draw (miette's layout fails past
-//! column 65535) clipped around the spans on it.
+//! lines around what it points at, a line too long to draw (miette's layout fails past
+//! column 65535) clipped around the spans on it, and lines and columns as the parser counts
+//! them (a lone CR is a space, a column counts characters).
 
 use std::sync::Arc;
 
@@ -102,6 +103,20 @@ fn ceil_boundary(text: &str, mut i: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// `text` with each CR not followed by LF replaced by a space (the same length).
+fn lone_cr_as_space(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(if c == '\r' && chars.peek() != Some(&'\n') {
+            ' '
+        } else {
+            c
+        });
+    }
+    out
 }
 
 fn count_newlines(text: &str, from: usize, to: usize) -> usize {
@@ -242,6 +257,8 @@ impl Snippet {
             keep(&mut out, le, next);
             ls = next;
         }
+        // A lone CR is whitespace to the lexer and to `Lines`; miette would break the line there.
+        let out = lone_cr_as_space(&out);
         Region {
             text: out,
             start,
@@ -290,9 +307,13 @@ impl SourceCode for Snippet {
                 .text
                 .as_str()
                 .read_span(&local, context_lines_before, context_lines_after)?;
-        // The column of a span's own start (the header's) is the text's, not the clipped line's.
+        // The column of a span's own start (the header's) counts characters of the text's line,
+        // as `Problem::column` does, not bytes of the clipped line.
         let column = match region.orig(local.offset()) {
-            Some(o) if context_lines_before == 0 => o - line_start(&self.text, o),
+            Some(o) if context_lines_before == 0 => self
+                .text
+                .get(line_start(&self.text, o)..o)
+                .map_or(0, |t| t.chars().count()),
             _ => inner.column(),
         };
         Ok(Box::new(MietteSpanContents::new_named(

@@ -885,3 +885,26 @@ fn tests_name_known_zones_flows_methods_and_rules() {
     assert!(c.is_ok(), "{}", c.render());
     assert_eq!(c.tests().len(), 2);
 }
+
+#[test]
+fn header_counts_characters_and_a_lone_cr_breaks_no_line() {
+    // The header's column counts characters, as `Problem::column` does (miette counted bytes).
+    let src = format!("{BASE}marking secret words \"秘密\", \"机密\", bogus\n");
+    let p = expect(&src, Severity::Error, "expected a quoted word", "bogus", 0);
+    assert_eq!(p.column, 34);
+    let r = check("t.tp", &src).render();
+    assert!(r.contains(&format!("[t.tp:{}:34]", p.line)), "{r}");
+    // A lone CR is a space to the lexer; the header and the gutter count lines as it does.
+    let src = edit("  roles judge\n", "  # was\rclerk\n  roles lawyr\n");
+    let p = expect(&src, Severity::Error, "unknown role `lawyr`", "lawyr", 0);
+    let r = check("t.tp", &src).render();
+    assert!(r.contains(&format!("[t.tp:{}:9]", p.line)), "{r}");
+    assert!(r.contains(&format!("{} │   roles lawyr", p.line)), "{r}");
+    assert!(
+        r.contains(&format!("{} │   # was clerk", p.line - 1)),
+        "{r}"
+    );
+    let src = format!("\r# a\r{BASE}").replace("acr lawyer >= pwd", "acr lawyer >= pwd\rbogus");
+    let r = check("t.tp", &src).render();
+    assert!(r.contains("carriage returns (CR) with no line feed"), "{r}");
+}
