@@ -14,6 +14,12 @@ pub struct Recorded {
     /// The rule that decided then, if recorded.
     #[serde(default)]
     pub rule: Option<String>,
+    /// The service an allowed request went to then, if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The flow an allowed request or transfer went to then, if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
     /// The hash of the policy in force then, if recorded.
     #[serde(default)]
     pub policy: Option<PolicyHash>,
@@ -114,7 +120,8 @@ impl Policy {
     }
 
     /// Re-decides every input and reports each decision that flipped (allow/deny changed, or an
-    /// allow that now goes elsewhere than the recorded rule said).
+    /// allow that now goes by another rule than the recorded one, or to another service or flow
+    /// than the recorded one: a rule of the same name may send elsewhere now).
     pub fn replay<'a>(&self, inputs: impl IntoIterator<Item = &'a DecisionInput>) -> ReplayReport {
         let mut r = ReplayReport::default();
         for (index, di) in inputs.into_iter().enumerate() {
@@ -122,13 +129,19 @@ impl Policy {
             let d = self.decide_input(&di.input);
             let was_allow = di.recorded.decision.is_allow();
             let now_allow = d.is_allow();
+            let recorded_target = match (&di.recorded.service, &di.recorded.flow) {
+                (Some(s), _) => Some(Outcome::Service(s)),
+                (None, Some(f)) => Some(Outcome::Flow(f)),
+                (None, None) => None,
+            };
             let retargeted = was_allow
                 && now_allow
-                && di
+                && (di
                     .recorded
                     .rule
                     .as_deref()
-                    .is_some_and(|rule| Some(rule) != d.rule);
+                    .is_some_and(|rule| Some(rule) != d.rule)
+                    || recorded_target.is_some_and(|t| t != d.outcome));
             if was_allow == now_allow && !retargeted {
                 r.same += 1;
                 continue;
@@ -153,9 +166,17 @@ impl Policy {
             r.flips.push(Flip {
                 index,
                 what,
-                was: match &di.recorded.rule {
-                    Some(rule) => format!("{} ({rule})", di.recorded.decision),
-                    None => di.recorded.decision.to_string(),
+                was: {
+                    let then: Vec<&str> =
+                        [&di.recorded.rule, &di.recorded.service, &di.recorded.flow]
+                            .into_iter()
+                            .filter_map(Option::as_deref)
+                            .collect();
+                    if then.is_empty() {
+                        di.recorded.decision.to_string()
+                    } else {
+                        format!("{} ({})", di.recorded.decision, then.join(", "))
+                    }
                 },
                 now,
                 rule: d.rule.map(str::to_owned),

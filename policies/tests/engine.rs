@@ -250,6 +250,8 @@ fn replay_reports_flips() {
         recorded: Recorded {
             decision: Verdict::Allow,
             rule: Some("file-case".into()),
+            service: None,
+            flow: Some("online-filing".into()),
             policy: None,
         },
     };
@@ -477,4 +479,33 @@ fn diff_shows_zone_order_expect_and_test_changes() {
         "{d}"
     );
     assert!(d.routes_changed.is_empty() && d.routes_added.is_empty());
+}
+
+#[test]
+fn replay_sees_a_rule_that_now_sends_elsewhere() {
+    let old = default();
+    // `read-judgments` keeps its name and now sends to another service.
+    let from = "  to service judgment-portal\n";
+    let at = DEFAULT_POLICY.find("route read-judgments").unwrap();
+    let cut = at + DEFAULT_POLICY[at..].find(from).unwrap();
+    let new_src = format!(
+        "{}  to service receipt-store\n{}",
+        &DEFAULT_POLICY[..cut],
+        &DEFAULT_POLICY[cut + from.len()..]
+    );
+    let c = check("new.tp", &new_src);
+    assert!(c.is_ok(), "{}", c.render());
+    let new = c.into_policy().unwrap();
+    let line = r#"{"type":"request","zone":"internet","method":"GET","path":"/judgments/2","subject":{"roles":["public"],"acr":"pwd"},"recorded":{"decision":"allow","rule":"read-judgments","service":"judgment-portal"}}"#;
+    let input: DecisionInput = serde_json::from_str(line).unwrap();
+    let d = old.decide_input(&input.input);
+    assert_eq!(
+        (d.rule, d.outcome),
+        (Some("read-judgments"), Outcome::Service("judgment-portal"))
+    );
+    assert_eq!(old.replay([&input]).same, 1);
+    let r = new.replay([&input]);
+    assert_eq!((r.same, r.retargeted), (0, 1), "{r:?}");
+    assert_eq!(r.flips[0].was, "allow (read-judgments, judgment-portal)");
+    assert_eq!(r.flips[0].now, "allow (receipt-store)");
 }
