@@ -72,6 +72,10 @@ pub(crate) fn decision_input(event: &Event) -> Option<Result<DecisionInput, MapE
             recorded: Recorded {
                 decision,
                 rule: recorded_rule(event),
+                // the events name the rule, not its service or flow: retargets are seen by the
+                // rule that now decides
+                service: None,
+                flow: None,
                 policy: policy_hash(event)?,
             },
         })
