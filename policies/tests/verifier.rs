@@ -389,6 +389,35 @@ fn warning_shadowed_route() {
 }
 
 #[test]
+fn warning_route_without_roles() {
+    let open = format!(
+        "{BASE}route anyone in inside {{\n  path /open\n  methods GET\n  to service intake\n}}\n"
+    );
+    let p = expect(
+        &open,
+        Severity::Warning,
+        "route `anyone` names no roles: every role that may sign in to zone `inside` may use it",
+        "anyone",
+        0,
+    );
+    assert!(p.help.unwrap().contains("roles any"));
+    assert!(check("t.tp", &open).is_ok());
+    // said on purpose: no warning
+    let said = open.replace(
+        "  to service intake\n}",
+        "  to service intake\n  roles any\n}",
+    );
+    let c = check("t.tp", &said);
+    assert!(
+        !c.problems()
+            .iter()
+            .any(|p| p.message.contains("names no roles")),
+        "{}",
+        c.render()
+    );
+}
+
+#[test]
 fn warning_unsatisfiable_route() {
     let src = format!(
         "{BASE}route nobody in inside {{\n  path /x\n  methods GET\n  to service intake\n  roles lawyer\n}}\n"

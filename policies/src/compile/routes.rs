@@ -140,6 +140,20 @@ fn route(
             flow_index.get(n.text.as_str()).copied().map(Target::Flow)
         }),
     };
+    if r.roles.is_none() {
+        // open to every role that may sign in to the zone: said, not left to be guessed
+        cx.problems.push(
+            Problem::warning(
+                format!(
+                    "route `{}` names no roles: every role that may sign in to zone `{}` may use it",
+                    r.name.text, r.zone.text
+                ),
+                r.name.span,
+                "no `roles` line",
+            )
+            .with_help("write `roles any` if every role is meant, or name the roles"),
+        );
+    }
     let roles = r.roles.as_ref().map_or(ALL_ROLES, |s| cx.roles(s));
     let court = match &r.court {
         None => None,
