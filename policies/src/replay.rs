@@ -6,8 +6,10 @@ use tianping_core::{PolicyHash, UnixTime, Verdict};
 use crate::engine::{Decision, Outcome, Subject, TransferRequest};
 use crate::model::Policy;
 
-/// A decision as it was recorded (by the gateway, the exchange, or the audit log).
+/// A decision as it was recorded (by the gateway, the exchange, or the audit log). A key it
+/// does not know is refused (a misspelt `rule` would turn off the retarget check unseen).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Recorded {
     /// Allow or deny (`"allow"` or `"deny"` in JSON).
     pub decision: Verdict,

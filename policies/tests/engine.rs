@@ -261,6 +261,11 @@ fn replay_reports_flips() {
     assert!(line.contains("\"type\":\"request\""));
     let back: DecisionInput = serde_json::from_str(&line).unwrap();
     assert_eq!(back, inputs[1]);
+    // a misspelt key of what was recorded is refused, not read as "no rule recorded"
+    let typo = line.replace("\"rule\":", "\"rulee\":");
+    assert_ne!(typo, line);
+    let err = serde_json::from_str::<DecisionInput>(&typo).unwrap_err();
+    assert!(err.to_string().contains("rulee"), "{err}");
     let same = old.replay(&inputs);
     assert_eq!((same.total, same.same, same.flips.len()), (2, 2, 0));
     let r = new.replay(&inputs);
