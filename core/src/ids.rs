@@ -141,11 +141,9 @@ impl CourtCode {
             None => Some(Self(Self::SUPREME.to_owned())),
         }
     }
-}
 
-impl FromStr for CourtCode {
-    type Err = IdError;
-    fn from_str(s: &str) -> Result<Self, IdError> {
+    /// Whether `s` is a court code, without allocating (what [`FromStr`] accepts).
+    pub fn is_valid(s: &str) -> bool {
         let mut segments = s.split('.');
         let first_ok = segments.next().is_some_and(|f| {
             (2..=8).contains(&f.len()) && f.bytes().all(|b| b.is_ascii_lowercase())
@@ -158,7 +156,14 @@ impl FromStr for CourtCode {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         });
-        if first_ok && rest_ok && count <= 5 && (s == Self::SUPREME || !s.starts_with("spc.")) {
+        first_ok && rest_ok && count <= 5 && (s == Self::SUPREME || !s.starts_with("spc."))
+    }
+}
+
+impl FromStr for CourtCode {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        if Self::is_valid(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(IdError::CourtCode(quoted(s)))

@@ -254,8 +254,13 @@ impl Decision<'_> {
     }
 }
 
-/// Whether court code `inner` is `outer` or below it, on text, without allocating.
+/// Whether `inner` (a path's segment) is a court code and is `outer` or below it, on text,
+/// without allocating. A segment that is no court code (`bj.01.03.`, `bj.01.03..x`) is within
+/// no court.
 fn court_within(inner: &str, outer: &str) -> bool {
+    if !CourtCode::is_valid(inner) {
+        return false;
+    }
     outer == CourtCode::SUPREME
         || inner == outer
         || inner

@@ -47,6 +47,26 @@ fn requests_name_rule_reason_and_hash() {
         (d.outcome, d.rule, d.reason),
         (Outcome::Deny, Some("case-read"), Reason::Court)
     );
+    // A segment that is no court code is within no court, however it starts (it was read as
+    // text: `bj.01.` began with `bj.01.` and was let through to the service); the Supreme
+    // Court's judges too.
+    let spc = subject(&[Role::Judge], "spc", Acr::Otp);
+    for bogus in ["bj.01.", "bj.01..x", "bj.01.%2e", "bj.01.t2.x.y.z", "BJ.01"] {
+        for who in [&judge, &spc] {
+            let d = p.decide_request(
+                "private",
+                who,
+                "GET",
+                &format!("/courts/{bogus}/cases/1"),
+                NOON,
+            );
+            assert_eq!(
+                (d.outcome, d.rule, d.reason),
+                (Outcome::Deny, Some("case-read"), Reason::Court),
+                "{bogus}"
+            );
+        }
+    }
     // Default deny names no rule.
     let d = p.decide_request("private", &judge, "GET", "/nothing/here", NOON);
     assert_eq!(
