@@ -93,6 +93,35 @@ fn follow_supervisor() -> bool {
     rustix::process::Pid::as_raw(rustix::process::getppid()) == pid
 }
 
+/// Whether `command` prints what a person reads or pipes on (`| head`), and runs nothing that
+/// must be stopped in order: a closed pipe may end it at once.
+fn prints_for_a_reader(command: &Command) -> bool {
+    match command {
+        Command::Policy(_) | Command::Status(_) | Command::Certs(_) => true,
+        Command::Audit(c) => !matches!(c, cmd::audit::AuditCmd::Store { .. }),
+        _ => false,
+    }
+}
+
+/// A reader that stops reading (`tianping policy test p.tp | head -1`) ends the command as a
+/// closed pipe ends `cat`: quietly, exit status 141 (128 + SIGPIPE). Rust ignores SIGPIPE, so
+/// `println!` panicked ("failed printing to stdout: Broken pipe") with exit status 101.
+fn quiet_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !follow_supervisor() {
@@ -110,6 +139,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if prints_for_a_reader(&cli.command) {
+        quiet_on_a_closed_pipe();
+    }
     let is_up = matches!(cli.command, Command::Up(_));
     if let Err(report) = cmd::demo::apply_clock_offset(&data, is_up) {
         eprintln!("{report:?}");

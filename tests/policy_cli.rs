@@ -36,6 +36,26 @@ fn check_default_policy_exits_zero() {
     assert!(text(&out.stdout).contains("ok, 0 error(s), 0 warning(s); sha256 "));
 }
 
+/// A reader that closed its end (`| head`) ends the command quietly with 141, as a closed
+/// pipe ends `cat`; it panicked with 101 ("failed printing to stdout: Broken pipe").
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let p = default_policy();
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_tianping"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["policy", "test", p.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
 /// With less memory for the filters than the default policy's limits assume, `policy check`
 /// warns at each `max-size` whose payload a filter could not hold, names the kind and the
 /// memory it needs, and still exits zero (a warning, not an error).
