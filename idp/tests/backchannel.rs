@@ -9,6 +9,7 @@
     reason = "tests fail loudly"
 )]
 
+mod logout_form;
 mod zone_tls;
 
 use std::future::Future;
@@ -202,22 +203,14 @@ impl World {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        let page = resp.text().await.unwrap();
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap()
-            .to_owned();
-        let resp = self
-            .http
-            .post(self.url("/logout"))
-            .header("cookie", &cookie)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}"))
-            .send()
-            .await
-            .unwrap();
+        let csrf = logout_form::csrf_of(&resp.text().await.unwrap());
+        let resp = logout_form::post(
+            &self.http,
+            self.url("/logout"),
+            &cookie,
+            format!("csrf={csrf}"),
+        )
+        .await;
         assert_eq!(resp.status(), StatusCode::OK);
     }
 

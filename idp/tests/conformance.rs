@@ -580,21 +580,7 @@ async fn rp_initiated_logout_revokes_the_sessions_refresh_families() {
     // with no ID token hint the user is asked, and confirms with the page's form
     let (status, _, page) = w.browse(w.http.get(w.url("/logout")), &mut cookie).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("a confirmation form")
-        .to_owned();
-    let (status, _, page) = w
-        .browse(
-            w.http
-                .post(w.url("/logout"))
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("csrf={csrf}")),
-            &mut cookie,
-        )
-        .await;
+    let (status, _, page) = w.post_form_page(&page, &[], &mut cookie).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("Signed out"), "{page}");
     for (name, v) in [("rotated", &rotated), ("second", &second)] {

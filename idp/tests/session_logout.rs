@@ -5,6 +5,7 @@
 //! and all revoked.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod logout_form;
 mod zone_tls;
 
 use std::sync::{Arc, Barrier};
@@ -185,35 +186,15 @@ async fn two_codes_of_a_session_redeemed_at_once_both_end_at_its_logout() {
             sessions.get(&sid, now).is_ok(),
             "round {round}: ended by a GET"
         );
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap()
-            .to_owned();
+        let csrf = logout_form::csrf_of(&page);
         // a post without the session's token (a forged form) is refused, and ends nothing
         for bad in ["", "csrf=forged"] {
-            let resp = w
-                .http
-                .post(w.url("/logout"))
-                .header("cookie", &cookie)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(bad)
-                .send()
-                .await
-                .unwrap();
+            let resp = logout_form::post(&w.http, w.url("/logout"), &cookie, bad.into()).await;
             assert_ne!(resp.status(), StatusCode::OK, "round {round}: {bad}");
             assert!(sessions.get(&sid, now).is_ok(), "round {round}: {bad}");
         }
-        let resp = w
-            .http
-            .post(w.url("/logout"))
-            .header("cookie", &cookie)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}"))
-            .send()
-            .await
-            .unwrap();
+        let resp =
+            logout_form::post(&w.http, w.url("/logout"), &cookie, format!("csrf={csrf}")).await;
         assert_eq!(resp.status(), StatusCode::OK, "round {round}");
         assert!(resp.text().await.unwrap().contains("Signed out"));
         for rt in &rts {

@@ -137,9 +137,11 @@ impl AuditLog {
         let mut from_archives: std::collections::HashMap<u64, Hash> =
             std::collections::HashMap::new();
         let mut archive_roots: Vec<(u64, Hash)> = Vec::new();
+        // the archives the log recorded: each file given is checked against its record, and
+        // the archived prefix must be what they cover
+        let recorded = self.archives()?;
         if !archives.is_empty() {
             let key = key.as_ref().ok_or(StoreError::NoKey)?;
-            let recorded = self.archives()?;
             for (n, a) in archives.iter().enumerate() {
                 let checked = a
                     .check(Some(&origin), key)
@@ -313,7 +315,7 @@ impl AuditLog {
         // The archived prefix must be exactly what the recorded archives cover, each ending at
         // a signed checkpoint.
         let mut covered = 0u64;
-        for (from, to, _) in self.archives()? {
+        for &(from, to, _) in &recorded {
             if from != covered || to <= from || !cps.iter().any(|c| c.size == to) {
                 return Err(StoreError::Tampered {
                     index: from,

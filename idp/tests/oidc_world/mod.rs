@@ -415,7 +415,7 @@ impl World {
     }
 
     /// Posts the form of `html` (its action and CSRF token) with `fields`.
-    async fn post_form_page(
+    pub(crate) async fn post_form_page(
         &self,
         html: &str,
         fields: &[(&str, &str)],
